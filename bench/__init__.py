@@ -1,0 +1,1 @@
+"""remask.bench: benchmark harness (results under bench/results/)."""

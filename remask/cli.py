@@ -1,0 +1,204 @@
+"""The ``remask`` command line: list, generate, infill, demo, bench."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import sys
+import time
+
+import click
+
+__all__ = ["main"]
+
+MASK_MARK = "_"  # how `remask infill --tokens` writes a position to fill
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict:
+    """``("steps=32", "remasking=random")`` -> ``{"steps": 32, "remasking": "random"}``.
+
+    Values are Python literals (``literal_eval``); anything else is kept as a string, and
+    ``none``/``null`` mean None.
+    """
+    config = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--set")
+        if value.lower() in ("none", "null"):
+            config[key] = None
+            continue
+        try:
+            config[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            config[key] = value
+    return config
+
+
+def _parse_ids(text: str, *, mask_id: int | None = None) -> list[int]:
+    ids = []
+    for item in text.replace(",", " ").split():
+        if item == MASK_MARK and mask_id is not None:
+            ids.append(mask_id)
+            continue
+        try:
+            ids.append(int(item))
+        except ValueError:
+            raise click.BadParameter(f"not a token id: {item!r} in {text!r}") from None
+    return ids
+
+
+def _build(sampler: str, sets: tuple[str, ...]):
+    from remask.samplers import build
+
+    try:
+        return build(sampler, **_parse_sets(sets))
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _load(spec: str):
+    from remask.models import load_model
+
+    try:
+        return load_model(spec)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _report(model, out, seconds: float, as_json: bool, prompt_lengths: list[int] | None) -> None:
+    tokenizer = getattr(model, "tokenizer", None)
+    rows = []
+    for b in range(out.tokens.shape[0]):
+        real = out.tokens[b][out.attention_mask[b]].tolist()
+        row = {"tokens": real, "nfe": int(out.nfe[b])}
+        if prompt_lengths is not None:
+            row["generated"] = real[prompt_lengths[b]:]
+        if tokenizer is not None:
+            row["text"] = tokenizer.decode(row.get("generated", real), skip_special_tokens=True)
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps({"rows": rows, "steps": out.steps, "seconds": round(seconds, 4)}))
+        return
+    for b, row in enumerate(rows):
+        body = row.get("text", " ".join(map(str, row.get("generated", row["tokens"]))))
+        click.echo(f"[{b}] nfe={row['nfe']}  {body}")
+    click.echo(f"{out.steps} steps, {seconds:.2f} s", err=True)
+
+
+@click.group()
+@click.version_option(package_name="remask")
+def main() -> None:
+    """remask: interchangeable samplers for masked diffusion language models."""
+
+
+@main.command("list")
+def list_command() -> None:
+    """List samplers (with their settings), built-in models and kernel backends."""
+    from remask import kernels
+    from remask.samplers import available, sampler_class
+
+    click.echo("Samplers:")
+    for name in available():
+        cls = sampler_class(name)
+        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
+        click.echo(f"  {name:<16} {fields}")
+    click.echo("Models:")
+    click.echo("  oracle:markov?vocab=8&length=16&seed=0&concentration=1.0   exact Markov-chain oracle")
+    click.echo("  tiny:transformer?vocab=32&width=32&depth=2&heads=4&seed=0 seeded random transformer")
+    click.echo("  <checkpoint directory>                                     LLaDA/Dream/any masked LM")
+    backends = kernels.backends() if hasattr(kernels, "backends") else ["torch"]
+    click.echo(f"Kernel backends available here: {', '.join(backends)}")
+
+
+_SAMPLER_OPTIONS = [
+    click.option("--model", "model_spec", required=True, help="Model spec or checkpoint directory."),
+    click.option("--sampler", default="low_confidence", show_default=True, help="Registered sampler name."),
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Sampler setting (repeatable)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--json", "as_json", is_flag=True, help="Print tokens, NFE and timings as JSON."),
+    click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."),
+]
+
+
+def _sampler_options(fn):
+    for option in reversed(_SAMPLER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@_sampler_options
+@click.option("--gen-length", type=int, required=True, help="Tokens to generate per prompt.")
+@click.option("--prompt-ids", multiple=True, help="A prompt as token ids, e.g. '1,2,3' (repeat for a batch).")
+@click.option("--prompt", "prompts", multiple=True, help="A text prompt (needs a tokenizer; repeatable).")
+@click.option("--chat", is_flag=True, help="Wrap text prompts in the tokenizer's chat template.")
+def generate(model_spec, sampler, sets, seed, as_json, progress, gen_length, prompt_ids, prompts, chat):
+    """Generate GEN_LENGTH tokens after each prompt."""
+    from remask.samplers import generate as run
+
+    model = _load(model_spec)
+    config = _build(sampler, sets)
+    if prompt_ids and prompts:
+        raise click.UsageError("give either --prompt-ids or --prompt, not both")
+    if prompts:
+        batch = _encode(model, prompts, chat)
+    else:
+        batch = [_parse_ids(p) for p in prompt_ids] or [[]]
+    start = time.perf_counter()
+    try:
+        out = run(model, batch, config, gen_length=gen_length, seed=seed,
+                  progress=sys.stderr.isatty() if progress is None else progress)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    _report(model, out, time.perf_counter() - start, as_json, [len(p) for p in batch])
+
+
+def _encode(model, prompts, chat: bool) -> list[list[int]]:
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise click.UsageError("this model has no tokenizer: use --prompt-ids")
+    if chat:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise click.UsageError("this tokenizer has no chat template: drop --chat")
+        return [list(tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                   add_generation_prompt=True, tokenize=True))
+                for p in prompts]
+    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+@main.command()
+@_sampler_options
+@click.option("--tokens", "canvases", multiple=True, required=True,
+              help=f"A canvas as token ids with '{MASK_MARK}' where to fill, e.g. '3,_,_,7' (repeatable).")
+def infill(model_spec, sampler, sets, seed, as_json, progress, canvases):
+    """Fill the masked positions of given canvases; other tokens stay fixed."""
+    from remask.samplers import infill as run
+
+    model = _load(model_spec)
+    config = _build(sampler, sets)
+    batch = [_parse_ids(c, mask_id=model.mask_id) for c in canvases]
+    start = time.perf_counter()
+    try:
+        out = run(model, batch, config, seed=seed,
+                  progress=sys.stderr.isatty() if progress is None else progress)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    _report(model, out, time.perf_counter() - start, as_json, None)
+
+
+@main.command()
+@click.option("--samples", type=click.IntRange(min=100), default=20000, show_default=True,
+              help="Sequences decoded per sampler setting.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(samples: int, seed: int) -> None:
+    """Compare samplers against the exact truth on a built-in Markov-chain oracle (no download)."""
+    from remask.demo import format_table, run_demo
+
+    oracle, rows, floor = run_demo(n_samples=samples, seed=seed)
+    click.echo(format_table(oracle, rows, floor, samples))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,113 @@
+"""``remask demo``: samplers against the exact truth on a built-in Markov-chain oracle.
+
+Every row decodes ``n_samples`` sequences from scratch and compares their empirical
+distribution with the oracle's exact joint over all V**L sequences. The sampling-noise floor
+(the same statistic for ``n_samples`` exact draws from the chain) tells bias from noise:
+one-token-per-step decoding in random order is exact, so it sits on the floor; committing
+several tokens per step samples from a product of marginals and moves away from it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from remask.models.markov import MarkovChainOracle
+from remask.samplers import build, generate
+
+__all__ = ["DEMO_CONFIGS", "DemoRow", "run_demo", "format_table", "empirical_tv"]
+
+# (label, sampler name, config); steps are for gen_length = 6.
+DEMO_CONFIGS: list[tuple[str, str, dict]] = [
+    ("random order, 1 token/step", "low_confidence", dict(remasking="random", temperature=1.0)),
+    ("random order, 2 tokens/step", "low_confidence", dict(remasking="random", temperature=1.0, steps=3)),
+    ("random order, 3 tokens/step", "low_confidence", dict(remasking="random", temperature=1.0, steps=2)),
+    ("all at once (product of marginals)", "low_confidence",
+     dict(remasking="random", temperature=1.0, steps=1)),
+    ("LLaDA confidence, 1 token/step", "low_confidence", dict(temperature=1.0)),
+    ("LLaDA confidence, 2 tokens/step", "low_confidence", dict(temperature=1.0, steps=3)),
+    ("LLaDA semi-AR, blocks of 2, 2 tokens/step", "low_confidence",
+     dict(temperature=1.0, steps=3, block_length=2)),
+    ("LLaDA greedy (T = 0), 1 token/step", "low_confidence", dict()),
+]
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    label: str
+    sampler: str
+    config: dict
+    nfe: float
+    tokens_per_step: float
+    tv: float
+    nll: float
+    seconds: float
+
+
+def empirical_tv(oracle: MarkovChainOracle, samples: torch.Tensor) -> float:
+    """Total variation between the oracle's exact joint and the empirical law of ``samples``.
+
+    Parameters
+    ----------
+    oracle : MarkovChainOracle
+    samples : (N, seq_len) int64
+
+    Returns
+    -------
+    float
+        ``0.5 * sum_x |p(x) - q_hat(x)|`` over all V**L sequences.
+    """
+    V, L = oracle.vocab_size, oracle.seq_len
+    powers = V ** torch.arange(L - 1, -1, -1)
+    index = (samples * powers).sum(-1)  # (N,): lexicographic index of each sample
+    counts = torch.bincount(index, minlength=V**L).double()
+    q_hat = counts / counts.sum()
+    p = oracle.log_prob(oracle.all_sequences()).exp()  # (V**L,)
+    return 0.5 * float((p - q_hat).abs().sum())
+
+
+def run_demo(*, n_samples: int = 20000, seed: int = 0, vocab_size: int = 3, seq_len: int = 6,
+             concentration: float = 0.3) -> tuple[MarkovChainOracle, list[DemoRow], DemoRow]:
+    """Run every demo configuration; returns (oracle, rows, noise-floor row)."""
+    oracle = MarkovChainOracle(vocab_size, seq_len, seed=seed, concentration=concentration)
+    rows = []
+    for label, name, config in DEMO_CONFIGS:
+        sampler = build(name, **config)
+        start = time.perf_counter()
+        out = generate(oracle, [[]] * n_samples, sampler, gen_length=seq_len, seed=seed)
+        seconds = time.perf_counter() - start
+        nfe = float(out.nfe.double().mean())
+        rows.append(DemoRow(label, name, config, nfe, seq_len / nfe, empirical_tv(oracle, out.tokens),
+                            float(-oracle.log_prob(out.tokens).mean()), seconds))
+    exact = oracle.sample(n_samples, seed=seed + 1)
+    floor = DemoRow("exact samples (noise floor)", "-", {}, float("nan"), float("nan"),
+                    empirical_tv(oracle, exact), float(-oracle.log_prob(exact).mean()), 0.0)
+    return oracle, rows, floor
+
+
+def format_table(oracle: MarkovChainOracle, rows: list[DemoRow], floor: DemoRow, n_samples: int) -> str:
+    """A plain-text table of the demo results."""
+    p = oracle.log_prob(oracle.all_sequences()).exp()
+    entropy = float(-(p * p.log()).sum())
+    lines = [
+        f"Exact oracle: {oracle!r}",
+        f"  {oracle.vocab_size ** oracle.seq_len} sequences; entropy H(p) = {entropy:.3f} nats; "
+        f"{n_samples} samples per row",
+        "",
+        f"{'sampler / setting':<44} {'NFE':>5} {'tok/step':>8} {'TV(p, q^)':>10} {'NLL':>7} {'sec':>6}",
+        "-" * 84,
+    ]
+    for row in [*rows, floor]:
+        nfe = "-" if math.isnan(row.nfe) else f"{row.nfe:.1f}"
+        tps = "-" if math.isnan(row.tokens_per_step) else f"{row.tokens_per_step:.2f}"
+        lines.append(f"{row.label:<44} {nfe:>5} {tps:>8} {row.tv:>10.4f} {row.nll:>7.3f} {row.seconds:>6.2f}")
+    lines += [
+        "",
+        "TV(p, q^): total variation between the exact joint p and the samples' empirical law q^",
+        "(compare with the noise floor); NLL: mean -log p(x) of the samples under the truth (nats;",
+        "H(p) for exact samples, lower for mode-seeking samplers).",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,21 @@
+"""remask.models: denoisers — exact oracles, tiny transformers, checkpoint adapters.
+
+Everything here satisfies the Denoiser protocol of DESIGN.md §2; ``load_model(spec)``
+resolves a spec string to one.
+"""
+
+from remask.models.hf import HFMaskedLM
+from remask.models.loading import load_model, parse_spec
+from remask.models.markov import MarkovChainOracle
+from remask.models.protocol import Denoiser, check_logits
+from remask.models.tiny import TinyTransformer
+
+__all__ = [
+    "Denoiser",
+    "HFMaskedLM",
+    "MarkovChainOracle",
+    "TinyTransformer",
+    "check_logits",
+    "load_model",
+    "parse_spec",
+]

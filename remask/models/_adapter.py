@@ -1,0 +1,183 @@
+"""Common Denoiser adapter for checkpoint-backed models (DESIGN.md §2).
+
+Each family subclasses :class:`CheckpointDenoiser` and supplies ``_forward``, which turns
+(tokens, attention mask) into raw logits where row i predicts position i. The base class
+validates inputs, runs the model without gradients and removes the mask token from the
+candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CheckpointDenoiser"]
+
+
+def _check_id(name: str, value: Any, vocab_size: int, *, required: bool) -> int | None:
+    if value is None:
+        if required:
+            raise ValueError(f"{name} is required, got None")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__} {value!r}")
+    if not 0 <= value < vocab_size:
+        raise ValueError(f"{name}={value} is outside the model's vocabulary [0, {vocab_size})")
+    return int(value)
+
+
+class CheckpointDenoiser:
+    """A loaded checkpoint behind the Denoiser protocol.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The family's model class (put in eval mode here).
+    mask_id : int
+        Mask token id; its logit column is set to -inf in every output.
+    eos_id, eot_id, pad_id, bos_id : int or None
+        Special-token ids (end of sequence, end of turn, padding, beginning of sequence),
+        None where the checkpoint defines none.
+    tokenizer : object or None
+        The checkpoint's tokenizer, when its directory ships one.
+    vocab_size : int
+        Number of logit columns V.
+    embedding_rows : int
+        Number of token ids the input embedding accepts (may exceed V).
+
+    Attributes
+    ----------
+    mask_id, vocab_size, eos_id, eot_id, pad_id, bos_id, tokenizer, model
+        As above.
+    family : str
+        Checkpoint family name ("llada", "dream", "mdlm").
+    shift : int
+        Logit shift the adapter undoes (1 for Dream, else 0); informational.
+    """
+
+    family: str = ""
+    shift: int = 0
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mask_id: int,
+        vocab_size: int,
+        embedding_rows: int,
+        eos_id: int | None = None,
+        eot_id: int | None = None,
+        pad_id: int | None = None,
+        bos_id: int | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.model = model.eval()
+        self.vocab_size = int(vocab_size)
+        self.embedding_rows = int(embedding_rows)
+        self.mask_id = _check_id("mask_id", mask_id, self.vocab_size, required=True)
+        self.eos_id = _check_id("eos_id", eos_id, self.vocab_size, required=False)
+        self.eot_id = _check_id("eot_id", eot_id, self.vocab_size, required=False)
+        self.pad_id = _check_id("pad_id", pad_id, self.embedding_rows, required=False)
+        self.bos_id = _check_id("bos_id", bos_id, self.embedding_rows, required=False)
+        if self.pad_id is not None and self.pad_id == self.mask_id:
+            raise ValueError(
+                f"pad_id equals mask_id ({self.mask_id}): padding would read as undecided "
+                "positions; fix the checkpoint's pad_token_id"
+            )
+        self.tokenizer = tokenizer
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's parameters (and of the returned logits)."""
+        return next(self.model.parameters()).dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(vocab_size={self.vocab_size}, mask_id={self.mask_id}, "
+            f"eos_id={self.eos_id}, eot_id={self.eot_id}, pad_id={self.pad_id}, "
+            f"device={self.device}, dtype={self.dtype})"
+        )
+
+    # ------------------------------------------------------------------ protocol
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predict every position of a canvas.
+
+        Parameters
+        ----------
+        tokens : (B, L) int64
+            Canvas with ``mask_id`` at undecided positions, on :attr:`device`.
+        attention_mask : (B, L) bool, optional
+            False on padding (integer 0/1 masks are accepted too).
+
+        Returns
+        -------
+        (B, L, V) float logits in the model's dtype; row i is the prediction for position i;
+        column ``mask_id`` is -inf.
+        """
+        tokens, attention_mask = self._check_inputs(tokens, attention_mask)
+        if tokens.shape[1] == 0:
+            return torch.empty(
+                (tokens.shape[0], 0, self.vocab_size), dtype=self.dtype, device=tokens.device
+            )
+        with torch.no_grad():
+            logits = self._forward(tokens, attention_mask)
+        logits[..., self.mask_id] = float("-inf")
+        return logits
+
+    def _forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i."""
+        raise NotImplementedError
+
+    def _check_inputs(
+        self, tokens: object, attention_mask: object
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape (B, L), got {tuple(tokens.shape)}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be an integer tensor (int64), got {tokens.dtype}")
+        device = self.device
+        if tokens.device != device:
+            raise ValueError(
+                f"tokens are on {tokens.device} but the model is on {device}; "
+                "move the canvas with .to(denoiser.device)"
+            )
+        tokens = tokens.long()
+        if tokens.numel():
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= self.embedding_rows:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"token id {bad} is outside the model's embedding [0, {self.embedding_rows})"
+                )
+        if attention_mask is None:
+            return tokens, None
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(
+                f"attention_mask must be a torch.Tensor or None, got {type(attention_mask).__name__}"
+            )
+        if tuple(attention_mask.shape) != tuple(tokens.shape):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected the tokens' "
+                f"shape {tuple(tokens.shape)}"
+            )
+        if attention_mask.dtype.is_floating_point:
+            raise TypeError(f"attention_mask must be bool (or 0/1 integers), got {attention_mask.dtype}")
+        if attention_mask.device != device:
+            raise ValueError(
+                f"attention_mask is on {attention_mask.device} but the model is on {device}"
+            )
+        return tokens, attention_mask.to(torch.bool)

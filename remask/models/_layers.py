@@ -1,0 +1,181 @@
+"""Small building blocks shared by the clean-room model classes.
+
+Written from the architecture descriptions (RMSNorm, rotary embeddings in the
+"rotate-half" layout, grouped-query attention); no upstream modeling code is copied.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "RMSNorm",
+    "rope_cos_sin",
+    "apply_rope",
+    "repeat_kv",
+    "key_padding_mask",
+    "init_normal",
+    "init_zeros",
+    "init_ones",
+]
+
+try:  # transformers >= 5: init helpers that skip tensors already loaded from a checkpoint
+    from transformers import initialization as _hf_init
+except ImportError:  # transformers 4.x: from_pretrained only initialises missing weights
+    _hf_init = None
+
+
+def init_normal(tensor: torch.Tensor, std: float) -> None:
+    """Fill ``tensor`` from N(0, std²) unless transformers marked it as loaded."""
+    if _hf_init is not None:
+        _hf_init.normal_(tensor, mean=0.0, std=std)
+    else:
+        nn.init.normal_(tensor, mean=0.0, std=std)
+
+
+def init_zeros(tensor: torch.Tensor) -> None:
+    """Zero ``tensor`` unless transformers marked it as loaded."""
+    if _hf_init is not None:
+        _hf_init.zeros_(tensor)
+    else:
+        nn.init.zeros_(tensor)
+
+
+def init_ones(tensor: torch.Tensor) -> None:
+    """Fill ``tensor`` with ones unless transformers marked it as loaded."""
+    if _hf_init is not None:
+        _hf_init.ones_(tensor)
+    else:
+        nn.init.ones_(tensor)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation over the last dimension, computed in float32.
+
+    Parameters
+    ----------
+    dim : int
+        Size of the normalised (last) dimension.
+    eps : float
+        Added to the mean square before the reciprocal square root.
+    affine : bool
+        Whether to keep a learned per-channel ``weight`` (LLaDA's
+        ``layer_norm_with_affine``; always on for Dream).
+
+    Notes
+    -----
+    The statistic is taken in float32 even for bf16 activations (both LLaDA and Dream do
+    this, and bf16 mean squares lose too much precision); the normalised activations are
+    cast back to the input dtype before the weight is applied.
+    """
+
+    def __init__(self, dim: int, eps: float, affine: bool = True) -> None:
+        super().__init__()
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D), same dtype as ``x``."""
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        out = x32.to(x.dtype)
+        return out if self.weight is None else self.weight * out
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary-embedding tables for given positions, in float32.
+
+    Parameters
+    ----------
+    positions : (L,) or (B, L) integer or float tensor
+        Absolute position of each token.
+    head_dim : int
+        Per-head size (even); frequencies are ``theta ** (-2i / head_dim)``.
+    theta : float
+        RoPE base.
+
+    Returns
+    -------
+    cos, sin : (1, 1, L, head_dim) or (B, 1, L, head_dim) float32
+        Broadcastable against (B, H, L, head_dim) queries and keys. The two halves of the
+        last dimension repeat the same frequencies ("rotate-half" layout).
+    """
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
+    # Computed on the fly rather than cached in a buffer: cheap next to attention, and
+    # it keeps non-persistent buffers out of transformers' meta-device loading path.
+    inv_freq = 1.0 / (
+        float(theta)
+        ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    )
+    pos = positions.to(torch.float32)
+    freqs = pos[..., None] * inv_freq  # (..., L, head_dim / 2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (..., L, head_dim)
+    if emb.dim() == 2:
+        emb = emb[None, None]  # (1, 1, L, head_dim)
+    else:
+        emb = emb[:, None]  # (B, 1, L, head_dim)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, full_precision: bool
+) -> torch.Tensor:
+    """Rotate queries or keys by their positions.
+
+    Parameters
+    ----------
+    x : (B, H, L, Dh) float
+    cos, sin : broadcastable to (B, H, L, Dh), float32
+    full_precision : bool
+        Rotate in float32 and cast back (LLaDA's ``rope_full_precision``); otherwise rotate
+        in ``x``'s dtype with the tables cast to it (Qwen2 / Dream behaviour).
+
+    Returns
+    -------
+    (B, H, L, Dh), dtype of ``x``.
+    """
+    if full_precision:
+        x32 = x.float()
+        return (x32 * cos + _rotate_half(x32) * sin).to(x.dtype)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + _rotate_half(x) * sin
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, H_kv, L, Dh) -> (B, H_kv * n_rep, L, Dh); query head h uses kv head h // n_rep."""
+    if n_rep == 1:
+        return x
+    return x.repeat_interleave(n_rep, dim=1)
+
+
+def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Boolean SDPA mask that hides padded keys.
+
+    Parameters
+    ----------
+    attention_mask : (B, L) bool or integer
+        True / nonzero on real tokens.
+
+    Returns
+    -------
+    (B, 1, 1, L) bool, True where attention is allowed.
+
+    Notes
+    -----
+    Only keys are masked: rows at padding positions then still attend to the real tokens
+    and stay finite (their values are meaningless, but NaNs there would leak into later
+    layers through 0 * NaN). A row with no real token at all is left unmasked for the
+    same reason.
+    """
+    keep = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
+    keep = keep | ~keep.any(dim=-1, keepdim=True)
+    return keep[:, None, None, :]

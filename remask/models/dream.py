@@ -1,0 +1,340 @@
+"""Clean-room Dream / DiffuCoder model that loads the original checkpoints unchanged.
+
+Dream-v0-7B and DiffuCoder-7B (``model_type "Dream"``) have the Qwen2 shape: pre-norm
+decoder layers with RMSNorm, grouped-query attention with biased q/k/v projections, rotary
+embeddings (base ``rope_theta``) and a SiLU-gated MLP, but attention is **bidirectional**.
+This file re-implements that from its description (``shared/research/checkpoints.md`` §1.4)
+with the checkpoint's parameter names (``model.embed_tokens``,
+``model.layers.{i}.self_attn.q_proj`` ..., ``model.norm``, ``lm_head``).
+
+Two Dream conventions matter to callers:
+
+* **Shifted logits.** Dream was trained autoregressive-style: the raw output at position i
+  predicts token i + 1. :class:`DreamModel` returns those raw outputs;
+  :class:`DreamDenoiser` shifts them right by one so that row i predicts position i.
+* **Padding.** Upstream code takes a 4-D boolean mask and position ids
+  ``cumsum(mask) - 1`` for left-padded batches. :class:`DreamModel` accepts that, or a 2-D
+  mask; :class:`DreamDenoiser` builds the position ids from the 2-D mask itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from remask.models._adapter import CheckpointDenoiser
+from remask.models._configs import DreamConfig
+from remask.models._layers import (
+    RMSNorm,
+    apply_rope,
+    init_normal,
+    init_ones,
+    init_zeros,
+    key_padding_mask,
+    repeat_kv,
+    rope_cos_sin,
+)
+
+__all__ = [
+    "DreamConfig",
+    "DreamBaseModel",
+    "DreamModel",
+    "DreamDenoiser",
+    "check_dream_config",
+    "dream_position_ids",
+]
+
+
+def check_dream_config(config: DreamConfig) -> None:
+    """Raise ``ValueError`` for Dream options this implementation does not cover."""
+    scaling = getattr(config, "rope_scaling", None)
+    params = getattr(config, "rope_parameters", None)
+    rope_type = None
+    if isinstance(params, dict):
+        rope_type = params.get("rope_type", params.get("type"))
+    if scaling is not None or rope_type not in (None, "default"):
+        raise ValueError(
+            f"unsupported Dream config: rope_scaling={scaling or params!r} "
+            "(remask implements plain RoPE only)"
+        )
+    if getattr(config, "use_sliding_window", False):
+        raise ValueError("unsupported Dream config: use_sliding_window=True")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"hidden_size={config.hidden_size} is not divisible by "
+            f"num_attention_heads={config.num_attention_heads}"
+        )
+    if config.num_attention_heads % config.num_key_value_heads:
+        raise ValueError(
+            f"num_attention_heads={config.num_attention_heads} is not a multiple of "
+            f"num_key_value_heads={config.num_key_value_heads}"
+        )
+    if config.hidden_act not in ACT2FN:
+        raise ValueError(f"unsupported Dream config: hidden_act={config.hidden_act!r}")
+
+
+def dream_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded batch, the way Dream's generation code builds them.
+
+    Parameters
+    ----------
+    attention_mask : (B, L) bool or integer
+        True / 1 on real tokens.
+
+    Returns
+    -------
+    (B, L) int64: the first real token of every row gets position 0. Padding positions get
+    0 as well; their outputs are meaningless anyway.
+    """
+    keep = attention_mask.long() if attention_mask.dtype == torch.bool else (attention_mask != 0).long()
+    return (keep.cumsum(dim=-1) - 1).clamp_min(0)
+
+
+def _attention_mask_4d(attention_mask: object, batch: int, length: int) -> torch.Tensor | None:
+    """Normalise Dream's accepted mask forms to None or a (B|1, 1, L, L) bool tensor."""
+    if attention_mask is None or (isinstance(attention_mask, str) and attention_mask == "full"):
+        return None
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(
+            "attention_mask must be None, 'full', a (B, L) or a (B, 1, L, L) bool tensor; got "
+            f"{type(attention_mask).__name__}"
+        )
+    if attention_mask.dim() == 2:
+        if tuple(attention_mask.shape) != (batch, length):
+            raise ValueError(
+                f"2-D attention_mask has shape {tuple(attention_mask.shape)}, expected {(batch, length)}"
+            )
+        return key_padding_mask(attention_mask)
+    if attention_mask.dim() == 4:
+        if attention_mask.dtype.is_floating_point:
+            raise TypeError("4-D attention_mask must be boolean (True = attend), got a float mask")
+        mask = attention_mask.to(torch.bool)
+        if mask.shape[-2:] != (length, length) or mask.shape[1] != 1:
+            raise ValueError(
+                f"4-D attention_mask has shape {tuple(mask.shape)}, expected (B, 1, {length}, {length})"
+            )
+        # Upstream masks pad *queries* too, giving fully masked rows; SDPA turns those into
+        # NaN, which would then leak through 0 * NaN. Let such rows attend everywhere instead.
+        return mask | ~mask.any(dim=-1, keepdim=True)
+    raise ValueError(
+        f"attention_mask must be 2-D (B, L) or 4-D (B, 1, L, L), got shape {tuple(attention_mask.shape)}"
+    )
+
+
+class DreamAttention(nn.Module):
+    """Bidirectional grouped-query attention with q/k/v bias (Qwen2 layout)."""
+
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = d // self.n_heads
+        self.dropout = float(config.attention_dropout)
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); ``mask`` is None or bool, broadcastable to (B, H, L, L)."""
+        b, length, _ = x.shape
+        q = self.q_proj(x).view(b, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rope(q, cos, sin, full_precision=False)  # (B, H, L, Dh)
+        k = apply_rope(k, cos, sin, full_precision=False)  # (B, Hkv, L, Dh)
+        rep = self.n_heads // self.n_kv_heads
+        k, v = repeat_kv(k, rep), repeat_kv(v, rep)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=False,  # Dream attends both ways despite its AR initialisation
+        )  # (B, H, L, Dh)
+        return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+
+
+class DreamMLP(nn.Module):
+    """Gated MLP: down(act(gate(x)) * up(x)), no biases."""
+
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        d, hidden = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(d, hidden, bias=False)
+        self.up_proj = nn.Linear(d, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, d, bias=False)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D)."""
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DreamDecoderLayer(nn.Module):
+    """Pre-norm layer: x + Attn(RMSNorm(x)), then x + MLP(RMSNorm(x))."""
+
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        self.self_attn = DreamAttention(config)
+        self.mlp = DreamMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D)."""
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DreamBaseModel(nn.Module):
+    """The trunk stored under ``model.`` in checkpoints: embeddings, layers, final norm."""
+
+    def __init__(self, config: DreamConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DreamDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: object = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """(B, L) ids -> final normalised hidden states (B, L, D), optional per-layer states."""
+        b, length = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(length, device=input_ids.device)
+        elif tuple(position_ids.shape) not in ((b, length), (1, length), (length,)):
+            raise ValueError(
+                f"position_ids has shape {tuple(position_ids.shape)}, expected {(b, length)}"
+            )
+        cfg = self.config
+        cos, sin = rope_cos_sin(position_ids, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta)
+        mask = _attention_mask_4d(attention_mask, b, length)
+        x = self.embed_tokens(input_ids)  # (B, L, D)
+        hidden: list[torch.Tensor] = []
+        for layer in self.layers:
+            if output_hidden_states:
+                hidden.append(x)
+            x = layer(x, cos, sin, mask)
+        x = self.norm(x)
+        if output_hidden_states:
+            hidden.append(x)
+        return x, (tuple(hidden) if output_hidden_states else None)
+
+
+class DreamModel(PreTrainedModel):
+    """Dream with its output head, loadable from the original checkpoints.
+
+    The class name matches the upstream ``architectures`` entry so configs round-trip. Use
+    ``DreamModel.from_pretrained(dir)`` or, after ``import remask.models``,
+    ``transformers.AutoModel.from_pretrained(dir)`` (no ``trust_remote_code`` needed).
+
+    ``forward(input_ids, attention_mask=None, position_ids=None)`` returns a
+    ``MaskedLMOutput`` with the **raw, unshifted** logits (B, L, V): row i predicts
+    position i + 1. ``attention_mask`` may be None, ``"full"``, a (B, L) padding mask or
+    upstream's (B, 1, L, L) boolean mask.
+    """
+
+    config_class = DreamConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["DreamDecoderLayer"]
+    _supports_sdpa = True
+
+    def __init__(self, config: DreamConfig) -> None:
+        check_dream_config(config)
+        super().__init__(config)
+        self.model = DreamBaseModel(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = float(getattr(self.config, "initializer_range", 0.02))
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init_normal(module.weight, std)
+            if getattr(module, "bias", None) is not None:
+                init_zeros(module.bias)
+        elif isinstance(module, RMSNorm) and module.weight is not None:
+            init_ones(module.weight)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def head_weight(self) -> torch.Tensor:
+        """(V, D) output projection (the embedding when ``tie_word_embeddings``)."""
+        if self.config.tie_word_embeddings:
+            return self.model.embed_tokens.weight
+        return self.lm_head.weight
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: object = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
+        """Raw logits (B, L, V), float, row i predicting position i + 1."""
+        if use_cache:
+            raise ValueError("DreamModel has no KV cache; pass use_cache=False")
+        unknown = {k: v for k, v in kwargs.items() if v is not None}
+        if unknown:
+            raise TypeError(f"DreamModel.forward got unsupported arguments {sorted(unknown)}")
+        x, hidden = self.model(
+            input_ids, attention_mask, position_ids, output_hidden_states=bool(output_hidden_states)
+        )
+        logits = F.linear(x, self.head_weight())  # (B, L, V)
+        if return_dict is False:
+            return (logits,) if hidden is None else (logits, hidden)
+        return MaskedLMOutput(logits=logits, hidden_states=hidden)
+
+
+class DreamDenoiser(CheckpointDenoiser):
+    """Denoiser adapter for Dream / DiffuCoder.
+
+    Builds position ids ``cumsum(mask) - 1`` from the padding mask, hides padded keys, and
+    shifts the raw logits right by one (row i <- raw row i - 1) so that row i predicts
+    position i. Row 0 keeps its own raw output, which predicts position 1; since nothing
+    precedes the first real token it cannot be predicted, so a canvas whose first real
+    position holds ``mask_id`` is rejected with ``ValueError`` (start with BOS or a prompt).
+    """
+
+    family = "dream"
+    shift = 1
+
+    def _forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        if attention_mask is None:
+            first = tokens[:, 0]
+            position_ids = None
+        else:
+            first_index = attention_mask.long().argmax(dim=-1, keepdim=True)  # (B, 1)
+            first = tokens.gather(1, first_index)[:, 0]
+            position_ids = dream_position_ids(attention_mask)
+        if bool((first == self.mask_id).any()):
+            raise ValueError(
+                "Dream predicts position i from position i-1, so the first real position of "
+                f"every row must be a decided token (e.g. BOS), not mask_id={self.mask_id}"
+            )
+        raw = self.model(tokens, attention_mask=attention_mask, position_ids=position_ids).logits
+        # (B, L, V): row i now holds the raw output of row i - 1, the prediction for i.
+        return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)

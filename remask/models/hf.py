@@ -1,0 +1,104 @@
+"""Adapter: any transformers ``AutoModelForMaskedLM`` checkpoint becomes a Denoiser."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import torch
+
+__all__ = ["HFMaskedLM"]
+
+# Families that derive position ids from ``input_ids != padding_idx`` themselves (with an
+# offset of padding_idx + 1); giving them 0-based ids would shift every embedding.
+_POSITIONS_FROM_PADDING = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text"}
+
+
+class HFMaskedLM:
+    """A transformers masked LM (BERT, RoBERTa, ModernBERT, ...) behind the Denoiser protocol.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        Any model whose output has ``.logits`` of shape (B, L, V).
+    tokenizer : transformers tokenizer, optional
+        Used for ``mask_id``/``pad_id``/``eos_id`` and by the CLI for text.
+    mask_id : int, optional
+        Overrides the mask id; otherwise read from the tokenizer (``mask_token_id``) or the
+        config (``mask_token_id``). Raises ``ValueError`` when none is found: ids are never guessed.
+
+    Notes
+    -----
+    Left-padded rows get position ids counted from their first real token (for families
+    that accept ``position_ids`` and do not derive them from padding themselves), so a
+    padded batch gives each row the logits it would get alone. The mask token's logit is set
+    to -inf: a denoiser never proposes the mask.
+    """
+
+    def __init__(self, model, tokenizer=None, *, mask_id: int | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        config = model.config
+        if mask_id is None:
+            mask_id = getattr(tokenizer, "mask_token_id", None) if tokenizer is not None else None
+        if mask_id is None:
+            mask_id = getattr(config, "mask_token_id", None)
+        if mask_id is None:
+            raise ValueError(
+                f"no mask token: neither the tokenizer nor the config of {type(model).__name__} "
+                "defines mask_token_id; pass mask_id= explicitly"
+            )
+        self.vocab_size = int(config.vocab_size)
+        if not 0 <= int(mask_id) < self.vocab_size:
+            raise ValueError(f"mask_id={mask_id} is outside the vocabulary [0, {self.vocab_size})")
+        self.mask_id = int(mask_id)
+
+        def special(name: str) -> int | None:
+            value = getattr(tokenizer, f"{name}_token_id", None) if tokenizer is not None else None
+            return value if value is not None else getattr(config, f"{name}_token_id", None)
+
+        self.pad_id = special("pad")
+        self.eos_id = special("eos")
+        self.eot_id = None
+        model_type = getattr(config, "model_type", "")
+        accepts_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self._pass_positions = accepts_positions and model_type not in _POSITIONS_FROM_PADDING
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, dtype=None, device=None, mask_id=None):
+        """Load a checkpoint directory (or hub id) with ``AutoModelForMaskedLM``.
+
+        Parameters
+        ----------
+        path : str or PathLike
+        dtype : torch.dtype, optional
+        device : str or torch.device, optional
+        mask_id : int, optional
+        """
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        model = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype) if dtype else \
+            AutoModelForMaskedLM.from_pretrained(path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, TypeError):
+            tokenizer = None  # a bare weights directory: ids then come from the config
+        if device is not None:
+            model = model.to(device)
+        return cls(model, tokenizer, mask_id=mask_id)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, L, V) float32 for a (B, L) int64 canvas; mask column at -inf."""
+        kwargs = {}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.long()
+            if self._pass_positions:
+                kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        logits = self.model(input_ids=tokens, **kwargs).logits.float()  # (B, L, V)
+        logits[..., self.mask_id] = float("-inf")
+        return logits

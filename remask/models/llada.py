@@ -1,0 +1,300 @@
+"""Clean-room LLaDA (dense) model that loads the original checkpoints unchanged.
+
+LLaDA-8B-Base/-Instruct and LLaDA 1.5 (``model_type "llada"``) are OLMo-style bidirectional
+transformers: pre-norm "llama" blocks with RMSNorm, rotary position embeddings (base
+``rope_theta``), a SiLU-gated MLP and an untied output head. This file re-implements that
+architecture from its description (``shared/research/checkpoints.md`` §1.2) with the
+checkpoint's parameter names, so ``config.json`` and the safetensors shards load as they are
+(``model.transformer.wte``, ``model.transformer.blocks.{i}.q_proj`` ...,
+``model.transformer.ln_f``, ``model.transformer.ff_out``).
+
+Attention is never causal. A 2-D ``attention_mask`` hides padded keys; because rotary
+embeddings are relative, left padding leaves the logits of real tokens unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from remask.models._adapter import CheckpointDenoiser
+from remask.models._configs import LLADA_MOE_FIELDS, LLaDAConfig
+from remask.models._layers import (
+    RMSNorm,
+    apply_rope,
+    init_normal,
+    init_ones,
+    init_zeros,
+    key_padding_mask,
+    repeat_kv,
+    rope_cos_sin,
+)
+
+__all__ = ["LLaDAConfig", "LLaDAModel", "LLaDAModelLM", "LLaDADenoiser", "check_llada_config"]
+
+
+def check_llada_config(config: LLaDAConfig) -> None:
+    """Raise ``ValueError`` for LLaDA options this implementation does not cover.
+
+    Everything the released dense checkpoints use is supported, plus a few cheap variants
+    (grouped-query attention, QKV bias, tied head, logit scaling, ``clip_qkv``).
+    """
+    present = [name for name in LLADA_MOE_FIELDS if getattr(config, name, None) is not None]
+    if present:
+        raise ValueError(
+            f"config has LLaDA-MoE fields {present}: LLaDA-MoE (model_type 'llada' upstream) "
+            "is not supported by remask's dense LLaDA class"
+        )
+    expected = {
+        "block_type": "llama",
+        "layer_norm_type": "rms",
+        "activation_type": "silu",
+        "rope": True,
+        "alibi": False,
+        "attention_layer_norm": False,
+        "input_emb_norm": False,
+    }
+    for name, value in expected.items():
+        got = getattr(config, name, value)
+        if got != value:
+            raise ValueError(
+                f"unsupported LLaDA config: {name}={got!r} (remask implements {name}={value!r})"
+            )
+    if getattr(config, "bias_for_layer_norm", False):
+        raise ValueError("unsupported LLaDA config: bias_for_layer_norm=True")
+    if config.d_model % config.n_heads:
+        raise ValueError(
+            f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}"
+        )
+    if (config.d_model // config.n_heads) % 2:
+        raise ValueError(
+            f"head size d_model / n_heads = {config.d_model // config.n_heads} must be even for RoPE"
+        )
+    if config.n_heads % config.effective_n_kv_heads:
+        raise ValueError(
+            f"n_heads={config.n_heads} is not a multiple of n_kv_heads="
+            f"{config.effective_n_kv_heads}"
+        )
+
+
+class LLaDABlock(nn.Module):
+    """One pre-norm "llama" block: x + Attn(RMSNorm(x)), then x + MLP(RMSNorm(x)).
+
+    Parameter names follow the checkpoint: ``attn_norm``, ``q_proj``, ``k_proj``, ``v_proj``,
+    ``attn_out``, ``ff_norm``, ``ff_proj`` (gate), ``up_proj``, ``ff_out`` (down).
+    """
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.effective_n_kv_heads
+        self.head_dim = d // config.n_heads
+        self.rope_theta = float(config.rope_theta)
+        self.rope_full_precision = bool(config.rope_full_precision)
+        self.clip_qkv = config.clip_qkv
+        self.attention_dropout = float(config.attention_dropout)
+        self.residual_dropout = float(config.residual_dropout)
+        qkv_bias = bool(config.include_bias or config.include_qkv_bias)
+        bias = bool(config.include_bias)
+        affine = bool(config.layer_norm_with_affine)
+        hidden = config.effective_mlp_hidden_size
+
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps, affine)
+        self.q_proj = nn.Linear(d, d, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.attn_out = nn.Linear(d, d, bias=bias)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps, affine)
+        self.ff_proj = nn.Linear(d, hidden, bias=bias)
+        self.up_proj = nn.Linear(d, hidden, bias=bias)
+        self.ff_out = nn.Linear(hidden, d, bias=bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D).
+
+        ``cos``/``sin`` are (1, 1, L, Dh) float32 tables; ``attn_mask`` is None or a
+        (B, 1, 1, L) bool mask of allowed keys.
+        """
+        b, length, d = x.shape
+        h = self.attn_norm(x)  # (B, L, D)
+        q = self.q_proj(h)
+        k = self.k_proj(h)
+        v = self.v_proj(h)
+        if self.clip_qkv is not None:
+            q = q.clamp(-self.clip_qkv, self.clip_qkv)
+            k = k.clamp(-self.clip_qkv, self.clip_qkv)
+            v = v.clamp(-self.clip_qkv, self.clip_qkv)
+        q = q.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+        k = k.view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, Dh)
+        v = v.view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rope(q, cos, sin, full_precision=self.rope_full_precision)
+        k = apply_rope(k, cos, sin, full_precision=self.rope_full_precision)
+        rep = self.n_heads // self.n_kv_heads
+        k, v = repeat_kv(k, rep), repeat_kv(v, rep)
+        att = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            is_causal=False,  # LLaDA is bidirectional
+        )  # (B, H, L, Dh)
+        att = att.transpose(1, 2).reshape(b, length, d)  # (B, L, D)
+        x = x + F.dropout(self.attn_out(att), self.residual_dropout, self.training)
+
+        h = self.ff_norm(x)
+        h = self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))  # (B, L, D)
+        return x + F.dropout(h, self.residual_dropout, self.training)
+
+
+class LLaDAModel(nn.Module):
+    """The transformer trunk, stored under ``model.transformer`` in checkpoints.
+
+    Holds ``transformer.wte`` (embedding), ``transformer.blocks``, ``transformer.ln_f`` and,
+    unless ``weight_tying``, the output head ``transformer.ff_out``.
+    """
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.config = config
+        rows = config.effective_embedding_size
+        modules: dict[str, nn.Module] = {
+            "wte": nn.Embedding(rows, config.d_model),
+            "blocks": nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+            "ln_f": RMSNorm(config.d_model, config.rms_norm_eps, config.layer_norm_with_affine),
+        }
+        if not config.weight_tying:
+            modules["ff_out"] = nn.Linear(config.d_model, rows, bias=bool(config.include_bias))
+        self.transformer = nn.ModuleDict(modules)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Logits for every position.
+
+        Parameters
+        ----------
+        input_ids : (B, L) int64
+        attention_mask : (B, L) bool or integer, optional
+            True / 1 on real tokens; padded keys are hidden from every query.
+        output_hidden_states : bool
+            Also return the input of every block and the final (pre-norm) state.
+
+        Returns
+        -------
+        logits : (B, L, V) float, V = ``embedding_size``; row i predicts position i.
+        hidden_states : tuple of (B, L, D) tensors, or None.
+        """
+        cfg = self.config
+        t = self.transformer
+        x = t["wte"](input_ids)  # (B, L, D)
+        x = F.dropout(x, float(cfg.embedding_dropout), self.training)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_cos_sin(positions, cfg.d_model // cfg.n_heads, cfg.rope_theta)
+        mask = None if attention_mask is None else key_padding_mask(attention_mask)
+        hidden: list[torch.Tensor] = []
+        for block in t["blocks"]:
+            if output_hidden_states:
+                hidden.append(x)
+            x = block(x, cos, sin, mask)
+        if output_hidden_states:
+            hidden.append(x)
+        x = t["ln_f"](x)
+        head = t["wte"].weight if cfg.weight_tying else t["ff_out"].weight
+        bias = None if cfg.weight_tying else t["ff_out"].bias
+        logits = F.linear(x, head, bias)  # (B, L, V)
+        if cfg.scale_logits:
+            logits = logits * (1.0 / math.sqrt(cfg.d_model))
+        return logits, (tuple(hidden) if output_hidden_states else None)
+
+
+class LLaDAModelLM(PreTrainedModel):
+    """LLaDA with its output head, loadable from the original checkpoints.
+
+    The name matches the upstream ``architectures`` entry so configs round-trip. Use
+    ``LLaDAModelLM.from_pretrained(dir)`` or, after ``import remask.models``,
+    ``transformers.AutoModel.from_pretrained(dir)`` (no ``trust_remote_code`` needed).
+
+    ``forward(input_ids, attention_mask=None, ...)`` returns a ``MaskedLMOutput`` whose
+    ``logits`` (B, L, V) are unshifted: row i predicts position i.
+    """
+
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["LLaDABlock"]
+    _supports_sdpa = True
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        check_llada_config(config)
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = float(getattr(self.config, "init_std", 0.02))
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init_normal(module.weight, std)
+            if getattr(module, "bias", None) is not None:
+                init_zeros(module.bias)
+        elif isinstance(module, RMSNorm) and module.weight is not None:
+            init_ones(module.weight)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer["wte"]
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer["wte"] = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
+        """See :meth:`LLaDAModel.forward`; ``use_cache`` is accepted and must be falsy."""
+        if use_cache:
+            raise ValueError("LLaDAModelLM has no KV cache; pass use_cache=False")
+        unknown = {k: v for k, v in kwargs.items() if v is not None}
+        if unknown:
+            raise TypeError(f"LLaDAModelLM.forward got unsupported arguments {sorted(unknown)}")
+        logits, hidden = self.model(
+            input_ids, attention_mask=attention_mask, output_hidden_states=bool(output_hidden_states)
+        )
+        if return_dict is False:
+            return (logits,) if hidden is None else (logits, hidden)
+        return MaskedLMOutput(logits=logits, hidden_states=hidden)
+
+
+class LLaDADenoiser(CheckpointDenoiser):
+    """Denoiser adapter for LLaDA / LLaDA 1.5 (unshifted logits, 2-D padding mask).
+
+    See :class:`remask.models._adapter.CheckpointDenoiser` for the attributes. The mask
+    column of the logits is set to -inf; nothing else is changed.
+    """
+
+    family = "llada"
+
+    def _forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        logits, _ = self.model.model(tokens, attention_mask=attention_mask)
+        return logits

@@ -1,0 +1,118 @@
+"""Small building blocks shared by samplers: canvas set-up, denoiser calls, commits, counts.
+
+Semi-autoregressive blocks are a mask, not a loop: each editable position carries a block
+index, ``Canvas.window`` names the left-most block that still holds a mask, and
+:func:`commit` moves it. Every sampler gets blocks for free.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from remask.models.protocol import check_logits
+from remask.samplers.base import Canvas
+
+__all__ = ["make_canvas", "masked_positions", "denoise", "commit", "even_split", "block_mask_count"]
+
+
+def make_canvas(
+    tokens: torch.Tensor, editable: torch.Tensor, attention_mask: torch.Tensor, block_length: int | None
+) -> Canvas:
+    """Build the initial canvas.
+
+    Parameters
+    ----------
+    tokens : (B, L) int64
+        ``mask_id`` at every editable position.
+    editable : (B, L) bool
+    attention_mask : (B, L) bool
+    block_length : int or None
+        Blocks cover the editable positions of each row left to right, ``block_length`` at a
+        time (the last one may be shorter); None puts them all in block 0.
+    """
+    order = editable.long().cumsum(-1) - 1  # (B, L): rank of each editable position in its row
+    block = torch.zeros_like(order) if block_length is None else order // block_length
+    block = torch.where(editable, block, -1)  # (B, L)
+    B = tokens.shape[0]
+    zeros = torch.zeros(B, dtype=torch.int64, device=tokens.device)
+    return Canvas(
+        tokens=tokens,
+        editable=editable,
+        block=block,
+        window=zeros,
+        attention_mask=attention_mask,
+        nfe=zeros.clone(),
+        done=~editable.any(-1),
+    )
+
+
+def masked_positions(canvas: Canvas, mask_id: int) -> torch.Tensor:
+    """(B, L) bool: editable positions that still hold the mask."""
+    return canvas.editable & (canvas.tokens == mask_id)
+
+
+def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.Tensor, int]:
+    """Call the denoiser on the canvas, with optional classifier-free guidance.
+
+    The unconditional branch replaces every fixed real token (prompt, infill context) by the
+    mask, and both branches go through the model in one batched call;
+    ``logits = un + (s + 1) (cond - un)`` (LLaDA, arXiv 2502.09992, App. B).
+
+    Returns
+    -------
+    logits : (B, L, V) float
+    evaluations : int
+        Sequence evaluations per row (1, or 2 with guidance) — what ``nfe`` counts.
+    """
+    tokens, attention_mask = canvas.tokens, canvas.attention_mask
+    if cfg_scale == 0:
+        logits = check_logits(denoiser(tokens, attention_mask), tokens, denoiser.vocab_size)
+        return logits, 1
+    fixed = attention_mask & ~canvas.editable  # (B, L)
+    unconditional = torch.where(fixed, denoiser.mask_id, tokens)  # (B, L)
+    both = torch.cat([tokens, unconditional])  # (2B, L)
+    logits = check_logits(denoiser(both, attention_mask.repeat(2, 1)), both, denoiser.vocab_size)
+    cond, un = logits.chunk(2)  # (B, L, V) each
+    guided = un + (cfg_scale + 1) * (cond - un)  # (B, L, V)
+    # Columns that are -inf in both branches (the mask token) would give -inf - -inf = NaN.
+    return torch.where(cond == un, cond, guided), 2
+
+
+def commit(
+    canvas: Canvas, committed: torch.Tensor, proposal: torch.Tensor, mask_id: int, evaluations: int
+) -> Canvas:
+    """Write ``proposal`` where ``committed``, charge the step to unfinished rows, move windows.
+
+    Parameters
+    ----------
+    canvas : Canvas
+    committed : (B, L) bool
+    proposal : (B, L) int64
+    mask_id : int
+    evaluations : int
+        Denoiser evaluations this step cost each unfinished row.
+    """
+    tokens = torch.where(committed, proposal, canvas.tokens)  # (B, L)
+    nfe = canvas.nfe + evaluations * (~canvas.done).long()  # (B,)
+    masked = canvas.editable & (tokens == mask_id)  # (B, L)
+    done = ~masked.any(-1)  # (B,)
+    # The active block is the left-most one still holding a mask; a finished row keeps its last.
+    big = torch.iinfo(torch.int64).max
+    window = torch.where(masked, canvas.block, big).amin(-1)  # (B,)
+    window = torch.where(done, canvas.window, window)
+    return canvas._replace(tokens=tokens, nfe=nfe, done=done, window=window)
+
+
+def even_split(total: torch.Tensor, parts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Share of part ``index`` when ``total`` items are split evenly into ``parts``.
+
+    LLaDA's rule (``get_num_transfer_tokens``): every part gets ``total // parts`` and the
+    first ``total % parts`` parts get one more (remainder front-loaded). All arguments are
+    int64 tensors of the same shape; ``parts`` must be positive.
+    """
+    return total // parts + (index < total % parts).long()
+
+
+def block_mask_count(canvas: Canvas, mask_id: int) -> torch.Tensor:
+    """(B,) int64: masked positions in each row's active block."""
+    return (masked_positions(canvas, mask_id) & canvas.active).sum(-1)

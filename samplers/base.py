@@ -1,0 +1,146 @@
+"""Core types of the sampler contract (DESIGN.md §3).
+
+A sampler is a frozen, validated config plus a pure transition:
+
+    state = sampler.init(canvas, denoiser)
+    state, info = sampler.step(state, denoiser, generator)
+
+Every state is a NamedTuple whose first field is a :class:`Canvas`; every info carries at
+least the :class:`StepInfo` fields. Samplers never hold mutable state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+import torch
+
+__all__ = ["Canvas", "StepInfo", "Sampler", "State", "Callback"]
+
+
+class Canvas(NamedTuple):
+    """The sequence being decoded, with the bookkeeping every sampler shares.
+
+    Attributes
+    ----------
+    tokens : (B, L) int64
+        Prompt, committed tokens, and ``mask_id`` where undecided.
+    editable : (B, L) bool
+        Positions the sampler may write (the masked positions it was given). False on the
+        prompt, on fixed infill tokens and on padding.
+    block : (B, L) int64
+        Semi-autoregressive block of each editable position (counted left to right over the
+        editable positions of the row); -1 elsewhere.
+    window : (B,) int64
+        The active block of each row: the left-most block that still holds a mask.
+    attention_mask : (B, L) bool
+        False on padding.
+    nfe : (B,) int64
+        Denoiser evaluations consumed by each row (a classifier-free-guidance step counts 2).
+    done : (B,) bool
+        True once no editable position of the row is masked.
+    """
+
+    tokens: torch.Tensor
+    editable: torch.Tensor
+    block: torch.Tensor
+    window: torch.Tensor
+    attention_mask: torch.Tensor
+    nfe: torch.Tensor
+    done: torch.Tensor
+
+    @property
+    def active(self) -> torch.Tensor:
+        """(B, L) bool: positions of the active block."""
+        return self.block == self.window.unsqueeze(-1)
+
+
+class StepInfo(NamedTuple):
+    """What a step did (every sampler's info has at least these fields).
+
+    Attributes
+    ----------
+    committed : (B, L) bool
+        Positions written this step.
+    proposal : (B, L) int64
+        Candidate token at each eligible position (-1 elsewhere).
+    score : (B, L) float32
+        Selection score (-inf where not eligible).
+    """
+
+    committed: torch.Tensor
+    proposal: torch.Tensor
+    score: torch.Tensor
+
+
+class State(Protocol):
+    canvas: Canvas
+
+
+class Callback(Protocol):
+    def __call__(self, state: Any, info: Any) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampler:
+    """Base of every sampler config.
+
+    Subclasses are ``@dataclass(frozen=True, kw_only=True)``, validate their fields in
+    ``__post_init__`` (calling ``super().__post_init__()``) and implement ``init`` and
+    ``step``. A sampler that may rewrite tokens it committed earlier sets
+    ``edits_committed = True``.
+
+    Parameters
+    ----------
+    block_length : int, optional
+        Length of the semi-autoregressive blocks (the last one may be shorter); None means one
+        block over the whole editable region.
+    """
+
+    name: ClassVar[str] = ""
+    edits_committed: ClassVar[bool] = False
+
+    block_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_length is not None:
+            _check_int(self.block_length, "block_length", low=1)
+
+    # The contract -------------------------------------------------------------------
+    def init(self, canvas: Canvas, denoiser) -> State:
+        raise NotImplementedError
+
+    def step(self, state: State, denoiser, generator: torch.Generator) -> tuple[State, StepInfo]:
+        raise NotImplementedError
+
+    def max_steps(self, canvas: Canvas) -> int:
+        """Upper bound on the steps a run may take (the driver raises beyond it; nothing hangs)."""
+        return int(canvas.editable.sum(-1).max()) + 1
+
+    # Configs --------------------------------------------------------------------------
+    def to_config(self) -> dict[str, Any]:
+        """``{"name": registry name, **fields}``; ``remask.samplers.from_config`` inverts it."""
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+def _check_int(value: Any, name: str, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+def _check_float(value: Any, name: str, *, low: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if value != value:
+        raise ValueError(f"{name} must not be NaN")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -1,0 +1,261 @@
+"""The step loop: ``generate`` (append ``gen_length`` masks to a prompt) and ``infill``.
+
+The driver is deliberately thin: build the canvas, call ``sampler.step`` until every row is
+done, call the callbacks. It syncs with the host once per step (the ``done`` check).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+
+from remask.samplers._blocks import make_canvas
+from remask.samplers.base import Sampler
+
+__all__ = ["GenerateOutput", "generate", "infill"]
+
+
+class GenerateOutput(NamedTuple):
+    """Result of :func:`generate` / :func:`infill`.
+
+    Attributes
+    ----------
+    tokens : (B, L) int64
+        The decoded canvas (for ``generate``, L = P + gen_length with the prompt left-padded).
+    nfe : (B,) int64
+        Denoiser evaluations each row consumed.
+    attention_mask : (B, L) bool
+        False on padding (whose token values are meaningless filler).
+    steps : int
+        Sampler steps taken (batched forward passes).
+    """
+
+    tokens: torch.Tensor
+    nfe: torch.Tensor
+    attention_mask: torch.Tensor
+    steps: int
+
+
+def generate(
+    model,
+    prompt,
+    sampler: Sampler,
+    *,
+    gen_length: int,
+    seed: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    callbacks: Sequence[Callable] = (),
+    progress: bool = False,
+) -> GenerateOutput:
+    """Generate ``gen_length`` tokens after each prompt with ``sampler``.
+
+    Parameters
+    ----------
+    model : Denoiser
+        See :class:`remask.models.Denoiser`.
+    prompt : (B, P) int64 tensor, (P,) tensor, list of ints, list of lists of ints, or None
+        Prompts; lists of different lengths are left-padded and the padding is hidden from the
+        model through the attention mask. P may be 0 (unconditional generation); None means
+        one empty prompt.
+    sampler : Sampler
+        From :func:`remask.samplers.build`.
+    gen_length : int
+        Tokens to generate per row (>= 1).
+    seed : int, optional
+        Seed of the sampler's random streams; the same seed gives the same tokens. None draws
+        one from torch's global generator.
+    attention_mask : (B, P) bool tensor, optional
+        For a tensor prompt: False on (left) padding.
+    callbacks : sequence of callables
+        Each is called ``fn(state, info)`` after every step; ``info.committed`` is a (B, L)
+        bool tensor over the whole canvas marking what the step wrote.
+    progress : bool
+        Show a tqdm progress bar over the tokens still to decode.
+
+    Returns
+    -------
+    GenerateOutput
+        ``tokens`` (B, P + gen_length): prompt positions unchanged, no mask left.
+
+    Examples
+    --------
+    >>> import remask
+    >>> from remask.models import load_model
+    >>> model = load_model("oracle:markov?vocab=4&length=8&seed=0")
+    >>> sampler = remask.samplers.build("low_confidence", temperature=1.0)
+    >>> remask.generate(model, [[0, 1], [2]], sampler, gen_length=4, seed=0).tokens.shape
+    torch.Size([2, 6])
+    """
+    _check_sampler(sampler)
+    if isinstance(gen_length, bool) or not isinstance(gen_length, int):
+        raise TypeError(f"gen_length must be an int, got {gen_length!r}")
+    if gen_length <= 0:
+        raise ValueError(f"gen_length must be >= 1, got {gen_length}")
+    tokens, real = _as_batch(prompt, attention_mask, model, allow_mask=False, what="prompt")
+    B = tokens.shape[0]
+    tokens = torch.cat([tokens, torch.full((B, gen_length), model.mask_id, dtype=torch.int64,
+                                          device=tokens.device)], dim=1)  # (B, P + G)
+    real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=tokens.device)], dim=1)
+    editable = torch.zeros_like(real)
+    editable[:, -gen_length:] = True
+    return _run(model, sampler, tokens, editable, real, seed, callbacks, progress)
+
+
+def infill(
+    model,
+    tokens,
+    sampler: Sampler,
+    *,
+    seed: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    callbacks: Sequence[Callable] = (),
+    progress: bool = False,
+) -> GenerateOutput:
+    """Fill every ``mask_id`` position of the given canvases; all other tokens stay fixed.
+
+    Text infilling and constrained generation with fixed tokens anywhere. Blocks
+    (``block_length``) cover the masked positions of each row left to right.
+
+    Parameters
+    ----------
+    model : Denoiser
+    tokens : (B, L) int64 tensor or list of lists of ints
+        Canvases holding ``model.mask_id`` at the positions to fill; lists of different
+        lengths are left-padded.
+    sampler, seed, attention_mask, callbacks, progress
+        As in :func:`generate`.
+
+    Returns
+    -------
+    GenerateOutput
+    """
+    _check_sampler(sampler)
+    tokens, real = _as_batch(tokens, attention_mask, model, allow_mask=True, what="tokens")
+    editable = real & (tokens == model.mask_id)  # (B, L)
+    return _run(model, sampler, tokens, editable, real, seed, callbacks, progress)
+
+
+# ---------------------------------------------------------------------------- internals
+def _run(model, sampler, tokens, editable, real, seed, callbacks, progress) -> GenerateOutput:
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)))
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    generator = torch.Generator().manual_seed(seed)
+    canvas = make_canvas(tokens, editable, real, sampler.block_length)
+    state = sampler.init(canvas, model)
+    limit = sampler.max_steps(canvas)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(editable.sum()), desc=sampler.name, unit="tok")
+    steps = 0
+    try:
+        while not bool(state.canvas.done.all()):
+            if steps >= limit:
+                raise RuntimeError(
+                    f"sampler {sampler.name!r} did not finish within {limit} steps; "
+                    f"{int((state.canvas.editable & (state.canvas.tokens == model.mask_id)).sum())} "
+                    "masks remain"
+                )
+            state, info = sampler.step(state, model, generator)
+            steps += 1
+            for callback in callbacks:
+                callback(state, info)
+            if bar is not None:
+                bar.update(int(info.committed.sum()))
+    finally:
+        if bar is not None:
+            bar.close()
+    canvas = state.canvas
+    return GenerateOutput(tokens=canvas.tokens, nfe=canvas.nfe, attention_mask=canvas.attention_mask,
+                          steps=steps)
+
+
+def _check_sampler(sampler) -> None:
+    if not isinstance(sampler, Sampler):
+        raise TypeError(
+            f"sampler must be a remask Sampler (from remask.samplers.build), got {type(sampler).__name__}"
+        )
+
+
+def _filler(model) -> int:
+    """Token written at padding positions. Its value never matters (the attention mask hides
+    padding); the model's pad or EOS id keeps outputs readable."""
+    for name in ("pad_id", "eos_id"):
+        value = getattr(model, name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _model_device(model, fallback: torch.device) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, (torch.device, str)):
+        return torch.device(device)
+    return fallback
+
+
+def _as_batch(data, attention_mask, model, *, allow_mask: bool, what: str):
+    """Normalise prompt/canvas input to ((B, L) int64, (B, L) bool real-token mask)."""
+    for attr in ("mask_id", "vocab_size"):
+        if not isinstance(getattr(model, attr, None), int):
+            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got {type(model).__name__}")
+    if data is None:
+        data = [[]]
+    if isinstance(data, torch.Tensor):
+        if data.dtype.is_floating_point or data.dtype == torch.bool:
+            raise TypeError(f"{what} must hold integer token ids, got dtype {data.dtype}")
+        tokens = data.long()
+        if tokens.dim() == 1:
+            tokens = tokens.unsqueeze(0)
+        if tokens.dim() != 2:
+            raise ValueError(f"{what} must be (B, L), got shape {tuple(data.shape)}")
+        if attention_mask is None:
+            real = torch.ones_like(tokens, dtype=torch.bool)
+        else:
+            real = torch.as_tensor(attention_mask, device=tokens.device)
+            if real.dim() == 1:
+                real = real.unsqueeze(0)
+            if real.shape != tokens.shape:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(real.shape)}, expected {tuple(tokens.shape)}"
+                )
+            real = real.bool()
+    else:
+        if attention_mask is not None:
+            raise ValueError("attention_mask is only accepted with a tensor input; lists are padded internally")
+        if not isinstance(data, (list, tuple)):
+            raise TypeError(f"{what} must be a tensor or a list of token-id lists, got {type(data).__name__}")
+        rows = [data] if len(data) == 0 or not isinstance(data[0], (list, tuple)) else list(data)
+        for row in rows:
+            if not isinstance(row, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
+                                                             for t in row):
+                raise TypeError(f"{what} rows must be lists of ints, got {row!r:.80}")
+        width = max(len(row) for row in rows)
+        filler = _filler(model)
+        tokens = torch.tensor([[filler] * (width - len(r)) + list(r) for r in rows], dtype=torch.int64)
+        tokens = tokens.reshape(len(rows), width)
+        real = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows], dtype=torch.bool)
+        real = real.reshape(len(rows), width)
+    device = _model_device(model, tokens.device)
+    tokens, real = tokens.to(device), real.to(device)
+    tokens = torch.where(real, tokens, _filler(model))
+    _check_ids(tokens, real, model, allow_mask=allow_mask, what=what)
+    return tokens, real
+
+
+def _check_ids(tokens, real, model, *, allow_mask: bool, what: str) -> None:
+    mask_id, vocab = model.mask_id, model.vocab_size
+    is_mask = real & (tokens == mask_id)
+    if not allow_mask and bool(is_mask.any()):
+        row, col = (int(i) for i in is_mask.nonzero()[0])
+        raise ValueError(f"{what} contains mask_id={mask_id} at row {row}, position {col}; "
+                         "prompts must be fully observed (use remask.infill to fill masks)")
+    bad = real & ~is_mask & ((tokens < 0) | (tokens >= vocab))
+    if bool(bad.any()):
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{what} token id {int(tokens[row, col])} at row {row}, position {col} "
+                         f"is outside the vocabulary [0, {vocab})")

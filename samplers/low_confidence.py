@@ -1,0 +1,208 @@
+"""LLaDA low-confidence remasking (Nie et al., "Large Language Diffusion Models", arXiv 2502.09992).
+
+Each step predicts every masked position of the active block, proposes a token per position
+(argmax, or an exact Gumbel-max sample at temperature T), scores it by its untempered
+probability ("low_confidence") or uniformly at random ("random"), and commits the k best;
+the rest stay masked ("remasked"). k follows LLaDA's schedule: the block's masks are split
+evenly over the block's steps, remainder first. Semi-autoregressive decoding is the same
+algorithm with ``block_length`` < gen_length.
+
+Departures from the reference ``generate.py`` (samplers.md §3.1, §7):
+
+- ``confidence_eos_eot_inf`` works as the paper intends (App. B.4): EOS/EoT may be proposed
+  but are ranked after every other candidate. The reference sets the EOS logit to -inf after
+  drawing the proposal, so the confidence it ranks by is untouched (LLaDA issue #137).
+- Any ``gen_length``, ``block_length`` and ``steps`` are accepted: blocks are cut
+  ``block_length`` at a time (the last may be shorter) and ``steps`` is split evenly over the
+  blocks, remainder first. The reference asserts divisibility. A step that would commit
+  nothing is never taken, so no forward pass is wasted when ``steps`` exceeds the tokens.
+- Classifier-free guidance works without an attention mask (the reference raises NameError).
+- Proposals and confidences are computed in float32 from one pass over the logits (the
+  reference uses float64 Gumbel noise and a bf16 softmax), and ties in confidence go to the
+  lower position, deterministically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from remask import kernels
+from remask.samplers._blocks import block_mask_count, commit, denoise, even_split, masked_positions
+from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
+from remask.samplers.registry import register
+
+__all__ = ["LowConfidence", "LowConfidenceState"]
+
+# Probabilities and uniform random scores lie in [0, 1]: subtracting this ranks a demoted
+# candidate below every other one while keeping the demoted ones in their own order.
+_DEMOTION = 2.0
+
+
+class LowConfidenceState(NamedTuple):
+    """State of :class:`LowConfidence`.
+
+    Attributes
+    ----------
+    canvas : Canvas
+    step : int
+        Steps taken so far (the offset of the step's random streams).
+    block_step : (B,) int64
+        Steps taken in the row's active block.
+    block_masks : (B,) int64
+        Masks the active block held when it became active.
+    block_steps : (B,) int64
+        Steps allotted to the active block.
+    """
+
+    canvas: Canvas
+    step: int
+    block_step: torch.Tensor
+    block_masks: torch.Tensor
+    block_steps: torch.Tensor
+
+
+@register("low_confidence")
+@dataclass(frozen=True, kw_only=True)
+class LowConfidence(Sampler):
+    """LLaDA's reference sampler: commit the k most confident proposals per step.
+
+    Parameters
+    ----------
+    steps : int, optional
+        Total steps over all blocks. None (default) commits one token per step, LLaDA's
+        best-quality setting (steps = gen_length).
+    block_length : int, optional
+        Semi-autoregressive block length; None = one block (pure diffusion).
+    temperature : float
+        0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
+    remasking : {"low_confidence", "random"}
+        Score by the proposal's untempered probability, or by a uniform random number.
+    cfg_scale : float
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE).
+    eos_id, eot_id : int, optional
+        End-of-sequence / end-of-turn ids for the two EOS options; default to the denoiser's.
+    logits_eos_inf : bool
+        Never propose EOS.
+    confidence_eos_eot_inf : bool
+        Propose EOS/EoT freely but rank them after every other candidate.
+
+    Examples
+    --------
+    >>> import remask
+    >>> from remask.models import TinyTransformer
+    >>> sampler = remask.samplers.build("low_confidence", steps=8, block_length=4)
+    >>> out = remask.generate(TinyTransformer(), [[1, 2, 3]], sampler, gen_length=8, seed=0)
+    >>> out.tokens.shape, out.nfe.tolist()
+    (torch.Size([1, 11]), [8])
+    """
+
+    steps: int | None = None
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    cfg_scale: float = 0.0
+    eos_id: int | None = None
+    eot_id: int | None = None
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps is not None:
+            _check_int(self.steps, "steps", low=1)
+        _check_float(self.temperature, "temperature", low=0.0)
+        _check_choice(self.remasking, "remasking", ("low_confidence", "random"))
+        _check_float(self.cfg_scale, "cfg_scale", low=0.0)
+        for name in ("eos_id", "eot_id"):
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, low=0)
+        for name in ("logits_eos_inf", "confidence_eos_eot_inf"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    # ------------------------------------------------------------------ init
+    def init(self, canvas: Canvas, denoiser) -> LowConfidenceState:
+        eos, eot = self._special_ids(denoiser)
+        if (self.logits_eos_inf and eos is None) or (self.confidence_eos_eot_inf and eos is eot is None):
+            raise ValueError(
+                "logits_eos_inf/confidence_eos_eot_inf need an EOS id: set eos_id= or use a "
+                f"denoiser with an eos_id attribute ({type(denoiser).__name__} has none)"
+            )
+        if self.steps is not None:
+            blocks = int(canvas.block.amax()) + 1
+            if self.steps < blocks:
+                raise ValueError(
+                    f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
+                    "every block needs at least one step"
+                )
+        zeros = torch.zeros_like(canvas.nfe)
+        return LowConfidenceState(
+            canvas=canvas,
+            step=0,
+            block_step=zeros,
+            block_masks=block_mask_count(canvas, denoiser.mask_id),
+            block_steps=self._block_steps(canvas, denoiser.mask_id),
+        )
+
+    # ------------------------------------------------------------------ step
+    def step(self, state: LowConfidenceState, denoiser, generator: torch.Generator):
+        canvas = state.canvas
+        mask_id = denoiser.mask_id
+        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+
+        logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
+        eos, eot = self._special_ids(denoiser)
+        if self.logits_eos_inf:
+            # Denoisers return a fresh tensor per call, so editing it in place is safe and
+            # avoids a (B, L, V) copy.
+            logits[..., eos] = float("-inf")
+
+        # Counter-based randomness keyed by (run seed, step number): the step is a pure
+        # function of its inputs. propose and uniform draw from different Philox streams.
+        seed = generator.initial_seed()
+        proposal = kernels.propose(
+            logits, temperature=self.temperature, seed=seed, offset=state.step, rows=eligible
+        )
+        if self.remasking == "low_confidence":
+            score = proposal.prob  # (B, L)
+        else:
+            score = kernels.uniform(eligible.shape, seed=seed, offset=state.step,
+                                    device=eligible.device)  # (B, L) float32
+        if self.confidence_eos_eot_inf:
+            ids = torch.tensor([i for i in (eos, eot) if i is not None], device=score.device)
+            demote = torch.isin(proposal.tokens, ids)  # (B, L)
+            score = score - _DEMOTION * demote.float()  # (B, L)
+
+        k = even_split(state.block_masks, state.block_steps, state.block_step)  # (B,)
+        k = torch.where(canvas.done, 0, k)
+        committed = kernels.topk_mask(score, k, eligible)  # (B, L)
+        new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
+
+        # Rows whose window moved start a fresh block schedule.
+        moved = new_canvas.window != canvas.window  # (B,)
+        new_state = LowConfidenceState(
+            canvas=new_canvas,
+            step=state.step + 1,
+            block_step=torch.where(moved, 0, state.block_step + 1),
+            block_masks=torch.where(moved, block_mask_count(new_canvas, mask_id), state.block_masks),
+            block_steps=torch.where(moved, self._block_steps(new_canvas, mask_id), state.block_steps),
+        )
+        info = StepInfo(committed=committed, proposal=proposal.tokens,
+                        score=torch.where(eligible, score, float("-inf")))
+        return new_state, info
+
+    # ------------------------------------------------------------------ helpers
+    def _block_steps(self, canvas: Canvas, mask_id: int) -> torch.Tensor:
+        """(B,) int64: steps allotted to each row's active block."""
+        if self.steps is None:  # one token per step: as many steps as the block has masks
+            return block_mask_count(canvas, mask_id)
+        blocks = canvas.block.amax(-1) + 1  # (B,)
+        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)
+
+    def _special_ids(self, denoiser) -> tuple[int | None, int | None]:
+        """(eos_id, eot_id): the config's, else the denoiser's, else None."""
+        eos = self.eos_id if self.eos_id is not None else getattr(denoiser, "eos_id", None)
+        eot = self.eot_id if self.eot_id is not None else getattr(denoiser, "eot_id", None)
+        return eos, eot

@@ -1,0 +1,115 @@
+"""The sampler contract, checked for every registered sampler automatically (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import remask
+from remask.samplers import available, build, from_config, sampler_class
+
+
+def _configs(name: str) -> list[dict]:
+    """The default config, a blockwise one, and a stochastic one where the sampler has T."""
+    fields = {f.name for f in dataclasses.fields(sampler_class(name))}
+    configs = [{}, {"block_length": 3}]
+    if "temperature" in fields:
+        configs.append({"temperature": 1.0, "block_length": 4})
+    return configs
+
+
+CASES = [(name, config) for name in available() for config in _configs(name)]
+IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in c.items()) or 'default'}" for name, c in CASES]
+PROMPTS = [[3, 1, 4], [1], [5, 9, 2, 6]]
+GEN = 9
+
+
+def _run(model, sampler, seed=0, prompts=PROMPTS, callbacks=()):
+    return remask.generate(model, prompts, sampler, gen_length=GEN, seed=seed, callbacks=callbacks)
+
+
+@pytest.mark.parametrize("name,config", CASES, ids=IDS)
+def test_step_contract(tiny64, counting, name, config):
+    sampler = build(name, **config)
+    before = dataclasses.asdict(sampler)
+    model = counting(tiny64)
+    history = []
+
+    def record(state, info):
+        assert isinstance(state.canvas, remask.samplers.Canvas), "state's first field must be a Canvas"
+        assert state[0] is state.canvas
+        B, L = state.canvas.tokens.shape
+        assert info.committed.shape == (B, L) and info.committed.dtype == torch.bool
+        assert info.proposal.shape == (B, L) and info.proposal.dtype == torch.int64
+        assert info.score.shape == (B, L) and info.score.is_floating_point()
+        history.append((state.canvas.tokens.clone(), info.committed.clone()))
+
+    out = _run(model, sampler, callbacks=[record])
+    assert dataclasses.asdict(sampler) == before, "step must not mutate the sampler"
+
+    width = max(map(len, PROMPTS))
+    prompt_part = out.tokens[:, :width]
+    for row, prompt in enumerate(PROMPTS):
+        assert prompt_part[row, width - len(prompt):].tolist() == prompt, "prompt changed"
+    assert not bool((out.tokens == tiny64.mask_id).any()), "a mask survived"
+    assert len(history) == out.steps
+
+    previous = torch.full_like(out.tokens, tiny64.mask_id)
+    previous[:, :width] = prompt_part
+    previous_masks = None
+    for tokens, committed in history:
+        masks = int((tokens == tiny64.mask_id).sum())
+        if not sampler.edits_committed:
+            decided = previous != tiny64.mask_id
+            assert torch.equal(tokens[decided], previous[decided]), "a committed token changed"
+            assert previous_masks is None or masks <= previous_masks, "masked count grew"
+        assert torch.equal(committed, (tokens != previous) | (committed & (tokens == previous)))
+        previous, previous_masks = tokens, masks
+
+    # NFE counted exactly: every row that was still decoding took part in every call.
+    assert int(out.nfe.max()) == model.rows // len(PROMPTS)
+    assert model.calls == out.steps
+
+
+@pytest.mark.parametrize("name,config", CASES, ids=IDS)
+def test_same_seed_same_output(tiny64, name, config):
+    sampler = build(name, **config)
+    assert torch.equal(_run(tiny64, sampler, seed=3).tokens, _run(tiny64, sampler, seed=3).tokens)
+
+
+@pytest.mark.parametrize("name,config", [c for c in CASES if "temperature" not in c[1]],
+                         ids=[i for i, c in zip(IDS, CASES) if "temperature" not in c[1]])
+def test_greedy_batch_equals_rows_one_by_one(tiny64, name, config):
+    sampler = build(name, **config)
+    batch = _run(tiny64, sampler)
+    width = max(map(len, PROMPTS))
+    for row, prompt in enumerate(PROMPTS):
+        alone = _run(tiny64, sampler, prompts=[prompt])
+        assert batch.tokens[row, width - len(prompt):].tolist() == alone.tokens[0].tolist()
+        assert int(batch.nfe[row]) == int(alone.nfe[0])
+
+
+@pytest.mark.parametrize("name,config", CASES, ids=IDS)
+def test_config_round_trip(name, config):
+    sampler = build(name, **config)
+    config_dict = sampler.to_config()
+    assert config_dict["name"] == name
+    assert from_config(config_dict) == sampler
+
+
+@pytest.mark.parametrize("name", available())
+def test_infill_fills_only_masks(tiny64, name):
+    m = tiny64.mask_id
+    canvases = [[2, m, m, 7, m, 1], [m, 3, m]]
+    out = remask.infill(tiny64, canvases, build(name), seed=0)
+    assert not bool((out.tokens == m).any())
+    for row, canvas in enumerate(canvases):
+        got = out.tokens[row, out.tokens.shape[1] - len(canvas):].tolist()
+        assert all(c == g for c, g in zip(canvas, got) if c != m)
+
+
+def test_unknown_sampler_lists_the_available_ones():
+    with pytest.raises(ValueError, match="unknown sampler 'nope'.*low_confidence"):
+        build("nope")
