@@ -1,3 +1,84 @@
-"""remask.analysis: measurements of parallel-decoding failure modes (see issue 5)."""
+"""remask.analysis: measurements of parallel-decoding failure modes (issue 5; coherence.md §3).
 
-__all__: list[str] = []
+Exact quantities on oracles (:mod:`remask.models.toys`, :mod:`remask.models.markov`):
+
+- :func:`total_correlation` — TC and dual TC of a masked set given its context;
+- :func:`partition_error` — exact KL/TV/validity of unmasking a fixed partition with exact
+  marginals, with the per-step E[TC] whose sum equals the KL (chain rule);
+- :func:`entropy_profile`, :func:`schedule_error` — the random-order schedule error;
+- :func:`sampler_error` — a sampler's output law against the exact joint, with noise floors.
+
+Estimators for any Denoiser (validated against the exact values on oracles):
+
+- :func:`homogenization_profile` — entropy, confidence, KL to a unigram, attractor mass and
+  pairwise JS of masked predictions against distance to known tokens;
+- :func:`pairwise_cmi`, :func:`cmi_matrix` — clamp-and-rerun conditional mutual information;
+- :func:`marginal_consistency` — the martingale test.
+
+Traces: :class:`TraceRecorder` (a ``generate`` callback), :func:`decode_order_metrics`,
+:func:`step_certificates`, :func:`step_total_correlation`. Plots: :mod:`remask.analysis.plots`.
+
+All information quantities are in nats unless ``unit="bits"``.
+"""
+
+from __future__ import annotations
+
+from remask.analysis.estimators import (
+    MarginalConsistency,
+    PairwiseCMI,
+    cmi_matrix,
+    marginal_consistency,
+    pairwise_cmi,
+)
+from remask.analysis.exact import (
+    PartitionError,
+    SamplerError,
+    TotalCorrelation,
+    conditional_joint,
+    entropy_profile,
+    exact_samples,
+    partition_error,
+    sampler_error,
+    schedule_error,
+    total_correlation,
+)
+from remask.analysis.homogenization import HomogenizationProfile, distances_to_observed, homogenization_profile
+from remask.analysis.trace import (
+    DecodeOrder,
+    StepCertificates,
+    Trace,
+    TraceRecorder,
+    commit_steps,
+    decode_order_metrics,
+    step_certificates,
+    step_total_correlation,
+)
+
+__all__ = [
+    "DecodeOrder",
+    "HomogenizationProfile",
+    "MarginalConsistency",
+    "PairwiseCMI",
+    "PartitionError",
+    "SamplerError",
+    "StepCertificates",
+    "TotalCorrelation",
+    "Trace",
+    "TraceRecorder",
+    "cmi_matrix",
+    "commit_steps",
+    "conditional_joint",
+    "decode_order_metrics",
+    "distances_to_observed",
+    "entropy_profile",
+    "exact_samples",
+    "homogenization_profile",
+    "marginal_consistency",
+    "pairwise_cmi",
+    "partition_error",
+    "sampler_error",
+    "schedule_error",
+    "step_certificates",
+    "step_total_correlation",
+    "total_correlation",
+]

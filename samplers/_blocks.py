@@ -65,13 +65,16 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
         Sequence evaluations per row (1, or 2 with guidance) — what ``nfe`` counts.
     """
     tokens, attention_mask = canvas.tokens, canvas.attention_mask
+    # Denoisers that can exploit the active block (KV-caching wrappers) opt in to receive it.
+    extra = {"active": canvas.active} if getattr(denoiser, "accepts_active", False) else {}
     if cfg_scale == 0:
-        logits = check_logits(denoiser(tokens, attention_mask), tokens, denoiser.vocab_size)
+        logits = check_logits(denoiser(tokens, attention_mask, **extra), tokens, denoiser.vocab_size)
         return logits, 1
     fixed = attention_mask & ~canvas.editable  # (B, L)
     unconditional = torch.where(fixed, denoiser.mask_id, tokens)  # (B, L)
     both = torch.cat([tokens, unconditional])  # (2B, L)
-    logits = check_logits(denoiser(both, attention_mask.repeat(2, 1)), both, denoiser.vocab_size)
+    extra = {k: v.repeat(2, 1) for k, v in extra.items()}
+    logits = check_logits(denoiser(both, attention_mask.repeat(2, 1), **extra), both, denoiser.vocab_size)
     cond, un = logits.chunk(2)  # (B, L, V) each
     guided = un + (cfg_scale + 1) * (cond - un)  # (B, L, V)
     # Columns that are -inf in both branches (the mask token) would give -inf - -inf = NaN.

@@ -101,6 +101,9 @@ class Sampler:
 
     name: ClassVar[str] = ""
     edits_committed: ClassVar[bool] = False
+    #: Representative settings (besides the defaults) for docs and the conformance suite;
+    #: each must work on any canvas (any gen_length, prompts of any length).
+    example_configs: ClassVar[tuple[dict[str, Any], ...]] = ({"block_length": 3},)
 
     block_length: int | None = None
 
@@ -114,6 +117,11 @@ class Sampler:
 
     def step(self, state: State, denoiser, generator: torch.Generator) -> tuple[State, StepInfo]:
         raise NotImplementedError
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether outputs depend on the random stream (greedy samplers are batch-invariant)."""
+        return getattr(self, "temperature", 0.0) > 0
 
     def max_steps(self, canvas: Canvas) -> int:
         """Upper bound on the steps a run may take (the driver raises beyond it; nothing hangs)."""

@@ -99,6 +99,13 @@ class LowConfidence(Sampler):
     (torch.Size([1, 11]), [8])
     """
 
+    example_configs = (
+        {"block_length": 3},
+        {"steps": 5, "block_length": 4, "temperature": 1.0},
+        {"remasking": "random", "temperature": 1.0},
+        {"cfg_scale": 1.0, "steps": 4},
+    )
+
     steps: int | None = None
     temperature: float = 0.0
     remasking: str = "low_confidence"
@@ -107,6 +114,10 @@ class LowConfidence(Sampler):
     eot_id: int | None = None
     logits_eos_inf: bool = False
     confidence_eos_eot_inf: bool = False
+
+    @property
+    def stochastic(self) -> bool:
+        return self.temperature > 0 or self.remasking == "random"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -175,7 +186,8 @@ class LowConfidence(Sampler):
             demote = torch.isin(proposal.tokens, ids)  # (B, L)
             score = score - _DEMOTION * demote.float()  # (B, L)
 
-        k = even_split(state.block_masks, state.block_steps, state.block_step)  # (B,)
+        # A finished row has an empty block (0 steps); clamp so it divides safely, then zero it.
+        k = even_split(state.block_masks, state.block_steps.clamp_min(1), state.block_step)  # (B,)
         k = torch.where(canvas.done, 0, k)
         committed = kernels.topk_mask(score, k, eligible)  # (B, L)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)

@@ -4,6 +4,7 @@ Everything here satisfies the Denoiser protocol of DESIGN.md §2; ``load_model(s
 resolves a spec string to one.
 """
 
+from remask.models.checkpoints import FAMILIES, load_checkpoint
 from remask.models.hf import HFMaskedLM
 from remask.models.loading import load_model, parse_spec
 from remask.models.markov import MarkovChainOracle
@@ -12,10 +13,12 @@ from remask.models.tiny import TinyTransformer
 
 __all__ = [
     "Denoiser",
+    "FAMILIES",
     "HFMaskedLM",
     "MarkovChainOracle",
     "TinyTransformer",
     "check_logits",
+    "load_checkpoint",
     "load_model",
     "parse_spec",
 ]

@@ -134,9 +134,7 @@ class CheckpointDenoiser:
         logits[..., self.mask_id] = float("-inf")
         return logits
 
-    def _forward(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i."""
         raise NotImplementedError
 
@@ -175,7 +173,9 @@ class CheckpointDenoiser:
                 f"shape {tuple(tokens.shape)}"
             )
         if attention_mask.dtype.is_floating_point:
-            raise TypeError(f"attention_mask must be bool (or 0/1 integers), got {attention_mask.dtype}")
+            raise TypeError(
+                f"attention_mask must be bool (or 0/1 integers), got {attention_mask.dtype}"
+            )
         if attention_mask.device != device:
             raise ValueError(
                 f"attention_mask is on {attention_mask.device} but the model is on {device}"

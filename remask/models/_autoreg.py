@@ -76,7 +76,11 @@ def register_models() -> None:
         from remask.models.llada import LLaDAConfig, LLaDAModelLM
         from remask.models.mdlm import MDLM, MDLMConfig
 
-        for config_cls, model_cls in ((LLaDAConfig, LLaDAModelLM), (DreamConfig, DreamModel), (MDLMConfig, MDLM)):
+        for config_cls, model_cls in (
+            (LLaDAConfig, LLaDAModelLM),
+            (DreamConfig, DreamModel),
+            (MDLMConfig, MDLM),
+        ):
             AutoModel.register(config_cls, model_cls, exist_ok=True)
             AutoModelForMaskedLM.register(config_cls, model_cls, exist_ok=True)
         AutoModelForCausalLM.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
@@ -115,7 +119,9 @@ class _AfterImportFinder(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self.callbacks: dict[str, Callable[[], None]] = {}
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Any, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         callback = self.callbacks.pop(fullname, None)
         if callback is None:
             return None

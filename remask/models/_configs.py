@@ -7,7 +7,9 @@ import time). See :mod:`remask.models._autoreg`.
 
 Field names and meanings follow the checkpoints' own ``config.json`` files
 (``shared/research/checkpoints.md`` §1.2, §1.4, §1.5), so the original files load unchanged
-and save back with the same keys. Defaults are the published 8B / 7B / OWT values.
+and save back with the same keys. Shape defaults are the published 8B / 7B / OWT values;
+special-token ids default to None, so that a config.json lacking one is reported as such
+instead of silently receiving the 8B value.
 
 The classes use an explicit ``__init__`` (rather than transformers 5.x dataclass fields) so
 that the same code works on transformers 4.57 and 5.x: 5.x drops generation-related keys
@@ -20,7 +22,7 @@ from typing import Any
 
 from transformers.configuration_utils import PretrainedConfig
 
-__all__ = ["LLaDAConfig", "DreamConfig", "MDLMConfig", "LLADA_MOE_FIELDS"]
+__all__ = ["LLADA_MOE_FIELDS", "DreamConfig", "LLaDAConfig", "MDLMConfig"]
 
 # Fields that only LLaDA-MoE configs carry. LLaDA-MoE reuses model_type "llada" (a collision
 # upstream), so these are how a dense LLaDA config is told apart from a MoE one.
@@ -80,9 +82,9 @@ class LLaDAConfig(PretrainedConfig):
         init_cutoff_factor: float | None = None,
         precision: str | None = "amp_bf16",
         use_cache: bool = False,
-        mask_token_id: int | None = 126336,
-        eos_token_id: int | list[int] | None = 126081,
-        pad_token_id: int | None = 126081,
+        mask_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
         bos_token_id: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -188,8 +190,8 @@ class DreamConfig(PretrainedConfig):
         sliding_window: int | None = None,
         max_window_layers: int = 28,
         attention_dropout: float = 0.0,
-        mask_token_id: int | None = 151666,
-        pad_token_id: int | None = 151643,
+        mask_token_id: int | None = None,
+        pad_token_id: int | None = None,
         bos_token_id: int | None = None,
         eos_token_id: int | list[int] | None = None,
         **kwargs: Any,

@@ -11,13 +11,13 @@ from torch import nn
 
 __all__ = [
     "RMSNorm",
-    "rope_cos_sin",
     "apply_rope",
-    "repeat_kv",
-    "key_padding_mask",
     "init_normal",
-    "init_zeros",
     "init_ones",
+    "init_zeros",
+    "key_padding_mask",
+    "repeat_kv",
+    "rope_cos_sin",
 ]
 
 try:  # transformers >= 5: init helpers that skip tensors already loaded from a checkpoint

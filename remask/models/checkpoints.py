@@ -38,7 +38,7 @@ import torch
 
 from remask.models import _autoreg
 
-__all__ = ["FAMILIES", "load_checkpoint", "register_auto_classes", "checkpoint_family"]
+__all__ = ["FAMILIES", "checkpoint_family", "load_checkpoint", "register_auto_classes"]
 
 #: ``config.json`` ``model_type`` values handled here, mapped to the family name.
 FAMILIES: dict[str, str] = {"llada": "llada", "Dream": "dream", "mdlm": "mdlm"}
@@ -46,7 +46,12 @@ FAMILIES: dict[str, str] = {"llada": "llada", "Dream": "dream", "mdlm": "mdlm"}
 #: End-of-turn token of each family's chat template (looked up, never assumed to exist).
 _EOT_TOKENS = {"llada": "<|eot_id|>", "dream": "<|im_end|>"}
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 register_auto_classes = _autoreg.register_auto_classes
@@ -62,7 +67,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")  # noqa: TRY004 (bad file content)
     return data
 
 
@@ -124,7 +129,9 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
         resolved = getattr(torch, dtype, None)
         if isinstance(resolved, torch.dtype) and resolved.is_floating_point:
             return resolved
-    raise ValueError(f"dtype must be a floating torch.dtype, its name, 'auto' or None; got {dtype!r}")
+    raise ValueError(
+        f"dtype must be a floating torch.dtype, its name, 'auto' or None; got {dtype!r}"
+    )
 
 
 def _load_model(family: str, root: Path, dtype: torch.dtype | str) -> torch.nn.Module:
@@ -139,8 +146,10 @@ def _load_model(family: str, root: Path, dtype: torch.dtype | str) -> torch.nn.M
 
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
+        # ignore_mismatched_sizes=True only so that transformers returns the list of
+        # mismatched keys instead of pointing at a log; any mismatch is an error below.
         model, info = model_cls.from_pretrained(
-            str(root), output_loading_info=True, **{dtype_key: dtype}
+            str(root), output_loading_info=True, ignore_mismatched_sizes=True, **{dtype_key: dtype}
         )
     except RuntimeError as err:
         # transformers reports shape mismatches as RuntimeError; say which checkpoint.
@@ -154,12 +163,22 @@ def _load_model(family: str, root: Path, dtype: torch.dtype | str) -> torch.nn.M
     ):
         items = info.get(key) or []
         if items:
-            shown = sorted(str(item) for item in items)
+            shown = sorted(_describe(item) for item in items)
             more = f" (+{len(shown) - 8} more)" if len(shown) > 8 else ""
             problems.append(f"{label}: {shown[:8]}{more}")
     if problems:
-        raise ValueError(f"weights in {str(root)!r} do not match the {family} config: " + "; ".join(problems))
+        raise ValueError(
+            f"weights in {str(root)!r} do not match the {family} config: " + "; ".join(problems)
+        )
     return model
+
+
+def _describe(item: Any) -> str:
+    # mismatched_keys entries are (key, checkpoint shape, model shape) tuples.
+    if isinstance(item, tuple) and len(item) == 3:
+        key, ckpt, model = item
+        return f"{key} (checkpoint {tuple(ckpt)} vs config {tuple(model)})"
+    return str(item)
 
 
 def _load_tokenizer(root: Path, family: str) -> Any:
@@ -177,7 +196,11 @@ def _load_tokenizer(root: Path, family: str) -> Any:
                 from transformers import PreTrainedTokenizerFast
 
                 return PreTrainedTokenizerFast.from_pretrained(str(root))
-            if family == "dream" and (root / "vocab.json").is_file() and (root / "merges.txt").is_file():
+            if (
+                family == "dream"
+                and (root / "vocab.json").is_file()
+                and (root / "merges.txt").is_file()
+            ):
                 # Dream's tokenizer is the Qwen2 byte-level BPE under another class name.
                 from transformers import Qwen2Tokenizer
 
@@ -186,7 +209,9 @@ def _load_tokenizer(root: Path, family: str) -> Any:
             raise ValueError(
                 f"cannot load the tokenizer in {str(root)!r}: {first_error}; fallback: {second_error}"
             ) from second_error
-        raise ValueError(f"cannot load the tokenizer in {str(root)!r}: {first_error}") from first_error
+        raise ValueError(
+            f"cannot load the tokenizer in {str(root)!r}: {first_error}"
+        ) from first_error
 
 
 def _first_id(value: Any) -> int | None:
@@ -209,7 +234,9 @@ def _vocab_lookup(tokenizer: Any, token: str | None) -> int | None:
     return int(vocab[token]) if token in vocab else None
 
 
-def _special_ids(family: str, root: Path, config: Any, tokenizer: Any, vocab_size: int) -> dict[str, int | None]:
+def _special_ids(
+    family: str, root: Path, config: Any, tokenizer: Any, vocab_size: int
+) -> dict[str, int | None]:
     generation = {}
     if (root / "generation_config.json").is_file():
         generation = _read_json(root / "generation_config.json")
@@ -227,7 +254,9 @@ def _special_ids(family: str, root: Path, config: Any, tokenizer: Any, vocab_siz
     if mask_id is None and family == "mdlm":
         mask_id = vocab_size - 1  # MDLM's convention: the mask is appended as the last column
     if mask_id is None:
-        where = "the tokenizer has no mask_token" if tokenizer is not None else "there is no tokenizer"
+        where = (
+            "the tokenizer has no mask_token" if tokenizer is not None else "there is no tokenizer"
+        )
         raise ValueError(f"{root}: no mask token id: config.json has no mask_token_id and {where}")
 
     eos_id = _first_id(getattr(config, "eos_token_id", None))
@@ -249,7 +278,13 @@ def _special_ids(family: str, root: Path, config: Any, tokenizer: Any, vocab_siz
     bos_id = _first_id(getattr(config, "bos_token_id", None))
     if bos_id is None:
         bos_id = _tokenizer_id(tokenizer, "bos_token_id")
-    return {"mask_id": int(mask_id), "eos_id": eos_id, "eot_id": eot_id, "pad_id": pad_id, "bos_id": bos_id}
+    return {
+        "mask_id": int(mask_id),
+        "eos_id": eos_id,
+        "eot_id": eot_id,
+        "pad_id": pad_id,
+        "bos_id": bos_id,
+    }
 
 
 def load_checkpoint(
@@ -318,4 +353,6 @@ def load_checkpoint(
         vocab_size = rows = int(config.vocab_size)
 
     ids = _special_ids(family, root, config, tokenizer, vocab_size)
-    return adapter_cls(model, vocab_size=vocab_size, embedding_rows=rows, tokenizer=tokenizer, **ids)
+    return adapter_cls(
+        model, vocab_size=vocab_size, embedding_rows=rows, tokenizer=tokenizer, **ids
+    )

@@ -42,10 +42,10 @@ from remask.models._layers import (
 )
 
 __all__ = [
-    "DreamConfig",
     "DreamBaseModel",
-    "DreamModel",
+    "DreamConfig",
     "DreamDenoiser",
+    "DreamModel",
     "check_dream_config",
     "dream_position_ids",
 ]
@@ -92,7 +92,11 @@ def dream_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     (B, L) int64: the first real token of every row gets position 0. Padding positions get
     0 as well; their outputs are meaningless anyway.
     """
-    keep = attention_mask.long() if attention_mask.dtype == torch.bool else (attention_mask != 0).long()
+    keep = (
+        attention_mask.long()
+        if attention_mask.dtype == torch.bool
+        else (attention_mask != 0).long()
+    )
     return (keep.cumsum(dim=-1) - 1).clamp_min(0)
 
 
@@ -155,7 +159,11 @@ class DreamAttention(nn.Module):
         rep = self.n_heads // self.n_kv_heads
         k, v = repeat_kv(k, rep), repeat_kv(v, rep)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
             is_causal=False,  # Dream attends both ways despite its AR initialisation
         )  # (B, H, L, Dh)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
@@ -202,7 +210,9 @@ class DreamBaseModel(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DreamDecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            DreamDecoderLayer(config) for _ in range(config.num_hidden_layers)
+        )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
@@ -221,7 +231,9 @@ class DreamBaseModel(nn.Module):
                 f"position_ids has shape {tuple(position_ids.shape)}, expected {(b, length)}"
             )
         cfg = self.config
-        cos, sin = rope_cos_sin(position_ids, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta)
+        cos, sin = rope_cos_sin(
+            position_ids, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta
+        )
         mask = _attention_mask_4d(attention_mask, b, length)
         x = self.embed_tokens(input_ids)  # (B, L, D)
         hidden: list[torch.Tensor] = []
@@ -250,7 +262,7 @@ class DreamModel(PreTrainedModel):
 
     config_class = DreamConfig
     base_model_prefix = "model"
-    _no_split_modules = ["DreamDecoderLayer"]
+    _no_split_modules = ["DreamDecoderLayer"]  # noqa: RUF012 (transformers convention)
     _supports_sdpa = True
 
     def __init__(self, config: DreamConfig) -> None:
@@ -320,9 +332,7 @@ class DreamDenoiser(CheckpointDenoiser):
     family = "dream"
     shift = 1
 
-    def _forward(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if attention_mask is None:
             first = tokens[:, 0]
             position_ids = None

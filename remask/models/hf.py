@@ -11,6 +11,8 @@ __all__ = ["HFMaskedLM"]
 
 # Families that derive position ids from ``input_ids != padding_idx`` themselves (with an
 # offset of padding_idx + 1); giving them 0-based ids would shift every embedding.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+                    "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
 _POSITIONS_FROM_PADDING = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text"}
 
 
@@ -79,10 +81,15 @@ class HFMaskedLM:
 
         model = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype) if dtype else \
             AutoModelForMaskedLM.from_pretrained(path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError, TypeError):
-            tokenizer = None  # a bare weights directory: ids then come from the config
+        tokenizer = None  # a bare weights directory: ids then come from the config
+        local = os.path.isdir(path)
+        # transformers 5 builds a default tokenizer (with invented special ids) for a directory
+        # that has none, so only look for one where tokenizer files exist.
+        if not local or any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError, TypeError):
+                tokenizer = None
         if device is not None:
             model = model.to(device)
         return cls(model, tokenizer, mask_id=mask_id)

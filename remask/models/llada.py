@@ -36,7 +36,7 @@ from remask.models._layers import (
     rope_cos_sin,
 )
 
-__all__ = ["LLaDAConfig", "LLaDAModel", "LLaDAModelLM", "LLaDADenoiser", "check_llada_config"]
+__all__ = ["LLaDAConfig", "LLaDADenoiser", "LLaDAModel", "LLaDAModelLM", "check_llada_config"]
 
 
 def check_llada_config(config: LLaDAConfig) -> None:
@@ -69,9 +69,7 @@ def check_llada_config(config: LLaDAConfig) -> None:
     if getattr(config, "bias_for_layer_norm", False):
         raise ValueError("unsupported LLaDA config: bias_for_layer_norm=True")
     if config.d_model % config.n_heads:
-        raise ValueError(
-            f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}"
-        )
+        raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
     if (config.d_model // config.n_heads) % 2:
         raise ValueError(
             f"head size d_model / n_heads = {config.d_model // config.n_heads} must be even for RoPE"
@@ -237,7 +235,7 @@ class LLaDAModelLM(PreTrainedModel):
 
     config_class = LLaDAConfig
     base_model_prefix = "model"
-    _no_split_modules = ["LLaDABlock"]
+    _no_split_modules = ["LLaDABlock"]  # noqa: RUF012 (transformers convention)
     _supports_sdpa = True
 
     def __init__(self, config: LLaDAConfig) -> None:
@@ -277,7 +275,9 @@ class LLaDAModelLM(PreTrainedModel):
         if unknown:
             raise TypeError(f"LLaDAModelLM.forward got unsupported arguments {sorted(unknown)}")
         logits, hidden = self.model(
-            input_ids, attention_mask=attention_mask, output_hidden_states=bool(output_hidden_states)
+            input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=bool(output_hidden_states),
         )
         if return_dict is False:
             return (logits,) if hidden is None else (logits, hidden)
@@ -293,8 +293,6 @@ class LLaDADenoiser(CheckpointDenoiser):
 
     family = "llada"
 
-    def _forward(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         logits, _ = self.model.model(tokens, attention_mask=attention_mask)
         return logits

@@ -38,13 +38,15 @@ from remask.models._layers import (
     rope_cos_sin,
 )
 
-__all__ = ["MDLMConfig", "MDLM", "MDLMBackbone", "MDLMDenoiser", "timestep_embedding"]
+__all__ = ["MDLM", "MDLMBackbone", "MDLMConfig", "MDLMDenoiser", "timestep_embedding"]
 
 _ROPE_BASE = 10_000.0  # fixed in MDLM, not a config field
 _FREQ_DIM = 256  # width of the sinusoidal σ features fed to the σ MLP
 
 
-def timestep_embedding(sigma: torch.Tensor, dim: int = _FREQ_DIM, max_period: float = 10_000.0) -> torch.Tensor:
+def timestep_embedding(
+    sigma: torch.Tensor, dim: int = _FREQ_DIM, max_period: float = 10_000.0
+) -> torch.Tensor:
     """Sinusoidal features of the noise level.
 
     Parameters
@@ -103,7 +105,9 @@ class MDLMSigmaEmbedder(nn.Module):
     def __init__(self, cond_dim: int) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(_FREQ_DIM, cond_dim, bias=True), nn.SiLU(), nn.Linear(cond_dim, cond_dim, bias=True)
+            nn.Linear(_FREQ_DIM, cond_dim, bias=True),
+            nn.SiLU(),
+            nn.Linear(cond_dim, cond_dim, bias=True),
         )
 
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -115,7 +119,9 @@ class MDLMSigmaEmbedder(nn.Module):
 class MDLMBlock(nn.Module):
     """DiT block: adaLN-modulated attention and MLP, each with a gated residual."""
 
-    def __init__(self, dim: int, n_heads: int, cond_dim: int, dropout: float, mlp_ratio: int = 4) -> None:
+    def __init__(
+        self, dim: int, n_heads: int, cond_dim: int, dropout: float, mlp_ratio: int = 4
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.dropout = float(dropout)
@@ -227,9 +233,9 @@ class MDLM(PreTrainedModel):
 
     config_class = MDLMConfig
     base_model_prefix = "backbone"
-    _no_split_modules = ["MDLMBlock"]
+    _no_split_modules = ["MDLMBlock"]  # noqa: RUF012 (transformers convention)
     # Some exports carry the rotary frequency table as a buffer; it is recomputed here.
-    _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
+    _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]  # noqa: RUF012
 
     def __init__(self, config: MDLMConfig) -> None:
         if config.hidden_dim % config.n_heads or (config.hidden_dim // config.n_heads) % 2:
@@ -291,9 +297,7 @@ class MDLMDenoiser(CheckpointDenoiser):
 
     family = "mdlm"
 
-    def _forward(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         logits, _ = self.model.backbone(
             tokens, torch.zeros(tokens.shape[0], device=tokens.device), attention_mask
         )

@@ -22,7 +22,9 @@ class Denoiser(Protocol):
         Number of logit columns V.
 
     Optional attributes read when present: ``eos_id``, ``eot_id``, ``pad_id`` (int or None),
-    ``tokenizer`` (for text in and out).
+    ``tokenizer`` (for text in and out), and ``accepts_active = True`` for denoisers (such as
+    KV-caching wrappers) that want the sampler's active block: they are then called as
+    ``denoiser(tokens, attention_mask, active=active)`` with ``active`` (B, L) bool.
 
     ``__call__(tokens, attention_mask=None) -> logits``: ``tokens`` (B, L) int64 holds
     ``mask_id`` at undecided positions; ``attention_mask`` (B, L) bool is False on padding;

@@ -12,12 +12,8 @@ from remask.samplers import available, build, from_config, sampler_class
 
 
 def _configs(name: str) -> list[dict]:
-    """The default config, a blockwise one, and a stochastic one where the sampler has T."""
-    fields = {f.name for f in dataclasses.fields(sampler_class(name))}
-    configs = [{}, {"block_length": 3}]
-    if "temperature" in fields:
-        configs.append({"temperature": 1.0, "block_length": 4})
-    return configs
+    """The default config plus the sampler's declared ``example_configs``."""
+    return [{}, *sampler_class(name).example_configs]
 
 
 CASES = [(name, config) for name in available() for config in _configs(name)]
@@ -79,8 +75,10 @@ def test_same_seed_same_output(tiny64, name, config):
     assert torch.equal(_run(tiny64, sampler, seed=3).tokens, _run(tiny64, sampler, seed=3).tokens)
 
 
-@pytest.mark.parametrize("name,config", [c for c in CASES if "temperature" not in c[1]],
-                         ids=[i for i, c in zip(IDS, CASES) if "temperature" not in c[1]])
+GREEDY = [(i, c) for i, c in zip(IDS, CASES) if not build(c[0], **c[1]).stochastic]
+
+
+@pytest.mark.parametrize("name,config", [c for _, c in GREEDY], ids=[i for i, _ in GREEDY])
 def test_greedy_batch_equals_rows_one_by_one(tiny64, name, config):
     sampler = build(name, **config)
     batch = _run(tiny64, sampler)

@@ -1,0 +1,165 @@
+"""Shared numerics of the analysis module: units, safe entropies and divergences, model calls."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__: list[str] = []
+
+LN2 = math.log(2.0)
+
+
+def unit_scale(unit: str) -> float:
+    """Multiplier from nats to ``unit`` ("nats" or "bits")."""
+    if unit == "nats":
+        return 1.0
+    if unit == "bits":
+        return 1.0 / LN2
+    raise ValueError(f"unit must be 'nats' or 'bits', got {unit!r}")
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """float64 log-softmax over the last axis; columns at -inf stay -inf (probability 0)."""
+    return torch.log_softmax(logits.double(), dim=-1)
+
+
+def xlogy(p: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Elementwise p * log q with the convention 0 * log 0 = 0 (and 0 * anything = 0)."""
+    return torch.where(p > 0, p * logq, torch.zeros_like(p))
+
+
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of distributions given as log-probs over the last axis."""
+    return -xlogy(logp.exp(), logp).sum(-1)
+
+
+def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) in nats over the last axis; +inf when q misses mass of p."""
+    p = logp.exp()
+    diff = torch.where(p > 0, logp - logq, torch.zeros_like(logp))
+    return (p * diff).sum(-1)
+
+
+def tv(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Total-variation distance over the last axis."""
+    return 0.5 * (logp.exp() - logq.exp()).abs().sum(-1)
+
+
+def js(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (nats) over the last axis, broadcasting."""
+    p, q = logp.exp(), logq.exp()
+    m = 0.5 * (p + q)
+    logm = torch.where(m > 0, m.clamp_min(1e-300).log(), torch.full_like(m, -math.inf))
+    return 0.5 * (xlogy(p, logp) - xlogy(p, logm)).sum(-1) + 0.5 * (xlogy(q, logq) - xlogy(q, logm)).sum(-1)
+
+
+def model_device(model) -> torch.device | None:
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        try:
+            return next(iter(params())).device
+        except (StopIteration, TypeError):
+            return None
+    return None
+
+
+def check_model(model) -> None:
+    for attr in ("mask_id", "vocab_size"):
+        if not isinstance(getattr(model, attr, None), int):
+            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got {type(model).__name__}")
+    if not callable(model):
+        raise TypeError(f"model must be callable (a Denoiser), got {type(model).__name__}")
+
+
+def check_oracle(oracle) -> None:
+    check_model(oracle)
+    if not callable(getattr(oracle, "log_prob", None)) or not isinstance(getattr(oracle, "seq_len", None), int):
+        raise TypeError(
+            f"an exact oracle (with log_prob and seq_len) is required, got {type(oracle).__name__}"
+        )
+
+
+def as_tokens(tokens, *, name: str = "tokens") -> torch.Tensor:
+    """(L,) or (B, L) int tensor/list -> (B, L) int64 tensor."""
+    if not isinstance(tokens, torch.Tensor):
+        try:
+            tokens = torch.as_tensor(tokens, dtype=torch.int64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{name} must be a (B, L) int64 tensor, got {type(tokens).__name__}") from None
+    if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+    tokens = tokens.long()
+    if tokens.dim() == 1:
+        tokens = tokens.unsqueeze(0)
+    if tokens.dim() != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (L,) or (B, L) with L >= 1, got {tuple(tokens.shape)}")
+    return tokens
+
+
+def as_positions(positions, L: int, *, name: str = "positions") -> list[int]:
+    """A sequence of distinct ints in [0, L) (negative indices not allowed)."""
+    if isinstance(positions, (int,)) and not isinstance(positions, bool):
+        positions = [positions]
+    if isinstance(positions, torch.Tensor):
+        positions = positions.flatten().tolist()
+    if not isinstance(positions, Sequence) and not hasattr(positions, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {positions!r}")
+    out = list(positions)
+    for p in out:
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < L:
+            raise ValueError(f"{name} must hold ints in [0, {L}), got {p!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} must be distinct, got {out!r}")
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    return out
+
+
+@torch.no_grad()
+def call_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   *, batch_size: int | None = None) -> torch.Tensor:
+    """Run a denoiser in chunks and return float64 log-probs (B, L, V) on the tokens' device."""
+    device = model_device(model)
+    out = []
+    B = tokens.shape[0]
+    step = B if batch_size is None else max(1, int(batch_size))
+    for s in range(0, B, step):
+        tok = tokens[s:s + step]
+        am = None if attention_mask is None else attention_mask[s:s + step]
+        if device is not None:
+            tok = tok.to(device)
+            am = None if am is None else am.to(device)
+        logits = model(tok, am)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (*tok.shape, model.vocab_size):
+            raise ValueError(
+                f"model returned {getattr(logits, 'shape', type(logits).__name__)}, expected (B, L, V) = "
+                f"{(*tok.shape, model.vocab_size)}"
+            )
+        out.append(log_probs(logits).to(tokens.device))
+    return torch.cat(out, 0)
+
+
+def code_rows(x: torch.Tensor) -> torch.Tensor:
+    """Group ids of the rows of a (N, k) int tensor (equal rows share an id), (N,) int64."""
+    if x.shape[1] == 0:
+        return torch.zeros(x.shape[0], dtype=torch.int64)
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    # Mixed-radix codes make this a 1-D unique (fast); unique over rows is the fallback.
+    base = int(x.max()) + 1
+    if int(x.min()) >= 0 and x.shape[1] * math.log2(max(base, 2)) < 62:
+        powers = base ** torch.arange(x.shape[1] - 1, -1, -1, dtype=torch.int64)
+        return torch.unique((x * powers).sum(-1), return_inverse=True)[1]
+    return torch.unique(x, dim=0, return_inverse=True)[1]
+
+
+def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """For each row, the sum of ``p`` over its group, (N,) float64."""
+    tot = torch.zeros(int(groups.max()) + 1 if groups.numel() else 0, dtype=p.dtype).index_add_(0, groups, p)
+    return tot[groups]

@@ -1,0 +1,34 @@
+"""remask.kernels: the shared per-step ops of every sampler (DESIGN.md §4).
+
+Ops
+---
+propose(logits, ...)                         token proposal + prob/margin/entropy, one row read
+uniform(shape, seed=..., offset=...)         Philox4x32-10 uniforms in (0, 1)
+topk_mask / threshold_mask / entropy_budget_mask   per-row selection, no host sync
+
+Backends: "torch" (reference), "numba" (CPU), "triton" (GPU); see :func:`use_backend`,
+:func:`backends` and the ``REMASK_BACKEND`` environment variable. Importing this package
+imports neither numba nor triton.
+"""
+
+from __future__ import annotations
+
+from remask.kernels._dispatch import backends, resolve_backend, use_backend
+from remask.kernels._philox import STREAM_PROPOSE, STREAM_UNIFORM, uniform
+from remask.kernels.propose import SAMPLE_TILE, Proposal, propose
+from remask.kernels.select import entropy_budget_mask, threshold_mask, topk_mask
+
+__all__ = [
+    "Proposal",
+    "SAMPLE_TILE",
+    "STREAM_PROPOSE",
+    "STREAM_UNIFORM",
+    "backends",
+    "entropy_budget_mask",
+    "propose",
+    "resolve_backend",
+    "threshold_mask",
+    "topk_mask",
+    "uniform",
+    "use_backend",
+]

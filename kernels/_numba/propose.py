@@ -1,0 +1,380 @@
+"""Numba (CPU) backend of :func:`remask.kernels.propose`.
+
+Layout: ``prange`` over rows; each row is streamed once in tiles of ``SAMPLE_TILE`` elements
+that are widened to float32 into a per-row scratch tile (16 KB, stays in L1), on which three
+short vectorizable loops run: tile max, exp/sum (online softmax, row state merged in
+float64), and, when sampling at T != 1, the tempered tile mass. Sampling re-reads one tile
+(see :mod:`remask.kernels.propose` for the two-level rule).
+
+Numerics that differ from the torch reference (within the tested tolerances):
+
+* ``exp`` in the streaming loop is a range-reduced polynomial (the pip llvmlite has no SVML,
+  so ``np.exp`` would be a scalar libm call, ~4x slower: kernels.md §3.3); relative error
+  ~2e-7, and ``exp(d)`` is flushed to 0 below ``d ≈ -87.3`` (probabilities < 1e-38);
+* the streaming loops are compiled with fast-math flags *without* ``ninf`` (−inf logits are
+  legal) and with ``nnan``: NaN is detected on the raw bits instead, which fast-math cannot
+  fold away;
+* the chosen tile of a sampled row is recomputed in float64 with libm ``exp``, exactly as in
+  the reference, so the Philox draw maps to the same token except at ~1-ulp near-ties.
+
+Inputs are passed as raw bits (float32 as uint32, bf16/fp16 as uint16, zero-copy views);
+float64 logits are rounded to a float32 copy first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from remask.kernels._philox import (
+    PHILOX_M0,
+    PHILOX_M1,
+    PHILOX_ROUNDS,
+    PHILOX_W0,
+    PHILOX_W1,
+    STREAM_PROPOSE,
+    split_seed,
+)
+from remask.kernels.propose import SAMPLE_TILE
+
+__all__ = ["philox4x32", "propose_rows", "unavailable_reason"]
+
+# Fast-math without `ninf`: -inf logits must compare and propagate correctly.
+_FAST = {"nnan", "nsz", "arcp", "contract", "reassoc"}
+
+_KIND_F32, _KIND_BF16, _KIND_F16 = 0, 1, 2
+
+# fp16 bits -> float32 value for all 65536 patterns (exact, built by numpy's conversion).
+_F16_BITS = (np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+             .astype(np.float32).view(np.uint32))
+
+_U32 = np.uint64(0xFFFFFFFF)
+_M0 = np.uint64(PHILOX_M0)
+_M1 = np.uint64(PHILOX_M1)
+_W0 = np.uint64(PHILOX_W0)
+_W1 = np.uint64(PHILOX_W1)
+_SH32 = np.uint64(32)
+_SH21 = np.uint64(21)
+_SH11 = np.uint64(11)
+_TWO_M53 = 1.0 / 9007199254740992.0
+
+# exp(d) = 2**k * p(r), k = round(d / ln 2), r = d - k ln 2 in [-ln2/2, ln2/2] (Cody-Waite
+# split of ln 2 so that r is exact); p = degree-6 Taylor polynomial, truncation error
+# r**7/7! < 2.2e-8 relative on that interval.
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # few mantissa bits: k * _LN2_HI is exact for |k| < 2**9
+_LN2_LO = np.float32(-2.12194440e-4)
+_C2 = np.float32(1.0 / 2)
+_C3 = np.float32(1.0 / 6)
+_C4 = np.float32(1.0 / 24)
+_C5 = np.float32(1.0 / 120)
+_C6 = np.float32(1.0 / 720)
+_ONE = np.float32(1.0)
+_HALF = np.float32(0.5)
+_D_MIN = np.float32(-88.0)  # below this exp underflows float32; clamping also tames -inf
+_I127 = np.int32(127)
+_I23 = np.int32(23)
+
+
+def unavailable_reason() -> str | None:
+    """None: numba imported, and CPU is all it needs."""
+    return None
+
+
+@njit(cache=True, inline="always")
+def _philox(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
+    """Philox4x32 on uint64 scalars holding 32-bit words (same spec as _philox.philox4x32)."""
+    for _ in range(PHILOX_ROUNDS):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        hi0 = p0 >> _SH32
+        lo0 = p0 & _U32
+        hi1 = p1 >> _SH32
+        lo1 = p1 & _U32
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _W0) & _U32
+        k1 = (k1 + _W1) & _U32
+    return c0, c1, c2, c3
+
+
+@njit(cache=True)
+def _philox_array(c0, c1, c2, c3, k0, k1, out):  # pragma: no cover - compiled
+    for i in range(c0.shape[0]):
+        w0, w1, w2, w3 = _philox(c0[i], c1[i], c2[i], c3[i], k0, k1)
+        out[i, 0] = w0
+        out[i, 1] = w1
+        out[i, 2] = w2
+        out[i, 3] = w3
+
+
+def philox4x32(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
+    """Philox4x32-10 of (n, 4) uint32-valued counters with key (k0, k1); returns (n, 4) uint64."""
+    c = np.ascontiguousarray(counters, dtype=np.uint64)
+    out = np.empty((c.shape[0], 4), dtype=np.uint64)
+    _philox_array(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), c[:, 3].copy(),
+                  np.uint64(key[0]), np.uint64(key[1]), out)
+    return out
+
+
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _exp_neg(d):  # pragma: no cover - compiled
+    """exp(d) for float32 d <= 0 already clamped to >= _D_MIN; 0 below ~-87.3."""
+    kf = np.floor(d * _LOG2E + _HALF)
+    r = d - kf * _LN2_HI - kf * _LN2_LO
+    p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
+    # 2**k through the exponent bits; k = -127 gives the bit pattern 0, i.e. exactly 0.
+    scale = np.int32((np.int32(kf) + _I127) << _I23).view(np.float32)
+    return p * scale
+
+
+@njit(cache=True)
+def _load_tile(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
+    """Widen src[r, lo:lo+n] to float32 bits in ubuf[:n].
+
+    Returns ``(has_nan, max_key)``: NaN is detected on the bits (fast-math cannot fold it
+    away), and the tile maximum is found as the largest *order-preserving integer key*
+    (float bits with the magnitude bits flipped for negatives), because LLVM vectorizes
+    integer max reductions but not float ones built from compare+select.
+    """
+    worst = np.uint32(0)
+    kmax = np.int32(-2147483648)
+    for k in range(n):
+        if kind == _KIND_F32:
+            b = np.uint32(src[r, lo + k])
+        elif kind == _KIND_BF16:
+            b = np.uint32(src[r, lo + k]) << np.uint32(16)
+        else:
+            b = table_bits[src[r, lo + k]]
+        ubuf[k] = b
+        a = b & np.uint32(0x7FFFFFFF)
+        worst = a if a > worst else worst
+        i = np.int32(b)
+        key = i ^ ((i >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        kmax = key if key > kmax else kmax
+    return worst > np.uint32(0x7F800000), kmax
+
+
+@njit(cache=True, inline="always")
+def _key_to_float(key):  # pragma: no cover - compiled
+    """Inverse of the order-preserving key map (the map is an involution)."""
+    i = key ^ ((key >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    return np.float64(np.int32(i).view(np.float32))
+
+
+@njit(cache=True)
+def _tile_second_key(ubuf, n, skip):  # pragma: no cover - compiled
+    """Largest key of the tile excluding position `skip` (duplicates of the max count)."""
+    kmax = np.int32(-2147483648)
+    for k in range(n):
+        i = np.int32(ubuf[k])
+        key = i ^ ((i >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        key = key if k != skip else np.int32(-2147483648)
+        kmax = key if key > kmax else kmax
+    return kmax
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_exp_sums(fbuf, n, ref):  # pragma: no cover - compiled
+    """Σ exp(x - ref) and Σ exp(x - ref)(x - ref) over the tile (float32 lanes, float64 result)."""
+    s = np.float32(0.0)
+    t = np.float32(0.0)
+    for k in range(n):
+        d = fbuf[k] - ref
+        d = d if d > _D_MIN else _D_MIN
+        e = _exp_neg(d)
+        s += e
+        t += e * d
+    return np.float64(s), np.float64(t)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_exp_sums_tempered(fbuf, n, ref, inv_t):  # pragma: no cover - compiled
+    """_tile_exp_sums plus the tempered mass Σ exp((x - ref) / T), in the same sweep."""
+    s = np.float32(0.0)
+    t = np.float32(0.0)
+    w = np.float32(0.0)
+    for k in range(n):
+        d = fbuf[k] - ref
+        dt = d * inv_t
+        d = d if d > _D_MIN else _D_MIN
+        dt = dt if dt > _D_MIN else _D_MIN
+        e = _exp_neg(d)
+        s += e
+        t += e * d
+        w += _exp_neg(dt)
+    return np.float64(s), np.float64(t), np.float64(w)
+
+
+@njit(cache=True)
+def _pick(cum, n, target, weights):  # pragma: no cover - compiled
+    """First i < n with cum[i] > target, clamped to the last positive weight (cf. reference)."""
+    last = 0
+    for k in range(n):
+        if weights[k] > 0.0:
+            last = k
+    for k in range(n):
+        if cum[k] > target:
+            return min(k, last)
+    return last
+
+
+@njit(cache=True)
+def _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf):  # pragma: no cover - compiled
+    """Choose an element of the tile in float64, exactly as the torch reference does."""
+    acc = 0.0
+    for k in range(n):
+        w = math.exp((np.float64(fbuf[k]) - m) / temperature)
+        wbuf[k] = w
+        acc += w
+        cbuf[k] = acc
+    return _pick(cbuf, n, u2 * acc, wbuf)
+
+
+@njit(cache=True, parallel=True)
+def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, offset,
+                    out_tok, out_prob, out_margin, out_ent, out_status):  # pragma: no cover
+    n_rows, vocab = src.shape
+    n_tiles = (vocab + SAMPLE_TILE - 1) // SAMPLE_TILE
+    sampling = temperature > 0.0
+    inv_t = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
+    unit_t = temperature == 1.0
+    for r in prange(n_rows):
+        if has_rows and not rows[r]:
+            out_tok[r] = -1
+            out_prob[r] = 0.0
+            out_margin[r] = 0.0
+            out_ent[r] = 0.0
+            out_status[r] = 0
+            continue
+        ubuf = np.empty(SAMPLE_TILE, dtype=np.uint32)
+        fbuf = ubuf.view(np.float32)
+        masses = np.zeros(n_tiles, dtype=np.float64)  # tempered tile masses (rel. to refs)
+        refs = np.zeros(n_tiles, dtype=np.float64)  # running max each mass is relative to
+        m = -np.inf  # running max (float64 copy of a float32 value)
+        s = 0.0  # Σ exp(x - m)
+        t = 0.0  # Σ exp(x - m)(x - m)
+        x1 = -np.inf
+        i1 = 0
+        x2 = -np.inf
+        has_nan = False
+        for j in range(n_tiles):
+            lo = j * SAMPLE_TILE
+            n = min(SAMPLE_TILE, vocab - lo)
+            nan_here, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+            has_nan |= nan_here
+            mt = _key_to_float(kmax)
+            # top-1 / top-2 bookkeeping; the index search runs only when the max improves.
+            if mt > x1:
+                k_arg = 0
+                for k in range(n):
+                    if np.float64(fbuf[k]) == mt:
+                        k_arg = k
+                        break
+                second = _key_to_float(_tile_second_key(ubuf, n, k_arg))
+                x2 = max(x1, second)
+                x1 = mt
+                i1 = lo + k_arg
+            else:
+                x2 = max(x2, mt)
+            m_new = max(m, mt)
+            if m_new == -np.inf or has_nan:
+                continue  # all -inf so far contributes nothing; a NaN row is rejected anyway
+            if m_new > m and s > 0.0:
+                # Online-softmax rescale, in float64 so that huge |m - m_new| cannot overflow.
+                alpha = math.exp(m - m_new)
+                t = alpha * (t + s * (m - m_new))
+                s = alpha * s
+            m = m_new
+            if sampling and not unit_t:
+                ts, tt, tw = _tile_exp_sums_tempered(fbuf, n, np.float32(m), inv_t)
+            else:
+                ts, tt = _tile_exp_sums(fbuf, n, np.float32(m))
+                tw = ts
+            s += ts
+            t += tt
+            if sampling:
+                refs[j] = m
+                masses[j] = tw
+        status = 0
+        if has_nan:
+            status = 1
+        elif m == np.inf:
+            status = 2
+        elif m == -np.inf:
+            status = 3
+        out_status[r] = status
+        if status != 0:
+            out_tok[r] = -1
+            out_prob[r] = 0.0
+            out_margin[r] = 0.0
+            out_ent[r] = 0.0
+            continue
+        out_ent[r] = math.log(s) - t / s
+        out_margin[r] = (1.0 - math.exp(x2 - m)) / s
+        if not sampling:
+            out_tok[r] = i1
+            out_prob[r] = 1.0 / s
+            continue
+        # Two-level inverse-CDF draw (see remask.kernels.propose).
+        total = 0.0
+        for j in range(n_tiles):
+            if masses[j] > 0.0:
+                masses[j] *= math.exp((refs[j] - m) / temperature)
+            total += masses[j]
+        ctr = np.uint64(r)
+        w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset, np.uint64(STREAM_PROPOSE),
+                                 k0, k1)
+        u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
+        u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
+        cum = np.empty(n_tiles, dtype=np.float64)
+        acc = 0.0
+        for j in range(n_tiles):
+            acc += masses[j]
+            cum[j] = acc
+        j = _pick(cum, n_tiles, u1 * acc, masses)
+        lo = j * SAMPLE_TILE
+        n = min(SAMPLE_TILE, vocab - lo)
+        _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
+        cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
+        k = _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf)
+        out_tok[r] = lo + k
+        out_prob[r] = math.exp(np.float64(fbuf[k]) - m) / s
+
+
+def propose_rows(
+    x: torch.Tensor,
+    rows: torch.Tensor | None,
+    temperature: float,
+    seed: int,
+    offset: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Numba implementation of :func:`remask.kernels.propose.propose_rows` (CPU tensors)."""
+    if x.device.type != "cpu":
+        raise ValueError(f"the numba backend needs CPU tensors, got {x.device}")
+    if x.dtype == torch.float64:
+        x = x.to(torch.float32)  # documented: float64 logits are rounded to float32
+    x = x.contiguous()
+    n_rows = x.shape[0]
+    if x.dtype == torch.float32:
+        src, kind = x.view(torch.int32).numpy().view(np.uint32), _KIND_F32
+    elif x.dtype == torch.bfloat16:
+        src, kind = x.view(torch.int16).numpy().view(np.uint16), _KIND_BF16
+    else:
+        src, kind = x.view(torch.int16).numpy().view(np.uint16), _KIND_F16
+    has_rows = rows is not None
+    rows_np = rows.numpy() if has_rows else np.ones(1, dtype=np.bool_)
+    k0, k1 = split_seed(seed)
+    tokens = torch.empty(n_rows, dtype=torch.int64)
+    prob = torch.empty(n_rows, dtype=torch.float32)
+    margin = torch.empty(n_rows, dtype=torch.float32)
+    entropy = torch.empty(n_rows, dtype=torch.float32)
+    status = torch.empty(n_rows, dtype=torch.int32)
+    _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
+                    np.uint64(k0), np.uint64(k1), np.uint64(offset), tokens.numpy(),
+                    prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
+    return tokens, prob, margin, entropy, status
+

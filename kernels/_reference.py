@@ -1,0 +1,142 @@
+"""Slow, obviously-correct float64 loop oracles for the kernel tests.
+
+Everything here is plain Python/NumPy, one row at a time, written from the definitions in
+:mod:`remask.kernels.propose` and :mod:`remask.kernels.select` rather than from the torch
+reference, so that the reference itself can be checked. Not for production use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "entropy_budget_oracle",
+    "philox4x32_py",
+    "propose_oracle",
+    "threshold_oracle",
+    "topk_oracle",
+]
+
+_MASK = 0xFFFFFFFF
+
+
+def philox4x32_py(counter: tuple[int, int, int, int], key: tuple[int, int],
+                  rounds: int = 10) -> tuple[int, int, int, int]:
+    """Philox4x32 on Python ints, straight from the SC'11 paper's round function."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(rounds):
+        p0 = 0xD2511F53 * c0
+        p1 = 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & _MASK, p1 & _MASK, \
+            ((p0 >> 32) ^ c3 ^ k1) & _MASK, p0 & _MASK
+        k0 = (k0 + 0x9E3779B9) & _MASK
+        k1 = (k1 + 0xBB67AE85) & _MASK
+    return c0, c1, c2, c3
+
+
+def _unit53(lo: int, hi: int) -> float:
+    return ((((hi << 32) | lo) >> 11) + 0.5) / 2.0**53
+
+
+def _pick(weights: list[float], u: float) -> int:
+    """First i with cumsum(w)[i] > u * sum(w), clamped to the last positive weight."""
+    total = 0.0
+    cum = []
+    for w in weights:
+        total += w
+        cum.append(total)
+    target = u * total
+    last = max(i for i, w in enumerate(weights) if w > 0)
+    for i, c in enumerate(cum):
+        if c > target:
+            return min(i, last)
+    return last
+
+
+def propose_oracle(logits: np.ndarray, temperature: float = 0.0, seed: int = 0,
+                   offset: int = 0, rows: np.ndarray | None = None, tile: int = 4096):
+    """Per-row float64 oracle of ``propose`` on (N, V) logits (already rounded to float32).
+
+    Returns four (N,) arrays: tokens int64, prob, margin, entropy float64.
+    """
+    x_all = np.asarray(logits, dtype=np.float64)
+    n_rows, vocab = x_all.shape
+    tokens = np.full(n_rows, -1, dtype=np.int64)
+    prob = np.zeros(n_rows)
+    margin = np.zeros(n_rows)
+    entropy = np.zeros(n_rows)
+    for r in range(n_rows):
+        if rows is not None and not rows[r]:
+            continue
+        x = [float(v) for v in x_all[r]]
+        m = max(x)
+        s = sum(math.exp(v - m) for v in x)
+        h = 0.0
+        for v in x:
+            if v != -math.inf:
+                p = math.exp(v - m) / s
+                h -= p * math.log(p) if p > 0 else 0.0
+        ordered = sorted(x, reverse=True)
+        runner_up = math.exp(ordered[1] - m) / s if vocab > 1 else 0.0
+        if temperature == 0:
+            tok = x.index(m)
+        else:
+            w0, w1, w2, w3 = philox4x32_py((r & _MASK, r >> 32, offset, 0),
+                                           (seed & _MASK, seed >> 32))
+            weights = [math.exp((v - m) / temperature) for v in x]
+            tiles = [weights[i:i + tile] for i in range(0, vocab, tile)]
+            j = _pick([sum(t) for t in tiles], _unit53(w0, w1))
+            tok = j * tile + _pick(tiles[j], _unit53(w2, w3))
+        tokens[r] = tok
+        prob[r] = math.exp(x[tok] - m) / s
+        margin[r] = 1.0 / s - runner_up
+        entropy[r] = h
+    return tokens, prob, margin, entropy
+
+
+def _order(score: np.ndarray, eligible: np.ndarray) -> list[int]:
+    """Eligible positions by descending score, ties to the lower index, NaN/-inf last."""
+    def key(i: int) -> tuple[float, int]:
+        v = float(score[i])
+        return (-(v if v == v and v != -math.inf else -math.inf), i)
+    return sorted((i for i in range(len(score)) if eligible[i]), key=key)
+
+
+def topk_oracle(score: np.ndarray, k: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    out = np.zeros(score.shape, dtype=bool)
+    for b in range(score.shape[0]):
+        for i in _order(score[b], eligible[b])[:max(int(k[b]), 0)]:
+            out[b, i] = True
+    return out
+
+
+def threshold_oracle(score: np.ndarray, threshold: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    out = np.zeros(score.shape, dtype=bool)
+    for b in range(score.shape[0]):
+        order = _order(score[b], eligible[b])
+        for i in order:
+            if score[b, i] >= threshold[b]:
+                out[b, i] = True
+        if order:
+            out[b, order[0]] = True
+    return out
+
+
+def entropy_budget_oracle(score: np.ndarray, entropy: np.ndarray, gamma: np.ndarray,
+                          eligible: np.ndarray) -> np.ndarray:
+    out = np.zeros(score.shape, dtype=bool)
+    for b in range(score.shape[0]):
+        order = _order(score[b], eligible[b])
+        chosen = order[:1]
+        for size in range(2, len(order) + 1):
+            prefix = [float(entropy[b, i]) for i in order[:size]]
+            if sum(prefix) - max(prefix) <= gamma[b]:
+                chosen = order[:size]
+            else:
+                break
+        for i in chosen:
+            out[b, i] = True
+    return out

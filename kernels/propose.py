@@ -1,0 +1,288 @@
+"""The proposal/scoring op: one pass over each row of logits (DESIGN.md §4).
+
+This file holds the public :func:`propose` (validation, backend dispatch, output layout) and
+the **torch reference** :func:`propose_rows` that defines the semantics every backend must
+reproduce. Semantics, per row ``x`` of V logits (``m = max x``):
+
+* ``s = Σ exp(x - m)`` and everything else is computed from logits rounded to float32
+  (bf16/fp16 are exact in float32; float64 logits are rounded);
+* ``tokens``: at ``temperature == 0`` the argmax, ties to the lowest index (as
+  ``torch.argmax``); at ``temperature = T > 0`` an exact sample from ``softmax(x / T)``
+  drawn by the two-level inverse-CDF rule below;
+* ``prob = exp(x[token] - m) / s`` (untempered softmax, LLaDA's confidence);
+* ``margin = (1 - exp(x2 - m)) / s`` with ``x2`` the second largest logit counting
+  duplicates (a tied maximum gives margin 0); for V = 1 there is no runner-up, its
+  probability is taken as 0, so ``margin = prob = 1``;
+* ``entropy = log s - Σ exp(x - m)(x - m) / s`` in nats (``-inf`` logits contribute 0).
+
+Sampling rule (``temperature = T > 0``; ``TILE = 4096``). Weights ``w_i = exp((x_i - m) / T)``;
+the row is cut into tiles ``[j·TILE, (j+1)·TILE)`` with masses ``W_j = Σ_tile w_i``. Two float64
+uniforms ``u1, u2`` (53-bit, Philox stream 0, counter = flat row index, see
+:mod:`remask.kernels._philox`) pick the tile ``j`` = first index with ``cumsum(W)_j > u1·ΣW``
+and then, inside it, the element ``i`` = first index with ``cumsum(w)_i > u2·Σ_tile w``
+(weights of the chosen tile recomputed in float64; both picks clamp to the last positive
+weight, against rounding). So ``P(i) = W_j/ΣW · w_i/W_j = softmax(x/T)_i``: exact up to the
+floating-point rounding of the masses, with no truncated noise tail (no Gumbel noise at all;
+CDF resolution 2**-53). Fast backends re-read one tile of the chosen row, so a sampled row
+costs one read plus ``TILE`` elements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from remask.kernels import _dispatch
+from remask.kernels._philox import check_offset, check_seed, row_uniforms
+
+__all__ = ["Proposal", "SAMPLE_TILE", "STATUS_MESSAGES", "propose", "propose_rows"]
+
+#: Tile width of the two-level sampling rule (part of the RNG spec: changing it changes tokens).
+SAMPLE_TILE = 4096
+
+#: Row status codes written by every backend (0 = fine or not computed).
+STATUS_MESSAGES = {1: "contains NaN", 2: "contains +inf", 3: "has no finite logit (all -inf)"}
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+# Rows per chunk of the reference so that its float64 temporaries stay near 32 MB.
+_REFERENCE_CHUNK_ELEMENTS = 1 << 22
+
+
+class Proposal(NamedTuple):
+    """Per-position outputs of :func:`propose`.
+
+    Attributes
+    ----------
+    tokens : (B, L) int64
+        Proposed token: argmax at temperature 0, otherwise a sample from softmax(logits / T).
+        -1 outside ``rows``.
+    prob : (B, L) float32
+        Probability of ``tokens`` under the untempered softmax (LLaDA's confidence); 0 outside
+        ``rows``.
+    margin : (B, L) float32
+        Top-1 minus top-2 probability (0 for a tied maximum; 1 when V = 1, whose runner-up
+        probability is taken as 0); 0 outside ``rows``.
+    entropy : (B, L) float32
+        Shannon entropy of the untempered softmax in nats; 0 outside ``rows``.
+    """
+
+    tokens: torch.Tensor
+    prob: torch.Tensor
+    margin: torch.Tensor
+    entropy: torch.Tensor
+
+
+def propose(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    offset: int = 0,
+    rows: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> Proposal:
+    """Propose a token per position and score it, reading each row of logits once.
+
+    Parameters
+    ----------
+    logits : (B, L, V) or (N, V) float32, bfloat16 or float16 (float64 is rounded to float32)
+        Rows must be contiguous along V (other layouts are copied).
+    temperature : float
+        0 for argmax; T > 0 samples exactly from softmax(logits / T).
+    seed : int, optional
+        In [0, 2**64); required when ``temperature > 0``.
+    offset : int
+        In [0, 2**32): the step counter of the Philox stream (samplers pass the step number).
+    rows : (B, L) or (N,) bool, optional
+        Only these rows are read and computed (e.g. the masked positions of the active
+        block). Outside them ``tokens = -1`` and ``prob = margin = entropy = 0``, and NaN
+        there is not detected. A row's random draw depends only on its own index, so it is
+        the same whatever ``rows`` holds.
+    backend : {"torch", "numba", "triton"}, optional
+        Overrides :func:`remask.kernels.use_backend` and ``REMASK_BACKEND``.
+
+    Returns
+    -------
+    Proposal
+        ``tokens`` (B, L) int64, ``prob``/``margin``/``entropy`` (B, L) float32 (``(N,)`` for
+        2-D input), on the device of ``logits``. See the module docstring for the exact
+        definitions.
+
+    Raises
+    ------
+    ValueError
+        For a NaN, a +inf or no finite logit in a computed row (this check is the op's one
+        host synchronisation), a negative/non-finite temperature, ``temperature > 0`` without
+        a seed, or shapes that do not match.
+    TypeError
+        For a logits dtype that is not floating point or ``rows`` that is not bool.
+
+    Examples
+    --------
+    >>> import torch, remask.kernels as K
+    >>> out = K.propose(torch.tensor([[0.0, 2.0, 1.0]]), backend="torch")
+    >>> out.tokens.tolist(), round(float(out.prob[0]), 4)
+    ([1], 0.6652)
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dtype not in _DTYPES:
+        raise TypeError(f"logits dtype must be one of {_DTYPES}, got {logits.dtype}")
+    if logits.dim() not in (2, 3):
+        raise ValueError(f"logits must be (B, L, V) or (N, V), got shape {tuple(logits.shape)}")
+    if logits.shape[-1] < 1:
+        raise ValueError(f"logits need at least one column, got shape {tuple(logits.shape)}")
+    try:
+        temperature = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature must be a real number, got {temperature!r}") from None
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
+    if temperature > 0 and seed is None:
+        raise ValueError("a seed is required when temperature > 0 (got seed=None)")
+    seed = 0 if seed is None else check_seed(seed)
+    offset = check_offset(offset)
+    lead = logits.shape[:-1]  # (B, L) or (N,)
+    if rows is not None:
+        if not isinstance(rows, torch.Tensor) or rows.dtype != torch.bool:
+            raise TypeError(f"rows must be a bool tensor, got {getattr(rows, 'dtype', rows)!r}")
+        if rows.shape != lead:
+            raise ValueError(f"rows must have shape {tuple(lead)}, got {tuple(rows.shape)}")
+        if rows.device != logits.device:
+            raise ValueError(f"rows is on {rows.device} but logits on {logits.device}")
+        rows = rows.reshape(-1).contiguous()  # (N,)
+    vocab = logits.shape[-1]
+    x = logits.reshape(-1, vocab)  # (N, V), a view for contiguous input
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    name, impl = _dispatch.get_impl("propose_rows", backend, logits.device)
+    if x.shape[0] == 0:
+        empty = torch.empty(lead, dtype=torch.float32, device=logits.device)
+        return Proposal(torch.empty(lead, dtype=torch.int64, device=logits.device),
+                        empty, empty.clone(), empty.clone())
+    tokens, prob, margin, entropy, status = impl(x, rows, temperature, seed, offset)
+    _raise_on_bad_rows(status, lead, name)
+    return Proposal(tokens.reshape(lead), prob.reshape(lead), margin.reshape(lead),
+                    entropy.reshape(lead))
+
+
+def _raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> None:
+    """Raise ValueError naming the first computed row whose logits are unusable."""
+    bad = status != 0  # (N,)
+    if bool(bad.any()):  # the op's single host sync
+        flat = int(bad.nonzero()[0, 0])
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), lead))
+        code = int(status[flat])
+        raise ValueError(f"logits row {where} {STATUS_MESSAGES.get(code, code)} "
+                         f"(backend {backend!r})")
+
+
+# ---------------------------------------------------------------------------------------------
+# torch reference
+
+
+def propose_rows(
+    x: torch.Tensor,
+    rows: torch.Tensor | None,
+    temperature: float,
+    seed: int,
+    offset: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference implementation on 2-D input (every backend exposes this signature).
+
+    Parameters
+    ----------
+    x : (N, V) float tensor, contiguous rows
+    rows : (N,) bool or None
+    temperature, seed, offset
+        Already validated by :func:`propose`.
+
+    Returns
+    -------
+    tokens (N,) int64, prob (N,) float32, margin (N,) float32, entropy (N,) float32,
+    status (N,) int32 (see :data:`STATUS_MESSAGES`; 0 outside ``rows``)
+
+    Notes
+    -----
+    Written for clarity, in float64 and in chunks of rows; it computes every row (no host
+    sync to gather the selected ones) and masks the result with ``rows``.
+    """
+    n_rows, vocab = x.shape
+    chunk = max(1, _REFERENCE_CHUNK_ELEMENTS // vocab)
+    parts = [_reference_chunk(x[start:start + chunk], start, temperature, seed, offset)
+             for start in range(0, n_rows, chunk)]
+    tokens, prob, margin, entropy, status = (torch.cat(p) for p in zip(*parts, strict=True))
+    if rows is not None:
+        tokens = torch.where(rows, tokens, -1)
+        prob = torch.where(rows, prob, 0.0)
+        margin = torch.where(rows, margin, 0.0)
+        entropy = torch.where(rows, entropy, 0.0)
+        status = torch.where(rows, status, 0)
+    return tokens, prob, margin, entropy, status
+
+
+def _reference_chunk(
+    xc: torch.Tensor, start: int, temperature: float, seed: int, offset: int
+) -> tuple[torch.Tensor, ...]:
+    n, vocab = xc.shape
+    x = xc.float()  # (n, V): the precision every backend computes from
+    has_nan = torch.isnan(x).any(-1)  # (n,)
+    m = torch.nan_to_num(x, nan=-math.inf, posinf=math.inf, neginf=-math.inf).amax(-1)  # (n,)
+    status = torch.where(has_nan, 1, torch.where(m == math.inf, 2,
+                         torch.where(m == -math.inf, 3, 0))).to(torch.int32)
+    ok = status == 0
+    # Unusable rows are computed on zeros so that they produce finite garbage, not errors;
+    # propose() raises for them (or masks them when they are outside `rows`).
+    x = torch.where(ok[:, None], x, 0.0)  # (n, V)
+    m = torch.where(ok, m, 0.0).double()  # (n,)
+    xd = x.double()  # (n, V)
+    d = xd - m[:, None]  # (n, V) ≤ 0, -inf for -inf logits
+    e = torch.exp(d)  # (n, V)
+    s = e.sum(-1)  # (n,) ≥ 1: the maximum contributes exp(0)
+    # e·d is 0·(-inf) = NaN for -inf logits; their contribution to the entropy is 0.
+    t = torch.where(e > 0, e * d, 0.0).sum(-1)  # (n,)
+    entropy = torch.log(s) - t / s
+    if vocab > 1:
+        x2 = x.topk(2, dim=-1).values[:, 1].double()  # (n,) counts a tied maximum twice
+        margin = (1.0 - torch.exp(x2 - m)) / s
+    else:
+        margin = 1.0 / s  # no runner-up: its probability is taken as 0
+    if temperature == 0:
+        tokens = x.argmax(-1)  # (n,) first maximal index
+    else:
+        index = torch.arange(start, start + n, dtype=torch.int64, device=x.device)  # (n,)
+        u1, u2 = row_uniforms(index, seed, offset)
+        tokens = _sample_two_level(d, temperature, u1, u2)
+    prob = torch.exp(xd.gather(-1, tokens[:, None])[:, 0] - m) / s
+    return tokens, prob.float(), margin.float(), entropy.float(), status
+
+
+def _first_above(cum: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """First index ``i`` with ``cum[i] > target`` per row, clamped to the last positive weight.
+
+    cum, weights : (n, K) float64; target : (n,) float64. Returns (n,) int64.
+    """
+    first = (cum <= target[:, None]).sum(-1)  # (n,) cum is non-decreasing
+    ar = torch.arange(weights.shape[-1], device=weights.device)
+    last_positive = torch.where(weights > 0, ar, 0).amax(-1)  # (n,)
+    return torch.minimum(first, last_positive)
+
+
+def _sample_two_level(
+    d: torch.Tensor, temperature: float, u1: torch.Tensor, u2: torch.Tensor
+) -> torch.Tensor:
+    """Two-level inverse-CDF sample from softmax(d / T); d = x - max (n, V) float64."""
+    n, vocab = d.shape
+    n_tiles = -(-vocab // SAMPLE_TILE)
+    w = torch.exp(d / temperature)  # (n, V) float64
+    w = torch.nn.functional.pad(w, (0, n_tiles * SAMPLE_TILE - vocab))  # zeros past V
+    w = w.reshape(n, n_tiles, SAMPLE_TILE)  # (n, tiles, TILE)
+    tile_mass = w.sum(-1)  # (n, tiles)
+    tile_cum = tile_mass.cumsum(-1)
+    tile = _first_above(tile_cum, u1 * tile_cum[:, -1], tile_mass)  # (n,)
+    inner_w = w[torch.arange(n, device=d.device), tile]  # (n, TILE)
+    inner_cum = inner_w.cumsum(-1)
+    inner = _first_above(inner_cum, u2 * inner_cum[:, -1], inner_w)  # (n,)
+    return tile * SAMPLE_TILE + inner

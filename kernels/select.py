@@ -1,0 +1,151 @@
+"""Selection ops: choose positions to commit, per row, with no host sync.
+
+All three take device tensors and return a (B, L) bool mask on the same device; they use
+only tensor ops (sort, cumsum, comparisons), never ``.item()`` or a Python loop over rows, so
+they run asynchronously on a GPU. They are plain torch on every backend: the work is
+O(B·L log L), negligible next to reading (B, L, V) logits.
+
+Ordering convention shared by the three ops: eligible positions are ranked by ``score``
+descending, ties broken towards the lower position index; a NaN or ``-inf`` score ranks
+below every other eligible score (but above ineligible positions).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["entropy_budget_mask", "threshold_mask", "topk_mask"]
+
+
+def _check(score: torch.Tensor, eligible: torch.Tensor, name: str) -> None:
+    if not isinstance(score, torch.Tensor) or not score.is_floating_point():
+        raise TypeError(f"{name}: score must be a floating-point tensor, got "
+                        f"{getattr(score, 'dtype', type(score).__name__)}")
+    if score.dim() != 2:
+        raise ValueError(f"{name}: score must be (B, L), got shape {tuple(score.shape)}")
+    if not isinstance(eligible, torch.Tensor) or eligible.dtype != torch.bool:
+        raise TypeError(f"{name}: eligible must be a bool tensor, got "
+                        f"{getattr(eligible, 'dtype', type(eligible).__name__)}")
+    if eligible.shape != score.shape:
+        raise ValueError(f"{name}: eligible shape {tuple(eligible.shape)} != score shape "
+                         f"{tuple(score.shape)}")
+
+
+def _per_row(value: float | int | torch.Tensor, score: torch.Tensor, name: str,
+             what: str) -> torch.Tensor:
+    """A scalar or (B,) tensor as a (B, 1) tensor on score's device."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            value = value.reshape(1)
+        if value.dim() != 1 or value.shape[0] not in (1, score.shape[0]):
+            raise ValueError(f"{name}: {what} must be a scalar or ({score.shape[0]},), got "
+                             f"shape {tuple(value.shape)}")
+        return value.to(score.device).unsqueeze(-1)  # (B, 1)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: {what} must be a number or a tensor, got {value!r}")
+    if value != value:  # NaN
+        raise ValueError(f"{name}: {what} must not be NaN")
+    return torch.full((1, 1), value, device=score.device)
+
+
+def _rank(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """(B, L) int64 rank of each position in its row (0 = best), eligible positions first."""
+    lowest = torch.finfo(score.dtype).min
+    # Eligible scores are mapped into [lowest, +inf] (NaN and -inf to lowest) so that every
+    # eligible position outranks the ineligible ones, which get -inf.
+    key = torch.where(eligible, score.nan_to_num(nan=lowest, posinf=float("inf"),
+                                                 neginf=lowest), float("-inf"))  # (B, L)
+    order = key.sort(dim=-1, descending=True, stable=True).indices  # (B, L) stable: low index first
+    return order.argsort(dim=-1)  # (B, L) inverse permutation
+
+
+def topk_mask(score: torch.Tensor, k: torch.Tensor | int, eligible: torch.Tensor) -> torch.Tensor:
+    """Per-row top-k of ``score`` among ``eligible`` positions.
+
+    Parameters
+    ----------
+    score : (B, L) float
+    k : (B,) int64 tensor (or an int for every row)
+        How many to select in each row (clipped to the number of eligible positions;
+        k ≤ 0 selects nothing).
+    eligible : (B, L) bool
+
+    Returns
+    -------
+    (B, L) bool
+        Ties are broken towards the lower position index (deterministic).
+    """
+    _check(score, eligible, "topk_mask")
+    k = _per_row(k, score, "topk_mask", "k")  # (B, 1)
+    return eligible & (_rank(score, eligible) < k)
+
+
+def threshold_mask(
+    score: torch.Tensor, threshold: float | torch.Tensor, eligible: torch.Tensor
+) -> torch.Tensor:
+    """All eligible positions with ``score >= threshold``, and at least one per row.
+
+    Fast-dLLM's parallel decoding rule (arXiv 2505.22618): commit every confident position,
+    and when none clears the bar commit the single best one so every step makes progress.
+
+    Parameters
+    ----------
+    score : (B, L) float
+    threshold : float or (B,) tensor
+        Per-row thresholds are compared without a host sync (a NaN threshold selects only
+        the fallback position).
+    eligible : (B, L) bool
+
+    Returns
+    -------
+    (B, L) bool
+        Rows with no eligible position select nothing; otherwise the best eligible position
+        (ties → lower index) is always selected. NaN scores never clear the threshold.
+    """
+    _check(score, eligible, "threshold_mask")
+    tau = _per_row(threshold, score, "threshold_mask", "threshold")  # (B, 1)
+    return eligible & ((score >= tau) | (_rank(score, eligible) == 0))
+
+
+def entropy_budget_mask(
+    score: torch.Tensor,
+    entropy: torch.Tensor,
+    gamma: float | torch.Tensor,
+    eligible: torch.Tensor,
+) -> torch.Tensor:
+    """EB-Sampler's entropy-bounded selection (arXiv 2505.24857).
+
+    In descending-``score`` order among eligible positions, select the largest prefix ``U``
+    with ``sum(entropy[U]) - max(entropy[U]) <= gamma``, and at least one position per row
+    that has an eligible one. ``gamma = 0`` selects one position per row (unless several
+    have zero entropy); ``gamma = inf`` every eligible position.
+
+    Parameters
+    ----------
+    score : (B, L) float
+        Ordering score (e.g. ``Proposal.prob``, or ``-entropy``).
+    entropy : (B, L) float
+        Per-position entropy, in the unit of ``gamma`` (``propose`` gives nats).
+    gamma : float or (B,) tensor
+        Error budget, >= 0.
+    eligible : (B, L) bool
+
+    Returns
+    -------
+    (B, L) bool
+    """
+    _check(score, eligible, "entropy_budget_mask")
+    if not isinstance(entropy, torch.Tensor) or entropy.shape != score.shape:
+        raise ValueError(f"entropy_budget_mask: entropy must be a tensor of shape "
+                         f"{tuple(score.shape)}, got {getattr(entropy, 'shape', entropy)!r}")
+    if not isinstance(gamma, torch.Tensor) and isinstance(gamma, (int, float)) and gamma < 0:
+        raise ValueError(f"entropy_budget_mask: gamma must be >= 0, got {gamma!r}")
+    budget = _per_row(gamma, score, "entropy_budget_mask", "gamma")  # (B, 1)
+    rank = _rank(score, eligible)  # (B, L)
+    order = rank.argsort(dim=-1)  # (B, L) position at each rank
+    ent = torch.where(eligible, entropy, 0.0).to(torch.float64)  # (B, L)
+    ent_sorted = ent.gather(-1, order)  # (B, L) in selection order
+    spent = ent_sorted.cumsum(-1) - ent_sorted.cummax(-1).values  # (B, L) Σ H − max H per prefix
+    within = (spent <= budget.to(torch.float64)).to(torch.int64)  # (B, L)
+    count = within.cumprod(-1).sum(-1, keepdim=True).clamp_min(1)  # (B, 1) largest valid prefix, ≥ 1
+    return eligible & (rank < count)

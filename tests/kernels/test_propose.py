@@ -1,0 +1,259 @@
+"""propose(): torch reference vs the float64 oracle, every CPU backend vs the reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import remask.kernels as K
+from remask.kernels._reference import propose_oracle
+
+
+BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
+FAST_BACKENDS = [b for b in BACKENDS if b != "torch"]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# Tolerances against the reference: probabilities 1e-5 relative (the task's bound for float32
+# logits), entropy 1e-5 relative plus an absolute floor for near-zero entropies.
+PROB_RTOL, PROB_ATOL = 1e-5, 1e-7
+ENT_RTOL, ENT_ATOL = 1e-5, 2e-6
+
+
+@st.composite
+def cases(draw, vocab_sizes=(1, 2, 7, 33, 1000, 4097, 9000, 32000)):
+    """Random logits with optional -inf lanes, tied maxima and a rows subset."""
+    b = draw(st.integers(1, 3))
+    seq = draw(st.integers(1, 4))
+    vocab = draw(st.sampled_from(vocab_sizes))
+    dtype = draw(st.sampled_from(DTYPES))
+    scale = draw(st.sampled_from([0.1, 3.0, 20.0]))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = torch.randn(b, seq, vocab, generator=gen) * scale  # (B, L, V)
+    if vocab > 1 and draw(st.booleans()):
+        # -inf lanes, keeping at least one finite logit per row
+        dead = torch.rand(b, seq, vocab, generator=gen) < 0.5
+        dead[..., torch.randint(vocab, (1,), generator=gen)] = False
+        x = x.masked_fill(dead, -math.inf)
+    if vocab > 1 and draw(st.booleans()):
+        # a tied maximum at a random later position
+        top = x.argmax(-1, keepdim=True)  # (B, L, 1)
+        other = (top + 1 + torch.randint(vocab - 1, top.shape, generator=gen)) % vocab
+        x.scatter_(-1, other, x.gather(-1, top))
+    rows = None
+    if draw(st.booleans()):
+        rows = torch.rand(b, seq, generator=gen) < 0.6
+    temperature = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+    seed = draw(st.integers(0, 2**64 - 1))
+    offset = draw(st.integers(0, 2**32 - 1))
+    return x.to(dtype), rows, temperature, seed, offset
+
+
+def assert_matches(out: K.Proposal, ref: K.Proposal, what: str) -> None:
+    """Tokens exact, float outputs within the tolerances; verbose message on failure."""
+    bad = (out.tokens != ref.tokens).nonzero().tolist()
+    assert not bad, f"{what}: tokens differ at {bad[:5]}: {out.tokens.flatten()[:8]} vs " \
+                    f"{ref.tokens.flatten()[:8]}"
+    torch.testing.assert_close(out.prob, ref.prob, rtol=PROB_RTOL, atol=PROB_ATOL, msg=what)
+    torch.testing.assert_close(out.margin, ref.margin, rtol=PROB_RTOL, atol=PROB_ATOL, msg=what)
+    torch.testing.assert_close(out.entropy, ref.entropy, rtol=ENT_RTOL, atol=ENT_ATOL, msg=what)
+    for name, t, dtype in zip(Proposal_fields, out, (torch.int64,) + (torch.float32,) * 3,
+                              strict=True):
+        assert t.dtype == dtype, f"{what}: {name} has dtype {t.dtype}"
+
+
+Proposal_fields = K.Proposal._fields
+
+
+def oracle(x: torch.Tensor, rows, temperature, seed, offset) -> K.Proposal:
+    v = x.shape[-1]
+    flat_rows = None if rows is None else rows.reshape(-1).numpy()
+    toks, prob, margin, ent = propose_oracle(x.float().reshape(-1, v).numpy(), temperature,
+                                             seed, offset, flat_rows)
+    shape = x.shape[:-1]
+    return K.Proposal(torch.from_numpy(toks).reshape(shape),
+                      torch.from_numpy(prob).float().reshape(shape),
+                      torch.from_numpy(margin).float().reshape(shape),
+                      torch.from_numpy(ent).float().reshape(shape))
+
+
+# ------------------------------------------------------------------------- reference vs oracle
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(vocab_sizes=(1, 2, 7, 33, 1000, 4097, 9000)))
+def test_reference_matches_float64_oracle(case):
+    x, rows, temperature, seed, offset = case
+    out = K.propose(x, temperature=temperature, seed=seed, offset=offset, rows=rows,
+                    backend="torch")
+    assert_matches(out, oracle(x, rows, temperature, seed, offset), "torch vs oracle")
+
+
+# ----------------------------------------------------------------------- backends vs reference
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(case=cases())
+def test_backend_matches_reference(backend, case, warm_numba):
+    x, rows, temperature, seed, offset = case
+    kwargs = dict(temperature=temperature, seed=seed, offset=offset, rows=rows)
+    out = K.propose(x, backend=backend, **kwargs)
+    ref = K.propose(x, backend="torch", **kwargs)
+    assert_matches(out, ref, f"{backend} vs torch ({x.dtype}, V={x.shape[-1]}, T={temperature})")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_llada_vocab_rows_against_oracle(backend, temperature, warm_numba):
+    """V = 126464 (LLaDA) on a few rows: all 31 sampling tiles, last one partial."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 126464, generator=gen) * 4  # (N, V)
+    x[1, 126463] = 40.0  # the max in the last, partial tile
+    x[2] = x[2] * 0.01  # nearly uniform: the draw spreads over all tiles
+    x = x.bfloat16()
+    out = K.propose(x, temperature=temperature, seed=11, offset=3, backend=backend)
+    assert_matches(out, oracle(x, None, temperature, 11, 3), f"{backend} V=126464")
+    if temperature == 0:
+        assert int(out.tokens[1]) == 126463
+
+
+# ------------------------------------------------------------------------------ edge cases
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_single_finite_logit(backend, temperature, warm_numba):
+    """Rows of -inf except one: that token, prob 1, margin 1, entropy 0, at any T."""
+    x = torch.full((4, 5000), -math.inf)
+    hot = torch.tensor([0, 4095, 4096, 4999])
+    x[torch.arange(4), hot] = torch.tensor([-3.0, 0.0, 1e30, -1e30])
+    out = K.propose(x, temperature=temperature, seed=1, backend=backend)
+    assert out.tokens.tolist() == hot.tolist()
+    assert out.prob.tolist() == [1.0] * 4
+    assert out.margin.tolist() == [1.0] * 4
+    assert out.entropy.tolist() == [0.0] * 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vocab_of_one(backend, warm_numba):
+    out = K.propose(torch.tensor([[[2.5], [-7.0]]]), temperature=1.0, seed=0, backend=backend)
+    assert out.tokens.tolist() == [[0, 0]]
+    assert out.prob.tolist() == [[1.0, 1.0]]
+    assert out.margin.tolist() == [[1.0, 1.0]]  # documented: no runner-up, its prob is 0
+    assert out.entropy.tolist() == [[0.0, 0.0]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_magnitudes(backend, warm_numba):
+    """Logits near ±float32 max: differences overflow to -inf and must not produce NaN."""
+    big = 3.0e38
+    x = torch.tensor([[big, -big, big * 0.5, -big], [-big, -big, -big * 0.99, 0.0]])
+    out = K.propose(x, backend=backend)
+    assert out.tokens.tolist() == [0, 3]
+    assert torch.isfinite(torch.stack(out[1:])).all()
+    assert out.prob.tolist() == [1.0, 1.0]
+    assert out.entropy.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_pick_lowest_index(backend, warm_numba):
+    x = torch.zeros(2, 9000, dtype=torch.bfloat16)
+    x[0, [17, 4100, 8999]] = 3.0
+    x[1, [8999, 5000]] = 1.0
+    out = K.propose(x, backend=backend)
+    assert out.tokens.tolist() == [17, 5000]
+    assert out.margin.tolist() == [0.0, 0.0]  # a tied maximum has margin 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad, message", [(math.nan, "NaN"), (math.inf, r"\+inf")])
+def test_nan_and_posinf_rows_raise(backend, bad, message, warm_numba):
+    x = torch.randn(2, 3, 50)
+    x[1, 2, 7] = bad
+    with pytest.raises(ValueError, match=rf"row \(1, 2\) contains {message}"):
+        K.propose(x, backend=backend)
+    rows = torch.ones(2, 3, dtype=torch.bool)
+    rows[1, 2] = False  # the bad row is not computed, so it is not an error
+    out = K.propose(x, rows=rows, backend=backend)
+    assert int(out.tokens[1, 2]) == -1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_neg_inf_row_raises(backend, warm_numba):
+    x = torch.randn(3, 10)
+    x[2] = -math.inf
+    with pytest.raises(ValueError, match="no finite logit"):
+        K.propose(x, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rows_subset_and_defaults(backend, warm_numba):
+    """Computed rows equal the full computation (the draw depends on the row index only)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 300, generator=gen)
+    rows = torch.tensor([[True, False, True, False, False, True],
+                         [False, False, False, True, True, False]])
+    full = K.propose(x, temperature=1.0, seed=9, offset=2, backend=backend)
+    part = K.propose(x, temperature=1.0, seed=9, offset=2, rows=rows, backend=backend)
+    assert torch.equal(part.tokens[rows], full.tokens[rows])
+    assert torch.equal(part.prob[rows], full.prob[rows])
+    assert (part.tokens[~rows] == -1).all()
+    for t in part[1:]:
+        assert (t[~rows] == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seed_and_offset_change_the_draw(backend, warm_numba):
+    x = torch.zeros(64, 50)  # uniform rows: every token equally likely
+    a = K.propose(x, temperature=1.0, seed=1, offset=0, backend=backend).tokens
+    assert torch.equal(a, K.propose(x, temperature=1.0, seed=1, offset=0, backend=backend).tokens)
+    assert not torch.equal(a, K.propose(x, temperature=1.0, seed=2, offset=0,
+                                        backend=backend).tokens)
+    assert not torch.equal(a, K.propose(x, temperature=1.0, seed=1, offset=1,
+                                        backend=backend).tokens)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_dim_and_non_contiguous_input(backend, warm_numba):
+    x = torch.randn(7, 40, 3)[:, :, 1]  # (7, 40) with stride 3 along V
+    out = K.propose(x, backend=backend)
+    assert out.tokens.shape == (7,)
+    assert torch.equal(out.tokens, x.argmax(-1))
+    empty = K.propose(torch.zeros(0, 5), backend=backend)
+    assert empty.tokens.shape == (0,)
+
+
+def test_argument_validation():
+    x = torch.randn(2, 3, 5)
+    with pytest.raises(ValueError, match="seed is required"):
+        K.propose(x, temperature=0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        K.propose(x, temperature=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        K.propose(x, temperature=math.inf, seed=0)
+    with pytest.raises(ValueError, match=r"rows must have shape \(2, 3\)"):
+        K.propose(x, rows=torch.ones(3, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match="rows must be a bool"):
+        K.propose(x, rows=torch.ones(2, 3))
+    with pytest.raises(TypeError, match="dtype"):
+        K.propose(x.long())
+    with pytest.raises(ValueError, match="shape"):
+        K.propose(torch.zeros(5))
+    with pytest.raises(ValueError, match="seed"):
+        K.propose(x, temperature=1.0, seed=-1)
+    with pytest.raises(ValueError, match="offset"):
+        K.propose(x, temperature=1.0, seed=0, offset=2**32)
+    with pytest.raises(ValueError, match="unknown kernel backend 'cuda'"):
+        K.propose(x, backend="cuda")
+
+
+def test_oracle_is_not_the_reference():
+    """The oracle itself: hand-computed values for a 3-token row."""
+    toks, prob, margin, ent = propose_oracle(np.array([[0.0, math.log(2.0), -math.inf]]))
+    assert toks.tolist() == [1]
+    assert prob[0] == pytest.approx(2 / 3, rel=1e-12)
+    assert margin[0] == pytest.approx(1 / 3, rel=1e-12)
+    assert ent[0] == pytest.approx(-(2 / 3) * math.log(2 / 3) - (1 / 3) * math.log(1 / 3),
+                                   rel=1e-12)

@@ -1,0 +1,78 @@
+"""HFMaskedLM on a tiny randomly initialised BERT saved to a temporary directory (no download)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import remask
+from remask.models import HFMaskedLM, load_model
+from remask.samplers import build
+
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "and", "then"]
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = transformers.BertTokenizer(str(path / "vocab.txt"))
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64,
+                                     max_position_embeddings=64, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_load_model_reads_ids_from_tokenizer(bert_dir):
+    model = load_model(str(bert_dir))
+    assert isinstance(model, HFMaskedLM)
+    assert model.mask_id == 4 and model.pad_id == 0 and model.vocab_size == 5 + len(WORDS)
+    logits = model(torch.tensor([[2, 5, 4, 3]]))
+    assert logits.shape == (1, 4, model.vocab_size)
+    assert bool(torch.isinf(logits[..., 4]).all()), "the mask token must never be proposable"
+
+
+def test_generate_and_padding_invariance(bert_dir):
+    model = load_model(str(bert_dir))
+    sampler = build("low_confidence", block_length=2)
+    prompts = [[2, 5, 6], [2, 9]]
+    batch = remask.generate(model, prompts, sampler, gen_length=4, seed=0)
+    assert not bool((batch.tokens == model.mask_id).any())
+    for row, prompt in enumerate(prompts):
+        alone = remask.generate(model, [prompt], sampler, gen_length=4, seed=0)
+        assert batch.tokens[row, 3 - len(prompt):].tolist() == alone.tokens[0].tolist()
+
+
+def test_missing_mask_token_raises(tmp_path):
+    config = transformers.BertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32)
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path)  # weights only: no tokenizer
+    with pytest.raises(ValueError, match="no mask token"):
+        load_model(str(tmp_path))
+    assert HFMaskedLM.from_pretrained(tmp_path, mask_id=3).mask_id == 3
+
+
+def test_directory_without_config_raises(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_cli_generates_text(bert_dir):
+    from click.testing import CliRunner
+
+    from remask.cli import main
+
+    result = CliRunner().invoke(main, ["generate", "--model", str(bert_dir), "--prompt", "the cat",
+                                       "--gen-length", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["rows"][0]
+    assert len(row["generated"]) == 3 and isinstance(row["text"], str) and row["nfe"] == 3

@@ -1,0 +1,34 @@
+"""The namespace of DESIGN.md §1: research folders install under remask.*."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import remask
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_subpackages_resolve_to_the_top_level_folders():
+    import remask.analysis
+    import remask.kernels
+    import remask.samplers
+
+    assert pathlib.Path(remask.samplers.__file__).parent == ROOT / "samplers"
+    assert pathlib.Path(remask.kernels.__file__).parent == ROOT / "kernels"
+    assert pathlib.Path(remask.analysis.__file__).parent == ROOT / "analysis"
+    assert pathlib.Path(remask.__file__).parent == ROOT / "remask"
+
+
+def test_import_works_outside_the_repository(tmp_path):
+    code = "import remask, remask.samplers, remask.kernels, remask.analysis; print(remask.samplers.available())"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "low_confidence" in result.stdout
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "remask.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and remask.__version__ in result.stdout
