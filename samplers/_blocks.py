@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import torch
 
+from remask import kernels
 from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas
 
-__all__ = ["make_canvas", "masked_positions", "denoise", "commit", "even_split", "block_mask_count"]
+__all__ = ["SCORES", "make_canvas", "masked_positions", "denoise", "score_proposals", "demote",
+           "commit", "even_split", "block_mask_count"]
+
+#: Per-position scores a sampler can rank proposals by (higher = commit first).
+SCORES = ("prob", "margin", "entropy", "random")
 
 
 def make_canvas(
@@ -79,6 +84,33 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
     guided = un + (cfg_scale + 1) * (cond - un)  # (B, L, V)
     # Columns that are -inf in both branches (the mask token) would give -inf - -inf = NaN.
     return torch.where(cond == un, cond, guided), 2
+
+
+def score_proposals(proposal: kernels.Proposal, kind: str, *, seed: int, offset: int) -> torch.Tensor:
+    """(B, L) float32 ranking score of each proposal; higher commits first.
+
+    ``"prob"``: the proposal's untempered probability (LLaDA "low_confidence", Dream
+    "maskgit_plus"); ``"margin"``: top-1 minus top-2 probability (Dream "topk_margin");
+    ``"entropy"``: negative entropy in nats (Dream "entropy"); ``"random"``: a Philox uniform
+    from the ``uniform`` stream at (``seed``, ``offset``) (LLaDA "random" remasking).
+    """
+    if kind == "prob":
+        return proposal.prob
+    if kind == "margin":
+        return proposal.margin
+    if kind == "entropy":
+        return -proposal.entropy
+    if kind == "random":
+        return kernels.uniform(proposal.prob.shape, seed=seed, offset=offset, device=proposal.prob.device)
+    raise ValueError(f"score must be one of {SCORES}, got {kind!r}")
+
+
+def demote(score: torch.Tensor, proposal_tokens: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Tensor:
+    """Rank proposals of ``token_ids`` after every other candidate (among themselves, left to
+    right), without making them ineligible: LLaDA's "EOS confidence set to 0" (App. B.4)."""
+    ids = torch.tensor(token_ids, device=score.device)
+    hit = torch.isin(proposal_tokens, ids)  # (B, L)
+    return torch.where(hit, torch.finfo(score.dtype).min, score)
 
 
 def commit(

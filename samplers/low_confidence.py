@@ -30,15 +30,20 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import block_mask_count, commit, denoise, even_split, masked_positions
+from remask.samplers._blocks import (
+    SCORES,
+    block_mask_count,
+    commit,
+    demote,
+    denoise,
+    even_split,
+    masked_positions,
+    score_proposals,
+)
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
 __all__ = ["LowConfidence", "LowConfidenceState"]
-
-# Probabilities and uniform random scores lie in [0, 1]: subtracting this ranks a demoted
-# candidate below every other one while keeping the demoted ones in their own order.
-_DEMOTION = 2.0
 
 
 class LowConfidenceState(NamedTuple):
@@ -79,7 +84,11 @@ class LowConfidence(Sampler):
     temperature : float
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     remasking : {"low_confidence", "random"}
-        Score by the proposal's untempered probability, or by a uniform random number.
+        LLaDA's name for the score: the proposal's untempered probability, or a uniform random
+        number.
+    score : {"prob", "margin", "entropy", "random"}, optional
+        Dream-style orderings (top-1 probability, top-1 minus top-2 margin, negative entropy,
+        random); None follows ``remasking``. Giving both inconsistently raises.
     cfg_scale : float
         Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE).
     eos_id, eot_id : int, optional
@@ -103,12 +112,15 @@ class LowConfidence(Sampler):
         {"block_length": 3},
         {"steps": 5, "block_length": 4, "temperature": 1.0},
         {"remasking": "random", "temperature": 1.0},
+        {"score": "margin", "steps": 4},
+        {"score": "entropy", "block_length": 4},
         {"cfg_scale": 1.0, "steps": 4},
     )
 
     steps: int | None = None
     temperature: float = 0.0
     remasking: str = "low_confidence"
+    score: str | None = None
     cfg_scale: float = 0.0
     eos_id: int | None = None
     eot_id: int | None = None
@@ -117,7 +129,14 @@ class LowConfidence(Sampler):
 
     @property
     def stochastic(self) -> bool:
-        return self.temperature > 0 or self.remasking == "random"
+        return self.temperature > 0 or self.score_kind == "random"
+
+    @property
+    def score_kind(self) -> str:
+        """The score actually used: ``score``, else the one ``remasking`` names."""
+        if self.score is not None:
+            return self.score
+        return "prob" if self.remasking == "low_confidence" else "random"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -125,6 +144,10 @@ class LowConfidence(Sampler):
             _check_int(self.steps, "steps", low=1)
         _check_float(self.temperature, "temperature", low=0.0)
         _check_choice(self.remasking, "remasking", ("low_confidence", "random"))
+        if self.score is not None:
+            _check_choice(self.score, "score", SCORES)
+            if self.remasking == "random" and self.score != "random":
+                raise ValueError(f"remasking='random' contradicts score={self.score!r}; give one of them")
         _check_float(self.cfg_scale, "cfg_scale", low=0.0)
         for name in ("eos_id", "eot_id"):
             if getattr(self, name) is not None:
@@ -176,15 +199,9 @@ class LowConfidence(Sampler):
         proposal = kernels.propose(
             logits, temperature=self.temperature, seed=seed, offset=state.step, rows=eligible
         )
-        if self.remasking == "low_confidence":
-            score = proposal.prob  # (B, L)
-        else:
-            score = kernels.uniform(eligible.shape, seed=seed, offset=state.step,
-                                    device=eligible.device)  # (B, L) float32
+        score = score_proposals(proposal, self.score_kind, seed=seed, offset=state.step)  # (B, L)
         if self.confidence_eos_eot_inf:
-            ids = torch.tensor([i for i in (eos, eot) if i is not None], device=score.device)
-            demote = torch.isin(proposal.tokens, ids)  # (B, L)
-            score = score - _DEMOTION * demote.float()  # (B, L)
+            score = demote(score, proposal.tokens, tuple(i for i in (eos, eot) if i is not None))
 
         # A finished row has an empty block (0 steps); clamp so it divides safely, then zero it.
         k = even_split(state.block_masks, state.block_steps.clamp_min(1), state.block_step)  # (B,)

@@ -25,13 +25,15 @@ def _guided_logits(model, x: list[int], prompt_length: int, cfg_scale: float) ->
 
 def llada_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
                    steps: int | None, cfg_scale: float = 0.0, eos_id: int | None = None,
-                   logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False):
+                   logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
+                   score: str = "prob"):
     """LLaDA's greedy low-confidence remasking (arXiv 2502.09992, Alg. "semi-AR remasking").
 
     Blocks of ``block_length`` left to right; ``steps`` split evenly over the blocks and each
     block's tokens split evenly over its steps, remainders first; at each step every masked
     position of the block proposes its argmax and the k most probable proposals are kept.
     Steps that would keep nothing are skipped. EOS ranked last when confidence_eos_eot_inf.
+    ``score`` orders proposals by probability, top-1 minus top-2 margin or negative entropy.
 
     Returns (tokens list, nfe).
     """
@@ -60,8 +62,14 @@ def llada_generate(model, prompt: list[int], *, gen_length: int, block_length: i
                 probs = torch.softmax(logits[j], dim=-1)
                 token = int(torch.argmax(logits[j]))
                 demoted = confidence_eos_eot_inf and token == eos_id
-                # sort key: non-demoted first, then higher confidence, then lower position
-                candidates.append(((1 if demoted else 0), -float(probs[token]), j, token))
+                # sort key: non-demoted first by higher score; demoted ones last, among
+                # themselves left to right; ties by lower position
+                top2 = torch.topk(probs, 2).values
+                value = {"prob": float(probs[token]),
+                         "margin": float(top2[0] - top2[1]),
+                         "entropy": float((probs * torch.log(probs.clamp_min(1e-300))).sum())}[score]
+                confidence = float("-inf") if demoted else value
+                candidates.append(((1 if demoted else 0), -confidence, j, token))
             for _, _, j, token in sorted(candidates)[:k]:
                 x[j] = token
     return x, nfe

@@ -35,6 +35,24 @@ def test_greedy_equals_reference_loop(tiny64, gen_length, block_length, steps, c
         assert int(out.nfe[row]) == nfe
 
 
+@pytest.mark.parametrize("score", ["margin", "entropy"])
+@pytest.mark.parametrize("gen_length,block_length,steps", [(8, None, 4), (10, 4, 5)])
+def test_score_variants_equal_reference_loop(tiny64, score, gen_length, block_length, steps):
+    sampler = build("low_confidence", steps=steps, block_length=block_length, score=score)
+    out = remask.generate(tiny64, PROMPTS, sampler, gen_length=gen_length, seed=0)
+    width = max(map(len, PROMPTS))
+    for row, prompt in enumerate(PROMPTS):
+        expected, _ = llada_generate(tiny64, prompt, gen_length=gen_length, block_length=block_length,
+                                     steps=steps, score=score)
+        assert out.tokens[row, width - len(prompt):].tolist() == expected
+
+
+def test_score_and_remasking_must_agree():
+    with pytest.raises(ValueError, match="contradicts score='prob'"):
+        build("low_confidence", remasking="random", score="prob")
+    assert build("low_confidence", remasking="random", score="random").stochastic
+
+
 @pytest.mark.parametrize("flag", ["confidence_eos_eot_inf", "logits_eos_inf"])
 def test_eos_options_match_reference_loop(tiny64, flag):
     eos = 5
