@@ -42,7 +42,11 @@ from remask.analysis.exact import (
     schedule_error,
     total_correlation,
 )
-from remask.analysis.homogenization import HomogenizationProfile, distances_to_observed, homogenization_profile
+from remask.analysis.homogenization import (
+    HomogenizationProfile,
+    distances_to_observed,
+    homogenization_profile,
+)
 from remask.analysis.trace import (
     DecodeOrder,
     StepCertificates,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__: list[str] = []
@@ -146,17 +147,35 @@ def call_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor | N
 
 
 def code_rows(x: torch.Tensor) -> torch.Tensor:
-    """Group ids of the rows of a (N, k) int tensor (equal rows share an id), (N,) int64."""
+    """Group ids of the rows of a (N, k) int tensor (equal rows share an id), (N,) int64.
+
+    Ids are non-negative and small enough to index a dense array (at most ~2**22), but
+    not necessarily contiguous.
+    """
     if x.shape[1] == 0:
         return torch.zeros(x.shape[0], dtype=torch.int64)
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.int64)
-    # Mixed-radix codes make this a 1-D unique (fast); unique over rows is the fallback.
     base = int(x.max()) + 1
     if int(x.min()) >= 0 and x.shape[1] * math.log2(max(base, 2)) < 62:
         powers = base ** torch.arange(x.shape[1] - 1, -1, -1, dtype=torch.int64)
-        return torch.unique((x * powers).sum(-1), return_inverse=True)[1]
-    return torch.unique(x, dim=0, return_inverse=True)[1]
+        codes = (x * powers).sum(-1)
+        if base ** x.shape[1] <= 2**22:
+            return codes  # already dense ids
+    else:
+        codes = None
+    # numpy's unique is much faster than torch's on CPU here.
+    if codes is not None:
+        inv = np.unique(codes.cpu().numpy(), return_inverse=True)[1]
+    else:
+        inv = np.unique(x.cpu().numpy(), axis=0, return_inverse=True)[1]
+    return torch.from_numpy(np.asarray(inv).reshape(-1).astype(np.int64))
+
+
+def compact_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Relabel ids to 0..K-1 (K distinct values), (N,) int64."""
+    inv = np.unique(ids.cpu().numpy(), return_inverse=True)[1]
+    return torch.from_numpy(np.asarray(inv).reshape(-1).astype(np.int64))
 
 
 def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from remask.analysis._util import as_positions, as_tokens, call_log_probs, check_model, unit_scale
 
-__all__ = ["PairwiseCMI", "MarginalConsistency", "pairwise_cmi", "cmi_matrix", "marginal_consistency"]
+__all__ = ["MarginalConsistency", "PairwiseCMI", "cmi_matrix", "marginal_consistency", "pairwise_cmi"]
 
 
 def _prepare(model, tokens, attention_mask):
@@ -78,8 +77,9 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         n = int(n_samples)
         if n < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples!r}")
+    if n_samples is not None and len(positions) > 1:
         # Sequential rollouts: each clamped position is drawn from the model's conditional
-        # given the context and the earlier draws (one position: a plain sample of p(x_i|c)).
+        # given the context and the earlier draws.
         canvas = tokens.repeat_interleave(n, 0)  # (B n, L)
         am = None if attention_mask is None else attention_mask.repeat_interleave(n, 0)
         for r, pos in enumerate(positions):
@@ -95,7 +95,15 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
             raise ValueError(f"clamping several positions {positions} needs n_samples (sampled rollouts)")
         pos = positions[0]
         pi = logp0[:, pos].exp()  # (B, V)
-        if top_k is not None:
+        if n_samples is not None:
+            # M draws of x_i ~ p(x_i | c); equal draws share one clamped pass, weighted by
+            # their empirical frequency (the same estimator, at most V passes per row).
+            draws = torch.multinomial(pi.float().cpu(), n, replacement=True, generator=g)  # (B, M)
+            counts = torch.zeros(B, V, dtype=torch.float64).scatter_add_(1, draws, torch.ones(B, n, dtype=torch.float64))
+            cand = torch.arange(V).expand(B, V)
+            w = counts / n
+            missed = torch.zeros(B, dtype=torch.float64)
+        elif top_k is not None:
             k = int(top_k)
             if not 1 <= k <= V:
                 raise ValueError(f"top_k must be in [1, {V}], got {top_k!r}")
@@ -114,7 +122,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         keep = w > 0
         rows, col = torch.nonzero(keep, as_tuple=True)
         canvas = tokens[rows].clone()
-        canvas[:, pos] = cand[rows, col]
+        canvas[:, pos] = cand[rows, col].to(canvas.device)
         am = None if attention_mask is None else attention_mask[rows]
         w = w[rows, col]
         ncand = keep.sum(-1)

@@ -21,33 +21,34 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
 from remask.analysis._util import (
     as_positions,
     as_tokens,
     call_log_probs,
     check_oracle,
     code_rows,
+    compact_ids,
     group_sum,
     unit_scale,
 )
 
 __all__ = [
-    "TotalCorrelation",
     "PartitionError",
     "SamplerError",
+    "TotalCorrelation",
     "conditional_joint",
-    "total_correlation",
-    "partition_error",
     "entropy_profile",
-    "schedule_error",
-    "sampler_error",
     "exact_samples",
+    "partition_error",
+    "sampler_error",
+    "schedule_error",
+    "total_correlation",
 ]
 
 DEFAULT_MAX_STATES = 2**21
@@ -217,8 +218,11 @@ class PartitionError:
         ``KL(q ‖ p)``; ``inf`` when ``validity < 1``.
     reverse_kl_support : float
         ``KL(q(· | supp p) ‖ p)``: reverse KL of the decoder restricted to valid outputs.
-    support_p, support_q : int
-        Sizes of the two supports.
+    support_p : int
+        Size of supp p.
+    support_q : int
+        Sequences of supp p that the decoder can emit (q > 0); its mass off supp p is
+        ``1 − validity``.
     partition : list of list of int
     unit : str
     """
@@ -267,8 +271,28 @@ def _check_partition(partition, P: int, L: int) -> list[list[int]]:
     return steps
 
 
+# Truth tables per oracle and prompt: oracles are immutable distributions, and several
+# partitions/samplers are usually compared on the same one.
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _true_table(oracle, canvas: torch.Tensor, P: int, max_states: int):
     """Exact conditional support of the generated positions and its log-probs (N, L), (N,)."""
+    key = (tuple(canvas[0, :P].tolist()), oracle.seq_len)
+    try:
+        cached = _TABLES.setdefault(oracle, {})
+    except TypeError:  # not weak-referenceable or not hashable: no cache
+        cached = {}
+    if key in cached:
+        pc, logp = cached[key]
+        if len(pc) <= max_states:
+            return pc, logp
+    pc, logp = _compute_true_table(oracle, canvas, P, max_states)
+    cached[key] = (pc, logp)
+    return pc, logp
+
+
+def _compute_true_table(oracle, canvas: torch.Tensor, P: int, max_states: int):
     gen = list(range(P, oracle.seq_len))
     values, logp = conditional_joint(oracle, canvas, gen, max_states=max_states)
     full = canvas.expand(values.shape[0], -1).clone()
@@ -316,17 +340,31 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
     L = oracle.seq_len
     steps = _check_partition(partition, P, L)
 
-    # --- q: the parallel decoder, enumerated step by step.
+    # --- p: the truth, by the chain rule (exact conditionals, one position at a time).
+    pc, logp = _true_table(oracle, canvas, P, max_states)
+    # --- q: the parallel decoder, enumerated step by step. A branch whose revealed tokens
+    # already have probability 0 under p can only end outside supp p; every reported
+    # statistic depends on such branches only through their total mass, so they are pruned
+    # into ``invalid`` (this also keeps the oracle's convention for impossible evidence out).
     qc = canvas.clone()
     logq = torch.zeros(1, dtype=torch.float64)
+    invalid = 0.0
+    revealed: list[int] = list(range(P))
+    # With a full support (every completion possible) no branch is ever invalid.
+    prune = len(pc) < oracle.vocab_size ** (L - P)
     for S in steps:
         logm = call_log_probs(oracle, qc)[:, S]  # (N, |S|, V): one forward per state and step
         idx = torch.arange(qc.shape[0])
         for r, pos in enumerate(S):
             qc, logq, idx = _expand(qc, logq, pos, logm[idx, r], idx, max_states)
-    # --- p: the truth, by the chain rule (exact conditionals, one position at a time).
-    pc, logp = _true_table(oracle, canvas, P, max_states)
-    # Align the two supports by row identity.
+            revealed.append(pos)
+            if not prune:
+                continue
+            ids = code_rows(torch.cat([pc[:, revealed], qc[:, revealed]], 0))
+            ok = torch.from_numpy(np.isin(ids[len(pc):].numpy(), ids[: len(pc)].numpy()))
+            invalid += float(logq[~ok].exp().sum())
+            qc, logq, idx = qc[ok], logq[ok], idx[ok]
+    # Align the two supports by row identity (every surviving q leaf lies in supp p).
     both = torch.cat([pc, qc], 0)
     ids = code_rows(both)
     n_id = int(ids.max()) + 1
@@ -336,12 +374,12 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
     lq_all = torch.where(q_all > 0, q_all.clamp_min(1e-300).log(), torch.full_like(q_all, -math.inf))
     on_p = p_all > 0
     kl_pq = float((p_all[on_p] * (lp_all[on_p] - lq_all[on_p])).sum())
-    tv = 0.5 * float((p_all - q_all).abs().sum())
+    tv = 0.5 * (float((p_all - q_all).abs().sum()) + invalid)
     validity = float(q_all[on_p].sum())
-    on_q = q_all > 0
-    rev = float((q_all[on_q] * (lq_all[on_q] - lp_all[on_q])).sum()) if validity >= 1 - 1e-12 else math.inf
-    qv = q_all[on_p & on_q] / max(validity, 1e-300)
-    rev_support = float((qv * (qv.log() - lp_all[on_p & on_q])).sum()) if validity > 0 else math.nan
+    on_q = (q_all > 0) & on_p
+    rev = float((q_all[on_q] * (lq_all[on_q] - lp_all[on_q])).sum()) if invalid <= 1e-12 else math.inf
+    qv = q_all[on_q] / max(validity, 1e-300)
+    rev_support = float((qv * (qv.log() - lp_all[on_q])).sum()) if validity > 0 else math.nan
 
     # --- Σ_t E_p[TC(S_t | x_{S<t})] from the true table alone.
     p = logp.exp()
@@ -544,7 +582,7 @@ def _stats(x: torch.Tensor, oracle, table, mode: torch.Tensor | None, log_norm: 
     # Reverse KL on the support, plug-in over the distinct valid samples.
     xv, lv = x[valid], logp[valid]
     if xv.shape[0]:
-        ids = code_rows(xv)
+        ids = compact_ids(code_rows(xv))
         counts = torch.bincount(ids).double()
         first = torch.zeros(len(counts), dtype=torch.int64).scatter_(0, ids, torch.arange(len(ids)))
         qv = counts / counts.sum()
@@ -557,8 +595,8 @@ def _stats(x: torch.Tensor, oracle, table, mode: torch.Tensor | None, log_norm: 
         return out
     tx, tlogp = table
     both = torch.cat([tx, x], 0)
-    ids = code_rows(both)
-    N = int(ids.max()) + 1
+    ids = compact_ids(code_rows(both))
+    N = int(ids.max()) + 1  # distinct sequences: the support plus distinct invalid samples
     p = torch.zeros(N, dtype=torch.float64).index_add_(0, ids[: len(tx)], tlogp.exp())
     c = torch.bincount(ids[len(tx):], minlength=N).double()
     out["tv"] = 0.5 * float((p - c / n).abs().sum())

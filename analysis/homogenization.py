@@ -29,10 +29,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from remask.analysis._util import (
+    as_tokens,
+    call_log_probs,
+    check_model,
+    entropy,
+    js,
+    kl,
+    unit_scale,
+)
 
-from remask.analysis._util import as_tokens, call_log_probs, check_model, entropy, js, kl, unit_scale
-
-__all__ = ["HomogenizationProfile", "homogenization_profile", "distances_to_observed"]
+__all__ = ["HomogenizationProfile", "distances_to_observed", "homogenization_profile"]
 
 
 def distances_to_observed(observed: torch.Tensor, real: torch.Tensor | None = None):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_homogenization", "plot_partition_errors", "plot_decode_order", "plot_cmi_matrix"]
+__all__ = ["plot_cmi_matrix", "plot_decode_order", "plot_homogenization", "plot_partition_errors"]
 
 
 def _plt():

@@ -29,16 +29,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
 from remask.analysis._util import call_log_probs, check_model
 
 __all__ = [
-    "Trace",
-    "TraceRecorder",
     "DecodeOrder",
     "StepCertificates",
-    "decode_order_metrics",
+    "Trace",
+    "TraceRecorder",
     "commit_steps",
+    "decode_order_metrics",
     "step_certificates",
     "step_total_correlation",
 ]
@@ -137,6 +136,7 @@ class TraceRecorder:
         committed = info.committed.detach().cpu()
         self._pending = committed.clone() if self._pending is None else self._pending | committed
         self._count += 1
+        self._last = (state, canvas, info)
         if self._count % self.every:
             return
         self._flush(state, canvas, info)
@@ -153,7 +153,6 @@ class TraceRecorder:
         if self.record_tokens:
             self._tokens.append(canvas.tokens.detach().cpu().clone())
         self._pending = None
-        self._last = (state, canvas, info)
 
     def trace(self, output=None) -> Trace:
         """Stack the recorded steps.
@@ -168,14 +167,7 @@ class TraceRecorder:
         Trace
         """
         if self._pending is not None and self._count:  # skipped tail steps under every > 1
-            state, canvas, info = self._last
-            self._rows["committed"].append(self._pending)
-            for f in self.fields:
-                if f != "committed":
-                    self._rows[f].append(self._rows[f][-1])
-            if self.record_tokens:
-                self._tokens.append(self._tokens[-1])
-            self._pending = None
+            self._flush(*self._last)
         if not self._rows["committed"]:
             raise ValueError("nothing was recorded: pass the recorder in generate(..., callbacks=[recorder])")
         stacked = {f: torch.stack(v) for f, v in self._rows.items()}

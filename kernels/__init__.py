@@ -19,10 +19,10 @@ from remask.kernels.propose import SAMPLE_TILE, Proposal, propose
 from remask.kernels.select import entropy_budget_mask, threshold_mask, topk_mask
 
 __all__ = [
-    "Proposal",
     "SAMPLE_TILE",
     "STREAM_PROPOSE",
     "STREAM_UNIFORM",
+    "Proposal",
     "backends",
     "entropy_budget_mask",
     "propose",

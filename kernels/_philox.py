@@ -36,9 +36,9 @@ import torch
 __all__ = [
     "PHILOX_M0",
     "PHILOX_M1",
+    "PHILOX_ROUNDS",
     "PHILOX_W0",
     "PHILOX_W1",
-    "PHILOX_ROUNDS",
     "STREAM_PROPOSE",
     "STREAM_UNIFORM",
     "check_offset",

@@ -101,7 +101,7 @@ def _order(score: np.ndarray, eligible: np.ndarray) -> list[int]:
     """Eligible positions by descending score, ties to the lower index, NaN/-inf last."""
     def key(i: int) -> tuple[float, int]:
         v = float(score[i])
-        return (-(v if v == v and v != -math.inf else -math.inf), i)
+        return (-(v if not math.isnan(v) and v != -math.inf else -math.inf), i)
     return sorted((i for i in range(len(score)) if eligible[i]), key=key)
 
 

@@ -33,11 +33,10 @@ import math
 from typing import NamedTuple
 
 import torch
-
 from remask.kernels import _dispatch
 from remask.kernels._philox import check_offset, check_seed, row_uniforms
 
-__all__ = ["Proposal", "SAMPLE_TILE", "STATUS_MESSAGES", "propose", "propose_rows"]
+__all__ = ["SAMPLE_TILE", "STATUS_MESSAGES", "Proposal", "propose", "propose_rows"]
 
 #: Tile width of the two-level sampling rule (part of the RNG spec: changing it changes tokens).
 SAMPLE_TILE = 4096

@@ -12,6 +12,8 @@ below every other eligible score (but above ineligible positions).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["entropy_budget_mask", "threshold_mask", "topk_mask"]
@@ -31,7 +33,7 @@ def _check(score: torch.Tensor, eligible: torch.Tensor, name: str) -> None:
                          f"{tuple(score.shape)}")
 
 
-def _per_row(value: float | int | torch.Tensor, score: torch.Tensor, name: str,
+def _per_row(value: float | torch.Tensor, score: torch.Tensor, name: str,
              what: str) -> torch.Tensor:
     """A scalar or (B,) tensor as a (B, 1) tensor on score's device."""
     if isinstance(value, torch.Tensor):
@@ -43,7 +45,7 @@ def _per_row(value: float | int | torch.Tensor, score: torch.Tensor, name: str,
         return value.to(score.device).unsqueeze(-1)  # (B, 1)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: {what} must be a number or a tensor, got {value!r}")
-    if value != value:  # NaN
+    if math.isnan(value):
         raise ValueError(f"{name}: {what} must not be NaN")
     return torch.full((1, 1), value, device=score.device)
 

@@ -200,5 +200,27 @@ def demo(samples: int, seed: int) -> None:
     click.echo(format_table(oracle, rows, floor, samples))
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks; each writes CSV rows (shared schema) under bench/results/ and prints a summary."""
+
+
+def _bench_command(module: str, doc: str):
+    @click.option("--quick", is_flag=True, help="A small run (well under 3 minutes on 2 CPU cores).")
+    @click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV path to write.")
+    def command(quick: bool, out: str | None) -> None:
+        import importlib
+
+        importlib.import_module(f"remask.bench.{module}").main(quick=quick, out=out)
+
+    command.__doc__ = doc
+    return command
+
+
+bench.command("kernels")(_bench_command("kernels", "Kernel micro-benchmarks: propose and selection ops per backend."))
+bench.command("samplers")(_bench_command("samplers", "Quality vs NFE on exact oracles, and sampler overhead."))
+bench.command("models")(_bench_command("cache", "Model forward: cached (prefix/dual KV) vs uncached decoding."))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,8 +10,34 @@ from remask.samplers.registry import available, build, from_config, register, sa
 
 # Algorithms (one line each: importing registers them).
 from remask.samplers.low_confidence import LowConfidence
+from remask.samplers.entropy_bound import EntropyBound
+from remask.samplers.klass import Klass
+from remask.samplers.dilated import Dilated
+from remask.samplers.pc_sampler import PCSampler
+from remask.samplers.ancestral import Ancestral
+from remask.samplers.dream import Dream
+from remask.samplers.factor import Factor
+from remask.samplers.llada2 import LLaDA2
+from remask.samplers.threshold import Threshold
+from remask.samplers.remdm import ReMDM
+from remask.samplers.wino import WINO
+from remask.samplers.gibbs import Gibbs
+from remask.samplers.apd import APD
 
 __all__ = [
+    "APD",
+    "Gibbs",
+    "ReMDM",
+    "WINO",
+    "EntropyBound",
+    "Klass",
+    "Dilated",
+    "PCSampler",
+    "Ancestral",
+    "Dream",
+    "Factor",
+    "LLaDA2",
+    "Threshold",
     "Canvas",
     "GenerateOutput",
     "LowConfidence",

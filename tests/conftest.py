@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# Tests use tiny tensors: one thread is as fast and avoids thread-pool thrashing when the
+# machine is shared (numba reads this at its first import, which happens after conftest).
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 from remask.models import MarkovChainOracle, TinyTransformer
 

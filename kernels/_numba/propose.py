@@ -28,7 +28,6 @@ import math
 import numpy as np
 import torch
 from numba import njit, prange
-
 from remask.kernels._philox import (
     PHILOX_M0,
     PHILOX_M1,
@@ -150,10 +149,10 @@ def _load_tile(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - com
             b = table_bits[src[r, lo + k]]
         ubuf[k] = b
         a = b & np.uint32(0x7FFFFFFF)
-        worst = a if a > worst else worst
+        worst = max(worst, a)
         i = np.int32(b)
         key = i ^ ((i >> np.int32(31)) & np.int32(0x7FFFFFFF))
-        kmax = key if key > kmax else kmax
+        kmax = max(kmax, key)
     return worst > np.uint32(0x7F800000), kmax
 
 
@@ -172,7 +171,7 @@ def _tile_second_key(ubuf, n, skip):  # pragma: no cover - compiled
         i = np.int32(ubuf[k])
         key = i ^ ((i >> np.int32(31)) & np.int32(0x7FFFFFFF))
         key = key if k != skip else np.int32(-2147483648)
-        kmax = key if key > kmax else kmax
+        kmax = max(kmax, key)
     return kmax
 
 
@@ -183,7 +182,7 @@ def _tile_exp_sums(fbuf, n, ref):  # pragma: no cover - compiled
     t = np.float32(0.0)
     for k in range(n):
         d = fbuf[k] - ref
-        d = d if d > _D_MIN else _D_MIN
+        d = max(_D_MIN, d)
         e = _exp_neg(d)
         s += e
         t += e * d
@@ -199,8 +198,8 @@ def _tile_exp_sums_tempered(fbuf, n, ref, inv_t):  # pragma: no cover - compiled
     for k in range(n):
         d = fbuf[k] - ref
         dt = d * inv_t
-        d = d if d > _D_MIN else _D_MIN
-        dt = dt if dt > _D_MIN else _D_MIN
+        d = max(_D_MIN, d)
+        dt = max(_D_MIN, dt)
         e = _exp_neg(d)
         s += e
         t += e * d

@@ -19,7 +19,6 @@ import os
 import torch
 import triton
 import triton.language as tl
-
 from remask.kernels._philox import (
     PHILOX_M0,
     PHILOX_M1,
@@ -109,11 +108,11 @@ def _propose_kernel(
     x2 = tl.full([], neg_inf, tl.float32)
     n_nan = tl.zeros([], tl.int32)
     masses = tl.zeros([NT], tl.float64)
-    for j in range(0, n_loop):
+    for j in range(n_loop):
         idx = j * BLOCK + offs
         inside = idx < V
         xv = tl.load(row_ptr + idx, mask=inside, other=neg_inf).to(tl.float32)
-        is_nan = xv != xv
+        is_nan = xv != xv  # noqa: PLR0124  (the NaN test)
         n_nan += tl.sum(is_nan.to(tl.int32))
         xv = tl.where(is_nan, neg_inf, xv)  # NaN rows are rejected; keep the state finite
         mt = tl.max(xv, 0)
@@ -125,9 +124,10 @@ def _propose_kernel(
         x1 = tl.where(better, mt, x1)
         m_new = tl.maximum(m, mt)
         # Rescale the running sums to the new max in float64 (|m - m_new| may be huge).
-        same = m == m_new
         # shift = m - m_new <= 0; 0 when unchanged or when nothing finite was seen (s = 0).
-        shift = tl.where(same | (m == neg_inf), 0.0, m.to(tl.float64) - m_new.to(tl.float64))
+        started = m != neg_inf
+        shift = (tl.where(started, m, 0.0).to(tl.float64)
+                 - tl.where(started, m_new, 0.0).to(tl.float64))
         alpha = tl.where(m == neg_inf, 0.0, tl.exp(shift))
         t = alpha * (t + s * shift)
         s = alpha * s

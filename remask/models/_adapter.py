@@ -3,7 +3,10 @@
 Each family subclasses :class:`CheckpointDenoiser` and supplies ``_forward``, which turns
 (tokens, attention mask) into raw logits where row i predicts position i. The base class
 validates inputs, runs the model without gradients and removes the mask token from the
-candidates.
+candidates. Families whose model class has a KV-cache path (LLaDA, Dream) also supply
+``_forward_cached`` and ``_forward_window``, which :class:`remask.models.cache.CachedDenoiser`
+drives through :meth:`CheckpointDenoiser.forward_cached` and
+:meth:`CheckpointDenoiser.forward_window`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from remask.models._layers import KVCache
 
 __all__ = ["CheckpointDenoiser"]
 
@@ -55,10 +60,14 @@ class CheckpointDenoiser:
         Checkpoint family name ("llada", "dream", "mdlm").
     shift : int
         Logit shift the adapter undoes (1 for Dream, else 0); informational.
+    supports_kv_cache : bool
+        Whether :meth:`forward_cached` / :meth:`forward_window` are available (LLaDA,
+        Dream), i.e. whether :class:`remask.models.cache.CachedDenoiser` can wrap it.
     """
 
     family: str = ""
     shift: int = 0
+    supports_kv_cache: bool = False
 
     def __init__(
         self,
@@ -136,6 +145,104 @@ class CheckpointDenoiser:
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ KV cache
+    def forward_cached(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """A full forward pass that also keeps every layer's keys and values.
+
+        Parameters
+        ----------
+        tokens : (B, L) int64
+        attention_mask : (B, L) bool, optional
+            As in :meth:`__call__`.
+
+        Returns
+        -------
+        logits : (B, L, V) float
+            Exactly what :meth:`__call__` returns for the same inputs.
+        cache : KVCache
+            Keys and values of the canvas, for :meth:`forward_window`.
+        """
+        self._require_cache_path()
+        tokens, attention_mask = self._check_inputs(tokens, attention_mask)
+        if tokens.shape[1] == 0:
+            raise ValueError("cannot cache an empty canvas (L = 0)")
+        cache = KVCache()
+        with torch.no_grad():
+            logits = self._forward_cached(tokens, attention_mask, cache)
+        logits[..., self.mask_id] = float("-inf")
+        return logits, cache
+
+    def forward_window(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        """Logits of the positions ``[start, stop)`` only, reusing ``cache`` for the rest.
+
+        Parameters
+        ----------
+        tokens : (B, L) int64
+            The whole current canvas.
+        attention_mask : (B, L) bool or None
+            As for the :meth:`forward_cached` call that filled ``cache``.
+        cache : KVCache
+            From :meth:`forward_cached` on a canvas of the same shape; the keys and values of
+            the recomputed positions are overwritten in place.
+        start, stop : int
+            The positions to predict, ``0 <= start < stop <= L``.
+
+        Returns
+        -------
+        (B, stop - start, V) float logits; row j is the prediction for position
+        ``start + j``; column ``mask_id`` is -inf. Exact (up to float rounding) when every
+        position whose token changed since the cache was filled lies in the window;
+        otherwise the stale keys and values make it Fast-dLLM's approximation.
+        """
+        self._require_cache_path()
+        tokens, attention_mask = self._check_inputs(tokens, attention_mask)
+        for name, value in (("start", start), ("stop", stop)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if not 0 <= start < stop <= tokens.shape[1]:
+            raise ValueError(
+                f"window [{start}, {stop}) is not inside a canvas of length {tokens.shape[1]}"
+            )
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache from forward_cached, got {type(cache).__name__}")
+        with torch.no_grad():
+            logits = self._forward_window(tokens, attention_mask, cache, start, stop)
+        logits[..., self.mask_id] = float("-inf")
+        return logits
+
+    def _require_cache_path(self) -> None:
+        if not self.supports_kv_cache:
+            raise TypeError(
+                f"{type(self).__name__} (family {self.family!r}) has no KV-cache path; "
+                "only LLaDA and Dream checkpoints support forward_cached/forward_window"
+            )
+
+    def _forward_cached(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache
+    ) -> torch.Tensor:
+        """Family-specific: like :meth:`_forward`, recording keys and values into ``cache``."""
+        raise NotImplementedError
+
+    def _forward_window(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        """Family-specific: (B, stop - start, V) logits, row j for position start + j."""
         raise NotImplementedError
 
     def _check_inputs(

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 __all__ = [
+    "KVCache",
     "RMSNorm",
     "apply_rope",
+    "check_window",
     "init_normal",
     "init_ones",
     "init_zeros",
@@ -179,3 +181,98 @@ def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     keep = attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
     keep = keep | ~keep.any(dim=-1, keepdim=True)
     return keep[:, None, None, :]
+
+
+class KVCache:
+    """Per-layer keys and values of one canvas, for windowed forward passes.
+
+    Fast-dLLM-style block decoding (arXiv 2505.22618) runs one full forward pass, keeps every
+    layer's keys and values, and then recomputes only a window of query positions against
+    those cached keys and values. The clean-room model classes fill a ``KVCache`` during a
+    full pass (an empty cache records) and read it during a windowed pass (a filled cache is
+    spliced: the window's fresh keys and values overwrite its slice in place, as
+    Fast-dLLM's ``replace_position`` does, so no (B, H, L, Dh) copy is made per layer).
+
+    Attributes
+    ----------
+    keys, values : list of (B, H_kv, L, Dh) tensors
+        One per layer, after RoPE and before grouped-query head repetition, in the model's
+        dtype. Empty until a full pass has recorded them.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def length(self) -> int:
+        """Canvas length L the cache covers (0 while empty)."""
+        return int(self.keys[0].shape[2]) if self.keys else 0
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Record or splice one layer's keys and values; return what the queries attend to.
+
+        Parameters
+        ----------
+        layer : int
+            Layer index; layers are visited in order.
+        k, v : (B, H_kv, W, Dh)
+            Fresh keys and values of the positions ``[start, start + W)``.
+        start : int
+            First canvas position of the window (0 for a full pass).
+
+        Returns
+        -------
+        keys, values : (B, H_kv, L, Dh)
+            During a full pass (the layer is not cached yet): ``k`` and ``v`` themselves,
+            which are kept. During a windowed pass: the cached tensors with the window's
+            slice overwritten by ``k`` and ``v``.
+        """
+        if layer == len(self.keys):
+            if start != 0:
+                raise ValueError(
+                    f"layer {layer} is not cached yet, so the pass must start at position 0, "
+                    f"got start={start}; run a full pass first"
+                )
+            self.keys.append(k)
+            self.values.append(v)
+            return k, v
+        if layer > len(self.keys):
+            raise ValueError(f"layer {layer} visited before layer {len(self.keys)} was cached")
+        keys, values = self.keys[layer], self.values[layer]
+        stop = start + k.shape[2]
+        if keys.shape[0] != k.shape[0] or stop > keys.shape[2] or start < 0:
+            raise ValueError(
+                f"window [{start}, {stop}) of a batch of {k.shape[0]} does not fit the cache "
+                f"(batch {keys.shape[0]}, length {keys.shape[2]})"
+            )
+        keys[:, :, start:stop] = k
+        values[:, :, start:stop] = v
+        return keys, values
+
+
+def check_window(
+    input_ids: torch.Tensor, start: int, stop: int, cache: KVCache, n_layers: int
+) -> None:
+    """Raise ``ValueError`` unless ``[start, stop)`` is a window of a canvas ``cache`` covers."""
+    length = input_ids.shape[1]
+    for name, value in (("start", start), ("stop", stop)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if not 0 <= start < stop <= length:
+        raise ValueError(f"window [{start}, {stop}) is not inside a canvas of length {length}")
+    if len(cache) != n_layers:
+        raise ValueError(
+            f"the KVCache holds {len(cache)} layers, the model has {n_layers}: fill it with a "
+            "full forward pass first"
+        )
+    if cache.length != length or cache.keys[0].shape[0] != input_ids.shape[0]:
+        raise ValueError(
+            f"the KVCache covers a batch of {cache.keys[0].shape[0]} canvases of length "
+            f"{cache.length}, got input_ids of shape {tuple(input_ids.shape)}"
+        )

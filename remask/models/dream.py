@@ -31,8 +31,10 @@ from transformers.modeling_utils import PreTrainedModel
 from remask.models._adapter import CheckpointDenoiser
 from remask.models._configs import DreamConfig
 from remask.models._layers import (
+    KVCache,
     RMSNorm,
     apply_rope,
+    check_window,
     init_normal,
     init_ones,
     init_zeros,
@@ -147,15 +149,30 @@ class DreamAttention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        start: int = 0,
     ) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D); ``mask`` is None or bool, broadcastable to (B, H, L, L)."""
+        """(B, W, D) -> (B, W, D) for the positions ``[start, start + W)``.
+
+        ``mask`` is None or bool, broadcastable to (B, H, W, L). Without ``cache`` W = L;
+        with one, an empty layer records this pass's keys and values and a cached layer
+        lets the W queries attend to all L cached keys, the window's slice fresh (see
+        :class:`remask.models._layers.KVCache`).
+        """
         b, length, _ = x.shape
         q = self.q_proj(x).view(b, length, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin, full_precision=False)  # (B, H, L, Dh)
-        k = apply_rope(k, cos, sin, full_precision=False)  # (B, Hkv, L, Dh)
+        k = apply_rope(k, cos, sin, full_precision=False)  # (B, Hkv, W, Dh)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, start)  # (B, Hkv, L, Dh) each
         rep = self.n_heads // self.n_kv_heads
         k, v = repeat_kv(k, rep), repeat_kv(v, rep)
         out = F.scaled_dot_product_attention(
@@ -196,10 +213,17 @@ class DreamDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        start: int = 0,
     ) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D)."""
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        """(B, W, D) -> (B, W, D); see :meth:`DreamAttention.forward` for the cache."""
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -221,26 +245,83 @@ class DreamBaseModel(nn.Module):
         attention_mask: object = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """(B, L) ids -> final normalised hidden states (B, L, D), optional per-layer states."""
+        """(B, L) ids -> final normalised hidden states (B, L, D), optional per-layer states.
+
+        An empty ``cache`` records every layer's keys and values for :meth:`forward_window`.
+        """
+        if cache is not None and len(cache):
+            raise ValueError(
+                f"forward records into an empty KVCache, got one with {len(cache)} layers; "
+                "use forward_window to read a filled cache"
+            )
         b, length = input_ids.shape
+        position_ids = self._position_ids(position_ids, b, length, input_ids.device)
+        mask = _attention_mask_4d(attention_mask, b, length)
+        return self._run(input_ids, position_ids, mask, output_hidden_states, cache, 0)
+
+    def forward_window(
+        self,
+        input_ids: torch.Tensor,
+        start: int,
+        stop: int,
+        cache: KVCache,
+        attention_mask: object = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final hidden states (B, stop - start, D) of the positions ``[start, stop)`` only.
+
+        The window's tokens go through the layers and attend to all L positions: fresh keys
+        and values for the window, cached ones (from a full :meth:`forward` on an earlier
+        canvas) elsewhere. ``attention_mask`` and ``position_ids`` describe the whole
+        (B, L) canvas, as in :meth:`forward`. Raw outputs: row j predicts position
+        ``start + j + 1``.
+        """
+        check_window(input_ids, start, stop, cache, len(self.layers))
+        b, length = input_ids.shape
+        position_ids = self._position_ids(position_ids, b, length, input_ids.device)
+        mask = _attention_mask_4d(attention_mask, b, length)
+        if mask is not None and mask.shape[-2] != 1:
+            mask = mask[:, :, start:stop]  # (B, 1, W, L): the window's query rows
+        x, _ = self._run(
+            input_ids[:, start:stop], position_ids[..., start:stop], mask, False, cache, start
+        )
+        return x
+
+    @staticmethod
+    def _position_ids(
+        position_ids: torch.Tensor | None, b: int, length: int, device: torch.device
+    ) -> torch.Tensor:
+        """(L,) default positions, or the given (B, L), (1, L) or (L,) ids after a shape check."""
         if position_ids is None:
-            position_ids = torch.arange(length, device=input_ids.device)
-        elif tuple(position_ids.shape) not in ((b, length), (1, length), (length,)):
+            return torch.arange(length, device=device)
+        if tuple(position_ids.shape) not in ((b, length), (1, length), (length,)):
             raise ValueError(
                 f"position_ids has shape {tuple(position_ids.shape)}, expected {(b, length)}"
             )
+        return position_ids
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_hidden_states: bool,
+        cache: KVCache | None,
+        start: int,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Layers and final norm over ``input_ids`` (B, W) at ``position_ids`` (..., W)."""
         cfg = self.config
         cos, sin = rope_cos_sin(
             position_ids, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta
         )
-        mask = _attention_mask_4d(attention_mask, b, length)
-        x = self.embed_tokens(input_ids)  # (B, L, D)
+        x = self.embed_tokens(input_ids)  # (B, W, D)
         hidden: list[torch.Tensor] = []
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             if output_hidden_states:
                 hidden.append(x)
-            x = layer(x, cos, sin, mask)
+            x = layer(x, cos, sin, mask, cache, index, start)
         x = self.norm(x)
         if output_hidden_states:
             hidden.append(x)
@@ -331,8 +412,46 @@ class DreamDenoiser(CheckpointDenoiser):
 
     family = "dream"
     shift = 1
+    supports_kv_cache = True
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        position_ids = self._position_ids(tokens, attention_mask)
+        raw = self.model(tokens, attention_mask=attention_mask, position_ids=position_ids).logits
+        return _shift_right(raw)
+
+    def _forward_cached(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache
+    ) -> torch.Tensor:
+        position_ids = self._position_ids(tokens, attention_mask)
+        # The same operations as DreamModel.forward, so the logits are identical.
+        x, _ = self.model.model(tokens, attention_mask, position_ids, cache=cache)
+        return _shift_right(F.linear(x, self.model.head_weight()))
+
+    def _forward_window(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        position_ids = self._position_ids(tokens, attention_mask)
+        # Position p is predicted by raw row p - 1, so the layers run one position further
+        # left; that position's keys and values are refreshed too, which only helps.
+        first = max(start - 1, 0)
+        x = self.model.model.forward_window(
+            tokens, first, stop, cache, attention_mask, position_ids
+        )
+        raw = F.linear(x, self.model.head_weight())  # (B, stop - first, V)
+        if start == 0:
+            return _shift_right(raw)
+        return raw[:, : stop - start]
+
+    def _position_ids(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Position ids from the padding mask (None without one), after checking that the
+        first real position of every row is decided."""
         if attention_mask is None:
             first = tokens[:, 0]
             position_ids = None
@@ -341,10 +460,15 @@ class DreamDenoiser(CheckpointDenoiser):
             first = tokens.gather(1, first_index)[:, 0]
             position_ids = dream_position_ids(attention_mask)
         if bool((first == self.mask_id).any()):
+            bos = f" such as bos_id={self.bos_id}" if self.bos_id is not None else ""
             raise ValueError(
                 "Dream predicts position i from position i-1, so the first real position of "
-                f"every row must be a decided token (e.g. BOS), not mask_id={self.mask_id}"
+                f"every row must be a decided token, not mask_id={self.mask_id}: generation "
+                f"needs a non-empty prompt (start it with a token{bos})"
             )
-        raw = self.model(tokens, attention_mask=attention_mask, position_ids=position_ids).logits
-        # (B, L, V): row i now holds the raw output of row i - 1, the prediction for i.
-        return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+        return position_ids
+
+
+def _shift_right(raw: torch.Tensor) -> torch.Tensor:
+    """(B, L, V) raw outputs -> (B, L, V) logits: row i takes raw row i - 1 (row 0 its own)."""
+    return torch.cat([raw[:, :1], raw[:, :-1]], dim=1)

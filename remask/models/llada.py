@@ -26,8 +26,10 @@ from transformers.modeling_utils import PreTrainedModel
 from remask.models._adapter import CheckpointDenoiser
 from remask.models._configs import LLADA_MOE_FIELDS, LLaDAConfig
 from remask.models._layers import (
+    KVCache,
     RMSNorm,
     apply_rope,
+    check_window,
     init_normal,
     init_ones,
     init_zeros,
@@ -120,11 +122,17 @@ class LLaDABlock(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         attn_mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        start: int = 0,
     ) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D).
+        """(B, W, D) -> (B, W, D) for the positions ``[start, start + W)``.
 
-        ``cos``/``sin`` are (1, 1, L, Dh) float32 tables; ``attn_mask`` is None or a
-        (B, 1, 1, L) bool mask of allowed keys.
+        ``cos``/``sin`` are (1, 1, W, Dh) float32 tables of those positions; ``attn_mask``
+        is None or a (B, 1, 1, L) bool mask of allowed keys. Without ``cache``, W = L and
+        the block attends among its inputs. With a ``cache`` (see :class:`KVCache`), an
+        empty layer records this pass's keys and values, and a cached layer lets the W
+        queries attend to all L cached keys with the window's slice replaced by fresh ones.
         """
         b, length, d = x.shape
         h = self.attn_norm(x)  # (B, L, D)
@@ -140,6 +148,8 @@ class LLaDABlock(nn.Module):
         v = v.view(b, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin, full_precision=self.rope_full_precision)
         k = apply_rope(k, cos, sin, full_precision=self.rope_full_precision)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, start)  # (B, Hkv, L, Dh) each
         rep = self.n_heads // self.n_kv_heads
         k, v = repeat_kv(k, rep), repeat_kv(v, rep)
         att = F.scaled_dot_product_attention(
@@ -183,6 +193,7 @@ class LLaDAModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Logits for every position.
 
@@ -193,30 +204,89 @@ class LLaDAModel(nn.Module):
             True / 1 on real tokens; padded keys are hidden from every query.
         output_hidden_states : bool
             Also return the input of every block and the final (pre-norm) state.
+        cache : KVCache, optional
+            An empty cache; every layer's keys and values are recorded into it for later
+            :meth:`forward_window` calls. The logits are the same as without it.
 
         Returns
         -------
         logits : (B, L, V) float, V = ``embedding_size``; row i predicts position i.
         hidden_states : tuple of (B, L, D) tensors, or None.
         """
+        if cache is not None and len(cache):
+            raise ValueError(
+                f"forward records into an empty KVCache, got one with {len(cache)} layers; "
+                "use forward_window to read a filled cache"
+            )
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self._run(input_ids, positions, attention_mask, output_hidden_states, cache, 0)
+
+    def forward_window(
+        self,
+        input_ids: torch.Tensor,
+        start: int,
+        stop: int,
+        cache: KVCache,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for the positions ``[start, stop)`` only, against cached keys and values.
+
+        Only the window's tokens go through the blocks; at every layer their queries attend
+        to all L positions, the window's keys and values fresh and the rest taken from
+        ``cache`` (filled by a full :meth:`forward` on an earlier canvas). When the tokens
+        outside the window are the ones the cache was computed from, and the window covers
+        every position whose token changed, the result equals the full forward's rows
+        ``[start, stop)`` up to float rounding; otherwise it is Fast-dLLM's approximation.
+
+        Parameters
+        ----------
+        input_ids : (B, L) int64
+            The whole canvas (only ``[start, stop)`` is read).
+        start, stop : int
+            Window bounds, ``0 <= start < stop <= L``.
+        cache : KVCache
+            Filled for a (B, L) canvas; the window's slice is overwritten in place.
+        attention_mask : (B, L) bool or integer, optional
+            Padding mask of the whole canvas, as in :meth:`forward`.
+
+        Returns
+        -------
+        (B, stop - start, V) float logits; row j predicts position ``start + j``.
+        """
+        check_window(input_ids, start, stop, cache, len(self.transformer["blocks"]))
+        positions = torch.arange(start, stop, device=input_ids.device)
+        logits, _ = self._run(
+            input_ids[:, start:stop], positions, attention_mask, False, cache, start
+        )
+        return logits
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_hidden_states: bool,
+        cache: KVCache | None,
+        start: int,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Blocks and head over the tokens ``input_ids`` (B, W) at ``positions`` (W,)."""
         cfg = self.config
         t = self.transformer
-        x = t["wte"](input_ids)  # (B, L, D)
+        x = t["wte"](input_ids)  # (B, W, D)
         x = F.dropout(x, float(cfg.embedding_dropout), self.training)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         cos, sin = rope_cos_sin(positions, cfg.d_model // cfg.n_heads, cfg.rope_theta)
-        mask = None if attention_mask is None else key_padding_mask(attention_mask)
+        mask = None if attention_mask is None else key_padding_mask(attention_mask)  # (B,1,1,L)
         hidden: list[torch.Tensor] = []
-        for block in t["blocks"]:
+        for layer, block in enumerate(t["blocks"]):
             if output_hidden_states:
                 hidden.append(x)
-            x = block(x, cos, sin, mask)
+            x = block(x, cos, sin, mask, cache, layer, start)
         if output_hidden_states:
             hidden.append(x)
         x = t["ln_f"](x)
         head = t["wte"].weight if cfg.weight_tying else t["ff_out"].weight
         bias = None if cfg.weight_tying else t["ff_out"].bias
-        logits = F.linear(x, head, bias)  # (B, L, V)
+        logits = F.linear(x, head, bias)  # (B, W, V)
         if cfg.scale_logits:
             logits = logits * (1.0 / math.sqrt(cfg.d_model))
         return logits, (tuple(hidden) if output_hidden_states else None)
@@ -292,7 +362,24 @@ class LLaDADenoiser(CheckpointDenoiser):
     """
 
     family = "llada"
+    supports_kv_cache = True
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         logits, _ = self.model.model(tokens, attention_mask=attention_mask)
         return logits
+
+    def _forward_cached(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache
+    ) -> torch.Tensor:
+        logits, _ = self.model.model(tokens, attention_mask=attention_mask, cache=cache)
+        return logits
+
+    def _forward_window(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        return self.model.model.forward_window(tokens, start, stop, cache, attention_mask)

@@ -45,14 +45,14 @@ import numpy as np
 import torch
 
 __all__ = [
+    "TOY_KINDS",
+    "BracketsOracle",
+    "EOSPaddedOracle",
     "ExactOracle",
-    "StickyHMMOracle",
-    "MixtureOracle",
     "FiniteSupportOracle",
     "ListOpOracle",
-    "EOSPaddedOracle",
-    "BracketsOracle",
-    "TOY_KINDS",
+    "MixtureOracle",
+    "StickyHMMOracle",
     "toy_spec",
 ]
 
@@ -698,27 +698,18 @@ class ListOpOracle(ExactOracle):
         return in_range & distinct
 
     def _log_marginals(self, tokens):
-        B = tokens.shape[0]
         n, V = self.n, self.vocab_size
         out = _log_onehot(tokens, V)
         prompt, answer = tokens[:, :n], tokens[:, n:]
         full = (prompt != self.mask_id).all(-1)  # (B,)
         rows = torch.nonzero(full & self._valid_prompts(prompt.clamp_max(V - 1))).flatten()
-        A = self.n_answers
-        chunk = max(1, _CHUNK_ELEMS // max(1, A * n * V))
-        for s in range(0, len(rows), chunk):
-            r = rows[s:s + chunk]
-            ans = self.answers(prompt[r])  # (b, A, n)
-            obs = answer[r]  # (b, n)
+        if len(rows):
+            obs = answer[rows]  # (b, n)
             masked = obs == self.mask_id
-            consistent = ((ans == obs.unsqueeze(1)) | masked.unsqueeze(1)).all(-1).double()  # (b, A)
-            tot = consistent.sum(-1, keepdim=True)  # (b, 1)
-            empty = tot.squeeze(-1) == 0
-            post = torch.where(empty.unsqueeze(-1), torch.full_like(consistent, 1.0 / A), consistent / tot.clamp_min(1))
-            probs = torch.einsum("ba,banv->bnv", post, torch.nn.functional.one_hot(ans, V).double())  # (b, n, V)
+            probs, empty = self._answer_probs(prompt[rows], obs)  # (b, n, V), (b,)
             logits = _safe_log(probs)
             logits = torch.where(empty[:, None, None], torch.full_like(logits, -math.log(V)), logits)
-            out[r, n:] = torch.where(masked.unsqueeze(-1), logits, out[r, n:])
+            out[rows, n:] = torch.where(masked.unsqueeze(-1), logits, out[rows, n:])
         # Rows whose prompt is partly masked (or invalid): enumerate consistent prompts.
         for b in torch.nonzero(~full).flatten().tolist():
             out[b] = self._slow_row(tokens[b])
@@ -727,6 +718,53 @@ class ListOpOracle(ExactOracle):
             masked = tokens[b] == self.mask_id
             out[b] = torch.where(masked.unsqueeze(-1), torch.full((self.seq_len, V), -math.log(V), dtype=torch.float64), out[b])
         return out
+
+    def _answer_probs(self, prompt: torch.Tensor, obs: torch.Tensor):
+        """Exact answer marginals given a full valid prompt and partly observed answer.
+
+        Closed forms per operation (the answers of a prompt are equally likely), so the cost
+        is O(b n²) instead of enumerating n! answers per row.
+
+        Returns
+        -------
+        probs : (b, n, V) float64
+        empty : (b,) bool
+            The observed answer tokens are impossible for this prompt.
+        """
+        b, n = prompt.shape
+        V = self.vocab_size
+        masked = obs == self.mask_id
+        onehot = lambda t: torch.nn.functional.one_hot(t.clamp_max(V - 1), V).double()
+        if self.op in ("copy", "reverse", "sort"):
+            ans = self.answers(prompt)[:, 0]  # (b, n): deterministic
+            empty = ((ans != obs) & ~masked).any(-1)
+            return onehot(ans), empty
+        if self.op == "shuffle":
+            # Masked positions are uniform over the prompt items not yet seen in the answer.
+            in_prompt = (obs.unsqueeze(-1) == prompt.unsqueeze(1)).any(-1)  # (b, n)
+            seen = onehot(torch.where(masked, prompt[:, :1], obs)) * (~masked).unsqueeze(-1).double()
+            seen_count = seen.sum(1)  # (b, V)
+            avail = onehot(prompt).sum(1) - seen_count  # (b, V): remaining items (0/1)
+            empty = ((~masked) & ~in_prompt).any(-1) | (seen_count > 1).any(-1)
+            k = avail.sum(-1, keepdim=True).clamp_min(1.0)  # (b, 1)
+            probs = (avail.clamp_min(0.0) / k).unsqueeze(1).expand(b, n, V).clone()
+            return probs, empty
+        # replace_random: the replaced index r is uniform over the indices consistent with obs.
+        idx = torch.arange(n)
+        is_new = obs == self.new_id
+        same = obs == prompt
+        # r is consistent iff obs_r ∈ {NEW, mask} and every other observed j equals prompt_j.
+        bad_other = (~masked) & ~same  # (b, n): observed positions that must be r
+        ok_r = (masked | is_new)  # (b, n)
+        n_bad = bad_other.sum(-1, keepdim=True)  # (b, 1)
+        consistent = ok_r & ((n_bad == 0) | ((n_bad == 1) & bad_other))  # (b, n)
+        consistent &= ~((~masked) & ~same & ~is_new)  # an observed wrong item is never r
+        tot = consistent.double().sum(-1, keepdim=True)
+        empty = tot.squeeze(-1) == 0
+        pr = consistent.double() / tot.clamp_min(1.0)  # (b, n): posterior of r
+        probs = onehot(prompt) * (1 - pr).unsqueeze(-1)
+        probs[:, idx, self.new_id] += pr
+        return probs, empty
 
     def _slow_row(self, row: torch.Tensor) -> torch.Tensor:
         n = self.n
@@ -921,8 +959,8 @@ class EOSPaddedOracle(ExactOracle):
         return torch.where(pad_ok, lp, torch.full_like(lp, -math.inf))
 
     def _sample(self, n, generator):
-        L, C = self.seq_len, self.n_content
-        ell = torch.multinomial(self.length_probs.float().expand(n, -1), 1, generator=generator)[:, 0]
+        L = self.seq_len
+        ell = torch.multinomial(self.length_probs.expand(n, -1), 1, generator=generator)[:, 0]
         out = torch.empty(n, L, dtype=torch.int64)
         out[:, 0] = torch.multinomial(self.initial.expand(n, -1), 1, generator=generator)[:, 0]
         for t in range(1, L):
@@ -951,7 +989,7 @@ class BracketsOracle(FiniteSupportOracle):
     Catalan(seq_len/2) · n_types^(seq_len/2) words; at most 2·10^6 are allowed.
     """
 
-    _NAMES = ["(", ")", "[", "]", "{", "}"]
+    _NAMES = ("(", ")", "[", "]", "{", "}")
 
     def __init__(self, seq_len: int, n_types: int = 1):
         seq_len = _as_int("seq_len", seq_len, 2)
@@ -986,7 +1024,7 @@ class BracketsOracle(FiniteSupportOracle):
                 stack.append(t)
 
         grow([], [])
-        super().__init__(words, vocab_size=2 * n_types, token_names=self._NAMES[: 2 * n_types])
+        super().__init__(words, vocab_size=2 * n_types, token_names=list(self._NAMES[: 2 * n_types]))
         self.n_types = n_types
 
     def __repr__(self) -> str:

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from _analysis_brute import condition, dtc, joint_table, marginal, partition_law, tc
 from remask.analysis import (
     conditional_joint,
@@ -17,6 +16,7 @@ from remask.analysis import (
     schedule_error,
     total_correlation,
 )
+
 from remask.models.markov import MarkovChainOracle
 from remask.models.toys import FiniteSupportOracle, ListOpOracle, MixtureOracle, StickyHMMOracle
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from _analysis_brute import condition, joint_table
 
-from _analysis_brute import all_sequences, condition, joint_table
 from remask.models.toys import (
     BracketsOracle,
     EOSPaddedOracle,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
 import remask.kernels as K
+import torch
 
 
 def cpu_backends() -> list[str]:

@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
 import remask.kernels as K
+import torch
 from remask.kernels import _dispatch
 
 
@@ -41,18 +40,16 @@ def test_explicit_unavailable_backend_raises(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(RuntimeError, match="'triton' requested by backend= argument"):
         K.resolve_backend("triton", device="cpu")
-    with pytest.raises(RuntimeError, match="use_backend"):
-        with K.use_backend("triton"):
-            K.propose(torch.randn(2, 3))
+    with pytest.raises(RuntimeError, match="use_backend"), K.use_backend("triton"):
+        K.propose(torch.randn(2, 3))
     monkeypatch.setenv("REMASK_BACKEND", "triton")
     with pytest.raises(RuntimeError, match="REMASK_BACKEND"):
         K.propose(torch.randn(2, 3))
     monkeypatch.setenv("REMASK_BACKEND", "fortran")
     with pytest.raises(ValueError, match="unknown kernel backend 'fortran'"):
         K.propose(torch.randn(2, 3))
-    with pytest.raises(ValueError, match="unknown"):
-        with K.use_backend("gpu"):
-            pass
+    with pytest.raises(ValueError, match="unknown"), K.use_backend("gpu"):
+        pass
 
 
 def test_auto_falls_back_silently(monkeypatch):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from scipy import stats
-
 import remask.kernels as K
+import torch
 from remask.kernels._philox import philox4x32, row_uniforms
 from remask.kernels._reference import philox4x32_py
+from scipy import stats
 
 # Known-answer vectors: Random123 distribution, file tests/kat_vectors
 # (https://github.com/DEShawResearch/random123), the three "philox4x32 10" lines;

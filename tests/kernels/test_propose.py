@@ -6,13 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import remask.kernels as K
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import remask.kernels as K
 from remask.kernels._reference import propose_oracle
-
 
 BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
 FAST_BACKENDS = [b for b in BACKENDS if b != "torch"]
@@ -99,7 +97,7 @@ def test_reference_matches_float64_oracle(case):
 @given(case=cases())
 def test_backend_matches_reference(backend, case, warm_numba):
     x, rows, temperature, seed, offset = case
-    kwargs = dict(temperature=temperature, seed=seed, offset=offset, rows=rows)
+    kwargs = {"temperature": temperature, "seed": seed, "offset": offset, "rows": rows}
     out = K.propose(x, backend=backend, **kwargs)
     ref = K.propose(x, backend="torch", **kwargs)
     assert_matches(out, ref, f"{backend} vs torch ({x.dtype}, V={x.shape[-1]}, T={temperature})")

@@ -6,13 +6,12 @@ import math
 
 import numpy as np
 import pytest
+import remask.kernels as K
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
-
-import remask.kernels as K
 from remask.kernels._reference import entropy_budget_oracle, threshold_oracle, topk_oracle
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @st.composite

@@ -1,0 +1,286 @@
+"""Sampler benchmarks: quality vs cost on exact oracles, and per-step overhead.
+
+``remask bench samplers [--quick] [--out FILE]`` (or ``python -m remask.bench.samplers``).
+
+1. **Quality vs NFE** — every registered sampler at 2-3 settings on exact oracles (a Markov
+   chain, a sticky HMM with long-range dependence, and the "shuffle" list operation with a
+   prompt). For each: mean NFE and its per-row spread, tokens per step, and the distance of
+   its output distribution to the exact joint from :func:`remask.analysis.sampler_error`
+   (KL(p || q_KT), plug-in TV, validity), next to the noise floor of exact samples. One Pareto
+   plot (error vs NFE) per oracle goes to ``bench/results/pareto_<oracle>.png``.
+2. **Overhead** — the time a sampler spends per step outside the model forward, as a fraction
+   of the forward time, on a ``TinyTransformer`` on this CPU at several (B, L, V).
+
+Every row lands in one CSV with the shared schema of :mod:`remask.bench.common`; for quality
+rows ``unit`` names the statistic that ``median`` holds (``p20``/``p80`` carry the per-row NFE
+spread, or the noise floor's mean -/+ one standard deviation for error statistics).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from remask.bench.common import Result, environment, time_cpu, write_csv
+
+__all__ = ["ORACLES", "settings", "quality", "overhead", "pareto_plot", "main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# name -> (model spec, prompt or None, gen_length)
+ORACLES: dict[str, tuple[str, list[int] | None, int]] = {
+    "markov": ("oracle:markov?vocab=3&length=8&seed=0&concentration=0.3", None, 8),
+    "hmm": ("oracle:hmm?vocab=4&length=8&seed=0&states=3&stickiness=0.9", None, 8),
+    "shuffle": ("oracle:listop?op=shuffle&n=4", [0, 1, 2, 3], 4),
+}
+
+# The two reference points every plot marks.
+REFERENCES = {("low_confidence", "1 tok/step"): "LLaDA default", ("threshold", "tau=0.9"): "Fast-dLLM"}
+
+
+def settings(G: int) -> dict[str, list[tuple[str, dict]]]:
+    """(label, config) per sampler for generation length ``G``; all sample at temperature 1,
+    because the truth is a distribution and greedy decoding yields a point mass."""
+    half, quarter = max(G // 2, 1), max(G // 4, 1)
+    t = {"temperature": 1.0}
+    return {
+        "low_confidence": [("1 tok/step", dict(t)), ("2 tok/step", dict(t, steps=half)),
+                           ("4 tok/step", dict(t, steps=quarter)),
+                           ("random, 1 tok/step", dict(t, remasking="random"))],
+        "threshold": [("tau=0.9", dict(t, threshold=0.9)), ("tau=0.7", dict(t, threshold=0.7)),
+                      ("tau=0.5", dict(t, threshold=0.5))],
+        "factor": [("f=1", dict(t, factor=1.0)), ("f=2", dict(t, factor=2.0))],
+        "entropy_bound": [("gamma=0.1", dict(t, gamma=0.1)), ("gamma=0.5", dict(t, gamma=0.5)),
+                          ("gamma=2", dict(t, gamma=2.0))],
+        "klass": [("kl<0.01", dict(t, kl_threshold=0.01, conf_threshold=0.6)),
+                  ("kl<0.1", dict(t, kl_threshold=0.1, conf_threshold=0.3))],
+        "llada2": [("tau=0.95", dict(t, threshold=0.95, steps=half)),
+                   ("tau=0.7", dict(t, threshold=0.7, steps=quarter))],
+        "dream": [("maskgit_plus, G steps", dict(t, alg="maskgit_plus", steps=G)),
+                  ("maskgit_plus, G/2 steps", dict(t, alg="maskgit_plus", steps=half)),
+                  ("origin, G steps", dict(t, alg="origin", steps=G))],
+        "ancestral": [("G steps", dict(steps=G)), ("4G steps", dict(steps=4 * G))],
+        "dilated": [("base 2", dict(t, block_length=G, confidence_threshold=None)),
+                    ("base 2, floor 0.3", dict(t, block_length=G))],
+        "pc_sampler": [("1 tok/step", dict(t)), ("2 tok/step", dict(t, steps=half))],
+        "remdm": [("cap, 2G steps", dict(schedule="cap", steps=2 * G)),
+                  ("loop, 2G steps", dict(schedule="loop", steps=2 * G))],
+        "gibbs": [("LLaDA 2 tok/step + corrector",
+                   dict(base={"name": "low_confidence", "steps": half, "temperature": 1.0}))],
+    }
+
+
+@dataclass
+class QualityRow:
+    oracle: str
+    sampler: str
+    label: str
+    config: dict
+    nfe_mean: float
+    nfe_p20: float
+    nfe_p80: float
+    tokens_per_step: float
+    kl: float
+    tv: float
+    validity: float
+    kl_floor: float
+    kl_floor_std: float
+    seconds: float
+
+
+def quality(*, quick: bool = False, n_samples: int | None = None, seed: int = 0,
+            oracles: list[str] | None = None, samplers: list[str] | None = None,
+            log=print) -> tuple[list[QualityRow], list[str]]:
+    """Run the quality-vs-NFE grid (optionally only some oracles/samplers); returns
+    (rows, skipped-with-reason)."""
+    from remask.analysis import sampler_error
+    from remask.models import load_model
+    from remask.samplers import available, build, generate
+
+    n = n_samples or (2000 if quick else 20000)
+    chosen = oracles or (["markov"] if quick else list(ORACLES))
+    rows, skipped = [], []
+    for oracle_name in chosen:
+        spec, prompt, G = ORACLES[oracle_name]
+        oracle = load_model(spec)
+        grid = settings(G)
+        for name in samplers or available():
+            if name not in grid:
+                skipped.append(f"{oracle_name}/{name}: no benchmark setting (needs a verifier or "
+                               "capability the oracle lacks)")
+                continue
+            for label, config in grid[name][: 2 if quick else None]:
+                try:
+                    sampler = build(name, **config)
+                    start = time.perf_counter()
+                    err = sampler_error(oracle, sampler, gen_length=G, n_samples=n, seed=seed,
+                                        prompt=None if prompt is None else torch.tensor(prompt))
+                    seconds = time.perf_counter() - start
+                    # NFE per row from one extra batch (sampler_error reports distances only).
+                    rows_prompt = [list(prompt or [])] * min(n, 2000)
+                    nfe = generate(oracle, rows_prompt, sampler, gen_length=G, seed=seed).nfe.double()
+                except (TypeError, ValueError) as error:
+                    skipped.append(f"{oracle_name}/{name} [{label}]: {error}")
+                    continue
+                row = QualityRow(oracle_name, name, label, config, float(nfe.mean()),
+                                 float(nfe.quantile(0.2)), float(nfe.quantile(0.8)),
+                                 G / float(nfe.mean()), err.kl, err.tv, err.validity,
+                                 err.kl_floor, err.kl_floor_std, seconds)
+                rows.append(row)
+                log(f"  {oracle_name:<8} {name:<15} {label:<30} NFE {row.nfe_mean:6.2f}  "
+                    f"KL {row.kl:7.4f} (floor {row.kl_floor:.4f})  TV {row.tv:.3f}  valid {row.validity:.3f}")
+    return rows, skipped
+
+
+class _TimedDenoiser:
+    """Wraps a denoiser and accumulates the wall time of its forward calls."""
+
+    def __init__(self, inner):
+        self.inner, self.mask_id, self.vocab_size = inner, inner.mask_id, inner.vocab_size
+        self.seconds = 0.0
+
+    def __call__(self, tokens, attention_mask=None):
+        start = time.perf_counter()
+        out = self.inner(tokens, attention_mask)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def overhead(*, quick: bool = False, samplers: list[str] | None = None, log=print) -> list[dict]:
+    """Per-step time outside the forward, as a fraction of forward time, per sampler and shape."""
+    from remask.models import TinyTransformer
+    from remask.samplers import available, build, generate
+
+    shapes = [(1, 64, 1024)] if quick else [(1, 64, 1024), (4, 128, 8192), (1, 256, 32768)]
+    out = []
+    for B, G, V in shapes:
+        model = TinyTransformer(vocab_size=V, width=64, depth=2, heads=4, max_len=G + 8, seed=0)
+        for name in samplers or available():
+            grid = settings(G).get(name)
+            if not grid:
+                continue
+            config = dict(grid[0][1], temperature=0.0) if "temperature" in grid[0][1] else grid[0][1]
+            try:
+                sampler = build(name, **config)
+            except (TypeError, ValueError):
+                sampler = build(name, **grid[0][1])
+            timed = _TimedDenoiser(model)
+
+            def run():
+                timed.seconds = 0.0
+                return generate(timed, [[1, 2, 3, 4]] * B, sampler, gen_length=G, seed=0)
+
+            try:
+                stats = time_cpu(run, warmup=1, repeats=2 if quick else 3)
+            except (TypeError, ValueError) as error:
+                log(f"  overhead {name}: skipped ({error})")
+                continue
+            result = run()
+            forward = timed.seconds
+            total = stats["median"] / 1e3
+            row = dict(sampler=name, B=B, G=G, V=V, steps=result.steps, total_s=total, forward_s=forward,
+                       overhead_fraction=max(total - forward, 0.0) / forward, p20=stats["p20"],
+                       p80=stats["p80"], repeats=stats["repeats"])
+            out.append(row)
+            log(f"  overhead {name:<15} B={B} L={G} V={V}: {row['overhead_fraction']:6.1%} of forward "
+                f"({result.steps} steps)")
+    return out
+
+
+def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
+    """Error (KL, nats) vs mean NFE for one oracle; the noise floor shaded."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    picked = [r for r in rows if r.oracle == oracle]
+    if not picked:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    names = sorted({r.sampler for r in picked})
+    cmap = plt.get_cmap("tab20")
+    for i, name in enumerate(names):
+        mine = sorted((r for r in picked if r.sampler == name), key=lambda r: r.nfe_mean)
+        ax.plot([r.nfe_mean for r in mine], [max(r.kl, 1e-4) for r in mine], "o-", color=cmap(i % 20),
+                label=name, alpha=0.85, markersize=5)
+    for r in picked:
+        tag = REFERENCES.get((r.sampler, r.label))
+        if tag:
+            ax.scatter([r.nfe_mean], [max(r.kl, 1e-4)], s=160, facecolors="none", edgecolors="black", zorder=5)
+            ax.annotate(tag, (r.nfe_mean, max(r.kl, 1e-4)), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    floor = picked[0].kl_floor
+    ax.axhspan(1e-4, max(floor + 2 * picked[0].kl_floor_std, 1e-4), color="grey", alpha=0.2,
+               label="noise floor (exact samples)")
+    ax.set_yscale("log")
+    ax.set_xlabel("mean NFE (forward passes per sequence)")
+    ax.set_ylabel("KL(p || q) to the exact joint [nats]")
+    ax.set_title(f"Quality vs cost on the exact '{oracle}' oracle (lower-left is better)")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _results(quality_rows: list[QualityRow], overhead_rows: list[dict], backend: str) -> list[Result]:
+    env = environment("cpu")
+    out = []
+    for r in quality_rows:
+        config = json.dumps({"oracle": r.oracle, "sampler": r.sampler, "config": r.config}, sort_keys=True)
+        common = dict(name="sampler_quality", variant=f"{r.sampler} [{r.label}]", backend=backend,
+                      config=config, derived=None, derived_unit="", **env)
+        floor_lo, floor_hi = r.kl_floor - r.kl_floor_std, r.kl_floor + r.kl_floor_std
+        out += [
+            Result(repeats=0, median=r.nfe_mean, p20=r.nfe_p20, p80=r.nfe_p80, unit="nfe", **common),
+            Result(repeats=0, median=r.tokens_per_step, p20=math.nan, p80=math.nan, unit="tokens_per_step",
+                   **common),
+            Result(repeats=0, median=r.kl, p20=floor_lo, p80=floor_hi, unit="kl_nats", **common),
+            Result(repeats=0, median=r.tv, p20=math.nan, p80=math.nan, unit="tv", **common),
+            Result(repeats=0, median=r.validity, p20=math.nan, p80=math.nan, unit="validity", **common),
+        ]
+    for o in overhead_rows:
+        config = json.dumps({k: o[k] for k in ("B", "G", "V", "steps")}, sort_keys=True)
+        out.append(Result(name="sampler_overhead", variant=o["sampler"], backend=backend, config=config,
+                          repeats=o["repeats"], median=o["total_s"] * 1e3, p20=o["p20"], p80=o["p80"],
+                          unit="ms", derived=o["overhead_fraction"], derived_unit="overhead/forward", **env))
+    return out
+
+
+def main(quick: bool = False, out: str | Path | None = None, *, samplers: list[str] | None = None,
+         oracles: list[str] | None = None, n_samples: int | None = None, log=print) -> Path:
+    """Run both benchmarks, write the CSV (and the Pareto plots unless quick); returns the CSV path."""
+    from remask import kernels
+
+    path = Path(out) if out else RESULTS / ("samplers_quick.csv" if quick else "samplers_cpu.csv")
+    log("quality vs NFE on exact oracles:")
+    rows, skipped = quality(quick=quick, oracles=oracles, samplers=samplers, n_samples=n_samples, log=log)
+    for line in skipped:
+        log(f"  skipped {line}")
+    log("overhead outside the forward pass:")
+    over = overhead(quick=quick, samplers=samplers, log=log)
+    write_csv(_results(rows, over, kernels.resolve_backend(device="cpu")), path)
+    if not quick:
+        for oracle in ORACLES:
+            pareto_plot(rows, oracle, path.parent / f"pareto_{oracle}.png")
+    log(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    main(quick=args.quick, out=args.out)

@@ -1,0 +1,319 @@
+"""Dream's ``diffusion_generate`` (Ye et al., "Dream 7B: Diffusion Large Language Models",
+arXiv 2508.15487).
+
+Checked against the HF ``Dream-org/Dream-v0-Instruct-7B/generation_utils.py``
+(``DreamGenerationMixin._sample`` and ``sample_tokens``; samplers.md §3.2, §2.2, §2.5).
+On the grid ``t_i = linspace(1, eps, steps + 1)`` each step goes from ``t = t_i`` to
+``s = t_{i+1}``:
+
+- ``alg="origin"``: every masked position independently flips with probability ``1 - s/t``
+  (probability 1 at the last step) and is sampled from the (temperature / top-p / top-k)
+  categorical — D3PM/MDLM ancestral sampling;
+- ``alg`` in {"maskgit_plus", "topk_margin", "entropy"}: every masked position proposes a
+  token and a confidence (top-1 probability, top-1 minus top-2 probability, negative
+  entropy), and ``n = floor(M (1 - s/t))`` of them are committed (``M`` = masks left; the last
+  step commits all): the ``n`` most confident, or — with ``alg_temp`` — ``n`` positions drawn
+  without replacement from ``softmax(confidence / alg_temp)``.
+
+Proposals and confidences follow ``sample_tokens``: logits are divided by the temperature
+(when T > 0), then top-p filtered, then top-k filtered, and the confidence is computed on
+the resulting distribution (tempered and filtered — *not* the raw model probabilities); the
+token is a sample from it (T > 0) or its argmax (T = 0). Implemented by handing the filtered
+logits to ``kernels.propose`` at temperature 1 (or 0): its "untempered" probability, margin
+and entropy are then exactly Dream's. Top-p costs a sort of every row of logits
+(O(B·L·V log V) and two (B, L, V) temporaries); top-k a ``torch.topk`` per row; neither is
+paid when unset. Dream's one-position logit shift is the model adapter's job.
+
+Departures from the reference code (all deliberate):
+
+- **No zero-commit steps.** With ``steps`` close to or above the number of masks,
+  ``floor(M (1 - s/t))`` is 0 on early steps (e.g. 512 tokens / 512 steps: step 0 commits
+  nothing, samplers.md §7.2) and the reference still pays a forward pass for them. Here a
+  step *skips* the grid steps whose count is 0 — the count depends only on ``M`` and the
+  grid, not on the model, and Dream is not time-conditioned, so the skipped forward passes
+  would have seen the same canvas and changed nothing. Outputs are therefore token for token
+  the reference's (greedy); only NFE drops. (Redefining the count so every step commits
+  >= 1 would change the schedule itself, so we did not.) The same holds for ``"origin"``:
+  grid steps on which no position flips are skipped by drawing each position's flip index
+  directly (:func:`remask.samplers.ancestral.next_unmask_index`), which leaves the output law
+  unchanged.
+- ``M`` is the row's own mask count (the reference uses the batch mean, equal for its
+  equal-length tails), so a row decodes the same alone or in a batch.
+- Semi-autoregressive blocks and infill work: the rule runs inside the active block, each
+  block with its own grid; ``steps`` is split evenly over the blocks, remainder first.
+- ``alg_temp`` sampling is Gumbel-top-k (exactly sampling without replacement from
+  ``softmax(score / alg_temp)``, Plackett-Luce) with counter-based uniforms instead of
+  ``torch.multinomial``; ``alg_temp`` of None or 0 means top-k, as in the reference.
+- Softmax statistics in float32 from one pass (reference: bf16 softmax); entropy without the
+  reference's ``+1e-10`` inside the log; the count ``M (1 - s/t)`` in float64 (reference:
+  float32 ``linspace``), so it can differ by one where that product is within float32
+  rounding of an integer. Confidence ties go to the lower position.
+- Dream's token/logits hooks are not reproduced (callbacks see every step's info instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from remask.samplers._blocks import commit, denoise, even_split, masked_positions
+from remask.samplers.ancestral import grid_time, next_unmask_index
+from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
+from remask.samplers.registry import register
+
+from remask import kernels
+
+__all__ = ["Dream", "DreamState", "dream_count", "filter_logits"]
+
+ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_p: float | None,
+                  top_k: int | None) -> torch.Tensor:
+    """Dream's ``sample_tokens`` preprocessing: ``logits / T`` (T > 0), top-p, then top-k.
+
+    Parameters
+    ----------
+    logits : (B, L, V) float
+    temperature : float
+    top_p : float or None
+        Keep the smallest set of tokens whose cumulative probability reaches ``top_p`` (the
+        token crossing it included, so at least one); None or 1 disables.
+    top_k : int or None
+        Keep tokens whose logit is at least the k-th largest; None disables.
+
+    Returns
+    -------
+    (B, L, V) float
+        Removed tokens at ``-inf``. The input itself when nothing applies.
+    """
+    if temperature > 0:
+        logits = logits / temperature
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, L, V)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (B, L, V)
+        # Remove a token once the mass *before* it already exceeds top_p (Dream shifts the
+        # "> top_p" mask right by one so the crossing token stays).
+        remove = torch.zeros_like(cumulative, dtype=torch.bool)  # (B, L, V)
+        remove[..., 1:] = cumulative[..., :-1] > top_p
+        logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]  # (B, L, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits
+
+
+def dream_count(masks: torch.Tensor, grid: torch.Tensor, steps: torch.Tensor, eps: float,
+                max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dream's transfer count, skipping the grid steps on which it is 0.
+
+    At grid step ``i`` (from ``t_i`` to ``t_{i+1}``) the reference commits
+    ``floor(M (1 - t_{i+1} / t_i))`` tokens, and all ``M`` at the last step ``i = steps - 1``.
+    While nothing is committed ``M`` stays the same, so the first step from ``grid`` on with
+    a non-zero count is found in one vectorised pass.
+
+    Parameters
+    ----------
+    masks : (B,) int64
+        Masks left in the row's active block (``M``).
+    grid : (B,) int64
+        First grid step not yet taken.
+    steps : (B,) int64
+        Grid size of the row's block (<= ``max_steps``).
+    eps : float
+    max_steps : int
+        Static upper bound on ``steps`` (the width of the search).
+
+    Returns
+    -------
+    step : (B,) int64
+        The grid step taken (first ``i >= grid`` with a non-zero count; 0 if ``M = 0``).
+    count : (B,) int64
+        Tokens it commits (0 if ``M = 0``).
+    """
+    i = torch.arange(max_steps, device=masks.device)  # (S,)
+    n = steps.unsqueeze(-1)  # (B, 1)
+    t = grid_time(i, n, eps)  # (B, S)
+    s = grid_time(i + 1, n, eps)  # (B, S)
+    count = torch.floor(masks.unsqueeze(-1).double() * (1.0 - s / t)).long()  # (B, S)
+    count = torch.where(i == n - 1, masks.unsqueeze(-1), count)  # last step: everything left
+    usable = (i >= grid.unsqueeze(-1)) & (i < n) & (count >= 1)  # (B, S)
+    step = usable.long().argmax(-1)  # (B,) first usable step (argmax returns the first max)
+    found = usable.any(-1)  # (B,)
+    return step, torch.where(found, count.gather(-1, step.unsqueeze(-1)).squeeze(-1), 0)
+
+
+class DreamState(NamedTuple):
+    """State of :class:`Dream`.
+
+    Attributes
+    ----------
+    canvas : Canvas
+    step : int
+        Steps taken so far (the offset of the step's random streams).
+    grid : (B,) int64
+        Grid steps of the active block already taken (or skipped).
+    block_steps : (B,) int64
+        Grid size of the active block.
+    """
+
+    canvas: Canvas
+    step: int
+    grid: torch.Tensor
+    block_steps: torch.Tensor
+
+
+@register("dream")
+@dataclass(frozen=True, kw_only=True)
+class Dream(Sampler):
+    """Dream's sampler: the ``1 - s/t`` schedule with a choice of confidence ("alg").
+
+    Parameters
+    ----------
+    steps : int
+        Grid steps (over all blocks; split evenly, remainder first). Steps that would commit
+        nothing are skipped, so NFE <= min(steps, masks).
+    alg : {"origin", "maskgit_plus", "topk_margin", "entropy"}
+        "origin": random flips with probability ``1 - s/t`` (ancestral sampling);
+        otherwise commit by top-1 probability, top-1 minus top-2 margin or negative entropy.
+    alg_temp : float, optional
+        With a confidence alg: None or 0 commits the top-n; > 0 draws the n positions without
+        replacement from ``softmax(confidence / alg_temp)``.
+    temperature : float
+        0 proposes the argmax, T > 0 samples from ``softmax(logits / T)`` (after top-p/top-k).
+    top_p : float, optional
+        Nucleus filter in (0, 1] (None or 1 disables).
+    top_k : int, optional
+        Top-k filter (>= 1; None disables).
+    eps : float
+        Final time of the grid, in (0, 1).
+    block_length : int, optional
+        Semi-autoregressive blocks (Dream itself uses one block).
+
+    Examples
+    --------
+    >>> import remask
+    >>> from remask.models import TinyTransformer
+    >>> sampler = remask.samplers.build("dream", alg="entropy", steps=8)
+    >>> out = remask.generate(TinyTransformer(), [[1, 2, 3]], sampler, gen_length=8, seed=0)
+    >>> out.tokens.shape, out.nfe.tolist()
+    (torch.Size([1, 11]), [7])
+    """
+
+    example_configs = (
+        {"alg": "entropy", "steps": 5},
+        {"alg": "maskgit_plus", "steps": 6, "block_length": 4, "temperature": 0.5, "top_p": 0.9},
+        {"alg": "topk_margin", "alg_temp": 0.5, "steps": 4, "top_k": 3},
+        {"alg": "origin", "steps": 3, "temperature": 1.0},
+        {"alg": "maskgit_plus", "steps": 64},
+    )
+
+    steps: int = 512
+    alg: str = "origin"
+    alg_temp: float | None = None
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    eps: float = 1e-3
+
+    @property
+    def stochastic(self) -> bool:
+        return self.temperature > 0 or self.alg == "origin" or bool(self.alg_temp)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_int(self.steps, "steps", low=1)
+        _check_choice(self.alg, "alg", ALGS)
+        if self.alg_temp is not None:
+            _check_float(self.alg_temp, "alg_temp", low=0.0)
+        _check_float(self.temperature, "temperature", low=0.0)
+        if self.top_p is not None:
+            _check_float(self.top_p, "top_p")
+            if not 0.0 < self.top_p <= 1.0:
+                raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None:
+            _check_int(self.top_k, "top_k", low=1)
+        _check_float(self.eps, "eps")
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"eps must be in (0, 1), got {self.eps!r}")
+
+    # ------------------------------------------------------------------ init
+    def init(self, canvas: Canvas, denoiser) -> DreamState:
+        blocks = int(canvas.block.amax()) + 1
+        if self.steps < blocks:
+            raise ValueError(
+                f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
+                "every block needs at least one step"
+            )
+        return DreamState(canvas=canvas, step=0, grid=torch.zeros_like(canvas.nfe),
+                          block_steps=self._block_steps(canvas))
+
+    # ------------------------------------------------------------------ step
+    def step(self, state: DreamState, denoiser, generator: torch.Generator):
+        canvas = state.canvas
+        mask_id = denoiser.mask_id
+        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        seed = generator.initial_seed()
+
+        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
+        filtered = filter_logits(logits, self.temperature, self.top_p, self.top_k)  # (B, L, V)
+        # Temperature is already inside `filtered`, so T = 1 samples from Dream's categorical
+        # and propose's "untempered" prob / margin / entropy are those of that distribution.
+        proposal = kernels.propose(filtered, temperature=1.0 if self.temperature > 0 else 0.0,
+                                   seed=seed, offset=state.step, rows=eligible)
+
+        if self.alg == "origin":
+            committed, grid, score = self._origin(state, eligible, seed)
+        else:
+            committed, grid, score = self._confidence(state, eligible, proposal, seed)
+        committed &= ~canvas.done.unsqueeze(-1)
+        new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
+
+        moved = new_canvas.window != canvas.window  # (B,) a new block starts its own grid
+        new_state = DreamState(
+            canvas=new_canvas,
+            step=state.step + 1,
+            grid=torch.where(moved, 0, grid),
+            block_steps=torch.where(moved, self._block_steps(new_canvas), state.block_steps),
+        )
+        info = StepInfo(committed=committed, proposal=proposal.tokens,
+                        score=torch.where(eligible, score, float("-inf")))
+        return new_state, info
+
+    def _origin(self, state: DreamState, eligible: torch.Tensor, seed: int):
+        """Flip positions at the next grid step on which any flips (last step: all left)."""
+        u = kernels.uniform(eligible.shape, seed=seed, offset=state.step,
+                            device=eligible.device, dtype=torch.float64)  # (B, L)
+        n = state.block_steps.unsqueeze(-1)  # (B, 1)
+        # Flip index j: the position is unmasked by the step ending at t_j (j = n forced).
+        when = torch.minimum(next_unmask_index(u, state.grid, state.block_steps, self.eps), n)
+        when = torch.where(eligible, when, torch.iinfo(torch.int64).max)  # (B, L)
+        event = when.amin(-1)  # (B,)
+        committed = eligible & (when == event.unsqueeze(-1))  # (B, L)
+        grid = torch.minimum(event, state.block_steps)  # (B,) (done rows: no eligible position)
+        score = -(when - state.grid.unsqueeze(-1)).clamp_max(2**24).float()  # (B, L) sooner = higher
+        return committed, grid, score
+
+    def _confidence(self, state: DreamState, eligible: torch.Tensor, proposal, seed: int):
+        """Commit Dream's count of the most confident (or alg_temp-sampled) positions."""
+        score = {"maskgit_plus": proposal.prob, "topk_margin": proposal.margin,
+                 "entropy": -proposal.entropy}[self.alg]  # (B, L)
+        masks = eligible.sum(-1)  # (B,)
+        taken, k = dream_count(masks, state.grid, state.block_steps, self.eps,
+                               max(self.steps, 1))  # (B,), (B,)
+        key = score
+        if self.alg_temp:
+            # Gumbel-top-k: the top-k of score/alg_temp + Gumbel noise is a draw of k positions
+            # without replacement from softmax(score / alg_temp) (Plackett-Luce).
+            u = kernels.uniform(eligible.shape, seed=seed, offset=state.step,
+                                device=eligible.device, dtype=torch.float64)  # (B, L)
+            key = score.double() / self.alg_temp - torch.log(-torch.log(u))  # (B, L)
+        committed = kernels.topk_mask(key, k, eligible)  # (B, L)
+        return committed, taken + 1, score
+
+    # ------------------------------------------------------------------ helpers
+    def _block_steps(self, canvas: Canvas) -> torch.Tensor:
+        """(B,) int64: grid steps of each row's active block (``steps`` split over blocks)."""
+        blocks = canvas.block.amax(-1) + 1  # (B,)
+        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)

@@ -1,0 +1,90 @@
+"""Triton backend checks, run in a subprocess by test_triton.py.
+
+Not collected by default (no ``test_`` prefix): ``TRITON_INTERPRET=1`` must be set before
+triton is imported, so the suite runs in its own interpreter, either in interpreter mode on
+CPU tensors (``REMASK_TEST_DEVICE=cpu``) or compiled on a GPU (``REMASK_TEST_DEVICE=cuda``).
+Shapes are tiny: the interpreter costs a few ms per program instance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import remask.kernels as K
+import torch
+from scipy import stats
+
+DEVICE = os.environ.get("REMASK_TEST_DEVICE", "cpu")
+if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("run through test_triton.py (needs TRITON_INTERPRET=1)", allow_module_level=True)
+
+from remask.kernels._triton import propose as TP
+
+KAT = [  # Random123 tests/kat_vectors, philox4x32 10 (see test_philox.py)
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("counter, key, expected", KAT)
+def test_triton_philox_known_answers(counter, key, expected):
+    out = TP.philox4x32(torch.tensor([counter], dtype=torch.int64, device=DEVICE), key)
+    assert tuple(int(v) for v in out[0]) == expected
+
+
+def _case(vocab: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, vocab, generator=gen) * 3  # (B, L, V)
+    if vocab > 2:
+        x[0, 1, : vocab // 2] = -math.inf  # -inf lanes
+        x[1, 0, vocab - 1] = x[1, 0].max()  # tied maximum
+    rows = torch.tensor([[True, True, False], [True, True, True]])
+    return x.to(dtype).to(DEVICE), rows.to(DEVICE)
+
+
+@pytest.mark.parametrize("vocab", [1, 33, 5000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("temperature", [0.0, 0.5])
+def test_triton_matches_reference(vocab, dtype, temperature):
+    x, rows = _case(vocab, dtype, seed=vocab)
+    kwargs = {"temperature": temperature, "seed": 2**63 + 5, "offset": 7, "rows": rows}
+    out = K.propose(x, backend="triton", **kwargs)
+    ref = K.propose(x, backend="torch", **kwargs)
+    assert torch.equal(out.tokens, ref.tokens), (out.tokens, ref.tokens)
+    for got, want in zip(out[1:], ref[1:], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+
+
+def test_triton_edge_cases():
+    x = torch.full((3, 4200), -math.inf)
+    x[0, 4100] = 1e30
+    x[1, 0] = -3.0e38
+    x[2, :] = 0.0
+    out = K.propose(x.to(DEVICE), backend="triton")
+    assert out.tokens.tolist() == [4100, 0, 0]
+    assert out.prob[:2].tolist() == [1.0, 1.0]
+    assert out.entropy[2].item() == pytest.approx(math.log(4200), rel=1e-5)
+    bad = torch.zeros(2, 9)
+    bad[1, 3] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        K.propose(bad.to(DEVICE), backend="triton")
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_triton_frequencies(temperature):
+    logits = torch.tensor([1.0, 0.0, -math.inf, 0.5])
+    # The interpreter runs ~50 ms per program: 150 draws there (χ² adapts to n), many on a GPU.
+    n = 150 if DEVICE == "cpu" else 100_000
+    x = logits.expand(n, -1).contiguous().to(DEVICE)
+    toks = K.propose(x, temperature=temperature, seed=77, backend="triton").tokens.cpu().numpy()
+    counts = np.bincount(toks, minlength=4)
+    assert counts[2] == 0
+    probs = torch.softmax(logits.double() / temperature, -1).numpy()
+    keep = probs > 0
+    assert stats.chisquare(counts[keep], probs[keep] * n).pvalue > 1e-3

@@ -1,0 +1,93 @@
+"""remdm: the sigma schedules, the transition probabilities, termination."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import remask
+from remask.models import MarkovChainOracle
+from remask.samplers import build
+
+
+def test_loop_schedule_phases():
+    s = build("remdm", schedule="loop")
+    t = torch.tensor([1.0, 0.8, 0.55, 0.3, 0.05, 0.025, 0.0], dtype=torch.float64)
+    alpha = s._alpha(t)
+    expected = [0.0, 0.9 * 0.2 / 0.45, 0.9, 0.9, 0.9, 0.95, 1.0]
+    assert torch.allclose(alpha, torch.tensor(expected, dtype=torch.float64))
+    sigma = s._row_sigma(t, torch.ones_like(t))
+    assert sigma.tolist() == [0.0, 0.0, 0.02, 0.02, 0.0, 0.0, 0.0]  # eta only in the loop phase
+    assert build("remdm").eta_value == 0.008 and build("remdm", schedule="rescale").eta_value == 0.015
+
+
+def test_conf_gives_the_least_confident_token_the_largest_share():
+    s = build("remdm", schedule="conf")
+    decoded = torch.tensor([[True, True, True, False]])
+    psi = torch.tensor([[0.9, 0.2, 0.5, float("inf")]])
+    sigma = s._sigma(None, torch.tensor([0.6], dtype=torch.float64), decoded, psi)
+    weights = torch.tensor([-0.9, -0.2, -0.5]).double().softmax(-1) * 0.6
+    assert torch.allclose(sigma[0, :3], weights) and sigma[0, 3] == 0
+    assert sigma[0].argmax() == 1
+
+
+@pytest.mark.parametrize("schedule", ["cap", "rescale", "conf", "loop"])
+@pytest.mark.parametrize("steps", [1, 3, 20])
+def test_every_mask_is_filled_and_nfe_equals_steps(markov, schedule, steps):
+    sampler = build("remdm", schedule=schedule, steps=steps, **({} if schedule == "conf" else {"eta": 0.5}))
+    out = remask.generate(markov, [[0, 1], [2], []], sampler, gen_length=6, seed=1)
+    assert not bool((out.tokens == markov.mask_id).any())
+    assert out.nfe.tolist() == [steps] * 3 and out.tokens[0, :2].tolist() == [0, 1]
+
+
+@pytest.mark.statistical
+def test_move_probabilities_match_the_remdm_posterior():
+    """Three steps on t = 1, 2/3, 1/3, 0. Step 1 goes t = 2/3 -> 1/3: alpha_t = 1/3, alpha_s = 2/3,
+    sigma_max = 1, cap eta = 0.3: decoded tokens are remasked w.p. 0.3 and masks unmasked w.p.
+    (2/3 - 0.7/3) / (2/3) = 0.65. Step 0 unmasks w.p. alpha_s = 1/3."""
+    chain = MarkovChainOracle(3, 8, seed=0)
+    counts = {"m0": [0, 0], "r1": [0, 0], "u1": [0, 0]}
+
+    def record(state, info):
+        prev_masked = info.unmasked | (info.score > float("-inf"))
+        if state.step == 1:
+            counts["m0"][0] += int(info.unmasked.sum())
+            counts["m0"][1] += int(prev_masked.sum())
+        if state.step == 2:
+            decoded = info.sigma > 0
+            counts["r1"][0] += int(info.remasked.sum())
+            counts["r1"][1] += int(decoded.sum())
+            counts["u1"][0] += int(info.unmasked.sum())
+            counts["u1"][1] += int(prev_masked.sum())
+
+    sampler = build("remdm", schedule="cap", eta=0.3, steps=3, top_p=None)
+    remask.generate(chain, [[]] * 2000, sampler, gen_length=8, seed=3, callbacks=[record])
+    for key, p in (("m0", 1 / 3), ("r1", 0.3), ("u1", 0.65)):
+        hits, n = counts[key]
+        assert n > 1000
+        # 5 standard errors: a deterministic pass for this seed, and an effect of 0.05 is caught.
+        assert abs(hits / n - p) < 5 * math.sqrt(p * (1 - p) / n), (key, hits / n, p)
+
+
+def test_eta_zero_never_remasks(markov):
+    remasked = []
+    sampler = build("remdm", schedule="cap", eta=0.0, steps=6)
+    remask.generate(markov, [[1]] * 50, sampler, gen_length=6, seed=0,
+                    callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    assert sum(remasked) == 0
+    remask.generate(markov, [[1]] * 50, build("remdm", schedule="cap", eta=1.0, steps=6), gen_length=6,
+                    seed=0, callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    assert sum(remasked) > 0
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="conf"):
+        build("remdm", schedule="conf", eta=0.1)
+    with pytest.raises(ValueError, match="t_off"):
+        build("remdm", schedule="loop", t_on=0.1, t_off=0.2)
+    with pytest.raises(ValueError, match="alpha_on"):
+        build("remdm", alpha_on=1.0)
+    with pytest.raises(ValueError, match="steps=1"):
+        remask.generate(MarkovChainOracle(3, 4), [[0]], build("remdm", steps=1, block_length=2), gen_length=4)

@@ -1,0 +1,33 @@
+"""Benchmark harness: the CSV schema on a tiny run (speed itself is never asserted)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+from remask.bench import samplers as bench_samplers
+from remask.bench.common import CSV_FIELDS
+
+
+def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
+    path = bench_samplers.main(quick=True, out=tmp_path / "s.csv", samplers=["low_confidence", "threshold"],
+                               n_samples=300, log=lambda *a: None)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0].keys()) == CSV_FIELDS
+    quality = [r for r in rows if r["name"] == "sampler_quality"]
+    overhead = [r for r in rows if r["name"] == "sampler_overhead"]
+    # two settings each in quick mode, five statistics per setting
+    assert len(quality) == 2 * 2 * 5 and {r["unit"] for r in quality} == {"nfe", "tokens_per_step", "kl_nats",
+                                                                          "tv", "validity"}
+    assert {r["variant"].split(" [")[0] for r in overhead} == {"low_confidence", "threshold"}
+    for r in rows:
+        json.loads(r["config"]) and json.loads(r["versions"])
+        assert r["device"] and r["sha"] and r["date"]
+        assert math.isfinite(float(r["median"]))
+    nfe = {r["variant"]: float(r["median"]) for r in quality if r["unit"] == "nfe"}
+    assert nfe["low_confidence [1 tok/step]"] == 8.0  # one token per step over gen_length 8
+    assert nfe["low_confidence [2 tok/step]"] == 4.0
+    for r in overhead:
+        assert float(r["derived"]) >= 0 and r["derived_unit"] == "overhead/forward"
