@@ -18,6 +18,11 @@ Estimators for any Denoiser (validated against the exact values on oracles):
 Traces: :class:`TraceRecorder` (a ``generate`` callback), :func:`decode_order_metrics`,
 :func:`step_certificates`, :func:`step_total_correlation`. Plots: :mod:`remask.analysis.plots`.
 
+Trained toys: :func:`train_toy` fits a TinyTransformer masked diffusion model to an oracle's
+samples (:class:`ToyModel` speaks the oracle's vocabulary, :func:`load_toy` reloads it), so the
+estimators can be validated on a model that is not exact. :mod:`remask.analysis.commands`
+holds the computations behind ``remask analyze``.
+
 All information quantities are in nats unless ``unit="bits"``.
 """
 
@@ -57,6 +62,7 @@ from remask.analysis.trace import (
     step_certificates,
     step_total_correlation,
 )
+from remask.analysis.train import ToyModel, diffusion_loss, load_toy, train_toy
 
 __all__ = [
     "DecodeOrder",
@@ -68,15 +74,18 @@ __all__ = [
     "StepCertificates",
     "TotalCorrelation",
     "Trace",
+    "ToyModel",
     "TraceRecorder",
     "cmi_matrix",
     "commit_steps",
     "conditional_joint",
     "decode_order_metrics",
+    "diffusion_loss",
     "distances_to_observed",
     "entropy_profile",
     "exact_samples",
     "homogenization_profile",
+    "load_toy",
     "marginal_consistency",
     "pairwise_cmi",
     "partition_error",
@@ -85,4 +94,5 @@ __all__ = [
     "step_certificates",
     "step_total_correlation",
     "total_correlation",
+    "train_toy",
 ]

@@ -1,4 +1,4 @@
-"""The ``remask`` command line: list, generate, infill, demo, bench."""
+"""The ``remask`` command line: list, generate, infill, demo, bench, analyze."""
 
 from __future__ import annotations
 
@@ -162,9 +162,11 @@ def _encode(model, prompts, chat: bool) -> list[list[int]]:
     if chat:
         if getattr(tokenizer, "chat_template", None) is None:
             raise click.UsageError("this tokenizer has no chat template: drop --chat")
-        return [list(tokenizer.apply_chat_template([{"role": "user", "content": p}],
-                                                   add_generation_prompt=True, tokenize=True))
-                for p in prompts]
+        # Render to text, then tokenize: apply_chat_template(tokenize=True) returns a list in
+        # transformers 4 but a BatchEncoding in 5. The template already holds the special tokens.
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                               add_generation_prompt=True, tokenize=False) for p in prompts]
+        return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
@@ -221,6 +223,125 @@ bench.command("kernels")(_bench_command("kernels", "Kernel micro-benchmarks: pro
 bench.command("samplers")(_bench_command("samplers", "Quality vs NFE on exact oracles, and sampler overhead."))
 bench.command("models")(_bench_command("cache", "Model forward: cached (prefix/dual KV) vs uncached decoding."))
 
+
+
+# ---------------------------------------------------------------------------- analyze
+@main.group()
+def analyze() -> None:
+    """Measure parallel-decoding failure modes; each writes summary.json and PNGs to --out."""
+
+
+def _analysis_options(*, sampler: bool, gen_help: str):
+    def wrap(fn):
+        options = [
+            click.option("--model", "model_spec", required=True,
+                         help="Model spec, checkpoint directory or train_toy checkpoint directory."),
+        ]
+        if sampler:
+            options += [
+                click.option("--sampler", default="low_confidence", show_default=True, help="Registered sampler name."),
+                click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Sampler setting (repeatable)."),
+            ]
+        options += [
+            click.option("--gen-length", type=click.IntRange(min=1), default=None, help=gen_help),
+            click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory."),
+            click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG figures."),
+            click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return wrap
+
+
+def _run_analysis(compute, plots: bool, **kwargs) -> None:
+    from remask.analysis.commands import format_table
+
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.UsageError(
+                'plots need matplotlib: pip install "remask[plot]" (or pass --no-plots)'
+            ) from None
+    progress = kwargs.pop("progress")
+    try:
+        summary = compute(plots=plots, progress=sys.stderr.isatty() if progress is None else progress, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    click.echo(format_table(summary))
+    click.echo(f"wrote {kwargs['out']}", err=True)
+
+
+def _analysis_model(spec: str):
+    from remask.analysis.commands import load_analysis_model
+
+    return load_analysis_model(spec, load=_load)
+
+
+_GEN_HELP = "Masked positions after the context (default: seq_len - 1 on an oracle, else 32)."
+
+
+@analyze.command("homogenization")
+@_analysis_options(sampler=False, gen_help=_GEN_HELP)
+@click.option("--canvases", "n_canvases", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Canvases (each with its own context).")
+@click.option("--reference", "reference_spec", default=None,
+              help="A reference model spec (e.g. the exact oracle a toy was trained on) for r(d).")
+def analyze_homogenization(model_spec, gen_length, seed, out, plots, progress, n_canvases, reference_spec):
+    """Entropy, confidence and KL to the context-free marginal against distance (any model)."""
+    from remask.analysis.commands import analyze_homogenization as compute
+
+    reference = None if reference_spec is None else _analysis_model(reference_spec)
+    _run_analysis(compute, plots, model=_analysis_model(model_spec), out=out, gen_length=gen_length,
+                  n_canvases=n_canvases, seed=seed, reference=reference, progress=progress)
+
+
+@analyze.command("cmi")
+@_analysis_options(sampler=False, gen_help=_GEN_HELP)
+@click.option("--canvases", "n_canvases", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Clamp the k most likely tokens (default: all tokens when V <= 256, else 8).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=None,
+              help="Clamp sampled tokens instead (unbiased; O(1/M) plug-in bias).")
+def analyze_cmi(model_spec, gen_length, seed, out, plots, progress, n_canvases, top_k, n_samples):
+    """Clamp-and-rerun conditional mutual information between masked positions (any model)."""
+    from remask.analysis.commands import analyze_cmi as compute
+
+    _run_analysis(compute, plots, model=_analysis_model(model_spec), out=out, gen_length=gen_length,
+                  n_canvases=n_canvases, seed=seed, top_k=top_k, n_samples=n_samples, progress=progress)
+
+
+@analyze.command("coherence")
+@_analysis_options(sampler=True, gen_help="Generated tokens (default: the oracle's seq_len).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Sequences decoded by the sampler.")
+def analyze_coherence(model_spec, sampler, sets, gen_length, seed, out, plots, progress, n_samples):
+    """A sampler's output law against an exact oracle's joint, and exact partition errors."""
+    from remask.analysis.commands import analyze_coherence as compute, is_exact_oracle
+
+    model = _analysis_model(model_spec)
+    if not is_exact_oracle(model):
+        raise click.UsageError(
+            f"coherence needs an exact oracle (e.g. 'oracle:markov?vocab=3&length=6'), got "
+            f"{type(model).__name__} from {model_spec!r}; use homogenization, cmi or order on other models"
+        )
+    _run_analysis(compute, plots, oracle=model, sampler=_build(sampler, sets), out=out, gen_length=gen_length,
+                  n_samples=n_samples, seed=seed, progress=progress)
+
+
+@analyze.command("order")
+@_analysis_options(sampler=True, gen_help=_GEN_HELP)
+@click.option("--rows", "n_rows", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Sequences decoded in one batch.")
+def analyze_order(model_spec, sampler, sets, gen_length, seed, out, plots, progress, n_rows):
+    """Decode order of a sampler (Kendall τ, AR-ness, frontier distance, certificates)."""
+    from remask.analysis.commands import analyze_order as compute
+
+    _run_analysis(compute, plots, model=_analysis_model(model_spec), sampler=_build(sampler, sets), out=out,
+                  gen_length=gen_length, n_rows=n_rows, seed=seed, progress=progress)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -54,4 +54,4 @@ def test_errors_are_usage_errors_naming_the_value():
 def test_demo_small():
     result = _invoke("demo", "--samples", "500")
     assert result.exit_code == 0, result.output
-    assert "noise floor" in result.output and "random order, 1 token/step" in result.output
+    assert "noise floor" in result.output and "LLaDA random order, 1 token/step" in result.output and "threshold" in result.output

@@ -32,3 +32,10 @@ def test_import_works_outside_the_repository(tmp_path):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "remask.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and remask.__version__ in result.stdout
+
+
+def test_test_file_basenames_are_unique():
+    """pytest's default import mode needs unique test-module basenames across folders."""
+    names = [p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py"]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert not duplicates, f"rename these test modules: {duplicates}"

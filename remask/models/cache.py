@@ -66,8 +66,8 @@ class CachedDenoiser:
 
     Attributes
     ----------
-    mask_id, vocab_size, eos_id, eot_id, pad_id, bos_id, tokenizer
-        Those of ``inner`` (the Denoiser protocol).
+    mask_id, vocab_size, eos_id, eot_id, pad_id, bos_id, tokenizer, family, shift
+        Those of ``inner`` (the Denoiser protocol and its optional attributes).
     accepts_active : bool
         True: samplers call ``denoiser(tokens, attention_mask, active=active)``.
     stats : dict of str to int
@@ -136,8 +136,9 @@ class CachedDenoiser:
         self.refresh_every = refresh_every
         self.mask_id = inner.mask_id
         self.vocab_size = inner.vocab_size
-        for name in ("eos_id", "eot_id", "pad_id", "bos_id", "tokenizer"):
+        for name in ("eos_id", "eot_id", "pad_id", "bos_id", "tokenizer", "family"):
             setattr(self, name, getattr(inner, name, None))
+        self.shift = getattr(inner, "shift", 0)
         self.reset()
 
     # ------------------------------------------------------------------ properties
@@ -194,9 +195,10 @@ class CachedDenoiser:
         if active is None:
             # No block information: behave like the inner denoiser and forget the cache.
             self._cache = None
+            logits = self.inner(tokens, attention_mask)
             self.stats["full_passes"] += 1
             self.stats["query_positions"] += tokens.numel()
-            return self.inner(tokens, attention_mask)
+            return logits
         active = self._check_active(active, tokens)
         columns = active.any(dim=0).nonzero()  # (n, 1) columns in some row's active block
         if columns.numel() == 0:

@@ -15,6 +15,12 @@ Two Dream conventions matter to callers:
 * **Padding.** Upstream code takes a 4-D boolean mask and position ids
   ``cumsum(mask) - 1`` for left-padded batches. :class:`DreamModel` accepts that, or a 2-D
   mask; :class:`DreamDenoiser` builds the position ids from the 2-D mask itself.
+
+For Fast-dLLM block decoding, :meth:`DreamBaseModel.forward` can record every layer's keys
+and values into a :class:`~remask.models._layers.KVCache` and
+:meth:`DreamBaseModel.forward_window` recomputes only a window of positions against them;
+:class:`DreamDenoiser` runs that window one position further left, because of the shift
+(driven by :class:`remask.models.cache.CachedDenoiser`).
 """
 
 from __future__ import annotations
@@ -387,7 +393,11 @@ class DreamModel(PreTrainedModel):
     ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
         """Raw logits (B, L, V), float, row i predicting position i + 1."""
         if use_cache:
-            raise ValueError("DreamModel has no KV cache; pass use_cache=False")
+            raise ValueError(
+                "DreamModel has no transformers-style use_cache; pass use_cache=False. Block-"
+                "decoding KV caches: remask.models.cache.CachedDenoiser (or "
+                "DreamModel.model.forward(..., cache=KVCache()) and .forward_window)"
+            )
         unknown = {k: v for k, v in kwargs.items() if v is not None}
         if unknown:
             raise TypeError(f"DreamModel.forward got unsupported arguments {sorted(unknown)}")

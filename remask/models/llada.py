@@ -10,6 +10,11 @@ checkpoint's parameter names, so ``config.json`` and the safetensors shards load
 
 Attention is never causal. A 2-D ``attention_mask`` hides padded keys; because rotary
 embeddings are relative, left padding leaves the logits of real tokens unchanged.
+
+For Fast-dLLM block decoding, :meth:`LLaDAModel.forward` can record every layer's keys and
+values into a :class:`~remask.models._layers.KVCache`, and :meth:`LLaDAModel.forward_window`
+recomputes only a window of positions against them (driven by
+:class:`remask.models.cache.CachedDenoiser`).
 """
 
 from __future__ import annotations
@@ -340,7 +345,11 @@ class LLaDAModelLM(PreTrainedModel):
     ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
         """See :meth:`LLaDAModel.forward`; ``use_cache`` is accepted and must be falsy."""
         if use_cache:
-            raise ValueError("LLaDAModelLM has no KV cache; pass use_cache=False")
+            raise ValueError(
+                "LLaDAModelLM has no transformers-style use_cache; pass use_cache=False. Block-"
+                "decoding KV caches: remask.models.cache.CachedDenoiser (or "
+                "LLaDAModelLM.model.forward(..., cache=KVCache()) and .forward_window)"
+            )
         unknown = {k: v for k, v in kwargs.items() if v is not None}
         if unknown:
             raise TypeError(f"LLaDAModelLM.forward got unsupported arguments {sorted(unknown)}")

@@ -23,7 +23,7 @@ class _Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    """Bidirectional transformer over a canvas with a mask token, as a Denoiser.
+    """Bidirectional transformer over a canvas with a mask token, as a Denoiser (trainable).
 
     The mask token is the last id (``mask_id = vocab_size - 1``), a logit column like in
     LLaDA; its logit is forced to -inf so no sampler can propose it. Position ids are counted
@@ -92,9 +92,11 @@ class TinyTransformer(nn.Module):
         self.to(dtype)
         self.eval()
 
-    @torch.no_grad()
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for every position.
+
+        In eval mode (the default after construction) no autograd graph is built, so sampling
+        costs no gradient memory; after ``model.train()`` the call is differentiable.
 
         Parameters
         ----------
@@ -106,6 +108,10 @@ class TinyTransformer(nn.Module):
         -------
         (B, L, V) float, with the mask column at -inf.
         """
+        with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
+            return self._logits(tokens, attention_mask)
+
+    def _logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         B, L = tokens.shape
         if L > self.max_len:
             raise ValueError(f"canvas length {L} exceeds max_len={self.max_len}")
@@ -120,5 +126,9 @@ class TinyTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, key_padding)
         logits = self.head(self.norm(h)) * self.logit_scale  # (B, L, V)
-        logits[..., self.mask_id] = float("-inf")
-        return logits
+        # Out of place, so the -inf column also holds under autograd in train mode.
+        return logits.masked_fill(self._mask_column, float("-inf"))
+
+    @property
+    def _mask_column(self) -> torch.Tensor:
+        return torch.arange(self.vocab_size, device=self.head.weight.device) == self.mask_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,11 @@ def _torch_kernels():
 @pytest.fixture(scope="module", params=NAMES)
 def denoiser(request):
     return load_checkpoint(GOLDEN / request.param)
+
+
+@pytest.fixture(scope="module")
+def llada():
+    return load_checkpoint(GOLDEN / "llada_tiny")
 
 
 def _canvas(den, batch=3, length=20, generated=10, pads=(0, 0, 4)):
@@ -167,9 +173,9 @@ def test_refresh_every_n_and_block_changes(denoiser):
     assert (model.stats["full_passes"], model.stats["window_passes"]) == (6, 6)
 
 
-def test_guidance_batch_goes_through_the_cache():
+def test_guidance_batch_goes_through_the_cache(llada):
     # LLaDA only: Dream's unconditional branch would mask its first real position.
-    denoiser = load_checkpoint(GOLDEN / "llada_tiny")
+    denoiser = llada
     sampler = build("low_confidence", block_length=4, cfg_scale=1.0)
     plain = _plain(denoiser, gen_length=8, block_length=4, cfg_scale=1.0)
     cached = remask.generate(CachedDenoiser(denoiser, refresh_every=1), PROMPTS, sampler,
@@ -218,10 +224,10 @@ def test_no_active_block_means_plain_full_pass(denoiser):
     assert model.stats["window_passes"] == 0
 
 
-def test_wrapper_validation():
+def test_wrapper_validation(llada):
     with pytest.raises(TypeError, match="KV-cache path.*TinyTransformer"):
         CachedDenoiser(TinyTransformer())
-    den = load_checkpoint(GOLDEN / "llada_tiny")
+    den = llada
     with pytest.raises(ValueError, match="mode must be one of .* got 'full'"):
         CachedDenoiser(den, mode="full")
     with pytest.raises(ValueError, match="refresh_every must be >= 1, got 0"):
@@ -236,3 +242,20 @@ def test_wrapper_validation():
         model(tokens, mask, active=torch.ones(3, 20))
     assert (model.mask_id, model.vocab_size, model.eos_id) == (den.mask_id, den.vocab_size, den.eos_id)
     assert model.accepts_active and "mode='prefix'" in repr(model)
+
+
+@pytest.mark.parametrize("name", remask.samplers.available())
+def test_every_registered_sampler_runs_on_the_cache(name, llada):
+    # Any blockwise sampler can use the wrapper: exact with refresh_every=1, valid in "dual".
+    denoiser = llada
+    fields = {f.name for f in dataclasses.fields(remask.samplers.sampler_class(name))}
+    sampler = build(name, **({"block_length": 4} if "block_length" in fields else {}))
+    prompts = [[1, 2, 3], [4]]
+    plain = remask.generate(denoiser, prompts, sampler, gen_length=8, seed=0)
+    exact = remask.generate(CachedDenoiser(denoiser, refresh_every=1), prompts, sampler,
+                            gen_length=8, seed=0)
+    assert torch.equal(exact.tokens, plain.tokens) and torch.equal(exact.nfe, plain.nfe)
+    approx = remask.generate(CachedDenoiser(denoiser, mode="dual"), prompts, sampler,
+                             gen_length=8, seed=0)
+    assert torch.equal(approx.tokens[:, :3], plain.tokens[:, :3])
+    assert not bool((approx.tokens[approx.attention_mask] == denoiser.mask_id).any())

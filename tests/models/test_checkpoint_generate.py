@@ -237,11 +237,6 @@ def test_text_prompt_on_golden_checkpoint_with_tokenizer(kind, tokenized_dirs):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remask/cli.py::_encode does list(tokenizer.apply_chat_template(..., tokenize=True)); "
-    "on transformers 5 that returns a BatchEncoding, so the prompt becomes its key names",
-)
 @pytest.mark.parametrize("kind", ["llada", "dream"])
 def test_chat_prompt_on_golden_checkpoint_with_tokenizer(kind, tokenized_dirs):
     result = _invoke("generate", "--model", tokenized_dirs[kind], "--gen-length", 6,

@@ -60,3 +60,16 @@ def test_bad_construction():
         TinyTransformer(width=30, heads=4)
     with pytest.raises(ValueError, match="vocab_size"):
         TinyTransformer(vocab_size=1)
+
+
+def test_trainable_in_train_mode_only():
+    model = TinyTransformer(vocab_size=8, width=16, heads=2, depth=1, seed=0)
+    x = torch.tensor([[1, model.mask_id, 3]])
+    assert not model(x).requires_grad, "eval mode (the default) must not build a graph"
+    model.train()
+    logits = model(x)
+    assert logits.requires_grad
+    loss = torch.nn.functional.cross_entropy(logits[0, 1:2], torch.tensor([2]))
+    loss.backward()
+    assert model.head.weight.grad is not None and bool(torch.isfinite(model.head.weight.grad).all())
+    assert bool(torch.isinf(logits[..., model.mask_id]).all())

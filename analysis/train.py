@@ -1,0 +1,316 @@
+"""Train a :class:`~remask.models.tiny.TinyTransformer` as a masked diffusion model on an oracle.
+
+coherence.md §3.3 (b)-(c): a small MDM trained on samples of an exact oracle adds model
+error (and homogenization excess) to the sampler error, and is the non-exact model on which
+the real-checkpoint estimators (:func:`~remask.analysis.pairwise_cmi`,
+:func:`~remask.analysis.marginal_consistency`, ...) are validated against the model's own
+enumerated values.
+
+Objective (MDLM, arXiv 2406.07524; LLaDA, arXiv 2502.09992 eq. 3): for a clean sequence
+x₀ of length L, draw ``t ~ U(ε, 1)`` per sequence, mask every token independently with
+probability t, and minimise
+
+    ℒ(θ) = −E_{t, x₀, x_t} [ (1 / t) Σ_{i=1}^{L} 1[x_t^i = M] log p_θ(x₀^i | x_t) ] / L,
+
+the per-token normalisation of LLaDA's pre-training code (sum over the batch divided by
+B · L; an upper bound on the negative log-likelihood per token).
+
+Vocabulary: an oracle's mask id is ``vocab_size`` with no logit column (MDLM style), while a
+TinyTransformer's mask is its last logit column (LLaDA style). The network is therefore
+built with ``oracle.vocab_size + 1`` columns, so both mask ids are the same integer, and
+:class:`ToyModel` drops the mask column from the logits: the trained model then has exactly
+the oracle's ``mask_id``/``vocab_size`` and every analysis function compares the two
+directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from remask.analysis._util import check_oracle
+from remask.models.tiny import TinyTransformer
+
+__all__ = ["ToyModel", "diffusion_loss", "load_toy", "train_toy"]
+
+CONFIG_NAME = "toy_config.json"
+WEIGHTS_NAME = "model.pt"
+# Largest pool of oracle samples drawn up front (rows); batches are drawn from it with
+# replacement, which for the small supports of toy oracles is indistinguishable from fresh
+# samples and avoids one ancestral pass per step.
+_POOL_LIMIT = 1 << 17
+
+
+class ToyModel(nn.Module):
+    """A TinyTransformer seen through an oracle's vocabulary, as a Denoiser.
+
+    Parameters
+    ----------
+    net : TinyTransformer
+        With ``vocab_size = V + 1`` columns, the last one its mask.
+    config : dict, optional
+        Training configuration, kept for the checkpoint and reports.
+
+    Attributes
+    ----------
+    mask_id : int
+        ``V``, the oracle's mask id (equal to ``net.mask_id``).
+    vocab_size : int
+        ``V`` logit columns (the network's mask column is dropped).
+    seq_len_trained : int
+        Sequence length of the training samples.
+    history : dict
+        ``{"step": [...], "loss": [...]}`` recorded by :func:`train_toy`.
+    """
+
+    def __init__(self, net: TinyTransformer, *, config: dict | None = None):
+        super().__init__()
+        if not isinstance(net, TinyTransformer):
+            raise TypeError(f"net must be a TinyTransformer, got {type(net).__name__}")
+        self.net = net
+        self.vocab_size = net.vocab_size - 1
+        self.mask_id = net.mask_id  # == vocab_size: the oracle's mask id
+        self.config = dict(config or {})
+        self.seq_len_trained = int(self.config.get("seq_len", net.max_len))
+        self.history: dict = {"step": [], "loss": []}
+
+    def __repr__(self) -> str:
+        c = self.net.config
+        return (f"ToyModel(vocab_size={self.vocab_size}, width={c['width']}, depth={c['depth']}, "
+                f"heads={c['heads']}, steps={self.config.get('steps', '?')})")
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.head.weight.device
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the oracle's vocabulary.
+
+        Parameters
+        ----------
+        tokens : (B, L) int64
+            Token ids in ``[0, V)`` and ``mask_id = V`` at masked positions.
+        attention_mask : (B, L) bool, optional
+            False on padding.
+
+        Returns
+        -------
+        (B, L, V) float32
+            Differentiable in ``train()`` mode, no autograd graph in eval mode.
+        """
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+            raise TypeError(f"tokens must be a (B, L) int64 tensor, got {getattr(tokens, 'shape', tokens)!r}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > self.mask_id):
+            raise ValueError(
+                f"token ids must lie in [0, {self.mask_id}] (mask_id={self.mask_id}), got "
+                f"[{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        return self.net(tokens, attention_mask)[..., : self.vocab_size]  # drop the mask column
+
+
+def diffusion_loss(model: ToyModel, tokens: torch.Tensor, *, generator: torch.Generator | None = None,
+                   eps: float = 1e-3) -> torch.Tensor:
+    """The MDLM/LLaDA masked-diffusion loss of a batch (LLaDA arXiv 2502.09992 eq. 3).
+
+    Parameters
+    ----------
+    model : ToyModel
+        In ``train()`` mode for a differentiable loss, eval mode for evaluation.
+    tokens : (B, L) int64
+        Clean sequences x₀ (no mask id).
+    generator : torch.Generator, optional
+        Source of t and of the masks (fix it for a reproducible evaluation).
+    eps : float
+        ``t ~ U(eps, 1)``: the lower bound keeps the 1/t weight finite.
+
+    Returns
+    -------
+    () float32
+        ``Σ_b Σ_i 1[masked] CE_bi / t_b`` divided by ``B · L``.
+    """
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+    B, L = tokens.shape
+    t = eps + (1.0 - eps) * torch.rand(B, 1, generator=generator)  # (B, 1)
+    masked = torch.rand(B, L, generator=generator) < t  # (B, L)
+    noisy = torch.where(masked, torch.full_like(tokens, model.mask_id), tokens)
+    logits = model(noisy)  # (B, L, V)
+    ce = nn.functional.cross_entropy(logits.reshape(B * L, -1).float(), tokens.reshape(-1),
+                                     reduction="none").view(B, L)
+    # Unmasked positions carry no loss (and no gradient); 1/t reweights each sequence.
+    return (torch.where(masked, ce, torch.zeros_like(ce)) / t).sum() / (B * L)
+
+
+def _draw_samples(oracle, n: int, seed: int) -> torch.Tensor:
+    """(n, seq_len) exact samples: the oracle's own sampler, or ancestral exact sampling."""
+    if callable(getattr(oracle, "sample", None)):
+        return oracle.sample(n, seed=seed).long()
+    from remask.analysis.exact import exact_samples
+
+    return exact_samples(oracle, n, seed=seed)
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
+              width: int = 32, depth: int = 2, heads: int = 4, eps: float = 1e-3,
+              out: str | os.PathLike | None = None, progress: bool = True) -> ToyModel:
+    """Train a TinyTransformer as a masked diffusion model on exact samples of ``oracle``.
+
+    Each step draws ``batch_size`` sequences from a pool of exact oracle samples, masks
+    them (module docstring) and takes one AdamW step on :func:`diffusion_loss`; the learning
+    rate warms up linearly over the first 5% of the steps and then decays with a cosine to
+    10% of ``lr``. CPU-friendly: V=3, L=6, width 32, 2 layers trains in well under a minute.
+
+    Parameters
+    ----------
+    oracle : exact oracle
+        Needs ``mask_id == vocab_size``, ``seq_len`` and ``log_prob`` (e.g.
+        :class:`~remask.models.markov.MarkovChainOracle` or the toys of
+        :mod:`remask.models.toys`); samples come from its ``sample`` method if it has one.
+    steps : int
+        Optimiser steps (0 returns the untrained, seeded network).
+    batch_size : int
+        Sequences per step.
+    lr : float
+        Peak learning rate.
+    seed : int
+        Seeds the initialisation, the sample pool and the masks.
+    width, depth, heads : int
+        TinyTransformer size.
+    eps : float
+        Lower bound of the masking ratio t.
+    out : str or PathLike, optional
+        Directory to write the checkpoint to (``model.pt`` state dict and ``toy_config.json``);
+        load it with :func:`load_toy`.
+    progress : bool
+        Show a tqdm progress bar with the running loss.
+
+    Returns
+    -------
+    ToyModel
+        In eval mode; the TinyTransformer is ``model.net``, the loss curve ``model.history``.
+
+    Examples
+    --------
+    >>> from remask.models.markov import MarkovChainOracle
+    >>> oracle = MarkovChainOracle(3, 6, seed=0)
+    >>> model = train_toy(oracle, steps=10, progress=False)
+    >>> model.vocab_size, model.mask_id
+    (3, 3)
+    """
+    check_oracle(oracle)
+    if oracle.mask_id != oracle.vocab_size:
+        raise ValueError(
+            f"train_toy needs an oracle whose mask id is vocab_size (no mask column), got "
+            f"mask_id={oracle.mask_id}, vocab_size={oracle.vocab_size}"
+        )
+    steps = _check_int("steps", steps, 0)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    seed = _check_int("seed", seed, 0)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    L = int(oracle.seq_len)
+    config = dict(vocab_size=oracle.vocab_size, seq_len=L, steps=steps, batch_size=batch_size, lr=float(lr),
+                  seed=seed, width=width, depth=depth, heads=heads, eps=float(eps), oracle=repr(oracle),
+                  objective="LLaDA arXiv 2502.09992 eq. 3 (1/t-weighted masked cross-entropy / (B L))")
+    net = TinyTransformer(oracle.vocab_size + 1, width=width, depth=depth, heads=heads, max_len=L, seed=seed,
+                          logit_scale=1.0)
+    model = ToyModel(net, config=config)
+    if steps:
+        _fit(model, oracle, steps=steps, batch_size=batch_size, lr=float(lr), seed=seed, eps=float(eps),
+             progress=progress)
+    model.eval()
+    if out is not None:
+        save_toy(model, out)
+    return model
+
+
+def _fit(model: ToyModel, oracle, *, steps: int, batch_size: int, lr: float, seed: int, eps: float,
+         progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    pool = _draw_samples(oracle, min(steps * batch_size, _POOL_LIMIT), seed)  # (N, L)
+    g = torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warm = max(1, steps // 20)
+
+    def schedule(k: int) -> float:
+        if k < warm:
+            return (k + 1) / warm
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (k - warm) / max(1, steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    record = max(1, steps // 200)  # ~200 points of the loss curve
+    running = None
+    bar = tqdm(range(steps), desc="train_toy", disable=not progress, leave=False)
+    for k in bar:
+        batch = pool[torch.randint(len(pool), (batch_size,), generator=g)]
+        loss = diffusion_loss(model, batch, generator=g, eps=eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        value = float(loss.detach())
+        # An exponential average: single-batch losses are noisy because of the 1/t weight.
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if k % record == 0 or k == steps - 1:
+            model.history["step"].append(k)
+            model.history["loss"].append(running)
+            bar.set_postfix(loss=f"{running:.4f}")
+    bar.close()
+    model.config["final_loss"] = running
+
+
+def save_toy(model: ToyModel, out: str | os.PathLike) -> None:
+    """Write ``model.pt`` (the TinyTransformer's state dict) and ``toy_config.json`` to ``out``."""
+    if not isinstance(model, ToyModel):
+        raise TypeError(f"model must be a ToyModel, got {type(model).__name__}")
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    torch.save(model.net.state_dict(), os.path.join(out, WEIGHTS_NAME))
+    with open(os.path.join(out, CONFIG_NAME), "w") as f:
+        json.dump({"net": model.net.config, "train": model.config, "history": model.history}, f, indent=2)
+
+
+def is_toy_checkpoint(path) -> bool:
+    """Whether ``path`` is a directory written by :func:`train_toy` (``out=``)."""
+    try:
+        return os.path.isfile(os.path.join(os.fspath(path), CONFIG_NAME))
+    except TypeError:
+        return False
+
+
+def load_toy(path: str | os.PathLike) -> ToyModel:
+    """Load a checkpoint written by :func:`train_toy` (``out=path``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The checkpoint directory.
+
+    Returns
+    -------
+    ToyModel
+        In eval mode, with its training config and loss history.
+    """
+    if not is_toy_checkpoint(path):
+        raise ValueError(f"{os.fspath(path)!r} is not a train_toy checkpoint directory (no {CONFIG_NAME})")
+    path = os.fspath(path)
+    with open(os.path.join(path, CONFIG_NAME)) as f:
+        meta = json.load(f)
+    net = TinyTransformer(**meta["net"])
+    net.load_state_dict(torch.load(os.path.join(path, WEIGHTS_NAME), map_location="cpu", weights_only=True))
+    model = ToyModel(net, config=meta.get("train"))
+    model.history = meta.get("history", {"step": [], "loss": []})
+    return model.eval()
