@@ -7,14 +7,16 @@ index, ``Canvas.window`` names the left-most block that still holds a mask, and
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from remask import kernels
 from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas
 
-__all__ = ["SCORES", "make_canvas", "masked_positions", "denoise", "score_proposals", "demote",
-           "commit", "even_split", "block_mask_count"]
+__all__ = ["SCORES", "Prediction", "make_canvas", "masked_positions", "denoise", "predict",
+           "score_proposals", "demote", "commit", "even_split", "block_mask_count", "spacing_filter"]
 
 #: Per-position scores a sampler can rank proposals by (higher = commit first).
 SCORES = ("prob", "margin", "entropy", "random")
@@ -84,6 +86,42 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
     guided = un + (cfg_scale + 1) * (cond - un)  # (B, L, V)
     # Columns that are -inf in both branches (the mask token) would give -inf - -inf = NaN.
     return torch.where(cond == un, cond, guided), 2
+
+
+class Prediction(NamedTuple):
+    """One forward pass and the proposals at the eligible positions (see :func:`predict`).
+
+    Attributes
+    ----------
+    eligible : (B, L) bool
+        Masked positions of the active block.
+    logits : (B, L, V) float
+        The (guided) logits.
+    proposal : kernels.Proposal
+        Token, prob, margin and entropy per eligible position.
+    evaluations : int
+        Denoiser evaluations per row (what ``commit`` charges).
+    """
+
+    eligible: torch.Tensor
+    logits: torch.Tensor
+    proposal: kernels.Proposal
+    evaluations: int
+
+
+def predict(canvas: Canvas, denoiser, generator: torch.Generator, step: int, *, temperature: float,
+            cfg_scale: float = 0.0) -> Prediction:
+    """The first half of every confidence-style step: which positions may commit, one forward
+    pass, and a proposal for each of them.
+
+    Randomness is counter-based and keyed by (run seed, step number), so a step is a pure
+    function of its inputs.
+    """
+    eligible = masked_positions(canvas, denoiser.mask_id) & canvas.active  # (B, L)
+    logits, evaluations = denoise(denoiser, canvas, cfg_scale=cfg_scale)  # (B, L, V)
+    proposal = kernels.propose(logits, temperature=temperature, seed=generator.initial_seed(),
+                               offset=step, rows=eligible)
+    return Prediction(eligible, logits, proposal, evaluations)
 
 
 def score_proposals(proposal: kernels.Proposal, kind: str, *, seed: int, offset: int) -> torch.Tensor:

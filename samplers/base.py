@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
-__all__ = ["Canvas", "StepInfo", "Sampler", "State", "Callback"]
+__all__ = ["Canvas", "StepInfo", "StepState", "Sampler", "State", "Callback"]
 
 
 class Canvas(NamedTuple):
@@ -73,6 +73,20 @@ class StepInfo(NamedTuple):
     committed: torch.Tensor
     proposal: torch.Tensor
     score: torch.Tensor
+
+
+class StepState(NamedTuple):
+    """The state of samplers that need nothing beyond the canvas and a step counter.
+
+    Attributes
+    ----------
+    canvas : Canvas
+    step : int
+        Steps taken so far (the offset of the step's random streams).
+    """
+
+    canvas: Canvas
+    step: int
 
 
 class State(Protocol):

@@ -44,28 +44,14 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import commit, denoise, masked_positions, score_proposals, spacing_filter
-from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
+from remask.samplers._blocks import commit, predict, score_proposals, spacing_filter
+from remask.samplers.base import Canvas, Sampler, StepState, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
-__all__ = ["EntropyBound", "EntropyBoundInfo", "EntropyBoundState"]
+__all__ = ["EntropyBound", "EntropyBoundInfo"]
 
 #: Orderings: lowest entropy first, highest proposal probability first, largest top-1/top-2 margin first.
 ORDERINGS = ("entropy", "prob", "margin")
-
-
-class EntropyBoundState(NamedTuple):
-    """State of :class:`EntropyBound`.
-
-    Attributes
-    ----------
-    canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
-    """
-
-    canvas: Canvas
-    step: int
 
 
 class EntropyBoundInfo(NamedTuple):
@@ -146,23 +132,16 @@ class EntropyBound(Sampler):
         _check_float(self.cfg_scale, "cfg_scale", low=0.0)
 
     # ------------------------------------------------------------------ init
-    def init(self, canvas: Canvas, denoiser) -> EntropyBoundState:
-        return EntropyBoundState(canvas=canvas, step=0)
+    def init(self, canvas: Canvas, denoiser) -> StepState:
+        return StepState(canvas=canvas, step=0)
 
     # ------------------------------------------------------------------ step
-    def step(self, state: EntropyBoundState, denoiser, generator: torch.Generator):
-        canvas = state.canvas
-        mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
-
-        logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
-        seed = generator.initial_seed()
-        proposal = kernels.propose(
-            logits, temperature=self.temperature, seed=seed, offset=state.step, rows=eligible
-        )
+    def step(self, state: StepState, denoiser, generator: torch.Generator):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+                                                     temperature=self.temperature, cfg_scale=self.cfg_scale)
         # The ordering never uses the random stream (no "random" score), so seed/offset only
         # matter for the proposal.
-        score = score_proposals(proposal, self.score, seed=seed, offset=state.step)  # (B, L)
+        score = score_proposals(proposal, self.score, seed=generator.initial_seed(), offset=state.step)
 
         # Largest prefix in score order with Σ H − max H ≤ γ (nats), at least one per row.
         committed = kernels.entropy_budget_mask(score, proposal.entropy, self.gamma, eligible)  # (B, L)
@@ -170,11 +149,11 @@ class EntropyBound(Sampler):
             # A row selects at most its active block: a static bound on the greedy loop.
             committed = spacing_filter(committed, score, self.min_spacing, self.block_length)
 
-        new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
+        new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
         info = EntropyBoundInfo(
             committed=committed,
             proposal=proposal.tokens,
             score=torch.where(eligible, score, float("-inf")),
             entropy=proposal.entropy,
         )
-        return EntropyBoundState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas, step=state.step + 1), info

@@ -34,16 +34,15 @@ blocks independently; any ``gen_length``/``block_length``; ties to the lower pos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
-from remask.samplers._blocks import commit, denoise, masked_positions
-from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float
+from remask.samplers._blocks import commit, predict
+from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float
 from remask.samplers.registry import register
 
 from remask import kernels
 
-__all__ = ["Factor", "FactorState", "factor_count"]
+__all__ = ["Factor", "factor_count"]
 
 
 def factor_count(score: torch.Tensor, eligible: torch.Tensor, factor: float) -> torch.Tensor:
@@ -72,20 +71,6 @@ def factor_count(score: torch.Tensor, eligible: torch.Tensor, factor: float) -> 
     within = n <= eligible.sum(-1, keepdim=True)  # (B, L) ranks that exist
     passes = (ranked >= bar) & within  # (B, L)
     return passes.long().cumprod(-1).sum(-1)  # (B,) length of the leading passing run
-
-
-class FactorState(NamedTuple):
-    """State of :class:`Factor`.
-
-    Attributes
-    ----------
-    canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
-    """
-
-    canvas: Canvas
-    step: int
 
 
 @register("factor")
@@ -130,20 +115,15 @@ class Factor(Sampler):
             raise ValueError(f"factor must be finite, got {self.factor!r}")
         _check_float(self.temperature, "temperature", low=0.0)
 
-    def init(self, canvas: Canvas, denoiser) -> FactorState:
-        return FactorState(canvas=canvas, step=0)
+    def init(self, canvas: Canvas, denoiser) -> StepState:
+        return StepState(canvas=canvas, step=0)
 
-    def step(self, state: FactorState, denoiser, generator: torch.Generator):
-        canvas = state.canvas
-        mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
-
-        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   seed=generator.initial_seed(), offset=state.step, rows=eligible)
+    def step(self, state: StepState, denoiser, generator: torch.Generator):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+                                                     temperature=self.temperature)
         k = factor_count(proposal.prob, eligible, self.factor)  # (B,)
         committed = kernels.topk_mask(proposal.prob, k, eligible)  # (B, L)
-        new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
+        new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, proposal.prob, float("-inf")))
-        return FactorState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas, step=state.step + 1), info

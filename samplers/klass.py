@@ -71,7 +71,7 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import block_mask_count, commit, denoise, even_split, masked_positions
+from remask.samplers._blocks import block_mask_count, commit, even_split, predict
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -259,14 +259,11 @@ class Klass(Sampler):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         active = canvas.active  # (B, L)
-        eligible = masked_positions(canvas, mask_id) & active  # (B, L)
         B, L = canvas.tokens.shape
-
-        logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
+        eligible, logits, proposal, evaluations = predict(canvas, denoiser, generator, state.step,
+                                                          temperature=self.temperature,
+                                                          cfg_scale=self.cfg_scale)
         seed = generator.initial_seed()
-        proposal = kernels.propose(
-            logits, temperature=self.temperature, seed=seed, offset=state.step, rows=eligible
-        )
         confidence = proposal.prob  # (B, L)
 
         # Step-to-step KL at the active block's positions (the previous logits were kept

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import block_mask_count, commit, denoise, even_split, masked_positions
+from remask.samplers._blocks import block_mask_count, commit, even_split, predict
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -218,13 +218,8 @@ class PCSampler(Sampler):
     def step(self, state: PCSamplerState, denoiser, generator: torch.Generator):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
-
-        logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
-        proposal = kernels.propose(
-            logits, temperature=self.temperature, seed=generator.initial_seed(), offset=state.step,
-            rows=eligible,
-        )
+        eligible, _, proposal, evaluations = predict(canvas, denoiser, generator, state.step,
+                                                     temperature=self.temperature, cfg_scale=self.cfg_scale)
         score = pc_score(proposal.prob, proposal.tokens, state.offset, lambd=self.lambd,
                          alpha=self.alpha, background=state.background)  # (B, L)
 

@@ -58,7 +58,7 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import block_mask_count, commit, denoise, even_split, masked_positions
+from remask.samplers._blocks import block_mask_count, commit, denoise, even_split
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.dream import filter_logits
 from remask.samplers.registry import register

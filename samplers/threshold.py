@@ -36,30 +36,15 @@ Departures from the reference code (all deliberate):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
-from remask.samplers._blocks import commit, denoise, masked_positions, spacing_filter
-from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
+from remask.samplers._blocks import commit, predict, spacing_filter
+from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float, _check_int
 from remask.samplers.registry import register
 
 from remask import kernels
 
-__all__ = ["Threshold", "ThresholdState"]
-
-
-class ThresholdState(NamedTuple):
-    """State of :class:`Threshold`.
-
-    Attributes
-    ----------
-    canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
-    """
-
-    canvas: Canvas
-    step: int
+__all__ = ["Threshold"]
 
 
 @register("threshold")
@@ -111,23 +96,18 @@ class Threshold(Sampler):
         if self.min_spacing is not None:
             _check_int(self.min_spacing, "min_spacing", low=1)
 
-    def init(self, canvas: Canvas, denoiser) -> ThresholdState:
-        return ThresholdState(canvas=canvas, step=0)
+    def init(self, canvas: Canvas, denoiser) -> StepState:
+        return StepState(canvas=canvas, step=0)
 
-    def step(self, state: ThresholdState, denoiser, generator: torch.Generator):
-        canvas = state.canvas
-        mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
-
-        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   seed=generator.initial_seed(), offset=state.step, rows=eligible)
+    def step(self, state: StepState, denoiser, generator: torch.Generator):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+                                                     temperature=self.temperature)
         committed = kernels.threshold_mask(proposal.prob, self.threshold, eligible)  # (B, L)
         if self.min_spacing is not None:
             # At most block_length positions are eligible: a static bound on the rank loop.
             committed = spacing_filter(committed, proposal.prob, self.min_spacing,
                                        max_candidates=self.block_length)
-        new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
+        new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, proposal.prob, float("-inf")))
-        return ThresholdState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas, step=state.step + 1), info

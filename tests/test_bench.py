@@ -18,8 +18,8 @@ def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
     assert tuple(rows[0].keys()) == CSV_FIELDS
     quality = [r for r in rows if r["name"] == "sampler_quality"]
     overhead = [r for r in rows if r["name"] == "sampler_overhead"]
-    # two settings each in quick mode, five statistics per setting
-    assert len(quality) == 2 * 2 * 5 and {r["unit"] for r in quality} == {"nfe", "tokens_per_step", "kl_nats",
+    # one setting each in quick mode, five statistics per setting
+    assert len(quality) == 2 * 1 * 5 and {r["unit"] for r in quality} == {"nfe", "tokens_per_step", "kl_nats",
                                                                           "tv", "validity"}
     assert {r["variant"].split(" [")[0] for r in overhead} == {"low_confidence", "threshold"}
     for r in rows:
@@ -28,6 +28,7 @@ def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
         assert math.isfinite(float(r["median"]))
     nfe = {r["variant"]: float(r["median"]) for r in quality if r["unit"] == "nfe"}
     assert nfe["low_confidence [1 tok/step]"] == 8.0  # one token per step over gen_length 8
-    assert nfe["low_confidence [2 tok/step]"] == 4.0
+    assert 1.0 <= nfe["threshold [tau=0.9]"] <= 8.0
     for r in overhead:
-        assert float(r["derived"]) >= 0 and r["derived_unit"] == "overhead/forward"
+        assert r["unit"] == "overhead/forward" and float(r["p20"]) <= float(r["median"]) <= float(r["p80"])
+        assert float(r["derived"]) > 0 and r["derived_unit"] == "ms per run"
