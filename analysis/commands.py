@@ -21,7 +21,6 @@ import warnings
 
 import numpy as np
 import torch
-
 from remask.analysis._util import call_log_probs, check_model, check_oracle
 
 __all__ = [
@@ -180,9 +179,8 @@ def analyze_homogenization(model, *, out, gen_length: int | None = None, n_canva
     dict
         ``command``, ``model``, ``config``, ``by_distance`` (lists keyed by statistic, nats).
     """
-    from tqdm.auto import tqdm
-
     from remask.analysis.homogenization import homogenization_profile
+    from tqdm.auto import tqdm
 
     check_model(model)
     n = _check_positive("n_canvases", n_canvases)
@@ -270,9 +268,8 @@ def analyze_cmi(model, *, out, gen_length: int | None = None, n_canvases: int = 
         ``distant_mean`` (|i − j| ≥ G/2), ``asymmetry_mean`` (mean |I(i;j) − I(j;i)|),
         ``missed_mass_mean``, ``mode``.
     """
-    from tqdm.auto import tqdm
-
     from remask.analysis.estimators import pairwise_cmi
+    from tqdm.auto import tqdm
 
     check_model(model)
     n = _check_positive("n_canvases", n_canvases)
@@ -360,9 +357,8 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
         validity per named partition) and ``tc_total`` (the one-step KL, TC of the
         generated block).
     """
-    from tqdm.auto import tqdm
-
     from remask.analysis.exact import exact_samples, partition_error, sampler_error
+    from tqdm.auto import tqdm
 
     check_oracle(oracle)
     n_samples = _check_positive("n_samples", n_samples)

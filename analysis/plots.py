@@ -271,7 +271,10 @@ def plot_markov_homogenization(distance, kl, rate, cmi_first, cmi_adjacent, stat
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     ax = axes[0]
     ax.semilogy(d, kl, "o-", label="exact KL(p(x_d | x_0) ‖ π)")
-    ax.semilogy(d, kl[0] * rate ** (d - d[0]), "k--", lw=1, label=f"∝ |λ₂|^(2d), |λ₂|² = {rate:.3f}")
+    # Anchored mid-curve: the slopes are what compare (a near-degenerate λ₂ adds a slowly
+    # varying polynomial prefactor, so the curve runs slightly above the pure rate).
+    mid = len(d) // 2
+    ax.semilogy(d, kl[mid] * rate ** (d - d[mid]), "k--", lw=1, label=f"∝ |λ₂|^(2d), |λ₂|² = {rate:.3f}")
     ax.set(xlabel="distance d to the observed token [positions]", ylabel=f"KL [{unit}]",
            title="masked marginals homogenize geometrically")
     ax.legend(fontsize=8)

@@ -31,9 +31,9 @@ import os
 
 import numpy as np
 import torch
+from remask.analysis._util import check_oracle
 from torch import nn
 
-from remask.analysis._util import check_oracle
 from remask.models.tiny import TinyTransformer
 
 __all__ = ["ToyModel", "diffusion_loss", "load_toy", "train_toy"]

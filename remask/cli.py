@@ -134,11 +134,23 @@ def _sampler_options(fn):
 @click.option("--prompt-ids", multiple=True, help="A prompt as token ids, e.g. '1,2,3' (repeat for a batch).")
 @click.option("--prompt", "prompts", multiple=True, help="A text prompt (needs a tokenizer; repeatable).")
 @click.option("--chat", is_flag=True, help="Wrap text prompts in the tokenizer's chat template.")
-def generate(model_spec, sampler, sets, seed, as_json, progress, gen_length, prompt_ids, prompts, chat):
+@click.option("--cache", type=click.Choice(["none", "prefix", "dual"]), default="none", show_default=True,
+              help="Fast-dLLM KV cache for blockwise samplers (LLaDA/Dream checkpoints).")
+@click.option("--cache-refresh", type=click.IntRange(min=1), default=None,
+              help="Also refresh the cache every N steps (default: at each block start only).")
+def generate(model_spec, sampler, sets, seed, as_json, progress, gen_length, prompt_ids, prompts, chat,
+             cache, cache_refresh):
     """Generate GEN_LENGTH tokens after each prompt."""
     from remask.samplers import generate as run
 
     model = _load(model_spec)
+    if cache != "none":
+        from remask.models import CachedDenoiser
+
+        try:
+            model = CachedDenoiser(model, mode=cache, refresh_every=cache_refresh)
+        except (TypeError, ValueError) as error:
+            raise click.UsageError(str(error)) from None
     config = _build(sampler, sets)
     if prompt_ids and prompts:
         raise click.UsageError("give either --prompt-ids or --prompt, not both")

@@ -62,7 +62,9 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
     """Call the denoiser on the canvas, with optional classifier-free guidance.
 
     The unconditional branch replaces every fixed real token (prompt, infill context) by the
-    mask, and both branches go through the model in one batched call;
+    mask — except the first real token of a shifted model (``denoiser.shift > 0``, Dream),
+    which has nothing before it to be predicted from — and both branches go through the model
+    in one batched call;
     ``logits = un + (s + 1) (cond - un)`` (LLaDA, arXiv 2502.09992, App. B).
 
     Returns
@@ -78,6 +80,11 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
         logits = check_logits(denoiser(tokens, attention_mask, **extra), tokens, denoiser.vocab_size)
         return logits, 1
     fixed = attention_mask & ~canvas.editable  # (B, L)
+    if getattr(denoiser, "shift", 0) > 0:
+        # A shifted model (Dream) predicts position i from output i - 1: its first real token
+        # (BOS) has no predecessor and must stay, so the unconditional branch keeps it.
+        first = attention_mask & (attention_mask.long().cumsum(-1) == 1)  # (B, L)
+        fixed = fixed & ~first
     unconditional = torch.where(fixed, denoiser.mask_id, tokens)  # (B, L)
     both = torch.cat([tokens, unconditional])  # (2B, L)
     extra = {k: v.repeat(2, 1) for k, v in extra.items()}

@@ -4,6 +4,7 @@ Everything here satisfies the Denoiser protocol of DESIGN.md §2; ``load_model(s
 resolves a spec string to one.
 """
 
+from remask.models.cache import CachedDenoiser
 from remask.models.checkpoints import FAMILIES, load_checkpoint
 from remask.models.hf import HFMaskedLM
 from remask.models.loading import load_model, parse_spec
@@ -12,6 +13,7 @@ from remask.models.protocol import Denoiser, check_logits
 from remask.models.tiny import TinyTransformer
 
 __all__ = [
+    "CachedDenoiser",
     "Denoiser",
     "FAMILIES",
     "HFMaskedLM",

@@ -43,6 +43,7 @@ def test_homogenization_on_an_oracle(tmp_path, plotting):
 
 def test_homogenization_of_a_trained_toy_against_its_oracle(tmp_path, plotting):
     from remask.analysis import train_toy
+
     from remask.models import load_model
 
     train_toy(load_model(ORACLE), steps=5, batch_size=8, out=tmp_path / "toy", progress=False)

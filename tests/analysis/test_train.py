@@ -9,9 +9,16 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from remask.analysis import ToyModel, diffusion_loss, load_toy, marginal_consistency, pairwise_cmi, train_toy
+from remask.analysis import (
+    ToyModel,
+    diffusion_loss,
+    load_toy,
+    marginal_consistency,
+    pairwise_cmi,
+    train_toy,
+)
 from remask.analysis._util import call_log_probs, kl
+
 from remask.models.markov import MarkovChainOracle
 
 V, L = 3, 6

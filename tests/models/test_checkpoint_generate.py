@@ -243,3 +243,32 @@ def test_chat_prompt_on_golden_checkpoint_with_tokenizer(kind, tokenized_dirs):
                      "--prompt", "w10 w11", "--chat", "--json", "--no-progress")
     model = load_checkpoint(tokenized_dirs[kind])
     _check_output(result, [[5, 10, 11, 6, 7]], model.mask_id, gen_length=6)
+
+
+def test_guidance_on_shifted_model_keeps_the_first_token():
+    """Dream predicts position i from output i - 1: CFG's unconditional branch must keep BOS."""
+    model = load_checkpoint(GOLDEN / "dream_tiny")
+    calls = []
+
+    class Spy:
+        mask_id, vocab_size, shift = model.mask_id, model.vocab_size, model.shift
+
+        def __call__(self, tokens, attention_mask=None):
+            calls.append(tokens.clone())
+            return model(tokens, attention_mask)
+
+    out = remask.generate(Spy(), [[7, 8, 9]], build("low_confidence", cfg_scale=1.0, steps=2), gen_length=4, seed=0)
+    assert not bool((out.tokens == model.mask_id).any())
+    unconditional = calls[0][1]
+    assert unconditional[0].item() == 7 and unconditional[1:3].tolist() == [model.mask_id] * 2
+
+
+def test_cli_cache_option_matches_uncached_with_refresh_every_step():
+    args = ["generate", "--model", str(GOLDEN / "llada_tiny"), "--prompt-ids", "5,6,7", "--gen-length", "8",
+            "--set", "block_length=4", "--json", "--no-progress"]
+    plain = json.loads(_invoke(*args).stdout)
+    cached = _invoke(*args, "--cache", "dual", "--cache-refresh", "1")
+    assert cached.exit_code == 0, cached.output
+    assert json.loads(cached.stdout)["rows"] == plain["rows"]
+    bad = _invoke("generate", "--model", "tiny", "--gen-length", "4", "--cache", "prefix")
+    assert bad.exit_code == 2 and "Error" in bad.output
