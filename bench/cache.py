@@ -132,7 +132,7 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "c
         One timed repeat and a shorter canvas (L = 128: 32 prompt + 96 generated), well under
         a minute on a 2-core CPU; otherwise 5 repeats at L = 256.
     out : path, optional
-        CSV path; default ``bench/results/cache_<device>.csv``.
+        CSV path; default ``bench/results/cache_<device>.csv`` (``..._quick.csv`` when quick).
     preset : str
         Model shape, a key of :data:`PRESETS`.
     device : str, optional
@@ -209,7 +209,8 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "c
             row("cache_agreement", name, [agreement], "fraction", extra=extra)
     results += _golden_agreement(env, quick)
 
-    path = write_csv(results, out or RESULTS / f"cache_{dev.type}.csv")
+    # A quick run never replaces the committed full results.
+    path = write_csv(results, out or RESULTS / f"cache_{dev.type}{'_quick' if quick else ''}.csv")
     for r in results:
         derived = f"  {r.derived} {r.derived_unit}" if r.derived is not None else ""
         print(f"{r.name:16s} {r.variant:22s} median {r.median:9.4f} {r.unit:8s} "

@@ -91,7 +91,7 @@ def main(quick: bool = False, out: str | Path | None = None) -> list[Result]:
     quick : bool
         Fewer repeats (well under 3 minutes on a 2-core CPU).
     out : path, optional
-        CSV path; default ``bench/results/kernels_<device>.csv``.
+        CSV path; default ``bench/results/kernels_<device>.csv`` (``..._quick.csv`` when quick).
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     env = environment(device)
@@ -121,7 +121,8 @@ def main(quick: bool = False, out: str | Path | None = None) -> list[Result]:
                 date=env["date"]))
             print(f"{name:16s} {results[-1].variant:9s} {backend:7s} median {stats['median']:9.2f} ms"
                   f"  [p20 {stats['p20']:.2f}, p80 {stats['p80']:.2f}]", flush=True)
-    path = write_csv(results, out or RESULTS / f"kernels_{device.type}.csv")
+    # A quick run never replaces the committed full results.
+    path = write_csv(results, out or RESULTS / f"kernels_{device.type}{'_quick' if quick else ''}.csv")
     print(f"wrote {path}")
     _print_ratios(results, "numba" if device.type == "cpu" else "triton")
     return results

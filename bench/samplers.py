@@ -9,7 +9,8 @@
    (KL(p || q_KT), plug-in TV, validity), next to the noise floor of exact samples. One Pareto
    plot (error vs NFE) per oracle goes to ``bench/results/pareto_<oracle>.png``.
 2. **Overhead** — the time a sampler spends per step outside the model forward, as a fraction
-   of the forward time, on a ``TinyTransformer`` on this CPU at several (B, L, V).
+   of the forward time, on a ``TinyTransformer`` on this CPU (torch's default threads) at
+   several (B, L, V).
 
 Every row lands in one CSV with the shared schema of :mod:`remask.bench.common`; for quality
 rows ``unit`` names the statistic that ``median`` holds (``p20``/``p80`` carry the per-row NFE
@@ -157,7 +158,7 @@ def overhead(*, quick: bool = False, samplers: list[str] | None = None, log=prin
     from remask.models import TinyTransformer
     from remask.samplers import available, build, generate
 
-    shapes = [(1, 64, 1024)] if quick else [(1, 64, 1024), (4, 128, 8192), (1, 256, 32768)]
+    shapes = [(1, 64, 1024)] if quick else [(1, 64, 1024), (4, 128, 8192)]
     out = []
     for B, G, V in shapes:
         model = TinyTransformer(vocab_size=V, width=64, depth=2, heads=4, max_len=G + 8, seed=0)
@@ -178,7 +179,7 @@ def overhead(*, quick: bool = False, samplers: list[str] | None = None, log=prin
                 continue
             # Total and forward time of the same runs; the overhead is their difference.
             totals, forwards = [], []
-            for _ in range(2 if quick else 5):
+            for _ in range(2 if quick else 3):
                 timed.seconds = 0.0
                 start = time.perf_counter()
                 result = generate(timed, [[1, 2, 3, 4]] * B, sampler, gen_length=G, seed=0)
@@ -207,32 +208,56 @@ def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
     picked = [r for r in rows if r.oracle == oracle]
     if not picked:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     names = sorted({r.sampler for r in picked})
     cmap = plt.get_cmap("tab20")
     for i, name in enumerate(names):
         mine = sorted((r for r in picked if r.sampler == name), key=lambda r: r.nfe_mean)
         ax.plot([r.nfe_mean for r in mine], [max(r.kl, 1e-4) for r in mine], "o-", color=cmap(i % 20),
                 label=name, alpha=0.85, markersize=5)
+    offsets = iter([(8, 10), (8, -16)])  # the two reference points often coincide
     for r in picked:
         tag = REFERENCES.get((r.sampler, r.label))
         if tag:
             ax.scatter([r.nfe_mean], [max(r.kl, 1e-4)], s=160, facecolors="none", edgecolors="black", zorder=5)
-            ax.annotate(tag, (r.nfe_mean, max(r.kl, 1e-4)), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    floor = picked[0].kl_floor
-    ax.axhspan(1e-4, max(floor + 2 * picked[0].kl_floor_std, 1e-4), color="grey", alpha=0.2,
-               label="noise floor (exact samples)")
+            ax.annotate(tag, (r.nfe_mean, max(r.kl, 1e-4)), textcoords="offset points", xytext=next(offsets),
+                        fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.5})
+    floor = picked[0].kl_floor + 2 * picked[0].kl_floor_std
+    low = 0.5 * min(min(max(r.kl, 1e-4) for r in picked), floor)
+    ax.axhspan(low, floor, color="grey", alpha=0.2, label="noise floor (exact samples, +2 sd)")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=low)
     ax.set_xlabel("mean NFE (forward passes per sequence)")
     ax.set_ylabel("KL(p || q) to the exact joint [nats]")
     ax.set_title(f"Quality vs cost on the exact '{oracle}' oracle (lower-left is better)")
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def rows_from_csv(path: str | Path) -> list[QualityRow]:
+    """Rebuild the quality rows of a CSV written by :func:`main` (to re-plot without re-running)."""
+    import csv
+
+    stats: dict[tuple[str, str], dict[str, dict]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["name"] == "sampler_quality":
+                stats.setdefault((r["config"], r["variant"]), {})[r["unit"]] = r
+    rows = []
+    for (config, variant), s in stats.items():
+        c = json.loads(config)
+        kl, nfe = s["kl_nats"], s["nfe"]
+        lo, hi = float(kl["p20"]), float(kl["p80"])
+        rows.append(QualityRow(c["oracle"], c["sampler"], variant.split(" [", 1)[1][:-1], c["config"],
+                               float(nfe["median"]), float(nfe["p20"]), float(nfe["p80"]),
+                               float(s["tokens_per_step"]["median"]), float(kl["median"]), float(s["tv"]["median"]),
+                               float(s["validity"]["median"]), (lo + hi) / 2, (hi - lo) / 2, math.nan))
+    return rows
 
 
 def _results(quality_rows: list[QualityRow], overhead_rows: list[dict], backend: str) -> list[Result]:
@@ -260,27 +285,37 @@ def _results(quality_rows: list[QualityRow], overhead_rows: list[dict], backend:
     return out
 
 
-def main(quick: bool = False, out: str | Path | None = None, *, samplers: list[str] | None = None,
-         oracles: list[str] | None = None, n_samples: int | None = None, log=print) -> Path:
-    """Run both benchmarks, write the CSV (and the Pareto plots unless quick); returns the CSV path."""
+def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str, ...] = ("quality", "overhead"),
+         samplers: list[str] | None = None, oracles: list[str] | None = None, n_samples: int | None = None,
+         log=print) -> Path:
+    """Run the benchmark parts, write the CSV (rewritten after each part, so a finished part is
+    never lost) and, for a full quality run, the Pareto plots; returns the CSV path."""
     from remask import kernels
 
+    unknown = sorted(set(parts) - {"quality", "overhead"})
+    if unknown:
+        raise ValueError(f"unknown benchmark part(s) {unknown}; choose from ['quality', 'overhead']")
     path = Path(out) if out else RESULTS / ("samplers_quick.csv" if quick else "samplers_cpu.csv")
-    log("quality vs NFE on exact oracles:")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest (see remask.demo)
-    try:
-        rows, skipped = quality(quick=quick, oracles=oracles, samplers=samplers, n_samples=n_samples, log=log)
-    finally:
-        torch.set_num_threads(threads)
-    for line in skipped:
-        log(f"  skipped {line}")
-    log("overhead outside the forward pass:")
-    over = overhead(quick=quick, samplers=samplers, log=log)
-    write_csv(_results(rows, over, kernels.resolve_backend(device="cpu")), path)
-    if not quick:
-        for oracle in ORACLES:
-            pareto_plot(rows, oracle, path.parent / f"pareto_{oracle}.png")
+    backend = kernels.resolve_backend(device="cpu")
+    rows, over = [], []
+    if "quality" in parts:
+        log("quality vs NFE on exact oracles:")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny tensors: one thread is fastest (see remask.demo)
+        try:
+            rows, skipped = quality(quick=quick, oracles=oracles, samplers=samplers, n_samples=n_samples, log=log)
+        finally:
+            torch.set_num_threads(threads)
+        for line in skipped:
+            log(f"  skipped {line}")
+        write_csv(_results(rows, over, backend), path)
+        if not quick:
+            for oracle in oracles or ORACLES:
+                pareto_plot(rows, oracle, path.parent / f"pareto_{oracle}.png")
+    if "overhead" in parts:
+        log(f"overhead outside the forward pass ({torch.get_num_threads()} torch threads):")
+        over = overhead(quick=quick, samplers=samplers, log=log)
+        write_csv(_results(rows, over, backend), path)
     log(f"wrote {path}")
     return path
 
@@ -291,5 +326,12 @@ if __name__ == "__main__":  # pragma: no cover
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--part", action="append", choices=["quality", "overhead"],
+                        help="run only this part (repeatable; default both)")
+    parser.add_argument("--replot", metavar="CSV", help="only redraw the Pareto plots from a quality CSV")
     args = parser.parse_args()
-    main(quick=args.quick, out=args.out)
+    if args.replot:
+        for oracle in ORACLES:
+            pareto_plot(rows_from_csv(args.replot), oracle, Path(args.replot).parent / f"pareto_{oracle}.png")
+    else:
+        main(quick=args.quick, out=args.out, parts=tuple(args.part or ("quality", "overhead")))

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 
+from remask.bench import report
 from remask.bench import samplers as bench_samplers
 from remask.bench.common import CSV_FIELDS
 
@@ -32,3 +33,8 @@ def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
     for r in overhead:
         assert r["unit"] == "overhead/forward" and float(r["p20"]) <= float(r["median"]) <= float(r["p80"])
         assert float(r["derived"]) > 0 and r["derived_unit"] == "ms per run"
+
+    # The README's tables are rendered from these rows.
+    table = report.samplers_tables(str(path))
+    assert "low_confidence [1 tok/step]" in table and "| 8.00 (8–8) | 1.00 |" in table
+    assert "Noise floor" in table and "Time outside the model forward" in table

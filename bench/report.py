@@ -1,0 +1,134 @@
+"""Render the README's Results tables from the CSVs under ``bench/results/``.
+
+``python -m remask.bench.report`` prints Markdown; every number it prints is a CSV cell (or a
+ratio of two cells of the same run), so the README's tables trace to CSV rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+__all__ = ["kernels_table", "samplers_tables", "cache_table", "main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _read(name: str) -> list[dict]:
+    path = RESULTS / name
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _provenance(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    r = rows[0]
+    versions = json.loads(r["versions"])
+    lib = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    return f"_Device: {r['device']}; {lib}; git {r['sha']}; {r['date']}._"
+
+
+def kernels_table(file: str = "kernels_cpu.csv") -> str:
+    """Median ms per case and dtype, plus the target ratios, from one side-by-side run."""
+    rows = _read(file)
+    if not rows:
+        return f"(no {file})"
+    med = {(r["name"], r["variant"], r["backend"]): float(r["median"]) for r in rows}
+    cases = list(dict.fromkeys((r["name"], r["backend"]) for r in rows))
+    lines = ["| case | backend | float32 ms | bfloat16 ms |", "|---|---|---|---|"]
+    for name, backend in cases:
+        cells = [med.get((name, v, backend)) for v in ("float32", "bfloat16")]
+        lines.append(f"| `{name}` | {backend} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells) + " |")
+    fast = "triton" if any(r["backend"] == "triton" for r in rows) else "numba"
+    lines += ["", f"| ratio ({fast}) | target | float32 | bfloat16 |", "|---|---|---|---|"]
+    checks = [("LLaDA T=0 step / propose T=0", "llada_t0", "torch", "propose_t0", fast, ">= 3x"),
+              ("plain torch fp32 / propose T=0", "torch_fp32", "torch", "propose_t0", fast, ">= 5x"),
+              ("propose T=0 / one plain read", "propose_t0", fast, "floor", "torch", "<= 3x"),
+              ("LLaDA fp64 Gumbel step / propose T=1", "llada_gumbel_t1", "torch", "propose_t1", fast, ">= 25x")]
+    for label, num, nb, den, db, target in checks:
+        cells = []
+        for v in ("float32", "bfloat16"):
+            a, b = med.get((num, v, nb)), med.get((den, v, db))
+            cells.append("-" if a is None or b is None else f"{a / b:.2f}x")
+        lines.append(f"| {label} | {target} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines + ["", _provenance(rows)])
+
+
+def samplers_tables(*files: str) -> str:
+    """Quality vs NFE per oracle, and overhead per sampler and shape (rows of all ``files``;
+    default the quality and overhead CSVs of a full run)."""
+    files = files or ("samplers_cpu.csv", "samplers_overhead_cpu.csv")
+    rows = [row for f in files for row in _read(f)]
+    if not rows:
+        return f"(no {', '.join(files)})"
+    quality = defaultdict(dict)  # (oracle, variant) -> unit -> row
+    for r in rows:
+        if r["name"] == "sampler_quality":
+            quality[(json.loads(r["config"])["oracle"], r["variant"])][r["unit"]] = r
+    out = []
+    for oracle in dict.fromkeys(k[0] for k in quality):
+        out += [f"**{oracle}**", "", "| sampler [setting] | NFE (p20–p80) | tokens/step | KL(p‖q̂) nats | TV | valid |",
+                "|---|---|---|---|---|---|"]
+        floor = None
+        for (o, variant), stats in quality.items():
+            if o != oracle:
+                continue
+            nfe, kl = stats["nfe"], stats["kl_nats"]
+            floor = (float(kl["p20"]) + float(kl["p80"])) / 2, (float(kl["p80"]) - float(kl["p20"])) / 2
+            out.append(f"| {variant} | {float(nfe['median']):.2f} ({float(nfe['p20']):.0f}–{float(nfe['p80']):.0f}) | "
+                       f"{float(stats['tokens_per_step']['median']):.2f} | {float(kl['median']):.3f} | "
+                       f"{float(stats['tv']['median']):.3f} | {float(stats['validity']['median']):.3f} |")
+        if floor:
+            out += ["", f"Noise floor (the same KL for exact samples): {floor[0]:.3f} ± {floor[1]:.3f} nats.", ""]
+    out += [_provenance([r for r in rows if r["name"] == "sampler_quality"]), ""]
+    over = [r for r in rows if r["name"] == "sampler_overhead"]
+    if over:
+        shapes = list(dict.fromkeys(r["config"] for r in over))
+        labels = []
+        for c in shapes:
+            d = json.loads(c)
+            labels.append(f"B={d['B']} L={d['G']} V={d['V']}")
+        out += ["Time outside the model forward, as a fraction of the forward time (median of runs):", "",
+                "| sampler | " + " | ".join(labels) + " |", "|---|" + "---|" * len(shapes)]
+        by = defaultdict(dict)
+        for r in over:
+            by[r["variant"]][r["config"]] = float(r["median"])
+        for sampler, cells in by.items():
+            out.append(f"| {sampler} | " + " | ".join(f"{cells[c]:.0%}" if c in cells else "-" for c in shapes) + " |")
+        out += ["", _provenance(over)]
+    return "\n".join(out)
+
+
+def cache_table(file: str = "cache_cpu.csv") -> str:
+    """Cached vs uncached decoding: ms per step, tokens/s, speedup and token agreement rows."""
+    rows = _read(file)
+    steps = [r for r in rows if r["name"] == "cache_step"]
+    if not steps:
+        return f"(no {file})"
+    cell = {(r["name"], r["variant"]): float(r["median"]) for r in rows}
+    lines = ["| variant | ms/step (p20–p80) | tokens/s | speedup (median of runs) | token agreement: bench model / llada_tiny / dream_tiny |",
+             "|---|---|---|---|---|"]
+    for r in steps:
+        v = r["variant"]
+        speed = cell.get(("cache_speedup", v))
+        agree = [cell.get(("cache_agreement", f"{v}{suffix}")) for suffix in ("", ":llada_tiny", ":dream_tiny")]
+        lines.append(f"| {v} | {float(r['median']):.0f} ({float(r['p20']):.0f}–{float(r['p80']):.0f}) | "
+                     f"{float(r['derived']):.1f} | {'-' if speed is None else f'{speed:.2f}x'} | "
+                     + " / ".join("-" if a is None else f"{a:.2f}" for a in agree) + " |")
+    return "\n".join(lines + ["", _provenance(steps)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    sections = {"kernels": kernels_table, "samplers": samplers_tables, "cache": cache_table}
+    for name in (argv if argv is not None else sys.argv[1:]) or list(sections):
+        print(f"### {name}\n\n{sections[name]()}\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
