@@ -89,16 +89,16 @@ def samplers_tables(*files: str) -> str:
     out += [_provenance([r for r in rows if r["name"] == "sampler_quality"]), ""]
     over = [r for r in rows if r["name"] == "sampler_overhead"]
     if over:
-        shapes = list(dict.fromkeys(r["config"] for r in over))
-        labels = []
-        for c in shapes:
-            d = json.loads(c)
-            labels.append(f"B={d['B']} L={d['G']} V={d['V']}")
+        def shape(r: dict) -> str:
+            d = json.loads(r["config"])
+            return f"B={d['B']} L={d['G']} V={d['V']}"
+
+        shapes = list(dict.fromkeys(shape(r) for r in over))
         out += ["Time outside the model forward, as a fraction of the forward time (median of runs):", "",
-                "| sampler | " + " | ".join(labels) + " |", "|---|" + "---|" * len(shapes)]
+                "| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
         by = defaultdict(dict)
         for r in over:
-            by[r["variant"]][r["config"]] = float(r["median"])
+            by[r["variant"]][shape(r)] = float(r["median"])
         for sampler, cells in by.items():
             out.append(f"| {sampler} | " + " | ".join(f"{cells[c]:.0%}" if c in cells else "-" for c in shapes) + " |")
         out += ["", _provenance(over)]

@@ -15,7 +15,7 @@ from remask import kernels
 from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas
 
-__all__ = ["SCORES", "Prediction", "make_canvas", "masked_positions", "denoise", "predict",
+__all__ = ["SCORES", "BlockSchedule", "Prediction", "make_canvas", "masked_positions", "denoise", "predict",
            "score_proposals", "demote", "commit", "even_split", "block_mask_count", "spacing_filter"]
 
 #: Per-position scores a sampler can rank proposals by (higher = commit first).
@@ -243,3 +243,50 @@ def spacing_filter(
         kept |= take & (position == p)
         blocked |= take & ((position - p).abs() < min_spacing)
     return kept
+
+
+class BlockSchedule(NamedTuple):
+    """LLaDA's per-block commit schedule, per row (arXiv 2502.09992, ``get_num_transfer_tokens``).
+
+    A block's masks are split evenly over the steps allotted to the block, remainder first; the
+    steps of a run are split evenly over its blocks, remainder first. All fields (B,) int64.
+
+    Attributes
+    ----------
+    step : steps taken in the row's active block.
+    masks : masks the active block held when it became active.
+    steps : steps allotted to the active block.
+    """
+
+    step: torch.Tensor
+    masks: torch.Tensor
+    steps: torch.Tensor
+
+    @classmethod
+    def start(cls, canvas: Canvas, mask_id: int, steps: int | None) -> "BlockSchedule":
+        """The schedule of every row's first block; ``steps`` None = one token per step."""
+        return cls(torch.zeros_like(canvas.nfe), block_mask_count(canvas, mask_id),
+                   _allotted_steps(canvas, mask_id, steps))
+
+    def count(self, canvas: Canvas) -> torch.Tensor:
+        """(B,) int64: tokens to commit this step (0 for finished rows)."""
+        # A finished row has an empty block (0 steps): clamp so it divides safely, then zero it.
+        k = even_split(self.masks, self.steps.clamp_min(1), self.step)  # (B,)
+        return torch.where(canvas.done, 0, k)
+
+    def advance(self, before: Canvas, after: Canvas, mask_id: int, steps: int | None) -> "BlockSchedule":
+        """The schedule after a step: rows whose window moved start their new block afresh."""
+        moved = after.window != before.window  # (B,)
+        return BlockSchedule(
+            step=torch.where(moved, 0, self.step + 1),
+            masks=torch.where(moved, block_mask_count(after, mask_id), self.masks),
+            steps=torch.where(moved, _allotted_steps(after, mask_id, steps), self.steps),
+        )
+
+
+def _allotted_steps(canvas: Canvas, mask_id: int, steps: int | None) -> torch.Tensor:
+    """(B,) int64: steps allotted to each row's active block."""
+    if steps is None:  # one token per step: as many steps as the block has masks
+        return block_mask_count(canvas, mask_id)
+    blocks = canvas.block.amax(-1) + 1  # (B,)
+    return even_split(torch.full_like(blocks, steps), blocks.clamp_min(1), canvas.window)

@@ -71,7 +71,7 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import block_mask_count, commit, even_split, predict
+from remask.samplers._blocks import BlockSchedule, commit, predict
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -118,12 +118,8 @@ class KlassState(NamedTuple):
     canvas : Canvas
     step : int
         Steps taken so far (the offset of the step's random streams).
-    block_step : (B,) int64
-        Steps taken in the row's active block.
-    block_masks : (B,) int64
-        Masks the active block held when it became active.
-    block_steps : (B,) int64
-        Steps allotted to the active block.
+    schedule : BlockSchedule
+        LLaDA's per-block schedule of the active block.
     streak : (B, L) int64
         Consecutive most recent steps (in the active block) whose KL was below
         ``kl_threshold``; 0 outside the active block.
@@ -135,9 +131,7 @@ class KlassState(NamedTuple):
 
     canvas: Canvas
     step: int
-    block_step: torch.Tensor
-    block_masks: torch.Tensor
-    block_steps: torch.Tensor
+    schedule: BlockSchedule
     streak: torch.Tensor
     index: torch.Tensor
     previous: torch.Tensor | None
@@ -246,9 +240,7 @@ class Klass(Sampler):
         return KlassState(
             canvas=canvas,
             step=0,
-            block_step=torch.zeros_like(canvas.nfe),
-            block_masks=block_mask_count(canvas, denoiser.mask_id),
-            block_steps=self._block_steps(canvas, denoiser.mask_id),
+            schedule=BlockSchedule.start(canvas, denoiser.mask_id, self.steps),
             streak=torch.zeros_like(canvas.tokens),
             index=_window_index(canvas, self._width(canvas)),
             previous=None,
@@ -286,24 +278,19 @@ class Klass(Sampler):
                    "random": lambda: kernels.uniform(confidence.shape, seed=seed, offset=state.step,
                                                      device=confidence.device)}[self.unmask_strategy]()
             chosen = kernels.topk_mask(key, 1, ready)  # (B, L)
-        k = even_split(state.block_masks, state.block_steps.clamp_min(1), state.block_step)  # (B,)
         # The block's last allotted step (or any later one) takes every mask left.
-        last = state.block_step >= state.block_steps - 1  # (B,)
-        k = torch.where(last, L, k)
-        k = torch.where(canvas.done, 0, k)
+        last = state.schedule.step >= state.schedule.steps - 1  # (B,)
+        k = torch.where(last & ~canvas.done, L, state.schedule.count(canvas))  # (B,)
         fallback = kernels.topk_mask(confidence, k, eligible)  # (B, L)
         use_ready = ready.any(-1, keepdim=True) & ~last.unsqueeze(-1)  # (B, 1)
         committed = torch.where(use_ready, chosen, fallback)  # (B, L)
 
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
-        moved = new_canvas.window != canvas.window  # (B,): rows that start a fresh block
         index = _window_index(new_canvas, state.index.shape[1])  # (B, W)
         new_state = KlassState(
             canvas=new_canvas,
             step=state.step + 1,
-            block_step=torch.where(moved, 0, state.block_step + 1),
-            block_masks=torch.where(moved, block_mask_count(new_canvas, mask_id), state.block_masks),
-            block_steps=torch.where(moved, self._block_steps(new_canvas, mask_id), state.block_steps),
+            schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
             # Positions outside the active block hold 0, so a new block's streaks start from
             # scratch at its first step (the reference's s >= H - 1 gate).
             streak=streak,
@@ -327,10 +314,3 @@ class Klass(Sampler):
         if index.shape[1] == L:
             return logits
         return logits.gather(1, index.unsqueeze(-1).expand(B, index.shape[1], V))
-
-    def _block_steps(self, canvas: Canvas, mask_id: int) -> torch.Tensor:
-        """(B,) int64: steps allotted to each row's active block (LLaDA's split)."""
-        if self.steps is None:  # one token per fallback step
-            return block_mask_count(canvas, mask_id)
-        blocks = canvas.block.amax(-1) + 1  # (B,)
-        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)

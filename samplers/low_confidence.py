@@ -31,12 +31,11 @@ import torch
 
 from remask import kernels
 from remask.samplers._blocks import (
+    BlockSchedule,
     SCORES,
-    block_mask_count,
     commit,
     demote,
     denoise,
-    even_split,
     masked_positions,
     score_proposals,
 )
@@ -54,19 +53,13 @@ class LowConfidenceState(NamedTuple):
     canvas : Canvas
     step : int
         Steps taken so far (the offset of the step's random streams).
-    block_step : (B,) int64
-        Steps taken in the row's active block.
-    block_masks : (B,) int64
-        Masks the active block held when it became active.
-    block_steps : (B,) int64
-        Steps allotted to the active block.
+    schedule : BlockSchedule
+        LLaDA's per-block schedule of the active block.
     """
 
     canvas: Canvas
     step: int
-    block_step: torch.Tensor
-    block_masks: torch.Tensor
-    block_steps: torch.Tensor
+    schedule: BlockSchedule
 
 
 @register("low_confidence")
@@ -171,13 +164,10 @@ class LowConfidence(Sampler):
                     f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
                     "every block needs at least one step"
                 )
-        zeros = torch.zeros_like(canvas.nfe)
         return LowConfidenceState(
             canvas=canvas,
             step=0,
-            block_step=zeros,
-            block_masks=block_mask_count(canvas, denoiser.mask_id),
-            block_steps=self._block_steps(canvas, denoiser.mask_id),
+            schedule=BlockSchedule.start(canvas, denoiser.mask_id, self.steps),
         )
 
     # ------------------------------------------------------------------ step
@@ -203,33 +193,19 @@ class LowConfidence(Sampler):
         if self.confidence_eos_eot_inf:
             score = demote(score, proposal.tokens, tuple(i for i in (eos, eot) if i is not None))
 
-        # A finished row has an empty block (0 steps); clamp so it divides safely, then zero it.
-        k = even_split(state.block_masks, state.block_steps.clamp_min(1), state.block_step)  # (B,)
-        k = torch.where(canvas.done, 0, k)
+        k = state.schedule.count(canvas)  # (B,)
         committed = kernels.topk_mask(score, k, eligible)  # (B, L)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
-
-        # Rows whose window moved start a fresh block schedule.
-        moved = new_canvas.window != canvas.window  # (B,)
         new_state = LowConfidenceState(
             canvas=new_canvas,
             step=state.step + 1,
-            block_step=torch.where(moved, 0, state.block_step + 1),
-            block_masks=torch.where(moved, block_mask_count(new_canvas, mask_id), state.block_masks),
-            block_steps=torch.where(moved, self._block_steps(new_canvas, mask_id), state.block_steps),
+            schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, score, float("-inf")))
         return new_state, info
 
     # ------------------------------------------------------------------ helpers
-    def _block_steps(self, canvas: Canvas, mask_id: int) -> torch.Tensor:
-        """(B,) int64: steps allotted to each row's active block."""
-        if self.steps is None:  # one token per step: as many steps as the block has masks
-            return block_mask_count(canvas, mask_id)
-        blocks = canvas.block.amax(-1) + 1  # (B,)
-        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)
-
     def _special_ids(self, denoiser) -> tuple[int | None, int | None]:
         """(eos_id, eot_id): the config's, else the denoiser's, else None."""
         eos = self.eos_id if self.eos_id is not None else getattr(denoiser, "eos_id", None)

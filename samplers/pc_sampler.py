@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import block_mask_count, commit, even_split, predict
+from remask.samplers._blocks import BlockSchedule, commit, predict
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -106,21 +106,15 @@ class PCSamplerState(NamedTuple):
         Offset of each editable position from the start of its block.
     background : (V,) float32 or None
         The background frequency table on the canvas's device.
-    block_step : (B,) int64
-        Steps taken in the row's active block.
-    block_masks : (B,) int64
-        Masks the active block held when it became active.
-    block_steps : (B,) int64
-        Steps allotted to the active block.
+    schedule : BlockSchedule
+        LLaDA's per-block schedule of the active block.
     """
 
     canvas: Canvas
     step: int
     offset: torch.Tensor
     background: torch.Tensor | None
-    block_step: torch.Tensor
-    block_masks: torch.Tensor
-    block_steps: torch.Tensor
+    schedule: BlockSchedule
 
 
 @register("pc_sampler")
@@ -209,9 +203,7 @@ class PCSampler(Sampler):
             offset=torch.where(canvas.editable, offset, 0),
             background=None if self.background is None else torch.tensor(
                 self.background, dtype=torch.float32, device=canvas.tokens.device),
-            block_step=torch.zeros_like(canvas.nfe),
-            block_masks=block_mask_count(canvas, denoiser.mask_id),
-            block_steps=self._block_steps(canvas, denoiser.mask_id),
+            schedule=BlockSchedule.start(canvas, denoiser.mask_id, self.steps),
         )
 
     # ------------------------------------------------------------------ step
@@ -223,31 +215,17 @@ class PCSampler(Sampler):
         score = pc_score(proposal.prob, proposal.tokens, state.offset, lambd=self.lambd,
                          alpha=self.alpha, background=state.background)  # (B, L)
 
-        # LLaDA's schedule; a finished row has an empty block (0 steps): clamp, then zero it.
-        k = even_split(state.block_masks, state.block_steps.clamp_min(1), state.block_step)  # (B,)
-        k = torch.where(canvas.done, 0, k)
+        k = state.schedule.count(canvas)  # (B,) LLaDA's schedule
         committed = kernels.topk_mask(score, k, eligible)  # (B, L)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
-
-        moved = new_canvas.window != canvas.window  # (B,): rows that start a fresh block
         new_state = state._replace(
             canvas=new_canvas,
             step=state.step + 1,
-            block_step=torch.where(moved, 0, state.block_step + 1),
-            block_masks=torch.where(moved, block_mask_count(new_canvas, mask_id), state.block_masks),
-            block_steps=torch.where(moved, self._block_steps(new_canvas, mask_id), state.block_steps),
+            schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, score, float("-inf")))
         return new_state, info
-
-    # ------------------------------------------------------------------ helpers
-    def _block_steps(self, canvas: Canvas, mask_id: int) -> torch.Tensor:
-        """(B,) int64: steps allotted to each row's active block (LLaDA's split)."""
-        if self.steps is None:  # one token per step
-            return block_mask_count(canvas, mask_id)
-        blocks = canvas.block.amax(-1) + 1  # (B,)
-        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)
 
 
 def _as_frequencies(background: Any) -> tuple[float, ...]:
