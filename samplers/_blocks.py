@@ -16,7 +16,8 @@ from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas
 
 __all__ = ["SCORES", "BlockSchedule", "Prediction", "make_canvas", "masked_positions", "denoise", "predict",
-           "score_proposals", "demote", "commit", "even_split", "block_mask_count", "spacing_filter"]
+           "score_proposals", "demote", "commit", "even_split", "block_mask_count", "spacing_filter",
+           "allotted_steps", "check_steps_cover_blocks"]
 
 #: Per-position scores a sampler can rank proposals by (higher = commit first).
 SCORES = ("prob", "margin", "entropy", "random")
@@ -266,7 +267,7 @@ class BlockSchedule(NamedTuple):
     def start(cls, canvas: Canvas, mask_id: int, steps: int | None) -> "BlockSchedule":
         """The schedule of every row's first block; ``steps`` None = one token per step."""
         return cls(torch.zeros_like(canvas.nfe), block_mask_count(canvas, mask_id),
-                   _allotted_steps(canvas, mask_id, steps))
+                   allotted_steps(canvas, mask_id, steps))
 
     def count(self, canvas: Canvas) -> torch.Tensor:
         """(B,) int64: tokens to commit this step (0 for finished rows)."""
@@ -280,13 +281,26 @@ class BlockSchedule(NamedTuple):
         return BlockSchedule(
             step=torch.where(moved, 0, self.step + 1),
             masks=torch.where(moved, block_mask_count(after, mask_id), self.masks),
-            steps=torch.where(moved, _allotted_steps(after, mask_id, steps), self.steps),
+            steps=torch.where(moved, allotted_steps(after, mask_id, steps), self.steps),
         )
 
 
-def _allotted_steps(canvas: Canvas, mask_id: int, steps: int | None) -> torch.Tensor:
-    """(B,) int64: steps allotted to each row's active block."""
+def allotted_steps(canvas: Canvas, mask_id: int, steps: int | None) -> torch.Tensor:
+    """(B,) int64: steps allotted to each row's active block: ``steps`` split evenly over the
+    row's blocks, remainder first (None: one step per mask of the block)."""
     if steps is None:  # one token per step: as many steps as the block has masks
         return block_mask_count(canvas, mask_id)
     blocks = canvas.block.amax(-1) + 1  # (B,)
     return even_split(torch.full_like(blocks, steps), blocks.clamp_min(1), canvas.window)
+
+
+def check_steps_cover_blocks(steps: int | None, canvas: Canvas) -> None:
+    """Raise ``ValueError`` unless every block can get at least one of ``steps`` (None: no
+    limit). Called from ``init`` (one host sync), never from a step."""
+    if steps is None:
+        return
+    blocks = int(canvas.block.amax()) + 1
+    if steps < blocks:
+        raise ValueError(
+            f"steps={steps} is fewer than the {blocks} blocks of the canvas; every block needs at least one step"
+        )

@@ -51,7 +51,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers._blocks import commit, denoise, even_split, masked_positions
+from remask.samplers._blocks import (
+    allotted_steps,
+    check_steps_cover_blocks,
+    commit,
+    denoise,
+    masked_positions,
+)
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -202,14 +208,9 @@ class Ancestral(Sampler):
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> AncestralState:
-        blocks = int(canvas.block.amax()) + 1
-        if self.steps < blocks:
-            raise ValueError(
-                f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
-                "every block needs at least one grid step"
-            )
+        check_steps_cover_blocks(self.steps, canvas)
         return AncestralState(canvas=canvas, step=0, grid=torch.zeros_like(canvas.nfe),
-                              block_steps=self._block_steps(canvas))
+                              block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps))
 
     # ------------------------------------------------------------------ step
     def step(self, state: AncestralState, denoiser, generator: torch.Generator):
@@ -244,16 +245,10 @@ class Ancestral(Sampler):
             canvas=new_canvas,
             step=state.step + 1,
             grid=torch.where(moved, 0, grid),
-            block_steps=torch.where(moved, self._block_steps(new_canvas), state.block_steps),
+            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
         )
         score = torch.where(eligible, -(when - state.grid.unsqueeze(-1)).clamp_max(2**24).float(),
                             float("-inf"))  # (B, L)
         info = AncestralInfo(committed=committed, proposal=torch.where(eligible, proposal, -1),
                              score=score, grid=grid, noise_removal=removal & ~canvas.done)
         return new_state, info
-
-    # ------------------------------------------------------------------ helpers
-    def _block_steps(self, canvas: Canvas) -> torch.Tensor:
-        """(B,) int64: grid steps of each row's active block (``steps`` split over blocks)."""
-        blocks = canvas.block.amax(-1) + 1  # (B,)
-        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)

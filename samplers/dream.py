@@ -57,7 +57,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers._blocks import commit, denoise, even_split, masked_positions
+from remask.samplers._blocks import (
+    allotted_steps,
+    check_steps_cover_blocks,
+    commit,
+    denoise,
+    masked_positions,
+)
 from remask.samplers.ancestral import grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
@@ -240,14 +246,9 @@ class Dream(Sampler):
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> DreamState:
-        blocks = int(canvas.block.amax()) + 1
-        if self.steps < blocks:
-            raise ValueError(
-                f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
-                "every block needs at least one step"
-            )
+        check_steps_cover_blocks(self.steps, canvas)
         return DreamState(canvas=canvas, step=0, grid=torch.zeros_like(canvas.nfe),
-                          block_steps=self._block_steps(canvas))
+                          block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps))
 
     # ------------------------------------------------------------------ step
     def step(self, state: DreamState, denoiser, generator: torch.Generator):
@@ -275,7 +276,7 @@ class Dream(Sampler):
             canvas=new_canvas,
             step=state.step + 1,
             grid=torch.where(moved, 0, grid),
-            block_steps=torch.where(moved, self._block_steps(new_canvas), state.block_steps),
+            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
         )
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, score, float("-inf")))
@@ -311,9 +312,3 @@ class Dream(Sampler):
             key = score.double() / self.alg_temp - torch.log(-torch.log(u))  # (B, L)
         committed = kernels.topk_mask(key, k, eligible)  # (B, L)
         return committed, taken + 1, score
-
-    # ------------------------------------------------------------------ helpers
-    def _block_steps(self, canvas: Canvas) -> torch.Tensor:
-        """(B,) int64: grid steps of each row's active block (``steps`` split over blocks)."""
-        blocks = canvas.block.amax(-1) + 1  # (B,)
-        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)

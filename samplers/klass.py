@@ -71,7 +71,7 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import BlockSchedule, commit, predict
+from remask.samplers._blocks import BlockSchedule, check_steps_cover_blocks, commit, predict
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -230,13 +230,7 @@ class Klass(Sampler):
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> KlassState:
-        if self.steps is not None:
-            blocks = int(canvas.block.amax()) + 1
-            if self.steps < blocks:
-                raise ValueError(
-                    f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
-                    "every block needs at least one step"
-                )
+        check_steps_cover_blocks(self.steps, canvas)
         return KlassState(
             canvas=canvas,
             step=0,

@@ -33,6 +33,7 @@ from remask import kernels
 from remask.samplers._blocks import (
     BlockSchedule,
     SCORES,
+    check_steps_cover_blocks,
     commit,
     demote,
     denoise,
@@ -157,13 +158,7 @@ class LowConfidence(Sampler):
                 "logits_eos_inf/confidence_eos_eot_inf need an EOS id: set eos_id= or use a "
                 f"denoiser with an eos_id attribute ({type(denoiser).__name__} has none)"
             )
-        if self.steps is not None:
-            blocks = int(canvas.block.amax()) + 1
-            if self.steps < blocks:
-                raise ValueError(
-                    f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
-                    "every block needs at least one step"
-                )
+        check_steps_cover_blocks(self.steps, canvas)
         return LowConfidenceState(
             canvas=canvas,
             step=0,

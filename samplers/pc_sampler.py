@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import BlockSchedule, commit, predict
+from remask.samplers._blocks import BlockSchedule, check_steps_cover_blocks, commit, predict
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -188,13 +188,7 @@ class PCSampler(Sampler):
                 f"background has {len(self.background)} entries but the denoiser's vocab_size is "
                 f"{denoiser.vocab_size}; give one frequency per token id"
             )
-        if self.steps is not None:
-            blocks = int(canvas.block.amax()) + 1
-            if self.steps < blocks:
-                raise ValueError(
-                    f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
-                    "every block needs at least one step"
-                )
+        check_steps_cover_blocks(self.steps, canvas)
         order = canvas.editable.long().cumsum(-1) - 1  # (B, L): rank among editable positions
         offset = order if self.block_length is None else order % self.block_length  # (B, L)
         return PCSamplerState(

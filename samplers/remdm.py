@@ -58,7 +58,12 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import block_mask_count, commit, denoise, even_split
+from remask.samplers._blocks import (
+    allotted_steps,
+    check_steps_cover_blocks,
+    commit,
+    denoise,
+)
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.dream import filter_logits
 from remask.samplers.registry import register
@@ -213,16 +218,12 @@ class ReMDM(Sampler):
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> ReMDMState:
-        if self.steps is not None:
-            blocks = int(canvas.block.amax()) + 1
-            if self.steps < blocks:
-                raise ValueError(f"steps={self.steps} is fewer than the {blocks} blocks of the canvas; "
-                                 "every block needs at least one step")
+        check_steps_cover_blocks(self.steps, canvas)
         return ReMDMState(
             canvas=canvas,
             step=0,
             block_step=torch.zeros_like(canvas.nfe),
-            block_steps=self._block_steps(canvas, denoiser.mask_id),
+            block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
             confidence=torch.full(canvas.tokens.shape, float("inf"), device=canvas.tokens.device),
         )
 
@@ -279,7 +280,7 @@ class ReMDM(Sampler):
             canvas=new_canvas,
             step=state.step + 1,
             block_step=torch.where(moved, 0, state.block_step + 1),
-            block_steps=torch.where(moved, self._block_steps(new_canvas, mask_id), state.block_steps),
+            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
             confidence=confidence,
         )
         info = ReMDMInfo(committed=committed, proposal=proposal.tokens,
@@ -321,9 +322,3 @@ class ReMDM(Sampler):
             sigma = self._row_sigma(t, sigma_max).unsqueeze(-1).expand(decoded.shape)
         return torch.where(decoded, sigma, 0.0)
 
-    def _block_steps(self, canvas: Canvas, mask_id: int) -> torch.Tensor:
-        """(B,) int64: steps allotted to each row's active block."""
-        if self.steps is None:
-            return block_mask_count(canvas, mask_id)
-        blocks = canvas.block.amax(-1) + 1  # (B,)
-        return even_split(torch.full_like(blocks, self.steps), blocks.clamp_min(1), canvas.window)
