@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -102,6 +103,10 @@ def _cpu_model() -> str:
 
 
 def _git_sha() -> str:
+    """Short sha (``+dirty`` with uncommitted changes); ``REMASK_GIT_SHA`` where the tree was
+    copied without its ``.git`` (a benchmark run on another machine)."""
+    if os.environ.get("REMASK_GIT_SHA"):
+        return os.environ["REMASK_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=False,
                              text=True, cwd=Path(__file__).resolve().parent, timeout=10)

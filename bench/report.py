@@ -12,7 +12,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["kernels_table", "samplers_tables", "cache_table", "main"]
+__all__ = ["cache_table", "gpu_tables", "kernels_table", "main", "samplers_tables"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -124,8 +124,53 @@ def cache_table(file: str = "cache_cpu.csv") -> str:
     return "\n".join(lines + ["", _provenance(steps)])
 
 
+def gpu_tables(propose: str = "gpu_propose_cuda.csv", e2e: str = "gpu_e2e_cuda.csv",
+               tests: str = "gpu_kernel_tests_cuda.csv") -> str:
+    """The GPU run of ``python -m remask.bench.gpu``: kernel tests, propose vs copy, decoding."""
+    out = []
+    test_rows = _read(tests)
+    if test_rows:
+        counts = defaultdict(int)
+        for r in test_rows:
+            counts[r["outcome"]] += 1
+        failed = [r["test"] for r in test_rows if r["outcome"] in ("failed", "error")]
+        out += ["Kernel tests (`tests/kernels`, compiled Triton suite included): "
+                + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+                + (f"; failing: {', '.join(failed)}" if failed else "") + ".", ""]
+    rows = _read(propose)
+    if rows:
+        copy = {(r["variant"], r["config"].split(', "bytes')[0]): float(r["derived"])
+                for r in rows if r["name"] == "copy"}
+        out += ["| op | dtype | (B, L, V) | median ms | GB/s | share of copy bandwidth |",
+                "|---|---|---|---|---|---|"]
+        for r in rows:
+            c = json.loads(r["config"])
+            share = float(r["derived"]) / copy[(r["variant"], r["config"].split(', "bytes')[0])]
+            out.append(f"| `{r['name']}` ({r['backend']}) | {r['variant']} | ({c['B']}, {c['L']}, {c['V']}) | "
+                       f"{float(r['median']):.3f} | {float(r['derived']):.0f} | "
+                       + ("-" if r["name"] == "copy" else f"{share:.0%}") + " |")
+        out += ["", _provenance(rows), ""]
+    rows = _read(e2e)
+    if rows:
+        out += ["| model | loop | implementation | NFE | s per run (min–max) | ms/step | tokens/s | "
+                "forward ms/step | outside / forward | tokens equal the other side |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            out.append(f"| {r['model']} | {r['loop']} [{r['setting']}] | {r['impl']} | {r['nfe']} | "
+                       f"{float(r['seconds_median']):.3f} ({float(r['seconds_min']):.3f}–{float(r['seconds_max']):.3f}) | "
+                       f"{float(r['ms_per_step']):.2f} | {float(r['tokens_per_s']):.1f} | "
+                       f"{float(r['forward_ms_per_step']):.2f} | {float(r['outside_over_forward']):.1%} | "
+                       f"{r['tokens_equal_other_side']} ({float(r['agreement_other_side']):.3f}) |")
+        r = rows[0]
+        out += ["", f"Prompt {r['prompt_length']} + {r['gen_length']} generated tokens, block {r['block_length']}, "
+                f"batch {r['batch']}, {r['dtype']}, median of {r['repeats']} runs after a warm-up; load {r['load_1m']}.",
+                "", _provenance([{**r, "device": r["device"]}])]
+    return "\n".join(out) if out else f"(no {propose}, {e2e} or {tests})"
+
+
 def main(argv: list[str] | None = None) -> None:
-    sections = {"kernels": kernels_table, "samplers": samplers_tables, "cache": cache_table}
+    sections = {"kernels": kernels_table, "samplers": samplers_tables, "cache": cache_table,
+                "gpu": gpu_tables}
     for name in (argv if argv is not None else sys.argv[1:]) or list(sections):
         print(f"### {name}\n\n{sections[name]()}\n")
 
