@@ -49,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -365,8 +366,11 @@ def _loops(timed: TimedDenoiser, prompt: torch.Tensor, gen: int, block: int,
 def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, quick: bool,
             models: list[str], batch: int = 1, prompt_length: int = 128, gen_length: int = 256,
             block_length: int = 32, threshold: float = 0.9, repeats: int = 3,
-            log: Callable = print) -> list[dict]:
+            keep_going: bool = False, log: Callable = print) -> list[dict]:
     """Decode with remask's samplers and the reference loops on the same weights; write rows.
+
+    With ``keep_going``, a loop that raises is logged with its traceback and left out (its
+    counterpart's ``tokens_equal_other_side`` is then False) instead of ending the run.
 
     Returns
     -------
@@ -382,8 +386,15 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
                                generator=gen).to(device)  # (B, P), no special ids
         loops = _loops(timed, prompt, gen_length, block_length, threshold)
         runs: dict[tuple[str, str], list[_Run]] = {key: [] for key in loops}
-        for key, fn in loops.items():  # warm-up (compilation, cuBLAS handles, caches)
-            runs[key].append(_timed(fn, timed))
+        for key, fn in list(loops.items()):  # warm-up (compilation, cuBLAS handles, caches)
+            try:
+                runs[key].append(_timed(fn, timed))
+            except Exception:  # noqa: BLE001 -- keep_going: one broken loop must not end the run
+                if not keep_going:
+                    raise
+                log(f"  {key} FAILED:\n{traceback.format_exc()}")
+                del loops[key], runs[key]
+                continue
             log(f"  warm-up {key[0]:22s} {key[1]:9s} {runs[key][-1].seconds:8.3f} s  NFE {runs[key][-1].nfe}")
         for _ in range(repeats):  # interleaved, so drift hits every loop alike
             for key, fn in loops.items():
@@ -394,8 +405,9 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
                                                  confidence_dtype=torch.float32), timed)
         for (loop, impl), measured in runs.items():
             timed_runs = measured[1:] if repeats else measured
-            other = runs[(loop, "reference" if impl == "remask" else "remask")][0].tokens
+            counterpart = runs.get((loop, "reference" if impl == "remask" else "remask"))
             mine = measured[0].tokens
+            other = counterpart[0].tokens if counterpart else torch.full_like(mine, -1)
             seconds = [r.seconds for r in timed_runs]
             med = statistics.median(seconds)
             nfe = timed_runs[0].nfe
@@ -420,7 +432,7 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
             log(f"  {loop:22s} {impl:9s} {med:8.3f} s  NFE {nfe:4d}  {rows[-1]['ms_per_step']:8.2f} ms/step "
                 f"{rows[-1]['tokens_per_s']:8.1f} tok/s  outside/forward {rows[-1]['outside_over_forward']:.1%}"
                 f"  tokens equal: {rows[-1]['tokens_equal_other_side']}")
-        lc_remask = runs[("low_confidence", "remask")][0].tokens
+        lc_remask = runs.get(("low_confidence", "remask"), [fp32_ref])[0].tokens
         rows.append({**rows[-1], "loop": "low_confidence", "impl": "reference_fp32_confidence",
                      "setting": f"steps={gen_length}", "repeats": 1,
                      "seconds_median": round(fp32_ref.seconds, 4), "seconds_min": round(fp32_ref.seconds, 4),
@@ -455,7 +467,8 @@ def _write_rows(rows: list[dict], path: Path, fields: tuple[str, ...]) -> Path:
 # ---------------------------------------------------------------------------- driver
 def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str, ...] = ("tests", "propose", "e2e"),
          models: tuple[str, ...] = tuple(MODELS), repeats: int | None = None,
-         test_select: str | None = None, log: Callable = print) -> dict[str, Path]:
+         test_select: str | None = None, keep_going: bool = False,
+         log: Callable = print) -> dict[str, Path]:
     """Run the chosen parts and write their CSVs.
 
     Parameters
@@ -471,6 +484,9 @@ def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str
         Timed runs per loop after the warm-up (default 3, quick 1).
     test_select : str, optional
         pytest ``-k`` expression for the kernel tests.
+    keep_going : bool
+        Log a failing part (or decoding loop) with its traceback and go on with the rest: a
+        lent GPU's time is short, one error should not cost the other measurements.
 
     Returns
     -------
@@ -486,22 +502,31 @@ def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str
     env = environment(device)
     log(f"device: {env['device']}; load {_load()}; sha {env['sha']}")
     written: dict[str, Path] = {}
-    if "tests" in parts:
-        path = folder / f"gpu_kernel_tests_{suffix}"
-        run_kernel_tests(env, path, test_select, log)
-        written["tests"] = path
-    if "propose" in parts:
-        shapes = [(1, 64, 1000), (2, 64, 1000)] if quick else [(1, 1024, 126464), (8, 1024, 126464)]
-        path = folder / f"gpu_propose_{suffix}"
-        run_propose(env, device, shapes, path, quick, log)
-        written["propose"] = path
-    if "e2e" in parts:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        sizes = ({"prompt_length": 8, "gen_length": 16, "block_length": 4} if quick else {})
-        path = folder / f"gpu_e2e_{suffix}"
-        run_e2e(env, device, dtype, path, quick=quick, models=list(models),
-                repeats=(1 if quick else 3) if repeats is None else repeats, log=log, **sizes)
-        written["e2e"] = path
+    jobs: dict[str, Callable[[Path], object]] = {
+        "tests": lambda path: run_kernel_tests(env, path, test_select, log),
+        "propose": lambda path: run_propose(
+            env, device, [(1, 64, 1000), (2, 64, 1000)] if quick else [(1, 1024, 126464), (8, 1024, 126464)],
+            path, quick, log),
+        "e2e": lambda path: run_e2e(
+            env, device, torch.bfloat16 if device.type == "cuda" else torch.float32, path, quick=quick,
+            models=list(models), repeats=(1 if quick else 3) if repeats is None else repeats,
+            keep_going=keep_going, log=log,
+            **({"prompt_length": 8, "gen_length": 16, "block_length": 4} if quick else {})),
+    }
+    names = {"tests": "gpu_kernel_tests", "propose": "gpu_propose", "e2e": "gpu_e2e"}
+    for part in ("propose", "e2e", "tests"):  # the measurements first, the long test run last
+        if part not in parts:
+            continue
+        path = folder / f"{names[part]}_{suffix}"
+        start = time.perf_counter()
+        try:
+            jobs[part](path)
+            written[part] = path
+        except Exception:  # noqa: BLE001 -- see keep_going
+            if not keep_going:
+                raise
+            log(f"part {part} FAILED:\n{traceback.format_exc()}")
+        log(f"part {part}: {time.perf_counter() - start:.1f} s")
     return written
 
 
@@ -513,10 +538,11 @@ def _cli() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per loop")
     parser.add_argument("-k", dest="test_select", default=None, help="pytest -k for the kernel tests")
+    parser.add_argument("--keep-going", action="store_true", help="log a failing part and go on")
     args = parser.parse_args()
     main(quick=args.quick, out=args.out, parts=tuple(p for p in args.parts.split(",") if p),
          models=tuple(m for m in args.models.split(",") if m), repeats=args.repeats,
-         test_select=args.test_select)
+         test_select=args.test_select, keep_going=args.keep_going)
 
 
 if __name__ == "__main__":
