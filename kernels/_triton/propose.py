@@ -82,7 +82,9 @@ def _unit64(lo, hi):
     return (k.to(tl.float64) + 0.5) * 1.1102230246251565e-16  # 2**-53
 
 
-@triton.jit
+# Triton turns an integer argument equal to 1 into a compile-time constant (a Python int with
+# no `.to`): the Philox key words and the offset can be 1, so they are never specialised.
+@triton.jit(do_not_specialize=["k0", "k1", "offset"])
 def _propose_kernel(
     x_ptr, stride_row, V, rows_ptr, temp_ptr, k0, k1, offset,
     tok_ptr, prob_ptr, margin_ptr, ent_ptr, status_ptr,

@@ -60,6 +60,17 @@ def test_triton_matches_reference(vocab, dtype, temperature):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("seed, offset", [(1, 1), (2**32, 0), (2**32 + 1, 1)])
+def test_triton_key_and_offset_of_one(seed, offset):
+    # Compiled Triton specialises integer arguments equal to 1 as constants; a kernel that
+    # calls `.to` on such an argument fails to compile (found on an H200: seed=0, offset=1).
+    x, rows = _case(33, torch.float32, seed=3)
+    kwargs = {"temperature": 1.0, "seed": seed, "offset": offset, "rows": rows}
+    out = K.propose(x, backend="triton", **kwargs)
+    ref = K.propose(x, backend="torch", **kwargs)
+    assert torch.equal(out.tokens, ref.tokens)
+
+
 def test_triton_edge_cases():
     x = torch.full((3, 4200), -math.inf)
     x[0, 4100] = 1e30
