@@ -119,7 +119,7 @@ def _sync(device: torch.device) -> None:
 
 # ---------------------------------------------------------------------------- models
 def build_denoiser(name: str, *, quick: bool, device: torch.device, dtype: torch.dtype,
-                   head_scale: float = 6.0, seed: int = 0):
+                   head_scale: float = 6.0, seed: int = 0, shapes: dict | None = None):
     """A random-weight LLaDA or Dream denoiser of the published (or tiny) shape.
 
     The model is initialised directly on ``device`` (an 8B model never passes through host
@@ -137,14 +137,17 @@ def build_denoiser(name: str, *, quick: bool, device: torch.device, dtype: torch
         Factor applied to the output-head weights.
     seed : int
         Weight-initialisation seed.
+    shapes : dict, optional
+        A table like :data:`MODELS` to read the shape from (default :data:`MODELS`).
 
     Returns
     -------
     LLaDADenoiser or DreamDenoiser
     """
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    shape = MODELS[name]["quick" if quick else "full"]
+    table = MODELS if shapes is None else shapes
+    if name not in table:
+        raise ValueError(f"model must be one of {sorted(table)}, got {name!r}")
+    shape = table[name]["quick" if quick else "full"]
     torch.manual_seed(seed)
     with torch.device(device):  # initialised in place on the device, then cast
         if name.startswith("llada"):
@@ -276,6 +279,20 @@ def run_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, in
     timer = time_gpu if device.type == "cuda" else time_cpu
     backend = K.resolve_backend(device=device)
     results: list[Result] = []
+    try:
+        _time_propose(env, device, shapes, quick, timer, backend, results, log)
+    finally:  # rows measured before a failure are kept
+        write_csv(results, out)
+    copies = {(r.variant, _shape_key(r)): r.derived for r in results if r.name == "copy"}
+    for r in results:
+        if r.name.startswith("propose"):
+            share = r.derived / copies[(r.variant, _shape_key(r))]
+            log(f"{r.name} {r.variant} {_shape_key(r)}: {share:.0%} of copy bandwidth (target >= 80%)")
+    return results
+
+
+def _time_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, int]], quick: bool,
+                  timer: Callable, backend: str, results: list[Result], log: Callable) -> None:
     for shape in shapes:
         gen = torch.Generator(device=device).manual_seed(0)
         base = torch.randn(shape, generator=gen, device=device) * 3  # (B, L, V) LLaDA-like spread
@@ -304,13 +321,6 @@ def run_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, in
                     f"{results[-1].derived:9.1f} GB/s")
             del logits, target
         del base
-    write_csv(results, out)
-    copies = {(r.variant, _shape_key(r)): r.derived for r in results if r.name == "copy"}
-    for r in results:
-        if r.name.startswith("propose"):
-            share = r.derived / copies[(r.variant, _shape_key(r))]
-            log(f"{r.name} {r.variant} {_shape_key(r)}: {share:.0%} of copy bandwidth (target >= 80%)")
-    return results
 
 
 def _shape_key(row: Result) -> tuple[int, int, int]:

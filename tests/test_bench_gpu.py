@@ -130,3 +130,9 @@ def test_quick_run_writes_every_part(tmp_path):
         assert r["tokens_equal_other_side"] == "True", r
         assert int(r["nfe"]) >= 16 // 4 and float(r["forward_share"]) > 0
     assert any("of copy bandwidth" in line for line in logs)
+
+
+def test_divergence_replay_finds_no_difference_where_none_exists():
+    from remask.bench import divergence
+
+    assert divergence.main() == [None]

@@ -29,6 +29,14 @@ from remask.kernels._philox import (
 )
 from remask.kernels.propose import SAMPLE_TILE
 
+# Compiled Triton reads a module global inside a kernel only when it is a constexpr (the
+# interpreter does not check this): the shared Philox constants are re-declared as such.
+_M0 = tl.constexpr(PHILOX_M0)
+_M1 = tl.constexpr(PHILOX_M1)
+_W0 = tl.constexpr(PHILOX_W0)
+_W1 = tl.constexpr(PHILOX_W1)
+_STREAM_PROPOSE = tl.constexpr(STREAM_PROPOSE)
+
 __all__ = ["philox4x32", "philox4x32_kernel", "propose_rows", "unavailable_reason"]
 
 
@@ -44,10 +52,10 @@ def unavailable_reason() -> str | None:
 @triton.jit
 def _philox(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 on uint32 values (same spec as remask.kernels._philox.philox4x32)."""
-    m0 = tl.full([], PHILOX_M0, tl.uint32)
-    m1 = tl.full([], PHILOX_M1, tl.uint32)
-    w0 = tl.full([], PHILOX_W0, tl.uint32)
-    w1 = tl.full([], PHILOX_W1, tl.uint32)
+    m0 = tl.full([], _M0, tl.uint32)
+    m1 = tl.full([], _M1, tl.uint32)
+    w0 = tl.full([], _W0, tl.uint32)
+    w1 = tl.full([], _W1, tl.uint32)
     for _ in tl.static_range(10):
         hi0 = tl.umulhi(m0, c0)
         lo0 = m0 * c0
@@ -160,7 +168,7 @@ def _propose_kernel(
         c0 = (r64 & 0xFFFFFFFF).to(tl.uint32)
         c1 = (r64 >> 32).to(tl.uint32)
         c2 = offset.to(tl.uint32)
-        c3 = tl.full([], STREAM_PROPOSE, tl.uint32)
+        c3 = tl.full([], _STREAM_PROPOSE, tl.uint32)
         w0, w1, w2, w3 = _philox(c0, c1, c2, c3, k0.to(tl.uint32), k1.to(tl.uint32))
         u1 = _unit64(w0, w1)
         u2 = _unit64(w2, w3)

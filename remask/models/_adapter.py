@@ -261,30 +261,41 @@ class CheckpointDenoiser:
                 "move the canvas with .to(denoiser.device)"
             )
         tokens = tokens.long()
-        if tokens.numel():
-            low, high = int(tokens.min()), int(tokens.max())
-            if low < 0 or high >= self.embedding_rows:
-                bad = low if low < 0 else high
-                raise ValueError(
-                    f"token id {bad} is outside the model's embedding [0, {self.embedding_rows})"
+        if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor):
+                raise TypeError(
+                    f"attention_mask must be a torch.Tensor or None, got {type(attention_mask).__name__}"
                 )
-        if attention_mask is None:
-            return tokens, None
-        if not isinstance(attention_mask, torch.Tensor):
-            raise TypeError(
-                f"attention_mask must be a torch.Tensor or None, got {type(attention_mask).__name__}"
-            )
-        if tuple(attention_mask.shape) != tuple(tokens.shape):
+            if tuple(attention_mask.shape) != tuple(tokens.shape):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected the tokens' "
+                    f"shape {tuple(tokens.shape)}"
+                )
+            if attention_mask.dtype.is_floating_point:
+                raise TypeError(
+                    f"attention_mask must be bool (or 0/1 integers), got {attention_mask.dtype}"
+                )
+            if attention_mask.device != device:
+                raise ValueError(
+                    f"attention_mask is on {attention_mask.device} but the model is on {device}"
+                )
+            attention_mask = attention_mask.to(torch.bool)
+        if not tokens.numel():
+            return tokens, attention_mask
+        # One host synchronisation for every value check of the call.
+        checks = [tokens.min(), tokens.max()]
+        if attention_mask is not None:
+            checks.append(attention_mask.all().long())
+        values = torch.stack(checks).tolist()
+        low, high = values[0], values[1]
+        if low < 0 or high >= self.embedding_rows:
+            bad = low if low < 0 else high
             raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, expected the tokens' "
-                f"shape {tuple(tokens.shape)}"
+                f"token id {bad} is outside the model's embedding [0, {self.embedding_rows})"
             )
-        if attention_mask.dtype.is_floating_point:
-            raise TypeError(
-                f"attention_mask must be bool (or 0/1 integers), got {attention_mask.dtype}"
-            )
-        if attention_mask.device != device:
-            raise ValueError(
-                f"attention_mask is on {attention_mask.device} but the model is on {device}"
-            )
-        return tokens, attention_mask.to(torch.bool)
+        if attention_mask is not None and values[2]:
+            # A mask without padding means "attend everywhere", exactly what no mask means; without
+            # it the attention runs the unmasked kernel (flash attention on a GPU), like the
+            # reference code's unpadded calls: faster, and the same bf16 rounding as theirs.
+            attention_mask = None
+        return tokens, attention_mask

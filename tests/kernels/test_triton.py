@@ -40,3 +40,33 @@ def test_triton_in_interpreter_mode():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_triton_compiled_on_gpu():
     _run_suite("cuda", interpret=False)
+
+
+@needs_triton
+@pytest.mark.parametrize("sampling", [False, True])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_triton_propose_compiles_for_hopper_without_a_gpu(sampling, dtype, monkeypatch, tmp_path):
+    # The interpreter accepts code that the compiler rejects (a non-constexpr global, a
+    # `.to` on an argument specialised to the constant 1): both reached an H200 unnoticed.
+    # Triton compiles ahead of time for a target without a device, to cubin with its own ptxas.
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    from remask.kernels._triton import propose as TP
+
+    kernel = TP._propose_kernel
+    names = kernel.arg_names
+    # Arguments that can equal 1 at run time must never be specialised into constants.
+    unspecialised = {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
+    assert unspecialised >= {"k0", "k1", "offset"}
+    signature = {"x_ptr": f"*{dtype}", "stride_row": "i64", "V": "i32", "rows_ptr": "*i1",
+                 "temp_ptr": "*fp64", "k0": "i64", "k1": "i64", "offset": "i64", "tok_ptr": "*i64",
+                 "prob_ptr": "*fp32", "margin_ptr": "*fp32", "ent_ptr": "*fp32", "status_ptr": "*i32",
+                 "HAS_ROWS": "constexpr", "SAMPLING": "constexpr", "BLOCK": "constexpr",
+                 "NT": "constexpr"}
+    src = ASTSource(fn=kernel, signature=signature,
+                    constexprs={"HAS_ROWS": True, "SAMPLING": sampling, "BLOCK": 2048, "NT": 64})
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    assert compiled.asm["cubin"]
