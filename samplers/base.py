@@ -17,6 +17,8 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from remask.samplers._validate import check_choice, check_float, check_int
+
 __all__ = ["Canvas", "StepInfo", "StepState", "Sampler", "State", "Callback"]
 
 
@@ -147,22 +149,7 @@ class Sampler:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-def _check_int(value: Any, name: str, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-
-
-def _check_float(value: Any, name: str, *, low: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if value != value:
-        raise ValueError(f"{name} must not be NaN")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-
-
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+# The shared checks (remask.samplers._validate) under the names the sampler modules import.
+_check_int = check_int
+_check_float = check_float
+_check_choice = check_choice
