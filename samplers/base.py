@@ -106,7 +106,8 @@ class Sampler:
     Subclasses are ``@dataclass(frozen=True, kw_only=True)``, validate their fields in
     ``__post_init__`` (calling ``super().__post_init__()``) and implement ``init`` and
     ``step``. A sampler that may rewrite tokens it committed earlier sets
-    ``edits_committed = True``.
+    ``edits_committed = True``; one whose contract allows masks in its output sets
+    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run).
 
     Parameters
     ----------
@@ -117,6 +118,7 @@ class Sampler:
 
     name: ClassVar[str] = ""
     edits_committed: ClassVar[bool] = False
+    may_leave_masks: ClassVar[bool] = False
     #: Representative settings (besides the defaults) for docs and the conformance suite;
     #: each must work on any canvas (any gen_length, prompts of any length).
     example_configs: ClassVar[tuple[dict[str, Any], ...]] = ({"block_length": 3},)

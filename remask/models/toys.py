@@ -111,6 +111,8 @@ class ExactOracle:
         ``vocab_size``: the mask has no logit column.
     seq_len : int
         Length of every sequence the oracle models.
+    max_length : int
+        ``seq_len``: the longest canvas accepted (the driver checks it before allocating).
     eos_id, pad_id : int or None
         Special tokens where the family has them.
     token_names : list of str or None
@@ -127,6 +129,10 @@ class ExactOracle:
     @property
     def mask_id(self) -> int:
         return self.vocab_size
+
+    @property
+    def max_length(self) -> int:
+        return self.seq_len
 
     # -------------------------------------------------------------- validation
     def _check_tokens(self, tokens: object, *, allow_mask: bool) -> torch.Tensor:
