@@ -1112,12 +1112,18 @@ def toy_spec(kind: str, params: dict | None = None) -> ExactOracle:
 
     def num(key: str, cast=int):
         value = p[key]
+        if isinstance(value, bool):
+            raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not a number")
         try:
             out = cast(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not a valid {cast.__name__}") from None
         if cast is int and float(value) != out:
             raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not an integer")
+        if cast is float and not math.isfinite(out):
+            raise ValueError(f"oracle:{kind} parameter {key}={value!r} must be finite")
+        if key == "seed" and not 0 <= out < 2**63:
+            raise ValueError(f"oracle:{kind} parameter seed={value!r} must be in [0, 2**63)")
         return out
 
     if kind == "hmm":
