@@ -159,6 +159,20 @@ def test_mask_error_names_sampler_step_and_cause(tiny):
     assert "'remdm'" in message and "at step" in message and "proposed the mask token" in message
 
 
+def test_a_sampler_whose_contract_allows_masks_is_not_stopped(tiny):
+    """The postcondition follows the sampler's contract: ``may_leave_masks = True`` lifts it."""
+    from dataclasses import dataclass
+
+    from remask.samplers.remdm import ReMDM
+
+    @dataclass(frozen=True, kw_only=True)
+    class Lenient(ReMDM):  # not registered: the registry's conformance suite never sees it
+        may_leave_masks = True
+
+    out = remask.generate(MaskProposer(tiny), [[1]], Lenient(), gen_length=4, seed=0)
+    assert bool((out.tokens == tiny.mask_id).any())
+
+
 def test_left_padding_and_01_masks_are_accepted(tiny):
     """The checks reject only what they should: 0/1 masks of any dtype and left padding pass."""
     prompt = torch.tensor([[0, 1, 2], [3, 4, 5]])
