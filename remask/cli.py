@@ -3,7 +3,9 @@
 User errors (bad options, values, specs, checkpoints, output paths) end as one line in
 click's usage-error style with exit code 2, never a traceback: the library raises
 ``ValueError``/``TypeError``/``OSError`` for them, and the command group turns any that
-escape a command into a usage error. Output paths are checked before any computing.
+escape a command into a usage error. A run that ends with masks left (a denoiser that
+proposed the mask token) is reported as one line with exit code 1. Output paths are checked
+before any computing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -92,8 +95,6 @@ def _check_out_file(out: str | None) -> None:
     """A CSV path must be creatable before a benchmark runs."""
     if out is None:
         return
-    import os
-
     from remask.analysis.commands import check_out_dir
 
     if os.path.isdir(out):
