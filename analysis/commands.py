@@ -24,6 +24,7 @@ import torch
 from remask.analysis._util import call_log_probs, check_model, check_oracle
 
 __all__ = [
+    "check_out_dir",
     "analyze_cmi",
     "analyze_coherence",
     "analyze_homogenization",
@@ -87,6 +88,26 @@ def _clean(x):
     if isinstance(x, np.integer):
         return int(x)
     return x
+
+
+def check_out_dir(out) -> str:
+    """Create the output directory ``out`` and prove it writable, before any computing.
+
+    Raises ``ValueError`` naming the path and the cause (a file in the way, no permission,
+    ...), so a long analysis never ends in a failed write.
+    """
+    import tempfile
+
+    path = os.fspath(out)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"output directory {path!r} is an existing file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(f"output directory {path!r} is not writable: {error.strerror or error}") from None
+    return path
 
 
 def _write(out, summary: dict) -> dict:
@@ -179,6 +200,7 @@ def analyze_homogenization(model, *, out, gen_length: int | None = None, n_canva
     dict
         ``command``, ``model``, ``config``, ``by_distance`` (lists keyed by statistic, nats).
     """
+    check_out_dir(out)
     from remask.analysis.homogenization import homogenization_profile
     from tqdm.auto import tqdm
 
@@ -268,6 +290,7 @@ def analyze_cmi(model, *, out, gen_length: int | None = None, n_canvases: int = 
         ``distant_mean`` (|i − j| ≥ G/2), ``asymmetry_mean`` (mean |I(i;j) − I(j;i)|),
         ``missed_mass_mean``, ``mode``.
     """
+    check_out_dir(out)
     from remask.analysis.estimators import pairwise_cmi
     from tqdm.auto import tqdm
 
@@ -357,6 +380,7 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
         validity per named partition) and ``tc_total`` (the one-step KL, TC of the
         generated block).
     """
+    check_out_dir(out)
     from remask.analysis.exact import exact_samples, partition_error, sampler_error
     from tqdm.auto import tqdm
 
@@ -422,6 +446,7 @@ def analyze_order(model, sampler, *, out, gen_length: int | None = None, n_rows:
         ``certificates`` (mean per-step EB proxy, Fast-dLLM factor, Fréchet bound),
         ``commit_step`` ((n_rows, P + G), -1 on the context), ``nfe``.
     """
+    check_out_dir(out)
     from remask.analysis.trace import TraceRecorder, decode_order_metrics, step_certificates
     from remask.samplers import generate
 

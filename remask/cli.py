@@ -1,10 +1,19 @@
-"""The ``remask`` command line: list, generate, infill, demo, bench, analyze."""
+"""The ``remask`` command line: list, generate, infill, demo, bench, analyze.
+
+User errors (bad options, values, specs, checkpoints, output paths) end as one line in
+click's usage-error style with exit code 2, never a traceback: the library raises
+``ValueError``/``TypeError``/``OSError`` for them, and the command group turns any that
+escape a command into a usage error. A run that ends with masks left (a denoiser that
+proposed the mask token) is reported as one line with exit code 1. Output paths are checked
+before any computing.
+"""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -18,8 +27,9 @@ MASK_MARK = "_"  # how `remask infill --tokens` writes a position to fill
 def _parse_sets(pairs: tuple[str, ...]) -> dict:
     """``("steps=32", "remasking=random")`` -> ``{"steps": 32, "remasking": "random"}``.
 
-    Values are Python literals (``literal_eval``); anything else is kept as a string, and
-    ``none``/``null`` mean None.
+    Values are Python literals (``literal_eval``); anything else is kept as a string,
+    ``none``/``null`` mean None and ``inf``/``-inf``/``nan`` are floats (``gamma=inf`` is a
+    documented setting; the sampler rejects non-finite values where they are meaningless).
     """
     config = {}
     for pair in pairs:
@@ -28,6 +38,9 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict:
             raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--set")
         if value.lower() in ("none", "null"):
             config[key] = None
+            continue
+        if value.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+            config[key] = float(value)
             continue
         try:
             config[key] = ast.literal_eval(value)
@@ -49,13 +62,65 @@ def _parse_ids(text: str, *, mask_id: int | None = None) -> list[int]:
     return ids
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-line messages are joined with '; ')."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+class _Group(click.Group):
+    """A group that turns user errors escaping a command into usage errors (exit code 2)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, TypeError, OSError) as error:
+            raise click.UsageError(_one_line(error), ctx=ctx) from None
+
+
+def _run_sampler(run, *args, **kwargs):
+    """Run generate/infill: bad input is a usage error; a run that ends with masks left (a
+    denoiser that proposed the mask token) is reported as one line, not a traceback."""
+    try:
+        return run(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(_one_line(error)) from None
+    except RuntimeError as error:
+        raise click.ClickException(_one_line(error)) from None
+
+
+def _check_out_file(out: str | None) -> None:
+    """A CSV path must be creatable before a benchmark runs."""
+    if out is None:
+        return
+    from remask.analysis.commands import check_out_dir
+
+    if os.path.isdir(out):
+        raise click.BadParameter(f"{out!r} is a directory; give a file path", param_hint="--out")
+    try:
+        check_out_dir(os.path.dirname(os.path.abspath(out)))
+    except ValueError as error:
+        raise click.BadParameter(_one_line(error), param_hint="--out") from None
+
+
+def _check_out(out: str) -> None:
+    from remask.analysis.commands import check_out_dir
+
+    try:
+        check_out_dir(out)
+    except ValueError as error:
+        raise click.BadParameter(_one_line(error), param_hint="--out") from None
+
+
 def _build(sampler: str, sets: tuple[str, ...]):
     from remask.samplers import build
 
     try:
         return build(sampler, **_parse_sets(sets))
     except (TypeError, ValueError) as error:
-        raise click.UsageError(str(error)) from None
+        raise click.UsageError(_one_line(error)) from None
 
 
 def _load(spec: str):
@@ -63,8 +128,8 @@ def _load(spec: str):
 
     try:
         return load_model(spec)
-    except (TypeError, ValueError) as error:
-        raise click.UsageError(str(error)) from None
+    except (TypeError, ValueError, OSError) as error:
+        raise click.UsageError(_one_line(error)) from None
 
 
 def _report(model, out, seconds: float, as_json: bool, prompt_lengths: list[int] | None) -> None:
@@ -87,7 +152,7 @@ def _report(model, out, seconds: float, as_json: bool, prompt_lengths: list[int]
     click.echo(f"{out.steps} steps, {seconds:.2f} s", err=True)
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.version_option(package_name="remask")
 def main() -> None:
     """remask: interchangeable samplers for masked diffusion language models."""
@@ -150,7 +215,7 @@ def generate(model_spec, sampler, sets, seed, as_json, progress, gen_length, pro
         try:
             model = CachedDenoiser(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
-            raise click.UsageError(str(error)) from None
+            raise click.UsageError(_one_line(error)) from None
     config = _build(sampler, sets)
     if prompt_ids and prompts:
         raise click.UsageError("give either --prompt-ids or --prompt, not both")
@@ -159,11 +224,8 @@ def generate(model_spec, sampler, sets, seed, as_json, progress, gen_length, pro
     else:
         batch = [_parse_ids(p) for p in prompt_ids] or [[]]
     start = time.perf_counter()
-    try:
-        out = run(model, batch, config, gen_length=gen_length, seed=seed,
-                  progress=sys.stderr.isatty() if progress is None else progress)
-    except (TypeError, ValueError) as error:
-        raise click.UsageError(str(error)) from None
+    out = _run_sampler(run, model, batch, config, gen_length=gen_length, seed=seed,
+                       progress=sys.stderr.isatty() if progress is None else progress)
     _report(model, out, time.perf_counter() - start, as_json, [len(p) for p in batch])
 
 
@@ -192,13 +254,19 @@ def infill(model_spec, sampler, sets, seed, as_json, progress, canvases):
 
     model = _load(model_spec)
     config = _build(sampler, sets)
-    batch = [_parse_ids(c, mask_id=model.mask_id) for c in canvases]
+    batch = []
+    for canvas in canvases:
+        ids = _parse_ids(canvas, mask_id=model.mask_id)
+        if not ids:
+            raise click.BadParameter(f"empty canvas {canvas!r}: give token ids with '{MASK_MARK}' "
+                                     "where to fill, e.g. '3,_,_,7'", param_hint="--tokens")
+        if model.mask_id not in ids:
+            raise click.BadParameter(f"canvas {canvas!r} has no '{MASK_MARK}': nothing to fill",
+                                     param_hint="--tokens")
+        batch.append(ids)
     start = time.perf_counter()
-    try:
-        out = run(model, batch, config, seed=seed,
-                  progress=sys.stderr.isatty() if progress is None else progress)
-    except (TypeError, ValueError) as error:
-        raise click.UsageError(str(error)) from None
+    out = _run_sampler(run, model, batch, config, seed=seed,
+                       progress=sys.stderr.isatty() if progress is None else progress)
     _report(model, out, time.perf_counter() - start, as_json, None)
 
 
@@ -225,6 +293,7 @@ def _bench_command(module: str, doc: str):
     def command(quick: bool, out: str | None) -> None:
         import importlib
 
+        _check_out_file(out)
         importlib.import_module(f"remask.bench.{module}").main(quick=quick, out=out)
 
     command.__doc__ = doc
@@ -282,7 +351,7 @@ def _run_analysis(compute, plots: bool, **kwargs) -> None:
     try:
         summary = compute(plots=plots, progress=sys.stderr.isatty() if progress is None else progress, **kwargs)
     except (TypeError, ValueError) as error:
-        raise click.UsageError(str(error)) from None
+        raise click.UsageError(_one_line(error)) from None
     click.echo(format_table(summary))
     click.echo(f"wrote {kwargs['out']}", err=True)
 
@@ -304,6 +373,7 @@ _GEN_HELP = "Masked positions after the context (default: seq_len - 1 on an orac
               help="A reference model spec (e.g. the exact oracle a toy was trained on) for r(d).")
 def analyze_homogenization(model_spec, gen_length, seed, out, plots, progress, n_canvases, reference_spec):
     """Entropy, confidence and KL to the context-free marginal against distance (any model)."""
+    _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_homogenization as compute
 
     reference = None if reference_spec is None else _analysis_model(reference_spec)
@@ -320,6 +390,7 @@ def analyze_homogenization(model_spec, gen_length, seed, out, plots, progress, n
               help="Clamp sampled tokens instead (unbiased; O(1/M) plug-in bias).")
 def analyze_cmi(model_spec, gen_length, seed, out, plots, progress, n_canvases, top_k, n_samples):
     """Clamp-and-rerun conditional mutual information between masked positions (any model)."""
+    _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_cmi as compute
 
     _run_analysis(compute, plots, model=_analysis_model(model_spec), out=out, gen_length=gen_length,
@@ -332,6 +403,7 @@ def analyze_cmi(model_spec, gen_length, seed, out, plots, progress, n_canvases, 
               help="Sequences decoded by the sampler.")
 def analyze_coherence(model_spec, sampler, sets, gen_length, seed, out, plots, progress, n_samples):
     """A sampler's output law against an exact oracle's joint, and exact partition errors."""
+    _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_coherence as compute, is_exact_oracle
 
     model = _analysis_model(model_spec)
@@ -350,6 +422,7 @@ def analyze_coherence(model_spec, sampler, sets, gen_length, seed, out, plots, p
               help="Sequences decoded in one batch.")
 def analyze_order(model_spec, sampler, sets, gen_length, seed, out, plots, progress, n_rows):
     """Decode order of a sampler (Kendall τ, AR-ness, frontier distance, certificates)."""
+    _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_order as compute
 
     _run_analysis(compute, plots, model=_analysis_model(model_spec), sampler=_build(sampler, sets), out=out,

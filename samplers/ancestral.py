@@ -202,9 +202,7 @@ class Ancestral(Sampler):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_int(self.steps, "steps", low=1)
-        _check_float(self.eps, "eps")
-        if not 0.0 < self.eps < 1.0:
-            raise ValueError(f"eps must be in (0, 1), got {self.eps!r}")
+        _check_float(self.eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> AncestralState:

@@ -235,15 +235,11 @@ class APD(Sampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_float(self.mixture_weight, "mixture_weight", low=0.0)
-        if self.mixture_weight > 1:
-            raise ValueError(f"mixture_weight must be in [0, 1], got {self.mixture_weight!r}")
+        _check_float(self.mixture_weight, "mixture_weight", low=0.0, high=1.0)
         _check_int(self.max_lookahead, "max_lookahead", low=1)
         _check_float(self.temperature, "temperature", low=0.0)
         if self.top_p is not None:
-            _check_float(self.top_p, "top_p")
-            if not 0 < self.top_p <= 1:
-                raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+            _check_float(self.top_p, "top_p", low=0.0, high=1.0, low_open=True)
         if self.verifier is not None and not isinstance(self.verifier, str):
             raise TypeError(f"verifier must be a model spec string or None (attach objects with "
                             f"WithVerifier), got {type(self.verifier).__name__}")

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from remask.samplers._validate import check_choice, check_float, check_int
+
 __all__ = ["Canvas", "StepInfo", "StepState", "Sampler", "State", "Callback"]
 
 
@@ -104,7 +106,8 @@ class Sampler:
     Subclasses are ``@dataclass(frozen=True, kw_only=True)``, validate their fields in
     ``__post_init__`` (calling ``super().__post_init__()``) and implement ``init`` and
     ``step``. A sampler that may rewrite tokens it committed earlier sets
-    ``edits_committed = True``.
+    ``edits_committed = True``; one whose contract allows masks in its output sets
+    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run).
 
     Parameters
     ----------
@@ -115,6 +118,7 @@ class Sampler:
 
     name: ClassVar[str] = ""
     edits_committed: ClassVar[bool] = False
+    may_leave_masks: ClassVar[bool] = False
     #: Representative settings (besides the defaults) for docs and the conformance suite;
     #: each must work on any canvas (any gen_length, prompts of any length).
     example_configs: ClassVar[tuple[dict[str, Any], ...]] = ({"block_length": 3},)
@@ -147,22 +151,7 @@ class Sampler:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-def _check_int(value: Any, name: str, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-
-
-def _check_float(value: Any, name: str, *, low: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if value != value:
-        raise ValueError(f"{name} must not be NaN")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-
-
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+# The shared checks (remask.samplers._validate) under the names the sampler modules import.
+_check_int = check_int
+_check_float = check_float
+_check_choice = check_choice

@@ -206,9 +206,7 @@ class Dilated(Sampler):
         _check_int(self.base, "base", low=1)
         _check_int(self.skip_exp, "skip_exp", low=1)
         if self.confidence_threshold is not None:
-            _check_float(self.confidence_threshold, "confidence_threshold", low=0.0)
-            if self.confidence_threshold > 1:
-                raise ValueError(f"confidence_threshold must be <= 1, got {self.confidence_threshold!r}")
+            _check_float(self.confidence_threshold, "confidence_threshold", low=0.0, high=1.0)
         _check_float(self.temperature, "temperature", low=0.0)
         _check_float(self.cfg_scale, "cfg_scale", low=0.0)
 

@@ -235,14 +235,10 @@ class Dream(Sampler):
             _check_float(self.alg_temp, "alg_temp", low=0.0)
         _check_float(self.temperature, "temperature", low=0.0)
         if self.top_p is not None:
-            _check_float(self.top_p, "top_p")
-            if not 0.0 < self.top_p <= 1.0:
-                raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+            _check_float(self.top_p, "top_p", low=0.0, high=1.0, low_open=True)
         if self.top_k is not None:
             _check_int(self.top_k, "top_k", low=1)
-        _check_float(self.eps, "eps")
-        if not 0.0 < self.eps < 1.0:
-            raise ValueError(f"eps must be in (0, 1), got {self.eps!r}")
+        _check_float(self.eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> DreamState:

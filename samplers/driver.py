@@ -2,10 +2,17 @@
 
 The driver is deliberately thin: build the canvas, call ``sampler.step`` until every row is
 done, call the callbacks. It syncs with the host once per step (the ``done`` check).
+
+Everything a caller passes is checked before any allocation that scales with it (see
+:func:`generate`), and the result is checked once at the end: no editable position may still
+hold the mask (unless the sampler sets ``may_leave_masks``). When one does, or a run hits
+``sampler.max_steps``, the error names the sampler, the step and the cause — usually a
+denoiser that gave the mask token a finite logit (the protocol asks for -inf).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence as _SequenceABC
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -53,7 +60,9 @@ def generate(
     Parameters
     ----------
     model : Denoiser
-        See :class:`remask.models.Denoiser`.
+        See :class:`remask.models.Denoiser`. When it declares a maximum canvas length
+        (an int ``max_length``, else ``max_len``), P + gen_length is checked against it
+        before anything is allocated.
     prompt : (B, P) int64 tensor, (P,) tensor, list of ints, list of lists of ints, or None
         Prompts; lists of different lengths are left-padded and the padding is hidden from the
         model through the attention mask. P may be 0 (unconditional generation); None means
@@ -63,10 +72,13 @@ def generate(
     gen_length : int
         Tokens to generate per row (>= 1).
     seed : int, optional
-        Seed of the sampler's random streams; the same seed gives the same tokens. None draws
-        one from torch's global generator.
+        Seed of the sampler's random streams, in [0, 2**63); the same seed gives the same
+        tokens. None draws one from torch's global generator.
     attention_mask : (B, P) bool tensor, optional
-        For a tensor prompt: False on (left) padding.
+        For a tensor prompt: False on padding. Boolean-valued (bool, or 0/1 of another
+        dtype); padding must be on the left (each row False...False True...True): right
+        padding or holes raise ``ValueError`` naming the row, unless the model sets
+        ``accepts_any_padding = True``.
     callbacks : sequence of callables
         Each is called ``fn(state, info)`` after every step; ``info.committed`` is a (B, L)
         bool tensor over the whole canvas marking what the step wrote.
@@ -77,6 +89,18 @@ def generate(
     -------
     GenerateOutput
         ``tokens`` (B, P + gen_length): prompt positions unchanged, no mask left.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad input, naming the offending value: token ids outside the vocabulary (checked
+        before any tensor conversion), the mask id in a prompt, an empty batch (B = 0), a
+        non-boolean or not left-padded attention mask, a seed outside [0, 2**63), a
+        ``gen_length`` beyond the model's maximum length, ``callbacks`` that is not a
+        sequence of callables.
+    RuntimeError
+        The run ended (or hit ``sampler.max_steps``) with masks left; the message names the
+        sampler, the step and the cause.
 
     Examples
     --------
@@ -92,8 +116,13 @@ def generate(
         raise TypeError(f"gen_length must be an int, got {gen_length!r}")
     if gen_length <= 0:
         raise ValueError(f"gen_length must be >= 1, got {gen_length}")
+    _check_run_options(seed, callbacks, progress)
     tokens, real = _as_batch(prompt, attention_mask, model, allow_mask=False, what="prompt")
-    B = tokens.shape[0]
+    B, P = tokens.shape
+    limit = _max_length(model)
+    if limit is not None and P + gen_length > limit:
+        raise ValueError(f"gen_length={gen_length} after a prompt of width {P} gives a canvas of "
+                         f"{P + gen_length} tokens; {type(model).__name__} handles at most {limit}")
     tokens = torch.cat([tokens, torch.full((B, gen_length), model.mask_id, dtype=torch.int64,
                                           device=tokens.device)], dim=1)  # (B, P + G)
     real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=tokens.device)], dim=1)
@@ -131,7 +160,14 @@ def infill(
     GenerateOutput
     """
     _check_sampler(sampler)
+    _check_run_options(seed, callbacks, progress)
     tokens, real = _as_batch(tokens, attention_mask, model, allow_mask=True, what="tokens")
+    if tokens.shape[1] == 0:
+        raise ValueError("tokens is empty (L = 0): give canvases with at least one position")
+    limit = _max_length(model)
+    if limit is not None and tokens.shape[1] > limit:
+        raise ValueError(f"tokens has length {tokens.shape[1]}; {type(model).__name__} handles at "
+                         f"most {limit}")
     editable = real & (tokens == model.mask_id)  # (B, L)
     return _run(model, sampler, tokens, editable, real, seed, callbacks, progress)
 
@@ -140,12 +176,14 @@ def infill(
 def _run(model, sampler, tokens, editable, real, seed, callbacks, progress) -> GenerateOutput:
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)))
-    elif isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
     generator = torch.Generator().manual_seed(seed)
     canvas = make_canvas(tokens, editable, real, sampler.block_length)
     state = sampler.init(canvas, model)
     limit = sampler.max_steps(canvas)
+    mask_id = model.mask_id
+    # First step (1-based) at which each row committed a position whose proposal was the mask
+    # token: kept on the device (no extra sync per step) and read only to explain a failure.
+    proposed_mask = torch.zeros(tokens.shape[0], dtype=torch.int64, device=tokens.device)  # (B,)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -155,13 +193,12 @@ def _run(model, sampler, tokens, editable, real, seed, callbacks, progress) -> G
     try:
         while not bool(state.canvas.done.all()):
             if steps >= limit:
-                raise RuntimeError(
-                    f"sampler {sampler.name!r} did not finish within {limit} steps; "
-                    f"{int((state.canvas.editable & (state.canvas.tokens == model.mask_id)).sum())} "
-                    "masks remain"
-                )
+                raise RuntimeError(_unfinished(sampler, state.canvas, mask_id, steps, proposed_mask,
+                                               f"did not finish within {limit} steps"))
             state, info = sampler.step(state, model, generator)
             steps += 1
+            bad = (info.committed & (info.proposal == mask_id)).any(-1)  # (B,)
+            proposed_mask = torch.where((proposed_mask == 0) & bad, steps, proposed_mask)
             for callback in callbacks:
                 callback(state, info)
             if bar is not None:
@@ -170,8 +207,52 @@ def _run(model, sampler, tokens, editable, real, seed, callbacks, progress) -> G
         if bar is not None:
             bar.close()
     canvas = state.canvas
+    # The postcondition: no editable position still holds the mask.
+    if not sampler.may_leave_masks and bool((canvas.editable & (canvas.tokens == mask_id)).any()):
+        raise RuntimeError(_unfinished(sampler, canvas, mask_id, steps, proposed_mask,
+                                       f"finished after {steps} steps with masks left"))
     return GenerateOutput(tokens=canvas.tokens, nfe=canvas.nfe, attention_mask=canvas.attention_mask,
                           steps=steps)
+
+
+def _unfinished(sampler, canvas, mask_id: int, steps: int, proposed_mask: torch.Tensor, what: str) -> str:
+    """The message of a run that ends with masks: sampler, step, where, and why."""
+    left = canvas.editable & (canvas.tokens == mask_id)  # (B, L)
+    row, col = (int(i) for i in left.nonzero()[0]) if bool(left.any()) else (-1, -1)
+    where = f"{int(left.sum())} mask(s) remain (first at row {row}, position {col})" if row >= 0 else ""
+    culprits = proposed_mask.nonzero()
+    if culprits.numel():
+        bad_row = int(culprits[0, 0])
+        cause = (f"cause: the denoiser proposed the mask token (mask_id={mask_id}) and it was committed "
+                 f"at step {int(proposed_mask[bad_row])} (row {bad_row}); a denoiser must give mask_id "
+                 "a logit of -inf")
+    else:
+        cause = "cause: the sampler stopped committing tokens (its schedule ended or it made no progress)"
+    return f"sampler {sampler.name!r} {what}: " + "; ".join(p for p in (where, cause) if p)
+
+
+def _check_run_options(seed, callbacks, progress) -> None:
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    if callable(callbacks) or not isinstance(callbacks, _SequenceABC) or isinstance(callbacks, (str, bytes)):
+        raise TypeError(f"callbacks must be a sequence of callables (e.g. [fn]), got {callbacks!r:.80}")
+    for i, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"callbacks[{i}] is not callable: {callback!r:.80}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+
+
+def _max_length(model) -> int | None:
+    """The longest canvas the model declares it handles (None when it declares none)."""
+    for name in ("max_length", "max_len"):
+        value = getattr(model, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def _check_sampler(sampler) -> None:
@@ -213,27 +294,27 @@ def _as_batch(data, attention_mask, model, *, allow_mask: bool, what: str):
             tokens = tokens.unsqueeze(0)
         if tokens.dim() != 2:
             raise ValueError(f"{what} must be (B, L), got shape {tuple(data.shape)}")
+        if tokens.shape[0] == 0:
+            raise ValueError(f"{what} is an empty batch (B = 0, shape {tuple(tokens.shape)}); give at least one row")
         if attention_mask is None:
             real = torch.ones_like(tokens, dtype=torch.bool)
         else:
-            real = torch.as_tensor(attention_mask, device=tokens.device)
-            if real.dim() == 1:
-                real = real.unsqueeze(0)
-            if real.shape != tokens.shape:
-                raise ValueError(
-                    f"attention_mask has shape {tuple(real.shape)}, expected {tuple(tokens.shape)}"
-                )
-            real = real.bool()
+            real = _as_attention_mask(attention_mask, tokens, model)
     else:
         if attention_mask is not None:
             raise ValueError("attention_mask is only accepted with a tensor input; lists are padded internally")
         if not isinstance(data, (list, tuple)):
             raise TypeError(f"{what} must be a tensor or a list of token-id lists, got {type(data).__name__}")
         rows = [data] if len(data) == 0 or not isinstance(data[0], (list, tuple)) else list(data)
-        for row in rows:
+        for r, row in enumerate(rows):
             if not isinstance(row, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
                                                              for t in row):
                 raise TypeError(f"{what} rows must be lists of ints, got {row!r:.80}")
+            # Range-checked here, before torch.tensor (which overflows on ids >= 2**63).
+            for c, t in enumerate(row):
+                if not 0 <= t < model.vocab_size and not (allow_mask and t == model.mask_id):
+                    raise ValueError(f"{what} token id {t} at row {r}, position {c + _width_pad(rows, row)} "
+                                     f"is outside the vocabulary [0, {model.vocab_size})")
         width = max(len(row) for row in rows)
         filler = _filler(model)
         tokens = torch.tensor([[filler] * (width - len(r)) + list(r) for r in rows], dtype=torch.int64)
@@ -245,6 +326,42 @@ def _as_batch(data, attention_mask, model, *, allow_mask: bool, what: str):
     tokens = torch.where(real, tokens, _filler(model))
     _check_ids(tokens, real, model, allow_mask=allow_mask, what=what)
     return tokens, real
+
+
+def _width_pad(rows, row) -> int:
+    """Left padding the row gets in the padded batch (positions are reported padded)."""
+    return max(len(r) for r in rows) - len(row)
+
+
+def _as_attention_mask(attention_mask, tokens: torch.Tensor, model) -> torch.Tensor:
+    """(B, L) bool from a boolean-valued, left-padded mask; anything else raises."""
+    try:
+        mask = torch.as_tensor(attention_mask, device=tokens.device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"attention_mask must be a (B, L) bool tensor, got {type(attention_mask).__name__}: "
+                        f"{error}") from None
+    if mask.dim() == 1:
+        mask = mask.unsqueeze(0)
+    if mask.shape != tokens.shape:
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, expected {tuple(tokens.shape)}")
+    if mask.dtype != torch.bool:
+        if mask.dtype.is_complex:
+            raise TypeError(f"attention_mask must be boolean-valued, got dtype {mask.dtype}")
+        bad = (mask != 0) & (mask != 1)  # NaN lands here too
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"attention_mask must be boolean-valued (bool or 0/1); got {mask[row, col].item()!r} "
+                             f"at row {row}, position {col}")
+        mask = mask != 0
+    if not getattr(model, "accepts_any_padding", False):
+        # Left padding only: once a row's real tokens start, no padding may follow.
+        holes = mask[:, :-1] & ~mask[:, 1:]  # (B, L - 1): real token followed by padding
+        if bool(holes.any()):
+            row, col = (int(i) for i in holes.nonzero()[0])
+            raise ValueError(f"attention_mask row {row} is not left-padded: position {col} is a real token "
+                             f"but position {col + 1} is padding; only left padding is supported "
+                             "(put the padding before the tokens)")
+    return mask
 
 
 def _check_ids(tokens, real, model, *, allow_mask: bool, what: str) -> None:

@@ -124,7 +124,7 @@ class EntropyBound(Sampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_float(self.gamma, "gamma", low=0.0)
+        _check_float(self.gamma, "gamma", low=0.0, allow_inf=True)
         _check_choice(self.score, "score", ORDERINGS)
         _check_float(self.temperature, "temperature", low=0.0)
         if self.min_spacing is not None:

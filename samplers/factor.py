@@ -111,8 +111,6 @@ class Factor(Sampler):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_float(self.factor, "factor", low=0.0)
-        if self.factor == float("inf"):
-            raise ValueError(f"factor must be finite, got {self.factor!r}")
         _check_float(self.temperature, "temperature", low=0.0)
 
     def init(self, canvas: Canvas, denoiser) -> StepState:

@@ -256,11 +256,14 @@ class Gibbs(Sampler):
                 raise ValueError(f"block_length={self.block_length} contradicts the base's "
                                  f"block_length={base_block}; give it once")
             config["block_length"] = self.block_length
-        sampler = from_config(config)  # validates the base (unknown keys, bad values)
+        try:
+            sampler = from_config(config)  # validates the base (unknown keys, bad values)
+        except (TypeError, ValueError) as error:  # say that the bad value sits in the base
+            raise type(error)(f"base {config['name']!r}: {error}") from None
         object.__setattr__(self, "base", _freeze(sampler.to_config()))
         object.__setattr__(self, "block_length", sampler.block_length)
         super().__post_init__()
-        _check_float(self.threshold, "threshold", low=0.0)
+        _check_float(self.threshold, "threshold", low=0.0, allow_inf=True)
         _check_int(self.window, "window", low=1)
         _check_int(self.max_revisions, "max_revisions", low=0)
         _check_int(self.every, "every", low=1)

@@ -217,9 +217,7 @@ class Klass(Sampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_float(self.conf_threshold, "conf_threshold", low=0.0)
-        if self.conf_threshold > 1:
-            raise ValueError(f"conf_threshold must be <= 1, got {self.conf_threshold!r}")
+        _check_float(self.conf_threshold, "conf_threshold", low=0.0, high=1.0)
         _check_float(self.kl_threshold, "kl_threshold", low=0.0)
         _check_int(self.history, "history", low=1)
         if self.steps is not None:

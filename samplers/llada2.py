@@ -88,7 +88,7 @@ class LLaDA2(Sampler):
     steps : int
         Steps per block (default 32), capped at ``block size // minimal_topk``.
     threshold : float
-        Confidence above which (strictly) a proposal may commit early.
+        Confidence in [0, 1] above which (strictly) a proposal may commit early.
     minimal_topk : int
         Lower bound on the scheduled count per step (caps the steps per block).
     temperature : float
@@ -119,7 +119,7 @@ class LLaDA2(Sampler):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_int(self.steps, "steps", low=1)
-        _check_float(self.threshold, "threshold")
+        _check_float(self.threshold, "threshold", low=0.0, high=1.0)
         _check_int(self.minimal_topk, "minimal_topk", low=1)
         _check_float(self.temperature, "temperature", low=0.0)
 

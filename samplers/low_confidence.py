@@ -40,6 +40,7 @@ from remask.samplers._blocks import (
     masked_positions,
     score_proposals,
 )
+from remask.samplers._validate import check_bool
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -147,8 +148,7 @@ class LowConfidence(Sampler):
             if getattr(self, name) is not None:
                 _check_int(getattr(self, name), name, low=0)
         for name in ("logits_eos_inf", "confidence_eos_eot_inf"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(getattr(self, name), name)
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> LowConfidenceState:
@@ -158,6 +158,13 @@ class LowConfidence(Sampler):
                 "logits_eos_inf/confidence_eos_eot_inf need an EOS id: set eos_id= or use a "
                 f"denoiser with an eos_id attribute ({type(denoiser).__name__} has none)"
             )
+        for name, value in (("eos_id", eos), ("eot_id", eot)):
+            # Checked here, not at build: the vocabulary is the denoiser's. Only ids the EOS
+            # options will index with matter.
+            used = self.logits_eos_inf or self.confidence_eos_eot_inf
+            if used and value is not None and not 0 <= value < denoiser.vocab_size:
+                raise ValueError(f"{name}={value} is outside the denoiser's vocabulary "
+                                 f"[0, {denoiser.vocab_size})")
         check_steps_cover_blocks(self.steps, canvas)
         return LowConfidenceState(
             canvas=canvas,

@@ -171,9 +171,7 @@ class PCSampler(Sampler):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_float(self.lambd, "lambd", low=0.0)
-        _check_float(self.alpha, "alpha")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
+        _check_float(self.alpha, "alpha", low=0.0, low_open=True)
         if self.background is not None:
             object.__setattr__(self, "background", _as_frequencies(self.background))
         if self.steps is not None:

@@ -184,22 +184,17 @@ class ReMDM(Sampler):
             if self.schedule == "conf":
                 raise ValueError(f"schedule='conf' takes no eta (its sigma comes from the confidences), "
                                  f"got eta={self.eta!r}")
-            _check_float(self.eta, "eta", low=0.0)
-            if self.eta > 1:
-                raise ValueError(f"eta is a probability scale and must be <= 1, got {self.eta!r}")
+            _check_float(self.eta, "eta", low=0.0, high=1.0)
         for name in ("t_on", "t_off", "alpha_on"):
             _check_float(getattr(self, name), name, low=0.0)
         if not 0 < self.t_off < self.t_on < 1:
             raise ValueError(f"need 0 < t_off < t_on < 1, got t_off={self.t_off!r}, t_on={self.t_on!r}")
-        if not 0 < self.alpha_on < 1:
-            raise ValueError(f"alpha_on must be in (0, 1), got {self.alpha_on!r}")
+        _check_float(self.alpha_on, "alpha_on", low=0.0, high=1.0, low_open=True, high_open=True)
         if self.steps is not None:
             _check_int(self.steps, "steps", low=1)
         _check_float(self.temperature, "temperature", low=0.0)
         if self.top_p is not None:
-            _check_float(self.top_p, "top_p")
-            if not 0 < self.top_p <= 1:
-                raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+            _check_float(self.top_p, "top_p", low=0.0, high=1.0, low_open=True)
 
     @property
     def stochastic(self) -> bool:

@@ -89,9 +89,7 @@ class Threshold(Sampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_float(self.threshold, "threshold")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+        _check_float(self.threshold, "threshold", low=0.0, high=1.0)
         _check_float(self.temperature, "temperature", low=0.0)
         if self.min_spacing is not None:
             _check_int(self.min_spacing, "min_spacing", low=1)

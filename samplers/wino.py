@@ -146,11 +146,11 @@ class WINO(Sampler):
     Parameters
     ----------
     threshold_in : float
-        tau_in: draft confidence above which a masked position is accepted (reference 0.6).
+        tau_in in [0, 1]: draft confidence above which a masked position is accepted (reference 0.6).
     threshold_out : float
-        tau_out: leave-one-out probability below which a decoded token is remasked (0.9).
+        tau_out in [0, 1]: leave-one-out probability below which a decoded token is remasked (0.9).
     accept_ratio : float
-        Cap on acceptances per step, as a fraction of the block's masks (0.7) ...
+        Cap on acceptances per step, as a fraction in [0, 1] of the block's masks (0.7) ...
     accept_min, accept_max : int
         ... clamped to [accept_min, accept_max] (5, 20).
     temperature : float
@@ -187,8 +187,10 @@ class WINO(Sampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("threshold_in", "threshold_out", "accept_ratio", "temperature"):
-            _check_float(getattr(self, name), name, low=0.0)
+        # Thresholds are probabilities and accept_ratio a fraction of the block's masks.
+        for name in ("threshold_in", "threshold_out", "accept_ratio"):
+            _check_float(getattr(self, name), name, low=0.0, high=1.0)
+        _check_float(self.temperature, "temperature", low=0.0)
         _check_int(self.accept_min, "accept_min", low=1)
         _check_int(self.accept_max, "accept_max", low=1)
         if self.accept_max < self.accept_min:

@@ -60,12 +60,15 @@ register_auto_classes = _autoreg.register_auto_classes
 _autoreg.install()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON object in ``path``; anything else raises ``ValueError`` naming the file."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+    except OSError as err:  # unreadable (permissions, a directory named config.json, ...)
+        raise ValueError(f"cannot read {path}: {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")  # noqa: TRY004 (bad file content)
     return data
@@ -86,7 +89,7 @@ def checkpoint_family(path: str | os.PathLike[str]) -> str:
     config_path = root / "config.json"
     if not config_path.is_file():
         raise ValueError(f"checkpoint directory {str(root)!r} has no config.json")
-    config = _read_json(config_path)
+    config = read_json(config_path)
     model_type = config.get("model_type")
     if model_type not in FAMILIES:
         raise ValueError(
@@ -113,7 +116,7 @@ def _check_weight_files(root: Path) -> None:
         )
     for name in present:
         if name.endswith(".index.json"):
-            index = _read_json(root / name)
+            index = read_json(root / name)
             shards = sorted(set(index.get("weight_map", {}).values()))
             missing = [shard for shard in shards if not (root / shard).is_file()]
             if missing:
@@ -151,9 +154,13 @@ def _load_model(family: str, root: Path, dtype: torch.dtype | str) -> torch.nn.M
         model, info = model_cls.from_pretrained(
             str(root), output_loading_info=True, ignore_mismatched_sizes=True, **{dtype_key: dtype}
         )
-    except RuntimeError as err:
-        # transformers reports shape mismatches as RuntimeError; say which checkpoint.
-        raise ValueError(f"cannot load the weights in {str(root)!r}: {err}") from err
+    except _LOAD_ERRORS as err:
+        # Shape mismatches (RuntimeError), truncated/empty/garbage safetensors
+        # (SafetensorError), corrupt pickles, config fields of the wrong type (TypeError): say
+        # which checkpoint and why.
+        raise ValueError(
+            f"cannot load the checkpoint in {str(root)!r}: {type(err).__name__}: {err}"
+        ) from err
     problems = []
     for key, label in (
         ("missing_keys", "missing from the checkpoint"),
@@ -171,6 +178,23 @@ def _load_model(family: str, root: Path, dtype: torch.dtype | str) -> torch.nn.M
             f"weights in {str(root)!r} do not match the {family} config: " + "; ".join(problems)
         )
     return model
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+
+    errors: tuple[type[BaseException], ...] = (
+        RuntimeError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError,
+        pickle.UnpicklingError,
+    )
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors ships with transformers
+        return errors
+    return (*errors, SafetensorError)
+
+
+_LOAD_ERRORS = _load_errors()
 
 
 def _describe(item: Any) -> str:
@@ -239,7 +263,7 @@ def _special_ids(
 ) -> dict[str, int | None]:
     generation = {}
     if (root / "generation_config.json").is_file():
-        generation = _read_json(root / "generation_config.json")
+        generation = read_json(root / "generation_config.json")
 
     mask_id = getattr(config, "mask_token_id", None)
     tok_mask = _tokenizer_id(tokenizer, "mask_token_id")

@@ -34,7 +34,8 @@ class HFMaskedLM:
     Left-padded rows get position ids counted from their first real token (for families
     that accept ``position_ids`` and do not derive them from padding themselves), so a
     padded batch gives each row the logits it would get alone. The mask token's logit is set
-    to -inf: a denoiser never proposes the mask.
+    to -inf: a denoiser never proposes the mask. ``max_length`` is the longest canvas the
+    position table covers (None when the config declares none).
     """
 
     def __init__(self, model, tokenizer=None, *, mask_id: int | None = None):
@@ -65,10 +66,21 @@ class HFMaskedLM:
         model_type = getattr(config, "model_type", "")
         accepts_positions = "position_ids" in inspect.signature(model.forward).parameters
         self._pass_positions = accepts_positions and model_type not in _POSITIONS_FROM_PADDING
+        # The longest canvas (the driver checks it before allocating): the position table,
+        # less the ids that padding-derived positions skip (RoBERTa: padding_idx + 1).
+        positions = getattr(config, "max_position_embeddings", None)
+        self.max_length: int | None = None
+        if isinstance(positions, int) and not isinstance(positions, bool):
+            skipped = int(getattr(config, "pad_token_id", 0) or 0) + 1 if model_type in _POSITIONS_FROM_PADDING else 0
+            self.max_length = positions - skipped
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, dtype=None, device=None, mask_id=None):
         """Load a checkpoint directory (or hub id) with ``AutoModelForMaskedLM``.
+
+        Only model classes that transformers implements itself are used: every Auto call
+        passes ``trust_remote_code=False``, so code shipped with a checkpoint (``auto_map``)
+        is never run and transformers never asks on the terminal whether to run it.
 
         Parameters
         ----------
@@ -79,15 +91,19 @@ class HFMaskedLM:
         """
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        model = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype) if dtype else \
-            AutoModelForMaskedLM.from_pretrained(path)
+        kwargs = {"dtype": dtype} if dtype else {}
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=False, **kwargs)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise ValueError(f"cannot load {os.fspath(path)!r} with AutoModelForMaskedLM: "
+                             f"{type(error).__name__}: {error}") from error
         tokenizer = None  # a bare weights directory: ids then come from the config
         local = os.path.isdir(path)
         # transformers 5 builds a default tokenizer (with invented special ids) for a directory
         # that has none, so only look for one where tokenizer files exist.
         if not local or any(os.path.exists(os.path.join(path, f)) for f in _TOKENIZER_FILES):
             try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
             except (OSError, ValueError, TypeError):
                 tokenizer = None
         if device is not None:

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from urllib.parse import parse_qsl
 
 __all__ = ["load_model", "parse_spec"]
 
-_TINY_KEYS = {"vocab": "vocab_size", "width": "width", "depth": "depth", "heads": "heads",
-              "max_len": "max_len", "seed": "seed", "logit_scale": "logit_scale"}
-_MARKOV_KEYS = {"vocab": "vocab_size", "length": "seq_len", "seed": "seed",
-                "concentration": "concentration"}
+# Spec key -> (constructor argument, type). Types: "int" (an integer, range checked by the
+# constructor), "seed" (an integer in [0, 2**63)), "float" (a finite number).
+_TINY_KEYS = {"vocab": ("vocab_size", "int"), "width": ("width", "int"), "depth": ("depth", "int"),
+              "heads": ("heads", "int"), "max_len": ("max_len", "int"), "seed": ("seed", "seed"),
+              "logit_scale": ("logit_scale", "float")}
+_MARKOV_KEYS = {"vocab": ("vocab_size", "int"), "length": ("seq_len", "int"), "seed": ("seed", "seed"),
+                "concentration": ("concentration", "float")}
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, int | float | str]]:
-    """Split ``"family:kind?key=value&..."`` into (family, kind, params); numbers are parsed."""
+    """Split ``"family:kind?key=value&..."`` into (family, kind, params); numbers are parsed.
+
+    Values that read as an int become ints, then floats, else stay strings. A malformed query
+    or a key given twice raises ``ValueError`` naming it.
+    """
     head, _, query = spec.partition("?")
     family, _, kind = head.partition(":")
     params: dict[str, int | float | str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as error:
+        raise ValueError(f"model spec {spec!r}: malformed parameters {query!r} ({error}); "
+                         "expected key=value pairs joined by '&'") from None
+    for key, value in pairs:
+        if key in params:
+            raise ValueError(f"model spec {spec!r}: duplicate key {key!r}; give each key once")
         for cast in (int, float):
             try:
                 params[key] = cast(value)
@@ -31,11 +45,35 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, int | float | str]]:
     return family, kind, params
 
 
-def _rename(params: dict, names: dict[str, str], spec: str) -> dict:
+def spec_value(key: str, value, kind: str, spec: str):
+    """``value`` of spec key ``key`` as ``kind`` ("int", "seed", "float"); errors name the key."""
+    where = f"model spec {spec!r}: {key}={value!r}"
+    if kind in ("int", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} is not an integer")
+        if kind == "seed" and not 0 <= value < 2**63:
+            raise ValueError(f"{where}: a seed must be in [0, 2**63)")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} is not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be finite")
+    return float(value)
+
+
+def _rename(params: dict, names: dict[str, tuple[str, str]], spec: str) -> dict:
     unknown = sorted(set(params) - set(names))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} in model spec {spec!r}; known: {sorted(names)}")
-    return {names[k]: v for k, v in params.items()}
+    return {names[k][0]: spec_value(k, v, names[k][1], spec) for k, v in params.items()}
+
+
+def _construct(cls, kwargs: dict, spec: str):
+    """``cls(**kwargs)``, with the spec named in its argument errors."""
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model spec {spec!r}: {error}") from None
 
 
 def load_model(spec: str, *, dtype=None, device=None):
@@ -73,18 +111,21 @@ def load_model(spec: str, *, dtype=None, device=None):
 
             kwargs = {"vocab_size": 8, "seq_len": 16, "seed": 0}
             kwargs.update(_rename(params, _MARKOV_KEYS, spec))
-            return MarkovChainOracle(**kwargs)
+            return _construct(MarkovChainOracle, kwargs, spec)
         try:
             from remask.models.toys import toy_spec
         except ImportError:
             raise ValueError(f"unknown oracle kind {kind!r} in {spec!r}; available: ['markov']") from None
-        return toy_spec(kind, params)
+        try:
+            return toy_spec(kind, params)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"model spec {spec!r}: {error}") from None
     if family == "tiny":
         if kind not in ("", "transformer"):
             raise ValueError(f"unknown tiny model kind {kind!r} in {spec!r}; available: ['transformer']")
         from remask.models.tiny import TinyTransformer
 
-        return TinyTransformer(**_rename(params, _TINY_KEYS, spec))
+        return _construct(TinyTransformer, _rename(params, _TINY_KEYS, spec), spec)
     if ":" in spec or os.sep in spec or spec.startswith("."):
         raise ValueError(
             f"cannot resolve model spec {spec!r}: not a directory and not a built-in "
@@ -95,17 +136,34 @@ def load_model(spec: str, *, dtype=None, device=None):
 
 
 def _load_directory(path: str, *, dtype=None, device=None):
+    """A checkpoint directory: remask's own families, else a model_type transformers itself
+    implements. Anything else (an unknown or missing model_type, whatever its ``auto_map``
+    says) is refused: remask never runs code shipped in a checkpoint."""
+    from remask.models import checkpoints
+
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"checkpoint directory {path!r} has no config.json")
-    with open(config_path) as f:
-        model_type = json.load(f).get("model_type")
-    try:
-        from remask.models import checkpoints
-    except ImportError:
-        checkpoints = None
-    if checkpoints is not None and model_type in checkpoints.FAMILIES:
+    model_type = checkpoints.read_json(config_path).get("model_type")
+    if model_type in checkpoints.FAMILIES:
         return checkpoints.load_checkpoint(path, dtype=dtype, device=device)
+    builtin = _transformers_model_types()
+    if not isinstance(model_type, str) or model_type not in builtin:
+        what = "has no model_type" if model_type is None else f"has model_type {model_type!r}"
+        raise ValueError(
+            f"{config_path} {what}, which remask cannot load: supported are remask's families "
+            f"{sorted(checkpoints.FAMILIES)} and the masked LMs transformers implements itself "
+            "(bert, roberta, modernbert, ...); code shipped in a checkpoint (auto_map) is never run"
+        )
     from remask.models.hf import HFMaskedLM
 
     return HFMaskedLM.from_pretrained(path, dtype=dtype, device=device)
+
+
+def _transformers_model_types() -> frozenset[str]:
+    """model_type names with a model class inside transformers (empty without transformers)."""
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    except ImportError:
+        return frozenset()
+    return frozenset(CONFIG_MAPPING_NAMES)

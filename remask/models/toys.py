@@ -111,6 +111,8 @@ class ExactOracle:
         ``vocab_size``: the mask has no logit column.
     seq_len : int
         Length of every sequence the oracle models.
+    max_length : int
+        ``seq_len``: the longest canvas accepted (the driver checks it before allocating).
     eos_id, pad_id : int or None
         Special tokens where the family has them.
     token_names : list of str or None
@@ -127,6 +129,10 @@ class ExactOracle:
     @property
     def mask_id(self) -> int:
         return self.vocab_size
+
+    @property
+    def max_length(self) -> int:
+        return self.seq_len
 
     # -------------------------------------------------------------- validation
     def _check_tokens(self, tokens: object, *, allow_mask: bool) -> torch.Tensor:
@@ -1106,12 +1112,18 @@ def toy_spec(kind: str, params: dict | None = None) -> ExactOracle:
 
     def num(key: str, cast=int):
         value = p[key]
+        if isinstance(value, bool):
+            raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not a number")
         try:
             out = cast(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not a valid {cast.__name__}") from None
         if cast is int and float(value) != out:
             raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not an integer")
+        if cast is float and not math.isfinite(out):
+            raise ValueError(f"oracle:{kind} parameter {key}={value!r} must be finite")
+        if key == "seed" and not 0 <= out < 2**63:
+            raise ValueError(f"oracle:{kind} parameter seed={value!r} must be in [0, 2**63)")
         return out
 
     if kind == "hmm":

@@ -50,23 +50,24 @@ def test_threshold_when_enough_pass_else_scheduled_topk():
 
 
 def test_minimal_topk_lower_bounds_the_count():
+    # threshold=1.0 disables early commits: the test is strict (>) and probabilities are <= 1.
     model = FixedConfidence([0.5] * 8)
-    steps = _first_commits(model, build("llada2", block_length=8, steps=8, threshold=2.0,
+    steps = _first_commits(model, build("llada2", block_length=8, steps=8, threshold=1.0,
                                         minimal_topk=3), gen_length=8)
     # steps capped at 8 // 3 = 2, so the schedule is [4, 4]: every count >= minimal_topk.
     assert [len(s) for s in steps] == [4, 4]
-    steps = _first_commits(model, build("llada2", block_length=8, steps=8, threshold=2.0),
+    steps = _first_commits(model, build("llada2", block_length=8, steps=8, threshold=1.0),
                            gen_length=8)
     assert [len(s) for s in steps] == [1] * 8
 
 
 def test_more_steps_never_raise_tokens_per_step():
-    """Metamorphic (pure schedule, threshold > 1): NFE per block = min(steps, block size)."""
+    """Metamorphic (pure schedule, threshold 1: nothing passes the strict test): NFE per block = min(steps, block size)."""
     model = FixedConfidence([0.3, 0.5, 0.2, 0.9, 0.4, 0.6, 0.1, 0.7, 0.8, 0.35, 0.45, 0.55, 0.65])
     previous = None
     for steps in (1, 3, 8, 16):
         out = remask.generate(model, [[], [1], [2, 3]], build("llada2", block_length=8,
-                                                              steps=steps, threshold=1.1),
+                                                              steps=steps, threshold=1.0),
                               gen_length=13, seed=0)
         assert out.nfe.tolist() == [min(steps, 8) + min(steps, 5)] * 3
         if previous is not None:
