@@ -305,6 +305,24 @@ bench.command("samplers")(_bench_command("samplers", "Quality vs NFE on exact or
 bench.command("models")(_bench_command("cache", "Model forward: cached (prefix/dual KV) vs uncached decoding."))
 
 
+@bench.command("gpu")
+@click.option("--quick", is_flag=True, help="Tiny shapes on whatever device is there (a pipeline check).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the CSVs (default bench/results).")
+@click.option("--keep-going", is_flag=True, help="Log a failing part and go on with the others.")
+def bench_gpu(quick: bool, out: str | None, keep_going: bool) -> None:
+    """Kernel tests on CUDA, propose vs a copy, 8B-shaped decoding vs the reference loops."""
+    from remask.analysis.commands import check_out_dir
+    from remask.bench import gpu
+
+    if out is not None:
+        try:
+            check_out_dir(out)
+        except ValueError as error:
+            raise click.BadParameter(_one_line(error), param_hint="--out") from None
+    gpu.main(quick=quick, out=out, keep_going=keep_going)
+
+
 
 # ---------------------------------------------------------------------------- analyze
 @main.group()

@@ -136,3 +136,15 @@ def test_divergence_replay_finds_no_difference_where_none_exists():
     from remask.bench import divergence
 
     assert divergence.main() == [None]
+
+
+def test_cli_bench_gpu_checks_its_output_folder_first(tmp_path):
+    from click.testing import CliRunner
+
+    from remask.cli import main as cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli, ["bench", "gpu", "--quick", "--out", str(blocker)])
+    assert result.exit_code == 2
+    assert "--out" in result.output and "Traceback" not in result.output

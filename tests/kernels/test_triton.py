@@ -54,6 +54,7 @@ def test_triton_propose_compiles_for_hopper_without_a_gpu(sampling, dtype, monke
     from triton.compiler import ASTSource
 
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's current default, said explicitly
     from remask.kernels._triton import propose as TP
 
     kernel = TP._propose_kernel
