@@ -38,7 +38,7 @@ def _rename(params: dict, names: dict[str, str], spec: str) -> dict:
     return {names[k]: v for k, v in params.items()}
 
 
-def load_model(spec: str, *, dtype=None, device=None):
+def load_model(spec: str, *, dtype=None, device=None, **options):
     """Resolve a model spec to a ready Denoiser.
 
     Parameters
@@ -55,6 +55,12 @@ def load_model(spec: str, *, dtype=None, device=None):
           :class:`~remask.models.hf.HFMaskedLM`.
     dtype, device : optional
         Passed to checkpoint loading (ignored by the built-ins).
+    **options
+        For checkpoint directories of remask's native families only, passed to
+        :func:`remask.models.load_checkpoint`: special ids the checkpoint lacks
+        (``mask_id=``, ``eos_id=``, ``eot_id=``, ``pad_id=``, ``bos_id=``) and, for
+        block-diffusion families, ``block_size=`` and ``cache=``. A directory spec may carry
+        them too: ``"path/to/sdar?mask_id=151669&block_size=4"``.
 
     Examples
     --------
@@ -64,8 +70,18 @@ def load_model(spec: str, *, dtype=None, device=None):
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"model spec must be a string or path, got {type(spec).__name__}")
     spec = os.fspath(spec)
+    head, _, query = spec.partition("?")
+    if query and not os.path.isdir(spec) and os.path.isdir(head):
+        # "DIR?mask_id=...&block_size=...": checkpoint options in the spec string.
+        _, _, params = parse_spec("x:" + spec[len(head):])
+        spec, options = head, {**params, **options}
     if os.path.isdir(spec):
-        return _load_directory(spec, dtype=dtype, device=device)
+        return _load_directory(spec, dtype=dtype, device=device, **options)
+    if options:
+        raise TypeError(
+            f"load_model options {sorted(options)} apply to checkpoint directories only, "
+            f"not to {spec!r}"
+        )
     family, kind, params = parse_spec(spec)
     if family == "oracle":
         if kind == "markov":
@@ -94,7 +110,7 @@ def load_model(spec: str, *, dtype=None, device=None):
     raise ValueError(f"model spec {spec!r} is not an existing directory nor a built-in spec")
 
 
-def _load_directory(path: str, *, dtype=None, device=None):
+def _load_directory(path: str, *, dtype=None, device=None, **options):
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"checkpoint directory {path!r} has no config.json")
@@ -105,7 +121,12 @@ def _load_directory(path: str, *, dtype=None, device=None):
     except ImportError:
         checkpoints = None
     if checkpoints is not None and model_type in checkpoints.FAMILIES:
-        return checkpoints.load_checkpoint(path, dtype=dtype, device=device)
+        return checkpoints.load_checkpoint(path, dtype=dtype, device=device, **options)
+    if options:
+        raise TypeError(
+            f"options {sorted(options)} apply to remask's native checkpoint families only; "
+            f"{path!r} has model_type {model_type!r}"
+        )
     from remask.models.hf import HFMaskedLM
 
     return HFMaskedLM.from_pretrained(path, dtype=dtype, device=device)
