@@ -135,6 +135,35 @@ def checkpoint_family(path: str | os.PathLike[str]) -> str:
     return FAMILIES[model_type]
 
 
+#: config.json keys the newer families must carry: their config classes' defaults describe
+#: multi-billion-parameter models, which a config missing a shape key must not silently build.
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "llada_moe": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "dense_intermediate_size", "expert_intermediate_size", "num_experts",
+                  "num_experts_per_tok", "moe_layer_freq"),
+    "llada2": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "intermediate_size", "moe_intermediate_size",
+               "num_experts", "num_experts_per_tok", "first_k_dense_replace"),
+    "sdar": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "intermediate_size"),
+    "fast_dllm_v2": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "intermediate_size"),
+}
+
+
+def _check_required_fields(root: Path, family: str) -> None:
+    needed = _REQUIRED_FIELDS.get(family, ())
+    if not needed:
+        return
+    config = _read_json(root / "config.json")
+    missing = [name for name in needed if config.get(name) is None]
+    if missing:
+        raise ValueError(
+            f"{root / 'config.json'}: a {family} config must set {missing} "
+            f"(the fields of the family's published config.json)"
+        )
+
+
 def _check_weight_files(root: Path) -> None:
     present = [name for name in _WEIGHT_FILES if (root / name).is_file()]
     if not present:
@@ -422,6 +451,7 @@ def load_checkpoint(
             f"{root}: block_size={block_size!r} applies to block-diffusion checkpoints only "
             f"({sorted(BLOCK_DIFFUSION_FAMILIES)}), not to a {family!r} checkpoint"
         )
+    _check_required_fields(root, family)
     _check_weight_files(root)
     _autoreg.register_auto_classes()
     model = _load_model(family, root, _resolve_dtype(dtype))
