@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 import remask
+from remask.bench.cache import _load_average, _quantile
 from remask.bench.common import Result, environment, write_csv
 
 __all__ = ["PRESETS", "PrefixRecompute", "build_model", "main"]
@@ -108,21 +108,6 @@ def _uptime() -> str:
         return "unknown"
 
 
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def main(quick: bool = False, out: str | Path | None = None, *, preset: str | None = None,
          threads: int = 1, repeats: int | None = None) -> list[Result]:
     """Time cached / prefix-recompute / full decoding and write the CSV.
@@ -143,7 +128,15 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str | No
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run(quick, out, preset, threads, repeats)
+    finally:
+        torch.set_num_threads(previous)  # the caller's setting, e.g. inside a test session
+
+
+def _run(quick, out, preset, threads, repeats) -> list[Result]:
     preset = preset or ("tiny" if quick else "cpu")
     prompt_length, gen_length = (8, 16) if quick else (64, 256)
     repeats = repeats or (1 if quick else 2)

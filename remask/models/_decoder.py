@@ -611,3 +611,18 @@ def head_dim_of(config, family: str) -> int:
             f"num_attention_heads={config.num_attention_heads}"
         )
     return config.hidden_size // config.num_attention_heads
+
+
+def qwen_spec(config, family: str, *, qk_norm: bool, qkv_bias: bool, out_bias: bool) -> DecoderSpec:
+    """The :class:`DecoderSpec` of a dense Qwen2/Qwen3-shaped config (SDAR, Fast-dLLM v2)."""
+    check_common(config, family)
+    head_dim = head_dim_of(config, family)
+    layers = int(config.num_hidden_layers)
+    return DecoderSpec(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_layers=layers,
+        num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
+        head_dim=head_dim, rotary_dim=head_dim, rope_theta=float(config.rope_theta),
+        rms_norm_eps=float(config.rms_norm_eps), fused_qkv=False, qkv_bias=qkv_bias,
+        out_bias=out_bias, qk_norm=qk_norm, intermediate_size=config.intermediate_size, moe=None,
+        moe_layers=(False,) * layers, tie_word_embeddings=bool(config.tie_word_embeddings),
+    )

@@ -42,6 +42,7 @@ import torch
 
 from remask.models._adapter import CheckpointDenoiser
 from remask.models._decoder import block_causal_keep, padding_positions
+from remask.models.cache import CachedDenoiser
 
 __all__ = ["BlockDiffusionDenoiser"]
 
@@ -165,7 +166,7 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
         real = (attention_mask if attention_mask is not None
                 else torch.ones_like(tokens, dtype=torch.bool))  # (B, L)
         if active is not None:
-            active = self._check_active(active, tokens)
+            active = CachedDenoiser._check_active(active, tokens)
         if not self.cache or active is None or not bool(active.any()):
             self._kv = None
             self.stats["full_passes"] += 1
@@ -264,15 +265,3 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
         self.stats["full_passes" if query_start == 0 and stop == length else "window_passes"] += 1
         self.stats["query_positions"] += b * (stop - query_start)
         return self._logits.clone()
-
-    @staticmethod
-    def _check_active(active: object, tokens: torch.Tensor) -> torch.Tensor:
-        if not isinstance(active, torch.Tensor):
-            raise TypeError(f"active must be a (B, L) bool tensor, got {type(active).__name__}")
-        if active.dtype != torch.bool:
-            raise TypeError(f"active must be a bool tensor, got dtype {active.dtype}")
-        if tuple(active.shape) != tuple(tokens.shape):
-            raise ValueError(
-                f"active has shape {tuple(active.shape)}, expected the tokens' shape {tuple(tokens.shape)}"
-            )
-        return active

@@ -21,25 +21,15 @@ Two family conventions:
 from __future__ import annotations
 
 from remask.models._block_configs import FastDLLMQwenConfig
-from remask.models._decoder import DecoderLM, DecoderSpec, check_common, head_dim_of
+from remask.models._decoder import DecoderLM, DecoderSpec, qwen_spec
 
 __all__ = ["FastDLLMQwenConfig", "FastDLLMQwenForCausalLM", "Fast_dLLM_QwenForCausalLM"]
 
 
 def fast_dllm_spec(config: FastDLLMQwenConfig) -> DecoderSpec:
-    """The :class:`DecoderSpec` of a Fast-dLLM v2 config."""
-    check_common(config, "Fast_dLLM_Qwen")
-    head_dim = head_dim_of(config, "Fast_dLLM_Qwen")
-    layers = int(config.num_hidden_layers)
-    return DecoderSpec(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_layers=layers,
-        num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
-        head_dim=head_dim, rotary_dim=head_dim, rope_theta=float(config.rope_theta),
-        rms_norm_eps=float(config.rms_norm_eps), fused_qkv=False,
-        qkv_bias=bool(getattr(config, "attention_bias", True)), out_bias=False, qk_norm=False,
-        intermediate_size=config.intermediate_size, moe=None, moe_layers=(False,) * layers,
-        tie_word_embeddings=bool(config.tie_word_embeddings),
-    )
+    """The :class:`DecoderSpec` of a Fast-dLLM v2 config (Qwen2: q/k/v biased, no QK-norm)."""
+    return qwen_spec(config, "Fast_dLLM_Qwen", qk_norm=False,
+                     qkv_bias=bool(getattr(config, "attention_bias", True)), out_bias=False)
 
 
 class Fast_dLLM_QwenForCausalLM(DecoderLM):  # noqa: N801 (the checkpoints' architectures name)

@@ -15,7 +15,7 @@ takes it as ``block_size`` and wraps the model in
 from __future__ import annotations
 
 from remask.models._block_configs import SDARConfig
-from remask.models._decoder import DecoderLM, DecoderSpec, check_common, head_dim_of
+from remask.models._decoder import DecoderLM, DecoderSpec, qwen_spec
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "SDARConfig", "SDARForCausalLM"]
 
@@ -24,20 +24,10 @@ DEFAULT_BLOCK_SIZE = 4
 
 
 def sdar_spec(config: SDARConfig) -> DecoderSpec:
-    """The :class:`DecoderSpec` of an SDAR config; ``ValueError`` names what is unsupported."""
-    check_common(config, "sdar")
-    head_dim = head_dim_of(config, "sdar")
-    layers = int(config.num_hidden_layers)
-    return DecoderSpec(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_layers=layers,
-        num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
-        head_dim=head_dim, rotary_dim=head_dim, rope_theta=float(config.rope_theta),
-        rms_norm_eps=float(config.rms_norm_eps), fused_qkv=False,
-        qkv_bias=bool(getattr(config, "attention_bias", False)),
-        out_bias=bool(getattr(config, "attention_bias", False)), qk_norm=True,
-        intermediate_size=config.intermediate_size, moe=None, moe_layers=(False,) * layers,
-        tie_word_embeddings=bool(config.tie_word_embeddings),
-    )
+    """The :class:`DecoderSpec` of an SDAR config; ``ValueError`` names what is unsupported.
+    As in Qwen3, ``attention_bias`` biases q/k/v and o_proj alike (false in the releases)."""
+    bias = bool(getattr(config, "attention_bias", False))
+    return qwen_spec(config, "sdar", qk_norm=True, qkv_bias=bias, out_bias=bias)
 
 
 class SDARForCausalLM(DecoderLM):
