@@ -101,13 +101,18 @@ def test_each_step_runs_only_the_active_block_plus_one_shift_row(pair):
 
 def test_first_block_is_cut_to_the_model_grid(pair):
     cached, _ = pair
-    seen = []
-    sampler = build("low_confidence", steps=None)
-    remask.generate(cached, [[1, 2, 3, 4, 5, 6]], sampler, gen_length=6, seed=0,
-                    callbacks=[lambda state, info: seen.append(info.committed.nonzero()[:, 1].tolist())])
-    # Prompt of 6 with blocks of 4: positions 6-7 finish block 1, then block 2 (8-11).
-    firsts = [cols for cols in seen if cols]
-    assert sorted(c for cols in firsts[:2] for c in cols) == [6, 7]
+    blocks = []
+    remask.generate(cached, [[1, 2, 3, 4, 5, 6], [7, 8, 9]], build("low_confidence"), gen_length=6,
+                    seed=0, callbacks=[lambda state, info: blocks.append(state.canvas.block)])
+    # Blocks of 4 counted from each row's first real token: row 0 (prompt 6) finishes its
+    # second block with 2 generated tokens, row 1 (prompt 3, left-padded by 3) its first with 1.
+    assert blocks[0][0, 6:].tolist() == [0, 0, 1, 1, 1, 1]
+    assert blocks[0][1, 6:].tolist() == [0, 1, 1, 1, 1, 2]
+    # With a multiple of the model block (8 = 2 x 4) the grid is the sampler's block length.
+    blocks.clear()
+    remask.generate(cached, [[1, 2, 3, 4, 5, 6]], build("low_confidence", block_length=8),
+                    gen_length=6, seed=0, callbacks=[lambda state, info: blocks.append(state.canvas.block)])
+    assert blocks[0][0, 6:].tolist() == [0, 0, 1, 1, 1, 1]
 
 
 def test_revised_tokens_invalidate_the_cache(pair):
