@@ -444,6 +444,10 @@ def load_checkpoint(
     unknown = sorted(set(special_ids) - set(SPECIAL_IDS))
     if unknown:
         raise TypeError(f"load_checkpoint got unknown arguments {unknown}; special ids: {list(SPECIAL_IDS)}")
+    if isinstance(cache, int) and cache in (0, 1):  # also 0/1 from a spec string "DIR?cache=0"
+        cache = bool(cache)
+    else:
+        raise TypeError(f"cache must be a bool, got {cache!r}")
     family = checkpoint_family(root)
     block_default = BLOCK_DIFFUSION_FAMILIES.get(family, 0)
     if block_size is not None and block_default == 0:

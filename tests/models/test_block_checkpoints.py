@@ -166,6 +166,9 @@ def test_mask_id_is_required_and_checked(tmp_path):
     # Ids the checkpoint lacks are taken; the spec string carries them too.
     den = load_model(f"{GOLDEN / 'llada2_moe_tiny'}?mask_id=255&eos_id=252&block_size=8")
     assert (den.mask_id, den.eos_id, den.pad_id, den.block_size) == (255, 252, 252, 8)
+    assert load_model(f"{GOLDEN / 'sdar_tiny'}?mask_id=254&cache=0").cache is False
+    with pytest.raises(TypeError, match="cache must be a bool"):
+        load_model(f"{GOLDEN / 'sdar_tiny'}?mask_id=254&cache=no")
     with pytest.raises(TypeError, match="checkpoint directories only"):
         load_model("oracle:markov?vocab=4&length=6", mask_id=3)
 
