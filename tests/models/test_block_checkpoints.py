@@ -273,3 +273,21 @@ def test_moe_dispatch_equals_a_per_token_loop(spec):
         slow = _slow_moe(moe, x.reshape(-1, 12))
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
 
+
+
+def test_tied_head_round_trip(tmp_path):
+    from remask.models.sdar import SDARConfig
+
+    config = SDARConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                        tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = SDARForCausalLM(config).eval()
+    assert not any(key.startswith("lm_head") for key in model.state_dict())
+    model.save_pretrained(tmp_path)
+    reloaded = SDARForCausalLM.from_pretrained(str(tmp_path)).eval()
+    tokens = torch.randint(0, 64, (2, 7))
+    with torch.no_grad():
+        expected = model.model(tokens, torch.arange(7), None)[0] @ model.model.embedding.weight.T
+        assert torch.equal(reloaded(tokens).logits, model(tokens).logits)
+        torch.testing.assert_close(model(tokens).logits, expected)
