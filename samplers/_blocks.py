@@ -24,7 +24,8 @@ SCORES = ("prob", "margin", "entropy", "random")
 
 
 def make_canvas(
-    tokens: torch.Tensor, editable: torch.Tensor, attention_mask: torch.Tensor, block_length: int | None
+    tokens: torch.Tensor, editable: torch.Tensor, attention_mask: torch.Tensor, block_length: int | None,
+    offset: torch.Tensor | None = None,
 ) -> Canvas:
     """Build the initial canvas.
 
@@ -37,8 +38,13 @@ def make_canvas(
     block_length : int or None
         Blocks cover the editable positions of each row left to right, ``block_length`` at a
         time (the last one may be shorter); None puts them all in block 0.
+    offset : (B,) int64, optional
+        Positions of each row's first block that precede its first editable position (that
+        block is shorter by as much): aligns the blocks to a block-diffusion model's grid.
     """
     order = editable.long().cumsum(-1) - 1  # (B, L): rank of each editable position in its row
+    if offset is not None and block_length is not None:
+        order = order + offset.unsqueeze(-1)
     block = torch.zeros_like(order) if block_length is None else order // block_length
     block = torch.where(editable, block, -1)  # (B, L)
     B = tokens.shape[0]

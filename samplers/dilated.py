@@ -224,8 +224,17 @@ class Dilated(Sampler):
         if self.block_length is None:
             offset, size = order, total.expand_as(order)  # (B, L) each
         else:
-            offset = order % self.block_length  # (B, L)
-            size = (total - canvas.block * self.block_length).clamp(max=self.block_length)  # (B, L)
+            # Offsets and sizes come from the canvas's blocks, which need not be cut from the
+            # first editable position (a block-diffusion model's grid cuts the first one short).
+            block = canvas.block.clamp_min(0)  # (B, L)
+            n_blocks = int(block.max()) + 1 if block.numel() else 1
+            counts = torch.zeros(block.shape[0], n_blocks, dtype=torch.int64, device=block.device)
+            counts.scatter_add_(1, block, editable.long())  # (B, n_blocks) editable per block
+            big = torch.iinfo(torch.int64).max
+            first = torch.full_like(counts, big).scatter_reduce_(
+                1, block, torch.where(editable, order, big), reduce="amin")  # (B, n_blocks)
+            offset = order - first.gather(1, block)  # (B, L) rank inside the block
+            size = counts.gather(1, block)  # (B, L)
         size = torch.where(editable, size, 0)
         level = torch.full_like(order, -1)  # (B, L)
         last_level = torch.full_like(order, -1)  # (B, L)

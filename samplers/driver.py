@@ -128,7 +128,10 @@ def generate(
     real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=tokens.device)], dim=1)
     editable = torch.zeros_like(real)
     editable[:, -gen_length:] = True
-    return _run(model, sampler, tokens, editable, real, seed, callbacks, progress)
+    # Block-diffusion models count blocks from the first real token: the first generated
+    # block is cut short so that every block is whole model blocks (as their generate() does).
+    offset = real[:, :-gen_length].sum(-1)  # (B,) prompt lengths
+    return _run(model, sampler, tokens, editable, real, seed, callbacks, progress, offset)
 
 
 def infill(
@@ -173,11 +176,32 @@ def infill(
 
 
 # ---------------------------------------------------------------------------- internals
-def _run(model, sampler, tokens, editable, real, seed, callbacks, progress) -> GenerateOutput:
+def _block_length(sampler, model) -> int | None:
+    """The canvas's block length: the sampler's, checked against a block-diffusion model's
+    ``block_size`` (which is also the default when the sampler has none)."""
+    size = getattr(model, "block_size", None)
+    if size is None:
+        return sampler.block_length
+    if sampler.block_length is None:
+        return int(size)
+    if sampler.block_length % size:
+        raise ValueError(
+            f"block_length={sampler.block_length} is not a multiple of the model's block size "
+            f"{size}: a block-diffusion model (and its exact block cache) decodes whole blocks"
+        )
+    return sampler.block_length
+
+
+def _run(model, sampler, tokens, editable, real, seed, callbacks, progress, offset=None) -> GenerateOutput:
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)))
     generator = torch.Generator().manual_seed(seed)
-    canvas = make_canvas(tokens, editable, real, sampler.block_length)
+    block_length = _block_length(sampler, model)
+    if getattr(model, "block_size", None) is None or block_length is None:
+        offset = None
+    elif offset is not None:
+        offset = offset % block_length
+    canvas = make_canvas(tokens, editable, real, block_length, offset)
     state = sampler.init(canvas, model)
     limit = sampler.max_steps(canvas)
     mask_id = model.mask_id

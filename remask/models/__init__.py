@@ -1,7 +1,8 @@
 """remask.models: denoisers — exact oracles, tiny transformers, checkpoint adapters.
 
 Everything here satisfies the Denoiser protocol of DESIGN.md §2; ``load_model(spec)``
-resolves a spec string to one.
+resolves a spec string to one. ``BlockDiffusionDenoiser`` (LLaDA 2.x, SDAR, Fast-dLLM v2) is
+imported on first access.
 """
 
 from remask.models.cache import CachedDenoiser
@@ -13,6 +14,7 @@ from remask.models.protocol import Denoiser, check_logits
 from remask.models.tiny import TinyTransformer
 
 __all__ = [
+    "BlockDiffusionDenoiser",
     "CachedDenoiser",
     "Denoiser",
     "FAMILIES",
@@ -24,3 +26,13 @@ __all__ = [
     "load_model",
     "parse_spec",
 ]
+
+
+def __getattr__(name: str):
+    # Lazy: the block-diffusion adapter imports transformers' modeling code (seconds), which
+    # `import remask.models` must not pay for.
+    if name == "BlockDiffusionDenoiser":
+        from remask.models.block_diffusion import BlockDiffusionDenoiser
+
+        return BlockDiffusionDenoiser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,9 @@
 
 After ``import remask.models``, ``transformers.AutoConfig`` / ``AutoModel`` /
 ``AutoModelForMaskedLM`` resolve the ``model_type`` values ``"llada"``, ``"Dream"`` and
-``"mdlm"`` to remask's clean-room classes. Registered local classes take precedence over a
+``"mdlm"`` to remask's clean-room classes, and ``AutoModelForCausalLM`` (as well as the
+other two) resolves ``"llada2_moe"``, ``"sdar"``, ``"Fast_dLLM_Qwen"`` and LLaDA-MoE
+(``"llada"`` with MoE fields). Registered local classes take precedence over a
 checkpoint's ``auto_map`` (transformers treats them as explicit local code), so the original
 directories load without ``trust_remote_code`` and without running their modeling files.
 
@@ -48,9 +50,13 @@ def register_configs() -> None:
         # while the `transformers.models.auto` package itself is still initialising.
         from transformers.models.auto.configuration_auto import AutoConfig
 
+        from remask.models._block_configs import FastDLLMQwenConfig, LLaDA2MoeConfig, SDARConfig
         from remask.models._configs import DreamConfig, LLaDAConfig, MDLMConfig
 
-        for cls in (LLaDAConfig, DreamConfig, MDLMConfig):
+        # LLaDAMoEConfig is not registered: it shares model_type "llada", and
+        # LLaDAConfig.from_dict hands MoE configs over to it.
+        for cls in (LLaDAConfig, DreamConfig, MDLMConfig, LLaDA2MoeConfig, SDARConfig,
+                    FastDLLMQwenConfig):
             AutoConfig.register(cls.model_type, cls, exist_ok=True)
         _done["configs"] = True
 
@@ -84,6 +90,22 @@ def register_models() -> None:
             AutoModel.register(config_cls, model_cls, exist_ok=True)
             AutoModelForMaskedLM.register(config_cls, model_cls, exist_ok=True)
         AutoModelForCausalLM.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+        # The four newer families: their checkpoints' auto_map names AutoModel and
+        # AutoModelForCausalLM; both resolve to the LM class (remask has no head-less trunk
+        # class for them). AutoModelForMaskedLM too, as for the other diffusion families.
+        from remask.models.fast_dllm_v2 import FastDLLMQwenConfig, Fast_dLLM_QwenForCausalLM
+        from remask.models.llada2 import LLaDA2MoeConfig, LLaDA2MoeModelLM
+        from remask.models.llada_moe import LLaDAMoEConfig, LLaDAMoEModelLM
+        from remask.models.sdar import SDARConfig, SDARForCausalLM
+
+        for config_cls, model_cls in (
+            (LLaDA2MoeConfig, LLaDA2MoeModelLM),
+            (LLaDAMoEConfig, LLaDAMoEModelLM),
+            (SDARConfig, SDARForCausalLM),
+            (FastDLLMQwenConfig, Fast_dLLM_QwenForCausalLM),
+        ):
+            for auto in (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM):
+                auto.register(config_cls, model_cls, exist_ok=True)
         _done["models"] = True
 
 

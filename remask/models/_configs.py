@@ -140,6 +140,17 @@ class LLaDAConfig(PretrainedConfig):
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> PretrainedConfig:
+        """Build the config; a LLaDA-MoE dict (``model_type "llada"`` with MoE fields) gives a
+        :class:`~remask.models._block_configs.LLaDAMoEConfig`, so that ``AutoConfig`` and the
+        Auto model classes resolve LLaDA-MoE checkpoints to remask's LLaDA-MoE class."""
+        if cls is LLaDAConfig and any(name in config_dict for name in LLADA_MOE_FIELDS):
+            from remask.models._block_configs import LLaDAMoEConfig
+
+            return LLaDAMoEConfig.from_dict(config_dict, **kwargs)
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def effective_n_kv_heads(self) -> int:
         """Number of key/value heads, resolved the way OLMo-style configs define it."""

@@ -1,4 +1,5 @@
-"""Load real masked-diffusion checkpoints (LLaDA, Dream, MDLM) as Denoisers.
+"""Load real masked-diffusion checkpoints as Denoisers: LLaDA, Dream, MDLM, and the newer
+LLaDA-MoE, LLaDA 2.x, SDAR and Fast-dLLM v2.
 
 ``load_checkpoint(path)`` reads a checkpoint directory in its original layout
 (``config.json``, safetensors weights, optional tokenizer files), builds remask's clean-room
@@ -13,10 +14,12 @@ works without ``trust_remote_code``.
 Special-token resolution (adapters never guess):
 
 =========  =====================================================================
-mask_id    ``config.mask_token_id``, else the tokenizer's ``mask_token``; MDLM only:
-           else the last logit column (MDLM appends its mask after the tokenizer
-           vocabulary). Missing -> ``ValueError``. A tokenizer mask that differs
-           from the config's -> ``ValueError``.
+mask_id    ``config.mask_token_id``, else the tokenizer's ``mask_token``, else
+           (LLaDA-MoE, LLaDA 2.x) ``<|mask|>`` in the tokenizer vocabulary; MDLM
+           only: else the last logit column (MDLM appends its mask after the
+           tokenizer vocabulary); else the caller's ``mask_id=``. Missing ->
+           ``ValueError``. A tokenizer mask that differs from the config's ->
+           ``ValueError``.
 eos_id     ``config.eos_token_id``, else ``generation_config.json``, else the
            tokenizer's; a list gives its first entry. Missing -> None.
 eot_id     ``config.eot_token_id`` if present, else the family's end-of-turn token
@@ -25,6 +28,9 @@ eot_id     ``config.eot_token_id`` if present, else the family's end-of-turn tok
 pad_id     ``config.pad_token_id``, else the tokenizer's. Missing -> None.
 bos_id     ``config.bos_token_id``, else the tokenizer's. Missing -> None.
 =========  =====================================================================
+
+Every id may also be supplied by the caller (``load_checkpoint(path, mask_id=...)``) where
+the checkpoint lacks it; a supplied id that contradicts the checkpoint's is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -38,13 +44,39 @@ import torch
 
 from remask.models import _autoreg
 
-__all__ = ["FAMILIES", "checkpoint_family", "load_checkpoint", "register_auto_classes"]
+__all__ = [
+    "BLOCK_DIFFUSION_FAMILIES",
+    "FAMILIES",
+    "SPECIAL_IDS",
+    "checkpoint_family",
+    "load_checkpoint",
+    "register_auto_classes",
+]
 
-#: ``config.json`` ``model_type`` values handled here, mapped to the family name.
-FAMILIES: dict[str, str] = {"llada": "llada", "Dream": "dream", "mdlm": "mdlm"}
+#: ``config.json`` ``model_type`` values handled here, mapped to the family name
+#: (``"llada"`` with MoE fields is the "llada_moe" family).
+FAMILIES: dict[str, str] = {
+    "llada": "llada",
+    "Dream": "dream",
+    "mdlm": "mdlm",
+    "llada2_moe": "llada2",
+    "sdar": "sdar",
+    "Fast_dLLM_Qwen": "fast_dllm_v2",
+}
+
+#: Families decoded block by block under a block-causal mask, with their default block size
+#: (LLaDA 2.x and SDAR keep it out of config.json; Fast-dLLM v2 has ``bd_size``).
+BLOCK_DIFFUSION_FAMILIES: dict[str, int | None] = {"llada2": 32, "sdar": 4, "fast_dllm_v2": None}
 
 #: End-of-turn token of each family's chat template (looked up, never assumed to exist).
-_EOT_TOKENS = {"llada": "<|eot_id|>", "dream": "<|im_end|>"}
+_EOT_TOKENS = {
+    "llada": "<|eot_id|>",
+    "dream": "<|im_end|>",
+    "llada_moe": "<|role_end|>",
+    "llada2": "<|role_end|>",
+    "sdar": "<|im_end|>",
+    "fast_dllm_v2": "<|im_end|>",
+}
 
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -75,13 +107,14 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def checkpoint_family(path: str | os.PathLike[str]) -> str:
-    """Family name ("llada", "dream", "mdlm") of a checkpoint directory.
+    """Family name of a checkpoint directory: "llada", "llada_moe", "dream", "mdlm",
+    "llada2", "sdar" or "fast_dllm_v2".
 
     Raises
     ------
     ValueError
         If the directory or its ``config.json`` is missing, or its ``model_type`` is not one
-        of :data:`FAMILIES` (including LLaDA-MoE, which shares ``model_type "llada"``).
+        of :data:`FAMILIES`.
     """
     root = Path(path)
     if not root.is_dir():
@@ -99,13 +132,39 @@ def checkpoint_family(path: str | os.PathLike[str]) -> str:
     if model_type == "llada":
         from remask.models._configs import LLADA_MOE_FIELDS
 
-        moe = [name for name in LLADA_MOE_FIELDS if name in config]
-        if moe:
-            raise ValueError(
-                f"{config_path}: a LLaDA-MoE config (fields {moe}); LLaDA-MoE shares "
-                "model_type 'llada' upstream but is not supported yet"
-            )
+        # LLaDA-MoE shares model_type "llada" upstream; its MoE fields tell it apart.
+        if any(name in config for name in LLADA_MOE_FIELDS):
+            return "llada_moe"
     return FAMILIES[model_type]
+
+
+#: config.json keys the newer families must carry: their config classes' defaults describe
+#: multi-billion-parameter models, which a config missing a shape key must not silently build.
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "llada_moe": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "dense_intermediate_size", "expert_intermediate_size", "num_experts",
+                  "num_experts_per_tok", "moe_layer_freq"),
+    "llada2": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "intermediate_size", "moe_intermediate_size",
+               "num_experts", "num_experts_per_tok", "first_k_dense_replace"),
+    "sdar": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "intermediate_size"),
+    "fast_dllm_v2": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "intermediate_size"),
+}
+
+
+def _check_required_fields(root: Path, family: str) -> None:
+    needed = _REQUIRED_FIELDS.get(family, ())
+    if not needed:
+        return
+    config = _read_json(root / "config.json")
+    missing = [name for name in needed if config.get(name) is None]
+    if missing:
+        raise ValueError(
+            f"{root / 'config.json'}: a {family} config must set {missing} "
+            f"(the fields of the family's published config.json)"
+        )
 
 
 def _check_weight_files(root: Path) -> None:
@@ -137,15 +196,28 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
     )
 
 
-def _load_model(family: str, root: Path, dtype: torch.dtype | str) -> torch.nn.Module:
-    import transformers
-
+def _model_class(family: str) -> type:
     if family == "llada":
         from remask.models.llada import LLaDAModelLM as model_cls
     elif family == "dream":
         from remask.models.dream import DreamModel as model_cls
-    else:
+    elif family == "mdlm":
         from remask.models.mdlm import MDLM as model_cls
+    elif family == "llada_moe":
+        from remask.models.llada_moe import LLaDAMoEModelLM as model_cls
+    elif family == "llada2":
+        from remask.models.llada2 import LLaDA2MoeModelLM as model_cls
+    elif family == "sdar":
+        from remask.models.sdar import SDARForCausalLM as model_cls
+    else:
+        from remask.models.fast_dllm_v2 import Fast_dLLM_QwenForCausalLM as model_cls
+    return model_cls
+
+
+def _load_model(family: str, root: Path, dtype: torch.dtype | str) -> torch.nn.Module:
+    import transformers
+
+    model_cls = _model_class(family)
 
     dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
@@ -258,7 +330,42 @@ def _vocab_lookup(tokenizer: Any, token: str | None) -> int | None:
     return int(vocab[token]) if token in vocab else None
 
 
+#: Mask token of families whose tokenizer keeps it out of ``mask_token`` (looked up by name).
+_MASK_TOKENS = {"llada_moe": "<|mask|>", "llada2": "<|mask|>"}
+
+#: Special ids a caller may supply where the checkpoint lacks them (``load_checkpoint(...,
+#: mask_id=...)``).
+SPECIAL_IDS = ("mask_id", "eos_id", "eot_id", "pad_id", "bos_id")
+
+
 def _special_ids(
+    family: str, root: Path, config: Any, tokenizer: Any, vocab_size: int,
+    given: dict[str, int | None] | None = None,
+) -> dict[str, int | None]:
+    ids = _checkpoint_ids(family, root, config, tokenizer, vocab_size)
+    for name, value in (given or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if ids[name] is not None and ids[name] != value:
+            raise ValueError(
+                f"{root}: {name}={value} contradicts the checkpoint's {name}={ids[name]}; "
+                "give special ids only where the checkpoint has none"
+            )
+        ids[name] = value
+    if ids["mask_id"] is None:
+        where = (
+            "the tokenizer has no mask_token" if tokenizer is not None else "there is no tokenizer"
+        )
+        raise ValueError(
+            f"{root}: no mask token id: config.json has no mask_token_id and {where}; "
+            "pass it as load_model(path, mask_id=...) (or the model spec 'path?mask_id=...')"
+        )
+    return ids
+
+
+def _checkpoint_ids(
     family: str, root: Path, config: Any, tokenizer: Any, vocab_size: int
 ) -> dict[str, int | None]:
     generation = {}
@@ -275,13 +382,10 @@ def _special_ids(
         )
     if mask_id is None:
         mask_id = tok_mask
+    if mask_id is None:
+        mask_id = _vocab_lookup(tokenizer, _MASK_TOKENS.get(family))
     if mask_id is None and family == "mdlm":
         mask_id = vocab_size - 1  # MDLM's convention: the mask is appended as the last column
-    if mask_id is None:
-        where = (
-            "the tokenizer has no mask_token" if tokenizer is not None else "there is no tokenizer"
-        )
-        raise ValueError(f"{root}: no mask token id: config.json has no mask_token_id and {where}")
 
     eos_id = _first_id(getattr(config, "eos_token_id", None))
     if eos_id is None:
@@ -303,7 +407,7 @@ def _special_ids(
     if bos_id is None:
         bos_id = _tokenizer_id(tokenizer, "bos_token_id")
     return {
-        "mask_id": int(mask_id),
+        "mask_id": None if mask_id is None else int(mask_id),
         "eos_id": eos_id,
         "eot_id": eot_id,
         "pad_id": pad_id,
@@ -316,8 +420,11 @@ def load_checkpoint(
     *,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    block_size: int | None = None,
+    cache: bool = True,
+    **special_ids: int | None,
 ):
-    """Load a LLaDA, Dream or MDLM checkpoint directory as a ready Denoiser.
+    """Load a checkpoint directory of a native family as a ready Denoiser.
 
     Parameters
     ----------
@@ -331,10 +438,20 @@ def load_checkpoint(
         the checkpoint's config.
     device : torch.device or str, optional
         Where to put the model (default: CPU).
+    block_size : int, optional
+        Block-diffusion families (LLaDA 2.x, SDAR, Fast-dLLM v2) only: the block-causal
+        block length (default: Fast-dLLM v2's ``bd_size``, LLaDA 2.x 32, SDAR 4).
+    cache : bool
+        Block-diffusion families only: keep an exact KV cache of finished blocks (default);
+        False recomputes the whole canvas at every call.
+    mask_id, eos_id, eot_id, pad_id, bos_id : int, optional
+        Special ids for checkpoints that lack them (LLaDA 2.x, LLaDA-MoE, SDAR and Fast-dLLM
+        v2 keep the mask id in the tokenizer only). A value that contradicts the checkpoint's
+        own is a ``ValueError``.
 
     Returns
     -------
-    LLaDADenoiser, DreamDenoiser or MDLMDenoiser
+    LLaDADenoiser, DreamDenoiser, MDLMDenoiser, LLaDAMoEDenoiser or BlockDiffusionDenoiser
         Callable ``(tokens (B, L) int64, attention_mask (B, L) bool | None) -> logits
         (B, L, V)`` with attributes ``mask_id``, ``vocab_size``, ``eos_id``, ``eot_id``,
         ``pad_id``, ``bos_id`` (int or None), ``tokenizer`` (None if the directory has
@@ -348,7 +465,21 @@ def load_checkpoint(
         tokenizer mask that contradicts the config; an untokenizable tokenizer directory.
     """
     root = Path(path)
+    unknown = sorted(set(special_ids) - set(SPECIAL_IDS))
+    if unknown:
+        raise TypeError(f"load_checkpoint got unknown arguments {unknown}; special ids: {list(SPECIAL_IDS)}")
+    if isinstance(cache, int) and cache in (0, 1):  # also 0/1 from a spec string "DIR?cache=0"
+        cache = bool(cache)
+    else:
+        raise TypeError(f"cache must be a bool, got {cache!r}")
     family = checkpoint_family(root)
+    block_default = BLOCK_DIFFUSION_FAMILIES.get(family, 0)
+    if block_size is not None and block_default == 0:
+        raise ValueError(
+            f"{root}: block_size={block_size!r} applies to block-diffusion checkpoints only "
+            f"({sorted(BLOCK_DIFFUSION_FAMILIES)}), not to a {family!r} checkpoint"
+        )
+    _check_required_fields(root, family)
     _check_weight_files(root)
     _autoreg.register_auto_classes()
     model = _load_model(family, root, _resolve_dtype(dtype))
@@ -357,7 +488,23 @@ def load_checkpoint(
     tokenizer = _load_tokenizer(root, family)
     config = model.config
 
-    if family == "llada":
+    if family in BLOCK_DIFFUSION_FAMILIES:
+        from remask.models.block_diffusion import BlockDiffusionDenoiser
+
+        if block_size is None:
+            block_size = block_default or int(getattr(config, "bd_size", 32))
+        vocab_size = int(config.vocab_size)
+        ids = _special_ids(family, root, config, tokenizer, vocab_size, special_ids)
+        return BlockDiffusionDenoiser(
+            model, block_size=block_size, cache=cache, family=family,
+            shift=1 if family == "fast_dllm_v2" else 0, vocab_size=vocab_size,
+            embedding_rows=vocab_size, tokenizer=tokenizer, **ids,
+        )
+    if family == "llada_moe":
+        from remask.models.llada_moe import LLaDAMoEDenoiser as adapter_cls
+
+        vocab_size = rows = int(config.vocab_size)
+    elif family == "llada":
         from remask.models.llada import LLaDADenoiser as adapter_cls
 
         vocab_size = rows = config.effective_embedding_size
@@ -376,7 +523,7 @@ def load_checkpoint(
             )
         vocab_size = rows = int(config.vocab_size)
 
-    ids = _special_ids(family, root, config, tokenizer, vocab_size)
+    ids = _special_ids(family, root, config, tokenizer, vocab_size, special_ids)
     return adapter_cls(
         model, vocab_size=vocab_size, embedding_rows=rows, tokenizer=tokenizer, **ids
     )

@@ -56,7 +56,8 @@ def check_llada_config(config: LLaDAConfig) -> None:
     if present:
         raise ValueError(
             f"config has LLaDA-MoE fields {present}: LLaDA-MoE (model_type 'llada' upstream) "
-            "is not supported by remask's dense LLaDA class"
+            "is not supported by remask's dense LLaDA class; use "
+            "remask.models.llada_moe.LLaDAMoEModelLM (or transformers.AutoModel, which picks it)"
         )
     expected = {
         "block_type": "llama",

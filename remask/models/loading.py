@@ -76,7 +76,7 @@ def _construct(cls, kwargs: dict, spec: str):
         raise ValueError(f"model spec {spec!r}: {error}") from None
 
 
-def load_model(spec: str, *, dtype=None, device=None):
+def load_model(spec: str, *, dtype=None, device=None, **options):
     """Resolve a model spec to a ready Denoiser.
 
     Parameters
@@ -93,6 +93,12 @@ def load_model(spec: str, *, dtype=None, device=None):
           :class:`~remask.models.hf.HFMaskedLM`.
     dtype, device : optional
         Passed to checkpoint loading (ignored by the built-ins).
+    **options
+        For checkpoint directories of remask's native families only, passed to
+        :func:`remask.models.load_checkpoint`: special ids the checkpoint lacks
+        (``mask_id=``, ``eos_id=``, ``eot_id=``, ``pad_id=``, ``bos_id=``) and, for
+        block-diffusion families, ``block_size=`` and ``cache=``. A directory spec may carry
+        them too: ``"path/to/sdar?mask_id=151669&block_size=4"``.
 
     Examples
     --------
@@ -102,8 +108,18 @@ def load_model(spec: str, *, dtype=None, device=None):
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"model spec must be a string or path, got {type(spec).__name__}")
     spec = os.fspath(spec)
+    head, _, query = spec.partition("?")
+    if query and not os.path.isdir(spec) and os.path.isdir(head):
+        # "DIR?mask_id=...&block_size=...": checkpoint options in the spec string.
+        _, _, params = parse_spec("x:" + spec[len(head):])
+        spec, options = head, {**params, **options}
     if os.path.isdir(spec):
-        return _load_directory(spec, dtype=dtype, device=device)
+        return _load_directory(spec, dtype=dtype, device=device, **options)
+    if options:
+        raise TypeError(
+            f"load_model options {sorted(options)} apply to checkpoint directories only, "
+            f"not to {spec!r}"
+        )
     family, kind, params = parse_spec(spec)
     if family == "oracle":
         if kind == "markov":
@@ -135,7 +151,7 @@ def load_model(spec: str, *, dtype=None, device=None):
     raise ValueError(f"model spec {spec!r} is not an existing directory nor a built-in spec")
 
 
-def _load_directory(path: str, *, dtype=None, device=None):
+def _load_directory(path: str, *, dtype=None, device=None, **options):
     """A checkpoint directory: remask's own families, else a model_type transformers itself
     implements. Anything else (an unknown or missing model_type, whatever its ``auto_map``
     says) is refused: remask never runs code shipped in a checkpoint."""
@@ -146,7 +162,12 @@ def _load_directory(path: str, *, dtype=None, device=None):
         raise ValueError(f"checkpoint directory {path!r} has no config.json")
     model_type = checkpoints.read_json(config_path).get("model_type")
     if model_type in checkpoints.FAMILIES:
-        return checkpoints.load_checkpoint(path, dtype=dtype, device=device)
+        return checkpoints.load_checkpoint(path, dtype=dtype, device=device, **options)
+    if options:
+        raise TypeError(
+            f"options {sorted(options)} apply to remask's native checkpoint families only; "
+            f"{path!r} has model_type {model_type!r}"
+        )
     builtin = _transformers_model_types()
     if not isinstance(model_type, str) or model_type not in builtin:
         what = "has no model_type" if model_type is None else f"has model_type {model_type!r}"

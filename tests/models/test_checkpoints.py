@@ -62,7 +62,7 @@ def _vocab(size: int, extra: dict[int, str]) -> list[str]:
 
 
 def test_families():
-    assert set(FAMILIES) == {"llada", "Dream", "mdlm"}
+    assert set(FAMILIES) == {"llada", "Dream", "mdlm", "llada2_moe", "sdar", "Fast_dLLM_Qwen"}
     assert checkpoint_family(GOLDEN / "llada_tiny") == "llada"
     assert checkpoint_family(GOLDEN / "dream_tiny") == "dream"
 
@@ -178,10 +178,12 @@ def test_wrong_model_type(tmp_path, model_type):
 
 
 def test_llada_moe_config_is_named(tmp_path):
+    # MoE fields make a "llada" config a LLaDA-MoE one, which lacks the MoE shape fields.
     path = _copy("llada_tiny", tmp_path)
     _edit_config(path, num_experts=64, num_experts_per_tok=8)
-    with pytest.raises(ValueError, match="LLaDA-MoE"):
-        load_checkpoint(path)
+    assert checkpoint_family(path) == "llada_moe"
+    with pytest.raises(ValueError, match="llada_moe config must set .*hidden_size"):
+        load_checkpoint(path, mask_id=336)
 
 
 def test_mismatched_weight_shapes(tmp_path):
