@@ -158,7 +158,7 @@ def _check_required_fields(root: Path, family: str) -> None:
     needed = _REQUIRED_FIELDS.get(family, ())
     if not needed:
         return
-    config = _read_json(root / "config.json")
+    config = read_json(root / "config.json")
     missing = [name for name in needed if config.get(name) is None]
     if missing:
         raise ValueError(
