@@ -261,7 +261,7 @@ CHECKPOINT_CASES = [
     ("no-config", lambda d: (d / "config.json").unlink(), "has no config.json"),
     ("missing-shard", _sharded, "model-00001-of-00002.safetensors"),
     ("unknown-model-type", _config_edit(model_type="evil"), "model_type 'evil'"),
-    ("llada-moe", _config_edit(num_experts=4), "LLaDA-MoE"),
+    ("llada-moe-incomplete", _config_edit(num_experts=4), "a llada_moe config must set"),
 ]
 
 
