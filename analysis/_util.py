@@ -182,3 +182,57 @@ def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """For each row, the sum of ``p`` over its group, (N,) float64."""
     tot = torch.zeros(int(groups.max()) + 1 if groups.numel() else 0, dtype=p.dtype).index_add_(0, groups, p)
     return tot[groups]
+
+
+# Elements of one float64 working chunk (b, c, V) of the streamed estimators: 2**22 float64
+# = 32 MiB whatever L and V are, so no (B, L, V) float64 tensor is ever formed.
+CHUNK_ELEMENTS = 2**22
+
+
+def position_chunks(rows: int, L: int, V: int, *, budget: int = CHUNK_ELEMENTS):
+    """Slices of [0, L) whose (rows, c, V) float64 working tensors hold at most ``budget`` elements."""
+    c = max(1, budget // max(1, rows * V))
+    return [slice(s, min(L, s + c)) for s in range(0, L, c)]
+
+
+@torch.no_grad()
+def call_logits(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward pass: the denoiser's logits (B, L, V) in its own dtype, on its own device.
+
+    Nothing is upcast here: the streamed estimators read float64 log-probs of one bounded
+    position chunk at a time (:func:`position_chunks`).
+    """
+    device = model_device(model)
+    if device is not None:
+        tokens = tokens.to(device)
+        attention_mask = None if attention_mask is None else attention_mask.to(device)
+    logits = model(tokens, attention_mask)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (*tokens.shape, model.vocab_size):
+        raise ValueError(
+            f"model returned {getattr(logits, 'shape', type(logits).__name__)}, expected (B, L, V) = "
+            f"{(*tokens.shape, model.vocab_size)}"
+        )
+    return logits
+
+
+def support_kl(logp: torch.Tensor, logu: torch.Tensor, support: torch.Tensor | None):
+    """KL(p restricted to supp(u), renormalised ‖ u) and the mass of p outside supp(u).
+
+    Parameters
+    ----------
+    logp : (..., V) float64 log-probs
+    logu : (V,) float64, -inf off the support
+    support : (V,) bool or None (None: u > 0 everywhere)
+
+    Returns
+    -------
+    kl, missed : (...) float64
+    """
+    if support is None:
+        return kl(logp, logu), torch.zeros(logp.shape[:-1], dtype=logp.dtype, device=logp.device)
+    on = logp.masked_fill(~support, -math.inf)
+    logz = torch.logsumexp(on, -1, keepdim=True)  # log p(supp u)
+    value = kl(on - logz, logu)
+    # A prediction with no mass on the support has no restriction: NaN, not a silent inf.
+    value = torch.where(torch.isfinite(logz[..., 0]), value, torch.full_like(value, math.nan))
+    return value, (1.0 - logz[..., 0].exp()).clamp_min(0.0)
