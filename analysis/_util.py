@@ -189,8 +189,10 @@ def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
 CHUNK_ELEMENTS = 2**22
 
 
-def position_chunks(rows: int, L: int, V: int, *, budget: int = CHUNK_ELEMENTS):
-    """Slices of [0, L) whose (rows, c, V) float64 working tensors hold at most ``budget`` elements."""
+def position_chunks(rows: int, L: int, V: int, *, budget: int | None = None):
+    """Slices of [0, L) whose (rows, c, V) float64 working tensors hold at most ``budget``
+    elements (default :data:`CHUNK_ELEMENTS`, read at call time)."""
+    budget = CHUNK_ELEMENTS if budget is None else budget
     c = max(1, budget // max(1, rows * V))
     return [slice(s, min(L, s + c)) for s in range(0, L, c)]
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from remask.analysis import _util
 from remask.analysis._util import (
-    CHUNK_ELEMENTS,
     as_positions,
     as_tokens,
     call_logits,
@@ -224,7 +224,7 @@ def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampl
     """One row whose candidates span several forward passes: p̄ (L, V) accumulated across them."""
     L, V = logits0_b.shape
     dev = logits0_b.device
-    acc_dtype = torch.float64 if L * V <= CHUNK_ELEMENTS else torch.float32
+    acc_dtype = torch.float64 if L * V <= _util.CHUNK_ELEMENTS else torch.float32
     pbar = torch.zeros(L, V, dtype=acc_dtype, device=dev)
     second = torch.zeros_like(pbar) if sampled else None
     ment = torch.zeros(1, L, dtype=torch.float64, device=dev)

@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from remask.analysis import _util
 from remask.analysis._util import (
-    CHUNK_ELEMENTS,
     as_tokens,
     call_logits,
     check_model,
@@ -433,8 +433,8 @@ def _pairwise_js(logits: torch.Tensor, masked: torch.Tensor, out: torch.Tensor) 
         idx = masked[b].nonzero()[:, 0]
         if idx.numel() < 2:
             continue
-        # (ci, cj, V) float64 temporaries: ci * cj * V <= CHUNK_ELEMENTS.
-        side = max(1, int(math.isqrt(max(1, CHUNK_ELEMENTS // max(1, V)))))
+        # (ci, cj, V) float64 temporaries: ci * cj * V <= _util.CHUNK_ELEMENTS.
+        side = max(1, int(math.isqrt(max(1, _util.CHUNK_ELEMENTS // max(1, V)))))
         dev_idx = idx.to(logits.device)
         for a in range(0, len(idx), side):
             ia = dev_idx[a:a + side]
