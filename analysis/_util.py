@@ -189,6 +189,17 @@ def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
 CHUNK_ELEMENTS = 2**22
 
 
+# Vocabularies up to this size are reduced in float64 (exact on oracles, negligible cost);
+# larger ones (LLaDA's 126,464) in float32, whose per-position sums are then stored in float64.
+FLOAT64_VOCAB = 4096
+
+
+def work_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of one bounded chunk of logits in the working dtype (:data:`FLOAT64_VOCAB`)."""
+    dtype = torch.float64 if logits.shape[-1] <= FLOAT64_VOCAB else torch.float32
+    return torch.log_softmax(logits.to(dtype), dim=-1)
+
+
 def position_chunks(rows: int, L: int, V: int, *, budget: int | None = None):
     """Slices of [0, L) whose (rows, c, V) float64 working tensors hold at most ``budget``
     elements (default :data:`CHUNK_ELEMENTS`, read at call time)."""

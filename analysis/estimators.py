@@ -35,6 +35,7 @@ from remask.analysis._util import (
     call_logits,
     check_model,
     log_probs,
+    work_log_probs,
     position_chunks,
     unit_scale,
 )
@@ -66,6 +67,7 @@ class _Mixture:
     """O(B L) float64 summaries of the mixture ``p̄_j = Σ_a w_a p(x_j | c, a)`` (no (B, L, V) tensor)."""
 
     h_pbar: torch.Tensor  # (B, L) H(p̄_j)
+    cmi: torch.Tensor  # (B, L) Σ_a w_a KL(p(x_j | c, a) ‖ p̄_j) (= H(p̄_j) − Σ_a w_a H(p_a) when Σ w = 1)
     mean_entropy: torch.Tensor  # (B, L) Σ_a w_a H(p(x_j | c, a))
     demask: torch.Tensor  # (B, L) Σ_a w_a TV(p(x_j | c, a), p(x_j | c))
     kl: torch.Tensor  # (B, L) KL(p̄_j / Σp̄_j ‖ p(x_j | c))
@@ -160,7 +162,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         w = w[rows, col]
         ncand = keep.sum(-1)
     sampled = n_samples is not None
-    out = {k: torch.zeros(B, L, dtype=torch.float64) for k in ("h", "ment", "dem", "kl", "tv")}
+    out = {k: torch.zeros(B, L, dtype=torch.float64) for k in ("h", "ment", "dem", "kl", "tv", "cmi")}
     out["noise"] = torch.zeros(B, L, dtype=torch.float64) if sampled else None
     step = len(rows) if batch_size is None else max(1, int(batch_size))
     counts = torch.bincount(rows, minlength=B).tolist()
@@ -183,31 +185,39 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
             local = (rows[lo:hi] - b).to(logits.device)
             ws = w[lo:hi].to(logits.device)
             for sl in position_chunks(hi - lo, L, V):
-                lp = log_probs(logits[:, sl])  # (m, c, V) float64, bounded
+                lp = work_log_probs(logits[:, sl])  # (m, c, V), bounded
                 p = lp.exp()
-                p0l = log_probs(logits0[b:e, sl].to(logits.device))  # (g, c, V)
-                pbar = torch.zeros(e - b, p.shape[1], V, dtype=torch.float64, device=p.device)
-                pbar.index_add_(0, local, ws.view(-1, 1, 1) * p)
+                wl = ws.to(p.dtype)
+                p0l = work_log_probs(logits0[b:e, sl].to(logits.device))  # (g, c, V)
+                pbar = torch.zeros(e - b, p.shape[1], V, dtype=p.dtype, device=p.device)
+                pbar.index_add_(0, local, wl.view(-1, 1, 1) * p)
                 second = None
                 if sampled:
-                    second = torch.zeros_like(pbar).index_add_(0, local, ws.view(-1, 1, 1) * p * p)
+                    second = torch.zeros_like(pbar).index_add_(0, local, wl.view(-1, 1, 1) * p * p)
                 h = -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)  # (m, c)
-                ment = torch.zeros(e - b, p.shape[1], dtype=torch.float64, device=p.device)
-                ment.index_add_(0, local, ws[:, None] * h)
-                dem = torch.zeros_like(ment).index_add_(0, local, ws[:, None] * 0.5 * (p - p0l.exp()[local]).abs().sum(-1))
-                del lp, p, h
-                _summarise(pbar, second, p0l, ment, dem, out, slice(b, e), sl, n_samples)
+                ment = torch.zeros(e - b, p.shape[1], dtype=p.dtype, device=p.device)
+                ment.index_add_(0, local, wl[:, None] * h)
+                dem = torch.zeros_like(ment).index_add_(0, local, wl[:, None] * 0.5 * (p - p0l.exp()[local]).abs().sum(-1))
+                # The CMI as Σ_a w_a KL(p_a ‖ p̄): a sum of non-negative terms, free of the
+                # cancellation of H(p̄) − Σ_a w_a H(p_a) in float32 at large V.
+                logpbar = (pbar / pbar.sum(-1, keepdim=True)).clamp_min(torch.finfo(p.dtype).tiny).log()
+                klw = torch.where(p > 0, p * (lp - logpbar[local]), torch.zeros_like(p)).sum(-1)  # (m, c)
+                cmi = torch.zeros_like(ment).index_add_(0, local, wl[:, None] * klw)
+                del lp, p, h, logpbar, klw
+                _summarise(pbar, second, p0l, ment, dem, out, slice(b, e), sl, n_samples, cmi)
             del logits
         if bar is not None:
             bar.update(hi - lo)
         b = e
-    return _Mixture(out["h"], out["ment"], out["dem"], out["kl"], out["tv"], out["noise"], missed, ncand,
+    return _Mixture(out["h"], out["cmi"], out["ment"], out["dem"], out["kl"], out["tv"], out["noise"], missed, ncand,
                     int(n_samples or 0))
 
 
-def _summarise(pbar, second, p0l, ment, dem, out, rows: slice, sl: slice, n_samples) -> None:
+def _summarise(pbar, second, p0l, ment, dem, out, rows: slice, sl: slice, n_samples, cmi=None) -> None:
     """Write the O(B L) summaries of one (g, c, V) chunk of p̄ into ``out``."""
-    out["h"][rows, sl] = _entropy_p(pbar).cpu()
+    h = _entropy_p(pbar)
+    out["h"][rows, sl] = h.cpu()
+    out["cmi"][rows, sl] = (h - ment if cmi is None else cmi).cpu()
     out["ment"][rows, sl] = ment.cpu()
     out["dem"][rows, sl] = dem.cpu()
     pn = pbar / pbar.sum(-1, keepdim=True)
@@ -234,21 +244,22 @@ def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampl
         logits = call_logits(model, canvas[s:e], None if am is None else am[s:e])  # (m, L, V)
         ws = w[s:e].to(logits.device)
         for sl in position_chunks(e - s, L, V):
-            lp = log_probs(logits[:, sl])
+            lp = work_log_probs(logits[:, sl])
             p = lp.exp()
-            pbar[sl] += (ws.view(-1, 1, 1) * p).sum(0).to(acc_dtype)
+            wl = ws.to(p.dtype)
+            pbar[sl] += (wl.view(-1, 1, 1) * p).sum(0).to(acc_dtype)
             if second is not None:
-                second[sl] += (ws.view(-1, 1, 1) * p * p).sum(0).to(acc_dtype)
+                second[sl] += (wl.view(-1, 1, 1) * p * p).sum(0).to(acc_dtype)
             h = -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)
             ment[0, sl] += (ws[:, None] * h).sum(0)
-            p0 = log_probs(logits0_b[sl]).exp()
+            p0 = work_log_probs(logits0_b[sl]).exp()
             dem[0, sl] += (ws[:, None] * 0.5 * (p - p0).abs().sum(-1)).sum(0)
             del lp, p, h
         del logits
         if bar is not None:
             bar.update(e - s)
     for sl in position_chunks(1, L, V):
-        p0l = log_probs(logits0_b[sl]).unsqueeze(0)
+        p0l = work_log_probs(logits0_b[sl]).double().unsqueeze(0)
         _summarise(pbar[sl].double().unsqueeze(0), None if second is None else second[sl].double().unsqueeze(0),
                    p0l, ment[:, sl], dem[:, sl], out, slice(b, b + 1), sl, n_samples)
 
@@ -292,7 +303,7 @@ class PairwiseCMI:
 
 
 def _cmi_row(m: _Mixture, masked: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-    cmi = (m.h_pbar - m.mean_entropy).clamp_min(0.0)  # (B, L)
+    cmi = m.cmi.clamp_min(0.0)  # (B, L)
     nan = torch.full_like(cmi, math.nan)
     valid = masked.clone()
     valid[:, i] = False

@@ -62,7 +62,7 @@ from remask.analysis._util import (
     entropy,
     js,
     kl,
-    log_probs,
+    work_log_probs,
     position_chunks,
     support_kl,
     unit_scale,
@@ -170,8 +170,8 @@ def _context_free(model, tokens, real, attention_mask, bar=None):
         logits = call_logits(model, blank[rows[:1]], am)  # (1, L, V)
         w = real[rows[0]].to(logits.device)
         for sl in position_chunks(1, tokens.shape[1], V):
-            p = log_probs(logits[0, sl]).exp()  # (c, V)
-            total += (p * w[sl, None]).sum(0).cpu() * len(rows)
+            p = work_log_probs(logits[0, sl]).exp()  # (c, V)
+            total += (p * w[sl, None].to(p.dtype)).sum(0).double().cpu() * len(rows)
         if bar is not None:
             bar.update()
     return total / total.sum()
@@ -331,13 +331,15 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         if dev_u is None:
             dev_u = logu.to(dev), logur.to(dev), None if support is None else support.to(dev)
         lu, lur, sup = dev_u
+        if lu.shape[-1] > _util.FLOAT64_VOCAB:  # the working dtype of the chunks
+            lu, lur = lu.float(), lur.float()
         clog = call_logits(model, ctrl_tokens[s:e], am) if control else None
         rlog = None
         if reference is not None:
             ref_tokens = torch.where(masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e])
             rlog = call_logits(reference, ref_tokens, am).to(dev)
         for sl in position_chunks(e - s, L, V):
-            lp = log_probs(logits[:, sl])  # (b, c, V) float64, bounded
+            lp = work_log_probs(logits[:, sl])  # (b, c, V), bounded
             H[s:e, sl] = entropy(lp).cpu()
             pmax[s:e, sl] = lp.max(-1).values.exp().cpu()
             k, m = support_kl(lp, lu, sup)
@@ -347,14 +349,14 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
             else:
                 attr[s:e, sl] = 0.0
             if control:
-                lc = log_probs(clog[:, sl])
+                lc = work_log_probs(clog[:, sl])
                 cH[s:e, sl] = entropy(lc).cpu()
                 cmax[s:e, sl] = lc.max(-1).values.exp().cpu()
                 cduni[s:e, sl] = support_kl(lc, lu, sup)[0].cpu()
                 kl_ctrl[s:e, sl] = kl(lp, lc).cpu()
                 del lc
             if rlog is not None:
-                lr = log_probs(rlog[:, sl])
+                lr = work_log_probs(rlog[:, sl])
                 kl_ref[s:e, sl] = kl(lr, lp).cpu()
                 ref_duni[s:e, sl] = support_kl(lr, lur, sup)[0].cpu()
                 del lr
@@ -438,8 +440,8 @@ def _pairwise_js(logits: torch.Tensor, masked: torch.Tensor, out: torch.Tensor) 
         dev_idx = idx.to(logits.device)
         for a in range(0, len(idx), side):
             ia = dev_idx[a:a + side]
-            la = log_probs(logits[b, ia])  # (ci, V)
+            la = work_log_probs(logits[b, ia])  # (ci, V)
             for c in range(0, len(idx), side):
-                lc = log_probs(logits[b, dev_idx[c:c + side]])  # (cj, V)
-                val = js(la.unsqueeze(1), lc.unsqueeze(0)).cpu()  # (ci, cj)
+                lc = work_log_probs(logits[b, dev_idx[c:c + side]])  # (cj, V)
+                val = js(la.unsqueeze(1), lc.unsqueeze(0)).double().cpu()  # (ci, cj)
                 out[b, idx[a:a + side].unsqueeze(1), idx[c:c + side].unsqueeze(0)] = val

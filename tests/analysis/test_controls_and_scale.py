@@ -130,3 +130,19 @@ def test_cmi_matrix_shares_one_one_shot_pass():
     tokens = torch.tensor([[0, M, M, M, M]])
     cmi_matrix(Counting(), tokens, positions=[1, 2, 3], top_k=2, batch_size=8)
     assert calls == [1, 2, 2, 2]  # one one-shot pass, then one batch of 2 clamped canvases per row
+
+
+def test_float32_working_chunks_of_large_vocabularies_track_float64(monkeypatch):
+    # Large vocabularies are reduced in float32 (FLOAT64_VOCAB); force that path on a small one.
+    model = TinyTransformer(vocab_size=7, seed=2, logit_scale=3.0)
+    M = model.mask_id
+    tokens = torch.tensor([[0, M, M, M, 3, M, M, M]])
+    ref_prof = homogenization_profile(model, tokens)
+    ref_cmi = pairwise_cmi(model, tokens, 2, top_k=4)
+    monkeypatch.setattr(_util, "FLOAT64_VOCAB", 0)
+    prof = homogenization_profile(model, tokens)
+    for name in ("entropy", "kl_unigram", "excess_kl_unigram"):
+        np.testing.assert_allclose(prof.by_distance[name], ref_prof.by_distance[name], atol=2e-6)
+    cmi = pairwise_cmi(model, tokens, 2, top_k=4)
+    assert np.nanmax(ref_cmi.cmi) > 1e-3
+    np.testing.assert_allclose(cmi.cmi, ref_cmi.cmi, atol=2e-6, equal_nan=True)
