@@ -5,7 +5,9 @@ Run ``python -m remask.bench.analysis_scale [--quick] [--out FILE]`` from a git 
 A random-weight LLaDA-shaped model (:class:`remask.models.llada.LLaDAModelLM`, bf16, the real
 vocabulary V = 126,464; default d_model 256, 2 layers, 4 heads, MLP 1024: sized so that one
 (1, 1024, V) forward takes seconds on a 2-core CPU) is probed on one canvas of L = 1,024
-tokens (random ids; the middle half masked) by
+tokens (random ids; the middle half masked; L = 256 for ``cmi``, where the old code's
+float64 (8, L, V) clamped batches need about 2 GB each and at L = 1,024 would not fit this
+machine's 23 GB beside the other jobs) by
 
 * ``profile``: :func:`remask.analysis.homogenization_profile` (``pairwise=False``: pairwise JS
   costs O(M² V), hours at this size in either version), and
@@ -54,8 +56,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OLD_REV = "f04aa7f"
 VOCAB = 126464
 SHAPES = {
-    "full": {"d_model": 256, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 1024, "L": 1024},
-    "quick": {"d_model": 64, "n_layers": 1, "n_heads": 2, "mlp_hidden_size": 128, "L": 64},
+    "full": {"d_model": 256, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 1024, "L": {"profile": 1024, "cmi": 256}},
+    "quick": {"d_model": 64, "n_layers": 1, "n_heads": 2, "mlp_hidden_size": 128, "L": {"profile": 64, "cmi": 64}},
 }
 CMI_POSITIONS, TOP_K, CMI_BATCH = 32, 8, 8
 
@@ -122,7 +124,7 @@ def _canvas(model, L: int) -> tuple[torch.Tensor, list[int]]:
 def _child(part: str, variant: str, shape_name: str, out: str) -> None:
     shape = SHAPES[shape_name]
     model = _Timed(build_model(shape))
-    tokens, positions = _canvas(model, shape["L"])
+    tokens, positions = _canvas(model, shape["L"][part])
     if variant == "new":
         from remask.analysis import cmi_matrix, homogenization_profile
     else:
@@ -175,8 +177,6 @@ def main(argv=None) -> Path:
     shape_name = "quick" if args.quick else "full"
     shape = SHAPES[shape_name]
     env = environment("cpu")
-    L = shape["L"]
-    logits_mb = L * VOCAB * 2 / 2**20  # one (1, L, V) bf16 tensor
     held = {"profile": 1, "cmi": 1 + CMI_BATCH}
     rows, outputs = [], {}
     threads = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
@@ -184,6 +184,8 @@ def main(argv=None) -> Path:
         for part in args.parts.split(","):
             for variant in args.variants.split(","):
                 stem = os.path.join(tmp, f"{part}_{variant}")
+                L = shape["L"][part]
+                logits_mb = L * VOCAB * 2 / 2**20  # one (1, L, V) bf16 tensor
                 load_before = _load()
                 subprocess.run([sys.executable, "-m", "remask.bench.analysis_scale", "--threads", str(args.threads),
                                 "--child", part, variant, shape_name, stem], check=True,

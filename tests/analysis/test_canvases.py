@@ -113,7 +113,7 @@ def test_homogenization_on_real_canvases_records_its_inputs(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(json.dumps({"ids": list(range(1, 7)) + [2, 3, 4, 5]}) for _ in range(2)) + "\n")
     out = tmp_path / "h"
-    result = _invoke("homogenization", "--model", TINY, "--canvases", str(path), "--mask-span", "5",
+    result = _invoke("homogenization", "--model", TINY, "--dtype", "float32", "--canvases", str(path), "--mask-span", "5",
                      "--seed", "3", "--out", str(out), "--no-plots", "--no-progress")
     assert result.exit_code == 0, result.output
     s = json.loads((out / "summary.json").read_text())
