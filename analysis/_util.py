@@ -197,7 +197,11 @@ FLOAT64_VOCAB = 4096
 def work_log_probs(logits: torch.Tensor) -> torch.Tensor:
     """Log-softmax of one bounded chunk of logits in the working dtype (:data:`FLOAT64_VOCAB`)."""
     dtype = torch.float64 if logits.shape[-1] <= FLOAT64_VOCAB else torch.float32
-    return torch.log_softmax(logits.to(dtype), dim=-1)
+    x = logits.to(dtype, copy=True)
+    # A -inf logit (a mask column) becomes a finite floor: probability 0 as before, and
+    # p * log p = 0 * (finite) = 0, so dot products need no NaN guard.
+    x.clamp_(min=-1e30 if dtype == torch.float32 else -1e300)
+    return torch.log_softmax(x, dim=-1)
 
 
 def position_chunks(rows: int, L: int, V: int, *, budget: int | None = None):
@@ -249,3 +253,12 @@ def support_kl(logp: torch.Tensor, logu: torch.Tensor, support: torch.Tensor | N
     # A prediction with no mass on the support has no restriction: NaN, not a silent inf.
     value = torch.where(torch.isfinite(logz[..., 0]), value, torch.full_like(value, math.nan))
     return value, (1.0 - logz[..., 0].exp()).clamp_min(0.0)
+
+
+def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_v a[..., v] b[..., v] for same-shaped a, b as one batched matrix product.
+
+    One read of each operand and no (…, V) temporary (``(a * b).sum(-1)`` makes one).
+    """
+    V = a.shape[-1]
+    return torch.bmm(a.reshape(-1, 1, V), b.reshape(-1, V, 1)).view(a.shape[:-1])

@@ -37,6 +37,7 @@ from remask.analysis._util import (
     log_probs,
     work_log_probs,
     position_chunks,
+    rowdot,
     unit_scale,
 )
 
@@ -182,28 +183,31 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         lo, hi = starts[b], starts[e]
         if hi > lo:
             logits = call_logits(model, canvas[lo:hi], None if am is None else am[lo:hi])  # (m, L, V)
-            local = (rows[lo:hi] - b).to(logits.device)
             ws = w[lo:hi].to(logits.device)
             for sl in position_chunks(hi - lo, L, V):
                 lp = work_log_probs(logits[:, sl])  # (m, c, V), bounded
                 p = lp.exp()
                 wl = ws.to(p.dtype)
                 p0l = work_log_probs(logits0[b:e, sl].to(logits.device))  # (g, c, V)
-                pbar = torch.zeros(e - b, p.shape[1], V, dtype=p.dtype, device=p.device)
-                pbar.index_add_(0, local, wl.view(-1, 1, 1) * p)
-                second = None
-                if sampled:
-                    second = torch.zeros_like(pbar).index_add_(0, local, wl.view(-1, 1, 1) * p * p)
-                h = -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)  # (m, c)
-                ment = torch.zeros(e - b, p.shape[1], dtype=p.dtype, device=p.device)
-                ment.index_add_(0, local, wl[:, None] * h)
-                dem = torch.zeros_like(ment).index_add_(0, local, wl[:, None] * 0.5 * (p - p0l.exp()[local]).abs().sum(-1))
-                # The CMI as Σ_a w_a KL(p_a ‖ p̄): a sum of non-negative terms, free of the
-                # cancellation of H(p̄) − Σ_a w_a H(p_a) in float32 at large V.
-                logpbar = (pbar / pbar.sum(-1, keepdim=True)).clamp_min(torch.finfo(p.dtype).tiny).log()
-                klw = torch.where(p > 0, p * (lp - logpbar[local]), torch.zeros_like(p)).sum(-1)  # (m, c)
-                cmi = torch.zeros_like(ment).index_add_(0, local, wl[:, None] * klw)
-                del lp, p, h, logpbar, klw
+                c = p.shape[1]
+                pbar = torch.empty(e - b, c, V, dtype=p.dtype, device=p.device)
+                second = torch.empty_like(pbar) if sampled else None
+                ment = torch.empty(e - b, c, dtype=p.dtype, device=p.device)
+                dem, cmi = torch.empty_like(ment), torch.empty_like(ment)
+                for g in range(e - b):  # the candidates of one row are contiguous
+                    r = slice(starts[b + g] - lo, starts[b + g + 1] - lo)
+                    pg, lpg, wg = p[r], lp[r], wl[r]  # (n, c, V), (n,)
+                    pbar[g] = (wg @ pg.reshape(len(wg), -1)).view(c, V)  # Σ_a w_a p_a, one GEMV
+                    if sampled:
+                        second[g] = (wg @ (pg * pg).reshape(len(wg), -1)).view(c, V)
+                    h = -rowdot(pg, lpg)  # (n, c) entropies
+                    ment[g] = wg @ h
+                    dem[g] = wg @ (0.5 * torch.linalg.vector_norm(pg - p0l[g].exp(), ord=1, dim=-1))
+                    # The CMI as Σ_a w_a KL(p_a ‖ p̄): a sum of non-negative terms, free of the
+                    # cancellation of H(p̄) − Σ_a w_a H(p_a) in float32 at large V.
+                    logpbar = (pbar[g] / pbar[g].sum(-1, keepdim=True)).clamp_min(torch.finfo(p.dtype).tiny).log()
+                    cmi[g] = wg @ rowdot(pg, lpg - logpbar)
+                del lp, p
                 _summarise(pbar, second, p0l, ment, dem, out, slice(b, e), sl, n_samples, cmi)
             del logits
         if bar is not None:
@@ -250,7 +254,7 @@ def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampl
             pbar[sl] += (wl.view(-1, 1, 1) * p).sum(0).to(acc_dtype)
             if second is not None:
                 second[sl] += (wl.view(-1, 1, 1) * p * p).sum(0).to(acc_dtype)
-            h = -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)
+            h = -rowdot(p, lp)
             ment[0, sl] += (ws[:, None] * h).sum(0)
             p0 = work_log_probs(logits0_b[sl]).exp()
             dem[0, sl] += (ws[:, None] * 0.5 * (p - p0).abs().sum(-1)).sum(0)

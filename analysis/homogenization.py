@@ -64,6 +64,7 @@ from remask.analysis._util import (
     kl,
     work_log_probs,
     position_chunks,
+    rowdot,
     support_kl,
     unit_scale,
 )
@@ -333,34 +334,45 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         lu, lur, sup = dev_u
         if lu.shape[-1] > _util.FLOAT64_VOCAB:  # the working dtype of the chunks
             lu, lur = lu.float(), lur.float()
+        if sup is None:
+            # u = 0 only where every prediction is 0 too (u is their mean, e.g. a mask column):
+            # the floor of work_log_probs keeps p (log p − log u) at 0 · 0 there, not 0 · inf.
+            floor = -1e30 if lu.dtype == torch.float32 else -1e300
+            lu, lur = lu.clamp_min(floor), lur.clamp_min(floor)
         clog = call_logits(model, ctrl_tokens[s:e], am) if control else None
         rlog = None
         if reference is not None:
             ref_tokens = torch.where(masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e])
             rlog = call_logits(reference, ref_tokens, am).to(dev)
         for sl in position_chunks(e - s, L, V):
+            # Each statistic is one pass over the (b, c, V) chunk: dot products as batched
+            # GEMMs, KLs in the direct form Σ p (log p − log q) (no float32 cancellation).
             lp = work_log_probs(logits[:, sl])  # (b, c, V), bounded
-            H[s:e, sl] = entropy(lp).cpu()
+            p = lp.exp()
+            H[s:e, sl] = (-rowdot(p, lp)).cpu()
             pmax[s:e, sl] = lp.max(-1).values.exp().cpu()
-            k, m = support_kl(lp, lu, sup)
-            duni[s:e, sl], miss[s:e, sl] = k.cpu(), m.cpu()
-            if attractor_ids:
-                attr[s:e, sl] = lp[..., attractor_ids].exp().sum(-1).cpu()
+            if sup is None:
+                duni[s:e, sl] = rowdot(p, lp - lu).cpu()
+                miss[s:e, sl] = 0.0
             else:
-                attr[s:e, sl] = 0.0
+                k, m = support_kl(lp, lu, sup)
+                duni[s:e, sl], miss[s:e, sl] = k.cpu(), m.cpu()
+            attr[s:e, sl] = p[..., attractor_ids].sum(-1).cpu() if attractor_ids else 0.0
             if control:
                 lc = work_log_probs(clog[:, sl])
-                cH[s:e, sl] = entropy(lc).cpu()
+                pc = lc.exp()
+                cH[s:e, sl] = (-rowdot(pc, lc)).cpu()
                 cmax[s:e, sl] = lc.max(-1).values.exp().cpu()
-                cduni[s:e, sl] = support_kl(lc, lu, sup)[0].cpu()
-                kl_ctrl[s:e, sl] = kl(lp, lc).cpu()
-                del lc
+                cduni[s:e, sl] = (rowdot(pc, lc - lu) if sup is None else support_kl(lc, lu, sup)[0]).cpu()
+                kl_ctrl[s:e, sl] = rowdot(p, lp - lc).cpu()
+                del lc, pc
             if rlog is not None:
                 lr = work_log_probs(rlog[:, sl])
-                kl_ref[s:e, sl] = kl(lr, lp).cpu()
-                ref_duni[s:e, sl] = support_kl(lr, lur, sup)[0].cpu()
-                del lr
-            del lp
+                pr = lr.exp()
+                kl_ref[s:e, sl] = rowdot(pr, lr - lp).cpu()
+                ref_duni[s:e, sl] = (rowdot(pr, lr - lur) if sup is None else support_kl(lr, lur, sup)[0]).cpu()
+                del lr, pr
+            del lp, p
         if pairwise:
             _pairwise_js(logits, masked[s:e], J[s:e])
         del logits, clog, rlog

@@ -80,6 +80,10 @@ def test_unigram_zeros_are_handled_on_the_support_with_a_warning():
         assert prof.unigram_missed_mass[0, j] == pytest.approx(float(p[j, ~on].sum()), rel=1e-9)
     assert np.all(np.isfinite(prof.by_distance["kl_unigram"]))
     assert np.all(np.isfinite(prof.by_distance["excess_kl_unigram"]))
+    # The model's own context-free marginal is 0 on its mask column (a -inf logit): still finite.
+    own = homogenization_profile(model, tokens, pairwise=False)
+    assert own.unigram[M] == 0 and np.all(np.isfinite(own.kl_unigram[own.masked]))
+    assert np.all(np.isfinite(own.control_kl_unigram[own.masked])) and np.all(own.kl_unigram[own.masked] > 0)
     with warnings.catch_warnings():  # a strictly positive unigram: no warning, no missed mass
         warnings.simplefilter("error")
         plain = homogenization_profile(model, tokens, unigram=np.full(6, 1 / 6), pairwise=False)
@@ -102,6 +106,8 @@ def test_streamed_chunks_match_one_chunk(monkeypatch):
     prof = homogenization_profile(model, tokens, batch_size=1)
     for name in ("entropy", "kl_unigram", "control_kl_unigram", "kl_to_control", "js"):
         np.testing.assert_allclose(getattr(prof, name), getattr(ref_prof, name), atol=1e-12, equal_nan=True)
+        if name != "js":  # (B, L, L), NaN on its diagonal
+            assert np.all(np.isfinite(getattr(prof, name)[prof.masked]))
     row = pairwise_cmi(model, tokens, 2, top_k=3, batch_size=3)  # one row of 3 candidates per pass
     np.testing.assert_allclose(row.cmi, ref_row.cmi, atol=1e-12, equal_nan=True)
     np.testing.assert_allclose(row.demask, ref_row.demask, atol=1e-12, equal_nan=True)
