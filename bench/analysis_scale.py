@@ -5,9 +5,10 @@ Run ``python -m remask.bench.analysis_scale [--quick] [--out FILE]`` from a git 
 A random-weight LLaDA-shaped model (:class:`remask.models.llada.LLaDAModelLM`, bf16, the real
 vocabulary V = 126,464; default d_model 256, 2 layers, 4 heads, MLP 1024: sized so that one
 (1, 1024, V) forward takes seconds on a 2-core CPU) is probed on one canvas of L = 1,024
-tokens (random ids; the middle half masked; L = 256 for ``cmi``, where the old code's
-float64 (8, L, V) clamped batches need about 2 GB each and at L = 1,024 would not fit this
-machine's 23 GB beside the other jobs) by
+tokens (random ids; the middle half masked; L = 128 for ``cmi``: the old code holds float64
+(8, L, V) clamped batches, 8.3 GB each at L = 1,024, which would not fit this machine's
+23 GB beside the other jobs, and its 32 × 8 clamped forwards took minutes per 64 tokens on
+the shared 2-core machine) by
 
 * ``profile``: :func:`remask.analysis.homogenization_profile` (``pairwise=False``: pairwise JS
   costs O(M² V), hours at this size in either version), and
@@ -56,7 +57,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OLD_REV = "f04aa7f"
 VOCAB = 126464
 SHAPES = {
-    "full": {"d_model": 256, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 1024, "L": {"profile": 1024, "cmi": 256}},
+    "full": {"d_model": 256, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 1024, "L": {"profile": 1024, "cmi": 128}},
     "quick": {"d_model": 64, "n_layers": 1, "n_heads": 2, "mlp_hidden_size": 128, "L": {"profile": 64, "cmi": 64}},
 }
 CMI_POSITIONS, TOP_K, CMI_BATCH = 32, 8, 8
