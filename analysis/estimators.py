@@ -192,7 +192,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
                 c = p.shape[1]
                 pbar = torch.empty(e - b, c, V, dtype=p.dtype, device=p.device)
                 second = torch.empty_like(pbar) if sampled else None
-                ment = torch.empty(e - b, c, dtype=p.dtype, device=p.device)
+                ment = torch.empty(e - b, c, dtype=torch.float64, device=p.device)  # O(c) summaries
                 dem, cmi = torch.empty_like(ment), torch.empty_like(ment)
                 for g in range(e - b):  # the candidates of one row are contiguous
                     r = slice(starts[b + g] - lo, starts[b + g + 1] - lo)
@@ -200,13 +200,14 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
                     pbar[g] = (wg @ pg.reshape(len(wg), -1)).view(c, V)  # Σ_a w_a p_a, one GEMV
                     if sampled:
                         second[g] = (wg @ (pg * pg).reshape(len(wg), -1)).view(c, V)
-                    h = -rowdot(pg, lpg)  # (n, c) entropies
-                    ment[g] = wg @ h
-                    dem[g] = wg @ (0.5 * torch.linalg.vector_norm(pg - p0l[g].exp(), ord=1, dim=-1))
+                    w64 = wg.double()
+                    h = -rowdot(pg, lpg)  # (n, c) entropies, float64
+                    ment[g] = w64 @ h
+                    dem[g] = w64 @ (0.5 * (pg - p0l[g].exp()).abs().sum(-1, dtype=torch.float64))
                     # The CMI as Σ_a w_a KL(p_a ‖ p̄): a sum of non-negative terms, free of the
                     # cancellation of H(p̄) − Σ_a w_a H(p_a) in float32 at large V.
                     logpbar = (pbar[g] / pbar[g].sum(-1, keepdim=True)).clamp_min(torch.finfo(p.dtype).tiny).log()
-                    cmi[g] = wg @ rowdot(pg, lpg - logpbar)
+                    cmi[g] = w64 @ rowdot(pg, lpg - logpbar)
                 del lp, p
                 _summarise(pbar, second, p0l, ment, dem, out, slice(b, e), sl, n_samples, cmi)
             del logits
@@ -226,12 +227,12 @@ def _summarise(pbar, second, p0l, ment, dem, out, rows: slice, sl: slice, n_samp
     out["dem"][rows, sl] = dem.cpu()
     pn = pbar / pbar.sum(-1, keepdim=True)
     logpn = pn.clamp_min(1e-300).log()
-    out["kl"][rows, sl] = torch.where(pn > 0, pn * (logpn - p0l), torch.zeros_like(pn)).sum(-1).cpu()
-    out["tv"][rows, sl] = (0.5 * (pn - p0l.exp()).abs().sum(-1)).cpu()
+    out["kl"][rows, sl] = torch.where(pn > 0, pn * (logpn - p0l), torch.zeros_like(pn)).sum(-1, dtype=torch.float64).cpu()
+    out["tv"][rows, sl] = (0.5 * (pn - p0l.exp()).abs().sum(-1, dtype=torch.float64)).cpu()
     if second is not None:
         var = (second - pbar**2).clamp_min(0.0)
         out["noise"][rows, sl] = torch.where(pn > 0, var / (2 * int(n_samples) * pn.clamp_min(1e-300)),
-                                             torch.zeros_like(pn)).sum(-1).cpu()
+                                             torch.zeros_like(pn)).sum(-1, dtype=torch.float64).cpu()
 
 
 def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampled, n_samples, bar) -> None:
@@ -257,7 +258,7 @@ def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampl
             h = -rowdot(p, lp)
             ment[0, sl] += (ws[:, None] * h).sum(0)
             p0 = work_log_probs(logits0_b[sl]).exp()
-            dem[0, sl] += (ws[:, None] * 0.5 * (p - p0).abs().sum(-1)).sum(0)
+            dem[0, sl] += (ws[:, None] * 0.5 * (p - p0).abs().sum(-1, dtype=torch.float64)).sum(0)
             del lp, p, h
         del logits
         if bar is not None:
@@ -269,7 +270,7 @@ def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampl
 
 
 def _entropy_p(p):
-    return -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(-1)
+    return -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(-1, dtype=torch.float64)
 
 
 # ------------------------------------------------------------------------------ E2: CMI
