@@ -127,23 +127,12 @@ def as_positions(positions, L: int, *, name: str = "positions") -> list[int]:
 def call_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    *, batch_size: int | None = None) -> torch.Tensor:
     """Run a denoiser in chunks and return float64 log-probs (B, L, V) on the tokens' device."""
-    device = model_device(model)
     out = []
     B = tokens.shape[0]
     step = B if batch_size is None else max(1, int(batch_size))
     for s in range(0, B, step):
-        tok = tokens[s:s + step]
         am = None if attention_mask is None else attention_mask[s:s + step]
-        if device is not None:
-            tok = tok.to(device)
-            am = None if am is None else am.to(device)
-        logits = model(tok, am)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (*tok.shape, model.vocab_size):
-            raise ValueError(
-                f"model returned {getattr(logits, 'shape', type(logits).__name__)}, expected (B, L, V) = "
-                f"{(*tok.shape, model.vocab_size)}"
-            )
-        out.append(log_probs(logits).to(tokens.device))
+        out.append(log_probs(call_logits(model, tokens[s:s + step], am)).to(tokens.device))
     return torch.cat(out, 0)
 
 
@@ -185,9 +174,9 @@ def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return tot[groups]
 
 
-# Elements of one float64 working chunk (b, c, V) of the streamed estimators: 2**22 float64
-# = 32 MiB whatever L and V are, so no (B, L, V) float64 tensor is ever formed.
-CHUNK_ELEMENTS = 2**22
+# Elements of one working chunk (b, c, V) of the streamed estimators: 2**21 (8 MiB in float32,
+# 16 MiB in float64) whatever L and V are, so no (B, L, V) float64 tensor is ever formed.
+CHUNK_ELEMENTS = 2**21
 
 
 # Vocabularies up to this size are reduced in float64 (exact on oracles, negligible cost);
@@ -217,8 +206,8 @@ def position_chunks(rows: int, L: int, V: int, *, budget: int | None = None):
 def call_logits(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """One forward pass: the denoiser's logits (B, L, V) in its own dtype, on its own device.
 
-    Nothing is upcast here: the streamed estimators read float64 log-probs of one bounded
-    position chunk at a time (:func:`position_chunks`).
+    Nothing is upcast here: the streamed estimators read log-probs of one bounded position
+    chunk at a time (:func:`position_chunks`, :func:`work_log_probs`).
     """
     device = model_device(model)
     if device is not None:

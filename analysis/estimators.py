@@ -19,6 +19,11 @@ Candidates and weights:
   reported (biased downward for flat, far-away marginals);
 - ``n_samples``: ``a^(m) ~ p_θ(· | c)``, weights 1/M (consistent; O(1/M) plug-in bias, for
   which ``kl_noise`` gives the expected size under consistency).
+
+Scale: the clamped canvases go through the model ``batch_size`` at a time and each batch's
+logits (in the model's dtype, on its device) are reduced position chunk by position chunk
+to O(B L) float64 summaries (float64 chunks for V ≤ 4096, float32 above with float64
+accumulation); the CMI is computed as ``Σ_a w_a KL(p_a ‖ p̄)``, a sum of non-negative terms.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
     Clamped canvases go through the model ``batch_size`` at a time; the rows whose candidates
     fit in one batch are reduced position chunk by position chunk straight from that batch's
     logits (nothing of size (B, L, V) is accumulated); a row with more candidates than
-    ``batch_size`` accumulates its p̄ (L, V) across batches (float64 when L·V ≤ 2**22, else
+    ``batch_size`` accumulates its p̄ (L, V) across batches (float64 when L·V ≤ CHUNK_ELEMENTS, else
     float32).
     """
     B, L = tokens.shape
@@ -357,8 +362,8 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
       with ``j``);
     - memory: the one-shot logits (B, L, V) and one batch of clamped logits
       (``batch_size``, L, V), both in the model's dtype; float64 working chunks of at most
-      2**22 elements; O(B L) float64 summaries. A row with K > ``batch_size`` also keeps
-      its mixture p̄ (L, V) (float32 when L V > 2**22);
+      2**21 elements; O(B L) float64 summaries. A row with K > ``batch_size`` also keeps
+      its mixture p̄ (L, V) (float32 when L V > 2**21);
     - arithmetic beyond the forwards: O(B K L V).
     """
     tokens, attention_mask = _prepare(model, tokens, attention_mask)

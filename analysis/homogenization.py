@@ -241,7 +241,7 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
     - forward passes: B (model) + B (control) + U (context-free marginal, only without
       ``unigram``) + B + U (reference, when given);
     - memory: the logits of ``batch_size`` rows in the model's dtype, once per model, control
-      and reference; float64 working chunks of at most 2**22 elements (32 MiB); O(B L)
+      and reference; working chunks of at most 2**21 elements (float32 above V = 4096); O(B L)
       float64 summaries; with ``pairwise`` a (B, L, L) float64 matrix;
     - arithmetic beyond the forwards: O(B L V) per model, and O(B M² V) for ``pairwise``
       (the dominant cost on long canvases with large vocabularies: pass ``pairwise=False``).
