@@ -11,9 +11,15 @@ Exact quantities on oracles (:mod:`remask.models.toys`, :mod:`remask.models.mark
 Estimators for any Denoiser (validated against the exact values on oracles):
 
 - :func:`homogenization_profile` — entropy, confidence, KL to a unigram, attractor mass and
-  pairwise JS of masked predictions against distance to known tokens;
+  pairwise JS of masked predictions against distance to known tokens, each with a
+  position-matched control (the context ablated) and the excess over it;
 - :func:`pairwise_cmi`, :func:`cmi_matrix` — clamp-and-rerun conditional mutual information;
 - :func:`marginal_consistency` — the martingale test.
+
+All of them stream: logits stay in the model's dtype on its device and are reduced in
+bounded position chunks (no (B, L, V) float64 tensor), so they run at LLaDA's vocabulary;
+each docstring gives its cost in forward passes and memory. Real canvases (token ids or text
+with mask markers, masked reproducibly): :func:`read_canvases`, :func:`mask_canvases`.
 
 Traces: :class:`TraceRecorder` (a ``generate`` callback), :func:`decode_order_metrics`,
 :func:`step_certificates`, :func:`step_total_correlation`. Plots: :mod:`remask.analysis.plots`.
@@ -28,6 +34,7 @@ All information quantities are in nats unless ``unit="bits"``.
 
 from __future__ import annotations
 
+from remask.analysis.canvases import Canvases, mask_canvases, read_canvases
 from remask.analysis.estimators import (
     MarginalConsistency,
     PairwiseCMI,
@@ -65,6 +72,7 @@ from remask.analysis.trace import (
 from remask.analysis.train import ToyModel, diffusion_loss, load_toy, train_toy
 
 __all__ = [
+    "Canvases",
     "DecodeOrder",
     "HomogenizationProfile",
     "MarginalConsistency",
@@ -87,8 +95,10 @@ __all__ = [
     "homogenization_profile",
     "load_toy",
     "marginal_consistency",
+    "mask_canvases",
     "pairwise_cmi",
     "partition_error",
+    "read_canvases",
     "sampler_error",
     "schedule_error",
     "step_certificates",

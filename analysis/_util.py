@@ -34,19 +34,19 @@ def xlogy(p: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (nats) of distributions given as log-probs over the last axis."""
-    return -xlogy(logp.exp(), logp).sum(-1)
+    return -xlogy(logp.exp(), logp).sum(-1, dtype=torch.float64)
 
 
 def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) in nats over the last axis; +inf when q misses mass of p."""
     p = logp.exp()
     diff = torch.where(p > 0, logp - logq, torch.zeros_like(logp))
-    return (p * diff).sum(-1)
+    return (p * diff).sum(-1, dtype=torch.float64)
 
 
 def tv(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """Total-variation distance over the last axis."""
-    return 0.5 * (logp.exp() - logq.exp()).abs().sum(-1)
+    return 0.5 * (logp.exp() - logq.exp()).abs().sum(-1, dtype=torch.float64)
 
 
 def js(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,8 @@ def js(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     p, q = logp.exp(), logq.exp()
     m = 0.5 * (p + q)
     logm = torch.where(m > 0, m.clamp_min(1e-300).log(), torch.full_like(m, -math.inf))
-    return 0.5 * (xlogy(p, logp) - xlogy(p, logm)).sum(-1) + 0.5 * (xlogy(q, logq) - xlogy(q, logm)).sum(-1)
+    return (0.5 * (xlogy(p, logp) - xlogy(p, logm)).sum(-1, dtype=torch.float64)
+            + 0.5 * (xlogy(q, logq) - xlogy(q, logm)).sum(-1, dtype=torch.float64))
 
 
 def model_device(model) -> torch.device | None:
@@ -126,23 +127,12 @@ def as_positions(positions, L: int, *, name: str = "positions") -> list[int]:
 def call_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    *, batch_size: int | None = None) -> torch.Tensor:
     """Run a denoiser in chunks and return float64 log-probs (B, L, V) on the tokens' device."""
-    device = model_device(model)
     out = []
     B = tokens.shape[0]
     step = B if batch_size is None else max(1, int(batch_size))
     for s in range(0, B, step):
-        tok = tokens[s:s + step]
         am = None if attention_mask is None else attention_mask[s:s + step]
-        if device is not None:
-            tok = tok.to(device)
-            am = None if am is None else am.to(device)
-        logits = model(tok, am)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (*tok.shape, model.vocab_size):
-            raise ValueError(
-                f"model returned {getattr(logits, 'shape', type(logits).__name__)}, expected (B, L, V) = "
-                f"{(*tok.shape, model.vocab_size)}"
-            )
-        out.append(log_probs(logits).to(tokens.device))
+        out.append(log_probs(call_logits(model, tokens[s:s + step], am)).to(tokens.device))
     return torch.cat(out, 0)
 
 
@@ -182,3 +172,83 @@ def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """For each row, the sum of ``p`` over its group, (N,) float64."""
     tot = torch.zeros(int(groups.max()) + 1 if groups.numel() else 0, dtype=p.dtype).index_add_(0, groups, p)
     return tot[groups]
+
+
+# Elements of one working chunk (b, c, V) of the streamed estimators: 2**21 (8 MiB in float32,
+# 16 MiB in float64) whatever L and V are, so no (B, L, V) float64 tensor is ever formed.
+CHUNK_ELEMENTS = 2**21
+
+
+# Vocabularies up to this size are reduced in float64 (exact on oracles, negligible cost);
+# larger ones (LLaDA's 126,464) in float32, whose per-position sums are then stored in float64.
+FLOAT64_VOCAB = 4096
+
+
+def work_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of one bounded chunk of logits in the working dtype (:data:`FLOAT64_VOCAB`)."""
+    dtype = torch.float64 if logits.shape[-1] <= FLOAT64_VOCAB else torch.float32
+    x = logits.to(dtype, copy=True)
+    # A -inf logit (a mask column) becomes a finite floor: probability 0 as before, and
+    # p * log p = 0 * (finite) = 0, so dot products need no NaN guard.
+    x.clamp_(min=-1e30 if dtype == torch.float32 else -1e300)
+    return torch.log_softmax(x, dim=-1)
+
+
+def position_chunks(rows: int, L: int, V: int, *, budget: int | None = None):
+    """Slices of [0, L) whose (rows, c, V) float64 working tensors hold at most ``budget``
+    elements (default :data:`CHUNK_ELEMENTS`, read at call time)."""
+    budget = CHUNK_ELEMENTS if budget is None else budget
+    c = max(1, budget // max(1, rows * V))
+    return [slice(s, min(L, s + c)) for s in range(0, L, c)]
+
+
+@torch.no_grad()
+def call_logits(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward pass: the denoiser's logits (B, L, V) in its own dtype, on its own device.
+
+    Nothing is upcast here: the streamed estimators read log-probs of one bounded position
+    chunk at a time (:func:`position_chunks`, :func:`work_log_probs`).
+    """
+    device = model_device(model)
+    if device is not None:
+        tokens = tokens.to(device)
+        attention_mask = None if attention_mask is None else attention_mask.to(device)
+    logits = model(tokens, attention_mask)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (*tokens.shape, model.vocab_size):
+        raise ValueError(
+            f"model returned {getattr(logits, 'shape', type(logits).__name__)}, expected (B, L, V) = "
+            f"{(*tokens.shape, model.vocab_size)}"
+        )
+    return logits
+
+
+def support_kl(logp: torch.Tensor, logu: torch.Tensor, support: torch.Tensor | None):
+    """KL(p restricted to supp(u), renormalised ‖ u) and the mass of p outside supp(u).
+
+    Parameters
+    ----------
+    logp : (..., V) float64 log-probs
+    logu : (V,) float64, -inf off the support
+    support : (V,) bool or None (None: u > 0 everywhere)
+
+    Returns
+    -------
+    kl, missed : (...) float64
+    """
+    if support is None:
+        return kl(logp, logu), torch.zeros(logp.shape[:-1], dtype=logp.dtype, device=logp.device)
+    on = logp.masked_fill(~support, -math.inf)
+    logz = torch.logsumexp(on, -1, keepdim=True)  # log p(supp u)
+    value = kl(on - logz, logu)
+    # A prediction with no mass on the support has no restriction: NaN, not a silent inf.
+    value = torch.where(torch.isfinite(logz[..., 0]), value, torch.full_like(value, math.nan))
+    return value, (1.0 - logz[..., 0].exp()).clamp_min(0.0)
+
+
+def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_v a[..., v] b[..., v] over the last axis, accumulated in float64, (…) float64.
+
+    At V = 126,464 a float32 dot product accumulated in float32 (a GEMM) is off by ~1e-4
+    nats on an entropy of ~12; the float64 accumulation of ``sum(dtype=float64)`` is not.
+    """
+    return (a * b).sum(-1, dtype=torch.float64)

@@ -5,11 +5,16 @@ computes one analysis, writes ``summary.json`` and, with ``plots=True``, PNG fig
 ``out``, and returns the summary; :func:`format_table` renders a summary as the short table
 the CLI prints. ``remask.cli`` only parses options and calls these.
 
-Canvases. ``homogenization`` and ``cmi`` probe the model on ``n_canvases`` canvases
-``[context | gen_length masks]``: for an exact oracle (fixed ``seq_len``) the context is the
-prefix of an exact sample, of length ``seq_len − gen_length``; for any other denoiser it is
-one token drawn from the model's own prediction at position 0 of an all-masked canvas, so the
-context always has positive probability under the model being probed.
+Canvases. ``homogenization`` and ``cmi`` take real canvases (:func:`remask.analysis.canvases.read_canvases`:
+a file of token ids or text with mask markers, optionally masked reproducibly with a span or
+a rate). Without them, an exact oracle or a ``train_toy`` model is probed on ``n_canvases``
+default canvases ``[context | gen_length masks]``, the context being the prefix of an exact
+sample (of length ``seq_len − gen_length``; one token drawn from the model's own blank-canvas
+prediction for a toy without an oracle). Any other model (a checkpoint) refuses: canvases it
+did not see in training say nothing about it.
+
+Every ``summary.json`` records the model spec (or type), the canvases' source, and the
+environment (device, library versions, git sha).
 """
 
 from __future__ import annotations
@@ -163,8 +168,43 @@ def _canvases(model, n: int, gen_length: int | None, seed: int, *, need_context:
     return tokens, P, G
 
 
-def _model_name(model) -> str:
-    return repr(model) if len(repr(model)) < 200 else type(model).__name__
+def _model_name(model, spec=None) -> str:
+    """The spec or path the model was loaded from; else a short repr without an address."""
+    if spec is not None:
+        return str(spec)
+    text = repr(model)
+    return text if len(text) < 200 and " at 0x" not in text else type(model).__name__
+
+
+def _environment() -> dict:
+    from remask.bench.common import environment
+
+    env = environment("cpu")
+    return {"versions": json.loads(env["versions"]), "sha": env["sha"], "date": env["date"]}
+
+
+def _needs_canvases(model) -> bool:
+    """A checkpoint (not an exact oracle nor a ``train_toy`` model) must be given real canvases."""
+    return not is_exact_oracle(model) and getattr(model, "seq_len_trained", None) is None
+
+
+def _probe_canvases(model, command: str, canvases, n_canvases, gen_length, seed):
+    """(list of (L,) rows, list of (L,) special masks, source dict, P, G) for homogenization/cmi."""
+    if canvases is not None:
+        if gen_length is not None:
+            raise ValueError(f"gen_length={gen_length} applies to default canvases only; the masks of real "
+                             f"canvases come from the file (or mask_span/mask_rate)")
+        return list(canvases.rows), list(canvases.special), dict(canvases.source), None, None
+    if _needs_canvases(model):
+        raise ValueError(
+            f"{command} on a checkpoint ({type(model).__name__}) needs real canvases: pass --canvases FILE "
+            f"(one per line: token ids with '_' for a mask, text with the tokenizer's mask token, or JSONL "
+            f"{{\"ids\": [...]}} / {{\"text\": ...}}), and --mask-span N or --mask-rate R to mask real sequences"
+        )
+    n = _check_positive("n_canvases", n_canvases)
+    tokens, P, G = _canvases(model, n, gen_length, seed)
+    rows = list(tokens)
+    return rows, [torch.zeros_like(r, dtype=torch.bool) for r in rows], {"default": True, "n_canvases": n}, P, G
 
 
 def _plotting():
@@ -174,57 +214,84 @@ def _plotting():
 
 
 # ---------------------------------------------------------------------------- homogenization
-def analyze_homogenization(model, *, out, gen_length: int | None = None, n_canvases: int = 8, seed: int = 0,
-                           reference=None, plots: bool = True, progress: bool = False) -> dict:
-    """Homogenization profile of a denoiser against distance to the context (any Denoiser).
+def analyze_homogenization(model, *, out, canvases=None, gen_length: int | None = None, n_canvases: int = 8,
+                           seed: int = 0, reference=None, model_spec: str | None = None,
+                           reference_spec: str | None = None, plots: bool = True,
+                           progress: bool = False) -> dict:
+    """Homogenization profile against distance to the context, with its position-matched control.
 
     Parameters
     ----------
     model : Denoiser
     out : str or PathLike
         Output directory (created): ``summary.json``, ``homogenization.png``.
+    canvases : Canvases, optional
+        Real canvases (:func:`~remask.analysis.canvases.read_canvases`); required for a
+        checkpoint (module docstring).
     gen_length : int, optional
-        Masked positions after the context (default ``seq_len − 1`` on an oracle, else 32).
+        Default canvases only: masked positions after the context (default ``seq_len − 1``
+        on an oracle, else 32).
     n_canvases : int
-        Canvases (rows), each with its own context.
+        Default canvases only: how many, each with its own context.
     seed : int
-        Seed of the contexts.
+        Seed of the default contexts.
     reference : Denoiser, optional
-        Same vocabulary; adds ``KL(p_ref ‖ p_θ)`` and the excess ratio r(d).
+        Same vocabulary; adds ``KL(p_ref ‖ p_θ)``, r(d) and the excess over the reference.
+    model_spec, reference_spec : str, optional
+        How the models were loaded, recorded in the summary.
     plots : bool
     progress : bool
-        Progress bar over the forward passes.
+        Progress bar over the canvases.
 
     Returns
     -------
     dict
-        ``command``, ``model``, ``config``, ``by_distance`` (lists keyed by statistic, nats).
+        ``command``, ``model``, ``canvases``, ``config``, ``environment``, ``by_distance``
+        (lists keyed by statistic, nats; with ``control_*``, ``kl_to_control`` and the
+        ``excess_*`` = model − control columns).
+
+    Notes
+    -----
+    Cost per canvas of length L with M masked positions: 3 forward passes (canvas, control,
+    context-free marginal; 2 more with a reference); pairwise JS (O(M² V)) only when
+    M² V ≤ 2**30.
     """
     check_out_dir(out)
     from remask.analysis.homogenization import homogenization_profile
     from tqdm.auto import tqdm
 
     check_model(model)
-    n = _check_positive("n_canvases", n_canvases)
-    tokens, P, G = _canvases(model, n, gen_length, seed)
+    rows, specials, source, P, G = _probe_canvases(model, "homogenization", canvases, n_canvases, gen_length, seed)
     profiles = []
-    # One row at a time: the bar then tracks forward passes on large checkpoints.
-    for b in tqdm(range(n), desc="homogenization", disable=not progress, leave=False):
-        profiles.append(homogenization_profile(model, tokens[b:b + 1], reference=reference))
+    pairwise_all = True
+    V = model.vocab_size
+    # One canvas at a time: canvases may differ in length, and the bar tracks forward passes.
+    for row, sp in tqdm(list(zip(rows, specials)), desc="homogenization", disable=not progress, leave=False):
+        M = int((row == model.mask_id).sum())
+        pairwise = M * M * V <= 2**30
+        pairwise_all &= pairwise
+        profiles.append(homogenization_profile(model, row[None], special=sp[None], reference=reference,
+                                               pairwise=pairwise))
     byd = _merge_by_distance(profiles)
+    config = {"n_canvases": len(rows), "seed": seed, "unit": "nats", "pairwise_js": pairwise_all,
+              "control": "context ablated (observed non-special tokens masked), same positions"}
+    if P is not None:
+        config.update(gen_length=G, context_length=P)
     summary = {
-        "command": "homogenization", "model": _model_name(model),
-        "reference": None if reference is None else _model_name(reference),
-        "config": {"gen_length": G, "context_length": P, "n_canvases": n, "seed": seed, "unit": "nats"},
+        "command": "homogenization", "model": _model_name(model, model_spec),
+        "reference": None if reference is None else _model_name(reference, reference_spec),
+        "canvases": source, "config": config, "environment": _environment(),
         "by_distance": byd,
     }
     d = np.asarray(byd["distance"], dtype=float)
-    kl = np.asarray(byd["kl_unigram"], dtype=float)
-    ok = (kl > 0) & np.isfinite(kl)
-    if ok.sum() >= 2:
-        # Geometric decay shows as a line in log KL: report its slope as a rate per token.
-        slope = np.polyfit(d[ok], np.log(kl[ok]), 1)[0]
-        summary["kl_decay_rate_per_token"] = float(math.exp(slope))
+    for key, name in (("kl_unigram", "kl_decay_rate_per_token"),
+                      ("excess_kl_unigram", "excess_kl_decay_rate_per_token")):
+        kl = np.asarray(byd.get(key, []), dtype=float)
+        ok = (kl > 0) & np.isfinite(kl)
+        if ok.sum() >= 2:
+            # Geometric decay shows as a line in log KL: report its slope as a rate per token.
+            slope = np.polyfit(d[ok], np.log(kl[ok]), 1)[0]
+            summary[name] = float(math.exp(slope))
     summary = _write(out, summary)
     if plots:
         _plotting().plot_homogenization(summary["by_distance"], unit="nats",
@@ -265,72 +332,116 @@ def _merge_by_distance(profiles) -> dict:
 
 
 # ---------------------------------------------------------------------------- cmi
-def analyze_cmi(model, *, out, gen_length: int | None = None, n_canvases: int = 1, seed: int = 0,
-                top_k: int | None = None, n_samples: int | None = None, plots: bool = True,
-                progress: bool = False) -> dict:
-    """Clamp-and-rerun CMI matrix over the masked positions, and CMI against separation.
+def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_canvases: int = 1,
+                seed: int = 0, top_k: int | None = None, n_samples: int | None = None,
+                max_positions: int = 32, batch_size: int = 64, model_spec: str | None = None,
+                plots: bool = True, progress: bool = False) -> dict:
+    """Clamp-and-rerun CMI between masked positions, and CMI against separation.
 
     Parameters
     ----------
     model : Denoiser
     out : str or PathLike
         ``summary.json``, ``cmi.png``.
-    gen_length, n_canvases, seed
+    canvases, gen_length, n_canvases, seed, model_spec
         As in :func:`analyze_homogenization`.
     top_k, n_samples : int, optional
         Candidate rule of :func:`~remask.analysis.pairwise_cmi`; default exact clamping over
         the full vocabulary when ``vocab_size <= 256``, else ``top_k=8``.
+    max_positions : int
+        Clamped positions per canvas: all masked ones up to this many, else this many evenly
+        spaced among them (every masked position is still read).
+    batch_size : int
+        Clamped canvases per forward pass (the memory budget).
     plots, progress : bool
 
     Returns
     -------
     dict
-        ``matrix`` (mean over canvases, (G, G) over the generated positions, null on the
-        diagonal), ``by_separation`` (mean I(i; j) against |i − j|), ``adjacent_mean``,
-        ``distant_mean`` (|i − j| ≥ G/2), ``asymmetry_mean`` (mean |I(i;j) − I(j;i)|),
+        ``matrix`` (over the masked positions: the mean over canvases when they share one
+        layout, else the first canvas; null on the diagonal), ``matrix_positions``,
+        ``by_separation`` (mean I(i; j) over clamped i and masked j against |i − j|),
+        ``adjacent_mean``, ``distant_mean`` (|i − j| ≥ half the largest separation),
+        ``asymmetry_mean`` (mean |I(i;j) − I(j;i)| over pairs clamped both ways),
         ``missed_mass_mean``, ``mode``.
+
+    Notes
+    -----
+    Cost per canvas with R clamped positions and K candidates: 1 + R K forward passes,
+    ``batch_size`` canvases at a time (memory: :func:`~remask.analysis.pairwise_cmi`).
     """
     check_out_dir(out)
-    from remask.analysis.estimators import pairwise_cmi
+    from remask.analysis.estimators import _one_shot, pairwise_cmi
     from tqdm.auto import tqdm
 
     check_model(model)
-    n = _check_positive("n_canvases", n_canvases)
+    max_positions = _check_positive("max_positions", max_positions, low=1)
     if top_k is not None and n_samples is not None:
         raise ValueError(f"give at most one of top_k={top_k!r} and n_samples={n_samples!r}")
     if top_k is None and n_samples is None and model.vocab_size > FULL_CLAMP_VOCAB:
         top_k = DEFAULT_TOP_K
     mode = "exact" if top_k is None and n_samples is None else (f"top_k={top_k}" if top_k else f"n_samples={n_samples}")
-    tokens, P, G = _canvases(model, n, gen_length, seed)
-    L = P + G
-    mat = np.full((n, L, L), np.nan)
-    missed = []
-    for i in tqdm(range(P, L), desc="cmi rows", disable=not progress, leave=False):
-        r = pairwise_cmi(model, tokens, i, top_k=top_k, n_samples=n_samples, seed=seed + i)
-        mat[:, i, :] = r.cmi
-        missed.append(r.missed_mass)
+    rows, specials, source, P, G = _probe_canvases(model, "cmi", canvases, n_canvases, gen_length, seed)
+    plans = []
+    for row in rows:
+        masked = (row == model.mask_id).nonzero()[:, 0].tolist()
+        if len(masked) < 2:
+            raise ValueError(f"cmi needs at least 2 masked positions per canvas, got {len(masked)} in a canvas "
+                             f"of length {len(row)}")
+        clamp = masked if len(masked) <= max_positions else \
+            sorted({masked[int(round(t))] for t in np.linspace(0, len(masked) - 1, max_positions)})
+        plans.append((masked, clamp))
+    bar = tqdm(total=sum(len(c) for _, c in plans), desc="cmi rows", disable=not progress, leave=False)
+    mats, missed = [], []
+    sums, counts, asym = {}, {}, []
+    for row, (masked, clamp) in zip(rows, plans):
+        tokens = row[None]
+        logits0 = _one_shot(model, tokens, None, batch_size)  # shared by every clamped row
+        mat = np.full((len(row), len(row)), np.nan)
+        for i in clamp:
+            r = pairwise_cmi(model, tokens, i, top_k=top_k, n_samples=n_samples, seed=seed + i,
+                             batch_size=batch_size, _logits0=logits0)
+            mat[i] = r.cmi[0]
+            missed.append(float(r.missed_mass[0]))
+            bar.update()
+        del logits0
+        for i in clamp:
+            for j in masked:
+                if j != i and math.isfinite(mat[i, j]):
+                    sep = abs(i - j)
+                    sums[sep] = sums.get(sep, 0.0) + mat[i, j]
+                    counts[sep] = counts.get(sep, 0) + 1
+                    if i < j and j in clamp and math.isfinite(mat[j, i]):
+                        asym.append(abs(mat[i, j] - mat[j, i]))
+        mats.append((masked, mat[np.ix_(masked, masked)]))
+    bar.close()
+    same_layout = all(len(m) == len(mats[0][0]) and m == mats[0][0] for m, _ in mats) and \
+        all(len(r) == len(rows[0]) for r in rows)
     with warnings.catch_warnings():  # the diagonal is NaN in every canvas: its mean is NaN, by design
         warnings.simplefilter("ignore", RuntimeWarning)
-        m = np.nanmean(mat, 0)[P:, P:]  # (G, G) generated block, mean over canvases
-    sep = {}
-    for s in range(1, G):
-        vals = np.concatenate([np.diagonal(m, s), np.diagonal(m, -s)])
-        sep[s] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
-    asym = np.abs(m - m.T)
-    far = [v for s, v in sep.items() if s >= max(2, G // 2)]
+        m = np.nanmean(np.stack([x for _, x in mats]), 0) if same_layout else mats[0][1]
+    sep = {s_: sums[s_] / counts[s_] for s_ in sorted(sums)}
+    top = max(sep) if sep else 0
+    far = [v for s_, v in sep.items() if s_ >= max(2, (top + 1) // 2)]
+    config = {"n_canvases": len(rows), "seed": seed, "unit": "nats", "mode": mode, "max_positions": max_positions,
+              "batch_size": batch_size}
+    if P is not None:
+        config.update(gen_length=G, context_length=P)
     summary = {
-        "command": "cmi", "model": _model_name(model),
-        "config": {"gen_length": G, "context_length": P, "n_canvases": n, "seed": seed, "unit": "nats",
-                   "mode": mode},
-        "matrix": m, "by_separation": {"separation": list(sep), "cmi": list(sep.values())},
+        "command": "cmi", "model": _model_name(model, model_spec), "canvases": source, "config": config,
+        "environment": _environment(),
+        "matrix": m, "matrix_positions": mats[0][0], "matrix_is_mean": bool(same_layout),
+        "by_separation": {"separation": list(sep), "cmi": list(sep.values()),
+                          "pairs": [counts[s_] for s_ in sep]},
         "adjacent_mean": sep.get(1, math.nan),
-        "distant_mean": float(np.nanmean(far)) if far else math.nan,
-        "asymmetry_mean": float(np.nanmean(asym)) if np.isfinite(asym).any() else math.nan,
-        "missed_mass_mean": float(np.mean(np.concatenate(missed))),
+        "distant_mean": float(np.mean(far)) if far else math.nan,
+        "asymmetry_mean": float(np.mean(asym)) if asym else math.nan,
+        "missed_mass_mean": float(np.mean(missed)),
     }
     summary = _write(out, summary)
     if plots:
-        _plotting().plot_cmi(m, sep, path=os.path.join(out, "cmi.png"), unit="nats", offset=P)
+        offset = P if P is not None else 0
+        _plotting().plot_cmi(m, sep, path=os.path.join(out, "cmi.png"), unit="nats", offset=offset)
     return summary
 
 
@@ -353,7 +464,8 @@ def standard_partitions(positions) -> dict:
 
 
 def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_samples: int = 2000,
-                      seed: int = 0, plots: bool = True, progress: bool = False) -> dict:
+                      seed: int = 0, model_spec: str | None = None, plots: bool = True,
+                      progress: bool = False) -> dict:
     """A sampler's output distribution against an exact oracle's joint, and partition errors.
 
     Parameters
@@ -370,6 +482,8 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
     n_samples : int
         Sequences decoded by the sampler.
     seed : int
+    model_spec : str, optional
+        How the oracle was loaded, recorded in the summary.
     plots, progress : bool
 
     Returns
@@ -403,7 +517,8 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
             bar.update()
     bar.close()
     summary = {
-        "command": "coherence", "model": _model_name(oracle), "sampler": repr(sampler),
+        "command": "coherence", "model": _model_name(oracle, model_spec), "sampler": repr(sampler),
+        "environment": _environment(),
         "config": {"gen_length": G, "prompt": None if prompt is None else prompt.tolist(),
                    "n_samples": n_samples, "seed": seed, "unit": "nats"},
         "sampler_error": err.summary(),
@@ -422,7 +537,7 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
 
 # ---------------------------------------------------------------------------- order
 def analyze_order(model, sampler, *, out, gen_length: int | None = None, n_rows: int = 8, seed: int = 0,
-                  plots: bool = True, progress: bool = False) -> dict:
+                  model_spec: str | None = None, plots: bool = True, progress: bool = False) -> dict:
     """Decode-order metrics of a sampler on a model, from a recorded trace (any Denoiser).
 
     Parameters
@@ -437,6 +552,8 @@ def analyze_order(model, sampler, *, out, gen_length: int | None = None, n_rows:
     n_rows : int
         Rows decoded in one batch.
     seed : int
+    model_spec : str, optional
+        How the model was loaded, recorded in the summary.
     plots, progress : bool
 
     Returns
@@ -463,7 +580,8 @@ def analyze_order(model, sampler, *, out, gen_length: int | None = None, n_rows:
     with np.errstate(all="ignore"):
         certs = {k: float(np.nanmean(getattr(cert, k))) for k in ("eb_proxy", "fast_dllm_factor", "frechet")}
     summary = {
-        "command": "order", "model": _model_name(model), "sampler": repr(sampler),
+        "command": "order", "model": _model_name(model, model_spec), "sampler": repr(sampler),
+        "environment": _environment(),
         "config": {"gen_length": G, "context_length": P, "n_rows": n, "seed": seed},
         "metrics": order.summary(), "certificates": certs,
         "steps": int(gen.steps), "nfe_mean": float(gen.nfe.double().mean()),
@@ -490,12 +608,16 @@ def format_table(summary: dict) -> str:
     lines = [f"{kind}: {summary.get('model')}"]
     if kind == "homogenization":
         byd = summary["by_distance"]
-        cols = [c for c in ("kl_unigram", "entropy", "max_prob", "js", "ratio") if c in byd]
+        cols = [c for c in ("kl_unigram", "control_kl_unigram", "excess_kl_unigram", "kl_to_control", "entropy",
+                            "max_prob", "js", "ratio") if c in byd]
         lines.append(f"{'distance':>8} " + " ".join(f"{c:>12}" for c in cols))
         for r, d in enumerate(byd["distance"][:12]):
             lines.append(f"{d:>8} " + " ".join(f"{_fmt(byd[c][r]):>12}" for c in cols))
         if "kl_decay_rate_per_token" in summary:
             lines.append(f"KL to the context-free marginal decays by x{summary['kl_decay_rate_per_token']:.3f} per token")
+        if "excess_kl_decay_rate_per_token" in summary:
+            lines.append(f"its excess over the position-matched control decays by "
+                         f"x{summary['excess_kl_decay_rate_per_token']:.3f} per token")
     elif kind == "cmi":
         sep = summary["by_separation"]
         lines.append(f"{'|i-j|':>6} {'I(i;j|c) [nats]':>16}")

@@ -19,6 +19,11 @@ Candidates and weights:
   reported (biased downward for flat, far-away marginals);
 - ``n_samples``: ``a^(m) ~ p_θ(· | c)``, weights 1/M (consistent; O(1/M) plug-in bias, for
   which ``kl_noise`` gives the expected size under consistency).
+
+Scale: the clamped canvases go through the model ``batch_size`` at a time and each batch's
+logits (in the model's dtype, on its device) are reduced position chunk by position chunk
+to O(B L) float64 summaries (float64 chunks for V ≤ 4096, float32 above with float64
+accumulation); the CMI is computed as ``Σ_a w_a KL(p_a ‖ p̄)``, a sum of non-negative terms.
 """
 
 from __future__ import annotations
@@ -28,7 +33,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from remask.analysis._util import as_positions, as_tokens, call_log_probs, check_model, unit_scale
+from remask.analysis import _util
+from remask.analysis._util import (
+    as_positions,
+    as_tokens,
+    call_logits,
+    check_model,
+    log_probs,
+    work_log_probs,
+    position_chunks,
+    rowdot,
+    unit_scale,
+)
 
 __all__ = ["MarginalConsistency", "PairwiseCMI", "cmi_matrix", "marginal_consistency", "pairwise_cmi"]
 
@@ -54,24 +70,45 @@ def _check_masked(tokens, mask_id, positions, what):
 
 @dataclass
 class _Mixture:
-    logp0: torch.Tensor  # (B, L, V) one-shot log-marginals
-    pbar: torch.Tensor  # (B, L, V) mixture of clamped conditionals
+    """O(B L) float64 summaries of the mixture ``p̄_j = Σ_a w_a p(x_j | c, a)`` (no (B, L, V) tensor)."""
+
+    h_pbar: torch.Tensor  # (B, L) H(p̄_j)
+    cmi: torch.Tensor  # (B, L) Σ_a w_a KL(p(x_j | c, a) ‖ p̄_j) (= H(p̄_j) − Σ_a w_a H(p_a) when Σ w = 1)
     mean_entropy: torch.Tensor  # (B, L) Σ_a w_a H(p(x_j | c, a))
     demask: torch.Tensor  # (B, L) Σ_a w_a TV(p(x_j | c, a), p(x_j | c))
-    second: torch.Tensor | None  # (B, L, V) Σ_a w_a p_a² (sampled mode)
+    kl: torch.Tensor  # (B, L) KL(p̄_j / Σp̄_j ‖ p(x_j | c))
+    tv: torch.Tensor  # (B, L) TV(p̄_j / Σp̄_j, p(x_j | c))
+    noise: torch.Tensor | None  # (B, L) Σ_v Var_a[p_a(v)] / (2 N p̄(v)) (sampled mode)
     missed_mass: torch.Tensor  # (B,)
     n_candidates: torch.Tensor  # (B,)
     n_draws: int
 
 
+def _one_shot(model, tokens, attention_mask, batch_size):
+    """The one-shot logits (B, L, V) in the model's dtype, in row batches."""
+    step = tokens.shape[0] if batch_size is None else max(1, int(batch_size))
+    out = []
+    for s in range(0, tokens.shape[0], step):
+        out.append(call_logits(model, tokens[s:s + step], None if attention_mask is None else attention_mask[s:s + step]))
+    return torch.cat(out, 0) if len(out) > 1 else out[0]
+
+
 def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed, batch_size,
-             max_full_vocab) -> _Mixture:
-    """Clamp ``positions`` (one exactly/top-k, or several by sampled rollouts) and mix."""
+             max_full_vocab, logits0=None, bar=None) -> _Mixture:
+    """Clamp ``positions`` (one exactly/top-k, or several by sampled rollouts) and mix.
+
+    Clamped canvases go through the model ``batch_size`` at a time; the rows whose candidates
+    fit in one batch are reduced position chunk by position chunk straight from that batch's
+    logits (nothing of size (B, L, V) is accumulated); a row with more candidates than
+    ``batch_size`` accumulates its p̄ (L, V) across batches (float64 when L·V ≤ CHUNK_ELEMENTS, else
+    float32).
+    """
     B, L = tokens.shape
     V = model.vocab_size
-    logp0 = call_log_probs(model, tokens, attention_mask, batch_size=batch_size)  # (B, L, V)
     if top_k is not None and n_samples is not None:
         raise ValueError("give at most one of top_k and n_samples")
+    if logits0 is None:
+        logits0 = _one_shot(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
     g = torch.Generator().manual_seed(int(seed))
     if n_samples is not None:
         n = int(n_samples)
@@ -83,9 +120,13 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         canvas = tokens.repeat_interleave(n, 0)  # (B n, L)
         am = None if attention_mask is None else attention_mask.repeat_interleave(n, 0)
         for r, pos in enumerate(positions):
-            lp = logp0.repeat_interleave(n, 0)[:, pos] if r == 0 else \
-                call_log_probs(model, canvas, am, batch_size=batch_size)[:, pos]
-            canvas[:, pos] = torch.multinomial(lp.exp().float().cpu(), 1, generator=g)[:, 0].to(canvas.device)
+            if r == 0:
+                lp = log_probs(logits0[:, pos]).cpu().repeat_interleave(n, 0)  # (B n, V)
+            else:
+                lp = torch.cat([log_probs(_one_shot(model, canvas[s:s + n], None if am is None else am[s:s + n],
+                                                    batch_size)[:, pos]).cpu()
+                                for s in range(0, B * n, n)], 0)
+            canvas[:, pos] = torch.multinomial(lp.exp().float(), 1, generator=g)[:, 0]
         w = torch.full((B * n,), 1.0 / n, dtype=torch.float64)
         rows = torch.arange(B).repeat_interleave(n)
         missed = torch.zeros(B, dtype=torch.float64)
@@ -94,11 +135,11 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         if len(positions) != 1:
             raise ValueError(f"clamping several positions {positions} needs n_samples (sampled rollouts)")
         pos = positions[0]
-        pi = logp0[:, pos].exp()  # (B, V)
+        pi = log_probs(logits0[:, pos]).exp().cpu()  # (B, V) float64: O(B V)
         if n_samples is not None:
             # M draws of x_i ~ p(x_i | c); equal draws share one clamped pass, weighted by
             # their empirical frequency (the same estimator, at most V passes per row).
-            draws = torch.multinomial(pi.float().cpu(), n, replacement=True, generator=g)  # (B, M)
+            draws = torch.multinomial(pi.float(), n, replacement=True, generator=g)  # (B, M)
             counts = torch.zeros(B, V, dtype=torch.float64).scatter_add_(1, draws, torch.ones(B, n, dtype=torch.float64))
             cand = torch.arange(V).expand(B, V)
             w = counts / n
@@ -108,7 +149,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
             if not 1 <= k <= V:
                 raise ValueError(f"top_k must be in [1, {V}], got {top_k!r}")
             vals, cand = pi.topk(k, dim=-1)  # (B, k)
-            missed = 1.0 - vals.sum(-1)
+            missed = (1.0 - vals.sum(-1)).clamp_min(0.0)
             w = vals / vals.sum(-1, keepdim=True)
         else:
             if V > max_full_vocab:
@@ -122,32 +163,119 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         keep = w > 0
         rows, col = torch.nonzero(keep, as_tuple=True)
         canvas = tokens[rows].clone()
-        canvas[:, pos] = cand[rows, col].to(canvas.device)
+        canvas[:, pos] = cand[rows, col]
         am = None if attention_mask is None else attention_mask[rows]
         w = w[rows, col]
         ncand = keep.sum(-1)
-    pbar = torch.zeros(B, L, V, dtype=torch.float64)
-    second = torch.zeros(B, L, V, dtype=torch.float64) if n_samples is not None else None
-    ment = torch.zeros(B, L, dtype=torch.float64)
-    dem = torch.zeros(B, L, dtype=torch.float64)
-    p0 = logp0.exp()
+    sampled = n_samples is not None
+    out = {k: torch.zeros(B, L, dtype=torch.float64) for k in ("h", "ment", "dem", "kl", "tv", "cmi")}
+    out["noise"] = torch.zeros(B, L, dtype=torch.float64) if sampled else None
     step = len(rows) if batch_size is None else max(1, int(batch_size))
-    for s in range(0, len(rows), step):
-        r = rows[s:s + step]
-        lp = call_log_probs(model, canvas[s:s + step], None if am is None else am[s:s + step])  # (b, L, V)
-        p = lp.exp()
-        ws = w[s:s + step].view(-1, 1, 1)
-        pbar.index_add_(0, r, ws * p)
-        if second is not None:
-            second.index_add_(0, r, ws * p * p)
-        h = -torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)  # (b, L)
-        ment.index_add_(0, r, w[s:s + step, None] * h)
-        dem.index_add_(0, r, w[s:s + step, None] * 0.5 * (p - p0[r]).abs().sum(-1))
-    return _Mixture(logp0, pbar, ment, dem, second, missed, ncand, int(n_samples or 0))
+    counts = torch.bincount(rows, minlength=B).tolist()
+    starts = [0]
+    for c in counts:
+        starts.append(starts[-1] + c)
+    b = 0
+    while b < B:
+        if counts[b] > step:  # one row, more candidates than a batch: accumulate p̄ over batches
+            _accumulate_row(model, canvas, am, w, starts[b], starts[b + 1], step, logits0[b], out, b,
+                            sampled, n_samples, bar)
+            b += 1
+            continue
+        e = b  # pack whole rows into one forward pass
+        while e < B and counts[e] <= step and starts[e + 1] - starts[b] <= step:
+            e += 1
+        lo, hi = starts[b], starts[e]
+        if hi > lo:
+            logits = call_logits(model, canvas[lo:hi], None if am is None else am[lo:hi])  # (m, L, V)
+            ws = w[lo:hi].to(logits.device)
+            for sl in position_chunks(hi - lo, L, V):
+                lp = work_log_probs(logits[:, sl])  # (m, c, V), bounded
+                p = lp.exp()
+                wl = ws.to(p.dtype)
+                p0l = work_log_probs(logits0[b:e, sl].to(logits.device))  # (g, c, V)
+                c = p.shape[1]
+                pbar = torch.empty(e - b, c, V, dtype=p.dtype, device=p.device)
+                second = torch.empty_like(pbar) if sampled else None
+                ment = torch.empty(e - b, c, dtype=torch.float64, device=p.device)  # O(c) summaries
+                dem, cmi = torch.empty_like(ment), torch.empty_like(ment)
+                for g in range(e - b):  # the candidates of one row are contiguous
+                    r = slice(starts[b + g] - lo, starts[b + g + 1] - lo)
+                    pg, lpg, wg = p[r], lp[r], wl[r]  # (n, c, V), (n,)
+                    pbar[g] = (wg @ pg.reshape(len(wg), -1)).view(c, V)  # Σ_a w_a p_a, one GEMV
+                    if sampled:
+                        second[g] = (wg @ (pg * pg).reshape(len(wg), -1)).view(c, V)
+                    w64 = wg.double()
+                    h = -rowdot(pg, lpg)  # (n, c) entropies, float64
+                    ment[g] = w64 @ h
+                    dem[g] = w64 @ (0.5 * (pg - p0l[g].exp()).abs().sum(-1, dtype=torch.float64))
+                    # The CMI as Σ_a w_a KL(p_a ‖ p̄): a sum of non-negative terms, free of the
+                    # cancellation of H(p̄) − Σ_a w_a H(p_a) in float32 at large V.
+                    logpbar = (pbar[g] / pbar[g].sum(-1, keepdim=True)).clamp_min(torch.finfo(p.dtype).tiny).log()
+                    cmi[g] = w64 @ rowdot(pg, lpg - logpbar)
+                del lp, p
+                _summarise(pbar, second, p0l, ment, dem, out, slice(b, e), sl, n_samples, cmi)
+            del logits
+        if bar is not None:
+            bar.update(hi - lo)
+        b = e
+    return _Mixture(out["h"], out["cmi"], out["ment"], out["dem"], out["kl"], out["tv"], out["noise"], missed, ncand,
+                    int(n_samples or 0))
+
+
+def _summarise(pbar, second, p0l, ment, dem, out, rows: slice, sl: slice, n_samples, cmi=None) -> None:
+    """Write the O(B L) summaries of one (g, c, V) chunk of p̄ into ``out``."""
+    h = _entropy_p(pbar)
+    out["h"][rows, sl] = h.cpu()
+    out["cmi"][rows, sl] = (h - ment if cmi is None else cmi).cpu()
+    out["ment"][rows, sl] = ment.cpu()
+    out["dem"][rows, sl] = dem.cpu()
+    pn = pbar / pbar.sum(-1, keepdim=True)
+    logpn = pn.clamp_min(1e-300).log()
+    out["kl"][rows, sl] = torch.where(pn > 0, pn * (logpn - p0l), torch.zeros_like(pn)).sum(-1, dtype=torch.float64).cpu()
+    out["tv"][rows, sl] = (0.5 * (pn - p0l.exp()).abs().sum(-1, dtype=torch.float64)).cpu()
+    if second is not None:
+        var = (second - pbar**2).clamp_min(0.0)
+        out["noise"][rows, sl] = torch.where(pn > 0, var / (2 * int(n_samples) * pn.clamp_min(1e-300)),
+                                             torch.zeros_like(pn)).sum(-1, dtype=torch.float64).cpu()
+
+
+def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampled, n_samples, bar) -> None:
+    """One row whose candidates span several forward passes: p̄ (L, V) accumulated across them."""
+    L, V = logits0_b.shape
+    dev = logits0_b.device
+    acc_dtype = torch.float64 if L * V <= _util.CHUNK_ELEMENTS else torch.float32
+    pbar = torch.zeros(L, V, dtype=acc_dtype, device=dev)
+    second = torch.zeros_like(pbar) if sampled else None
+    ment = torch.zeros(1, L, dtype=torch.float64, device=dev)
+    dem = torch.zeros(1, L, dtype=torch.float64, device=dev)
+    for s in range(lo, hi, step):
+        e = min(hi, s + step)
+        logits = call_logits(model, canvas[s:e], None if am is None else am[s:e])  # (m, L, V)
+        ws = w[s:e].to(logits.device)
+        for sl in position_chunks(e - s, L, V):
+            lp = work_log_probs(logits[:, sl])
+            p = lp.exp()
+            wl = ws.to(p.dtype)
+            pbar[sl] += (wl.view(-1, 1, 1) * p).sum(0).to(acc_dtype)
+            if second is not None:
+                second[sl] += (wl.view(-1, 1, 1) * p * p).sum(0).to(acc_dtype)
+            h = -rowdot(p, lp)
+            ment[0, sl] += (ws[:, None] * h).sum(0)
+            p0 = work_log_probs(logits0_b[sl]).exp()
+            dem[0, sl] += (ws[:, None] * 0.5 * (p - p0).abs().sum(-1, dtype=torch.float64)).sum(0)
+            del lp, p, h
+        del logits
+        if bar is not None:
+            bar.update(e - s)
+    for sl in position_chunks(1, L, V):
+        p0l = work_log_probs(logits0_b[sl]).double().unsqueeze(0)
+        _summarise(pbar[sl].double().unsqueeze(0), None if second is None else second[sl].double().unsqueeze(0),
+                   p0l, ment[:, sl], dem[:, sl], out, slice(b, b + 1), sl, n_samples)
 
 
 def _entropy_p(p):
-    return -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(-1)
+    return -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(-1, dtype=torch.float64)
 
 
 # ------------------------------------------------------------------------------ E2: CMI
@@ -185,7 +313,7 @@ class PairwiseCMI:
 
 
 def _cmi_row(m: _Mixture, masked: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-    cmi = (_entropy_p(m.pbar) - m.mean_entropy).clamp_min(0.0)  # (B, L)
+    cmi = m.cmi.clamp_min(0.0)  # (B, L)
     nan = torch.full_like(cmi, math.nan)
     valid = masked.clone()
     valid[:, i] = False
@@ -195,7 +323,7 @@ def _cmi_row(m: _Mixture, masked: torch.Tensor, i: int) -> tuple[torch.Tensor, t
 def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | None = None,
                  n_samples: int | None = None, seed: int = 0, attention_mask=None,
                  batch_size: int | None = 64, unit: str = "nats",
-                 max_full_vocab: int = 4096) -> PairwiseCMI:
+                 max_full_vocab: int = 4096, progress: bool = False, _logits0=None) -> PairwiseCMI:
     """Conditional mutual information between masked positions by clamping (E2).
 
     Parameters
@@ -218,10 +346,25 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
     unit : {"nats", "bits"}
     max_full_vocab : int
         Largest V clamped exhaustively.
+    progress : bool
+        A progress bar over the clamped canvases.
 
     Returns
     -------
     PairwiseCMI
+
+    Notes
+    -----
+    Cost for B rows of length L, vocabulary V and K candidates per row (K = k with
+    ``top_k``, the distinct draws ≤ M with ``n_samples``, the support ≤ V when exact):
+
+    - forward passes: B (one-shot) + B K clamped canvases, ``batch_size`` per pass (twice
+      with ``j``);
+    - memory: the one-shot logits (B, L, V) and one batch of clamped logits
+      (``batch_size``, L, V), both in the model's dtype; float64 working chunks of at most
+      2**21 elements; O(B L) float64 summaries. A row with K > ``batch_size`` also keeps
+      its mixture p̄ (L, V) (float32 when L V > 2**21);
+    - arithmetic beyond the forwards: O(B K L V).
     """
     tokens, attention_mask = _prepare(model, tokens, attention_mask)
     L = tokens.shape[1]
@@ -233,13 +376,22 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
     if attention_mask is not None:
         masked &= attention_mask
     kw = dict(top_k=top_k, n_samples=n_samples, seed=seed, batch_size=batch_size, max_full_vocab=max_full_vocab)
+    if _logits0 is None:
+        _logits0 = _one_shot(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
+    kw["logits0"] = _logits0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=f"cmi clamp {i}", disable=not progress, leave=False, unit="canvas")
+    kw["bar"] = bar
     m = _mixture(model, tokens, attention_mask, [i], **kw)
     row, dem = _cmi_row(m, masked, i)
     if j is None:
+        bar.close()
         return PairwiseCMI(cmi=(row * scale).numpy(), reverse=None, asymmetry=None, demask=dem.numpy(),
                            missed_mass=m.missed_mass.numpy(), missed_mass_reverse=None,
                            n_candidates=m.n_candidates.numpy(), unit=unit)
     mr = _mixture(model, tokens, attention_mask, [j], **{**kw, "seed": seed + 1})
+    bar.close()
     rrow, _ = _cmi_row(mr, masked, j)
     fwd, rev = row[:, j] * scale, rrow[:, i] * scale
     return PairwiseCMI(cmi=fwd.numpy(), reverse=rev.numpy(), asymmetry=(fwd - rev).abs().numpy(),
@@ -258,22 +410,30 @@ def cmi_matrix(model, tokens, positions=None, **kwargs) -> np.ndarray:
     positions : sequence of int, optional
         Positions to clamp (rows); default every position masked in all rows.
     **kwargs
-        Passed to :func:`pairwise_cmi`.
+        Passed to :func:`pairwise_cmi` (``top_k``, ``batch_size``, ...).
 
     Returns
     -------
     (B, L, L) float64
         Row i holds I(i; ·); NaN for rows not computed, the diagonal, and observed columns.
         Its asymmetry ``|M − Mᵀ|`` measures the incoherence of the conditionals.
+
+    Notes
+    -----
+    Cost for R clamped positions: B + R B K forward passes (the one-shot pass is shared by
+    the rows), memory as :func:`pairwise_cmi` plus the (B, L, L) float64 result.
     """
-    tokens = as_tokens(tokens)
+    tokens, attention_mask = _prepare(model, tokens, kwargs.pop("attention_mask", None))
     B, L = tokens.shape
     if positions is None:
         positions = [p for p in range(L) if bool((tokens[:, p] == model.mask_id).all())]
     positions = as_positions(positions, L)
+    _check_masked(tokens, model.mask_id, positions, "clamped")
+    # The one-shot forward is the same for every clamped row: run it once.
+    logits0 = _one_shot(model, tokens, attention_mask, kwargs.get("batch_size", 64))
     out = np.full((B, L, L), np.nan)
     for i in positions:
-        out[:, i, :] = pairwise_cmi(model, tokens, i, **kwargs).cmi
+        out[:, i, :] = pairwise_cmi(model, tokens, i, attention_mask=attention_mask, _logits0=logits0, **kwargs).cmi
     return out
 
 
@@ -333,6 +493,11 @@ def marginal_consistency(model, tokens, i, j: int | None = None, *, n_samples: i
     Returns
     -------
     MarginalConsistency
+
+    Notes
+    -----
+    Cost as :func:`pairwise_cmi` for one position; sequential rollouts over R positions add
+    (R − 1) B M forward passes to draw them (M = ``n_samples``).
     """
     tokens, attention_mask = _prepare(model, tokens, attention_mask)
     L = tokens.shape[1]
@@ -346,15 +511,7 @@ def marginal_consistency(model, tokens, i, j: int | None = None, *, n_samples: i
     scale = unit_scale(unit)
     m = _mixture(model, tokens, attention_mask, positions, top_k=top_k, n_samples=n_samples, seed=seed,
                  batch_size=batch_size, max_full_vocab=max_full_vocab)
-    pbar = m.pbar / m.pbar.sum(-1, keepdim=True)
-    p0 = m.logp0.exp()
-    logpbar = pbar.clamp_min(1e-300).log()
-    kl = torch.where(pbar > 0, pbar * (logpbar - m.logp0), torch.zeros_like(pbar)).sum(-1)  # (B, L)
-    tvd = 0.5 * (pbar - p0).abs().sum(-1)
-    noise = None
-    if m.second is not None:
-        var = (m.second - m.pbar**2).clamp_min(0.0)
-        noise = torch.where(pbar > 0, var / (2 * m.n_draws * pbar.clamp_min(1e-300)), torch.zeros_like(pbar)).sum(-1)
+    kl, tvd, noise = m.kl, m.tv, m.noise
     valid = tokens == model.mask_id
     if attention_mask is not None:
         valid &= attention_mask

@@ -17,6 +17,30 @@ coherence.md §3.2 M3 / §3.4 E1. For every masked position i of a canvas, with
   ``r(d) = mean D_uni^θ(d) / mean D_uni^ref(d)`` (below 1: the model is smoother than the
   truth at that distance).
 
+Position-matched control. On a real model "distance to the nearest known token" is
+confounded with position: a position can be predicted confidently from where it is (a
+conserved antibody framework residue, the token after BOS) however far the context is, so
+a by-distance curve of D_uni mixes homogenization with conservation. The control canvas
+keeps every position, every mask and every structural (special) token of the canvas and
+ablates the context: each observed non-special token becomes a mask. Its prediction
+``p_θ(x_i | ablated c)`` is what the model knows at position i from position (and length)
+alone; the same statistics computed on it at the same positions, grouped by the *real*
+canvas's distances, are ``control_*``, and ``excess_* = model − control`` (per position,
+then averaged) is the part due to the context. ``kl_to_control`` ``KL(p_θ(x_i | c) ‖
+p_θ(x_i | ablated c))`` is the information the context adds at i. A toy whose marginals
+depend on position only gives zero excess exactly; a stationary chain, whose ablated
+predictions are the stationary law, keeps all of its D_uni as excess.
+
+Why ablation and not a context permuted across canvases: every statistic here is a
+property of the prediction alone (no true token enters), and another canvas's context is
+just as informative as the canvas's own, so a permuted control would show the same
+concentration and cancel the distance effect it is meant to isolate. Its caveat: the
+ablated canvas has more masks than the real one, and a model may react to the mask rate
+itself; the excess then includes that reaction (on exact oracles there is none). On an
+oracle, the excess over the exact Bayes-optimal marginals is the ``reference`` comparison
+(``excess_over_reference``): the oracle homogenizes too, so only the excess over it is a
+failure of the model.
+
 For a Markov chain the exact D_uni(d) decays geometrically, at a rate set by |λ₂|, while
 adjacent masked pairs keep their mutual information (see :func:`pairwise_cmi`).
 """
@@ -24,18 +48,24 @@ adjacent masked pairs keep their mutual information (see :func:`pairwise_cmi`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from remask.analysis import _util
 from remask.analysis._util import (
     as_tokens,
-    call_log_probs,
+    call_logits,
     check_model,
     entropy,
     js,
     kl,
+    work_log_probs,
+    position_chunks,
+    rowdot,
+    support_kl,
     unit_scale,
 )
 
@@ -73,13 +103,13 @@ def distances_to_observed(observed: torch.Tensor, real: torch.Tensor | None = No
 class HomogenizationProfile:
     """Per-position homogenization statistics and their aggregation by distance.
 
-    Per-position arrays are (B, L) float64, NaN at observed and padding positions.
+    Per-position arrays are (B, L) float64, NaN at observed, special and padding positions.
 
     Attributes
     ----------
     masked : (B, L) bool
     d_left, d_right, distance : (B, L) float64
-        Distances to the nearest observed token (inf when there is none on that side).
+        Distances to the nearest observed (non-special) token; inf when there is none on that side.
     entropy, max_prob, kl_unigram, attractor_mass : (B, L) float64
     js : (B, L, L) float64 or None
         Pairwise JS between masked positions (NaN elsewhere and on the diagonal).
@@ -91,8 +121,17 @@ class HomogenizationProfile:
         Means over masked positions grouped by ``distance``: keys ``distance``, ``count``,
         ``entropy``, ``max_prob``, ``kl_unigram``, ``attractor_mass`` and, when available,
         ``js`` (mean over pairs whose nearer member is at that distance), ``kl_to_reference``,
-        ``reference_kl_unigram`` and ``ratio`` (r(d)).
+        ``reference_kl_unigram``, ``ratio`` (r(d)), ``excess_over_reference`` (D_uni^θ − D_uni^ref),
+        the control's ``control_entropy``, ``control_max_prob``, ``control_kl_unigram``,
+        ``kl_to_control`` and the excesses ``excess_entropy``, ``excess_max_prob``,
+        ``excess_kl_unigram`` (model − control at the same positions), and
+        ``unigram_missed_mass``.
     unit : str
+    control_entropy, control_max_prob, control_kl_unigram, kl_to_control : (B, L) float64 or None
+        The position-matched control (module docstring): the same statistics with the
+        context ablated, and ``KL(p_θ(x_i | c) ‖ p_θ(x_i | ablated c))``.
+    unigram_missed_mass : (B, L) float64 or None
+        Mass of the prediction outside the support of ``unigram`` (only when it has zeros).
     """
 
     masked: np.ndarray
@@ -109,14 +148,38 @@ class HomogenizationProfile:
     unigram: np.ndarray
     by_distance: dict = field(default_factory=dict)
     unit: str = "nats"
+    control_entropy: np.ndarray | None = None
+    control_max_prob: np.ndarray | None = None
+    control_kl_unigram: np.ndarray | None = None
+    kl_to_control: np.ndarray | None = None
+    unigram_missed_mass: np.ndarray | None = None
 
 
-def _context_free(model, tokens, real, batch_size):
-    """The model's context-free marginal: mean prediction over an all-masked canvas, (V,)."""
+@torch.no_grad()
+def _context_free(model, tokens, real, attention_mask, bar=None):
+    """The model's context-free marginal: mean prediction over an all-masked canvas, (V,) float64.
+
+    All-masked canvases differ only in their padding, so equal ones share one forward pass.
+    """
+    V = model.vocab_size
     blank = torch.full_like(tokens, model.mask_id)
-    lp = call_log_probs(model, blank, real, batch_size=batch_size)  # (B, L, V)
-    w = real.double().unsqueeze(-1)
-    return (lp.exp() * w).sum((0, 1)) / w.sum()
+    uniq, inv = torch.unique(real, dim=0, return_inverse=True)  # (U, L)
+    total = torch.zeros(V, dtype=torch.float64)
+    for k in range(uniq.shape[0]):
+        rows = (inv == k).nonzero()[:, 0]
+        am = None if attention_mask is None else attention_mask[rows[:1]]
+        logits = call_logits(model, blank[rows[:1]], am)  # (1, L, V)
+        w = real[rows[0]].to(logits.device)
+        for sl in position_chunks(1, tokens.shape[1], V):
+            p = work_log_probs(logits[0, sl]).exp()  # (c, V)
+            total += (p * w[sl, None].to(p.dtype)).sum(0).double().cpu() * len(rows)
+        if bar is not None:
+            bar.update()
+    return total / total.sum()
+
+
+def _log_of(u: torch.Tensor) -> torch.Tensor:
+    return u.clamp_min(1e-300).log().where(u > 0, torch.tensor(-math.inf, dtype=torch.float64))
 
 
 def _group_mean(values: torch.Tensor, groups: torch.Tensor, keys: torch.Tensor) -> np.ndarray:
@@ -129,14 +192,15 @@ def _group_mean(values: torch.Tensor, groups: torch.Tensor, keys: torch.Tensor) 
 
 def homogenization_profile(model, tokens, *, reference=None, unigram=None,
                            attractor_ids: Sequence[int] | None = None, attention_mask=None,
-                           pairwise: bool = True, batch_size: int | None = 64,
-                           unit: str = "nats") -> HomogenizationProfile:
+                           special=None, control: bool = True, pairwise: bool = True,
+                           batch_size: int | None = 64, unit: str = "nats",
+                           progress: bool = False) -> HomogenizationProfile:
     """Homogenization profile of a denoiser's masked predictions (coherence.md §3.4 E1).
 
     Parameters
     ----------
     model : Denoiser
-        Any denoiser, including real checkpoints (one forward pass per row, batched).
+        Any denoiser, including real checkpoints.
     tokens : (L,) or (B, L) int64
         Canvases with ``mask_id`` at masked positions (islands of known text allowed).
     reference : Denoiser, optional
@@ -144,22 +208,46 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         the same canvases.
     unigram : (V,) array, optional
         Reference distribution u; default the model's own context-free marginal (and the
-        reference's own for ``reference_kl_unigram``).
+        reference's own for ``reference_kl_unigram``). Zeros are allowed: ``kl_unigram`` is
+        then computed on the support of u (the prediction renormalised there), the mass
+        outside is reported as ``unigram_missed_mass`` and a warning says so.
     attractor_ids : sequence of int, optional
         Token ids whose mass is reported; default the model's ``eos_id``/``pad_id`` if any.
     attention_mask : (B, L) bool, optional
         False on padding.
+    special : (B, L) bool, optional
+        Structural tokens (a tokenizer's CLS/SEP/BOS/EOS): not counted as context for the
+        distances, and kept in the control canvas.
+    control : bool
+        Compute the position-matched control (module docstring): one more forward pass per row.
     pairwise : bool
-        Compute the (B, L, L) pairwise JS matrix (costs L² V per row, chunked).
+        Compute the (B, L, L) pairwise JS matrix between masked positions.
     batch_size : int, optional
         Rows per forward pass.
     unit : {"nats", "bits"}
         Of the entropies and divergences.
+    progress : bool
+        A progress bar over the forward passes.
 
     Returns
     -------
     HomogenizationProfile
+
+    Notes
+    -----
+    Cost, for B rows of length L, vocabulary V, M masked positions per row and U distinct
+    padding patterns (U = 1 without padding):
+
+    - forward passes: B (model) + B (control) + U (context-free marginal, only without
+      ``unigram``) + B + U (reference, when given);
+    - memory: the logits of ``batch_size`` rows in the model's dtype, once per model, control
+      and reference; working chunks of at most 2**21 elements (float32 above V = 4096); O(B L)
+      float64 summaries; with ``pairwise`` a (B, L, L) float64 matrix;
+    - arithmetic beyond the forwards: O(B L V) per model, and O(B M² V) for ``pairwise``
+      (the dominant cost on long canvases with large vocabularies: pass ``pairwise=False``).
     """
+    from tqdm.auto import tqdm
+
     check_model(model)
     tokens = as_tokens(tokens)
     B, L = tokens.shape
@@ -171,20 +259,48 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != tokens.shape:
             raise ValueError(f"attention_mask must have shape {tuple(tokens.shape)}")
         real = attention_mask.bool()
+    if special is None:
+        special = torch.zeros_like(tokens, dtype=torch.bool)
+    else:
+        special = torch.as_tensor(special)
+        if special.shape != tokens.shape or special.dtype != torch.bool:
+            raise ValueError(f"special must be a bool tensor of shape {tuple(tokens.shape)}, "
+                             f"got {special.dtype} {tuple(special.shape)}")
     masked = (tokens == model.mask_id) & real
-    observed = (tokens != model.mask_id) & real
+    observed = (tokens != model.mask_id) & real & ~special
     d_left, d_right = distances_to_observed(observed, real)
     dist = torch.minimum(d_left, d_right)
-    logp = call_log_probs(model, tokens, attention_mask, batch_size=batch_size)  # (B, L, V)
+    step = B if batch_size is None else max(1, int(batch_size))
+    n_chunks = -(-B // step)
 
+    if reference is not None:
+        check_model(reference)
+        if reference.vocab_size != V:
+            raise ValueError(f"reference vocab_size {reference.vocab_size} != model vocab_size {V}")
+    support = None
     if unigram is None:
-        u = _context_free(model, tokens, real, batch_size)
+        u = None
     else:
         u = torch.as_tensor(np.asarray(unigram), dtype=torch.float64).flatten()
-        if u.shape != (V,) or bool((u < 0).any()) or not float(u.sum()) > 0:
-            raise ValueError(f"unigram must be {V} non-negative numbers with a positive sum, got shape {tuple(u.shape)}")
+        if u.shape != (V,) or bool((u < 0).any()) or not float(u.sum()) > 0 or not bool(torch.isfinite(u).all()):
+            raise ValueError(f"unigram must be {V} finite non-negative numbers with a positive sum, "
+                             f"got shape {tuple(u.shape)}")
         u = u / u.sum()
-    logu = u.clamp_min(1e-300).log().where(u > 0, torch.tensor(-math.inf, dtype=torch.float64))
+        if bool((u == 0).any()):
+            support = u > 0
+            warnings.warn(
+                f"unigram has {int((~support).sum())} zero entries out of {V}: kl_unigram is computed on "
+                f"its support (each prediction renormalised there) and the mass outside is reported "
+                f"as unigram_missed_mass", stacklevel=2)
+    n_free = 0 if u is not None else int(torch.unique(real, dim=0).shape[0]) * (2 if reference is not None else 1)
+    bar = tqdm(total=n_free + n_chunks, desc="homogenization", disable=not progress, leave=False)
+    if u is None:
+        u = _context_free(model, tokens, real, attention_mask, bar)
+    logu = _log_of(u)
+    logur = logu
+    if reference is not None and unigram is None:
+        ref_tokens0 = torch.where(masked, torch.full_like(tokens, reference.mask_id), tokens)
+        logur = _log_of(_context_free(reference, ref_tokens0, real, attention_mask, bar))
 
     if attractor_ids is None:
         attractor_ids = [t for t in (getattr(model, "eos_id", None), getattr(model, "pad_id", None))
@@ -194,41 +310,90 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         if not 0 <= t < V:
             raise ValueError(f"attractor id {t} is outside [0, {V})")
 
-    nan = torch.full((B, L), math.nan, dtype=torch.float64)
+    def blank():
+        return torch.full((B, L), math.nan, dtype=torch.float64)
+
+    H, pmax, duni, attr, miss = blank(), blank(), blank(), blank(), blank()
+    cH = cmax = cduni = kl_ctrl = None
+    if control:
+        cH, cmax, cduni, kl_ctrl = blank(), blank(), blank(), blank()
+    kl_ref = ref_duni = None
+    if reference is not None:
+        kl_ref, ref_duni = blank(), blank()
+    J = torch.full((B, L, L), math.nan, dtype=torch.float64) if pairwise else None
+    # The control ablates the context: every observed non-special token becomes a mask.
+    ctrl_tokens = torch.where(observed, torch.full_like(tokens, model.mask_id), tokens)
+    dev_u = None
+    for s in range(0, B, step):
+        e = min(B, s + step)
+        am = None if attention_mask is None else attention_mask[s:e]
+        logits = call_logits(model, tokens[s:e], am)  # (b, L, V) model dtype
+        dev = logits.device
+        if dev_u is None:
+            dev_u = logu.to(dev), logur.to(dev), None if support is None else support.to(dev)
+        lu, lur, sup = dev_u
+        if lu.shape[-1] > _util.FLOAT64_VOCAB:  # the working dtype of the chunks
+            lu, lur = lu.float(), lur.float()
+        if sup is None:
+            # u = 0 only where every prediction is 0 too (u is their mean, e.g. a mask column):
+            # the floor of work_log_probs keeps p (log p − log u) at 0 · 0 there, not 0 · inf.
+            floor = -1e30 if lu.dtype == torch.float32 else -1e300
+            lu, lur = lu.clamp_min(floor), lur.clamp_min(floor)
+        clog = call_logits(model, ctrl_tokens[s:e], am) if control else None
+        rlog = None
+        if reference is not None:
+            ref_tokens = torch.where(masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e])
+            rlog = call_logits(reference, ref_tokens, am).to(dev)
+        for sl in position_chunks(e - s, L, V):
+            # Each statistic is one pass over the (b, c, V) chunk: dot products as batched
+            # GEMMs, KLs in the direct form Σ p (log p − log q) (no float32 cancellation).
+            lp = work_log_probs(logits[:, sl])  # (b, c, V), bounded
+            p = lp.exp()
+            H[s:e, sl] = (-rowdot(p, lp)).cpu()
+            pmax[s:e, sl] = lp.max(-1).values.exp().cpu()
+            if sup is None:
+                duni[s:e, sl] = rowdot(p, lp - lu).cpu()
+                miss[s:e, sl] = 0.0
+            else:
+                k, m = support_kl(lp, lu, sup)
+                duni[s:e, sl], miss[s:e, sl] = k.cpu(), m.cpu()
+            attr[s:e, sl] = p[..., attractor_ids].sum(-1).cpu() if attractor_ids else 0.0
+            if control:
+                lc = work_log_probs(clog[:, sl])
+                pc = lc.exp()
+                cH[s:e, sl] = (-rowdot(pc, lc)).cpu()
+                cmax[s:e, sl] = lc.max(-1).values.exp().cpu()
+                cduni[s:e, sl] = (rowdot(pc, lc - lu) if sup is None else support_kl(lc, lu, sup)[0]).cpu()
+                kl_ctrl[s:e, sl] = rowdot(p, lp - lc).cpu()
+                del lc, pc
+            if rlog is not None:
+                lr = work_log_probs(rlog[:, sl])
+                pr = lr.exp()
+                kl_ref[s:e, sl] = rowdot(pr, lr - lp).cpu()
+                ref_duni[s:e, sl] = (rowdot(pr, lr - lur) if sup is None else support_kl(lr, lur, sup)[0]).cpu()
+                del lr, pr
+            del lp, p
+        if pairwise:
+            _pairwise_js(logits, masked[s:e], J[s:e])
+        del logits, clog, rlog
+        bar.update()
+    bar.close()
 
     def on_masked(x):
-        return torch.where(masked, x, nan)
+        return None if x is None else torch.where(masked, x * 1.0, torch.tensor(math.nan, dtype=torch.float64))
 
-    H = on_masked(entropy(logp) * scale)
-    pmax = on_masked(logp.exp().max(-1).values)
-    duni = on_masked(kl(logp, logu) * scale)
-    attr = on_masked(logp.exp()[..., attractor_ids].sum(-1) if attractor_ids else torch.zeros(B, L, dtype=torch.float64))
-
-    J = None
-    if pairwise:
-        J = torch.full((B, L, L), math.nan, dtype=torch.float64)
-        chunk = max(1, 2**24 // max(1, L * V))
-        for b in range(B):
-            for s in range(0, L, chunk):
-                J[b, s:s + chunk] = js(logp[b, s:s + chunk].unsqueeze(1), logp[b].unsqueeze(0)) * scale
+    H, cH = on_masked(H * scale), on_masked(None if cH is None else cH * scale)
+    duni, cduni = on_masked(duni * scale), on_masked(None if cduni is None else cduni * scale)
+    pmax, cmax, attr = on_masked(pmax), on_masked(cmax), on_masked(attr)
+    kl_ctrl = on_masked(None if kl_ctrl is None else kl_ctrl * scale)
+    kl_ref = on_masked(None if kl_ref is None else kl_ref * scale)
+    ref_duni = on_masked(None if ref_duni is None else ref_duni * scale)
+    miss = on_masked(miss) if support is not None else None
+    if J is not None:
+        J = J * scale
         pair = masked.unsqueeze(2) & masked.unsqueeze(1)
         pair &= ~torch.eye(L, dtype=torch.bool).unsqueeze(0)
         J = torch.where(pair, J, torch.tensor(math.nan, dtype=torch.float64))
-
-    kl_ref = ref_duni = None
-    if reference is not None:
-        check_model(reference)
-        if reference.vocab_size != V:
-            raise ValueError(f"reference vocab_size {reference.vocab_size} != model vocab_size {V}")
-        ref_tokens = torch.where(masked, torch.full_like(tokens, reference.mask_id), tokens)
-        lref = call_log_probs(reference, ref_tokens, attention_mask, batch_size=batch_size)
-        kl_ref = on_masked(kl(lref, logp) * scale)
-        if unigram is None:
-            ur = _context_free(reference, ref_tokens, real, batch_size)
-            logur = ur.clamp_min(1e-300).log().where(ur > 0, torch.tensor(-math.inf, dtype=torch.float64))
-        else:
-            logur = logu
-        ref_duni = on_masked(kl(lref, logur) * scale)
 
     # Aggregation by distance (finite distances; inf = no observed token at all).
     keys = torch.unique(dist[masked & torch.isfinite(dist)]).to(torch.int64)
@@ -241,19 +406,54 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         "kl_unigram": _group_mean(duni, dgrp, keys),
         "attractor_mass": _group_mean(attr, dgrp, keys),
     }
+    if miss is not None:
+        byd["unigram_missed_mass"] = _group_mean(miss, dgrp, keys)
     if J is not None:
         pd = torch.minimum(dgrp.unsqueeze(2), dgrp.unsqueeze(1))  # nearer member's distance
         pd = torch.where((dgrp.unsqueeze(2) < 0) | (dgrp.unsqueeze(1) < 0), torch.tensor(-1), pd)
         byd["js"] = _group_mean(J, pd, keys)
+    if control:
+        byd["control_entropy"] = _group_mean(cH, dgrp, keys)
+        byd["control_max_prob"] = _group_mean(cmax, dgrp, keys)
+        byd["control_kl_unigram"] = _group_mean(cduni, dgrp, keys)
+        byd["kl_to_control"] = _group_mean(kl_ctrl, dgrp, keys)
+        # Differences at the same positions, then averaged (positions where both are finite).
+        byd["excess_entropy"] = _group_mean(H - cH, dgrp, keys)
+        byd["excess_max_prob"] = _group_mean(pmax - cmax, dgrp, keys)
+        byd["excess_kl_unigram"] = _group_mean(duni - cduni, dgrp, keys)
     if kl_ref is not None:
         byd["kl_to_reference"] = _group_mean(kl_ref, dgrp, keys)
         byd["reference_kl_unigram"] = _group_mean(ref_duni, dgrp, keys)
+        byd["excess_over_reference"] = _group_mean(duni - ref_duni, dgrp, keys)
         with np.errstate(divide="ignore", invalid="ignore"):
             byd["ratio"] = byd["kl_unigram"] / byd["reference_kl_unigram"]
+
+    def arr(x):
+        return None if x is None else x.numpy()
+
     return HomogenizationProfile(
         masked=masked.numpy(), d_left=d_left.numpy(), d_right=d_right.numpy(), distance=dist.numpy(),
         entropy=H.numpy(), max_prob=pmax.numpy(), kl_unigram=duni.numpy(), attractor_mass=attr.numpy(),
-        js=None if J is None else J.numpy(), kl_to_reference=None if kl_ref is None else kl_ref.numpy(),
-        reference_kl_unigram=None if ref_duni is None else ref_duni.numpy(), unigram=u.numpy(),
-        by_distance=byd, unit=unit,
+        js=arr(J), kl_to_reference=arr(kl_ref), reference_kl_unigram=arr(ref_duni), unigram=u.numpy(),
+        by_distance=byd, unit=unit, control_entropy=arr(cH), control_max_prob=arr(cmax),
+        control_kl_unigram=arr(cduni), kl_to_control=arr(kl_ctrl), unigram_missed_mass=arr(miss),
     )
+
+
+def _pairwise_js(logits: torch.Tensor, masked: torch.Tensor, out: torch.Tensor) -> None:
+    """JS between every pair of masked positions, written into ``out`` (b, L, L), in bounded chunks."""
+    V = logits.shape[-1]
+    for b in range(logits.shape[0]):
+        idx = masked[b].nonzero()[:, 0]
+        if idx.numel() < 2:
+            continue
+        # (ci, cj, V) float64 temporaries: ci * cj * V <= _util.CHUNK_ELEMENTS.
+        side = max(1, int(math.isqrt(max(1, _util.CHUNK_ELEMENTS // max(1, V)))))
+        dev_idx = idx.to(logits.device)
+        for a in range(0, len(idx), side):
+            ia = dev_idx[a:a + side]
+            la = work_log_probs(logits[b, ia])  # (ci, V)
+            for c in range(0, len(idx), side):
+                lc = work_log_probs(logits[b, dev_idx[c:c + side]])  # (cj, V)
+                val = js(la.unsqueeze(1), lc.unsqueeze(0)).double().cpu()  # (ci, cj)
+                out[b, idx[a:a + side].unsqueeze(1), idx[c:c + side].unsqueeze(0)] = val

@@ -67,6 +67,9 @@ def plot_homogenization(profile, *, path=None, log_scale: bool = True, unit: str
     ax.plot(d, _arr(byd["kl_unigram"]), "o-", label="model")
     if "reference_kl_unigram" in byd:
         ax.plot(d, _arr(byd["reference_kl_unigram"]), "s--", label="reference (exact)")
+    if "control_kl_unigram" in byd:
+        ax.plot(d, _arr(byd["control_kl_unigram"]), "x:", label="control (context ablated)")
+        ax.plot(d, _arr(byd["excess_kl_unigram"]), "d-", label="excess = model − control")
     if log_scale:
         ax.set_yscale("log")
     ax.set(xlabel="distance to nearest known token [positions]", ylabel=f"KL(p_i ‖ u) [{unit}]",

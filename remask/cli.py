@@ -342,6 +342,9 @@ def _analysis_options(*, sampler: bool, gen_help: str):
                 click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Sampler setting (repeatable)."),
             ]
         options += [
+            click.option("--device", default=None, help="Load the model on this device (e.g. cuda)."),
+            click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+                         help="Load the model's weights in this dtype (e.g. bfloat16 for an 8B checkpoint)."),
             click.option("--gen-length", type=click.IntRange(min=1), default=None, help=gen_help),
             click.option("--seed", type=int, default=0, show_default=True),
             click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory."),
@@ -374,77 +377,133 @@ def _run_analysis(compute, plots: bool, **kwargs) -> None:
     click.echo(f"wrote {kwargs['out']}", err=True)
 
 
-def _analysis_model(spec: str):
+def _analysis_model(spec: str, device: str | None = None, dtype: str | None = None):
     from remask.analysis.commands import load_analysis_model
 
-    return load_analysis_model(spec, load=_load)
+    if device is None and dtype is None:
+        return load_analysis_model(spec, load=_load)
+
+    def load(s: str):
+        import torch
+
+        from remask.models import load_model
+
+        try:
+            return load_model(s, dtype=None if dtype is None else getattr(torch, dtype), device=device)
+        except (TypeError, ValueError, OSError, RuntimeError) as error:
+            raise click.UsageError(_one_line(error)) from None
+
+    return load_analysis_model(spec, load=load)
 
 
 _GEN_HELP = "Masked positions after the context (default: seq_len - 1 on an oracle, else 32)."
 
 
+def _canvas_options(fn):
+    options = [
+        click.option("--canvases", "canvases_path", type=click.Path(dir_okay=False), default=None,
+                     help="File of canvases, one per line: token ids with '_' for a mask, text (tokenized with "
+                          "the model's special tokens; the tokenizer's mask token marks a mask) or JSONL "
+                          "{\"ids\": [...]} / {\"text\": ...}. Required for a checkpoint."),
+        click.option("--mask-span", type=click.IntRange(min=1), default=None,
+                     help="Mask a random span of this many tokens in each canvas (seeded by --seed)."),
+        click.option("--mask-rate", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                     help="Mask this fraction of each canvas's tokens at random (seeded by --seed)."),
+        click.option("--n-canvases", type=click.IntRange(min=1), default=None,
+                     help="Default canvases on an oracle or train_toy model: how many."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _read_canvases(model, path, mask_span, mask_rate, seed):
+    if path is None:
+        if mask_span is not None or mask_rate is not None:
+            raise click.UsageError("--mask-span/--mask-rate mask the sequences of --canvases FILE; pass it too")
+        return None
+    from remask.analysis.canvases import read_canvases
+
+    try:
+        return read_canvases(path, model, mask_span=mask_span, mask_rate=mask_rate, seed=seed)
+    except ValueError as error:
+        raise click.BadParameter(_one_line(error), param_hint="--canvases") from None
+
+
 @analyze.command("homogenization")
 @_analysis_options(sampler=False, gen_help=_GEN_HELP)
-@click.option("--canvases", "n_canvases", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Canvases (each with its own context).")
+@_canvas_options
 @click.option("--reference", "reference_spec", default=None,
               help="A reference model spec (e.g. the exact oracle a toy was trained on) for r(d).")
-def analyze_homogenization(model_spec, gen_length, seed, out, plots, progress, n_canvases, reference_spec):
-    """Entropy, confidence and KL to the context-free marginal against distance (any model)."""
+def analyze_homogenization(model_spec, device, dtype, gen_length, seed, out, plots, progress, canvases_path, mask_span,
+                           mask_rate, n_canvases, reference_spec):
+    """Entropy, confidence and KL to the context-free marginal against distance, with a
+    position-matched control (the context ablated) and the excess over it."""
     _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_homogenization as compute
 
-    reference = None if reference_spec is None else _analysis_model(reference_spec)
-    _run_analysis(compute, plots, model=_analysis_model(model_spec), out=out, gen_length=gen_length,
-                  n_canvases=n_canvases, seed=seed, reference=reference, progress=progress)
+    model = _analysis_model(model_spec, device, dtype)
+    canvases = _read_canvases(model, canvases_path, mask_span, mask_rate, seed)
+    reference = None if reference_spec is None else _analysis_model(reference_spec, device, dtype)
+    _run_analysis(compute, plots, model=model, out=out, canvases=canvases, gen_length=gen_length,
+                  n_canvases=8 if n_canvases is None else n_canvases, seed=seed, reference=reference,
+                  model_spec=model_spec, reference_spec=reference_spec, progress=progress)
 
 
 @analyze.command("cmi")
 @_analysis_options(sampler=False, gen_help=_GEN_HELP)
-@click.option("--canvases", "n_canvases", type=click.IntRange(min=1), default=1, show_default=True)
+@_canvas_options
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Clamp the k most likely tokens (default: all tokens when V <= 256, else 8).")
 @click.option("--samples", "n_samples", type=click.IntRange(min=1), default=None,
               help="Clamp sampled tokens instead (unbiased; O(1/M) plug-in bias).")
-def analyze_cmi(model_spec, gen_length, seed, out, plots, progress, n_canvases, top_k, n_samples):
+@click.option("--max-positions", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Clamped positions per canvas (evenly spaced among the masked ones).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Clamped canvases per forward pass (the memory budget).")
+def analyze_cmi(model_spec, device, dtype, gen_length, seed, out, plots, progress, canvases_path, mask_span, mask_rate,
+                n_canvases, top_k, n_samples, max_positions, max_batch):
     """Clamp-and-rerun conditional mutual information between masked positions (any model)."""
     _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_cmi as compute
 
-    _run_analysis(compute, plots, model=_analysis_model(model_spec), out=out, gen_length=gen_length,
-                  n_canvases=n_canvases, seed=seed, top_k=top_k, n_samples=n_samples, progress=progress)
+    model = _analysis_model(model_spec, device, dtype)
+    canvases = _read_canvases(model, canvases_path, mask_span, mask_rate, seed)
+    _run_analysis(compute, plots, model=model, out=out, canvases=canvases, gen_length=gen_length,
+                  n_canvases=1 if n_canvases is None else n_canvases, seed=seed, top_k=top_k, n_samples=n_samples,
+                  max_positions=max_positions, batch_size=max_batch, model_spec=model_spec, progress=progress)
 
 
 @analyze.command("coherence")
 @_analysis_options(sampler=True, gen_help="Generated tokens (default: the oracle's seq_len).")
 @click.option("--samples", "n_samples", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Sequences decoded by the sampler.")
-def analyze_coherence(model_spec, sampler, sets, gen_length, seed, out, plots, progress, n_samples):
+def analyze_coherence(model_spec, sampler, sets, device, dtype, gen_length, seed, out, plots, progress, n_samples):
     """A sampler's output law against an exact oracle's joint, and exact partition errors."""
     _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_coherence as compute, is_exact_oracle
 
-    model = _analysis_model(model_spec)
+    model = _analysis_model(model_spec, device, dtype)
     if not is_exact_oracle(model):
         raise click.UsageError(
             f"coherence needs an exact oracle (e.g. 'oracle:markov?vocab=3&length=6'), got "
             f"{type(model).__name__} from {model_spec!r}; use homogenization, cmi or order on other models"
         )
     _run_analysis(compute, plots, oracle=model, sampler=_build(sampler, sets), out=out, gen_length=gen_length,
-                  n_samples=n_samples, seed=seed, progress=progress)
+                  n_samples=n_samples, seed=seed, model_spec=model_spec, progress=progress)
 
 
 @analyze.command("order")
 @_analysis_options(sampler=True, gen_help=_GEN_HELP)
 @click.option("--rows", "n_rows", type=click.IntRange(min=1), default=8, show_default=True,
               help="Sequences decoded in one batch.")
-def analyze_order(model_spec, sampler, sets, gen_length, seed, out, plots, progress, n_rows):
+def analyze_order(model_spec, sampler, sets, device, dtype, gen_length, seed, out, plots, progress, n_rows):
     """Decode order of a sampler (Kendall τ, AR-ness, frontier distance, certificates)."""
     _check_out(out)  # before loading or computing anything
     from remask.analysis.commands import analyze_order as compute
 
-    _run_analysis(compute, plots, model=_analysis_model(model_spec), sampler=_build(sampler, sets), out=out,
-                  gen_length=gen_length, n_rows=n_rows, seed=seed, progress=progress)
+    _run_analysis(compute, plots, model=_analysis_model(model_spec, device, dtype), sampler=_build(sampler, sets), out=out,
+                  gen_length=gen_length, n_rows=n_rows, seed=seed, model_spec=model_spec, progress=progress)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -28,7 +28,7 @@ def plotting():
 
 
 def test_homogenization_on_an_oracle(tmp_path, plotting):
-    result = _invoke("homogenization", "--model", ORACLE, "--canvases", "3", "--out", str(tmp_path), "--no-progress")
+    result = _invoke("homogenization", "--model", ORACLE, "--n-canvases", "3", "--out", str(tmp_path), "--no-progress")
     assert result.exit_code == 0, result.output
     s = _summary(tmp_path)
     assert s["command"] == "homogenization" and s["config"]["gen_length"] == 5
@@ -48,7 +48,7 @@ def test_homogenization_of_a_trained_toy_against_its_oracle(tmp_path, plotting):
 
     train_toy(load_model(ORACLE), steps=5, batch_size=8, out=tmp_path / "toy", progress=False)
     result = _invoke("homogenization", "--model", str(tmp_path / "toy"), "--reference", ORACLE,
-                     "--canvases", "2", "--out", str(tmp_path / "h"), "--no-plots")
+                     "--n-canvases", "2", "--out", str(tmp_path / "h"), "--no-plots")
     assert result.exit_code == 0, result.output
     byd = _summary(tmp_path / "h")["by_distance"]
     assert {"kl_to_reference", "reference_kl_unigram", "ratio"} <= set(byd)
@@ -56,11 +56,15 @@ def test_homogenization_of_a_trained_toy_against_its_oracle(tmp_path, plotting):
 
 
 def test_cmi_on_a_tiny_transformer(tmp_path, plotting):
-    result = _invoke("cmi", "--model", "tiny:transformer?vocab=6&seed=1", "--gen-length", "4",
-                     "--top-k", "3", "--out", str(tmp_path))
+    canvases = tmp_path / "canvases.txt"
+    canvases.write_text("0 _ _ _ _\n2, _, _, _, _\n")
+    result = _invoke("cmi", "--model", "tiny:transformer?vocab=6&seed=1", "--canvases", str(canvases),
+                     "--top-k", "3", "--max-batch", "2", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     s = _summary(tmp_path)
-    assert s["config"]["mode"] == "top_k=3" and s["config"]["context_length"] == 1
+    assert s["config"]["mode"] == "top_k=3" and s["matrix_positions"] == [1, 2, 3, 4] and s["matrix_is_mean"]
+    assert s["model"] == "tiny:transformer?vocab=6&seed=1" and s["canvases"]["n_canvases"] == 2
+    assert len(s["canvases"]["sha256"]) == 64 and s["environment"]["sha"]
     assert len(s["matrix"]) == 4 and s["matrix"][0][0] is None  # diagonal undefined
     assert s["by_separation"]["separation"] == [1, 2, 3]
     assert 0 < s["missed_mass_mean"] < 1  # 3 of 5 tokens: some probability is not clamped

@@ -1,0 +1,225 @@
+"""The analysis estimators at LLaDA's vocabulary: peak memory and time, streamed vs the old code.
+
+Run ``python -m remask.bench.analysis_scale [--quick] [--out FILE]`` from a git checkout.
+
+A random-weight LLaDA-shaped model (:class:`remask.models.llada.LLaDAModelLM`, bf16, the real
+vocabulary V = 126,464; default d_model 256, 2 layers, 4 heads, MLP 1024: sized so that one
+(1, 1024, V) forward takes seconds on a 2-core CPU) is probed on one canvas of L = 1,024
+tokens (random ids; the middle half masked; L = 128 for ``cmi``: the old code holds float64
+(8, L, V) clamped batches, 8.3 GB each at L = 1,024, which would not fit this machine's
+23 GB beside the other jobs, and its 32 × 8 clamped forwards took minutes per 64 tokens on
+the shared 2-core machine) by
+
+* ``profile``: :func:`remask.analysis.homogenization_profile` (``pairwise=False``: pairwise JS
+  costs O(M² V), hours at this size in either version), and
+* ``cmi``: :func:`remask.analysis.cmi_matrix` over 32 evenly spaced masked positions with
+  ``top_k=8`` and 8 clamped canvases per forward (``batch_size=8``),
+
+each in a fresh subprocess, twice: ``new`` (this tree) and ``old`` (the same functions as
+of commit :data:`OLD_REV`, read with ``git show``, which upcast whole (B, L, V) tensors to
+float64). Each subprocess measures, around the one call,
+
+* wall time and the time spent inside the model's forward passes (their share is
+  ``forward_share``),
+* peak resident memory above the resident memory just before the call (the kernel's
+  high-water mark, reset through ``/proc/self/clear_refs``), and that peak minus the
+  logits the call must hold (``peak_extra_mb``, in units of one (1, L, V) bf16 logits
+  tensor in ``peak_extra_x_logits``): 1 tensor for ``profile`` (the control is another
+  forward, counted as extra), 1 + 8 for ``cmi`` (one-shot + one batch of clamped canvases),
+
+and writes its outputs so the parent checks that new and old agree. Rows (``bench/common.py``
+schema, ``median`` = the single run's wall time in ms, ``derived`` = ``forward_share``; the
+1-minute load average before and after is in ``config``; threads pinned to ``--threads``).
+Results go to ``bench/results/analysis_scale_cpu.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from remask.bench.common import Result, environment, write_csv
+
+__all__ = ["OLD_REV", "build_model", "main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: The last commit before the streamed estimators (issue 16).
+OLD_REV = "f04aa7f"
+VOCAB = 126464
+SHAPES = {
+    "full": {"d_model": 256, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 1024, "L": {"profile": 1024, "cmi": 128}},
+    "quick": {"d_model": 64, "n_layers": 1, "n_heads": 2, "mlp_hidden_size": 128, "L": {"profile": 64, "cmi": 64}},
+}
+CMI_POSITIONS, TOP_K, CMI_BATCH = 32, 8, 8
+
+
+def build_model(shape: dict, *, vocab: int = VOCAB, seed: int = 0):
+    """A random-weight bf16 LLaDA denoiser of ``shape`` (mask id vocab − 96, as LLaDA's 126336)."""
+    from remask.models.llada import LLaDAConfig, LLaDADenoiser, LLaDAModelLM
+
+    mask_id, eos_id = vocab - 96, vocab - 95
+    config = LLaDAConfig(d_model=shape["d_model"], n_layers=shape["n_layers"], n_heads=shape["n_heads"],
+                         n_kv_heads=shape["n_heads"], mlp_hidden_size=shape["mlp_hidden_size"],
+                         vocab_size=vocab, embedding_size=vocab, max_sequence_length=4096,
+                         mask_token_id=mask_id, eos_token_id=eos_id, pad_token_id=eos_id, init_device="cpu")
+    torch.manual_seed(seed)
+    model = LLaDAModelLM(config).to(dtype=torch.bfloat16)
+    return LLaDADenoiser(model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id,
+                         pad_id=eos_id)
+
+
+class _Timed:
+    """Delegates to a denoiser and adds up the wall time of its forward passes."""
+
+    def __init__(self, model):
+        self.model = model
+        self.mask_id, self.vocab_size = model.mask_id, model.vocab_size
+        self.eos_id, self.pad_id = model.eos_id, model.pad_id
+        self.seconds, self.calls = 0.0, 0
+
+    def __call__(self, tokens, attention_mask=None):
+        start = time.perf_counter()
+        out = self.model(tokens, attention_mask)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def _old_module(name: str):
+    """``remask.analysis.<name>`` as of :data:`OLD_REV` (its imports from ``_util`` still exist)."""
+    root = Path(__file__).resolve().parents[1]
+    src = subprocess.run(["git", "show", f"{OLD_REV}:analysis/{name}.py"], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    module = types.ModuleType(f"_old_{name}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
+    exec(compile(src, f"{OLD_REV}:analysis/{name}.py", "exec"), module.__dict__)
+    return module
+
+
+def _kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _canvas(model, L: int) -> tuple[torch.Tensor, list[int]]:
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, model.vocab_size - 200, (1, L), generator=g)
+    lo, hi = L // 4, L // 4 + L // 2
+    tokens[:, lo:hi] = model.mask_id
+    positions = sorted({int(round(x)) for x in np.linspace(lo, hi - 1, CMI_POSITIONS)})
+    return tokens, positions
+
+
+def _child(part: str, variant: str, shape_name: str, out: str) -> None:
+    shape = SHAPES[shape_name]
+    model = _Timed(build_model(shape))
+    tokens, positions = _canvas(model, shape["L"][part])
+    if variant == "new":
+        from remask.analysis import cmi_matrix, homogenization_profile
+    else:
+        homogenization_profile = _old_module("homogenization").homogenization_profile
+        cmi_matrix = _old_module("estimators").cmi_matrix
+    with torch.no_grad():
+        model(tokens[:, :8])  # warm the model's code paths on a short canvas
+    model.seconds, model.calls = 0.0, 0
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+        reset = True
+    except OSError:
+        reset = False
+    base = _kib("VmRSS")
+    start = time.perf_counter()
+    if part == "profile":
+        prof = homogenization_profile(model, tokens, pairwise=False, batch_size=1)
+        result = {"kl_unigram": prof.kl_unigram, "entropy": prof.entropy}
+    else:
+        result = {"cmi": cmi_matrix(model, tokens, positions=positions, top_k=TOP_K, batch_size=CMI_BATCH)}
+    wall = time.perf_counter() - start
+    peak = _kib("VmHWM")
+    np.savez(out + ".npz", **result)
+    Path(out + ".json").write_text(json.dumps({
+        "wall_s": wall, "forward_s": model.seconds, "forwards": model.calls,
+        "peak_above_start_mb": (peak - base) / 1024, "hwm_reset": reset,
+    }))
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="A tiny shape (a pipeline check).")
+    parser.add_argument("--out", default=None, help="CSV path (default bench/results/analysis_scale_cpu.csv).")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parts", default="profile,cmi")
+    parser.add_argument("--variants", default="new,old")
+    parser.add_argument("--child", nargs=4, metavar=("PART", "VARIANT", "SHAPE", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        _child(*args.child)
+        return Path(args.child[3])
+    shape_name = "quick" if args.quick else "full"
+    shape = SHAPES[shape_name]
+    env = environment("cpu")
+    held = {"profile": 1, "cmi": 1 + CMI_BATCH}
+    rows, outputs = [], {}
+    threads = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in args.parts.split(","):
+            for variant in args.variants.split(","):
+                stem = os.path.join(tmp, f"{part}_{variant}")
+                L = shape["L"][part]
+                logits_mb = L * VOCAB * 2 / 2**20  # one (1, L, V) bf16 tensor
+                load_before = _load()
+                subprocess.run([sys.executable, "-m", "remask.bench.analysis_scale", "--threads", str(args.threads),
+                                "--child", part, variant, shape_name, stem], check=True,
+                               env={**os.environ, **threads})
+                info = json.loads(Path(stem + ".json").read_text())
+                outputs[part, variant] = dict(np.load(stem + ".npz"))
+                extra = info["peak_above_start_mb"] - held[part] * logits_mb
+                config = {"part": part, "L": L, "V": VOCAB, **{k: v for k, v in shape.items() if k != "L"},
+                          "dtype": "bfloat16", "B": 1, "threads": args.threads, "forwards": info["forwards"],
+                          "forward_s": round(info["forward_s"], 3), "peak_above_start_mb": round(info["peak_above_start_mb"], 1),
+                          "logits_bf16_mb": round(logits_mb, 1), "logits_held": held[part],
+                          "peak_extra_mb": round(extra, 1), "peak_extra_x_logits": round(extra / logits_mb, 3),
+                          "hwm_reset": info["hwm_reset"], "load_avg_1m_before": load_before,
+                          "load_avg_1m_after": _load()}
+                if part == "cmi":
+                    config.update(positions=CMI_POSITIONS, top_k=TOP_K, batch_size=CMI_BATCH)
+                rows.append((part, variant, config, info))
+                print(part, variant, json.dumps(config), flush=True)
+    for part, variant, config, info in rows:
+        other = outputs.get((part, "old" if variant == "new" else "new"))
+        if other is not None:
+            mine = outputs[part, variant]
+            config["max_abs_diff_vs_other"] = float(max(
+                np.nanmax(np.abs(mine[k] - other[k])) for k in mine))
+    results = [Result(name="analysis_scale", variant=variant, backend="torch-cpu", config=json.dumps(config),
+                      repeats=1, median=info["wall_s"] * 1e3, p20=info["wall_s"] * 1e3, p80=info["wall_s"] * 1e3,
+                      unit="ms", derived=round(info["forward_s"] / info["wall_s"], 4), derived_unit="forward_share",
+                      **env) for part, variant, config, info in rows]
+    path = Path(args.out) if args.out else RESULTS / f"analysis_scale_{'quick_' if args.quick else ''}cpu.csv"
+    write_csv(results, path)
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
