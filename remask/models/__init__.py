@@ -11,14 +11,17 @@ from remask.models.loading import load_model, parse_spec
 from remask.models.markov import MarkovChainOracle
 from remask.models.protocol import Denoiser, check_logits
 from remask.models.tiny import TinyTransformer
+from remask.models.wrap import FunctionDenoiser, as_denoiser
 
 __all__ = [
     "CachedDenoiser",
     "Denoiser",
     "FAMILIES",
+    "FunctionDenoiser",
     "HFMaskedLM",
     "MarkovChainOracle",
     "TinyTransformer",
+    "as_denoiser",
     "check_logits",
     "load_checkpoint",
     "load_model",
