@@ -1,6 +1,6 @@
 """remask.models: denoisers — exact oracles, tiny transformers, checkpoint adapters.
 
-Everything here satisfies the Denoiser protocol of DESIGN.md §2; ``load_model(spec)``
+Everything here satisfies the Denoiser protocol of docs/design.md §2; ``load_model(spec)``
 resolves a spec string to one.
 """
 

@@ -1,4 +1,4 @@
-"""The Denoiser protocol (DESIGN.md §2): what every sampler talks to."""
+"""The Denoiser protocol (docs/design.md §2): what every sampler talks to."""
 
 from __future__ import annotations
 
