@@ -260,7 +260,7 @@ def list_command() -> None:
     click.echo("Models:")
     click.echo("  oracle:markov?vocab=8&length=16&seed=0&concentration=1.0   exact Markov-chain oracle")
     click.echo("  tiny:transformer?vocab=32&width=32&depth=2&heads=4&seed=0 seeded random transformer")
-    click.echo("  <checkpoint directory>                                     LLaDA/Dream/any masked LM")
+    click.echo("  <checkpoint directory> or <org/name> (Hugging Face Hub id)  LLaDA/Dream/MDLM/any masked LM")
     backends = kernels.backends() if hasattr(kernels, "backends") else ["torch"]
     click.echo(f"Kernel backends available here: {', '.join(backends)}")
 
