@@ -443,6 +443,15 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
                                "encoded: drop --chat or give text prompts")
     config = _build(sampler, sets)
     model = _load(model_spec, **_model_args(device, dtype))
+    texts = [p for kind, p in entries if kind == "text"]
+    encoded = iter(_encode(model, texts, chat) if texts else [])
+    batch = [next(encoded) if kind == "text" else p for kind, p in entries] or [[]]
+    # Checked here as well as in generate(): a cache wrapper does not carry the limit.
+    limit = next((v for v in (getattr(model, n, None) for n in ("max_length", "max_len"))
+                  if isinstance(v, int) and not isinstance(v, bool)), None)
+    if limit is not None and max(map(len, batch)) + gen_length > limit:
+        raise click.BadParameter(f"{gen_length} after a prompt of {max(map(len, batch))} tokens exceeds the "
+                                 f"{limit} tokens {type(model).__name__} handles", param_hint="--gen-length")
     if cache != "none":
         from remask.models import CachedDenoiser
 
@@ -451,9 +460,6 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
             model = CachedDenoiser(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
             raise click.UsageError(_one_line(error)) from None
-    texts = [p for kind, p in entries if kind == "text"]
-    encoded = iter(_encode(model, texts, chat) if texts else [])
-    batch = [next(encoded) if kind == "text" else p for kind, p in entries] or [[]]
     _check_wino_cost(model, config, gen_length)
     from remask.samplers import generate as run
 
