@@ -15,10 +15,11 @@ from click.testing import CliRunner
 
 from remask.cli import main
 
+from conftest import write_tiny_bert  # noqa: E402
+
 transformers = pytest.importorskip("transformers")
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "data" / "golden"
-WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "and", "then"]
 MISSING = "/nonexistent/remask-model"  # a model that cannot load: errors must come first
 
 
@@ -28,17 +29,7 @@ def _invoke(*args):
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_bert_cli")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = transformers.BertTokenizer(str(path / "vocab.txt"))
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=32, pad_token_id=0)
-    torch.manual_seed(0)
-    transformers.BertForMaskedLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert_cli"), max_position_embeddings=32)
 
 
 def test_text_prompts_file_out_jsonl_and_trace(bert_dir, tmp_path):
