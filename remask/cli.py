@@ -398,7 +398,9 @@ def _finish(model, sampler_name, config, out, batch_prompts, seconds, *, as_json
         from remask.trace_view import write_trace
 
         trace = tracer.trace(out)
-        write_trace(trace, trace_target, mask_id=model.mask_id, title=f"{sampler_name}: {out.steps} steps")
+        # With --json, stdout holds the JSON document: a text trace goes to stderr.
+        write_trace(trace, trace_target, mask_id=model.mask_id, title=f"{sampler_name}: {out.steps} steps",
+                    stream=sys.stderr if as_json else None)
         if trace_target != "-":
             click.echo(f"wrote {trace_target}" + ("" if out.tokens.shape[0] == 1 else " (one PNG per row)"),
                        err=True)

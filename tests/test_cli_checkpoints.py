@@ -73,6 +73,10 @@ def test_trace_text_in_terminal(bert_dir):
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if " |" in line]
     assert len(lines) == 2 and all(line.rstrip().endswith(("+2 nfe=1", "+2 nfe=2")) for line in lines)
+    result = _invoke("generate", "--model", bert_dir, "--prompt-ids", "2,5", "--gen-length", 4,
+                     "--set", "steps=2", "--trace", "-", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["steps"] == 2  # the trace went to stderr
+    assert result.stderr.count(" |") == 2
 
 
 def test_gen_length_beyond_max_length_is_a_usage_error(bert_dir):
