@@ -316,7 +316,10 @@ def _as_batch(data, attention_mask, model, *, allow_mask: bool, what: str):
     """Normalise prompt/canvas input to ((B, L) int64, (B, L) bool real-token mask)."""
     for attr in ("mask_id", "vocab_size"):
         if not isinstance(getattr(model, attr, None), int):
-            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got {type(model).__name__}")
+            hint = ("; wrap a plain function with remask.models.as_denoiser(fn, mask_id=..., vocab_size=...)"
+                    if callable(model) else "")
+            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got "
+                            f"{type(model).__name__}{hint}")
     if data is None:
         data = [[]]
     if isinstance(data, torch.Tensor):

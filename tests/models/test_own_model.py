@@ -131,3 +131,11 @@ def test_as_denoiser_max_length_checked_before_compute():
     with pytest.raises(ValueError, match="at most 8"):
         remask.generate(model, [[0, 1]], build("low_confidence"), gen_length=7, seed=0)
     assert calls == []
+
+
+def test_a_bare_function_is_pointed_to_as_denoiser():
+    def fn(tokens):
+        return torch.zeros(*tokens.shape, V)
+
+    with pytest.raises(TypeError, match="as_denoiser"):
+        remask.generate(fn, [[1]], build("low_confidence"), gen_length=2, seed=0)
