@@ -236,7 +236,7 @@ def _print_rows(out, rows: list[dict], seconds: float, as_json: bool) -> None:
 @click.version_option(package_name="remask")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for torch, Numba and OpenMP (default: the libraries' own, one per core; "
-                   "`remask demo` uses 1 unless NUMBA_NUM_THREADS is set).")
+                   "`remask demo` always runs on one: its tensors are tiny).")
 @click.option("--verbose", is_flag=True, help="Show transformers' weight-loading bar and messages.")
 @click.pass_context
 def main(ctx: click.Context, threads: int | None, verbose: bool) -> None:
