@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from remask.cli import main
 
-from conftest import write_tiny_bert  # noqa: E402
+from _tiny_bert import write_tiny_bert  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 

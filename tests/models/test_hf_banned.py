@@ -9,7 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 from remask.models import HFMaskedLM  # noqa: E402
 
-from conftest import write_tiny_bert  # noqa: E402
+from _tiny_bert import write_tiny_bert  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import remask
 from remask.models import HFMaskedLM, load_model
 from remask.samplers import build
 
-from conftest import TINY_BERT_WORDS as WORDS, write_tiny_bert  # noqa: E402
+from _tiny_bert import TINY_BERT_WORDS as WORDS, write_tiny_bert  # noqa: E402
 
 
 @pytest.fixture(scope="module")
