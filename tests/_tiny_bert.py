@@ -6,6 +6,7 @@ import torch
 
 TINY_BERT_WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "and", "then"]
 
+
 def write_tiny_bert(path, *, max_position_embeddings: int = 64):
     """A randomly initialised one-layer BERT with a word-level vocabulary, saved to ``path``
     (no download): ids 0-4 are [PAD] [UNK] [CLS] [SEP] [MASK], then TINY_BERT_WORDS."""
