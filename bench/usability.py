@@ -16,7 +16,10 @@ read the load average recorded in every row's config):
                       at every position, so the greedy agreement is trivially 1; the sampled
                       one is the informative number.
 
-``python -m remask.bench.usability [--quick] [--out CSV]``
+``python -m remask.bench.usability [--quick] [--out CSV] [--part startup|demo|cache]``
+
+With 3-5 runs per variant, the ``p20``/``p80`` columns of these rows hold the fastest and the
+slowest run.
 """
 
 from __future__ import annotations
