@@ -25,6 +25,7 @@ class FiniteMask:
         return logits
 
 
+@pytest.mark.filterwarnings("ignore:apd. no verifier:RuntimeWarning")  # apd without a verifier warns by design
 @pytest.mark.parametrize("name", ["low_confidence", "ancestral", "remdm", "dilated", "apd", "dream",
                                   "llada2", "threshold", "klass", "pc_sampler", "entropy_bound", "factor"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
