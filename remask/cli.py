@@ -277,8 +277,9 @@ _SAMPLER_OPTIONS = [
     click.option("--json", "as_json", is_flag=True, help="Print tokens, NFE and timings as JSON."),
     click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
                  help="Also write one JSON line per row (prompt, tokens, text, nfe, seconds, sampler config)."),
-    click.option("--trace", "trace_target", default=None, metavar="PATH.png|-",
-                 help="Draw the decode: a PNG per row (position x step), or '-' for text in the terminal."),
+    click.option("--trace", "trace_target", default=None, metavar="PATH.html|PATH.png|-",
+                 help="Show the decode: an HTML page to step through, a PNG (position x step), or '-' for "
+                      "text in the terminal (one file per row)."),
     click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."),
 ]
 
@@ -290,12 +291,14 @@ def _sampler_options(fn):
 
 
 def _check_trace_target(target: str | None) -> None:
-    """--trace: '-' or a creatable .png path, with matplotlib installed (checked before loading)."""
+    """--trace: '-', or a creatable .html or .png path (a PNG needs matplotlib); checked before loading."""
     if target is None or target == "-":
         return
-    if not target.lower().endswith(".png"):
-        raise click.BadParameter(f"{target!r}: give a .png path, or '-' for text", param_hint="--trace")
+    if not target.lower().endswith((".png", ".html")):
+        raise click.BadParameter(f"{target!r}: give a .html or .png path, or '-' for text", param_hint="--trace")
     _check_out_file(target, hint="--trace")
+    if target.lower().endswith(".html"):
+        return
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -400,9 +403,9 @@ def _finish(model, sampler_name, config, out, batch_prompts, seconds, *, as_json
         trace = tracer.trace(out)
         # With --json, stdout holds the JSON document: a text trace goes to stderr.
         write_trace(trace, trace_target, mask_id=model.mask_id, title=f"{sampler_name}: {out.steps} steps",
-                    stream=sys.stderr if as_json else None)
+                    stream=sys.stderr if as_json else None, tokenizer=getattr(model, "tokenizer", None))
         if trace_target != "-":
-            click.echo(f"wrote {trace_target}" + ("" if out.tokens.shape[0] == 1 else " (one PNG per row)"),
+            click.echo(f"wrote {trace_target}" + ("" if out.tokens.shape[0] == 1 else " (one file per row)"),
                        err=True)
 
 

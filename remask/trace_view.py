@@ -5,7 +5,9 @@
 :func:`trace_grid` turns a recorded :class:`~remask.analysis.trace.Trace` into a (step,
 position) grid of states; :func:`render_text` prints it one line per step (ANSI colours
 optional) and :func:`render_png` draws it with matplotlib: a position x step map of what
-happened (masked, committed at this step, known, remasked) and the score of every commit.
+happened (masked, committed at this step, known, remasked) and the score of every commit;
+:func:`render_html` writes one self-contained page to step through the canvas (a slider and
+the arrow keys; tokens as text when a tokenizer is given).
 
 >>> import remask
 >>> from remask.models import load_model
@@ -24,8 +26,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["FIXED", "MASKED", "COMMITTED", "KNOWN", "REMASKED", "DecodeTracer", "trace_grid",
-           "render_text", "render_png", "write_trace"]
+__all__ = ["FIXED", "MASKED", "COMMITTED", "KNOWN", "REMASKED", "DecodeTracer", "trace_grid", "trace_data",
+           "render_text", "render_png", "render_html", "write_trace"]
 
 # Cell states of trace_grid, one per (step, position).
 FIXED = 0      # not editable: prompt, infill context or padding
@@ -211,10 +213,123 @@ def render_png(trace, path, *, mask_id: int, row: int = 0, title: str | None = N
     plt.close(fig)
 
 
+def trace_data(trace, *, mask_id: int, row: int = 0, tokenizer=None, title: str | None = None) -> dict:
+    """The JSON document :func:`render_html` embeds: one row's decode, step by step.
+
+    Returns
+    -------
+    dict
+        ``title``; ``length`` L; ``editable`` (L,) 0/1; ``labels``: token id (as a string) ->
+        text for every id on the canvas (the tokenizer's token, else the id); ``steps``: one
+        dict per step with ``state`` (a string of L digits, the codes of :func:`trace_grid`),
+        ``tokens`` (L ids after the step), ``scores`` ({position: score} of the step's
+        commits), ``committed``, ``remasked`` and ``nfe`` (or None).
+    """
+    grid = trace_grid(trace, mask_id=mask_id, row=row)
+    state, score, tokens = grid["state"], grid["score"], grid["tokens"]
+    ids = sorted({int(i) for i in np.unique(tokens)} | {int(mask_id)})
+    if tokenizer is not None and hasattr(tokenizer, "convert_ids_to_tokens"):
+        vocab = getattr(tokenizer, "__len__", lambda: 0)()
+        known = [i for i in ids if 0 <= i < vocab] if vocab else ids
+        text = dict(zip(known, tokenizer.convert_ids_to_tokens(known)))
+        labels = {str(i): str(text.get(i, i)) for i in ids}
+    else:
+        labels = {str(i): str(i) for i in ids}
+    labels[str(int(mask_id))] = "·"
+    steps = []
+    for t in range(state.shape[0]):
+        written = np.flatnonzero(np.isfinite(score[t]))
+        steps.append({
+            "state": "".join(str(int(c)) for c in state[t]),
+            "tokens": [int(i) for i in tokens[t]],
+            "scores": {str(int(i)): round(float(score[t, i]), 4) for i in written},
+            "committed": int(grid["committed"][t]),
+            "remasked": int(grid["remasked"][t]),
+            "nfe": None if grid["nfe"] is None else int(grid["nfe"][t]),
+        })
+    return {"title": title or f"decode of row {row}", "length": int(state.shape[1]),
+            "editable": [int(e) for e in trace.editable[row]], "labels": labels, "steps": steps}
+
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1em;color:#222}
+#bar{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #ddd}
+#step{width:60%}
+#canvas{display:flex;flex-wrap:wrap;gap:2px;margin-top:.6em;font-family:ui-monospace,monospace;font-size:12px}
+.c{padding:1px 3px;border-radius:3px;min-width:.8em;text-align:center;white-space:pre}
+.s0{color:#888}.s1{background:#eee;color:#999}.s2{background:#1f77b4;color:#fff;font-weight:bold}
+.s3{background:#cfe3f3}.s4{background:#d62728;color:#fff}
+.key span{margin-right:1em}
+</style></head><body>
+<h3 id="title"></h3>
+<div id="bar"><button id="prev">&larr;</button>
+<input type="range" id="step" min="1" value="1"> <button id="next">&rarr;</button>
+<b id="where"></b> <span id="info"></span>
+<div class="key"><span class="c s2">committed now</span><span class="c s3">known</span>
+<span class="c s1">masked</span><span class="c s4">remasked</span><span class="c s0">fixed</span>
+&nbsp; keys: &larr; &rarr; Home End; hover a cell for its position, id and score</div></div>
+<div id="canvas"></div>
+<script id="trace-data" type="application/json">__DATA__</script>
+<script>
+const D = JSON.parse(document.getElementById("trace-data").textContent);
+const slider = document.getElementById("step"), canvas = document.getElementById("canvas");
+document.getElementById("title").textContent = D.title;
+slider.max = D.steps.length;
+const cells = [];
+for (let i = 0; i < D.length; i++) {
+  const c = document.createElement("span"); c.className = "c"; canvas.appendChild(c); cells.push(c);
+}
+function show(t) {
+  t = Math.max(1, Math.min(D.steps.length, t)); slider.value = t;
+  const s = D.steps[t - 1];
+  for (let i = 0; i < D.length; i++) {
+    const code = s.state[i], id = s.tokens[i], c = cells[i];
+    c.className = "c s" + code;
+    c.textContent = D.labels[id] !== undefined ? D.labels[id] : String(id);
+    const score = s.scores[i];
+    c.title = "position " + i + ", id " + id + (score !== undefined ? ", score " + score : "");
+  }
+  document.getElementById("where").textContent = "step " + t + " / " + D.steps.length;
+  document.getElementById("info").textContent = "  +" + s.committed + " committed" +
+    (s.remasked ? ", " + s.remasked + " remasked" : "") + (s.nfe !== null ? ", NFE " + s.nfe : "");
+}
+slider.addEventListener("input", () => show(+slider.value));
+document.getElementById("prev").onclick = () => show(+slider.value - 1);
+document.getElementById("next").onclick = () => show(+slider.value + 1);
+document.addEventListener("keydown", e => {
+  const t = +slider.value;
+  if (e.key === "ArrowLeft") show(t - 1); else if (e.key === "ArrowRight") show(t + 1);
+  else if (e.key === "Home") show(1); else if (e.key === "End") show(D.steps.length);
+});
+show(1);
+</script></body></html>
+"""
+
+
+def render_html(trace, path, *, mask_id: int, row: int = 0, tokenizer=None, title: str | None = None) -> None:
+    """Write one self-contained HTML page (no network, no external files) to step through a
+    row's decode: the canvas after each step with every cell coloured by its state (committed
+    now, known, masked, remasked, fixed) and labelled with its token, the score of each commit
+    and the step's NFE on hover and in the header; a slider, buttons and the arrow/Home/End keys
+    move between steps. Cells wrap, so 1,024-token canvases stay readable."""
+    import html
+    import json
+
+    data = trace_data(trace, mask_id=mask_id, row=row, tokenizer=tokenizer, title=title)
+    # "</" cannot end the script element early once escaped; JSON stays valid.
+    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    page = _HTML.replace("__TITLE__", html.escape(data["title"])).replace("__DATA__", payload)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(page)
+
+
 def write_trace(trace, target: str, *, mask_id: int, title: str | None = None, color: bool | None = None,
-                stream=None) -> None:
-    """``target`` "-": print every row as text to ``stream`` (default stdout); else a PNG per row
-    (``out.png`` for one row, ``out.0.png``, ``out.1.png``, ... for several)."""
+                stream=None, tokenizer=None) -> None:
+    """``target`` "-": print every row as text to ``stream`` (default stdout); a ``.html`` path: a
+    self-contained page per row (:func:`render_html`); else a PNG per row. With several rows the
+    row number goes before the extension (``out.0.png``, ``out.1.png``, ...)."""
     import sys
 
     B = trace.editable.shape[0]
@@ -224,10 +339,11 @@ def write_trace(trace, target: str, *, mask_id: int, title: str | None = None, c
         for b in range(B):
             print(render_text(trace, mask_id=mask_id, row=b, color=use_color), file=stream)
         return
-    if B == 1:
-        render_png(trace, target, mask_id=mask_id, title=title)
-        return
     stem, dot, ext = target.rpartition(".")
     for b in range(B):
-        render_png(trace, f"{stem}.{b}.{ext}" if dot else f"{target}.{b}", mask_id=mask_id, row=b,
-                   title=None if title is None else f"{title} (row {b})")
+        path = target if B == 1 else (f"{stem}.{b}.{ext}" if dot else f"{target}.{b}")
+        label = title if B == 1 or title is None else f"{title} (row {b})"
+        if target.lower().endswith(".html"):
+            render_html(trace, path, mask_id=mask_id, row=b, tokenizer=tokenizer, title=label)
+        else:
+            render_png(trace, path, mask_id=mask_id, row=b, title=label)

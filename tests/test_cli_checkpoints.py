@@ -89,7 +89,7 @@ def test_gen_length_beyond_max_length_is_a_usage_error(bert_dir):
     (["generate", "--gen-length", 2, "--prompt-ids", "1,2", "--chat"], "--chat"),
     (["generate", "--gen-length", 2, "--prompt-ids", "1,x"], "'x'"),
     (["generate", "--gen-length", 2, "--prompts-file", "/nonexistent/prompts.txt"], "prompts.txt"),
-    (["generate", "--gen-length", 2, "--trace", "out.svg"], ".png"),
+    (["generate", "--gen-length", 2, "--trace", "out.svg"], ".html or .png"),
     (["generate", "--gen-length", 2, "--set", "stepz=3"], "stepz"),
     (["infill", "--tokens", "2,8,22,X,3"], "'X'"),
     (["infill", "--tokens", "2,8"], "nothing to fill"),
@@ -200,3 +200,13 @@ def test_hub_id_from_an_offline_cache(tmp_path, monkeypatch):
     assert len(json.loads(result.stdout)["rows"][0]["generated"]) == 3
     result = _invoke("generate", "--model", "remask-test/absent", "--prompt-ids", "5", "--gen-length", 2)
     assert result.exit_code == 2 and "remask-test/absent" in result.output and "offline" in result.output
+
+
+def test_trace_html_page_with_token_text(bert_dir, tmp_path):
+    page = tmp_path / "decode.html"
+    result = _invoke("generate", "--model", bert_dir, "--prompt", "the cat", "--gen-length", 4, "--trace", page)
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    data = json.loads(text.split('type="application/json">')[1].split("</script>")[0])
+    assert len(data["steps"]) >= 1 and data["length"] == 3 + 4
+    assert data["labels"]["2"] == "[CLS]" and data["labels"]["5"] == "the"  # the tokenizer's tokens

@@ -39,5 +39,6 @@ def test_hf_in_memory_and_trace_examples(tmp_path, monkeypatch, capsys):
     assert not set(generated) & {0, 1, 2, 3, 4}, "special tokens and the mask are never proposed"
     exec(compile(_blocks()["trace"], "README:trace", "exec"), namespace)
     assert (tmp_path / "decode.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '"[CLS]"' in (tmp_path / "decode.html").read_text(encoding="utf-8")  # tokens as text
     printed = capsys.readouterr().out
     assert printed.count("\n") >= 2 and "█" in printed

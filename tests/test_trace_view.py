@@ -93,3 +93,88 @@ def test_png_and_a_real_decode(tmp_path):
         assert grid["nfe"].tolist() == [1, 2, 3, 4]
     write_trace(trace, str(tmp_path / "run.png"), mask_id=model.mask_id)
     assert sorted(p.name for p in tmp_path.glob("run.*.png")) == ["run.0.png", "run.1.png"]
+
+
+def _page_parts(text: str) -> tuple[dict, str, list[str]]:
+    """(embedded JSON, the viewer script, unbalanced tags) of a rendered page."""
+    from html.parser import HTMLParser
+
+    class Parser(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.problems, self.scripts, self._in = [], [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("meta", "input", "br"):
+                self.stack.append(tag)
+            if tag == "script":
+                self._in = dict(attrs).get("id", "")
+                self.scripts.append([self._in, ""])
+
+        def handle_endtag(self, tag):
+            if not self.stack or self.stack.pop() != tag:
+                self.problems.append(tag)
+            self._in = None
+
+        def handle_data(self, data):
+            if self._in is not None:
+                self.scripts[-1][1] += data
+
+    parser = Parser()
+    parser.feed(text)
+    scripts = dict(parser.scripts)
+    return __import__("json").loads(scripts["trace-data"]), scripts[""], parser.problems + parser.stack
+
+
+def test_html_page_embeds_the_decode(tmp_path):
+    from remask.trace_view import render_html
+
+    path = tmp_path / "t.html"
+    render_html(_trace(), path, mask_id=M, title="a </script> title")
+    data, script, unbalanced = _page_parts(path.read_text(encoding="utf-8"))
+    assert unbalanced == []
+    assert data["title"] == "a </script> title" and data["length"] == 5
+    assert [s["state"] for s in data["steps"]] == ["02211", "03421", "03232"]
+    assert data["steps"][0]["scores"] == {"1": 0.9, "2": 0.5}
+    assert data["steps"][1]["tokens"] == [0, 3, M, 5, M] and data["steps"][1]["remasked"] == 1
+    assert [s["nfe"] for s in data["steps"]] == [1, 2, 3]
+    assert data["labels"][str(M)] == "·" and data["editable"] == [0, 1, 1, 1, 1]
+    assert "ArrowRight" in script and "http" not in path.read_text(encoding="utf-8")  # self-contained
+
+
+def test_html_viewer_script_steps_through_the_decode(tmp_path):
+    """Run the page's script under node against a minimal DOM stand-in (skipped without node)."""
+    import json
+    import shutil
+    import subprocess
+
+    from remask.trace_view import render_html
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    path = tmp_path / "t.html"
+    render_html(_trace(), path, mask_id=M)
+    data, script, _ = _page_parts(path.read_text(encoding="utf-8"))
+    stub = """
+const els = {}; const listeners = {};
+function el(id) { return els[id] || (els[id] = {id, children: [], style: {}, textContent: "", value: "",
+  appendChild(c) { this.children.push(c); }, addEventListener(k, f) { listeners[id + ":" + k] = f; }}); }
+el("trace-data").textContent = DATA;
+global.document = { getElementById: el, createElement: () => el("cell" + Object.keys(els).length),
+  addEventListener: (k, f) => { listeners["doc:" + k] = f; } };
+""" + script + """
+const view = () => el("canvas").children.map(c => [c.className, c.textContent]);
+const out = [view(), el("where").textContent];
+listeners["doc:keydown"]({key: "ArrowRight"}); out.push(view(), el("info").textContent);
+listeners["doc:keydown"]({key: "End"}); listeners["doc:keydown"]({key: "ArrowRight"}); out.push(el("where").textContent);
+console.log(JSON.stringify(out));
+"""
+    code = stub.replace("DATA", json.dumps(json.dumps(data)))
+    done = subprocess.run([node, "-e", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, where, second, info, last = json.loads(done.stdout)
+    assert where == "step 1 / 3" and last == "step 3 / 3"
+    assert first == [["c s0", "0"], ["c s2", "3"], ["c s2", "4"], ["c s1", "·"], ["c s1", "·"]]
+    assert second == [["c s0", "0"], ["c s3", "3"], ["c s4", "·"], ["c s2", "5"], ["c s1", "·"]]
+    assert "+1 committed" in info and "1 remasked" in info and "NFE 2" in info
