@@ -1,6 +1,6 @@
 """Shared benchmark harness: timers, environment capture, one CSV schema.
 
-Speed is measured here, never by timed asserts in tests (DESIGN.md §6).
+Speed is measured here, never by timed asserts in tests (docs/design.md §6).
 """
 
 from __future__ import annotations

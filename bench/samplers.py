@@ -196,6 +196,26 @@ def overhead(*, quick: bool = False, samplers: list[str] | None = None, log=prin
     return out
 
 
+def one_knob_groups(rows: list[QualityRow]) -> list[list[QualityRow]]:
+    """Groups (of 2 or more, sorted by NFE) of one sampler's settings that differ in exactly one
+    numeric config key — the settings a line may join (a trade-off along one knob). A setting
+    that leaves the key at its default joins too; settings that differ in a categorical value
+    (an algorithm, a schedule, None vs a number) or in two keys are never joined."""
+    keys = sorted({k for r in rows for k in r.config})
+    groups = []
+    for knob in keys:
+        buckets: dict[str, list[QualityRow]] = {}
+        for r in rows:
+            rest = {k: repr(r.config.get(k, "<default>")) for k in keys if k != knob}
+            buckets.setdefault(json.dumps(rest, sort_keys=True), []).append(r)
+        for members in buckets.values():
+            present = [r.config[knob] for r in members if knob in r.config]
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+            if numeric and len({repr(r.config.get(knob, "<default>")) for r in members}) >= 2:
+                groups.append(sorted(members, key=lambda r: r.nfe_mean))
+    return groups
+
+
 def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
     """Error (KL, nats) vs mean NFE for one oracle; the noise floor shaded."""
     try:
@@ -213,15 +233,23 @@ def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
     cmap = plt.get_cmap("tab20")
     for i, name in enumerate(names):
         mine = sorted((r for r in picked if r.sampler == name), key=lambda r: r.nfe_mean)
-        ax.plot([r.nfe_mean for r in mine], [max(r.kl, 1e-4) for r in mine], "o-", color=cmap(i % 20),
-                label=name, alpha=0.85, markersize=5)
-    offsets = iter([(8, 10), (8, -16)])  # the two reference points often coincide
+        colour = cmap(i % 20)
+        # One marker per setting; a line only through settings that differ in one knob (a
+        # trade-off curve), never between qualitatively different settings.
+        ax.plot([r.nfe_mean for r in mine], [max(r.kl, 1e-4) for r in mine], "o", color=colour,
+                label=name, alpha=0.85, markersize=5, linestyle="none")
+        for group in one_knob_groups(mine):
+            ax.plot([r.nfe_mean for r in group], [max(r.kl, 1e-4) for r in group], "-", color=colour,
+                    alpha=0.85)
+    offsets = iter([(10, 14), (10, -20)])  # the two reference points often coincide
     for r in picked:
         tag = REFERENCES.get((r.sampler, r.label))
         if tag:
             ax.scatter([r.nfe_mean], [max(r.kl, 1e-4)], s=160, facecolors="none", edgecolors="black", zorder=5)
-            ax.annotate(tag, (r.nfe_mean, max(r.kl, 1e-4)), textcoords="offset points", xytext=next(offsets),
-                        fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.5})
+            ax.annotate(f"{tag} ({r.sampler}, {r.label})", (r.nfe_mean, max(r.kl, 1e-4)),
+                        textcoords="offset points", xytext=next(offsets), fontsize=8, fontweight="bold",
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "black", "lw": 0.5},
+                        arrowprops={"arrowstyle": "-", "lw": 0.7})
     floor = picked[0].kl_floor + 2 * picked[0].kl_floor_std
     low = 0.5 * min(min(max(r.kl, 1e-4) for r in picked), floor)
     ax.axhspan(low, floor, color="grey", alpha=0.2, label="noise floor (exact samples, +2 sd)")

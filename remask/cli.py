@@ -4,8 +4,12 @@ User errors (bad options, values, specs, checkpoints, output paths) end as one l
 click's usage-error style with exit code 2, never a traceback: the library raises
 ``ValueError``/``TypeError``/``OSError`` for them, and the command group turns any that
 escape a command into a usage error. A run that ends with masks left (a denoiser that
-proposed the mask token) is reported as one line with exit code 1. Output paths are checked
-before any computing.
+proposed the mask token) is reported as one line with exit code 1. Every argument and output
+path is checked before a model is loaded or anything is computed.
+
+Start-up is cheap: torch, numba and transformers are imported inside the commands that need
+them (``remask --help`` imports none of them), so that ``--threads`` can still set
+``NUMBA_NUM_THREADS``/``OMP_NUM_THREADS`` before those libraries read them.
 """
 
 from __future__ import annotations
@@ -91,18 +95,18 @@ def _run_sampler(run, *args, **kwargs):
         raise click.ClickException(_one_line(error)) from None
 
 
-def _check_out_file(out: str | None) -> None:
-    """A CSV path must be creatable before a benchmark runs."""
+def _check_out_file(out: str | None, *, hint: str = "--out") -> None:
+    """An output file path must be creatable before anything runs."""
     if out is None:
         return
     from remask.analysis.commands import check_out_dir
 
     if os.path.isdir(out):
-        raise click.BadParameter(f"{out!r} is a directory; give a file path", param_hint="--out")
+        raise click.BadParameter(f"{out!r} is a directory; give a file path", param_hint=hint)
     try:
         check_out_dir(os.path.dirname(os.path.abspath(out)))
     except ValueError as error:
-        raise click.BadParameter(_one_line(error), param_hint="--out") from None
+        raise click.BadParameter(_one_line(error), param_hint=hint) from None
 
 
 def _check_out(out: str) -> None:
@@ -123,26 +127,102 @@ def _build(sampler: str, sets: tuple[str, ...]):
         raise click.UsageError(_one_line(error)) from None
 
 
-def _load(spec: str):
+def _load(spec: str, *, device=None, dtype=None, verbose: bool | None = None):
+    """Load a model spec, checkpoint directory or hub id; loading bars only with --verbose."""
     from remask.models import load_model
+    from remask.models.hub import is_hub_id, resolve_hub_id
 
+    if verbose is None:
+        ctx = click.get_current_context(silent=True)
+        verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     try:
-        return load_model(spec)
+        if is_hub_id(spec) and not os.path.exists(spec):
+            spec = resolve_hub_id(spec)  # download bars stay: a first download can take long
+        if not os.path.isdir(spec) or verbose:
+            return load_model(spec, device=device, dtype=dtype)
+        with _quiet_transformers():
+            return load_model(spec, device=device, dtype=dtype)
     except (TypeError, ValueError, OSError) as error:
         raise click.UsageError(_one_line(error)) from None
 
 
-def _report(model, out, seconds: float, as_json: bool, prompt_lengths: list[int] | None) -> None:
-    tokenizer = getattr(model, "tokenizer", None)
+class _quiet_transformers:
+    """Silence transformers' "Loading weights" bar and info messages for the duration."""
+
+    def __enter__(self):
+        try:
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            self.logging = None
+            return self
+        self.logging = hf_logging
+        self.bar = hf_logging.is_progress_bar_enabled()
+        self.level = hf_logging.get_verbosity()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        if self.logging is not None:
+            if self.bar:
+                self.logging.enable_progress_bar()
+            self.logging.set_verbosity(self.level)
+        return False
+
+
+def _device_dtype(device: str | None, dtype: str | None):
+    """Resolve --device/--dtype: cuda + bfloat16 when CUDA is available, else cpu + float32."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if device is None:
+        device = "cuda" if cuda else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"not a torch device: {device!r} (e.g. cpu, cuda, cuda:1)",
+                                 param_hint="--device") from None
+    if resolved.type == "cuda" and not cuda:
+        raise click.BadParameter(f"{device!r} asked for, but CUDA is not available here", param_hint="--device")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise click.BadParameter(f"{device!r}: only {torch.cuda.device_count()} CUDA device(s) here",
+                                 param_hint="--device")
+    if dtype is None:
+        dtype = "bfloat16" if resolved.type == "cuda" else "float32"
+    return resolved, getattr(torch, dtype)
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` threads in torch, Numba and OpenMP/MKL.
+
+    The environment variables are read when numba and torch are first imported, so they are
+    set first; libraries already imported are set through their APIs (Numba only up to the
+    pool it launched with).
+    """
+    for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "numba" in sys.modules:
+        numba = sys.modules["numba"]
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def _report(model, out, seconds: float, as_json: bool, prompt_lengths: list[int] | None) -> list[dict]:
     rows = []
     for b in range(out.tokens.shape[0]):
         real = out.tokens[b][out.attention_mask[b]].tolist()
         row = {"tokens": real, "nfe": int(out.nfe[b])}
         if prompt_lengths is not None:
             row["generated"] = real[prompt_lengths[b]:]
-        if tokenizer is not None:
-            row["text"] = tokenizer.decode(row.get("generated", real), skip_special_tokens=True)
+        if out.text is not None:
+            row["text"] = out.text[b]
         rows.append(row)
+    _print_rows(out, rows, seconds, as_json)
+    return rows
+
+
+def _print_rows(out, rows: list[dict], seconds: float, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"rows": rows, "steps": out.steps, "seconds": round(seconds, 4)}))
         return
@@ -154,8 +234,16 @@ def _report(model, out, seconds: float, as_json: bool, prompt_lengths: list[int]
 
 @click.group(cls=_Group)
 @click.version_option(package_name="remask")
-def main() -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for torch, Numba and OpenMP (default: the libraries' own, one per core; "
+                   "`remask demo` always runs on one: its tensors are tiny).")
+@click.option("--verbose", is_flag=True, help="Show transformers' weight-loading bar and messages.")
+@click.pass_context
+def main(ctx: click.Context, threads: int | None, verbose: bool) -> None:
     """remask: interchangeable samplers for masked diffusion language models."""
+    ctx.obj = {"threads": threads, "verbose": verbose}
+    if threads is not None:
+        set_threads(threads)
 
 
 @main.command("list")
@@ -172,17 +260,26 @@ def list_command() -> None:
     click.echo("Models:")
     click.echo("  oracle:markov?vocab=8&length=16&seed=0&concentration=1.0   exact Markov-chain oracle")
     click.echo("  tiny:transformer?vocab=32&width=32&depth=2&heads=4&seed=0 seeded random transformer")
-    click.echo("  <checkpoint directory>                                     LLaDA/Dream/any masked LM")
+    click.echo("  <checkpoint directory> or <org/name> (Hugging Face Hub id)  LLaDA/Dream/MDLM/any masked LM")
     backends = kernels.backends() if hasattr(kernels, "backends") else ["torch"]
     click.echo(f"Kernel backends available here: {', '.join(backends)}")
 
 
 _SAMPLER_OPTIONS = [
-    click.option("--model", "model_spec", required=True, help="Model spec or checkpoint directory."),
+    click.option("--model", "model_spec", required=True,
+                 help="Model spec, checkpoint directory or Hugging Face Hub id (org/name)."),
     click.option("--sampler", default="low_confidence", show_default=True, help="Registered sampler name."),
     click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Sampler setting (repeatable)."),
     click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--device", default=None, help="Torch device for a checkpoint (default: cuda if available, else cpu)."),
+    click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
+                 help="Checkpoint dtype (default: bfloat16 on cuda, float32 on cpu)."),
     click.option("--json", "as_json", is_flag=True, help="Print tokens, NFE and timings as JSON."),
+    click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+                 help="Also write one JSON line per row (prompt, tokens, text, nfe, seconds, sampler config)."),
+    click.option("--trace", "trace_target", default=None, metavar="PATH.html|PATH.png|-",
+                 help="Show the decode: an HTML page to step through, a PNG (position x step), or '-' for "
+                      "text in the terminal (one file per row)."),
     click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."),
 ]
 
@@ -193,43 +290,201 @@ def _sampler_options(fn):
     return fn
 
 
+def _check_trace_target(target: str | None) -> None:
+    """--trace: '-', or a creatable .html or .png path (a PNG needs matplotlib); checked before loading."""
+    if target is None or target == "-":
+        return
+    if not target.lower().endswith((".png", ".html")):
+        raise click.BadParameter(f"{target!r}: give a .html or .png path, or '-' for text", param_hint="--trace")
+    _check_out_file(target, hint="--trace")
+    if target.lower().endswith(".html"):
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.BadParameter('a PNG trace needs matplotlib: pip install "remask[plot]" (or use --trace -)',
+                                 param_hint="--trace") from None
+
+
+def _read_prompts_file(path: str) -> list[tuple[str, object]]:
+    """Prompts from a file: one per line — plain text, or JSON (a string, a list of token ids,
+    or an object with "prompt" (text) or "prompt_ids" (ids)). Blank lines are skipped."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise click.BadParameter(f"cannot read {path!r}: {_one_line(error)}", param_hint="--prompts-file") from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text:
+            continue
+        where = f"{path}:{number}"
+        value: object = text
+        if text[0] in '{["':
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise click.BadParameter(f"{where}: not valid JSON ({error.msg})", param_hint="--prompts-file") from None
+        if isinstance(value, dict):
+            keys = [k for k in ("prompt", "prompt_ids") if k in value]
+            if len(keys) != 1:
+                raise click.BadParameter(f"{where}: a JSON object needs exactly one of 'prompt' (text) or "
+                                         f"'prompt_ids' (token ids), got keys {sorted(value)}",
+                                         param_hint="--prompts-file")
+            value = value[keys[0]]
+            if keys[0] == "prompt" and not isinstance(value, str):
+                raise click.BadParameter(f"{where}: 'prompt' must be text, got {value!r:.60}", param_hint="--prompts-file")
+            if keys[0] == "prompt_ids" and not isinstance(value, list):
+                raise click.BadParameter(f"{where}: 'prompt_ids' must be a list of ints", param_hint="--prompts-file")
+        if isinstance(value, str):
+            entries.append(("text", value))
+        elif isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            entries.append(("ids", value))
+        else:
+            raise click.BadParameter(f"{where}: expected text, a list of token ids or an object, got {value!r:.60}",
+                                     param_hint="--prompts-file")
+    if not entries:
+        raise click.BadParameter(f"{path!r} holds no prompt", param_hint="--prompts-file")
+    return entries
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def _check_cache_blocks(cache: str, cache_refresh: int | None, config) -> None:
+    """A cache refreshed only at block starts is stale within one block: with a single block
+    (block_length=None) the tokens differ from uncached decoding. Say so."""
+    if cache == "none" or cache_refresh == 1 or getattr(config, "block_length", None) is not None:
+        return
+    _warn(f"--cache {cache} with a single block (block_length=None): the cache is refreshed only at "
+          "block starts, so the whole answer is decoded from stale keys and values and the tokens "
+          "differ from uncached decoding; use --set block_length=32 (the setting the cache is made "
+          "for) or --cache-refresh 1 (exact, no saving)")
+
+
+def _check_wino_cost(model, config, widest: int) -> None:
+    """WINO without the attention-bias path emulates its shadow block: 1 + W evaluations a step."""
+    if getattr(config, "name", None) != "wino":
+        return
+    from remask.samplers.wino import supports_attention_bias
+
+    if config.shadow == "attention" or supports_attention_bias(model):
+        return
+    width = widest if config.block_length is None else min(config.block_length, widest)
+    if width >= 8:
+        _warn(f"wino emulates its shadow block on {type(model).__name__} (no attention-bias path): each "
+              f"step costs 1 + W = {1 + width} forward passes per row (W = {width}, "
+              f"{'the whole masked region' if config.block_length is None else 'block_length'}); "
+              "--set block_length=8 bounds it")
+
+
+def _model_args(device, dtype):
+    resolved_device, resolved_dtype = _device_dtype(device, dtype)
+    return {"device": resolved_device, "dtype": resolved_dtype}
+
+
+def _finish(model, sampler_name, config, out, batch_prompts, seconds, *, as_json, out_file, tracer, trace_target,
+            prompt_lengths, seed):
+    rows = _report(model, out, seconds, as_json, prompt_lengths)
+    if out_file is not None:
+        config_dict = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        with open(out_file, "w", encoding="utf-8") as handle:
+            for prompt, row in zip(batch_prompts, rows):
+                record = {"prompt": prompt, "tokens": row.get("generated", row["tokens"]),
+                          "text": row.get("text"), "nfe": row["nfe"], "seconds": round(seconds, 4),
+                          "sampler": sampler_name, "config": config_dict, "seed": seed}
+                handle.write(json.dumps(record, default=repr) + "\n")
+        click.echo(f"wrote {out_file}", err=True)
+    if tracer is not None:
+        from remask.trace_view import write_trace
+
+        trace = tracer.trace(out)
+        # With --json, stdout holds the JSON document: a text trace goes to stderr.
+        write_trace(trace, trace_target, mask_id=model.mask_id, title=f"{sampler_name}: {out.steps} steps",
+                    stream=sys.stderr if as_json else None, tokenizer=getattr(model, "tokenizer", None))
+        if trace_target != "-":
+            click.echo(f"wrote {trace_target}" + ("" if out.tokens.shape[0] == 1 else " (one file per row)"),
+                       err=True)
+
+
+def _tracer(trace_target):
+    if trace_target is None:
+        return None, []
+    from remask.trace_view import DecodeTracer
+
+    tracer = DecodeTracer()
+    return tracer, [tracer]
+
+
 @main.command()
 @_sampler_options
-@click.option("--gen-length", type=int, required=True, help="Tokens to generate per prompt.")
+@click.option("--gen-length", type=click.IntRange(min=1), required=True, help="Tokens to generate per prompt.")
 @click.option("--prompt-ids", multiple=True, help="A prompt as token ids, e.g. '1,2,3' (repeat for a batch).")
 @click.option("--prompt", "prompts", multiple=True, help="A text prompt (needs a tokenizer; repeatable).")
+@click.option("--prompts-file", type=click.Path(dir_okay=False), default=None,
+              help="Prompts, one a line: text, or JSON (a string, a list of ids, {'prompt': ...} or {'prompt_ids': [...]}).")
 @click.option("--chat", is_flag=True, help="Wrap text prompts in the tokenizer's chat template.")
 @click.option("--cache", type=click.Choice(["none", "prefix", "dual"]), default="none", show_default=True,
-              help="Fast-dLLM KV cache for blockwise samplers (LLaDA/Dream checkpoints).")
+              help="Fast-dLLM KV cache for blockwise samplers (LLaDA/Dream checkpoints); use with block_length.")
 @click.option("--cache-refresh", type=click.IntRange(min=1), default=None,
               help="Also refresh the cache every N steps (default: at each block start only).")
-def generate(model_spec, sampler, sets, seed, as_json, progress, gen_length, prompt_ids, prompts, chat,
-             cache, cache_refresh):
+def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, gen_length,
+             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh):
     """Generate GEN_LENGTH tokens after each prompt."""
-    from remask.samplers import generate as run
-
-    model = _load(model_spec)
+    # Every argument is checked before the model loads.
+    _check_out_file(out_file)
+    _check_trace_target(trace_target)
+    if prompt_ids and prompts:
+        raise click.UsageError("give either --prompt-ids or --prompt, not both")
+    entries = [("ids", _parse_ids(p)) for p in prompt_ids] + [("text", p) for p in prompts]
+    if prompts_file is not None:
+        if entries:
+            raise click.UsageError("give prompts either on the command line or with --prompts-file, not both")
+        entries = _read_prompts_file(prompts_file)
+    if chat and any(kind == "ids" for kind, _ in entries):
+        raise click.UsageError("--chat applies a chat template to text prompts; token-id prompts are already "
+                               "encoded: drop --chat or give text prompts")
+    config = _build(sampler, sets)
+    model = _load(model_spec, **_model_args(device, dtype))
+    texts = [p for kind, p in entries if kind == "text"]
+    encoded = iter(_encode(model, texts, chat) if texts else [])
+    batch = [next(encoded) if kind == "text" else p for kind, p in entries] or [[]]
+    # Checked here as well as in generate(): a cache wrapper does not carry the limit.
+    limit = next((v for v in (getattr(model, n, None) for n in ("max_length", "max_len"))
+                  if isinstance(v, int) and not isinstance(v, bool)), None)
+    if limit is not None and max(map(len, batch)) + gen_length > limit:
+        raise click.BadParameter(f"{gen_length} after a prompt of {max(map(len, batch))} tokens exceeds the "
+                                 f"{limit} tokens {type(model).__name__} handles", param_hint="--gen-length")
     if cache != "none":
         from remask.models import CachedDenoiser
 
+        _check_cache_blocks(cache, cache_refresh, config)
         try:
             model = CachedDenoiser(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
             raise click.UsageError(_one_line(error)) from None
-    config = _build(sampler, sets)
-    if prompt_ids and prompts:
-        raise click.UsageError("give either --prompt-ids or --prompt, not both")
-    if prompts:
-        batch = _encode(model, prompts, chat)
-    else:
-        batch = [_parse_ids(p) for p in prompt_ids] or [[]]
+    _check_wino_cost(model, config, gen_length)
+    from remask.samplers import generate as run
+
+    tracer, callbacks = _tracer(trace_target)
     start = time.perf_counter()
-    out = _run_sampler(run, model, batch, config, gen_length=gen_length, seed=seed,
+    out = _run_sampler(run, model, batch, config, gen_length=gen_length, seed=seed, callbacks=callbacks,
                        progress=sys.stderr.isatty() if progress is None else progress)
-    _report(model, out, time.perf_counter() - start, as_json, [len(p) for p in batch])
+    shown = [p for _, p in entries] or [[]]
+    _finish(model, sampler, config, out, shown, time.perf_counter() - start, as_json=as_json, out_file=out_file,
+            tracer=tracer, trace_target=trace_target, prompt_lengths=[len(p) for p in batch], seed=seed)
 
 
 def _encode(model, prompts, chat: bool) -> list[list[int]]:
+    """Text prompts to ids as the model expects them.
+
+    Plain prompts go through the tokenizer with its special tokens (BERT's [CLS], LLaDA's
+    BOS), less any it appends at the end ([SEP], EOS): the answer follows the prompt. A chat
+    template already holds its special tokens. A prompt that encodes mostly to the unknown
+    token warns: the tokenizer does not cover its characters.
+    """
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise click.UsageError("this model has no tokenizer: use --prompt-ids")
@@ -241,41 +496,70 @@ def _encode(model, prompts, chat: bool) -> list[list[int]]:
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}],
                                                add_generation_prompt=True, tokenize=False) for p in prompts]
         return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    closing = {getattr(tokenizer, name, None) for name in ("sep_token_id", "eos_token_id")} - {None}
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    batch = []
+    for number, prompt in enumerate(prompts):
+        plain = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        while len(ids) > len(plain) and ids and ids[-1] in closing:
+            ids.pop()  # a closing [SEP]/EOS would end the text before the answer
+        words = [i for i in ids if i not in special or i == unk]
+        unknown = sum(i == unk for i in words) if unk is not None else 0
+        if words and unknown * 2 >= len(words):
+            _warn(f"prompt {number} {prompt[:40]!r} encodes to {unknown} unknown token(s) out of {len(words)}: "
+                  "the tokenizer does not cover its text (a character-level tokenizer may need spaces "
+                  "between characters)")
+        batch.append(ids)
+    return batch
 
 
 @main.command()
 @_sampler_options
 @click.option("--tokens", "canvases", multiple=True, required=True,
               help=f"A canvas as token ids with '{MASK_MARK}' where to fill, e.g. '3,_,_,7' (repeatable).")
-def infill(model_spec, sampler, sets, seed, as_json, progress, canvases):
+def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, canvases):
     """Fill the masked positions of given canvases; other tokens stay fixed."""
-    from remask.samplers import infill as run
-
-    model = _load(model_spec)
-    config = _build(sampler, sets)
-    batch = []
+    _check_out_file(out_file)
+    _check_trace_target(trace_target)
+    holes = -1  # stands for '_' until the model (and its mask id) is loaded
+    parsed = []
     for canvas in canvases:
-        ids = _parse_ids(canvas, mask_id=model.mask_id)
+        ids = _parse_ids(canvas, mask_id=holes)
         if not ids:
             raise click.BadParameter(f"empty canvas {canvas!r}: give token ids with '{MASK_MARK}' "
                                      "where to fill, e.g. '3,_,_,7'", param_hint="--tokens")
-        if model.mask_id not in ids:
+        if holes not in ids:
             raise click.BadParameter(f"canvas {canvas!r} has no '{MASK_MARK}': nothing to fill",
                                      param_hint="--tokens")
-        batch.append(ids)
+        parsed.append(ids)
+    config = _build(sampler, sets)
+    model = _load(model_spec, **_model_args(device, dtype))
+    batch = [[model.mask_id if i == holes else i for i in ids] for ids in parsed]
+    _check_wino_cost(model, config, max(sum(i == holes for i in ids) for ids in parsed))
+    from remask.samplers import infill as run
+
+    tracer, callbacks = _tracer(trace_target)
     start = time.perf_counter()
-    out = _run_sampler(run, model, batch, config, seed=seed,
+    out = _run_sampler(run, model, batch, config, seed=seed, callbacks=callbacks,
                        progress=sys.stderr.isatty() if progress is None else progress)
-    _report(model, out, time.perf_counter() - start, as_json, None)
+    _finish(model, sampler, config, out, list(canvases), time.perf_counter() - start, as_json=as_json,
+            out_file=out_file, tracer=tracer, trace_target=trace_target, prompt_lengths=None, seed=seed)
 
 
 @main.command()
 @click.option("--samples", type=click.IntRange(min=100), default=20000, show_default=True,
               help="Sequences decoded per sampler setting.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(samples: int, seed: int) -> None:
+@click.pass_context
+def demo(ctx: click.Context, samples: int, seed: int) -> None:
     """Compare samplers against the exact truth on a built-in Markov-chain oracle (no download)."""
+    if (ctx.find_root().obj or {}).get("threads") is None and "NUMBA_NUM_THREADS" not in os.environ \
+            and "numba" not in sys.modules:
+        # Every tensor of the demo is tiny: one thread is the fastest setting and does not
+        # fight other work for the cores (the demo pins torch to one thread itself).
+        os.environ["NUMBA_NUM_THREADS"] = "1"
     from remask.demo import format_table, run_demo
 
     oracle, rows, floor = run_demo(n_samples=samples, seed=seed)

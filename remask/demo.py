@@ -79,16 +79,32 @@ def run_demo(*, n_samples: int = 20000, seed: int = 0, vocab_size: int = 3, seq_
     oracle = MarkovChainOracle(vocab_size, seq_len, seed=seed, concentration=concentration)
     threads = torch.get_num_threads()
     # Every tensor here is tiny: one thread avoids thread-pool overhead (and thrashing on a
-    # shared machine) and is the fastest setting.
+    # shared machine) and is the fastest setting — for torch and for Numba's kernels alike
+    # (`remask demo` also sets NUMBA_NUM_THREADS=1 before numba starts its pool).
+    numba_threads = _numba_threads(None)
     torch.set_num_threads(1)
+    _numba_threads(1)
     try:
         rows = [_demo_row(oracle, label, name, config, n_samples, seed) for label, name, config in DEMO_CONFIGS]
     finally:
         torch.set_num_threads(threads)
+        _numba_threads(numba_threads)
     exact = oracle.sample(n_samples, seed=seed + 1)
     floor = DemoRow("exact samples (noise floor)", "-", {}, float("nan"), float("nan"),
                     empirical_tv(oracle, exact), float(-oracle.log_prob(exact).mean()), 0.0)
     return oracle, rows, floor
+
+
+def _numba_threads(threads: int | None) -> int | None:
+    """Set Numba's thread count (when numba is installed); return the previous one."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    previous = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(threads)
+    return previous
 
 
 def _demo_row(oracle, label: str, name: str, config: dict, n_samples: int, seed: int) -> DemoRow:

@@ -5,7 +5,7 @@ touches its file, one import line here and its test.
 """
 
 from remask.samplers.base import Canvas, Sampler, StepInfo
-from remask.samplers.driver import GenerateOutput, generate, infill
+from remask.samplers.driver import GenerateOutput, decode, generate, infill
 from remask.samplers.registry import available, build, from_config, register, sampler_class
 
 # Algorithms (one line each: importing registers them).
@@ -44,6 +44,7 @@ __all__ = [
     "Sampler",
     "StepInfo",
     "available",
+    "decode",
     "build",
     "from_config",
     "generate",

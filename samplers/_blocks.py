@@ -15,7 +15,8 @@ from remask import kernels
 from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas
 
-__all__ = ["SCORES", "BlockSchedule", "Prediction", "make_canvas", "masked_positions", "denoise", "predict",
+__all__ = ["SCORES", "BlockSchedule", "Prediction", "make_canvas", "masked_positions", "denoise", "exclude_mask",
+           "predict",
            "score_proposals", "demote", "commit", "even_split", "block_mask_count", "spacing_filter",
            "allotted_steps", "check_steps_cover_blocks"]
 
@@ -74,9 +75,15 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
     in one batched call;
     ``logits = un + (s + 1) (cond - un)`` (LLaDA, arXiv 2502.09992, App. B).
 
+    The mask token is never proposed, whatever the denoiser returns: its logit column (when
+    it has one, ``mask_id < V``) is set to -inf here, in place on the returned tensor — so a
+    plain function that gives the mask an ordinary logit still works. Adapters that already
+    do it save nothing but a cheap column fill.
+
     Returns
     -------
     logits : (B, L, V) float
+        The mask column at -inf.
     evaluations : int
         Sequence evaluations per row (1, or 2 with guidance) — what ``nfe`` counts.
     """
@@ -85,7 +92,7 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
     extra = {"active": canvas.active} if getattr(denoiser, "accepts_active", False) else {}
     if cfg_scale == 0:
         logits = check_logits(denoiser(tokens, attention_mask, **extra), tokens, denoiser.vocab_size)
-        return logits, 1
+        return exclude_mask(logits, denoiser.mask_id), 1
     fixed = attention_mask & ~canvas.editable  # (B, L)
     if getattr(denoiser, "shift", 0) > 0:
         # A shifted model (Dream) predicts position i from output i - 1: its first real token
@@ -99,7 +106,24 @@ def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.
     cond, un = logits.chunk(2)  # (B, L, V) each
     guided = un + (cfg_scale + 1) * (cond - un)  # (B, L, V)
     # Columns that are -inf in both branches (the mask token) would give -inf - -inf = NaN.
-    return torch.where(cond == un, cond, guided), 2
+    return exclude_mask(torch.where(cond == un, cond, guided), denoiser.mask_id), 2
+
+
+def exclude_mask(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Set the mask token's column of (B, L, V) ``logits`` to -inf, in place when possible.
+
+    A mask with no column (``mask_id == V``, MDLM-style) needs nothing. Writing in place
+    avoids a (B, L, V) copy per step; a tensor that cannot be written (an expanded view whose
+    elements share memory, a read-only inference tensor) is copied once instead.
+    """
+    if not 0 <= mask_id < logits.shape[-1]:
+        return logits
+    try:
+        logits[..., mask_id] = float("-inf")
+    except RuntimeError:  # overlapping memory (expand) or an inference-mode tensor
+        logits = logits.clone()
+        logits[..., mask_id] = float("-inf")
+    return logits
 
 
 class Prediction(NamedTuple):

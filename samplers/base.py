@@ -1,4 +1,4 @@
-"""Core types of the sampler contract (DESIGN.md §3).
+"""Core types of the sampler contract (docs/design.md §3).
 
 A sampler is a frozen, validated config plus a pure transition:
 

@@ -20,7 +20,7 @@ import torch
 from remask.samplers._blocks import make_canvas
 from remask.samplers.base import Sampler
 
-__all__ = ["GenerateOutput", "generate", "infill"]
+__all__ = ["GenerateOutput", "decode", "generate", "infill"]
 
 
 class GenerateOutput(NamedTuple):
@@ -36,12 +36,45 @@ class GenerateOutput(NamedTuple):
         False on padding (whose token values are meaningless filler).
     steps : int
         Sampler steps taken (batched forward passes).
+    text : list of str or None
+        When the model has a ``tokenizer``: each row decoded (special tokens skipped) — the
+        generated tokens for ``generate``, the whole canvas for ``infill``. Else None.
     """
 
     tokens: torch.Tensor
     nfe: torch.Tensor
     attention_mask: torch.Tensor
     steps: int
+    text: list[str] | None = None
+
+
+def decode(output: GenerateOutput, tokenizer, *, start: int = 0) -> list[str]:
+    """Each row of ``output`` as text: columns ``start:`` without padding, special tokens skipped.
+
+    Parameters
+    ----------
+    output : GenerateOutput
+    tokenizer : transformers tokenizer
+        Anything with ``decode(ids, skip_special_tokens=True)``.
+    start : int
+        First column to decode (``generate`` uses the prompt width P: only generated tokens).
+
+    Returns
+    -------
+    list of str, one per row.
+    """
+    if not hasattr(tokenizer, "decode"):
+        raise TypeError(f"tokenizer must have a decode method, got {type(tokenizer).__name__}")
+    tokens = output.tokens[:, start:].cpu()  # (B, L - start)
+    keep = output.attention_mask[:, start:].cpu()  # (B, L - start)
+    return [tokenizer.decode(row[mask].tolist(), skip_special_tokens=True) for row, mask in zip(tokens, keep)]
+
+
+def _with_text(output: GenerateOutput, model, start: int) -> GenerateOutput:
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "decode"):
+        return output
+    return output._replace(text=decode(output, tokenizer, start=start))
 
 
 def generate(
@@ -131,7 +164,8 @@ def generate(
     # Block-diffusion models count blocks from the first real token: the first generated
     # block is cut short so that every block is whole model blocks (as their generate() does).
     offset = real[:, :-gen_length].sum(-1)  # (B,) prompt lengths
-    return _run(model, sampler, tokens, editable, real, seed, callbacks, progress, offset)
+    return _with_text(_run(model, sampler, tokens, editable, real, seed, callbacks, progress, offset),
+                      model, P)
 
 
 def infill(
@@ -172,7 +206,7 @@ def infill(
         raise ValueError(f"tokens has length {tokens.shape[1]}; {type(model).__name__} handles at "
                          f"most {limit}")
     editable = real & (tokens == model.mask_id)  # (B, L)
-    return _run(model, sampler, tokens, editable, real, seed, callbacks, progress)
+    return _with_text(_run(model, sampler, tokens, editable, real, seed, callbacks, progress), model, 0)
 
 
 # ---------------------------------------------------------------------------- internals
@@ -307,7 +341,10 @@ def _as_batch(data, attention_mask, model, *, allow_mask: bool, what: str):
     """Normalise prompt/canvas input to ((B, L) int64, (B, L) bool real-token mask)."""
     for attr in ("mask_id", "vocab_size"):
         if not isinstance(getattr(model, attr, None), int):
-            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got {type(model).__name__}")
+            hint = ("; wrap a plain function with remask.models.as_denoiser(fn, mask_id=..., vocab_size=...)"
+                    if callable(model) else "")
+            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got "
+                            f"{type(model).__name__}{hint}")
     if data is None:
         data = [[]]
     if isinstance(data, torch.Tensor):

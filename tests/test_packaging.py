@@ -1,4 +1,4 @@
-"""The namespace of DESIGN.md §1: research folders install under remask.*."""
+"""The namespace of docs/design.md §1: research folders install under remask.*."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """remask.models: denoisers — exact oracles, tiny transformers, checkpoint adapters.
 
-Everything here satisfies the Denoiser protocol of DESIGN.md §2; ``load_model(spec)``
+Everything here satisfies the Denoiser protocol of docs/design.md §2; ``load_model(spec)``
 resolves a spec string to one. ``BlockDiffusionDenoiser`` (LLaDA 2.x, SDAR, Fast-dLLM v2) is
 imported on first access.
 """
@@ -12,15 +12,18 @@ from remask.models.loading import load_model, parse_spec
 from remask.models.markov import MarkovChainOracle
 from remask.models.protocol import Denoiser, check_logits
 from remask.models.tiny import TinyTransformer
+from remask.models.wrap import FunctionDenoiser, as_denoiser
 
 __all__ = [
     "BlockDiffusionDenoiser",
     "CachedDenoiser",
     "Denoiser",
     "FAMILIES",
+    "FunctionDenoiser",
     "HFMaskedLM",
     "MarkovChainOracle",
     "TinyTransformer",
+    "as_denoiser",
     "check_logits",
     "load_checkpoint",
     "load_model",

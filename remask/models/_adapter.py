@@ -1,4 +1,4 @@
-"""Common Denoiser adapter for checkpoint-backed models (DESIGN.md §2).
+"""Common Denoiser adapter for checkpoint-backed models (docs/design.md §2).
 
 Each family subclasses :class:`CheckpointDenoiser` and supplies ``_forward``, which turns
 (tokens, attention mask) into raw logits where row i predicts position i. The base class

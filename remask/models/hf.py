@@ -28,17 +28,22 @@ class HFMaskedLM:
     mask_id : int, optional
         Overrides the mask id; otherwise read from the tokenizer (``mask_token_id``) or the
         config (``mask_token_id``). Raises ``ValueError`` when none is found: ids are never guessed.
+    banned : sequence of int, optional
+        Token ids never proposed (their logits set to -inf). Default: the special tokens a
+        masked LM was trained to see but not to write into text — the tokenizer's special ids
+        (pad, bos, unk, cls, sep, ...; or the config's pad/bos ids without a tokenizer) less
+        ``eos_id``, which a sampler may legitimately produce. ``banned=()`` allows them all.
 
     Notes
     -----
     Left-padded rows get position ids counted from their first real token (for families
     that accept ``position_ids`` and do not derive them from padding themselves), so a
-    padded batch gives each row the logits it would get alone. The mask token's logit is set
-    to -inf: a denoiser never proposes the mask. ``max_length`` is the longest canvas the
+    padded batch gives each row the logits it would get alone. The logits of the mask token
+    and of ``banned_ids`` are set to -inf, so no sampler proposes them. ``max_length`` is the longest canvas the
     position table covers (None when the config declares none).
     """
 
-    def __init__(self, model, tokenizer=None, *, mask_id: int | None = None):
+    def __init__(self, model, tokenizer=None, *, mask_id: int | None = None, banned=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         config = model.config
@@ -63,6 +68,21 @@ class HFMaskedLM:
         self.pad_id = special("pad")
         self.eos_id = special("eos")
         self.eot_id = None
+        if banned is None:
+            found = set(getattr(tokenizer, "all_special_ids", None) or []) if tokenizer is not None else set()
+            found |= {special(name) for name in ("pad", "bos", "unk", "cls", "sep")}
+            banned = found - {None, self.eos_id}
+        elif isinstance(banned, (str, bytes)) or not hasattr(banned, "__iter__"):
+            raise TypeError(f"banned must be a sequence of token ids, got {banned!r:.60}")
+        ids = []
+        for token in banned:
+            if isinstance(token, bool) or not isinstance(token, int):
+                raise TypeError(f"banned holds {token!r}, not a token id")
+            if not 0 <= token < self.vocab_size:
+                raise ValueError(f"banned id {token} is outside the vocabulary [0, {self.vocab_size})")
+            ids.append(token)
+        # The mask column is set anyway; keeping it out of the list states what is extra.
+        self.banned_ids: tuple[int, ...] = tuple(sorted(set(ids) - {self.mask_id}))
         model_type = getattr(config, "model_type", "")
         accepts_positions = "position_ids" in inspect.signature(model.forward).parameters
         self._pass_positions = accepts_positions and model_type not in _POSITIONS_FROM_PADDING
@@ -75,7 +95,7 @@ class HFMaskedLM:
             self.max_length = positions - skipped
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, dtype=None, device=None, mask_id=None):
+    def from_pretrained(cls, path: str | os.PathLike, *, dtype=None, device=None, mask_id=None, banned=None):
         """Load a checkpoint directory (or hub id) with ``AutoModelForMaskedLM``.
 
         Only model classes that transformers implements itself are used: every Auto call
@@ -108,7 +128,7 @@ class HFMaskedLM:
                 tokenizer = None
         if device is not None:
             model = model.to(device)
-        return cls(model, tokenizer, mask_id=mask_id)
+        return cls(model, tokenizer, mask_id=mask_id, banned=banned)
 
     @property
     def device(self) -> torch.device:
@@ -124,4 +144,6 @@ class HFMaskedLM:
                 kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         logits = self.model(input_ids=tokens, **kwargs).logits.float()  # (B, L, V)
         logits[..., self.mask_id] = float("-inf")
+        if self.banned_ids:
+            logits[..., list(self.banned_ids)] = float("-inf")
         return logits

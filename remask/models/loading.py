@@ -90,7 +90,11 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
           random :class:`~remask.models.tiny.TinyTransformer`;
         - a local checkpoint directory: LLaDA/Dream/MDLM layouts through remask's own model
           classes, any other ``AutoModelForMaskedLM`` directory through
-          :class:`~remask.models.hf.HFMaskedLM`.
+          :class:`~remask.models.hf.HFMaskedLM`;
+        - a Hugging Face Hub id ``org/name`` (or ``org/name@revision``): its config, weights
+          and tokenizer are fetched once into the hub cache by ``huggingface_hub`` (never its
+          Python files), then loaded as a directory. ``HF_HUB_OFFLINE=1`` loads from the cache
+          only.
     dtype, device : optional
         Passed to checkpoint loading (ignored by the built-ins).
     **options
@@ -142,6 +146,11 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
         from remask.models.tiny import TinyTransformer
 
         return _construct(TinyTransformer, _rename(params, _TINY_KEYS, spec), spec)
+    from remask.models.hub import is_hub_id, resolve_hub_id
+
+    if is_hub_id(spec) and not os.path.exists(spec):
+        # A Hugging Face Hub id: fetched once into the hub cache (offline mode respected).
+        return _load_directory(resolve_hub_id(spec), dtype=dtype, device=device)
     if ":" in spec or os.sep in spec or spec.startswith("."):
         raise ValueError(
             f"cannot resolve model spec {spec!r}: not a directory and not a built-in "

@@ -1,4 +1,4 @@
-"""The Denoiser protocol (DESIGN.md §2): what every sampler talks to."""
+"""The Denoiser protocol (docs/design.md §2): what every sampler talks to."""
 
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ class Denoiser(Protocol):
     ``__call__(tokens, attention_mask=None) -> logits``: ``tokens`` (B, L) int64 holds
     ``mask_id`` at undecided positions; ``attention_mask`` (B, L) bool is False on padding;
     the result is float logits (B, L, V) whose row i is the prediction for position i.
-    Denoisers never give the mask token a finite logit, so no sampler can propose it.
+    The mask token is never proposed whatever its logit: the samplers' shared call
+    (``remask.samplers._blocks.denoise``) sets its column to -inf on the returned tensor (in
+    place: the tensor belongs to the caller once returned). Adapters set it too, which only
+    saves that fill. Wrap a plain function with :func:`remask.models.as_denoiser`.
     """
 
     mask_id: int

@@ -1,6 +1,6 @@
 """Exact toy oracles T2-T7 (coherence.md §3.3): denoisers whose marginals are exactly right.
 
-Every oracle here is a Denoiser (DESIGN.md §2) that additionally exposes
+Every oracle here is a Denoiser (docs/design.md §2) that additionally exposes
 
 - ``seq_len`` : int, the length of the sequences it models (calls must use exactly it);
 - ``log_prob(tokens) -> (B,) float64`` : exact joint log-probability of complete sequences

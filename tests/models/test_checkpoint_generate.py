@@ -204,7 +204,8 @@ def test_bert_text_prompt_and_missing_chat_template(model_dirs):
     path, _ = model_dirs["bert"]
     result = _invoke("generate", "--model", path, "--gen-length", 4, "--prompt", "the cat",
                      "--prompt", "mat", "--json", "--no-progress")
-    data = _check_output(result, [[5, 6], [9]], mask_id=4, gen_length=4)
+    # [CLS] (2) opens each prompt as BERT was trained; the closing [SEP] is dropped.
+    data = _check_output(result, [[2, 5, 6], [2, 9]], mask_id=4, gen_length=4)
     assert all(isinstance(row["text"], str) for row in data["rows"])
     result = _invoke("generate", "--model", path, "--gen-length", 4, "--prompt", "the cat",
                      "--chat")

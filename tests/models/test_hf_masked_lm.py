@@ -13,22 +13,12 @@ import remask
 from remask.models import HFMaskedLM, load_model
 from remask.samplers import build
 
-WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "and", "then"]
+from _tiny_bert import TINY_BERT_WORDS as WORDS, write_tiny_bert  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = transformers.BertTokenizer(str(path / "vocab.txt"))
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=64, pad_token_id=0)
-    torch.manual_seed(0)
-    transformers.BertForMaskedLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def test_load_model_reads_ids_from_tokenizer(bert_dir):

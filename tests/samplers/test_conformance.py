@@ -1,4 +1,4 @@
-"""The sampler contract, checked for every registered sampler automatically (DESIGN.md §3)."""
+"""The sampler contract, checked for every registered sampler automatically (docs/design.md §3)."""
 
 from __future__ import annotations
 
