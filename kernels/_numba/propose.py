@@ -232,12 +232,181 @@ def _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf):  # pragma: no cove
     return _pick(cbuf, n, u2 * acc, wbuf)
 
 
+# ---------------------------------------------------------------------------------------------
+# Filtered proposals (top-p / top-k / stats="sampled"): two more passes over the row plus a
+# selection on the surviving candidates; no sort of the vocabulary.
+
+_ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo):  # pragma: no cover - compiled
+    """ebuf[lo + k] = exp((x_k - ref) / T_f) for the tile (float32); returns Σ of the tile."""
+    acc = np.float32(0.0)
+    for k in range(n):
+        d = max(_D_MIN, (fbuf[k] - ref) * inv_t)
+        e = _exp_neg(d)
+        ebuf[lo + k] = e
+        acc += e
+    return np.float64(acc)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr):  # pragma: no cover - compiled
+    """Σ_K e and Σ_K e·d over the tile, K = {bits(e) >= thr} (branch-free select)."""
+    s = np.float32(0.0)
+    t = np.float32(0.0)
+    for k in range(n):
+        d = max(_D_MIN, (fbuf[k] - ref) * inv_t)
+        e = ebits[lo + k]
+        w = np.uint32(e).view(np.float32) if e >= thr else np.float32(0.0)
+        s += w
+        t += w * d
+    return np.float64(s), np.float64(t)
+
+
+@njit(cache=True)
+def _compact(ebuf, vocab, floor, cand):  # pragma: no cover - compiled
+    """Copy the e >= floor into cand; return how many."""
+    c = 0
+    for i in range(vocab):
+        e = ebuf[i]
+        cand[c] = e
+        c += 1 if e >= floor else 0
+    return c
+
+
+@njit(cache=True)
+def _select_crossing(vals, n, target, by_count):  # pragma: no cover - compiled
+    """Largest value w of vals[:n] with Σ_{v >= w} weight(v) > target, or -1.0 if none.
+
+    weight(v) = v (top-p mass) or 1 (top-k count). Quickselect with three-way partitions
+    (median-of-three pivots), expected O(n); reorders vals.
+    """
+    lo = 0
+    hi = n
+    while hi > lo:
+        a = vals[lo]
+        b = vals[(lo + hi) // 2]
+        c = vals[hi - 1]
+        pivot = max(min(a, b), min(max(a, b), c))
+        # Dutch-flag partition of vals[lo:hi]: > pivot | == pivot | < pivot
+        i = lo
+        gt = lo
+        lt = hi
+        above = 0.0
+        equal = 0.0
+        while i < lt:
+            v = vals[i]
+            if v > pivot:
+                vals[i] = vals[gt]
+                vals[gt] = v
+                gt += 1
+                i += 1
+                above += 1.0 if by_count else np.float64(v)
+            elif v < pivot:
+                lt -= 1
+                vals[i] = vals[lt]
+                vals[lt] = v
+            else:
+                i += 1
+                equal += 1.0 if by_count else np.float64(v)
+        if above > target:
+            hi = gt
+        elif above + equal > target:
+            return np.float64(pivot)
+        else:
+            target -= above + equal
+            lo = lt
+    return -1.0
+
+
+@njit(cache=True)
+def _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand):  # pragma: no cover
+    """Bits threshold thr of the kept set K = {bits(e) >= thr} (see remask.kernels.propose)."""
+    thr = np.uint32(0)
+    floor = np.float32(0.0)
+    if top_p < 1.0:
+        target = top_p * total
+        # Tokens below floor hold less than (1 - p)·S / 2 together, so the crossing value is
+        # above it: only the candidates >= floor take part in the selection.
+        floor = np.float32((1.0 - top_p) * total / (2.0 * vocab))
+        n = _compact(ebuf, vocab, floor, cand)
+        w = _select_crossing(cand, n, target, False)
+        if w >= 0.0:
+            thr = np.float32(w).view(np.uint32)
+            if strict:
+                thr = np.uint32(thr + np.uint32(1))  # strictly above the crossing value
+    if top_k > 0:
+        n = _compact(ebuf, vocab, floor, cand)
+        if n >= top_k:  # else the k-th largest is below the floor, hence below the top-p cut
+            w = _select_crossing(cand, n, np.float64(top_k - 1), True)
+            thr = max(thr, np.float32(w).view(np.uint32))
+    return min(thr, _ONE_BITS)  # the top-1 (e = 1) is always kept
+
+
+@njit(cache=True)
+def _filtered_row(src, r, kind, table_bits, ubuf, m, inv_t, top_p, top_k, strict, sampling,
+                  ebuf, cand, masses):  # pragma: no cover - compiled
+    """Second and third passes of a filtered row. Returns (S_K, T_K, thr); fills masses."""
+    vocab = src.shape[1]
+    n_tiles = masses.shape[0]
+    fbuf = ubuf.view(np.float32)
+    ref = np.float32(m)
+    total = 0.0
+    for j in range(n_tiles):
+        lo = j * SAMPLE_TILE
+        n = min(SAMPLE_TILE, vocab - lo)
+        _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        total += _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo)
+    thr = np.uint32(0)
+    if top_p < 1.0 or top_k > 0:
+        thr = _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand)
+    ebits = ebuf.view(np.uint32)
+    sk = 0.0
+    tk = 0.0
+    for j in range(n_tiles):
+        lo = j * SAMPLE_TILE
+        n = min(SAMPLE_TILE, vocab - lo)
+        _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        ts, tt = _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr)
+        sk += ts
+        tk += tt
+        masses[j] = ts
+    return sk, tk, thr
+
+
+@njit(cache=True, fastmath=_FAST)
+def _kept_weight(x, m, inv_t, thr):  # pragma: no cover - compiled
+    """e of logit x as the filter computes it (float32), or 0 when it is outside K."""
+    e = _exp_neg(max(_D_MIN, (np.float32(x) - np.float32(m)) * inv_t))
+    return np.float64(e) if np.float32(e).view(np.uint32) >= thr else 0.0
+
+
+@njit(cache=True)
+def _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr):  # pragma: no cover
+    """_sample_in_tile with the weights outside K set to 0."""
+    acc = 0.0
+    for k in range(n):
+        w = math.exp((np.float64(fbuf[k]) - m) / temperature) if ebits[lo + k] >= thr else 0.0
+        wbuf[k] = w
+        acc += w
+        cbuf[k] = acc
+    return _pick(cbuf, n, u2 * acc, wbuf)
+
+
 @njit(cache=True, parallel=True)
 def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, offset,
+                    top_p, top_k, strict, sampled,
                     out_tok, out_prob, out_margin, out_ent, out_status):  # pragma: no cover
     n_rows, vocab = src.shape
     n_tiles = (vocab + SAMPLE_TILE - 1) // SAMPLE_TILE
     sampling = temperature > 0.0
+    filtering = top_p < 1.0 or top_k > 0
+    # The filter changes the sample (T > 0) and the sampled statistics; at T = 0 with
+    # untempered statistics it changes nothing (the argmax is always kept).
+    second_pass = sampled or (filtering and sampling)
+    inv_tf = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
     inv_t = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
     unit_t = temperature == 1.0
     for r in prange(n_rows):
@@ -287,7 +456,7 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
                 t = alpha * (t + s * (m - m_new))
                 s = alpha * s
             m = m_new
-            if sampling and not unit_t:
+            if sampling and not unit_t and not second_pass:
                 ts, tt, tw = _tile_exp_sums_tempered(fbuf, n, np.float32(m), inv_t)
             else:
                 ts, tt = _tile_exp_sums(fbuf, n, np.float32(m))
@@ -313,6 +482,40 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
             continue
         out_ent[r] = math.log(s) - t / s
         out_margin[r] = (1.0 - math.exp(x2 - m)) / s
+        if second_pass:
+            ebuf = np.empty(vocab, dtype=np.float32)
+            cand = np.empty(vocab, dtype=np.float32)
+            sk, tk, thr = _filtered_row(src, r, kind, table_bits, ubuf, m, inv_tf, top_p, top_k,
+                                        strict, sampling, ebuf, cand, masses)
+            if sampled:
+                out_ent[r] = math.log(sk) - tk / sk
+                out_margin[r] = (1.0 - _kept_weight(x2, m, inv_tf, thr)) / sk
+            if not sampling:
+                out_tok[r] = i1
+                out_prob[r] = 1.0 / sk if sampled else 1.0 / s
+                continue
+            ctr = np.uint64(r)
+            w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset,
+                                     np.uint64(STREAM_PROPOSE), k0, k1)
+            u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
+            u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
+            cum = np.empty(n_tiles, dtype=np.float64)
+            acc = 0.0
+            for j in range(n_tiles):
+                acc += masses[j]
+                cum[j] = acc
+            j = _pick(cum, n_tiles, u1 * acc, masses)
+            lo = j * SAMPLE_TILE
+            n = min(SAMPLE_TILE, vocab - lo)
+            _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+            wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
+            cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
+            k = _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf,
+                                     ebuf.view(np.uint32), lo, thr)
+            out_tok[r] = lo + k
+            xk = np.float64(fbuf[k]) - m
+            out_prob[r] = (math.exp(xk / temperature) / sk) if sampled else math.exp(xk) / s
+            continue
         if not sampling:
             out_tok[r] = i1
             out_prob[r] = 1.0 / s
@@ -350,6 +553,10 @@ def propose_rows(
     temperature: float,
     seed: int,
     offset: int,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    strict: bool = False,
+    sampled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Numba implementation of :func:`remask.kernels.propose.propose_rows` (CPU tensors)."""
     if x.device.type != "cpu":
@@ -373,7 +580,8 @@ def propose_rows(
     entropy = torch.empty(n_rows, dtype=torch.float32)
     status = torch.empty(n_rows, dtype=torch.int32)
     _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
-                    np.uint64(k0), np.uint64(k1), np.uint64(offset), tokens.numpy(),
+                    np.uint64(k0), np.uint64(k1), np.uint64(offset), float(top_p), int(top_k),
+                    bool(strict), bool(sampled), tokens.numpy(),
                     prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
     return tokens, prob, margin, entropy, status
 
