@@ -156,6 +156,21 @@ def _load_tile(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - com
     return worst > np.uint32(0x7F800000), kmax
 
 
+@njit(cache=True)
+def _widen_row(row, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
+    """ubuf[:n] = float32 bits of row[lo:lo+n] (row: 1-D, unit stride, so that LLVM sees
+    contiguous loads); one loop per kind so each vectorizes."""
+    if kind == _KIND_F32:
+        for k in range(n):
+            ubuf[k] = row[lo + k]
+    elif kind == _KIND_BF16:
+        for k in range(n):
+            ubuf[k] = np.uint32(row[lo + k]) << np.uint32(16)  # bf16 = top half of fp32
+    else:
+        for k in range(n):
+            ubuf[k] = table_bits[row[lo + k]]
+
+
 @njit(cache=True, inline="always")
 def _key_to_float(key):  # pragma: no cover - compiled
     """Inverse of the order-preserving key map (the map is an involution)."""
@@ -265,89 +280,86 @@ def _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr):  # pragma: no cover - 
     return np.float64(s), np.float64(t)
 
 
-@njit(cache=True)
-def _compact(ebuf, vocab, floor, cand):  # pragma: no cover - compiled
-    """Copy the e >= floor into cand; return how many."""
-    c = 0
-    for i in range(vocab):
-        e = ebuf[i]
-        cand[c] = e
-        c += 1 if e >= floor else 0
-    return c
+# Radix selection of the cut on the float32 bits of e (order-preserving for e >= 0): three
+# levels of 11/10/10 bits; each level histograms mass and count of the current candidates,
+# walks the bins from the top to the one holding the cut, and keeps only that bin's elements.
+_LEVELS = ((20, 2048), (10, 1024), (0, 1024))
 
 
 @njit(cache=True)
-def _select_crossing(vals, n, target, by_count):  # pragma: no cover - compiled
-    """Largest value w of vals[:n] with Σ_{v >= w} weight(v) > target, or -1.0 if none.
+def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragma: no cover
+    """Bits of the largest e with Σ_{e' >= e} weight(e') > target, or -1 if there is none.
 
-    weight(v) = v (top-p mass) or 1 (top-k count). Quickselect with three-way partitions
-    (median-of-three pivots), expected O(n); reorders vals.
+    weight = e (top-p mass) or 1 (top-k count). ``cand``/``cand2`` are (V,) uint32 scratch,
+    ``hist`` a (2048,) float64 scratch. Ties are grouped (a value is one bin at the end).
     """
-    lo = 0
-    hi = n
-    while hi > lo:
-        a = vals[lo]
-        b = vals[(lo + hi) // 2]
-        c = vals[hi - 1]
-        pivot = max(min(a, b), min(max(a, b), c))
-        # Dutch-flag partition of vals[lo:hi]: > pivot | == pivot | < pivot
-        i = lo
-        gt = lo
-        lt = hi
-        above = 0.0
-        equal = 0.0
-        while i < lt:
-            v = vals[i]
-            if v > pivot:
-                vals[i] = vals[gt]
-                vals[gt] = v
-                gt += 1
-                i += 1
-                above += 1.0 if by_count else np.float64(v)
-            elif v < pivot:
-                lt -= 1
-                vals[i] = vals[lt]
-                vals[lt] = v
-            else:
-                i += 1
-                equal += 1.0 if by_count else np.float64(v)
-        if above > target:
-            hi = gt
-        elif above + equal > target:
-            return np.float64(pivot)
+    src = ebits
+    n = vocab
+    prefix = np.uint32(0)
+    mask_hi = np.uint32(0)  # bits already fixed by the previous levels
+    for level in range(3):
+        shift = _LEVELS[level][0]
+        nbins = _LEVELS[level][1]
+        for b in range(nbins):
+            hist[b] = 0.0
+        if level == 0:
+            for i in range(n):
+                v = src[i]
+                hist[v >> 20] += 1.0 if by_count else np.float64(np.uint32(v).view(np.float32))
         else:
-            target -= above + equal
-            lo = lt
-    return -1.0
+            for i in range(n):
+                v = src[i]
+                hist[(v >> shift) & 1023] += (1.0 if by_count
+                                              else np.float64(np.uint32(v).view(np.float32)))
+        acc = 0.0
+        chosen = -1
+        for b in range(nbins - 1, -1, -1):
+            if acc + hist[b] > target:
+                chosen = b
+                break
+            acc += hist[b]
+        if chosen < 0 and level > 0:  # float64 sums in another order: take the lowest value
+            for b in range(nbins):
+                if hist[b] > 0.0:
+                    chosen = b
+                    break
+        if chosen < 0:
+            return np.int64(-1)  # the whole mass does not exceed the target (p ~ 1): keep all
+        target -= acc
+        prefix = np.uint32(prefix | np.uint32(chosen << shift))
+        if level == 2:
+            break
+        mask_hi = np.uint32(mask_hi | np.uint32((nbins - 1) << shift))
+        # Keep the chosen bin's elements (branch-free compaction).
+        out = cand if level == 0 else cand2
+        c = 0
+        for i in range(n):
+            v = src[i]
+            out[c] = v
+            c += 1 if (v & mask_hi) == prefix else 0
+        src = out
+        n = c
+    return np.int64(prefix)
 
 
 @njit(cache=True)
-def _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand):  # pragma: no cover
+def _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist):  # pragma: no cover
     """Bits threshold thr of the kept set K = {bits(e) >= thr} (see remask.kernels.propose)."""
-    thr = np.uint32(0)
-    floor = np.float32(0.0)
+    ebits = ebuf.view(np.uint32)
+    thr = np.int64(0)
     if top_p < 1.0:
-        target = top_p * total
-        # Tokens below floor hold less than (1 - p)·S / 2 together, so the crossing value is
-        # above it: only the candidates >= floor take part in the selection.
-        floor = np.float32((1.0 - top_p) * total / (2.0 * vocab))
-        n = _compact(ebuf, vocab, floor, cand)
-        w = _select_crossing(cand, n, target, False)
-        if w >= 0.0:
-            thr = np.float32(w).view(np.uint32)
-            if strict:
-                thr = np.uint32(thr + np.uint32(1))  # strictly above the crossing value
+        w = _radix_crossing(ebits, vocab, top_p * total, False, cand, cand2, hist)
+        if w >= 0:
+            thr = w + 1 if strict else w  # strict: only strictly above the crossing value
     if top_k > 0:
-        n = _compact(ebuf, vocab, floor, cand)
-        if n >= top_k:  # else the k-th largest is below the floor, hence below the top-p cut
-            w = _select_crossing(cand, n, np.float64(top_k - 1), True)
-            thr = max(thr, np.float32(w).view(np.uint32))
-    return min(thr, _ONE_BITS)  # the top-1 (e = 1) is always kept
+        w = _radix_crossing(ebits, vocab, np.float64(top_k - 1), True, cand, cand2, hist)
+        thr = max(thr, w)
+    return np.uint32(min(thr, np.int64(_ONE_BITS)))  # the top-1 (e = 1) is always kept
 
 
 @njit(cache=True)
 def _filtered_row(src, r, kind, table_bits, ubuf, m, inv_t, top_p, top_k, strict, sampling,
-                  ebuf, cand, masses):  # pragma: no cover - compiled
+                  ebuf, cand, cand2, hist, masses):  # pragma: no cover - compiled
     """Second and third passes of a filtered row. Returns (S_K, T_K, thr); fills masses."""
     vocab = src.shape[1]
     n_tiles = masses.shape[0]
@@ -357,18 +369,18 @@ def _filtered_row(src, r, kind, table_bits, ubuf, m, inv_t, top_p, top_k, strict
     for j in range(n_tiles):
         lo = j * SAMPLE_TILE
         n = min(SAMPLE_TILE, vocab - lo)
-        _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        _widen_row(src[r], lo, n, kind, table_bits, ubuf)  # max and status are known
         total += _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo)
     thr = np.uint32(0)
     if top_p < 1.0 or top_k > 0:
-        thr = _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand)
+        thr = _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist)
     ebits = ebuf.view(np.uint32)
     sk = 0.0
     tk = 0.0
     for j in range(n_tiles):
         lo = j * SAMPLE_TILE
         n = min(SAMPLE_TILE, vocab - lo)
-        _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        _widen_row(src[r], lo, n, kind, table_bits, ubuf)
         ts, tt = _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr)
         sk += ts
         tk += tt
@@ -484,9 +496,11 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
         out_margin[r] = (1.0 - math.exp(x2 - m)) / s
         if second_pass:
             ebuf = np.empty(vocab, dtype=np.float32)
-            cand = np.empty(vocab, dtype=np.float32)
+            cand = np.empty(vocab, dtype=np.uint32)
+            cand2 = np.empty(vocab, dtype=np.uint32)
+            hist = np.empty(2048, dtype=np.float64)
             sk, tk, thr = _filtered_row(src, r, kind, table_bits, ubuf, m, inv_tf, top_p, top_k,
-                                        strict, sampling, ebuf, cand, masses)
+                                        strict, sampling, ebuf, cand, cand2, hist, masses)
             if sampled:
                 out_ent[r] = math.log(sk) - tk / sk
                 out_margin[r] = (1.0 - _kept_weight(x2, m, inv_tf, thr)) / sk
