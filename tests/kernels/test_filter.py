@@ -186,3 +186,15 @@ def test_bad_filter_arguments(backend):
     # accepted edge values
     K.propose(x, top_p=1.0, top_k=99, backend=backend)
     K.propose(x, top_k=np.int64(2), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_at_the_cut_are_all_kept(backend, warm_numba):
+    # A flat row: every token ties with the cut, so top-p and top-k keep all of them
+    # ("strict" drops the tied group that crosses p but always keeps the top-1 ties).
+    x = torch.zeros(2, 5000)
+    x[1, 4000:] = -1.0  # second row: 4000 tied maxima, then a lower tail
+    for kw in ({"top_p": 0.3}, {"top_k": 7}, {"top_p": 0.3, "nucleus": "strict"}):
+        out = K.propose(x, stats="sampled", backend=backend, **kw)
+        torch.testing.assert_close(out.prob, torch.tensor([1 / 5000, 1 / 4000]), rtol=1e-5,
+                                   atol=0)
