@@ -220,7 +220,7 @@ def propose(
                                                      top_p, top_k, strict, sampled)
     else:  # the plain op keeps its five-argument backend signature
         tokens, prob, margin, entropy, status = impl(x, rows, temperature, seed, offset)
-    _raise_on_bad_rows(status, lead, name)
+    raise_on_bad_rows(status, lead, name)
     return Proposal(tokens.reshape(lead), prob.reshape(lead), margin.reshape(lead),
                     entropy.reshape(lead))
 
@@ -254,7 +254,7 @@ def check_filter(top_p, top_k, nucleus, stats, vocab: int) -> tuple[float, int, 
     return top_p, top_k, nucleus == "strict", stats == "sampled"
 
 
-def _raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> None:
+def raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> None:
     """Raise ValueError naming the first computed row whose logits are unusable."""
     bad = status != 0  # (N,)
     if bool(bad.any()):  # the op's single host sync

@@ -26,7 +26,7 @@ import math
 
 import torch
 from remask.kernels import _dispatch
-from remask.kernels.propose import STATUS_MESSAGES
+from remask.kernels.propose import raise_on_bad_rows
 
 __all__ = ["kl", "kl_rows", "token_prob", "token_prob_rows"]
 
@@ -60,16 +60,6 @@ def _check_rows(rows, lead: torch.Size, device: torch.device) -> torch.Tensor | 
 def _flat(logits: torch.Tensor) -> torch.Tensor:
     x = logits.reshape(-1, logits.shape[-1])  # (N, V), a view for contiguous input
     return x if x.stride(-1) == 1 else x.contiguous()
-
-
-def _raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str, what: str) -> None:
-    bad = status != 0  # (N,)
-    if bool(bad.any()):  # the op's single host sync
-        flat = int(bad.nonzero()[0, 0])
-        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), lead))
-        code = int(status[flat])
-        raise ValueError(f"{what} row {where} {STATUS_MESSAGES.get(code, code)} "
-                         f"(backend {backend!r})")
 
 
 def token_prob(
@@ -133,7 +123,7 @@ def token_prob(
     if t.numel() == 0:
         return torch.zeros(lead, dtype=torch.float32, device=logits.device)
     prob, status = impl(_flat(logits), t.contiguous(), flat_rows)
-    _raise_on_bad_rows(status, lead, name, "logits")
+    raise_on_bad_rows(status, lead, name)
     return prob.reshape(lead)
 
 
@@ -182,7 +172,7 @@ def kl(
     if math.prod(lead) == 0:
         return torch.zeros(lead, dtype=torch.float32, device=p_logits.device)
     value, status = impl(_flat(p_logits), _flat(q_logits), flat_rows)
-    _raise_on_bad_rows(status, lead, name, "logits")
+    raise_on_bad_rows(status, lead, name)
     return value.reshape(lead)
 
 

@@ -407,6 +407,28 @@ def _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr
     return _pick(cbuf, n, u2 * acc, wbuf)
 
 
+@njit(cache=True)
+def _draw_tile(r, offset, k0, k1, masses, vocab):  # pragma: no cover - compiled
+    """First level of the two-level draw: the row's Philox uniforms pick a tile by its mass.
+
+    Returns (tile start, tile width, u2 for the pick inside the tile).
+    """
+    ctr = np.uint64(r)
+    w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset, np.uint64(STREAM_PROPOSE),
+                             k0, k1)
+    u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
+    u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
+    n_tiles = masses.shape[0]
+    cum = np.empty(n_tiles, dtype=np.float64)
+    acc = 0.0
+    for j in range(n_tiles):
+        acc += masses[j]
+        cum[j] = acc
+    j = _pick(cum, n_tiles, u1 * acc, masses)
+    lo = j * SAMPLE_TILE
+    return lo, min(SAMPLE_TILE, vocab - lo), u2
+
+
 @njit(cache=True, parallel=True)
 def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, offset,
                     top_p, top_k, strict, sampled,
@@ -508,19 +530,7 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
                 out_tok[r] = i1
                 out_prob[r] = 1.0 / sk if sampled else 1.0 / s
                 continue
-            ctr = np.uint64(r)
-            w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset,
-                                     np.uint64(STREAM_PROPOSE), k0, k1)
-            u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
-            u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
-            cum = np.empty(n_tiles, dtype=np.float64)
-            acc = 0.0
-            for j in range(n_tiles):
-                acc += masses[j]
-                cum[j] = acc
-            j = _pick(cum, n_tiles, u1 * acc, masses)
-            lo = j * SAMPLE_TILE
-            n = min(SAMPLE_TILE, vocab - lo)
+            lo, n, u2 = _draw_tile(r, offset, k0, k1, masses, vocab)
             _load_tile(src, r, lo, n, kind, table_bits, ubuf)
             wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
             cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
@@ -534,25 +544,11 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
             out_tok[r] = i1
             out_prob[r] = 1.0 / s
             continue
-        # Two-level inverse-CDF draw (see remask.kernels.propose).
-        total = 0.0
+        # Two-level inverse-CDF draw (see remask.kernels.propose); masses to the final max.
         for j in range(n_tiles):
             if masses[j] > 0.0:
                 masses[j] *= math.exp((refs[j] - m) / temperature)
-            total += masses[j]
-        ctr = np.uint64(r)
-        w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset, np.uint64(STREAM_PROPOSE),
-                                 k0, k1)
-        u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
-        u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
-        cum = np.empty(n_tiles, dtype=np.float64)
-        acc = 0.0
-        for j in range(n_tiles):
-            acc += masses[j]
-            cum[j] = acc
-        j = _pick(cum, n_tiles, u1 * acc, masses)
-        lo = j * SAMPLE_TILE
-        n = min(SAMPLE_TILE, vocab - lo)
+        lo, n, u2 = _draw_tile(r, offset, k0, k1, masses, vocab)
         _load_tile(src, r, lo, n, kind, table_bits, ubuf)
         wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
         cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)

@@ -177,3 +177,20 @@ def test_defaults_are_the_references():
     assert (s.steps, s.eps, s.alg, s.alg_temp, s.temperature, s.top_p, s.top_k) == \
         (512, 1e-3, "origin", None, 0.0, None, None)
     assert s.stochastic and not build("dream", alg="entropy").stochastic
+
+
+def test_nucleus_keeps_the_crossing_token():
+    # Dream's top_p keeps the token whose cumulative probability crosses p: at probabilities
+    # [0.5, 0.3, 0.15, 0.05] and top_p = 0.9 the third token is drawn 0.15 / 0.95 of the time.
+    class FixedProbs:
+        vocab_size, mask_id = 4, 4
+
+        def __call__(self, tokens, attention_mask=None):
+            return torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(*tokens.shape, 4).clone()
+
+    sampler = build("dream", alg="origin", steps=4, top_p=0.9, temperature=1.0)
+    out = remask.generate(FixedProbs(), [[]] * 500, sampler, gen_length=4, seed=2)
+    counts = torch.bincount(out.tokens.flatten(), minlength=5)
+    n, p = counts.sum().item(), 0.15 / 0.95
+    assert counts[3] == 0
+    assert abs(counts[2].item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5, counts
