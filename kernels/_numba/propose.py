@@ -23,8 +23,11 @@ float64 logits are rounded to a float32 copy first.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -39,7 +42,13 @@ from remask.kernels._philox import (
 )
 from remask.kernels.propose import SAMPLE_TILE
 
-__all__ = ["philox4x32", "propose_rows", "unavailable_reason"]
+__all__ = ["SERIAL_ELEMENTS", "philox4x32", "propose_rows", "serial_below", "unavailable_reason"]
+
+#: Calls that compute fewer logits than this run on the calling thread alone: waking the
+#: thread pool costs more than the work (tens of microseconds idle, and milliseconds on a
+#: loaded machine, where the OpenMP barrier waits for a descheduled worker). This is the
+#: per-step fixed cost of small batches (one row of 32 masks at V = 2048 is 65k logits).
+SERIAL_ELEMENTS = 1 << 18
 
 # Fast-math without `ninf`: -inf logits must compare and propagate correctly.
 _FAST = {"nnan", "nsz", "arcp", "contract", "reassoc"}
@@ -130,6 +139,22 @@ def _exp_neg(d):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _widen_row(row, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
+    """ubuf[:n] = float32 bits of row[lo:lo+n] (row: 1-D, unit stride, so that LLVM sees
+    contiguous loads); one loop per kind so each vectorizes."""
+    seg = row[lo:lo + n]  # indexed by the range variable: no negative-index fix-up per load
+    if kind == _KIND_F32:
+        for k in range(n):
+            ubuf[k] = seg[k]
+    elif kind == _KIND_BF16:
+        for k in range(n):
+            ubuf[k] = np.uint32(seg[k]) << np.uint32(16)  # bf16 = top half of fp32
+    else:
+        for k in range(n):
+            ubuf[k] = table_bits[seg[k]]
+
+
+@njit(cache=True)
 def _load_tile(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
     """Widen src[r, lo:lo+n] to float32 bits in ubuf[:n].
 
@@ -138,37 +163,17 @@ def _load_tile(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - com
     (float bits with the magnitude bits flipped for negatives), because LLVM vectorizes
     integer max reductions but not float ones built from compare+select.
     """
+    _widen_row(src[r], lo, n, kind, table_bits, ubuf)
     worst = np.uint32(0)
     kmax = np.int32(-2147483648)
     for k in range(n):
-        if kind == _KIND_F32:
-            b = np.uint32(src[r, lo + k])
-        elif kind == _KIND_BF16:
-            b = np.uint32(src[r, lo + k]) << np.uint32(16)
-        else:
-            b = table_bits[src[r, lo + k]]
-        ubuf[k] = b
+        b = ubuf[k]
         a = b & np.uint32(0x7FFFFFFF)
         worst = max(worst, a)
         i = np.int32(b)
         key = i ^ ((i >> np.int32(31)) & np.int32(0x7FFFFFFF))
         kmax = max(kmax, key)
     return worst > np.uint32(0x7F800000), kmax
-
-
-@njit(cache=True)
-def _widen_row(row, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
-    """ubuf[:n] = float32 bits of row[lo:lo+n] (row: 1-D, unit stride, so that LLVM sees
-    contiguous loads); one loop per kind so each vectorizes."""
-    if kind == _KIND_F32:
-        for k in range(n):
-            ubuf[k] = row[lo + k]
-    elif kind == _KIND_BF16:
-        for k in range(n):
-            ubuf[k] = np.uint32(row[lo + k]) << np.uint32(16)  # bf16 = top half of fp32
-    else:
-        for k in range(n):
-            ubuf[k] = table_bits[row[lo + k]]
 
 
 @njit(cache=True, inline="always")
@@ -557,6 +562,20 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
         out_prob[r] = math.exp(np.float64(fbuf[k]) - m) / s
 
 
+@contextlib.contextmanager
+def serial_below(elements: int) -> Iterator[None]:
+    """Run the numba kernels inside on one thread when ``elements < SERIAL_ELEMENTS``."""
+    if elements >= SERIAL_ELEMENTS:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
@@ -589,9 +608,11 @@ def propose_rows(
     margin = torch.empty(n_rows, dtype=torch.float32)
     entropy = torch.empty(n_rows, dtype=torch.float32)
     status = torch.empty(n_rows, dtype=torch.int32)
-    _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
-                    np.uint64(k0), np.uint64(k1), np.uint64(offset), float(top_p), int(top_k),
-                    bool(strict), bool(sampled), tokens.numpy(),
-                    prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
+    computed = int(rows_np.sum()) if has_rows else n_rows
+    with serial_below(computed * src.shape[1]):
+        _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
+                        np.uint64(k0), np.uint64(k1), np.uint64(offset), float(top_p),
+                        int(top_k), bool(strict), bool(sampled), tokens.numpy(),
+                        prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
     return tokens, prob, margin, entropy, status
 

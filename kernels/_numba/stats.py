@@ -24,6 +24,7 @@ from remask.kernels._numba.propose import (
     _exp_neg,
     _key_to_float,
     _load_tile,
+    serial_below,
 )
 from remask.kernels.propose import SAMPLE_TILE
 
@@ -181,8 +182,10 @@ def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | 
     n_rows = src.shape[0]
     out = torch.empty(n_rows, dtype=torch.float32)
     status = torch.empty(n_rows, dtype=torch.int32)
-    _token_prob_kernel(src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out.numpy(),
-                       status.numpy())
+    computed = int(rows_np.sum()) if has_rows else n_rows
+    with serial_below(computed * src.shape[1]):
+        _token_prob_kernel(src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out.numpy(),
+                           status.numpy())
     return out, status
 
 
@@ -194,5 +197,8 @@ def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
     n_rows = src_x.shape[0]
     out = torch.empty(n_rows, dtype=torch.float32)
     status = torch.empty(n_rows, dtype=torch.int32)
-    _kl_kernel(src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out.numpy(), status.numpy())
+    computed = int(rows_np.sum()) if has_rows else n_rows
+    with serial_below(2 * computed * src_x.shape[1]):  # two rows read per computed row
+        _kl_kernel(src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out.numpy(),
+                   status.numpy())
     return out, status
