@@ -60,8 +60,10 @@ def kernels_table(file: str = "kernels_cpu.csv") -> str:
             cells.append("-" if a is None or b is None else f"{a / b:.2f}x")
         if any(c != "-" for c in cells):
             lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
-    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""})
-    note = f"Load average (1/5/15 min) during the run: {loads[0]} … {loads[-1]}." if loads else ""
+    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""},
+                   key=lambda v: float(v.split()[0]))
+    note = (f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
+            "(sorted by the 1-minute value)." if loads else "")
     return "\n".join(lines + ["", note, "", _provenance(rows)])
 
 
@@ -85,8 +87,10 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
         lines.append(f"| {sampler} | " + " | ".join(
             f"{cells[c][0]:.1%} ({cells[c][1]:.2f} ms/step)" if c in cells else "-"
             for c in shapes) + " |")
-    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""})
-    note = f"Load average (1/5/15 min) during the run: {loads[0]} … {loads[-1]}." if loads else ""
+    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""},
+                   key=lambda v: float(v.split()[0]))
+    note = (f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
+            "(sorted by the 1-minute value)." if loads else "")
     return "\n".join(lines + ["", note, "", _provenance(rows)])
 
 

@@ -258,7 +258,11 @@ class Klass(Sampler):
         # exactly there), +inf where there is no previous distribution.
         kl = torch.full((B, L), float("inf"), dtype=torch.float64, device=logits.device)  # (B, L)
         if state.previous is not None:
-            window_kl = kl_divergence(self._gather(logits, state.index), state.previous)  # (B, W)
+            # Only the active block's rows are read (the window may hold padding or, without
+            # blocks, the prompt).
+            window_rows = active.gather(1, state.index)  # (B, W)
+            window_kl = kernels.kl(self._gather(logits, state.index), state.previous,
+                                   window_rows).double()  # (B, W)
             # The window may be padded with inactive positions: report the active block only.
             kl = torch.where(active, kl.scatter(-1, state.index, window_kl), float("inf"))
         stable = kl < self.kl_threshold  # (B, L)
