@@ -10,7 +10,21 @@ Shape: one LLaDA step, (B, L, V) = (1, 256, 126464), float32 and bfloat16 logits
                        (``add_gumbel_noise`` of ML-GSAI/LLaDA generate.py, samplers.md §2.4);
 * ``torch_fp32``       the best plain-torch float32 code for the same four outputs as
                        ``propose`` (token, prob, margin, entropy) at T = 0;
-* ``propose_t0`` / ``propose_t1``  ``remask.kernels.propose`` on each available backend.
+* ``propose_t0`` / ``propose_t1``  ``remask.kernels.propose`` on each available backend;
+* ``propose_top_p`` / ``propose_top_k``  ``propose`` at T = 1 with ``top_p=0.95`` /
+  ``top_k=50`` (``stats="sampled"``, Dream's call), against ``torch_top_p`` / ``torch_top_k``:
+  the plain-torch code a user would write (sort + cumsum + mask + multinomial, or topk +
+  multinomial, and the probability of the draw);
+* ``token_prob`` against ``torch_token_prob`` (float64 log-softmax + gather, what WINO and
+  Gibbs did), and ``kl`` against ``torch_kl`` (float64 log-softmaxes, what KLASS did), the
+  second operand being the logits plus small noise.
+
+With ``--large`` the fast backend's ops (and the floor) are also timed at (8, 1024, 126464)
+in bfloat16 (2 GB of logits; float32 and the plain-torch baselines, which need several
+(B, L, V) float32/float64 temporaries, do not fit next to it in 24 GB and are not run).
+
+Threads are pinned (torch, Numba) to ``--threads`` (default 2) and ``uptime``'s load average
+is recorded in each row's config: the machine may be shared.
 
 Results go to ``bench/results/kernels_cpu.csv`` (or ``kernels_cuda.csv`` on a GPU); a ratio
 table against the targets of the kernel issue is printed.
@@ -20,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,9 +43,11 @@ import torch
 import torch.nn.functional as F
 from remask.bench.common import Result, environment, time_cpu, time_gpu, write_csv
 
-__all__ = ["llada_greedy_step", "llada_gumbel_step", "main", "torch_fp32_step"]
+__all__ = ["llada_greedy_step", "llada_gumbel_step", "main", "torch_fp32_step", "torch_kl",
+           "torch_token_prob", "torch_top_k", "torch_top_p"]
 
 SHAPE = (1, 256, 126464)
+LARGE_SHAPE = (8, 1024, 126464)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -63,64 +80,150 @@ def torch_fp32_step(logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return top.indices[..., 0], top_p[..., 0], top_p[..., 0] - top_p[..., 1], entropy
 
 
-def _cases(logits: torch.Tensor, backends: list[str],
-           quick: bool) -> list[tuple[str, str, Callable[[], object], bool]]:
-    """(name, backend, fn, slow) for one logits tensor (--quick skips the float64 reference)."""
+def torch_top_p(logits: torch.Tensor, top_p: float = 0.95,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain torch nucleus sampling at T = 1 (Dream's convention): sort, cumsum, mask, draw."""
+    x = logits.float()  # (B, L, V)
+    ordered, order = x.sort(dim=-1, descending=True)  # (B, L, V)
+    probs = ordered.softmax(-1)  # (B, L, V)
+    remove = (probs.cumsum(-1) - probs) > top_p  # (B, L, V) mass before the token > p
+    probs = probs.masked_fill(remove, 0.0)
+    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
+    pick = torch.multinomial(flat, 1, generator=generator)  # (N, 1)
+    q = flat.gather(-1, pick) / flat.sum(-1, keepdim=True)  # (N, 1)
+    tokens = order.reshape(-1, order.shape[-1]).gather(-1, pick)  # (N, 1)
+    return tokens.reshape(x.shape[:-1]), q.reshape(x.shape[:-1])
+
+
+def torch_top_k(logits: torch.Tensor, top_k: int = 50,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain torch top-k sampling at T = 1: topk, softmax over the k, draw."""
+    values, index = logits.float().topk(top_k, dim=-1)  # (B, L, k)
+    probs = values.softmax(-1).reshape(-1, top_k)  # (N, k)
+    pick = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
+    tokens = index.reshape(-1, top_k).gather(-1, pick)
+    return tokens.reshape(logits.shape[:-1]), probs.gather(-1, pick).reshape(logits.shape[:-1])
+
+
+def torch_token_prob(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """What WINO/Gibbs computed before kernels.token_prob: float64 log-softmax + gather."""
+    return logits.double().log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1).exp()
+
+
+def torch_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """What KLASS computed before kernels.kl: float64 log-softmaxes, masked sum."""
+    log_p = p_logits.double().log_softmax(-1)  # (B, L, V)
+    log_q = q_logits.double().log_softmax(-1)  # (B, L, V)
+    return torch.where(log_p == float("-inf"), 0.0, log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def _cases(logits: torch.Tensor, backends: list[str], quick: bool,
+           large: bool = False) -> list[tuple[str, str, Callable[[], object], bool]]:
+    """(name, backend, fn, slow) for one logits tensor (--quick skips the float64 reference;
+    ``large`` keeps only the floor and the fast backends)."""
     gen = torch.Generator(device=logits.device).manual_seed(0)
-    cases = [
-        ("floor", "torch", lambda: logits.amax(-1), False),
-        ("llada_t0", "torch", lambda: llada_greedy_step(logits), False),
-        ("llada_gumbel_t1", "torch", lambda: llada_gumbel_step(logits, 1.0, gen), True),
-        ("torch_fp32", "torch", lambda: torch_fp32_step(logits), False),
-    ]
+    tokens = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=gen).to(logits.device)
+    other = (logits.float() + 0.1 * torch.randn(logits.shape, generator=gen).to(logits.device)
+             ).to(logits.dtype) if not large else logits
+    cases = [("floor", "torch", lambda: logits.amax(-1), False)]
+    if not large:
+        cases += [
+            ("llada_t0", "torch", lambda: llada_greedy_step(logits), False),
+            ("llada_gumbel_t1", "torch", lambda: llada_gumbel_step(logits, 1.0, gen), True),
+            ("torch_fp32", "torch", lambda: torch_fp32_step(logits), False),
+            ("torch_top_p", "torch", lambda: torch_top_p(logits, 0.95, gen), True),
+            ("torch_top_k", "torch", lambda: torch_top_k(logits, 50, gen), False),
+            ("torch_token_prob", "torch", lambda: torch_token_prob(logits, tokens), True),
+            ("torch_kl", "torch", lambda: torch_kl(logits, other), True),
+        ]
     for b in backends:
         slow = b == "torch"
-        if quick and slow:
+        if (quick or large) and slow:
             continue
         cases.append(("propose_t0", b, lambda b=b: K.propose(logits, backend=b), slow))
         cases.append(("propose_t1", b, lambda b=b: K.propose(logits, temperature=1.0, seed=0,
                                                               offset=1, backend=b), slow))
+        cases.append(("propose_top_p", b, lambda b=b: K.propose(
+            logits, temperature=1.0, seed=0, offset=1, top_p=0.95, stats="sampled", backend=b),
+            slow))
+        if not large:
+            cases.append(("propose_top_k", b, lambda b=b: K.propose(
+                logits, temperature=1.0, seed=0, offset=1, top_k=50, stats="sampled",
+                backend=b), slow))
+        cases.append(("token_prob", b, lambda b=b: K.token_prob(logits, tokens, backend=b), slow))
+        if not large:
+            cases.append(("kl", b, lambda b=b: K.kl(logits, other, backend=b), slow))
     return cases
 
 
-def main(quick: bool = False, out: str | Path | None = None) -> list[Result]:
+def _load() -> str:
+    """The 1/5/15-minute load averages (``uptime``), recorded with every row."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _pin_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+
+
+def main(quick: bool = False, out: str | Path | None = None, *, large: bool = False,
+         threads: int = 2) -> list[Result]:
     """Time every case side by side, write the CSV and print ratios against the targets.
 
     Parameters
     ----------
     quick : bool
-        Fewer repeats (well under 3 minutes on a 2-core CPU).
+        Fewer repeats (a few minutes on a 2-core CPU).
     out : path, optional
         CSV path; default ``bench/results/kernels_<device>.csv`` (``..._quick.csv`` when quick).
+    large : bool
+        Also time the fast backend at (8, 1024, 126464) bfloat16.
+    threads : int
+        torch and Numba threads.
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        _pin_threads(threads)
     env = environment(device)
     backends = K.backends(device.type)
     timer = time_gpu if device.type == "cuda" else time_cpu
-    gen = torch.Generator().manual_seed(0)
-    base = (torch.randn(SHAPE, generator=gen) * 3).to(device)  # LLaDA-like logit spread
     results: list[Result] = []
-    for dtype in (torch.float32, torch.bfloat16):
-        logits = base.to(dtype)
+    runs = [(SHAPE, torch.float32, False), (SHAPE, torch.bfloat16, False)]
+    if large:
+        runs.append((LARGE_SHAPE, torch.bfloat16, True))
+    for shape, dtype, is_large in runs:
+        gen = torch.Generator().manual_seed(0)
+        logits = (torch.randn(shape, generator=gen) * 3).to(dtype).to(device)  # LLaDA-like spread
         nbytes = logits.numel() * logits.element_size()
-        for name, backend, fn, slow in _cases(logits, backends, quick):
+        for name, backend, fn, slow in _cases(logits, backends, quick, is_large):
             if device.type == "cuda":
                 stats = timer(fn)
-            elif slow:
+            elif slow or is_large:
                 stats = timer(fn, warmup=1, repeats=2 if quick else 5)
             else:
                 stats = timer(fn, warmup=2, repeats=5 if quick else 15)
-            config = json.dumps({"B": SHAPE[0], "L": SHAPE[1], "V": SHAPE[2],
-                                 "dtype": str(dtype).replace("torch.", "")})
+            config = json.dumps({"B": shape[0], "L": shape[1], "V": shape[2],
+                                 "dtype": str(dtype).replace("torch.", ""), "load": _load()})
             results.append(Result(
-                name=name, variant=str(dtype).replace("torch.", ""), backend=backend,
-                config=config, repeats=int(stats["repeats"]), median=round(stats["median"], 4),
-                p20=round(stats["p20"], 4), p80=round(stats["p80"], 4), unit="ms",
+                name=name, variant=str(dtype).replace("torch.", "") + ("_large" if is_large else ""),
+                backend=backend, config=config, repeats=int(stats["repeats"]),
+                median=round(stats["median"], 4), p20=round(stats["p20"], 4),
+                p80=round(stats["p80"], 4), unit="ms",
                 derived=round(nbytes / (stats["median"] * 1e-3) / 1e9, 3), derived_unit="GB/s",
                 device=env["device"], versions=env["versions"], sha=env["sha"],
                 date=env["date"]))
-            print(f"{name:16s} {results[-1].variant:9s} {backend:7s} median {stats['median']:9.2f} ms"
-                  f"  [p20 {stats['p20']:.2f}, p80 {stats['p80']:.2f}]", flush=True)
+            print(f"{name:16s} {results[-1].variant:14s} {backend:7s} median "
+                  f"{stats['median']:9.2f} ms  [p20 {stats['p20']:.2f}, p80 {stats['p80']:.2f}]"
+                  f"  load {_load()}", flush=True)
+        del logits
     # A quick run never replaces the committed full results.
     path = write_csv(results, out or RESULTS / f"kernels_{device.type}{'_quick' if quick else ''}.csv")
     print(f"wrote {path}")
@@ -128,31 +231,53 @@ def main(quick: bool = False, out: str | Path | None = None) -> list[Result]:
     return results
 
 
-def _print_ratios(results: list[Result], fast: str) -> None:
+#: (label, numerator (name, backend or None = fast), denominator, target) of the ratio table.
+RATIOS = [
+    ("propose_t0 / floor", ("propose_t0", None), ("floor", "torch"), "<= 2"),
+    ("propose_t1 / floor", ("propose_t1", None), ("floor", "torch"), "<= 2.5"),
+    ("llada_t0 / propose_t0", ("llada_t0", "torch"), ("propose_t0", None), ">= 5"),
+    ("llada_gumbel_t1 / propose_t1", ("llada_gumbel_t1", "torch"), ("propose_t1", None), ">= 40"),
+    ("torch_fp32 / propose_t0", ("torch_fp32", "torch"), ("propose_t0", None), ">= 5"),
+    ("propose_top_p / propose_t1", ("propose_top_p", None), ("propose_t1", None), "<= 2"),
+    ("propose_top_k / propose_t1", ("propose_top_k", None), ("propose_t1", None), "-"),
+    ("torch_top_p / propose_top_p", ("torch_top_p", "torch"), ("propose_top_p", None), "-"),
+    ("torch_top_k / propose_top_k", ("torch_top_k", "torch"), ("propose_top_k", None), "-"),
+    ("token_prob / floor", ("token_prob", None), ("floor", "torch"), "-"),
+    ("torch_token_prob / token_prob", ("torch_token_prob", "torch"), ("token_prob", None), "-"),
+    ("kl / floor", ("kl", None), ("floor", "torch"), "-"),
+    ("torch_kl / kl", ("torch_kl", "torch"), ("kl", None), "-"),
+]
+
+
+def ratio_rows(results: list[Result], fast: str) -> list[tuple[str, str, float, str]]:
+    """(variant, label, value, target) for every ratio both of whose timings exist."""
     med = {(r.name, r.variant, r.backend): r.median for r in results}
-    for variant in ("float32", "bfloat16"):
-        def get(name: str, backend: str = "torch", variant: str = variant) -> float | None:
-            return med.get((name, variant, backend))
-        t0, t1 = get("propose_t0", fast), get("propose_t1", fast)
-        if t0 is None or t1 is None:
-            print(f"[{variant}] backend {fast} not available: no ratios")
-            continue
-        rows = [
-            ("llada_t0 / propose_t0", get("llada_t0") / t0, ">= 3"),
-            ("torch_fp32 / propose_t0", get("torch_fp32") / t0, ">= 5"),
-            ("propose_t0 / floor", t0 / get("floor"), "<= 3"),
-            ("llada_gumbel_t1 / propose_t1", get("llada_gumbel_t1") / t1, ">= 25"),
-        ]
-        for label, value, target in rows:
-            print(f"[{variant}] {label:30s} {value:8.2f}x   target {target}")
+    rows = []
+    for variant in dict.fromkeys(r.variant for r in results):
+        for label, (num, nb), (den, db), target in RATIOS:
+            a = med.get((num, variant, nb or fast))
+            b = med.get((den, variant, db or fast))
+            if a is not None and b is not None and b > 0:
+                rows.append((variant, label, a / b, target))
+    return rows
+
+
+def _print_ratios(results: list[Result], fast: str) -> None:
+    rows = ratio_rows(results, fast)
+    if not rows:
+        print(f"backend {fast} not available: no ratios")
+    for variant, label, value, target in rows:
+        print(f"[{variant}] {label:32s} {value:8.2f}x   target {target}")
 
 
 def _cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--out", default=None, help="CSV path")
+    parser.add_argument("--large", action="store_true", help="also (8, 1024, 126464) bf16")
+    parser.add_argument("--threads", type=int, default=2, help="torch and numba threads")
     args = parser.parse_args()
-    main(quick=args.quick, out=args.out)
+    main(quick=args.quick, out=args.out, large=args.large, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["cache_table", "gpu_tables", "kernels_table", "main", "samplers_tables"]
+__all__ = ["cache_table", "gpu_tables", "kernels_table", "main", "samplers_tables",
+           "stub_overhead_table"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,29 +36,63 @@ def _provenance(rows: list[dict]) -> str:
 
 
 def kernels_table(file: str = "kernels_cpu.csv") -> str:
-    """Median ms per case and dtype, plus the target ratios, from one side-by-side run."""
+    """Median ms per case and dtype, plus the ratios of :data:`remask.bench.kernels.RATIOS`,
+    from one side-by-side run."""
+    from remask.bench.kernels import RATIOS
+
     rows = _read(file)
     if not rows:
         return f"(no {file})"
     med = {(r["name"], r["variant"], r["backend"]): float(r["median"]) for r in rows}
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
     cases = list(dict.fromkeys((r["name"], r["backend"]) for r in rows))
-    lines = ["| case | backend | float32 ms | bfloat16 ms |", "|---|---|---|---|"]
+    lines = ["| case | backend | " + " | ".join(f"{v} ms" for v in variants) + " |",
+             "|---|---|" + "---|" * len(variants)]
     for name, backend in cases:
-        cells = [med.get((name, v, backend)) for v in ("float32", "bfloat16")]
+        cells = [med.get((name, v, backend)) for v in variants]
         lines.append(f"| `{name}` | {backend} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells) + " |")
     fast = "triton" if any(r["backend"] == "triton" for r in rows) else "numba"
-    lines += ["", f"| ratio ({fast}) | target | float32 | bfloat16 |", "|---|---|---|---|"]
-    checks = [("LLaDA T=0 step / propose T=0", "llada_t0", "torch", "propose_t0", fast, ">= 3x"),
-              ("plain torch fp32 / propose T=0", "torch_fp32", "torch", "propose_t0", fast, ">= 5x"),
-              ("propose T=0 / one plain read", "propose_t0", fast, "floor", "torch", "<= 3x"),
-              ("LLaDA fp64 Gumbel step / propose T=1", "llada_gumbel_t1", "torch", "propose_t1", fast, ">= 25x")]
-    for label, num, nb, den, db, target in checks:
+    lines += ["", f"| ratio ({fast}) | target | " + " | ".join(variants) + " |",
+              "|---|---|" + "---|" * len(variants)]
+    for label, (num, nb), (den, db), target in RATIOS:
         cells = []
-        for v in ("float32", "bfloat16"):
-            a, b = med.get((num, v, nb)), med.get((den, v, db))
+        for v in variants:
+            a, b = med.get((num, v, nb or fast)), med.get((den, v, db or fast))
             cells.append("-" if a is None or b is None else f"{a / b:.2f}x")
-        lines.append(f"| {label} | {target} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines + ["", _provenance(rows)])
+        if any(c != "-" for c in cells):
+            lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
+    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""},
+                   key=lambda v: float(v.split()[0]))
+    note = (f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
+            "(sorted by the 1-minute value)." if loads else "")
+    return "\n".join(lines + ["", note, "", _provenance(rows)])
+
+
+def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
+    """Overhead outside a stub forward of known cost, per sampler and shape."""
+    rows = [r for r in _read(file) if r["name"] == "sampler_overhead_stub"]
+    if not rows:
+        return f"(no {file})"
+
+    def shape(r: dict) -> str:
+        d = json.loads(r["config"])
+        return (f"B={d['B']} L={d['P'] + d['G']} V={d['V']} {d['dtype']}, "
+                f"{d['cost_ms']:.0f} ms forward")
+
+    shapes = list(dict.fromkeys(shape(r) for r in rows))
+    lines = ["| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+    by = defaultdict(dict)
+    for r in rows:
+        by[r["variant"]][shape(r)] = (float(r["median"]), float(r["derived"]))
+    for sampler, cells in by.items():
+        lines.append(f"| {sampler} | " + " | ".join(
+            f"{cells[c][0]:.1%} ({cells[c][1]:.2f} ms/step)" if c in cells else "-"
+            for c in shapes) + " |")
+    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""},
+                   key=lambda v: float(v.split()[0]))
+    note = (f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
+            "(sorted by the 1-minute value)." if loads else "")
+    return "\n".join(lines + ["", note, "", _provenance(rows)])
 
 
 def samplers_tables(*files: str) -> str:
@@ -169,8 +204,8 @@ def gpu_tables(propose: str = "gpu_propose_cuda.csv", e2e: str = "gpu_e2e_cuda.c
 
 
 def main(argv: list[str] | None = None) -> None:
-    sections = {"kernels": kernels_table, "samplers": samplers_tables, "cache": cache_table,
-                "gpu": gpu_tables}
+    sections = {"kernels": kernels_table, "samplers": samplers_tables,
+                "overhead_stub": stub_overhead_table, "cache": cache_table, "gpu": gpu_tables}
     for name in (argv if argv is not None else sys.argv[1:]) or list(sections):
         print(f"### {name}\n\n{sections[name]()}\n")
 

@@ -11,6 +11,13 @@
 2. **Overhead** — the time a sampler spends per step outside the model forward, as a fraction
    of the forward time, on a ``TinyTransformer`` on this CPU (torch's default threads) at
    several (B, L, V).
+3. **Overhead with a stub forward** (``--part overhead_stub``) — the same measure against a
+   stub denoiser of known cost (:class:`StubDenoiser`: fixed random logits, materialised
+   contiguously, then padded by a sleep to a fixed time per call), at (B, L, V) = (4, 128,
+   8192) float32 (128 generated tokens, 10 ms per forward) and at LLaDA's vocabulary
+   (1, 512, 126464) bfloat16 (480 prompt + 32 generated tokens, 50 ms per forward). Threads
+   are pinned (torch and Numba: 2) and the load average is recorded; rows carry the
+   overhead per step in ms as well, so any other forward cost can be plugged in.
 
 Every row lands in one CSV with the shared schema of :mod:`remask.bench.common`; for quality
 rows ``unit`` names the statistic that ``median`` holds (``p20``/``p80`` carry the per-row NFE
@@ -30,7 +37,8 @@ import torch
 
 from remask.bench.common import Result, environment, write_csv
 
-__all__ = ["ORACLES", "settings", "quality", "overhead", "pareto_plot", "main"]
+__all__ = ["ORACLES", "STUB_SHAPES", "StubDenoiser", "settings", "quality", "overhead",
+           "overhead_stub", "pareto_plot", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -153,24 +161,34 @@ class _TimedDenoiser:
         return out
 
 
+def _greedy_sampler(name: str, G: int):
+    """The sampler's first benchmark setting at temperature 0 where it accepts that (else as
+    listed); None for a sampler without settings."""
+    from remask.samplers import build
+
+    grid = settings(G).get(name)
+    if not grid:
+        return None
+    config = dict(grid[0][1], temperature=0.0) if "temperature" in grid[0][1] else grid[0][1]
+    try:
+        return build(name, **config)
+    except (TypeError, ValueError):
+        return build(name, **grid[0][1])
+
+
 def overhead(*, quick: bool = False, samplers: list[str] | None = None, log=print) -> list[dict]:
     """Per-step time outside the forward, as a fraction of forward time, per sampler and shape."""
     from remask.models import TinyTransformer
-    from remask.samplers import available, build, generate
+    from remask.samplers import available, generate
 
     shapes = [(1, 64, 1024)] if quick else [(1, 64, 1024), (4, 128, 8192)]
     out = []
     for B, G, V in shapes:
         model = TinyTransformer(vocab_size=V, width=64, depth=2, heads=4, max_len=G + 8, seed=0)
         for name in samplers or available():
-            grid = settings(G).get(name)
-            if not grid:
+            sampler = _greedy_sampler(name, G)
+            if sampler is None:
                 continue
-            config = dict(grid[0][1], temperature=0.0) if "temperature" in grid[0][1] else grid[0][1]
-            try:
-                sampler = build(name, **config)
-            except (TypeError, ValueError):
-                sampler = build(name, **grid[0][1])
             timed = _TimedDenoiser(model)
             try:
                 generate(timed, [[1, 2, 3, 4]] * B, sampler, gen_length=G, seed=0)  # warm-up (compiles)
@@ -214,6 +232,102 @@ def one_knob_groups(rows: list[QualityRow]) -> list[list[QualityRow]]:
             if numeric and len({repr(r.config.get(knob, "<default>")) for r in members}) >= 2:
                 groups.append(sorted(members, key=lambda r: r.nfe_mean))
     return groups
+
+
+class StubDenoiser:
+    """A denoiser of known cost: fixed random logits (the mask column at -inf), materialised
+    contiguously for each call, then a sleep pads the call to ``cost_s`` seconds.
+
+    Parameters
+    ----------
+    vocab_size : int
+    max_len : int
+        Longest canvas it is called with.
+    cost_s : float
+        Wall time of one call (longer only if materialising the logits takes longer).
+    dtype : torch.dtype
+        Logits dtype (bfloat16 for LLaDA-sized runs).
+    """
+
+    def __init__(self, vocab_size: int, max_len: int, cost_s: float,
+                 dtype: torch.dtype = torch.float32, seed: int = 0):
+        self.vocab_size, self.mask_id, self.cost_s = vocab_size, vocab_size - 1, cost_s
+        gen = torch.Generator().manual_seed(seed)
+        bank = torch.randn(1, max_len, vocab_size, generator=gen) * 3  # (1, L, V)
+        bank[..., self.mask_id] = float("-inf")  # models never propose the mask token
+        self.bank = bank.to(dtype)
+        self.seconds = 0.0
+
+    def __call__(self, tokens, attention_mask=None, **kwargs):
+        start = time.perf_counter()
+        B, L = tokens.shape
+        out = self.bank[:, :L].expand(B, L, self.vocab_size).contiguous()  # (B, L, V)
+        spent = time.perf_counter() - start
+        if spent < self.cost_s:
+            time.sleep(self.cost_s - spent)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+#: (B, prompt length, generated length, V, logits dtype, stub cost in s) of the stub runs.
+STUB_SHAPES = [(4, 0, 128, 8192, torch.float32, 0.010),
+               (1, 480, 32, 126464, torch.bfloat16, 0.050)]
+
+
+def overhead_stub(*, quick: bool = False, samplers: list[str] | None = None, threads: int = 2,
+                  log=print) -> list[dict]:
+    """Per-step time outside a stub forward of known cost, per sampler and shape.
+
+    Samplers whose forward needs many copies of the canvas (``wino`` without attention-bias
+    support builds B (1 + W) leave-one-out rows: 4 GB of bf16 logits at V = 126464) are
+    skipped at the LLaDA vocabulary.
+    """
+    import os
+
+    from remask.samplers import available, generate
+
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass
+    out = []
+    for B, P, G, V, dtype, cost in STUB_SHAPES[:1] if quick else STUB_SHAPES:
+        model = StubDenoiser(V, P + G + 8, cost, dtype)
+        prompt = [[1 + i % 7 for i in range(P)] or [1]] * B
+        for name in samplers or available():
+            sampler = _greedy_sampler(name, G)
+            if sampler is None or (V > 100_000 and name == "wino"):
+                continue
+            try:
+                generate(model, prompt, sampler, gen_length=G, seed=0)  # warm-up (compiles)
+            except (TypeError, ValueError) as error:
+                log(f"  overhead_stub {name}: skipped ({error})")
+                continue
+            totals, forwards, steps = [], [], 0
+            for _ in range(2 if quick else 3):
+                model.seconds = 0.0
+                start = time.perf_counter()
+                result = generate(model, prompt, sampler, gen_length=G, seed=0)
+                totals.append(time.perf_counter() - start)
+                forwards.append(model.seconds)
+                steps = result.steps
+            fractions = sorted((t - f) / f for t, f in zip(totals, forwards, strict=True))
+            per_step = statistics.median((t - f) / max(steps, 1) for t, f in
+                                         zip(totals, forwards, strict=True))
+            row = dict(sampler=name, B=B, G=G, P=P, V=V, dtype=str(dtype).replace("torch.", ""),
+                       steps=steps, cost_ms=cost * 1e3, total_s=statistics.median(totals),
+                       forward_s=statistics.median(forwards),
+                       overhead_fraction=statistics.median(fractions),
+                       overhead_ms_per_step=per_step * 1e3, p20=fractions[0], p80=fractions[-1],
+                       repeats=len(totals), load=" ".join(f"{v:.2f}" for v in os.getloadavg()))
+            out.append(row)
+            log(f"  overhead_stub {name:<15} B={B} L={P + G} V={V} {row['dtype']}: "
+                f"{row['overhead_fraction']:6.1%} of a {cost * 1e3:.0f} ms forward, "
+                f"{row['overhead_ms_per_step']:.2f} ms/step ({steps} steps, load {row['load']})")
+    return out
 
 
 def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
@@ -305,6 +419,15 @@ def _results(quality_rows: list[QualityRow], overhead_rows: list[dict], backend:
             Result(repeats=0, median=r.validity, p20=math.nan, p80=math.nan, unit="validity", **common),
         ]
     for o in overhead_rows:
+        if "cost_ms" in o:  # a stub-forward row
+            config = json.dumps({k: o[k] for k in ("B", "G", "P", "V", "dtype", "steps", "cost_ms",
+                                                   "load")}, sort_keys=True)
+            out.append(Result(name="sampler_overhead_stub", variant=o["sampler"], backend=backend,
+                              config=config, repeats=o["repeats"], median=o["overhead_fraction"],
+                              p20=o["p20"], p80=o["p80"], unit="overhead/forward",
+                              derived=o["overhead_ms_per_step"], derived_unit="ms per step",
+                              **env))
+            continue
         config = json.dumps({k: o[k] for k in ("B", "G", "V", "steps")}, sort_keys=True)
         # median/p20/p80: the overhead as a fraction of forward time; derived: total ms per run.
         out.append(Result(name="sampler_overhead", variant=o["sampler"], backend=backend, config=config,
@@ -320,9 +443,10 @@ def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str
     never lost) and, for a full quality run, the Pareto plots; returns the CSV path."""
     from remask import kernels
 
-    unknown = sorted(set(parts) - {"quality", "overhead"})
+    unknown = sorted(set(parts) - {"quality", "overhead", "overhead_stub"})
     if unknown:
-        raise ValueError(f"unknown benchmark part(s) {unknown}; choose from ['quality', 'overhead']")
+        raise ValueError(f"unknown benchmark part(s) {unknown}; choose from "
+                         "['quality', 'overhead', 'overhead_stub']")
     path = Path(out) if out else RESULTS / ("samplers_quick.csv" if quick else "samplers_cpu.csv")
     backend = kernels.resolve_backend(device="cpu")
     rows, over = [], []
@@ -344,6 +468,10 @@ def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str
         log(f"overhead outside the forward pass ({torch.get_num_threads()} torch threads):")
         over = overhead(quick=quick, samplers=samplers, log=log)
         write_csv(_results(rows, over, backend), path)
+    if "overhead_stub" in parts:
+        log("overhead outside a stub forward of known cost:")
+        over = over + overhead_stub(quick=quick, samplers=samplers, log=log)
+        write_csv(_results(rows, over, backend), path)
     log(f"wrote {path}")
     return path
 
@@ -354,7 +482,7 @@ if __name__ == "__main__":  # pragma: no cover
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--part", action="append", choices=["quality", "overhead"],
+    parser.add_argument("--part", action="append", choices=["quality", "overhead", "overhead_stub"],
                         help="run only this part (repeatable; default both)")
     parser.add_argument("--replot", metavar="CSV", help="only redraw the Pareto plots from a quality CSV")
     args = parser.parse_args()

@@ -3,6 +3,8 @@
 Ops
 ---
 propose(logits, ...)                         token proposal + prob/margin/entropy, one row read
+token_prob(logits, tokens, rows)             softmax probability of given tokens, one row read
+kl(p_logits, q_logits, rows)                 KL(softmax(p) || softmax(q)) per row, one read each
 uniform(shape, seed=..., offset=...)         Philox4x32-10 uniforms in (0, 1)
 topk_mask / threshold_mask / entropy_budget_mask   per-row selection, no host sync
 
@@ -17,6 +19,7 @@ from remask.kernels._dispatch import backends, resolve_backend, use_backend
 from remask.kernels._philox import STREAM_PROPOSE, STREAM_UNIFORM, uniform
 from remask.kernels.propose import SAMPLE_TILE, Proposal, propose
 from remask.kernels.select import entropy_budget_mask, threshold_mask, topk_mask
+from remask.kernels.stats import kl, token_prob
 
 __all__ = [
     "SAMPLE_TILE",
@@ -25,9 +28,11 @@ __all__ = [
     "Proposal",
     "backends",
     "entropy_budget_mask",
+    "kl",
     "propose",
     "resolve_backend",
     "threshold_mask",
+    "token_prob",
     "topk_mask",
     "uniform",
     "use_backend",

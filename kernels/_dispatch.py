@@ -37,11 +37,18 @@ def _devices(name: str) -> tuple[str, ...]:
     return _DEVICES[name]
 # Priority of the automatic choice per device type.
 _AUTO = {"cpu": ("numba", "torch"), "cuda": ("triton", "torch")}
-# Module holding each backend's implementations (imported on first use).
+# Module holding each backend's implementations (imported on first use; its
+# unavailable_reason() decides whether the backend runs here).
 _MODULES = {
     "torch": "remask.kernels.propose",
     "numba": "remask.kernels._numba.propose",
     "triton": "remask.kernels._triton.propose",
+}
+# Further modules of each backend, searched for ops the main module does not define.
+_EXTRA_MODULES = {
+    "torch": ("remask.kernels.stats",),
+    "numba": ("remask.kernels._numba.stats",),
+    "triton": ("remask.kernels._triton.stats",),
 }
 
 _context: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -137,7 +144,14 @@ def resolve_backend(backend: str | None = None, *, device: torch.device | str = 
 def get_impl(op: str, backend: str | None, device: torch.device) -> tuple[str, Callable[..., Any]]:
     """Resolve the backend and return ``(name, implementation of op)``."""
     name = resolve_backend(backend, device=device)
-    return name, getattr(_load(name), op)
+    module = _load(name)
+    if hasattr(module, op):
+        return name, getattr(module, op)
+    for extra in _EXTRA_MODULES[name]:
+        module = importlib.import_module(extra)
+        if hasattr(module, op):
+            return name, getattr(module, op)
+    raise AttributeError(f"kernel backend {name!r} has no op {op!r}")
 
 
 def backends(device: torch.device | str | None = None) -> list[str]:

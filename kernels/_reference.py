@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "entropy_budget_oracle",
+    "kept_oracle",
     "philox4x32_py",
     "propose_oracle",
     "threshold_oracle",
@@ -56,10 +57,49 @@ def _pick(weights: list[float], u: float) -> int:
     return last
 
 
+def kept_oracle(x: list[float], temperature: float, top_p: float = 1.0, top_k: int = 0,
+                strict: bool = False) -> list[bool]:
+    """The filter's kept set of one row, walking the tokens in sorted order (ties all kept).
+
+    ``top_p = 1`` / ``top_k = 0`` are off; ``strict`` is ReMDM's nucleus convention.
+    """
+    vocab = len(x)
+    m = max(x)
+    tf = temperature if temperature > 0 else 1.0
+    e = [math.exp((v - m) / tf) for v in x]
+    keep = [True] * vocab
+    order = sorted(range(vocab), key=lambda i: -e[i])
+    if top_p < 1.0:
+        total = sum(e)
+        before = 0.0  # mass of the tokens before the current one, ties counted as a group
+        cut = [False] * vocab
+        i = 0
+        while i < vocab:
+            group = [j for j in order[i:] if e[j] == e[order[i]]]
+            mass = sum(e[j] for j in group)
+            inside = before + mass <= top_p * total if strict else before <= top_p * total
+            for j in group:
+                cut[j] = not inside
+            before += mass
+            i += len(group)
+        if strict:  # ReMDM always keeps the top-1
+            for j in range(vocab):
+                if x[j] == m:
+                    cut[j] = False
+        keep = [k and not c for k, c in zip(keep, cut, strict=True)]
+    if 0 < top_k < vocab:
+        kth = sorted(x, reverse=True)[top_k - 1]
+        keep = [k and v >= kth for k, v in zip(keep, x, strict=True)]
+    return keep
+
+
 def propose_oracle(logits: np.ndarray, temperature: float = 0.0, seed: int = 0,
-                   offset: int = 0, rows: np.ndarray | None = None, tile: int = 4096):
+                   offset: int = 0, rows: np.ndarray | None = None, tile: int = 4096,
+                   top_p: float = 1.0, top_k: int = 0, strict: bool = False,
+                   sampled: bool = False):
     """Per-row float64 oracle of ``propose`` on (N, V) logits (already rounded to float32).
 
+    ``top_p``/``top_k``/``strict``/``sampled`` as in the backends' ``propose_rows``.
     Returns four (N,) arrays: tokens int64, prob, margin, entropy float64.
     """
     x_all = np.asarray(logits, dtype=np.float64)
@@ -81,12 +121,14 @@ def propose_oracle(logits: np.ndarray, temperature: float = 0.0, seed: int = 0,
                 h -= p * math.log(p) if p > 0 else 0.0
         ordered = sorted(x, reverse=True)
         runner_up = math.exp(ordered[1] - m) / s if vocab > 1 else 0.0
+        keep = kept_oracle(x, temperature, top_p, top_k, strict)
         if temperature == 0:
             tok = x.index(m)
         else:
             w0, w1, w2, w3 = philox4x32_py((r & _MASK, r >> 32, offset, 0),
                                            (seed & _MASK, seed >> 32))
-            weights = [math.exp((v - m) / temperature) for v in x]
+            weights = [math.exp((v - m) / temperature) if k else 0.0
+                       for v, k in zip(x, keep, strict=True)]
             tiles = [weights[i:i + tile] for i in range(0, vocab, tile)]
             j = _pick([sum(t) for t in tiles], _unit53(w0, w1))
             tok = j * tile + _pick(tiles[j], _unit53(w2, w3))
@@ -94,6 +136,15 @@ def propose_oracle(logits: np.ndarray, temperature: float = 0.0, seed: int = 0,
         prob[r] = math.exp(x[tok] - m) / s
         margin[r] = 1.0 / s - runner_up
         entropy[r] = h
+        if sampled:  # statistics of the tempered, filtered distribution q on K
+            tf = temperature if temperature > 0 else 1.0
+            q = [math.exp((v - m) / tf) if k else 0.0 for v, k in zip(x, keep, strict=True)]
+            total = sum(q)
+            q = [w / total for w in q]
+            top = sorted(q, reverse=True)
+            prob[r] = q[tok]
+            margin[r] = top[0] - (top[1] if vocab > 1 else 0.0)
+            entropy[r] = -sum(w * math.log(w) for w in q if w > 0)
     return tokens, prob, margin, entropy
 
 

@@ -25,18 +25,50 @@ weight, against rounding). So ``P(i) = W_j/ΣW · w_i/W_j = softmax(x/T)_i``: ex
 floating-point rounding of the masses, with no truncated noise tail (no Gumbel noise at all;
 CDF resolution 2**-53). Fast backends re-read one tile of the chosen row, so a sampled row
 costs one read plus ``TILE`` elements.
+
+Filtering (``top_p``, ``top_k``; both optional, applied to the same row). Let ``T_f = T`` for
+``T > 0`` and ``T_f = 1`` at ``T = 0`` (the filter and the sampled statistics then use the
+untempered softmax, as Dream's ``sample_tokens`` does), ``e_i = exp((x_i - m) / T_f)`` and
+``S = Σ e``. Kept set ``K``:
+
+* top-p, ``nucleus="crossing"`` (Holtzman et al.; HF / Dream): walking the tokens by
+  decreasing ``e``, keep a token while the mass *before* it is ``<= top_p · S``, so the
+  token whose mass crosses ``top_p`` is kept. As a threshold: with the crossing value
+  ``w = max{v : Σ_{e_j >= v} e_j > top_p · S}``, ``K = {e_i >= w}``.
+* top-p, ``nucleus="strict"`` (ReMDM's ``_nucleus_sample``): keep the tokens whose
+  cumulative mass *including themselves* is ``<= top_p · S``, plus the top-1:
+  ``K = {e_i > w} ∪ {argmax}``.
+* top-k: keep the tokens whose logit is ``>=`` the k-th largest (ties at the k-th all kept).
+
+Ties at a cut are all kept (a sorting implementation keeps an arbitrary subset of them).
+The fast backends decide membership on float32 ``e`` without sorting (threshold search by
+selection), so a token whose ``e`` lies within float32 rounding of the cut may fall on the
+other side than in this float64 reference. Tokens are then the argmax (``T = 0``; always
+in ``K``) or an exact sample of ``softmax(x / T)`` restricted to ``K`` by the same
+two-level rule (weights outside ``K`` are 0). ``stats="untempered"`` (default) reports the
+untempered full-vocabulary ``prob``/``margin``/``entropy`` above; ``stats="sampled"``
+reports those of the distribution the token is drawn from, ``q = e / Σ_K e`` on ``K``
+(0 elsewhere): ``prob = q[token]``, ``margin = q_top1 - q_top2`` (runner-up in ``K``, else
+0), ``entropy = -Σ_K q log q`` (Dream's and ReMDM's confidences).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
 from remask.kernels import _dispatch
 from remask.kernels._philox import check_offset, check_seed, row_uniforms
 
-__all__ = ["SAMPLE_TILE", "STATUS_MESSAGES", "Proposal", "propose", "propose_rows"]
+__all__ = ["NUCLEUS", "SAMPLE_TILE", "STATS", "STATUS_MESSAGES", "Proposal", "propose",
+           "propose_rows"]
+
+#: Nucleus conventions of ``propose(top_p=...)`` (see the module docstring).
+NUCLEUS = ("crossing", "strict")
+#: What ``prob``/``margin``/``entropy`` describe (see the module docstring).
+STATS = ("untempered", "sampled")
 
 #: Tile width of the two-level sampling rule (part of the RNG spec: changing it changes tokens).
 SAMPLE_TILE = 4096
@@ -81,6 +113,10 @@ def propose(
     offset: int = 0,
     rows: torch.Tensor | None = None,
     backend: str | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    nucleus: str = "crossing",
+    stats: str = "untempered",
 ) -> Proposal:
     """Propose a token per position and score it, reading each row of logits once.
 
@@ -101,6 +137,20 @@ def propose(
         the same whatever ``rows`` holds.
     backend : {"torch", "numba", "triton"}, optional
         Overrides :func:`remask.kernels.use_backend` and ``REMASK_BACKEND``.
+    top_p : float, optional
+        Nucleus filter in (0, 1] on ``softmax(logits / T)`` (``softmax(logits)`` at T = 0);
+        None or 1 disables. Convention chosen by ``nucleus``.
+    top_k : int, optional
+        Keep the ``top_k >= 1`` largest logits (ties at the k-th kept); None disables.
+    nucleus : {"crossing", "strict"}
+        "crossing" keeps the token whose cumulative mass crosses ``top_p`` (HF, Dream, APD);
+        "strict" keeps only tokens whose cumulative mass is ``<= top_p``, plus the top-1
+        (ReMDM). Example: probabilities [0.5, 0.3, 0.15, 0.05] at ``top_p=0.9`` keep three
+        tokens ("crossing") or two ("strict").
+    stats : {"untempered", "sampled"}
+        "untempered": ``prob``/``margin``/``entropy`` of ``softmax(logits)`` over the whole
+        vocabulary (LLaDA's confidence). "sampled": those of the (tempered, filtered)
+        distribution the token is drawn from (Dream's confidence); see the module docstring.
 
     Returns
     -------
@@ -115,8 +165,11 @@ def propose(
         For a NaN, a +inf or no finite logit in a computed row (this check is the op's one
         host synchronisation), a negative/non-finite temperature, ``temperature > 0`` without
         a seed, or shapes that do not match.
+        Also for ``top_p`` outside (0, 1], ``top_k < 1`` or an unknown ``nucleus``/``stats``;
+        every argument is checked before any kernel runs.
     TypeError
-        For a logits dtype that is not floating point or ``rows`` that is not bool.
+        For a logits dtype that is not floating point, ``rows`` that is not bool, a
+        non-real ``top_p`` or a non-integer ``top_k``.
 
     Examples
     --------
@@ -143,6 +196,7 @@ def propose(
         raise ValueError("a seed is required when temperature > 0 (got seed=None)")
     seed = 0 if seed is None else check_seed(seed)
     offset = check_offset(offset)
+    top_p, top_k, strict, sampled = check_filter(top_p, top_k, nucleus, stats, logits.shape[-1])
     lead = logits.shape[:-1]  # (B, L) or (N,)
     if rows is not None:
         if not isinstance(rows, torch.Tensor) or rows.dtype != torch.bool:
@@ -161,13 +215,46 @@ def propose(
         empty = torch.empty(lead, dtype=torch.float32, device=logits.device)
         return Proposal(torch.empty(lead, dtype=torch.int64, device=logits.device),
                         empty, empty.clone(), empty.clone())
-    tokens, prob, margin, entropy, status = impl(x, rows, temperature, seed, offset)
-    _raise_on_bad_rows(status, lead, name)
+    if top_p < 1.0 or top_k > 0 or sampled:
+        tokens, prob, margin, entropy, status = impl(x, rows, temperature, seed, offset,
+                                                     top_p, top_k, strict, sampled)
+    else:  # the plain op keeps its five-argument backend signature
+        tokens, prob, margin, entropy, status = impl(x, rows, temperature, seed, offset)
+    raise_on_bad_rows(status, lead, name)
     return Proposal(tokens.reshape(lead), prob.reshape(lead), margin.reshape(lead),
                     entropy.reshape(lead))
 
 
-def _raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> None:
+def check_filter(top_p, top_k, nucleus, stats, vocab: int) -> tuple[float, int, bool, bool]:
+    """Validate the filter arguments of :func:`propose`.
+
+    Returns ``(top_p, top_k, strict, sampled)`` in the backends' form: ``top_p = 1.0`` and
+    ``top_k = 0`` mean "off" (a ``top_k >= vocab`` keeps everything, so it is off too).
+    """
+    if top_p is None:
+        top_p = 1.0
+    else:
+        if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real):
+            raise TypeError(f"top_p must be a real number in (0, 1], got {top_p!r}")
+        top_p = float(top_p)
+        if not 0.0 < top_p <= 1.0:  # also rejects NaN
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if top_k is None:
+        top_k = 0
+    else:
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+            raise TypeError(f"top_k must be an int >= 1, got {top_k!r}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k!r}")
+        top_k = 0 if top_k >= vocab else int(top_k)
+    if nucleus not in NUCLEUS:
+        raise ValueError(f"nucleus must be one of {NUCLEUS}, got {nucleus!r}")
+    if stats not in STATS:
+        raise ValueError(f"stats must be one of {STATS}, got {stats!r}")
+    return top_p, top_k, nucleus == "strict", stats == "sampled"
+
+
+def raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> None:
     """Raise ValueError naming the first computed row whose logits are unusable."""
     bad = status != 0  # (N,)
     if bool(bad.any()):  # the op's single host sync
@@ -188,6 +275,10 @@ def propose_rows(
     temperature: float,
     seed: int,
     offset: int,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    strict: bool = False,
+    sampled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference implementation on 2-D input (every backend exposes this signature).
 
@@ -197,6 +288,9 @@ def propose_rows(
     rows : (N,) bool or None
     temperature, seed, offset
         Already validated by :func:`propose`.
+    top_p, top_k, strict, sampled
+        The filter in the form returned by :func:`check_filter` (1.0 / 0 = off; ``strict``
+        for ``nucleus="strict"``, ``sampled`` for ``stats="sampled"``).
 
     Returns
     -------
@@ -210,7 +304,8 @@ def propose_rows(
     """
     n_rows, vocab = x.shape
     chunk = max(1, _REFERENCE_CHUNK_ELEMENTS // vocab)
-    parts = [_reference_chunk(x[start:start + chunk], start, temperature, seed, offset)
+    filt = (top_p, top_k, strict, sampled)
+    parts = [_reference_chunk(x[start:start + chunk], start, temperature, seed, offset, filt)
              for start in range(0, n_rows, chunk)]
     tokens, prob, margin, entropy, status = (torch.cat(p) for p in zip(*parts, strict=True))
     if rows is not None:
@@ -223,7 +318,8 @@ def propose_rows(
 
 
 def _reference_chunk(
-    xc: torch.Tensor, start: int, temperature: float, seed: int, offset: int
+    xc: torch.Tensor, start: int, temperature: float, seed: int, offset: int,
+    filt: tuple[float, int, bool, bool] = (1.0, 0, False, False),
 ) -> tuple[torch.Tensor, ...]:
     n, vocab = xc.shape
     x = xc.float()  # (n, V): the precision every backend computes from
@@ -248,14 +344,57 @@ def _reference_chunk(
         margin = (1.0 - torch.exp(x2 - m)) / s
     else:
         margin = 1.0 / s  # no runner-up: its probability is taken as 0
+    top_p, top_k, strict, sampled = filt
+    keep = None
+    if top_p < 1.0 or top_k > 0 or sampled:
+        keep, z, ez = _kept_set(x, d, temperature, top_p, top_k, strict)  # (n, V) each
     if temperature == 0:
         tokens = x.argmax(-1)  # (n,) first maximal index
     else:
         index = torch.arange(start, start + n, dtype=torch.int64, device=x.device)  # (n,)
         u1, u2 = row_uniforms(index, seed, offset)
-        tokens = _sample_two_level(d, temperature, u1, u2)
+        tokens = _sample_two_level(d, temperature, u1, u2, keep)
     prob = torch.exp(xd.gather(-1, tokens[:, None])[:, 0] - m) / s
+    if sampled:
+        # Statistics of q = ez / Σ_K ez on K (ez = exp((x - m) / T_f); 0 outside K).
+        ek = torch.where(keep, ez, 0.0)  # (n, V)
+        sk = ek.sum(-1)  # (n,) >= 1: the top-1 (ez = 1) is always kept
+        tk = torch.where(ek > 0, ek * z, 0.0).sum(-1)
+        entropy = torch.log(sk) - tk / sk
+        prob = ek.gather(-1, tokens[:, None])[:, 0] / sk
+        second = ek.topk(2, dim=-1).values[:, 1] if vocab > 1 else torch.zeros_like(sk)  # (n,)
+        margin = (1.0 - second) / sk
     return tokens, prob.float(), margin.float(), entropy.float(), status
+
+
+def _kept_set(
+    x: torch.Tensor, d: torch.Tensor, temperature: float, top_p: float, top_k: int, strict: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kept set K of the filter, by sorting (the definition; fast backends select).
+
+    x : (n, V) float32 logits (finite rows); d = x - max, (n, V) float64.
+    Returns keep (n, V) bool, z = d / T_f and ez = exp(z), (n, V) float64.
+    """
+    z = d / (temperature if temperature > 0 else 1.0)  # (n, V)
+    ez = torch.exp(z)  # (n, V), 1 at the maximum
+    keep = torch.ones_like(ez, dtype=torch.bool)  # (n, V)
+    if top_p < 1.0:
+        ordered = ez.sort(dim=-1, descending=True).values  # (n, V)
+        cum = ordered.cumsum(-1)  # (n, V)
+        target = top_p * cum[:, -1:]  # (n, 1)
+        # The crossing value: the first sorted entry whose cumulative mass exceeds the target.
+        first = (cum <= target).sum(-1, keepdim=True).clamp_max(ez.shape[-1] - 1)  # (n, 1)
+        crossing = ordered.gather(-1, first)  # (n, 1)
+        crossed = (cum[:, -1:] > target)  # (n, 1) False only through rounding at p ~ 1
+        if strict:
+            cut = (ez > crossing) | (d == 0)  # ReMDM: strictly above the crossing, plus top-1
+        else:
+            cut = ez >= crossing  # Dream / HF: the crossing token stays
+        keep &= cut | ~crossed
+    if top_k > 0:
+        kth = x.topk(top_k, dim=-1).values[:, -1:]  # (n, 1)
+        keep &= x >= kth
+    return keep, z, ez
 
 
 def _first_above(cum: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -270,12 +409,18 @@ def _first_above(cum: torch.Tensor, target: torch.Tensor, weights: torch.Tensor)
 
 
 def _sample_two_level(
-    d: torch.Tensor, temperature: float, u1: torch.Tensor, u2: torch.Tensor
+    d: torch.Tensor, temperature: float, u1: torch.Tensor, u2: torch.Tensor,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Two-level inverse-CDF sample from softmax(d / T); d = x - max (n, V) float64."""
+    """Two-level inverse-CDF sample from softmax(d / T) (restricted to ``keep`` if given).
+
+    d = x - max, (n, V) float64; keep (n, V) bool or None.
+    """
     n, vocab = d.shape
     n_tiles = -(-vocab // SAMPLE_TILE)
     w = torch.exp(d / temperature)  # (n, V) float64
+    if keep is not None:
+        w = torch.where(keep, w, 0.0)
     w = torch.nn.functional.pad(w, (0, n_tiles * SAMPLE_TILE - vocab))  # zeros past V
     w = w.reshape(n, n_tiles, SAMPLE_TILE)  # (n, tiles, TILE)
     tile_mass = w.sum(-1)  # (n, tiles)

@@ -74,7 +74,6 @@ import torch
 from remask import kernels
 from remask.samplers._blocks import commit, denoise, masked_positions
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
-from remask.samplers.dream import filter_logits
 from remask.samplers.registry import register
 
 __all__ = ["APD", "APDState", "APDInfo", "MarkovCausalVerifier", "WithVerifier", "as_verifier"]
@@ -276,9 +275,11 @@ class APD(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         seed = generator.initial_seed()
-        sample_temperature = 1.0 if self.temperature > 0 else 0.0  # the temperature is in the logits
-        draft = kernels.propose(filter_logits(logits, self.temperature, self.top_p, None),
-                                temperature=sample_temperature, seed=seed, offset=state.step, rows=window)
+        # Dream's sample_tokens (APD runs on Dream): softmax(logits / T), nucleus keeping the
+        # crossing token; "sampled" statistics are those of that distribution.
+        filt = dict(temperature=self.temperature, seed=seed, offset=state.step, rows=window,
+                    top_p=self.top_p, nucleus="crossing", stats="sampled")
+        draft = kernels.propose(logits, **filt)
 
         if state.verifier is None:
             committed, tokens = window, draft.tokens
@@ -292,15 +293,18 @@ class APD(Sampler):
             if verifier_logits.shape != logits.shape:
                 raise ValueError(f"verifier returned shape {tuple(verifier_logits.shape)}, expected "
                                  f"{tuple(logits.shape)}")
-            log_dlm = logits.double().log_softmax(-1)  # (B, L, V)
-            log_ver = verifier_logits.double().log_softmax(-1)  # (B, L, V)
+            # R log p_dlm + (1 - R) log p_ver equals R x + (1 - R) y up to a per-row constant,
+            # which the softmax inside propose drops: float32 logits, no log-softmax.
             R = self.mixture_weight
-            mixture = torch.where(torch.isfinite(log_dlm), R * log_dlm + (1 - R) * log_ver, float("-inf"))
+            x, y = logits.float(), verifier_logits.float()  # (B, L, V) each
+            if R == 1:
+                mixture = x  # (1 - R) * (-inf) would be NaN
+            else:
+                mixed = R * x + (1 - R) * y if R > 0 else y  # (B, L, V)
+                mixture = torch.where(torch.isfinite(x), mixed, float("-inf"))
             # Same (seed, offset) and layout as the draft: both read the same uniforms, so the
             # target agrees with the draft wherever the two distributions are close.
-            target = kernels.propose(filter_logits(mixture, self.temperature, self.top_p, None),
-                                     temperature=sample_temperature, seed=seed, offset=state.step,
-                                     rows=window)
+            target = kernels.propose(mixture, **filt)
             disagree = window & (target.tokens != draft.tokens)  # (B, L)
             big = torch.iinfo(torch.int64).max
             first_disagreement = torch.where(disagree, rank, big).amin(-1, keepdim=True)  # (B, 1)

@@ -18,11 +18,12 @@ On the grid ``t_i = linspace(1, eps, steps + 1)`` each step goes from ``t = t_i`
 Proposals and confidences follow ``sample_tokens``: logits are divided by the temperature
 (when T > 0), then top-p filtered, then top-k filtered, and the confidence is computed on
 the resulting distribution (tempered and filtered — *not* the raw model probabilities); the
-token is a sample from it (T > 0) or its argmax (T = 0). Implemented by handing the filtered
-logits to ``kernels.propose`` at temperature 1 (or 0): its "untempered" probability, margin
-and entropy are then exactly Dream's. Top-p costs a sort of every row of logits
-(O(B·L·V log V) and two (B, L, V) temporaries); top-k a ``torch.topk`` per row; neither is
-paid when unset. Dream's one-position logit shift is the model adapter's job.
+token is a sample from it (T > 0) or its argmax (T = 0). Implemented inside one
+``kernels.propose`` call (``top_p``/``top_k``, ``nucleus="crossing"`` — Dream keeps the token
+whose cumulative mass crosses ``top_p`` — and ``stats="sampled"``, whose probability, margin
+and entropy are those of the tempered, filtered distribution): no sort of the vocabulary and
+no (B, L, V) temporary. Tokens tied with the top-p cut are all kept (Dream's sort keeps an
+arbitrary subset of them). Dream's one-position logit shift is the model adapter's job.
 
 Departures from the reference code (all deliberate):
 
@@ -70,44 +71,9 @@ from remask.samplers.registry import register
 
 from remask import kernels
 
-__all__ = ["Dream", "DreamState", "dream_count", "filter_logits"]
+__all__ = ["Dream", "DreamState", "dream_count"]
 
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-
-
-def filter_logits(logits: torch.Tensor, temperature: float, top_p: float | None,
-                  top_k: int | None) -> torch.Tensor:
-    """Dream's ``sample_tokens`` preprocessing: ``logits / T`` (T > 0), top-p, then top-k.
-
-    Parameters
-    ----------
-    logits : (B, L, V) float
-    temperature : float
-    top_p : float or None
-        Keep the smallest set of tokens whose cumulative probability reaches ``top_p`` (the
-        token crossing it included, so at least one); None or 1 disables.
-    top_k : int or None
-        Keep tokens whose logit is at least the k-th largest; None disables.
-
-    Returns
-    -------
-    (B, L, V) float
-        Removed tokens at ``-inf``. The input itself when nothing applies.
-    """
-    if temperature > 0:
-        logits = logits / temperature
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, L, V)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (B, L, V)
-        # Remove a token once the mass *before* it already exceeds top_p (Dream shifts the
-        # "> top_p" mask right by one so the crossing token stays).
-        remove = torch.zeros_like(cumulative, dtype=torch.bool)  # (B, L, V)
-        remove[..., 1:] = cumulative[..., :-1] > top_p
-        logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
-    if top_k is not None:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]  # (B, L, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return logits
 
 
 def dream_count(masks: torch.Tensor, grid: torch.Tensor, steps: torch.Tensor, eps: float,
@@ -254,11 +220,11 @@ class Dream(Sampler):
         seed = generator.initial_seed()
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        filtered = filter_logits(logits, self.temperature, self.top_p, self.top_k)  # (B, L, V)
-        # Temperature is already inside `filtered`, so T = 1 samples from Dream's categorical
-        # and propose's "untempered" prob / margin / entropy are those of that distribution.
-        proposal = kernels.propose(filtered, temperature=1.0 if self.temperature > 0 else 0.0,
-                                   seed=seed, offset=state.step, rows=eligible)
+        # Dream's categorical: softmax(logits / T), top-p (the crossing token kept), top-k; the
+        # confidences are those of that distribution ("sampled" statistics).
+        proposal = kernels.propose(logits, temperature=self.temperature, seed=seed,
+                                   offset=state.step, rows=eligible, top_p=self.top_p,
+                                   top_k=self.top_k, nucleus="crossing", stats="sampled")
 
         if self.alg == "origin":
             committed, grid, score = self._origin(state, eligible, seed)

@@ -347,9 +347,9 @@ class Gibbs(Sampler):
         after = new_base.canvas  # (the base's commits of this step)
         base_committed = base_info.committed if base_info is not None else torch.zeros_like(checked)
         if check_logits_ is not None:
-            log_probs = check_logits_.double().log_softmax(-1)  # (B, L, V)
-            current = canvas.tokens.clamp(0, log_probs.shape[-1] - 1).unsqueeze(-1)
-            verify_prob = log_probs.gather(-1, current).squeeze(-1).exp()  # (B, L)
+            # One fused pass per checked row (no (B, L, V) log-softmax for one number per row).
+            current = canvas.tokens.clamp(0, check_logits_.shape[-1] - 1)  # (B, L)
+            verify_prob = kernels.token_prob(check_logits_, current, checked).double()  # (B, L)
             verify_prob = torch.where(checked, verify_prob, float("nan"))
             doubtful = checked & (verify_prob < self.threshold) & ~base_committed  # (B, L)
             budget = (self.max_revisions - state.revisions).clamp_min(0)  # (B,)

@@ -25,8 +25,8 @@ history. Two observations make most of that unnecessary, with identical decision
    distribution at positions that were then in the *next* block — which is known when that
    step ends (the window has just moved). So the only distributions ever needed are the
    previous step's **at the active block's positions**: at most ``block_length`` rows per
-   sequence, kept as the model's own logits (in their own dtype, gathered, never upcast), from
-   which the float64 log-softmax is recomputed when the KL is taken. The streak restarts at 0
+   sequence, kept as the model's own logits (in their own dtype, gathered, never upcast), which
+   the fused KL kernel reads when the KL is taken. The streak restarts at 0
    when a block starts, which reproduces the s ≥ H − 1 gate (a streak of H needs H steps).
 
 So the carried state is (B, W, V) logits in the model's dtype with W = min(L,
@@ -35,8 +35,9 @@ kept, without a copy), a (B, W) index and a (B, L) streak: for LLaDA (bf16, V = 
 L = 600, block 64) 16 MB instead of the reference's 0.6 GB. The test suite checks the
 decisions against a naive per-row loop that keeps the full float64 (L, V) history.
 
-The KL is exact, ``Σ_v p_t(v) (log p_t(v) − log p_{t−1}(v))`` from float64 log-softmaxes;
-the reference adds ``1e-12`` inside both logs. At the first step of a run there is no previous
+The KL is ``Σ_v p_t(v) (log p_t(v) − log p_{t−1}(v))`` from one fused pass over both rows
+(:func:`remask.kernels.kl`: float64 sums, float32 result, no (B, L, V) temporary); the
+reference adds ``1e-12`` inside both logs. At the first step of a run there is no previous
 distribution and the KL is +∞ (the reference compares against an all-zero "distribution",
 giving ≈ 27.6 − H(p_t) nats: never below a useful threshold).
 
@@ -81,23 +82,24 @@ STRATEGIES = ("all", "max_conf", "min_kl", "random")
 
 
 def kl_divergence(logits: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(logits) ‖ softmax(previous)) per row, in nats, computed in float64.
+    """KL(softmax(logits) ‖ softmax(previous)) per row, in nats (:func:`remask.kernels.kl`).
 
     Parameters
     ----------
     logits, previous : (..., V) float
-        Current and previous logits (any float dtype; upcast here).
+        Current and previous logits (any float dtypes, same shape).
 
     Returns
     -------
     (...) float64
-        Exact KL; terms where the current probability is 0 contribute 0, and a token with
+        The KL, read in one pass per row with float64 sums (float32 precision; no (..., V)
+        temporary); terms where the current probability is 0 contribute 0, and a token with
         positive current probability but zero previous probability gives +inf.
     """
-    log_p = torch.log_softmax(logits.double(), dim=-1)  # (..., V)
-    log_q = torch.log_softmax(previous.double(), dim=-1)  # (..., V)
-    terms = log_p.exp() * (log_p - log_q)  # (..., V)
-    return torch.where(log_p == float("-inf"), 0.0, terms).sum(-1)
+    lead = logits.shape[:-1]
+    flat = kernels.kl(logits.reshape(-1, logits.shape[-1]),
+                      previous.reshape(-1, previous.shape[-1]))  # (N,) float32
+    return flat.reshape(lead).double()
 
 
 def _window_index(canvas: Canvas, width: int) -> torch.Tensor:
@@ -254,7 +256,11 @@ class Klass(Sampler):
         # exactly there), +inf where there is no previous distribution.
         kl = torch.full((B, L), float("inf"), dtype=torch.float64, device=logits.device)  # (B, L)
         if state.previous is not None:
-            window_kl = kl_divergence(self._gather(logits, state.index), state.previous)  # (B, W)
+            # Only the active block's rows are read (the window may hold padding or, without
+            # blocks, the prompt).
+            window_rows = active.gather(1, state.index)  # (B, W)
+            window_kl = kernels.kl(self._gather(logits, state.index), state.previous,
+                                   window_rows).double()  # (B, W)
             # The window may be padded with inactive positions: report the active block only.
             kl = torch.where(active, kl.scatter(-1, state.index, window_kl), float("inf"))
         stable = kl < self.kl_threshold  # (B, L)

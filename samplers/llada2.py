@@ -134,13 +134,12 @@ class LLaDA2(Sampler):
         eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        if self.temperature > 0:
-            # The reference's confidence is the sampled token's tempered probability.
-            proposal = kernels.propose(logits / self.temperature, temperature=1.0,
-                                       seed=generator.initial_seed(), offset=state.step,
-                                       rows=eligible)
-        else:
-            proposal = kernels.propose(logits, temperature=0.0, rows=eligible)
+        # The reference's confidence is the sampled token's tempered probability: the
+        # "sampled" statistics (no (B, L, V) division by T first).
+        proposal = kernels.propose(logits, temperature=self.temperature,
+                                   seed=generator.initial_seed(), offset=state.step,
+                                   rows=eligible,
+                                   stats="sampled" if self.temperature > 0 else "untempered")
         score = proposal.prob  # (B, L)
 
         k = even_split(state.block_size, state.block_steps, state.block_step)  # (B,) scheduled

@@ -46,6 +46,12 @@ Departures from the reference code (deliberate):
   many steps as it has masks. The reference is unconditional MDLM only.
 - ``temperature`` (default 1, the reference's only setting) tempers the proposal before the
   nucleus filter; the unmask/remask decisions are always random.
+- The nucleus is the reference's (``_nucleus_sample``): tokens whose cumulative probability,
+  counting themselves, is ``<= top_p``, plus the top-1 — not Dream's, which also keeps the
+  token that crosses ``top_p`` (at probabilities [0.5, 0.3, 0.15, 0.05] and ``top_p = 0.9``
+  the third token is never drawn here, 16% of the time with Dream's rule). Tokens tied at
+  the cut are all kept or all dropped (a sort keeps an arbitrary subset). Computed inside
+  ``kernels.propose`` without a sort of the vocabulary.
 - Randomness comes from the toolkit's counter-based streams (exact inverse-CDF sampling
   for tokens, Philox uniforms for the decisions) rather than fp64 Gumbel noise.
 """
@@ -65,7 +71,6 @@ from remask.samplers._blocks import (
     denoise,
 )
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
-from remask.samplers.dream import filter_logits
 from remask.samplers.registry import register
 
 __all__ = ["ReMDM", "ReMDMState", "ReMDMInfo", "SCHEDULES", "DEFAULT_ETA"]
@@ -249,9 +254,11 @@ class ReMDM(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         seed = generator.initial_seed()
-        filtered = filter_logits(logits, self.temperature, self.top_p, None)  # (B, L, V)
-        proposal = kernels.propose(filtered, temperature=1.0 if self.temperature > 0 else 0.0,
-                                   seed=seed, offset=state.step, rows=masked)
+        # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
+        # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
+        proposal = kernels.propose(logits, temperature=self.temperature, seed=seed,
+                                   offset=state.step, rows=masked, top_p=self.top_p,
+                                   nucleus="strict", stats="sampled")
         u = kernels.uniform(canvas.tokens.shape, seed=seed, offset=state.step,
                             device=canvas.tokens.device, dtype=torch.float64)  # (B, L)
         unmasked = masked & (u < p_unmask.unsqueeze(-1))  # (B, L)

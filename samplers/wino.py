@@ -244,9 +244,9 @@ class WINO(Sampler):
         n_accept = accepted.sum(-1)  # (B,)
 
         # Narrow out: leave-one-out probability of every token decoded before this step.
-        log_probs = verify_logits.double().log_softmax(-1)  # (B, L, V)
-        current = canvas.tokens.clamp(0, log_probs.shape[-1] - 1).unsqueeze(-1)  # (B, L, 1)
-        verify_prob = log_probs.gather(-1, current).squeeze(-1).exp()  # (B, L)
+        # One fused pass per decoded row (no (B, L, V) log-softmax for one number per row).
+        current = canvas.tokens.clamp(0, verify_logits.shape[-1] - 1)  # (B, L)
+        verify_prob = kernels.token_prob(verify_logits, current, decoded).double()  # (B, L)
         verify_prob = torch.where(decoded, verify_prob, float("nan"))
         doubtful = decoded & (verify_prob < self.threshold_out) & (n_accept > 1).unsqueeze(-1)  # (B, L)
         remask_cap = (state.last_accept - 1).clamp_min(0)  # (B,)

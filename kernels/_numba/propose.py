@@ -23,8 +23,11 @@ float64 logits are rounded to a float32 copy first.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -39,7 +42,13 @@ from remask.kernels._philox import (
 )
 from remask.kernels.propose import SAMPLE_TILE
 
-__all__ = ["philox4x32", "propose_rows", "unavailable_reason"]
+__all__ = ["SERIAL_ELEMENTS", "philox4x32", "propose_rows", "serial_below", "unavailable_reason"]
+
+#: Calls that compute fewer logits than this run on the calling thread alone: waking the
+#: thread pool costs more than the work (tens of microseconds idle, and milliseconds on a
+#: loaded machine, where the OpenMP barrier waits for a descheduled worker). This is the
+#: per-step fixed cost of small batches (one row of 32 masks at V = 2048 is 65k logits).
+SERIAL_ELEMENTS = 1 << 18
 
 # Fast-math without `ninf`: -inf logits must compare and propagate correctly.
 _FAST = {"nnan", "nsz", "arcp", "contract", "reassoc"}
@@ -130,6 +139,22 @@ def _exp_neg(d):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _widen_row(row, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
+    """ubuf[:n] = float32 bits of row[lo:lo+n] (row: 1-D, unit stride, so that LLVM sees
+    contiguous loads); one loop per kind so each vectorizes."""
+    seg = row[lo:lo + n]  # indexed by the range variable: no negative-index fix-up per load
+    if kind == _KIND_F32:
+        for k in range(n):
+            ubuf[k] = seg[k]
+    elif kind == _KIND_BF16:
+        for k in range(n):
+            ubuf[k] = np.uint32(seg[k]) << np.uint32(16)  # bf16 = top half of fp32
+    else:
+        for k in range(n):
+            ubuf[k] = table_bits[seg[k]]
+
+
+@njit(cache=True)
 def _load_tile(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
     """Widen src[r, lo:lo+n] to float32 bits in ubuf[:n].
 
@@ -138,16 +163,11 @@ def _load_tile(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - com
     (float bits with the magnitude bits flipped for negatives), because LLVM vectorizes
     integer max reductions but not float ones built from compare+select.
     """
+    _widen_row(src[r], lo, n, kind, table_bits, ubuf)
     worst = np.uint32(0)
     kmax = np.int32(-2147483648)
     for k in range(n):
-        if kind == _KIND_F32:
-            b = np.uint32(src[r, lo + k])
-        elif kind == _KIND_BF16:
-            b = np.uint32(src[r, lo + k]) << np.uint32(16)
-        else:
-            b = table_bits[src[r, lo + k]]
-        ubuf[k] = b
+        b = ubuf[k]
         a = b & np.uint32(0x7FFFFFFF)
         worst = max(worst, a)
         i = np.int32(b)
@@ -232,12 +252,200 @@ def _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf):  # pragma: no cove
     return _pick(cbuf, n, u2 * acc, wbuf)
 
 
+# ---------------------------------------------------------------------------------------------
+# Filtered proposals (top-p / top-k / stats="sampled"): two more passes over the row plus a
+# selection on the surviving candidates; no sort of the vocabulary.
+
+_ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo):  # pragma: no cover - compiled
+    """ebuf[lo + k] = exp((x_k - ref) / T_f) for the tile (float32); returns Σ of the tile."""
+    acc = np.float32(0.0)
+    for k in range(n):
+        d = max(_D_MIN, (fbuf[k] - ref) * inv_t)
+        e = _exp_neg(d)
+        ebuf[lo + k] = e
+        acc += e
+    return np.float64(acc)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr):  # pragma: no cover - compiled
+    """Σ_K e and Σ_K e·d over the tile, K = {bits(e) >= thr} (branch-free select)."""
+    s = np.float32(0.0)
+    t = np.float32(0.0)
+    for k in range(n):
+        d = max(_D_MIN, (fbuf[k] - ref) * inv_t)
+        e = ebits[lo + k]
+        w = np.uint32(e).view(np.float32) if e >= thr else np.float32(0.0)
+        s += w
+        t += w * d
+    return np.float64(s), np.float64(t)
+
+
+# Radix selection of the cut on the float32 bits of e (order-preserving for e >= 0): three
+# levels of 11/10/10 bits; each level histograms mass and count of the current candidates,
+# walks the bins from the top to the one holding the cut, and keeps only that bin's elements.
+_LEVELS = ((20, 2048), (10, 1024), (0, 1024))
+
+
+@njit(cache=True)
+def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragma: no cover
+    """Bits of the largest e with Σ_{e' >= e} weight(e') > target, or -1 if there is none.
+
+    weight = e (top-p mass) or 1 (top-k count). ``cand``/``cand2`` are (V,) uint32 scratch,
+    ``hist`` a (2048,) float64 scratch. Ties are grouped (a value is one bin at the end).
+    """
+    src = ebits
+    n = vocab
+    prefix = np.uint32(0)
+    mask_hi = np.uint32(0)  # bits already fixed by the previous levels
+    for level in range(3):
+        shift = _LEVELS[level][0]
+        nbins = _LEVELS[level][1]
+        for b in range(nbins):
+            hist[b] = 0.0
+        if level == 0:
+            for i in range(n):
+                v = src[i]
+                hist[v >> 20] += 1.0 if by_count else np.float64(np.uint32(v).view(np.float32))
+        else:
+            for i in range(n):
+                v = src[i]
+                hist[(v >> shift) & 1023] += (1.0 if by_count
+                                              else np.float64(np.uint32(v).view(np.float32)))
+        acc = 0.0
+        chosen = -1
+        for b in range(nbins - 1, -1, -1):
+            if acc + hist[b] > target:
+                chosen = b
+                break
+            acc += hist[b]
+        if chosen < 0 and level > 0:  # float64 sums in another order: take the lowest value
+            for b in range(nbins):
+                if hist[b] > 0.0:
+                    chosen = b
+                    break
+        if chosen < 0:
+            return np.int64(-1)  # the whole mass does not exceed the target (p ~ 1): keep all
+        target -= acc
+        prefix = np.uint32(prefix | np.uint32(chosen << shift))
+        if level == 2:
+            break
+        mask_hi = np.uint32(mask_hi | np.uint32((nbins - 1) << shift))
+        # Keep the chosen bin's elements (branch-free compaction).
+        out = cand if level == 0 else cand2
+        c = 0
+        for i in range(n):
+            v = src[i]
+            out[c] = v
+            c += 1 if (v & mask_hi) == prefix else 0
+        src = out
+        n = c
+    return np.int64(prefix)
+
+
+@njit(cache=True)
+def _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist):  # pragma: no cover
+    """Bits threshold thr of the kept set K = {bits(e) >= thr} (see remask.kernels.propose)."""
+    ebits = ebuf.view(np.uint32)
+    thr = np.int64(0)
+    if top_p < 1.0:
+        w = _radix_crossing(ebits, vocab, top_p * total, False, cand, cand2, hist)
+        if w >= 0:
+            thr = w + 1 if strict else w  # strict: only strictly above the crossing value
+    if top_k > 0:
+        w = _radix_crossing(ebits, vocab, np.float64(top_k - 1), True, cand, cand2, hist)
+        thr = max(thr, w)
+    return np.uint32(min(thr, np.int64(_ONE_BITS)))  # the top-1 (e = 1) is always kept
+
+
+@njit(cache=True)
+def _filtered_row(src, r, kind, table_bits, ubuf, m, inv_t, top_p, top_k, strict, sampling,
+                  ebuf, cand, cand2, hist, masses):  # pragma: no cover - compiled
+    """Second and third passes of a filtered row. Returns (S_K, T_K, thr); fills masses."""
+    vocab = src.shape[1]
+    n_tiles = masses.shape[0]
+    fbuf = ubuf.view(np.float32)
+    ref = np.float32(m)
+    total = 0.0
+    for j in range(n_tiles):
+        lo = j * SAMPLE_TILE
+        n = min(SAMPLE_TILE, vocab - lo)
+        _widen_row(src[r], lo, n, kind, table_bits, ubuf)  # max and status are known
+        total += _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo)
+    thr = np.uint32(0)
+    if top_p < 1.0 or top_k > 0:
+        thr = _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist)
+    ebits = ebuf.view(np.uint32)
+    sk = 0.0
+    tk = 0.0
+    for j in range(n_tiles):
+        lo = j * SAMPLE_TILE
+        n = min(SAMPLE_TILE, vocab - lo)
+        _widen_row(src[r], lo, n, kind, table_bits, ubuf)
+        ts, tt = _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr)
+        sk += ts
+        tk += tt
+        masses[j] = ts
+    return sk, tk, thr
+
+
+@njit(cache=True, fastmath=_FAST)
+def _kept_weight(x, m, inv_t, thr):  # pragma: no cover - compiled
+    """e of logit x as the filter computes it (float32), or 0 when it is outside K."""
+    e = _exp_neg(max(_D_MIN, (np.float32(x) - np.float32(m)) * inv_t))
+    return np.float64(e) if np.float32(e).view(np.uint32) >= thr else 0.0
+
+
+@njit(cache=True)
+def _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr):  # pragma: no cover
+    """_sample_in_tile with the weights outside K set to 0."""
+    acc = 0.0
+    for k in range(n):
+        w = math.exp((np.float64(fbuf[k]) - m) / temperature) if ebits[lo + k] >= thr else 0.0
+        wbuf[k] = w
+        acc += w
+        cbuf[k] = acc
+    return _pick(cbuf, n, u2 * acc, wbuf)
+
+
+@njit(cache=True)
+def _draw_tile(r, offset, k0, k1, masses, vocab):  # pragma: no cover - compiled
+    """First level of the two-level draw: the row's Philox uniforms pick a tile by its mass.
+
+    Returns (tile start, tile width, u2 for the pick inside the tile).
+    """
+    ctr = np.uint64(r)
+    w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset, np.uint64(STREAM_PROPOSE),
+                             k0, k1)
+    u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
+    u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
+    n_tiles = masses.shape[0]
+    cum = np.empty(n_tiles, dtype=np.float64)
+    acc = 0.0
+    for j in range(n_tiles):
+        acc += masses[j]
+        cum[j] = acc
+    j = _pick(cum, n_tiles, u1 * acc, masses)
+    lo = j * SAMPLE_TILE
+    return lo, min(SAMPLE_TILE, vocab - lo), u2
+
+
 @njit(cache=True, parallel=True)
 def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, offset,
+                    top_p, top_k, strict, sampled,
                     out_tok, out_prob, out_margin, out_ent, out_status):  # pragma: no cover
     n_rows, vocab = src.shape
     n_tiles = (vocab + SAMPLE_TILE - 1) // SAMPLE_TILE
     sampling = temperature > 0.0
+    filtering = top_p < 1.0 or top_k > 0
+    # The filter changes the sample (T > 0) and the sampled statistics; at T = 0 with
+    # untempered statistics it changes nothing (the argmax is always kept).
+    second_pass = sampled or (filtering and sampling)
+    inv_tf = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
     inv_t = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
     unit_t = temperature == 1.0
     for r in prange(n_rows):
@@ -287,7 +495,7 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
                 t = alpha * (t + s * (m - m_new))
                 s = alpha * s
             m = m_new
-            if sampling and not unit_t:
+            if sampling and not unit_t and not second_pass:
                 ts, tt, tw = _tile_exp_sums_tempered(fbuf, n, np.float32(m), inv_t)
             else:
                 ts, tt = _tile_exp_sums(fbuf, n, np.float32(m))
@@ -313,29 +521,39 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
             continue
         out_ent[r] = math.log(s) - t / s
         out_margin[r] = (1.0 - math.exp(x2 - m)) / s
+        if second_pass:
+            ebuf = np.empty(vocab, dtype=np.float32)
+            cand = np.empty(vocab, dtype=np.uint32)
+            cand2 = np.empty(vocab, dtype=np.uint32)
+            hist = np.empty(2048, dtype=np.float64)
+            sk, tk, thr = _filtered_row(src, r, kind, table_bits, ubuf, m, inv_tf, top_p, top_k,
+                                        strict, sampling, ebuf, cand, cand2, hist, masses)
+            if sampled:
+                out_ent[r] = math.log(sk) - tk / sk
+                out_margin[r] = (1.0 - _kept_weight(x2, m, inv_tf, thr)) / sk
+            if not sampling:
+                out_tok[r] = i1
+                out_prob[r] = 1.0 / sk if sampled else 1.0 / s
+                continue
+            lo, n, u2 = _draw_tile(r, offset, k0, k1, masses, vocab)
+            _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+            wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
+            cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
+            k = _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf,
+                                     ebuf.view(np.uint32), lo, thr)
+            out_tok[r] = lo + k
+            xk = np.float64(fbuf[k]) - m
+            out_prob[r] = (math.exp(xk / temperature) / sk) if sampled else math.exp(xk) / s
+            continue
         if not sampling:
             out_tok[r] = i1
             out_prob[r] = 1.0 / s
             continue
-        # Two-level inverse-CDF draw (see remask.kernels.propose).
-        total = 0.0
+        # Two-level inverse-CDF draw (see remask.kernels.propose); masses to the final max.
         for j in range(n_tiles):
             if masses[j] > 0.0:
                 masses[j] *= math.exp((refs[j] - m) / temperature)
-            total += masses[j]
-        ctr = np.uint64(r)
-        w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset, np.uint64(STREAM_PROPOSE),
-                                 k0, k1)
-        u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
-        u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
-        cum = np.empty(n_tiles, dtype=np.float64)
-        acc = 0.0
-        for j in range(n_tiles):
-            acc += masses[j]
-            cum[j] = acc
-        j = _pick(cum, n_tiles, u1 * acc, masses)
-        lo = j * SAMPLE_TILE
-        n = min(SAMPLE_TILE, vocab - lo)
+        lo, n, u2 = _draw_tile(r, offset, k0, k1, masses, vocab)
         _load_tile(src, r, lo, n, kind, table_bits, ubuf)
         wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
         cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
@@ -344,12 +562,30 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
         out_prob[r] = math.exp(np.float64(fbuf[k]) - m) / s
 
 
+@contextlib.contextmanager
+def serial_below(elements: int) -> Iterator[None]:
+    """Run the numba kernels inside on one thread when ``elements < SERIAL_ELEMENTS``."""
+    if elements >= SERIAL_ELEMENTS:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
     temperature: float,
     seed: int,
     offset: int,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    strict: bool = False,
+    sampled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Numba implementation of :func:`remask.kernels.propose.propose_rows` (CPU tensors)."""
     if x.device.type != "cpu":
@@ -372,8 +608,11 @@ def propose_rows(
     margin = torch.empty(n_rows, dtype=torch.float32)
     entropy = torch.empty(n_rows, dtype=torch.float32)
     status = torch.empty(n_rows, dtype=torch.int32)
-    _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
-                    np.uint64(k0), np.uint64(k1), np.uint64(offset), tokens.numpy(),
-                    prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
+    computed = int(rows_np.sum()) if has_rows else n_rows
+    with serial_below(computed * src.shape[1]):
+        _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
+                        np.uint64(k0), np.uint64(k1), np.uint64(offset), float(top_p),
+                        int(top_k), bool(strict), bool(sampled), tokens.numpy(),
+                        prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
     return tokens, prob, margin, entropy, status
 

@@ -8,6 +8,11 @@ outside ``rows`` run zero iterations and store the documented defaults, so the l
 no host-side gather (no sync). Sampling keeps the tempered tile masses in a register vector,
 draws two Philox uniforms and re-reads the chosen tile in float64, like the reference.
 
+Filtered proposals (``top_p``/``top_k``/``stats="sampled"``, constexpr ``FILTER``) add, after
+the streaming pass: one pass for ``S = Σ e`` (``e = exp((x - m) / T_f)`` in float32), a
+bisection on the float32 bits of the cut (31 passes over the row, the two cuts searched
+together; the row is re-read from L2), and one pass for the kept sums and tile masses.
+
 Tested on CPU through ``TRITON_INTERPRET=1`` (which must be set before triton is imported)
 and compiled on a GPU when one exists.
 """
@@ -90,13 +95,21 @@ def _unit64(lo, hi):
     return (k.to(tl.float64) + 0.5) * 1.1102230246251565e-16  # 2**-53
 
 
+@triton.jit
+def _filter_e(xv, m, inv_tf):
+    """float32 weights e = exp((x - m) / T_f) and their int32 bits (order-preserving, e >= 0)."""
+    e = tl.exp((xv - m) * inv_tf)
+    return e, e.to(tl.int32, bitcast=True)
+
+
 # Triton turns an integer argument equal to 1 into a compile-time constant (a Python int with
-# no `.to`): the Philox key words and the offset can be 1, so they are never specialised.
-@triton.jit(do_not_specialize=["k0", "k1", "offset"])
+# no `.to`): the Philox key words, the offset and top_k can be 1, so they are never specialised.
+@triton.jit(do_not_specialize=["k0", "k1", "offset", "top_k"])
 def _propose_kernel(
-    x_ptr, stride_row, V, rows_ptr, temp_ptr, k0, k1, offset,
+    x_ptr, stride_row, V, rows_ptr, temp_ptr, k0, k1, offset, top_k,
     tok_ptr, prob_ptr, margin_ptr, ent_ptr, status_ptr,
     HAS_ROWS: tl.constexpr, SAMPLING: tl.constexpr, BLOCK: tl.constexpr, NT: tl.constexpr,
+    FILTER: tl.constexpr, STRICT: tl.constexpr, SAMPLED: tl.constexpr,
 ):
     r = tl.program_id(0)
     row_ptr = x_ptr + r.to(tl.int64) * stride_row
@@ -163,6 +176,75 @@ def _propose_kernel(
     margin = (1.0 - tl.exp(tl.where(good, x2.to(tl.float64) - m64, 0.0))) / s_safe
     tok = i1.to(tl.int64)
     prob = 1.0 / s_safe
+    thr = tl.zeros([], tl.int32)
+    s_k = s_safe
+    if FILTER:
+        n_good = tl.where(good, n_tiles, 0)
+        m_f = tl.where(good, m, 0.0)
+        inv_tf = tl.full([], 1.0, tl.float32)
+        if SAMPLING:
+            inv_tf = (1.0 / temperature).to(tl.float32)
+        total = tl.zeros([], tl.float64)
+        for j in range(n_good):
+            idx = j * BLOCK + offs
+            xv = tl.load(row_ptr + idx, mask=idx < V, other=neg_inf).to(tl.float32)
+            e, _ = _filter_e(xv, m_f, inv_tf)
+            total += tl.sum(e, 0).to(tl.float64)
+        # Bisection on the bits b of the cut: the largest b with Σ_{bits(e) >= b} e > p·S
+        # (top-p crossing value) and with #{bits(e) >= b} >= k (k-th largest).
+        top_p = tl.load(temp_ptr + 1)  # float64, like the temperature
+        target = top_p * total
+        use_p = top_p < 1.0
+        use_k = top_k > 0
+        lo_p = tl.zeros([], tl.int32)
+        hi_p = tl.full([], 0x3F800001, tl.int32)
+        lo_k = tl.zeros([], tl.int32)
+        hi_k = tl.full([], 0x3F800001, tl.int32)
+        n_search = tl.where(use_p | use_k, n_good, 0)
+        for _ in range(31):
+            mid_p = lo_p + (hi_p - lo_p) // 2
+            mid_k = lo_k + (hi_k - lo_k) // 2
+            mass = tl.zeros([], tl.float64)
+            count = tl.zeros([], tl.int32)
+            for j in range(n_search):
+                idx = j * BLOCK + offs
+                xv = tl.load(row_ptr + idx, mask=idx < V, other=neg_inf).to(tl.float32)
+                e, bits = _filter_e(xv, m_f, inv_tf)
+                mass += tl.sum(tl.where(bits >= mid_p, e, 0.0), 0).to(tl.float64)
+                count += tl.sum((bits >= mid_k).to(tl.int32), 0)
+            ok_p = mass > target
+            lo_p = tl.where(ok_p, mid_p, lo_p)
+            hi_p = tl.where(ok_p, hi_p, mid_p)
+            ok_k = count >= top_k
+            lo_k = tl.where(ok_k, mid_k, lo_k)
+            hi_k = tl.where(ok_k, hi_k, mid_k)
+        thr_p = tl.zeros([], tl.int32)
+        if STRICT:
+            thr_p = tl.where(use_p, lo_p + 1, 0)
+        else:
+            thr_p = tl.where(use_p, lo_p, 0)
+        thr = tl.maximum(thr_p, tl.where(use_k, lo_k, 0))
+        thr = tl.minimum(thr, 0x3F800000)  # the top-1 (e = 1) is always kept
+        s_k64 = tl.zeros([], tl.float64)
+        t_k64 = tl.zeros([], tl.float64)
+        masses = tl.zeros([NT], tl.float64)
+        for j in range(n_good):
+            idx = j * BLOCK + offs
+            xv = tl.load(row_ptr + idx, mask=idx < V, other=neg_inf).to(tl.float32)
+            e, bits = _filter_e(xv, m_f, inv_tf)
+            w = tl.where(bits >= thr, e, 0.0)
+            dz = tl.maximum((xv - m_f) * inv_tf, -3.0e38)  # -inf lanes: 0 * finite = 0
+            tile_mass = tl.sum(w, 0).to(tl.float64)
+            s_k64 += tile_mass
+            t_k64 += tl.sum(w * dz, 0).to(tl.float64)
+            masses = masses + tl.where(tiles == j, tile_mass, 0.0)
+        s_k = tl.where(good, s_k64, 1.0)
+        if SAMPLED:
+            entropy = tl.log(s_k) - t_k64 / s_k
+            e2, bits2 = _filter_e(tl.where(good, x2, 0.0), m_f, inv_tf)
+            e2 = tl.where(bits2 >= thr, e2, 0.0)
+            margin = (1.0 - e2.to(tl.float64)) / s_k
+            prob = 1.0 / s_k
     if SAMPLING:
         r64 = r.to(tl.uint64)
         c0 = (r64 & 0xFFFFFFFF).to(tl.uint32)
@@ -181,6 +263,9 @@ def _propose_kernel(
         xv = tl.load(row_ptr + idx, mask=(idx < V) & ((offs * 0 + good.to(tl.int32)) > 0),
                      other=neg_inf).to(tl.float64)
         w = tl.exp((xv - m64) / temperature)  # float64, as in the reference
+        if FILTER:
+            _, bits = _filter_e(xv.to(tl.float32), m64.to(tl.float32), inv_tf)
+            w = tl.where(bits >= thr, w, 0.0)
         cum = tl.cumsum(w, 0)
         total = tl.max(cum, 0)
         first = tl.sum((cum <= u2 * total).to(tl.int32), 0)
@@ -188,7 +273,10 @@ def _propose_kernel(
         k = tl.minimum(first, last)
         x_tok = tl.sum(tl.where(offs == k, xv, 0.0), 0)
         tok = (jt * BLOCK + k).to(tl.int64)
-        prob = tl.exp(tl.where(good, x_tok - m64, 0.0)) / s_safe
+        if SAMPLED:
+            prob = tl.exp(tl.where(good, x_tok - m64, 0.0) / temperature) / s_k
+        else:
+            prob = tl.exp(tl.where(good, x_tok - m64, 0.0)) / s_safe
     tl.store(tok_ptr + r, tl.where(good, tok, -1))
     tl.store(prob_ptr + r, tl.where(good, prob, 0.0).to(tl.float32))
     tl.store(margin_ptr + r, tl.where(good, margin, 0.0).to(tl.float32))
@@ -202,6 +290,10 @@ def propose_rows(
     temperature: float,
     seed: int,
     offset: int,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    strict: bool = False,
+    sampled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton implementation of :func:`remask.kernels.propose.propose_rows`."""
     n_rows, vocab = x.shape
@@ -216,12 +308,16 @@ def propose_rows(
     margin = torch.empty(n_rows, dtype=torch.float32, device=device)
     entropy = torch.empty(n_rows, dtype=torch.float32, device=device)
     status = torch.empty(n_rows, dtype=torch.int32, device=device)
-    temp = torch.tensor([temperature], dtype=torch.float64, device=device)
+    temp = torch.tensor([temperature, top_p], dtype=torch.float64, device=device)
     rows_arg = rows if rows is not None else status  # unused placeholder when HAS_ROWS=False
+    sampling = temperature > 0
+    # At T = 0 with untempered statistics the filter changes nothing (the argmax is kept).
+    filtering = sampled or ((top_p < 1.0 or top_k > 0) and sampling)
     _propose_kernel[(n_rows,)](
-        x, x.stride(0), vocab, rows_arg, temp, k0, k1, offset,
+        x, x.stride(0), vocab, rows_arg, temp, k0, k1, offset, int(top_k),
         tokens, prob, margin, entropy, status,
-        HAS_ROWS=rows is not None, SAMPLING=temperature > 0, BLOCK=block,
+        HAS_ROWS=rows is not None, SAMPLING=sampling, BLOCK=block, FILTER=filtering,
+        STRICT=bool(strict), SAMPLED=bool(sampled),
         NT=triton.next_power_of_2(n_tiles), num_warps=8 if block >= 2048 else 4,
     )
     return tokens, prob, margin, entropy, status

@@ -99,3 +99,69 @@ def test_triton_frequencies(temperature):
     probs = torch.softmax(logits.double() / temperature, -1).numpy()
     keep = probs > 0
     assert stats.chisquare(counts[keep], probs[keep] * n).pvalue > 1e-3
+
+
+FILTERS = [  # (top_p, top_k, nucleus, stats)
+    (0.9, None, "crossing", "sampled"),
+    (0.9, None, "strict", "sampled"),
+    (0.5, 3, "strict", "untempered"),
+    (None, 3, "crossing", "sampled"),
+    (0.95, 50, "crossing", "sampled"),
+]
+
+
+@pytest.mark.parametrize("top_p,top_k,nucleus,stats", FILTERS)
+@pytest.mark.parametrize("vocab,dtype,temperature", [(33, torch.float32, 0.0),
+                                                     (33, torch.float16, 0.7),
+                                                     (5000, torch.bfloat16, 0.7)])
+def test_triton_filter_matches_reference(top_p, top_k, nucleus, stats, vocab, dtype, temperature):
+    x, rows = _case(vocab, dtype, seed=vocab + 1)
+    kwargs = {"temperature": temperature, "seed": 12345, "offset": 3, "rows": rows,
+              "top_p": top_p, "top_k": top_k, "nucleus": nucleus, "stats": stats}
+    out = K.propose(x, backend="triton", **kwargs)
+    ref = K.propose(x, backend="torch", **kwargs)
+    assert torch.equal(out.tokens, ref.tokens), (out.tokens, ref.tokens)
+    for got, want in zip(out[1:], ref[1:], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.statistical
+def test_triton_issue_example_law():
+    # probs [0.5, 0.3, 0.15, 0.05], top_p = 0.9: "strict" (ReMDM) never draws the third token,
+    # "crossing" (Dream) draws it with probability 0.15 / 0.95.
+    # The interpreter spends ~1 s per filtered program (31 bisection passes): there only the
+    # support is checked on a few draws (the exact tokens are checked against the reference
+    # above); the chi-square runs on a GPU.
+    n = 12 if DEVICE == "cpu" else 100_000
+    x = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(n, -1).contiguous().to(DEVICE)
+    strict = K.propose(x, temperature=1.0, seed=5, top_p=0.9, nucleus="strict", backend="triton")
+    counts = np.bincount(strict.tokens.cpu().numpy(), minlength=4)
+    assert counts[2] == 0 and counts[3] == 0
+    crossing = K.propose(x, temperature=1.0, seed=5, top_p=0.9, backend="triton")
+    counts3 = np.bincount(crossing.tokens.cpu().numpy(), minlength=4)
+    assert counts3[3] == 0
+    if DEVICE != "cpu":
+        assert stats.chisquare(counts[:2], np.array([0.5, 0.3]) / 0.8 * n).pvalue > 1e-3
+        assert stats.chisquare(counts3[:3], np.array([0.5, 0.3, 0.15]) / 0.95 * n).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("vocab,dtype", [(1, torch.float32), (33, torch.float16),
+                                         (5000, torch.bfloat16)])
+def test_triton_row_stats_match_reference(vocab, dtype):
+    x, rows = _case(vocab, dtype, seed=vocab + 2)
+    gen = torch.Generator().manual_seed(vocab)
+    y = (x.float().cpu() + torch.randn(x.shape, generator=gen)).to(dtype).to(DEVICE)
+    if vocab > 1:
+        y[1, 2, 0] = -math.inf  # q = 0 where p > 0: +inf
+    tokens = torch.randint(0, vocab, rows.shape, generator=gen).to(DEVICE)
+    for r in (None, rows):
+        got = K.token_prob(x, tokens, r, backend="triton")
+        want = K.token_prob(x, tokens, r, backend="torch")
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
+        got = K.kl(x, y, r, backend="triton")
+        want = K.kl(x, y, r, backend="torch")
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+    bad = torch.zeros(2, 9)
+    bad[1, 3] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        K.kl(torch.zeros(2, 9).to(DEVICE), bad.to(DEVICE), backend="triton")

@@ -42,32 +42,54 @@ def test_triton_compiled_on_gpu():
     _run_suite("cuda", interpret=False)
 
 
-@needs_triton
-@pytest.mark.parametrize("sampling", [False, True])
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-def test_triton_propose_compiles_for_hopper_without_a_gpu(sampling, dtype, monkeypatch, tmp_path):
-    # The interpreter accepts code that the compiler rejects (a non-constexpr global, a
-    # `.to` on an argument specialised to the constant 1): both reached an H200 unnoticed.
-    # Triton compiles ahead of time for a target without a device, to cubin with its own ptxas.
+def _hopper_compile(kernel, signature: dict, constexprs: dict, tmp_path, monkeypatch) -> None:
+    """Compile ``kernel`` ahead of time for sm_90 (Hopper) to a cubin; no GPU needed."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's current default, said explicitly
+    signature = {**signature, **{name: "constexpr" for name in constexprs}}
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    assert compiled.asm["cubin"]
+
+
+@needs_triton
+@pytest.mark.parametrize("mode", ["greedy", "sample", "top_p", "top_p_strict", "top_k_sampled"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_triton_propose_compiles_for_hopper_without_a_gpu(mode, dtype, monkeypatch, tmp_path):
+    # The interpreter accepts code that the compiler rejects (a non-constexpr global, a
+    # `.to` on an argument specialised to the constant 1): both reached an H200 unnoticed.
     from remask.kernels._triton import propose as TP
 
     kernel = TP._propose_kernel
     names = kernel.arg_names
     # Arguments that can equal 1 at run time must never be specialised into constants.
     unspecialised = {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
-    assert unspecialised >= {"k0", "k1", "offset"}
+    assert unspecialised >= {"k0", "k1", "offset", "top_k"}
     signature = {"x_ptr": f"*{dtype}", "stride_row": "i64", "V": "i32", "rows_ptr": "*i1",
-                 "temp_ptr": "*fp64", "k0": "i64", "k1": "i64", "offset": "i64", "tok_ptr": "*i64",
-                 "prob_ptr": "*fp32", "margin_ptr": "*fp32", "ent_ptr": "*fp32", "status_ptr": "*i32",
-                 "HAS_ROWS": "constexpr", "SAMPLING": "constexpr", "BLOCK": "constexpr",
-                 "NT": "constexpr"}
-    src = ASTSource(fn=kernel, signature=signature,
-                    constexprs={"HAS_ROWS": True, "SAMPLING": sampling, "BLOCK": 2048, "NT": 64})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
-    assert compiled.asm["cubin"]
+                 "temp_ptr": "*fp64", "k0": "i64", "k1": "i64", "offset": "i64", "top_k": "i64",
+                 "tok_ptr": "*i64", "prob_ptr": "*fp32", "margin_ptr": "*fp32", "ent_ptr": "*fp32",
+                 "status_ptr": "*i32"}
+    constexprs = {"HAS_ROWS": True, "SAMPLING": mode != "greedy", "BLOCK": 2048, "NT": 64,
+                  "FILTER": mode.startswith("top"), "STRICT": mode == "top_p_strict",
+                  "SAMPLED": mode == "top_k_sampled"}
+    _hopper_compile(kernel, signature, constexprs, tmp_path, monkeypatch)
+
+
+@needs_triton
+@pytest.mark.parametrize("op", ["token_prob", "kl"])
+def test_triton_row_statistics_compile_for_hopper_without_a_gpu(op, monkeypatch, tmp_path):
+    from remask.kernels._triton import stats as TS
+
+    rows = {"rows_ptr": "*i1", "out_ptr": "*fp32", "status_ptr": "*i32"}
+    if op == "token_prob":
+        kernel = TS._token_prob_kernel
+        signature = {"x_ptr": "*bf16", "stride_row": "i64", "V": "i32", "tok_ptr": "*i64", **rows}
+    else:
+        kernel = TS._kl_kernel
+        signature = {"x_ptr": "*bf16", "y_ptr": "*bf16", "stride_x": "i64", "stride_y": "i64",
+                     "V": "i32", **rows}
+    _hopper_compile(kernel, signature, {"HAS_ROWS": True, "BLOCK": 2048}, tmp_path, monkeypatch)

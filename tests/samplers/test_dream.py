@@ -6,7 +6,8 @@ import pytest
 import torch
 from reference_adaptive import FixedConfidence, _dream_filter, ancestral_law, dream_generate
 from remask.samplers import build
-from remask.samplers.dream import dream_count, filter_logits
+from remask import kernels
+from remask.samplers.dream import dream_count
 from scipy import stats
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
 
@@ -91,16 +92,21 @@ def test_count_schedule_matches_the_reference_rule():
     assert sum(seen) == 256 and seen[0] == 1 and seen[-1] >= 2
 
 
-def test_filter_logits_matches_dreams_top_p_and_top_k():
+def test_propose_filter_matches_dreams_top_p_and_top_k():
+    # Dream's categorical as the sampler asks kernels.propose for it: the "sampled" statistics
+    # at T = 0 are those of softmax(Dream's filtered logits) (reference: _dream_filter).
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 5, 11, generator=g, dtype=torch.float64) * 2
+    logits = torch.randn(3, 5, 11, generator=g) * 2
     for top_p, top_k in [(0.5, None), (0.9, None), (None, 3), (0.8, 4), (1.0, None), (0.01, None)]:
-        ours = filter_logits(logits, 0.0, top_p, top_k)
+        out = kernels.propose(logits, top_p=top_p, top_k=top_k, nucleus="crossing",
+                              stats="sampled", backend="torch")
         for b in range(3):
             for j in range(5):
-                expected = _dream_filter(logits[b, j], top_p, top_k)
-                assert torch.equal(torch.isinf(ours[b, j]), torch.isinf(expected)), (top_p, top_k)
-    assert torch.allclose(filter_logits(logits, 0.5, None, None), logits / 0.5)
+                q = torch.softmax(_dream_filter(logits[b, j].double(), top_p, top_k), -1)
+                top = q.topk(2).values
+                assert out.prob[b, j].item() == pytest.approx(top[0].item(), rel=1e-6)
+                assert out.margin[b, j].item() == pytest.approx((top[0] - top[1]).item(),
+                                                                rel=1e-6, abs=1e-7)
 
 
 def test_alg_temp_samples_positions_from_softmax_of_scores():
@@ -171,3 +177,20 @@ def test_defaults_are_the_references():
     assert (s.steps, s.eps, s.alg, s.alg_temp, s.temperature, s.top_p, s.top_k) == \
         (512, 1e-3, "origin", None, 0.0, None, None)
     assert s.stochastic and not build("dream", alg="entropy").stochastic
+
+
+def test_nucleus_keeps_the_crossing_token():
+    # Dream's top_p keeps the token whose cumulative probability crosses p: at probabilities
+    # [0.5, 0.3, 0.15, 0.05] and top_p = 0.9 the third token is drawn 0.15 / 0.95 of the time.
+    class FixedProbs:
+        vocab_size, mask_id = 4, 4
+
+        def __call__(self, tokens, attention_mask=None):
+            return torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(*tokens.shape, 4).clone()
+
+    sampler = build("dream", alg="origin", steps=4, top_p=0.9, temperature=1.0)
+    out = remask.generate(FixedProbs(), [[]] * 500, sampler, gen_length=4, seed=2)
+    counts = torch.bincount(out.tokens.flatten(), minlength=5)
+    n, p = counts.sum().item(), 0.15 / 0.95
+    assert counts[3] == 0
+    assert abs(counts[2].item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5, counts

@@ -91,3 +91,23 @@ def test_bad_configs_are_rejected():
         build("remdm", alpha_on=1.0)
     with pytest.raises(ValueError, match="steps=1"):
         remask.generate(MarkovChainOracle(3, 4), [[0]], build("remdm", steps=1, block_length=2), gen_length=4)
+
+
+class _FixedProbs:
+    """Every position predicts tokens 0..3 with probabilities [0.5, 0.3, 0.15, 0.05]."""
+
+    vocab_size, mask_id = 4, 4
+
+    def __call__(self, tokens, attention_mask=None):
+        probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+        return probs.log().expand(*tokens.shape, 4).clone()
+
+
+def test_nucleus_is_the_references_strict_one():
+    # ReMDM's _nucleus_sample keeps tokens with cumulative probability <= top_p (plus the
+    # top-1): at top_p = 0.9 the third token (cumulative 0.95) is never drawn; Dream's rule
+    # would draw it 0.15 / 0.95 of the time.
+    sampler = build("remdm", schedule="cap", steps=4, top_p=0.9, temperature=1.0)
+    out = remask.generate(_FixedProbs(), [[]] * 300, sampler, gen_length=4, seed=1)
+    counts = torch.bincount(out.tokens.flatten(), minlength=5)
+    assert counts[2] == 0 and counts[3] == 0 and counts[0] > 0 and counts[1] > 0, counts

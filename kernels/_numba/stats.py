@@ -1,0 +1,204 @@
+"""Numba (CPU) backend of :mod:`remask.kernels.stats` (``token_prob``, ``kl``).
+
+``prange`` over rows; each row is streamed once in ``SAMPLE_TILE``-wide tiles widened to
+float32 (bf16/fp16 read as 16-bit integers, as in :mod:`remask.kernels._numba.propose`),
+with an online max: per tile, the tile maximum, a float64 rescale of the running sums when
+it grows, then one fast-math float32 exp sweep whose sum is accumulated in float64. The same
+range-reduced polynomial ``exp`` as ``propose`` (relative error ~2e-7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+from remask.kernels._numba.propose import (
+    _D_MIN,
+    _F16_BITS,
+    _FAST,
+    _KIND_BF16,
+    _KIND_F16,
+    _KIND_F32,
+    _exp_neg,
+    _key_to_float,
+    _load_tile,
+    serial_below,
+)
+from remask.kernels.propose import SAMPLE_TILE
+
+__all__ = ["kl_rows", "token_prob_rows"]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_sum(fbuf, n, ref):  # pragma: no cover - compiled
+    """Σ exp(x - ref) over the tile (float32 lanes, float64 result)."""
+    s = np.float32(0.0)
+    for k in range(n):
+        s += _exp_neg(max(_D_MIN, fbuf[k] - ref))
+    return np.float64(s)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _tile_kl_sums(fx, fy, n, mx, my):  # pragma: no cover - compiled
+    """Σ e_x, Σ e_y and Σ e_x ((x - mx) - (y - my)) over the tile; ``hole`` counts the
+    tokens with a finite x but y = -inf (p > 0 = q: the KL is +inf)."""
+    sx = np.float32(0.0)
+    sy = np.float32(0.0)
+    a = np.float32(0.0)
+    hole = 0
+    for k in range(n):
+        dx = max(_D_MIN, fx[k] - mx)
+        dy = fy[k] - my
+        ex = _exp_neg(dx)
+        sy += _exp_neg(max(_D_MIN, dy))
+        sx += ex
+        # Clamping dy keeps the sum finite where y = -inf (such rows report +inf anyway).
+        hole += 1 if (fx[k] > -np.inf and fy[k] == -np.inf) else 0
+        a += ex * (dx - max(dy, np.float32(-1e30)))
+    return np.float64(sx), np.float64(sy), np.float64(a), hole
+
+
+@njit(cache=True)
+def _row_max(src, r, kind, table_bits, ubuf):  # pragma: no cover - compiled
+    """(max as float64, has_nan) of row r, reading it once."""
+    vocab = src.shape[1]
+    m = -np.inf
+    nan = False
+    for lo in range(0, vocab, SAMPLE_TILE):
+        n = min(SAMPLE_TILE, vocab - lo)
+        has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        nan |= has_nan
+        m = max(m, _key_to_float(kmax))
+    return m, nan
+
+
+@njit(cache=True, inline="always")
+def _status(m, nan):  # pragma: no cover - compiled
+    if nan:
+        return 1
+    if m == np.inf:
+        return 2
+    if m == -np.inf:
+        return 3
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def _token_prob_kernel(src, kind, table_bits, tokens, rows, has_rows, out, status):  # pragma: no cover
+    n_rows, vocab = src.shape
+    for r in prange(n_rows):
+        out[r] = 0.0
+        status[r] = 0
+        if has_rows and not rows[r]:
+            continue
+        ubuf = np.empty(SAMPLE_TILE, dtype=np.uint32)
+        fbuf = ubuf.view(np.float32)
+        m = -np.inf
+        s = 0.0
+        nan = False
+        for lo in range(0, vocab, SAMPLE_TILE):
+            n = min(SAMPLE_TILE, vocab - lo)
+            has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+            nan |= has_nan
+            m_new = max(m, _key_to_float(kmax))
+            if nan or m_new == -np.inf or m_new == np.inf:
+                m = m_new
+                continue
+            if m_new > m and s > 0.0:
+                s *= math.exp(m - m_new)  # online rescale in float64
+            m = m_new
+            s += _tile_sum(fbuf, n, np.float32(m))
+        st = _status(m, nan)
+        status[r] = st
+        if st != 0:
+            continue
+        t = tokens[r]
+        _load_tile(src, r, t, 1, kind, table_bits, ubuf)
+        out[r] = math.exp(np.float64(fbuf[0]) - m) / s
+
+
+@njit(cache=True, parallel=True)
+def _kl_kernel(sx_, kx, sy_, ky, table_bits, rows, has_rows, out, status):  # pragma: no cover
+    n_rows, vocab = sx_.shape
+    for r in prange(n_rows):
+        out[r] = 0.0
+        status[r] = 0
+        if has_rows and not rows[r]:
+            continue
+        ux = np.empty(SAMPLE_TILE, dtype=np.uint32)
+        uy = np.empty(SAMPLE_TILE, dtype=np.uint32)
+        fx = ux.view(np.float32)
+        fy = uy.view(np.float32)
+        # The KL needs both maxima before the sums: one pass for them (the rows are then in
+        # cache for the second), because rescaling A = Σ e_x (dx - dy) online would need the
+        # running y-maximum inside each term.
+        mx, nx = _row_max(sx_, r, kx, table_bits, ux)
+        my, ny = _row_max(sy_, r, ky, table_bits, uy)
+        st = _status(mx, nx)
+        if st == 0:
+            st = _status(my, ny)
+        status[r] = st
+        if st != 0:
+            continue
+        sx = 0.0
+        sy = 0.0
+        a = 0.0
+        holes = 0
+        for lo in range(0, vocab, SAMPLE_TILE):
+            n = min(SAMPLE_TILE, vocab - lo)
+            _load_tile(sx_, r, lo, n, kx, table_bits, ux)
+            _load_tile(sy_, r, lo, n, ky, table_bits, uy)
+            tx, ty, ta, th = _tile_kl_sums(fx, fy, n, np.float32(mx), np.float32(my))
+            sx += tx
+            sy += ty
+            a += ta
+            holes += th
+        out[r] = np.inf if holes > 0 else a / sx - math.log(sx) + math.log(sy)
+
+
+def _bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
+    """Zero-copy raw-bits view of a CPU float tensor (float64 rounded to a float32 copy)."""
+    if x.device.type != "cpu":
+        raise ValueError(f"the numba backend needs CPU tensors, got {x.device}")
+    if x.dtype == torch.float64:
+        x = x.to(torch.float32)
+    x = x.contiguous()
+    if x.dtype == torch.float32:
+        return x.view(torch.int32).numpy().view(np.uint32), _KIND_F32
+    kind = _KIND_BF16 if x.dtype == torch.bfloat16 else _KIND_F16
+    return x.view(torch.int16).numpy().view(np.uint16), kind
+
+
+def _rows(rows: torch.Tensor | None) -> tuple[np.ndarray, bool]:
+    return (rows.numpy(), True) if rows is not None else (np.ones(1, dtype=np.bool_), False)
+
+
+def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | None):
+    """Numba implementation of :func:`remask.kernels.stats.token_prob_rows`."""
+    src, kind = _bits(x)
+    rows_np, has_rows = _rows(rows)
+    n_rows = src.shape[0]
+    out = torch.empty(n_rows, dtype=torch.float32)
+    status = torch.empty(n_rows, dtype=torch.int32)
+    computed = int(rows_np.sum()) if has_rows else n_rows
+    with serial_below(computed * src.shape[1]):
+        _token_prob_kernel(src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out.numpy(),
+                           status.numpy())
+    return out, status
+
+
+def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
+    """Numba implementation of :func:`remask.kernels.stats.kl_rows`."""
+    src_x, kx = _bits(x)
+    src_y, ky = _bits(y)
+    rows_np, has_rows = _rows(rows)
+    n_rows = src_x.shape[0]
+    out = torch.empty(n_rows, dtype=torch.float32)
+    status = torch.empty(n_rows, dtype=torch.int32)
+    computed = int(rows_np.sum()) if has_rows else n_rows
+    with serial_below(2 * computed * src_x.shape[1]):  # two rows read per computed row
+        _kl_kernel(src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out.numpy(),
+                   status.numpy())
+    return out, status

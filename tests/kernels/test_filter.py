@@ -1,0 +1,200 @@
+"""propose(top_p=, top_k=, nucleus=, stats=): reference vs a sorting loop oracle, every CPU
+backend vs the reference, the sampling law by chi-square, and argument validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import remask.kernels as K
+import torch
+from remask.kernels._reference import kept_oracle, propose_oracle
+from scipy.stats import chi2
+
+BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
+FAST_BACKENDS = [b for b in BACKENDS if b != "torch"]
+PROB_RTOL, PROB_ATOL = 1e-5, 1e-7
+ENT_RTOL, ENT_ATOL = 1e-5, 2e-6
+# Significance of each chi-square test: a correct kernel fails one in a million runs (the
+# seeds are fixed, so a given run is deterministic anyway).
+ALPHA = 1e-6
+
+
+def random_case(seed: int, vocab: int, dtype=torch.float32, scale: float = 3.0, rows=True):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, vocab, generator=gen) * scale  # (B, L, V)
+    if vocab > 2:
+        dead = torch.rand(2, 3, vocab, generator=gen) < 0.2  # some -inf lanes
+        dead[..., 0] = False
+        x = x.masked_fill(dead, -math.inf)
+        top = x.argmax(-1, keepdim=True)  # a tied maximum in one row
+        x[0, 0, (int(top[0, 0, 0]) + 1) % vocab] = x[0, 0, int(top[0, 0, 0])]
+    mask = (torch.rand(2, 3, generator=gen) < 0.7) if rows else None
+    return x.to(dtype), mask
+
+
+def oracle(x, rows, temperature, seed, offset, top_p, top_k, strict, sampled) -> K.Proposal:
+    v = x.shape[-1]
+    flat_rows = None if rows is None else rows.reshape(-1).numpy()
+    out = propose_oracle(x.float().reshape(-1, v).numpy(), temperature, seed, offset, flat_rows,
+                         top_p=top_p, top_k=top_k, strict=strict, sampled=sampled)
+    shape = x.shape[:-1]
+    toks, *rest = (torch.from_numpy(a) for a in out)
+    return K.Proposal(toks.reshape(shape), *(r.float().reshape(shape) for r in rest))
+
+
+def assert_matches(out: K.Proposal, ref: K.Proposal, what: str) -> None:
+    bad = (out.tokens != ref.tokens).nonzero().tolist()
+    assert not bad, f"{what}: tokens differ at {bad[:5]}: {out.tokens} vs {ref.tokens}"
+    torch.testing.assert_close(out.prob, ref.prob, rtol=PROB_RTOL, atol=PROB_ATOL, msg=what)
+    torch.testing.assert_close(out.margin, ref.margin, rtol=PROB_RTOL, atol=PROB_ATOL, msg=what)
+    torch.testing.assert_close(out.entropy, ref.entropy, rtol=ENT_RTOL, atol=ENT_ATOL, msg=what)
+
+
+FILTERS = [  # (top_p, top_k, nucleus, stats)
+    (0.9, None, "crossing", "sampled"),
+    (0.9, None, "strict", "sampled"),
+    (0.5, None, "strict", "untempered"),
+    (None, 3, "crossing", "sampled"),
+    (0.95, 5, "crossing", "sampled"),
+    (0.3, 50, "strict", "sampled"),
+    (None, None, "crossing", "sampled"),
+    (0.99, None, "crossing", "untempered"),
+]
+
+
+@pytest.mark.parametrize("top_p,top_k,nucleus,stats", FILTERS)
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
+def test_reference_matches_sorting_oracle(top_p, top_k, nucleus, stats, temperature):
+    x, rows = random_case(11, 40)
+    kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
+    ref = K.propose(x, temperature=temperature, seed=5, offset=2, rows=rows, backend="torch", **kw)
+    want = oracle(x, rows, temperature, 5, 2, top_p or 1.0, top_k or 0, nucleus == "strict",
+                  stats == "sampled")
+    assert_matches(ref, want, f"reference vs oracle {kw} T={temperature}")
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("vocab,dtype", [(7, torch.float32), (1000, torch.bfloat16),
+                                         (9000, torch.float32), (9000, torch.float16)])
+@pytest.mark.parametrize("top_p,top_k,nucleus,stats", FILTERS)
+def test_backend_matches_reference(backend, vocab, dtype, top_p, top_k, nucleus, stats,
+                                   warm_numba):
+    x, rows = random_case(vocab, vocab, dtype)
+    kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
+    for temperature in (0.0, 0.5, 1.0):
+        out = K.propose(x, temperature=temperature, seed=3, offset=9, rows=rows, backend=backend,
+                        **kw)
+        ref = K.propose(x, temperature=temperature, seed=3, offset=9, rows=rows, backend="torch",
+                        **kw)
+        assert_matches(out, ref, f"{backend} {dtype} V={vocab} T={temperature} {kw}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_filter_keeps_the_expected_set(backend, warm_numba):
+    # Over many seeds every sampled token must lie in the oracle's kept set, and every kept
+    # token of a small row must show up.
+    x, _ = random_case(4, 30, scale=1.0, rows=False)
+    x = x[0, :1].expand(4000, 30).contiguous()  # (N, V): one row, 4000 independent draws
+    for top_p, top_k, nucleus in [(0.8, None, "crossing"), (0.8, None, "strict"),
+                                  (None, 4, "crossing"), (0.9, 6, "strict")]:
+        keep = kept_oracle([float(v) for v in x[0]], 0.8, top_p or 1.0, top_k or 0,
+                           nucleus == "strict")
+        out = K.propose(x, temperature=0.8, seed=1, top_p=top_p, top_k=top_k, nucleus=nucleus,
+                        backend=backend)
+        seen = set(out.tokens.tolist())
+        assert seen == {i for i, k in enumerate(keep) if k}, (top_p, top_k, nucleus)
+
+
+def _chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
+    n = counts.sum()
+    expected = n * probs
+    stat = ((counts - expected) ** 2 / expected).sum()
+    return float(chi2.sf(stat, len(probs) - 1))
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_issue_example_law_of_both_conventions(backend, warm_numba):
+    # probs [0.5, 0.3, 0.15, 0.05] at top_p = 0.9: ReMDM's convention keeps {0, 1} (the third
+    # token's cumulative 0.95 exceeds 0.9), Dream's keeps {0, 1, 2} (the crossing token).
+    n = 40_000 if backend != "torch" else 4_000  # the float64 reference pads rows to a tile
+    x = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(n, 4).contiguous()  # (N, V)
+    strict = K.propose(x, temperature=1.0, seed=7, top_p=0.9, nucleus="strict", backend=backend)
+    counts = torch.bincount(strict.tokens, minlength=4).numpy()
+    assert counts[2] == 0 and counts[3] == 0, counts
+    assert _chi_square_pvalue(counts[:2], np.array([0.5, 0.3]) / 0.8) > ALPHA, counts
+    crossing = K.propose(x, temperature=1.0, seed=7, top_p=0.9, nucleus="crossing",
+                         backend=backend)
+    counts = torch.bincount(crossing.tokens, minlength=4).numpy()
+    assert counts[3] == 0, counts
+    assert _chi_square_pvalue(counts[:3], np.array([0.5, 0.3, 0.15]) / 0.95) > ALPHA, counts
+    # The third token's share is 0.15 / 0.95 within 5 standard errors of N draws.
+    share, p = counts[2] / n, 0.15 / 0.95
+    assert abs(share - p) < 5 * math.sqrt(p * (1 - p) / n), share
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multi_tile_filtered_law(backend, warm_numba):
+    # V = 9000 spans three sampling tiles; a few large logits spread over the tiles carry the
+    # nucleus. The sampled law must be the oracle's renormalised kept distribution.
+    vocab, n = 9000, (10_000 if backend != "torch" else 1_500)
+    gen = torch.Generator().manual_seed(3)
+    row = torch.randn(vocab, generator=gen) * 0.5
+    hot = torch.tensor([5, 4100, 4101, 8999, 2000, 7000])
+    row[hot] = torch.tensor([6.0, 5.5, 5.0, 4.5, 4.0, 3.0])
+    x = row.expand(n, vocab).contiguous()
+    temperature, top_p, top_k = 0.9, 0.7, 5
+    keep = np.array(kept_oracle([float(v) for v in row], temperature, top_p, top_k, False))
+    w = np.where(keep, np.exp((row.double().numpy() - float(row.max())) / temperature), 0.0)
+    probs = w / w.sum()
+    out = K.propose(x, temperature=temperature, seed=11, top_p=top_p, top_k=top_k,
+                    backend=backend)
+    counts = np.bincount(out.tokens.numpy(), minlength=vocab)
+    assert counts[~keep].sum() == 0
+    kept = np.flatnonzero(keep)
+    assert _chi_square_pvalue(counts[kept], probs[kept]) > ALPHA, counts[kept]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_greedy_token_unchanged_by_filters(backend, warm_numba):
+    x, rows = random_case(2, 500)
+    plain = K.propose(x, rows=rows, backend=backend)
+    for kw in ({"top_p": 0.1}, {"top_k": 1}, {"top_p": 0.5, "nucleus": "strict", "top_k": 2}):
+        out = K.propose(x, rows=rows, backend=backend, **kw)
+        assert torch.equal(out.tokens, plain.tokens), kw
+        # untempered statistics do not see the filter at T = 0
+        assert torch.equal(out.prob, plain.prob), kw
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_filter_arguments(backend):
+    x = torch.randn(2, 5)
+    bad = [
+        ({"top_p": 0.0}, ValueError, "top_p"), ({"top_p": 1.5}, ValueError, "top_p"),
+        ({"top_p": float("nan")}, ValueError, "top_p"), ({"top_p": "0.9"}, TypeError, "top_p"),
+        ({"top_p": True}, TypeError, "top_p"), ({"top_k": 0}, ValueError, "top_k"),
+        ({"top_k": -3}, ValueError, "top_k"), ({"top_k": 2.0}, TypeError, "top_k"),
+        ({"top_k": True}, TypeError, "top_k"), ({"nucleus": "dream"}, ValueError, "nucleus"),
+        ({"stats": "tempered"}, ValueError, "stats"),
+    ]
+    for kw, error, name in bad:
+        with pytest.raises(error, match=name):
+            K.propose(x, temperature=1.0, seed=0, backend=backend, **kw)
+    # accepted edge values
+    K.propose(x, top_p=1.0, top_k=99, backend=backend)
+    K.propose(x, top_k=np.int64(2), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_at_the_cut_are_all_kept(backend, warm_numba):
+    # A flat row: every token ties with the cut, so top-p and top-k keep all of them
+    # ("strict" drops the tied group that crosses p but always keeps the top-1 ties).
+    x = torch.zeros(2, 5000)
+    x[1, 4000:] = -1.0  # second row: 4000 tied maxima, then a lower tail
+    for kw in ({"top_p": 0.3}, {"top_k": 7}, {"top_p": 0.3, "nucleus": "strict"}):
+        out = K.propose(x, stats="sampled", backend=backend, **kw)
+        torch.testing.assert_close(out.prob, torch.tensor([1 / 5000, 1 / 4000]), rtol=1e-5,
+                                   atol=0)

@@ -1,0 +1,118 @@
+"""token_prob() and kl(): torch reference vs direct float64 formulas, every CPU backend vs the
+reference, edge rows (-inf lanes, q = 0 under p > 0, bad rows) and argument validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import remask.kernels as K
+import torch
+
+BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _case(seed: int, vocab: int, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, vocab, generator=gen) * 3  # (B, L, V)
+    y = x + torch.randn(2, 4, vocab, generator=gen) * 0.5  # a nearby distribution
+    if vocab > 2:
+        x[0, 1, : vocab // 3] = -math.inf  # p = 0 there (q finite): contributes 0
+    tokens = torch.randint(0, vocab, (2, 4), generator=gen)
+    rows = torch.rand(2, 4, generator=gen) < 0.7
+    return x.to(dtype), y.to(dtype), tokens, rows
+
+
+def _direct_kl(x, y):
+    log_p = x.double().log_softmax(-1)
+    log_q = y.double().log_softmax(-1)
+    return torch.where(log_p == -math.inf, 0.0, log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+@pytest.mark.parametrize("vocab", [1, 5, 9000])
+def test_reference_matches_direct_formulas(vocab):
+    x, y, tokens, rows = _case(vocab, vocab)
+    want = x.double().softmax(-1).gather(-1, tokens[..., None])[..., 0]
+    got = K.token_prob(x, tokens, backend="torch")
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-9)
+    got = K.kl(x, y, rows, backend="torch")
+    torch.testing.assert_close(got.double(), torch.where(rows, _direct_kl(x, y), 0.0),
+                               rtol=1e-6, atol=1e-7)
+    assert bool((K.token_prob(x, tokens, rows, backend="torch")[~rows] == 0).all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("vocab", [1, 33, 4097, 9000])
+def test_backend_matches_reference(backend, dtype, vocab, warm_numba):
+    x, y, tokens, rows = _case(vocab + 1, vocab, dtype)
+    for r in (None, rows):
+        got = K.token_prob(x, tokens, r, backend=backend)
+        ref = K.token_prob(x, tokens, r, backend="torch")
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-8)
+        got = K.kl(x, y, r, backend=backend)
+        ref = K.kl(x, y, r, backend="torch")
+        # The KL is a difference of O(log V) terms: absolute tolerance ~ float32 rounding of
+        # those, relative for large divergences.
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=2e-6)
+        assert got.dtype == torch.float32 and got.shape == x.shape[:-1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kl_edge_rows(backend, warm_numba):
+    x = torch.tensor([[0.0, 1.0, -math.inf], [0.0, 1.0, 2.0], [5.0, 5.0, 5.0]])
+    y = torch.tensor([[3.0, -2.0, 7.0], [0.0, -math.inf, 2.0], [1.0, 1.0, 1.0]])
+    out = K.kl(x, y, backend=backend)
+    assert out[1].item() == math.inf  # q = 0 where p > 0
+    assert out[2].item() == pytest.approx(0.0, abs=1e-6)  # same distribution, shifted logits
+    assert out[0].item() == pytest.approx(_direct_kl(x[0], y[0]).item(), rel=1e-5)
+    assert K.kl(x, x, backend=backend).abs().max().item() < 1e-6
+    # huge shifts between p and q cancel exactly in the softmax
+    assert K.kl(x[1:2] + 1e4, x[1:2], backend=backend).abs().item() < 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_rows_raise_and_rows_outside_are_not_read(backend, warm_numba):
+    x = torch.zeros(3, 6)
+    x[1, 2] = math.nan
+    tokens = torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match=r"row \(1,\) contains NaN"):
+        K.token_prob(x, tokens, backend=backend)
+    with pytest.raises(ValueError, match="NaN"):
+        K.kl(torch.zeros(3, 6), x, backend=backend)
+    rows = torch.tensor([True, False, True])
+    assert K.token_prob(x, tokens, rows, backend=backend).tolist() == pytest.approx([1 / 6, 0,
+                                                                                     1 / 6])
+    assert K.kl(x, x, rows, backend=backend).tolist() == pytest.approx([0, 0, 0], abs=1e-6)
+    x[0] = -math.inf
+    with pytest.raises(ValueError, match="no finite logit"):
+        K.token_prob(x, tokens, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_argument_validation(backend):
+    x = torch.zeros(2, 3, 5)
+    tokens = torch.zeros(2, 3, dtype=torch.int64)
+    cases = [
+        (lambda: K.token_prob(x, tokens.float(), backend=backend), TypeError, "tokens"),
+        (lambda: K.token_prob(x, tokens[:, :2], backend=backend), ValueError, "tokens"),
+        (lambda: K.token_prob(x, tokens + 5, backend=backend), ValueError, "= 5 is outside"),
+        (lambda: K.token_prob(x, tokens - 1, backend=backend), ValueError, "= -1 is outside"),
+        (lambda: K.token_prob(x, tokens, tokens, backend=backend), TypeError, "rows"),
+        (lambda: K.token_prob(x, tokens, torch.ones(3, 2, dtype=torch.bool), backend=backend),
+         ValueError, "rows"),
+        (lambda: K.token_prob(x.long(), tokens, backend=backend), TypeError, "logits"),
+        (lambda: K.kl(x, torch.zeros(2, 3, 6), backend=backend), ValueError, "same shape"),
+        (lambda: K.kl(x, x.int(), backend=backend), TypeError, "q_logits"),
+        (lambda: K.kl(x, x, torch.ones(2, 3), backend=backend), TypeError, "rows"),
+    ]
+    for call, error, text in cases:
+        with pytest.raises(error, match=text):
+            call()
+    # a token out of range outside `rows` is never read, so it is allowed
+    rows = torch.zeros(2, 3, dtype=torch.bool)
+    rows[0, 0] = True
+    bad = tokens.clone()
+    bad[1, 1] = 99
+    assert K.token_prob(x, bad, rows, backend=backend)[0, 0].item() == pytest.approx(0.2)
