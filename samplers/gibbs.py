@@ -64,6 +64,7 @@ import torch
 
 from remask import kernels
 from remask.models.protocol import check_logits
+from remask.samplers._blocks import exclude_mask
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import from_config, register
 
@@ -184,8 +185,8 @@ class _WithCheckRows:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         batch = torch.cat([tokens, rows])  # (n + B, L)
         kwargs = {k: torch.cat([v, rows_active]) for k, v in extra.items()}
-        out = check_logits(self.inner(batch, torch.cat([attention_mask, rows_mask]), **kwargs),
-                           batch, self.vocab_size)
+        out = exclude_mask(check_logits(self.inner(batch, torch.cat([attention_mask, rows_mask]), **kwargs),
+                                        batch, self.vocab_size), self.inner.mask_id)
         self.logits = out[n:]
         return out[:n]
 
@@ -331,8 +332,8 @@ class Gibbs(Sampler):
         base_info = None
         if final:
             new_base = base_state
-            check_logits_ = check_logits(denoiser(check_tokens, canvas.attention_mask), check_tokens,
-                                         denoiser.vocab_size)
+            check_logits_ = exclude_mask(check_logits(denoiser(check_tokens, canvas.attention_mask),
+                                                      check_tokens, denoiser.vocab_size), denoiser.mask_id)
         else:
             model = (_WithCheckRows(denoiser, check_tokens, canvas.attention_mask, canvas.active)
                      if checking else denoiser)
@@ -341,8 +342,9 @@ class Gibbs(Sampler):
             if checking:
                 check_logits_ = model.logits
                 if check_logits_ is None:  # the base made no call this step
-                    check_logits_ = check_logits(denoiser(check_tokens, canvas.attention_mask),
-                                                 check_tokens, denoiser.vocab_size)
+                    check_logits_ = exclude_mask(check_logits(denoiser(check_tokens, canvas.attention_mask),
+                                                              check_tokens, denoiser.vocab_size),
+                                                 denoiser.mask_id)
 
         after = new_base.canvas  # (the base's commits of this step)
         base_committed = base_info.committed if base_info is not None else torch.zeros_like(checked)

@@ -74,7 +74,7 @@ import torch
 
 from remask import kernels
 from remask.models.protocol import check_logits
-from remask.samplers._blocks import commit
+from remask.samplers._blocks import commit, exclude_mask
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -292,7 +292,7 @@ class WINO(Sampler):
             ext_positions = torch.cat([positions, torch.where(slot_live, shadow_positions, 0)], dim=1)
             bias = self._shadow_bias(attention_mask, slot_pos, slot_live)  # (B, L + W, L + W)
             out = denoiser(ext_tokens, ext_mask, attention_bias=bias, position_ids=ext_positions)
-            out = check_logits(out, ext_tokens, denoiser.vocab_size)  # (B, L + W, V)
+            out = exclude_mask(check_logits(out, ext_tokens, denoiser.vocab_size), denoiser.mask_id)  # (B, L + W, V)
             logits, shadow_logits = out[:, :L], out[:, L:]  # (B, L, V), (B, W, V)
             evaluations = 1
         else:
@@ -301,7 +301,8 @@ class WINO(Sampler):
             copies = torch.where(hide, denoiser.mask_id, tokens.unsqueeze(1))  # (B, W, L)
             batch = torch.cat([tokens, copies.reshape(B * W, L)])  # (B + B W, L)
             batch_mask = torch.cat([attention_mask, attention_mask.repeat_interleave(W, dim=0)])
-            out = check_logits(denoiser(batch, batch_mask), batch, denoiser.vocab_size)
+            out = exclude_mask(check_logits(denoiser(batch, batch_mask), batch, denoiser.vocab_size),
+                               denoiser.mask_id)
             logits = out[:B]  # (B, L, V)
             per_copy = out[B:].reshape(B, W, L, -1)  # (B, W, L, V)
             index = slot_pos.clamp_max(L - 1)[..., None, None].expand(B, W, 1, per_copy.shape[-1])

@@ -148,21 +148,35 @@ def test_api(tiny, call, error, text):
     assert text in str(raised.value)
 
 
-@pytest.mark.parametrize("name", ["remdm", "low_confidence"])
-def test_a_finite_mask_logit_is_never_proposed(tiny, name):
-    """The mask token is excluded where samplers call the denoiser (``denoise``), whatever
-    logit the denoiser gives it: a protocol-breaking denoiser still decodes."""
-    out = remask.generate(MaskProposer(tiny), [[1]], build(name), gen_length=4, seed=0)
+@pytest.mark.parametrize("name, config", [("remdm", {}), ("low_confidence", {}),
+                                          ("wino", {"shadow": "emulate"}), ("gibbs", {})])
+def test_a_finite_mask_logit_is_never_proposed(tiny, name, config):
+    """The mask token is excluded wherever samplers call the denoiser (``denoise``, and WINO's
+    and Gibbs's own calls), whatever logit the denoiser gives it: a protocol-breaking denoiser
+    still decodes."""
+    out = remask.generate(MaskProposer(tiny), [[1]], build(name, **config), gen_length=4, seed=0)
     assert not bool((out.tokens == tiny.mask_id).any())
 
 
 def test_mask_error_names_sampler_step_and_cause(tiny):
-    # wino's leave-one-out emulation calls the denoiser itself (not through the shared
-    # denoise()), so a mask proposal still reaches the driver's check there.
+    # No registered sampler commits the mask any more: an unregistered one that writes it
+    # (as a buggy sampler would) must still be caught and explained by the driver.
+    from dataclasses import dataclass
+
+    from remask.samplers.low_confidence import LowConfidence
+
+    @dataclass(frozen=True, kw_only=True)
+    class CommitsMask(LowConfidence):
+        def step(self, state, denoiser, generator):
+            new, info = super().step(state, denoiser, generator)
+            tokens = torch.where(info.committed, denoiser.mask_id, new.canvas.tokens)
+            proposal = torch.where(info.committed, denoiser.mask_id, info.proposal)
+            return new._replace(canvas=new.canvas._replace(tokens=tokens)), info._replace(proposal=proposal)
+
     with pytest.raises(RuntimeError) as raised:
-        remask.generate(MaskProposer(tiny), [[1]], build("wino", shadow="emulate"), gen_length=4, seed=0)
+        remask.generate(tiny, [[1]], CommitsMask(), gen_length=4, seed=0)
     message = str(raised.value)
-    assert "'wino'" in message and "at step" in message and "proposed the mask token" in message
+    assert "'low_confidence'" in message and "at step" in message and "proposed the mask token" in message
 
 
 def _stops_after_one_step(base):
