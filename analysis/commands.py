@@ -500,6 +500,11 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
 
     check_oracle(oracle)
     n_samples = _check_positive("n_samples", n_samples)
+    if n_samples > 1 and not getattr(sampler, "stochastic", True):
+        warnings.warn(f"{sampler.name} is deterministic at these settings (temperature 0): all "
+                      f"{n_samples} samples are the same sequence, so the empirical law is a point "
+                      "mass and TV/KL measure only that one sequence; sample with temperature > 0 "
+                      "(--set temperature=1.0)", UserWarning, stacklevel=2)
     P, G = _layout(oracle, gen_length, need_context=False)
     prompt = exact_samples(oracle, 1, seed=seed)[0, :P] if P else None
     parts = standard_partitions(range(P, P + G))
