@@ -364,20 +364,39 @@ def _check_cache_blocks(cache: str, cache_refresh: int | None, config) -> None:
           "for) or --cache-refresh 1 (exact, no saving)")
 
 
-def _check_wino_cost(model, config, widest: int) -> None:
-    """WINO without the attention-bias path emulates its shadow block: 1 + W evaluations a step."""
+#: Shadow width the CLI picks for WINO when it must emulate the shadow block and no block
+#: length was given: 1 + 32 forward passes per step instead of 1 + the whole masked region.
+WINO_EMULATED_WIDTH = 32
+
+
+def _check_wino_cost(model, config, widest: int):
+    """WINO without the attention-bias path emulates its shadow block: 1 + W evaluations a step.
+
+    Warns with the cost; when no ``block_length`` was given and the masked region is wider than
+    :data:`WINO_EMULATED_WIDTH`, returns the config with that block length (a bounded width),
+    else the config unchanged.
+    """
     if getattr(config, "name", None) != "wino":
-        return
+        return config
     from remask.samplers.wino import supports_attention_bias
 
     if config.shadow == "attention" or supports_attention_bias(model):
-        return
+        return config
+    if config.block_length is None and widest > WINO_EMULATED_WIDTH:
+        import dataclasses
+
+        _warn(f"wino emulates its shadow block on {type(model).__name__} (no attention-bias path): with "
+              f"one block each step would cost 1 + {widest} forward passes per row; using "
+              f"block_length={WINO_EMULATED_WIDTH} ({1 + WINO_EMULATED_WIDTH} per step). "
+              "--set block_length=N chooses another width")
+        return dataclasses.replace(config, block_length=WINO_EMULATED_WIDTH)
     width = widest if config.block_length is None else min(config.block_length, widest)
     if width >= 8:
         _warn(f"wino emulates its shadow block on {type(model).__name__} (no attention-bias path): each "
               f"step costs 1 + W = {1 + width} forward passes per row (W = {width}, "
               f"{'the whole masked region' if config.block_length is None else 'block_length'}); "
               "--set block_length=8 bounds it")
+    return config
 
 
 def _model_args(device, dtype):
@@ -465,7 +484,7 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
             model = CachedDenoiser(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
             raise click.UsageError(_one_line(error)) from None
-    _check_wino_cost(model, config, gen_length)
+    config = _check_wino_cost(model, config, gen_length)
     from remask.samplers import generate as run
 
     tracer, callbacks = _tracer(trace_target)
@@ -537,7 +556,7 @@ def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, tr
     config = _build(sampler, sets)
     model = _load(model_spec, **_model_args(device, dtype))
     batch = [[model.mask_id if i == holes else i for i in ids] for ids in parsed]
-    _check_wino_cost(model, config, max(sum(i == holes for i in ids) for ids in parsed))
+    config = _check_wino_cost(model, config, max(sum(i == holes for i in ids) for ids in parsed))
     from remask.samplers import infill as run
 
     tracer, callbacks = _tracer(trace_target)

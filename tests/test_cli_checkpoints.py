@@ -145,6 +145,15 @@ def test_wino_emulation_cost_warns():
     assert result.exit_code == 0 and "forward passes" not in result.stderr
 
 
+def test_wino_emulation_picks_a_bounded_width():
+    # One block over 40 masks would cost 41 forward passes a step; the CLI picks blocks of 32.
+    result = _invoke("generate", "--model", "tiny", "--sampler", "wino", "--gen-length", 40, "--json")
+    assert result.exit_code == 0, result.output
+    assert "using block_length=32 (33 per step)" in result.stderr
+    record = json.loads(result.stdout)
+    assert record["rows"][0]["nfe"] == 33 * record["steps"]  # 1 + W evaluations a step, W = 32
+
+
 def test_threads_option_sets_the_libraries(monkeypatch):
     for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
