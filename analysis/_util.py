@@ -195,7 +195,7 @@ def work_log_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def position_chunks(rows: int, L: int, V: int, *, budget: int | None = None):
-    """Slices of [0, L) whose (rows, c, V) float64 working tensors hold at most ``budget``
+    """Slices of [0, L) whose (rows, c, V) working tensors hold at most ``budget``
     elements (default :data:`CHUNK_ELEMENTS`, read at call time)."""
     budget = CHUNK_ELEMENTS if budget is None else budget
     c = max(1, budget // max(1, rows * V))

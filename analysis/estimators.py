@@ -361,7 +361,7 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
     - forward passes: B (one-shot) + B K clamped canvases, ``batch_size`` per pass (twice
       with ``j``);
     - memory: the one-shot logits (B, L, V) and one batch of clamped logits
-      (``batch_size``, L, V), both in the model's dtype; float64 working chunks of at most
+      (``batch_size``, L, V), both in the model's dtype; working chunks of at most
       2**21 elements; O(B L) float64 summaries. A row with K > ``batch_size`` also keeps
       its mixture p̄ (L, V) (float32 when L V > 2**21);
     - arithmetic beyond the forwards: O(B K L V).
