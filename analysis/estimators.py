@@ -208,7 +208,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
                     w64 = wg.double()
                     h = -rowdot(pg, lpg)  # (n, c) entropies, float64
                     ment[g] = w64 @ h
-                    dem[g] = w64 @ (0.5 * (pg - p0l[g].exp()).abs().sum(-1, dtype=torch.float64))
+                    dem[g] = w64 @ (0.5 * (pg - p0l[g].exp()).abs().sum(-1).double())
                     # The CMI as Σ_a w_a KL(p_a ‖ p̄): a sum of non-negative terms, free of the
                     # cancellation of H(p̄) − Σ_a w_a H(p_a) in float32 at large V.
                     logpbar = (pbar[g] / pbar[g].sum(-1, keepdim=True)).clamp_min(torch.finfo(p.dtype).tiny).log()
@@ -361,7 +361,7 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
     - forward passes: B (one-shot) + B K clamped canvases, ``batch_size`` per pass (twice
       with ``j``);
     - memory: the one-shot logits (B, L, V) and one batch of clamped logits
-      (``batch_size``, L, V), both in the model's dtype; float64 working chunks of at most
+      (``batch_size``, L, V), both in the model's dtype; working chunks of at most
       2**21 elements; O(B L) float64 summaries. A row with K > ``batch_size`` also keeps
       its mixture p̄ (L, V) (float32 when L V > 2**21);
     - arithmetic beyond the forwards: O(B K L V).
