@@ -1,4 +1,4 @@
-"""remask.kernels: the shared per-step ops of every sampler (DESIGN.md §4).
+"""remask.kernels: the shared per-step ops of every sampler (docs/design.md §4).
 
 Ops
 ---

@@ -1,4 +1,4 @@
-"""Backend resolution for the kernel ops (DESIGN.md §4).
+"""Backend resolution for the kernel ops (docs/design.md §4).
 
 Order: explicit ``backend=`` argument, then :func:`use_backend`, then the ``REMASK_BACKEND``
 environment variable, then the best available backend for the tensor's device

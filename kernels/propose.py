@@ -1,4 +1,4 @@
-"""The proposal/scoring op: one pass over each row of logits (DESIGN.md §4).
+"""The proposal/scoring op: one pass over each row of logits (docs/design.md §4).
 
 This file holds the public :func:`propose` (validation, backend dispatch, output layout) and
 the **torch reference** :func:`propose_rows` that defines the semantics every backend must

@@ -1,4 +1,4 @@
-"""Fused row statistics beside :func:`~remask.kernels.propose` (DESIGN.md §4).
+"""Fused row statistics beside :func:`~remask.kernels.propose` (docs/design.md §4).
 
 * :func:`token_prob` — ``softmax(logits)[token]`` per row: the leave-one-out and verifier
   checks of WINO, Gibbs and APD, which would otherwise materialise a float64 (B, L, V)
