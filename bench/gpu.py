@@ -413,49 +413,25 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
         fp32_ref = _timed(lambda: llada_generate(timed, prompt, steps=gen_length, gen_length=gen_length,
                                                  block_length=block_length,
                                                  confidence_dtype=torch.float32), timed)
+        base = {"model": name, "batch": batch, "prompt_length": prompt_length,
+                "gen_length": gen_length, "block_length": block_length,
+                "dtype": str(dtype).replace("torch.", ""),
+                **{k: env[k] for k in ("device", "versions", "sha", "date")}}
         for (loop, impl), measured in runs.items():
-            timed_runs = measured[1:] if repeats else measured
             counterpart = runs.get((loop, "reference" if impl == "remask" else "remask"))
             mine = measured[0].tokens
             other = counterpart[0].tokens if counterpart else torch.full_like(mine, -1)
-            seconds = [r.seconds for r in timed_runs]
-            med = statistics.median(seconds)
-            nfe = timed_runs[0].nfe
-            fwd = statistics.median(r.forward_ms for r in timed_runs)
             setting = (f"steps={gen_length}" if loop == "low_confidence" else f"threshold={threshold}")
-            rows.append({
-                "model": name, "loop": loop, "impl": impl, "batch": batch,
-                "prompt_length": prompt_length, "gen_length": gen_length,
-                "block_length": block_length, "setting": setting,
-                "dtype": str(dtype).replace("torch.", ""), "repeats": len(timed_runs),
-                "seconds_median": round(med, 4), "seconds_min": round(min(seconds), 4),
-                "seconds_max": round(max(seconds), 4), "nfe": nfe,
-                "ms_per_step": round(med * 1e3 / nfe, 3),
-                "tokens_per_s": round(batch * gen_length / med, 2),
-                "forward_ms_per_step": round(fwd / nfe, 3),
-                "forward_share": round(fwd / (med * 1e3), 4),
-                "outside_over_forward": round((med * 1e3 - fwd) / fwd, 4),
-                "tokens_equal_other_side": bool(torch.equal(mine, other)),
-                "agreement_other_side": round(float((mine[:, -gen_length:] == other[:, -gen_length:])
-                                                    .float().mean()), 4),
-                **{k: env[k] for k in ("device", "versions", "sha", "date")}, "load_1m": _load()})
-            log(f"  {loop:22s} {impl:9s} {med:8.3f} s  NFE {nfe:4d}  {rows[-1]['ms_per_step']:8.2f} ms/step "
-                f"{rows[-1]['tokens_per_s']:8.1f} tok/s  outside/forward {rows[-1]['outside_over_forward']:.1%}"
+            rows.append({**base, "loop": loop, "impl": impl, "setting": setting,
+                         **_measured(measured[1:] if repeats else measured, mine, other, batch, gen_length)})
+            log(f"  {loop:22s} {impl:9s} {rows[-1]['seconds_median']:8.3f} s  NFE {rows[-1]['nfe']:4d}  "
+                f"{rows[-1]['ms_per_step']:8.2f} ms/step {rows[-1]['tokens_per_s']:8.1f} tok/s  "
+                f"outside/forward {rows[-1]['outside_over_forward']:.1%}"
                 f"  tokens equal: {rows[-1]['tokens_equal_other_side']}")
         lc_remask = runs.get(("low_confidence", "remask"), [fp32_ref])[0].tokens
-        rows.append({**rows[-1], "loop": "low_confidence", "impl": "reference_fp32_confidence",
-                     "setting": f"steps={gen_length}", "repeats": 1,
-                     "seconds_median": round(fp32_ref.seconds, 4), "seconds_min": round(fp32_ref.seconds, 4),
-                     "seconds_max": round(fp32_ref.seconds, 4), "nfe": fp32_ref.nfe,
-                     "ms_per_step": round(fp32_ref.seconds * 1e3 / fp32_ref.nfe, 3),
-                     "tokens_per_s": round(batch * gen_length / fp32_ref.seconds, 2),
-                     "forward_ms_per_step": round(fp32_ref.forward_ms / fp32_ref.nfe, 3),
-                     "forward_share": round(fp32_ref.forward_ms / (fp32_ref.seconds * 1e3), 4),
-                     "outside_over_forward": round((fp32_ref.seconds * 1e3 - fp32_ref.forward_ms)
-                                                   / fp32_ref.forward_ms, 4),
-                     "tokens_equal_other_side": bool(torch.equal(fp32_ref.tokens, lc_remask)),
-                     "agreement_other_side": round(float((fp32_ref.tokens[:, -gen_length:]
-                                                          == lc_remask[:, -gen_length:]).float().mean()), 4)})
+        rows.append({**base, "loop": "low_confidence", "impl": "reference_fp32_confidence",
+                     "setting": f"steps={gen_length}",
+                     **_measured([fp32_ref], fp32_ref.tokens, lc_remask, batch, gen_length)})
         log(f"  low_confidence reference, float32 confidence: tokens equal remask's: "
             f"{rows[-1]['tokens_equal_other_side']} (agreement {rows[-1]['agreement_other_side']:.3f})")
         del timed, loops, runs
@@ -463,6 +439,26 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
             torch.cuda.empty_cache()
     _write_rows(rows, out, E2E_FIELDS)
     return rows
+
+
+def _measured(runs: list[_Run], mine: torch.Tensor, other: torch.Tensor, batch: int,
+              gen_length: int) -> dict:
+    """The timing and agreement fields of :data:`E2E_FIELDS` for one loop's timed runs."""
+    seconds = [r.seconds for r in runs]
+    med = statistics.median(seconds)
+    nfe = runs[0].nfe
+    fwd = statistics.median(r.forward_ms for r in runs)  # ms in forwards per run
+    return {"repeats": len(runs), "seconds_median": round(med, 4), "seconds_min": round(min(seconds), 4),
+            "seconds_max": round(max(seconds), 4), "nfe": nfe,
+            "ms_per_step": round(med * 1e3 / nfe, 3),
+            "tokens_per_s": round(batch * gen_length / med, 2),
+            "forward_ms_per_step": round(fwd / nfe, 3),
+            "forward_share": round(fwd / (med * 1e3), 4),
+            "outside_over_forward": round((med * 1e3 - fwd) / fwd, 4),
+            "tokens_equal_other_side": bool(torch.equal(mine, other)),
+            "agreement_other_side": round(float((mine[:, -gen_length:] == other[:, -gen_length:])
+                                                .float().mean()), 4),
+            "load_1m": _load()}
 
 
 def _write_rows(rows: list[dict], path: Path, fields: tuple[str, ...]) -> Path:

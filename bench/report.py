@@ -174,13 +174,16 @@ def gpu_tables(propose: str = "gpu_propose_cuda.csv", e2e: str = "gpu_e2e_cuda.c
                 + (f"; failing: {', '.join(failed)}" if failed else "") + ".", ""]
     rows = _read(propose)
     if rows:
-        copy = {(r["variant"], r["config"].split(', "bytes')[0]): float(r["derived"])
-                for r in rows if r["name"] == "copy"}
+        def shape(r: dict) -> tuple:
+            c = json.loads(r["config"])
+            return r["variant"], c["B"], c["L"], c["V"]
+
+        copy = {shape(r): float(r["derived"]) for r in rows if r["name"] == "copy"}
         out += ["| op | dtype | (B, L, V) | median ms | GB/s | share of copy bandwidth |",
                 "|---|---|---|---|---|---|"]
         for r in rows:
             c = json.loads(r["config"])
-            share = float(r["derived"]) / copy[(r["variant"], r["config"].split(', "bytes')[0])]
+            share = float(r["derived"]) / copy[shape(r)]
             out.append(f"| `{r['name']}` ({r['backend']}) | {r['variant']} | ({c['B']}, {c['L']}, {c['V']}) | "
                        f"{float(r['median']):.3f} | {float(r['derived']):.0f} | "
                        + ("-" if r["name"] == "copy" else f"{share:.0%}") + " |")
@@ -199,7 +202,7 @@ def gpu_tables(propose: str = "gpu_propose_cuda.csv", e2e: str = "gpu_e2e_cuda.c
         r = rows[0]
         out += ["", f"Prompt {r['prompt_length']} + {r['gen_length']} generated tokens, block {r['block_length']}, "
                 f"batch {r['batch']}, {r['dtype']}, median of {r['repeats']} runs after a warm-up; load {r['load_1m']}.",
-                "", _provenance([{**r, "device": r["device"]}])]
+                "", _provenance([r])]
     return "\n".join(out) if out else f"(no {propose}, {e2e} or {tests})"
 
 
