@@ -74,7 +74,8 @@ import torch
 
 from remask import kernels
 from remask.models.protocol import check_logits
-from remask.samplers._blocks import commit, exclude_mask
+from remask.samplers.canvas import commit
+from remask.samplers.predict import exclude_mask
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
