@@ -51,66 +51,15 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers._blocks import (
-    allotted_steps,
-    check_steps_cover_blocks,
-    commit,
-    denoise,
-    masked_positions,
-)
+from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.predict import denoise
+from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 
 from remask import kernels
 
-__all__ = ["Ancestral", "AncestralState", "grid_time", "next_unmask_index"]
-
-
-def grid_time(index: torch.Tensor, steps: torch.Tensor, eps: float) -> torch.Tensor:
-    """Time ``t_j = 1 - j (1 - eps) / steps`` of grid index ``j`` (``linspace(1, eps, steps+1)``).
-
-    Parameters
-    ----------
-    index, steps : int64 tensors of broadcastable shapes
-    eps : float
-
-    Returns
-    -------
-    float64 tensor of the broadcast shape
-    """
-    return 1.0 - index.double() * ((1.0 - eps) / steps.double())
-
-
-def next_unmask_index(u: torch.Tensor, index: torch.Tensor, steps: torch.Tensor, eps: float) -> torch.Tensor:
-    """Grid index at which a position masked at grid index ``index`` unmasks (linear schedule).
-
-    With ``P(still masked at t_j | masked at t_i) = t_j / t_i`` (MDLM log-linear noise, Dream's
-    ``1 - s/t`` transfer probability), the unmask index is the first ``j`` with
-    ``t_j <= u t_i`` for a uniform ``u``: ``j = ceil((1 - u t_i) / dt)``, ``dt = (1 - eps) /
-    steps``. Values above ``steps`` mean "still masked at the end of the grid".
-
-    Parameters
-    ----------
-    u : (B, L) float64
-        Uniforms in (0, 1), one per position.
-    index : (B,) int64
-        Current grid index of each row (the canvas is at time ``t_index``).
-    steps : (B,) int64
-        Grid size of each row (>= 1).
-    eps : float
-        Final time of the grid.
-
-    Returns
-    -------
-    (B, L) int64
-        Always ``>= index + 1``.
-    """
-    index, steps = index.unsqueeze(-1), steps.unsqueeze(-1)  # (B, 1)
-    dt = (1.0 - eps) / steps.double()  # (B, 1)
-    t = grid_time(index, steps, eps)  # (B, 1)
-    j = torch.ceil((1.0 - u * t) / dt)  # (B, L) float64
-    # Rounding can land exactly on the current index when u t is within an ulp of t.
-    return torch.maximum(j.clamp_max(2**62).long(), index + 1)
+__all__ = ["Ancestral", "AncestralState"]
 
 
 class AncestralState(NamedTuple):

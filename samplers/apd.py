@@ -72,7 +72,8 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import commit, denoise, masked_positions
+from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.predict import denoise
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 

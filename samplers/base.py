@@ -18,45 +18,9 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import torch
 
 from remask.samplers._validate import check_choice, check_float, check_int
+from remask.samplers.canvas import Canvas
 
 __all__ = ["Canvas", "StepInfo", "StepState", "Sampler", "State", "Callback"]
-
-
-class Canvas(NamedTuple):
-    """The sequence being decoded, with the bookkeeping every sampler shares.
-
-    Attributes
-    ----------
-    tokens : (B, L) int64
-        Prompt, committed tokens, and ``mask_id`` where undecided.
-    editable : (B, L) bool
-        Positions the sampler may write (the masked positions it was given). False on the
-        prompt, on fixed infill tokens and on padding.
-    block : (B, L) int64
-        Semi-autoregressive block of each editable position (counted left to right over the
-        editable positions of the row); -1 elsewhere.
-    window : (B,) int64
-        The active block of each row: the left-most block that still holds a mask.
-    attention_mask : (B, L) bool
-        False on padding.
-    nfe : (B,) int64
-        Denoiser evaluations consumed by each row (a classifier-free-guidance step counts 2).
-    done : (B,) bool
-        True once no editable position of the row is masked.
-    """
-
-    tokens: torch.Tensor
-    editable: torch.Tensor
-    block: torch.Tensor
-    window: torch.Tensor
-    attention_mask: torch.Tensor
-    nfe: torch.Tensor
-    done: torch.Tensor
-
-    @property
-    def active(self) -> torch.Tensor:
-        """(B, L) bool: positions of the active block."""
-        return self.block == self.window.unsqueeze(-1)
 
 
 class StepInfo(NamedTuple):

@@ -59,7 +59,8 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import commit, denoise, masked_positions
+from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.predict import denoise
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 

@@ -58,62 +58,17 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers._blocks import (
-    allotted_steps,
-    check_steps_cover_blocks,
-    commit,
-    denoise,
-    masked_positions,
-)
-from remask.samplers.ancestral import grid_time, next_unmask_index
+from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.predict import denoise
+from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, dream_count, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
 from remask import kernels
 
-__all__ = ["Dream", "DreamState", "dream_count"]
+__all__ = ["Dream", "DreamState"]
 
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
-
-
-def dream_count(masks: torch.Tensor, grid: torch.Tensor, steps: torch.Tensor, eps: float,
-                max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dream's transfer count, skipping the grid steps on which it is 0.
-
-    At grid step ``i`` (from ``t_i`` to ``t_{i+1}``) the reference commits
-    ``floor(M (1 - t_{i+1} / t_i))`` tokens, and all ``M`` at the last step ``i = steps - 1``.
-    While nothing is committed ``M`` stays the same, so the first step from ``grid`` on with
-    a non-zero count is found in one vectorised pass.
-
-    Parameters
-    ----------
-    masks : (B,) int64
-        Masks left in the row's active block (``M``).
-    grid : (B,) int64
-        First grid step not yet taken.
-    steps : (B,) int64
-        Grid size of the row's block (<= ``max_steps``).
-    eps : float
-    max_steps : int
-        Static upper bound on ``steps`` (the width of the search).
-
-    Returns
-    -------
-    step : (B,) int64
-        The grid step taken (first ``i >= grid`` with a non-zero count; 0 if ``M = 0``).
-    count : (B,) int64
-        Tokens it commits (0 if ``M = 0``).
-    """
-    i = torch.arange(max_steps, device=masks.device)  # (S,)
-    n = steps.unsqueeze(-1)  # (B, 1)
-    t = grid_time(i, n, eps)  # (B, S)
-    s = grid_time(i + 1, n, eps)  # (B, S)
-    count = torch.floor(masks.unsqueeze(-1).double() * (1.0 - s / t)).long()  # (B, S)
-    count = torch.where(i == n - 1, masks.unsqueeze(-1), count)  # last step: everything left
-    usable = (i >= grid.unsqueeze(-1)) & (i < n) & (count >= 1)  # (B, S)
-    step = usable.long().argmax(-1)  # (B,) first usable step (argmax returns the first max)
-    found = usable.any(-1)  # (B,)
-    return step, torch.where(found, count.gather(-1, step.unsqueeze(-1)).squeeze(-1), 0)
 
 
 class DreamState(NamedTuple):

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from remask.samplers._blocks import make_canvas
+from remask.samplers.canvas import make_canvas
 from remask.samplers.base import Sampler
 
 __all__ = ["GenerateOutput", "decode", "generate", "infill"]

@@ -44,7 +44,10 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import commit, predict, score_proposals, spacing_filter
+from remask.kernels.score import score_proposals
+from remask.kernels.select import spacing_filter
+from remask.samplers.canvas import commit
+from remask.samplers.predict import predict
 from remask.samplers.base import Canvas, Sampler, StepState, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -92,7 +95,7 @@ class EntropyBound(Sampler):
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     min_spacing : int, optional
         DUS spacing post-filter: positions committed in one step are at least this far apart
-        (greedy in score order, see :func:`remask.samplers._blocks.spacing_filter`); None or 1
+        (greedy in score order, see :func:`remask.kernels.select.spacing_filter`); None or 1
         disables it.
     block_length : int, optional
         Semi-autoregressive block length; None = one block (the reference setting).

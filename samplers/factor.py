@@ -36,7 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from remask.samplers._blocks import commit, predict
+from remask.samplers.canvas import commit
+from remask.samplers.predict import predict
 from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float
 from remask.samplers.registry import register
 

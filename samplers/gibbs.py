@@ -64,7 +64,7 @@ import torch
 
 from remask import kernels
 from remask.models.protocol import check_logits
-from remask.samplers._blocks import exclude_mask
+from remask.samplers.predict import exclude_mask
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import from_config, register
 

@@ -72,7 +72,9 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import BlockSchedule, check_steps_cover_blocks, commit, predict
+from remask.samplers.canvas import commit
+from remask.samplers.predict import predict
+from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 

@@ -44,7 +44,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers._blocks import block_mask_count, commit, denoise, even_split, masked_positions
+from remask.samplers.canvas import block_mask_count, commit, masked_positions
+from remask.samplers.predict import denoise
+from remask.samplers.schedules import even_split
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
 

@@ -30,16 +30,10 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import (
-    BlockSchedule,
-    SCORES,
-    check_steps_cover_blocks,
-    commit,
-    demote,
-    denoise,
-    masked_positions,
-    score_proposals,
-)
+from remask.kernels.score import demote, score_proposals, SCORES
+from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.predict import denoise
+from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers._validate import check_bool
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register

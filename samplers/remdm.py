@@ -64,12 +64,9 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import (
-    allotted_steps,
-    check_steps_cover_blocks,
-    commit,
-    denoise,
-)
+from remask.samplers.canvas import commit
+from remask.samplers.predict import denoise
+from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 

@@ -74,7 +74,7 @@ import torch
 
 from remask import kernels
 from remask.models import protocol
-from remask.samplers._blocks import commit
+from remask.samplers.canvas import commit
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 

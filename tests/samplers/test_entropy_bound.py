@@ -10,7 +10,8 @@ import torch
 
 import remask
 from remask.samplers import build
-from remask.samplers._blocks import make_canvas, spacing_filter
+from remask.kernels.select import spacing_filter
+from remask.samplers.canvas import make_canvas
 from reference_samplers import _guided_logits
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from reference_adaptive import FixedConfidence, fastdllm_generate
 from remask.samplers import build
-from remask.samplers._blocks import make_canvas
+from remask.samplers.canvas import make_canvas
 
 import remask
 
