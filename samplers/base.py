@@ -17,6 +17,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from remask.models.wrappers import Guided
 from remask.samplers._validate import check_choice, check_float, check_int
 from remask.samplers.canvas import Canvas
 
@@ -99,6 +100,16 @@ class Sampler:
 
     def step(self, state: State, denoiser, generator: torch.Generator) -> tuple[State, StepInfo]:
         raise NotImplementedError
+
+    def wrap(self, denoiser):
+        """The denoiser a run of this sampler talks to; the driver calls this once per run.
+
+        Model-side options that a config carries as sugar become denoiser wrappers
+        (:mod:`remask.models.wrappers`) here, never code in ``step``: a ``cfg_scale`` field
+        > 0 builds ``Guided(denoiser, cfg_scale)``. Otherwise ``denoiser`` itself.
+        """
+        scale = getattr(self, "cfg_scale", 0.0)
+        return Guided(denoiser, scale) if scale else denoiser
 
     @property
     def stochastic(self) -> bool:

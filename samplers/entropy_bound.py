@@ -100,7 +100,8 @@ class EntropyBound(Sampler):
     block_length : int, optional
         Semi-autoregressive block length; None = one block (the reference setting).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -141,7 +142,7 @@ class EntropyBound(Sampler):
     # ------------------------------------------------------------------ step
     def step(self, state: StepState, denoiser, generator: torch.Generator):
         eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
-                                                     temperature=self.temperature, cfg_scale=self.cfg_scale)
+                                                     temperature=self.temperature)
         # The ordering never uses the random stream (no "random" score), so seed/offset only
         # matter for the proposal.
         score = score_proposals(proposal, self.score, seed=generator.initial_seed(), offset=state.step)

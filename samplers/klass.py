@@ -187,7 +187,8 @@ class Klass(Sampler):
     temperature : float
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -249,8 +250,7 @@ class Klass(Sampler):
         active = canvas.active  # (B, L)
         B, L = canvas.tokens.shape
         eligible, logits, proposal, evaluations = predict(canvas, denoiser, generator, state.step,
-                                                          temperature=self.temperature,
-                                                          cfg_scale=self.cfg_scale)
+                                                          temperature=self.temperature)
         seed = generator.initial_seed()
         confidence = proposal.prob  # (B, L)
 

@@ -5,7 +5,7 @@ resolves a spec string to one. ``BlockDiffusionDenoiser`` (LLaDA 2.x, SDAR, Fast
 imported on first access.
 """
 
-from remask.models.cache import CachedDenoiser
+from remask.models.cache import Cached, CachedDenoiser
 from remask.models.checkpoints import FAMILIES, load_checkpoint
 from remask.models.hf import HFMaskedLM
 from remask.models.loading import load_model, parse_spec
@@ -13,15 +13,19 @@ from remask.models.markov import MarkovChainOracle
 from remask.models.protocol import Denoiser, check_logits
 from remask.models.tiny import TinyTransformer
 from remask.models.wrap import FunctionDenoiser, as_denoiser
+from remask.models.wrappers import Guided, Suppress
 
 __all__ = [
     "BlockDiffusionDenoiser",
+    "Cached",
     "CachedDenoiser",
     "Denoiser",
     "FAMILIES",
     "FunctionDenoiser",
+    "Guided",
     "HFMaskedLM",
     "MarkovChainOracle",
+    "Suppress",
     "TinyTransformer",
     "as_denoiser",
     "check_logits",

@@ -172,6 +172,11 @@ class Cached:
         """A fresh per-run cache: the denoiser one run talks to."""
         return CacheSession(self)
 
+    @staticmethod
+    def _check_active(active: object, tokens: torch.Tensor) -> torch.Tensor:
+        """The ``active`` check every block-window denoiser shares (see ``block_diffusion``)."""
+        return _check_active(active, tokens)
+
     def __call__(
         self,
         tokens: torch.Tensor,
@@ -257,7 +262,7 @@ class CacheSession:
             self._count("full_passes")
             self._count("query_positions", tokens.numel())
             return logits
-        active = self._check_active(active, tokens)
+        active = _check_active(active, tokens)
         columns = active.any(dim=0).nonzero()  # (n, 1) columns in some row's active block
         if columns.numel() == 0:
             return self._full_pass(tokens, attention_mask, active)
@@ -313,15 +318,16 @@ class CacheSession:
             and torch.equal(tokens[:, stop:], old[:, stop:])
         )
 
-    @staticmethod
-    def _check_active(active: object, tokens: torch.Tensor) -> torch.Tensor:
-        if not isinstance(active, torch.Tensor):
-            raise TypeError(f"active must be a (B, L) bool tensor, got {type(active).__name__}")
-        if active.dtype != torch.bool:
-            raise TypeError(f"active must be a bool tensor, got dtype {active.dtype}")
-        if not isinstance(tokens, torch.Tensor) or tuple(active.shape) != tuple(tokens.shape):
-            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else None
-            raise ValueError(
-                f"active has shape {tuple(active.shape)}, expected the tokens' shape {shape}"
-            )
-        return active
+
+def _check_active(active: object, tokens: torch.Tensor) -> torch.Tensor:
+    """``active`` as a (B, L) bool tensor of the tokens' shape, else ``TypeError``/``ValueError``."""
+    if not isinstance(active, torch.Tensor):
+        raise TypeError(f"active must be a (B, L) bool tensor, got {type(active).__name__}")
+    if active.dtype != torch.bool:
+        raise TypeError(f"active must be a bool tensor, got dtype {active.dtype}")
+    if not isinstance(tokens, torch.Tensor) or tuple(active.shape) != tuple(tokens.shape):
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else None
+        raise ValueError(
+            f"active has shape {tuple(active.shape)}, expected the tokens' shape {shape}"
+        )
+    return active

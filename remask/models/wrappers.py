@@ -30,7 +30,7 @@ __all__ = ["Cached", "Guided", "Suppress"]
 # would bypass the wrapper.
 _PASSED_THROUGH = frozenset({
     "eos_id", "eot_id", "pad_id", "bos_id", "tokenizer", "family", "shift", "device", "dtype",
-    "max_length", "max_len", "block_size", "accepts_any_padding",
+    "max_length", "max_len", "block_size", "accepts_any_padding", "verifier",
 })
 
 
