@@ -190,3 +190,11 @@ def test_cli_cfg_guides_any_sampler():
     both = CliRunner().invoke(main, ["generate", "--model", "oracle:markov?vocab=5&length=8", "--gen-length", "4",
                                      "--prompt-ids", "1,2", "--cfg", "1", "--set", "cfg_scale=1.0"])
     assert both.exit_code == 2 and "give one of them" in both.output and "Traceback" not in both.output
+
+
+def test_readme_wrappers_example():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    code = readme.split("<!-- readme-test: wrappers -->")[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README:wrappers", "exec"), namespace)
+    assert namespace["out"].tokens.shape == (1, 11)
