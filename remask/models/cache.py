@@ -47,7 +47,29 @@ CACHE_MODES = ("prefix", "dual")
 
 
 
-class Cached:
+class _OnInner:
+    """The wrapped checkpoint denoiser's identity (protocol attributes, device, dtype), shared
+    by the wrapper and its sessions."""
+
+    def _take_identity(self, inner: Any) -> None:
+        self.inner = inner
+        self.mask_id, self.vocab_size = inner.mask_id, inner.vocab_size
+        for name in ("eos_id", "eot_id", "pad_id", "bos_id", "tokenizer", "family"):
+            setattr(self, name, getattr(inner, name, None))
+        self.shift = getattr(inner, "shift", 0)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the wrapped model."""
+        return self.inner.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the wrapped model's logits."""
+        return self.inner.dtype
+
+
+class Cached(_OnInner):
     """Fast-dLLM prefix / dual KV cache around a LLaDA or Dream checkpoint denoiser.
 
     Parameters
@@ -140,26 +162,10 @@ class Cached:
                 raise TypeError(f"refresh_every must be an int or None, got {refresh_every!r}")
             if refresh_every < 1:
                 raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
-        self.inner = inner
+        self._take_identity(inner)
         self.mode = mode
         self.refresh_every = refresh_every
-        self.mask_id = inner.mask_id
-        self.vocab_size = inner.vocab_size
-        for name in ("eos_id", "eot_id", "pad_id", "bos_id", "tokenizer", "family"):
-            setattr(self, name, getattr(inner, name, None))
-        self.shift = getattr(inner, "shift", 0)
         self.reset()
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def device(self) -> torch.device:
-        """Device of the wrapped model."""
-        return self.inner.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype of the wrapped model's logits."""
-        return self.inner.dtype
 
     def __repr__(self) -> str:
         return f"Cached({self.inner!r}, mode={self.mode!r}, refresh_every={self.refresh_every!r})"
@@ -192,7 +198,7 @@ class Cached:
 CachedDenoiser = Cached
 
 
-class CacheSession:
+class CacheSession(_OnInner):
     """The per-run state of a :class:`Cached` wrapper, behind the Denoiser protocol.
 
     Holds the cached keys and values and the canvas they belong to; counts into the
@@ -203,10 +209,7 @@ class CacheSession:
 
     def __init__(self, owner: Cached) -> None:
         self.owner = owner
-        self.inner = owner.inner
-        self.mask_id, self.vocab_size = owner.mask_id, owner.vocab_size
-        for name in ("eos_id", "eot_id", "pad_id", "bos_id", "tokenizer", "family", "shift"):
-            setattr(self, name, getattr(owner, name))
+        self._take_identity(owner.inner)
         self._cache = None
         self._tokens: torch.Tensor | None = None  # (B, L) canvas of the last full pass
         self._attention_mask: torch.Tensor | None = None
@@ -214,16 +217,6 @@ class CacheSession:
         self._logits: torch.Tensor | None = None  # (B, L, V) latest logits of every position
         self._served = 0  # calls served since the last full pass, that pass included
         self.stats = {"calls": 0, "full_passes": 0, "window_passes": 0, "query_positions": 0}
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the wrapped model."""
-        return self.inner.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype of the wrapped model's logits."""
-        return self.inner.dtype
 
     def __repr__(self) -> str:
         return f"CacheSession({self.owner!r})"
