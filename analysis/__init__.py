@@ -1,6 +1,6 @@
 """remask.analysis: measurements of parallel-decoding failure modes (issue 5; coherence.md §3).
 
-Exact quantities on oracles (:mod:`remask.models.toys`, :mod:`remask.models.markov`):
+Exact quantities on oracles (:mod:`remask.models.oracles`):
 
 - :func:`total_correlation` — TC and dual TC of a masked set given its context;
 - :func:`partition_error` — exact KL/TV/validity of unmasking a fixed partition with exact

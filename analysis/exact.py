@@ -84,7 +84,7 @@ def conditional_joint(oracle, tokens, positions, *, max_states: int = DEFAULT_MA
     Parameters
     ----------
     oracle : exact oracle
-        A Denoiser whose conditionals are exact (see :mod:`remask.models.toys`).
+        A Denoiser whose conditionals are exact (see :mod:`remask.models.oracles`).
     tokens : (L,) or (1, L) int64
         The canvas; values at ``positions`` are ignored (treated as masked).
     positions : sequence of int
@@ -168,7 +168,7 @@ def total_correlation(oracle, tokens, positions, *, unit: str = "nats",
 
     Examples
     --------
-    >>> from remask.models.toys import FiniteSupportOracle
+    >>> from remask.models import FiniteSupportOracle
     >>> tc = total_correlation(FiniteSupportOracle.cities(), [2, 2], [0, 1], unit="bits")
     >>> round(float(tc.tc[0]), 6)
     1.0
@@ -329,7 +329,7 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
     --------
     The coherence.md §3.6 protocol: one-step decoding costs exactly TC(x).
 
-    >>> from remask.models.toys import FiniteSupportOracle
+    >>> from remask.models import FiniteSupportOracle
     >>> err = partition_error(FiniteSupportOracle.cities(), [[0, 1]], unit="bits")
     >>> round(err.kl, 6), round(err.validity, 6)
     (1.0, 0.5)

@@ -62,7 +62,7 @@ def _markov_summary(seed: int):
     """Exact Markov quantities (no plotting): partitions, TC pairs, homogenization, CMI, order."""
     from remask.samplers import build, generate
 
-    from remask.models.markov import MarkovChainOracle
+    from remask.models import MarkovChainOracle
 
     toy = MarkovChainOracle(4, 8, seed=seed, concentration=0.3)
     M = toy.mask_id
@@ -117,7 +117,7 @@ def _trained_toy_summary(seed: int, steps: int, progress: bool):
     """Train a TinyTransformer on a Markov toy and compare it with the exact oracle."""
     from remask.analysis.train import diffusion_loss, train_toy
 
-    from remask.models.markov import MarkovChainOracle
+    from remask.models import MarkovChainOracle
 
     oracle = MarkovChainOracle(4, 10, seed=seed, concentration=0.3)
     M = oracle.mask_id

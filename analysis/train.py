@@ -175,8 +175,8 @@ def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3
     ----------
     oracle : exact oracle
         Needs ``mask_id == vocab_size``, ``seq_len`` and ``log_prob`` (e.g.
-        :class:`~remask.models.markov.MarkovChainOracle` or the toys of
-        :mod:`remask.models.toys`); samples come from its ``sample`` method if it has one.
+        any oracle of :mod:`remask.models.oracles`); samples come from its ``sample`` method
+        if it has one.
     steps : int
         Optimiser steps (0 returns the untrained, seeded network).
     batch_size : int
@@ -202,7 +202,7 @@ def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3
 
     Examples
     --------
-    >>> from remask.models.markov import MarkovChainOracle
+    >>> from remask.models import MarkovChainOracle
     >>> oracle = MarkovChainOracle(3, 6, seed=0)
     >>> model = train_toy(oracle, steps=10, progress=False)
     >>> model.vocab_size, model.mask_id

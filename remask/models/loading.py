@@ -13,8 +13,6 @@ __all__ = ["load_model", "parse_spec"]
 _TINY_KEYS = {"vocab": ("vocab_size", "int"), "width": ("width", "int"), "depth": ("depth", "int"),
               "heads": ("heads", "int"), "max_len": ("max_len", "int"), "seed": ("seed", "seed"),
               "logit_scale": ("logit_scale", "float")}
-_MARKOV_KEYS = {"vocab": ("vocab_size", "int"), "length": ("seq_len", "int"), "seed": ("seed", "seed"),
-                "concentration": ("concentration", "float")}
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, int | float | str]]:
@@ -85,7 +83,8 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
         One of
 
         - ``oracle:markov?vocab=8&length=16&seed=0&concentration=1.0`` — exact Markov-chain oracle;
-        - ``oracle:<kind>?...`` — the other exact toy oracles of :mod:`remask.models.toys`;
+        - ``oracle:<kind>?...`` — the other exact oracles of :mod:`remask.models.oracles`
+          (kinds and keys: :func:`~remask.models.oracles.toy_spec`);
         - ``tiny`` or ``tiny:transformer?vocab=32&width=32&depth=2&heads=4&seed=0`` — a seeded
           random :class:`~remask.models.tiny.TinyTransformer`;
         - a local checkpoint directory: LLaDA/Dream/MDLM layouts through remask's own model
@@ -126,16 +125,8 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
         )
     family, kind, params = parse_spec(spec)
     if family == "oracle":
-        if kind == "markov":
-            from remask.models.markov import MarkovChainOracle
+        from remask.models.oracles.spec import toy_spec
 
-            kwargs = {"vocab_size": 8, "seq_len": 16, "seed": 0}
-            kwargs.update(_rename(params, _MARKOV_KEYS, spec))
-            return _construct(MarkovChainOracle, kwargs, spec)
-        try:
-            from remask.models.toys import toy_spec
-        except ImportError:
-            raise ValueError(f"unknown oracle kind {kind!r} in {spec!r}; available: ['markov']") from None
         try:
             return toy_spec(kind, params)
         except (TypeError, ValueError) as error:

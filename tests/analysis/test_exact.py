@@ -17,8 +17,8 @@ from remask.analysis import (
     total_correlation,
 )
 
-from remask.models.markov import MarkovChainOracle
-from remask.models.toys import FiniteSupportOracle, ListOpOracle, MixtureOracle, StickyHMMOracle
+from remask.models import MarkovChainOracle
+from remask.models import FiniteSupportOracle, ListOpOracle, MixtureOracle, StickyHMMOracle
 
 LN2 = math.log(2)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from _analysis_brute import condition, joint_table
 
-from remask.models.toys import (
+from remask.models import (
     BracketsOracle,
     EOSPaddedOracle,
     FiniteSupportOracle,

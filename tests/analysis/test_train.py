@@ -19,7 +19,7 @@ from remask.analysis import (
 )
 from remask.analysis._util import call_log_probs, kl
 
-from remask.models.markov import MarkovChainOracle
+from remask.models import MarkovChainOracle
 
 V, L = 3, 6
 
