@@ -46,7 +46,14 @@ from remask.analysis._util import (
     unit_scale,
 )
 
-__all__ = ["MarginalConsistency", "PairwiseCMI", "cmi_matrix", "marginal_consistency", "pairwise_cmi"]
+__all__ = [
+    "MarginalConsistency",
+    "PairwiseCMI",
+    "cmi_matrix",
+    "marginal_consistency",
+    "one_shot_logits",
+    "pairwise_cmi",
+]
 
 
 def _prepare(model, tokens, attention_mask):
@@ -84,8 +91,23 @@ class _Mixture:
     n_draws: int
 
 
-def _one_shot(model, tokens, attention_mask, batch_size):
-    """The one-shot logits (B, L, V) in the model's dtype, in row batches."""
+def one_shot_logits(model, tokens, attention_mask=None, batch_size: int | None = 64) -> torch.Tensor:
+    """The one-shot logits of canvases, in row batches: what the clamped rows are compared with.
+
+    Parameters
+    ----------
+    model : Denoiser
+    tokens : (B, L) int64
+    attention_mask : (B, L) bool, optional
+    batch_size : int, optional
+        Rows per forward pass (all at once when None).
+
+    Returns
+    -------
+    (B, L, V)
+        In the model's dtype, on its device. Pass it as ``logits0`` to several
+        :func:`pairwise_cmi` calls on the same canvases to run this forward once.
+    """
     step = tokens.shape[0] if batch_size is None else max(1, int(batch_size))
     out = []
     for s in range(0, tokens.shape[0], step):
@@ -108,7 +130,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
     if top_k is not None and n_samples is not None:
         raise ValueError("give at most one of top_k and n_samples")
     if logits0 is None:
-        logits0 = _one_shot(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
+        logits0 = one_shot_logits(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
     g = torch.Generator().manual_seed(int(seed))
     if n_samples is not None:
         n = int(n_samples)
@@ -123,7 +145,7 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
             if r == 0:
                 lp = log_probs(logits0[:, pos]).cpu().repeat_interleave(n, 0)  # (B n, V)
             else:
-                lp = torch.cat([log_probs(_one_shot(model, canvas[s:s + n], None if am is None else am[s:s + n],
+                lp = torch.cat([log_probs(one_shot_logits(model, canvas[s:s + n], None if am is None else am[s:s + n],
                                                     batch_size)[:, pos]).cpu()
                                 for s in range(0, B * n, n)], 0)
             canvas[:, pos] = torch.multinomial(lp.exp().float(), 1, generator=g)[:, 0]
@@ -323,7 +345,7 @@ def _cmi_row(m: _Mixture, masked: torch.Tensor, i: int) -> tuple[torch.Tensor, t
 def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | None = None,
                  n_samples: int | None = None, seed: int = 0, attention_mask=None,
                  batch_size: int | None = 64, unit: str = "nats",
-                 max_full_vocab: int = 4096, progress: bool = False, _logits0=None) -> PairwiseCMI:
+                 max_full_vocab: int = 4096, progress: bool = False, logits0=None) -> PairwiseCMI:
     """Conditional mutual information between masked positions by clamping (E2).
 
     Parameters
@@ -348,6 +370,9 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
         Largest V clamped exhaustively.
     progress : bool
         A progress bar over the clamped canvases.
+    logits0 : (B, L, V) tensor, optional
+        :func:`one_shot_logits` of these canvases (same ``attention_mask``), when several
+        positions of the same canvases are clamped: the one-shot forward then runs once.
 
     Returns
     -------
@@ -376,9 +401,9 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
     if attention_mask is not None:
         masked &= attention_mask
     kw = dict(top_k=top_k, n_samples=n_samples, seed=seed, batch_size=batch_size, max_full_vocab=max_full_vocab)
-    if _logits0 is None:
-        _logits0 = _one_shot(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
-    kw["logits0"] = _logits0
+    if logits0 is None:
+        logits0 = one_shot_logits(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
+    kw["logits0"] = logits0
     from tqdm.auto import tqdm
 
     bar = tqdm(desc=f"cmi clamp {i}", disable=not progress, leave=False, unit="canvas")
@@ -430,10 +455,10 @@ def cmi_matrix(model, tokens, positions=None, **kwargs) -> np.ndarray:
     positions = as_positions(positions, L)
     _check_masked(tokens, model.mask_id, positions, "clamped")
     # The one-shot forward is the same for every clamped row: run it once.
-    logits0 = _one_shot(model, tokens, attention_mask, kwargs.get("batch_size", 64))
+    logits0 = one_shot_logits(model, tokens, attention_mask, kwargs.get("batch_size", 64))
     out = np.full((B, L, L), np.nan)
     for i in positions:
-        out[:, i, :] = pairwise_cmi(model, tokens, i, attention_mask=attention_mask, _logits0=logits0, **kwargs).cmi
+        out[:, i, :] = pairwise_cmi(model, tokens, i, attention_mask=attention_mask, logits0=logits0, **kwargs).cmi
     return out
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "SamplerError",
     "TotalCorrelation",
     "conditional_joint",
+    "empirical_error",
     "entropy_profile",
     "exact_samples",
     "partition_error",
@@ -473,7 +474,7 @@ def schedule_error(h, sizes) -> float:
 # ---------------------------------------------------------------------------- sampler error
 @dataclass(frozen=True)
 class SamplerError:
-    """A sampler's output distribution against the exact joint (coherence.md §3.2 M4).
+    """A sampler's output distribution against the exact joint (:func:`sampler_error`).
 
     Every statistic ``x`` comes with ``x_floor``: the same statistic computed on ``n_samples``
     exact samples of the oracle (mean over ``floor_repeats`` draws) — what sampling noise
@@ -613,11 +614,8 @@ def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: i
 
     Runs ``remask.samplers.generate(oracle, prompt, sampler, gen_length=...)`` for
     ``n_samples`` rows and compares the samples with the exact conditional law
-    ``p(x | prompt)``. When that law's support has at most ``exact_limit`` sequences it is
-    enumerated and the plug-in TV and a KT-smoothed forward KL are reported; validity,
-    the true NLL, the reverse KL on the valid support and the exact-match rate are always
-    reported. Every statistic comes with its noise floor: the same statistic on as many exact
-    samples (:func:`exact_samples`), so bias can be told from noise.
+    ``p(x | prompt)`` through :func:`empirical_error` (which see for the statistics and
+    their noise floors).
 
     Parameters
     ----------
@@ -647,7 +645,7 @@ def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: i
     from remask import samplers as _samplers
 
     check_oracle(oracle)
-    scale = unit_scale(unit)
+    unit_scale(unit)  # a bad unit fails before any decoding
     if isinstance(sampler, str):
         sampler = _samplers.build(sampler, **(sampler_config or {}))
     n_samples = int(n_samples)
@@ -659,14 +657,57 @@ def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: i
             f"prompt length {P} + gen_length {gen_length} must equal the oracle's seq_len {oracle.seq_len}"
         )
     prompt_row = canvas[0, :P]
-    # Samples from the sampler.
     chunks = []
     for c, s in enumerate(range(0, n_samples, batch_size)):
         b = min(batch_size, n_samples - s)
         pr = prompt_row.unsqueeze(0).expand(b, -1).clone() if P else [[] for _ in range(b)]
         out = _samplers.generate(oracle, pr, sampler, gen_length=gen_length, seed=int(seed) + c)
         chunks.append(out.tokens.cpu())
-    x = torch.cat(chunks, 0)
+    return empirical_error(oracle, torch.cat(chunks, 0), prompt_row if P else None, seed=seed,
+                           floor_repeats=floor_repeats, unit=unit, exact_limit=exact_limit)
+
+
+def empirical_error(oracle, samples, prompt=None, *, seed: int = 0, floor_repeats: int = 3,
+                    unit: str = "nats", exact_limit: int = 2**17) -> SamplerError:
+    """The empirical law of given samples against the exact conditional law ``p(x | prompt)``.
+
+    When that law's support has at most ``exact_limit`` sequences it is enumerated and the
+    plug-in TV and a KT-smoothed forward KL are reported; validity, the true NLL, the reverse
+    KL on the valid support and the exact-match rate are always reported. Every statistic
+    comes with its noise floor: the same statistic on as many exact samples
+    (:func:`exact_samples`), so bias can be told from noise. :func:`sampler_error` is this
+    applied to a sampler's output.
+
+    Parameters
+    ----------
+    oracle : exact oracle
+    samples : (n, seq_len) int64
+        Complete sequences (no mask id), each beginning with ``prompt``.
+    prompt : (P,) int64, optional
+    seed : int
+        Seeds the floor draws.
+    floor_repeats : int
+        Independent exact-sample sets for the floors' mean and standard deviation.
+    unit : {"nats", "bits"}
+    exact_limit : int
+        Largest support enumerated for TV and KL.
+
+    Returns
+    -------
+    SamplerError
+    """
+    check_oracle(oracle)
+    scale = unit_scale(unit)
+    canvas, P = _prompt_canvas(oracle, prompt)
+    x = as_tokens(samples, name="samples").cpu()
+    if x.shape[1] != oracle.seq_len:
+        raise ValueError(f"samples have length {x.shape[1]}, the oracle models seq_len={oracle.seq_len}")
+    if bool((x == oracle.mask_id).any()):
+        raise ValueError("samples must be complete sequences: they contain the mask id")
+    prompt_row = canvas[0, :P]
+    if P and not bool((x[:, :P] == prompt_row).all()):
+        raise ValueError("every sample must begin with the prompt")
+    n_samples = x.shape[0]
     # The truth: enumerated when small enough.
     table = None
     try:

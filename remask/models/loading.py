@@ -89,13 +89,14 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
           random :class:`~remask.models.tiny.TinyTransformer`;
         - a local checkpoint directory: LLaDA/Dream/MDLM layouts through remask's own model
           classes, any other ``AutoModelForMaskedLM`` directory through
-          :class:`~remask.models.hf.HFMaskedLM`;
+          :class:`~remask.models.hf.HFMaskedLM`, a ``remask.analysis.train_toy`` checkpoint
+          as a :class:`~remask.models.trained_toy.ToyModel`;
         - a Hugging Face Hub id ``org/name`` (or ``org/name@revision``): its config, weights
           and tokenizer are fetched once into the hub cache by ``huggingface_hub`` (never its
           Python files), then loaded as a directory. ``HF_HUB_OFFLINE=1`` loads from the cache
           only.
     dtype, device : optional
-        Passed to checkpoint loading (ignored by the built-ins).
+        Passed to checkpoint loading (ignored by the built-ins and ``train_toy`` checkpoints).
     **options
         For checkpoint directories of remask's native families only, passed to
         :func:`remask.models.load_checkpoint`: special ids the checkpoint lacks
@@ -152,11 +153,17 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
 
 
 def _load_directory(path: str, *, dtype=None, device=None, **options):
-    """A checkpoint directory: remask's own families, else a model_type transformers itself
-    implements. Anything else (an unknown or missing model_type, whatever its ``auto_map``
-    says) is refused: remask never runs code shipped in a checkpoint."""
-    from remask.models import checkpoints
+    """A checkpoint directory: a ``train_toy`` checkpoint, remask's own families, else a
+    model_type transformers itself implements. Anything else (an unknown or missing
+    model_type, whatever its ``auto_map`` says) is refused: remask never runs code shipped in
+    a checkpoint."""
+    from remask.models import checkpoints, trained_toy
 
+    if trained_toy.is_toy_checkpoint(path):
+        if options:
+            raise TypeError(f"options {sorted(options)} apply to remask's native checkpoint families only; "
+                            f"{path!r} is a train_toy checkpoint")
+        return trained_toy.load_toy(path)  # a CPU toy: dtype and device do not apply
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"checkpoint directory {path!r} has no config.json")
