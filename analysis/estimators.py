@@ -1,14 +1,14 @@
-"""Clamp-and-rerun estimators that work on any Denoiser (coherence.md §3.4 E1b, E2).
+"""Clamp-and-rerun estimators that work on any Denoiser: pairwise CMI and the martingale test.
 
 Both estimators mix the model's conditionals of the other positions over values of a
 clamped position i:
 
     p̄_j = Σ_a w_a p_θ(x_j | c, x_i = a)
 
-- :func:`pairwise_cmi` (E2): ``I_θ(i; j | c) = Σ_a w_a KL(p_θ(x_j | c, a) ‖ p̄_j)
+- :func:`pairwise_cmi`: ``I_θ(i; j | c) = Σ_a w_a KL(p_θ(x_j | c, a) ‖ p̄_j)
   = H(p̄_j) − Σ_a w_a H(p_θ(x_j | c, a))``. One clamped forward pass gives the conditional of
   *every* j, so a whole row I(i; ·) costs one pass per candidate a.
-- :func:`marginal_consistency` (E1b, the martingale test): ``KL(p̄_j ‖ p_θ(x_j | c))``. For a
+- :func:`marginal_consistency` (the martingale test): ``KL(p̄_j ‖ p_θ(x_j | c))``. For a
   coherent joint (any exact oracle) ``p̄_j = p(x_j | c)`` exactly.
 
 Candidates and weights:
@@ -300,7 +300,7 @@ def _entropy_p(p):
     return -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(-1, dtype=torch.float64)
 
 
-# ------------------------------------------------------------------------------ E2: CMI
+# ------------------------------------------------------------------------------ CMI
 @dataclass(frozen=True)
 class PairwiseCMI:
     """Clamp-and-rerun conditional mutual information of the model's conditionals.
@@ -346,7 +346,7 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
                  n_samples: int | None = None, seed: int = 0, attention_mask=None,
                  batch_size: int | None = 64, unit: str = "nats",
                  max_full_vocab: int = 4096, progress: bool = False, logits0=None) -> PairwiseCMI:
-    """Conditional mutual information between masked positions by clamping (E2).
+    """Conditional mutual information between masked positions by clamping.
 
     Parameters
     ----------
@@ -462,7 +462,7 @@ def cmi_matrix(model, tokens, positions=None, **kwargs) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------ E1b
+# ------------------------------------------------------------------------------ martingale test
 @dataclass(frozen=True)
 class MarginalConsistency:
     """The martingale test: one-shot marginals against the mixture of clamped conditionals.
@@ -492,7 +492,7 @@ def marginal_consistency(model, tokens, i, j: int | None = None, *, n_samples: i
                          top_k: int | None = None, seed: int = 0, attention_mask=None,
                          batch_size: int | None = 64, unit: str = "nats",
                          max_full_vocab: int = 4096) -> MarginalConsistency:
-    """Martingale (marginal-consistency) test of a denoiser's conditionals (E1b).
+    """Martingale (marginal-consistency) test of a denoiser's conditionals.
 
     For a coherent joint, ``p(x_j | c) = E_{x_i ~ p(· | c)} p(x_j | c, x_i)``; more generally
     the one-shot marginal equals the expectation of the conditionals after sequentially

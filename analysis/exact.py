@@ -1,7 +1,7 @@
 """Exact quantities on oracles: step total correlation, partition error, entropy profile,
 and the distance of a sampler's output distribution to the true joint.
 
-Notation (coherence.md §1.2, §3.2): ``c`` the observed context, ``S`` a set of masked
+Notation: ``c`` the observed context, ``S`` a set of masked
 positions, ``TC(S | c) = Σ_{i∈S} H(x_i | c) − H(x_S | c) = KL(p(x_S|c) ‖ Π_i p(x_i|c))`` and
 the dual ``DTC(S | c) = H(x_S | c) − Σ_{i∈S} H(x_i | c, x_{S∖i})``. For a fixed partition
 ``S_1 … S_T`` unmasked with exact marginals (each step samples its set from the product of
@@ -328,7 +328,8 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
 
     Examples
     --------
-    The coherence.md §3.6 protocol: one-step decoding costs exactly TC(x).
+    Decoding every position in one step with exact marginals costs exactly the total
+    correlation TC(x): on "New York / Mexico City" one bit.
 
     >>> from remask.models import FiniteSupportOracle
     >>> err = partition_error(FiniteSupportOracle.cities(), [[0, 1]], unit="bits")
@@ -404,7 +405,8 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
 # ---------------------------------------------------------------------------- entropy profile
 def entropy_profile(oracle, prompt=None, *, unit: str = "nats",
                     max_states: int = DEFAULT_MAX_STATES) -> np.ndarray:
-    """Exact entropy profile ``h(m) = E_{|S|=m, i∉S} H(x_i | x_S, prompt)`` (coherence.md §3.2 M2).
+    """Exact entropy profile ``h(m) = E_{|S|=m, i∉S} H(x_i | x_S, prompt)``: uncertainty left
+    at a position after m random others are revealed.
 
     The average is uniform over subsets S of the n generated positions of size m and over
     i ∉ S. With ``Z_{m+1} = h(0) − h(m)``, ``Σ_m Z_m = TC(x)``, and the expected error of a
@@ -446,7 +448,7 @@ def schedule_error(h, sizes) -> float:
     """Expected KL of a uniformly random order with step sizes ``sizes`` (exact marginals).
 
     ``E_σ KL(p ‖ q_σ) = Σ_t Σ_{r<k_t} [h(s_t) − h(s_t + r)]`` with s_t the tokens revealed
-    before step t (Chen, Cong, Li, arXiv 2511.04647; coherence.md §2.3). The realised
+    before step t (Chen, Cong, Li, arXiv 2511.04647). The realised
     random-order sampler is a mixture over orders, whose KL is at most this by convexity.
 
     Parameters

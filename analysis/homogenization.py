@@ -1,6 +1,8 @@
 """Homogenization of masked predictions as a function of distance to known tokens.
 
-coherence.md §3.2 M3 / §3.4 E1. For every masked position i of a canvas, with
+A mask predictor's marginal at a masked position far from every known token loses the context
+and drifts towards the context-free marginal ("homogenization"), while the joint can keep its
+local dependence. For every masked position i of a canvas, with
 ``d_left``/``d_right`` the distances to the nearest observed token on each side and
 ``d = min(d_left, d_right)``:
 
@@ -195,7 +197,7 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
                            special=None, control: bool = True, pairwise: bool = True,
                            batch_size: int | None = 64, unit: str = "nats",
                            progress: bool = False) -> HomogenizationProfile:
-    """Homogenization profile of a denoiser's masked predictions (coherence.md §3.4 E1).
+    """Homogenization profile of a denoiser's masked predictions against distance to known tokens.
 
     Parameters
     ----------
