@@ -47,6 +47,16 @@ def _as_prob(name: str, value: object, *, open_low: bool = False) -> float:
     return x
 
 
+def _as_positive(name: str, value: object) -> float:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}") from None
+    if not x > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return x
+
+
 def _dirichlet(rng: np.random.Generator, concentration: float, shape: tuple[int, ...]) -> torch.Tensor:
     """Rows of Dirichlet(concentration) draws; the floor keeps every entry positive."""
     g = rng.gamma(concentration, size=shape)

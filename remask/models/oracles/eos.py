@@ -7,7 +7,14 @@ import math
 import numpy as np
 import torch
 
-from remask.models.oracles.base import ExactOracle, _as_int, _dirichlet, _log_onehot, _safe_log
+from remask.models.oracles.base import (
+    ExactOracle,
+    _as_int,
+    _as_positive,
+    _dirichlet,
+    _log_onehot,
+    _safe_log,
+)
 
 __all__ = ["EOSPaddedOracle"]
 
@@ -59,9 +66,7 @@ class EOSPaddedOracle(ExactOracle):
             raise ValueError(f"padding must be 'eos' or 'rainbow', got {padding!r}")
         self.padding = padding
         self.n_pad = _as_int("n_pad", n_pad, 1) if padding == "rainbow" else 0
-        if not float(concentration) > 0:
-            raise ValueError(f"concentration must be > 0, got {concentration!r}")
-        self.concentration = float(concentration)
+        self.concentration = _as_positive("concentration", concentration)
         self.seed = int(seed)
         L = self.seq_len
         if length_probs is None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from remask.models.oracles.base import ExactOracle, _as_int, _as_prob, _dirichlet, _log_onehot, _safe_log
+from remask.models.oracles.base import (
+    ExactOracle,
+    _as_int,
+    _as_positive,
+    _as_prob,
+    _dirichlet,
+    _log_onehot,
+    _safe_log,
+)
 
 __all__ = ["StickyHMMOracle"]
 
@@ -55,9 +63,7 @@ class StickyHMMOracle(ExactOracle):
         self.seq_len = _as_int("seq_len", seq_len, 1)
         self.n_states = _as_int("n_states", n_states, 1)
         self.stickiness = _as_prob("stickiness", stickiness)
-        if not float(concentration) > 0:
-            raise ValueError(f"concentration must be > 0, got {concentration!r}")
-        self.concentration = float(concentration)
+        self.concentration = _as_positive("concentration", concentration)
         self.seed = int(seed)
         K = self.n_states
         rng = np.random.default_rng(self.seed)

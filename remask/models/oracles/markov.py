@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from remask.models.oracles.base import ExactOracle, _as_int
+from remask.models.oracles.base import ExactOracle, _as_int, _as_positive
 
 __all__ = ["MarkovChainOracle", "stationary_distribution"]
 
@@ -75,10 +75,8 @@ class MarkovChainOracle(ExactOracle):
     def __init__(self, vocab_size: int, seq_len: int, seed: int = 0, concentration: float = 1.0):
         self.vocab_size = _as_int("vocab_size", vocab_size, 2)
         self.seq_len = _as_int("seq_len", seq_len, 1)
-        if not concentration > 0:
-            raise ValueError(f"concentration must be > 0, got {concentration!r}")
+        self.concentration = _as_positive("concentration", concentration)
         self.seed = seed
-        self.concentration = float(concentration)
         generator = torch.Generator().manual_seed(seed)
         alpha = torch.full((self.vocab_size, self.vocab_size), self.concentration, dtype=torch.float64)
         # Dirichlet rows via normalised Gamma draws; the floor keeps every entry positive so

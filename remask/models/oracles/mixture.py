@@ -7,7 +7,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from remask.models.oracles.base import ExactOracle, _as_int, _dirichlet, _log_onehot, _safe_log
+from remask.models.oracles.base import (
+    ExactOracle,
+    _as_int,
+    _as_positive,
+    _dirichlet,
+    _log_onehot,
+    _safe_log,
+)
 
 __all__ = ["MixtureOracle"]
 
@@ -44,9 +51,7 @@ class MixtureOracle(ExactOracle):
         self.vocab_size = _as_int("vocab_size", vocab_size, 2)
         self.seq_len = _as_int("seq_len", seq_len, 1)
         self.n_components = _as_int("n_components", n_components, 1)
-        if not float(concentration) > 0:
-            raise ValueError(f"concentration must be > 0, got {concentration!r}")
-        self.concentration = float(concentration)
+        self.concentration = _as_positive("concentration", concentration)
         self.seed = int(seed)
         K = self.n_components
         if weights is None:
