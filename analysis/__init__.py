@@ -34,8 +34,9 @@ samples (:class:`ToyModel` speaks the oracle's vocabulary, :func:`load_toy` relo
 estimators can be validated on a model that is not exact (``load_model(DIR)`` reopens a saved
 one).
 
-This package computes and never writes a file: the ``remask analyze`` commands, the toy report
-and the demo, which run these measurements and write their results, are in :mod:`remask.app`.
+The applications that run these measurements, write their summaries and print tables (the
+``remask analyze`` commands, the toy report, the demo) are in :mod:`remask.app`; nothing here
+loads a model by name or writes a summary.
 
 All information quantities are in nats unless ``unit="bits"``.
 """

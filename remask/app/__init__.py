@@ -1,7 +1,7 @@
 """remask.app: the applications built on remask's measurements, beside the CLI.
 
-``remask.analysis`` computes (exact quantities, estimators, traces, plots) and never writes a
-file or loads a model by name. The applications here do: they take loaded models, run the
+``remask.analysis`` measures (exact quantities, estimators, traces, plots); it never loads a
+model by name nor writes a summary. The applications here do: they take loaded models, run the
 measurements, write ``summary.json`` and figures, and format the tables the CLI prints.
 
 - :mod:`remask.app.analyze` — the ``remask analyze`` commands (homogenization, cmi,
