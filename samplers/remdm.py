@@ -179,6 +179,14 @@ class ReMDM(Sampler):
         {"schedule": "cap", "eta": 0.3, "steps": 20},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("cap, 2G steps", {"schedule": "cap", "steps": 2 * G}),
+            ("loop, 2G steps", {"schedule": "loop", "steps": 2 * G}),
+        )
+
     schedule: str = "cap"
     eta: float | None = None
     t_on: float = 0.55
