@@ -1,7 +1,8 @@
 """The step loop: ``generate`` (append ``gen_length`` masks to a prompt) and ``infill``.
 
-The driver is deliberately thin: build the canvas, call ``sampler.step`` until every row is
-done, call the callbacks. It syncs with the host once per step (the ``done`` check).
+The driver is deliberately thin: build the canvas, call ``sampler.step`` until
+``sampler.finished(state)`` holds for every row, call the callbacks. It syncs with the host
+once per step (that check).
 
 Everything a caller passes is checked before any allocation that scales with it (see
 :func:`generate`), and the result is checked once at the end: no editable position may still
@@ -249,7 +250,7 @@ def _run(model, sampler, tokens, editable, real, seed, callbacks, progress, offs
         bar = tqdm(total=int(editable.sum()), desc=sampler.name, unit="tok")
     steps = 0
     try:
-        while not bool(state.canvas.done.all()):
+        while not bool(sampler.finished(state).all()):
             if steps >= limit:
                 raise RuntimeError(_unfinished(sampler, state.canvas, mask_id, steps, proposed_mask,
                                                f"did not finish within {limit} steps"))

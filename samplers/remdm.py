@@ -48,7 +48,8 @@ Departures from the reference code (deliberate):
 - A row runs its full schedule even when its canvas happens to have no mask left before
   t = 0 (the remaining steps may still remask and revise); ``Canvas.window`` therefore
   follows the schedule (it moves when a block's last step is taken), not the first masked
-  block, and ``done`` is set when the last block's schedule ends.
+  block, and the row is ``finished`` when the last block's schedule ends (``canvas.done``
+  keeps its meaning, no mask left).
 - Semi-autoregressive blocks (``block_length``) are supported: ``steps`` is split evenly over
   the blocks (remainder first) and the ReMDM schedule runs from t = 1 to 0 inside each
   block; only the active block's tokens are remasked. ``steps=None`` gives each block as
@@ -101,6 +102,8 @@ class ReMDMState(NamedTuple):
     confidence : (B, L) float32
         psi: probability each decoded token had when it was decoded (for ``"conf"``);
         +inf where nothing is decoded.
+    ended : (B,) bool
+        The row's schedule has ended (the last block's last step was taken): ``finished``.
     """
 
     canvas: Canvas
@@ -108,6 +111,7 @@ class ReMDMState(NamedTuple):
     block_step: torch.Tensor
     block_steps: torch.Tensor
     confidence: torch.Tensor
+    ended: torch.Tensor
 
 
 class ReMDMInfo(NamedTuple):
@@ -245,13 +249,18 @@ class ReMDM(Sampler):
             block_step=torch.zeros_like(canvas.nfe),
             block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
             confidence=torch.full(canvas.tokens.shape, float("inf"), device=canvas.tokens.device),
+            ended=canvas.done.clone(),  # a row with nothing to decode has no schedule
         )
+
+    def finished(self, state: ReMDMState) -> torch.Tensor:
+        """(B,) bool: the row's schedule has ended (not merely its masks: it may still remask)."""
+        return state.ended
 
     # ------------------------------------------------------------------ step
     def step(self, state: ReMDMState, denoiser, generator: torch.Generator):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        live = (~canvas.done).unsqueeze(-1)  # (B, 1): finished rows never move
+        live = (~state.ended).unsqueeze(-1)  # (B, 1): finished rows never move
         in_block = canvas.editable & canvas.active & live  # (B, L)
         masked = in_block & (canvas.tokens == mask_id)  # (B, L)
         decoded = in_block & ~masked  # (B, L)
@@ -289,14 +298,14 @@ class ReMDM(Sampler):
 
         written = torch.where(remasked, mask_id, proposal.tokens)  # (B, L)
         committed = unmasked | remasked
-        new_canvas = commit(canvas, committed, written, mask_id, evaluations)
+        new_canvas = commit(canvas, committed, written, mask_id, evaluations, live=~state.ended)
         # The block's schedule, not its first mask, decides when the window moves (see the
         # module docstring): after the block's last step every mask of it is filled.
-        finished = (state.block_step + 1 >= state.block_steps) & ~canvas.done  # (B,)
+        block_over = (state.block_step + 1 >= state.block_steps) & ~state.ended  # (B,)
         last_block = canvas.block.amax(-1)  # (B,)
-        done = canvas.done | (finished & (canvas.window >= last_block))
-        window = torch.where(finished & ~done, canvas.window + 1, canvas.window)
-        new_canvas = new_canvas._replace(window=window, done=done)
+        ended = state.ended | (block_over & (canvas.window >= last_block))
+        window = torch.where(block_over & ~ended, canvas.window + 1, canvas.window)
+        new_canvas = new_canvas._replace(window=window)
 
         confidence = torch.where(unmasked, proposal.prob, state.confidence)
         confidence = torch.where(remasked, float("inf"), confidence)  # (B, L)
@@ -307,6 +316,7 @@ class ReMDM(Sampler):
             block_step=torch.where(moved, 0, state.block_step + 1),
             block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
             confidence=confidence,
+            ended=ended,
         )
         info = ReMDMInfo(committed=committed, proposal=proposal.tokens,
                          score=torch.where(masked, proposal.prob, float("-inf")),
