@@ -2,7 +2,7 @@
 arXiv 2508.15487).
 
 Checked against the HF ``Dream-org/Dream-v0-Instruct-7B/generation_utils.py``
-(``DreamGenerationMixin._sample`` and ``sample_tokens``; samplers.md §3.2, §2.2, §2.5).
+(``DreamGenerationMixin._sample`` and ``sample_tokens``).
 On the grid ``t_i = linspace(1, eps, steps + 1)`` each step goes from ``t = t_i`` to
 ``s = t_{i+1}``:
 
@@ -29,7 +29,7 @@ Departures from the reference code (all deliberate):
 
 - **No zero-commit steps.** With ``steps`` close to or above the number of masks,
   ``floor(M (1 - s/t))`` is 0 on early steps (e.g. 512 tokens / 512 steps: step 0 commits
-  nothing, samplers.md §7.2) and the reference still pays a forward pass for them. Here a
+  nothing) and the reference still pays a forward pass for them. Here a
   step *skips* the grid steps whose count is 0 — the count depends only on ``M`` and the
   grid, not on the model, and Dream is not time-conditioned, so the skipped forward passes
   would have seen the same canvas and changed nothing. Outputs are therefore token for token

@@ -8,8 +8,8 @@ correctors of Zhao et al. ("Informed Correctors for Discrete Diffusion Models", 
 style) and the planner view of P2 (Peng et al., "Path Planning for Masked Diffusion Model
 Sampling", arXiv 2502.03540: a step may remask already decoded tokens chosen by their
 re-predicted confidence). Neither paper's code is reproduced; the pieces below are defined
-here and documented (samplers.md has no reference file for this corrector; coherence.md
-§2.6 summarises both papers).
+here and documented (no reference code exists for this corrector; the slow loop it is
+tested against follows the definition below).
 
 One check, in one forward pass:
 

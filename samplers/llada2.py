@@ -4,8 +4,8 @@ its arXiv id was not verified when this file was written — check before citing
 
 Checked against the HF ``inclusionAI/LLaDA2.0-mini`` ``modeling_llada2_moe.py``
 (``LLaDA2MoeModelLM.generate``, ``_get_num_transfer_tokens``,
-``_sample_with_temperature_topk_topp``) and ``ZHZisZZ/dllm``'s ``LLaDA2Sampler``
-(samplers.md §3.8, §8). Blocks of ``block_length`` (32) are decoded left to right; each
+``_sample_with_temperature_topk_topp``) and ``ZHZisZZ/dllm``'s ``LLaDA2Sampler``.
+Blocks of ``block_length`` (32) are decoded left to right; each
 block has ``steps`` (32) steps and a schedule that splits the block's size evenly over them
 (remainder first). At step ``i`` of a block with scheduled count ``k_i``, every masked
 position proposes a token and a confidence; if at least ``k_i`` positions have confidence

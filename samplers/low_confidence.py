@@ -7,7 +7,7 @@ the rest stay masked ("remasked"). k follows LLaDA's schedule: the block's masks
 evenly over the block's steps, remainder first. Semi-autoregressive decoding is the same
 algorithm with ``block_length`` < gen_length.
 
-Departures from the reference ``generate.py`` (samplers.md §3.1, §7):
+Departures from the reference ``generate.py`` (``ML-GSAI/LLaDA``):
 
 - ``confidence_eos_eot_inf`` works as the paper intends (App. B.4): EOS/EoT may be proposed
   but are ranked after every other candidate. The reference sets the EOS logit to -inf after
