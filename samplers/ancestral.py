@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
@@ -168,7 +168,7 @@ class Ancestral(Sampler):
     def step(self, state: AncestralState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         # When does each masked position unmask, given the row is at t_grid? (model-free)
         u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),

@@ -76,7 +76,7 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
@@ -279,7 +279,7 @@ class APD(Sampler):
     def step(self, state: APDState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        masked = masked_positions(canvas, mask_id) & canvas.active & (~canvas.done).unsqueeze(-1)
+        masked = eligible_positions(canvas, mask_id)  # (B, L): a finished row has no masks left
         rank = masked.long().cumsum(-1) - 1  # (B, L) left-to-right rank among the masks
         window = masked & (rank < self.max_lookahead)  # (B, L)
 

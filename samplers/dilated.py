@@ -60,7 +60,7 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
@@ -260,7 +260,7 @@ class Dilated(Sampler):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         active = canvas.active  # (B, L)
-        eligible = masked_positions(canvas, mask_id) & active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
         # Every still-masked position of levels 0..k: level k plus those the floor refused.
         scheduled = eligible & (state.level <= state.block_step.unsqueeze(-1))  # (B, L)
         final = state.block_step >= torch.where(active, state.last_level, -1).amax(-1)  # (B,)

@@ -58,7 +58,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import commit, masked_positions
+from remask.kernels.score import score_proposals
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, dream_count, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
@@ -177,7 +178,7 @@ class Dream(Sampler):
     def step(self, state: DreamState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # Dream's categorical: softmax(logits / T), top-p (the crossing token kept), top-k; the
@@ -221,8 +222,8 @@ class Dream(Sampler):
 
     def _confidence(self, state: DreamState, eligible: torch.Tensor, proposal, step_key: torch.Tensor):
         """Commit Dream's count of the most confident (or alg_temp-sampled) positions."""
-        score = {"maskgit_plus": proposal.prob, "topk_margin": proposal.margin,
-                 "entropy": -proposal.entropy}[self.alg]  # (B, L)
+        # Dream's names are aliases of the shared scores: maskgit_plus = prob, topk_margin = margin.
+        score = score_proposals(proposal, self.alg)  # (B, L)
         masks = eligible.sum(-1)  # (B,)
         taken, k = dream_count(masks, state.grid, state.block_steps, self.eps,
                                max(self.steps, 1))  # (B,), (B,)

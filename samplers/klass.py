@@ -83,30 +83,9 @@ from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
-__all__ = ["Klass", "KlassInfo", "KlassState", "kl_divergence"]
+__all__ = ["Klass", "KlassInfo", "KlassState"]
 
 STRATEGIES = ("all", "max_conf", "min_kl", "random")
-
-
-def kl_divergence(logits: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(logits) ‖ softmax(previous)) per row, in nats (:func:`remask.kernels.kl`).
-
-    Parameters
-    ----------
-    logits, previous : (..., V) float
-        Current and previous logits (any float dtypes, same shape).
-
-    Returns
-    -------
-    (...) float64
-        The KL, read in one pass per row with float64 sums (float32 precision; no (..., V)
-        temporary); terms where the current probability is 0 contribute 0, and a token with
-        positive current probability but zero previous probability gives +inf.
-    """
-    lead = logits.shape[:-1]
-    flat = kernels.kl(logits.reshape(-1, logits.shape[-1]),
-                      previous.reshape(-1, previous.shape[-1]))  # (N,) float32
-    return flat.reshape(lead).double()
 
 
 def _window_index(canvas: Canvas, width: int) -> torch.Tensor:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import block_mask_count, commit, masked_positions
+from remask.samplers.canvas import block_mask_count, commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import even_split
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
@@ -138,7 +138,7 @@ class LLaDA2(Sampler):
     def step(self, state: LLaDA2State, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # The reference's confidence is the sampled token's tempered probability: the

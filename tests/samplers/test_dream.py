@@ -196,3 +196,19 @@ def test_nucleus_keeps_the_crossing_token():
     n, p = counts.sum().item(), 0.15 / 0.95
     assert counts[3] == 0
     assert abs(counts[2].item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5, counts
+
+
+def test_dream_alg_names_are_aliases_of_the_shared_scores():
+    """One score vocabulary (prob | margin | entropy | random): Dream's alg names and LLaDA's
+    remasking name resolve to it, and greedy tokens are the same under either name."""
+    from remask.kernels.score import SCORE_ALIASES, score_proposals
+
+    assert SCORE_ALIASES == {"low_confidence": "prob", "maskgit_plus": "prob", "topk_margin": "margin"}
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
+    proposal = kernels.propose(logits, stats="sampled")
+    for alias, name in SCORE_ALIASES.items():
+        assert torch.equal(score_proposals(proposal, alias), score_proposals(proposal, name))
+    with pytest.raises(ValueError, match="alias"):
+        score_proposals(proposal, "confidence")
+    assert build("low_confidence").score_kind == "prob"
+    assert build("low_confidence", remasking="random").score_kind == "random"
