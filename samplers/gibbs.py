@@ -239,7 +239,8 @@ class Gibbs(Sampler):
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens."""
         return (
-            ("LLaDA 2 tok/step + corrector", {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
+            ("LLaDA 2 tok/step + corrector",
+             {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
         )
 
     base: Any = "low_confidence"
