@@ -19,9 +19,8 @@ step stops, which is a stopping time, so the committed sequence is distributed a
 left-to-right chain of q. With R = 0 and an exact verifier that is the exact joint (tested by
 chi-square on the Markov oracle); R = 1 commits the whole draft (the product of marginals).
 
-Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample`` (samplers.md
-§3.14, coherence.md §2.5). Reference defaults: R = 0.7, max lookahead M = 100,
-temperature 0.2, top_p 0.95.
+Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample``. Reference
+defaults: R = 0.7, max lookahead M = 100, temperature 0.2, top_p 0.95.
 
 The verifier protocol
 ---------------------
@@ -49,7 +48,8 @@ Departures from the reference code (deliberate):
 - Acceptance is the coupled comparison done correctly: the target is sampled with the same
   random numbers as the draft at the same temperature (the reference compares against the
   target's *argmax* — its accept call leaves temperature at 0 — and draws the draft at an
-  effective temperature of T^2, samplers.md §7.10), and the target's token at the first
+  effective temperature of T^2: it divides the logits by T and also raises its exponential
+  noise to the power T), and the target's token at the first
   disagreement is committed too (the reference re-drafts it), which makes the output law the
   exact chain of the mixture.
 - The first drafted position is not accepted unconditionally from the draft; it gets the
@@ -58,6 +58,10 @@ Departures from the reference code (deliberate):
 - No KV caches (the reference crops a Dream cache to a window W = 16 and keeps one for the
   verifier); the full canvas is evaluated, the result is the same. Blocks restrict the
   lookahead to the active block; infill decodes the masked positions left to right.
+- No stop at EOS: the reference's ``apd_sample`` ends a row's generation at its first EOS
+  token; here every masked position is decoded (the driver's contract: no mask survives), so
+  a row may go on after an EOS and the caller cuts the text there. With an exact verifier
+  the tokens up to the first EOS have the same law either way (decoding is left to right).
 - Tokens that the denoiser gives probability 0 (its mask column) stay impossible in the
   target, also at R = 0. Verifier evaluations are reported separately (``verifier_nfe``);
   ``nfe`` counts the diffusion model only.
@@ -72,8 +76,8 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.canvas import commit, eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -153,8 +157,6 @@ class APDState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken (offset of the random stream).
     verifier : object or None
         The resolved verifier (None: self-verification).
     verifier_nfe : (B,) int64
@@ -162,7 +164,6 @@ class APDState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     verifier: Any
     verifier_nfe: torch.Tensor
 
@@ -227,6 +228,14 @@ class APD(Sampler):
         {"block_length": 4, "temperature": 0.0},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("R=0.7", {"temperature": 1.0, "top_p": None}),
+            ("R=0.3", {"temperature": 1.0, "mixture_weight": 0.3, "top_p": None}),
+        )
+
     mixture_weight: float = 0.7
     max_lookahead: int = 100
     temperature: float = 0.2
@@ -263,22 +272,22 @@ class APD(Sampler):
         if verifier is not None and verifier.vocab_size != denoiser.vocab_size:
             raise ValueError(f"verifier vocab_size={verifier.vocab_size} differs from the denoiser's "
                              f"{denoiser.vocab_size}; APD mixes the two distributions token by token")
-        return APDState(canvas=canvas, step=0, verifier=verifier,
+        return APDState(canvas=canvas, verifier=verifier,
                         verifier_nfe=torch.zeros_like(canvas.nfe))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: APDState, denoiser, generator: torch.Generator):
+    def step(self, state: APDState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        masked = masked_positions(canvas, mask_id) & canvas.active & (~canvas.done).unsqueeze(-1)
+        masked = eligible_positions(canvas, mask_id)  # (B, L): a finished row has no masks left
         rank = masked.long().cumsum(-1) - 1  # (B, L) left-to-right rank among the masks
         window = masked & (rank < self.max_lookahead)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        seed = generator.initial_seed()
         # Dream's sample_tokens (APD runs on Dream): softmax(logits / T), nucleus keeping the
         # crossing token; "sampled" statistics are those of that distribution.
-        filt = dict(temperature=self.temperature, seed=seed, offset=state.step, rows=window,
+        filt = dict(temperature=self.temperature, key=proposal_keys(key, canvas, self.temperature),
+                    rows=window,
                     top_p=self.top_p, nucleus="crossing", stats="sampled")
         draft = kernels.propose(logits, **filt)
 
@@ -303,7 +312,7 @@ class APD(Sampler):
             else:
                 mixed = R * x + (1 - R) * y if R > 0 else y  # (B, L, V)
                 mixture = torch.where(torch.isfinite(x), mixed, float("-inf"))
-            # Same (seed, offset) and layout as the draft: both read the same uniforms, so the
+            # Same keys as the draft: both read the same uniforms, so the
             # target agrees with the draft wherever the two distributions are close.
             target = kernels.propose(mixture, **filt)
             disagree = window & (target.tokens != draft.tokens)  # (B, L)
@@ -314,7 +323,7 @@ class APD(Sampler):
             verifier_nfe = state.verifier_nfe + window.any(-1).long()
 
         new_canvas = commit(canvas, committed, tokens, mask_id, evaluations)
-        new_state = APDState(canvas=new_canvas, step=state.step + 1, verifier=state.verifier,
+        new_state = APDState(canvas=new_canvas, verifier=state.verifier,
                              verifier_nfe=verifier_nfe)
         info = APDInfo(committed=committed, proposal=torch.where(window, tokens, -1),
                        score=torch.where(window, draft.prob, float("-inf")),

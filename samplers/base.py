@@ -3,10 +3,17 @@
 A sampler is a frozen, validated config plus a pure transition:
 
     state = sampler.init(canvas, denoiser)
-    state, info = sampler.step(state, denoiser, generator)
+    state, info = sampler.step(state, denoiser, key)
+    over = sampler.finished(state)  # (B,) bool: the driver stops when every row is
 
 Every state is a NamedTuple whose first field is a :class:`Canvas`; every info carries at
 least the :class:`StepInfo` fields. Samplers never hold mutable state.
+
+``key`` is a (B,) int64 tensor: each row's 64-bit Philox key for this step, which the driver
+derives as ``fold(row_key, sampler.key_step(state, step))`` (see
+:mod:`remask.kernels._philox`). A step draws every random number from it, folded by a
+:class:`remask.kernels.Purpose` and by position (:func:`remask.kernels.position_keys`), so it
+is a pure function of its inputs and a row's draws never depend on the other rows.
 """
 
 from __future__ import annotations
@@ -43,17 +50,14 @@ class StepInfo(NamedTuple):
 
 
 class StepState(NamedTuple):
-    """The state of samplers that need nothing beyond the canvas and a step counter.
+    """The state of samplers that need nothing beyond the canvas.
 
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     """
 
     canvas: Canvas
-    step: int
 
 
 class State(Protocol):
@@ -72,7 +76,8 @@ class Sampler:
     ``__post_init__`` (calling ``super().__post_init__()``) and implement ``init`` and
     ``step``. A sampler that may rewrite tokens it committed earlier sets
     ``edits_committed = True``; one whose contract allows masks in its output sets
-    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run).
+    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run). A
+    run ends when :meth:`finished` says so for every row (default: no mask left).
 
     Parameters
     ----------
@@ -88,6 +93,18 @@ class Sampler:
     #: each must work on any canvas (any gen_length, prompts of any length).
     example_configs: ClassVar[tuple[dict[str, Any], ...]] = ({"block_length": 3},)
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """Settings of the quality benchmark (``remask bench samplers``) for G generated tokens.
+
+        Each sampler defines its own, next to ``example_configs``: ``(label, config)`` pairs,
+        sampling at temperature 1 where the sampler has a temperature (the benchmark compares
+        output distributions with an exact joint; greedy decoding gives a point mass). The
+        benchmark has no settings table of its own: a sampler without settings is not measured
+        (and the contract meta-test fails).
+        """
+        return ()
+
     block_length: int | None = None
 
     def __post_init__(self) -> None:
@@ -98,7 +115,8 @@ class Sampler:
     def init(self, canvas: Canvas, denoiser) -> State:
         raise NotImplementedError
 
-    def step(self, state: State, denoiser, generator: torch.Generator) -> tuple[State, StepInfo]:
+    def step(self, state: State, denoiser, key: torch.Tensor) -> tuple[State, StepInfo]:
+        """One transition; ``key`` is the (B,) int64 step keys of the rows."""
         raise NotImplementedError
 
     def wrap(self, denoiser):
@@ -110,6 +128,26 @@ class Sampler:
         """
         scale = getattr(self, "cfg_scale", 0.0)
         return Guided(denoiser, scale) if scale else denoiser
+    def finished(self, state: State) -> torch.Tensor:
+        """(B,) bool: rows whose run is over; the driver steps until every row is finished.
+
+        The default is the canvas's own rule, ``state.canvas.done``: no editable position of
+        the row still holds the mask. A sampler with another rule (a schedule that keeps
+        revising a complete canvas, a corrector's final sweeps) overrides this method and
+        leaves ``canvas.done`` alone. Either way, after the loop the driver checks that no
+        editable position holds the mask unless the class sets ``may_leave_masks``.
+        """
+        return state.canvas.done
+
+    def key_step(self, state: State, step: int) -> int | torch.Tensor:
+        """What the driver folds each row's key by before ``step`` (an int or (B,) int64).
+
+        Default: the driver's step count, which is each unfinished row's own step count since
+        every unfinished row takes every step. A sampler whose rows can wait, unfinished,
+        while others step (the Gibbs corrector's final sweeps) returns each row's own count,
+        so that a row's stream does not depend on its batch neighbours.
+        """
+        return step
 
     @property
     def stochastic(self) -> bool:

@@ -7,7 +7,7 @@ the rest stay masked ("remasked"). k follows LLaDA's schedule: the block's masks
 evenly over the block's steps, remainder first. Semi-autoregressive decoding is the same
 algorithm with ``block_length`` < gen_length.
 
-Departures from the reference ``generate.py`` (samplers.md §3.1, §7):
+Departures from the reference ``generate.py`` (``ML-GSAI/LLaDA``):
 
 - ``confidence_eos_eot_inf`` works as the paper intends (App. B.4): EOS/EoT may be proposed
   but are ranked after every other candidate. The reference sets the EOS logit to -inf after
@@ -32,9 +32,9 @@ import torch
 from remask import kernels
 from remask.models import protocol
 from remask.models.wrappers import Suppress
-from remask.kernels.score import demote, score_proposals, SCORES
-from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.kernels.score import demote, score_proposals, SCORE_ALIASES, SCORES
+from remask.samplers.canvas import commit, eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers._validate import check_bool
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
@@ -49,14 +49,11 @@ class LowConfidenceState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     schedule : BlockSchedule
         LLaDA's per-block schedule of the active block.
     """
 
     canvas: Canvas
-    step: int
     schedule: BlockSchedule
 
 
@@ -111,6 +108,16 @@ class LowConfidence(Sampler):
         {"cfg_scale": 1.0, "steps": 4},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("1 tok/step", {"temperature": 1.0}),
+            ("2 tok/step", {"temperature": 1.0, "steps": max(G // 2, 1)}),
+            ("4 tok/step", {"temperature": 1.0, "steps": max(G // 4, 1)}),
+            ("random, 1 tok/step", {"temperature": 1.0, "remasking": "random"}),
+        )
+
     steps: int | None = None
     temperature: float = 0.0
     remasking: str = "low_confidence"
@@ -130,7 +137,7 @@ class LowConfidence(Sampler):
         """The score actually used: ``score``, else the one ``remasking`` names."""
         if self.score is not None:
             return self.score
-        return "prob" if self.remasking == "low_confidence" else "random"
+        return SCORE_ALIASES.get(self.remasking, self.remasking)  # "low_confidence" is "prob"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,26 +172,26 @@ class LowConfidence(Sampler):
         check_steps_cover_blocks(self.steps, canvas)
         return LowConfidenceState(
             canvas=canvas,
-            step=0,
             schedule=BlockSchedule.start(canvas, denoiser.mask_id, self.steps),
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: LowConfidenceState, denoiser, generator: torch.Generator):
+    def step(self, state: LowConfidenceState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         eos, eot = self._special_ids(denoiser)
 
-        # Counter-based randomness keyed by (run seed, step number): the step is a pure
-        # function of its inputs. propose and uniform draw from different Philox streams.
-        seed = generator.initial_seed()
+        # Counter-based randomness from the rows' step keys, folded by purpose and position:
+        # the step is a pure function of its inputs, each row's draws of its own key only.
         proposal = kernels.propose(
-            logits, temperature=self.temperature, seed=seed, offset=state.step, rows=eligible
+            logits, temperature=self.temperature, rows=eligible,
+            key=proposal_keys(key, canvas, self.temperature),
         )
-        score = score_proposals(proposal, self.score_kind, seed=seed, offset=state.step)  # (B, L)
+        score = score_proposals(proposal, self.score_kind, key=key,
+                                attention_mask=canvas.attention_mask)  # (B, L)
         if self.confidence_eos_eot_inf:
             score = demote(score, proposal.tokens, tuple(i for i in (eos, eot) if i is not None))
 
@@ -193,7 +200,6 @@ class LowConfidence(Sampler):
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
         new_state = LowConfidenceState(
             canvas=new_canvas,
-            step=state.step + 1,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
         info = StepInfo(committed=committed, proposal=proposal.tokens,

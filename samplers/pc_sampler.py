@@ -18,7 +18,7 @@ calibration factor is dropped and ``score_i = exp(−λ i) · min(p_i, α)`` —
 only.
 
 Checked against ``NEUIR/PC-Sampler/src/generate.py::generate_with_pc_sampler`` and
-``pc_sampler_function`` (samplers.md §3.12). Reference defaults (``scripts/eval_pc_sampler.sh``):
+``pc_sampler_function``. Reference defaults (``scripts/eval_pc_sampler.sh``):
 λ = 0.25 (0 for Sudoku, 0.5 for Countdown), α = 10, ``steps = gen_length`` (one token per
 step) and ``block_length = gen_length`` (one block).
 
@@ -102,8 +102,6 @@ class PCSamplerState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
     offset : (B, L) int64
         Offset of each editable position from the start of its block.
     background : (V,) float32 or None
@@ -113,7 +111,6 @@ class PCSamplerState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     offset: torch.Tensor
     background: torch.Tensor | None
     schedule: BlockSchedule
@@ -164,6 +161,14 @@ class PCSampler(Sampler):
         {"lambd": 1.0, "alpha": 0.5, "block_length": 4, "cfg_scale": 1.0},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("1 tok/step", {"temperature": 1.0}),
+            ("2 tok/step", {"temperature": 1.0, "steps": max(G // 2, 1)}),
+        )
+
     lambd: float = 0.25
     alpha: float = 10.0
     background: tuple[float, ...] | None = field(default=None, repr=False)
@@ -194,7 +199,6 @@ class PCSampler(Sampler):
         offset = order if self.block_length is None else order % self.block_length  # (B, L)
         return PCSamplerState(
             canvas=canvas,
-            step=0,
             offset=torch.where(canvas.editable, offset, 0),
             background=None if self.background is None else torch.tensor(
                 self.background, dtype=torch.float32, device=canvas.tokens.device),
@@ -202,11 +206,10 @@ class PCSampler(Sampler):
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: PCSamplerState, denoiser, generator: torch.Generator):
+    def step(self, state: PCSamplerState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible, _, proposal, evaluations = predict(canvas, denoiser, generator, state.step,
-                                                     temperature=self.temperature)
+        eligible, _, proposal, evaluations = predict(canvas, denoiser, key, temperature=self.temperature)
         score = pc_score(proposal.prob, proposal.tokens, state.offset, lambd=self.lambd,
                          alpha=self.alpha, background=state.background)  # (B, L)
 
@@ -215,7 +218,6 @@ class PCSampler(Sampler):
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
         new_state = state._replace(
             canvas=new_canvas,
-            step=state.step + 1,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
         info = StepInfo(committed=committed, proposal=proposal.tokens,

@@ -3,8 +3,8 @@ Acceleration of Diffusion LLM by Enabling KV Cache and Parallel Decoding", arXiv
 with DUS's optional spacing filter (Luxembourg et al., arXiv 2506.19037, §4.4).
 
 Checked against ``NVlabs/Fast-dLLM/llada/generate.py`` (``generate`` and
-``get_transfer_index`` with ``threshold``; samplers.md §3.5) and, for the spacing filter,
-``omerlux/DUS/generate.py::apply_spacing_filter`` (§3.11). Semi-autoregressive blocks of
+``get_transfer_index`` with ``threshold``) and, for the spacing filter,
+``omerlux/DUS/generate.py::apply_spacing_filter``. Semi-autoregressive blocks of
 ``block_length`` (32 in every paper setting); at each step every masked position of the
 active block proposes a token (argmax, or a Gumbel-max sample at temperature T) whose
 confidence is its probability under the untempered softmax; all positions with confidence
@@ -84,6 +84,15 @@ class Threshold(Sampler):
         {"threshold": 0.0, "block_length": 5, "min_spacing": 2},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("tau=0.9", {"temperature": 1.0, "threshold": 0.9}),
+            ("tau=0.7", {"temperature": 1.0, "threshold": 0.7}),
+            ("tau=0.5", {"temperature": 1.0, "threshold": 0.5}),
+        )
+
     block_length: int | None = 32
     threshold: float = 0.9
     temperature: float = 0.0
@@ -97,10 +106,10 @@ class Threshold(Sampler):
             _check_int(self.min_spacing, "min_spacing", low=1)
 
     def init(self, canvas: Canvas, denoiser) -> StepState:
-        return StepState(canvas=canvas, step=0)
+        return StepState(canvas=canvas)
 
-    def step(self, state: StepState, denoiser, generator: torch.Generator):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+    def step(self, state: StepState, denoiser, key: torch.Tensor):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
                                                      temperature=self.temperature)
         committed = kernels.threshold_mask(proposal.prob, self.threshold, eligible)  # (B, L)
         if self.min_spacing is not None:
@@ -110,4 +119,4 @@ class Threshold(Sampler):
         new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, proposal.prob, float("-inf")))
-        return StepState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas), info

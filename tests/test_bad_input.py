@@ -97,6 +97,19 @@ API_CASES = [
     ("seed-2**63", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=2**63), ValueError, str(2**63)),
     ("seed-string", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed="1"), TypeError, "'1'"),
     ("seed-bool", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=True), TypeError, "True"),
+    ("seeds-too-few", lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3]), ValueError,
+     "seed has 1 values but the batch has 2 rows"),
+    ("seeds-too-many", lambda t: remask.infill(t, [[1, 15]], LC, seed=[3, 4]), ValueError, "2 values"),
+    ("seeds-float", lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3, 1.5]), TypeError,
+     "seed[1] must be an int, got 1.5"),
+    ("seeds-negative", lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3, -2]), ValueError,
+     "seed[1] must be in [0, 2**63), got -2"),
+    ("seeds-2**63", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=[2**63]), ValueError,
+     str(2**63)),
+    ("seeds-float-tensor", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=torch.tensor([1.0])),
+     TypeError, "integers"),
+    ("seeds-2d-tensor", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=torch.tensor([[1]])),
+     ValueError, "1-D"),
     ("gen-length-0", lambda t: remask.generate(t, [[1]], LC, gen_length=0), ValueError, "got 0"),
     ("gen-length-float", lambda t: remask.generate(t, [[1]], LC, gen_length=2.0), TypeError, "2.0"),
     ("gen-length-1e9", lambda t: remask.generate(t, [[1]], LC, gen_length=10**9), ValueError, "1000000000"),
@@ -180,15 +193,13 @@ def test_mask_error_names_sampler_step_and_cause(tiny):
 
 
 def _stops_after_one_step(base):
-    """An unregistered sampler that declares itself done after its first step, masks or not."""
+    """An unregistered sampler that declares itself finished after its first step, masks or not."""
     from dataclasses import dataclass
 
     @dataclass(frozen=True, kw_only=True)
     class Stopping(base):
-        def step(self, state, denoiser, generator):
-            state, info = super().step(state, denoiser, generator)
-            canvas = state.canvas._replace(done=torch.ones_like(state.canvas.done))
-            return state._replace(canvas=canvas), info
+        def finished(self, state):
+            return state.canvas.nfe > 0  # (B,) every row has taken a step
 
     return Stopping
 
