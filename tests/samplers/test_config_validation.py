@@ -115,6 +115,8 @@ SPECIFIC = {
     ("low_confidence", "eot_id"): Num("int", 0, optional=True),
     ("low_confidence", "logits_eos_inf"): Bool(),
     ("low_confidence", "confidence_eos_eot_inf"): Bool(),
+    ("p2", "steps"): OPT_POS_INT,
+    ("p2", "eta"): NONNEG,
     ("pc_sampler", "lambd"): NONNEG,
     ("pc_sampler", "alpha"): Num("float", 0.0, low_open=True),
     ("pc_sampler", "background"): Custom(st.one_of(
