@@ -20,6 +20,7 @@ from remask.samplers.factor import Factor
 from remask.samplers.llada2 import LLaDA2
 from remask.samplers.threshold import Threshold
 from remask.samplers.p2 import P2
+from remask.samplers.saber import Saber
 from remask.samplers.remdm import ReMDM
 from remask.samplers.wino import WINO
 from remask.samplers.gibbs import Gibbs
@@ -28,6 +29,7 @@ from remask.samplers.apd import APD
 __all__ = [
     "APD",
     "P2",
+    "Saber",
     "Gibbs",
     "ReMDM",
     "WINO",

@@ -132,6 +132,7 @@ SPECIFIC = {
     ("remdm", "t_off"): UNIT_OPEN,
     ("remdm", "alpha_on"): UNIT_OPEN,
     ("remdm", "steps"): OPT_POS_INT,
+    ("saber", "n"): POS_INT,
     ("threshold", "threshold"): PROB,
     ("wino", "threshold_in"): PROB,
     ("wino", "threshold_out"): PROB,
