@@ -53,7 +53,7 @@ import torch
 
 from remask import kernels
 from remask.samplers.canvas import commit
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
@@ -67,8 +67,6 @@ class P2State(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     block_step : (B,) int64
         Steps taken in the row's active block (i - 1 of the schedule).
     block_steps : (B,) int64
@@ -78,7 +76,6 @@ class P2State(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     block_step: torch.Tensor
     block_steps: torch.Tensor
     block_size: torch.Tensor
@@ -171,12 +168,12 @@ class P2(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> P2State:
         check_steps_cover_blocks(self.steps, canvas)
-        return P2State(canvas=canvas, step=0, block_step=torch.zeros_like(canvas.nfe),
+        return P2State(canvas=canvas, block_step=torch.zeros_like(canvas.nfe),
                        block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
                        block_size=_block_size(canvas))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: P2State, denoiser, generator: torch.Generator):
+    def step(self, state: P2State, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         live = (~canvas.done).unsqueeze(-1)  # (B, 1): finished rows never move
@@ -186,7 +183,7 @@ class P2(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
         proposal = kernels.propose(logits, temperature=self.temperature,
-                                   seed=generator.initial_seed(), offset=state.step, rows=in_block)
+                                   key=proposal_keys(key, canvas, self.temperature), rows=in_block)
         # Log-probability scores; clamped so that eta = 0 gives 0 (not NaN) on a zero probability.
         logp = proposal.prob.log().clamp_min(torch.finfo(proposal.prob.dtype).min)  # (B, L)
         score = torch.where(decoded, self.eta * logp, logp)  # (B, L)
@@ -206,7 +203,6 @@ class P2(Sampler):
         moved = new_canvas.window != canvas.window  # (B,) rows that finished their block
         new_state = P2State(
             canvas=new_canvas,
-            step=state.step + 1,
             block_step=torch.where(moved, 0, state.block_step + 1),
             block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps),
                                     state.block_steps),

@@ -52,7 +52,7 @@ import torch
 
 from remask import kernels
 from remask.samplers.canvas import commit
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -66,8 +66,6 @@ class SaberState(NamedTuple):
     ----------
     canvas : Canvas
         ``window`` is the row's frontier block (see the module docstring).
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     last_confidence : (B, L) float32
         Previous step's confidence of the proposal at each editable position up to the
         frontier's end (-inf elsewhere; 0 before the first step, as in the reference).
@@ -77,7 +75,6 @@ class SaberState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     last_confidence: torch.Tensor
     final_confidence: torch.Tensor
 
@@ -160,11 +157,11 @@ class Saber(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> SaberState:
         zeros = torch.zeros(canvas.tokens.shape, dtype=torch.float32, device=canvas.tokens.device)
-        return SaberState(canvas=canvas, step=0, last_confidence=zeros,
+        return SaberState(canvas=canvas, last_confidence=zeros,
                           final_confidence=torch.full_like(zeros, float("-inf")))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: SaberState, denoiser, generator: torch.Generator):
+    def step(self, state: SaberState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         live = (~canvas.done).unsqueeze(-1)  # (B, 1)
@@ -174,7 +171,7 @@ class Saber(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         proposal = kernels.propose(logits, temperature=self.temperature,
-                                   seed=generator.initial_seed(), offset=state.step, rows=region)
+                                   key=proposal_keys(key, canvas, self.temperature), rows=region)
         confidence = torch.where(region, proposal.prob, float("-inf"))  # (B, L)
         # Confidence change since the last step; undefined (a new block, a finished row) = +inf,
         # which never ranks among the largest drops.
@@ -210,7 +207,7 @@ class Saber(Sampler):
         window = torch.where(advance, canvas.window + 1, canvas.window)
         new_canvas = new_canvas._replace(window=window)
 
-        new_state = SaberState(canvas=new_canvas, step=state.step + 1, last_confidence=confidence,
+        new_state = SaberState(canvas=new_canvas, last_confidence=confidence,
                                final_confidence=final_confidence)
         info = SaberInfo(committed=changed, proposal=proposal.tokens,
                          score=torch.where(masked, confidence, float("-inf")), threshold=threshold,

@@ -74,8 +74,6 @@ class SlowFastState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     start, end : (B,) int64
         The span of the sub-cycle, as ranks among the active block's editable positions
         (``end`` is meaningful once the span is settled).
@@ -90,7 +88,6 @@ class SlowFastState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     start: torch.Tensor
     end: torch.Tensor
     explored: torch.Tensor
@@ -194,13 +191,13 @@ class SlowFast(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> SlowFastState:
         zeros = torch.zeros_like(canvas.nfe)  # (B,)
-        return SlowFastState(canvas=canvas, step=0, start=zeros, end=zeros, explored=zeros,
+        return SlowFastState(canvas=canvas, start=zeros, end=zeros, explored=zeros,
                              settled=torch.zeros_like(canvas.done),
                              history=zeros.unsqueeze(-1).repeat(1, self.stability_window),
                              filled=zeros)
 
     # ------------------------------------------------------------------ step
-    def step(self, state: SlowFastState, denoiser, generator: torch.Generator):
+    def step(self, state: SlowFastState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         K, W = self.explore_steps, self.stability_window
@@ -210,7 +207,7 @@ class SlowFast(Sampler):
         size = block.sum(-1)  # (B,)
         start, end = state.start, state.end
 
-        eligible, _, proposal, evaluations = predict(canvas, denoiser, generator, state.step,
+        eligible, _, proposal, evaluations = predict(canvas, denoiser, key,
                                                      temperature=self.temperature,
                                                      cfg_scale=self.cfg_scale)
         eligible = eligible & live.unsqueeze(-1)
@@ -263,7 +260,6 @@ class SlowFast(Sampler):
         zero = torch.zeros_like(start)
         new_state = SlowFastState(
             canvas=new_canvas,
-            step=state.step + 1,
             start=torch.where(new_block, zero, torch.where(span_done, end, start)),
             end=torch.where(new_block, zero, end),
             explored=torch.where(restart, zero, explored),
