@@ -47,7 +47,7 @@ Departures from the reference code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -143,11 +143,14 @@ class P2(Sampler):
         {"eta": 0.0, "block_length": 3},
         {"cfg_scale": 1.0, "steps": 4, "temperature": 0.0},
     )
-    #: Quality-benchmark settings (all sample, as the oracles' truth is a distribution).
-    bench_configs: ClassVar[tuple[dict, ...]] = (
-        {"temperature": 1.0},
-        {"temperature": 1.0, "eta": 2.0},
-    )
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("G steps", {"temperature": 1.0}),
+            ("G steps, eta=2", {"temperature": 1.0, "eta": 2.0}),
+            ("G/2 steps", {"temperature": 1.0, "steps": max(G // 2, 1)}),
+        )
 
     steps: int | None = None
     temperature: float = 1.0

@@ -46,7 +46,7 @@ Departures from the reference code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -139,11 +139,14 @@ class Saber(Sampler):
         {"n": 4, "temperature": 1.0},
         {"n": 3, "block_length": 5, "temperature": 0.5},
     )
-    #: Quality-benchmark settings (all sample, as the oracles' truth is a distribution).
-    bench_configs: ClassVar[tuple[dict, ...]] = (
-        {"temperature": 1.0},
-        {"temperature": 1.0, "n": 1},
-    )
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("n=2", {"temperature": 1.0}),
+            ("n=1", {"temperature": 1.0, "n": 1}),
+            ("n=4", {"temperature": 1.0, "n": 4}),
+        )
 
     block_length: int | None = None
     n: int = 2

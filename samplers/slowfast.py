@@ -55,7 +55,7 @@ Departures from the reference code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -163,11 +163,13 @@ class SlowFast(Sampler):
         {"high_threshold": 0.1, "temperature": 1.0, "block_length": 5},
         {"stability_std": 3.0, "explore_steps": 3, "cfg_scale": 1.0},
     )
-    #: Quality-benchmark settings (all sample, as the oracles' truth is a distribution).
-    bench_configs: ClassVar[tuple[dict, ...]] = (
-        {"temperature": 1.0},
-        {"temperature": 1.0, "explore_steps": 2, "high_threshold": 0.7},
-    )
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("k=6, high 0.9", {"temperature": 1.0}),
+            ("k=2, high 0.7", {"temperature": 1.0, "explore_steps": 2, "high_threshold": 0.7}),
+        )
 
     block_length: int | None = None
     explore_steps: int = 6
