@@ -39,9 +39,6 @@ Departures from the reference code:
   ties in confidence or in the confidence drop go to the lower position.
 - No 1024-step cap per block: every step gains a token, so a block of ``b`` masks takes at
   most ``b`` steps.
-- With a denoiser that recomputes only the active block (``accepts_active``: the KV caches
-  and block-diffusion models) backtracking stays inside the active block, since the logits
-  of earlier blocks are not recomputed there.
 - The reference's ``initial_confidence`` (the confidence at a token's first commit) is kept
   but never read; it is not carried here.
 """
@@ -173,9 +170,6 @@ class Saber(Sampler):
         live = (~canvas.done).unsqueeze(-1)  # (B, 1)
         # Everything up to the frontier block's end: the reference's positions before block_end.
         region = canvas.editable & (canvas.block <= canvas.window.unsqueeze(-1)) & live  # (B, L)
-        if getattr(denoiser, "accepts_active", False):
-            # A caching denoiser recomputes only the active block: decide nowhere else.
-            region = region & canvas.active
         masked = region & (canvas.tokens == mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
