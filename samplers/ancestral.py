@@ -41,8 +41,8 @@ Departures from the reference code (all deliberate):
 - Per-row caching: a row's step depends only on that row (the reference's
   ``torch.allclose(x_next, x)`` test is batch-wide).
 - Tokens are drawn exactly from ``softmax(logits)`` by ``kernels.propose`` (counter-based
-  Philox; no Gumbel-max with float32 noise, whose truncated tail changes the law); the mask column, if the denoiser
-  has one, must already be ``-inf`` (SUBS parameterisation — the adapter's job).
+  Philox; no Gumbel-max with float32 noise, whose truncated tail changes the law); the mask
+  column, if the denoiser has one, must already be ``-inf`` (SUBS parameterisation — the adapter's job).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ step stops, which is a stopping time, so the committed sequence is distributed a
 left-to-right chain of q. With R = 0 and an exact verifier that is the exact joint (tested by
 chi-square on the Markov oracle); R = 1 commits the whole draft (the product of marginals).
 
-Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample``. Reference defaults: R = 0.7, max lookahead M = 100,
-temperature 0.2, top_p 0.95.
+Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample``. Reference
+defaults: R = 0.7, max lookahead M = 100, temperature 0.2, top_p 0.95.
 
 The verifier protocol
 ---------------------

@@ -139,7 +139,8 @@ class Dream(Sampler):
         """(label, config) settings of the quality benchmark for G generated tokens."""
         return (
             ("maskgit_plus, G steps", {"temperature": 1.0, "alg": "maskgit_plus", "steps": G}),
-            ("maskgit_plus, G/2 steps", {"temperature": 1.0, "alg": "maskgit_plus", "steps": max(G // 2, 1)}),
+            ("maskgit_plus, G/2 steps",
+             {"temperature": 1.0, "alg": "maskgit_plus", "steps": max(G // 2, 1)}),
             ("origin, G steps", {"temperature": 1.0, "alg": "origin", "steps": G}),
         )
 
