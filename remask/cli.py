@@ -867,8 +867,7 @@ def eval_command(model_spec, sampler, sets, tasks, include_path, limit, num_fews
 
     offline()
     manager = task_manager(names, include_path)
-    resolved_device, resolved_dtype = _device_dtype(device, dtype)
-    model = _load(model_spec, **_model_args(resolved_device, resolved_dtype))
+    model = _load(model_spec, **_model_args(device, dtype))
     import lm_eval
 
     from remask.eval.lm import RemaskLM

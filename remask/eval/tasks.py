@@ -46,7 +46,10 @@ def load_tasks(names: list[str], include_path=None, *, num_fewshot: int | None =
     from lm_eval.tasks import get_task_dict
 
     manager = task_manager(names, include_path)
-    loaded = get_task_dict(list(names), manager)
+    if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat dicts (get_task_dict is deprecated there)
+        loaded = manager.load(list(names))["tasks"]
+    else:
+        loaded = get_task_dict(list(names), manager)
     out = {}
     for name in names:
         task = loaded.get(name)
