@@ -234,8 +234,7 @@ class _Runner:
                 if not is_exact_oracle(model):
                     raise ValueError(f"task {task.name!r} (kind oracle) needs an exact oracle, and model {entry.name!r} "
                                      f"({type(model).__name__}) is not one")
-                stationary = hasattr(model, "transition")  # the Markov chain models any window length
-                if not stationary and task.gen_length != model.seq_len:
+                if not _is_markov(model) and task.gen_length != model.seq_len:  # the chain models any window
                     raise ValueError(f"task {task.name!r}: gen_length={task.gen_length} must equal the seq_len "
                                      f"{model.seq_len} of model {entry.name!r}")
             elif self.tasks.kind(task) == "loglikelihood":
@@ -268,7 +267,7 @@ class _Runner:
         key = (self.model_index, gen_length)
         if key not in self.entropy:
             model = self.model
-            if hasattr(model, "transition") and hasattr(model, "initial"):
+            if _is_markov(model):
                 T, pi = model.transition, model.initial
                 h0 = float(-(pi * pi.log()).sum())
                 step = float(-(pi.unsqueeze(-1) * T * T.log()).sum())
@@ -349,6 +348,12 @@ class _Runner:
                          "accuracy": _accuracy(metrics, metric), "loglikelihoods": [a[0] for a in answers], **metrics})
             bookkeeping += time.perf_counter() - tic
         return rows, decode_seconds, bookkeeping
+
+
+def _is_markov(model) -> bool:
+    from remask.models import MarkovChainOracle
+
+    return isinstance(model, MarkovChainOracle)
 
 
 def _exact(model) -> bool:
