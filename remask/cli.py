@@ -863,9 +863,9 @@ def eval_command(model_spec, sampler, sets, tasks, include_path, limit, num_fews
         raise click.BadParameter(f"no task names in {tasks!r}", param_hint="--tasks")
     config = _parse_sets(sets)
     _build(sampler, sets)  # a bad sampler or setting fails before anything loads
-    from remask.eval.tasks import offline, task_manager
+    from remask.eval.tasks import quiet, task_manager
 
-    offline()
+    quiet()
     manager = task_manager(names, include_path)
     model = _load(model_spec, **_model_args(device, dtype))
     import lm_eval
@@ -926,6 +926,11 @@ def sweep_command(spec_path, out, dry_run, progress) -> None:
 
     spec = load_spec(spec_path)
     _check_out_dir(out)
+    if any(t.kind == "lm_eval" for t in spec.tasks):
+        _need_lm_eval()
+        from remask.eval.tasks import quiet
+
+        quiet()
     try:
         run_sweep(spec, out, dry_run=dry_run, progress=progress)
     except RuntimeError as error:

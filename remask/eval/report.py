@@ -18,8 +18,11 @@ Higher is better: a method that keeps its accuracy while decoding more tokens pe
 gets a larger area.
 
 For an oracle task the accuracy is the fraction of valid samples (p(x) > 0), which is 100%
-for a full-support oracle such as the Markov chain: there the informative quality is
-``nll_gap`` (``summary.csv``), which the Pareto plots show instead (lower is better).
+for a full-support oracle such as the Markov chain (its AUP then only rewards parallelism):
+there the informative quality is ``nll_gap`` (``summary.csv``: the samples' mean ``-log p(x)``
+minus the entropy H(p); 0 for an exact sampler, negative for a mode-seeking one, positive
+for one that breaks the dependence between tokens), and the Pareto plots show ``|nll_gap|``
+(lower is better). A gap of 0 is necessary for exactness, not sufficient.
 """
 
 from __future__ import annotations
@@ -153,7 +156,9 @@ def format_table(table: list[dict]) -> str:
 def _quality(group: list[dict]) -> tuple[str, str, bool]:
     """(column, axis label, lower is better) of a task's quality."""
     if any(r.get("nll_gap") is not None for r in group):
-        return "nll_gap", "NLL gap to the entropy (nats / sequence, lower is better)", True
+        for r in group:
+            r["abs_nll_gap"] = None if r.get("nll_gap") is None else abs(r["nll_gap"])
+        return "abs_nll_gap", "|mean NLL − entropy| (nats / sequence, lower is better)", True
     return "accuracy", "accuracy", False
 
 
@@ -186,7 +191,8 @@ def plot_task(group: list[dict], title: str, path: str) -> str:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if pts:
+            ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -210,6 +216,8 @@ def sweep_report(directory, *, out=None, plots: bool = True) -> dict:
         for row in rows:
             groups[(row["model"], row["task"])].append(row)
         for (model, task), group in groups.items():
+            if not any(r.get("tokens_per_forward") for r in group):
+                continue  # a loglikelihood task: nothing is decoded, there is no cost curve
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{model}_{task}")[-80:]
             paths.append(plot_task(group, f"{task} — {model}", os.path.join(out, f"pareto_{safe}.png")))
     return {"table": table, "markdown": format_table(table), "plots": paths}

@@ -21,12 +21,14 @@
 
     [[tasks]]
     kind = "lm_eval"          # an lm-evaluation-harness task
+    # models = ["llada"]      # (any task) only these models (default: every model)
     name = "gsm8k"
     gen_length = 256          # generate_until tasks
     # include_path = "my_tasks"   limit = 100   num_fewshot = 5   apply_chat_template = true
     # mc_num = 128   loglikelihood_batch_size = 32   elbo = "llada"   (loglikelihood tasks)
 
-Every key is checked when the file is read: an unknown key, an unknown sampler, an empty
+Relative paths (a checkpoint directory, ``include_path``) are read relative to the SPEC
+file's folder. Every key is checked when the file is read: an unknown key, an unknown sampler, an empty
 grid, a grid value that is not a list, or a setting the sampler rejects raises ``ValueError``
 naming it (and the file), before any model is loaded.
 """
@@ -43,8 +45,8 @@ __all__ = ["ModelEntry", "SamplerSetting", "SweepSpec", "TaskEntry", "load_spec"
 _TOP = {"seed", "batch_size", "models", "samplers", "tasks"}
 _MODEL = {"spec", "name", "device", "dtype"}
 _SAMPLER = {"name", "grid", "set"}
-_ORACLE_TASK = {"kind", "name", "samples", "gen_length"}
-_LM_TASK = {"kind", "name", "gen_length", "include_path", "limit", "num_fewshot", "apply_chat_template", "mc_num",
+_ORACLE_TASK = {"kind", "name", "samples", "gen_length", "models"}
+_LM_TASK = {"kind", "name", "models", "gen_length", "include_path", "limit", "num_fewshot", "apply_chat_template", "mc_num",
             "loglikelihood_batch_size", "elbo"}
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -90,6 +92,7 @@ class TaskEntry:
     mc_num: int = 128
     loglikelihood_batch_size: int = 32
     elbo: str = "llada"
+    models: tuple | None = None  # names of the models it runs on (None: all)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,19 @@ def _expand(entry: dict, n: int, source: str) -> list[SamplerSetting]:
     return out
 
 
+def _task_models(entry: dict, n: int, source: str):
+    if "models" not in entry:
+        return None
+    names = entry["models"]
+    if not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names):
+        raise ValueError(f"{_where(source)}: tasks[{n}].models must be a non-empty list of model names, got {names!r}")
+    return tuple(names)
+
+
+def _base(source: str) -> str:
+    return os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else os.getcwd()
+
+
 def _task(entry: dict, n: int, source: str) -> TaskEntry:
     kind = entry.get("kind")
     if kind == "oracle":
@@ -176,7 +192,8 @@ def _task(entry: dict, n: int, source: str) -> TaskEntry:
         name = entry.get("name", "oracle")
         if not isinstance(name, str) or not name:
             raise ValueError(f"{_where(source)}: tasks[{n}].name must be a non-empty string, got {name!r}")
-        return TaskEntry(kind="oracle", name=name, samples=samples, gen_length=gen_length)
+        return TaskEntry(kind="oracle", name=name, samples=samples, gen_length=gen_length,
+                         models=_task_models(entry, n, source))
     if kind == "lm_eval":
         _unknown(entry, _LM_TASK, f"tasks[{n}] (kind lm_eval)", source)
         name = entry.get("name")
@@ -192,8 +209,7 @@ def _task(entry: dict, n: int, source: str) -> TaskEntry:
             path = entry["include_path"]
             if not isinstance(path, str):
                 raise ValueError(f"{_where(source)}: tasks[{n}].include_path must be a string, got {path!r}")
-            base = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else os.getcwd()
-            path = os.path.join(base, os.path.expanduser(path))
+            path = os.path.join(_base(source), os.path.expanduser(path))
             if not os.path.isdir(path):
                 raise ValueError(f"{_where(source)}: tasks[{n}].include_path {entry['include_path']!r} is not a directory")
             kwargs["include_path"] = path
@@ -207,7 +223,7 @@ def _task(entry: dict, n: int, source: str) -> TaskEntry:
             if entry["elbo"] not in VARIANTS:
                 raise ValueError(f"{_where(source)}: tasks[{n}].elbo must be one of {list(VARIANTS)}, got {entry['elbo']!r}")
             kwargs["elbo"] = entry["elbo"]
-        return TaskEntry(kind="lm_eval", name=name, **kwargs)
+        return TaskEntry(kind="lm_eval", name=name, models=_task_models(entry, n, source), **kwargs)
     raise ValueError(f"{_where(source)}: tasks[{n}].kind must be \"oracle\" or \"lm_eval\", got {kind!r}")
 
 
@@ -227,6 +243,9 @@ def parse_spec(data: dict, source: str = "<spec>") -> SweepSpec:
         if not isinstance(spec, str) or not spec:
             raise ValueError(f"{_where(source)}: models[{n}] needs spec = \"<model spec or directory>\", got {spec!r}")
         name = entry.get("name", spec)
+        local = os.path.join(_base(source), os.path.expanduser(spec))
+        if not os.path.isabs(spec) and not spec.startswith(("oracle:", "tiny")) and os.path.isdir(local):
+            spec = local  # a checkpoint directory next to the SPEC
         if not isinstance(name, str) or not name:
             raise ValueError(f"{_where(source)}: models[{n}].name must be a non-empty string, got {name!r}")
         dtype = entry.get("dtype")
@@ -250,6 +269,10 @@ def parse_spec(data: dict, source: str = "<spec>") -> SweepSpec:
     task_names = [t.name for t in tasks]
     if len(set(task_names)) != len(task_names):
         raise ValueError(f"{_where(source)}: task names repeat ({task_names}); give each oracle task a name")
+    for n, task in enumerate(tasks):
+        unknown = sorted(set(task.models or ()) - set(names))
+        if unknown:
+            raise ValueError(f"{_where(source)}: tasks[{n}].models names unknown model(s) {unknown}; models: {names}")
     return SweepSpec(seed=seed, batch_size=batch_size, models=tuple(models), settings=tuple(settings),
                      tasks=tasks, source=source)
 

@@ -148,9 +148,8 @@ class _Tasks:
                 import lm_eval  # noqa: F401
             except ImportError:
                 raise ValueError("lm_eval tasks need lm-eval: pip install 'remask[eval]'") from None
-            from remask.eval.tasks import load_tasks, offline
+            from remask.eval.tasks import load_tasks
 
-            offline()
             for t in lm_tasks:
                 self.loaded[t.name] = load_tasks([t.name], t.include_path, num_fewshot=t.num_fewshot)[t.name]
 
@@ -180,8 +179,10 @@ def plan(spec: SweepSpec, tasks: _Tasks | None = None) -> list[Unit]:
     """The work units of ``spec`` in their fixed order (see the module docstring)."""
     tasks = tasks or _Tasks(spec)
     units = []
-    for m, _model in enumerate(spec.models):
+    for m, model in enumerate(spec.models):
         for t, task in enumerate(spec.tasks):
+            if task.models is not None and model.name not in task.models:
+                continue
             ids = tasks.request_ids(task)
             settings = spec.settings if tasks.kind(task) == "generate_until" else (_likelihood_setting(task),)
             for setting in settings:
@@ -230,6 +231,8 @@ class _Runner:
 
         entry = self.spec.models[m]
         for task in self.spec.tasks:
+            if task.models is not None and entry.name not in task.models:
+                continue
             if task.kind == "oracle":
                 if not is_exact_oracle(model):
                     raise ValueError(f"task {task.name!r} (kind oracle) needs an exact oracle, and model {entry.name!r} "
@@ -538,7 +541,8 @@ def _print_plan(spec: SweepSpec, units, pending, tasks: _Tasks, log) -> None:
     for s in spec.settings:
         log(f"    {s.label}")
     for t in spec.tasks:
-        log(f"  task {t.name} ({t.kind}, {tasks.kind(t)}): {len(tasks.request_ids(t))} request(s)")
+        on = ", ".join(t.models) if t.models else "every model"
+        log(f"  task {t.name} ({t.kind}, {tasks.kind(t)}) on {on}: {len(tasks.request_ids(t))} request(s)")
     n = sum(len(u.request_ids) for u in units)
     todo = sum(len(u.request_ids) for u in pending)
     log(f"  {len(units)} unit(s), {n} request(s); {todo} to run, {n - todo} already done")

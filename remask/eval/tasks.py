@@ -7,17 +7,22 @@ instances, run the task's filters on them and ``process_results`` for its metric
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
-__all__ = ["LMEvalRequests", "load_tasks", "offline"]
+__all__ = ["LMEvalRequests", "load_tasks", "quiet", "task_manager"]
 
 
-def offline() -> None:
-    """No dataset or hub download for tasks that are already local or cached (set unless the
-    user set these variables)."""
-    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        os.environ.setdefault(name, "1")
+def quiet() -> None:
+    """lm-eval's per-task notices and datasets' progress bars off (command-line runs)."""
+    import logging
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
 
 
 def task_manager(names: list[str], include_path: str | list[str] | None):

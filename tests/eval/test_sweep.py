@@ -180,6 +180,7 @@ def test_world_size_larger_than_the_requests(tmp_path, monkeypatch):
     (('kind = "oracle"', 'kind = "oracles"'), "kind must be"),
     (("samples = 10", "samples = 0"), "samples must be >= 1"),
     (("gen_length = 4", "gen_length = 4\nsteps = 3"), r"unknown key\(s\) \['steps'\] in tasks\[0\]"),
+    (("gen_length = 4", 'gen_length = 4\nmodels = ["other"]'), r"names unknown model\(s\) \['other'\]"),
 ])
 def test_malformed_spec(tmp_path, edit, match):
     path = _write(tmp_path, SMALL_SPEC.replace(*edit))
