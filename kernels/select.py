@@ -16,7 +16,7 @@ import math
 
 import torch
 
-__all__ = ["entropy_budget_mask", "threshold_mask", "topk_mask"]
+__all__ = ["entropy_budget_mask", "spacing_filter", "threshold_mask", "topk_mask"]
 
 
 def _check(score: torch.Tensor, eligible: torch.Tensor, name: str) -> None:
@@ -151,3 +151,50 @@ def entropy_budget_mask(
     within = (spent <= budget.to(torch.float64)).to(torch.int64)  # (B, L)
     count = within.cumprod(-1).sum(-1, keepdim=True).clamp_min(1)  # (B, 1) largest valid prefix, ≥ 1
     return eligible & (rank < count)
+
+
+def spacing_filter(
+    selected: torch.Tensor, score: torch.Tensor, min_spacing: int, max_candidates: int | None = None
+) -> torch.Tensor:
+    """Keep selected positions at least ``min_spacing`` apart (DUS spacing post-filter).
+
+    DUS's ``apply_spacing_filter`` (arXiv 2506.19037, Sec. 4.4), made exact and batched:
+    visit the ``selected`` positions of each row in descending ``score`` order (ties to the
+    lower position, NaN/-inf last, as in :mod:`remask.kernels` selection ops) and keep one
+    iff its distance ``|i - j|`` (in canvas positions) to every position kept before it is
+    ``>= min_spacing``. The best selected position is always kept, so a row that selected
+    something keeps at least one; the others stay masked for a later step.
+    ``min_spacing <= 1`` returns ``selected`` unchanged.
+
+    Greedy acceptance is sequential in rank, so this loops over ranks (never over rows):
+    ``max_candidates`` iterations of (B, L) work each. Pass a static bound on how many
+    positions a row can select (e.g. the block length) to shorten the loop; None uses L.
+
+    Parameters
+    ----------
+    selected : (B, L) bool
+    score : (B, L) float
+    min_spacing : int
+    max_candidates : int, optional
+
+    Returns
+    -------
+    (B, L) bool
+        A subset of ``selected``.
+    """
+    if min_spacing <= 1:
+        return selected
+    B, L = selected.shape
+    lowest = torch.finfo(score.dtype).min
+    key = torch.where(selected, score.nan_to_num(nan=lowest, neginf=lowest), float("-inf"))  # (B, L)
+    order = key.sort(dim=-1, descending=True, stable=True).indices  # (B, L): positions, best first
+    count = selected.sum(-1)  # (B,)
+    position = torch.arange(L, device=selected.device)  # (L,)
+    kept = torch.zeros_like(selected)  # (B, L)
+    blocked = torch.zeros_like(selected)  # (B, L): within min_spacing - 1 of a kept position
+    for r in range(L if max_candidates is None else min(L, max_candidates)):
+        p = order[:, r : r + 1]  # (B, 1): the rank-r position of each row
+        take = (count > r).unsqueeze(-1) & ~blocked.gather(-1, p)  # (B, 1)
+        kept |= take & (position == p)
+        blocked |= take & ((position - p).abs() < min_spacing)
+    return kept

@@ -44,7 +44,10 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers._blocks import commit, predict, score_proposals, spacing_filter
+from remask.kernels.score import score_proposals
+from remask.kernels.select import spacing_filter
+from remask.samplers.canvas import commit
+from remask.samplers.predict import predict
 from remask.samplers.base import Canvas, Sampler, StepState, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -92,7 +95,7 @@ class EntropyBound(Sampler):
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     min_spacing : int, optional
         DUS spacing post-filter: positions committed in one step are at least this far apart
-        (greedy in score order, see :func:`remask.samplers._blocks.spacing_filter`); None or 1
+        (greedy in score order, see :func:`remask.kernels.select.spacing_filter`); None or 1
         disables it.
     block_length : int, optional
         Semi-autoregressive block length; None = one block (the reference setting).
@@ -133,15 +136,15 @@ class EntropyBound(Sampler):
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> StepState:
-        return StepState(canvas=canvas, step=0)
+        return StepState(canvas=canvas)
 
     # ------------------------------------------------------------------ step
-    def step(self, state: StepState, denoiser, generator: torch.Generator):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+    def step(self, state: StepState, denoiser, key: torch.Tensor):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
                                                      temperature=self.temperature, cfg_scale=self.cfg_scale)
-        # The ordering never uses the random stream (no "random" score), so seed/offset only
-        # matter for the proposal.
-        score = score_proposals(proposal, self.score, seed=generator.initial_seed(), offset=state.step)
+        # The ordering never uses the random stream (no "random" score): the key only
+        # matters for the proposal.
+        score = score_proposals(proposal, self.score)
 
         # Largest prefix in score order with Σ H − max H ≤ γ (nats), at least one per row.
         committed = kernels.entropy_budget_mask(score, proposal.entropy, self.gamma, eligible)  # (B, L)
@@ -156,4 +159,4 @@ class EntropyBound(Sampler):
             score=torch.where(eligible, score, float("-inf")),
             entropy=proposal.entropy,
         )
-        return StepState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas), info

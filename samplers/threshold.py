@@ -15,7 +15,7 @@ row. ``steps`` is not a parameter: the reference ignores it once a threshold is 
 Spacing filter (``min_spacing = g``): the candidates above are visited in confidence order
 (best first, ties to the lower position) and a candidate is committed only if it lies at
 least ``g`` canvas positions away from every candidate already committed this step
-(DUS's greedy ``apply_spacing_filter``, shared as :func:`remask.samplers._blocks.spacing_filter`);
+(DUS's greedy ``apply_spacing_filter``, shared as :func:`remask.kernels.select.spacing_filter`);
 the others stay masked for a later step. The most confident candidate is always committed.
 ``g <= 1`` is a no-op. The greedy is sequential in rank, so it loops over at most
 ``block_length`` ranks (never over rows) with (B, L) work each. DUS's adaptive gap
@@ -38,7 +38,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from remask.samplers._blocks import commit, predict, spacing_filter
+from remask.kernels.select import spacing_filter
+from remask.samplers.canvas import commit
+from remask.samplers.predict import predict
 from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -95,10 +97,10 @@ class Threshold(Sampler):
             _check_int(self.min_spacing, "min_spacing", low=1)
 
     def init(self, canvas: Canvas, denoiser) -> StepState:
-        return StepState(canvas=canvas, step=0)
+        return StepState(canvas=canvas)
 
-    def step(self, state: StepState, denoiser, generator: torch.Generator):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+    def step(self, state: StepState, denoiser, key: torch.Tensor):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
                                                      temperature=self.temperature)
         committed = kernels.threshold_mask(proposal.prob, self.threshold, eligible)  # (B, L)
         if self.min_spacing is not None:
@@ -108,4 +110,4 @@ class Threshold(Sampler):
         new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, proposal.prob, float("-inf")))
-        return StepState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas), info

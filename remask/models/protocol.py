@@ -30,7 +30,7 @@ class Denoiser(Protocol):
     ``mask_id`` at undecided positions; ``attention_mask`` (B, L) bool is False on padding;
     the result is float logits (B, L, V) whose row i is the prediction for position i.
     The mask token is never proposed whatever its logit: the samplers' shared call
-    (``remask.samplers._blocks.denoise``) sets its column to -inf on the returned tensor (in
+    (``remask.samplers.predict.denoise``) sets its column to -inf on the returned tensor (in
     place: the tensor belongs to the caller once returned). Adapters set it too, which only
     saves that fill. Wrap a plain function with :func:`remask.models.as_denoiser`.
     """

@@ -38,7 +38,8 @@ def test_callable_with_finite_mask_logit_finishes(name, temperature):
 
 
 def test_denoise_sets_mask_column_and_keeps_others():
-    from remask.samplers._blocks import denoise, make_canvas
+    from remask.samplers.canvas import make_canvas
+    from remask.samplers.predict import denoise
 
     tokens = torch.tensor([[0, MASK, MASK]])
     editable = torch.tensor([[False, True, True]])
@@ -53,7 +54,8 @@ def test_denoise_sets_mask_column_and_keeps_others():
 
 
 def test_denoise_copes_with_an_expanded_view():
-    from remask.samplers._blocks import denoise, make_canvas
+    from remask.samplers.canvas import make_canvas
+    from remask.samplers.predict import denoise
 
     table = torch.arange(V, dtype=torch.float32)
 

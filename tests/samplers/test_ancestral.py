@@ -9,7 +9,7 @@ import pytest
 import torch
 from reference_adaptive import FixedConfidence, ancestral_law
 from remask.samplers import build
-from remask.samplers.ancestral import grid_time, next_unmask_index
+from remask.samplers.schedules import grid_time, next_unmask_index
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
 
 import remask

@@ -7,7 +7,7 @@ import torch
 from reference_adaptive import FixedConfidence, _dream_filter, ancestral_law, dream_generate
 from remask.samplers import build
 from remask import kernels
-from remask.samplers.dream import dream_count
+from remask.samplers.schedules import dream_count
 from scipy import stats
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
 

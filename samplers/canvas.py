@@ -1,0 +1,130 @@
+"""The canvas: the sequence being decoded and the bookkeeping every sampler shares.
+
+Semi-autoregressive blocks are a mask, not a loop: each editable position carries a block
+index, ``Canvas.window`` names the left-most block that still holds a mask, and
+:func:`commit` moves it. Every sampler gets blocks for free. A step reads the canvas through
+:func:`eligible` (which positions may be written now) and writes it through :func:`commit`
+(the one place that charges evaluations and decides ``done``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["Canvas", "make_canvas", "masked_positions", "eligible", "commit", "block_mask_count"]
+
+
+class Canvas(NamedTuple):
+    """The sequence being decoded, with the bookkeeping every sampler shares.
+
+    Attributes
+    ----------
+    tokens : (B, L) int64
+        Prompt, committed tokens, and ``mask_id`` where undecided.
+    editable : (B, L) bool
+        Positions the sampler may write (the masked positions it was given). False on the
+        prompt, on fixed infill tokens and on padding.
+    block : (B, L) int64
+        Semi-autoregressive block of each editable position (counted left to right over the
+        editable positions of the row); -1 elsewhere.
+    window : (B,) int64
+        The active block of each row: the left-most block that still holds a mask.
+    attention_mask : (B, L) bool
+        False on padding.
+    nfe : (B,) int64
+        Denoiser evaluations consumed by each row (a classifier-free-guidance step counts 2).
+    done : (B,) bool
+        True once no editable position of the row is masked.
+    """
+
+    tokens: torch.Tensor
+    editable: torch.Tensor
+    block: torch.Tensor
+    window: torch.Tensor
+    attention_mask: torch.Tensor
+    nfe: torch.Tensor
+    done: torch.Tensor
+
+    @property
+    def active(self) -> torch.Tensor:
+        """(B, L) bool: positions of the active block."""
+        return self.block == self.window.unsqueeze(-1)
+
+
+def make_canvas(
+    tokens: torch.Tensor, editable: torch.Tensor, attention_mask: torch.Tensor, block_length: int | None,
+    offset: torch.Tensor | None = None,
+) -> Canvas:
+    """Build the initial canvas.
+
+    Parameters
+    ----------
+    tokens : (B, L) int64
+        ``mask_id`` at every editable position.
+    editable : (B, L) bool
+    attention_mask : (B, L) bool
+    block_length : int or None
+        Blocks cover the editable positions of each row left to right, ``block_length`` at a
+        time (the last one may be shorter); None puts them all in block 0.
+    offset : (B,) int64, optional
+        Positions of each row's first block that precede its first editable position (that
+        block is shorter by as much): aligns the blocks to a block-diffusion model's grid.
+    """
+    order = editable.long().cumsum(-1) - 1  # (B, L): rank of each editable position in its row
+    if offset is not None and block_length is not None:
+        order = order + offset.unsqueeze(-1)
+    block = torch.zeros_like(order) if block_length is None else order // block_length
+    block = torch.where(editable, block, -1)  # (B, L)
+    B = tokens.shape[0]
+    zeros = torch.zeros(B, dtype=torch.int64, device=tokens.device)
+    return Canvas(
+        tokens=tokens,
+        editable=editable,
+        block=block,
+        window=zeros,
+        attention_mask=attention_mask,
+        nfe=zeros.clone(),
+        done=~editable.any(-1),
+    )
+
+
+def masked_positions(canvas: Canvas, mask_id: int) -> torch.Tensor:
+    """(B, L) bool: editable positions that still hold the mask."""
+    return canvas.editable & (canvas.tokens == mask_id)
+
+
+def eligible(canvas: Canvas, mask_id: int) -> torch.Tensor:
+    """(B, L) bool: masked positions of each row's active block (what a step may commit)."""
+    return masked_positions(canvas, mask_id) & canvas.active
+
+
+def commit(
+    canvas: Canvas, committed: torch.Tensor, proposal: torch.Tensor, mask_id: int, evaluations: int
+) -> Canvas:
+    """Write ``proposal`` where ``committed``, charge the step to unfinished rows, move windows.
+
+    Parameters
+    ----------
+    canvas : Canvas
+    committed : (B, L) bool
+    proposal : (B, L) int64
+    mask_id : int
+    evaluations : int
+        Denoiser evaluations this step cost each unfinished row.
+    """
+    tokens = torch.where(committed, proposal, canvas.tokens)  # (B, L)
+    nfe = canvas.nfe + evaluations * (~canvas.done).long()  # (B,)
+    masked = canvas.editable & (tokens == mask_id)  # (B, L)
+    done = ~masked.any(-1)  # (B,)
+    # The active block is the left-most one still holding a mask; a finished row keeps its last.
+    big = torch.iinfo(torch.int64).max
+    window = torch.where(masked, canvas.block, big).amin(-1)  # (B,)
+    window = torch.where(done, canvas.window, window)
+    return canvas._replace(tokens=tokens, nfe=nfe, done=done, window=window)
+
+
+def block_mask_count(canvas: Canvas, mask_id: int) -> torch.Tensor:
+    """(B,) int64: masked positions in each row's active block."""
+    return (masked_positions(canvas, mask_id) & canvas.active).sum(-1)

@@ -1,0 +1,180 @@
+"""Step schedules: how many tokens a step commits, and on which time grid.
+
+* LLaDA (arXiv 2502.09992): :class:`BlockSchedule` — a block's masks split evenly over the
+  block's steps, remainder first (:func:`even_split`); the run's steps split evenly over its
+  blocks.
+* MDLM (arXiv 2406.07524) / Dream (arXiv 2508.15487): the linear time grid
+  ``t_j = 1 - j (1 - eps) / steps`` (:func:`grid_time`), the exact unmasking time of a masked
+  position under it (:func:`next_unmask_index`) and Dream's per-step transfer count
+  (:func:`dream_count`).
+
+All functions are batched over rows: (B,) or (B, L) tensors in, no host sync.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from remask.samplers.canvas import Canvas, block_mask_count
+
+__all__ = ["BlockSchedule", "even_split", "allotted_steps", "check_steps_cover_blocks", "grid_time",
+           "next_unmask_index", "dream_count"]
+
+
+def even_split(total: torch.Tensor, parts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Share of part ``index`` when ``total`` items are split evenly into ``parts``.
+
+    LLaDA's rule (``get_num_transfer_tokens``): every part gets ``total // parts`` and the
+    first ``total % parts`` parts get one more (remainder front-loaded). All arguments are
+    int64 tensors of the same shape; ``parts`` must be positive.
+    """
+    return total // parts + (index < total % parts).long()
+
+
+class BlockSchedule(NamedTuple):
+    """LLaDA's per-block commit schedule, per row (arXiv 2502.09992, ``get_num_transfer_tokens``).
+
+    A block's masks are split evenly over the steps allotted to the block, remainder first; the
+    steps of a run are split evenly over its blocks, remainder first. All fields (B,) int64.
+
+    Attributes
+    ----------
+    step : steps taken in the row's active block.
+    masks : masks the active block held when it became active.
+    steps : steps allotted to the active block.
+    """
+
+    step: torch.Tensor
+    masks: torch.Tensor
+    steps: torch.Tensor
+
+    @classmethod
+    def start(cls, canvas: Canvas, mask_id: int, steps: int | None) -> "BlockSchedule":
+        """The schedule of every row's first block; ``steps`` None = one token per step."""
+        return cls(torch.zeros_like(canvas.nfe), block_mask_count(canvas, mask_id),
+                   allotted_steps(canvas, mask_id, steps))
+
+    def count(self, canvas: Canvas) -> torch.Tensor:
+        """(B,) int64: tokens to commit this step (0 for finished rows)."""
+        # A finished row has an empty block (0 steps): clamp so it divides safely, then zero it.
+        k = even_split(self.masks, self.steps.clamp_min(1), self.step)  # (B,)
+        return torch.where(canvas.done, 0, k)
+
+    def advance(self, before: Canvas, after: Canvas, mask_id: int, steps: int | None) -> "BlockSchedule":
+        """The schedule after a step: rows whose window moved start their new block afresh."""
+        moved = after.window != before.window  # (B,)
+        return BlockSchedule(
+            step=torch.where(moved, 0, self.step + 1),
+            masks=torch.where(moved, block_mask_count(after, mask_id), self.masks),
+            steps=torch.where(moved, allotted_steps(after, mask_id, steps), self.steps),
+        )
+
+
+def allotted_steps(canvas: Canvas, mask_id: int, steps: int | None) -> torch.Tensor:
+    """(B,) int64: steps allotted to each row's active block: ``steps`` split evenly over the
+    row's blocks, remainder first (None: one step per mask of the block)."""
+    if steps is None:  # one token per step: as many steps as the block has masks
+        return block_mask_count(canvas, mask_id)
+    blocks = canvas.block.amax(-1) + 1  # (B,)
+    return even_split(torch.full_like(blocks, steps), blocks.clamp_min(1), canvas.window)
+
+
+def check_steps_cover_blocks(steps: int | None, canvas: Canvas) -> None:
+    """Raise ``ValueError`` unless every block can get at least one of ``steps`` (None: no
+    limit). Called from ``init`` (one host sync), never from a step."""
+    if steps is None:
+        return
+    blocks = int(canvas.block.amax()) + 1
+    if steps < blocks:
+        raise ValueError(
+            f"steps={steps} is fewer than the {blocks} blocks of the canvas; every block needs at least one step"
+        )
+
+
+def grid_time(index: torch.Tensor, steps: torch.Tensor, eps: float) -> torch.Tensor:
+    """Time ``t_j = 1 - j (1 - eps) / steps`` of grid index ``j`` (``linspace(1, eps, steps+1)``).
+
+    Parameters
+    ----------
+    index, steps : int64 tensors of broadcastable shapes
+    eps : float
+
+    Returns
+    -------
+    float64 tensor of the broadcast shape
+    """
+    return 1.0 - index.double() * ((1.0 - eps) / steps.double())
+
+
+def next_unmask_index(u: torch.Tensor, index: torch.Tensor, steps: torch.Tensor, eps: float) -> torch.Tensor:
+    """Grid index at which a position masked at grid index ``index`` unmasks (linear schedule).
+
+    With ``P(still masked at t_j | masked at t_i) = t_j / t_i`` (MDLM log-linear noise, Dream's
+    ``1 - s/t`` transfer probability), the unmask index is the first ``j`` with
+    ``t_j <= u t_i`` for a uniform ``u``: ``j = ceil((1 - u t_i) / dt)``, ``dt = (1 - eps) /
+    steps``. Values above ``steps`` mean "still masked at the end of the grid".
+
+    Parameters
+    ----------
+    u : (B, L) float64
+        Uniforms in (0, 1), one per position.
+    index : (B,) int64
+        Current grid index of each row (the canvas is at time ``t_index``).
+    steps : (B,) int64
+        Grid size of each row (>= 1).
+    eps : float
+        Final time of the grid.
+
+    Returns
+    -------
+    (B, L) int64
+        Always ``>= index + 1``.
+    """
+    index, steps = index.unsqueeze(-1), steps.unsqueeze(-1)  # (B, 1)
+    dt = (1.0 - eps) / steps.double()  # (B, 1)
+    t = grid_time(index, steps, eps)  # (B, 1)
+    j = torch.ceil((1.0 - u * t) / dt)  # (B, L) float64
+    # Rounding can land exactly on the current index when u t is within an ulp of t.
+    return torch.maximum(j.clamp_max(2**62).long(), index + 1)
+
+
+def dream_count(masks: torch.Tensor, grid: torch.Tensor, steps: torch.Tensor, eps: float,
+                max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dream's transfer count, skipping the grid steps on which it is 0.
+
+    At grid step ``i`` (from ``t_i`` to ``t_{i+1}``) the reference commits
+    ``floor(M (1 - t_{i+1} / t_i))`` tokens, and all ``M`` at the last step ``i = steps - 1``.
+    While nothing is committed ``M`` stays the same, so the first step from ``grid`` on with
+    a non-zero count is found in one vectorised pass.
+
+    Parameters
+    ----------
+    masks : (B,) int64
+        Masks left in the row's active block (``M``).
+    grid : (B,) int64
+        First grid step not yet taken.
+    steps : (B,) int64
+        Grid size of the row's block (<= ``max_steps``).
+    eps : float
+    max_steps : int
+        Static upper bound on ``steps`` (the width of the search).
+
+    Returns
+    -------
+    step : (B,) int64
+        The grid step taken (first ``i >= grid`` with a non-zero count; 0 if ``M = 0``).
+    count : (B,) int64
+        Tokens it commits (0 if ``M = 0``).
+    """
+    i = torch.arange(max_steps, device=masks.device)  # (S,)
+    n = steps.unsqueeze(-1)  # (B, 1)
+    t = grid_time(i, n, eps)  # (B, S)
+    s = grid_time(i + 1, n, eps)  # (B, S)
+    count = torch.floor(masks.unsqueeze(-1).double() * (1.0 - s / t)).long()  # (B, S)
+    count = torch.where(i == n - 1, masks.unsqueeze(-1), count)  # last step: everything left
+    usable = (i >= grid.unsqueeze(-1)) & (i < n) & (count >= 1)  # (B, S)
+    step = usable.long().argmax(-1)  # (B,) first usable step (argmax returns the first max)
+    found = usable.any(-1)  # (B,)
+    return step, torch.where(found, count.gather(-1, step.unsqueeze(-1)).squeeze(-1), 0)
