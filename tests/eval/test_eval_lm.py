@@ -61,7 +61,7 @@ def test_generate_until_rows_equal_rows_decoded_alone(oracle_run):
     for sample in samples:
         prompt = ids.encode(sample["doc"]["prompt"])
         seed = request_seed(3, f"remask_copy/{sample['doc_id']}/0")
-        alone = generate(lm.model, [prompt], sampler, gen_length=4, seed=seed).tokens[0, -4:].tolist()
+        alone = generate(lm.model, [prompt], sampler, gen_length=4, seed=[seed]).tokens[0, -4:].tolist()
         assert sample["resps"][0][0] == cut_at_stop(ids.decode(alone), ["3 3"])
         assert "3 3" not in sample["resps"][0][0]
     costs = [c for c in lm.costs() if c["kind"] == "generate_until"]

@@ -88,7 +88,7 @@ def test_issue_spec_runs_as_written(tmp_path):
     # A row is what the sampler gives that request alone with request_seed(seed, "task/id").
     row = next(r for r in rows if r["sampler"] == "threshold" and r["request_id"] == "5")
     sampler = build("threshold", **row["settings"])
-    alone = generate(chain, [[]], sampler, gen_length=8, seed=request_seed(0, "oracle/5"))
+    alone = generate(chain, [[]], sampler, gen_length=8, seed=[request_seed(0, "oracle/5")])
     assert alone.tokens[0].tolist() == row["tokens"] and int(alone.nfe[0]) == row["nfe"]
     assert (out / "summary.csv").read_text().startswith("model,sampler,settings,task,requests,accuracy")
     with open(out / "summary.csv", newline="") as f:
