@@ -4,7 +4,8 @@ Plan
     The SPEC (:mod:`remask.eval.spec`) expands to work units: for each model, task and
     sampler setting, the task's requests in chunks of ``batch_size`` (a loglikelihood task
     does not depend on the sampler: it runs once per model, as the pseudo-sampler
-    ``"elbo"`` — ``"exact"`` on an exact oracle). The plan is the same on every rank.
+    ``"loglikelihood"``, its rows' ``estimator`` saying ``"elbo"`` or, on an exact oracle,
+    ``"exact"``). The plan is the same on every rank.
 Sharding
     Under ``torch.distributed`` (``torchrun --nproc-per-node N -m remask sweep ...``; gloo on
     CPU, NCCL on CUDA, ``accelerate launch`` equally) unit ``u`` runs on rank ``u mod N``.
@@ -172,7 +173,7 @@ class _Tasks:
 
 
 def _likelihood_setting(task: TaskEntry) -> SamplerSetting:
-    return SamplerSetting("elbo", {"mc_num": task.mc_num, "variant": task.elbo})
+    return SamplerSetting("loglikelihood", {"mc_num": task.mc_num, "variant": task.elbo})
 
 
 def plan(spec: SweepSpec, tasks: _Tasks | None = None) -> list[Unit]:
@@ -218,7 +219,7 @@ class _Runner:
             dtype = getattr(torch, entry.dtype)
         device = entry.device or self.device
         try:
-            model = load_model(entry.spec, device=device, dtype=dtype)
+            model = _quiet_load(load_model, entry.spec, device=device, dtype=dtype)
         except (TypeError, ValueError, OSError) as error:
             raise ValueError(f"sweep model {entry.name!r} ({entry.spec!r}): {error}") from None
         self.check(m, model)
@@ -249,7 +250,7 @@ class _Runner:
     def lm(self, setting: SamplerSetting, task: TaskEntry):
         from remask.eval.lm import RemaskLM
 
-        if setting.name == "elbo":
+        if setting.name == "loglikelihood":
             return RemaskLM(self.model, "low_confidence", mc_num=task.mc_num, elbo=task.elbo,
                             loglikelihood_batch_size=task.loglikelihood_batch_size, seed=self.spec.seed,
                             batch_size=self.spec.batch_size)
@@ -351,6 +352,23 @@ class _Runner:
                          "accuracy": _accuracy(metrics, metric), "loglikelihoods": [a[0] for a in answers], **metrics})
             bookkeeping += time.perf_counter() - tic
         return rows, decode_seconds, bookkeeping
+
+
+def _quiet_load(load_model, spec, **kwargs):
+    """``load_model`` without transformers' weight-loading bar (one per rank would interleave)."""
+    if spec.startswith(("oracle:", "tiny")):
+        return load_model(spec, **kwargs)  # built-ins: no transformers to import
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return load_model(spec, **kwargs)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load_model(spec, **kwargs)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def _is_markov(model) -> bool:

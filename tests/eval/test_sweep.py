@@ -250,5 +250,5 @@ loglikelihood_batch_size = 8
     assert len(gen) == 2 * 3 and len(ll) == 2  # the likelihood task runs once, not once per setting
     assert all(r["generated_tokens"] == 4 and r["nfe"] == r["settings"]["steps"] for r in gen)
     assert all("exact_match" in r and r["accuracy"] == r["exact_match"] for r in gen)
-    assert all(r["sampler"] == "elbo" and r["estimator"] == "elbo" and r["acc"] in (0.0, 1.0) for r in ll)
+    assert all(r["sampler"] == "loglikelihood" and r["estimator"] == "elbo" and r["acc"] in (0.0, 1.0) for r in ll)
     assert all(len(r["loglikelihoods"]) == 2 for r in ll)
