@@ -14,8 +14,10 @@ OpenMP): the two-process run has two cores where the single one has one, so a CP
 sweep should approach 2x. Reported per mode: the process wall time (start-up — imports,
 task and model loading — included) and the sweep's own wall time (``run_sweep``, the slowest
 rank), their ratios, whether both runs wrote identical rows (timings aside), and the
-bookkeeping share: time spent scoring and writing rows over time spent decoding (the
-single-process worker's ``run_sweep`` counters). ``uptime`` before and after goes in
+bookkeeping share: the sweep's own per-request work (seeds, costs, building and writing rows)
+over the decode time, and apart from it the scoring share (lm-eval's filters and
+``process_results``, which any harness pays), from the single-process worker's ``run_sweep``
+counters. ``uptime`` before and after goes in
 ``config``: the machine is shared.
 """
 
@@ -117,7 +119,8 @@ def _worker(spec_path: str, out: str) -> None:
     print("SWEEP " + json.dumps({"rank": result["rank"], "world_size": result["world_size"],
                                  "sweep_seconds": time.perf_counter() - start,
                                  "decode_seconds": result["decode_seconds"],
-                                 "bookkeeping_seconds": result["bookkeeping_seconds"], "ran": result["ran"]}),
+                                 "bookkeeping_seconds": result["bookkeeping_seconds"],
+                                 "scoring_seconds": result["scoring_seconds"], "ran": result["ran"]}),
           flush=True)
 
 
@@ -148,7 +151,7 @@ def main(quick: bool = False, out: str | Path | None = None, *, docs: int | None
     load_before = _uptime()
     walls = {"single": [], "torchrun2": []}
     sweeps = {"single": [], "torchrun2": []}
-    shares = []
+    shares, scoring = [], []
     identical = True
     with tempfile.TemporaryDirectory() as tmp:
         spec = _write_inputs(Path(tmp), docs)
@@ -164,6 +167,7 @@ def main(quick: bool = False, out: str | Path | None = None, *, docs: int | None
                 sweeps[mode].append(max(r["sweep_seconds"] for r in ranks))
                 if mode == "single":
                     shares.append(100 * ranks[0]["bookkeeping_seconds"] / ranks[0]["decode_seconds"])
+                    scoring.append(100 * ranks[0]["scoring_seconds"] / ranks[0]["decode_seconds"])
                 outs[mode] = _rows(target / "rows.jsonl")
                 print(f"  {mode:<10} rep {rep}: process {wall:6.1f} s, sweep {sweeps[mode][-1]:6.1f} s", flush=True)
             identical = identical and outs["single"] == outs["torchrun2"]
@@ -192,10 +196,12 @@ def main(quick: bool = False, out: str | Path | None = None, *, docs: int | None
     results.append(row("sweep_speedup", "run_sweep wall single/torchrun2",
                        [a / b for a, b in zip(sweeps["single"], sweeps["torchrun2"])], "x"))
     results.append(row("sweep_bookkeeping_share", "single", shares, "% of decode time"))
+    results.append(row("sweep_scoring_share", "single (lm-eval process_results)", scoring, "% of decode time"))
     path = write_csv(results, out)
     print(f"speed-up (process wall): {statistics.median(walls['single']) / statistics.median(walls['torchrun2']):.2f}x, "
           f"(run_sweep): {statistics.median(sweeps['single']) / statistics.median(sweeps['torchrun2']):.2f}x; "
-          f"bookkeeping {statistics.median(shares):.2f}% of decode; rows identical: {identical}")
+          f"bookkeeping {statistics.median(shares):.2f}% of decode (scoring {statistics.median(scoring):.2f}%); "
+          f"rows identical: {identical}")
     print(f"load before: {load_before}\nload after:  {load_after}\nwrote {path}")
     return path
 

@@ -874,7 +874,7 @@ def eval_command(model_spec, sampler, sets, tasks, include_path, limit, num_fews
     from remask.eval.likelihood import supports_loglikelihood
     from remask.eval.tasks import load_tasks
 
-    loaded = load_tasks(names, include_path, num_fewshot=num_fewshot)
+    loaded = load_tasks(names, include_path, num_fewshot=num_fewshot, manager=manager)
     why = supports_loglikelihood(model)
     needy = [n for n, t in loaded.items() if t.OUTPUT_TYPE != "generate_until"]
     if why is not None and needy:

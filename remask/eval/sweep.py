@@ -149,10 +149,15 @@ class _Tasks:
                 import lm_eval  # noqa: F401
             except ImportError:
                 raise ValueError("lm_eval tasks need lm-eval: pip install 'remask[eval]'") from None
-            from remask.eval.tasks import load_tasks
+            from remask.eval.tasks import load_tasks, task_manager
 
+            managers = {}  # one index per include path (indexing lm-eval's own tasks takes seconds)
+            for path in dict.fromkeys(t.include_path for t in lm_tasks):
+                names = [t.name for t in lm_tasks if t.include_path == path]
+                managers[path] = task_manager(names, path)
             for t in lm_tasks:
-                self.loaded[t.name] = load_tasks([t.name], t.include_path, num_fewshot=t.num_fewshot)[t.name]
+                self.loaded[t.name] = load_tasks([t.name], t.include_path, num_fewshot=t.num_fewshot,
+                                                 manager=managers[t.include_path])[t.name]
 
     def kind(self, task: TaskEntry) -> str:
         if task.kind == "oracle":
@@ -204,6 +209,14 @@ class _Runner:
         self.model = None
         self.requests = {}
         self.entropy = {}
+        self.scoring_seconds = 0.0  # the tasks' own scoring (exact log p, lm-eval process_results)
+
+    def _scored(self, fn, *args):
+        tic = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.scoring_seconds += time.perf_counter() - tic
 
     def load(self, m: int):
         if self.model_index == m:
@@ -282,7 +295,8 @@ class _Runner:
         return self.entropy[key]
 
     def run(self, unit: Unit) -> tuple[list[dict], float, float]:
-        """Rows of one unit, its decode seconds and its bookkeeping seconds."""
+        """Rows of one unit, its decode seconds and the seconds spent on its rows after decoding
+        (scoring included; the scoring alone accumulates in ``scoring_seconds``)."""
         import torch
 
         from remask.eval.decoding import decode_rows
@@ -302,8 +316,8 @@ class _Runner:
                                   seeds=seeds)
             decode_seconds = decoded.seconds
             tic = time.perf_counter()
-            log_prob = model.log_prob(torch.tensor(decoded.tokens, dtype=torch.int64)).tolist()
-            entropy, exact = self.oracle_entropy(task.gen_length)
+            log_prob = self._scored(model.log_prob, torch.tensor(decoded.tokens, dtype=torch.int64)).tolist()
+            entropy, exact = self._scored(self.oracle_entropy, task.gen_length)
             share = decoded.seconds / len(unit.request_ids)
             for rid, seed, tokens, nfe, lp in zip(unit.request_ids, seeds, decoded.tokens, decoded.nfe, log_prob):
                 valid = lp > -math.inf
@@ -328,7 +342,7 @@ class _Runner:
             costs = {c["request_id"]: c for c in lm.costs()}
             for rid, text in zip(unit.request_ids, texts):
                 c = costs[f"{task.name}/{rid}"]
-                metrics = requests.score(int(rid), [text])
+                metrics = self._scored(requests.score, int(rid), [text])
                 rows.append({**base, "request_id": rid, "seed": request_seed(self.spec.seed, f"{task.name}/{rid}"),
                              "tokens": c["tokens"], "nfe": c["nfe"],
                              **_costs(c["generated_tokens"], c["nfe"], c["seconds"], c["seconds"] * c["batch_rows"],
@@ -345,7 +359,7 @@ class _Runner:
             decode_seconds += seconds
             tic = time.perf_counter()
             nfe = sum(c["nfe"] for c in lm.costs()[-len(instances):])
-            metrics = requests.score(int(rid), answers)
+            metrics = self._scored(requests.score, int(rid), answers)
             rows.append({**base, "request_id": rid, "seed": request_seed(self.spec.seed, f"{task.name}/{rid}/0"),
                          "tokens": [], "nfe": nfe, **_costs(0, nfe, seconds, seconds, 1),
                          "estimator": "exact" if _exact(model) else "elbo",
@@ -449,8 +463,10 @@ def run_sweep(spec: SweepSpec, out, *, dry_run: bool = False, progress: bool | N
     Returns
     -------
     dict with ``rows`` (rows in DIR after the run; rank 0, else None), ``ran`` (units this
-    rank decoded), ``skipped`` (units already done), ``decode_seconds`` and
-    ``bookkeeping_seconds`` (this rank), ``rank`` and ``world_size``.
+    rank decoded), ``skipped`` (units already done), ``decode_seconds`` (generate / ELBO
+    calls), ``scoring_seconds`` (the tasks' scoring: exact log p, lm-eval's filters and
+    ``process_results``) and ``bookkeeping_seconds`` (the sweep's own per-request work: seeds,
+    costs, rows built and written), all for this rank, ``rank`` and ``world_size``.
     """
     out = check_out_dir(out)
     rank, world, dist = _dist()
@@ -474,7 +490,7 @@ def run_sweep(spec: SweepSpec, out, *, dry_run: bool = False, progress: bool | N
         _print_plan(spec, units, pending, tasks, log)
         return {"rows": None, "ran": 0, "skipped": len(units) - len(pending), "units": len(units),
                 "requests": n_requests, "rank": rank, "world_size": world, "decode_seconds": 0.0,
-                "bookkeeping_seconds": 0.0}
+                "scoring_seconds": 0.0, "bookkeeping_seconds": 0.0}
     mine = [u for u in pending if u.index % world == rank]
     shard = os.path.join(out, "shards", f"rank{rank}.jsonl")
     _repair(shard)
@@ -509,7 +525,8 @@ def run_sweep(spec: SweepSpec, out, *, dry_run: bool = False, progress: bool | N
         dist.barrier()
     result = {"rows": None, "ran": len(mine), "skipped": len(units) - len(pending), "units": len(units),
               "requests": n_requests, "rank": rank, "world_size": world, "decode_seconds": decode_seconds,
-              "bookkeeping_seconds": bookkeeping}
+              "scoring_seconds": runner.scoring_seconds,
+              "bookkeeping_seconds": bookkeeping - runner.scoring_seconds}
     if rank == 0:
         result["rows"] = _merge(out, units, keys)
         summarize(result["rows"], os.path.join(out, "summary.csv"))

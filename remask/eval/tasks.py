@@ -45,12 +45,15 @@ def task_manager(names: list[str], include_path: str | list[str] | None):
 
 
 def load_tasks(names: list[str], include_path=None, *, num_fewshot: int | None = None,
-               fewshot_seed: int = 1234) -> dict:
-    """name -> lm-eval Task for each name (groups are refused: name their tasks)."""
+               fewshot_seed: int = 1234, manager=None) -> dict:
+    """name -> lm-eval Task for each name (groups are refused: name their tasks).
+
+    ``manager`` (from :func:`task_manager`) saves indexing the task folders again.
+    """
     from lm_eval.api.task import Task
     from lm_eval.tasks import get_task_dict
 
-    manager = task_manager(names, include_path)
+    manager = manager if manager is not None else task_manager(names, include_path)
     if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat dicts (get_task_dict is deprecated there)
         loaded = manager.load(list(names))["tasks"]
     else:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import pathlib
 
 import pytest
+
+from _eval_paths import LLADA_TINY, TASKS_DIR
 
 # lm-eval and datasets must never reach the network in these tests.
 for _name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_name] = "1"
-
-TESTS = pathlib.Path(__file__).resolve().parents[1]
-TASKS_DIR = TESTS / "data" / "eval_tasks"
-LLADA_TINY = TESTS / "data" / "golden" / "llada_tiny"
-MARKOV = "oracle:markov?vocab=4&length=8&seed=0"
 
 
 @pytest.fixture(scope="session")

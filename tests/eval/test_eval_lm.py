@@ -19,7 +19,7 @@ from remask.eval.text import IdTokenizer, cut_at_stop  # noqa: E402
 from remask.models import load_model  # noqa: E402
 from remask.samplers import build, generate  # noqa: E402
 
-from conftest import MARKOV, TASKS_DIR  # noqa: E402
+from _eval_paths import MARKOV, TASKS_DIR  # noqa: E402
 
 TASKS = ["remask_copy", "remask_choice"]
 

@@ -20,7 +20,7 @@ from remask.eval.sweep import read_rows
 from remask.models import load_model
 from remask.samplers import build, generate
 
-from conftest import MARKOV, TASKS_DIR
+from _eval_paths import MARKOV, TASKS_DIR
 
 ISSUE_SPEC = f"""
 seed = 0
