@@ -8,9 +8,21 @@ import pytest
 
 from _eval_paths import LLADA_TINY, TASKS_DIR
 
-# lm-eval and datasets must never reach the network in these tests.
-for _name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-    os.environ[_name] = "1"
+OFFLINE = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    """lm-eval, datasets and transformers never reach the network in these tests (set for each
+    module of this folder, restored after it: other tests keep their own settings)."""
+    saved = {name: os.environ.get(name) for name in OFFLINE}
+    os.environ.update({name: "1" for name in OFFLINE})
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
