@@ -99,7 +99,7 @@ def _check_out_file(out: str | None, *, hint: str = "--out") -> None:
     """An output file path must be creatable before anything runs."""
     if out is None:
         return
-    from remask.analysis.commands import check_out_dir
+    from remask.app.files import check_out_dir
 
     if os.path.isdir(out):
         raise click.BadParameter(f"{out!r} is a directory; give a file path", param_hint=hint)
@@ -110,7 +110,7 @@ def _check_out_file(out: str | None, *, hint: str = "--out") -> None:
 
 
 def _check_out(out: str) -> None:
-    from remask.analysis.commands import check_out_dir
+    from remask.app.files import check_out_dir
 
     try:
         check_out_dir(out)
@@ -369,6 +369,22 @@ def _check_cache_blocks(cache: str, cache_refresh: int | None, config) -> None:
 WINO_EMULATED_WIDTH = 32
 
 
+def _guided(model, cfg: float, config):
+    """--cfg S: the model behind classifier-free guidance (any sampler); a sampler config that
+    guides already (``--set cfg_scale=...``) would guide twice, so giving both is an error."""
+    if not cfg:
+        return model
+    if getattr(config, "cfg_scale", 0.0):
+        raise click.UsageError(f"--cfg {cfg} and --set cfg_scale={config.cfg_scale} both ask for guidance; "
+                               "give one of them")
+    from remask.models.wrappers import Guided
+
+    try:
+        return Guided(model, cfg)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(f"--cfg: {_one_line(error)}") from None
+
+
 def _check_wino_cost(model, config, widest: int):
     """WINO without the attention-bias path emulates its shadow block: 1 + W evaluations a step.
 
@@ -449,8 +465,10 @@ def _tracer(trace_target):
               help="Fast-dLLM KV cache for blockwise samplers (LLaDA/Dream checkpoints); use with block_length.")
 @click.option("--cache-refresh", type=click.IntRange(min=1), default=None,
               help="Also refresh the cache every N steps (default: at each block start only).")
+@click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Classifier-free guidance scale S for any sampler (LLaDA's; 0 = off, each step costs 2 NFE).")
 def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, gen_length,
-             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh):
+             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh, cfg):
     """Generate GEN_LENGTH tokens after each prompt."""
     # Every argument is checked before the model loads.
     _check_out_file(out_file)
@@ -477,13 +495,14 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
         raise click.BadParameter(f"{gen_length} after a prompt of {max(map(len, batch))} tokens exceeds the "
                                  f"{limit} tokens {type(model).__name__} handles", param_hint="--gen-length")
     if cache != "none":
-        from remask.models import CachedDenoiser
+        from remask.models import Cached
 
         _check_cache_blocks(cache, cache_refresh, config)
         try:
-            model = CachedDenoiser(model, mode=cache, refresh_every=cache_refresh)
+            model = Cached(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
             raise click.UsageError(_one_line(error)) from None
+    model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, gen_length)
     from remask.samplers import generate as run
 
@@ -538,7 +557,10 @@ def _encode(model, prompts, chat: bool) -> list[list[int]]:
 @_sampler_options
 @click.option("--tokens", "canvases", multiple=True, required=True,
               help=f"A canvas as token ids with '{MASK_MARK}' where to fill, e.g. '3,_,_,7' (repeatable).")
-def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, canvases):
+@click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Classifier-free guidance scale S for any sampler (0 = off, each step costs 2 NFE).")
+def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, canvases,
+           cfg):
     """Fill the masked positions of given canvases; other tokens stay fixed."""
     _check_out_file(out_file)
     _check_trace_target(trace_target)
@@ -556,6 +578,7 @@ def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, tr
     config = _build(sampler, sets)
     model = _load(model_spec, **_model_args(device, dtype))
     batch = [[model.mask_id if i == holes else i for i in ids] for ids in parsed]
+    model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, max(sum(i == holes for i in ids) for ids in parsed))
     from remask.samplers import infill as run
 
@@ -579,7 +602,7 @@ def demo(ctx: click.Context, samples: int, seed: int) -> None:
         # Every tensor of the demo is tiny: one thread is the fastest setting and does not
         # fight other work for the cores (the demo pins torch to one thread itself).
         os.environ["NUMBA_NUM_THREADS"] = "1"
-    from remask.demo import format_table, run_demo
+    from remask.app.demo import format_table, run_demo
 
     oracle, rows, floor = run_demo(n_samples=samples, seed=seed)
     click.echo(format_table(oracle, rows, floor, samples))
@@ -615,7 +638,7 @@ bench.command("models")(_bench_command("cache", "Model forward: cached (prefix/d
 @click.option("--keep-going", is_flag=True, help="Log a failing part and go on with the others.")
 def bench_gpu(quick: bool, out: str | None, keep_going: bool) -> None:
     """Kernel tests on CUDA, propose vs a copy, 8B-shaped decoding vs the reference loops."""
-    from remask.analysis.commands import check_out_dir
+    from remask.app.files import check_out_dir
     from remask.bench import gpu
 
     if out is not None:
@@ -662,7 +685,7 @@ def _analysis_options(*, sampler: bool, gen_help: str):
 
 
 def _run_analysis(compute, plots: bool, **kwargs) -> None:
-    from remask.analysis.commands import format_table
+    from remask.app.analyze import format_table
 
     if plots:
         try:
@@ -681,22 +704,14 @@ def _run_analysis(compute, plots: bool, **kwargs) -> None:
 
 
 def _analysis_model(spec: str, device: str | None = None, dtype: str | None = None):
-    from remask.analysis.commands import load_analysis_model
-
     if device is None and dtype is None:
-        return load_analysis_model(spec, load=_load)
+        return _load(spec)
+    import torch
 
-    def load(s: str):
-        import torch
-
-        from remask.models import load_model
-
-        try:
-            return load_model(s, dtype=None if dtype is None else getattr(torch, dtype), device=device)
-        except (TypeError, ValueError, OSError, RuntimeError) as error:
-            raise click.UsageError(_one_line(error)) from None
-
-    return load_analysis_model(spec, load=load)
+    try:
+        return _load(spec, device=device, dtype=None if dtype is None else getattr(torch, dtype))
+    except RuntimeError as error:  # e.g. a device that is not there
+        raise click.UsageError(_one_line(error)) from None
 
 
 _GEN_HELP = "Masked positions after the context (default: seq_len - 1 on an oracle, else 32)."
@@ -743,7 +758,7 @@ def analyze_homogenization(model_spec, device, dtype, gen_length, seed, out, plo
     """Entropy, confidence and KL to the context-free marginal against distance, with a
     position-matched control (the context ablated) and the excess over it."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_homogenization as compute
+    from remask.app.analyze import analyze_homogenization as compute
 
     model = _analysis_model(model_spec, device, dtype)
     canvases = _read_canvases(model, canvases_path, mask_span, mask_rate, seed)
@@ -768,7 +783,7 @@ def analyze_cmi(model_spec, device, dtype, gen_length, seed, out, plots, progres
                 n_canvases, top_k, n_samples, max_positions, max_batch):
     """Clamp-and-rerun conditional mutual information between masked positions (any model)."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_cmi as compute
+    from remask.app.analyze import analyze_cmi as compute
 
     model = _analysis_model(model_spec, device, dtype)
     canvases = _read_canvases(model, canvases_path, mask_span, mask_rate, seed)
@@ -784,7 +799,7 @@ def analyze_cmi(model_spec, device, dtype, gen_length, seed, out, plots, progres
 def analyze_coherence(model_spec, sampler, sets, device, dtype, gen_length, seed, out, plots, progress, n_samples):
     """A sampler's output law against an exact oracle's joint, and exact partition errors."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_coherence as compute, is_exact_oracle
+    from remask.app.analyze import analyze_coherence as compute, is_exact_oracle
 
     model = _analysis_model(model_spec, device, dtype)
     if not is_exact_oracle(model):
@@ -803,7 +818,7 @@ def analyze_coherence(model_spec, sampler, sets, device, dtype, gen_length, seed
 def analyze_order(model_spec, sampler, sets, device, dtype, gen_length, seed, out, plots, progress, n_rows):
     """Decode order of a sampler (Kendall τ, AR-ness, frontier distance, certificates)."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_order as compute
+    from remask.app.analyze import analyze_order as compute
 
     _run_analysis(compute, plots, model=_analysis_model(model_spec, device, dtype), sampler=_build(sampler, sets), out=out,
                   gen_length=gen_length, n_rows=n_rows, seed=seed, model_spec=model_spec, progress=progress)

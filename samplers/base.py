@@ -4,6 +4,7 @@ A sampler is a frozen, validated config plus a pure transition:
 
     state = sampler.init(canvas, denoiser)
     state, info = sampler.step(state, denoiser, key)
+    over = sampler.finished(state)  # (B,) bool: the driver stops when every row is
 
 Every state is a NamedTuple whose first field is a :class:`Canvas`; every info carries at
 least the :class:`StepInfo` fields. Samplers never hold mutable state.
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from remask.models.wrappers import Guided
 from remask.samplers._validate import check_choice, check_float, check_int
 from remask.samplers.canvas import Canvas
 
@@ -74,7 +76,8 @@ class Sampler:
     ``__post_init__`` (calling ``super().__post_init__()``) and implement ``init`` and
     ``step``. A sampler that may rewrite tokens it committed earlier sets
     ``edits_committed = True``; one whose contract allows masks in its output sets
-    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run).
+    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run). A
+    run ends when :meth:`finished` says so for every row (default: no mask left).
 
     Parameters
     ----------
@@ -90,6 +93,18 @@ class Sampler:
     #: each must work on any canvas (any gen_length, prompts of any length).
     example_configs: ClassVar[tuple[dict[str, Any], ...]] = ({"block_length": 3},)
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """Settings of the quality benchmark (``remask bench samplers``) for G generated tokens.
+
+        Each sampler defines its own, next to ``example_configs``: ``(label, config)`` pairs,
+        sampling at temperature 1 where the sampler has a temperature (the benchmark compares
+        output distributions with an exact joint; greedy decoding gives a point mass). The
+        benchmark has no settings table of its own: a sampler without settings is not measured
+        (and the contract meta-test fails).
+        """
+        return ()
+
     block_length: int | None = None
 
     def __post_init__(self) -> None:
@@ -103,6 +118,26 @@ class Sampler:
     def step(self, state: State, denoiser, key: torch.Tensor) -> tuple[State, StepInfo]:
         """One transition; ``key`` is the (B,) int64 step keys of the rows."""
         raise NotImplementedError
+
+    def wrap(self, denoiser):
+        """The denoiser a run of this sampler talks to; the driver calls this once per run.
+
+        Model-side options that a config carries as sugar become denoiser wrappers
+        (:mod:`remask.models.wrappers`) here, never code in ``step``: a ``cfg_scale`` field
+        > 0 builds ``Guided(denoiser, cfg_scale)``. Otherwise ``denoiser`` itself.
+        """
+        scale = getattr(self, "cfg_scale", 0.0)
+        return Guided(denoiser, scale) if scale else denoiser
+    def finished(self, state: State) -> torch.Tensor:
+        """(B,) bool: rows whose run is over; the driver steps until every row is finished.
+
+        The default is the canvas's own rule, ``state.canvas.done``: no editable position of
+        the row still holds the mask. A sampler with another rule (a schedule that keeps
+        revising a complete canvas, a corrector's final sweeps) overrides this method and
+        leaves ``canvas.done`` alone. Either way, after the loop the driver checks that no
+        editable position holds the mask unless the class sets ``may_leave_masks``.
+        """
+        return state.canvas.done
 
     def key_step(self, state: State, step: int) -> int | torch.Tensor:
         """What the driver folds each row's key by before ``step`` (an int or (B,) int64).

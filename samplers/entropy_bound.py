@@ -16,20 +16,25 @@ PC-Sampler implementation; DUS's ``generate_eb_sampler`` measures entropy in bit
 γ_bits equals ``gamma / ln 2`` here (γ_nats = γ_bits · ln 2 ≈ 0.693 γ_bits).
 
 Checked against ``NEUIR/PC-Sampler/src/generate.py::generate_with_eb_sampler`` (official code
-is not released; samplers.md §3.9), with ``omerlux/DUS/generate.py::generate_eb_sampler`` and
-``generate_eb_sampler_spaced`` for the block-wise form and the spacing filter (§3.11).
+is not released), with ``omerlux/DUS/generate.py::generate_eb_sampler`` and
+``generate_eb_sampler_spaced`` for the block-wise form and the spacing filter.
 Reference defaults: γ = 0.1 nats, entropy ordering (lowest entropy first), no blocks.
 
 Departures from the reference code:
 
 - Entropy is that of the model's untempered distribution, computed in float32 from one pass
   over the logits (``remask.kernels.propose``); DUS computes it on Gumbel-perturbed scores
-  when T > 0 (samplers.md §7.11). Proposals at T > 0 are exact samples of softmax(logits/T).
+  when T > 0. Proposals at T > 0 are exact samples of softmax(logits/T).
 - Ties in the ordering go to the lower position (PC-Sampler uses an unstable ``argsort``).
-  d2Cache's ``cummax`` over the batch dimension (§7.5) is not reproduced: the running max is
+  d2Cache's ``cummax`` over the batch dimension (which lets one row's entropies change
+  another row's commits) is not reproduced: the running max is
   taken along each row's own order.
 - ``block_length`` works for any length and any batch (the references are B = 1, and DUS
   asserts divisibility).
+- No per-block step budget: a block takes as many steps as the bound needs (at most one
+  per mask, since every step commits at least one), and every mask is decoded. DUS's
+  block-wise EB gives each block a fixed number of steps and moves on when they are spent,
+  so it can leave masks in its output.
 - ``min_spacing`` is a fixed gap, where DUS's spaced variant uses the adaptive
   ``max(2, ⌊M·g0/B⌋)``; the greedy filter itself is DUS's ``apply_spacing_filter``. It is
   applied after the entropy bound, so the committed set (a subset of the prefix) still
@@ -100,7 +105,8 @@ class EntropyBound(Sampler):
     block_length : int, optional
         Semi-autoregressive block length; None = one block (the reference setting).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -118,6 +124,15 @@ class EntropyBound(Sampler):
         {"gamma": 1.0, "score": "margin", "temperature": 1.0},
         {"gamma": float("inf"), "cfg_scale": 1.0, "block_length": 3},
     )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("gamma=0.1", {"temperature": 1.0, "gamma": 0.1}),
+            ("gamma=0.5", {"temperature": 1.0, "gamma": 0.5}),
+            ("gamma=2", {"temperature": 1.0, "gamma": 2.0}),
+        )
 
     gamma: float = 0.1
     score: str = "entropy"
@@ -140,8 +155,7 @@ class EntropyBound(Sampler):
 
     # ------------------------------------------------------------------ step
     def step(self, state: StepState, denoiser, key: torch.Tensor):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
-                                                     temperature=self.temperature, cfg_scale=self.cfg_scale)
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key, temperature=self.temperature)
         # The ordering never uses the random stream (no "random" score): the key only
         # matters for the proposal.
         score = score_proposals(proposal, self.score)

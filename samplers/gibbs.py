@@ -8,8 +8,8 @@ correctors of Zhao et al. ("Informed Correctors for Discrete Diffusion Models", 
 style) and the planner view of P2 (Peng et al., "Path Planning for Masked Diffusion Model
 Sampling", arXiv 2502.03540: a step may remask already decoded tokens chosen by their
 re-predicted confidence). Neither paper's code is reproduced; the pieces below are defined
-here and documented (samplers.md has no reference file for this corrector; coherence.md
-§2.6 summarises both papers).
+here and documented (no reference code exists for this corrector; the slow loop it is
+tested against follows the definition below).
 
 One check, in one forward pass:
 
@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
+from remask.models import protocol
 from remask.models.protocol import check_logits
 from remask.samplers.predict import exclude_mask
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
@@ -77,9 +78,9 @@ class GibbsState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-        The base's canvas with ``done`` meaning "base finished and final sweeps made".
+        The base's canvas (the corrected tokens); ``Gibbs.finished`` says when a row is over.
     base : NamedTuple
-        The base sampler's state (its canvas carries the base's own ``done``).
+        The base sampler's state (``base_sampler.finished`` of it: the base is done).
     step : int
         Steps taken (the ``every`` schedule of the checks counts them).
     sweeps_done : int
@@ -160,28 +161,31 @@ def _as_config(base: Any) -> dict[str, Any]:
 class _WithCheckRows:
     """Denoiser wrapper that appends the corrector's rows to the first call of a step."""
 
-    def __init__(self, inner, tokens: torch.Tensor, attention_mask: torch.Tensor, active: torch.Tensor):
+    # The protocol's attention-bias capability is not passed through: a longer sequence
+    # cannot share the batch with the check rows.
+    accepts_attention_bias = False
+
+    def __init__(self, inner, tokens: torch.Tensor, attention_mask: torch.Tensor, active: torch.Tensor,
+                 editable: torch.Tensor):
         self.inner = inner
         self.mask_id = inner.mask_id
         self.vocab_size = inner.vocab_size
-        self._rows = (tokens, attention_mask, active)
+        self._rows = (tokens, attention_mask, {"active": active, "editable": editable})
         self.logits: torch.Tensor | None = None  # (B, L, V) once the rows have been evaluated
 
     def __getattr__(self, name: str) -> Any:
-        if name == "accepts_attention_bias":  # a longer sequence cannot share the batch
-            return False
         return getattr(self.inner, name)
 
     def __call__(self, tokens, attention_mask=None, **extra):
-        rows, rows_mask, rows_active = self._rows
+        rows, rows_mask, rows_extra = self._rows
         if (self.logits is not None or tokens.shape[1] != rows.shape[1]
-                or set(extra) - {"active"}):
+                or set(extra) - set(rows_extra)):
             return self.inner(tokens, attention_mask, **extra)
         n = tokens.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         batch = torch.cat([tokens, rows])  # (n + B, L)
-        kwargs = {k: torch.cat([v, rows_active]) for k, v in extra.items()}
+        kwargs = {k: torch.cat([v, rows_extra[k]]) for k, v in extra.items()}
         out = exclude_mask(check_logits(self.inner(batch, torch.cat([attention_mask, rows_mask]), **kwargs),
                                         batch, self.vocab_size), self.inner.mask_id)
         self.logits = out[n:]
@@ -234,6 +238,14 @@ class Gibbs(Sampler):
          "every": 2, "window": 2, "max_revisions": 3},
         {"base": "low_confidence", "block_length": 3, "threshold": float("inf"), "sweeps": 3},
     )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("LLaDA 2 tok/step + corrector",
+             {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
+        )
 
     base: Any = "low_confidence"
     threshold: float = 0.2
@@ -293,12 +305,16 @@ class Gibbs(Sampler):
         return config
 
     # ------------------------------------------------------------------ init
+    def wrap(self, denoiser):
+        """The base sampler's model-side sugar (its ``cfg_scale`` ...) applies to the whole run."""
+        return self.base_sampler.wrap(denoiser)
+
     def init(self, canvas: Canvas, denoiser) -> GibbsState:
         base_state = self.base_sampler.init(canvas, denoiser)
         base_canvas = base_state.canvas
         zeros = torch.zeros_like(canvas.nfe)
         return GibbsState(
-            canvas=base_canvas._replace(done=self._done(base_canvas, 0)),
+            canvas=base_canvas,
             base=base_state,
             step=0,
             sweeps_done=0,
@@ -316,29 +332,32 @@ class Gibbs(Sampler):
 
     def step(self, state: GibbsState, denoiser, key: torch.Tensor):
         base_state = state.base
-        canvas = base_state.canvas  # tokens before this step, with the base's done
+        canvas = base_state.canvas  # tokens before this step
+        base_over = self.base_sampler.finished(base_state)  # (B,) the base has nothing left to do
         mask_id = denoiser.mask_id
         # The one host decision: is there still base work to do? (see module docstring)
-        final = bool(canvas.done.all())
+        final = bool(base_over.all())
         if final:
-            check_rows = ~state.canvas.done  # (B,) every row still sweeping
+            check_rows = ~self.finished(state)  # (B,) every row still sweeping
         elif state.step > 0 and state.step % self.every == 0:
-            check_rows = ~canvas.done  # rows the base is still decoding share the step count
+            check_rows = ~base_over  # rows the base is still decoding share the step count
         else:
-            check_rows = torch.zeros_like(canvas.done)
+            check_rows = torch.zeros_like(base_over)
         checking = final or (state.step > 0 and state.step % self.every == 0)
 
+        # The positions this check re-masks (recent commits of one parity class, budget left).
         checked = self._candidates(state, canvas, mask_id, check_rows)  # (B, L)
         check_tokens = torch.where(checked, mask_id, canvas.tokens)  # (B, L)
 
+        # predict: the base's step and the check rows' logits, in one denoiser call.
         base_info = None
         if final:
             new_base = base_state
-            check_logits_ = exclude_mask(check_logits(denoiser(check_tokens, canvas.attention_mask),
-                                                      check_tokens, denoiser.vocab_size), denoiser.mask_id)
+            check_logits_, _ = protocol.call(denoiser, check_tokens, canvas.attention_mask,
+                                             editable=canvas.editable)
         else:
-            model = (_WithCheckRows(denoiser, check_tokens, canvas.attention_mask, canvas.active)
-                     if checking else denoiser)
+            model = (_WithCheckRows(denoiser, check_tokens, canvas.attention_mask, canvas.active,
+                                    canvas.editable) if checking else denoiser)
             # The base gets its own key, folded from the step key by purpose.
             new_base, base_info = self.base_sampler.step(base_state, model,
                                                          kernels.fold(key, kernels.Purpose.BASE))
@@ -346,17 +365,18 @@ class Gibbs(Sampler):
             if checking:
                 check_logits_ = model.logits
                 if check_logits_ is None:  # the base made no call this step
-                    check_logits_ = exclude_mask(check_logits(denoiser(check_tokens, canvas.attention_mask),
-                                                              check_tokens, denoiser.vocab_size),
-                                                 denoiser.mask_id)
+                    check_logits_, _ = protocol.call(denoiser, check_tokens, canvas.attention_mask,
+                                                     editable=canvas.editable)
 
         after = new_base.canvas  # (the base's commits of this step)
         base_committed = base_info.committed if base_info is not None else torch.zeros_like(checked)
         if check_logits_ is not None:
-            # One fused pass per checked row (no (B, L, V) log-softmax for one number per row).
+            # score: each checked token's re-predicted probability. One fused pass per checked
+            # row (no (B, L, V) log-softmax for one number per row).
             current = canvas.tokens.clamp(0, check_logits_.shape[-1] - 1)  # (B, L)
             verify_prob = kernels.token_prob(check_logits_, current, checked).double()  # (B, L)
             verify_prob = torch.where(checked, verify_prob, float("nan"))
+            # select: the implausible ones, least plausible first, within the budget.
             doubtful = checked & (verify_prob < self.threshold) & ~base_committed  # (B, L)
             budget = (self.max_revisions - state.revisions).clamp_min(0)  # (B,)
             revised = kernels.topk_mask((-verify_prob).float(), budget, doubtful)  # lowest first
@@ -371,16 +391,17 @@ class Gibbs(Sampler):
             revised = torch.zeros_like(checked)
             resampled = torch.full_like(canvas.tokens, -1)
 
+        # commit: the revisions over the base's commits (which charged the base's evaluations).
         tokens = torch.where(revised, resampled, after.tokens)  # (B, L)
-        nfe = after.nfe + check_rows.long()  # (B,) one evaluation per checked row
+        # One call's evaluations per checked row (1; 2 through Guided).
+        nfe = after.nfe + check_rows.long() * protocol.capabilities(denoiser).evaluations  # (B,)
         new_base = new_base._replace(canvas=after._replace(tokens=tokens, nfe=nfe))
 
-        stepped = check_rows if final else ~canvas.done  # (B,) rows that took part in this step
+        stepped = check_rows if final else ~base_over  # (B,) rows that took part in this step
         written = base_committed | revised  # (B, L)
         sweeps_done = state.sweeps_done + int(final)
-        new_canvas = new_base.canvas._replace(done=self._done(new_base.canvas, sweeps_done))
         new_state = GibbsState(
-            canvas=new_canvas,
+            canvas=new_base.canvas,
             base=new_base,
             step=state.step + 1,
             sweeps_done=sweeps_done,
@@ -411,8 +432,8 @@ class Gibbs(Sampler):
         budget = (state.revisions < self.max_revisions).unsqueeze(-1)  # (B, 1)
         return decoded & recent & parity & budget & check_rows.unsqueeze(-1)
 
-    def _done(self, base_canvas: Canvas, sweeps_done: int) -> torch.Tensor:
-        """(B,) bool: base finished and the final sweeps made (or nothing to decode)."""
-        nothing = ~base_canvas.editable.any(-1)
-        swept = sweeps_done >= self.sweeps
-        return base_canvas.done & (nothing | swept)
+    def finished(self, state: GibbsState) -> torch.Tensor:
+        """(B,) bool: the base is finished and the final sweeps are made (or nothing to decode)."""
+        nothing = ~state.canvas.editable.any(-1)  # (B,)
+        swept = state.sweeps_done >= self.sweeps
+        return self.base_sampler.finished(state.base) & (nothing | swept)

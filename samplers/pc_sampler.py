@@ -18,7 +18,7 @@ calibration factor is dropped and ``score_i = exp(−λ i) · min(p_i, α)`` —
 only.
 
 Checked against ``NEUIR/PC-Sampler/src/generate.py::generate_with_pc_sampler`` and
-``pc_sampler_function`` (samplers.md §3.12). Reference defaults (``scripts/eval_pc_sampler.sh``):
+``pc_sampler_function``. Reference defaults (``scripts/eval_pc_sampler.sh``):
 λ = 0.25 (0 for Sudoku, 0.5 for Countdown), α = 10, ``steps = gen_length`` (one token per
 step) and ``block_length = gen_length`` (one block).
 
@@ -140,7 +140,8 @@ class PCSampler(Sampler):
     temperature : float
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -159,6 +160,14 @@ class PCSampler(Sampler):
         {"lambd": 0.0, "steps": 4, "temperature": 1.0},
         {"lambd": 1.0, "alpha": 0.5, "block_length": 4, "cfg_scale": 1.0},
     )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("1 tok/step", {"temperature": 1.0}),
+            ("2 tok/step", {"temperature": 1.0, "steps": max(G // 2, 1)}),
+        )
 
     lambd: float = 0.25
     alpha: float = 10.0
@@ -200,8 +209,7 @@ class PCSampler(Sampler):
     def step(self, state: PCSamplerState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible, _, proposal, evaluations = predict(canvas, denoiser, key,
-                                                     temperature=self.temperature, cfg_scale=self.cfg_scale)
+        eligible, _, proposal, evaluations = predict(canvas, denoiser, key, temperature=self.temperature)
         score = pc_score(proposal.prob, proposal.tokens, state.offset, lambd=self.lambd,
                          alpha=self.alpha, background=state.background)  # (B, L)
 

@@ -3,8 +3,8 @@ Acceleration of Diffusion LLM by Enabling KV Cache and Parallel Decoding", arXiv
 with DUS's optional spacing filter (Luxembourg et al., arXiv 2506.19037, §4.4).
 
 Checked against ``NVlabs/Fast-dLLM/llada/generate.py`` (``generate`` and
-``get_transfer_index`` with ``threshold``; samplers.md §3.5) and, for the spacing filter,
-``omerlux/DUS/generate.py::apply_spacing_filter`` (§3.11). Semi-autoregressive blocks of
+``get_transfer_index`` with ``threshold``) and, for the spacing filter,
+``omerlux/DUS/generate.py::apply_spacing_filter``. Semi-autoregressive blocks of
 ``block_length`` (32 in every paper setting); at each step every masked position of the
 active block proposes a token (argmax, or a Gumbel-max sample at temperature T) whose
 confidence is its probability under the untempered softmax; all positions with confidence
@@ -83,6 +83,15 @@ class Threshold(Sampler):
         {"threshold": 0.05, "block_length": None, "min_spacing": 3},
         {"threshold": 0.0, "block_length": 5, "min_spacing": 2},
     )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("tau=0.9", {"temperature": 1.0, "threshold": 0.9}),
+            ("tau=0.7", {"temperature": 1.0, "threshold": 0.7}),
+            ("tau=0.5", {"temperature": 1.0, "threshold": 0.5}),
+        )
 
     block_length: int | None = 32
     threshold: float = 0.9
