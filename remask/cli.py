@@ -825,3 +825,145 @@ def analyze_order(model_spec, sampler, sets, device, dtype, gen_length, seed, ou
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ---------------------------------------------------------------------------- eval, sweep, sweep-report
+def _need_lm_eval() -> None:
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise click.UsageError("this command needs lm-eval: pip install 'remask[eval]'") from None
+
+
+def _check_out_dir(out: str) -> None:
+    from remask.eval.sweep import check_out_dir
+
+    try:
+        check_out_dir(out)
+    except ValueError as error:
+        raise click.BadParameter(_one_line(error), param_hint="--out") from None
+
+
+@main.command("eval")
+@click.option("--model", "model_spec", required=True,
+              help="Model spec, checkpoint directory or Hugging Face Hub id (org/name).")
+@click.option("--sampler", default="low_confidence", show_default=True, help="Registered sampler name.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Sampler setting (repeatable).")
+@click.option("--tasks", required=True, help="lm-eval task name(s), comma-separated.")
+@click.option("--include-path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of extra lm-eval task YAMLs.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N documents of each task.")
+@click.option("--num-fewshot", type=click.IntRange(min=0), default=None)
+@click.option("--apply-chat-template", is_flag=True, help="Render prompts with the tokenizer's chat template.")
+@click.option("--gen-length", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Tokens decoded per generate_until request.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Rows per generate call.")
+@click.option("--mc-num", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Monte-Carlo samples of the ELBO per loglikelihood request.")
+@click.option("--loglikelihood-batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--elbo", type=click.Choice(["llada", "dream"]), default="llada", show_default=True,
+              help="ELBO variant (mask law) for loglikelihood requests.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True)
+@click.option("--device", default=None, help="Torch device for a checkpoint (default: cuda if available, else cpu).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for results.json (lm-eval's results) and requests.jsonl (per-request costs).")
+def eval_command(model_spec, sampler, sets, tasks, include_path, limit, num_fewshot, apply_chat_template, gen_length,
+                 batch_size, mc_num, loglikelihood_batch_size, elbo, seed, device, dtype, out) -> None:
+    """Evaluate a model with a sampler on lm-eval tasks (remask.eval.RemaskLM)."""
+    _check_out_dir(out)
+    _need_lm_eval()
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise click.BadParameter(f"no task names in {tasks!r}", param_hint="--tasks")
+    config = _parse_sets(sets)
+    _build(sampler, sets)  # a bad sampler or setting fails before anything loads
+    from remask.eval.tasks import quiet, task_manager
+
+    quiet()
+    manager = task_manager(names, include_path)
+    model = _load(model_spec, **_model_args(device, dtype))
+    import lm_eval
+
+    from remask.eval.lm import RemaskLM
+    from remask.eval.likelihood import supports_loglikelihood
+    from remask.eval.tasks import load_tasks
+
+    loaded = load_tasks(names, include_path, num_fewshot=num_fewshot, manager=manager)
+    why = supports_loglikelihood(model)
+    needy = [n for n, t in loaded.items() if t.OUTPUT_TYPE != "generate_until"]
+    if why is not None and needy:
+        raise click.UsageError(f"task(s) {needy} need loglikelihood, which this model cannot give: {why}")
+    rolling = [n for n, t in loaded.items() if t.OUTPUT_TYPE == "loglikelihood_rolling"]
+    if rolling:
+        raise click.UsageError(f"task(s) {rolling} need loglikelihood_rolling (perplexity), which remask does not "
+                               "implement for masked diffusion models")
+    lm = RemaskLM(model, sampler, config, gen_length=gen_length, batch_size=batch_size, mc_num=mc_num,
+                  loglikelihood_batch_size=loglikelihood_batch_size, elbo=elbo, seed=seed)
+    lm.model_name = model_spec
+    start = time.perf_counter()
+    results = _run_sampler(lm_eval.simple_evaluate, model=lm, tasks=list(loaded.values()), limit=limit,
+                           apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
+                           task_manager=manager)
+    seconds = time.perf_counter() - start
+    summary = {"model": model_spec, "sampler": sampler, "settings": config, "tasks": names, "seconds": seconds,
+               "results": results["results"], "costs": lm.cost_summary(),
+               "lm_eval_config": {"limit": limit, "num_fewshot": num_fewshot, "apply_chat_template": apply_chat_template,
+                                  "gen_length": gen_length, "mc_num": mc_num, "elbo": elbo, "seed": seed}}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    with open(os.path.join(out, "requests.jsonl"), "w") as f:
+        for row in lm.costs():
+            f.write(json.dumps(row) + "\n")
+    from lm_eval.utils import make_table
+
+    click.echo(make_table(results))
+    c = summary["costs"]
+    if c["requests"]:
+        click.echo(f"generate_until: {c['requests']} requests, NFE/request {c['nfe_per_request']:.1f}, "
+                   f"tokens/forward {c['tokens_per_forward']:.2f}, {c['tokens_per_second']:.1f} generated tokens/s")
+    click.echo(f"results in {os.path.join(out, 'results.json')}, costs in {os.path.join(out, 'requests.jsonl')}",
+               err=True)
+
+
+@main.command("sweep")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumable).")
+@click.option("--dry-run", is_flag=True, help="Print the grid and the request counts; run nothing.")
+@click.option("--progress/--no-progress", default=None, help="A bar per rank (default: on a terminal).")
+def sweep_command(spec_path, out, dry_run, progress) -> None:
+    """Run every (model, sampler setting, task, request) of a TOML SPEC; rows.jsonl + summary.csv.
+
+    Data-parallel under torchrun (`torchrun --nproc-per-node N -m remask sweep SPEC --out DIR`),
+    resumable (a rerun skips finished rows)."""
+    from remask.eval.spec import load_spec
+    from remask.eval.sweep import run_sweep
+
+    spec = load_spec(spec_path)
+    _check_out_dir(out)
+    if any(t.kind == "lm_eval" for t in spec.tasks):
+        _need_lm_eval()
+        from remask.eval.tasks import quiet
+
+        quiet()
+    try:
+        run_sweep(spec, out, dry_run=dry_run, progress=progress)
+    except RuntimeError as error:
+        raise click.ClickException(_one_line(error)) from None
+
+
+@main.command("sweep-report")
+@click.argument("directory", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Where aup.json and the plots go (default: DIR).")
+@click.option("--no-plots", is_flag=True, help="Only the AUP table (no matplotlib needed).")
+def sweep_report_command(directory, out, no_plots) -> None:
+    """Pareto fronts (quality vs NFE and vs tokens/s) and the AUP / TPF table of a sweep."""
+    from remask.eval.report import sweep_report
+
+    if out is not None:
+        _check_out_dir(out)
+    report = sweep_report(directory, out=out, plots=not no_plots)
+    click.echo(report["markdown"])
+    for path in report["plots"]:
+        click.echo(f"plot: {path}", err=True)
