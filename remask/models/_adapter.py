@@ -3,10 +3,10 @@
 Each family subclasses :class:`CheckpointDenoiser` and supplies ``_forward``, which turns
 (tokens, attention mask) into raw logits where row i predicts position i. The base class
 validates inputs, runs the model without gradients and removes the mask token from the
-candidates. Families whose model class has a KV-cache path (LLaDA, Dream) also supply
-``_forward_cached`` and ``_forward_window``, which :class:`remask.models.cache.Cached`
-drives through :meth:`CheckpointDenoiser.forward_cached` and
-:meth:`CheckpointDenoiser.forward_window`. Families that take a custom attention pattern
+candidates. Families whose model class has a KV-cache path (LLaDA, Dream) let ``_forward``
+take a ``cache`` (an empty :class:`~remask.models._layers.KVCache` to record into) and supply
+``_forward_window``, which :class:`remask.models.cache.Cached` drives through
+:meth:`CheckpointDenoiser.forward_cached` and :meth:`CheckpointDenoiser.forward_window`. Families that take a custom attention pattern
 (LLaDA, Dream) set ``accepts_attention_bias = True`` and supply ``_forward_biased``: the
 protocol's attention-bias capability (:mod:`remask.models.protocol`), which WINO's shadow
 block uses.
@@ -170,7 +170,11 @@ class CheckpointDenoiser:
         return logits
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i."""
+        """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i.
+
+        Families with :attr:`supports_kv_cache` also take ``cache=``, an empty ``KVCache``
+        that the same pass records every layer's keys and values into.
+        """
         raise NotImplementedError
 
     def _forward_biased(
@@ -230,7 +234,7 @@ class CheckpointDenoiser:
             raise ValueError("cannot cache an empty canvas (L = 0)")
         cache = KVCache()
         with torch.no_grad():
-            logits = self._forward_cached(tokens, attention_mask, cache)
+            logits = self._forward(tokens, attention_mask, cache=cache)
         logits[..., self.mask_id] = float("-inf")
         return logits, cache
 
@@ -285,12 +289,6 @@ class CheckpointDenoiser:
                 f"{type(self).__name__} (family {self.family!r}) has no KV-cache path; "
                 "only LLaDA and Dream checkpoints support forward_cached/forward_window"
             )
-
-    def _forward_cached(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache
-    ) -> torch.Tensor:
-        """Family-specific: like :meth:`_forward`, recording keys and values into ``cache``."""
-        raise NotImplementedError
 
     def _forward_window(
         self,

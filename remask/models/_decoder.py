@@ -35,10 +35,10 @@ from transformers.modeling_utils import PreTrainedModel
 from remask.models._layers import (
     RMSNorm,
     apply_rope,
+    attend,
     init_normal,
-    init_ones,
+    init_weights,
     init_zeros,
-    repeat_kv,
     rope_cos_sin,
 )
 
@@ -262,10 +262,7 @@ class Attention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, H_kv, P + W, Dh)
             v = torch.cat([past[1], v], dim=2)
-        rep = self.num_heads // self.num_kv_heads
-        out = F.scaled_dot_product_attention(
-            q, repeat_kv(k, rep), repeat_kv(v, rep), attn_mask=mask, is_causal=False
-        )  # (B, H, W, Dh)
+        out = attend(q, k, v, mask)  # (B, H, W, Dh)
         out = out.transpose(1, 2).reshape(b, w, self.num_heads * hd)
         return (self.dense if self.fused else self.o_proj)(out), fresh
 
@@ -530,16 +527,11 @@ class DecoderLM(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = float(getattr(self.config, "initializer_range", 0.02))
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init_normal(module.weight, std)
-            if getattr(module, "bias", None) is not None:
-                init_zeros(module.bias)
-        elif isinstance(module, Router):
+        init_weights(module, std)
+        if isinstance(module, Router):
             init_normal(module.weight, std)
             if getattr(module, "expert_bias", None) is not None:
                 init_zeros(module.expert_bias)
-        elif isinstance(module, RMSNorm) and module.weight is not None:
-            init_ones(module.weight)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embedding

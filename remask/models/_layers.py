@@ -6,20 +6,31 @@ Written from the architecture descriptions (RMSNorm, rotary embeddings in the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_outputs import MaskedLMOutput
 
 __all__ = [
     "KVCache",
     "RMSNorm",
     "apply_rope",
+    "attend",
+    "check_recording",
     "check_window",
     "init_normal",
     "init_ones",
+    "init_weights",
     "init_zeros",
     "key_padding_mask",
+    "lm_output",
+    "refuse_hf_options",
     "repeat_kv",
     "rope_cos_sin",
+    "run_blocks",
 ]
 
 try:  # transformers >= 5: init helpers that skip tensors already loaded from a checkpoint
@@ -50,6 +61,20 @@ def init_ones(tensor: torch.Tensor) -> None:
         _hf_init.ones_(tensor)
     else:
         nn.init.ones_(tensor)
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """transformers' ``_init_weights`` for the layer types every family uses.
+
+    Linear and embedding weights from N(0, std²) with zero biases, RMSNorm gains to one;
+    other modules are left to the caller. Loaded tensors are kept (see :func:`init_normal`).
+    """
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        init_normal(module.weight, std)
+        if getattr(module, "bias", None) is not None:
+            init_zeros(module.bias)
+    elif isinstance(module, RMSNorm) and module.weight is not None:
+        init_ones(module.weight)
 
 
 class RMSNorm(nn.Module):
@@ -157,6 +182,38 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     if n_rep == 1:
         return x
     return x.repeat_interleave(n_rep, dim=1)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Bidirectional grouped-query attention.
+
+    Parameters
+    ----------
+    q : (B, H, W, Dh)
+        Queries of W positions.
+    k, v : (B, H_kv, K, Dh)
+        Keys and values of K positions; H is a multiple of H_kv (see :func:`repeat_kv`).
+    mask : bool tensor broadcastable to (B, H, W, K), or None
+        True = attend; None attends everywhere. Never causal: every family here is
+        bidirectional unless its mask says otherwise.
+    dropout_p : float
+        Attention dropout (callers pass 0.0 outside training).
+
+    Returns
+    -------
+    (B, H, W, Dh), dtype of ``q``.
+    """
+    rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, rep), repeat_kv(v, rep)  # (B, H, K, Dh) each
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=False
+    )
 
 
 def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -276,3 +333,62 @@ def check_window(
             f"the KVCache covers a batch of {cache.keys[0].shape[0]} canvases of length "
             f"{cache.length}, got input_ids of shape {tuple(input_ids.shape)}"
         )
+
+
+def check_recording(cache: KVCache | None) -> None:
+    """Raise ``ValueError`` unless ``cache`` is None or empty (a full pass records into it)."""
+    if cache is not None and len(cache):
+        raise ValueError(
+            f"forward records into an empty KVCache, got one with {len(cache)} layers; "
+            "use forward_window to read a filled cache"
+        )
+
+
+def run_blocks(
+    blocks: Iterable[nn.Module],
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor | None,
+    cache: KVCache | None,
+    start: int,
+    hidden: list[torch.Tensor] | None,
+) -> torch.Tensor:
+    """Apply the blocks in order to ``x`` (B, W, D), the positions ``[start, start + W)``.
+
+    Every block is called as ``block(x, cos, sin, mask, cache, layer, start)`` (the
+    signature of LLaDA's and Dream's layers); the input of every block is appended to
+    ``hidden`` when it is a list. Returns the last block's output, (B, W, D).
+    """
+    for layer, block in enumerate(blocks):
+        if hidden is not None:
+            hidden.append(x)
+        x = block(x, cos, sin, mask, cache, layer, start)
+    return x
+
+
+def refuse_hf_options(owner: str, use_cache: object, kwargs: dict[str, Any]) -> None:
+    """Refuse the transformers ``forward`` options a clean-room KV-cache model does not have.
+
+    ``use_cache`` must be falsy (the block-decoding cache is a :class:`KVCache` passed to
+    the trunk), and any other keyword given a value is a ``TypeError`` naming it.
+    """
+    if use_cache:
+        raise ValueError(
+            f"{owner} has no transformers-style use_cache; pass use_cache=False. Block-"
+            "decoding KV caches: remask.models.cache.Cached (or "
+            f"{owner}.model.forward(..., cache=KVCache()) and .forward_window)"
+        )
+    unknown = {k: v for k, v in kwargs.items() if v is not None}
+    if unknown:
+        raise TypeError(f"{owner}.forward got unsupported arguments {sorted(unknown)}")
+
+
+def lm_output(
+    logits: torch.Tensor, hidden: tuple[torch.Tensor, ...] | None, return_dict: bool | None
+) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
+    """transformers' return convention: a ``MaskedLMOutput``, or a tuple when
+    ``return_dict is False`` (``(logits,)``, plus ``hidden`` when it was asked for)."""
+    if return_dict is False:
+        return (logits,) if hidden is None else (logits, hidden)
+    return MaskedLMOutput(logits=logits, hidden_states=hidden)

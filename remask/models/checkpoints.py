@@ -323,6 +323,11 @@ def _tokenizer_id(tokenizer: Any, attribute: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _first_found(*values: int | None) -> int | None:
+    """The first value that is not None (None if all are)."""
+    return next((value for value in values if value is not None), None)
+
+
 def _vocab_lookup(tokenizer: Any, token: str | None) -> int | None:
     if tokenizer is None or token is None:
         return None
@@ -387,31 +392,28 @@ def _checkpoint_ids(
     if mask_id is None and family == "mdlm":
         mask_id = vocab_size - 1  # MDLM's convention: the mask is appended as the last column
 
-    eos_id = _first_id(getattr(config, "eos_token_id", None))
-    if eos_id is None:
-        eos_id = _first_id(generation.get("eos_token_id"))
-    if eos_id is None:
-        eos_id = _tokenizer_id(tokenizer, "eos_token_id")
-
-    eot_id = _first_id(getattr(config, "eot_token_id", None))
-    if eot_id is None:
-        eot_id = _vocab_lookup(tokenizer, _EOT_TOKENS.get(family))
-
-    pad_id = _first_id(getattr(config, "pad_token_id", None))
-    if pad_id is None:
-        pad_id = _first_id(generation.get("pad_token_id"))
-    if pad_id is None:
-        pad_id = _tokenizer_id(tokenizer, "pad_token_id")
-
-    bos_id = _first_id(getattr(config, "bos_token_id", None))
-    if bos_id is None:
-        bos_id = _tokenizer_id(tokenizer, "bos_token_id")
+    # Each id from the first source that names it: config.json, then generation_config.json
+    # (eos and pad only), then the tokenizer.
     return {
         "mask_id": None if mask_id is None else int(mask_id),
-        "eos_id": eos_id,
-        "eot_id": eot_id,
-        "pad_id": pad_id,
-        "bos_id": bos_id,
+        "eos_id": _first_found(
+            _first_id(getattr(config, "eos_token_id", None)),
+            _first_id(generation.get("eos_token_id")),
+            _tokenizer_id(tokenizer, "eos_token_id"),
+        ),
+        "eot_id": _first_found(
+            _first_id(getattr(config, "eot_token_id", None)),
+            _vocab_lookup(tokenizer, _EOT_TOKENS.get(family)),
+        ),
+        "pad_id": _first_found(
+            _first_id(getattr(config, "pad_token_id", None)),
+            _first_id(generation.get("pad_token_id")),
+            _tokenizer_id(tokenizer, "pad_token_id"),
+        ),
+        "bos_id": _first_found(
+            _first_id(getattr(config, "bos_token_id", None)),
+            _tokenizer_id(tokenizer, "bos_token_id"),
+        ),
     }
 
 
