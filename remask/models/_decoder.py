@@ -499,7 +499,8 @@ def _as_mask(
 class DecoderLM(PreTrainedModel):
     """Base of the four families' LM classes: ``model`` (a :class:`DecoderTrunk`) + ``lm_head``.
 
-    Subclasses set ``config_class`` and implement ``spec_from_config``.
+    Subclasses set ``config_class`` and ``spec_from_config``, the family's function from a
+    config to its :class:`DecoderSpec` (``spec_from_config = staticmethod(sdar_spec)``).
 
     ``forward(input_ids, attention_mask=None, position_ids=None, block_size=None)`` returns a
     ``MaskedLMOutput`` whose ``logits`` (B, L, V) are the raw outputs (for Fast-dLLM v2 row i
@@ -512,8 +513,8 @@ class DecoderLM(PreTrainedModel):
     _no_split_modules = ["DecoderLayer"]  # noqa: RUF012 (transformers convention)
     _supports_sdpa = True
 
-    @classmethod
-    def spec_from_config(cls, config) -> DecoderSpec:  # pragma: no cover - abstract
+    @staticmethod
+    def spec_from_config(config) -> DecoderSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __init__(self, config) -> None:

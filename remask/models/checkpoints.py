@@ -323,11 +323,6 @@ def _tokenizer_id(tokenizer: Any, attribute: str) -> int | None:
     return None if value is None else int(value)
 
 
-def _first_found(*values: int | None) -> int | None:
-    """The first value that is not None (None if all are)."""
-    return next((value for value in values if value is not None), None)
-
-
 def _vocab_lookup(tokenizer: Any, token: str | None) -> int | None:
     if tokenizer is None or token is None:
         return None
@@ -392,28 +387,23 @@ def _checkpoint_ids(
     if mask_id is None and family == "mdlm":
         mask_id = vocab_size - 1  # MDLM's convention: the mask is appended as the last column
 
-    # Each id from the first source that names it: config.json, then generation_config.json
-    # (eos and pad only), then the tokenizer.
+    def declared(key: str) -> int | None:
+        """``key`` from config.json, else generation_config.json (eos and pad only), else
+        the tokenizer's attribute of that name."""
+        value = _first_id(getattr(config, key, None))
+        if value is None and key in ("eos_token_id", "pad_token_id"):
+            value = _first_id(generation.get(key))
+        return value if value is not None else _tokenizer_id(tokenizer, key)
+
+    eot_id = _first_id(getattr(config, "eot_token_id", None))
+    if eot_id is None:
+        eot_id = _vocab_lookup(tokenizer, _EOT_TOKENS.get(family))
     return {
         "mask_id": None if mask_id is None else int(mask_id),
-        "eos_id": _first_found(
-            _first_id(getattr(config, "eos_token_id", None)),
-            _first_id(generation.get("eos_token_id")),
-            _tokenizer_id(tokenizer, "eos_token_id"),
-        ),
-        "eot_id": _first_found(
-            _first_id(getattr(config, "eot_token_id", None)),
-            _vocab_lookup(tokenizer, _EOT_TOKENS.get(family)),
-        ),
-        "pad_id": _first_found(
-            _first_id(getattr(config, "pad_token_id", None)),
-            _first_id(generation.get("pad_token_id")),
-            _tokenizer_id(tokenizer, "pad_token_id"),
-        ),
-        "bos_id": _first_found(
-            _first_id(getattr(config, "bos_token_id", None)),
-            _tokenizer_id(tokenizer, "bos_token_id"),
-        ),
+        "eos_id": declared("eos_token_id"),
+        "eot_id": eot_id,
+        "pad_id": declared("pad_token_id"),
+        "bos_id": declared("bos_token_id"),
     }
 
 

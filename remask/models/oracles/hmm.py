@@ -29,8 +29,10 @@ class StickyHMMOracle(ExactOracle):
 
     Parameters
     ----------
-    vocab_size, seq_len : int
-        Number of tokens V (>= 2) and sequence length (>= 1).
+    vocab_size : int
+        Number of tokens V (>= 2).
+    seq_len : int
+        Sequence length (>= 1).
     seed : int
         Seed of the random emission matrix.
     n_states : int

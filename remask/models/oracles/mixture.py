@@ -27,8 +27,10 @@ class MixtureOracle(ExactOracle):
 
     Parameters
     ----------
-    vocab_size, seq_len : int
-        Number of tokens V (>= 2) and sequence length (>= 1).
+    vocab_size : int
+        Number of tokens V (>= 2).
+    seq_len : int
+        Sequence length (>= 1).
     seed : int
         Seed of the random component tables.
     n_components : int
