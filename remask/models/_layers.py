@@ -19,6 +19,7 @@ __all__ = [
     "RMSNorm",
     "apply_rope",
     "attend",
+    "check_heads",
     "check_recording",
     "check_window",
     "init_normal",
@@ -108,6 +109,15 @@ class RMSNorm(nn.Module):
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         out = x32.to(x.dtype)
         return out if self.weight is None else self.weight * out
+
+
+def check_heads(hidden: tuple[str, int], heads: tuple[str, int], kv_heads: tuple[str, int]) -> None:
+    """Raise ``ValueError`` unless the hidden size splits into whole heads and the query heads
+    into whole groups per key/value head; each argument is (config field name, value)."""
+    if hidden[1] % heads[1]:
+        raise ValueError(f"{hidden[0]}={hidden[1]} is not divisible by {heads[0]}={heads[1]}")
+    if heads[1] % kv_heads[1]:
+        raise ValueError(f"{heads[0]}={heads[1]} is not a multiple of {kv_heads[0]}={kv_heads[1]}")
 
 
 def rope_cos_sin(

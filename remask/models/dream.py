@@ -45,6 +45,7 @@ from remask.models._layers import (
     RMSNorm,
     apply_rope,
     attend,
+    check_heads,
     check_recording,
     check_window,
     init_weights,
@@ -79,16 +80,11 @@ def check_dream_config(config: DreamConfig) -> None:
         )
     if getattr(config, "use_sliding_window", False):
         raise ValueError("unsupported Dream config: use_sliding_window=True")
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(
-            f"hidden_size={config.hidden_size} is not divisible by "
-            f"num_attention_heads={config.num_attention_heads}"
-        )
-    if config.num_attention_heads % config.num_key_value_heads:
-        raise ValueError(
-            f"num_attention_heads={config.num_attention_heads} is not a multiple of "
-            f"num_key_value_heads={config.num_key_value_heads}"
-        )
+    check_heads(
+        ("hidden_size", config.hidden_size),
+        ("num_attention_heads", config.num_attention_heads),
+        ("num_key_value_heads", config.num_key_value_heads),
+    )
     if config.hidden_act not in ACT2FN:
         raise ValueError(f"unsupported Dream config: hidden_act={config.hidden_act!r}")
 

@@ -37,6 +37,7 @@ from remask.models._layers import (
     RMSNorm,
     apply_rope,
     attend,
+    check_heads,
     check_recording,
     check_window,
     init_weights,
@@ -80,16 +81,14 @@ def check_llada_config(config: LLaDAConfig) -> None:
             )
     if getattr(config, "bias_for_layer_norm", False):
         raise ValueError("unsupported LLaDA config: bias_for_layer_norm=True")
-    if config.d_model % config.n_heads:
-        raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
+    check_heads(
+        ("d_model", config.d_model),
+        ("n_heads", config.n_heads),
+        ("n_kv_heads", config.effective_n_kv_heads),
+    )
     if (config.d_model // config.n_heads) % 2:
         raise ValueError(
             f"head size d_model / n_heads = {config.d_model // config.n_heads} must be even for RoPE"
-        )
-    if config.n_heads % config.effective_n_kv_heads:
-        raise ValueError(
-            f"n_heads={config.n_heads} is not a multiple of n_kv_heads="
-            f"{config.effective_n_kv_heads}"
         )
 
 
