@@ -28,16 +28,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.modeling_utils import PreTrainedModel
 
 from remask.models._layers import (
+    CleanRoomLM,
     RMSNorm,
     apply_rope,
     attend,
     init_normal,
-    init_weights,
     init_zeros,
     rope_cos_sin,
 )
@@ -496,7 +494,7 @@ def _as_mask(
     )
 
 
-class DecoderLM(PreTrainedModel):
+class DecoderLM(CleanRoomLM):
     """Base of the four families' LM classes: ``model`` (a :class:`DecoderTrunk`) + ``lm_head``.
 
     Subclasses set ``config_class`` and ``spec_from_config``, the family's function from a
@@ -509,9 +507,7 @@ class DecoderLM(PreTrainedModel):
     ``block_size`` adds the block-causal rule on ``position_ids`` (default ``arange(L)``).
     """
 
-    base_model_prefix = "model"
     _no_split_modules = ["DecoderLayer"]  # noqa: RUF012 (transformers convention)
-    _supports_sdpa = True
 
     @staticmethod
     def spec_from_config(config) -> DecoderSpec:  # pragma: no cover - abstract
@@ -527,10 +523,9 @@ class DecoderLM(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = float(getattr(self.config, "initializer_range", 0.02))
-        init_weights(module, std)
+        super()._init_weights(module)
         if isinstance(module, Router):
-            init_normal(module.weight, std)
+            init_normal(module.weight, self._init_std())
             if getattr(module, "expert_bias", None) is not None:
                 init_zeros(module.expert_bias)
 

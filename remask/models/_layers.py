@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_utils import PreTrainedModel
 
 __all__ = [
+    "CleanRoomLM",
     "KVCache",
     "RMSNorm",
     "apply_rope",
@@ -343,6 +345,27 @@ def check_window(
             f"the KVCache covers a batch of {cache.keys[0].shape[0]} canvases of length "
             f"{cache.length}, got input_ids of shape {tuple(input_ids.shape)}"
         )
+
+
+class CleanRoomLM(PreTrainedModel):
+    """What remask's model classes share on transformers' side.
+
+    The trunk lives under ``model.`` (the checkpoints' parameter names), attention runs
+    through SDPA, and ``from_pretrained`` initialises any weight the checkpoint lacks with
+    :func:`init_weights` at the std named by the config field :attr:`init_std_field`.
+    Subclasses set ``config_class`` and ``_no_split_modules`` and build their layers.
+    """
+
+    base_model_prefix = "model"
+    _supports_sdpa = True
+    #: Config field holding the std of the normal initialisation (default 0.02).
+    init_std_field = "initializer_range"
+
+    def _init_std(self) -> float:
+        return float(getattr(self.config, self.init_std_field, 0.02))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        init_weights(module, self._init_std())
 
 
 def check_recording(cache: KVCache | None) -> None:

@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.modeling_utils import PreTrainedModel
 
 from remask.models._adapter import CheckpointDenoiser
 from remask.models._configs import DreamConfig
 from remask.models._layers import (
+    CleanRoomLM,
     KVCache,
     RMSNorm,
     apply_rope,
@@ -48,7 +48,6 @@ from remask.models._layers import (
     check_heads,
     check_recording,
     check_window,
-    init_weights,
     key_padding_mask,
     lm_output,
     refuse_hf_options,
@@ -320,7 +319,7 @@ class DreamBaseModel(nn.Module):
         return x, (None if hidden is None else tuple(hidden))
 
 
-class DreamModel(PreTrainedModel):
+class DreamModel(CleanRoomLM):
     """Dream with its output head, loadable from the original checkpoints.
 
     The class name matches the upstream ``architectures`` entry so configs round-trip. Use
@@ -334,9 +333,7 @@ class DreamModel(PreTrainedModel):
     """
 
     config_class = DreamConfig
-    base_model_prefix = "model"
     _no_split_modules = ["DreamDecoderLayer"]  # noqa: RUF012 (transformers convention)
-    _supports_sdpa = True
 
     def __init__(self, config: DreamConfig) -> None:
         check_dream_config(config)
@@ -345,9 +342,6 @@ class DreamModel(PreTrainedModel):
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        init_weights(module, float(getattr(self.config, "initializer_range", 0.02)))
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.modeling_utils import PreTrainedModel
 
 from remask.models._adapter import CheckpointDenoiser
 from remask.models._configs import LLADA_MOE_FIELDS, LLaDAConfig
 from remask.models._layers import (
+    CleanRoomLM,
     KVCache,
     RMSNorm,
     apply_rope,
@@ -40,7 +40,6 @@ from remask.models._layers import (
     check_heads,
     check_recording,
     check_window,
-    init_weights,
     key_padding_mask,
     lm_output,
     refuse_hf_options,
@@ -305,7 +304,7 @@ class LLaDAModel(nn.Module):
         return logits, (None if hidden is None else tuple(hidden))
 
 
-class LLaDAModelLM(PreTrainedModel):
+class LLaDAModelLM(CleanRoomLM):
     """LLaDA with its output head, loadable from the original checkpoints.
 
     The name matches the upstream ``architectures`` entry so configs round-trip. Use
@@ -317,18 +316,14 @@ class LLaDAModelLM(PreTrainedModel):
     """
 
     config_class = LLaDAConfig
-    base_model_prefix = "model"
     _no_split_modules = ["LLaDABlock"]  # noqa: RUF012 (transformers convention)
-    _supports_sdpa = True
+    init_std_field = "init_std"
 
     def __init__(self, config: LLaDAConfig) -> None:
         check_llada_config(config)
         super().__init__(config)
         self.model = LLaDAModel(config)
         self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        init_weights(module, float(getattr(self.config, "init_std", 0.02)))
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.transformer["wte"]
