@@ -315,7 +315,7 @@ class DreamBaseModel(nn.Module):
         hidden: list[torch.Tensor] | None = [] if output_hidden_states else None
         x = self.norm(run_blocks(self.layers, x, cos, sin, mask, cache, start, hidden))
         if hidden is not None:
-            hidden.append(x)  # the final state after the norm, as Qwen2's own code reports it
+            hidden.append(x)  # the final state, after the norm
         return x, (None if hidden is None else tuple(hidden))
 
 

@@ -294,7 +294,7 @@ class LLaDAModel(nn.Module):
         hidden: list[torch.Tensor] | None = [] if output_hidden_states else None
         x = run_blocks(t["blocks"], x, cos, sin, mask, cache, start, hidden)
         if hidden is not None:
-            hidden.append(x)  # the final state before ln_f, as LLaDA's own code reports it
+            hidden.append(x)  # the final state, before ln_f (as forward's docstring says)
         x = t["ln_f"](x)
         head = t["wte"].weight if cfg.weight_tying else t["ff_out"].weight
         bias = None if cfg.weight_tying else t["ff_out"].bias
