@@ -158,3 +158,31 @@ def test_bad_input(model):
         remask.generate(plain, [[0]], sampler, gen_length=3, stop_at_eos=True)
     with pytest.raises(ValueError, match="eos_id"):
         remask.infill(plain, [[0, 3]], sampler, stop_at_eos=True)
+
+
+def test_cli_flags():
+    """--stop-at-eos reaches the driver; its errors and DPad's are one-line usage errors."""
+    import json
+
+    from click.testing import CliRunner
+
+    from remask.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, ["generate", "--model", SPEC, "--gen-length", str(G),
+                                         "--prompt-ids", "0,1", "--prompt-ids", "1,2", "--seed", "1",
+                                         "--set", "block_length=2", "--set", "temperature=1.0", "--json", *args])
+
+    full, stop = run(), run("--stop-at-eos")
+    assert full.exit_code == 0 and stop.exit_code == 0, stop.output
+    nfe_full = [row["nfe"] for row in json.loads(full.output)["rows"]]
+    nfe_stop = [row["nfe"] for row in json.loads(stop.output)["rows"]]
+    # Seed 1 is one whose second row decodes EOS early (most seeds on this toy end late).
+    assert len(nfe_stop) == 2 and sum(nfe_stop) < sum(nfe_full)
+    markov = CliRunner().invoke(main, ["generate", "--model", "oracle:markov?vocab=3&length=8", "--gen-length",
+                                       "4", "--prompt-ids", "0", "--stop-at-eos"])
+    assert markov.exit_code == 2 and "eos_id" in markov.output and "Traceback" not in markov.output
+    dpad = run("--dpad-window", "3")
+    assert dpad.exit_code == 2 and "accepts_attention_bias" in dpad.output
+    knob = run("--dpad-scale", "1.5")
+    assert knob.exit_code == 2 and "--dpad-window" in knob.output
