@@ -186,3 +186,24 @@ def test_cli_flags():
     assert dpad.exit_code == 2 and "accepts_attention_bias" in dpad.output
     knob = run("--dpad-scale", "1.5")
     assert knob.exit_code == 2 and "--dpad-window" in knob.output
+
+
+@pytest.mark.parametrize("name, config", [
+    ("remdm", {"schedule": "loop", "steps": 10, "block_length": 2}),
+    ("wino", {"block_length": 2}),
+    ("gibbs", {"base": {"name": "low_confidence", "block_length": 2}, "threshold": 0.5}),
+])
+def test_editing_samplers_stop_after_the_block(model, name, config):
+    """Samplers that rewrite committed tokens, with blocks: the stop waits for the EOS's block
+    to be left, still saves forward passes, and each row is itself alone."""
+    sampler = build(name, **config)
+    assert sampler.edits_committed
+    eos, P = model.eos_id, len(PROMPTS[0])
+    full = remask.generate(model, PROMPTS, sampler, gen_length=G, seed=SEEDS)
+    stop = remask.generate(model, PROMPTS, sampler, gen_length=G, seed=SEEDS, stop_at_eos=True)
+    _check_cut(stop.tokens, eos, P)
+    assert not bool((stop.tokens == model.mask_id).any())
+    assert bool((stop.nfe <= full.nfe).all()) and int(stop.nfe.sum()) < int(full.nfe.sum())
+    for r in range(len(PROMPTS)):
+        alone = remask.generate(model, [PROMPTS[r]], sampler, gen_length=G, seed=[SEEDS[r]], stop_at_eos=True)
+        assert alone.tokens[0].tolist() == stop.tokens[r].tolist() and int(alone.nfe[0]) == int(stop.nfe[r])
