@@ -145,6 +145,18 @@ def test_greedy_low_confidence_matches_the_pruned_reference_loop(llada):
     assert plain.tokens[0].tolist() != want.tolist(), "the dropout changed nothing: the check is vacuous"
 
 
+def test_rows_are_their_own_alone(llada):
+    """The kept sets are keyed by the row's own tokens (real tokens before the block end), so a
+    left-padded row decodes as it does alone."""
+    wrapper = DPad(llada, window=4, seed=5)
+    sampler = build("low_confidence", block_length=3)
+    prompts = [[1, 2, 3, 4, 5], [6, 7]]
+    batch = remask.generate(wrapper, prompts, sampler, gen_length=9, seed=0)
+    for r, prompt in enumerate(prompts):
+        alone = remask.generate(wrapper, [prompt], sampler, gen_length=9, seed=0)
+        assert alone.tokens[0, len(prompt):].tolist() == batch.tokens[r, len(prompts[0]):].tolist()
+
+
 @pytest.mark.parametrize("name", available())
 def test_every_sampler_runs_through_dpad(llada, name):
     sampler = build(name, **sampler_class(name).example_configs[0])
