@@ -11,6 +11,10 @@ by purpose and position (counted from the row's first real token), so a sampled 
 depend on its seed, its prompt, the sampler and the model only: not on its batch neighbours,
 its batch index or its padding.
 
+With ``stop_at_eos=True`` the driver also applies the EOS early stop after every step
+(:func:`remask.samplers.canvas.eos_cut`): a row that has committed EOS with everything before
+it decided is cut there, frozen and no longer charged — the same rule for every sampler.
+
 Everything a caller passes is checked before any allocation that scales with it (see
 :func:`generate`), and the result is checked once at the end: no editable position may still
 hold the mask (unless the sampler sets ``may_leave_masks``). When one does, or a run hits
