@@ -369,6 +369,45 @@ def _check_cache_blocks(cache: str, cache_refresh: int | None, config) -> None:
 WINO_EMULATED_WIDTH = 32
 
 
+def _run_options(fn):
+    """--stop-at-eos and DPad's --dpad-* knobs, shared by generate and infill."""
+    options = [
+        click.option("--stop-at-eos", is_flag=True,
+                     help="EOS early stop: a row stops once it has committed EOS with everything before "
+                          "decided; the rest of the row becomes EOS (needs a model with an eos_id)."),
+        click.option("--dpad-window", type=click.IntRange(min=1), default=None,
+                     help="DPad suffix dropout (any sampler, blocks): keep suffix masks at most W positions "
+                          "after the active block, near ones more often (reference W: 256)."),
+        click.option("--dpad-sigma", type=click.FloatRange(min=0.0), default=None,
+                     help="DPad: the window's end at k standard deviations [default: 4]."),
+        click.option("--dpad-scale", type=click.FloatRange(min=0.0, min_open=True), default=None,
+                     help="DPad: scale a of the retention probability [default: 2]."),
+        click.option("--dpad-seed", type=click.IntRange(min=0, max=2**63 - 1), default=None,
+                     help="DPad: seed of the kept suffix sets [default: 0]."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _dpad(model, window, sigma, scale, seed):
+    """--dpad-window W (and its knobs): the model behind DPad's suffix dropout."""
+    if window is None:
+        given = [name for name, value in (("--dpad-sigma", sigma), ("--dpad-scale", scale),
+                                          ("--dpad-seed", seed)) if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} set(s) DPad's dropout but --dpad-window is missing: "
+                                   "give --dpad-window W to turn DPad on")
+        return model
+    from remask.models.dpad import DPad
+
+    knobs = {k: v for k, v in (("sigma", sigma), ("scale", scale), ("seed", seed)) if v is not None}
+    try:
+        return DPad(model, window=window, **knobs)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(f"--dpad-window: {_one_line(error)}") from None
+
+
 def _guided(model, cfg: float, config):
     """--cfg S: the model behind classifier-free guidance (any sampler); a sampler config that
     guides already (``--set cfg_scale=...``) would guide twice, so giving both is an error."""
@@ -467,8 +506,10 @@ def _tracer(trace_target):
               help="Also refresh the cache every N steps (default: at each block start only).")
 @click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Classifier-free guidance scale S for any sampler (LLaDA's; 0 = off, each step costs 2 NFE).")
+@_run_options
 def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, gen_length,
-             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh, cfg):
+             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh, cfg, stop_at_eos, dpad_window,
+             dpad_sigma, dpad_scale, dpad_seed):
     """Generate GEN_LENGTH tokens after each prompt."""
     # Every argument is checked before the model loads.
     _check_out_file(out_file)
@@ -502,6 +543,7 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
             model = Cached(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
             raise click.UsageError(_one_line(error)) from None
+    model = _dpad(model, dpad_window, dpad_sigma, dpad_scale, dpad_seed)
     model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, gen_length)
     from remask.samplers import generate as run
@@ -509,7 +551,7 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
     tracer, callbacks = _tracer(trace_target)
     start = time.perf_counter()
     out = _run_sampler(run, model, batch, config, gen_length=gen_length, seed=seed, callbacks=callbacks,
-                       progress=sys.stderr.isatty() if progress is None else progress)
+                       progress=sys.stderr.isatty() if progress is None else progress, stop_at_eos=stop_at_eos)
     shown = [p for _, p in entries] or [[]]
     _finish(model, sampler, config, out, shown, time.perf_counter() - start, as_json=as_json, out_file=out_file,
             tracer=tracer, trace_target=trace_target, prompt_lengths=[len(p) for p in batch], seed=seed)
@@ -559,8 +601,9 @@ def _encode(model, prompts, chat: bool) -> list[list[int]]:
               help=f"A canvas as token ids with '{MASK_MARK}' where to fill, e.g. '3,_,_,7' (repeatable).")
 @click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Classifier-free guidance scale S for any sampler (0 = off, each step costs 2 NFE).")
+@_run_options
 def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, canvases,
-           cfg):
+           cfg, stop_at_eos, dpad_window, dpad_sigma, dpad_scale, dpad_seed):
     """Fill the masked positions of given canvases; other tokens stay fixed."""
     _check_out_file(out_file)
     _check_trace_target(trace_target)
@@ -578,6 +621,7 @@ def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, tr
     config = _build(sampler, sets)
     model = _load(model_spec, **_model_args(device, dtype))
     batch = [[model.mask_id if i == holes else i for i in ids] for ids in parsed]
+    model = _dpad(model, dpad_window, dpad_sigma, dpad_scale, dpad_seed)
     model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, max(sum(i == holes for i in ids) for ids in parsed))
     from remask.samplers import infill as run
@@ -585,7 +629,7 @@ def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, tr
     tracer, callbacks = _tracer(trace_target)
     start = time.perf_counter()
     out = _run_sampler(run, model, batch, config, seed=seed, callbacks=callbacks,
-                       progress=sys.stderr.isatty() if progress is None else progress)
+                       progress=sys.stderr.isatty() if progress is None else progress, stop_at_eos=stop_at_eos)
     _finish(model, sampler, config, out, list(canvases), time.perf_counter() - start, as_json=as_json,
             out_file=out_file, tracer=tracer, trace_target=trace_target, prompt_lengths=None, seed=seed)
 
