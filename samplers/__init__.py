@@ -23,6 +23,7 @@ from remask.samplers.remdm import ReMDM
 from remask.samplers.wino import WINO
 from remask.samplers.gibbs import Gibbs
 from remask.samplers.apd import APD
+from remask.samplers.llada21 import LLaDA21
 
 __all__ = [
     "APD",
@@ -37,6 +38,7 @@ __all__ = [
     "Dream",
     "Factor",
     "LLaDA2",
+    "LLaDA21",
     "Threshold",
     "Canvas",
     "GenerateOutput",
