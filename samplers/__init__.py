@@ -24,9 +24,11 @@ from remask.samplers.wino import WINO
 from remask.samplers.gibbs import Gibbs
 from remask.samplers.apd import APD
 from remask.samplers.llada21 import LLaDA21
+from remask.samplers.credit import Credit
 
 __all__ = [
     "APD",
+    "Credit",
     "Gibbs",
     "ReMDM",
     "WINO",
