@@ -25,10 +25,12 @@ from remask.samplers.gibbs import Gibbs
 from remask.samplers.apd import APD
 from remask.samplers.llada21 import LLaDA21
 from remask.samplers.credit import Credit
+from remask.samplers.prophet import Prophet
 
 __all__ = [
     "APD",
     "Credit",
+    "Prophet",
     "Gibbs",
     "ReMDM",
     "WINO",

@@ -123,6 +123,19 @@ SPECIFIC = {
     ("low_confidence", "eot_id"): Num("int", 0, optional=True),
     ("low_confidence", "logits_eos_inf"): Bool(),
     ("low_confidence", "confidence_eos_eot_inf"): Bool(),
+    ("prophet", "base"): Custom(st.one_of(
+        st.integers(), st.floats(), st.none(), st.booleans(),
+        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
+        st.just({"steps": 3}),  # no name
+        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
+        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
+    )),
+    ("prophet", "answer_start"): Num("int", 0, optional=True),
+    ("prophet", "answer_length"): POS_INT,
+    ("prophet", "early_threshold"): Num("float", 0.0, inf_ok=True),
+    ("prophet", "mid_threshold"): Num("float", 0.0, inf_ok=True),
+    ("prophet", "late_threshold"): Num("float", 0.0, inf_ok=True),
+    ("prophet", "total_steps"): OPT_POS_INT,
     ("pc_sampler", "lambd"): NONNEG,
     ("pc_sampler", "alpha"): Num("float", 0.0, low_open=True),
     ("pc_sampler", "background"): Custom(st.one_of(
