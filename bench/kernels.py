@@ -136,19 +136,20 @@ def _cases(logits: torch.Tensor, backends: list[str], quick: bool,
             ("torch_token_prob", "torch", lambda: torch_token_prob(logits, tokens), True),
             ("torch_kl", "torch", lambda: torch_kl(logits, other), True),
         ]
+    key = K.split(0, logits.shape[:-1], device=logits.device)  # one Philox key per row
     for b in backends:
         slow = b == "torch"
         if (quick or large) and slow:
             continue
         cases.append(("propose_t0", b, lambda b=b: K.propose(logits, backend=b), slow))
-        cases.append(("propose_t1", b, lambda b=b: K.propose(logits, temperature=1.0, seed=0,
-                                                              offset=1, backend=b), slow))
+        cases.append(("propose_t1", b, lambda b=b: K.propose(logits, temperature=1.0, key=key,
+                                                              backend=b), slow))
         cases.append(("propose_top_p", b, lambda b=b: K.propose(
-            logits, temperature=1.0, seed=0, offset=1, top_p=0.95, stats="sampled", backend=b),
+            logits, temperature=1.0, key=key, top_p=0.95, stats="sampled", backend=b),
             slow))
         if not large:
             cases.append(("propose_top_k", b, lambda b=b: K.propose(
-                logits, temperature=1.0, seed=0, offset=1, top_k=50, stats="sampled",
+                logits, temperature=1.0, key=key, top_k=50, stats="sampled",
                 backend=b), slow))
         cases.append(("token_prob", b, lambda b=b: K.token_prob(logits, tokens, backend=b), slow))
         if not large:
