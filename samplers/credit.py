@@ -46,7 +46,7 @@ import torch
 from remask import kernels
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float
 from remask.samplers.canvas import commit, eligible
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
 
 __all__ = ["Credit", "CreditState"]
@@ -58,8 +58,6 @@ class CreditState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
     credit : (B, W, V) float32
         Trace credit of the active block's positions, in the block's order (slot k is the
         block's k-th generated position).
@@ -68,7 +66,6 @@ class CreditState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     credit: torch.Tensor
     credit_block: torch.Tensor
 
@@ -135,9 +132,9 @@ class Credit(Sampler):
         B = canvas.tokens.shape[0]
         credit = torch.zeros(B, width, denoiser.vocab_size, dtype=torch.float32,
                              device=canvas.tokens.device)
-        return CreditState(canvas=canvas, step=0, credit=credit, credit_block=canvas.window.clone())
+        return CreditState(canvas=canvas, credit=credit, credit_block=canvas.window.clone())
 
-    def step(self, state: CreditState, denoiser, generator: torch.Generator):
+    def step(self, state: CreditState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         B, L = canvas.tokens.shape
@@ -168,8 +165,9 @@ class Credit(Sampler):
 
         # 2. Fusion and 3. the threshold rule on the fused logits.
         fused = logits_w + self.credit_alpha * torch.log1p(credit)  # (B, W, V)
-        proposal = kernels.propose(fused, temperature=self.temperature,
-                                   seed=generator.initial_seed(), offset=state.step, rows=masked_w)
+        keys = proposal_keys(key, canvas, self.temperature)  # (B, L) or None at T = 0
+        proposal = kernels.propose(fused, temperature=self.temperature, rows=masked_w,
+                                   key=None if keys is None else keys.gather(1, column))
         chosen_w = kernels.threshold_mask(proposal.prob, self.threshold, masked_w)  # (B, W)
 
         # Back to canvas columns (empty slots write into a dropped extra column).
@@ -178,8 +176,7 @@ class Credit(Sampler):
         tokens = _to_canvas(proposal.tokens, target, L, -1)  # (B, L)
         score = _to_canvas(proposal.prob, target, L, float("-inf"))  # (B, L)
         new_canvas = commit(canvas, committed, tokens, mask_id, evaluations)
-        new_state = CreditState(canvas=new_canvas, step=state.step + 1, credit=credit,
-                                credit_block=canvas.window)
+        new_state = CreditState(canvas=new_canvas, credit=credit, credit_block=canvas.window)
         info = StepInfo(committed=committed, proposal=torch.where(rows, tokens, -1),
                         score=torch.where(rows, score, float("-inf")))
         return new_state, info

@@ -56,7 +56,7 @@ import torch
 from remask import kernels
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
 
 __all__ = ["LLaDA21", "LLaDA21State", "LLaDA21Info"]
@@ -70,14 +70,11 @@ class LLaDA21State(NamedTuple):
     canvas : Canvas
         ``window`` is the block being decoded or edited: it stays on a filled block during
         its post-fill steps. ``done`` is True once the last block has closed.
-    step : int
-        Steps taken so far (the offset of the step's random stream).
     post : (B,) int64
         Post-fill steps taken in the row's active block (0 while it holds a mask).
     """
 
     canvas: Canvas
-    step: int
     post: torch.Tensor
 
 
@@ -168,9 +165,9 @@ class LLaDA21(Sampler):
         return int(canvas.editable.sum(-1).max()) + max(blocks, 0) * self.max_post_steps + 1
 
     def init(self, canvas: Canvas, denoiser) -> LLaDA21State:
-        return LLaDA21State(canvas=canvas, step=0, post=torch.zeros_like(canvas.nfe))
+        return LLaDA21State(canvas=canvas, post=torch.zeros_like(canvas.nfe))
 
-    def step(self, state: LLaDA21State, denoiser, generator: torch.Generator):
+    def step(self, state: LLaDA21State, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         live = ~canvas.done.unsqueeze(-1)  # (B, 1)
@@ -180,8 +177,8 @@ class LLaDA21(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # Every position of the block gets a proposal: masks for M2T, decoded ones for T2T.
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   seed=generator.initial_seed(), offset=state.step, rows=block,
+        proposal = kernels.propose(logits, temperature=self.temperature, rows=block,
+                                   key=proposal_keys(key, canvas, self.temperature),
                                    stats="sampled" if self.temperature > 0 else "untempered")
         conf = proposal.prob  # (B, L)
 
@@ -201,8 +198,7 @@ class LLaDA21(Sampler):
         closed = filled & (idle | (post >= self.max_post_steps))  # (B,)
         new_canvas = after._replace(window=torch.where(closed, after.window, canvas.window),
                                     done=after.done & closed)
-        new_state = LLaDA21State(canvas=new_canvas, step=state.step + 1,
-                                 post=torch.where(closed, 0, post))
+        new_state = LLaDA21State(canvas=new_canvas, post=torch.where(closed, 0, post))
         info = LLaDA21Info(committed=committed, proposal=proposal.tokens,
                            score=torch.where(block, conf, float("-inf")), edited=edited)
         return new_state, info

@@ -30,8 +30,8 @@ config dict or a sampler. ``block_length`` is the base's.
 Departures from the reference code (all deliberate):
 
 - The filled tokens are the argmax of the logits at temperature 0 and, when the base
-  samples (its ``temperature`` > 0), a sample at that temperature from an independent
-  random stream (the reference reuses its Gumbel-perturbed argmax).
+  samples (its ``temperature`` > 0), a sample at that temperature drawn with its own key
+  (``Purpose.RESAMPLE``; the reference reuses its Gumbel-perturbed argmax).
 - The mask token is never a candidate in the top-1/top-2 gap (the protocol gives it -inf).
 - Any base sampler, any batch size with ragged prompts; rows exit independently (the
   reference is LLaDA's loop at batch size 1, and its forced answer prefix is left to
@@ -60,9 +60,6 @@ from remask.samplers.registry import from_config, register
 
 __all__ = ["Prophet", "ProphetState", "ProphetInfo"]
 
-# Key of the fill's random stream (sampling bases), so it never shares bits with the base's.
-_SEED_SALT = 0x50524F50484554  # "PROPHET"
-
 # Progress boundaries of the three phases (the reference's should_early_exit).
 _EARLY, _MID = 0.33, 0.67
 
@@ -76,8 +73,6 @@ class ProphetState(NamedTuple):
         The base's canvas (``done`` also for rows that exited early).
     base : NamedTuple
         The base sampler's state.
-    step : int
-        Steps taken (offset of the fill's random stream).
     clock : (B,) int64
         Steps the row took part in.
     total : (B,) int64
@@ -88,7 +83,6 @@ class ProphetState(NamedTuple):
 
     canvas: Canvas
     base: Any
-    step: int
     clock: torch.Tensor
     total: torch.Tensor
     exited: torch.Tensor
@@ -289,18 +283,24 @@ class Prophet(Sampler):
             total = torch.full_like(canvas.nfe, self.base_sampler.steps)
         else:
             total = canvas.editable.sum(-1).clamp_min(1)  # (B,) one token per step
-        return ProphetState(canvas=base_state.canvas, base=base_state, step=0,
+        return ProphetState(canvas=base_state.canvas, base=base_state,
                             clock=torch.zeros_like(canvas.nfe), total=total,
                             exited=torch.zeros_like(canvas.done))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: ProphetState, denoiser, generator: torch.Generator):
+    def key_step(self, state: ProphetState, step: int) -> int | torch.Tensor:
+        """The base's (exited rows are finished and draw nothing more)."""
+        return self.base_sampler.key_step(state.base, step)
+
+    def step(self, state: ProphetState, denoiser, key: torch.Tensor):
         before = state.base.canvas  # (the canvas the base's forward pass sees)
         mask_id = denoiser.mask_id
         live = ~before.done  # (B,)
 
         model = _Capture(denoiser, before.tokens.shape)
-        new_base, base_info = self.base_sampler.step(state.base, model, generator)
+        # The base gets its own key, folded from the step key by purpose.
+        new_base, base_info = self.base_sampler.step(state.base, model,
+                                                     kernels.fold(key, kernels.Purpose.BASE))
         logits = model.logits
         extra = 0
         if logits is None:  # the base evaluated something else: one more pass on the canvas
@@ -318,8 +318,11 @@ class Prophet(Sampler):
 
         # Exiting rows: every mask left takes its top-1 (or a sample) from this pass.
         holes = masked_positions(before, mask_id) & exit_.unsqueeze(-1)  # (B, L)
-        fill = kernels.propose(logits, temperature=self._fill_temperature(),
-                               seed=generator.initial_seed() ^ _SEED_SALT, offset=state.step,
+        temperature = self._fill_temperature()
+        fill_key = None
+        if temperature > 0:  # a second proposal this step: its own purpose
+            fill_key = kernels.position_keys(key, before.attention_mask, kernels.Purpose.RESAMPLE)
+        fill = kernels.propose(logits, temperature=temperature, key=fill_key,
                                rows=holes).tokens  # (B, L)
         after = new_base.canvas
         frozen = state.exited.unsqueeze(-1)  # (B, 1) rows whose tokens are final
@@ -336,7 +339,7 @@ class Prophet(Sampler):
                            proposal=torch.where(holes, fill, base_info.proposal),
                            score=base_info.score, base=base_info,
                            gap=torch.where(live, gap, float("nan")), threshold=threshold, exit=exit_)
-        new_state = ProphetState(canvas=canvas, base=new_base, step=state.step + 1, clock=clock,
+        new_state = ProphetState(canvas=canvas, base=new_base, clock=clock,
                                  total=state.total, exited=exited)
         return new_state, info
 
