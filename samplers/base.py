@@ -4,6 +4,7 @@ A sampler is a frozen, validated config plus a pure transition:
 
     state = sampler.init(canvas, denoiser)
     state, info = sampler.step(state, denoiser, key)
+    over = sampler.finished(state)  # (B,) bool: the driver stops when every row is
 
 Every state is a NamedTuple whose first field is a :class:`Canvas`; every info carries at
 least the :class:`StepInfo` fields. Samplers never hold mutable state.
@@ -74,7 +75,8 @@ class Sampler:
     ``__post_init__`` (calling ``super().__post_init__()``) and implement ``init`` and
     ``step``. A sampler that may rewrite tokens it committed earlier sets
     ``edits_committed = True``; one whose contract allows masks in its output sets
-    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run).
+    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run). A
+    run ends when :meth:`finished` says so for every row (default: no mask left).
 
     Parameters
     ----------
@@ -89,6 +91,18 @@ class Sampler:
     #: Representative settings (besides the defaults) for docs and the conformance suite;
     #: each must work on any canvas (any gen_length, prompts of any length).
     example_configs: ClassVar[tuple[dict[str, Any], ...]] = ({"block_length": 3},)
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """Settings of the quality benchmark (``remask bench samplers``) for G generated tokens.
+
+        Each sampler defines its own, next to ``example_configs``: ``(label, config)`` pairs,
+        sampling at temperature 1 where the sampler has a temperature (the benchmark compares
+        output distributions with an exact joint; greedy decoding gives a point mass). The
+        benchmark has no settings table of its own: a sampler without settings is not measured
+        (and the contract meta-test fails).
+        """
+        return ()
 
     block_length: int | None = None
 
@@ -113,6 +127,17 @@ class Sampler:
         so that a row's stream does not depend on its batch neighbours.
         """
         return step
+
+    def finished(self, state: State) -> torch.Tensor:
+        """(B,) bool: rows whose run is over; the driver steps until every row is finished.
+
+        The default is the canvas's own rule, ``state.canvas.done``: no editable position of
+        the row still holds the mask. A sampler with another rule (a schedule that keeps
+        revising a complete canvas, a corrector's final sweeps) overrides this method and
+        leaves ``canvas.done`` alone. Either way, after the loop the driver checks that no
+        editable position holds the mask unless the class sets ``may_leave_masks``.
+        """
+        return state.canvas.done
 
     @property
     def stochastic(self) -> bool:

@@ -77,9 +77,9 @@ class GibbsState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-        The base's canvas with ``done`` meaning "base finished and final sweeps made".
+        The base's canvas (the corrected tokens); ``Gibbs.finished`` says when a row is over.
     base : NamedTuple
-        The base sampler's state (its canvas carries the base's own ``done``).
+        The base sampler's state (``base_sampler.finished`` of it: the base is done).
     step : int
         Steps taken (the ``every`` schedule of the checks counts them).
     sweeps_done : int
@@ -235,6 +235,13 @@ class Gibbs(Sampler):
         {"base": "low_confidence", "block_length": 3, "threshold": float("inf"), "sweeps": 3},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("LLaDA 2 tok/step + corrector", {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
+        )
+
     base: Any = "low_confidence"
     threshold: float = 0.2
     window: int = 4
@@ -298,7 +305,7 @@ class Gibbs(Sampler):
         base_canvas = base_state.canvas
         zeros = torch.zeros_like(canvas.nfe)
         return GibbsState(
-            canvas=base_canvas._replace(done=self._done(base_canvas, 0)),
+            canvas=base_canvas,
             base=base_state,
             step=0,
             sweeps_done=0,
@@ -316,16 +323,17 @@ class Gibbs(Sampler):
 
     def step(self, state: GibbsState, denoiser, key: torch.Tensor):
         base_state = state.base
-        canvas = base_state.canvas  # tokens before this step, with the base's done
+        canvas = base_state.canvas  # tokens before this step
+        base_over = self.base_sampler.finished(base_state)  # (B,) the base has nothing left to do
         mask_id = denoiser.mask_id
         # The one host decision: is there still base work to do? (see module docstring)
-        final = bool(canvas.done.all())
+        final = bool(base_over.all())
         if final:
-            check_rows = ~state.canvas.done  # (B,) every row still sweeping
+            check_rows = ~self.finished(state)  # (B,) every row still sweeping
         elif state.step > 0 and state.step % self.every == 0:
-            check_rows = ~canvas.done  # rows the base is still decoding share the step count
+            check_rows = ~base_over  # rows the base is still decoding share the step count
         else:
-            check_rows = torch.zeros_like(canvas.done)
+            check_rows = torch.zeros_like(base_over)
         checking = final or (state.step > 0 and state.step % self.every == 0)
 
         checked = self._candidates(state, canvas, mask_id, check_rows)  # (B, L)
@@ -375,12 +383,11 @@ class Gibbs(Sampler):
         nfe = after.nfe + check_rows.long()  # (B,) one evaluation per checked row
         new_base = new_base._replace(canvas=after._replace(tokens=tokens, nfe=nfe))
 
-        stepped = check_rows if final else ~canvas.done  # (B,) rows that took part in this step
+        stepped = check_rows if final else ~base_over  # (B,) rows that took part in this step
         written = base_committed | revised  # (B, L)
         sweeps_done = state.sweeps_done + int(final)
-        new_canvas = new_base.canvas._replace(done=self._done(new_base.canvas, sweeps_done))
         new_state = GibbsState(
-            canvas=new_canvas,
+            canvas=new_base.canvas,
             base=new_base,
             step=state.step + 1,
             sweeps_done=sweeps_done,
@@ -411,8 +418,8 @@ class Gibbs(Sampler):
         budget = (state.revisions < self.max_revisions).unsqueeze(-1)  # (B, 1)
         return decoded & recent & parity & budget & check_rows.unsqueeze(-1)
 
-    def _done(self, base_canvas: Canvas, sweeps_done: int) -> torch.Tensor:
-        """(B,) bool: base finished and the final sweeps made (or nothing to decode)."""
-        nothing = ~base_canvas.editable.any(-1)
-        swept = sweeps_done >= self.sweeps
-        return base_canvas.done & (nothing | swept)
+    def finished(self, state: GibbsState) -> torch.Tensor:
+        """(B,) bool: the base is finished and the final sweeps are made (or nothing to decode)."""
+        nothing = ~state.canvas.editable.any(-1)  # (B,)
+        swept = state.sweeps_done >= self.sweeps
+        return self.base_sampler.finished(state.base) & (nothing | swept)
