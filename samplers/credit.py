@@ -106,11 +106,12 @@ class Credit(Sampler):
         {"threshold": 0.2, "block_length": 3, "temperature": 1.0},
         {"threshold": 0.9, "block_length": 5, "boost_gamma": 0.0, "decay_beta": 0.0},
     )
-    #: Settings for the quality benchmark (bench/samplers.py).
-    bench_configs = (
-        {"label": "tau=0.9", "threshold": 0.9},
-        {"label": "tau=0.7", "threshold": 0.7},
-    )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens (the
+        thresholds of ``threshold``'s, for a side-by-side comparison)."""
+        return tuple((f"tau={tau}", {"temperature": 1.0, "threshold": tau}) for tau in (0.9, 0.7, 0.5))
 
     block_length: int | None = 32
     threshold: float = 0.9

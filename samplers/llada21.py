@@ -69,13 +69,17 @@ class LLaDA21State(NamedTuple):
     ----------
     canvas : Canvas
         ``window`` is the block being decoded or edited: it stays on a filled block during
-        its post-fill steps. ``done`` is True once the last block has closed.
+        its post-fill steps.
     post : (B,) int64
         Post-fill steps taken in the row's active block (0 while it holds a mask).
+    over : (B,) bool
+        The row's last block has closed (:meth:`LLaDA21.finished`); ``canvas.done`` (no
+        mask left) comes earlier, before the last block's post-fill steps.
     """
 
     canvas: Canvas
     post: torch.Tensor
+    over: torch.Tensor
 
 
 class LLaDA21Info(NamedTuple):
@@ -138,11 +142,15 @@ class LLaDA21(Sampler):
         {"block_length": None, "threshold": 0.3, "num_to_transfer": 2, "max_post_steps": 0},
         {"block_length": 3, "threshold": 0.5, "edit_threshold": 0.1, "temperature": 1.0},
     )
-    #: Settings for the quality benchmark (bench/samplers.py): the paper's two modes.
-    bench_configs = (
-        {"label": "S mode (0.5/0.0)", "threshold": 0.5, "edit_threshold": 0.0},
-        {"label": "Q mode (0.7/0.5)", "threshold": 0.7, "edit_threshold": 0.5},
-    )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens: the
+        paper's two modes."""
+        return (
+            ("S mode 0.5/0.0", {"temperature": 1.0, "threshold": 0.5, "edit_threshold": 0.0}),
+            ("Q mode 0.7/0.5", {"temperature": 1.0, "threshold": 0.7, "edit_threshold": 0.5}),
+        )
 
     block_length: int | None = 32
     threshold: float = 0.95
@@ -165,13 +173,17 @@ class LLaDA21(Sampler):
         return int(canvas.editable.sum(-1).max()) + max(blocks, 0) * self.max_post_steps + 1
 
     def init(self, canvas: Canvas, denoiser) -> LLaDA21State:
-        return LLaDA21State(canvas=canvas, post=torch.zeros_like(canvas.nfe))
+        return LLaDA21State(canvas=canvas, post=torch.zeros_like(canvas.nfe), over=canvas.done.clone())
+
+    def finished(self, state: LLaDA21State) -> torch.Tensor:
+        """(B,) bool: the row's last block has closed (its post-fill steps are over)."""
+        return state.over
 
     def step(self, state: LLaDA21State, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        live = ~canvas.done.unsqueeze(-1)  # (B, 1)
-        block = canvas.active & live  # (B, L) generated positions of the active block
+        live = ~state.over  # (B,)
+        block = canvas.active & live.unsqueeze(-1)  # (B, L) generated positions of the active block
         masked = masked_positions(canvas, mask_id) & block  # (B, L)
         has_mask = masked.any(-1)  # (B,)
 
@@ -188,7 +200,7 @@ class LLaDA21(Sampler):
                           kernels.topk_mask(conf, self.num_to_transfer, masked))  # (B, L)
         edited = block & ~masked & (proposal.tokens != canvas.tokens) & (conf > self.edit_threshold)
         committed = m2t | edited  # (B, L)
-        after = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
+        after = commit(canvas, committed, proposal.tokens, mask_id, evaluations, live=live)
 
         # Close the block after a post-fill step that changed nothing or the last allowed one;
         # until then the window stays on it (commit() would move it as soon as it is filled).
@@ -196,9 +208,9 @@ class LLaDA21(Sampler):
         filled = ~(masked_positions(after, mask_id) & canvas.active).any(-1)  # (B,)
         idle = ~has_mask & ~committed.any(-1)  # (B,)
         closed = filled & (idle | (post >= self.max_post_steps))  # (B,)
-        new_canvas = after._replace(window=torch.where(closed, after.window, canvas.window),
-                                    done=after.done & closed)
-        new_state = LLaDA21State(canvas=new_canvas, post=torch.where(closed, 0, post))
+        new_canvas = after._replace(window=torch.where(closed, after.window, canvas.window))
+        new_state = LLaDA21State(canvas=new_canvas, post=torch.where(closed, 0, post),
+                                 over=state.over | (after.done & closed))
         info = LLaDA21Info(committed=committed, proposal=proposal.tokens,
                            score=torch.where(block, conf, float("-inf")), edited=edited)
         return new_state, info

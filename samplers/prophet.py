@@ -70,7 +70,7 @@ class ProphetState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-        The base's canvas (``done`` also for rows that exited early).
+        The base's canvas (an exited row's tokens and NFE are frozen).
     base : NamedTuple
         The base sampler's state.
     clock : (B,) int64
@@ -206,13 +206,17 @@ class Prophet(Sampler):
         {"base": {"name": "llada21", "block_length": 4, "threshold": 0.5, "edit_threshold": 0.2},
          "answer_start": 0, "mid_threshold": 1.5},
     )
-    #: Settings for the quality benchmark (bench/samplers.py): the reference's thresholds and
-    #: an eager variant, on LLaDA's one-token-per-step base.
-    bench_configs = (
-        {"label": "7.5/5/2.5", "base": {"name": "low_confidence"}},
-        {"label": "2/1.5/1", "base": {"name": "low_confidence"}, "early_threshold": 2.0,
-         "mid_threshold": 1.5, "late_threshold": 1.0},
-    )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens: the
+        reference's thresholds and an eager variant, on LLaDA at one token per step, T = 1."""
+        base = {"name": "low_confidence", "temperature": 1.0}
+        return (
+            ("7.5/5/2.5, LLaDA 1 tok/step", {"base": base}),
+            ("2/1.5/1, LLaDA 1 tok/step", {"base": base, "early_threshold": 2.0,
+                                           "mid_threshold": 1.5, "late_threshold": 1.0}),
+        )
 
     base: Any = (("name", "low_confidence"), ("block_length", 32))
     answer_start: int | None = None
@@ -269,6 +273,10 @@ class Prophet(Sampler):
     def max_steps(self, canvas: Canvas) -> int:
         return self.base_sampler.max_steps(canvas)
 
+    def finished(self, state: "ProphetState") -> torch.Tensor:
+        """(B,) bool: the base is finished with the row, or the row exited early."""
+        return self.base_sampler.finished(state.base) | state.exited
+
     def to_config(self) -> dict[str, Any]:
         config = super().to_config()
         config["base"] = dict(self.base)
@@ -295,7 +303,7 @@ class Prophet(Sampler):
     def step(self, state: ProphetState, denoiser, key: torch.Tensor):
         before = state.base.canvas  # (the canvas the base's forward pass sees)
         mask_id = denoiser.mask_id
-        live = ~before.done  # (B,)
+        live = ~self.finished(state)  # (B,)
 
         model = _Capture(denoiser, before.tokens.shape)
         # The base gets its own key, folded from the step key by purpose.
