@@ -208,6 +208,18 @@ def test_max_steps_bounds_the_run(tiny64):
     assert sampler.max_steps(canvas) == 10 + 4 * 4 + 1
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_without_edits_or_post_fill_it_is_the_threshold_rule(tiny64, temperature):
+    """edit_threshold = 1 and max_post_steps = 0 leave Fast-dLLM's rule (strict > instead of
+    >=, which no confidence here sits on); sampling draws with the same keys, so even sampled
+    runs agree token for token."""
+    kw = dict(block_length=4, threshold=0.3, temperature=temperature)
+    a = remask.generate(tiny64, PROMPTS, build("llada21", edit_threshold=1.0, max_post_steps=0, **kw),
+                        gen_length=9, seed=5)
+    b = remask.generate(tiny64, PROMPTS, build("threshold", **kw), gen_length=9, seed=5)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nfe, b.nfe)
+
+
 @pytest.mark.parametrize("config,error", [
     (dict(threshold=1.5), ValueError), (dict(edit_threshold=-0.1), ValueError),
     (dict(max_post_steps=-1), ValueError), (dict(num_to_transfer=0), ValueError),
