@@ -287,8 +287,7 @@ class APD(Sampler):
         # Dream's sample_tokens (APD runs on Dream): softmax(logits / T), nucleus keeping the
         # crossing token; "sampled" statistics are those of that distribution.
         filt = dict(temperature=self.temperature, key=proposal_keys(key, canvas, self.temperature),
-                    rows=window,
-                    top_p=self.top_p, nucleus="crossing", stats="sampled")
+                    rows=window, top_p=self.top_p, nucleus="crossing", stats="sampled")
         draft = kernels.propose(logits, **filt)
 
         if state.verifier is None:
@@ -312,8 +311,8 @@ class APD(Sampler):
             else:
                 mixed = R * x + (1 - R) * y if R > 0 else y  # (B, L, V)
                 mixture = torch.where(torch.isfinite(x), mixed, float("-inf"))
-            # Same keys as the draft: both read the same uniforms, so the
-            # target agrees with the draft wherever the two distributions are close.
+            # Same keys as the draft: both read the same uniforms, so the target agrees with
+            # the draft wherever the two distributions are close.
             target = kernels.propose(mixture, **filt)
             disagree = window & (target.tokens != draft.tokens)  # (B, L)
             big = torch.iinfo(torch.int64).max
