@@ -19,8 +19,8 @@ step stops, which is a stopping time, so the committed sequence is distributed a
 left-to-right chain of q. With R = 0 and an exact verifier that is the exact joint (tested by
 chi-square on the Markov oracle); R = 1 commits the whole draft (the product of marginals).
 
-Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample``. Reference defaults: R = 0.7, max lookahead M = 100,
-temperature 0.2, top_p 0.95.
+Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample``. Reference
+defaults: R = 0.7, max lookahead M = 100, temperature 0.2, top_p 0.95.
 
 The verifier protocol
 ---------------------
@@ -76,7 +76,7 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
@@ -279,7 +279,7 @@ class APD(Sampler):
     def step(self, state: APDState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        masked = masked_positions(canvas, mask_id) & canvas.active & (~canvas.done).unsqueeze(-1)
+        masked = eligible_positions(canvas, mask_id)  # (B, L): a finished row has no masks left
         rank = masked.long().cumsum(-1) - 1  # (B, L) left-to-right rank among the masks
         window = masked & (rank < self.max_lookahead)  # (B, L)
 

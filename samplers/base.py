@@ -118,16 +118,6 @@ class Sampler:
         """One transition; ``key`` is the (B,) int64 step keys of the rows."""
         raise NotImplementedError
 
-    def key_step(self, state: State, step: int) -> int | torch.Tensor:
-        """What the driver folds each row's key by before ``step`` (an int or (B,) int64).
-
-        Default: the driver's step count, which is each unfinished row's own step count since
-        every unfinished row takes every step. A sampler whose rows can wait, unfinished,
-        while others step (the Gibbs corrector's final sweeps) returns each row's own count,
-        so that a row's stream does not depend on its batch neighbours.
-        """
-        return step
-
     def finished(self, state: State) -> torch.Tensor:
         """(B,) bool: rows whose run is over; the driver steps until every row is finished.
 
@@ -138,6 +128,16 @@ class Sampler:
         editable position holds the mask unless the class sets ``may_leave_masks``.
         """
         return state.canvas.done
+
+    def key_step(self, state: State, step: int) -> int | torch.Tensor:
+        """What the driver folds each row's key by before ``step`` (an int or (B,) int64).
+
+        Default: the driver's step count, which is each unfinished row's own step count since
+        every unfinished row takes every step. A sampler whose rows can wait, unfinished,
+        while others step (the Gibbs corrector's final sweeps) returns each row's own count,
+        so that a row's stream does not depend on its batch neighbours.
+        """
+        return step
 
     @property
     def stochastic(self) -> bool:

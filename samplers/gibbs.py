@@ -8,8 +8,8 @@ correctors of Zhao et al. ("Informed Correctors for Discrete Diffusion Models", 
 style) and the planner view of P2 (Peng et al., "Path Planning for Masked Diffusion Model
 Sampling", arXiv 2502.03540: a step may remask already decoded tokens chosen by their
 re-predicted confidence). Neither paper's code is reproduced; the pieces below are defined
-here and documented (samplers.md has no reference file for this corrector; coherence.md
-§2.6 summarises both papers).
+here and documented (no reference code exists for this corrector; the slow loop it is
+tested against follows the definition below).
 
 One check, in one forward pass:
 
@@ -239,7 +239,8 @@ class Gibbs(Sampler):
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens."""
         return (
-            ("LLaDA 2 tok/step + corrector", {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
+            ("LLaDA 2 tok/step + corrector",
+             {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
         )
 
     base: Any = "low_confidence"
@@ -336,9 +337,11 @@ class Gibbs(Sampler):
             check_rows = torch.zeros_like(base_over)
         checking = final or (state.step > 0 and state.step % self.every == 0)
 
+        # The positions this check re-masks (recent commits of one parity class, budget left).
         checked = self._candidates(state, canvas, mask_id, check_rows)  # (B, L)
         check_tokens = torch.where(checked, mask_id, canvas.tokens)  # (B, L)
 
+        # predict: the base's step and the check rows' logits, in one denoiser call.
         base_info = None
         if final:
             new_base = base_state
@@ -361,10 +364,12 @@ class Gibbs(Sampler):
         after = new_base.canvas  # (the base's commits of this step)
         base_committed = base_info.committed if base_info is not None else torch.zeros_like(checked)
         if check_logits_ is not None:
-            # One fused pass per checked row (no (B, L, V) log-softmax for one number per row).
+            # score: each checked token's re-predicted probability. One fused pass per checked
+            # row (no (B, L, V) log-softmax for one number per row).
             current = canvas.tokens.clamp(0, check_logits_.shape[-1] - 1)  # (B, L)
             verify_prob = kernels.token_prob(check_logits_, current, checked).double()  # (B, L)
             verify_prob = torch.where(checked, verify_prob, float("nan"))
+            # select: the implausible ones, least plausible first, within the budget.
             doubtful = checked & (verify_prob < self.threshold) & ~base_committed  # (B, L)
             budget = (self.max_revisions - state.revisions).clamp_min(0)  # (B,)
             revised = kernels.topk_mask((-verify_prob).float(), budget, doubtful)  # lowest first
@@ -379,6 +384,7 @@ class Gibbs(Sampler):
             revised = torch.zeros_like(checked)
             resampled = torch.full_like(canvas.tokens, -1)
 
+        # commit: the revisions over the base's commits (which charged the base's evaluations).
         tokens = torch.where(revised, resampled, after.tokens)  # (B, L)
         nfe = after.nfe + check_rows.long()  # (B,) one evaluation per checked row
         new_base = new_base._replace(canvas=after._replace(tokens=tokens, nfe=nfe))

@@ -261,25 +261,7 @@ class ReMDM(Sampler):
         masked = in_block & (canvas.tokens == mask_id)  # (B, L)
         decoded = in_block & ~masked  # (B, L)
 
-        # Time grid of the row's block: t = 1 - k/n -> s = 1 - (k+1)/n, ending at s = 0.
-        n = state.block_steps.clamp_min(1).double()  # (B,)
-        t = 1.0 - state.block_step.double() / n  # (B,)
-        s = (1.0 - (state.block_step + 1).double() / n).clamp_min(0.0)  # (B,)
-        alpha_t, alpha_s = self._alphas(t, s)  # (B,) each
-        # sigma_max keeps both moves valid; at alpha_t = 0 (t = 1) nothing is decoded anyway.
-        sigma_max = torch.where(alpha_t > 0, (1 - alpha_s) / alpha_t.clamp_min(1e-300), 1.0).clamp(0.0, 1.0)
-        sigma = self._sigma(t, sigma_max, decoded, state.confidence)  # (B, L)
-        # The last step (s = 0) replaces the reference's final argmax pass: it never remasks,
-        # also when a coarse "loop" grid makes it a loop-phase step.
-        sigma = torch.where((s > 0).unsqueeze(-1), sigma, 0.0)
-
-        # Masked positions: unmask with (alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t). Their own
-        # sigma is the row's scalar sigma (0 for "conf", whose weights vanish on masks).
-        sigma_masked = (torch.zeros_like(sigma_max) if self.schedule == "conf"
-                        else self._row_sigma(t, sigma_max))  # (B,)
-        p_unmask = (alpha_s - (1 - sigma_masked) * alpha_t) / (1 - alpha_t).clamp_min(1e-300)  # (B,)
-        p_unmask = torch.where(s <= 0, 1.0, p_unmask.clamp(0.0, 1.0))  # the last step fills everything
-
+        # predict: the model's (nucleus-filtered) proposal at the block's masks.
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
         # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
@@ -287,11 +269,15 @@ class ReMDM(Sampler):
                                    key=proposal_keys(key, canvas, self.temperature),
                                    rows=masked, top_p=self.top_p,
                                    nucleus="strict", stats="sampled")
+        # score: each position's move probability (unmask a mask, remask a decoded token).
+        p_unmask, sigma = self._move_probabilities(state, decoded)  # (B,), (B, L)
+        # select: every position moves independently.
         u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
                             dtype=torch.float64)  # (B, L)
         unmasked = masked & (u < p_unmask.unsqueeze(-1))  # (B, L)
         remasked = decoded & (u < sigma)  # (B, L)
 
+        # commit
         written = torch.where(remasked, mask_id, proposal.tokens)  # (B, L)
         committed = unmasked | remasked
         new_canvas = commit(canvas, committed, written, mask_id, evaluations, live=~state.ended)
@@ -319,6 +305,29 @@ class ReMDM(Sampler):
         return new_state, info
 
     # ------------------------------------------------------------------ schedules
+    def _move_probabilities(self, state: ReMDMState, decoded: torch.Tensor):
+        """((B,) float64 unmask probability of a mask, (B, L) float64 remask probability sigma
+        of each decoded token) for the step each row's block is at."""
+        # Time grid of the row's block: t = 1 - k/n -> s = 1 - (k+1)/n, ending at s = 0.
+        n = state.block_steps.clamp_min(1).double()  # (B,)
+        t = 1.0 - state.block_step.double() / n  # (B,)
+        s = (1.0 - (state.block_step + 1).double() / n).clamp_min(0.0)  # (B,)
+        alpha_t, alpha_s = self._alphas(t, s)  # (B,) each
+        # sigma_max keeps both moves valid; at alpha_t = 0 (t = 1) nothing is decoded anyway.
+        sigma_max = torch.where(alpha_t > 0, (1 - alpha_s) / alpha_t.clamp_min(1e-300), 1.0).clamp(0.0, 1.0)
+        sigma = self._sigma(t, sigma_max, decoded, state.confidence)  # (B, L)
+        # The last step (s = 0) replaces the reference's final argmax pass: it never remasks,
+        # also when a coarse "loop" grid makes it a loop-phase step.
+        sigma = torch.where((s > 0).unsqueeze(-1), sigma, 0.0)
+
+        # Masked positions: unmask with (alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t). Their own
+        # sigma is the row's scalar sigma (0 for "conf", whose weights vanish on masks).
+        sigma_masked = (torch.zeros_like(sigma_max) if self.schedule == "conf"
+                        else self._row_sigma(t, sigma_max))  # (B,)
+        p_unmask = (alpha_s - (1 - sigma_masked) * alpha_t) / (1 - alpha_t).clamp_min(1e-300)  # (B,)
+        p_unmask = torch.where(s <= 0, 1.0, p_unmask.clamp(0.0, 1.0))  # the last step fills everything
+        return p_unmask, sigma
+
     def _alphas(self, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) float64 signal levels (alpha_t, alpha_s) of the step t -> s: 1 - t and 1 - s, or
         the three-phase loop schedule, whose phase is t's for both (as the reference)."""

@@ -31,7 +31,7 @@ def _loop_rates(sampler, n_rows, gen_length, seed):
     def record(state, info):
         masked_before = info.score > float("-inf")  # (B, L) the proposals are made at the masks
         decoded_before = info.sigma > 0  # (B, L) the decoded tokens of the block (sigma > 0 there)
-        c = counts.setdefault(state.step - 1, [0, 0, 0, 0])
+        c = counts.setdefault(len(counts), [0, 0, 0, 0])  # every row takes every step
         c[0] += int(info.unmasked.sum())
         c[1] += int(masked_before.sum())
         c[2] += int(info.remasked.sum())
