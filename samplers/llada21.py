@@ -55,7 +55,7 @@ import torch
 
 from remask import kernels
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible, masked_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
 
@@ -184,7 +184,7 @@ class LLaDA21(Sampler):
         mask_id = denoiser.mask_id
         live = ~state.over  # (B,)
         block = canvas.active & live.unsqueeze(-1)  # (B, L) generated positions of the active block
-        masked = masked_positions(canvas, mask_id) & block  # (B, L)
+        masked = eligible(canvas, mask_id) & live.unsqueeze(-1)  # (B, L) masks of the block
         has_mask = masked.any(-1)  # (B,)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
