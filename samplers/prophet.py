@@ -170,8 +170,8 @@ class Prophet(Sampler):
     ----------
     base : str, dict, tuple of pairs or Sampler
         The base sampler: a registry name, a config dict (``{"name": ..., **fields}``) or a
-        sampler; stored as its full config, frozen. Default: LLaDA's low-confidence remasking
-        in blocks of 32, one token per step (the reference's setting).
+        sampler; stored as its full config, frozen. Default: LLaDA's low-confidence remasking,
+        one token per step over one block (the reference ``generate()``'s defaults).
     answer_start : int, optional
         Offset (>= 0) of the answer span from the row's first editable position; None = the
         row's last ``answer_length`` editable positions.
@@ -218,7 +218,7 @@ class Prophet(Sampler):
                                            "mid_threshold": 1.5, "late_threshold": 1.0}),
         )
 
-    base: Any = (("name", "low_confidence"), ("block_length", 32))
+    base: Any = "low_confidence"
     answer_start: int | None = None
     answer_length: int = 5
     early_threshold: float = 7.5

@@ -187,4 +187,8 @@ def test_config_round_trip_and_base_checks():
 def test_defaults_are_the_references():
     s = build("prophet")
     assert (s.early_threshold, s.mid_threshold, s.late_threshold, s.answer_length) == (7.5, 5.0, 2.5, 5)
-    assert dict(s.base)["name"] == "low_confidence" and s.block_length == 32
+    # LLaDA one token per step over one block, as the reference generate()'s defaults.
+    assert dict(s.base)["name"] == "low_confidence" and dict(s.base)["steps"] is None
+    assert s.block_length is None
+    # A block length given to prophet goes to the base (the driver cuts blocks from it).
+    assert dict(build("prophet", block_length=4).base)["block_length"] == 4
