@@ -9,9 +9,12 @@ the second largest logit, averaged over the span's positions (decoded or not). W
 reaches the threshold of the current phase, the row stops refining: every position still
 masked — in every block — takes its top-1 token from this forward pass, at once, and the
 row is done. The base's own commits of that step are discarded (the reference exits before
-its transfer step). Phases follow the progress ``t / T`` (``t`` the row's step, counting
-the current one; ``T`` its step budget): below 0.33 ``early_threshold`` (7.5), below 0.67
-``mid_threshold`` (5.0), else ``late_threshold`` (2.5) — the reference's values.
+its transfer step). A model that predicts a visible token with certainty (an exact oracle)
+gives a decoded span position an infinite gap, and the span's mean with it: such a row exits
+as soon as one span position is decoded. Phases follow the progress ``t / T`` (``t`` the
+row's step, counting the current one; ``T`` its step budget): below 0.33 ``early_threshold``
+(7.5), below 0.67 ``mid_threshold`` (5.0), else ``late_threshold`` (2.5) — the reference's
+values.
 
 Answer span: ``answer_length`` (5) editable positions starting ``answer_start`` positions
 after the row's first editable position (the reference's ``answer_start_pos``, given there
