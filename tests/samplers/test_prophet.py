@@ -192,3 +192,21 @@ def test_defaults_are_the_references():
     assert s.block_length is None
     # A block length given to prophet goes to the base (the driver cuts blocks from it).
     assert dict(build("prophet", block_length=4).base)["block_length"] == 4
+
+
+def test_a_sampled_exit_at_the_first_step_draws_the_one_shot_marginals(markov):
+    """Exact law: exiting at step 1 (threshold 0) fills every position from the first forward
+    pass at the base's temperature 1, independently, so each position's token follows the
+    oracle's marginal given the empty canvas. Fixed seed; tolerance 5 binomial standard errors
+    per cell for N rows."""
+    N, G = 4000, 4
+    sampler = build("prophet", base={"name": "low_confidence", "temperature": 1.0}, early_threshold=0.0)
+    out = remask.generate(markov, [[]] * N, sampler, gen_length=G, seed=11)
+    assert out.nfe.tolist() == [1] * N
+    probs = torch.softmax(markov(torch.full((1, G), markov.mask_id))[0].double(), -1)  # (G, V)
+    freq = torch.stack([torch.bincount(out.tokens[:, j], minlength=markov.vocab_size)
+                        for j in range(G)]).double() / N  # (G, V)
+    tolerance = 5 * (probs * (1 - probs) / N).sqrt()
+    assert bool(((freq - probs).abs() <= tolerance).all()), (freq, probs)
+    # Not the product law of a greedy fill: every cell with mass is visited.
+    assert bool((freq[probs > 0.05] > 0).all())
