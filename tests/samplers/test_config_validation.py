@@ -58,6 +58,15 @@ OPT_POS_INT = Num("int", 1, optional=True)
 TOP_P = Num("float", 0.0, 1.0, low_open=True, optional=True)
 UNIT_OPEN = Num("float", 0.0, 1.0, low_open=True, high_open=True)
 
+# A wrapped base sampler (gibbs, prophet): a registry name, a config dict or a sampler.
+BASE_SAMPLER = Custom(st.one_of(
+    st.integers(), st.floats(), st.none(), st.booleans(),
+    st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
+    st.just({"steps": 3}),  # no name
+    st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
+    st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
+))
+
 # Field name -> domain, for names whose meaning is the same in every sampler.
 COMMON = {
     "block_length": OPT_POS_INT,
@@ -91,13 +100,7 @@ SPECIFIC = {
     ("entropy_bound", "gamma"): Num("float", 0.0, inf_ok=True),
     ("entropy_bound", "score"): Choice(("entropy", "prob", "margin")),
     ("factor", "factor"): NONNEG,
-    ("gibbs", "base"): Custom(st.one_of(
-        st.integers(), st.floats(), st.none(), st.booleans(),
-        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
-        st.just({"steps": 3}),  # no name
-        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
-        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
-    )),
+    ("gibbs", "base"): BASE_SAMPLER,
     ("gibbs", "threshold"): Num("float", 0.0, inf_ok=True),
     ("gibbs", "window"): POS_INT,
     ("gibbs", "max_revisions"): Num("int", 0),
@@ -123,13 +126,7 @@ SPECIFIC = {
     ("low_confidence", "eot_id"): Num("int", 0, optional=True),
     ("low_confidence", "logits_eos_inf"): Bool(),
     ("low_confidence", "confidence_eos_eot_inf"): Bool(),
-    ("prophet", "base"): Custom(st.one_of(
-        st.integers(), st.floats(), st.none(), st.booleans(),
-        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
-        st.just({"steps": 3}),  # no name
-        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
-        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
-    )),
+    ("prophet", "base"): BASE_SAMPLER,
     ("prophet", "answer_start"): Num("int", 0, optional=True),
     ("prophet", "answer_length"): POS_INT,
     ("prophet", "early_threshold"): Num("float", 0.0, inf_ok=True),
