@@ -28,12 +28,17 @@ from remask.samplers.remdm import ReMDM
 from remask.samplers.wino import WINO
 from remask.samplers.gibbs import Gibbs
 from remask.samplers.apd import APD
+from remask.samplers.llada21 import LLaDA21
+from remask.samplers.credit import Credit
+from remask.samplers.prophet import Prophet
 
 __all__ = [
     "APD",
     "P2",
     "Saber",
     "SlowFast",
+    "Credit",
+    "Prophet",
     "Gibbs",
     "ReMDM",
     "WINO",
@@ -45,6 +50,7 @@ __all__ = [
     "Dream",
     "Factor",
     "LLaDA2",
+    "LLaDA21",
     "Threshold",
     "Canvas",
     "GenerateOutput",

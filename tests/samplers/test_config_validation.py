@@ -58,6 +58,15 @@ OPT_POS_INT = Num("int", 1, optional=True)
 TOP_P = Num("float", 0.0, 1.0, low_open=True, optional=True)
 UNIT_OPEN = Num("float", 0.0, 1.0, low_open=True, high_open=True)
 
+# A wrapped base sampler (gibbs, prophet): a registry name, a config dict or a sampler.
+BASE_SAMPLER = Custom(st.one_of(
+    st.integers(), st.floats(), st.none(), st.booleans(),
+    st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
+    st.just({"steps": 3}),  # no name
+    st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
+    st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
+))
+
 # Field name -> domain, for names whose meaning is the same in every sampler.
 COMMON = {
     "block_length": OPT_POS_INT,
@@ -75,6 +84,10 @@ SPECIFIC = {
     ("apd", "max_lookahead"): POS_INT,
     ("apd", "verifier"): Custom(st.one_of(st.integers(), st.floats(), st.lists(st.text(), max_size=2),
                                           st.booleans())),
+    ("credit", "threshold"): PROB,
+    ("credit", "credit_alpha"): NONNEG,
+    ("credit", "boost_gamma"): NONNEG,
+    ("credit", "decay_beta"): PROB,
     ("dilated", "schedule"): Choice(("dilated", "binary")),
     ("dilated", "base"): POS_INT,
     ("dilated", "skip_exp"): POS_INT,
@@ -87,13 +100,7 @@ SPECIFIC = {
     ("entropy_bound", "gamma"): Num("float", 0.0, inf_ok=True),
     ("entropy_bound", "score"): Choice(("entropy", "prob", "margin")),
     ("factor", "factor"): NONNEG,
-    ("gibbs", "base"): Custom(st.one_of(
-        st.integers(), st.floats(), st.none(), st.booleans(),
-        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
-        st.just({"steps": 3}),  # no name
-        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
-        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
-    )),
+    ("gibbs", "base"): BASE_SAMPLER,
     ("gibbs", "threshold"): Num("float", 0.0, inf_ok=True),
     ("gibbs", "window"): POS_INT,
     ("gibbs", "max_revisions"): Num("int", 0),
@@ -105,6 +112,10 @@ SPECIFIC = {
     ("klass", "history"): POS_INT,
     ("klass", "steps"): OPT_POS_INT,
     ("klass", "unmask_strategy"): Choice(("all", "max_conf", "min_kl", "random")),
+    ("llada21", "threshold"): PROB,
+    ("llada21", "edit_threshold"): PROB,
+    ("llada21", "max_post_steps"): Num("int", 0),
+    ("llada21", "num_to_transfer"): POS_INT,
     ("llada2", "steps"): POS_INT,
     ("llada2", "threshold"): PROB,
     ("llada2", "minimal_topk"): POS_INT,
@@ -117,6 +128,13 @@ SPECIFIC = {
     ("low_confidence", "confidence_eos_eot_inf"): Bool(),
     ("p2", "steps"): OPT_POS_INT,
     ("p2", "eta"): NONNEG,
+    ("prophet", "base"): BASE_SAMPLER,
+    ("prophet", "answer_start"): Num("int", 0, optional=True),
+    ("prophet", "answer_length"): POS_INT,
+    ("prophet", "early_threshold"): Num("float", 0.0, inf_ok=True),
+    ("prophet", "mid_threshold"): Num("float", 0.0, inf_ok=True),
+    ("prophet", "late_threshold"): Num("float", 0.0, inf_ok=True),
+    ("prophet", "total_steps"): OPT_POS_INT,
     ("pc_sampler", "lambd"): NONNEG,
     ("pc_sampler", "alpha"): Num("float", 0.0, low_open=True),
     ("pc_sampler", "background"): Custom(st.one_of(
