@@ -40,9 +40,10 @@ Departures from the reference code (all deliberate):
   reference is LLaDA's loop at batch size 1, and its forced answer prefix is left to
   ``infill``).
 - Prophet needs the base's forward pass on the canvas itself. A base whose step evaluates
-  something else (classifier-free guidance doubles the batch, WINO lengthens the sequence,
-  Gibbs appends check rows) makes Prophet evaluate the canvas once more per step (one more
-  NFE per row), and the gap of a guided base is measured on the unguided logits.
+  something else (WINO lengthens the sequence, Gibbs appends check rows) makes Prophet
+  evaluate the canvas once more per step (one more NFE per row). A guided base
+  (``cfg_scale``) is a wrapper around the model (:meth:`Sampler.wrap`), so its pass is on the
+  canvas and the gap is measured on the guided logits, at no extra cost.
 """
 
 from __future__ import annotations
@@ -284,6 +285,10 @@ class Prophet(Sampler):
         config = super().to_config()
         config["base"] = dict(self.base)
         return config
+
+    def wrap(self, denoiser):
+        """The base sampler's model-side sugar (its ``cfg_scale`` ...) applies to the whole run."""
+        return self.base_sampler.wrap(denoiser)
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> ProphetState:

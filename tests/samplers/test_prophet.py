@@ -156,7 +156,9 @@ def test_the_gap_is_averaged_over_the_answer_span_only():
     assert all(g != g and not e for g, _, e in seen)  # NaN gap, no exit
 
 
-def test_a_base_without_a_plain_forward_costs_one_more_pass(tiny64, counting):
+def test_a_guided_base_is_read_on_its_own_guided_pass(tiny64, counting):
+    # Guidance is the base's model wrapper (Sampler.wrap), so Prophet reads the base's one
+    # guided pass: same tokens and NFE as the base alone, one model call per step.
     base = {"name": "low_confidence", "steps": 4, "cfg_scale": 1.0}
     model = counting(tiny64)
     inf = float("inf")
@@ -164,9 +166,10 @@ def test_a_base_without_a_plain_forward_costs_one_more_pass(tiny64, counting):
                                               mid_threshold=inf, late_threshold=inf),
                         gen_length=8, seed=0)
     b = remask.generate(tiny64, PROMPTS, from_config(base), gen_length=8, seed=0)
-    assert torch.equal(a.tokens, b.tokens)
-    assert (a.nfe - b.nfe).tolist() == [4, 4, 4]  # guided: 2 per step, plus 1 for the gap
-    assert model.calls == 2 * a.steps
+    unguided = remask.generate(tiny64, PROMPTS, from_config({**base, "cfg_scale": 0.0}), gen_length=8, seed=0)
+    assert torch.equal(a.tokens, b.tokens) and not torch.equal(b.tokens, unguided.tokens)
+    assert torch.equal(a.nfe, b.nfe) and b.nfe.tolist() == [8, 8, 8]  # guided: 2 per step
+    assert model.calls == a.steps
 
 
 def test_config_round_trip_and_base_checks():
