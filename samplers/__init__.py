@@ -23,9 +23,11 @@ from remask.samplers.remdm import ReMDM
 from remask.samplers.wino import WINO
 from remask.samplers.gibbs import Gibbs
 from remask.samplers.apd import APD
+from remask.samplers.freedave import FreeDave
 
 __all__ = [
     "APD",
+    "FreeDave",
     "Gibbs",
     "ReMDM",
     "WINO",
