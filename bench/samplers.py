@@ -2,7 +2,8 @@
 
 ``remask bench samplers [--quick] [--out FILE]`` (or ``python -m remask.bench.samplers``).
 
-1. **Quality vs NFE** — every registered sampler at 2-3 settings on exact oracles (a Markov
+1. **Quality vs NFE** — every registered sampler at the settings its class lists
+   (``bench_configs``, next to ``example_configs``) on exact oracles (a Markov
    chain, a sticky HMM with long-range dependence, and the "shuffle" list operation with a
    prompt). For each: mean NFE and its per-row spread, tokens per step, and the distance of
    its output distribution to the exact joint from :func:`remask.analysis.sampler_error`
@@ -26,6 +27,7 @@ spread, or the noise floor's mean -/+ one standard deviation for error statistic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -54,35 +56,24 @@ REFERENCES = {("low_confidence", "1 tok/step"): "LLaDA default", ("threshold", "
 
 
 def settings(G: int) -> dict[str, list[tuple[str, dict]]]:
-    """(label, config) per sampler for generation length ``G``; all sample at temperature 1,
-    because the truth is a distribution and greedy decoding yields a point mass."""
-    half, quarter = max(G // 2, 1), max(G // 4, 1)
-    t = {"temperature": 1.0}
-    return {
-        "low_confidence": [("1 tok/step", dict(t)), ("2 tok/step", dict(t, steps=half)),
-                           ("4 tok/step", dict(t, steps=quarter)),
-                           ("random, 1 tok/step", dict(t, remasking="random"))],
-        "threshold": [("tau=0.9", dict(t, threshold=0.9)), ("tau=0.7", dict(t, threshold=0.7)),
-                      ("tau=0.5", dict(t, threshold=0.5))],
-        "factor": [("f=1", dict(t, factor=1.0)), ("f=2", dict(t, factor=2.0))],
-        "entropy_bound": [("gamma=0.1", dict(t, gamma=0.1)), ("gamma=0.5", dict(t, gamma=0.5)),
-                          ("gamma=2", dict(t, gamma=2.0))],
-        "klass": [("kl<0.01", dict(t, kl_threshold=0.01, conf_threshold=0.6)),
-                  ("kl<0.1", dict(t, kl_threshold=0.1, conf_threshold=0.3))],
-        "llada2": [("tau=0.95", dict(t, threshold=0.95, steps=half)),
-                   ("tau=0.7", dict(t, threshold=0.7, steps=quarter))],
-        "dream": [("maskgit_plus, G steps", dict(t, alg="maskgit_plus", steps=G)),
-                  ("maskgit_plus, G/2 steps", dict(t, alg="maskgit_plus", steps=half)),
-                  ("origin, G steps", dict(t, alg="origin", steps=G))],
-        "ancestral": [("G steps", dict(steps=G)), ("4G steps", dict(steps=4 * G))],
-        "dilated": [("base 2", dict(t, block_length=G, confidence_threshold=None)),
-                    ("base 2, floor 0.3", dict(t, block_length=G))],
-        "pc_sampler": [("1 tok/step", dict(t)), ("2 tok/step", dict(t, steps=half))],
-        "remdm": [("cap, 2G steps", dict(schedule="cap", steps=2 * G)),
-                  ("loop, 2G steps", dict(schedule="loop", steps=2 * G))],
-        "gibbs": [("LLaDA 2 tok/step + corrector",
-                   dict(base={"name": "low_confidence", "steps": half, "temperature": 1.0}))],
-    }
+    """(label, config) per registered sampler for generation length ``G``, read from each
+    sampler class's ``bench_configs`` (they sample at temperature 1, because the truth is a
+    distribution and greedy decoding yields a point mass)."""
+    from remask.samplers import available, sampler_class
+
+    return {name: list(sampler_class(name).bench_configs(G)) for name in available()}
+
+
+def _with_exact_verifier(oracle):
+    """The oracle with its exact left-to-right conditionals attached as APD's verifier (a
+    ``verifier`` attribute, which APD uses when its config names none), or the oracle itself
+    when it has no exact conditionals (then APD verifies its draft by itself)."""
+    from remask.models import MarkovChainOracle
+    from remask.samplers.apd import MarkovCausalVerifier, WithVerifier
+
+    if isinstance(oracle, MarkovChainOracle):
+        return WithVerifier(oracle, MarkovCausalVerifier(oracle))
+    return oracle
 
 
 @dataclass
@@ -110,7 +101,7 @@ def quality(*, quick: bool = False, n_samples: int | None = None, seed: int = 0,
     (rows, skipped-with-reason)."""
     from remask.analysis import sampler_error
     from remask.models import load_model
-    from remask.samplers import available, build, generate
+    from remask.samplers import available, build, generate, sampler_class
 
     n = n_samples or (2000 if quick else 20000)
     chosen = oracles or (["markov"] if quick else list(ORACLES))
@@ -118,22 +109,30 @@ def quality(*, quick: bool = False, n_samples: int | None = None, seed: int = 0,
     for oracle_name in chosen:
         spec, prompt, G = ORACLES[oracle_name]
         oracle = load_model(spec)
+        verified = _with_exact_verifier(oracle)
         grid = settings(G)
         for name in samplers or available():
-            if name not in grid:
-                skipped.append(f"{oracle_name}/{name}: no benchmark setting (needs a verifier or "
-                               "capability the oracle lacks)")
+            if not grid.get(name):
+                skipped.append(f"{oracle_name}/{name}: the sampler defines no bench_configs")
                 continue
+            if "verifier" in {f.name for f in dataclasses.fields(sampler_class(name))}:
+                if verified is oracle:
+                    skipped.append(f"{oracle_name}/{name}: the oracle has no exact left-to-right "
+                                   "conditionals to verify with")
+                    continue
+                model = verified
+            else:
+                model = oracle
             for label, config in grid[name][: 1 if quick else None]:
                 try:
                     sampler = build(name, **config)
                     start = time.perf_counter()
-                    err = sampler_error(oracle, sampler, gen_length=G, n_samples=n, seed=seed,
+                    err = sampler_error(model, sampler, gen_length=G, n_samples=n, seed=seed,
                                         prompt=None if prompt is None else torch.tensor(prompt))
                     seconds = time.perf_counter() - start
                     # NFE per row from one extra batch (sampler_error reports distances only).
                     rows_prompt = [list(prompt or [])] * min(n, 2000)
-                    nfe = generate(oracle, rows_prompt, sampler, gen_length=G, seed=seed).nfe.double()
+                    nfe = generate(model, rows_prompt, sampler, gen_length=G, seed=seed).nfe.double()
                 except (TypeError, ValueError) as error:
                     skipped.append(f"{oracle_name}/{name} [{label}]: {error}")
                     continue

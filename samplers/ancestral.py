@@ -141,6 +141,14 @@ class Ancestral(Sampler):
         {"steps": 100_000, "eps": 0.1},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("G steps", {"steps": G}),
+            ("4G steps", {"steps": 4 * G}),
+        )
+
     steps: int = 128
     eps: float = 1e-5
 

@@ -227,6 +227,14 @@ class APD(Sampler):
         {"block_length": 4, "temperature": 0.0},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("R=0.7", {"temperature": 1.0, "top_p": None}),
+            ("R=0.3", {"temperature": 1.0, "mixture_weight": 0.3, "top_p": None}),
+        )
+
     mixture_weight: float = 0.7
     max_lookahead: int = 100
     temperature: float = 0.2

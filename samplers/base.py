@@ -87,6 +87,18 @@ class Sampler:
     #: each must work on any canvas (any gen_length, prompts of any length).
     example_configs: ClassVar[tuple[dict[str, Any], ...]] = ({"block_length": 3},)
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """Settings of the quality benchmark (``remask bench samplers``) for G generated tokens.
+
+        Each sampler defines its own, next to ``example_configs``: ``(label, config)`` pairs,
+        sampling at temperature 1 where the sampler has a temperature (the benchmark compares
+        output distributions with an exact joint; greedy decoding gives a point mass). The
+        benchmark has no settings table of its own: a sampler without settings is not measured
+        (and the contract meta-test fails).
+        """
+        return ()
+
     block_length: int | None = None
 
     def __post_init__(self) -> None:

@@ -193,6 +193,14 @@ class Dilated(Sampler):
         {"base": 3, "confidence_threshold": None, "cfg_scale": 1.0},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("base 2", {"temperature": 1.0, "block_length": G, "confidence_threshold": None}),
+            ("base 2, floor 0.3", {"temperature": 1.0, "block_length": G}),
+        )
+
     block_length: int | None = 32
     schedule: str = "dilated"
     base: int = 2

@@ -136,6 +136,15 @@ class Dream(Sampler):
         {"alg": "maskgit_plus", "steps": 64},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("maskgit_plus, G steps", {"temperature": 1.0, "alg": "maskgit_plus", "steps": G}),
+            ("maskgit_plus, G/2 steps", {"temperature": 1.0, "alg": "maskgit_plus", "steps": max(G // 2, 1)}),
+            ("origin, G steps", {"temperature": 1.0, "alg": "origin", "steps": G}),
+        )
+
     steps: int = 512
     alg: str = "origin"
     alg_temp: float | None = None

@@ -119,6 +119,15 @@ class EntropyBound(Sampler):
         {"gamma": float("inf"), "cfg_scale": 1.0, "block_length": 3},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("gamma=0.1", {"temperature": 1.0, "gamma": 0.1}),
+            ("gamma=0.5", {"temperature": 1.0, "gamma": 0.5}),
+            ("gamma=2", {"temperature": 1.0, "gamma": 2.0}),
+        )
+
     gamma: float = 0.1
     score: str = "entropy"
     temperature: float = 0.0

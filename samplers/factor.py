@@ -105,6 +105,14 @@ class Factor(Sampler):
         {"factor": 8.0, "block_length": None},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("f=1", {"temperature": 1.0, "factor": 1.0}),
+            ("f=2", {"temperature": 1.0, "factor": 2.0}),
+        )
+
     block_length: int | None = 32
     factor: float = 1.0
     temperature: float = 0.0

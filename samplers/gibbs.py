@@ -238,6 +238,13 @@ class Gibbs(Sampler):
         {"base": "low_confidence", "block_length": 3, "threshold": float("inf"), "sweeps": 3},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("LLaDA 2 tok/step + corrector", {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
+        )
+
     base: Any = "low_confidence"
     threshold: float = 0.2
     window: int = 4

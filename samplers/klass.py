@@ -206,6 +206,14 @@ class Klass(Sampler):
         {"unmask_strategy": "min_kl", "history": 3, "kl_threshold": 2.0, "cfg_scale": 1.0},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("kl<0.01", {"temperature": 1.0, "kl_threshold": 0.01, "conf_threshold": 0.6}),
+            ("kl<0.1", {"temperature": 1.0, "kl_threshold": 0.1, "conf_threshold": 0.3}),
+        )
+
     block_length: int | None = 64
     conf_threshold: float = 0.6
     kl_threshold: float = 0.015

@@ -112,6 +112,14 @@ class LLaDA2(Sampler):
         {"temperature": 1.0, "steps": 4, "block_length": None},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("tau=0.95", {"temperature": 1.0, "threshold": 0.95, "steps": max(G // 2, 1)}),
+            ("tau=0.7", {"temperature": 1.0, "threshold": 0.7, "steps": max(G // 4, 1)}),
+        )
+
     block_length: int | None = 32
     steps: int = 32
     threshold: float = 0.95

@@ -106,6 +106,16 @@ class LowConfidence(Sampler):
         {"cfg_scale": 1.0, "steps": 4},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("1 tok/step", {"temperature": 1.0}),
+            ("2 tok/step", {"temperature": 1.0, "steps": max(G // 2, 1)}),
+            ("4 tok/step", {"temperature": 1.0, "steps": max(G // 4, 1)}),
+            ("random, 1 tok/step", {"temperature": 1.0, "remasking": "random"}),
+        )
+
     steps: int | None = None
     temperature: float = 0.0
     remasking: str = "low_confidence"

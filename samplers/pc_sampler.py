@@ -163,6 +163,14 @@ class PCSampler(Sampler):
         {"lambd": 1.0, "alpha": 0.5, "block_length": 4, "cfg_scale": 1.0},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("1 tok/step", {"temperature": 1.0}),
+            ("2 tok/step", {"temperature": 1.0, "steps": max(G // 2, 1)}),
+        )
+
     lambd: float = 0.25
     alpha: float = 10.0
     background: tuple[float, ...] | None = field(default=None, repr=False)

@@ -22,18 +22,27 @@ must be valid). The four schedules of the paper (``sampling.sampler`` in the ref
 * ``"loop"``    three phases: for t > t_on, MDLM with alpha rescaled to reach alpha_on at
   t_on; for t_on >= t > t_off, alpha held at alpha_on and decoded tokens remasked with
   sigma = eta (the "loop" that refines a nearly finished sequence); for t <= t_off, MDLM
-  from alpha_on to 1 (eta = 0.02, t_on = 0.55, t_off = 0.05, alpha_on = 0.9).
+  from alpha_on to 1 (eta = 0.02, t_on = 0.55, t_off = 0.05, alpha_on = 0.9). As in the
+  reference, the phase of a step t -> s is decided by t alone and both alpha_t and alpha_s
+  come from that phase's formula: the step that crosses t_on evaluates the first ramp at s
+  (past alpha_on; with 16 steps it unmasks every mask left, where a piecewise alpha(s) would
+  unmask 20% of them), and the step that crosses t_off is still a loop step. Probabilities
+  are clipped to [0, 1] (on a coarse grid the extrapolated alpha_s exceeds 1). The loop
+  phase's sigma is eta itself, not clamped to sigma_max = (1 - alpha_on) / alpha_on: a config
+  with eta above that bound would give masks a negative probability of staying masked in the
+  reference, so it is refused (ValueError) instead.
 
-Defaults are those of the reference scripts ``scripts/remdm-*.sh`` (samplers.md §3.4, §8),
-with nucleus ``top_p = 0.9``. Checked against ``kuleshov-group/remdm/diffusion.py``
-(``_ddpm_caching_update`` and the sampler branches), as summarised in samplers.md §3.4.
+Defaults are those of the reference scripts ``scripts/remdm-*.sh``, with nucleus
+``top_p = 0.9``. Checked against ``kuleshov-group/remdm/diffusion.py`` (``_ddpm_caching_update``
+and its ``remdm-*`` sampler branches).
 
 Departures from the reference code (deliberate):
 
 - The time grid is ``t_k = 1 - k / steps`` ending exactly at t = 0 (alpha = 1) instead of
   ``linspace(1, eps=1e-5)`` plus a separate argmax "noise removal" pass: at the last step
   sigma_max = 0 and every remaining mask is unmasked by the same sampling rule, so no mask
-  survives and no extra forward pass is spent.
+  survives and no extra forward pass is spent. The last step never remasks (with the "loop"
+  schedule on a coarse grid it can fall in the loop phase, where sigma would be eta).
 - Every step runs the model (no ``ddpm_cache`` logit reuse): with remasking the canvas
   changes almost every step, and a fixed cost per step keeps NFE = steps.
 - A row runs its full schedule even when its canvas happens to have no mask left before
@@ -170,6 +179,14 @@ class ReMDM(Sampler):
         {"schedule": "cap", "eta": 0.3, "steps": 20},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("cap, 2G steps", {"schedule": "cap", "steps": 2 * G}),
+            ("loop, 2G steps", {"schedule": "loop", "steps": 2 * G}),
+        )
+
     schedule: str = "cap"
     eta: float | None = None
     t_on: float = 0.55
@@ -197,6 +214,12 @@ class ReMDM(Sampler):
         _check_float(self.temperature, "temperature", low=0.0)
         if self.top_p is not None:
             _check_float(self.top_p, "top_p", low=0.0, high=1.0, low_open=True)
+        bound = (1.0 - self.alpha_on) / self.alpha_on
+        if self.schedule == "loop" and self.eta_value > bound:
+            # The loop phase keeps a mask with (1 - alpha_on - eta alpha_on) / (1 - alpha_on).
+            raise ValueError(f"schedule='loop' needs eta <= (1 - alpha_on) / alpha_on = {bound:.4g} "
+                             f"(else a mask's probability of staying masked is negative), got "
+                             f"eta={self.eta_value!r} with alpha_on={self.alpha_on!r}")
 
     @property
     def stochastic(self) -> bool:
@@ -237,10 +260,13 @@ class ReMDM(Sampler):
         n = state.block_steps.clamp_min(1).double()  # (B,)
         t = 1.0 - state.block_step.double() / n  # (B,)
         s = (1.0 - (state.block_step + 1).double() / n).clamp_min(0.0)  # (B,)
-        alpha_t, alpha_s = self._alpha(t), self._alpha(s)  # (B,) each
+        alpha_t, alpha_s = self._alphas(t, s)  # (B,) each
         # sigma_max keeps both moves valid; at alpha_t = 0 (t = 1) nothing is decoded anyway.
         sigma_max = torch.where(alpha_t > 0, (1 - alpha_s) / alpha_t.clamp_min(1e-300), 1.0).clamp(0.0, 1.0)
         sigma = self._sigma(t, sigma_max, decoded, state.confidence)  # (B, L)
+        # The last step (s = 0) replaces the reference's final argmax pass: it never remasks,
+        # also when a coarse "loop" grid makes it a loop-phase step.
+        sigma = torch.where((s > 0).unsqueeze(-1), sigma, 0.0)
 
         # Masked positions: unmask with (alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t). Their own
         # sigma is the row's scalar sigma (0 for "conf", whose weights vanish on masks).
@@ -288,24 +314,33 @@ class ReMDM(Sampler):
         return new_state, info
 
     # ------------------------------------------------------------------ schedules
-    def _alpha(self, t: torch.Tensor) -> torch.Tensor:
-        """(B,) float64 signal level alpha(t): 1 - t, or the three-phase loop schedule."""
+    def _alphas(self, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) float64 signal levels (alpha_t, alpha_s) of the step t -> s: 1 - t and 1 - s, or
+        the three-phase loop schedule, whose phase is t's for both (as the reference)."""
         if self.schedule != "loop":
-            return 1.0 - t
-        ramp_in = self.alpha_on * (1.0 - t) / (1.0 - self.t_on)  # 0 at t = 1, alpha_on at t_on
-        ramp_out = self.alpha_on + (1.0 - self.alpha_on) * (1.0 - t / self.t_off)  # alpha_on -> 1
-        return torch.where(t > self.t_on, ramp_in, torch.where(t >= self.t_off, self.alpha_on, ramp_out))
+            return 1.0 - t, 1.0 - s
+        before, after = t > self.t_on, t <= self.t_off  # (B,) the phase of the step
+
+        def alpha(u: torch.Tensor) -> torch.Tensor:
+            ramp_in = self.alpha_on * (1.0 - u) / (1.0 - self.t_on)  # 0 at u = 1, alpha_on at t_on
+            ramp_out = 1.0 - (1.0 - self.alpha_on) * u / self.t_off  # alpha_on at t_off, 1 at 0
+            held = torch.full_like(u, self.alpha_on)
+            return torch.where(before, ramp_in, torch.where(after, ramp_out, held))
+
+        # On a coarse grid the first ramp, extrapolated to s, passes 1: clip (p_unmask = 1).
+        return alpha(t), alpha(s).clamp(max=1.0)
 
     def _row_sigma(self, t: torch.Tensor, sigma_max: torch.Tensor) -> torch.Tensor:
-        """(B,) sigma of the scalar schedules (cap, rescale, loop), clamped to sigma_max."""
+        """(B,) sigma of the scalar schedules: cap and rescale within sigma_max, loop eta."""
         eta = self.eta_value
         if self.schedule == "cap":
             return torch.minimum(torch.full_like(sigma_max, eta), sigma_max)
         if self.schedule == "rescale":
             return eta * sigma_max
         if self.schedule == "loop":  # remask only inside the loop phase t_off < t <= t_on
+            # eta itself, as the reference (__post_init__ keeps it <= sigma_max of that phase).
             looping = (t > self.t_off) & (t <= self.t_on)
-            return torch.where(looping, torch.minimum(torch.full_like(sigma_max, eta), sigma_max), 0.0)
+            return torch.where(looping, torch.full_like(sigma_max, eta), torch.zeros_like(sigma_max))
         return torch.zeros_like(sigma_max)
 
     def _sigma(self, t, sigma_max, decoded, confidence) -> torch.Tensor:

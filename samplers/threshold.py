@@ -84,6 +84,15 @@ class Threshold(Sampler):
         {"threshold": 0.0, "block_length": 5, "min_spacing": 2},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("tau=0.9", {"temperature": 1.0, "threshold": 0.9}),
+            ("tau=0.7", {"temperature": 1.0, "threshold": 0.7}),
+            ("tau=0.5", {"temperature": 1.0, "threshold": 0.5}),
+        )
+
     block_length: int | None = 32
     threshold: float = 0.9
     temperature: float = 0.0

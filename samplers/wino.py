@@ -178,6 +178,14 @@ class WINO(Sampler):
         {"threshold_in": 0.1, "temperature": 1.0, "block_length": 5, "shadow": "emulate"},
     )
 
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens."""
+        return (
+            ("in 0.6, out 0.9", {"temperature": 1.0}),
+            ("in 0.3, out 0.9", {"temperature": 1.0, "threshold_in": 0.3}),
+        )
+
     threshold_in: float = 0.6
     threshold_out: float = 0.9
     accept_ratio: float = 0.7

@@ -11,6 +11,30 @@ from remask.bench import samplers as bench_samplers
 from remask.bench.common import CSV_FIELDS
 
 
+def test_every_registered_sampler_is_in_the_quality_grid():
+    # The grid is read from each class's bench_configs: no sampler is silently skipped.
+    from remask.samplers import available, build
+
+    grid = bench_samplers.settings(8)
+    assert set(grid) == set(available())
+    for name, pairs in grid.items():
+        assert pairs, f"{name} has no benchmark settings"
+        for label, config in pairs:
+            build(name, **config)  # every setting is a valid config
+
+
+def test_quick_quality_runs_wino_and_apd_with_a_verifier():
+    # Both used to be missing from the central table. APD gets the Markov oracle's exact
+    # verifier; an oracle without exact left-to-right conditionals skips it, saying why.
+    rows, skipped = bench_samplers.quality(quick=True, n_samples=200, samplers=["wino", "apd"],
+                                           log=lambda *a: None)
+    assert {r.sampler for r in rows} == {"wino", "apd"} and not skipped
+    assert all(r.validity == 1.0 and math.isfinite(r.kl) for r in rows)
+    _, skipped = bench_samplers.quality(quick=True, n_samples=200, oracles=["hmm"], samplers=["apd"],
+                                        log=lambda *a: None)
+    assert skipped == ["hmm/apd: the oracle has no exact left-to-right conditionals to verify with"]
+
+
 def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
     path = bench_samplers.main(quick=True, out=tmp_path / "s.csv", samplers=["low_confidence", "threshold"],
                                n_samples=300, log=lambda *a: None)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "samplers"))  # the slow paper loops live there
-from reference_adaptive import fastdllm_generate
-from reference_samplers import llada_generate as slow_llada_generate
+from reference.low_confidence import llada_generate as slow_llada_generate
+from reference.threshold import fastdllm_generate
 
 import remask
 from remask.bench import gpu

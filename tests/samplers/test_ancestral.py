@@ -7,7 +7,8 @@ import itertools
 
 import pytest
 import torch
-from reference_adaptive import FixedConfidence, ancestral_law
+from reference._common import FixedConfidence
+from reference.ancestral import ancestral_law
 from remask.samplers import build
 from remask.samplers.schedules import grid_time, next_unmask_index
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts

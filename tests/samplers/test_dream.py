@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_adaptive import FixedConfidence, _dream_filter, ancestral_law, dream_generate
+from reference._common import FixedConfidence
+from reference.ancestral import ancestral_law
+from reference.dream import _dream_filter, dream_generate
 from remask.samplers import build
 from remask import kernels
 from remask.samplers.schedules import dream_count

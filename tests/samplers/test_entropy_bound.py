@@ -12,7 +12,7 @@ import remask
 from remask.samplers import build
 from remask.kernels.select import spacing_filter
 from remask.samplers.canvas import make_canvas
-from reference_samplers import _guided_logits
+from reference.entropy_bound import dus_spacing, eb_generate
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
@@ -122,13 +122,6 @@ def test_larger_gamma_never_commits_fewer(tiny64, score):
 
 
 # ----------------------------------------------------------------------------- spacing
-def _dus_spacing(positions, min_gap):
-    """DUS ``apply_spacing_filter``: greedy over positions sorted best first."""
-    accepted = []
-    for pos in positions:
-        if all(abs(pos - a) >= min_gap for a in accepted):
-            accepted.append(pos)
-    return accepted
 
 
 def test_spacing_filter_is_dus_greedy():
@@ -147,7 +140,7 @@ def test_spacing_filter_is_dus_greedy():
         got = spacing_filter(selected, score, gap)
         for row in range(B):
             positions = sorted(selected[row].nonzero().flatten().tolist(), key=lambda j: (-score[row, j], j))
-            assert got[row].nonzero().flatten().tolist() == sorted(_dus_spacing(positions, gap))
+            assert got[row].nonzero().flatten().tolist() == sorted(dus_spacing(positions, gap))
 
 
 def test_min_spacing_commits_far_apart_and_within_budget():
@@ -157,47 +150,6 @@ def test_min_spacing_commits_far_apart_and_within_budget():
     assert set().union(*steps) == {1, 2, 3, 4, 5}
     committed, _ = _first_commit(model, gamma=float("inf"), min_spacing=3)
     assert committed == {3}  # 1 and 5 are 2 away from 3
-
-
-# ----------------------------------------------------------------------------- reference loop
-def eb_generate(model, prompt, *, gen_length, gamma, score="entropy", block_length=None,
-                min_spacing=None, cfg_scale=0.0):
-    """EB-Sampler, one row, greedy (PC-Sampler ``generate_with_eb_sampler`` / DUS
-    ``generate_eb_sampler(_spaced)`` with blocks): per step sort the block's masked positions
-    by the error proxy, commit the largest prefix with Σ H − max H ≤ γ (at least one), then
-    DUS's greedy spacing filter. Returns (tokens, nfe)."""
-    mask = model.mask_id
-    P = len(prompt)
-    x = list(prompt) + [mask] * gen_length
-    block_length = block_length or gen_length
-    nfe = 0
-    for lo in range(P, P + gen_length, block_length):
-        hi = min(lo + block_length, P + gen_length)
-        while any(x[j] == mask for j in range(lo, hi)):
-            logits = _guided_logits(model, x, P, cfg_scale)
-            nfe += 2 if cfg_scale > 0 else 1
-            rows = []
-            for j in range(lo, hi):
-                if x[j] != mask:
-                    continue
-                p = torch.softmax(logits[j], -1)
-                entropy = float(-(p * torch.log(p.clamp_min(1e-300))).sum())
-                top = torch.topk(p, 2).values
-                key = {"entropy": entropy, "prob": -float(top[0]), "margin": -float(top[0] - top[1])}[score]
-                rows.append((key, j, int(p.argmax()), entropy))
-            rows.sort()
-            k = 0
-            for n in range(1, len(rows) + 1):
-                spent = sum(r[3] for r in rows[:n]) - max(r[3] for r in rows[:n])
-                if spent <= gamma:
-                    k = n
-            chosen = [r[1] for r in rows[: max(k, 1)]]
-            if min_spacing:
-                chosen = _dus_spacing(chosen, min_spacing)
-            for key, j, token, _ in rows:
-                if j in chosen:
-                    x[j] = token
-    return x, nfe
 
 
 SETTINGS = [  # (gen_length, config)

@@ -6,12 +6,9 @@ import itertools
 
 import pytest
 import torch
-from reference_adaptive import (
-    FixedConfidence,
-    factor_count_defined,
-    factor_count_reference,
-    fastdllm_generate,
-)
+from reference._common import FixedConfidence
+from reference.factor import factor_count_defined, factor_count_reference
+from reference.threshold import fastdllm_generate
 from remask.samplers import build
 from remask.samplers.factor import factor_count
 from test_threshold import PROMPTS, _first_commits, _one_step, _random_states

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from reference_adaptive import FixedConfidence, llada2_generate
+from reference._common import FixedConfidence
+from reference.llada2 import llada2_generate
 from remask.samplers import build
 from test_threshold import PROMPTS, _first_commits
 

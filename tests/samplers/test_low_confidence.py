@@ -7,7 +7,7 @@ import torch
 
 import remask
 from remask.samplers import build
-from reference_samplers import llada_generate
+from reference.low_confidence import llada_generate
 
 SETTINGS = [  # (gen_length, block_length, steps)
     (8, None, None),

@@ -11,7 +11,7 @@ import torch
 import remask
 from remask.samplers import build
 from remask.samplers.pc_sampler import pc_score
-from reference_samplers import _guided_logits
+from reference.pc_sampler import pc_generate
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 
@@ -78,40 +78,6 @@ def test_without_decay_or_table_it_is_low_confidence(tiny64):
         a = remask.generate(tiny64, PROMPTS, build("pc_sampler", lambd=0.0, **config), gen_length=8, seed=0)
         b = remask.generate(tiny64, PROMPTS, build("low_confidence", **config), gen_length=8, seed=0)
         assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nfe, b.nfe)
-
-
-# ----------------------------------------------------------------------------- reference loop
-def pc_generate(model, prompt, *, gen_length, block_length, steps, lambd, alpha, background, cfg_scale=0.0):
-    """``generate_with_pc_sampler``, one row, greedy: LLaDA's schedule, top-k of
-    exp(−λ i) · min(−p log(f_bg + 1e-9), α), i = offset from the block start."""
-    mask = model.mask_id
-    P = len(prompt)
-    x = list(prompt) + [mask] * gen_length
-    block_length = block_length or gen_length
-    n_blocks = -(-gen_length // block_length)
-    nfe = 0
-    for b in range(n_blocks):
-        lo, hi = P + b * block_length, min(P + (b + 1) * block_length, P + gen_length)
-        size = hi - lo
-        block_steps = size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
-        for s in range(block_steps):
-            k = size // block_steps + (1 if s < size % block_steps else 0)
-            if k == 0:
-                continue
-            logits = _guided_logits(model, x, P, cfg_scale)
-            nfe += 2 if cfg_scale > 0 else 1
-            rows = []
-            for j in range(lo, hi):
-                if x[j] != mask:
-                    continue
-                p = torch.softmax(logits[j], -1)
-                token = int(p.argmax())
-                calibrated = float(p[token]) if background is None else \
-                    -float(p[token]) * math.log(float(background[token]) + 1e-9)
-                rows.append((-math.exp(-lambd * (j - lo)) * min(calibrated, alpha), j, token))
-            for _, j, token in sorted(rows)[:k]:
-                x[j] = token
-    return x, nfe
 
 
 @pytest.mark.parametrize("gen_length,config", [

@@ -10,17 +10,70 @@ import torch
 import remask
 from remask.models import MarkovChainOracle
 from remask.samplers import build
+from reference.remdm import loop_schedule
 
 
 def test_loop_schedule_phases():
     s = build("remdm", schedule="loop")
     t = torch.tensor([1.0, 0.8, 0.55, 0.3, 0.05, 0.025, 0.0], dtype=torch.float64)
-    alpha = s._alpha(t)
+    alpha, _ = s._alphas(t, t)
     expected = [0.0, 0.9 * 0.2 / 0.45, 0.9, 0.9, 0.9, 0.95, 1.0]
     assert torch.allclose(alpha, torch.tensor(expected, dtype=torch.float64))
     sigma = s._row_sigma(t, torch.ones_like(t))
     assert sigma.tolist() == [0.0, 0.0, 0.02, 0.02, 0.0, 0.0, 0.0]  # eta only in the loop phase
     assert build("remdm").eta_value == 0.008 and build("remdm", schedule="rescale").eta_value == 0.015
+
+
+def _loop_rates(sampler, n_rows, gen_length, seed):
+    """Per step: (unmasked, masked before) and (remasked, decoded before) counts over a run."""
+    counts: dict[int, list[int]] = {}
+
+    def record(state, info):
+        masked_before = info.score > float("-inf")  # (B, L) the proposals are made at the masks
+        decoded_before = info.sigma > 0  # (B, L) the decoded tokens of the block (sigma > 0 there)
+        c = counts.setdefault(state.step - 1, [0, 0, 0, 0])
+        c[0] += int(info.unmasked.sum())
+        c[1] += int(masked_before.sum())
+        c[2] += int(info.remasked.sum())
+        c[3] += int((decoded_before | info.remasked).sum())
+
+    remask.generate(MarkovChainOracle(3, gen_length, seed=0), [[]] * n_rows, sampler,
+                    gen_length=gen_length, seed=seed, callbacks=[record])
+    return counts
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("steps,eta", [(16, 0.02), (10, 0.1)])
+def test_loop_moves_follow_the_reference_step_by_step(steps, eta):
+    """Every step of the "loop" schedule unmasks and remasks with the reference's probabilities
+    (reference.remdm: phase from t, alpha_t and alpha_s from that phase, loop sigma = eta). With
+    16 steps the step crossing t_on unmasks every mask left (a piecewise alpha(s) gives 0.2)."""
+    expected = loop_schedule(steps, eta=eta)
+    if steps == 16:
+        assert expected[7][0] == pytest.approx(1.0)  # t = 0.5625 -> 0.5 crosses t_on = 0.55
+    sampler = build("remdm", schedule="loop", steps=steps, eta=eta, top_p=None)
+    counts = _loop_rates(sampler, 1500, 8, seed=5)
+    checked = 0
+    for k, (p_unmask, sigma) in enumerate(expected[:-1]):  # the last step fills by construction
+        unmasked, masked, remasked, decoded = counts.get(k, [0, 0, 0, 0])
+        for hits, n, p in ((unmasked, masked, p_unmask), (remasked, decoded, sigma)):
+            if n < 200:
+                continue
+            checked += 1
+            if p in (0.0, 1.0):
+                assert hits == p * n, (k, hits, n, p)
+            else:  # 5 standard errors: a deterministic pass for this seed; 0.2 vs 1.0 is far out
+                assert abs(hits / n - p) < 5 * math.sqrt(p * (1 - p) / n), (k, hits / n, p)
+    assert checked >= steps  # most steps had enough masks / decoded tokens to be checked
+
+
+def test_loop_eta_above_the_phase_bound_is_refused():
+    # Loop phase: a mask stays masked with (1 - alpha_on - eta alpha_on) / (1 - alpha_on) < 0.
+    with pytest.raises(ValueError, match="eta"):
+        build("remdm", schedule="loop", eta=0.5)
+    with pytest.raises(ValueError, match="alpha_on"):
+        build("remdm", schedule="loop", alpha_on=0.99)  # the default eta 0.02 > 0.0101
+    assert build("remdm", schedule="loop", eta=0.1).eta_value == 0.1  # 0.1 <= 0.111: allowed
 
 
 def test_conf_gives_the_least_confident_token_the_largest_share():
@@ -36,7 +89,8 @@ def test_conf_gives_the_least_confident_token_the_largest_share():
 @pytest.mark.parametrize("schedule", ["cap", "rescale", "conf", "loop"])
 @pytest.mark.parametrize("steps", [1, 3, 20])
 def test_every_mask_is_filled_and_nfe_equals_steps(markov, schedule, steps):
-    sampler = build("remdm", schedule=schedule, steps=steps, **({} if schedule == "conf" else {"eta": 0.5}))
+    eta = {"conf": {}, "loop": {"eta": 0.1}}.get(schedule, {"eta": 0.5})  # loop: eta <= 1/9 at alpha_on 0.9
+    sampler = build("remdm", schedule=schedule, steps=steps, **eta)
     out = remask.generate(markov, [[0, 1], [2], []], sampler, gen_length=6, seed=1)
     assert not bool((out.tokens == markov.mask_id).any())
     assert out.nfe.tolist() == [steps] * 3 and out.tokens[0, :2].tolist() == [0, 1]

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 import torch
-from reference_adaptive import FixedConfidence, fastdllm_generate
+from reference._common import FixedConfidence
+from reference.threshold import fastdllm_generate
 from remask.samplers import build
 from remask.samplers.canvas import make_canvas
 

@@ -7,7 +7,7 @@ import torch
 
 import remask
 from remask.samplers import build
-from reference_wino import BiasMarkov, BiasTiny, wino_reference
+from reference.wino import BiasMarkov, BiasTiny, wino_reference
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 

@@ -1,8 +1,9 @@
-"""Attention-bias denoisers for WINO's shadow forward, and a slow one-row WINO loop.
+"""WINO (Hong et al., "Wide-In, Narrow-Out: Revokable Decoding for Efficient and Effective
+DLLMs"; code ``Feng-Hong/WINO-DLLM``): attention-bias denoisers for the shadow forward, and a slow
+one-row WINO loop following ``decoding_wino`` of the reference code line by line.
 
 ``BiasTiny`` and ``BiasMarkov`` implement the ``accepts_attention_bias`` capability of
-``remask.samplers.wino``; ``wino_reference`` follows ``decoding_wino`` of
-Feng-Hong/WINO-DLLM (LLaDA/decoding.py) line by line for one unpadded row.
+``remask.samplers.wino``.
 """
 
 from __future__ import annotations

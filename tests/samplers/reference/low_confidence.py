@@ -1,6 +1,6 @@
-"""Slow, obviously-correct loops written from the papers, one row at a time.
+"""LLaDA (Nie et al., arXiv 2502.09992): greedy low-confidence remasking, one row at a time.
 
-They exist only to check the vectorised samplers token for token.
+The slow loop that ``low_confidence`` is checked against token for token.
 """
 
 from __future__ import annotations
@@ -9,18 +9,7 @@ import math
 
 import torch
 
-
-def _guided_logits(model, x: list[int], prompt_length: int, cfg_scale: float) -> torch.Tensor:
-    """(L, V) logits of one row, with LLaDA's classifier-free guidance when cfg_scale > 0."""
-    tokens = torch.tensor([x])
-    cond = model(tokens)[0].double()
-    if cfg_scale == 0:
-        return cond
-    unconditional = tokens.clone()
-    unconditional[0, :prompt_length] = model.mask_id  # prompt replaced by masks
-    un = model(unconditional)[0].double()
-    guided = un + (cfg_scale + 1) * (cond - un)
-    return torch.where(torch.isfinite(cond), guided, float("-inf"))
+from reference._common import guided_logits
 
 
 def llada_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
@@ -51,7 +40,7 @@ def llada_generate(model, prompt: list[int], *, gen_length: int, block_length: i
             k = size // block_steps + (1 if i < size % block_steps else 0)
             if k == 0:
                 continue
-            logits = _guided_logits(model, x, P, cfg_scale)
+            logits = guided_logits(model, x, P, cfg_scale)
             nfe += 2 if cfg_scale > 0 else 1
             if logits_eos_inf:
                 logits[:, eos_id] = float("-inf")
