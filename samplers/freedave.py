@@ -40,7 +40,8 @@ Departures from the reference (all deliberate):
 
 - Any registered base whose step makes exactly one denoiser call is drafted (the reference
   hard-codes LLaDA/Dream/SDAR top-k decoding and refuses its threshold rule). A base that calls
-  the denoiser twice in a step raises ``RuntimeError`` naming it.
+  the denoiser twice in a step raises ``RuntimeError`` naming it; a base that wraps another
+  sampler (``gibbs``, ``freedave``) is refused at build.
 - Verification compares the base's whole state (schedule counters, carried logits, ...) row
   by row, which reduces to the reference's token comparison for top-k decoding.
 - Batches: greedy bases accept per row (each row takes its own longest verified prefix; the
@@ -105,7 +106,8 @@ class FreeDaveInfo(NamedTuple):
     score : (B, L) float
         The last accepted base step's scores.
     advanced : (B,) int64
-        Base steps accepted this step (1 .. D; the number of verified drafts plus one).
+        Base steps accepted this step on unfinished states (1 .. D for a row still decoding,
+        0 for a finished row).
     drafts : int
         Sequences evaluated per row in this step's call (1 on the first step, else D).
     """
@@ -278,10 +280,16 @@ class FreeDave(Sampler):
         {"base": {"name": "threshold", "threshold": 0.3, "block_length": 4}},
         {"base": {"name": "low_confidence", "cfg_scale": 1.0, "steps": 5}, "draft_steps": 3},
     )
-    bench_configs = (
-        {"base": {"name": "low_confidence"}, "draft_steps": 4},
-        {"base": {"name": "low_confidence", "steps": 8}, "draft_steps": 4},
-    )
+
+    @staticmethod
+    def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
+        """(label, config) settings of the quality benchmark for G generated tokens: the same
+        law as the base (lossless), so the rows show the cost side."""
+        return (
+            ("LLaDA 1 tok/step, D=4", {"base": {"name": "low_confidence", "temperature": 1.0}}),
+            ("LLaDA 2 tok/step, D=4", {"base": {"name": "low_confidence", "temperature": 1.0,
+                                                "steps": max(G // 2, 1)}}),
+        )
 
     base: Any = "low_confidence"
     draft_steps: int = 4
@@ -301,6 +309,9 @@ class FreeDave(Sampler):
             sampler = from_config(config)  # validates the base (unknown keys, bad values)
         except (TypeError, ValueError) as error:  # say that the bad value sits in the base
             raise type(error)(f"base {config['name']!r}: {error}") from None
+        if hasattr(sampler, "base_sampler"):
+            raise ValueError(f"base {config['name']!r} wraps another sampler; freedave drafts a plain "
+                             "sampler (put the wrapper around freedave instead)")
         object.__setattr__(self, "base", _frozen(sampler.to_config()))
         object.__setattr__(self, "block_length", sampler.block_length)
         super().__post_init__()
@@ -394,8 +405,10 @@ class FreeDave(Sampler):
         nfe = state.canvas.nfe + evaluations * live.long()
         new_state = FreeDaveState(canvas=new_base.canvas._replace(nfe=nfe), base=new_base, stale=stale,
                                   forwards=state.forwards + live.long())
+        # Base steps taken on unfinished states (a finished draft's "step" changes nothing).
+        moving = ~torch.stack([c.canvas.done for c in chain])  # (n, B)
         info = FreeDaveInfo(committed=committed, proposal=proposal, score=score,
-                            advanced=torch.where(live, accepted + 1, 0), drafts=n)
+                            advanced=(moving & upto).sum(0), drafts=n)
         return new_state, info
 
     # ------------------------------------------------------------------ helpers

@@ -87,6 +87,15 @@ SPECIFIC = {
     ("entropy_bound", "gamma"): Num("float", 0.0, inf_ok=True),
     ("entropy_bound", "score"): Choice(("entropy", "prob", "margin")),
     ("factor", "factor"): NONNEG,
+    ("freedave", "base"): Custom(st.one_of(
+        st.integers(), st.floats(), st.none(), st.booleans(),
+        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
+        st.just({"steps": 3}),  # no name
+        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
+        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
+        st.just({"name": "gibbs"}),  # a wrapping base
+    )),
+    ("freedave", "draft_steps"): POS_INT,
     ("gibbs", "base"): Custom(st.one_of(
         st.integers(), st.floats(), st.none(), st.booleans(),
         st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
