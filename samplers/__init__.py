@@ -24,10 +24,12 @@ from remask.samplers.wino import WINO
 from remask.samplers.gibbs import Gibbs
 from remask.samplers.apd import APD
 from remask.samplers.freedave import FreeDave
+from remask.samplers.punt import Punt
 
 __all__ = [
     "APD",
     "FreeDave",
+    "Punt",
     "Gibbs",
     "ReMDM",
     "WINO",
