@@ -9,8 +9,9 @@ with one batched forward pass:
 1. **Draft.** From the exact state ``c_0`` (the state the base sampler would be in) and the
    logits of the *previous* exact state (the most recent forward pass), apply the base's step
    ``D - 1`` more times with those frozen logits: ``c_k = F(c_{k-1}, stale)``, k = 1..D-1
-   (``D = draft_steps``). For LLaDA's top-k schedule this is the reference's draft: ``c_k``
-   commits the next ``n_s + ... + n_{s+k}`` most confident positions of one prediction.
+   (``D = draft_steps``), while the row stays in the block those logits were computed for.
+   For LLaDA's top-k schedule this is the reference's draft: ``c_k`` commits the next
+   ``n_s + ... + n_{s+k}`` most confident positions of one prediction.
 2. **Verify.** Evaluate the denoiser on all D states in one batched call and compute the
    targets ``t_k = F(c_k, logits(c_k))`` — the step the base sampler itself would take
    from ``c_k``. Draft ``c_{k+1}`` is verified when ``t_k == c_{k+1}`` (the whole base state,
@@ -51,10 +52,14 @@ Departures from the reference (all deliberate):
   stream is keyed by one step counter per run), accepts the shortest verified prefix of the
   batch's unfinished rows instead: tokens are unchanged, each row may then make more calls
   than alone. That path syncs with the host once per step.
-- Drafts may cross a block boundary (the reference stops drafting at the end of the block and
-  rebuilds its prefix cache there); a crossing draft is verified like any other, so only the
-  acceptance changes, never the tokens. No KV cache or tree attention here: caching is a
-  denoiser wrapper's job, and the drafts go through the model as ordinary batch rows.
+- Every call evaluates D states per row, also where a row has nothing to draft (at the first
+  call of a block, where the reference runs one plain forward pass; the frozen logits then
+  belong to the previous block): the row's spare states repeat it, fail verification and
+  are charged like the others, so a row's cost never depends on its batch-mates. As in the
+  reference, drafts stay in the block the frozen logits were computed for.
+- No KV cache or tree attention here: caching is a denoiser wrapper's job (an exact block
+  cache such as ``BlockDiffusionDenoiser`` gives the same tokens and counts), and the drafts
+  go through the model as ordinary batch rows.
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ class FreeDaveState(NamedTuple):
     stale : (B', L', V) float tensor or None
         The raw denoiser output at the state before ``base`` (the frozen logits of the next
         draft; B' = B, or 2B with guidance); None before the first call.
+    stale_window : (B,) int64
+        The active block of each row's state that ``stale`` was computed for.
     forwards : (B,) int64
         Denoiser calls each row took part in while unfinished.
     """
@@ -91,6 +98,7 @@ class FreeDaveState(NamedTuple):
     canvas: Canvas
     base: Any
     stale: torch.Tensor | None
+    stale_window: torch.Tensor
     forwards: torch.Tensor
 
 
@@ -216,6 +224,16 @@ def _rows_equal(a: Any, b: Any, B: int, device: torch.device) -> torch.Tensor:
             out = out & _rows_equal(x, y, B, device)
         return out
     return torch.full((B,), bool(a == b), dtype=torch.bool, device=device)
+
+
+def _where_rows(rows: torch.Tensor, a: Any, b: Any, B: int) -> Any:
+    """Row b of ``a`` where ``rows[b]``, else of ``b``, field by field; per-run values from ``a``."""
+    if _is_rows(a, B) and _is_rows(b, B) and a.shape == b.shape:
+        return torch.where(rows.view(B, *([1] * (a.dim() - 1))), a, b)
+    if isinstance(a, tuple) and type(a) is type(b) and len(a) == len(b) and not isinstance(a, torch.Tensor):
+        parts = [_where_rows(rows, x, y, B) for x, y in zip(a, b)]
+        return type(a)(*parts) if hasattr(a, "_fields") else tuple(parts)
+    return a
 
 
 def _mix(values: list, index: torch.Tensor, B: int, name: str = "") -> Any:
@@ -347,7 +365,8 @@ class FreeDave(Sampler):
     def init(self, canvas: Canvas, denoiser) -> FreeDaveState:
         base_state = self.base_sampler.init(canvas, denoiser)
         return FreeDaveState(canvas=base_state.canvas._replace(nfe=canvas.nfe.clone()), base=base_state,
-                             stale=None, forwards=torch.zeros_like(canvas.nfe))
+                             stale=None, stale_window=canvas.window.clone(),
+                             forwards=torch.zeros_like(canvas.nfe))
 
     # ------------------------------------------------------------------ step
     def step(self, state: FreeDaveState, denoiser, generator: torch.Generator):
@@ -360,7 +379,13 @@ class FreeDave(Sampler):
         chain = [state.base]
         if state.stale is not None:
             for _ in range(self.draft_steps - 1):
-                chain.append(base.step(chain[-1], _Replay(denoiser, state.stale, base.name), generator)[0])
+                previous = chain[-1]
+                drafted = base.step(previous, _Replay(denoiser, state.stale, base.name), generator)[0]
+                # Drafts stay in the block the frozen logits were computed for (the reference's
+                # rule; outside its active block a denoiser may return stale rows): a row that
+                # left it, or finished, repeats its state, which then fails verification.
+                going = (previous.canvas.window == state.stale_window) & ~previous.canvas.done  # (B,)
+                chain.append(_where_rows(going, drafted, previous, B))
         n = len(chain)
 
         # 2. Verify: the base's own call for every state, batched into one model call.
@@ -393,6 +418,8 @@ class FreeDave(Sampler):
         else:
             pick = accepted[torch.arange(rows, device=device) % B]  # (rows,) draft of each output row
             stale = out.view(n, rows, *out.shape[1:])[pick, torch.arange(rows, device=device)]
+        windows = torch.stack([c.canvas.window for c in chain])  # (n, B)
+        stale_window = windows[accepted, torch.arange(B, device=device)]  # (B,)
 
         # The info of the accepted path: every base step up to and including t_m.
         upto = torch.arange(n, device=device).unsqueeze(-1) <= accepted  # (n, B)
@@ -404,7 +431,7 @@ class FreeDave(Sampler):
         evaluations = n * (rows // B)  # sequences evaluated per row in this call
         nfe = state.canvas.nfe + evaluations * live.long()
         new_state = FreeDaveState(canvas=new_base.canvas._replace(nfe=nfe), base=new_base, stale=stale,
-                                  forwards=state.forwards + live.long())
+                                  stale_window=stale_window, forwards=state.forwards + live.long())
         # Base steps taken on unfinished states (a finished draft's "step" changes nothing).
         moving = ~torch.stack([c.canvas.done for c in chain])  # (n, B)
         info = FreeDaveInfo(committed=committed, proposal=proposal, score=score,

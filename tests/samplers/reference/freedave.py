@@ -53,7 +53,8 @@ def freedave_generate(model, prompt: list[int], *, gen_length: int, block_length
     """FreeDave around greedy LLaDA decoding.
 
     Each round evaluates the exact state and ``draft_steps - 1`` drafts made by applying the
-    next LLaDA steps to the previous round's prediction; the target of draft k is one LLaDA
+    next LLaDA steps to the previous round's prediction, within the block that prediction was
+    made for (a draft that would leave it repeats the state); the target of draft k is one LLaDA
     step from it on its own prediction; drafts are accepted while each target equals the next
     draft, and the state becomes the target of the last accepted one.
 
@@ -66,13 +67,22 @@ def freedave_generate(model, prompt: list[int], *, gen_length: int, block_length
     def step(x, logits, s):
         return x if s >= len(schedule) else _llada_step(x, logits, schedule[s], mask)
 
+    size = block_length or gen_length
+
+    def block(x):  # the active block: the one holding the first mask
+        return next((j - P) // size for j in range(P, P + gen_length) if x[j] == mask)
+
     x = list(prompt) + [mask] * gen_length
-    s, calls, evaluations, stale = 0, 0, 0, None
+    s, calls, evaluations, stale, stale_block = 0, 0, 0, None, None
     while s < len(schedule):
         chain = [x]
         if stale is not None:
             for k in range(1, draft_steps):
-                chain.append(step(chain[-1], stale, s + k - 1))
+                previous = chain[-1]
+                # Drafts stay in the block of the prediction they are made from; otherwise
+                # the state repeats (and is evaluated anyway, failing verification).
+                going = mask in previous[P:] and block(previous) == stale_block
+                chain.append(step(previous, stale, s + k - 1) if going else previous)
         logits = [row_logits(model, c) for c in chain]  # one batched call in the sampler
         calls += 1
         evaluations += len(chain)
@@ -81,4 +91,5 @@ def freedave_generate(model, prompt: list[int], *, gen_length: int, block_length
         while m + 1 < len(chain) and targets[m] == chain[m + 1]:
             m += 1
         x, stale, s = targets[m], logits[m], s + m + 1
+        stale_block = block(chain[m]) if mask in chain[m][P:] else None
     return x, calls, evaluations
