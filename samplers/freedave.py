@@ -131,38 +131,40 @@ class _Captured(Exception):
     """Raised by :class:`_Recorder` to stop a base step at its denoiser call."""
 
 
-class _Recorder:
-    """Stands in for the denoiser: records the call a base step makes and stops the step."""
+class _StandIn:
+    """Shows a base step the real denoiser's attributes (mask_id, vocab_size, shift, ...), so
+    the base makes exactly the call it would make on the real one."""
 
     def __init__(self, inner):
         self._inner = inner
-        self.call: tuple | None = None
 
     def __getattr__(self, name: str) -> Any:
         inner = self.__dict__.get("_inner")
         if inner is None:
             raise AttributeError(name)
         return getattr(inner, name)
+
+
+class _Recorder(_StandIn):
+    """Records the call a base step makes and stops the step there."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.call: tuple | None = None
 
     def __call__(self, tokens, attention_mask=None, **extra):
         self.call = (tokens, attention_mask, extra)
         raise _Captured
 
 
-class _Replay:
-    """Stands in for the denoiser: answers a base step's one call with a given output."""
+class _Replay(_StandIn):
+    """Answers a base step's one call with a given output."""
 
     def __init__(self, inner, output: torch.Tensor, base_name: str):
-        self._inner = inner
+        super().__init__(inner)
         self._output = output
         self._base_name = base_name
         self._used = False
-
-    def __getattr__(self, name: str) -> Any:
-        inner = self.__dict__.get("_inner")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
 
     def __call__(self, tokens, attention_mask=None, **extra):
         if self._used:
