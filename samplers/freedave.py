@@ -416,7 +416,7 @@ class FreeDave(Sampler):
             m = int(torch.where(live, accepted, n - 1).min())
             accepted = torch.full_like(accepted, m)
             new_base = targets[m]
-            stale = outputs[m]
+            stale = outputs[m].clone()  # a copy frees the other drafts' logits
         else:
             pick = accepted[torch.arange(rows, device=device) % B]  # (rows,) draft of each output row
             stale = out.view(n, rows, *out.shape[1:])[pick, torch.arange(rows, device=device)]
