@@ -300,10 +300,11 @@ def _time_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, 
             logits = base.to(dtype)
             target = torch.empty_like(logits)
             nbytes = logits.numel() * logits.element_size()
+            key = K.split(0, logits.shape[:-1], device=device)  # one Philox key per row
             cases = [
                 ("copy", "torch", lambda: target.copy_(logits), 2 * nbytes),
                 ("propose_t0", backend, lambda: K.propose(logits), nbytes),
-                ("propose_t1", backend, lambda: K.propose(logits, temperature=1.0, seed=0, offset=1),
+                ("propose_t1", backend, lambda: K.propose(logits, temperature=1.0, key=key),
                  nbytes),
             ]
             for name, used, fn, moved in cases:

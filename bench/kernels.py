@@ -15,6 +15,9 @@ Shape: one LLaDA step, (B, L, V) = (1, 256, 126464), float32 and bfloat16 logits
   ``top_k=50`` (``stats="sampled"``, Dream's call), against ``torch_top_p`` / ``torch_top_k``:
   the plain-torch code a user would write (sort + cumsum + mask + multinomial, or topk +
   multinomial, and the probability of the draw);
+* ``keys``             a step's key derivation at this (B, L), as the samplers do it:
+                       the rows' step keys (``fold`` by the step number) and one key per
+                       position (``position_keys``), in torch; compare with ``propose_t1``;
 * ``token_prob`` against ``torch_token_prob`` (float64 log-softmax + gather, what WINO and
   Gibbs did), and ``kl`` against ``torch_kl`` (float64 log-softmaxes, what KLASS did), the
   second operand being the logits plus small noise.
@@ -136,19 +139,25 @@ def _cases(logits: torch.Tensor, backends: list[str], quick: bool,
             ("torch_token_prob", "torch", lambda: torch_token_prob(logits, tokens), True),
             ("torch_kl", "torch", lambda: torch_kl(logits, other), True),
         ]
+    key = K.split(0, logits.shape[:-1], device=logits.device)  # one Philox key per row
+    row_keys = K.split(0, logits.shape[0], device=logits.device)  # (B,)
+    real = torch.ones(logits.shape[:-1], dtype=torch.bool, device=logits.device)  # (B, L)
+    if not large:
+        cases.append(("keys", "torch", lambda: K.position_keys(K.fold(row_keys, 1), real,
+                                                                K.Purpose.PROPOSE), False))
     for b in backends:
         slow = b == "torch"
         if (quick or large) and slow:
             continue
         cases.append(("propose_t0", b, lambda b=b: K.propose(logits, backend=b), slow))
-        cases.append(("propose_t1", b, lambda b=b: K.propose(logits, temperature=1.0, seed=0,
-                                                              offset=1, backend=b), slow))
+        cases.append(("propose_t1", b, lambda b=b: K.propose(logits, temperature=1.0, key=key,
+                                                              backend=b), slow))
         cases.append(("propose_top_p", b, lambda b=b: K.propose(
-            logits, temperature=1.0, seed=0, offset=1, top_p=0.95, stats="sampled", backend=b),
+            logits, temperature=1.0, key=key, top_p=0.95, stats="sampled", backend=b),
             slow))
         if not large:
             cases.append(("propose_top_k", b, lambda b=b: K.propose(
-                logits, temperature=1.0, seed=0, offset=1, top_k=50, stats="sampled",
+                logits, temperature=1.0, key=key, top_k=50, stats="sampled",
                 backend=b), slow))
         cases.append(("token_prob", b, lambda b=b: K.token_prob(logits, tokens, backend=b), slow))
         if not large:
@@ -238,6 +247,7 @@ RATIOS = [
     ("llada_t0 / propose_t0", ("llada_t0", "torch"), ("propose_t0", None), ">= 5"),
     ("llada_gumbel_t1 / propose_t1", ("llada_gumbel_t1", "torch"), ("propose_t1", None), ">= 40"),
     ("torch_fp32 / propose_t0", ("torch_fp32", "torch"), ("propose_t0", None), ">= 5"),
+    ("keys / propose_t1", ("keys", "torch"), ("propose_t1", None), "-"),
     ("propose_top_p / propose_t1", ("propose_top_p", None), ("propose_t1", None), "<= 2"),
     ("propose_top_k / propose_t1", ("propose_top_k", None), ("propose_t1", None), "-"),
     ("torch_top_p / propose_top_p", ("torch_top_p", "torch"), ("propose_top_p", None), "-"),

@@ -1,7 +1,33 @@
-"""Philox 4x32-10 counter-based random numbers: the one RNG spec of the kernel layer.
+"""Philox 4x32 counter-based random numbers and explicit keys: the one RNG spec of the kernels.
 
 Every backend (this torch file, ``remask.kernels._numba``, ``remask.kernels._triton``)
-implements the same function, so a seed gives the same bits everywhere.
+implements the same function, so a key gives the same bits everywhere.
+
+Keys
+----
+Randomness is passed explicitly, as *keys* (BlackJAX / JAX style), never as global state. A
+key is a 64-bit value held in an int64 tensor (its two's-complement bits: values >= 2**63 are
+stored negative). One key per output row: ``propose`` takes a key per logits row, ``uniform``
+one per output element. New keys come from old ones by :func:`fold`, a Philox hash:
+
+    fold(key, data) = words (0, 1) of Philox4x32-10 with key ``key`` and counter
+                      (data_lo, data_hi, 0, STREAM_FOLD), as the 64-bit value w1:w0.
+
+The samplers' keys are built as follows (``remask.generate``):
+
+1. **Row key**: ``seed=[s_1, ..., s_B]`` gives row i the key ``s_i``; one int ``seed=s`` gives
+   row r the key ``fold(s, r)`` (what :func:`split` computes), so the rows of one call are
+   independent while a row's key never depends on its neighbours' seeds.
+2. **Step key**: before every step the driver folds each row key by the step number
+   (``fold(row_key, step)``; a sampler whose rows can idle while unfinished — the Gibbs
+   corrector — folds by the row's own count of steps instead).
+3. **Purpose**: a step folds its key by a :class:`Purpose` for each kind of draw (the proposal,
+   random scores, position draws, a second proposal, a composed base sampler), so no two
+   draws of a step share bits and no salt is needed.
+4. **Position**: :func:`position_keys` folds by each position's rank among the row's real
+   (non-padding) tokens, ``l - left_padding`` for a left-padded row — never by the flat index
+   ``b * L + l`` — so a row's draws are the same alone, in any batch, at any batch index and
+   with any left padding.
 
 The spec
 --------
@@ -9,17 +35,16 @@ Philox 4x32 with 10 rounds (Salmon, Moraes, Dror, Shaw, "Parallel random numbers
 1, 2, 3", SC 2011), multipliers ``0xD2511F53, 0xCD9E8D57`` and Weyl key increments
 ``0x9E3779B9, 0xBB67AE85``, known-answer tested against Random123's ``tests/kat_vectors``.
 
-* key ``(k0, k1)`` = the 64-bit ``seed`` split into low and high 32-bit words;
-* counter ``(c0, c1, c2, c3)`` = ``(index & 0xFFFFFFFF, index >> 32, offset, stream)``.
+* key ``(k0, k1)`` = the 64-bit key split into low and high 32-bit words;
+* counter ``(c0, c1, c2, c3)`` = ``(0, 0, 0, stream)`` for a draw, ``(data_lo, data_hi, 0,
+  STREAM_FOLD)`` for :func:`fold`.
 
-``index`` is the flat position of the output element (``propose``: the flat row index
-``b * L + l`` of the logits row, whether or not that row is in ``rows``; ``uniform``: the
-flat C-order index of the element). ``offset`` is a 32-bit step counter chosen by the caller
-(samplers pass the step number). ``stream`` separates the consumers that share a seed and an
-offset, so their numbers never collide:
+``stream`` separates the consumers of one key, so their numbers never collide:
 
-* :data:`STREAM_PROPOSE` (0): the two per-row uniforms of ``propose`` at ``temperature > 0``;
-* :data:`STREAM_UNIFORM` (1): :func:`uniform` (random scores, random remasking, ...).
+* :data:`STREAM_PROPOSE` (0): the two per-row uniforms of ``propose`` at ``temperature > 0``
+  (``u1`` from words (0, 1), ``u2`` from words (2, 3));
+* :data:`STREAM_UNIFORM` (1): :func:`uniform` (random scores, position draws, ...);
+* :data:`STREAM_FOLD` (2): :func:`fold`.
 
 Uniforms are built from enough bits that no noise tail is truncated (arXiv 2409.02908):
 float64 uniforms use 53 random bits, ``(k + 0.5) * 2**-53`` with ``k`` the top 53 bits of
@@ -29,7 +54,8 @@ word 1 (the same leading bits); both are strictly inside (0, 1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+import numbers
 
 import torch
 
@@ -39,12 +65,18 @@ __all__ = [
     "PHILOX_ROUNDS",
     "PHILOX_W0",
     "PHILOX_W1",
+    "STREAM_FOLD",
     "STREAM_PROPOSE",
     "STREAM_UNIFORM",
-    "check_offset",
+    "Purpose",
+    "check_key",
     "check_seed",
+    "fold",
+    "key_words",
     "philox4x32",
+    "position_keys",
     "row_uniforms",
+    "split",
     "split_seed",
     "uniform",
 ]
@@ -57,6 +89,7 @@ PHILOX_ROUNDS = 10
 
 STREAM_PROPOSE = 0
 STREAM_UNIFORM = 1
+STREAM_FOLD = 2
 
 _MASK32 = 0xFFFFFFFF
 # 2**-53 and 2**-24: the spacing of the float64 / float32 uniform grids.
@@ -64,8 +97,28 @@ _TWO_M53 = 1.0 / 9007199254740992.0
 _TWO_M24 = 1.0 / 16777216.0
 
 
+class Purpose(enum.IntEnum):
+    """What a step draws with a key: each kind of draw folds the step key by its own value.
+
+    A sampler step derives every key it uses as ``fold(step_key, purpose)`` (then, per
+    position, :func:`position_keys`), so two kinds of draws in one step never share bits.
+    """
+
+    #: The token proposal of ``propose`` (temperature > 0).
+    PROPOSE = 1
+    #: Random scores (LLaDA's "random" remasking, KLASS's random ranking).
+    SCORE = 2
+    #: Which positions unmask / remask (MDLM's and Dream's unmasking times, ReMDM's moves,
+    #: Dream's ``alg_temp`` Plackett-Luce draw).
+    POSITIONS = 3
+    #: A second proposal in one step (the Gibbs corrector's re-sampling).
+    RESAMPLE = 4
+    #: The step key handed to a composed base sampler (the Gibbs corrector's base).
+    BASE = 5
+
+
 def check_seed(seed: object) -> int:
-    """Validate a seed (an int in [0, 2**64)) and return it as a Python int."""
+    """Validate a 64-bit key given as a Python int (in [0, 2**64)) and return it."""
     if isinstance(seed, bool) or not hasattr(seed, "__index__"):
         raise TypeError(f"seed must be an int, got {seed!r}")
     value = int(seed.__index__())  # type: ignore[attr-defined]
@@ -74,19 +127,41 @@ def check_seed(seed: object) -> int:
     return value
 
 
-def check_offset(offset: object) -> int:
-    """Validate an offset (an int in [0, 2**32)) and return it as a Python int."""
-    if isinstance(offset, bool) or not hasattr(offset, "__index__"):
-        raise TypeError(f"offset must be an int, got {offset!r}")
-    value = int(offset.__index__())  # type: ignore[attr-defined]
-    if not 0 <= value < 2**32:
-        raise ValueError(f"offset must be in [0, 2**32), got {value}")
-    return value
+def _as_bits(value: int) -> int:
+    """A value in [0, 2**64) as the int64 with the same bits."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+def check_key(key: object, shape: torch.Size | tuple[int, ...], device: torch.device,
+              what: str = "key") -> torch.Tensor:
+    """Validate a key tensor: int64, of ``shape``, on ``device``; returns it contiguous."""
+    if not isinstance(key, torch.Tensor):
+        raise TypeError(f"{what} must be an int64 tensor of keys (see remask.kernels.split), "
+                        f"got {type(key).__name__}")
+    if key.dtype != torch.int64:
+        raise TypeError(f"{what} must be an int64 tensor, got dtype {key.dtype}")
+    if tuple(key.shape) != tuple(shape):
+        raise ValueError(f"{what} must have shape {tuple(shape)} (one key per row), "
+                         f"got {tuple(key.shape)}")
+    if key.device != torch.device(device):
+        raise ValueError(f"{what} is on {key.device} but the data on {device}")
+    return key.contiguous()
 
 
 def split_seed(seed: int) -> tuple[int, int]:
-    """Return the Philox key ``(k0, k1)``: low and high 32-bit words of a 64-bit seed."""
+    """Return the Philox key words ``(k0, k1)``: low and high 32-bit words of a 64-bit int."""
     return seed & _MASK32, (seed >> 32) & _MASK32
+
+
+def key_words(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Philox key words ``(k0, k1)`` of an int64 key tensor (values in [0, 2**32))."""
+    return key & _MASK32, (key >> 32) & _MASK32
+
+
+def _join(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The int64 whose bits are ``hi:lo`` (32-bit words), without overflowing int64."""
+    signed_hi = hi - ((hi >> 31) << 32)  # hi as a signed 32-bit value
+    return signed_hi * (1 << 32) + lo
 
 
 def _mulhilo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,8 +183,8 @@ def philox4x32(
     c1: torch.Tensor,
     c2: torch.Tensor,
     c3: torch.Tensor,
-    k0: int,
-    k1: int,
+    k0: int | torch.Tensor,
+    k1: int | torch.Tensor,
     rounds: int = PHILOX_ROUNDS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Philox 4x32 block function on int64 tensors holding unsigned 32-bit words.
@@ -118,8 +193,8 @@ def philox4x32(
     ----------
     c0, c1, c2, c3 : int64 tensors (broadcastable), values in [0, 2**32)
         The counter words.
-    k0, k1 : int
-        The key words, in [0, 2**32).
+    k0, k1 : int or int64 tensors (broadcastable with the counter), values in [0, 2**32)
+        The key words.
     rounds : int
         Number of rounds (10 for Philox4x32-10; other counts only for known-answer tests).
 
@@ -139,6 +214,78 @@ def philox4x32(
     return x0, x1, x2, x3
 
 
+def _key_tensor(key: int | torch.Tensor, device=None) -> torch.Tensor:
+    if isinstance(key, torch.Tensor):
+        if key.dtype != torch.int64:
+            raise TypeError(f"key must be an int64 tensor, got dtype {key.dtype}")
+        return key
+    return torch.tensor(_as_bits(check_seed(key)), dtype=torch.int64, device=device)
+
+
+def fold(key: int | torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
+    """A new key from ``key`` and ``data``: a Philox hash (see the module docstring).
+
+    Parameters
+    ----------
+    key : int in [0, 2**64) or int64 tensor of keys
+    data : int in [0, 2**64) or int64 tensor (its 64 bits), broadcastable with ``key``
+        E.g. a row index, a step number, a :class:`Purpose` or a position.
+
+    Returns
+    -------
+    int64 tensor of the broadcast shape, on the device of the tensor argument
+
+    Examples
+    --------
+    >>> import remask.kernels as K
+    >>> bool(K.fold(7, 1) == K.fold(7, 1)), bool(K.fold(7, 1) == K.fold(7, 2))
+    (True, False)
+    """
+    device = key.device if isinstance(key, torch.Tensor) else (
+        data.device if isinstance(data, torch.Tensor) else None)
+    k = _key_tensor(key, device)
+    d = _key_tensor(data, device)
+    k0, k1 = key_words(k)
+    w0, w1, _, _ = philox4x32(d & _MASK32, (d >> 32) & _MASK32, torch.zeros_like(d),
+                              torch.full_like(d, STREAM_FOLD), k0, k1)
+    return _join(w0, w1)
+
+
+def split(key: int | torch.Tensor, shape: int | tuple[int, ...] | torch.Size,
+          device: torch.device | str | None = None) -> torch.Tensor:
+    """``shape`` independent keys from one: element i (flat C-order) is ``fold(key, i)``.
+
+    ``remask.generate(..., seed=s)`` gives row r the key ``split(s, B)[r]``.
+    """
+    size = torch.Size([shape] if isinstance(shape, int) else shape)
+    if any(s < 0 for s in size):
+        raise ValueError(f"shape must have non-negative sizes, got {tuple(size)}")
+    if isinstance(key, torch.Tensor):
+        device = key.device
+    index = torch.arange(size.numel(), dtype=torch.int64, device=device)
+    return fold(key, index).reshape(size)
+
+
+def position_keys(key: torch.Tensor, attention_mask: torch.Tensor, purpose: int) -> torch.Tensor:
+    """(B, L) keys for the draws of one step at each position of a canvas.
+
+    ``fold(fold(key[b], purpose), rank)`` with ``rank`` the position's rank among the row's
+    real tokens (``l - left_padding`` for a left-padded row; padding positions get the rank
+    of the real token before them, their draws are never used). Neither the batch index nor
+    the padding enters, so a row's draws are the same alone or in any batch.
+
+    Parameters
+    ----------
+    key : (B,) int64
+        The rows' step keys.
+    attention_mask : (B, L) bool
+        False on padding.
+    purpose : Purpose
+    """
+    rank = attention_mask.long().cumsum(-1) - 1  # (B, L): l - left_padding on real tokens
+    return fold(fold(key, int(purpose)).unsqueeze(-1), rank.clamp_min(0))  # (B, L)
+
+
 def _to_unit64(lo_word: torch.Tensor, hi_word: torch.Tensor) -> torch.Tensor:
     """float64 uniform in (0, 1) from the top 53 bits of the 64-bit value ``hi:lo``."""
     k = (hi_word << 21) | (lo_word >> 11)  # 53 random bits, < 2**53
@@ -150,69 +297,63 @@ def _to_unit32(word: torch.Tensor) -> torch.Tensor:
     return ((word >> 8).to(torch.float32) + 0.5) * _TWO_M24
 
 
-def row_uniforms(
-    index: torch.Tensor, seed: int, offset: int, stream: int = STREAM_PROPOSE
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(key: torch.Tensor, stream: int) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of the counter (0, 0, 0, stream) under each key."""
+    k0, k1 = key_words(key)
+    zero = torch.zeros_like(key)
+    return philox4x32(zero, zero, zero, torch.full_like(key, stream), k0, k1)
+
+
+def row_uniforms(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The two float64 uniforms ``propose`` draws for each row.
 
     Parameters
     ----------
-    index : int64 tensor
-        Flat row indices ``b * L + l``.
+    key : int64 tensor
+        One key per row.
 
     Returns
     -------
-    (u1, u2) : float64 tensors shaped like ``index``
+    (u1, u2) : float64 tensors shaped like ``key``
         ``u1`` from words (0, 1) chooses the tile, ``u2`` from words (2, 3) the element.
     """
-    k0, k1 = split_seed(seed)
-    w0, w1, w2, w3 = philox4x32(index & _MASK32, index >> 32, torch.full_like(index, offset),
-                                torch.full_like(index, stream), k0, k1)
+    w0, w1, w2, w3 = _draw(key, STREAM_PROPOSE)
     return _to_unit64(w0, w1), _to_unit64(w2, w3)
 
 
-def uniform(
-    shape: int | Sequence[int] | torch.Size,
-    *,
-    seed: int,
-    offset: int = 0,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Counter-based uniforms in the open interval (0, 1), reproducible on every device.
+def uniform(key: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Counter-based uniforms in the open interval (0, 1): one per key, on every device alike.
 
-    Element ``i`` (flat C-order index) is Philox4x32-10 with key ``seed`` and counter
-    ``(i_lo, i_hi, offset, STREAM_UNIFORM)``. Because the stream word differs from the one
-    :func:`remask.kernels.propose` uses, ``uniform(..., seed=s, offset=o)`` and
-    ``propose(..., seed=s, offset=o)`` never share random bits; a sampler can therefore pass
-    the same seed and the step number as ``offset`` to both.
+    Element ``i`` is Philox4x32-10 with key ``key[i]`` and counter ``(0, 0, 0,
+    STREAM_UNIFORM)``. Because the stream word differs from the one
+    :func:`remask.kernels.propose` uses, ``uniform(k)`` and ``propose(..., key=k)`` never
+    share random bits (samplers fold different :class:`Purpose` values anyway).
 
     Parameters
     ----------
-    shape : int or sequence of int
-    seed : int
-        In [0, 2**64).
-    offset : int
-        In [0, 2**32); e.g. the step number.
-    device : torch.device or str, optional
+    key : int64 tensor, any shape
+        One key per output element (e.g. :func:`position_keys` or :func:`split`).
     dtype : torch.float32 or torch.float64
         float32 uses 24 random bits per value, float64 53 bits.
 
     Returns
     -------
-    tensor of ``shape``, ``dtype``
+    tensor shaped like ``key``, ``dtype``, on its device
         Values in (0, 1), never 0 or 1.
+
+    Examples
+    --------
+    >>> import remask.kernels as K
+    >>> u = K.uniform(K.split(0, (2, 3)))
+    >>> u.shape, bool(((u > 0) & (u < 1)).all())
+    (torch.Size([2, 3]), True)
     """
-    seed = check_seed(seed)
-    offset = check_offset(offset)
+    if not isinstance(key, torch.Tensor):
+        raise TypeError(f"key must be an int64 tensor of keys (see remask.kernels.split), "
+                        f"got {type(key).__name__}")
+    if key.dtype != torch.int64:
+        raise TypeError(f"key must be an int64 tensor, got dtype {key.dtype}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-    size = torch.Size([shape] if isinstance(shape, int) else shape)
-    if any(s < 0 for s in size):
-        raise ValueError(f"shape must have non-negative sizes, got {tuple(size)}")
-    index = torch.arange(size.numel(), dtype=torch.int64, device=device)  # (numel,)
-    k0, k1 = split_seed(seed)
-    w0, w1, _, _ = philox4x32(index & _MASK32, index >> 32, torch.full_like(index, offset),
-                              torch.full_like(index, STREAM_UNIFORM), k0, k1)
-    out = _to_unit64(w0, w1) if dtype == torch.float64 else _to_unit32(w1)
-    return out.reshape(size)
+    w0, w1, _, _ = _draw(key, STREAM_UNIFORM)
+    return _to_unit64(w0, w1) if dtype == torch.float64 else _to_unit32(w1)

@@ -93,8 +93,7 @@ def kept_oracle(x: list[float], temperature: float, top_p: float = 1.0, top_k: i
     return keep
 
 
-def propose_oracle(logits: np.ndarray, temperature: float = 0.0, seed: int = 0,
-                   offset: int = 0, rows: np.ndarray | None = None, tile: int = 4096,
+def propose_oracle(logits: np.ndarray, temperature: float = 0.0, keys=None, rows: np.ndarray | None = None, tile: int = 4096,
                    top_p: float = 1.0, top_k: int = 0, strict: bool = False,
                    sampled: bool = False):
     """Per-row float64 oracle of ``propose`` on (N, V) logits (already rounded to float32).
@@ -125,8 +124,8 @@ def propose_oracle(logits: np.ndarray, temperature: float = 0.0, seed: int = 0,
         if temperature == 0:
             tok = x.index(m)
         else:
-            w0, w1, w2, w3 = philox4x32_py((r & _MASK, r >> 32, offset, 0),
-                                           (seed & _MASK, seed >> 32))
+            key = int(keys[r]) % 2**64  # the row's key (int64 bits -> unsigned)
+            w0, w1, w2, w3 = philox4x32_py((0, 0, 0, 0), (key & _MASK, key >> 32))
             weights = [math.exp((v - m) / temperature) if k else 0.0
                        for v, k in zip(x, keep, strict=True)]
             tiles = [weights[i:i + tile] for i in range(0, vocab, tile)]

@@ -17,7 +17,7 @@ reproduce. Semantics, per row ``x`` of V logits (``m = max x``):
 
 Sampling rule (``temperature = T > 0``; ``TILE = 4096``). Weights ``w_i = exp((x_i - m) / T)``;
 the row is cut into tiles ``[j·TILE, (j+1)·TILE)`` with masses ``W_j = Σ_tile w_i``. Two float64
-uniforms ``u1, u2`` (53-bit, Philox stream 0, counter = flat row index, see
+uniforms ``u1, u2`` (53-bit, Philox stream 0 under the row's own key, see
 :mod:`remask.kernels._philox`) pick the tile ``j`` = first index with ``cumsum(W)_j > u1·ΣW``
 and then, inside it, the element ``i`` = first index with ``cumsum(w)_i > u2·Σ_tile w``
 (weights of the chosen tile recomputed in float64; both picks clamp to the last positive
@@ -60,7 +60,7 @@ from typing import NamedTuple
 
 import torch
 from remask.kernels import _dispatch
-from remask.kernels._philox import check_offset, check_seed, row_uniforms
+from remask.kernels._philox import check_key, row_uniforms
 
 __all__ = ["NUCLEUS", "SAMPLE_TILE", "STATS", "STATUS_MESSAGES", "Proposal", "propose",
            "propose_rows"]
@@ -109,8 +109,7 @@ def propose(
     logits: torch.Tensor,
     *,
     temperature: float = 0.0,
-    seed: int | None = None,
-    offset: int = 0,
+    key: torch.Tensor | None = None,
     rows: torch.Tensor | None = None,
     backend: str | None = None,
     top_p: float | None = None,
@@ -126,15 +125,16 @@ def propose(
         Rows must be contiguous along V (other layouts are copied).
     temperature : float
         0 for argmax; T > 0 samples exactly from softmax(logits / T).
-    seed : int, optional
-        In [0, 2**64); required when ``temperature > 0``.
-    offset : int
-        In [0, 2**32): the step counter of the Philox stream (samplers pass the step number).
+    key : (B, L) or (N,) int64, optional
+        One Philox key per logits row (see :mod:`remask.kernels._philox`; e.g.
+        ``remask.kernels.split(seed, logits.shape[:-1])``), on the device of ``logits``;
+        required when ``temperature > 0``. A row's draw depends only on its own key, never
+        on its index or on the other rows.
     rows : (B, L) or (N,) bool, optional
         Only these rows are read and computed (e.g. the masked positions of the active
         block). Outside them ``tokens = -1`` and ``prob = margin = entropy = 0``, and NaN
-        there is not detected. A row's random draw depends only on its own index, so it is
-        the same whatever ``rows`` holds.
+        there is not detected. A row's random draw depends only on its key, so it is the
+        same whatever ``rows`` holds.
     backend : {"torch", "numba", "triton"}, optional
         Overrides :func:`remask.kernels.use_backend` and ``REMASK_BACKEND``.
     top_p : float, optional
@@ -164,11 +164,12 @@ def propose(
     ValueError
         For a NaN, a +inf or no finite logit in a computed row (this check is the op's one
         host synchronisation), a negative/non-finite temperature, ``temperature > 0`` without
-        a seed, or shapes that do not match.
+        a key, or shapes (of ``rows``, ``key``) that do not match.
         Also for ``top_p`` outside (0, 1], ``top_k < 1`` or an unknown ``nucleus``/``stats``;
         every argument is checked before any kernel runs.
     TypeError
-        For a logits dtype that is not floating point, ``rows`` that is not bool, a
+        For a logits dtype that is not floating point, ``rows`` that is not bool, a ``key``
+        that is not an int64 tensor, a
         non-real ``top_p`` or a non-integer ``top_k``.
 
     Examples
@@ -192,10 +193,9 @@ def propose(
         raise TypeError(f"temperature must be a real number, got {temperature!r}") from None
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
-    if temperature > 0 and seed is None:
-        raise ValueError("a seed is required when temperature > 0 (got seed=None)")
-    seed = 0 if seed is None else check_seed(seed)
-    offset = check_offset(offset)
+    if temperature > 0 and key is None:
+        raise ValueError("a key is required when temperature > 0 (got key=None); "
+                         "e.g. key=remask.kernels.split(seed, logits.shape[:-1])")
     top_p, top_k, strict, sampled = check_filter(top_p, top_k, nucleus, stats, logits.shape[-1])
     lead = logits.shape[:-1]  # (B, L) or (N,)
     if rows is not None:
@@ -206,6 +206,8 @@ def propose(
         if rows.device != logits.device:
             raise ValueError(f"rows is on {rows.device} but logits on {logits.device}")
         rows = rows.reshape(-1).contiguous()  # (N,)
+    if key is not None:
+        key = check_key(key, lead, logits.device).reshape(-1)  # (N,)
     vocab = logits.shape[-1]
     x = logits.reshape(-1, vocab)  # (N, V), a view for contiguous input
     if x.stride(-1) != 1:
@@ -216,10 +218,10 @@ def propose(
         return Proposal(torch.empty(lead, dtype=torch.int64, device=logits.device),
                         empty, empty.clone(), empty.clone())
     if top_p < 1.0 or top_k > 0 or sampled:
-        tokens, prob, margin, entropy, status = impl(x, rows, temperature, seed, offset,
+        tokens, prob, margin, entropy, status = impl(x, rows, temperature, key,
                                                      top_p, top_k, strict, sampled)
-    else:  # the plain op keeps its five-argument backend signature
-        tokens, prob, margin, entropy, status = impl(x, rows, temperature, seed, offset)
+    else:  # the plain op keeps its four-argument backend signature
+        tokens, prob, margin, entropy, status = impl(x, rows, temperature, key)
     raise_on_bad_rows(status, lead, name)
     return Proposal(tokens.reshape(lead), prob.reshape(lead), margin.reshape(lead),
                     entropy.reshape(lead))
@@ -273,8 +275,7 @@ def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
     temperature: float,
-    seed: int,
-    offset: int,
+    key: torch.Tensor | None,
     top_p: float = 1.0,
     top_k: int = 0,
     strict: bool = False,
@@ -286,8 +287,10 @@ def propose_rows(
     ----------
     x : (N, V) float tensor, contiguous rows
     rows : (N,) bool or None
-    temperature, seed, offset
+    temperature : float
         Already validated by :func:`propose`.
+    key : (N,) int64 or None
+        One Philox key per row (None only at temperature 0).
     top_p, top_k, strict, sampled
         The filter in the form returned by :func:`check_filter` (1.0 / 0 = off; ``strict``
         for ``nucleus="strict"``, ``sampled`` for ``stats="sampled"``).
@@ -305,7 +308,8 @@ def propose_rows(
     n_rows, vocab = x.shape
     chunk = max(1, _REFERENCE_CHUNK_ELEMENTS // vocab)
     filt = (top_p, top_k, strict, sampled)
-    parts = [_reference_chunk(x[start:start + chunk], start, temperature, seed, offset, filt)
+    parts = [_reference_chunk(x[start:start + chunk],
+                              None if key is None else key[start:start + chunk], temperature, filt)
              for start in range(0, n_rows, chunk)]
     tokens, prob, margin, entropy, status = (torch.cat(p) for p in zip(*parts, strict=True))
     if rows is not None:
@@ -318,7 +322,7 @@ def propose_rows(
 
 
 def _reference_chunk(
-    xc: torch.Tensor, start: int, temperature: float, seed: int, offset: int,
+    xc: torch.Tensor, key: torch.Tensor | None, temperature: float,
     filt: tuple[float, int, bool, bool] = (1.0, 0, False, False),
 ) -> tuple[torch.Tensor, ...]:
     n, vocab = xc.shape
@@ -351,8 +355,7 @@ def _reference_chunk(
     if temperature == 0:
         tokens = x.argmax(-1)  # (n,) first maximal index
     else:
-        index = torch.arange(start, start + n, dtype=torch.int64, device=x.device)  # (n,)
-        u1, u2 = row_uniforms(index, seed, offset)
+        u1, u2 = row_uniforms(key)  # (n,) each
         tokens = _sample_two_level(d, temperature, u1, u2, keep)
     prob = torch.exp(xd.gather(-1, tokens[:, None])[:, 0] - m) / s
     if sampled:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from remask.kernels._philox import uniform
+from remask.kernels._philox import Purpose, position_keys, uniform
 from remask.kernels.propose import Proposal
 
 __all__ = ["SCORES", "SCORE_ALIASES", "score_proposals", "demote"]
@@ -21,13 +21,27 @@ SCORES = ("prob", "margin", "entropy", "random")
 SCORE_ALIASES = {"low_confidence": "prob", "maskgit_plus": "prob", "topk_margin": "margin"}
 
 
-def score_proposals(proposal: Proposal, kind: str, *, seed: int, offset: int) -> torch.Tensor:
+def score_proposals(proposal: Proposal, kind: str, *, key: torch.Tensor | None = None,
+                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """(B, L) float32 ranking score of each proposal; higher commits first.
 
     ``"prob"``: the proposal's untempered probability (LLaDA "low_confidence", Dream
     "maskgit_plus"); ``"margin"``: top-1 minus top-2 probability (Dream "topk_margin");
     ``"entropy"``: negative entropy in nats (Dream "entropy"); ``"random"``: a Philox uniform
-    from the ``uniform`` stream at (``seed``, ``offset``) (LLaDA "random" remasking).
+    per position under ``position_keys(key, attention_mask, Purpose.SCORE)`` (LLaDA "random"
+    remasking).
+
+    Parameters
+    ----------
+    proposal : Proposal
+        (B, L) fields.
+    kind : str
+        One of :data:`SCORES`.
+    key : (B,) int64, optional
+        The rows' step keys; required for ``"random"``.
+    attention_mask : (B, L) bool, optional
+        False on padding; required for ``"random"`` (positions count from each row's first
+        real token, so padding does not change the draws).
     """
     if kind == "prob":
         return proposal.prob
@@ -36,7 +50,9 @@ def score_proposals(proposal: Proposal, kind: str, *, seed: int, offset: int) ->
     if kind == "entropy":
         return -proposal.entropy
     if kind == "random":
-        return uniform(proposal.prob.shape, seed=seed, offset=offset, device=proposal.prob.device)
+        if key is None or attention_mask is None:
+            raise ValueError("score 'random' needs the rows' step keys and the attention mask")
+        return uniform(position_keys(key, attention_mask, Purpose.SCORE))
     raise ValueError(f"score must be one of {SCORES}, got {kind!r}")
 
 

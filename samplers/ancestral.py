@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import torch
 from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
@@ -68,8 +68,6 @@ class AncestralState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     grid : (B,) int64
         Grid index the row's active block has reached (its time is ``t_grid``).
     block_steps : (B,) int64
@@ -77,7 +75,6 @@ class AncestralState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     grid: torch.Tensor
     block_steps: torch.Tensor
 
@@ -164,19 +161,18 @@ class Ancestral(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> AncestralState:
         check_steps_cover_blocks(self.steps, canvas)
-        return AncestralState(canvas=canvas, step=0, grid=torch.zeros_like(canvas.nfe),
+        return AncestralState(canvas=canvas, grid=torch.zeros_like(canvas.nfe),
                               block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: AncestralState, denoiser, generator: torch.Generator):
+    def step(self, state: AncestralState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
-        seed = generator.initial_seed()
 
         # When does each masked position unmask, given the row is at t_grid? (model-free)
-        u = kernels.uniform(eligible.shape, seed=seed, offset=state.step,
-                            device=eligible.device, dtype=torch.float64)  # (B, L)
+        u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
+                            dtype=torch.float64)  # (B, L)
         when = next_unmask_index(u, state.grid, state.block_steps, self.eps)  # (B, L)
         big = torch.iinfo(torch.int64).max
         when = torch.where(eligible, when, big)  # (B, L)
@@ -186,7 +182,8 @@ class Ancestral(Sampler):
         # One forward pass on the (unchanged) canvas: p_θ(x0) of the reference's cache.
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         sampled = eligible & ~removal.unsqueeze(-1)  # (B, L) rows drawing from p_θ
-        draw = kernels.propose(logits, temperature=1.0, seed=seed, offset=state.step, rows=sampled)
+        draw = kernels.propose(logits, temperature=1.0, rows=sampled,
+                               key=proposal_keys(key, canvas, 1.0))
         greedy = kernels.propose(logits, temperature=0.0, rows=eligible & removal.unsqueeze(-1))
         proposal = torch.where(removal.unsqueeze(-1), greedy.tokens, draw.tokens)  # (B, L)
 
@@ -198,7 +195,6 @@ class Ancestral(Sampler):
         moved = new_canvas.window != canvas.window  # (B,) a new block starts its own grid
         new_state = AncestralState(
             canvas=new_canvas,
-            step=state.step + 1,
             grid=torch.where(moved, 0, grid),
             block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
         )

@@ -73,7 +73,7 @@ import torch
 
 from remask import kernels
 from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -153,8 +153,6 @@ class APDState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken (offset of the random stream).
     verifier : object or None
         The resolved verifier (None: self-verification).
     verifier_nfe : (B,) int64
@@ -162,7 +160,6 @@ class APDState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     verifier: Any
     verifier_nfe: torch.Tensor
 
@@ -271,11 +268,11 @@ class APD(Sampler):
         if verifier is not None and verifier.vocab_size != denoiser.vocab_size:
             raise ValueError(f"verifier vocab_size={verifier.vocab_size} differs from the denoiser's "
                              f"{denoiser.vocab_size}; APD mixes the two distributions token by token")
-        return APDState(canvas=canvas, step=0, verifier=verifier,
+        return APDState(canvas=canvas, verifier=verifier,
                         verifier_nfe=torch.zeros_like(canvas.nfe))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: APDState, denoiser, generator: torch.Generator):
+    def step(self, state: APDState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         masked = masked_positions(canvas, mask_id) & canvas.active & (~canvas.done).unsqueeze(-1)
@@ -283,11 +280,10 @@ class APD(Sampler):
         window = masked & (rank < self.max_lookahead)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        seed = generator.initial_seed()
         # Dream's sample_tokens (APD runs on Dream): softmax(logits / T), nucleus keeping the
         # crossing token; "sampled" statistics are those of that distribution.
-        filt = dict(temperature=self.temperature, seed=seed, offset=state.step, rows=window,
-                    top_p=self.top_p, nucleus="crossing", stats="sampled")
+        filt = dict(temperature=self.temperature, key=proposal_keys(key, canvas, self.temperature),
+                    rows=window, top_p=self.top_p, nucleus="crossing", stats="sampled")
         draft = kernels.propose(logits, **filt)
 
         if state.verifier is None:
@@ -311,8 +307,8 @@ class APD(Sampler):
             else:
                 mixed = R * x + (1 - R) * y if R > 0 else y  # (B, L, V)
                 mixture = torch.where(torch.isfinite(x), mixed, float("-inf"))
-            # Same (seed, offset) and layout as the draft: both read the same uniforms, so the
-            # target agrees with the draft wherever the two distributions are close.
+            # Same keys as the draft: both read the same uniforms, so the target agrees with
+            # the draft wherever the two distributions are close.
             target = kernels.propose(mixture, **filt)
             disagree = window & (target.tokens != draft.tokens)  # (B, L)
             big = torch.iinfo(torch.int64).max
@@ -322,7 +318,7 @@ class APD(Sampler):
             verifier_nfe = state.verifier_nfe + window.any(-1).long()
 
         new_canvas = commit(canvas, committed, tokens, mask_id, evaluations)
-        new_state = APDState(canvas=new_canvas, step=state.step + 1, verifier=state.verifier,
+        new_state = APDState(canvas=new_canvas, verifier=state.verifier,
                              verifier_nfe=verifier_nfe)
         info = APDInfo(committed=committed, proposal=torch.where(window, tokens, -1),
                        score=torch.where(window, draft.prob, float("-inf")),

@@ -3,10 +3,16 @@
 A sampler is a frozen, validated config plus a pure transition:
 
     state = sampler.init(canvas, denoiser)
-    state, info = sampler.step(state, denoiser, generator)
+    state, info = sampler.step(state, denoiser, key)
 
 Every state is a NamedTuple whose first field is a :class:`Canvas`; every info carries at
 least the :class:`StepInfo` fields. Samplers never hold mutable state.
+
+``key`` is a (B,) int64 tensor: each row's 64-bit Philox key for this step, which the driver
+derives as ``fold(row_key, sampler.key_step(state, step))`` (see
+:mod:`remask.kernels._philox`). A step draws every random number from it, folded by a
+:class:`remask.kernels.Purpose` and by position (:func:`remask.kernels.position_keys`), so it
+is a pure function of its inputs and a row's draws never depend on the other rows.
 """
 
 from __future__ import annotations
@@ -42,17 +48,14 @@ class StepInfo(NamedTuple):
 
 
 class StepState(NamedTuple):
-    """The state of samplers that need nothing beyond the canvas and a step counter.
+    """The state of samplers that need nothing beyond the canvas.
 
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     """
 
     canvas: Canvas
-    step: int
 
 
 class State(Protocol):
@@ -109,8 +112,19 @@ class Sampler:
     def init(self, canvas: Canvas, denoiser) -> State:
         raise NotImplementedError
 
-    def step(self, state: State, denoiser, generator: torch.Generator) -> tuple[State, StepInfo]:
+    def step(self, state: State, denoiser, key: torch.Tensor) -> tuple[State, StepInfo]:
+        """One transition; ``key`` is the (B,) int64 step keys of the rows."""
         raise NotImplementedError
+
+    def key_step(self, state: State, step: int) -> int | torch.Tensor:
+        """What the driver folds each row's key by before ``step`` (an int or (B,) int64).
+
+        Default: the driver's step count, which is each unfinished row's own step count since
+        every unfinished row takes every step. A sampler whose rows can wait, unfinished,
+        while others step (the Gibbs corrector's final sweeps) returns each row's own count,
+        so that a row's stream does not depend on its batch neighbours.
+        """
+        return step
 
     @property
     def stochastic(self) -> bool:

@@ -60,7 +60,7 @@ import torch
 
 from remask import kernels
 from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -133,8 +133,6 @@ class DilatedState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
     level : (B, L) int64
         Level of each editable position inside its block (-1 elsewhere).
     last_level : (B, L) int64
@@ -144,7 +142,6 @@ class DilatedState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     level: torch.Tensor
     last_level: torch.Tensor
     block_step: torch.Tensor
@@ -254,11 +251,11 @@ class Dilated(Sampler):
             here = editable & (size == n)  # (B, L)
             level = torch.where(here, table[offset.clamp(0, n - 1)], level)
             last_level = torch.where(here, table.max(), last_level)
-        return DilatedState(canvas=canvas, step=0, level=level, last_level=last_level,
+        return DilatedState(canvas=canvas, level=level, last_level=last_level,
                             block_step=torch.zeros_like(canvas.nfe))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: DilatedState, denoiser, generator: torch.Generator):
+    def step(self, state: DilatedState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         active = canvas.active  # (B, L)
@@ -269,7 +266,7 @@ class Dilated(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
         proposal = kernels.propose(
-            logits, temperature=self.temperature, seed=generator.initial_seed(), offset=state.step,
+            logits, temperature=self.temperature, key=proposal_keys(key, canvas, self.temperature),
             rows=scheduled,
         )
         committed = scheduled  # (B, L)
@@ -281,7 +278,6 @@ class Dilated(Sampler):
         moved = new_canvas.window != canvas.window  # (B,): the block is complete
         new_state = DilatedState(
             canvas=new_canvas,
-            step=state.step + 1,
             level=state.level,
             last_level=state.last_level,
             block_step=torch.where(moved, 0, state.block_step + 1),

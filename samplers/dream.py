@@ -59,7 +59,7 @@ from typing import NamedTuple
 
 import torch
 from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, dream_count, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
@@ -77,8 +77,6 @@ class DreamState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     grid : (B,) int64
         Grid steps of the active block already taken (or skipped).
     block_steps : (B,) int64
@@ -86,7 +84,6 @@ class DreamState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     grid: torch.Tensor
     block_steps: torch.Tensor
 
@@ -173,34 +170,33 @@ class Dream(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> DreamState:
         check_steps_cover_blocks(self.steps, canvas)
-        return DreamState(canvas=canvas, step=0, grid=torch.zeros_like(canvas.nfe),
+        return DreamState(canvas=canvas, grid=torch.zeros_like(canvas.nfe),
                           block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: DreamState, denoiser, generator: torch.Generator):
+    def step(self, state: DreamState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
-        seed = generator.initial_seed()
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # Dream's categorical: softmax(logits / T), top-p (the crossing token kept), top-k; the
         # confidences are those of that distribution ("sampled" statistics).
-        proposal = kernels.propose(logits, temperature=self.temperature, seed=seed,
-                                   offset=state.step, rows=eligible, top_p=self.top_p,
+        proposal = kernels.propose(logits, temperature=self.temperature,
+                                   key=proposal_keys(key, canvas, self.temperature),
+                                   rows=eligible, top_p=self.top_p,
                                    top_k=self.top_k, nucleus="crossing", stats="sampled")
 
         if self.alg == "origin":
-            committed, grid, score = self._origin(state, eligible, seed)
+            committed, grid, score = self._origin(state, eligible, key)
         else:
-            committed, grid, score = self._confidence(state, eligible, proposal, seed)
+            committed, grid, score = self._confidence(state, eligible, proposal, key)
         committed &= ~canvas.done.unsqueeze(-1)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
 
         moved = new_canvas.window != canvas.window  # (B,) a new block starts its own grid
         new_state = DreamState(
             canvas=new_canvas,
-            step=state.step + 1,
             grid=torch.where(moved, 0, grid),
             block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
         )
@@ -208,10 +204,11 @@ class Dream(Sampler):
                         score=torch.where(eligible, score, float("-inf")))
         return new_state, info
 
-    def _origin(self, state: DreamState, eligible: torch.Tensor, seed: int):
+    def _origin(self, state: DreamState, eligible: torch.Tensor, step_key: torch.Tensor):
         """Flip positions at the next grid step on which any flips (last step: all left)."""
-        u = kernels.uniform(eligible.shape, seed=seed, offset=state.step,
-                            device=eligible.device, dtype=torch.float64)  # (B, L)
+        u = kernels.uniform(kernels.position_keys(step_key, state.canvas.attention_mask,
+                                                  kernels.Purpose.POSITIONS),
+                            dtype=torch.float64)  # (B, L)
         n = state.block_steps.unsqueeze(-1)  # (B, 1)
         # Flip index j: the position is unmasked by the step ending at t_j (j = n forced).
         when = torch.minimum(next_unmask_index(u, state.grid, state.block_steps, self.eps), n)
@@ -222,7 +219,7 @@ class Dream(Sampler):
         score = -(when - state.grid.unsqueeze(-1)).clamp_max(2**24).float()  # (B, L) sooner = higher
         return committed, grid, score
 
-    def _confidence(self, state: DreamState, eligible: torch.Tensor, proposal, seed: int):
+    def _confidence(self, state: DreamState, eligible: torch.Tensor, proposal, step_key: torch.Tensor):
         """Commit Dream's count of the most confident (or alg_temp-sampled) positions."""
         score = {"maskgit_plus": proposal.prob, "topk_margin": proposal.margin,
                  "entropy": -proposal.entropy}[self.alg]  # (B, L)
@@ -233,8 +230,9 @@ class Dream(Sampler):
         if self.alg_temp:
             # Gumbel-top-k: the top-k of score/alg_temp + Gumbel noise is a draw of k positions
             # without replacement from softmax(score / alg_temp) (Plackett-Luce).
-            u = kernels.uniform(eligible.shape, seed=seed, offset=state.step,
-                                device=eligible.device, dtype=torch.float64)  # (B, L)
+            u = kernels.uniform(kernels.position_keys(step_key, state.canvas.attention_mask,
+                                                      kernels.Purpose.POSITIONS),
+                                dtype=torch.float64)  # (B, L)
             key = score.double() / self.alg_temp - torch.log(-torch.log(u))  # (B, L)
         committed = kernels.topk_mask(key, k, eligible)  # (B, L)
         return committed, taken + 1, score

@@ -1,7 +1,15 @@
 """The step loop: ``generate`` (append ``gen_length`` masks to a prompt) and ``infill``.
 
-The driver is deliberately thin: build the canvas, call ``sampler.step`` until every row is
-done, call the callbacks. It syncs with the host once per step (the ``done`` check).
+The driver is deliberately thin: build the canvas, derive each row's random key, call
+``sampler.step`` until every row is done, call the callbacks. It syncs with the host once per
+step (the ``done`` check).
+
+Randomness is explicit (:mod:`remask.kernels._philox`): each row has a 64-bit key — its own
+seed when ``seed`` is a list, ``fold(seed, r)`` for row r when it is one int — and every step
+receives the rows' keys folded by the step number (``sampler.key_step``). Samplers fold those
+by purpose and position (counted from the row's first real token), so a sampled row's tokens
+depend on its seed, its prompt, the sampler and the model only: not on its batch neighbours,
+its batch index or its padding.
 
 Everything a caller passes is checked before any allocation that scales with it (see
 :func:`generate`), and the result is checked once at the end: no editable position may still
@@ -17,6 +25,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
+from remask import kernels
 from remask.samplers.canvas import make_canvas
 from remask.samplers.base import Sampler
 
@@ -83,7 +92,7 @@ def generate(
     sampler: Sampler,
     *,
     gen_length: int,
-    seed: int | None = None,
+    seed: int | Sequence[int] | torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     callbacks: Sequence[Callable] = (),
     progress: bool = False,
@@ -104,9 +113,14 @@ def generate(
         From :func:`remask.samplers.build`.
     gen_length : int
         Tokens to generate per row (>= 1).
-    seed : int, optional
-        Seed of the sampler's random streams, in [0, 2**63); the same seed gives the same
-        tokens. None draws one from torch's global generator.
+    seed : int, sequence of B ints, or (B,) integer tensor, optional
+        Seeds of the rows' random streams, each in [0, 2**63). One int per row
+        (``seed=[s_1, ..., s_B]``): row i's tokens are a function of ``s_i``, its prompt, the
+        sampler and the model only — the same alone, in any batch, at any position of the
+        batch and with any left padding. One int ``s``: row r gets the key
+        ``remask.kernels.fold(s, r)`` (independent rows, reproducible as a whole batch; row r
+        alone is reproduced with the 64-bit key ``fold(s, r)``, not with ``s``). None draws
+        one int from torch's global generator. Greedy samplers ignore it.
     attention_mask : (B, P) bool tensor, optional
         For a tensor prompt: False on padding. Boolean-valued (bool, or 0/1 of another
         dtype); padding must be on the left (each row False...False True...True): right
@@ -128,7 +142,8 @@ def generate(
     TypeError, ValueError
         Bad input, naming the offending value: token ids outside the vocabulary (checked
         before any tensor conversion), the mask id in a prompt, an empty batch (B = 0), a
-        non-boolean or not left-padded attention mask, a seed outside [0, 2**63), a
+        non-boolean or not left-padded attention mask, a seed outside [0, 2**63), a per-row
+        seed list whose length is not B or that holds a non-int, a
         ``gen_length`` beyond the model's maximum length, ``callbacks`` that is not a
         sequence of callables.
     RuntimeError
@@ -149,9 +164,11 @@ def generate(
         raise TypeError(f"gen_length must be an int, got {gen_length!r}")
     if gen_length <= 0:
         raise ValueError(f"gen_length must be >= 1, got {gen_length}")
-    _check_run_options(seed, callbacks, progress)
+    _check_run_options(callbacks, progress)
+    seed = _check_seed(seed)
     tokens, real = _as_batch(prompt, attention_mask, model, allow_mask=False, what="prompt")
     B, P = tokens.shape
+    keys = _row_keys(seed, B, tokens.device)  # (B,)
     limit = _max_length(model)
     if limit is not None and P + gen_length > limit:
         raise ValueError(f"gen_length={gen_length} after a prompt of width {P} gives a canvas of "
@@ -164,7 +181,7 @@ def generate(
     # Block-diffusion models count blocks from the first real token: the first generated
     # block is cut short so that every block is whole model blocks (as their generate() does).
     offset = real[:, :-gen_length].sum(-1)  # (B,) prompt lengths
-    return _with_text(_run(model, sampler, tokens, editable, real, seed, callbacks, progress, offset),
+    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset),
                       model, P)
 
 
@@ -173,7 +190,7 @@ def infill(
     tokens,
     sampler: Sampler,
     *,
-    seed: int | None = None,
+    seed: int | Sequence[int] | torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
     callbacks: Sequence[Callable] = (),
     progress: bool = False,
@@ -197,7 +214,8 @@ def infill(
     GenerateOutput
     """
     _check_sampler(sampler)
-    _check_run_options(seed, callbacks, progress)
+    _check_run_options(callbacks, progress)
+    seed = _check_seed(seed)
     tokens, real = _as_batch(tokens, attention_mask, model, allow_mask=True, what="tokens")
     if tokens.shape[1] == 0:
         raise ValueError("tokens is empty (L = 0): give canvases with at least one position")
@@ -206,7 +224,8 @@ def infill(
         raise ValueError(f"tokens has length {tokens.shape[1]}; {type(model).__name__} handles at "
                          f"most {limit}")
     editable = real & (tokens == model.mask_id)  # (B, L)
-    return _with_text(_run(model, sampler, tokens, editable, real, seed, callbacks, progress), model, 0)
+    keys = _row_keys(seed, tokens.shape[0], tokens.device)  # (B,)
+    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress), model, 0)
 
 
 # ---------------------------------------------------------------------------- internals
@@ -226,10 +245,7 @@ def _block_length(sampler, model) -> int | None:
     return sampler.block_length
 
 
-def _run(model, sampler, tokens, editable, real, seed, callbacks, progress, offset=None) -> GenerateOutput:
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)))
-    generator = torch.Generator().manual_seed(seed)
+def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset=None) -> GenerateOutput:
     block_length = _block_length(sampler, model)
     if getattr(model, "block_size", None) is None or block_length is None:
         offset = None
@@ -253,7 +269,9 @@ def _run(model, sampler, tokens, editable, real, seed, callbacks, progress, offs
             if steps >= limit:
                 raise RuntimeError(_unfinished(sampler, state.canvas, mask_id, steps, proposed_mask,
                                                f"did not finish within {limit} steps"))
-            state, info = sampler.step(state, model, generator)
+            # The rows' step keys: folded by the step number (or the sampler's per-row count).
+            step_keys = kernels.fold(keys, sampler.key_step(state, steps))  # (B,)
+            state, info = sampler.step(state, model, step_keys)
             steps += 1
             bad = (info.committed & (info.proposal == mask_id)).any(-1)  # (B,)
             proposed_mask = torch.where((proposed_mask == 0) & bad, steps, proposed_mask)
@@ -289,12 +307,43 @@ def _unfinished(sampler, canvas, mask_id: int, steps: int, proposed_mask: torch.
     return f"sampler {sampler.name!r} {what}: " + "; ".join(p for p in (where, cause) if p)
 
 
-def _check_run_options(seed, callbacks, progress) -> None:
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        if not 0 <= seed < 2**63:
-            raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+def _check_seed(seed):
+    """Validate ``seed``: None, an int, or one int per row; returns None, an int or a list."""
+    if seed is None:
+        return None
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
+            raise TypeError(f"seed tensor must hold integers, got dtype {seed.dtype}")
+        if seed.dim() != 1:
+            raise ValueError(f"seed tensor must be 1-D (one seed per row), got shape {tuple(seed.shape)}")
+        seed = seed.tolist()
+    if isinstance(seed, (list, tuple)):
+        for i, value in enumerate(seed):
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
+                raise TypeError(f"seed[{i}] must be an int, got {value!r}")
+            if not 0 <= int(value) < 2**63:
+                raise ValueError(f"seed[{i}] must be in [0, 2**63), got {int(value)}")
+        return [int(value) for value in seed]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, a list of ints (one per row) or None, got {seed!r:.80}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    return seed
+
+
+def _row_keys(seed, batch: int, device: torch.device) -> torch.Tensor:
+    """(B,) int64: each row's key (see :func:`generate`'s ``seed``)."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)))
+    if isinstance(seed, list):
+        if len(seed) != batch:
+            raise ValueError(f"seed has {len(seed)} values but the batch has {batch} rows; "
+                             "give one seed per row or a single int")
+        return torch.tensor(seed, dtype=torch.int64, device=device)
+    return kernels.split(seed, batch, device=device)
+
+
+def _check_run_options(callbacks, progress) -> None:
     if callable(callbacks) or not isinstance(callbacks, _SequenceABC) or isinstance(callbacks, (str, bytes)):
         raise TypeError(f"callbacks must be a sequence of callables (e.g. [fn]), got {callbacks!r:.80}")
     for i, callback in enumerate(callbacks):

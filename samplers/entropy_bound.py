@@ -145,15 +145,15 @@ class EntropyBound(Sampler):
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> StepState:
-        return StepState(canvas=canvas, step=0)
+        return StepState(canvas=canvas)
 
     # ------------------------------------------------------------------ step
-    def step(self, state: StepState, denoiser, generator: torch.Generator):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+    def step(self, state: StepState, denoiser, key: torch.Tensor):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
                                                      temperature=self.temperature, cfg_scale=self.cfg_scale)
-        # The ordering never uses the random stream (no "random" score), so seed/offset only
-        # matter for the proposal.
-        score = score_proposals(proposal, self.score, seed=generator.initial_seed(), offset=state.step)
+        # The ordering never uses the random stream (no "random" score): the key only
+        # matters for the proposal.
+        score = score_proposals(proposal, self.score)
 
         # Largest prefix in score order with Σ H − max H ≤ γ (nats), at least one per row.
         committed = kernels.entropy_budget_mask(score, proposal.entropy, self.gamma, eligible)  # (B, L)
@@ -168,4 +168,4 @@ class EntropyBound(Sampler):
             score=torch.where(eligible, score, float("-inf")),
             entropy=proposal.entropy,
         )
-        return StepState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas), info

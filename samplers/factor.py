@@ -123,14 +123,14 @@ class Factor(Sampler):
         _check_float(self.temperature, "temperature", low=0.0)
 
     def init(self, canvas: Canvas, denoiser) -> StepState:
-        return StepState(canvas=canvas, step=0)
+        return StepState(canvas=canvas)
 
-    def step(self, state: StepState, denoiser, generator: torch.Generator):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+    def step(self, state: StepState, denoiser, key: torch.Tensor):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
                                                      temperature=self.temperature)
         k = factor_count(proposal.prob, eligible, self.factor)  # (B,)
         committed = kernels.topk_mask(proposal.prob, k, eligible)  # (B, L)
         new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, proposal.prob, float("-inf")))
-        return StepState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas), info

@@ -70,9 +70,6 @@ from remask.samplers.registry import from_config, register
 
 __all__ = ["Gibbs", "GibbsState", "GibbsInfo"]
 
-# Key of the corrector's own random stream, so it never shares bits with the base's.
-_SEED_SALT = 0x9E3779B97F4A7C15
-
 
 class GibbsState(NamedTuple):
     """State of :class:`Gibbs`.
@@ -84,7 +81,7 @@ class GibbsState(NamedTuple):
     base : NamedTuple
         The base sampler's state (its canvas carries the base's own ``done``).
     step : int
-        Steps taken (offset of the corrector's random stream).
+        Steps taken (the ``every`` schedule of the checks counts them).
     sweeps_done : int
         Final sweeps made (all rows enter the final phase together).
     clock : (B,) int64
@@ -319,7 +316,12 @@ class Gibbs(Sampler):
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: GibbsState, denoiser, generator: torch.Generator):
+    def key_step(self, state: GibbsState, step: int) -> torch.Tensor:
+        """Each row's own step count (its clock): a row waiting, unfinished, for the final
+        sweeps while its neighbours still decode does not advance its stream."""
+        return state.clock
+
+    def step(self, state: GibbsState, denoiser, key: torch.Tensor):
         base_state = state.base
         canvas = base_state.canvas  # tokens before this step, with the base's done
         mask_id = denoiser.mask_id
@@ -344,7 +346,9 @@ class Gibbs(Sampler):
         else:
             model = (_WithCheckRows(denoiser, check_tokens, canvas.attention_mask, canvas.active)
                      if checking else denoiser)
-            new_base, base_info = self.base_sampler.step(base_state, model, generator)
+            # The base gets its own key, folded from the step key by purpose.
+            new_base, base_info = self.base_sampler.step(base_state, model,
+                                                         kernels.fold(key, kernels.Purpose.BASE))
             check_logits_ = None
             if checking:
                 check_logits_ = model.logits
@@ -363,9 +367,11 @@ class Gibbs(Sampler):
             doubtful = checked & (verify_prob < self.threshold) & ~base_committed  # (B, L)
             budget = (self.max_revisions - state.revisions).clamp_min(0)  # (B,)
             revised = kernels.topk_mask((-verify_prob).float(), budget, doubtful)  # lowest first
+            resample_key = None
+            if self.resample_temperature > 0:
+                resample_key = kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.RESAMPLE)
             resampled = kernels.propose(check_logits_, temperature=self.resample_temperature,
-                                        seed=generator.initial_seed() ^ _SEED_SALT, offset=state.step,
-                                        rows=revised).tokens  # (B, L)
+                                        key=resample_key, rows=revised).tokens  # (B, L)
         else:
             verify_prob = torch.full(checked.shape, float("nan"), dtype=torch.float64,
                                      device=checked.device)

@@ -120,8 +120,6 @@ class KlassState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     schedule : BlockSchedule
         LLaDA's per-block schedule of the active block.
     streak : (B, L) int64
@@ -134,7 +132,6 @@ class KlassState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     schedule: BlockSchedule
     streak: torch.Tensor
     index: torch.Tensor
@@ -243,7 +240,6 @@ class Klass(Sampler):
         check_steps_cover_blocks(self.steps, canvas)
         return KlassState(
             canvas=canvas,
-            step=0,
             schedule=BlockSchedule.start(canvas, denoiser.mask_id, self.steps),
             streak=torch.zeros_like(canvas.tokens),
             index=_window_index(canvas, self._width(canvas)),
@@ -251,15 +247,14 @@ class Klass(Sampler):
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: KlassState, denoiser, generator: torch.Generator):
+    def step(self, state: KlassState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         active = canvas.active  # (B, L)
         B, L = canvas.tokens.shape
-        eligible, logits, proposal, evaluations = predict(canvas, denoiser, generator, state.step,
+        eligible, logits, proposal, evaluations = predict(canvas, denoiser, key,
                                                           temperature=self.temperature,
                                                           cfg_scale=self.cfg_scale)
-        seed = generator.initial_seed()
         confidence = proposal.prob  # (B, L)
 
         # Step-to-step KL at the active block's positions (the previous logits were kept
@@ -281,11 +276,11 @@ class Klass(Sampler):
         if self.unmask_strategy == "all":
             chosen = ready
         else:
-            key = {"max_conf": lambda: confidence,
-                   "min_kl": lambda: (-kl).float(),
-                   "random": lambda: kernels.uniform(confidence.shape, seed=seed, offset=state.step,
-                                                     device=confidence.device)}[self.unmask_strategy]()
-            chosen = kernels.topk_mask(key, 1, ready)  # (B, L)
+            rank_by = {"max_conf": lambda: confidence,
+                       "min_kl": lambda: (-kl).float(),
+                       "random": lambda: kernels.uniform(kernels.position_keys(
+                           key, canvas.attention_mask, kernels.Purpose.SCORE))}[self.unmask_strategy]()
+            chosen = kernels.topk_mask(rank_by, 1, ready)  # (B, L)
         # The block's last allotted step (or any later one) takes every mask left.
         last = state.schedule.step >= state.schedule.steps - 1  # (B,)
         k = torch.where(last & ~canvas.done, L, state.schedule.count(canvas))  # (B,)
@@ -297,7 +292,6 @@ class Klass(Sampler):
         index = _window_index(new_canvas, state.index.shape[1])  # (B, W)
         new_state = KlassState(
             canvas=new_canvas,
-            step=state.step + 1,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
             # Positions outside the active block hold 0, so a new block's streaks start from
             # scratch at its first step (the reference's s >= H - 1 gate).

@@ -45,7 +45,7 @@ from typing import NamedTuple
 
 import torch
 from remask.samplers.canvas import block_mask_count, commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import even_split
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
@@ -61,8 +61,6 @@ class LLaDA2State(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
     block_step : (B,) int64
         Steps taken in the row's active block.
     block_size : (B,) int64
@@ -72,7 +70,6 @@ class LLaDA2State(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     block_step: torch.Tensor
     block_size: torch.Tensor
     block_steps: torch.Tensor
@@ -135,10 +132,10 @@ class LLaDA2(Sampler):
 
     def init(self, canvas: Canvas, denoiser) -> LLaDA2State:
         size = block_mask_count(canvas, denoiser.mask_id)  # (B,)
-        return LLaDA2State(canvas=canvas, step=0, block_step=torch.zeros_like(size),
+        return LLaDA2State(canvas=canvas, block_step=torch.zeros_like(size),
                            block_size=size, block_steps=self._block_steps(size))
 
-    def step(self, state: LLaDA2State, denoiser, generator: torch.Generator):
+    def step(self, state: LLaDA2State, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
@@ -147,7 +144,7 @@ class LLaDA2(Sampler):
         # The reference's confidence is the sampled token's tempered probability: the
         # "sampled" statistics (no (B, L, V) division by T first).
         proposal = kernels.propose(logits, temperature=self.temperature,
-                                   seed=generator.initial_seed(), offset=state.step,
+                                   key=proposal_keys(key, canvas, self.temperature),
                                    rows=eligible,
                                    stats="sampled" if self.temperature > 0 else "untempered")
         score = proposal.prob  # (B, L)
@@ -165,7 +162,6 @@ class LLaDA2(Sampler):
         size = torch.where(moved, block_mask_count(new_canvas, mask_id), state.block_size)  # (B,)
         new_state = LLaDA2State(
             canvas=new_canvas,
-            step=state.step + 1,
             block_step=torch.where(moved, 0, state.block_step + 1),
             block_size=size,
             block_steps=torch.where(moved, self._block_steps(size), state.block_steps),

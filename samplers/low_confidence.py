@@ -32,7 +32,7 @@ import torch
 from remask import kernels
 from remask.kernels.score import demote, score_proposals, SCORES
 from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers._validate import check_bool
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
@@ -47,14 +47,11 @@ class LowConfidenceState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     schedule : BlockSchedule
         LLaDA's per-block schedule of the active block.
     """
 
     canvas: Canvas
-    step: int
     schedule: BlockSchedule
 
 
@@ -172,12 +169,11 @@ class LowConfidence(Sampler):
         check_steps_cover_blocks(self.steps, canvas)
         return LowConfidenceState(
             canvas=canvas,
-            step=0,
             schedule=BlockSchedule.start(canvas, denoiser.mask_id, self.steps),
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: LowConfidenceState, denoiser, generator: torch.Generator):
+    def step(self, state: LowConfidenceState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
@@ -189,13 +185,14 @@ class LowConfidence(Sampler):
             # avoids a (B, L, V) copy.
             logits[..., eos] = float("-inf")
 
-        # Counter-based randomness keyed by (run seed, step number): the step is a pure
-        # function of its inputs. propose and uniform draw from different Philox streams.
-        seed = generator.initial_seed()
+        # Counter-based randomness from the rows' step keys, folded by purpose and position:
+        # the step is a pure function of its inputs, each row's draws of its own key only.
         proposal = kernels.propose(
-            logits, temperature=self.temperature, seed=seed, offset=state.step, rows=eligible
+            logits, temperature=self.temperature, rows=eligible,
+            key=proposal_keys(key, canvas, self.temperature),
         )
-        score = score_proposals(proposal, self.score_kind, seed=seed, offset=state.step)  # (B, L)
+        score = score_proposals(proposal, self.score_kind, key=key,
+                                attention_mask=canvas.attention_mask)  # (B, L)
         if self.confidence_eos_eot_inf:
             score = demote(score, proposal.tokens, tuple(i for i in (eos, eot) if i is not None))
 
@@ -204,7 +201,6 @@ class LowConfidence(Sampler):
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
         new_state = LowConfidenceState(
             canvas=new_canvas,
-            step=state.step + 1,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
         info = StepInfo(committed=committed, proposal=proposal.tokens,

@@ -102,8 +102,6 @@ class PCSamplerState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random stream).
     offset : (B, L) int64
         Offset of each editable position from the start of its block.
     background : (V,) float32 or None
@@ -113,7 +111,6 @@ class PCSamplerState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     offset: torch.Tensor
     background: torch.Tensor | None
     schedule: BlockSchedule
@@ -201,7 +198,6 @@ class PCSampler(Sampler):
         offset = order if self.block_length is None else order % self.block_length  # (B, L)
         return PCSamplerState(
             canvas=canvas,
-            step=0,
             offset=torch.where(canvas.editable, offset, 0),
             background=None if self.background is None else torch.tensor(
                 self.background, dtype=torch.float32, device=canvas.tokens.device),
@@ -209,10 +205,10 @@ class PCSampler(Sampler):
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: PCSamplerState, denoiser, generator: torch.Generator):
+    def step(self, state: PCSamplerState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible, _, proposal, evaluations = predict(canvas, denoiser, generator, state.step,
+        eligible, _, proposal, evaluations = predict(canvas, denoiser, key,
                                                      temperature=self.temperature, cfg_scale=self.cfg_scale)
         score = pc_score(proposal.prob, proposal.tokens, state.offset, lambd=self.lambd,
                          alpha=self.alpha, background=state.background)  # (B, L)
@@ -222,7 +218,6 @@ class PCSampler(Sampler):
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
         new_state = state._replace(
             canvas=new_canvas,
-            step=state.step + 1,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
         info = StepInfo(committed=committed, proposal=proposal.tokens,

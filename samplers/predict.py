@@ -15,7 +15,7 @@ from remask import kernels
 from remask.models.protocol import check_logits
 from remask.samplers.canvas import Canvas, eligible
 
-__all__ = ["Prediction", "denoise", "exclude_mask", "predict"]
+__all__ = ["Prediction", "denoise", "exclude_mask", "predict", "proposal_keys"]
 
 
 def denoise(denoiser, canvas: Canvas, *, cfg_scale: float = 0.0) -> tuple[torch.Tensor, int]:
@@ -99,16 +99,28 @@ class Prediction(NamedTuple):
     evaluations: int
 
 
-def predict(canvas: Canvas, denoiser, generator: torch.Generator, step: int, *, temperature: float,
+def predict(canvas: Canvas, denoiser, key: torch.Tensor, *, temperature: float,
             cfg_scale: float = 0.0) -> Prediction:
     """The first half of every confidence-style step: which positions may commit, one forward
     pass, and a proposal for each of them.
 
-    Randomness is counter-based and keyed by (run seed, step number), so a step is a pure
-    function of its inputs.
+    ``key`` holds the rows' (B,) int64 step keys; the proposals draw from
+    ``position_keys(key, attention_mask, Purpose.PROPOSE)``, so a step is a pure function of
+    its inputs and a row's draws do not depend on the other rows or on padding.
     """
     rows = eligible(canvas, denoiser.mask_id)  # (B, L)
     logits, evaluations = denoise(denoiser, canvas, cfg_scale=cfg_scale)  # (B, L, V)
-    proposal = kernels.propose(logits, temperature=temperature, seed=generator.initial_seed(),
-                               offset=step, rows=rows)
+    proposal = kernels.propose(logits, temperature=temperature, rows=rows,
+                               key=proposal_keys(key, canvas, temperature))
     return Prediction(rows, logits, proposal, evaluations)
+
+
+def proposal_keys(key: torch.Tensor, canvas: Canvas, temperature: float) -> torch.Tensor | None:
+    """(B, L) int64 keys of a step's proposals (None at temperature 0, where nothing is drawn).
+
+    ``key`` : (B,) int64 step keys. Folded by ``Purpose.PROPOSE`` and each position's rank
+    among the row's real tokens (:func:`remask.kernels.position_keys`).
+    """
+    if temperature <= 0:
+        return None
+    return kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.PROPOSE)

@@ -74,7 +74,7 @@ import torch
 
 from remask import kernels
 from remask.samplers.canvas import commit
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
@@ -92,8 +92,6 @@ class ReMDMState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (offset of the random streams).
     block_step : (B,) int64
         Steps taken in the row's active block (k in t_k = 1 - k / n).
     block_steps : (B,) int64
@@ -104,7 +102,6 @@ class ReMDMState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     block_step: torch.Tensor
     block_steps: torch.Tensor
     confidence: torch.Tensor
@@ -241,14 +238,13 @@ class ReMDM(Sampler):
         check_steps_cover_blocks(self.steps, canvas)
         return ReMDMState(
             canvas=canvas,
-            step=0,
             block_step=torch.zeros_like(canvas.nfe),
             block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
             confidence=torch.full(canvas.tokens.shape, float("inf"), device=canvas.tokens.device),
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: ReMDMState, denoiser, generator: torch.Generator):
+    def step(self, state: ReMDMState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         live = (~canvas.done).unsqueeze(-1)  # (B, 1): finished rows never move
@@ -276,14 +272,14 @@ class ReMDM(Sampler):
         p_unmask = torch.where(s <= 0, 1.0, p_unmask.clamp(0.0, 1.0))  # the last step fills everything
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        seed = generator.initial_seed()
         # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
         # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
-        proposal = kernels.propose(logits, temperature=self.temperature, seed=seed,
-                                   offset=state.step, rows=masked, top_p=self.top_p,
+        proposal = kernels.propose(logits, temperature=self.temperature,
+                                   key=proposal_keys(key, canvas, self.temperature),
+                                   rows=masked, top_p=self.top_p,
                                    nucleus="strict", stats="sampled")
-        u = kernels.uniform(canvas.tokens.shape, seed=seed, offset=state.step,
-                            device=canvas.tokens.device, dtype=torch.float64)  # (B, L)
+        u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
+                            dtype=torch.float64)  # (B, L)
         unmasked = masked & (u < p_unmask.unsqueeze(-1))  # (B, L)
         remasked = decoded & (u < sigma)  # (B, L)
 
@@ -303,7 +299,6 @@ class ReMDM(Sampler):
         moved = window != canvas.window  # (B,)
         new_state = ReMDMState(
             canvas=new_canvas,
-            step=state.step + 1,
             block_step=torch.where(moved, 0, state.block_step + 1),
             block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
             confidence=confidence,

@@ -106,10 +106,10 @@ class Threshold(Sampler):
             _check_int(self.min_spacing, "min_spacing", low=1)
 
     def init(self, canvas: Canvas, denoiser) -> StepState:
-        return StepState(canvas=canvas, step=0)
+        return StepState(canvas=canvas)
 
-    def step(self, state: StepState, denoiser, generator: torch.Generator):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, generator, state.step,
+    def step(self, state: StepState, denoiser, key: torch.Tensor):
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
                                                      temperature=self.temperature)
         committed = kernels.threshold_mask(proposal.prob, self.threshold, eligible)  # (B, L)
         if self.min_spacing is not None:
@@ -119,4 +119,4 @@ class Threshold(Sampler):
         new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
         info = StepInfo(committed=committed, proposal=proposal.tokens,
                         score=torch.where(eligible, proposal.prob, float("-inf")))
-        return StepState(canvas=new_canvas, step=state.step + 1), info
+        return StepState(canvas=new_canvas), info

@@ -75,7 +75,7 @@ import torch
 from remask import kernels
 from remask.models.protocol import check_logits
 from remask.samplers.canvas import commit
-from remask.samplers.predict import exclude_mask
+from remask.samplers.predict import exclude_mask, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -95,8 +95,6 @@ class WinoState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the random stream).
     last_accept : (B,) int64
         Tokens accepted at the row's previous step in this block (the narrow-out cap is one
         less); a large number at the start of a block.
@@ -106,7 +104,6 @@ class WinoState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     last_accept: torch.Tensor
     width: int
 
@@ -225,11 +222,11 @@ class WINO(Sampler):
             )
         longest = max(int(canvas.editable.sum(-1).max()), 1)  # one sync, at init
         width = longest if self.block_length is None else min(self.block_length, longest)
-        return WinoState(canvas=canvas, step=0, last_accept=torch.full_like(canvas.nfe, _NO_CAP),
+        return WinoState(canvas=canvas, last_accept=torch.full_like(canvas.nfe, _NO_CAP),
                          width=width)
 
     # ------------------------------------------------------------------ step
-    def step(self, state: WinoState, denoiser, generator: torch.Generator):
+    def step(self, state: WinoState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         live = (~canvas.done).unsqueeze(-1)  # (B, 1)
@@ -240,8 +237,8 @@ class WINO(Sampler):
         logits, verify_logits, evaluations = self._forward(canvas, denoiser, in_block, state.width)  # (B, L, V) x2
 
         # Wide in: threshold, capped, at least the best one.
-        proposal = kernels.propose(logits, temperature=self.temperature, seed=generator.initial_seed(),
-                                   offset=state.step, rows=masked)
+        proposal = kernels.propose(logits, temperature=self.temperature, rows=masked,
+                                   key=proposal_keys(key, canvas, self.temperature))
         confidence = proposal.prob  # (B, L)
         n_masked = masked.sum(-1)  # (B,)
         cap = (n_masked.double() * self.accept_ratio).floor().long().clamp(self.accept_min, self.accept_max)
@@ -267,7 +264,6 @@ class WINO(Sampler):
         moved = new_canvas.window != canvas.window  # (B,)
         new_state = WinoState(
             canvas=new_canvas,
-            step=state.step + 1,
             last_accept=torch.where(moved, _NO_CAP, n_accept),
             width=state.width,
         )

@@ -38,7 +38,6 @@ from remask.kernels._philox import (
     PHILOX_W0,
     PHILOX_W1,
     STREAM_PROPOSE,
-    split_seed,
 )
 from remask.kernels.propose import SAMPLE_TILE
 
@@ -413,14 +412,15 @@ def _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr
 
 
 @njit(cache=True)
-def _draw_tile(r, offset, k0, k1, masses, vocab):  # pragma: no cover - compiled
+def _draw_tile(key, masses, vocab):  # pragma: no cover - compiled
     """First level of the two-level draw: the row's Philox uniforms pick a tile by its mass.
 
+    ``key`` is the row's 64-bit key (uint64); the counter is (0, 0, 0, STREAM_PROPOSE).
     Returns (tile start, tile width, u2 for the pick inside the tile).
     """
-    ctr = np.uint64(r)
-    w0, w1, w2, w3 = _philox(ctr & _U32, ctr >> _SH32, offset, np.uint64(STREAM_PROPOSE),
-                             k0, k1)
+    zero = np.uint64(0)
+    w0, w1, w2, w3 = _philox(zero, zero, zero, np.uint64(STREAM_PROPOSE),
+                             key & _U32, key >> _SH32)
     u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
     u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
     n_tiles = masses.shape[0]
@@ -435,7 +435,7 @@ def _draw_tile(r, offset, k0, k1, masses, vocab):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, offset,
+def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, keys,
                     top_p, top_k, strict, sampled,
                     out_tok, out_prob, out_margin, out_ent, out_status):  # pragma: no cover
     n_rows, vocab = src.shape
@@ -535,7 +535,7 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
                 out_tok[r] = i1
                 out_prob[r] = 1.0 / sk if sampled else 1.0 / s
                 continue
-            lo, n, u2 = _draw_tile(r, offset, k0, k1, masses, vocab)
+            lo, n, u2 = _draw_tile(keys[r], masses, vocab)
             _load_tile(src, r, lo, n, kind, table_bits, ubuf)
             wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
             cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
@@ -553,7 +553,7 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, k0, k1, 
         for j in range(n_tiles):
             if masses[j] > 0.0:
                 masses[j] *= math.exp((refs[j] - m) / temperature)
-        lo, n, u2 = _draw_tile(r, offset, k0, k1, masses, vocab)
+        lo, n, u2 = _draw_tile(keys[r], masses, vocab)
         _load_tile(src, r, lo, n, kind, table_bits, ubuf)
         wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
         cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
@@ -580,8 +580,7 @@ def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
     temperature: float,
-    seed: int,
-    offset: int,
+    key: torch.Tensor | None,
     top_p: float = 1.0,
     top_k: int = 0,
     strict: bool = False,
@@ -602,7 +601,8 @@ def propose_rows(
         src, kind = x.view(torch.int16).numpy().view(np.uint16), _KIND_F16
     has_rows = rows is not None
     rows_np = rows.numpy() if has_rows else np.ones(1, dtype=np.bool_)
-    k0, k1 = split_seed(seed)
+    # One uint64 key per row (the int64 bits); a dummy at temperature 0, never read.
+    keys = (key.numpy() if key is not None else np.zeros(max(n_rows, 1), dtype=np.int64)).view(np.uint64)
     tokens = torch.empty(n_rows, dtype=torch.int64)
     prob = torch.empty(n_rows, dtype=torch.float32)
     margin = torch.empty(n_rows, dtype=torch.float32)
@@ -611,7 +611,7 @@ def propose_rows(
     computed = int(rows_np.sum()) if has_rows else n_rows
     with serial_below(computed * src.shape[1]):
         _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
-                        np.uint64(k0), np.uint64(k1), np.uint64(offset), float(top_p),
+                        keys, float(top_p),
                         int(top_k), bool(strict), bool(sampled), tokens.numpy(),
                         prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
     return tokens, prob, margin, entropy, status

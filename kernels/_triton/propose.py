@@ -30,7 +30,6 @@ from remask.kernels._philox import (
     PHILOX_W0,
     PHILOX_W1,
     STREAM_PROPOSE,
-    split_seed,
 )
 from remask.kernels.propose import SAMPLE_TILE
 
@@ -103,10 +102,10 @@ def _filter_e(xv, m, inv_tf):
 
 
 # Triton turns an integer argument equal to 1 into a compile-time constant (a Python int with
-# no `.to`): the Philox key words, the offset and top_k can be 1, so they are never specialised.
-@triton.jit(do_not_specialize=["k0", "k1", "offset", "top_k"])
+# no `.to`): top_k can be 1, so it is never specialised. The row keys are read from memory.
+@triton.jit(do_not_specialize=["top_k"])
 def _propose_kernel(
-    x_ptr, stride_row, V, rows_ptr, temp_ptr, k0, k1, offset, top_k,
+    x_ptr, stride_row, V, rows_ptr, temp_ptr, key_ptr, top_k,
     tok_ptr, prob_ptr, margin_ptr, ent_ptr, status_ptr,
     HAS_ROWS: tl.constexpr, SAMPLING: tl.constexpr, BLOCK: tl.constexpr, NT: tl.constexpr,
     FILTER: tl.constexpr, STRICT: tl.constexpr, SAMPLED: tl.constexpr,
@@ -246,12 +245,13 @@ def _propose_kernel(
             margin = (1.0 - e2.to(tl.float64)) / s_k
             prob = 1.0 / s_k
     if SAMPLING:
-        r64 = r.to(tl.uint64)
-        c0 = (r64 & 0xFFFFFFFF).to(tl.uint32)
-        c1 = (r64 >> 32).to(tl.uint32)
-        c2 = offset.to(tl.uint32)
+        # The row's own 64-bit key (int64 bits); counter (0, 0, 0, STREAM_PROPOSE).
+        key = tl.load(key_ptr + r)
+        k0 = (key & 0xFFFFFFFF).to(tl.uint32)
+        k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
+        zero = tl.full([], 0, tl.uint32)
         c3 = tl.full([], _STREAM_PROPOSE, tl.uint32)
-        w0, w1, w2, w3 = _philox(c0, c1, c2, c3, k0.to(tl.uint32), k1.to(tl.uint32))
+        w0, w1, w2, w3 = _philox(zero, zero, zero, c3, k0, k1)
         u1 = _unit64(w0, w1)
         u2 = _unit64(w2, w3)
         cum = tl.cumsum(masses, 0)
@@ -288,8 +288,7 @@ def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
     temperature: float,
-    seed: int,
-    offset: int,
+    key: torch.Tensor | None,
     top_p: float = 1.0,
     top_k: int = 0,
     strict: bool = False,
@@ -301,7 +300,6 @@ def propose_rows(
         x = x.contiguous()
     block = SAMPLE_TILE if vocab > SAMPLE_TILE else triton.next_power_of_2(vocab)
     n_tiles = triton.cdiv(vocab, block)
-    k0, k1 = split_seed(seed)
     device = x.device
     tokens = torch.empty(n_rows, dtype=torch.int64, device=device)
     prob = torch.empty(n_rows, dtype=torch.float32, device=device)
@@ -310,11 +308,12 @@ def propose_rows(
     status = torch.empty(n_rows, dtype=torch.int32, device=device)
     temp = torch.tensor([temperature, top_p], dtype=torch.float64, device=device)
     rows_arg = rows if rows is not None else status  # unused placeholder when HAS_ROWS=False
+    key_arg = key if key is not None else tokens  # unused placeholder when SAMPLING=False
     sampling = temperature > 0
     # At T = 0 with untempered statistics the filter changes nothing (the argmax is kept).
     filtering = sampled or ((top_p < 1.0 or top_k > 0) and sampling)
     _propose_kernel[(n_rows,)](
-        x, x.stride(0), vocab, rows_arg, temp, k0, k1, offset, int(top_k),
+        x, x.stride(0), vocab, rows_arg, temp, key_arg, int(top_k),
         tokens, prob, margin, entropy, status,
         HAS_ROWS=rows is not None, SAMPLING=sampling, BLOCK=block, FILTER=filtering,
         STRICT=bool(strict), SAMPLED=bool(sampled),

@@ -52,7 +52,9 @@ def _case(vocab: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torc
 @pytest.mark.parametrize("temperature", [0.0, 0.5])
 def test_triton_matches_reference(vocab, dtype, temperature):
     x, rows = _case(vocab, dtype, seed=vocab)
-    kwargs = {"temperature": temperature, "seed": 2**63 + 5, "offset": 7, "rows": rows}
+    # keys >= 2**63 (negative int64) and ordinary ones
+    key = torch.tensor([[2**63 - 1, -5, 7], [-(2**63), 0, 1]], device=DEVICE)
+    kwargs = {"temperature": temperature, "key": key, "rows": rows}
     out = K.propose(x, backend="triton", **kwargs)
     ref = K.propose(x, backend="torch", **kwargs)
     assert torch.equal(out.tokens, ref.tokens), (out.tokens, ref.tokens)
@@ -60,12 +62,14 @@ def test_triton_matches_reference(vocab, dtype, temperature):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("seed, offset", [(1, 1), (2**32, 0), (2**32 + 1, 1)])
-def test_triton_key_and_offset_of_one(seed, offset):
-    # Compiled Triton specialises integer arguments equal to 1 as constants; a kernel that
-    # calls `.to` on such an argument fails to compile (found on an H200: seed=0, offset=1).
+@pytest.mark.parametrize("value", [1, 2**32, 2**32 + 1])
+def test_triton_key_words_of_one(value):
+    # Compiled Triton specialises integer arguments equal to 1 as constants (a kernel that
+    # called `.to` on one failed to compile on an H200); keys are read from memory now, and
+    # key words equal to 1 must still give the reference's draw.
     x, rows = _case(33, torch.float32, seed=3)
-    kwargs = {"temperature": 1.0, "seed": seed, "offset": offset, "rows": rows}
+    key = torch.full(rows.shape, value, dtype=torch.int64, device=DEVICE)
+    kwargs = {"temperature": 1.0, "key": key, "rows": rows}
     out = K.propose(x, backend="triton", **kwargs)
     ref = K.propose(x, backend="torch", **kwargs)
     assert torch.equal(out.tokens, ref.tokens)
@@ -93,7 +97,8 @@ def test_triton_frequencies(temperature):
     # The interpreter runs ~50 ms per program: 150 draws there (χ² adapts to n), many on a GPU.
     n = 150 if DEVICE == "cpu" else 100_000
     x = logits.expand(n, -1).contiguous().to(DEVICE)
-    toks = K.propose(x, temperature=temperature, seed=77, backend="triton").tokens.cpu().numpy()
+    key = K.split(77, n).to(DEVICE)
+    toks = K.propose(x, temperature=temperature, key=key, backend="triton").tokens.cpu().numpy()
     counts = np.bincount(toks, minlength=4)
     assert counts[2] == 0
     probs = torch.softmax(logits.double() / temperature, -1).numpy()
@@ -116,7 +121,7 @@ FILTERS = [  # (top_p, top_k, nucleus, stats)
                                                      (5000, torch.bfloat16, 0.7)])
 def test_triton_filter_matches_reference(top_p, top_k, nucleus, stats, vocab, dtype, temperature):
     x, rows = _case(vocab, dtype, seed=vocab + 1)
-    kwargs = {"temperature": temperature, "seed": 12345, "offset": 3, "rows": rows,
+    kwargs = {"temperature": temperature, "key": K.split(12345, rows.shape).to(DEVICE), "rows": rows,
               "top_p": top_p, "top_k": top_k, "nucleus": nucleus, "stats": stats}
     out = K.propose(x, backend="triton", **kwargs)
     ref = K.propose(x, backend="torch", **kwargs)
@@ -134,10 +139,11 @@ def test_triton_issue_example_law():
     # above); the chi-square runs on a GPU.
     n = 12 if DEVICE == "cpu" else 100_000
     x = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(n, -1).contiguous().to(DEVICE)
-    strict = K.propose(x, temperature=1.0, seed=5, top_p=0.9, nucleus="strict", backend="triton")
+    key = K.split(5, n).to(DEVICE)
+    strict = K.propose(x, temperature=1.0, key=key, top_p=0.9, nucleus="strict", backend="triton")
     counts = np.bincount(strict.tokens.cpu().numpy(), minlength=4)
     assert counts[2] == 0 and counts[3] == 0
-    crossing = K.propose(x, temperature=1.0, seed=5, top_p=0.9, backend="triton")
+    crossing = K.propose(x, temperature=1.0, key=key, top_p=0.9, backend="triton")
     counts3 = np.bincount(crossing.tokens.cpu().numpy(), minlength=4)
     assert counts3[3] == 0
     if DEVICE != "cpu":

@@ -28,5 +28,5 @@ def warm_numba():
         pytest.skip("numba is not available")
     x = torch.randn(2, 5)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        K.propose(x.to(dtype), temperature=1.0, seed=0, backend="numba")
+        K.propose(x.to(dtype), temperature=1.0, key=K.split(0, 2), backend="numba")
     return True

@@ -34,10 +34,11 @@ def random_case(seed: int, vocab: int, dtype=torch.float32, scale: float = 3.0, 
     return x.to(dtype), mask
 
 
-def oracle(x, rows, temperature, seed, offset, top_p, top_k, strict, sampled) -> K.Proposal:
+def oracle(x, rows, temperature, key, top_p, top_k, strict, sampled) -> K.Proposal:
     v = x.shape[-1]
     flat_rows = None if rows is None else rows.reshape(-1).numpy()
-    out = propose_oracle(x.float().reshape(-1, v).numpy(), temperature, seed, offset, flat_rows,
+    keys = key.reshape(-1).tolist()
+    out = propose_oracle(x.float().reshape(-1, v).numpy(), temperature, keys, flat_rows,
                          top_p=top_p, top_k=top_k, strict=strict, sampled=sampled)
     shape = x.shape[:-1]
     toks, *rest = (torch.from_numpy(a) for a in out)
@@ -68,9 +69,10 @@ FILTERS = [  # (top_p, top_k, nucleus, stats)
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
 def test_reference_matches_sorting_oracle(top_p, top_k, nucleus, stats, temperature):
     x, rows = random_case(11, 40)
+    key = K.split(5, x.shape[:-1])
     kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
-    ref = K.propose(x, temperature=temperature, seed=5, offset=2, rows=rows, backend="torch", **kw)
-    want = oracle(x, rows, temperature, 5, 2, top_p or 1.0, top_k or 0, nucleus == "strict",
+    ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch", **kw)
+    want = oracle(x, rows, temperature, key, top_p or 1.0, top_k or 0, nucleus == "strict",
                   stats == "sampled")
     assert_matches(ref, want, f"reference vs oracle {kw} T={temperature}")
 
@@ -82,11 +84,12 @@ def test_reference_matches_sorting_oracle(top_p, top_k, nucleus, stats, temperat
 def test_backend_matches_reference(backend, vocab, dtype, top_p, top_k, nucleus, stats,
                                    warm_numba):
     x, rows = random_case(vocab, vocab, dtype)
+    key = K.split(3, x.shape[:-1])
     kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
     for temperature in (0.0, 0.5, 1.0):
-        out = K.propose(x, temperature=temperature, seed=3, offset=9, rows=rows, backend=backend,
+        out = K.propose(x, temperature=temperature, key=key, rows=rows, backend=backend,
                         **kw)
-        ref = K.propose(x, temperature=temperature, seed=3, offset=9, rows=rows, backend="torch",
+        ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch",
                         **kw)
         assert_matches(out, ref, f"{backend} {dtype} V={vocab} T={temperature} {kw}")
 
@@ -101,8 +104,8 @@ def test_filter_keeps_the_expected_set(backend, warm_numba):
                                   (None, 4, "crossing"), (0.9, 6, "strict")]:
         keep = kept_oracle([float(v) for v in x[0]], 0.8, top_p or 1.0, top_k or 0,
                            nucleus == "strict")
-        out = K.propose(x, temperature=0.8, seed=1, top_p=top_p, top_k=top_k, nucleus=nucleus,
-                        backend=backend)
+        out = K.propose(x, temperature=0.8, key=K.split(1, x.shape[:-1]), top_p=top_p,
+                        top_k=top_k, nucleus=nucleus, backend=backend)
         seen = set(out.tokens.tolist())
         assert seen == {i for i, k in enumerate(keep) if k}, (top_p, top_k, nucleus)
 
@@ -121,11 +124,12 @@ def test_issue_example_law_of_both_conventions(backend, warm_numba):
     # token's cumulative 0.95 exceeds 0.9), Dream's keeps {0, 1, 2} (the crossing token).
     n = 40_000 if backend != "torch" else 4_000  # the float64 reference pads rows to a tile
     x = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(n, 4).contiguous()  # (N, V)
-    strict = K.propose(x, temperature=1.0, seed=7, top_p=0.9, nucleus="strict", backend=backend)
+    key = K.split(7, x.shape[:-1])
+    strict = K.propose(x, temperature=1.0, key=key, top_p=0.9, nucleus="strict", backend=backend)
     counts = torch.bincount(strict.tokens, minlength=4).numpy()
     assert counts[2] == 0 and counts[3] == 0, counts
     assert _chi_square_pvalue(counts[:2], np.array([0.5, 0.3]) / 0.8) > ALPHA, counts
-    crossing = K.propose(x, temperature=1.0, seed=7, top_p=0.9, nucleus="crossing",
+    crossing = K.propose(x, temperature=1.0, key=key, top_p=0.9, nucleus="crossing",
                          backend=backend)
     counts = torch.bincount(crossing.tokens, minlength=4).numpy()
     assert counts[3] == 0, counts
@@ -150,8 +154,8 @@ def test_multi_tile_filtered_law(backend, warm_numba):
     keep = np.array(kept_oracle([float(v) for v in row], temperature, top_p, top_k, False))
     w = np.where(keep, np.exp((row.double().numpy() - float(row.max())) / temperature), 0.0)
     probs = w / w.sum()
-    out = K.propose(x, temperature=temperature, seed=11, top_p=top_p, top_k=top_k,
-                    backend=backend)
+    out = K.propose(x, temperature=temperature, key=K.split(11, x.shape[:-1]), top_p=top_p,
+                    top_k=top_k, backend=backend)
     counts = np.bincount(out.tokens.numpy(), minlength=vocab)
     assert counts[~keep].sum() == 0
     kept = np.flatnonzero(keep)
@@ -182,7 +186,7 @@ def test_bad_filter_arguments(backend):
     ]
     for kw, error, name in bad:
         with pytest.raises(error, match=name):
-            K.propose(x, temperature=1.0, seed=0, backend=backend, **kw)
+            K.propose(x, temperature=1.0, key=K.split(0, x.shape[:-1]), backend=backend, **kw)
     # accepted edge values
     K.propose(x, top_p=1.0, top_k=99, backend=backend)
     K.propose(x, top_k=np.int64(2), backend=backend)

@@ -55,38 +55,77 @@ def test_backends_agree_on_random_counters():
 
 
 def test_uniform_open_interval_shape_and_reproducibility():
-    u = K.uniform((3, 1000), seed=123, offset=4)
+    key = K.split(123, (3, 1000))
+    u = K.uniform(key)
     assert u.shape == (3, 1000) and u.dtype == torch.float32
-    assert torch.equal(u, K.uniform((3, 1000), seed=123, offset=4))
+    assert torch.equal(u, K.uniform(key.clone()))
     assert (u > 0).all() and (u < 1).all()
-    d = K.uniform(5000, seed=123, offset=4, dtype=torch.float64)
+    d = K.uniform(key, dtype=torch.float64)
     assert d.dtype == torch.float64 and (d > 0).all() and (d < 1).all()
     # float32 keeps the top 24 of the same 53 bits
-    assert torch.allclose(d[:3000].float(), u.flatten()[:3000], atol=2**-24)
-    assert not torch.equal(u, K.uniform((3, 1000), seed=124, offset=4))
-    assert not torch.equal(u, K.uniform((3, 1000), seed=123, offset=5))
+    assert torch.allclose(d.float(), u, atol=2**-24)
+    assert not torch.equal(u, K.uniform(K.split(124, (3, 1000))))
 
 
 @pytest.mark.statistical
 def test_uniform_is_uniform():
     """Kolmogorov-Smirnov on 200k values; the fixed seed makes the p-value deterministic."""
-    u = K.uniform(200_000, seed=2024, dtype=torch.float64).numpy()
+    u = K.uniform(K.split(2024, 200_000), dtype=torch.float64).numpy()
     assert stats.kstest(u, "uniform").pvalue > 1e-3
 
 
 def test_uniform_stream_differs_from_propose_stream():
-    """Same seed/offset/index: uniform() and propose()'s row uniforms use other words."""
-    idx = torch.arange(256)
-    u1, _ = row_uniforms(idx, 5, 9)
-    assert not torch.isclose(u1, K.uniform(256, seed=5, offset=9, dtype=torch.float64)).any()
+    """Same key: uniform() and propose()'s row uniforms use other counter words."""
+    key = K.split(5, 256)
+    u1, _ = row_uniforms(key)
+    assert not torch.isclose(u1, K.uniform(key, dtype=torch.float64)).any()
 
 
 def test_uniform_validation():
-    with pytest.raises(ValueError, match="seed"):
-        K.uniform(3, seed=2**64)
-    with pytest.raises(TypeError, match="seed"):
-        K.uniform(3, seed=1.5)
-    with pytest.raises(ValueError, match="offset"):
-        K.uniform(3, seed=0, offset=-1)
+    with pytest.raises(TypeError, match="key"):
+        K.uniform(3)
+    with pytest.raises(TypeError, match="int64"):
+        K.uniform(torch.zeros(3, dtype=torch.int32))
     with pytest.raises(ValueError, match="dtype"):
-        K.uniform(3, seed=0, dtype=torch.float16)
+        K.uniform(K.split(0, 3), dtype=torch.float16)
+
+
+def test_fold_is_philox_of_the_data_under_the_key():
+    """fold(key, data) = words (0, 1) of Philox4x32-10 at counter (data_lo, data_hi, 0, 2)."""
+    for key, data in [(0, 0), (7, 1), (2**64 - 1, 2**63 + 5), (0x0123456789ABCDEF, 2**32)]:
+        w0, w1, _, _ = philox4x32_py((data & 0xFFFFFFFF, data >> 32, 0, K.STREAM_FOLD),
+                                     (key & 0xFFFFFFFF, key >> 32))
+        want = (w1 << 32) | w0
+        got = int(K.fold(key, data)) % 2**64  # int64 bits -> unsigned
+        assert got == want, (key, data)
+    # tensors broadcast; negative int64 values are keys >= 2**63
+    keys = torch.tensor([-1, 3])
+    assert torch.equal(K.fold(keys, 5), torch.stack([K.fold(2**64 - 1, 5), K.fold(3, 5)]))
+    with pytest.raises(ValueError, match="2\\*\\*64"):
+        K.fold(2**64, 0)
+    with pytest.raises(TypeError, match="int64"):
+        K.fold(torch.zeros(2, dtype=torch.int32), 0)
+
+
+def test_split_and_row_uniforms_follow_the_spec():
+    keys = K.split(9, 5)
+    assert torch.equal(keys, torch.stack([K.fold(9, i) for i in range(5)]))
+    u1, u2 = row_uniforms(keys)
+    for i in range(5):
+        k = int(keys[i]) % 2**64
+        w0, w1, w2, w3 = philox4x32_py((0, 0, 0, K.STREAM_PROPOSE), (k & 0xFFFFFFFF, k >> 32))
+        assert float(u1[i]) == ((((w1 << 32) | w0) >> 11) + 0.5) / 2.0**53
+        assert float(u2[i]) == ((((w3 << 32) | w2) >> 11) + 0.5) / 2.0**53
+
+
+def test_position_keys_ignore_padding_and_batch_index():
+    """A row's keys depend on its key and the rank of each real token, nothing else."""
+    key = K.split(1, 2)
+    real = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    keys = K.position_keys(key, real, K.Purpose.PROPOSE)  # (2, 5)
+    alone = K.position_keys(key[:1], torch.ones(1, 3, dtype=torch.bool), K.Purpose.PROPOSE)
+    assert torch.equal(keys[0, 2:], alone[0])
+    swapped = K.position_keys(key.flip(0), real.flip(0), K.Purpose.PROPOSE)
+    assert torch.equal(swapped.flip(0)[:, 2:], keys[:, 2:])
+    assert not torch.equal(keys, K.position_keys(key, real, K.Purpose.SCORE))
+    assert len(set(keys[1].tolist())) == 5

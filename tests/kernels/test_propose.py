@@ -45,9 +45,9 @@ def cases(draw, vocab_sizes=(1, 2, 7, 33, 1000, 4097, 9000, 32000)):
     if draw(st.booleans()):
         rows = torch.rand(b, seq, generator=gen) < 0.6
     temperature = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))
-    seed = draw(st.integers(0, 2**64 - 1))
-    offset = draw(st.integers(0, 2**32 - 1))
-    return x.to(dtype), rows, temperature, seed, offset
+    # Arbitrary 64-bit keys, one per row (negative int64 = keys >= 2**63).
+    key = torch.randint(-2**63, 2**63 - 1, (b, seq), generator=gen)
+    return x.to(dtype), rows, temperature, key
 
 
 def assert_matches(out: K.Proposal, ref: K.Proposal, what: str) -> None:
@@ -66,11 +66,12 @@ def assert_matches(out: K.Proposal, ref: K.Proposal, what: str) -> None:
 Proposal_fields = K.Proposal._fields
 
 
-def oracle(x: torch.Tensor, rows, temperature, seed, offset) -> K.Proposal:
+def oracle(x: torch.Tensor, rows, temperature, key) -> K.Proposal:
     v = x.shape[-1]
     flat_rows = None if rows is None else rows.reshape(-1).numpy()
+    keys = None if key is None else key.reshape(-1).tolist()
     toks, prob, margin, ent = propose_oracle(x.float().reshape(-1, v).numpy(), temperature,
-                                             seed, offset, flat_rows)
+                                             keys, flat_rows)
     shape = x.shape[:-1]
     return K.Proposal(torch.from_numpy(toks).reshape(shape),
                       torch.from_numpy(prob).float().reshape(shape),
@@ -83,10 +84,9 @@ def oracle(x: torch.Tensor, rows, temperature, seed, offset) -> K.Proposal:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(vocab_sizes=(1, 2, 7, 33, 1000, 4097, 9000)))
 def test_reference_matches_float64_oracle(case):
-    x, rows, temperature, seed, offset = case
-    out = K.propose(x, temperature=temperature, seed=seed, offset=offset, rows=rows,
-                    backend="torch")
-    assert_matches(out, oracle(x, rows, temperature, seed, offset), "torch vs oracle")
+    x, rows, temperature, key = case
+    out = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch")
+    assert_matches(out, oracle(x, rows, temperature, key), "torch vs oracle")
 
 
 # ----------------------------------------------------------------------- backends vs reference
@@ -96,8 +96,8 @@ def test_reference_matches_float64_oracle(case):
           HealthCheck.function_scoped_fixture])
 @given(case=cases())
 def test_backend_matches_reference(backend, case, warm_numba):
-    x, rows, temperature, seed, offset = case
-    kwargs = {"temperature": temperature, "seed": seed, "offset": offset, "rows": rows}
+    x, rows, temperature, key = case
+    kwargs = {"temperature": temperature, "key": key, "rows": rows}
     out = K.propose(x, backend=backend, **kwargs)
     ref = K.propose(x, backend="torch", **kwargs)
     assert_matches(out, ref, f"{backend} vs torch ({x.dtype}, V={x.shape[-1]}, T={temperature})")
@@ -112,8 +112,9 @@ def test_llada_vocab_rows_against_oracle(backend, temperature, warm_numba):
     x[1, 126463] = 40.0  # the max in the last, partial tile
     x[2] = x[2] * 0.01  # nearly uniform: the draw spreads over all tiles
     x = x.bfloat16()
-    out = K.propose(x, temperature=temperature, seed=11, offset=3, backend=backend)
-    assert_matches(out, oracle(x, None, temperature, 11, 3), f"{backend} V=126464")
+    key = K.split(11, 3)
+    out = K.propose(x, temperature=temperature, key=key, backend=backend)
+    assert_matches(out, oracle(x, None, temperature, key), f"{backend} V=126464")
     if temperature == 0:
         assert int(out.tokens[1]) == 126463
 
@@ -127,7 +128,7 @@ def test_single_finite_logit(backend, temperature, warm_numba):
     x = torch.full((4, 5000), -math.inf)
     hot = torch.tensor([0, 4095, 4096, 4999])
     x[torch.arange(4), hot] = torch.tensor([-3.0, 0.0, 1e30, -1e30])
-    out = K.propose(x, temperature=temperature, seed=1, backend=backend)
+    out = K.propose(x, temperature=temperature, key=K.split(1, 4), backend=backend)
     assert out.tokens.tolist() == hot.tolist()
     assert out.prob.tolist() == [1.0] * 4
     assert out.margin.tolist() == [1.0] * 4
@@ -136,7 +137,8 @@ def test_single_finite_logit(backend, temperature, warm_numba):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vocab_of_one(backend, warm_numba):
-    out = K.propose(torch.tensor([[[2.5], [-7.0]]]), temperature=1.0, seed=0, backend=backend)
+    out = K.propose(torch.tensor([[[2.5], [-7.0]]]), temperature=1.0, key=K.split(0, (1, 2)),
+                    backend=backend)
     assert out.tokens.tolist() == [[0, 0]]
     assert out.prob.tolist() == [[1.0, 1.0]]
     assert out.margin.tolist() == [[1.0, 1.0]]  # documented: no runner-up, its prob is 0
@@ -188,13 +190,14 @@ def test_all_neg_inf_row_raises(backend, warm_numba):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rows_subset_and_defaults(backend, warm_numba):
-    """Computed rows equal the full computation (the draw depends on the row index only)."""
+    """Computed rows equal the full computation (the draw depends on the row's key only)."""
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 6, 300, generator=gen)
     rows = torch.tensor([[True, False, True, False, False, True],
                          [False, False, False, True, True, False]])
-    full = K.propose(x, temperature=1.0, seed=9, offset=2, backend=backend)
-    part = K.propose(x, temperature=1.0, seed=9, offset=2, rows=rows, backend=backend)
+    key = K.split(9, (2, 6))
+    full = K.propose(x, temperature=1.0, key=key, backend=backend)
+    part = K.propose(x, temperature=1.0, key=key, rows=rows, backend=backend)
     assert torch.equal(part.tokens[rows], full.tokens[rows])
     assert torch.equal(part.prob[rows], full.prob[rows])
     assert (part.tokens[~rows] == -1).all()
@@ -203,14 +206,19 @@ def test_rows_subset_and_defaults(backend, warm_numba):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_seed_and_offset_change_the_draw(backend, warm_numba):
+def test_the_key_decides_the_draw(backend, warm_numba):
     x = torch.zeros(64, 50)  # uniform rows: every token equally likely
-    a = K.propose(x, temperature=1.0, seed=1, offset=0, backend=backend).tokens
-    assert torch.equal(a, K.propose(x, temperature=1.0, seed=1, offset=0, backend=backend).tokens)
-    assert not torch.equal(a, K.propose(x, temperature=1.0, seed=2, offset=0,
+    key = K.split(1, 64)
+    a = K.propose(x, temperature=1.0, key=key, backend=backend).tokens
+    assert torch.equal(a, K.propose(x, temperature=1.0, key=key.clone(), backend=backend).tokens)
+    assert not torch.equal(a, K.propose(x, temperature=1.0, key=K.split(2, 64),
                                         backend=backend).tokens)
-    assert not torch.equal(a, K.propose(x, temperature=1.0, seed=1, offset=1,
-                                        backend=backend).tokens)
+    # A row's draw follows its key, not its index: permuting rows and keys permutes tokens.
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(64, 50, generator=torch.Generator().manual_seed(1))
+    b = K.propose(y, temperature=1.0, key=key, backend=backend).tokens
+    assert torch.equal(b[perm], K.propose(y[perm], temperature=1.0, key=key[perm],
+                                          backend=backend).tokens)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -225,12 +233,12 @@ def test_two_dim_and_non_contiguous_input(backend, warm_numba):
 
 def test_argument_validation():
     x = torch.randn(2, 3, 5)
-    with pytest.raises(ValueError, match="seed is required"):
+    with pytest.raises(ValueError, match="key is required"):
         K.propose(x, temperature=0.5)
     with pytest.raises(ValueError, match="temperature"):
         K.propose(x, temperature=-1.0)
     with pytest.raises(ValueError, match="temperature"):
-        K.propose(x, temperature=math.inf, seed=0)
+        K.propose(x, temperature=math.inf, key=K.split(0, (2, 3)))
     with pytest.raises(ValueError, match=r"rows must have shape \(2, 3\)"):
         K.propose(x, rows=torch.ones(3, 2, dtype=torch.bool))
     with pytest.raises(TypeError, match="rows must be a bool"):
@@ -239,10 +247,12 @@ def test_argument_validation():
         K.propose(x.long())
     with pytest.raises(ValueError, match="shape"):
         K.propose(torch.zeros(5))
-    with pytest.raises(ValueError, match="seed"):
-        K.propose(x, temperature=1.0, seed=-1)
-    with pytest.raises(ValueError, match="offset"):
-        K.propose(x, temperature=1.0, seed=0, offset=2**32)
+    with pytest.raises(TypeError, match="key must be an int64 tensor"):
+        K.propose(x, temperature=1.0, key=3)
+    with pytest.raises(TypeError, match="int64"):
+        K.propose(x, temperature=1.0, key=torch.zeros(2, 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"key must have shape \(2, 3\).*got \(6,\)"):
+        K.propose(x, temperature=1.0, key=K.split(0, 6))
     with pytest.raises(ValueError, match="unknown kernel backend 'cuda'"):
         K.propose(x, backend="cuda")
 

@@ -38,9 +38,9 @@ def chi_square_p(counts: np.ndarray, probs: np.ndarray) -> float:
 
 
 def draws(x_row: torch.Tensor, n: int, temperature: float, backend: str, seed: int) -> np.ndarray:
-    """n independent draws: n identical rows (each row has its own Philox counter)."""
+    """n independent draws: n identical rows, each with its own key ``fold(seed, i)``."""
     x = x_row.expand(n, -1).contiguous()  # (n, V)
-    out = K.propose(x, temperature=temperature, seed=seed, backend=backend)
+    out = K.propose(x, temperature=temperature, key=K.split(seed, n), backend=backend)
     return out.tokens.numpy()
 
 

@@ -66,11 +66,12 @@ def test_triton_propose_compiles_for_hopper_without_a_gpu(mode, dtype, monkeypat
 
     kernel = TP._propose_kernel
     names = kernel.arg_names
-    # Arguments that can equal 1 at run time must never be specialised into constants.
+    # Arguments that can equal 1 at run time must never be specialised into constants
+    # (the per-row keys are read from memory, so only top_k is such an argument).
     unspecialised = {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
-    assert unspecialised >= {"k0", "k1", "offset", "top_k"}
+    assert unspecialised >= {"top_k"}
     signature = {"x_ptr": f"*{dtype}", "stride_row": "i64", "V": "i32", "rows_ptr": "*i1",
-                 "temp_ptr": "*fp64", "k0": "i64", "k1": "i64", "offset": "i64", "top_k": "i64",
+                 "temp_ptr": "*fp64", "key_ptr": "*i64", "top_k": "i64",
                  "tok_ptr": "*i64", "prob_ptr": "*fp32", "margin_ptr": "*fp32", "ent_ptr": "*fp32",
                  "status_ptr": "*i32"}
     constexprs = {"HAS_ROWS": True, "SAMPLING": mode != "greedy", "BLOCK": 2048, "NT": 64,

@@ -104,12 +104,15 @@ def test_move_probabilities_match_the_remdm_posterior():
     chain = MarkovChainOracle(3, 8, seed=0)
     counts = {"m0": [0, 0], "r1": [0, 0], "u1": [0, 0]}
 
+    steps = []
+
     def record(state, info):
+        steps.append(None)  # len(steps): the step just taken (the state keeps no counter)
         prev_masked = info.unmasked | (info.score > float("-inf"))
-        if state.step == 1:
+        if len(steps) == 1:
             counts["m0"][0] += int(info.unmasked.sum())
             counts["m0"][1] += int(prev_masked.sum())
-        if state.step == 2:
+        if len(steps) == 2:
             decoded = info.sigma > 0
             counts["r1"][0] += int(info.remasked.sum())
             counts["r1"][1] += int(decoded.sum())

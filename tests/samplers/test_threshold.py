@@ -91,7 +91,8 @@ def _random_states(model, count, seed=0):
 
 def _one_step(sampler, canvas, model):
     state = sampler.init(canvas, model)
-    return sampler.step(state, model, torch.Generator().manual_seed(0))[1].committed
+    key = remask.kernels.split(0, canvas.tokens.shape[0])  # (B,) step keys
+    return sampler.step(state, model, key)[1].committed
 
 
 @pytest.mark.parametrize("min_spacing", [None, 2])

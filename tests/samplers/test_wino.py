@@ -86,7 +86,7 @@ def test_wide_in_commits_the_confident_up_to_the_cap_and_narrow_out_revokes():
     canvas = remask.samplers.canvas.make_canvas(torch.full((1, 6), 4), torch.ones(1, 6, dtype=torch.bool),
                                                  torch.ones(1, 6, dtype=torch.bool), None)
     state = sampler.init(canvas, model)
-    g = torch.Generator().manual_seed(0)
+    g = remask.kernels.split(0, 1)  # (B,) step keys
     state, info = sampler.step(state, model, g)
     # > 0.6: four positions, capped at clamp(floor(0.7 * 6), 2, 3) = 3, the most confident.
     assert info.accepted[0].tolist() == [True, True, True, False, False, False]
