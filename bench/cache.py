@@ -17,8 +17,8 @@ and ``mode="dual"`` (refresh at each block start). Rows written (``bench/common.
                        benchmark model and on the two golden tiny checkpoints (LLaDA, Dream).
 
 Random weights make the agreement a smoke value, not a quality estimate: real checkpoints
-have far more peaked predictions (Fast-dLLM reports near-unchanged accuracy, samplers.md
-§3.5). Results go to ``bench/results/cache_cpu.csv`` (``cache_cuda.csv`` on a GPU).
+have far more peaked predictions (Fast-dLLM, arXiv 2505.22618, reports near-unchanged
+accuracy). Results go to ``bench/results/cache_cpu.csv`` (``cache_cuda.csv`` on a GPU).
 """
 
 from __future__ import annotations

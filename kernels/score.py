@@ -36,13 +36,15 @@ def score_proposals(proposal: Proposal, kind: str, *, key: torch.Tensor | None =
     proposal : Proposal
         (B, L) fields.
     kind : str
-        One of :data:`SCORES`.
+        One of :data:`SCORES`, or a paper's name for one (:data:`SCORE_ALIASES`: LLaDA's
+        ``"low_confidence"``, Dream's ``"maskgit_plus"`` and ``"topk_margin"``).
     key : (B,) int64, optional
         The rows' step keys; required for ``"random"``.
     attention_mask : (B, L) bool, optional
         False on padding; required for ``"random"`` (positions count from each row's first
         real token, so padding does not change the draws).
     """
+    kind = SCORE_ALIASES.get(kind, kind)
     if kind == "prob":
         return proposal.prob
     if kind == "margin":
@@ -53,7 +55,7 @@ def score_proposals(proposal: Proposal, kind: str, *, key: torch.Tensor | None =
         if key is None or attention_mask is None:
             raise ValueError("score 'random' needs the rows' step keys and the attention mask")
         return uniform(position_keys(key, attention_mask, Purpose.SCORE))
-    raise ValueError(f"score must be one of {SCORES}, got {kind!r}")
+    raise ValueError(f"score must be one of {SCORES} (or an alias in {sorted(SCORE_ALIASES)}), got {kind!r}")
 
 
 def demote(score: torch.Tensor, proposal_tokens: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Tensor:

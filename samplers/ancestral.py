@@ -1,8 +1,8 @@
 """MDLM ancestral sampling with the log-linear schedule (Sahoo et al., "Simple and Effective
 Masked Diffusion Language Models", arXiv 2406.07524), ``predictor: ddpm_cache``.
 
-Checked against ``kuleshov-group/mdlm/diffusion.py`` (``_sample``, ``_ddpm_caching_update``;
-samplers.md §3.3). On the grid ``t_j = 1 - j (1 - eps) / steps`` (``linspace(1, eps, steps+1)``)
+Checked against ``kuleshov-group/mdlm/diffusion.py`` (``_sample``, ``_ddpm_caching_update``).
+On the grid ``t_j = 1 - j (1 - eps) / steps`` (``linspace(1, eps, steps+1)``)
 one reverse step from ``t`` to ``s < t`` leaves a masked position masked with probability
 ``s / t`` and otherwise writes a token drawn from the model's ``p_θ(x0)``; decoded tokens are
 carried over. After the last grid step a final *noise removal* pass writes the argmax of
@@ -41,8 +41,8 @@ Departures from the reference code (all deliberate):
 - Per-row caching: a row's step depends only on that row (the reference's
   ``torch.allclose(x_next, x)`` test is batch-wide).
 - Tokens are drawn exactly from ``softmax(logits)`` by ``kernels.propose`` (counter-based
-  Philox, no Gumbel noise in float32, cf. samplers.md §2.4); the mask column, if the denoiser
-  has one, must already be ``-inf`` (SUBS parameterisation — the adapter's job).
+  Philox; no Gumbel-max with float32 noise, whose truncated tail changes the law); the mask
+  column, if the denoiser has one, must already be ``-inf`` (SUBS parameterisation — the adapter's job).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
@@ -168,7 +168,7 @@ class Ancestral(Sampler):
     def step(self, state: AncestralState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         # When does each masked position unmask, given the row is at t_grid? (model-free)
         u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),

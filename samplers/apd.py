@@ -19,9 +19,8 @@ step stops, which is a stopping time, so the committed sequence is distributed a
 left-to-right chain of q. With R = 0 and an exact verifier that is the exact joint (tested by
 chi-square on the Markov oracle); R = 1 commits the whole draft (the product of marginals).
 
-Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample`` (samplers.md
-§3.14, coherence.md §2.5). Reference defaults: R = 0.7, max lookahead M = 100,
-temperature 0.2, top_p 0.95.
+Checked against ``danielmisrael/apd/dream/generation_utils.py::apd_sample``. Reference
+defaults: R = 0.7, max lookahead M = 100, temperature 0.2, top_p 0.95.
 
 The verifier protocol
 ---------------------
@@ -49,7 +48,8 @@ Departures from the reference code (deliberate):
 - Acceptance is the coupled comparison done correctly: the target is sampled with the same
   random numbers as the draft at the same temperature (the reference compares against the
   target's *argmax* — its accept call leaves temperature at 0 — and draws the draft at an
-  effective temperature of T^2, samplers.md §7.10), and the target's token at the first
+  effective temperature of T^2: it divides the logits by T and also raises its exponential
+  noise to the power T), and the target's token at the first
   disagreement is committed too (the reference re-drafts it), which makes the output law the
   exact chain of the mixture.
 - The first drafted position is not accepted unconditionally from the draft; it gets the
@@ -58,6 +58,10 @@ Departures from the reference code (deliberate):
 - No KV caches (the reference crops a Dream cache to a window W = 16 and keeps one for the
   verifier); the full canvas is evaluated, the result is the same. Blocks restrict the
   lookahead to the active block; infill decodes the masked positions left to right.
+- No stop at EOS: the reference's ``apd_sample`` ends a row's generation at its first EOS
+  token; here every masked position is decoded (the driver's contract: no mask survives), so
+  a row may go on after an EOS and the caller cuts the text there. With an exact verifier
+  the tokens up to the first EOS have the same law either way (decoding is left to right).
 - Tokens that the denoiser gives probability 0 (its mask column) stay impossible in the
   target, also at R = 0. Verifier evaluations are reported separately (``verifier_nfe``);
   ``nfe`` counts the diffusion model only.
@@ -72,7 +76,7 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
@@ -275,7 +279,7 @@ class APD(Sampler):
     def step(self, state: APDState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        masked = masked_positions(canvas, mask_id) & canvas.active & (~canvas.done).unsqueeze(-1)
+        masked = eligible_positions(canvas, mask_id)  # (B, L): a finished row has no masks left
         rank = masked.long().cumsum(-1) - 1  # (B, L) left-to-right rank among the masks
         window = masked & (rank < self.max_lookahead)  # (B, L)
 

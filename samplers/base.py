@@ -4,6 +4,7 @@ A sampler is a frozen, validated config plus a pure transition:
 
     state = sampler.init(canvas, denoiser)
     state, info = sampler.step(state, denoiser, key)
+    over = sampler.finished(state)  # (B,) bool: the driver stops when every row is
 
 Every state is a NamedTuple whose first field is a :class:`Canvas`; every info carries at
 least the :class:`StepInfo` fields. Samplers never hold mutable state.
@@ -74,7 +75,8 @@ class Sampler:
     ``__post_init__`` (calling ``super().__post_init__()``) and implement ``init`` and
     ``step``. A sampler that may rewrite tokens it committed earlier sets
     ``edits_committed = True``; one whose contract allows masks in its output sets
-    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run).
+    ``may_leave_masks = True`` (otherwise the driver raises when a mask survives a run). A
+    run ends when :meth:`finished` says so for every row (default: no mask left).
 
     Parameters
     ----------
@@ -115,6 +117,17 @@ class Sampler:
     def step(self, state: State, denoiser, key: torch.Tensor) -> tuple[State, StepInfo]:
         """One transition; ``key`` is the (B,) int64 step keys of the rows."""
         raise NotImplementedError
+
+    def finished(self, state: State) -> torch.Tensor:
+        """(B,) bool: rows whose run is over; the driver steps until every row is finished.
+
+        The default is the canvas's own rule, ``state.canvas.done``: no editable position of
+        the row still holds the mask. A sampler with another rule (a schedule that keeps
+        revising a complete canvas, a corrector's final sweeps) overrides this method and
+        leaves ``canvas.done`` alone. Either way, after the loop the driver checks that no
+        editable position holds the mask unless the class sets ``may_leave_masks``.
+        """
+        return state.canvas.done
 
     def key_step(self, state: State, step: int) -> int | torch.Tensor:
         """What the driver folds each row's key by before ``step`` (an int or (B,) int64).

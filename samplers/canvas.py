@@ -36,7 +36,8 @@ class Canvas(NamedTuple):
     nfe : (B,) int64
         Denoiser evaluations consumed by each row (a classifier-free-guidance step counts 2).
     done : (B,) bool
-        True once no editable position of the row is masked.
+        True once no editable position of the row is masked (the default
+        ``Sampler.finished``; a sampler with another termination rule overrides that method).
     """
 
     tokens: torch.Tensor
@@ -101,7 +102,8 @@ def eligible(canvas: Canvas, mask_id: int) -> torch.Tensor:
 
 
 def commit(
-    canvas: Canvas, committed: torch.Tensor, proposal: torch.Tensor, mask_id: int, evaluations: int
+    canvas: Canvas, committed: torch.Tensor, proposal: torch.Tensor, mask_id: int, evaluations: int,
+    live: torch.Tensor | None = None,
 ) -> Canvas:
     """Write ``proposal`` where ``committed``, charge the step to unfinished rows, move windows.
 
@@ -112,10 +114,14 @@ def commit(
     proposal : (B, L) int64
     mask_id : int
     evaluations : int
-        Denoiser evaluations this step cost each unfinished row.
+        Denoiser evaluations this step cost each row it ran for.
+    live : (B,) bool, optional
+        Rows this step ran for (charged ``evaluations``); default: rows not ``done``. A
+        sampler whose own ``finished`` rule outlasts the masks passes the rows it still runs.
     """
     tokens = torch.where(committed, proposal, canvas.tokens)  # (B, L)
-    nfe = canvas.nfe + evaluations * (~canvas.done).long()  # (B,)
+    live = ~canvas.done if live is None else live  # (B,)
+    nfe = canvas.nfe + evaluations * live.long()  # (B,)
     masked = canvas.editable & (tokens == mask_id)  # (B, L)
     done = ~masked.any(-1)  # (B,)
     # The active block is the left-most one still holding a mask; a finished row keeps its last.

@@ -6,7 +6,8 @@ of far-apart positions — first every (n/base)-th position, then the points bet
 so on down to stride 1 — and each step commits one level with a single forward pass. Under a
 fast-mixing (first-order Markov) assumption non-adjacent tokens are nearly independent given
 the context, so the joint entropy of a dilated level is close to the sum of its marginals:
-committing it in parallel costs little total correlation (coherence.md §2.4).
+committing it in parallel costs little total correlation (the gap between the sum of the
+marginal entropies and the joint entropy, which is what parallel decoding loses).
 
 Level sets for a block of any size n (DUS ``dilated_unmask_levels(start, end, base,
 skip_exp)`` followed by ``merge_last_level``), by offset ``i`` in ``0..n-1``:
@@ -28,20 +29,20 @@ Optional **confidence floor** (DUS ``confidence_threshold``): a scheduled positi
 proposal has probability below the floor is not committed (DUS commits then "remasks" it);
 the last level of a block ignores the floor.
 
-Checked against ``omerlux/DUS/generate.py::generate_scheduled`` (samplers.md §3.11).
+Checked against ``omerlux/DUS/generate.py::generate_scheduled``.
 Reference defaults: ``schedule="dilated"`` (the function's own default is "binary"; DUS's
 method is the dilated one), ``base=2``, ``skip_exp=1``, ``block_length=32``,
 ``confidence_threshold=0.3``.
 
 Departures from the reference code:
 
-- **Positions left masked by the floor are rescheduled** (samplers.md §7.13): step k of a
+- **Positions left masked by the floor are rescheduled**: step k of a
   block proposes at every still-masked position of levels 0..k, so a position refused by the
   floor is retried with the next level, and the last level commits everything left. The
   reference's levels are disjoint, so such a position is never revisited and a mask can
   survive to the output. With no floor (``confidence_threshold=None``) nothing differs.
 - The floor compares the model's untempered probability of the proposal; the reference
-  computes it on Gumbel-perturbed scores when T > 0 (§7.11). Proposals at T > 0 are exact
+  computes it on Gumbel-perturbed scores when T > 0. Proposals at T > 0 are exact
   samples of softmax(logits / T), drawn from a counter-based stream.
 - Any ``gen_length``/``block_length`` (the reference asserts divisibility; a shorter last
   block gets its own levels) and batches with ragged prompts (the reference is B = 1).
@@ -59,7 +60,7 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, masked_positions
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
@@ -259,7 +260,7 @@ class Dilated(Sampler):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         active = canvas.active  # (B, L)
-        eligible = masked_positions(canvas, mask_id) & active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
         # Every still-masked position of levels 0..k: level k plus those the floor refused.
         scheduled = eligible & (state.level <= state.block_step.unsqueeze(-1))  # (B, L)
         final = state.block_step >= torch.where(active, state.last_level, -1).amax(-1)  # (B,)

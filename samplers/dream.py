@@ -2,7 +2,7 @@
 arXiv 2508.15487).
 
 Checked against the HF ``Dream-org/Dream-v0-Instruct-7B/generation_utils.py``
-(``DreamGenerationMixin._sample`` and ``sample_tokens``; samplers.md §3.2, §2.2, §2.5).
+(``DreamGenerationMixin._sample`` and ``sample_tokens``).
 On the grid ``t_i = linspace(1, eps, steps + 1)`` each step goes from ``t = t_i`` to
 ``s = t_{i+1}``:
 
@@ -29,7 +29,7 @@ Departures from the reference code (all deliberate):
 
 - **No zero-commit steps.** With ``steps`` close to or above the number of masks,
   ``floor(M (1 - s/t))`` is 0 on early steps (e.g. 512 tokens / 512 steps: step 0 commits
-  nothing, samplers.md §7.2) and the reference still pays a forward pass for them. Here a
+  nothing) and the reference still pays a forward pass for them. Here a
   step *skips* the grid steps whose count is 0 — the count depends only on ``M`` and the
   grid, not on the model, and Dream is not time-conditioned, so the skipped forward passes
   would have seen the same canvas and changed nothing. Outputs are therefore token for token
@@ -58,7 +58,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import commit, masked_positions
+from remask.kernels.score import score_proposals
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, dream_count, grid_time, next_unmask_index
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
@@ -138,7 +139,8 @@ class Dream(Sampler):
         """(label, config) settings of the quality benchmark for G generated tokens."""
         return (
             ("maskgit_plus, G steps", {"temperature": 1.0, "alg": "maskgit_plus", "steps": G}),
-            ("maskgit_plus, G/2 steps", {"temperature": 1.0, "alg": "maskgit_plus", "steps": max(G // 2, 1)}),
+            ("maskgit_plus, G/2 steps",
+             {"temperature": 1.0, "alg": "maskgit_plus", "steps": max(G // 2, 1)}),
             ("origin, G steps", {"temperature": 1.0, "alg": "origin", "steps": G}),
         )
 
@@ -177,7 +179,7 @@ class Dream(Sampler):
     def step(self, state: DreamState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # Dream's categorical: softmax(logits / T), top-p (the crossing token kept), top-k; the
@@ -221,8 +223,8 @@ class Dream(Sampler):
 
     def _confidence(self, state: DreamState, eligible: torch.Tensor, proposal, step_key: torch.Tensor):
         """Commit Dream's count of the most confident (or alg_temp-sampled) positions."""
-        score = {"maskgit_plus": proposal.prob, "topk_margin": proposal.margin,
-                 "entropy": -proposal.entropy}[self.alg]  # (B, L)
+        # Dream's names are aliases of the shared scores: maskgit_plus = prob, topk_margin = margin.
+        score = score_proposals(proposal, self.alg)  # (B, L)
         masks = eligible.sum(-1)  # (B,)
         taken, k = dream_count(masks, state.grid, state.block_steps, self.eps,
                                max(self.steps, 1))  # (B,), (B,)

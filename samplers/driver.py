@@ -1,8 +1,8 @@
 """The step loop: ``generate`` (append ``gen_length`` masks to a prompt) and ``infill``.
 
 The driver is deliberately thin: build the canvas, derive each row's random key, call
-``sampler.step`` until every row is done, call the callbacks. It syncs with the host once per
-step (the ``done`` check).
+``sampler.step`` until ``sampler.finished(state)`` holds for every row, call the callbacks. It
+syncs with the host once per step (that check).
 
 Randomness is explicit (:mod:`remask.kernels._philox`): each row has a 64-bit key — its own
 seed when ``seed`` is a list, ``fold(seed, r)`` for row r when it is one int — and every step
@@ -265,7 +265,7 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
         bar = tqdm(total=int(editable.sum()), desc=sampler.name, unit="tok")
     steps = 0
     try:
-        while not bool(state.canvas.done.all()):
+        while not bool(sampler.finished(state).all()):
             if steps >= limit:
                 raise RuntimeError(_unfinished(sampler, state.canvas, mask_id, steps, proposed_mask,
                                                f"did not finish within {limit} steps"))

@@ -16,20 +16,25 @@ PC-Sampler implementation; DUS's ``generate_eb_sampler`` measures entropy in bit
 γ_bits equals ``gamma / ln 2`` here (γ_nats = γ_bits · ln 2 ≈ 0.693 γ_bits).
 
 Checked against ``NEUIR/PC-Sampler/src/generate.py::generate_with_eb_sampler`` (official code
-is not released; samplers.md §3.9), with ``omerlux/DUS/generate.py::generate_eb_sampler`` and
-``generate_eb_sampler_spaced`` for the block-wise form and the spacing filter (§3.11).
+is not released), with ``omerlux/DUS/generate.py::generate_eb_sampler`` and
+``generate_eb_sampler_spaced`` for the block-wise form and the spacing filter.
 Reference defaults: γ = 0.1 nats, entropy ordering (lowest entropy first), no blocks.
 
 Departures from the reference code:
 
 - Entropy is that of the model's untempered distribution, computed in float32 from one pass
   over the logits (``remask.kernels.propose``); DUS computes it on Gumbel-perturbed scores
-  when T > 0 (samplers.md §7.11). Proposals at T > 0 are exact samples of softmax(logits/T).
+  when T > 0. Proposals at T > 0 are exact samples of softmax(logits/T).
 - Ties in the ordering go to the lower position (PC-Sampler uses an unstable ``argsort``).
-  d2Cache's ``cummax`` over the batch dimension (§7.5) is not reproduced: the running max is
+  d2Cache's ``cummax`` over the batch dimension (which lets one row's entropies change
+  another row's commits) is not reproduced: the running max is
   taken along each row's own order.
 - ``block_length`` works for any length and any batch (the references are B = 1, and DUS
   asserts divisibility).
+- No per-block step budget: a block takes as many steps as the bound needs (at most one
+  per mask, since every step commits at least one), and every mask is decoded. DUS's
+  block-wise EB gives each block a fixed number of steps and moves on when they are spent,
+  so it can leave masks in its output.
 - ``min_spacing`` is a fixed gap, where DUS's spaced variant uses the adaptive
   ``max(2, ⌊M·g0/B⌋)``; the greedy filter itself is DUS's ``apply_spacing_filter``. It is
   applied after the entropy bound, so the committed set (a subset of the prefix) still

@@ -1,8 +1,8 @@
 """Fast-dLLM factor-based parallel decoding (Wu et al., "Fast-dLLM", arXiv 2505.22618, the
 "factor" rule added to the code on 2025-07-06).
 
-Checked against ``NVlabs/Fast-dLLM/llada/generate.py::get_transfer_index_dynamic`` (samplers.md
-§3.5). Semi-autoregressive blocks of ``block_length`` (32 in the paper settings); at each
+Checked against ``NVlabs/Fast-dLLM/llada/generate.py::get_transfer_index_dynamic``.
+Semi-autoregressive blocks of ``block_length`` (32 in the paper settings); at each
 step the masked positions of the active block propose tokens with confidences (untempered
 probability of the proposal), sorted ``c(1) >= c(2) >= ... >= c(M)``. Rank ``n`` passes when
 
@@ -11,7 +11,7 @@ probability of the proposal), sorted ``c(1) >= c(2) >= ... >= c(M)``. Rank ``n``
 rank 1 always passes, and the step commits the ``n*`` most confident proposals where ``n*`` is
 the length of the leading run of passing ranks. Because ``c(n)`` decreases and the bar
 ``1 - f/(n+1)`` increases with ``n``, the passing ranks always form a prefix, so ``n*`` is
-simply the number of passing ranks. The rationale (coherence.md §2.4): when the product of
+simply the number of passing ranks. The rationale (Fast-dLLM's Thm. 1): when the product of
 the marginals' top-1 probabilities is high enough, greedy parallel decoding agrees with greedy
 sequential decoding.
 
@@ -21,9 +21,9 @@ Edge cases, as defined here (not inherited)
 - If every rank passes, all ``M`` positions commit.
 - If the first failing rank is the last one (rank ``M``), exactly ``M - 1`` commit. The
   reference commits all ``M`` here: its loop leaves the index at ``M - 1`` both when it runs
-  out of ranks and when it breaks at the last rank, and then adds one in both cases
-  (samplers.md §7.3). That is a bookkeeping accident, so it is not reproduced: a rank that
-  fails its bar is never committed by the rule.
+  out of ranks and when it breaks at the last rank, and then adds one in both cases. That
+  is a bookkeeping accident, so it is not reproduced: a rank that fails its bar is never
+  committed by the rule.
 - Equality passes (the reference breaks on ``c(n) < bar``).
 - ``factor = 0`` commits only positions of confidence 1 (at least one).
 

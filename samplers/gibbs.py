@@ -8,8 +8,8 @@ correctors of Zhao et al. ("Informed Correctors for Discrete Diffusion Models", 
 style) and the planner view of P2 (Peng et al., "Path Planning for Masked Diffusion Model
 Sampling", arXiv 2502.03540: a step may remask already decoded tokens chosen by their
 re-predicted confidence). Neither paper's code is reproduced; the pieces below are defined
-here and documented (samplers.md has no reference file for this corrector; coherence.md
-§2.6 summarises both papers).
+here and documented (no reference code exists for this corrector; the slow loop it is
+tested against follows the definition below).
 
 One check, in one forward pass:
 
@@ -77,9 +77,9 @@ class GibbsState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-        The base's canvas with ``done`` meaning "base finished and final sweeps made".
+        The base's canvas (the corrected tokens); ``Gibbs.finished`` says when a row is over.
     base : NamedTuple
-        The base sampler's state (its canvas carries the base's own ``done``).
+        The base sampler's state (``base_sampler.finished`` of it: the base is done).
     step : int
         Steps taken (the ``every`` schedule of the checks counts them).
     sweeps_done : int
@@ -239,7 +239,8 @@ class Gibbs(Sampler):
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens."""
         return (
-            ("LLaDA 2 tok/step + corrector", {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
+            ("LLaDA 2 tok/step + corrector",
+             {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
         )
 
     base: Any = "low_confidence"
@@ -305,7 +306,7 @@ class Gibbs(Sampler):
         base_canvas = base_state.canvas
         zeros = torch.zeros_like(canvas.nfe)
         return GibbsState(
-            canvas=base_canvas._replace(done=self._done(base_canvas, 0)),
+            canvas=base_canvas,
             base=base_state,
             step=0,
             sweeps_done=0,
@@ -323,21 +324,24 @@ class Gibbs(Sampler):
 
     def step(self, state: GibbsState, denoiser, key: torch.Tensor):
         base_state = state.base
-        canvas = base_state.canvas  # tokens before this step, with the base's done
+        canvas = base_state.canvas  # tokens before this step
+        base_over = self.base_sampler.finished(base_state)  # (B,) the base has nothing left to do
         mask_id = denoiser.mask_id
         # The one host decision: is there still base work to do? (see module docstring)
-        final = bool(canvas.done.all())
+        final = bool(base_over.all())
         if final:
-            check_rows = ~state.canvas.done  # (B,) every row still sweeping
+            check_rows = ~self.finished(state)  # (B,) every row still sweeping
         elif state.step > 0 and state.step % self.every == 0:
-            check_rows = ~canvas.done  # rows the base is still decoding share the step count
+            check_rows = ~base_over  # rows the base is still decoding share the step count
         else:
-            check_rows = torch.zeros_like(canvas.done)
+            check_rows = torch.zeros_like(base_over)
         checking = final or (state.step > 0 and state.step % self.every == 0)
 
+        # The positions this check re-masks (recent commits of one parity class, budget left).
         checked = self._candidates(state, canvas, mask_id, check_rows)  # (B, L)
         check_tokens = torch.where(checked, mask_id, canvas.tokens)  # (B, L)
 
+        # predict: the base's step and the check rows' logits, in one denoiser call.
         base_info = None
         if final:
             new_base = base_state
@@ -360,10 +364,12 @@ class Gibbs(Sampler):
         after = new_base.canvas  # (the base's commits of this step)
         base_committed = base_info.committed if base_info is not None else torch.zeros_like(checked)
         if check_logits_ is not None:
-            # One fused pass per checked row (no (B, L, V) log-softmax for one number per row).
+            # score: each checked token's re-predicted probability. One fused pass per checked
+            # row (no (B, L, V) log-softmax for one number per row).
             current = canvas.tokens.clamp(0, check_logits_.shape[-1] - 1)  # (B, L)
             verify_prob = kernels.token_prob(check_logits_, current, checked).double()  # (B, L)
             verify_prob = torch.where(checked, verify_prob, float("nan"))
+            # select: the implausible ones, least plausible first, within the budget.
             doubtful = checked & (verify_prob < self.threshold) & ~base_committed  # (B, L)
             budget = (self.max_revisions - state.revisions).clamp_min(0)  # (B,)
             revised = kernels.topk_mask((-verify_prob).float(), budget, doubtful)  # lowest first
@@ -378,16 +384,16 @@ class Gibbs(Sampler):
             revised = torch.zeros_like(checked)
             resampled = torch.full_like(canvas.tokens, -1)
 
+        # commit: the revisions over the base's commits (which charged the base's evaluations).
         tokens = torch.where(revised, resampled, after.tokens)  # (B, L)
         nfe = after.nfe + check_rows.long()  # (B,) one evaluation per checked row
         new_base = new_base._replace(canvas=after._replace(tokens=tokens, nfe=nfe))
 
-        stepped = check_rows if final else ~canvas.done  # (B,) rows that took part in this step
+        stepped = check_rows if final else ~base_over  # (B,) rows that took part in this step
         written = base_committed | revised  # (B, L)
         sweeps_done = state.sweeps_done + int(final)
-        new_canvas = new_base.canvas._replace(done=self._done(new_base.canvas, sweeps_done))
         new_state = GibbsState(
-            canvas=new_canvas,
+            canvas=new_base.canvas,
             base=new_base,
             step=state.step + 1,
             sweeps_done=sweeps_done,
@@ -418,8 +424,8 @@ class Gibbs(Sampler):
         budget = (state.revisions < self.max_revisions).unsqueeze(-1)  # (B, 1)
         return decoded & recent & parity & budget & check_rows.unsqueeze(-1)
 
-    def _done(self, base_canvas: Canvas, sweeps_done: int) -> torch.Tensor:
-        """(B,) bool: base finished and the final sweeps made (or nothing to decode)."""
-        nothing = ~base_canvas.editable.any(-1)
-        swept = sweeps_done >= self.sweeps
-        return base_canvas.done & (nothing | swept)
+    def finished(self, state: GibbsState) -> torch.Tensor:
+        """(B,) bool: the base is finished and the final sweeps are made (or nothing to decode)."""
+        nothing = ~state.canvas.editable.any(-1)  # (B,)
+        swept = state.sweeps_done >= self.sweeps
+        return self.base_sampler.finished(state.base) & (nothing | swept)

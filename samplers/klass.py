@@ -41,8 +41,8 @@ reference adds ``1e-12`` inside both logs. At the first step of a run there is n
 distribution and the KL is +∞ (the reference compares against an all-zero "distribution",
 giving ≈ 27.6 − H(p_t) nats: never below a useful threshold).
 
-Checked against ``shkim0116/KLASS/src/model/llada_klass.py::stable_confident_decode``
-(samplers.md §3.10). Reference defaults (``scripts/llada_gsm8k.sh``): ``conf_threshold=0.6``,
+Checked against ``shkim0116/KLASS/src/model/llada_klass.py::stable_confident_decode``.
+Reference defaults (``scripts/llada_gsm8k.sh``): ``conf_threshold=0.6``,
 ``kl_threshold=0.015``, ``history=2``, ``block_length=64``, ``steps = gen_length`` (None:
 one token per fallback step), ``unmask_strategy="all"``.
 
@@ -50,10 +50,10 @@ Departures from the reference code:
 
 - The confidence is the model's untempered probability of the proposal. The reference adds
   Gumbel noise to the logits and then softmaxes the noisy *scores* for both the confidence
-  and the KL (samplers.md §7.6); here the KL is between the model's distributions and
+  and the KL; here the KL is between the model's distributions and
   proposals at T > 0 are exact samples of softmax(logits / T).
 - The fallback is decided per row (the reference rebuilds ``transfer_index`` for the whole
-  batch inside its per-row loop, erasing earlier rows' selections, §7.12) and its top-k
+  batch inside its per-row loop, erasing earlier rows' selections) and its top-k
   never reaches past the block's masks (the reference's ``topk`` can select non-masked
   positions and overwrite committed tokens when fewer masks remain than scheduled).
 - The last step allotted to a block commits every mask left in it. The reference instead
@@ -62,6 +62,11 @@ Departures from the reference code:
 - Any ``gen_length``/``block_length``/``steps`` and batches with ragged prompts.
 - The reference's alternative ``alg`` scores (margin, and an "entropy" that ranks uncertain
   positions first) are not reproduced; the confidence is the proposal's probability.
+- ``unmask_strategy="min_kl"`` ranks the ready positions by their KL rounded to float32
+  (the selection kernels rank float32 scores; the KL is summed in float64 and kept as a
+  float64 tensor in the info) where the reference takes a float64 argmin. Two ready
+  positions whose KLs differ only below float32 resolution (relative 6e-8) tie here and go
+  to the lower position; the reference may pick the other.
 """
 
 from __future__ import annotations
@@ -78,30 +83,9 @@ from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
-__all__ = ["Klass", "KlassInfo", "KlassState", "kl_divergence"]
+__all__ = ["Klass", "KlassInfo", "KlassState"]
 
 STRATEGIES = ("all", "max_conf", "min_kl", "random")
-
-
-def kl_divergence(logits: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(logits) ‖ softmax(previous)) per row, in nats (:func:`remask.kernels.kl`).
-
-    Parameters
-    ----------
-    logits, previous : (..., V) float
-        Current and previous logits (any float dtypes, same shape).
-
-    Returns
-    -------
-    (...) float64
-        The KL, read in one pass per row with float64 sums (float32 precision; no (..., V)
-        temporary); terms where the current probability is 0 contribute 0, and a token with
-        positive current probability but zero previous probability gives +inf.
-    """
-    lead = logits.shape[:-1]
-    flat = kernels.kl(logits.reshape(-1, logits.shape[-1]),
-                      previous.reshape(-1, previous.shape[-1]))  # (N,) float32
-    return flat.reshape(lead).double()
 
 
 def _window_index(canvas: Canvas, width: int) -> torch.Tensor:

@@ -4,8 +4,8 @@ its arXiv id was not verified when this file was written — check before citing
 
 Checked against the HF ``inclusionAI/LLaDA2.0-mini`` ``modeling_llada2_moe.py``
 (``LLaDA2MoeModelLM.generate``, ``_get_num_transfer_tokens``,
-``_sample_with_temperature_topk_topp``) and ``ZHZisZZ/dllm``'s ``LLaDA2Sampler``
-(samplers.md §3.8, §8). Blocks of ``block_length`` (32) are decoded left to right; each
+``_sample_with_temperature_topk_topp``) and ``ZHZisZZ/dllm``'s ``LLaDA2Sampler``.
+Blocks of ``block_length`` (32) are decoded left to right; each
 block has ``steps`` (32) steps and a schedule that splits the block's size evenly over them
 (remainder first). At step ``i`` of a block with scheduled count ``k_i``, every masked
 position proposes a token and a confidence; if at least ``k_i`` positions have confidence
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import block_mask_count, commit, masked_positions
+from remask.samplers.canvas import block_mask_count, commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import even_split
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
@@ -138,7 +138,7 @@ class LLaDA2(Sampler):
     def step(self, state: LLaDA2State, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # The reference's confidence is the sampled token's tempered probability: the

@@ -7,7 +7,7 @@ the rest stay masked ("remasked"). k follows LLaDA's schedule: the block's masks
 evenly over the block's steps, remainder first. Semi-autoregressive decoding is the same
 algorithm with ``block_length`` < gen_length.
 
-Departures from the reference ``generate.py`` (samplers.md §3.1, §7):
+Departures from the reference ``generate.py`` (``ML-GSAI/LLaDA``):
 
 - ``confidence_eos_eot_inf`` works as the paper intends (App. B.4): EOS/EoT may be proposed
   but are ranked after every other candidate. The reference sets the EOS logit to -inf after
@@ -30,8 +30,8 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.kernels.score import demote, score_proposals, SCORES
-from remask.samplers.canvas import commit, masked_positions
+from remask.kernels.score import demote, score_proposals, SCORE_ALIASES, SCORES
+from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers._validate import check_bool
@@ -132,7 +132,7 @@ class LowConfidence(Sampler):
         """The score actually used: ``score``, else the one ``remasking`` names."""
         if self.score is not None:
             return self.score
-        return "prob" if self.remasking == "low_confidence" else "random"
+        return SCORE_ALIASES.get(self.remasking, self.remasking)  # "low_confidence" is "prob"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -176,7 +176,7 @@ class LowConfidence(Sampler):
     def step(self, state: LowConfidenceState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible = masked_positions(canvas, mask_id) & canvas.active  # (B, L)
+        eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
         eos, eot = self._special_ids(denoiser)

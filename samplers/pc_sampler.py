@@ -18,7 +18,7 @@ calibration factor is dropped and ``score_i = exp(−λ i) · min(p_i, α)`` —
 only.
 
 Checked against ``NEUIR/PC-Sampler/src/generate.py::generate_with_pc_sampler`` and
-``pc_sampler_function`` (samplers.md §3.12). Reference defaults (``scripts/eval_pc_sampler.sh``):
+``pc_sampler_function``. Reference defaults (``scripts/eval_pc_sampler.sh``):
 λ = 0.25 (0 for Sudoku, 0.5 for Countdown), α = 10, ``steps = gen_length`` (one token per
 step) and ``block_length = gen_length`` (one block).
 

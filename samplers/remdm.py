@@ -48,7 +48,8 @@ Departures from the reference code (deliberate):
 - A row runs its full schedule even when its canvas happens to have no mask left before
   t = 0 (the remaining steps may still remask and revise); ``Canvas.window`` therefore
   follows the schedule (it moves when a block's last step is taken), not the first masked
-  block, and ``done`` is set when the last block's schedule ends.
+  block, and the row is ``finished`` when the last block's schedule ends (``canvas.done``
+  keeps its meaning, no mask left).
 - Semi-autoregressive blocks (``block_length``) are supported: ``steps`` is split evenly over
   the blocks (remainder first) and the ReMDM schedule runs from t = 1 to 0 inside each
   block; only the active block's tokens are remasked. ``steps=None`` gives each block as
@@ -99,12 +100,15 @@ class ReMDMState(NamedTuple):
     confidence : (B, L) float32
         psi: probability each decoded token had when it was decoded (for ``"conf"``);
         +inf where nothing is decoded.
+    ended : (B,) bool
+        The row's schedule has ended (the last block's last step was taken): ``finished``.
     """
 
     canvas: Canvas
     block_step: torch.Tensor
     block_steps: torch.Tensor
     confidence: torch.Tensor
+    ended: torch.Tensor
 
 
 class ReMDMInfo(NamedTuple):
@@ -241,17 +245,69 @@ class ReMDM(Sampler):
             block_step=torch.zeros_like(canvas.nfe),
             block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
             confidence=torch.full(canvas.tokens.shape, float("inf"), device=canvas.tokens.device),
+            ended=canvas.done.clone(),  # a row with nothing to decode has no schedule
         )
+
+    def finished(self, state: ReMDMState) -> torch.Tensor:
+        """(B,) bool: the row's schedule has ended (not merely its masks: it may still remask)."""
+        return state.ended
 
     # ------------------------------------------------------------------ step
     def step(self, state: ReMDMState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        live = (~canvas.done).unsqueeze(-1)  # (B, 1): finished rows never move
+        live = (~state.ended).unsqueeze(-1)  # (B, 1): finished rows never move
         in_block = canvas.editable & canvas.active & live  # (B, L)
         masked = in_block & (canvas.tokens == mask_id)  # (B, L)
         decoded = in_block & ~masked  # (B, L)
 
+        # predict: the model's (nucleus-filtered) proposal at the block's masks.
+        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
+        # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
+        # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
+        proposal = kernels.propose(logits, temperature=self.temperature,
+                                   key=proposal_keys(key, canvas, self.temperature),
+                                   rows=masked, top_p=self.top_p,
+                                   nucleus="strict", stats="sampled")
+        # score: each position's move probability (unmask a mask, remask a decoded token).
+        p_unmask, sigma = self._move_probabilities(state, decoded)  # (B,), (B, L)
+        # select: every position moves independently.
+        u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
+                            dtype=torch.float64)  # (B, L)
+        unmasked = masked & (u < p_unmask.unsqueeze(-1))  # (B, L)
+        remasked = decoded & (u < sigma)  # (B, L)
+
+        # commit
+        written = torch.where(remasked, mask_id, proposal.tokens)  # (B, L)
+        committed = unmasked | remasked
+        new_canvas = commit(canvas, committed, written, mask_id, evaluations, live=~state.ended)
+        # The block's schedule, not its first mask, decides when the window moves (see the
+        # module docstring): after the block's last step every mask of it is filled.
+        block_over = (state.block_step + 1 >= state.block_steps) & ~state.ended  # (B,)
+        last_block = canvas.block.amax(-1)  # (B,)
+        ended = state.ended | (block_over & (canvas.window >= last_block))
+        window = torch.where(block_over & ~ended, canvas.window + 1, canvas.window)
+        new_canvas = new_canvas._replace(window=window)
+
+        confidence = torch.where(unmasked, proposal.prob, state.confidence)
+        confidence = torch.where(remasked, float("inf"), confidence)  # (B, L)
+        moved = window != canvas.window  # (B,)
+        new_state = ReMDMState(
+            canvas=new_canvas,
+            block_step=torch.where(moved, 0, state.block_step + 1),
+            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
+            confidence=confidence,
+            ended=ended,
+        )
+        info = ReMDMInfo(committed=committed, proposal=proposal.tokens,
+                         score=torch.where(masked, proposal.prob, float("-inf")),
+                         unmasked=unmasked, remasked=remasked, sigma=torch.where(decoded, sigma, 0.0))
+        return new_state, info
+
+    # ------------------------------------------------------------------ schedules
+    def _move_probabilities(self, state: ReMDMState, decoded: torch.Tensor):
+        """((B,) float64 unmask probability of a mask, (B, L) float64 remask probability sigma
+        of each decoded token) for the step each row's block is at."""
         # Time grid of the row's block: t = 1 - k/n -> s = 1 - (k+1)/n, ending at s = 0.
         n = state.block_steps.clamp_min(1).double()  # (B,)
         t = 1.0 - state.block_step.double() / n  # (B,)
@@ -270,45 +326,8 @@ class ReMDM(Sampler):
                         else self._row_sigma(t, sigma_max))  # (B,)
         p_unmask = (alpha_s - (1 - sigma_masked) * alpha_t) / (1 - alpha_t).clamp_min(1e-300)  # (B,)
         p_unmask = torch.where(s <= 0, 1.0, p_unmask.clamp(0.0, 1.0))  # the last step fills everything
+        return p_unmask, sigma
 
-        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
-        # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   key=proposal_keys(key, canvas, self.temperature),
-                                   rows=masked, top_p=self.top_p,
-                                   nucleus="strict", stats="sampled")
-        u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
-                            dtype=torch.float64)  # (B, L)
-        unmasked = masked & (u < p_unmask.unsqueeze(-1))  # (B, L)
-        remasked = decoded & (u < sigma)  # (B, L)
-
-        written = torch.where(remasked, mask_id, proposal.tokens)  # (B, L)
-        committed = unmasked | remasked
-        new_canvas = commit(canvas, committed, written, mask_id, evaluations)
-        # The block's schedule, not its first mask, decides when the window moves (see the
-        # module docstring): after the block's last step every mask of it is filled.
-        finished = (state.block_step + 1 >= state.block_steps) & ~canvas.done  # (B,)
-        last_block = canvas.block.amax(-1)  # (B,)
-        done = canvas.done | (finished & (canvas.window >= last_block))
-        window = torch.where(finished & ~done, canvas.window + 1, canvas.window)
-        new_canvas = new_canvas._replace(window=window, done=done)
-
-        confidence = torch.where(unmasked, proposal.prob, state.confidence)
-        confidence = torch.where(remasked, float("inf"), confidence)  # (B, L)
-        moved = window != canvas.window  # (B,)
-        new_state = ReMDMState(
-            canvas=new_canvas,
-            block_step=torch.where(moved, 0, state.block_step + 1),
-            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
-            confidence=confidence,
-        )
-        info = ReMDMInfo(committed=committed, proposal=proposal.tokens,
-                         score=torch.where(masked, proposal.prob, float("-inf")),
-                         unmasked=unmasked, remasked=remasked, sigma=torch.where(decoded, sigma, 0.0))
-        return new_state, info
-
-    # ------------------------------------------------------------------ schedules
     def _alphas(self, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) float64 signal levels (alpha_t, alpha_s) of the step t -> s: 1 - t and 1 - s, or
         the three-phase loop schedule, whose phase is t's for both (as the reference)."""

@@ -3,8 +3,8 @@ Acceleration of Diffusion LLM by Enabling KV Cache and Parallel Decoding", arXiv
 with DUS's optional spacing filter (Luxembourg et al., arXiv 2506.19037, §4.4).
 
 Checked against ``NVlabs/Fast-dLLM/llada/generate.py`` (``generate`` and
-``get_transfer_index`` with ``threshold``; samplers.md §3.5) and, for the spacing filter,
-``omerlux/DUS/generate.py::apply_spacing_filter`` (§3.11). Semi-autoregressive blocks of
+``get_transfer_index`` with ``threshold``) and, for the spacing filter,
+``omerlux/DUS/generate.py::apply_spacing_filter``. Semi-autoregressive blocks of
 ``block_length`` (32 in every paper setting); at each step every masked position of the
 active block proposes a token (argmax, or a Gumbel-max sample at temperature T) whose
 confidence is its probability under the untempered softmax; all positions with confidence

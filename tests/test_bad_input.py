@@ -193,15 +193,13 @@ def test_mask_error_names_sampler_step_and_cause(tiny):
 
 
 def _stops_after_one_step(base):
-    """An unregistered sampler that declares itself done after its first step, masks or not."""
+    """An unregistered sampler that declares itself finished after its first step, masks or not."""
     from dataclasses import dataclass
 
     @dataclass(frozen=True, kw_only=True)
     class Stopping(base):
-        def step(self, state, denoiser, generator):
-            state, info = super().step(state, denoiser, generator)
-            canvas = state.canvas._replace(done=torch.ones_like(state.canvas.done))
-            return state._replace(canvas=canvas), info
+        def finished(self, state):
+            return state.canvas.nfe > 0  # (B,) every row has taken a step
 
     return Stopping
 

@@ -9,8 +9,8 @@ float64), and, when sampling at T != 1, the tempered tile mass. Sampling re-read
 Numerics that differ from the torch reference (within the tested tolerances):
 
 * ``exp`` in the streaming loop is a range-reduced polynomial (the pip llvmlite has no SVML,
-  so ``np.exp`` would be a scalar libm call, ~4x slower: kernels.md §3.3); relative error
-  ~2e-7, and ``exp(d)`` is flushed to 0 below ``d ≈ -87.3`` (probabilities < 1e-38);
+  so ``np.exp`` would be a scalar libm call, ~4x slower, measured when the kernel was
+  written); relative error ~2e-7, and ``exp(d)`` is flushed to 0 below ``d ≈ -87.3`` (probabilities < 1e-38);
 * the streaming loops are compiled with fast-math flags *without* ``ninf`` (−inf logits are
   legal) and with ``nnan``: NaN is detected on the raw bits instead, which fast-math cannot
   fold away;

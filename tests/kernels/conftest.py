@@ -14,7 +14,7 @@ def cpu_backends() -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _single_thread_torch():
-    # Two vCPUs: keep torch from oversubscribing alongside numba's pool (kernels.md §3.6).
+    # Two vCPUs: keep torch from oversubscribing alongside numba's pool (both spin threads).
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

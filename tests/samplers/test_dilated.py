@@ -109,7 +109,7 @@ def test_floor_defers_and_reschedules_so_no_mask_survives():
                           callbacks=[lambda s, i: commits.append(i.committed[0].nonzero().flatten().tolist())])
     # Offsets (position - 1) by level for n = 8: {0, 4}, {2, 6}, {1, 3, 5, 7}. Position 3 is
     # offset 2 (level 1): refused by the floor there, then committed on the last level, which
-    # ignores the floor. The reference would leave it masked (samplers.md §7.13).
+    # ignores the floor. The reference would leave it masked (its levels are disjoint).
     assert commits == [[1, 5], [7], [2, 3, 4, 6, 8]]
     assert not bool((out.tokens == Scripted.mask_id).any())
     assert out.nfe.tolist() == [3]

@@ -47,7 +47,7 @@ def test_greedy_equals_reference_loop(tiny64, gen_length, steps, alg, block_leng
 def test_zero_commit_steps_are_skipped(tiny64, counting):
     _, reference_nfe, commits = dream_generate(tiny64, [1], gen_length=16, steps=16,
                                                alg="entropy")
-    assert commits[0] == 0 and reference_nfe == 16  # samplers.md §7.2
+    assert commits[0] == 0 and reference_nfe == 16  # the reference pays for its zero-commit steps
     model = counting(tiny64)
     seen = []
     out = remask.generate(model, [[1]], build("dream", steps=16, alg="entropy"), gen_length=16,
@@ -85,7 +85,7 @@ def test_more_steps_never_raise_tokens_per_step():
 
 
 def test_count_schedule_matches_the_reference_rule():
-    # 256 tokens / 128 steps: samplers.md §2.2 gives [1, 2, 2, ..., 3]-like counts; replay it.
+    # 256 tokens / 128 steps: Dream's floor(M (1 - s/t)) gives [1, 2, 2, ..., 3]-like counts; replay it.
     seen, left, grid = [], torch.tensor([256]), torch.tensor([0])
     while int(left) > 0:
         taken, k = dream_count(left, grid, torch.tensor([128]), 1e-3, 128)
@@ -196,3 +196,19 @@ def test_nucleus_keeps_the_crossing_token():
     n, p = counts.sum().item(), 0.15 / 0.95
     assert counts[3] == 0
     assert abs(counts[2].item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5, counts
+
+
+def test_dream_alg_names_are_aliases_of_the_shared_scores():
+    """One score vocabulary (prob | margin | entropy | random): Dream's alg names and LLaDA's
+    remasking name resolve to it, and greedy tokens are the same under either name."""
+    from remask.kernels.score import SCORE_ALIASES, score_proposals
+
+    assert SCORE_ALIASES == {"low_confidence": "prob", "maskgit_plus": "prob", "topk_margin": "margin"}
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
+    proposal = kernels.propose(logits, stats="sampled")
+    for alias, name in SCORE_ALIASES.items():
+        assert torch.equal(score_proposals(proposal, alias), score_proposals(proposal, name))
+    with pytest.raises(ValueError, match="alias"):
+        score_proposals(proposal, "confidence")
+    assert build("low_confidence").score_kind == "prob"
+    assert build("low_confidence", remasking="random").score_kind == "random"

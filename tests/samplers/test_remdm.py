@@ -31,7 +31,7 @@ def _loop_rates(sampler, n_rows, gen_length, seed):
     def record(state, info):
         masked_before = info.score > float("-inf")  # (B, L) the proposals are made at the masks
         decoded_before = info.sigma > 0  # (B, L) the decoded tokens of the block (sigma > 0 there)
-        c = counts.setdefault(state.step - 1, [0, 0, 0, 0])
+        c = counts.setdefault(len(counts), [0, 0, 0, 0])  # every row takes every step
         c[0] += int(info.unmasked.sum())
         c[1] += int(masked_before.sum())
         c[2] += int(info.remasked.sum())
@@ -168,3 +168,20 @@ def test_nucleus_is_the_references_strict_one():
     out = remask.generate(_FixedProbs(), [[]] * 300, sampler, gen_length=4, seed=1)
     counts = torch.bincount(out.tokens.flatten(), minlength=5)
     assert counts[2] == 0 and counts[3] == 0 and counts[0] > 0 and counts[1] > 0, counts
+
+
+def test_a_complete_canvas_runs_its_schedule_to_the_end(markov):
+    """Termination is ReMDM's ``finished`` (the schedule ended), not ``canvas.done`` (no mask):
+    the 16-step loop schedule fills every mask at the step crossing t_on, then keeps
+    remasking and refilling for the rest of its steps."""
+    seen = []
+    sampler = build("remdm", schedule="loop", steps=16)
+    out = remask.generate(markov, [[1]] * 64, sampler, gen_length=6, seed=0,
+                          callbacks=[lambda s, i: seen.append((bool(s.canvas.done.all()),
+                                                               bool(sampler.finished(s).any()),
+                                                               int(i.remasked.sum())))])
+    assert len(seen) == 16 and out.nfe.tolist() == [16] * 64
+    complete_early = [k for k, (done, finished, _) in enumerate(seen[:-1]) if done and not finished]
+    assert complete_early, "no step left a complete canvas before the schedule ended"
+    assert sum(r for _, _, r in seen[complete_early[0] + 1:]) > 0  # and it was revised after
+    assert seen[-1][:2] == (True, True)

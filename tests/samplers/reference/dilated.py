@@ -1,5 +1,5 @@
-"""DUS (Luxembourg, Permuter, Nachmani, arXiv 2506.19037): the reference's level sets and ``generate_scheduled``, one
-row, greedy (the slow loop ``dilated`` is checked against).
+"""DUS (Luxembourg, Permuter, Nachmani, arXiv 2506.19037): the reference's level sets and
+``generate_scheduled``, one row, greedy (the slow loop ``dilated`` is checked against).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ def factor_count_defined(confidences: list[float], factor: float) -> int:
 
 
 def factor_count_reference(confidences: list[float], factor: float) -> int:
-    """Fast-dLLM's ``get_transfer_index_dynamic`` count, quirk included (samplers.md §7.3)."""
+    """Fast-dLLM's ``get_transfer_index_dynamic`` count, quirk included: the
+    index is M - 1 both when the loop runs out and when it breaks at the last rank, then + 1."""
     ranked = sorted(confidences, reverse=True)
     thresholds = [1 - factor / (n + 1) for n in range(1, len(ranked) + 1)]
     thresholds[0] = -1
