@@ -20,10 +20,17 @@ with one batched forward pass:
    ``k`` steps, so ``t_m`` is the base's state after ``m + 1`` steps, bit for bit. The logits
    of ``c_m`` become the frozen logits of the next draft.
 
-So the output equals the base sampler's **token for token** — greedily, and also when the
-base samples (its randomness is keyed by the run seed and the base's step counter, which the
-verified path reproduces) — while the number of sequential forward passes drops to one per
-``m + 1`` base steps. The first step has no earlier logits, so it evaluates ``c_0`` alone.
+So a greedy base's output is reproduced **token for token**, while the number of sequential
+forward passes drops to one per ``m + 1`` base steps. The first step has no earlier logits, so
+it evaluates ``c_0`` alone.
+
+Randomness. The base step taken from chain state ``c_i`` draws from the key
+``fold(fold(step key, Purpose.BASE), i)``, the same in the draft ``c_{i+1}`` and in the
+target ``t_i``, so a draft guesses the step the base would take with the same random numbers.
+Every base step on the accepted path draws from a key that nothing before it has used (the
+choice between ``i + 1`` and a fresh call depends only on steps already taken), so a sampling
+base's output has exactly the base's **law** — not its seed-for-seed output, since the base
+alone keys its step ``s`` by ``s``, a number FreeDave cannot fold from its own step keys.
 
 Cost accounting (``canvas.nfe``, what the rest of remask compares): a verification call
 evaluates ``D`` sequences for every row (``2 D`` with classifier-free guidance), and each row
@@ -45,13 +52,13 @@ Departures from the reference (all deliberate):
   sampler (``gibbs``, ``freedave``) is refused at build.
 - Verification compares the base's whole state (schedule counters, carried logits, ...) row
   by row, which reduces to the reference's token comparison for top-k decoding.
-- Batches: greedy bases accept per row (each row takes its own longest verified prefix; the
-  rows of a batch advance by different numbers of base steps). The reference is B = 1 only
-  (``matched_steps.item()``). A base whose state carries per-run values other than its step
-  counter that differ between the accepted states, and any sampling base (whose random
-  stream is keyed by one step counter per run), accepts the shortest verified prefix of the
-  batch's unfinished rows instead: tokens are unchanged, each row may then make more calls
-  than alone. That path syncs with the host once per step.
+- Batches: each row takes its own longest verified prefix (the rows of a batch advance by
+  different numbers of base steps, and a row's tokens and cost never depend on its
+  batch-mates). The reference is B = 1 only (``matched_steps.item()``). A base whose state
+  carries per-run values (not one per row) that differ between the accepted states accepts
+  the shortest verified prefix of the batch's unfinished rows instead — tokens unchanged,
+  each row may then make more calls than alone; that path syncs with the host once per step.
+  No registered base needs it.
 - Every call evaluates D states per row, also where a row has nothing to draft (at the first
   call of a block, where the reference runs one plain forward pass; the frozen logits then
   belong to the previous block): the row's spare states repeat it, fail verification and
@@ -70,6 +77,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from remask import kernels
 from remask.samplers.base import Canvas, Sampler, _check_int
 from remask.samplers.registry import from_config, register
 
@@ -241,9 +249,8 @@ def _where_rows(rows: torch.Tensor, a: Any, b: Any, B: int) -> Any:
 def _mix(values: list, index: torch.Tensor, B: int, name: str = "") -> Any:
     """Row b of the result is row b of ``values[index[b]]``, field by field.
 
-    Per-run values must agree across ``values``, except a field named ``step`` (the base's
-    random-stream offset, which a greedy base never reads): it takes the largest value.
-    Raises :class:`_NotMixable` otherwise.
+    Per-run values (not one per row) must agree across ``values``; raises
+    :class:`_NotMixable` otherwise.
     """
     first = values[0]
     if all(_is_rows(v, B) for v in values) and len({(v.shape, v.dtype) for v in values}) == 1:
@@ -259,8 +266,6 @@ def _mix(values: list, index: torch.Tensor, B: int, name: str = "") -> Any:
         parts = [_mix([v[i] for v in values], index, B, fields[i] if fields else "")
                  for i in range(len(first))]
         return type(first)(*parts) if fields else tuple(parts)
-    if name == "step" and all(isinstance(v, int) for v in values):
-        return max(values)
     if all(v is first or v == first for v in values):
         return first
     raise _NotMixable(name)
@@ -354,6 +359,9 @@ class FreeDave(Sampler):
     def may_leave_masks(self) -> bool:
         return self.base_sampler.may_leave_masks
 
+    def finished(self, state: FreeDaveState) -> torch.Tensor:
+        return self.base_sampler.finished(state.base)
+
     def max_steps(self, canvas: Canvas) -> int:
         # Every call advances each unfinished row by at least one base step.
         return self.base_sampler.max_steps(canvas)
@@ -371,47 +379,49 @@ class FreeDave(Sampler):
                              forwards=torch.zeros_like(canvas.nfe))
 
     # ------------------------------------------------------------------ step
-    def step(self, state: FreeDaveState, denoiser, generator: torch.Generator):
+    def step(self, state: FreeDaveState, denoiser, key: torch.Tensor):
         base = self.base_sampler
         B = state.canvas.tokens.shape[0]
         device = state.canvas.tokens.device
-        live = ~state.canvas.done  # (B,) rows charged for this step
+        live = ~base.finished(state.base)  # (B,) rows charged for this step
+        # The base step from chain state i draws from key_i, in its draft and in its target
+        # alike (so a draft and the step it guesses see the same random numbers).
+        base_key = kernels.fold(key, kernels.Purpose.BASE)  # (B,)
+        keys = [kernels.fold(base_key, i) for i in range(self.draft_steps)]
 
         # 1. Draft: the exact state, then D - 1 base steps on the frozen logits.
         chain = [state.base]
         if state.stale is not None:
-            for _ in range(self.draft_steps - 1):
+            for i in range(self.draft_steps - 1):
                 previous = chain[-1]
-                drafted = base.step(previous, _Replay(denoiser, state.stale, base.name), generator)[0]
+                drafted = base.step(previous, _Replay(denoiser, state.stale, base.name), keys[i])[0]
                 # Drafts stay in the block the frozen logits were computed for (the reference's
                 # rule; outside its active block a denoiser may return stale rows): a row that
                 # left it, or finished, repeats its state, which then fails verification.
-                going = (previous.canvas.window == state.stale_window) & ~previous.canvas.done  # (B,)
+                going = (previous.canvas.window == state.stale_window) & ~base.finished(previous)  # (B,)
                 chain.append(_where_rows(going, drafted, previous, B))
         n = len(chain)
 
         # 2. Verify: the base's own call for every state, batched into one model call.
-        calls = [self._capture(state_k, denoiser, generator) for state_k in chain]
+        calls = [self._capture(state_k, denoiser, keys[i]) for i, state_k in enumerate(chain)]
         tokens, attention_mask, extra = self._batch(calls)
         rows = calls[0][0].shape[0]  # B, or 2B with guidance
         out = denoiser(tokens, attention_mask, **extra)  # (n * rows, L', V)
         outputs = list(out.split(rows))
-        targets, infos = zip(*(base.step(c, _Replay(denoiser, o, base.name), generator)
-                               for c, o in zip(chain, outputs)))
+        targets, infos = zip(*(base.step(c, _Replay(denoiser, o, base.name), keys[i])
+                               for i, (c, o) in enumerate(zip(chain, outputs))))
 
         # 3. Accept the longest verified prefix (a finished row accepts anything).
-        verified = [_rows_equal(targets[k], chain[k + 1], B, device) | chain[k].canvas.done
+        verified = [_rows_equal(targets[k], chain[k + 1], B, device) | base.finished(chain[k])
                     for k in range(n - 1)]  # n - 1 of (B,)
         if verified:
             accepted = torch.stack(verified).long().cumprod(0).sum(0)  # (B,) m per row
         else:
             accepted = torch.zeros(B, dtype=torch.int64, device=device)
-        new_base = None
-        if not base.stochastic:
-            try:
-                new_base = _mix(list(targets), accepted, B)
-            except _NotMixable:
-                new_base = None
+        try:
+            new_base = _mix(list(targets), accepted, B)
+        except _NotMixable:
+            new_base = None
         if new_base is None:  # lock-step: the batch's shortest verified prefix (host sync)
             m = int(torch.where(live, accepted, n - 1).min())
             accepted = torch.full_like(accepted, m)
@@ -435,17 +445,17 @@ class FreeDave(Sampler):
         new_state = FreeDaveState(canvas=new_base.canvas._replace(nfe=nfe), base=new_base, stale=stale,
                                   stale_window=stale_window, forwards=state.forwards + live.long())
         # Base steps taken on unfinished states (a finished draft's "step" changes nothing).
-        moving = ~torch.stack([c.canvas.done for c in chain])  # (n, B)
+        moving = ~torch.stack([base.finished(c) for c in chain])  # (n, B)
         info = FreeDaveInfo(committed=committed, proposal=proposal, score=score,
                             advanced=(moving & upto).sum(0), drafts=n)
         return new_state, info
 
     # ------------------------------------------------------------------ helpers
-    def _capture(self, base_state, denoiser, generator) -> tuple:
+    def _capture(self, base_state, denoiser, key: torch.Tensor) -> tuple:
         """The (tokens, attention_mask, extra) of the call the base makes from ``base_state``."""
         recorder = _Recorder(denoiser)
         try:
-            self.base_sampler.step(base_state, recorder, generator)
+            self.base_sampler.step(base_state, recorder, key)
         except _Captured:
             return recorder.call
         raise RuntimeError(f"freedave's base {self.base_sampler.name!r} took a step without calling the "

@@ -63,7 +63,7 @@ from remask import kernels
 from remask.kernels.score import SCORES, score_proposals
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float
 from remask.samplers.canvas import commit, masked_positions
-from remask.samplers.predict import denoise
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
 
 __all__ = ["Punt", "PuntState", "PuntInfo"]
@@ -75,8 +75,6 @@ class PuntState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    step : int
-        Steps taken so far (the offset of the step's random streams).
     phase : (B,) int64
         0: the row's next call predicts; l >= 1: it runs test level l of its round.
     levels : (B,) int64
@@ -94,7 +92,6 @@ class PuntState(NamedTuple):
     """
 
     canvas: Canvas
-    step: int
     phase: torch.Tensor
     levels: torch.Tensor
     rank: torch.Tensor
@@ -216,7 +213,7 @@ class Punt(Sampler):
         B, L = canvas.tokens.shape
         zeros = torch.zeros(B, dtype=torch.int64, device=canvas.tokens.device)
         return PuntState(
-            canvas=canvas, step=0, phase=zeros, levels=zeros.clone(),
+            canvas=canvas, phase=zeros, levels=zeros.clone(),
             rank=torch.full((B, L), -1, dtype=torch.int64, device=canvas.tokens.device),
             kept=torch.zeros_like(canvas.editable),
             proposal=torch.full((B, L), -1, dtype=torch.int64, device=canvas.tokens.device),
@@ -225,7 +222,7 @@ class Punt(Sampler):
         )
 
     # ------------------------------------------------------------------ step
-    def step(self, state: PuntState, denoiser, generator: torch.Generator):
+    def step(self, state: PuntState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         B, L = canvas.tokens.shape
@@ -246,10 +243,10 @@ class Punt(Sampler):
 
         # Predict: proposals, scores and ranks of the new round's candidates.
         eligible = masked_positions(canvas, mask_id) & canvas.active & predicting.unsqueeze(-1)  # (B, L)
-        seed = generator.initial_seed()
-        prop = kernels.propose(logits, temperature=self.temperature, seed=seed, offset=state.step,
-                               rows=eligible)
-        new_score = torch.where(eligible, score_proposals(prop, self.score, seed=seed, offset=state.step),
+        prop = kernels.propose(logits, temperature=self.temperature, rows=eligible,
+                               key=proposal_keys(key, canvas, self.temperature))
+        new_score = torch.where(eligible, score_proposals(prop, self.score, key=key,
+                                                          attention_mask=canvas.attention_mask),
                                 float("-inf"))  # (B, L)
         order = torch.sort(new_score, dim=-1, descending=True, stable=True).indices  # (B, L) ties: lower pos
         positions = torch.arange(L, device=logits.device).expand(B, L)
@@ -283,7 +280,6 @@ class Punt(Sampler):
             predicting.view(B, 1, 1), logits, state.logits)  # (B, L, V) the round's predictive
         new_state = PuntState(
             canvas=new_canvas,
-            step=state.step + 1,
             phase=phase,
             levels=torch.where(predicting, new_levels, state.levels),
             rank=torch.where(predicting.unsqueeze(-1), new_rank, state.rank),
