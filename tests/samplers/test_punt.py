@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import remask
-from remask.analysis.exact import total_correlation
+from remask.analysis import total_correlation
 from remask.models import MarkovChainOracle, as_denoiser, load_model
 from remask.samplers import build
 from reference.punt import punt_generate
