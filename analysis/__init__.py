@@ -1,12 +1,17 @@
-"""remask.analysis: measurements of parallel-decoding failure modes (issue 5; coherence.md §3).
+"""remask.analysis: measurements of parallel-decoding failure modes.
 
-Exact quantities on oracles (:mod:`remask.models.toys`, :mod:`remask.models.markov`):
+Decoding several masked tokens in one step samples them from the product of their marginals,
+not from their joint; the gap is their total correlation given the context. These functions
+measure it and its symptoms (docs/design.md §5).
+
+Exact quantities on oracles (:mod:`remask.models.oracles`):
 
 - :func:`total_correlation` — TC and dual TC of a masked set given its context;
 - :func:`partition_error` — exact KL/TV/validity of unmasking a fixed partition with exact
   marginals, with the per-step E[TC] whose sum equals the KL (chain rule);
 - :func:`entropy_profile`, :func:`schedule_error` — the random-order schedule error;
-- :func:`sampler_error` — a sampler's output law against the exact joint, with noise floors.
+- :func:`sampler_error` — a sampler's output law against the exact joint, with noise floors
+  (:func:`empirical_error`: the same for samples already drawn).
 
 Estimators for any Denoiser (validated against the exact values on oracles):
 
@@ -26,8 +31,12 @@ Traces: :class:`TraceRecorder` (a ``generate`` callback), :func:`decode_order_me
 
 Trained toys: :func:`train_toy` fits a TinyTransformer masked diffusion model to an oracle's
 samples (:class:`ToyModel` speaks the oracle's vocabulary, :func:`load_toy` reloads it), so the
-estimators can be validated on a model that is not exact. :mod:`remask.analysis.commands`
-holds the computations behind ``remask analyze``.
+estimators can be validated on a model that is not exact (``load_model(DIR)`` reopens a saved
+one).
+
+The applications that run these measurements, write their summaries and print tables (the
+``remask analyze`` commands, the toy report, the demo) are in :mod:`remask.app`; nothing here
+loads a model by name or writes a summary.
 
 All information quantities are in nats unless ``unit="bits"``.
 """
@@ -40,6 +49,7 @@ from remask.analysis.estimators import (
     PairwiseCMI,
     cmi_matrix,
     marginal_consistency,
+    one_shot_logits,
     pairwise_cmi,
 )
 from remask.analysis.exact import (
@@ -47,6 +57,7 @@ from remask.analysis.exact import (
     SamplerError,
     TotalCorrelation,
     conditional_joint,
+    empirical_error,
     entropy_profile,
     exact_samples,
     partition_error,
@@ -90,12 +101,14 @@ __all__ = [
     "decode_order_metrics",
     "diffusion_loss",
     "distances_to_observed",
+    "empirical_error",
     "entropy_profile",
     "exact_samples",
     "homogenization_profile",
     "load_toy",
     "marginal_consistency",
     "mask_canvases",
+    "one_shot_logits",
     "pairwise_cmi",
     "partition_error",
     "read_canvases",

@@ -1,7 +1,7 @@
 """Exact quantities on oracles: step total correlation, partition error, entropy profile,
 and the distance of a sampler's output distribution to the true joint.
 
-Notation (coherence.md §1.2, §3.2): ``c`` the observed context, ``S`` a set of masked
+Notation: ``c`` the observed context, ``S`` a set of masked
 positions, ``TC(S | c) = Σ_{i∈S} H(x_i | c) − H(x_S | c) = KL(p(x_S|c) ‖ Π_i p(x_i|c))`` and
 the dual ``DTC(S | c) = H(x_S | c) − Σ_{i∈S} H(x_i | c, x_{S∖i})``. For a fixed partition
 ``S_1 … S_T`` unmasked with exact marginals (each step samples its set from the product of
@@ -43,6 +43,7 @@ __all__ = [
     "SamplerError",
     "TotalCorrelation",
     "conditional_joint",
+    "empirical_error",
     "entropy_profile",
     "exact_samples",
     "partition_error",
@@ -84,7 +85,7 @@ def conditional_joint(oracle, tokens, positions, *, max_states: int = DEFAULT_MA
     Parameters
     ----------
     oracle : exact oracle
-        A Denoiser whose conditionals are exact (see :mod:`remask.models.toys`).
+        A Denoiser whose conditionals are exact (see :mod:`remask.models.oracles`).
     tokens : (L,) or (1, L) int64
         The canvas; values at ``positions`` are ignored (treated as masked).
     positions : sequence of int
@@ -168,7 +169,7 @@ def total_correlation(oracle, tokens, positions, *, unit: str = "nats",
 
     Examples
     --------
-    >>> from remask.models.toys import FiniteSupportOracle
+    >>> from remask.models import FiniteSupportOracle
     >>> tc = total_correlation(FiniteSupportOracle.cities(), [2, 2], [0, 1], unit="bits")
     >>> round(float(tc.tc[0]), 6)
     1.0
@@ -327,9 +328,10 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
 
     Examples
     --------
-    The coherence.md §3.6 protocol: one-step decoding costs exactly TC(x).
+    Decoding every position in one step with exact marginals costs exactly the total
+    correlation TC(x): on "New York / Mexico City" one bit.
 
-    >>> from remask.models.toys import FiniteSupportOracle
+    >>> from remask.models import FiniteSupportOracle
     >>> err = partition_error(FiniteSupportOracle.cities(), [[0, 1]], unit="bits")
     >>> round(err.kl, 6), round(err.validity, 6)
     (1.0, 0.5)
@@ -403,7 +405,8 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
 # ---------------------------------------------------------------------------- entropy profile
 def entropy_profile(oracle, prompt=None, *, unit: str = "nats",
                     max_states: int = DEFAULT_MAX_STATES) -> np.ndarray:
-    """Exact entropy profile ``h(m) = E_{|S|=m, i∉S} H(x_i | x_S, prompt)`` (coherence.md §3.2 M2).
+    """Exact entropy profile ``h(m) = E_{|S|=m, i∉S} H(x_i | x_S, prompt)``: uncertainty left
+    at a position after m random others are revealed.
 
     The average is uniform over subsets S of the n generated positions of size m and over
     i ∉ S. With ``Z_{m+1} = h(0) − h(m)``, ``Σ_m Z_m = TC(x)``, and the expected error of a
@@ -445,7 +448,7 @@ def schedule_error(h, sizes) -> float:
     """Expected KL of a uniformly random order with step sizes ``sizes`` (exact marginals).
 
     ``E_σ KL(p ‖ q_σ) = Σ_t Σ_{r<k_t} [h(s_t) − h(s_t + r)]`` with s_t the tokens revealed
-    before step t (Chen, Cong, Li, arXiv 2511.04647; coherence.md §2.3). The realised
+    before step t (Chen, Cong, Li, arXiv 2511.04647). The realised
     random-order sampler is a mixture over orders, whose KL is at most this by convexity.
 
     Parameters
@@ -473,7 +476,7 @@ def schedule_error(h, sizes) -> float:
 # ---------------------------------------------------------------------------- sampler error
 @dataclass(frozen=True)
 class SamplerError:
-    """A sampler's output distribution against the exact joint (coherence.md §3.2 M4).
+    """A sampler's output distribution against the exact joint (:func:`sampler_error`).
 
     Every statistic ``x`` comes with ``x_floor``: the same statistic computed on ``n_samples``
     exact samples of the oracle (mean over ``floor_repeats`` draws) — what sampling noise
@@ -613,11 +616,8 @@ def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: i
 
     Runs ``remask.samplers.generate(oracle, prompt, sampler, gen_length=...)`` for
     ``n_samples`` rows and compares the samples with the exact conditional law
-    ``p(x | prompt)``. When that law's support has at most ``exact_limit`` sequences it is
-    enumerated and the plug-in TV and a KT-smoothed forward KL are reported; validity,
-    the true NLL, the reverse KL on the valid support and the exact-match rate are always
-    reported. Every statistic comes with its noise floor: the same statistic on as many exact
-    samples (:func:`exact_samples`), so bias can be told from noise.
+    ``p(x | prompt)`` through :func:`empirical_error` (which see for the statistics and
+    their noise floors).
 
     Parameters
     ----------
@@ -647,7 +647,7 @@ def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: i
     from remask import samplers as _samplers
 
     check_oracle(oracle)
-    scale = unit_scale(unit)
+    unit_scale(unit)  # a bad unit fails before any decoding
     if isinstance(sampler, str):
         sampler = _samplers.build(sampler, **(sampler_config or {}))
     n_samples = int(n_samples)
@@ -659,14 +659,57 @@ def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: i
             f"prompt length {P} + gen_length {gen_length} must equal the oracle's seq_len {oracle.seq_len}"
         )
     prompt_row = canvas[0, :P]
-    # Samples from the sampler.
     chunks = []
     for c, s in enumerate(range(0, n_samples, batch_size)):
         b = min(batch_size, n_samples - s)
         pr = prompt_row.unsqueeze(0).expand(b, -1).clone() if P else [[] for _ in range(b)]
         out = _samplers.generate(oracle, pr, sampler, gen_length=gen_length, seed=int(seed) + c)
         chunks.append(out.tokens.cpu())
-    x = torch.cat(chunks, 0)
+    return empirical_error(oracle, torch.cat(chunks, 0), prompt_row if P else None, seed=seed,
+                           floor_repeats=floor_repeats, unit=unit, exact_limit=exact_limit)
+
+
+def empirical_error(oracle, samples, prompt=None, *, seed: int = 0, floor_repeats: int = 3,
+                    unit: str = "nats", exact_limit: int = 2**17) -> SamplerError:
+    """The empirical law of given samples against the exact conditional law ``p(x | prompt)``.
+
+    When that law's support has at most ``exact_limit`` sequences it is enumerated and the
+    plug-in TV and a KT-smoothed forward KL are reported; validity, the true NLL, the reverse
+    KL on the valid support and the exact-match rate are always reported. Every statistic
+    comes with its noise floor: the same statistic on as many exact samples
+    (:func:`exact_samples`), so bias can be told from noise. :func:`sampler_error` is this
+    applied to a sampler's output.
+
+    Parameters
+    ----------
+    oracle : exact oracle
+    samples : (n, seq_len) int64
+        Complete sequences (no mask id), each beginning with ``prompt``.
+    prompt : (P,) int64, optional
+    seed : int
+        Seeds the floor draws.
+    floor_repeats : int
+        Independent exact-sample sets for the floors' mean and standard deviation.
+    unit : {"nats", "bits"}
+    exact_limit : int
+        Largest support enumerated for TV and KL.
+
+    Returns
+    -------
+    SamplerError
+    """
+    check_oracle(oracle)
+    scale = unit_scale(unit)
+    canvas, P = _prompt_canvas(oracle, prompt)
+    x = as_tokens(samples, name="samples").cpu()
+    if x.shape[1] != oracle.seq_len:
+        raise ValueError(f"samples have length {x.shape[1]}, the oracle models seq_len={oracle.seq_len}")
+    if bool((x == oracle.mask_id).any()):
+        raise ValueError("samples must be complete sequences: they contain the mask id")
+    prompt_row = canvas[0, :P]
+    if P and not bool((x[:, :P] == prompt_row).all()):
+        raise ValueError("every sample must begin with the prompt")
+    n_samples = x.shape[0]
     # The truth: enumerated when small enough.
     table = None
     try:

@@ -1,6 +1,8 @@
 """Homogenization of masked predictions as a function of distance to known tokens.
 
-coherence.md §3.2 M3 / §3.4 E1. For every masked position i of a canvas, with
+A mask predictor's marginal at a masked position far from every known token loses the context
+and drifts towards the context-free marginal ("homogenization"), while the joint can keep its
+local dependence. For every masked position i of a canvas, with
 ``d_left``/``d_right`` the distances to the nearest observed token on each side and
 ``d = min(d_left, d_right)``:
 
@@ -195,7 +197,7 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
                            special=None, control: bool = True, pairwise: bool = True,
                            batch_size: int | None = 64, unit: str = "nats",
                            progress: bool = False) -> HomogenizationProfile:
-    """Homogenization profile of a denoiser's masked predictions (coherence.md §3.4 E1).
+    """Homogenization profile of a denoiser's masked predictions against distance to known tokens.
 
     Parameters
     ----------
@@ -253,19 +255,8 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
     B, L = tokens.shape
     V = model.vocab_size
     scale = unit_scale(unit)
-    if attention_mask is None:
-        real = torch.ones_like(tokens, dtype=torch.bool)
-    else:
-        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != tokens.shape:
-            raise ValueError(f"attention_mask must have shape {tuple(tokens.shape)}")
-        real = attention_mask.bool()
-    if special is None:
-        special = torch.zeros_like(tokens, dtype=torch.bool)
-    else:
-        special = torch.as_tensor(special)
-        if special.shape != tokens.shape or special.dtype != torch.bool:
-            raise ValueError(f"special must be a bool tensor of shape {tuple(tokens.shape)}, "
-                             f"got {special.dtype} {tuple(special.shape)}")
+    real = _real_positions(tokens, attention_mask)
+    special = _special_positions(tokens, special)
     masked = (tokens == model.mask_id) & real
     observed = (tokens != model.mask_id) & real & ~special
     d_left, d_right = distances_to_observed(observed, real)
@@ -277,21 +268,7 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         check_model(reference)
         if reference.vocab_size != V:
             raise ValueError(f"reference vocab_size {reference.vocab_size} != model vocab_size {V}")
-    support = None
-    if unigram is None:
-        u = None
-    else:
-        u = torch.as_tensor(np.asarray(unigram), dtype=torch.float64).flatten()
-        if u.shape != (V,) or bool((u < 0).any()) or not float(u.sum()) > 0 or not bool(torch.isfinite(u).all()):
-            raise ValueError(f"unigram must be {V} finite non-negative numbers with a positive sum, "
-                             f"got shape {tuple(u.shape)}")
-        u = u / u.sum()
-        if bool((u == 0).any()):
-            support = u > 0
-            warnings.warn(
-                f"unigram has {int((~support).sum())} zero entries out of {V}: kl_unigram is computed on "
-                f"its support (each prediction renormalised there) and the mass outside is reported "
-                f"as unigram_missed_mass", stacklevel=2)
+    u, support = _check_unigram(unigram, V)
     n_free = 0 if u is not None else int(torch.unique(real, dim=0).shape[0]) * (2 if reference is not None else 1)
     bar = tqdm(total=n_free + n_chunks, desc="homogenization", disable=not progress, leave=False)
     if u is None:
@@ -301,25 +278,14 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
     if reference is not None and unigram is None:
         ref_tokens0 = torch.where(masked, torch.full_like(tokens, reference.mask_id), tokens)
         logur = _log_of(_context_free(reference, ref_tokens0, real, attention_mask, bar))
+    attractor_ids = _attractor_ids(model, attractor_ids, V)
 
-    if attractor_ids is None:
-        attractor_ids = [t for t in (getattr(model, "eos_id", None), getattr(model, "pad_id", None))
-                         if isinstance(t, int)]
-    attractor_ids = sorted(set(int(t) for t in attractor_ids))
-    for t in attractor_ids:
-        if not 0 <= t < V:
-            raise ValueError(f"attractor id {t} is outside [0, {V})")
-
-    def blank():
-        return torch.full((B, L), math.nan, dtype=torch.float64)
-
-    H, pmax, duni, attr, miss = blank(), blank(), blank(), blank(), blank()
-    cH = cmax = cduni = kl_ctrl = None
+    names = ["entropy", "max_prob", "kl_unigram", "attractor_mass", "unigram_missed_mass"]
     if control:
-        cH, cmax, cduni, kl_ctrl = blank(), blank(), blank(), blank()
-    kl_ref = ref_duni = None
+        names += ["control_entropy", "control_max_prob", "control_kl_unigram", "kl_to_control"]
     if reference is not None:
-        kl_ref, ref_duni = blank(), blank()
+        names += ["kl_to_reference", "reference_kl_unigram"]
+    stat = {name: torch.full((B, L), math.nan, dtype=torch.float64) for name in names}
     J = torch.full((B, L, L), math.nan, dtype=torch.float64) if pairwise else None
     # The control ablates the context: every observed non-special token becomes a mask.
     ctrl_tokens = torch.where(observed, torch.full_like(tokens, model.mask_id), tokens)
@@ -328,49 +294,34 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         e = min(B, s + step)
         am = None if attention_mask is None else attention_mask[s:e]
         logits = call_logits(model, tokens[s:e], am)  # (b, L, V) model dtype
-        dev = logits.device
         if dev_u is None:
-            dev_u = logu.to(dev), logur.to(dev), None if support is None else support.to(dev)
+            dev_u = _unigram_on(logits.device, logu, logur, support)
         lu, lur, sup = dev_u
-        if lu.shape[-1] > _util.FLOAT64_VOCAB:  # the working dtype of the chunks
-            lu, lur = lu.float(), lur.float()
-        if sup is None:
-            # u = 0 only where every prediction is 0 too (u is their mean, e.g. a mask column):
-            # the floor of work_log_probs keeps p (log p − log u) at 0 · 0 there, not 0 · inf.
-            floor = -1e30 if lu.dtype == torch.float32 else -1e300
-            lu, lur = lu.clamp_min(floor), lur.clamp_min(floor)
         clog = call_logits(model, ctrl_tokens[s:e], am) if control else None
         rlog = None
         if reference is not None:
             ref_tokens = torch.where(masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e])
-            rlog = call_logits(reference, ref_tokens, am).to(dev)
+            rlog = call_logits(reference, ref_tokens, am).to(logits.device)
         for sl in position_chunks(e - s, L, V):
             # Each statistic is one pass over the (b, c, V) chunk: dot products as batched
             # GEMMs, KLs in the direct form Σ p (log p − log q) (no float32 cancellation).
+            at = (slice(s, e), sl)
             lp = work_log_probs(logits[:, sl])  # (b, c, V), bounded
             p = lp.exp()
-            H[s:e, sl] = (-rowdot(p, lp)).cpu()
-            pmax[s:e, sl] = lp.max(-1).values.exp().cpu()
-            if sup is None:
-                duni[s:e, sl] = rowdot(p, lp - lu).cpu()
-                miss[s:e, sl] = 0.0
-            else:
-                k, m = support_kl(lp, lu, sup)
-                duni[s:e, sl], miss[s:e, sl] = k.cpu(), m.cpu()
-            attr[s:e, sl] = p[..., attractor_ids].sum(-1).cpu() if attractor_ids else 0.0
+            kl_u, missed = _kl_to_unigram(p, lp, lu, sup)
+            _put(stat, at, entropy=_entropy(p, lp), max_prob=_max_prob(lp), kl_unigram=kl_u,
+                 unigram_missed_mass=missed, attractor_mass=_attractor_mass(p, attractor_ids))
             if control:
                 lc = work_log_probs(clog[:, sl])
                 pc = lc.exp()
-                cH[s:e, sl] = (-rowdot(pc, lc)).cpu()
-                cmax[s:e, sl] = lc.max(-1).values.exp().cpu()
-                cduni[s:e, sl] = (rowdot(pc, lc - lu) if sup is None else support_kl(lc, lu, sup)[0]).cpu()
-                kl_ctrl[s:e, sl] = rowdot(p, lp - lc).cpu()
+                _put(stat, at, control_entropy=_entropy(pc, lc), control_max_prob=_max_prob(lc),
+                     control_kl_unigram=_kl_to_unigram(pc, lc, lu, sup)[0], kl_to_control=_kl(p, lp, lc))
                 del lc, pc
             if rlog is not None:
                 lr = work_log_probs(rlog[:, sl])
                 pr = lr.exp()
-                kl_ref[s:e, sl] = rowdot(pr, lr - lp).cpu()
-                ref_duni[s:e, sl] = (rowdot(pr, lr - lur) if sup is None else support_kl(lr, lur, sup)[0]).cpu()
+                _put(stat, at, kl_to_reference=_kl(pr, lr, lp),
+                     reference_kl_unigram=_kl_to_unigram(pr, lr, lur, sup)[0])
                 del lr, pr
             del lp, p
         if pairwise:
@@ -379,65 +330,167 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         bar.update()
     bar.close()
 
-    def on_masked(x):
-        return None if x is None else torch.where(masked, x * 1.0, torch.tensor(math.nan, dtype=torch.float64))
-
-    H, cH = on_masked(H * scale), on_masked(None if cH is None else cH * scale)
-    duni, cduni = on_masked(duni * scale), on_masked(None if cduni is None else cduni * scale)
-    pmax, cmax, attr = on_masked(pmax), on_masked(cmax), on_masked(attr)
-    kl_ctrl = on_masked(None if kl_ctrl is None else kl_ctrl * scale)
-    kl_ref = on_masked(None if kl_ref is None else kl_ref * scale)
-    ref_duni = on_masked(None if ref_duni is None else ref_duni * scale)
-    miss = on_masked(miss) if support is not None else None
+    # Per-position results at masked positions only, information quantities in `unit`.
+    nan = torch.tensor(math.nan, dtype=torch.float64)
+    for name, x in stat.items():
+        stat[name] = torch.where(masked, x * scale if name in _INFORMATION else x, nan)
+    if support is None:
+        stat["unigram_missed_mass"] = None  # u > 0 everywhere: nothing is missed
     if J is not None:
-        J = J * scale
         pair = masked.unsqueeze(2) & masked.unsqueeze(1)
         pair &= ~torch.eye(L, dtype=torch.bool).unsqueeze(0)
-        J = torch.where(pair, J, torch.tensor(math.nan, dtype=torch.float64))
+        J = torch.where(pair, J * scale, nan)
 
-    # Aggregation by distance (finite distances; inf = no observed token at all).
-    keys = torch.unique(dist[masked & torch.isfinite(dist)]).to(torch.int64)
-    dgrp = torch.where(masked & torch.isfinite(dist), dist, torch.tensor(-1.0, dtype=torch.float64)).to(torch.int64)
-    byd = {
-        "distance": keys.numpy(),
-        "count": np.asarray([int((dgrp == k).sum()) for k in keys.tolist()]),
-        "entropy": _group_mean(H, dgrp, keys),
-        "max_prob": _group_mean(pmax, dgrp, keys),
-        "kl_unigram": _group_mean(duni, dgrp, keys),
-        "attractor_mass": _group_mean(attr, dgrp, keys),
-    }
-    if miss is not None:
-        byd["unigram_missed_mass"] = _group_mean(miss, dgrp, keys)
-    if J is not None:
-        pd = torch.minimum(dgrp.unsqueeze(2), dgrp.unsqueeze(1))  # nearer member's distance
-        pd = torch.where((dgrp.unsqueeze(2) < 0) | (dgrp.unsqueeze(1) < 0), torch.tensor(-1), pd)
-        byd["js"] = _group_mean(J, pd, keys)
-    if control:
-        byd["control_entropy"] = _group_mean(cH, dgrp, keys)
-        byd["control_max_prob"] = _group_mean(cmax, dgrp, keys)
-        byd["control_kl_unigram"] = _group_mean(cduni, dgrp, keys)
-        byd["kl_to_control"] = _group_mean(kl_ctrl, dgrp, keys)
-        # Differences at the same positions, then averaged (positions where both are finite).
-        byd["excess_entropy"] = _group_mean(H - cH, dgrp, keys)
-        byd["excess_max_prob"] = _group_mean(pmax - cmax, dgrp, keys)
-        byd["excess_kl_unigram"] = _group_mean(duni - cduni, dgrp, keys)
-    if kl_ref is not None:
-        byd["kl_to_reference"] = _group_mean(kl_ref, dgrp, keys)
-        byd["reference_kl_unigram"] = _group_mean(ref_duni, dgrp, keys)
-        byd["excess_over_reference"] = _group_mean(duni - ref_duni, dgrp, keys)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            byd["ratio"] = byd["kl_unigram"] / byd["reference_kl_unigram"]
-
-    def arr(x):
+    def arr(name):
+        x = stat.get(name)
         return None if x is None else x.numpy()
 
     return HomogenizationProfile(
         masked=masked.numpy(), d_left=d_left.numpy(), d_right=d_right.numpy(), distance=dist.numpy(),
-        entropy=H.numpy(), max_prob=pmax.numpy(), kl_unigram=duni.numpy(), attractor_mass=attr.numpy(),
-        js=arr(J), kl_to_reference=arr(kl_ref), reference_kl_unigram=arr(ref_duni), unigram=u.numpy(),
-        by_distance=byd, unit=unit, control_entropy=arr(cH), control_max_prob=arr(cmax),
-        control_kl_unigram=arr(cduni), kl_to_control=arr(kl_ctrl), unigram_missed_mass=arr(miss),
+        entropy=arr("entropy"), max_prob=arr("max_prob"), kl_unigram=arr("kl_unigram"),
+        attractor_mass=arr("attractor_mass"), js=None if J is None else J.numpy(),
+        kl_to_reference=arr("kl_to_reference"), reference_kl_unigram=arr("reference_kl_unigram"),
+        unigram=u.numpy(), by_distance=_by_distance(stat, J, masked, dist), unit=unit,
+        control_entropy=arr("control_entropy"), control_max_prob=arr("control_max_prob"),
+        control_kl_unigram=arr("control_kl_unigram"), kl_to_control=arr("kl_to_control"),
+        unigram_missed_mass=arr("unigram_missed_mass"),
     )
+
+
+# ---------------------------------------------------------------------------- inputs
+def _real_positions(tokens: torch.Tensor, attention_mask) -> torch.Tensor:
+    """(B, L) bool, False on padding."""
+    if attention_mask is None:
+        return torch.ones_like(tokens, dtype=torch.bool)
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != tokens.shape:
+        raise ValueError(f"attention_mask must have shape {tuple(tokens.shape)}")
+    return attention_mask.bool()
+
+
+def _special_positions(tokens: torch.Tensor, special) -> torch.Tensor:
+    """(B, L) bool, True on structural tokens."""
+    if special is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    special = torch.as_tensor(special)
+    if special.shape != tokens.shape or special.dtype != torch.bool:
+        raise ValueError(f"special must be a bool tensor of shape {tuple(tokens.shape)}, "
+                         f"got {special.dtype} {tuple(special.shape)}")
+    return special
+
+
+def _check_unigram(unigram, V: int):
+    """(u (V,) float64 normalised or None, its support (V,) bool or None when u > 0 everywhere)."""
+    if unigram is None:
+        return None, None
+    u = torch.as_tensor(np.asarray(unigram), dtype=torch.float64).flatten()
+    if u.shape != (V,) or bool((u < 0).any()) or not float(u.sum()) > 0 or not bool(torch.isfinite(u).all()):
+        raise ValueError(f"unigram must be {V} finite non-negative numbers with a positive sum, "
+                         f"got shape {tuple(u.shape)}")
+    u = u / u.sum()
+    if not bool((u == 0).any()):
+        return u, None
+    support = u > 0
+    warnings.warn(
+        f"unigram has {int((~support).sum())} zero entries out of {V}: kl_unigram is computed on "
+        f"its support (each prediction renormalised there) and the mass outside is reported "
+        f"as unigram_missed_mass", stacklevel=3)
+    return u, support
+
+
+def _attractor_ids(model, attractor_ids, V: int) -> list[int]:
+    """The ids whose mass is reported: given, else the model's EOS/pad ids."""
+    if attractor_ids is None:
+        attractor_ids = [t for t in (getattr(model, "eos_id", None), getattr(model, "pad_id", None))
+                         if isinstance(t, int)]
+    attractor_ids = sorted(set(int(t) for t in attractor_ids))
+    for t in attractor_ids:
+        if not 0 <= t < V:
+            raise ValueError(f"attractor id {t} is outside [0, {V})")
+    return attractor_ids
+
+
+def _unigram_on(device, logu: torch.Tensor, logur: torch.Tensor, support):
+    """log u of the model and of the reference, and the support, on ``device`` in the working dtype."""
+    lu, lur = logu.to(device), logur.to(device)
+    sup = None if support is None else support.to(device)
+    if lu.shape[-1] > _util.FLOAT64_VOCAB:  # the working dtype of the chunks
+        lu, lur = lu.float(), lur.float()
+    if sup is None:
+        # u = 0 only where every prediction is 0 too (u is their mean, e.g. a mask column):
+        # the floor of work_log_probs keeps p (log p − log u) at 0 · 0 there, not 0 · inf.
+        floor = -1e30 if lu.dtype == torch.float32 else -1e300
+        lu, lur = lu.clamp_min(floor), lur.clamp_min(floor)
+    return lu, lur, sup
+
+
+# ---------------------------------------------------------------------------- metrics
+# One function per statistic, on a (b, c, V) chunk of log-probs ``lp`` and probabilities
+# ``p``; each returns (b, c) on the chunk's device.
+_INFORMATION = frozenset({"entropy", "kl_unigram", "control_entropy", "control_kl_unigram", "kl_to_control",
+                          "kl_to_reference", "reference_kl_unigram"})  # scaled to `unit`
+
+
+def _entropy(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
+    return -rowdot(p, lp)
+
+
+def _max_prob(lp: torch.Tensor) -> torch.Tensor:
+    return lp.max(-1).values.exp()
+
+
+def _kl(p: torch.Tensor, lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) in the direct form Σ p (log p − log q)."""
+    return rowdot(p, lp - lq)
+
+
+def _kl_to_unigram(p: torch.Tensor, lp: torch.Tensor, lu: torch.Tensor, sup) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D_uni = KL(p ‖ u), the mass of p outside supp(u)); on the support when u has zeros."""
+    if sup is None:
+        return _kl(p, lp, lu), torch.zeros(lp.shape[:-1], dtype=torch.float64, device=lp.device)
+    return support_kl(lp, lu, sup)
+
+
+def _attractor_mass(p: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    if not ids:
+        return torch.zeros(p.shape[:-1], dtype=torch.float64, device=p.device)
+    return p[..., ids].sum(-1)
+
+
+def _put(stat: dict, at: tuple, **values: torch.Tensor) -> None:
+    for name, value in values.items():
+        stat[name][at] = value.cpu()
+
+
+# ---------------------------------------------------------------------------- aggregation
+def _by_distance(stat: dict, J, masked: torch.Tensor, dist: torch.Tensor) -> dict:
+    """Means over masked positions grouped by distance (finite distances; inf = no observed token)."""
+    keys = torch.unique(dist[masked & torch.isfinite(dist)]).to(torch.int64)
+    dgrp = torch.where(masked & torch.isfinite(dist), dist, torch.tensor(-1.0, dtype=torch.float64)).to(torch.int64)
+
+    def mean(x):
+        return _group_mean(x, dgrp, keys)
+
+    byd = {"distance": keys.numpy(), "count": np.asarray([int((dgrp == k).sum()) for k in keys.tolist()])}
+    for name in ("entropy", "max_prob", "kl_unigram", "attractor_mass", "unigram_missed_mass"):
+        if stat.get(name) is not None:
+            byd[name] = mean(stat[name])
+    if J is not None:
+        pd = torch.minimum(dgrp.unsqueeze(2), dgrp.unsqueeze(1))  # nearer member's distance
+        pd = torch.where((dgrp.unsqueeze(2) < 0) | (dgrp.unsqueeze(1) < 0), torch.tensor(-1), pd)
+        byd["js"] = _group_mean(J, pd, keys)
+    if "kl_to_control" in stat:
+        for name in ("control_entropy", "control_max_prob", "control_kl_unigram", "kl_to_control"):
+            byd[name] = mean(stat[name])
+        # Differences at the same positions, then averaged (positions where both are finite).
+        for name in ("entropy", "max_prob", "kl_unigram"):
+            byd[f"excess_{name}"] = mean(stat[name] - stat[f"control_{name}"])
+    if "kl_to_reference" in stat:
+        byd["kl_to_reference"] = mean(stat["kl_to_reference"])
+        byd["reference_kl_unigram"] = mean(stat["reference_kl_unigram"])
+        byd["excess_over_reference"] = mean(stat["kl_unigram"] - stat["reference_kl_unigram"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            byd["ratio"] = byd["kl_unigram"] / byd["reference_kl_unigram"]
+    return byd
 
 
 def _pairwise_js(logits: torch.Tensor, masked: torch.Tensor, out: torch.Tensor) -> None:

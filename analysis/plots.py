@@ -249,7 +249,7 @@ def plot_cmi(matrix, by_separation: dict, *, path=None, unit: str = "nats", offs
 
 def plot_markov_homogenization(distance, kl, rate, cmi_first, cmi_adjacent, stationary_mi, *,
                                unit: str = "bits", path=None):
-    """The Markov-chain homogenization picture (coherence.md §3.6 item 2).
+    """The Markov-chain homogenization picture: KL to the stationary law and pairwise CMI by distance.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Decode traces and decode-order metrics (coherence.md §2.8, §3.2 M5-M6; architecture §9.7).
+"""Decode traces and decode-order metrics: in which order a sampler commits, and at what cost.
 
 :class:`TraceRecorder` is a ``generate`` callback that copies what each step did to the CPU;
 :meth:`TraceRecorder.trace` stacks it into a :class:`Trace`. Every metric below is a pure
@@ -17,8 +17,9 @@ Definitions (τ(i) the step at which position i was finalised, i.e. last committ
   and on which side that token lies; "effectively AR" decoding has distance 1 on the left;
 - ``mean_jump``: mean |Δ position| between consecutive commits (ordered by step, then position).
 
-The AR-ness@k definitions follow our reading of DiffuCoder (arXiv 2506.20639), which
-coherence.md marks as recalled rather than verified against the paper's text.
+The AR-ness@k definitions follow our reading of DiffuCoder (arXiv 2506.20639); they were
+written from memory of the paper, not checked against its text, so compare numbers with
+DiffuCoder's own only after checking the definitions there.
 """
 
 from __future__ import annotations
@@ -338,7 +339,8 @@ def decode_order_metrics(trace: Trace, *, ks: Sequence[int] = (1, 2, 4)) -> Deco
 # ------------------------------------------------------------------------------ certificates
 @dataclass(frozen=True)
 class StepCertificates:
-    """Per-step coherence certificates of the committed sets (coherence.md §3.2 M5).
+    """Per-step coherence certificates of the committed sets: upper bounds on what committing
+    each step's set from the product of its marginals can cost (its total correlation).
 
     All arrays are (T, B) float64; NaN where a step committed nothing in that row.
 

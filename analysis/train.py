@@ -1,7 +1,7 @@
 """Train a :class:`~remask.models.tiny.TinyTransformer` as a masked diffusion model on an oracle.
 
-coherence.md §3.3 (b)-(c): a small MDM trained on samples of an exact oracle adds model
-error (and homogenization excess) to the sampler error, and is the non-exact model on which
+A small masked diffusion model trained on samples of an exact oracle adds model error (and
+homogenization excess) to the sampler error of a decoding rule, and is the non-exact model on which
 the real-checkpoint estimators (:func:`~remask.analysis.pairwise_cmi`,
 :func:`~remask.analysis.marginal_consistency`, ...) are validated against the model's own
 enumerated values.
@@ -15,17 +15,16 @@ probability t, and minimise
 the per-token normalisation of LLaDA's pre-training code (sum over the batch divided by
 B · L; an upper bound on the negative log-likelihood per token).
 
-Vocabulary: an oracle's mask id is ``vocab_size`` with no logit column (MDLM style), while a
-TinyTransformer's mask is its last logit column (LLaDA style). The network is therefore
-built with ``oracle.vocab_size + 1`` columns, so both mask ids are the same integer, and
-:class:`ToyModel` drops the mask column from the logits: the trained model then has exactly
+Vocabulary: the network has ``oracle.vocab_size + 1`` columns, its mask last, and
+:class:`~remask.models.trained_toy.ToyModel` drops that column, so the trained model has exactly
 the oracle's ``mask_id``/``vocab_size`` and every analysis function compares the two
-directly.
+directly. The model class and its checkpoint format live in :mod:`remask.models.trained_toy`
+(``load_model(DIR)`` opens a checkpoint written with ``out=DIR``); ``ToyModel`` and
+``load_toy`` are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -35,82 +34,14 @@ from remask.analysis._util import check_oracle
 from torch import nn
 
 from remask.models.tiny import TinyTransformer
+from remask.models.trained_toy import ToyModel, load_toy, save_toy
 
 __all__ = ["ToyModel", "diffusion_loss", "load_toy", "train_toy"]
 
-CONFIG_NAME = "toy_config.json"
-WEIGHTS_NAME = "model.pt"
 # Largest pool of oracle samples drawn up front (rows); batches are drawn from it with
 # replacement, which for the small supports of toy oracles is indistinguishable from fresh
 # samples and avoids one ancestral pass per step.
 _POOL_LIMIT = 1 << 17
-
-
-class ToyModel(nn.Module):
-    """A TinyTransformer seen through an oracle's vocabulary, as a Denoiser.
-
-    Parameters
-    ----------
-    net : TinyTransformer
-        With ``vocab_size = V + 1`` columns, the last one its mask.
-    config : dict, optional
-        Training configuration, kept for the checkpoint and reports.
-
-    Attributes
-    ----------
-    mask_id : int
-        ``V``, the oracle's mask id (equal to ``net.mask_id``).
-    vocab_size : int
-        ``V`` logit columns (the network's mask column is dropped).
-    seq_len_trained : int
-        Sequence length of the training samples.
-    history : dict
-        ``{"step": [...], "loss": [...]}`` recorded by :func:`train_toy`.
-    """
-
-    def __init__(self, net: TinyTransformer, *, config: dict | None = None):
-        super().__init__()
-        if not isinstance(net, TinyTransformer):
-            raise TypeError(f"net must be a TinyTransformer, got {type(net).__name__}")
-        self.net = net
-        self.vocab_size = net.vocab_size - 1
-        self.mask_id = net.mask_id  # == vocab_size: the oracle's mask id
-        self.config = dict(config or {})
-        self.seq_len_trained = int(self.config.get("seq_len", net.max_len))
-        self.history: dict = {"step": [], "loss": []}
-
-    def __repr__(self) -> str:
-        c = self.net.config
-        return (f"ToyModel(vocab_size={self.vocab_size}, width={c['width']}, depth={c['depth']}, "
-                f"heads={c['heads']}, steps={self.config.get('steps', '?')})")
-
-    @property
-    def device(self) -> torch.device:
-        return self.net.head.weight.device
-
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits over the oracle's vocabulary.
-
-        Parameters
-        ----------
-        tokens : (B, L) int64
-            Token ids in ``[0, V)`` and ``mask_id = V`` at masked positions.
-        attention_mask : (B, L) bool, optional
-            False on padding.
-
-        Returns
-        -------
-        (B, L, V) float32
-            Differentiable in ``train()`` mode, no autograd graph in eval mode.
-        """
-        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-            raise TypeError(f"tokens must be a (B, L) int64 tensor, got {getattr(tokens, 'shape', tokens)!r}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > self.mask_id):
-            raise ValueError(
-                f"token ids must lie in [0, {self.mask_id}] (mask_id={self.mask_id}), got "
-                f"[{int(tokens.min())}, {int(tokens.max())}]"
-            )
-        return self.net(tokens, attention_mask)[..., : self.vocab_size]  # drop the mask column
 
 
 def diffusion_loss(model: ToyModel, tokens: torch.Tensor, *, generator: torch.Generator | None = None,
@@ -175,8 +106,8 @@ def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3
     ----------
     oracle : exact oracle
         Needs ``mask_id == vocab_size``, ``seq_len`` and ``log_prob`` (e.g.
-        :class:`~remask.models.markov.MarkovChainOracle` or the toys of
-        :mod:`remask.models.toys`); samples come from its ``sample`` method if it has one.
+        any oracle of :mod:`remask.models.oracles`); samples come from its ``sample`` method
+        if it has one.
     steps : int
         Optimiser steps (0 returns the untrained, seeded network).
     batch_size : int
@@ -191,7 +122,7 @@ def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3
         Lower bound of the masking ratio t.
     out : str or PathLike, optional
         Directory to write the checkpoint to (``model.pt`` state dict and ``toy_config.json``);
-        load it with :func:`load_toy`.
+        load it with :func:`load_toy` or ``remask.models.load_model(out)``.
     progress : bool
         Show a tqdm progress bar with the running loss.
 
@@ -202,7 +133,7 @@ def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3
 
     Examples
     --------
-    >>> from remask.models.markov import MarkovChainOracle
+    >>> from remask.models import MarkovChainOracle
     >>> oracle = MarkovChainOracle(3, 6, seed=0)
     >>> model = train_toy(oracle, steps=10, progress=False)
     >>> model.vocab_size, model.mask_id
@@ -270,47 +201,3 @@ def _fit(model: ToyModel, oracle, *, steps: int, batch_size: int, lr: float, see
             bar.set_postfix(loss=f"{running:.4f}")
     bar.close()
     model.config["final_loss"] = running
-
-
-def save_toy(model: ToyModel, out: str | os.PathLike) -> None:
-    """Write ``model.pt`` (the TinyTransformer's state dict) and ``toy_config.json`` to ``out``."""
-    if not isinstance(model, ToyModel):
-        raise TypeError(f"model must be a ToyModel, got {type(model).__name__}")
-    out = os.fspath(out)
-    os.makedirs(out, exist_ok=True)
-    torch.save(model.net.state_dict(), os.path.join(out, WEIGHTS_NAME))
-    with open(os.path.join(out, CONFIG_NAME), "w") as f:
-        json.dump({"net": model.net.config, "train": model.config, "history": model.history}, f, indent=2)
-
-
-def is_toy_checkpoint(path) -> bool:
-    """Whether ``path`` is a directory written by :func:`train_toy` (``out=``)."""
-    try:
-        return os.path.isfile(os.path.join(os.fspath(path), CONFIG_NAME))
-    except TypeError:
-        return False
-
-
-def load_toy(path: str | os.PathLike) -> ToyModel:
-    """Load a checkpoint written by :func:`train_toy` (``out=path``).
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The checkpoint directory.
-
-    Returns
-    -------
-    ToyModel
-        In eval mode, with its training config and loss history.
-    """
-    if not is_toy_checkpoint(path):
-        raise ValueError(f"{os.fspath(path)!r} is not a train_toy checkpoint directory (no {CONFIG_NAME})")
-    path = os.fspath(path)
-    with open(os.path.join(path, CONFIG_NAME)) as f:
-        meta = json.load(f)
-    net = TinyTransformer(**meta["net"])
-    net.load_state_dict(torch.load(os.path.join(path, WEIGHTS_NAME), map_location="cpu", weights_only=True))
-    model = ToyModel(net, config=meta.get("train"))
-    model.history = meta.get("history", {"step": [], "loss": []})
-    return model.eval()

@@ -452,7 +452,7 @@ def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str
     if "quality" in parts:
         log("quality vs NFE on exact oracles:")
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny tensors: one thread is fastest (see remask.demo)
+        torch.set_num_threads(1)  # tiny tensors: one thread is fastest (see remask.app.demo)
         try:
             rows, skipped = quality(quick=quick, oracles=oracles, samplers=samplers, n_samples=n_samples, log=log)
         finally:

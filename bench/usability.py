@@ -78,7 +78,7 @@ def cli_startup(env, repeats: int) -> list[Result]:
 # Numba's pool at one thread per core, nothing pinned but torch.
 _DEMO_NOW = "from remask.cli import main; main(['demo', '--samples', '{n}'])"
 _DEMO_BEFORE = ("import os; os.environ.pop('NUMBA_NUM_THREADS', None)\n"
-                "import remask.demo as demo\n"
+                "import remask.app.demo as demo\n"
                 "demo._numba_threads = lambda threads: None\n"
                 "print(demo.format_table(*demo.run_demo(n_samples={n}), {n}))")
 

@@ -99,7 +99,7 @@ def _check_out_file(out: str | None, *, hint: str = "--out") -> None:
     """An output file path must be creatable before anything runs."""
     if out is None:
         return
-    from remask.analysis.commands import check_out_dir
+    from remask.app.files import check_out_dir
 
     if os.path.isdir(out):
         raise click.BadParameter(f"{out!r} is a directory; give a file path", param_hint=hint)
@@ -110,7 +110,7 @@ def _check_out_file(out: str | None, *, hint: str = "--out") -> None:
 
 
 def _check_out(out: str) -> None:
-    from remask.analysis.commands import check_out_dir
+    from remask.app.files import check_out_dir
 
     try:
         check_out_dir(out)
@@ -579,7 +579,7 @@ def demo(ctx: click.Context, samples: int, seed: int) -> None:
         # Every tensor of the demo is tiny: one thread is the fastest setting and does not
         # fight other work for the cores (the demo pins torch to one thread itself).
         os.environ["NUMBA_NUM_THREADS"] = "1"
-    from remask.demo import format_table, run_demo
+    from remask.app.demo import format_table, run_demo
 
     oracle, rows, floor = run_demo(n_samples=samples, seed=seed)
     click.echo(format_table(oracle, rows, floor, samples))
@@ -615,7 +615,7 @@ bench.command("models")(_bench_command("cache", "Model forward: cached (prefix/d
 @click.option("--keep-going", is_flag=True, help="Log a failing part and go on with the others.")
 def bench_gpu(quick: bool, out: str | None, keep_going: bool) -> None:
     """Kernel tests on CUDA, propose vs a copy, 8B-shaped decoding vs the reference loops."""
-    from remask.analysis.commands import check_out_dir
+    from remask.app.files import check_out_dir
     from remask.bench import gpu
 
     if out is not None:
@@ -662,7 +662,7 @@ def _analysis_options(*, sampler: bool, gen_help: str):
 
 
 def _run_analysis(compute, plots: bool, **kwargs) -> None:
-    from remask.analysis.commands import format_table
+    from remask.app.analyze import format_table
 
     if plots:
         try:
@@ -681,22 +681,14 @@ def _run_analysis(compute, plots: bool, **kwargs) -> None:
 
 
 def _analysis_model(spec: str, device: str | None = None, dtype: str | None = None):
-    from remask.analysis.commands import load_analysis_model
-
     if device is None and dtype is None:
-        return load_analysis_model(spec, load=_load)
+        return _load(spec)
+    import torch
 
-    def load(s: str):
-        import torch
-
-        from remask.models import load_model
-
-        try:
-            return load_model(s, dtype=None if dtype is None else getattr(torch, dtype), device=device)
-        except (TypeError, ValueError, OSError, RuntimeError) as error:
-            raise click.UsageError(_one_line(error)) from None
-
-    return load_analysis_model(spec, load=load)
+    try:
+        return _load(spec, device=device, dtype=None if dtype is None else getattr(torch, dtype))
+    except RuntimeError as error:  # e.g. a device that is not there
+        raise click.UsageError(_one_line(error)) from None
 
 
 _GEN_HELP = "Masked positions after the context (default: seq_len - 1 on an oracle, else 32)."
@@ -743,7 +735,7 @@ def analyze_homogenization(model_spec, device, dtype, gen_length, seed, out, plo
     """Entropy, confidence and KL to the context-free marginal against distance, with a
     position-matched control (the context ablated) and the excess over it."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_homogenization as compute
+    from remask.app.analyze import analyze_homogenization as compute
 
     model = _analysis_model(model_spec, device, dtype)
     canvases = _read_canvases(model, canvases_path, mask_span, mask_rate, seed)
@@ -768,7 +760,7 @@ def analyze_cmi(model_spec, device, dtype, gen_length, seed, out, plots, progres
                 n_canvases, top_k, n_samples, max_positions, max_batch):
     """Clamp-and-rerun conditional mutual information between masked positions (any model)."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_cmi as compute
+    from remask.app.analyze import analyze_cmi as compute
 
     model = _analysis_model(model_spec, device, dtype)
     canvases = _read_canvases(model, canvases_path, mask_span, mask_rate, seed)
@@ -784,7 +776,7 @@ def analyze_cmi(model_spec, device, dtype, gen_length, seed, out, plots, progres
 def analyze_coherence(model_spec, sampler, sets, device, dtype, gen_length, seed, out, plots, progress, n_samples):
     """A sampler's output law against an exact oracle's joint, and exact partition errors."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_coherence as compute, is_exact_oracle
+    from remask.app.analyze import analyze_coherence as compute, is_exact_oracle
 
     model = _analysis_model(model_spec, device, dtype)
     if not is_exact_oracle(model):
@@ -803,7 +795,7 @@ def analyze_coherence(model_spec, sampler, sets, device, dtype, gen_length, seed
 def analyze_order(model_spec, sampler, sets, device, dtype, gen_length, seed, out, plots, progress, n_rows):
     """Decode order of a sampler (Kendall τ, AR-ness, frontier distance, certificates)."""
     _check_out(out)  # before loading or computing anything
-    from remask.analysis.commands import analyze_order as compute
+    from remask.app.analyze import analyze_order as compute
 
     _run_analysis(compute, plots, model=_analysis_model(model_spec, device, dtype), sampler=_build(sampler, sets), out=out,
                   gen_length=gen_length, n_rows=n_rows, seed=seed, model_spec=model_spec, progress=progress)

@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 import remask
-from remask.analysis.commands import analyze_coherence
+from remask.app.analyze import analyze_coherence
 from remask.models import load_model
 
 

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import remask
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,3 +41,14 @@ def test_test_file_basenames_are_unique():
     names = [p.name for p in (ROOT / "tests").rglob("*.py") if p.name != "conftest.py"]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     assert not duplicates, f"rename these test modules: {duplicates}"
+
+
+def test_every_package_folder_is_listed_for_a_regular_install():
+    """`pip install .` (not only editable) ships exactly the folders listed in pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib")
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = setup["package-dir"]
+    assert sorted(setup["packages"]) == sorted(dirs)
+    roots = {pathlib.PurePosixPath(d).parts[0] for d in dirs.values()}
+    on_disk = {p.parent.relative_to(ROOT).as_posix() for r in roots for p in (ROOT / r).rglob("__init__.py")}
+    assert on_disk == set(dirs.values()), f"unlisted: {sorted(on_disk - set(dirs.values()))}"

@@ -1,7 +1,8 @@
 """remask.models: denoisers — exact oracles, tiny transformers, checkpoint adapters.
 
 Everything here satisfies the Denoiser protocol of docs/design.md §2; ``load_model(spec)``
-resolves a spec string to one. ``BlockDiffusionDenoiser`` (LLaDA 2.x, SDAR, Fast-dLLM v2) is
+resolves a spec string to one. The exact oracles (one family a file under
+``remask.models.oracles``, all derived from ``ExactOracle``) are importable from here. ``BlockDiffusionDenoiser`` (LLaDA 2.x, SDAR, Fast-dLLM v2) is
 imported on first access.
 """
 
@@ -9,25 +10,43 @@ from remask.models.cache import CachedDenoiser
 from remask.models.checkpoints import FAMILIES, load_checkpoint
 from remask.models.hf import HFMaskedLM
 from remask.models.loading import load_model, parse_spec
-from remask.models.markov import MarkovChainOracle
+from remask.models.oracles import (
+    BracketsOracle,
+    EOSPaddedOracle,
+    ExactOracle,
+    FiniteSupportOracle,
+    ListOpOracle,
+    MarkovChainOracle,
+    MixtureOracle,
+    StickyHMMOracle,
+    toy_spec,
+)
 from remask.models.protocol import Denoiser, check_logits
 from remask.models.tiny import TinyTransformer
 from remask.models.wrap import FunctionDenoiser, as_denoiser
 
 __all__ = [
     "BlockDiffusionDenoiser",
+    "BracketsOracle",
     "CachedDenoiser",
     "Denoiser",
+    "EOSPaddedOracle",
+    "ExactOracle",
     "FAMILIES",
+    "FiniteSupportOracle",
     "FunctionDenoiser",
     "HFMaskedLM",
+    "ListOpOracle",
     "MarkovChainOracle",
+    "MixtureOracle",
+    "StickyHMMOracle",
     "TinyTransformer",
     "as_denoiser",
     "check_logits",
     "load_checkpoint",
     "load_model",
     "parse_spec",
+    "toy_spec",
 ]
 
 

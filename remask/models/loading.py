@@ -13,8 +13,6 @@ __all__ = ["load_model", "parse_spec"]
 _TINY_KEYS = {"vocab": ("vocab_size", "int"), "width": ("width", "int"), "depth": ("depth", "int"),
               "heads": ("heads", "int"), "max_len": ("max_len", "int"), "seed": ("seed", "seed"),
               "logit_scale": ("logit_scale", "float")}
-_MARKOV_KEYS = {"vocab": ("vocab_size", "int"), "length": ("seq_len", "int"), "seed": ("seed", "seed"),
-                "concentration": ("concentration", "float")}
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, int | float | str]]:
@@ -85,18 +83,20 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
         One of
 
         - ``oracle:markov?vocab=8&length=16&seed=0&concentration=1.0`` — exact Markov-chain oracle;
-        - ``oracle:<kind>?...`` — the other exact toy oracles of :mod:`remask.models.toys`;
+        - ``oracle:<kind>?...`` — the other exact oracles of :mod:`remask.models.oracles`
+          (kinds and keys: :func:`~remask.models.oracles.toy_spec`);
         - ``tiny`` or ``tiny:transformer?vocab=32&width=32&depth=2&heads=4&seed=0`` — a seeded
           random :class:`~remask.models.tiny.TinyTransformer`;
         - a local checkpoint directory: LLaDA/Dream/MDLM layouts through remask's own model
           classes, any other ``AutoModelForMaskedLM`` directory through
-          :class:`~remask.models.hf.HFMaskedLM`;
+          :class:`~remask.models.hf.HFMaskedLM`, a ``remask.analysis.train_toy`` checkpoint
+          as a :class:`~remask.models.trained_toy.ToyModel`;
         - a Hugging Face Hub id ``org/name`` (or ``org/name@revision``): its config, weights
           and tokenizer are fetched once into the hub cache by ``huggingface_hub`` (never its
           Python files), then loaded as a directory. ``HF_HUB_OFFLINE=1`` loads from the cache
           only.
     dtype, device : optional
-        Passed to checkpoint loading (ignored by the built-ins).
+        Passed to checkpoint loading (ignored by the built-ins and ``train_toy`` checkpoints).
     **options
         For checkpoint directories of remask's native families only, passed to
         :func:`remask.models.load_checkpoint`: special ids the checkpoint lacks
@@ -126,16 +126,8 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
         )
     family, kind, params = parse_spec(spec)
     if family == "oracle":
-        if kind == "markov":
-            from remask.models.markov import MarkovChainOracle
+        from remask.models.oracles.spec import toy_spec
 
-            kwargs = {"vocab_size": 8, "seq_len": 16, "seed": 0}
-            kwargs.update(_rename(params, _MARKOV_KEYS, spec))
-            return _construct(MarkovChainOracle, kwargs, spec)
-        try:
-            from remask.models.toys import toy_spec
-        except ImportError:
-            raise ValueError(f"unknown oracle kind {kind!r} in {spec!r}; available: ['markov']") from None
         try:
             return toy_spec(kind, params)
         except (TypeError, ValueError) as error:
@@ -161,11 +153,17 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
 
 
 def _load_directory(path: str, *, dtype=None, device=None, **options):
-    """A checkpoint directory: remask's own families, else a model_type transformers itself
-    implements. Anything else (an unknown or missing model_type, whatever its ``auto_map``
-    says) is refused: remask never runs code shipped in a checkpoint."""
-    from remask.models import checkpoints
+    """A checkpoint directory: a ``train_toy`` checkpoint, remask's own families, else a
+    model_type transformers itself implements. Anything else (an unknown or missing
+    model_type, whatever its ``auto_map`` says) is refused: remask never runs code shipped in
+    a checkpoint."""
+    from remask.models import checkpoints, trained_toy
 
+    if trained_toy.is_toy_checkpoint(path):
+        if options:
+            raise TypeError(f"options {sorted(options)} apply to remask's native checkpoint families only; "
+                            f"{path!r} is a train_toy checkpoint")
+        return trained_toy.load_toy(path)  # a CPU toy: dtype and device do not apply
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"checkpoint directory {path!r} has no config.json")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from remask.analysis import _util, cmi_matrix, homogenization_profile, marginal_consistency, pairwise_cmi
 
-from remask.models.markov import MarkovChainOracle
+from remask.models import MarkovChainOracle
 from remask.models.tiny import TinyTransformer
-from remask.models.toys import MixtureOracle
+from remask.models import MixtureOracle
 
 
 def _islands(M: int, L: int) -> torch.Tensor:

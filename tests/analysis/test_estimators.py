@@ -16,9 +16,9 @@ from remask.analysis import (
     pairwise_cmi,
 )
 
-from remask.models.markov import MarkovChainOracle
+from remask.models import MarkovChainOracle
 from remask.models.tiny import TinyTransformer
-from remask.models.toys import EOSPaddedOracle, MixtureOracle, StickyHMMOracle
+from remask.models import EOSPaddedOracle, MixtureOracle, StickyHMMOracle
 
 
 def _kl(p, q):

@@ -1,4 +1,4 @@
-"""Exact quantities against brute-force enumeration, identities, and coherence.md §3.6 numbers."""
+"""Exact quantities against brute-force enumeration, identities, and published closed forms."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from remask.analysis import (
     total_correlation,
 )
 
-from remask.models.markov import MarkovChainOracle
-from remask.models.toys import FiniteSupportOracle, ListOpOracle, MixtureOracle, StickyHMMOracle
+from remask.models import MarkovChainOracle
+from remask.models import FiniteSupportOracle, ListOpOracle, MixtureOracle, StickyHMMOracle
 
 LN2 = math.log(2)
 
@@ -67,7 +67,8 @@ def test_tc_closed_forms_on_finite_sets():
         assert r.tc[0] == pytest.approx(1.0) and r.dtc[0] == pytest.approx(n - 1)
 
 
-# coherence.md §3.6 item 1 (ParallelBench closed forms, bits).
+# ParallelBench's closed forms (arXiv 2510.04767), bits: replace_random C = (n−1) log2(n/(n−1)),
+# shuffle C = n log2 n − log2 n!.
 REPLACE_RANDOM_TC = {3: 1.1699, 4: 1.2451, 5: 1.2877, 6: 1.3152}
 SHUFFLE_TC = {3: 2.1699, 4: 3.4150, 5: 4.7027, 6: 6.0179}
 
@@ -158,7 +159,7 @@ def test_partition_error_with_prompt_matches_brute_force():
 
 
 def test_dilated_beats_contiguous_on_a_markov_chain():
-    # coherence.md §3.6 item 3 (V=4, L=8, Dirichlet(0.3) rows): for a fast-mixing chain,
+    # A Markov chain (V=4, L=8, Dirichlet(0.3) rows): for a fast-mixing chain,
     # distant positions are nearly independent, so dilated sets cost far less than
     # contiguous ones, and the one-step error is the largest (TC(x)).
     oracle = MarkovChainOracle(4, 8, seed=0, concentration=0.3)

@@ -17,7 +17,7 @@ from remask.analysis import (
 )
 from remask.samplers import build, generate
 
-from remask.models.markov import MarkovChainOracle
+from remask.models import MarkovChainOracle
 
 
 def test_every_plot_writes_a_png(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from _analysis_brute import condition, joint_table
 
-from remask.models.toys import (
+from remask.models import (
     BracketsOracle,
     EOSPaddedOracle,
     FiniteSupportOracle,
@@ -188,3 +188,41 @@ def test_load_model_dispatches_to_toys():
     assert isinstance(o, ListOpOracle) and o.seq_len == 6
     o = load_model("oracle:set?names=New York,Mexico City")
     assert o.token_names == ["New", "Mexico", "York", "City"]
+
+
+def test_every_oracle_family_derives_from_exact_oracle():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import remask.models.oracles as oracles
+    from remask.models import ExactOracle, MarkovChainOracle, load_model
+    from remask.models.oracles import TOY_KINDS
+
+    # Every family file defines an ExactOracle subclass; base and spec define the shared parts.
+    families = {}
+    for info in pkgutil.iter_modules(oracles.__path__):
+        if info.name in ("base", "spec"):
+            continue
+        module = importlib.import_module(f"remask.models.oracles.{info.name}")
+        found = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                 if c.__module__ == module.__name__ and issubclass(c, ExactOracle)]
+        assert found, f"remask.models.oracles.{info.name} defines no ExactOracle subclass"
+        families[info.name] = found
+    assert {"markov", "hmm", "mixture", "finite", "listop", "eos", "brackets"} <= set(families)
+    assert MarkovChainOracle in families["markov"]
+    # Every spec kind builds one, the Markov chain included.
+    assert "markov" in TOY_KINDS
+    for kind in TOY_KINDS:
+        assert isinstance(load_model(f"oracle:{kind}"), ExactOracle), kind
+
+
+def test_markov_chain_keeps_its_any_length_contract():
+    from remask.models import MarkovChainOracle
+
+    oracle = MarkovChainOracle(3, 4, seed=0)
+    assert oracle.max_length is None and oracle.mask_id == 3  # stationary: any window length
+    longer = oracle.sample(5, seed=1).repeat(1, 2)  # (5, 8), longer than seq_len
+    assert oracle(longer).shape == (5, 8, 3) and oracle.log_prob(longer).shape == (5,)
+    with pytest.raises(ValueError, match="seq_len=4"):
+        StickyHMMOracle(3, 4)(longer)

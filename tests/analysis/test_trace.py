@@ -18,8 +18,8 @@ from remask.analysis import (
 )
 from remask.samplers import build, generate
 
-from remask.models.markov import MarkovChainOracle
-from remask.models.toys import FiniteSupportOracle, ListOpOracle, StickyHMMOracle
+from remask.models import MarkovChainOracle
+from remask.models import FiniteSupportOracle, ListOpOracle, StickyHMMOracle
 
 
 def _trace_from_order(order, L, prompt_len=0):

@@ -19,7 +19,7 @@ from remask.analysis import (
 )
 from remask.analysis._util import call_log_probs, kl
 
-from remask.models.markov import MarkovChainOracle
+from remask.models import MarkovChainOracle
 
 V, L = 3, 6
 
@@ -96,6 +96,13 @@ def test_checkpoint_round_trip(tmp_path, oracle):
     assert loaded.config["steps"] == 3 and loaded.history["loss"] == model.history["loss"]
     with pytest.raises(ValueError, match="not a train_toy checkpoint"):
         load_toy(tmp_path)
+    # load_model opens it like any other model directory (the CLI's one loader).
+    from remask.models import load_model
+
+    opened = load_model(str(tmp_path / "ckpt"))
+    assert isinstance(opened, ToyModel) and torch.equal(opened(tokens), model(tokens))
+    with pytest.raises(TypeError, match="train_toy checkpoint"):
+        load_model(str(tmp_path / "ckpt"), mask_id=3)
 
 
 @pytest.mark.parametrize("kwargs, error", [

@@ -1,9 +1,10 @@
-"""The computations behind ``remask analyze``: pure functions that return JSON-ready dicts.
+"""The ``remask analyze`` commands: measurements of ``remask.analysis`` written to a folder.
 
-Each ``analyze_*`` function takes a loaded Denoiser (and a built sampler where one is used),
-computes one analysis, writes ``summary.json`` and, with ``plots=True``, PNG figures under
-``out``, and returns the summary; :func:`format_table` renders a summary as the short table
-the CLI prints. ``remask.cli`` only parses options and calls these.
+Each ``analyze_*`` function takes a loaded Denoiser (``remask.models.load_model``, which also
+opens ``train_toy`` checkpoints) and a built sampler where one is used, runs one analysis,
+writes ``summary.json`` and, with ``plots=True``, PNG figures under ``out``, and returns the
+summary; :func:`format_table` renders a summary as the short table the CLI prints.
+``remask.cli`` only parses options and calls these.
 
 Canvases. ``homogenization`` and ``cmi`` take real canvases (:func:`remask.analysis.canvases.read_canvases`:
 a file of token ids or text with mask markers, optionally masked reproducibly with a span or
@@ -19,7 +20,6 @@ environment (device, library versions, git sha).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -28,15 +28,15 @@ import numpy as np
 import torch
 from remask.analysis._util import call_log_probs, check_model, check_oracle
 
+from remask.app.files import check_out_dir, environment, write_summary
+
 __all__ = [
-    "check_out_dir",
     "analyze_cmi",
     "analyze_coherence",
     "analyze_homogenization",
     "analyze_order",
     "format_table",
     "is_exact_oracle",
-    "load_analysis_model",
     "standard_partitions",
 ]
 
@@ -54,73 +54,6 @@ def is_exact_oracle(model) -> bool:
     except TypeError:
         return False
     return True
-
-
-def load_analysis_model(spec: str, load=None):
-    """A ``train_toy`` checkpoint directory through :func:`~remask.analysis.load_toy`, else ``load(spec)``.
-
-    Parameters
-    ----------
-    spec : str
-        Model spec or directory.
-    load : callable, optional
-        The general loader (default :func:`remask.models.load_model`; the CLI passes its own,
-        which turns bad specs into usage errors).
-    """
-    from remask.analysis.train import is_toy_checkpoint, load_toy
-
-    if is_toy_checkpoint(spec):
-        return load_toy(spec)
-    if load is None:
-        from remask.models import load_model as load
-    return load(spec)
-
-
-def _clean(x):
-    """JSON-ready copy: arrays to lists, non-finite floats to None, 6 significant decimals."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, torch.Tensor):
-        return _clean(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(float(x)) else round(float(x), 6)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def check_out_dir(out) -> str:
-    """Create the output directory ``out`` and prove it writable, before any computing.
-
-    Raises ``ValueError`` naming the path and the cause (a file in the way, no permission,
-    ...), so a long analysis never ends in a failed write.
-    """
-    import tempfile
-
-    path = os.fspath(out)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"output directory {path!r} is an existing file")
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise ValueError(f"output directory {path!r} is not writable: {error.strerror or error}") from None
-    return path
-
-
-def _write(out, summary: dict) -> dict:
-    summary = _clean(summary)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
 
 
 def _check_positive(name: str, value, low: int = 1) -> int:
@@ -174,13 +107,6 @@ def _model_name(model, spec=None) -> str:
         return str(spec)
     text = repr(model)
     return text if len(text) < 200 and " at 0x" not in text else type(model).__name__
-
-
-def _environment() -> dict:
-    from remask.bench.common import environment
-
-    env = environment("cpu")
-    return {"versions": json.loads(env["versions"]), "sha": env["sha"], "date": env["date"]}
 
 
 def _needs_canvases(model) -> bool:
@@ -280,7 +206,7 @@ def analyze_homogenization(model, *, out, canvases=None, gen_length: int | None 
     summary = {
         "command": "homogenization", "model": _model_name(model, model_spec),
         "reference": None if reference is None else _model_name(reference, reference_spec),
-        "canvases": source, "config": config, "environment": _environment(),
+        "canvases": source, "config": config, "environment": environment(),
         "by_distance": byd,
     }
     d = np.asarray(byd["distance"], dtype=float)
@@ -292,7 +218,7 @@ def analyze_homogenization(model, *, out, canvases=None, gen_length: int | None 
             # Geometric decay shows as a line in log KL: report its slope as a rate per token.
             slope = np.polyfit(d[ok], np.log(kl[ok]), 1)[0]
             summary[name] = float(math.exp(slope))
-    summary = _write(out, summary)
+    summary = write_summary(out, summary)
     if plots:
         _plotting().plot_homogenization(summary["by_distance"], unit="nats",
                                         path=os.path.join(out, "homogenization.png"))
@@ -371,7 +297,7 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
     ``batch_size`` canvases at a time (memory: :func:`~remask.analysis.pairwise_cmi`).
     """
     check_out_dir(out)
-    from remask.analysis.estimators import _one_shot, pairwise_cmi
+    from remask.analysis.estimators import one_shot_logits, pairwise_cmi
     from tqdm.auto import tqdm
 
     check_model(model)
@@ -396,11 +322,11 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
     sums, counts, asym = {}, {}, []
     for row, (masked, clamp) in zip(rows, plans):
         tokens = row[None]
-        logits0 = _one_shot(model, tokens, None, batch_size)  # shared by every clamped row
+        logits0 = one_shot_logits(model, tokens, None, batch_size)  # shared by every clamped row
         mat = np.full((len(row), len(row)), np.nan)
         for i in clamp:
             r = pairwise_cmi(model, tokens, i, top_k=top_k, n_samples=n_samples, seed=seed + i,
-                             batch_size=batch_size, _logits0=logits0)
+                             batch_size=batch_size, logits0=logits0)
             mat[i] = r.cmi[0]
             missed.append(float(r.missed_mass[0]))
             bar.update()
@@ -429,7 +355,7 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
         config.update(gen_length=G, context_length=P)
     summary = {
         "command": "cmi", "model": _model_name(model, model_spec), "canvases": source, "config": config,
-        "environment": _environment(),
+        "environment": environment(),
         "matrix": m, "matrix_positions": mats[0][0], "matrix_is_mean": bool(same_layout),
         "by_separation": {"separation": list(sep), "cmi": list(sep.values()),
                           "pairs": [counts[s_] for s_ in sep]},
@@ -438,7 +364,7 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
         "asymmetry_mean": float(np.mean(asym)) if asym else math.nan,
         "missed_mass_mean": float(np.mean(missed)),
     }
-    summary = _write(out, summary)
+    summary = write_summary(out, summary)
     if plots:
         offset = P if P is not None else 0
         _plotting().plot_cmi(m, sep, path=os.path.join(out, "cmi.png"), unit="nats", offset=offset)
@@ -447,10 +373,11 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
 
 # ---------------------------------------------------------------------------- coherence
 def standard_partitions(positions) -> dict:
-    """Named unmasking partitions of the generated positions (coherence.md §3.6).
+    """Named unmasking partitions of the generated positions, from one token a step to all at once.
 
     Autoregressive (one per step), left-to-right blocks of 2, dilated (even then odd
-    offsets), contiguous halves and a single step.
+    offsets), contiguous halves and a single step: with exact marginals their errors
+    (:func:`~remask.analysis.partition_error`) grow from zero to the total correlation.
     """
     pos = list(positions)
     n = len(pos)
@@ -523,7 +450,7 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
     bar.close()
     summary = {
         "command": "coherence", "model": _model_name(oracle, model_spec), "sampler": repr(sampler),
-        "environment": _environment(),
+        "environment": environment(),
         "config": {"gen_length": G, "prompt": None if prompt is None else prompt.tolist(),
                    "n_samples": n_samples, "seed": seed, "unit": "nats"},
         "sampler_error": err.summary(),
@@ -534,7 +461,7 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
     }
     if skipped:
         summary["partitions_skipped"] = skipped
-    summary = _write(out, summary)
+    summary = write_summary(out, summary)
     if plots:
         _plotting().plot_coherence(summary["sampler_error"], errors, path=os.path.join(out, "coherence.png"))
     return summary
@@ -586,13 +513,13 @@ def analyze_order(model, sampler, *, out, gen_length: int | None = None, n_rows:
         certs = {k: float(np.nanmean(getattr(cert, k))) for k in ("eb_proxy", "fast_dllm_factor", "frechet")}
     summary = {
         "command": "order", "model": _model_name(model, model_spec), "sampler": repr(sampler),
-        "environment": _environment(),
+        "environment": environment(),
         "config": {"gen_length": G, "context_length": P, "n_rows": n, "seed": seed},
         "metrics": order.summary(), "certificates": certs,
         "steps": int(gen.steps), "nfe_mean": float(gen.nfe.double().mean()),
         "commit_step": order.commit_step,
     }
-    summary = _write(out, summary)
+    summary = write_summary(out, summary)
     if plots:
         _plotting().plot_decode_order(order, path=os.path.join(out, "decode_order.png"))
     return summary

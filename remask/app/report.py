@@ -1,6 +1,7 @@
-"""The toy report behind the README's "what the analysis shows": ``python -m remask.analysis.report``.
+"""The toy report behind the README's "what the analysis shows": ``python -m remask.app.report``.
 
-On the coherence.md §3.6 Markov toy (V=4, L=8, Dirichlet(0.3) rows) and a longer chain
+On a small stationary Markov chain (V=4, L=8, Dirichlet(0.3) transition rows: strongly
+dependent neighbours, all 4**8 sequences enumerable) and a longer chain of the same kind
 (L=24) it computes, exactly:
 
 1. ``homogenization.png`` — KL of the masked marginals to the stationary law against the
@@ -21,7 +22,6 @@ It writes ``summary.json`` (bits, except the training loss in nats/token) and th
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import warnings
@@ -32,6 +32,8 @@ from remask.analysis.estimators import marginal_consistency, pairwise_cmi
 from remask.analysis.exact import partition_error, total_correlation
 from remask.analysis.homogenization import homogenization_profile
 from remask.analysis.trace import TraceRecorder, decode_order_metrics
+
+from remask.app.files import to_json, write_summary
 
 __all__ = ["main", "run_report"]
 
@@ -44,25 +46,11 @@ PARTITIONS = {
 }
 
 
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(float(x)) else round(float(x), 6)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 def _markov_summary(seed: int):
     """Exact Markov quantities (no plotting): partitions, TC pairs, homogenization, CMI, order."""
     from remask.samplers import build, generate
 
-    from remask.models.markov import MarkovChainOracle
+    from remask.models import MarkovChainOracle
 
     toy = MarkovChainOracle(4, 8, seed=seed, concentration=0.3)
     M = toy.mask_id
@@ -117,7 +105,7 @@ def _trained_toy_summary(seed: int, steps: int, progress: bool):
     """Train a TinyTransformer on a Markov toy and compare it with the exact oracle."""
     from remask.analysis.train import diffusion_loss, train_toy
 
-    from remask.models.markov import MarkovChainOracle
+    from remask.models import MarkovChainOracle
 
     oracle = MarkovChainOracle(4, 10, seed=seed, concentration=0.3)
     M = oracle.mask_id
@@ -176,25 +164,21 @@ def run_report(out: str | None = None, *, seed: int = 0, plots: bool = True, tra
     toy = _trained_toy_summary(seed, train_steps, progress) if train else None
     if toy is not None:
         summary["trained_toy"] = {k: v for k, v in toy.items() if k != "history"}
-    summary = _clean(summary)
-    if out is not None:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        if plots:
-            from remask.analysis import plots as P
+    summary = to_json(summary) if out is None else write_summary(out, summary)
+    if out is not None and plots:
+        from remask.analysis import plots as P
 
-            P.plot_markov_homogenization(fig["d"], fig["klu"], fig["rate"], fig["first"], fig["adjacent"],
-                                         fig["i_chain"], unit="bits", path=os.path.join(out, "homogenization.png"))
-            P.plot_partition_errors(fig["errors"], path=os.path.join(out, "partition_errors.png"))
-            P.plot_decode_order(fig["orders"], path=os.path.join(out, "decode_order.png"))
-            if toy is not None:
-                P.plot_trained_toy(toy, path=os.path.join(out, "trained_toy.png"))
+        P.plot_markov_homogenization(fig["d"], fig["klu"], fig["rate"], fig["first"], fig["adjacent"],
+                                     fig["i_chain"], unit="bits", path=os.path.join(out, "homogenization.png"))
+        P.plot_partition_errors(fig["errors"], path=os.path.join(out, "partition_errors.png"))
+        P.plot_decode_order(fig["orders"], path=os.path.join(out, "decode_order.png"))
+        if toy is not None:
+            P.plot_trained_toy(toy, path=os.path.join(out, "trained_toy.png"))
     return summary
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m remask.analysis.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m remask.app.report", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="analysis-report", help="output directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plots", action="store_true")

@@ -1,4 +1,4 @@
-"""An exact oracle: a stationary Markov chain with exact conditional marginals.
+"""T1, a stationary Markov chain: exact conditional marginals by forward-backward.
 
 The chain is the ground truth of every exactness test: for any mask pattern its
 ``__call__`` returns log p(x_i | all observed tokens) exactly (forward-backward with hard
@@ -8,6 +8,8 @@ evidence), and ``log_prob`` gives the exact joint of complete sequences.
 from __future__ import annotations
 
 import torch
+
+from remask.models.oracles.base import ExactOracle, _as_int, _as_positive
 
 __all__ = ["MarkovChainOracle", "stationary_distribution"]
 
@@ -29,7 +31,7 @@ def stationary_distribution(transition: torch.Tensor) -> torch.Tensor:
     return pi / pi.sum()
 
 
-class MarkovChainOracle:
+class MarkovChainOracle(ExactOracle):
     """Stationary first-order Markov chain over ``vocab_size`` tokens, as a Denoiser.
 
     Parameters
@@ -38,9 +40,9 @@ class MarkovChainOracle:
         Number of tokens V (>= 2). The mask id is ``vocab_size`` (a mask with no logit
         column, as in MDLM), so logits have exactly V columns.
     seq_len : int
-        Length of the sequences the chain models (>= 1); ``log_prob`` and ``sample`` use it.
-        ``__call__`` accepts any length: the chain is stationary, so any window of it has
-        the same law.
+        Length of the sequences the chain models (>= 1); ``sample`` and ``all_sequences``
+        use it. ``__call__`` and ``log_prob`` accept any length (``fixed_length`` is False):
+        the chain is stationary, so any window of it has the same law.
     seed : int
         Seed of the random transition matrix.
     concentration : float
@@ -54,6 +56,11 @@ class MarkovChainOracle:
     initial : (V,) float64
         The stationary distribution, also the law of x_0.
 
+    Notes
+    -----
+    Padding (``attention_mask`` False, anywhere in the row) is supported: padded positions
+    are not part of the chain (it steps over them) and get zero logits.
+
     Examples
     --------
     >>> oracle = MarkovChainOracle(vocab_size=4, seq_len=6, seed=0)
@@ -62,20 +69,16 @@ class MarkovChainOracle:
     torch.Size([1, 6, 4])
     """
 
+    supports_padding = True
+    fixed_length = False
+
     def __init__(self, vocab_size: int, seq_len: int, seed: int = 0, concentration: float = 1.0):
-        if not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an int >= 2, got {vocab_size!r}")
-        if not isinstance(seq_len, int) or seq_len < 1:
-            raise ValueError(f"seq_len must be an int >= 1, got {seq_len!r}")
-        if not concentration > 0:
-            raise ValueError(f"concentration must be > 0, got {concentration!r}")
-        self.vocab_size = vocab_size
-        self.seq_len = seq_len
-        self.mask_id = vocab_size
+        self.vocab_size = _as_int("vocab_size", vocab_size, 2)
+        self.seq_len = _as_int("seq_len", seq_len, 1)
+        self.concentration = _as_positive("concentration", concentration)
         self.seed = seed
-        self.concentration = float(concentration)
         generator = torch.Generator().manual_seed(seed)
-        alpha = torch.full((vocab_size, vocab_size), self.concentration, dtype=torch.float64)
+        alpha = torch.full((self.vocab_size, self.vocab_size), self.concentration, dtype=torch.float64)
         # Dirichlet rows via normalised Gamma draws; the floor keeps every entry positive so
         # the chain is ergodic and every sequence has finite log-probability.
         gamma = torch._standard_gamma(alpha, generator=generator).clamp_min(1e-12)
@@ -88,28 +91,17 @@ class MarkovChainOracle:
             f"seed={self.seed}, concentration={self.concentration})"
         )
 
-    # ------------------------------------------------------------------ the Denoiser call
-    def __call__(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Exact conditional log-marginals for any mask pattern.
+    # ------------------------------------------------------------------ exact marginals
+    def _log_marginals(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._marginals(tokens, torch.ones_like(tokens, dtype=torch.bool))
 
-        Parameters
-        ----------
-        tokens : (B, L) int64
-            ``mask_id`` at unobserved positions.
-        attention_mask : (B, L) bool, optional
-            False on padding; padding positions are not part of the chain.
+    def _log_marginals_padded(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._marginals(tokens, attention_mask)
 
-        Returns
-        -------
-        (B, L, V) float64
-            ``log p(x_i = v | observed)``; log one-hot at observed positions; zeros at padding.
-        """
-        tokens = self._check_tokens(tokens, allow_mask=True)
+    def _marginals(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B, L, V) float64 log-marginals; ``real`` (B, L) bool is False on padding."""
         B, L = tokens.shape
         V = self.vocab_size
-        real = self._real_positions(tokens, attention_mask)  # (B, L)
         observed = tokens != self.mask_id  # (B, L)
         # Evidence e_t(v): one-hot for observed tokens, all ones for masked ones.
         evidence = torch.ones(B, L, V, dtype=torch.float64, device=tokens.device)
@@ -149,41 +141,14 @@ class MarkovChainOracle:
         return torch.where(real.unsqueeze(-1), logits, torch.zeros_like(logits))
 
     # ------------------------------------------------------------------ exact joint
-    def log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Exact joint log-probability of complete sequences.
-
-        Parameters
-        ----------
-        tokens : (B, L) int64
-            No mask tokens; any L >= 1 (the chain is stationary).
-
-        Returns
-        -------
-        (B,) float64
-        """
-        tokens = self._check_tokens(tokens, allow_mask=False)
+    def _log_prob(self, tokens: torch.Tensor) -> torch.Tensor:
         logT = self.transition.log().to(tokens.device)
         first = self.initial.log().to(tokens.device)[tokens[:, 0]]  # (B,)
         steps = logT[tokens[:, :-1], tokens[:, 1:]].sum(-1)  # (B,)
         return first + steps
 
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """Exact ancestral samples of the chain.
-
-        Parameters
-        ----------
-        n : int
-            Number of sequences.
-        seed : int
-            Seed of the sampling generator.
-
-        Returns
-        -------
-        (n, seq_len) int64
-        """
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
-        generator = torch.Generator().manual_seed(seed)
+    def _sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        # Ancestral: x_0 from the stationary law, then one transition per position.
         out = torch.empty(n, self.seq_len, dtype=torch.int64)
         out[:, 0] = torch.multinomial(self.initial.expand(n, -1), 1, generator=generator)[:, 0]
         for t in range(1, self.seq_len):
@@ -200,26 +165,3 @@ class MarkovChainOracle:
         index = torch.arange(count)
         powers = self.vocab_size ** torch.arange(self.seq_len - 1, -1, -1)
         return (index.unsqueeze(-1) // powers) % self.vocab_size  # (V**L, L)
-
-    # ------------------------------------------------------------------ validation
-    def _check_tokens(self, tokens: torch.Tensor, *, allow_mask: bool) -> torch.Tensor:
-        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-            raise TypeError(f"tokens must be a (B, L) int64 tensor, got {tokens!r:.80}")
-        if tokens.dtype != torch.int64:
-            raise TypeError(f"tokens must be int64, got {tokens.dtype}")
-        upper = self.vocab_size + (1 if allow_mask else 0)
-        bad = (tokens < 0) | (tokens >= upper)
-        if bool(bad.any()):
-            value = int(tokens[bad][0])
-            what = "a token id" if allow_mask or value != self.mask_id else "the mask id"
-            raise ValueError(f"tokens contain {what} {value} outside [0, {upper})")
-        return tokens
-
-    def _real_positions(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        if attention_mask is None:
-            return torch.ones_like(tokens, dtype=torch.bool)
-        if attention_mask.shape != tokens.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(tokens.shape)}"
-            )
-        return attention_mask.bool()
