@@ -22,11 +22,13 @@ One round, per row (every call below is one batched model call, one step of the 
    (by rank) was split at exactly one level, where ``i`` was revealed and ``j`` tested, so no
    pair the test calls dependent survives, and the best candidate (rank 0, never tested)
    always does: each round commits at least one token.
-3. **Commit** the kept candidates' proposals (in the last test step's call's step).
+3. **Commit** the kept candidates' proposals, in the step of the last test call.
 
 Rows run their own rounds: a row predicts while another tests, in the same call, so a row's
 tokens and cost never depend on its batch-mates (no host sync). A round with one candidate
-commits in its predict step. Cost: ``1 + ceil(log2 K)`` evaluations per round.
+commits in its predict step. Cost: ``1 + ceil(log2 K)`` evaluations per round. Sampled
+proposals and random scores draw from the row's key of the predict step (``proposal_keys``,
+``score_proposals``), as in every confidence-style sampler.
 
 Exactness (tested on the Markov oracle): at ``temperature = 1``, with a score that does not
 depend on the sampled tokens (``margin``, ``entropy``) and a small ``epsilon``, the committed
