@@ -9,25 +9,20 @@ drafts' own predictions, longest matching prefix accepted), without their cache.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from reference._common import row_logits
+from reference._common import block_bounds, even_split, row_logits
 
 
 def llada_schedule(P: int, gen_length: int, block_length: int | None, steps: int | None):
     """LLaDA's steps as a flat list of (block start, block end, tokens to commit); steps that
     would commit nothing are left out (as the vectorised sampler never takes them)."""
-    block_length = block_length or gen_length
-    n_blocks = math.ceil(gen_length / block_length)
+    bounds = block_bounds(P, gen_length, block_length)
     schedule = []
-    for b in range(n_blocks):
-        lo, hi = P + b * block_length, min(P + (b + 1) * block_length, P + gen_length)
-        size = hi - lo
-        block_steps = size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
+    for b, (lo, hi) in enumerate(bounds):
+        block_steps = hi - lo if steps is None else even_split(steps, len(bounds), b)
         for i in range(block_steps):
-            k = size // block_steps + (1 if i < size % block_steps else 0)
+            k = even_split(hi - lo, block_steps, i)
             if k:
                 schedule.append((lo, hi, k))
     return schedule
