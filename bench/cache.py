@@ -4,7 +4,7 @@ Run ``python -m remask.bench.cache [--quick] [--out FILE]``. A random-weight LLa
 (:class:`remask.models.llada.LLaDAModelLM`; default preset ``cpu``: d_model 256, 4 layers,
 4 heads, MLP 1024, vocab 4096, canvas L = 256 = 64 prompt + 192 generated tokens) decodes
 greedily with ``low_confidence`` (one token per step, ``block_length`` 32, Fast-dLLM's paper
-setting) three ways: uncached, :class:`~remask.models.cache.CachedDenoiser` ``mode="prefix"``
+setting) three ways: uncached, :class:`~remask.models.cache.Cached` ``mode="prefix"``
 and ``mode="dual"`` (refresh at each block start). Rows written (``bench/common.py`` schema):
 
 * ``cache_step``       ms per sampler step (run wall time / steps; median, p20, p80 over
@@ -18,7 +18,7 @@ and ``mode="dual"`` (refresh at each block start). Rows written (``bench/common.
 
 Random weights make the agreement a smoke value, not a quality estimate: real checkpoints
 have far more peaked predictions (Fast-dLLM, arXiv 2505.22618, reports near-unchanged
-accuracy). Results go to ``bench/results/cache_cpu.csv`` (``cache_cuda.csv`` on a GPU).
+accuracy with both caches). Results go to ``bench/results/cache_cpu.csv`` (``cache_cuda.csv`` on a GPU).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 
 import remask
 from remask.bench.common import Result, environment, write_csv
-from remask.models.cache import CachedDenoiser
+from remask.models.cache import Cached
 
 __all__ = ["PRESETS", "build_model", "main", "token_agreement"]
 
@@ -156,8 +156,8 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "c
               "threads": torch.get_num_threads(), "kernel_backend":
               remask.kernels.resolve_backend(device=dev), "load_avg_1m": _load_average()}
     variants = {"uncached": lambda: base,
-                "prefix": lambda: CachedDenoiser(base, mode="prefix"),
-                "dual": lambda: CachedDenoiser(base, mode="dual")}
+                "prefix": lambda: Cached(base, mode="prefix"),
+                "dual": lambda: Cached(base, mode="dual")}
 
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu_times: dict[str, list[float]] = {name: [] for name in variants}
@@ -233,7 +233,7 @@ def _golden_agreement(env: dict[str, str], quick: bool) -> list[Result]:
         base = load_model(str(GOLDEN / name))
         reference = remask.generate(base, prompts, sampler, gen_length=gen_length, seed=0).tokens
         for mode in ("prefix", "dual"):
-            cached = remask.generate(CachedDenoiser(base, mode=mode), prompts, sampler,
+            cached = remask.generate(Cached(base, mode=mode), prompts, sampler,
                                      gen_length=gen_length, seed=0).tokens
             value = token_agreement(cached, reference, gen_length)
             config = {"checkpoint": name, "B": len(prompts), "gen_length": gen_length,

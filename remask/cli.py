@@ -369,6 +369,22 @@ def _check_cache_blocks(cache: str, cache_refresh: int | None, config) -> None:
 WINO_EMULATED_WIDTH = 32
 
 
+def _guided(model, cfg: float, config):
+    """--cfg S: the model behind classifier-free guidance (any sampler); a sampler config that
+    guides already (``--set cfg_scale=...``) would guide twice, so giving both is an error."""
+    if not cfg:
+        return model
+    if getattr(config, "cfg_scale", 0.0):
+        raise click.UsageError(f"--cfg {cfg} and --set cfg_scale={config.cfg_scale} both ask for guidance; "
+                               "give one of them")
+    from remask.models.wrappers import Guided
+
+    try:
+        return Guided(model, cfg)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(f"--cfg: {_one_line(error)}") from None
+
+
 def _check_wino_cost(model, config, widest: int):
     """WINO without the attention-bias path emulates its shadow block: 1 + W evaluations a step.
 
@@ -449,8 +465,10 @@ def _tracer(trace_target):
               help="Fast-dLLM KV cache for blockwise samplers (LLaDA/Dream checkpoints); use with block_length.")
 @click.option("--cache-refresh", type=click.IntRange(min=1), default=None,
               help="Also refresh the cache every N steps (default: at each block start only).")
+@click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Classifier-free guidance scale S for any sampler (LLaDA's; 0 = off, each step costs 2 NFE).")
 def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, gen_length,
-             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh):
+             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh, cfg):
     """Generate GEN_LENGTH tokens after each prompt."""
     # Every argument is checked before the model loads.
     _check_out_file(out_file)
@@ -477,13 +495,14 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
         raise click.BadParameter(f"{gen_length} after a prompt of {max(map(len, batch))} tokens exceeds the "
                                  f"{limit} tokens {type(model).__name__} handles", param_hint="--gen-length")
     if cache != "none":
-        from remask.models import CachedDenoiser
+        from remask.models import Cached
 
         _check_cache_blocks(cache, cache_refresh, config)
         try:
-            model = CachedDenoiser(model, mode=cache, refresh_every=cache_refresh)
+            model = Cached(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
             raise click.UsageError(_one_line(error)) from None
+    model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, gen_length)
     from remask.samplers import generate as run
 
@@ -538,7 +557,10 @@ def _encode(model, prompts, chat: bool) -> list[list[int]]:
 @_sampler_options
 @click.option("--tokens", "canvases", multiple=True, required=True,
               help=f"A canvas as token ids with '{MASK_MARK}' where to fill, e.g. '3,_,_,7' (repeatable).")
-def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, canvases):
+@click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Classifier-free guidance scale S for any sampler (0 = off, each step costs 2 NFE).")
+def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, canvases,
+           cfg):
     """Fill the masked positions of given canvases; other tokens stay fixed."""
     _check_out_file(out_file)
     _check_trace_target(trace_target)
@@ -556,6 +578,7 @@ def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, tr
     config = _build(sampler, sets)
     model = _load(model_spec, **_model_args(device, dtype))
     batch = [[model.mask_id if i == holes else i for i in ids] for ids in parsed]
+    model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, max(sum(i == holes for i in ids) for ids in parsed))
     from remask.samplers import infill as run
 

@@ -1,7 +1,9 @@
 """remask.samplers: interchangeable sampling algorithms behind one registry.
 
 Each algorithm lives in its own module and registers itself on import; adding a sampler
-touches its file, one import line here and its test.
+touches its file (with its ``example_configs`` and ``bench_configs``), one import line here,
+its slow reference loop and its test, and its README row — the README's "Adding a sampler"
+lists the steps and ``tests/test_sampler_contract.py`` checks them.
 """
 
 from remask.samplers.base import Canvas, Sampler, StepInfo

@@ -172,7 +172,8 @@ class Dilated(Sampler):
     temperature : float
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -265,7 +266,7 @@ class Dilated(Sampler):
         scheduled = eligible & (state.level <= state.block_step.unsqueeze(-1))  # (B, L)
         final = state.block_step >= torch.where(active, state.last_level, -1).amax(-1)  # (B,)
 
-        logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
+        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         proposal = kernels.propose(
             logits, temperature=self.temperature, key=proposal_keys(key, canvas, self.temperature),
             rows=scheduled,

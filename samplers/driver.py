@@ -25,6 +25,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
+from remask.models.protocol import start_run
 from remask import kernels
 from remask.samplers.canvas import make_canvas
 from remask.samplers.base import Sampler
@@ -252,6 +253,9 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
     elif offset is not None:
         offset = offset % block_length
     canvas = make_canvas(tokens, editable, real, block_length, offset)
+    # The sampler's model-side sugar (cfg_scale -> Guided ...) and a fresh per-run session
+    # (a KV cache): nothing one run computes reaches the next.
+    model = start_run(sampler.wrap(model))
     state = sampler.init(canvas, model)
     limit = sampler.max_steps(canvas)
     mask_id = model.mask_id

@@ -105,7 +105,8 @@ class EntropyBound(Sampler):
     block_length : int, optional
         Semi-autoregressive block length; None = one block (the reference setting).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -154,8 +155,7 @@ class EntropyBound(Sampler):
 
     # ------------------------------------------------------------------ step
     def step(self, state: StepState, denoiser, key: torch.Tensor):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
-                                                     temperature=self.temperature, cfg_scale=self.cfg_scale)
+        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key, temperature=self.temperature)
         # The ordering never uses the random stream (no "random" score): the key only
         # matters for the proposal.
         score = score_proposals(proposal, self.score)

@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
+from remask.models import protocol
 from remask.models.protocol import check_logits
 from remask.samplers.predict import exclude_mask
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
@@ -160,28 +161,31 @@ def _as_config(base: Any) -> dict[str, Any]:
 class _WithCheckRows:
     """Denoiser wrapper that appends the corrector's rows to the first call of a step."""
 
-    def __init__(self, inner, tokens: torch.Tensor, attention_mask: torch.Tensor, active: torch.Tensor):
+    # The protocol's attention-bias capability is not passed through: a longer sequence
+    # cannot share the batch with the check rows.
+    accepts_attention_bias = False
+
+    def __init__(self, inner, tokens: torch.Tensor, attention_mask: torch.Tensor, active: torch.Tensor,
+                 editable: torch.Tensor):
         self.inner = inner
         self.mask_id = inner.mask_id
         self.vocab_size = inner.vocab_size
-        self._rows = (tokens, attention_mask, active)
+        self._rows = (tokens, attention_mask, {"active": active, "editable": editable})
         self.logits: torch.Tensor | None = None  # (B, L, V) once the rows have been evaluated
 
     def __getattr__(self, name: str) -> Any:
-        if name == "accepts_attention_bias":  # a longer sequence cannot share the batch
-            return False
         return getattr(self.inner, name)
 
     def __call__(self, tokens, attention_mask=None, **extra):
-        rows, rows_mask, rows_active = self._rows
+        rows, rows_mask, rows_extra = self._rows
         if (self.logits is not None or tokens.shape[1] != rows.shape[1]
-                or set(extra) - {"active"}):
+                or set(extra) - set(rows_extra)):
             return self.inner(tokens, attention_mask, **extra)
         n = tokens.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         batch = torch.cat([tokens, rows])  # (n + B, L)
-        kwargs = {k: torch.cat([v, rows_active]) for k, v in extra.items()}
+        kwargs = {k: torch.cat([v, rows_extra[k]]) for k, v in extra.items()}
         out = exclude_mask(check_logits(self.inner(batch, torch.cat([attention_mask, rows_mask]), **kwargs),
                                         batch, self.vocab_size), self.inner.mask_id)
         self.logits = out[n:]
@@ -301,6 +305,10 @@ class Gibbs(Sampler):
         return config
 
     # ------------------------------------------------------------------ init
+    def wrap(self, denoiser):
+        """The base sampler's model-side sugar (its ``cfg_scale`` ...) applies to the whole run."""
+        return self.base_sampler.wrap(denoiser)
+
     def init(self, canvas: Canvas, denoiser) -> GibbsState:
         base_state = self.base_sampler.init(canvas, denoiser)
         base_canvas = base_state.canvas
@@ -345,11 +353,11 @@ class Gibbs(Sampler):
         base_info = None
         if final:
             new_base = base_state
-            check_logits_ = exclude_mask(check_logits(denoiser(check_tokens, canvas.attention_mask),
-                                                      check_tokens, denoiser.vocab_size), denoiser.mask_id)
+            check_logits_, _ = protocol.call(denoiser, check_tokens, canvas.attention_mask,
+                                             editable=canvas.editable)
         else:
-            model = (_WithCheckRows(denoiser, check_tokens, canvas.attention_mask, canvas.active)
-                     if checking else denoiser)
+            model = (_WithCheckRows(denoiser, check_tokens, canvas.attention_mask, canvas.active,
+                                    canvas.editable) if checking else denoiser)
             # The base gets its own key, folded from the step key by purpose.
             new_base, base_info = self.base_sampler.step(base_state, model,
                                                          kernels.fold(key, kernels.Purpose.BASE))
@@ -357,9 +365,8 @@ class Gibbs(Sampler):
             if checking:
                 check_logits_ = model.logits
                 if check_logits_ is None:  # the base made no call this step
-                    check_logits_ = exclude_mask(check_logits(denoiser(check_tokens, canvas.attention_mask),
-                                                              check_tokens, denoiser.vocab_size),
-                                                 denoiser.mask_id)
+                    check_logits_, _ = protocol.call(denoiser, check_tokens, canvas.attention_mask,
+                                                     editable=canvas.editable)
 
         after = new_base.canvas  # (the base's commits of this step)
         base_committed = base_info.committed if base_info is not None else torch.zeros_like(checked)
@@ -386,7 +393,8 @@ class Gibbs(Sampler):
 
         # commit: the revisions over the base's commits (which charged the base's evaluations).
         tokens = torch.where(revised, resampled, after.tokens)  # (B, L)
-        nfe = after.nfe + check_rows.long()  # (B,) one evaluation per checked row
+        # One call's evaluations per checked row (1; 2 through Guided).
+        nfe = after.nfe + check_rows.long() * protocol.capabilities(denoiser).evaluations  # (B,)
         new_base = new_base._replace(canvas=after._replace(tokens=tokens, nfe=nfe))
 
         stepped = check_rows if final else ~base_over  # (B,) rows that took part in this step

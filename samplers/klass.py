@@ -168,7 +168,8 @@ class Klass(Sampler):
     temperature : float
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -237,8 +238,7 @@ class Klass(Sampler):
         active = canvas.active  # (B, L)
         B, L = canvas.tokens.shape
         eligible, logits, proposal, evaluations = predict(canvas, denoiser, key,
-                                                          temperature=self.temperature,
-                                                          cfg_scale=self.cfg_scale)
+                                                          temperature=self.temperature)
         confidence = proposal.prob  # (B, L)
 
         # Step-to-step KL at the active block's positions (the previous logits were kept

@@ -30,6 +30,8 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
+from remask.models import protocol
+from remask.models.wrappers import Suppress
 from remask.kernels.score import demote, score_proposals, SCORE_ALIASES, SCORES
 from remask.samplers.canvas import commit, eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
@@ -76,11 +78,14 @@ class LowConfidence(Sampler):
         Dream-style orderings (top-1 probability, top-1 minus top-2 margin, negative entropy,
         random); None follows ``remasking``. Giving both inconsistently raises.
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
     eos_id, eot_id : int, optional
         End-of-sequence / end-of-turn ids for the two EOS options; default to the denoiser's.
     logits_eos_inf : bool
-        Never propose EOS.
+        Never propose EOS: sugar for running on ``remask.models.wrappers.Suppress(model,
+        [eos_id])`` (applied around the guided model, as the reference bans EOS after
+        guidance).
     confidence_eos_eot_inf : bool
         Propose EOS/EoT freely but rank them after every other candidate.
 
@@ -151,21 +156,19 @@ class LowConfidence(Sampler):
         for name in ("logits_eos_inf", "confidence_eos_eot_inf"):
             check_bool(getattr(self, name), name)
 
+    # ------------------------------------------------------------------ model-side sugar
+    def wrap(self, denoiser):
+        """``cfg_scale`` builds ``Guided`` (see :meth:`Sampler.wrap`); ``logits_eos_inf`` then
+        wraps that in ``Suppress(..., [eos_id])``."""
+        model = super().wrap(denoiser)
+        if not self.logits_eos_inf:
+            return model
+        self._check_special_ids(denoiser)
+        return Suppress(model, [self._special_ids(denoiser)[0]])
+
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> LowConfidenceState:
-        eos, eot = self._special_ids(denoiser)
-        if (self.logits_eos_inf and eos is None) or (self.confidence_eos_eot_inf and eos is eot is None):
-            raise ValueError(
-                "logits_eos_inf/confidence_eos_eot_inf need an EOS id: set eos_id= or use a "
-                f"denoiser with an eos_id attribute ({type(denoiser).__name__} has none)"
-            )
-        for name, value in (("eos_id", eos), ("eot_id", eot)):
-            # Checked here, not at build: the vocabulary is the denoiser's. Only ids the EOS
-            # options will index with matter.
-            used = self.logits_eos_inf or self.confidence_eos_eot_inf
-            if used and value is not None and not 0 <= value < denoiser.vocab_size:
-                raise ValueError(f"{name}={value} is outside the denoiser's vocabulary "
-                                 f"[0, {denoiser.vocab_size})")
+        self._check_special_ids(denoiser)
         check_steps_cover_blocks(self.steps, canvas)
         return LowConfidenceState(
             canvas=canvas,
@@ -178,12 +181,8 @@ class LowConfidence(Sampler):
         mask_id = denoiser.mask_id
         eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
-        logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
+        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         eos, eot = self._special_ids(denoiser)
-        if self.logits_eos_inf:
-            # Denoisers return a fresh tensor per call, so editing it in place is safe and
-            # avoids a (B, L, V) copy.
-            logits[..., eos] = float("-inf")
 
         # Counter-based randomness from the rows' step keys, folded by purpose and position:
         # the step is a pure function of its inputs, each row's draws of its own key only.
@@ -210,6 +209,23 @@ class LowConfidence(Sampler):
     # ------------------------------------------------------------------ helpers
     def _special_ids(self, denoiser) -> tuple[int | None, int | None]:
         """(eos_id, eot_id): the config's, else the denoiser's, else None."""
-        eos = self.eos_id if self.eos_id is not None else getattr(denoiser, "eos_id", None)
-        eot = self.eot_id if self.eot_id is not None else getattr(denoiser, "eot_id", None)
+        caps = protocol.capabilities(denoiser)
+        eos = self.eos_id if self.eos_id is not None else caps.eos_id
+        eot = self.eot_id if self.eot_id is not None else caps.eot_id
         return eos, eot
+
+    def _check_special_ids(self, denoiser) -> None:
+        """Raise ``ValueError`` unless the EOS options have ids inside the vocabulary."""
+        eos, eot = self._special_ids(denoiser)
+        if (self.logits_eos_inf and eos is None) or (self.confidence_eos_eot_inf and eos is eot is None):
+            raise ValueError(
+                "logits_eos_inf/confidence_eos_eot_inf need an EOS id: set eos_id= or use a "
+                f"denoiser with an eos_id attribute ({type(denoiser).__name__} has none)"
+            )
+        for name, value in (("eos_id", eos), ("eot_id", eot)):
+            # Checked here, not at build: the vocabulary is the denoiser's. Only ids the EOS
+            # options will index with matter.
+            used = self.logits_eos_inf or self.confidence_eos_eot_inf
+            if used and value is not None and not 0 <= value < denoiser.vocab_size:
+                raise ValueError(f"{name}={value} is outside the denoiser's vocabulary "
+                                 f"[0, {denoiser.vocab_size})")

@@ -140,7 +140,8 @@ class PCSampler(Sampler):
     temperature : float
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -208,8 +209,7 @@ class PCSampler(Sampler):
     def step(self, state: PCSamplerState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible, _, proposal, evaluations = predict(canvas, denoiser, key,
-                                                     temperature=self.temperature, cfg_scale=self.cfg_scale)
+        eligible, _, proposal, evaluations = predict(canvas, denoiser, key, temperature=self.temperature)
         score = pc_score(proposal.prob, proposal.tokens, state.offset, lambd=self.lambd,
                          alpha=self.alpha, background=state.background)  # (B, L)
 

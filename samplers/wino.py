@@ -18,29 +18,26 @@ Each step drafts aggressively and verifies conservatively, with **one** forward 
   least plausible first. This bound makes every step a net gain, so a block of m masks
   finishes within m steps.
 
-Checked against ``Feng-Hong/WINO-DLLM/LLaDA/decoding.py::decoding_wino`` (samplers.md §3.16).
+Checked against ``Feng-Hong/WINO-DLLM/LLaDA/decoding.py::decoding_wino``, token for token,
+by a slow one-row loop in the tests.
 
-The denoiser capability (``accepts_attention_bias``)
-----------------------------------------------------
-The shadow forward needs a model that takes a custom attention pattern and explicit
-position ids. A denoiser declares it with the attribute ``accepts_attention_bias = True``
-and is then called as::
-
-    denoiser(tokens, attention_mask, attention_bias=bias, position_ids=positions)
-
-with ``tokens`` (B, L') int64, ``attention_mask`` (B, L') bool (False on padding),
-``attention_bias`` (B, L', L') bool — ``bias[b, i, j]`` True iff query i may attend to key
-j (every query may attend to at least itself or one key) — and ``position_ids`` (B, L')
-int64, the positional index the model must use for each token (two tokens may share one).
-It returns logits (B, L', V), row i predicting the token at ``position_ids[i]`` from what
-query i sees. HF LLaDA-style models map this to a 4-D boolean attention mask
-``bias[:, None]`` (the reference passes ``attention_mask`` (1, 1, L', L') and
-``position_ids``).
+The shadow forward: the attention-bias capability
+--------------------------------------------------
+The shadow forward needs a denoiser with the ``accepts_attention_bias`` capability of
+:mod:`remask.models.protocol` (remask's LLaDA and Dream checkpoint adapters have it). The
+canvas (B, L) is extended by the W shadow slots, all masks, to (B, L + W) and the denoiser
+is called once with ``attention_bias`` (B, L + W, L + W) bool — the pattern above, padding
+hidden from every query, an unused slot attending only to itself — and ``position_ids``
+(B, L + W): canvas columns, ``0 .. L - 1`` for the canvas and the shadowed column for each
+slot (the reference passes ``arange`` positions and the block's positions, the same thing
+on its unpadded canvas). The denoiser maps columns to its own positions, so a left-padded
+row gets exactly the positions its plain call gives it.
 
 ``shadow`` selects how the leave-one-out predictions are obtained:
 
 * ``"attention"`` — the shadow block above; a denoiser without the capability raises a
-  ``TypeError`` at ``init``. One evaluation (of a sequence L + W long) per step.
+  ``TypeError`` at ``init``. One evaluation (of a sequence L + W long; a shifted model such
+  as Dream runs L + 2W, see its adapter) per step.
 * ``"emulate"`` — for any denoiser: the leave-one-out canvases (the canvas with one block
   position masked) are batched with the canvas in the same call. Exact leave-one-out
   conditionals, at 1 + W evaluations per step (W = shadow width), counted in ``nfe``.
@@ -57,9 +54,12 @@ Departures from the reference code (deliberate):
   every query.
 - Any ``gen_length``/``block_length`` (the reference asserts divisibility); blocks are cut
   ``block_length`` at a time over the editable positions.
-- ``temperature`` > 0 samples the draft (the reference accepts the argument but always
-  takes the argmax); confidences are probabilities of the proposed token in float32 from
-  one pass over the logits (the reference uses float64 softmax), ties to the lower position.
+- ``temperature`` > 0 samples the draft from softmax(logits / T) with Gumbel noise, as the
+  reference does (its ``add_gumbel_noise``), but from remask's counter-based random streams,
+  so the sampled tokens are not the reference's draws; ``temperature=0`` takes the argmax
+  like the reference's default. Confidences are probabilities of the proposed token in
+  float32 from one pass over the logits (the reference uses float64 softmax), ties to the
+  lower position.
 - The first-step cap of the reference (``last_accept = 30`` at each block start) only ever
   applies to positions decoded before the block began, of which there are none; we start
   each block with no cap.
@@ -73,9 +73,9 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.models.protocol import check_logits
+from remask.models import protocol
 from remask.samplers.canvas import commit
-from remask.samplers.predict import exclude_mask, proposal_keys
+from remask.samplers.predict import proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
@@ -85,8 +85,9 @@ SHADOW_MODES = ("auto", "attention", "emulate")
 
 
 def supports_attention_bias(denoiser) -> bool:
-    """Whether ``denoiser`` declares the ``accepts_attention_bias`` capability (module docstring)."""
-    return getattr(denoiser, "accepts_attention_bias", False) is True
+    """Whether ``denoiser`` declares the ``accepts_attention_bias`` capability
+    (:mod:`remask.models.protocol`)."""
+    return protocol.capabilities(denoiser).attention_bias
 
 
 class WinoState(NamedTuple):
@@ -152,7 +153,7 @@ class WINO(Sampler):
     accept_min, accept_max : int
         ... clamped to [accept_min, accept_max] (5, 20).
     temperature : float
-        0 drafts the argmax (the reference); T > 0 samples from softmax(logits / T).
+        0 drafts the argmax (the reference's default); T > 0 samples from softmax(logits / T).
     shadow : {"auto", "attention", "emulate"}
         How leave-one-out predictions are computed (see the module docstring).
     block_length : int, optional
@@ -292,27 +293,29 @@ class WINO(Sampler):
             ext_tokens = torch.cat([tokens, torch.full((B, W), denoiser.mask_id, dtype=tokens.dtype,
                                                        device=device)], dim=1)  # (B, L + W)
             ext_mask = torch.cat([attention_mask, slot_live], dim=1)  # (B, L + W)
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, L)
-            shadow_positions = positions.gather(1, slot_pos.clamp_max(L - 1))  # (B, W)
-            ext_positions = torch.cat([positions, torch.where(slot_live, shadow_positions, 0)], dim=1)
+            # Shadow slots are never writable: guidance keeps them (masks) as they are.
+            ext_editable = torch.cat([canvas.editable, torch.zeros_like(slot_live)], dim=1)
+            # Canvas columns, not positions: the denoiser numbers them by its own rule, so left
+            # padding gives the positions of its plain call (an unused slot names column 0).
+            columns = torch.arange(L, device=device).expand(B, L)  # (B, L)
+            ext_columns = torch.cat([columns, torch.where(slot_live, slot_pos, 0)], dim=1)  # (B, L + W)
             bias = self._shadow_bias(attention_mask, slot_pos, slot_live)  # (B, L + W, L + W)
-            out = denoiser(ext_tokens, ext_mask, attention_bias=bias, position_ids=ext_positions)
-            out = exclude_mask(check_logits(out, ext_tokens, denoiser.vocab_size), denoiser.mask_id)  # (B, L + W, V)
+            out, evaluations = protocol.call(denoiser, ext_tokens, ext_mask, editable=ext_editable,
+                                             attention_bias=bias, position_ids=ext_columns)  # (B, L + W, V)
             logits, shadow_logits = out[:, :L], out[:, L:]  # (B, L, V), (B, W, V)
-            evaluations = 1
         else:
             # Leave-one-out canvases: slot k's copy of the row has position slot_pos[k] masked.
             hide = torch.nn.functional.one_hot(slot_pos, L + 1)[..., :L].bool()  # (B, W, L)
             copies = torch.where(hide, denoiser.mask_id, tokens.unsqueeze(1))  # (B, W, L)
             batch = torch.cat([tokens, copies.reshape(B * W, L)])  # (B + B W, L)
             batch_mask = torch.cat([attention_mask, attention_mask.repeat_interleave(W, dim=0)])
-            out = exclude_mask(check_logits(denoiser(batch, batch_mask), batch, denoiser.vocab_size),
-                               denoiser.mask_id)
+            batch_editable = torch.cat([canvas.editable, canvas.editable.repeat_interleave(W, dim=0)])
+            out, per_call = protocol.call(denoiser, batch, batch_mask, editable=batch_editable)
             logits = out[:B]  # (B, L, V)
             per_copy = out[B:].reshape(B, W, L, -1)  # (B, W, L, V)
             index = slot_pos.clamp_max(L - 1)[..., None, None].expand(B, W, 1, per_copy.shape[-1])
             shadow_logits = per_copy.gather(2, index).squeeze(2)  # (B, W, V)
-            evaluations = 1 + W
+            evaluations = (1 + W) * per_call
         V = shadow_logits.shape[-1]
         verify_logits = shadow_logits.gather(1, slot_of.unsqueeze(-1).expand(B, L, V))  # (B, L, V)
         return logits, verify_logits, evaluations

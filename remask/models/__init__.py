@@ -6,7 +6,7 @@ resolves a spec string to one. The exact oracles (one family a file under
 imported on first access.
 """
 
-from remask.models.cache import CachedDenoiser
+from remask.models.cache import Cached, CachedDenoiser
 from remask.models.checkpoints import FAMILIES, load_checkpoint
 from remask.models.hf import HFMaskedLM
 from remask.models.loading import load_model, parse_spec
@@ -24,10 +24,12 @@ from remask.models.oracles import (
 from remask.models.protocol import Denoiser, check_logits
 from remask.models.tiny import TinyTransformer
 from remask.models.wrap import FunctionDenoiser, as_denoiser
+from remask.models.wrappers import Guided, Suppress
 
 __all__ = [
     "BlockDiffusionDenoiser",
     "BracketsOracle",
+    "Cached",
     "CachedDenoiser",
     "Denoiser",
     "EOSPaddedOracle",
@@ -35,11 +37,13 @@ __all__ = [
     "FAMILIES",
     "FiniteSupportOracle",
     "FunctionDenoiser",
+    "Guided",
     "HFMaskedLM",
     "ListOpOracle",
     "MarkovChainOracle",
     "MixtureOracle",
     "StickyHMMOracle",
+    "Suppress",
     "TinyTransformer",
     "as_denoiser",
     "check_logits",

@@ -4,9 +4,12 @@ Each family subclasses :class:`CheckpointDenoiser` and supplies ``_forward``, wh
 (tokens, attention mask) into raw logits where row i predicts position i. The base class
 validates inputs, runs the model without gradients and removes the mask token from the
 candidates. Families whose model class has a KV-cache path (LLaDA, Dream) also supply
-``_forward_cached`` and ``_forward_window``, which :class:`remask.models.cache.CachedDenoiser`
+``_forward_cached`` and ``_forward_window``, which :class:`remask.models.cache.Cached`
 drives through :meth:`CheckpointDenoiser.forward_cached` and
-:meth:`CheckpointDenoiser.forward_window`.
+:meth:`CheckpointDenoiser.forward_window`. Families that take a custom attention pattern
+(LLaDA, Dream) set ``accepts_attention_bias = True`` and supply ``_forward_biased``: the
+protocol's attention-bias capability (:mod:`remask.models.protocol`), which WINO's shadow
+block uses.
 """
 
 from __future__ import annotations
@@ -62,12 +65,16 @@ class CheckpointDenoiser:
         Logit shift the adapter undoes (1 for Dream, else 0); informational.
     supports_kv_cache : bool
         Whether :meth:`forward_cached` / :meth:`forward_window` are available (LLaDA,
-        Dream), i.e. whether :class:`remask.models.cache.CachedDenoiser` can wrap it.
+        Dream), i.e. whether :class:`remask.models.cache.Cached` can wrap it.
+    accepts_attention_bias : bool
+        Whether calls may pass ``attention_bias=`` and ``position_ids=`` (LLaDA, Dream); see
+        :mod:`remask.models.protocol` for the contract.
     """
 
     family: str = ""
     shift: int = 0
     supports_kv_cache: bool = False
+    accepts_attention_bias: bool = False
 
     def __init__(
         self,
@@ -117,7 +124,12 @@ class CheckpointDenoiser:
 
     # ------------------------------------------------------------------ protocol
     def __call__(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        attention_bias: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict every position of a canvas.
 
@@ -127,25 +139,71 @@ class CheckpointDenoiser:
             Canvas with ``mask_id`` at undecided positions, on :attr:`device`.
         attention_mask : (B, L) bool, optional
             False on padding (integer 0/1 masks are accepted too).
+        attention_bias : (B, L, L) bool, optional
+            Only where :attr:`accepts_attention_bias`: True where query i may attend to key
+            j (padded keys stay hidden whatever it says); given together with
+            ``position_ids``.
+        position_ids : (B, L) int64, optional
+            Canvas columns (protocol contract): the leading tokens whose column equals their
+            index are the canvas, the others stand in for the column they name.
 
         Returns
         -------
-        (B, L, V) float logits in the model's dtype; row i is the prediction for position i;
-        column ``mask_id`` is -inf.
+        (B, L, V) float logits in the model's dtype; row i is the prediction for position i
+        (for column ``position_ids[i]`` under an attention pattern); column ``mask_id`` is
+        -inf.
         """
         tokens, attention_mask = self._check_inputs(tokens, attention_mask)
+        biased = attention_bias is not None or position_ids is not None
+        if biased:
+            attention_bias, position_ids = self._check_bias(tokens, attention_bias, position_ids)
         if tokens.shape[1] == 0:
             return torch.empty(
                 (tokens.shape[0], 0, self.vocab_size), dtype=self.dtype, device=tokens.device
             )
         with torch.no_grad():
-            logits = self._forward(tokens, attention_mask)
+            if biased:
+                logits = self._forward_biased(tokens, attention_mask, attention_bias, position_ids)
+            else:
+                logits = self._forward(tokens, attention_mask)
         logits[..., self.mask_id] = float("-inf")
         return logits
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i."""
         raise NotImplementedError
+
+    def _forward_biased(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        attention_bias: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Family-specific: (B, L') tokens under a (B, L', L') pattern, columns (B, L') ->
+        (B, L', V) logits, row i for column ``position_ids[i]``."""
+        raise NotImplementedError
+
+    def _check_bias(
+        self, tokens: torch.Tensor, attention_bias: object, position_ids: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.accepts_attention_bias:
+            raise TypeError(
+                f"{type(self).__name__} (family {self.family!r}) takes no attention_bias/"
+                "position_ids; only LLaDA and Dream checkpoints do"
+            )
+        B, L = tokens.shape
+        if not isinstance(attention_bias, torch.Tensor) or attention_bias.dtype != torch.bool:
+            raise TypeError(f"attention_bias must be a (B, L, L) bool tensor, got {attention_bias!r:.60}")
+        if tuple(attention_bias.shape) != (B, L, L):
+            raise ValueError(f"attention_bias has shape {tuple(attention_bias.shape)}, expected {(B, L, L)}")
+        if not isinstance(position_ids, torch.Tensor) or position_ids.dtype != torch.int64:
+            raise TypeError(f"position_ids must be a (B, L) int64 tensor, got {position_ids!r:.60}")
+        if tuple(position_ids.shape) != (B, L):
+            raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}, expected {(B, L)}")
+        if B * L and not bool(((position_ids >= 0) & (position_ids < L)).all()):
+            raise ValueError(f"position_ids must be canvas columns in [0, {L})")
+        return attention_bias, position_ids
 
     # ------------------------------------------------------------------ KV cache
     def forward_cached(

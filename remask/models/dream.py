@@ -3,8 +3,8 @@
 Dream-v0-7B and DiffuCoder-7B (``model_type "Dream"``) have the Qwen2 shape: pre-norm
 decoder layers with RMSNorm, grouped-query attention with biased q/k/v projections, rotary
 embeddings (base ``rope_theta``) and a SiLU-gated MLP, but attention is **bidirectional**.
-This file re-implements that from its description (``shared/research/checkpoints.md`` §1.4)
-with the checkpoint's parameter names (``model.embed_tokens``,
+This file re-implements that from its published description (the Qwen2 layer, made
+bidirectional) with the checkpoint's parameter names (``model.embed_tokens``,
 ``model.layers.{i}.self_attn.q_proj`` ..., ``model.norm``, ``lm_head``).
 
 Two Dream conventions matter to callers:
@@ -20,7 +20,11 @@ For Fast-dLLM block decoding, :meth:`DreamBaseModel.forward` can record every la
 and values into a :class:`~remask.models._layers.KVCache` and
 :meth:`DreamBaseModel.forward_window` recomputes only a window of positions against them;
 :class:`DreamDenoiser` runs that window one position further left, because of the shift
-(driven by :class:`remask.models.cache.CachedDenoiser`).
+(driven by :class:`remask.models.cache.Cached`).
+
+:class:`DreamDenoiser` also implements the protocol's attention-bias capability (a custom
+attention pattern over extra tokens, for WINO's shadow block) in one forward pass; see
+:meth:`DreamDenoiser._forward_biased` for how the shift is handled there.
 """
 
 from __future__ import annotations
@@ -395,7 +399,7 @@ class DreamModel(PreTrainedModel):
         if use_cache:
             raise ValueError(
                 "DreamModel has no transformers-style use_cache; pass use_cache=False. Block-"
-                "decoding KV caches: remask.models.cache.CachedDenoiser (or "
+                "decoding KV caches: remask.models.cache.Cached (or "
                 "DreamModel.model.forward(..., cache=KVCache()) and .forward_window)"
             )
         unknown = {k: v for k, v in kwargs.items() if v is not None}
@@ -423,11 +427,53 @@ class DreamDenoiser(CheckpointDenoiser):
     family = "dream"
     shift = 1
     supports_kv_cache = True
+    accepts_attention_bias = True
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         position_ids = self._position_ids(tokens, attention_mask)
         raw = self.model(tokens, attention_mask=attention_mask, position_ids=position_ids).logits
         return _shift_right(raw)
+
+    def _forward_biased(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        attention_bias: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """The attention-bias call (protocol contract), shift included, in one forward pass.
+
+        ``tokens`` (B, L') is a canvas of L columns followed by E extra tokens, each
+        standing in for the canvas column ``position_ids`` names. Columns map to Dream's
+        positions (``cumsum(mask) - 1``, as in the plain call). The canvas rows are the
+        plain call's, under the pattern. An extra token k at column c must predict c, which
+        a shifted model reads off the output at c - 1: a *predecessor* query is appended
+        for it — the token of column c - 1 at that column's position, allowed to see exactly
+        what extra token k may see (itself unseen by every query) — and its raw output is
+        row k's prediction. One forward of L + 2E tokens.
+        """
+        B, length = tokens.shape
+        device = tokens.device
+        self._position_ids(tokens, attention_mask)  # the first-position check
+        keep = (torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None
+                else attention_mask)  # (B, L')
+        positions = dream_position_ids(keep).gather(1, position_ids)  # (B, L')
+        columns = torch.arange(length, device=device)
+        # The canvas is the leading run of tokens that stand at their own column (one sync).
+        L = int((position_ids == columns).all(0).long().cumprod(0).sum())
+        allowed = attention_bias & keep.unsqueeze(1)  # (B, L', L'): padded keys stay hidden
+        if L == length:  # no extra token: the plain call under a pattern
+            raw = self.model(tokens, attention_mask=allowed.unsqueeze(1), position_ids=positions).logits
+            return _shift_right(raw)
+        E = length - L
+        before = (position_ids[:, L:] - 1).clamp_min(0)  # (B, E): column each prediction is read at
+        ids = torch.cat([tokens, tokens.gather(1, before)], dim=1)  # (B, L' + E)
+        pos = torch.cat([positions, dream_position_ids(keep).gather(1, before)], dim=1)  # (B, L' + E)
+        full = allowed.new_zeros(B, length + E, length + E)  # (B, N, N)
+        full[:, :length, :length] = allowed
+        full[:, length:, :length] = allowed[:, L:]  # a predecessor sees what its extra token sees
+        raw = self.model(ids, attention_mask=full.unsqueeze(1), position_ids=pos).logits  # (B, N, V)
+        return torch.cat([_shift_right(raw[:, :L]), raw[:, length:]], dim=1)  # (B, L', V)
 
     def _forward_cached(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache

@@ -3,8 +3,8 @@
 LLaDA-8B-Base/-Instruct and LLaDA 1.5 (``model_type "llada"``) are OLMo-style bidirectional
 transformers: pre-norm "llama" blocks with RMSNorm, rotary position embeddings (base
 ``rope_theta``), a SiLU-gated MLP and an untied output head. This file re-implements that
-architecture from its description (``shared/research/checkpoints.md`` §1.2) with the
-checkpoint's parameter names, so ``config.json`` and the safetensors shards load as they are
+architecture from its published description (OLMo "llama" block, as configured by the
+checkpoints' ``config.json``) with the checkpoint's parameter names, so ``config.json`` and the safetensors shards load as they are
 (``model.transformer.wte``, ``model.transformer.blocks.{i}.q_proj`` ...,
 ``model.transformer.ln_f``, ``model.transformer.ff_out``).
 
@@ -14,7 +14,9 @@ embeddings are relative, left padding leaves the logits of real tokens unchanged
 For Fast-dLLM block decoding, :meth:`LLaDAModel.forward` can record every layer's keys and
 values into a :class:`~remask.models._layers.KVCache`, and :meth:`LLaDAModel.forward_window`
 recomputes only a window of positions against them (driven by
-:class:`remask.models.cache.CachedDenoiser`).
+:class:`remask.models.cache.Cached`). It also takes a custom attention pattern and explicit
+positions (``attention_bias``, ``position_ids``), which :class:`LLaDADenoiser` exposes as the
+protocol's attention-bias capability for WINO's shadow block.
 """
 
 from __future__ import annotations
@@ -200,6 +202,8 @@ class LLaDAModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         cache: KVCache | None = None,
+        attention_bias: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Logits for every position.
 
@@ -213,6 +217,12 @@ class LLaDAModel(nn.Module):
         cache : KVCache, optional
             An empty cache; every layer's keys and values are recorded into it for later
             :meth:`forward_window` calls. The logits are the same as without it.
+        attention_bias : (B, L, L) bool, optional
+            True where query i may attend to key j (on top of the padding mask). A query
+            left with no key attends everywhere instead (no NaN).
+        position_ids : (B, L) or (L,) int64, optional
+            Rotary position of each token (default ``arange(L)``, the column; two tokens may
+            share one).
 
         Returns
         -------
@@ -224,8 +234,12 @@ class LLaDAModel(nn.Module):
                 f"forward records into an empty KVCache, got one with {len(cache)} layers; "
                 "use forward_window to read a filled cache"
             )
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        return self._run(input_ids, positions, attention_mask, output_hidden_states, cache, 0)
+        if cache is not None and (attention_bias is not None or position_ids is not None):
+            raise ValueError("a KV cache records plain passes only: no attention_bias/position_ids")
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self._run(input_ids, position_ids, attention_mask, output_hidden_states, cache, 0,
+                         attention_bias)
 
     def forward_window(
         self,
@@ -274,14 +288,21 @@ class LLaDAModel(nn.Module):
         output_hidden_states: bool,
         cache: KVCache | None,
         start: int,
+        attention_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Blocks and head over the tokens ``input_ids`` (B, W) at ``positions`` (W,)."""
+        """Blocks and head over the tokens ``input_ids`` (B, W) at ``positions`` (W,) or
+        (B, W), under an optional (B, W, W) ``attention_bias``."""
         cfg = self.config
         t = self.transformer
         x = t["wte"](input_ids)  # (B, W, D)
         x = F.dropout(x, float(cfg.embedding_dropout), self.training)
         cos, sin = rope_cos_sin(positions, cfg.d_model // cfg.n_heads, cfg.rope_theta)
         mask = None if attention_mask is None else key_padding_mask(attention_mask)  # (B,1,1,L)
+        if attention_bias is not None:
+            bias = attention_bias.to(torch.bool)[:, None]  # (B, 1, L, L)
+            mask = bias if mask is None else bias & mask
+            # A query with no key would give NaN (which 0 * NaN then spreads): let it see all.
+            mask = mask | ~mask.any(dim=-1, keepdim=True)
         hidden: list[torch.Tensor] = []
         for layer, block in enumerate(t["blocks"]):
             if output_hidden_states:
@@ -348,7 +369,7 @@ class LLaDAModelLM(PreTrainedModel):
         if use_cache:
             raise ValueError(
                 "LLaDAModelLM has no transformers-style use_cache; pass use_cache=False. Block-"
-                "decoding KV caches: remask.models.cache.CachedDenoiser (or "
+                "decoding KV caches: remask.models.cache.Cached (or "
                 "LLaDAModelLM.model.forward(..., cache=KVCache()) and .forward_window)"
             )
         unknown = {k: v for k, v in kwargs.items() if v is not None}
@@ -373,9 +394,23 @@ class LLaDADenoiser(CheckpointDenoiser):
 
     family = "llada"
     supports_kv_cache = True
+    accepts_attention_bias = True
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         logits, _ = self.model.model(tokens, attention_mask=attention_mask)
+        return logits
+
+    def _forward_biased(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        attention_bias: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        # LLaDA's plain call numbers positions by column (arange(L), padding included), so a
+        # canvas column is its rotary position as it is: one forward of length L'.
+        logits, _ = self.model.model(tokens, attention_mask=attention_mask,
+                                     attention_bias=attention_bias, position_ids=position_ids)
         return logits
 
     def _forward_cached(

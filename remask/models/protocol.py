@@ -1,12 +1,65 @@
-"""The Denoiser protocol (docs/design.md §2): what every sampler talks to."""
+"""The Denoiser protocol (docs/design.md §2): what every sampler talks to, and its capabilities.
+
+A denoiser is anything with ``mask_id``, ``vocab_size`` and ``__call__(tokens,
+attention_mask) -> logits``. Everything else a denoiser can do is a *capability*, declared
+once on the class and documented here, and a sampler asks for it through this module only —
+:func:`capabilities` (a frozen record) and :func:`call` (the one model call) — never by
+probing attributes itself.
+
+Capabilities
+------------
+Each is declared by a class (or instance) attribute; absent means the default.
+
+``accepts_active = True`` (default False)
+    The denoiser wants the sampler's active block: it is called with
+    ``active=`` (B, L) bool, True on the positions of each row's active block. KV-caching
+    wrappers (:class:`remask.models.cache.Cached`) use it to recompute only that window.
+``accepts_editable = True`` (default False)
+    The denoiser wants to know which positions the sampler may write: it is called with
+    ``editable=`` (B, L) bool (False on the prompt, fixed infill tokens and padding).
+    Classifier-free guidance (:class:`remask.models.wrappers.Guided`) masks the others in
+    its unconditional branch.
+``accepts_attention_bias = True`` (default False)
+    The denoiser takes a custom attention pattern and explicit positions (WINO's shadow
+    block): it is called with ``attention_bias=`` (B, L', L') bool — ``bias[b, i, j]`` True
+    iff query i may attend to key j; every row allows at least one key — and
+    ``position_ids=`` (B, L') int64, the *canvas column* whose position each token takes:
+    the tokens of the canvas itself carry their own column ``0 .. L - 1``; extra tokens
+    appended after it (a shadow slot) carry the column of the token they stand in for, so two
+    tokens may share a position. The denoiser maps columns to positions by its own rule —
+    the one its plain call uses, e.g. the column itself (LLaDA), or the column's rank among
+    the row's real tokens (Dream, learned-position models) — so left padding gives the same
+    positions as the plain call. Row i of the result predicts the token at column
+    ``position_ids[i]`` from what query i may see. remask's LLaDA and Dream adapters
+    implement it (one forward of length L').
+``shift`` (int, default 0)
+    Informational: the logit shift the adapter already undoes (1 for Dream, whose raw output
+    i predicts position i + 1). The logits a denoiser returns are always unshifted; a
+    shifted model cannot predict its first real position, which therefore stays a decided
+    token (guidance keeps it in the unconditional branch).
+``evaluations`` (int, default 1)
+    Sequence evaluations one call costs per input row — what samplers charge to ``nfe``.
+    :class:`~remask.models.wrappers.Guided` doubles its inner model's count.
+``eos_id``, ``eot_id``, ``pad_id`` (int or None, default None)
+    End of sequence, end of turn and padding ids, for samplers with an EOS policy and for
+    the driver's padding filler.
+
+Per-run state
+-------------
+A denoiser that keeps state across the calls of one run (a KV cache) defines
+``session() -> Denoiser``: :func:`start_run` calls it once per run and the run talks to
+the session only, so nothing a run leaves behind affects the next one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Denoiser", "check_logits"]
+__all__ = ["Capabilities", "Denoiser", "call", "capabilities", "check_logits", "exclude_mask",
+           "start_run"]
 
 
 @runtime_checkable
@@ -21,18 +74,16 @@ class Denoiser(Protocol):
     vocab_size : int
         Number of logit columns V.
 
-    Optional attributes read when present: ``eos_id``, ``eot_id``, ``pad_id`` (int or None),
-    ``tokenizer`` (for text in and out), and ``accepts_active = True`` for denoisers (such as
-    KV-caching wrappers) that want the sampler's active block: they are then called as
-    ``denoiser(tokens, attention_mask, active=active)`` with ``active`` (B, L) bool.
+    Optional: ``tokenizer`` (for text in and out) and the capabilities of the module
+    docstring (read through :func:`capabilities`).
 
     ``__call__(tokens, attention_mask=None) -> logits``: ``tokens`` (B, L) int64 holds
     ``mask_id`` at undecided positions; ``attention_mask`` (B, L) bool is False on padding;
     the result is float logits (B, L, V) whose row i is the prediction for position i.
-    The mask token is never proposed whatever its logit: the samplers' shared call
-    (``remask.samplers.predict.denoise``) sets its column to -inf on the returned tensor (in
-    place: the tensor belongs to the caller once returned). Adapters set it too, which only
-    saves that fill. Wrap a plain function with :func:`remask.models.as_denoiser`.
+    The mask token is never proposed whatever its logit: :func:`call` sets its column to
+    -inf on the returned tensor (in place: the tensor belongs to the caller once returned).
+    Adapters set it too, which only saves that fill. Wrap a plain function with
+    :func:`remask.models.as_denoiser`.
     """
 
     mask_id: int
@@ -41,6 +92,136 @@ class Denoiser(Protocol):
     def __call__(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a denoiser declares beyond the protocol (see the module docstring).
+
+    Attributes
+    ----------
+    active, editable, attention_bias : bool
+        Whether it is called with ``active=``, ``editable=``, and ``attention_bias=`` plus
+        ``position_ids=``.
+    shift : int
+        Logit shift the adapter undoes (1 for Dream).
+    evaluations : int
+        Sequence evaluations per input row and call.
+    eos_id, eot_id, pad_id : int or None
+    """
+
+    active: bool = False
+    editable: bool = False
+    attention_bias: bool = False
+    shift: int = 0
+    evaluations: int = 1
+    eos_id: int | None = None
+    eot_id: int | None = None
+    pad_id: int | None = None
+
+
+_FLAGS = {"active": "accepts_active", "editable": "accepts_editable",
+          "attention_bias": "accepts_attention_bias"}
+
+
+def capabilities(denoiser) -> Capabilities:
+    """The capabilities ``denoiser`` declares, checked (a bad declaration raises ``TypeError``).
+
+    The one place that reads the declarations; samplers and wrappers ask here.
+    """
+    values: dict = {}
+    for field, attribute in _FLAGS.items():
+        flag = getattr(denoiser, attribute, False)
+        if not isinstance(flag, bool):
+            raise TypeError(f"{type(denoiser).__name__}.{attribute} must be a bool, got {flag!r}")
+        values[field] = flag
+    for field, default, low in (("shift", 0, 0), ("evaluations", 1, 1)):
+        value = getattr(denoiser, field, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TypeError(f"{type(denoiser).__name__}.{field} must be an int >= {low}, got {value!r}")
+        values[field] = value
+    for field in ("eos_id", "eot_id", "pad_id"):
+        value = getattr(denoiser, field, None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{type(denoiser).__name__}.{field} must be an int or None, got {value!r}")
+        values[field] = value
+    return Capabilities(**values)
+
+
+def call(
+    denoiser,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    active: torch.Tensor | None = None,
+    editable: torch.Tensor | None = None,
+    attention_bias: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Call a denoiser the way every sampler does: the one model call.
+
+    ``active`` and ``editable`` are handed over only to a denoiser that declares it wants
+    them (and dropped otherwise: they are information, not a request). ``attention_bias``
+    and ``position_ids`` change what is computed, so a denoiser without that capability
+    raises ``TypeError``.
+
+    Parameters
+    ----------
+    denoiser : Denoiser
+    tokens : (B, L) int64
+    attention_mask : (B, L) bool
+        False on padding.
+    active, editable : (B, L) bool, optional
+        The sampler's active block and writable positions.
+    attention_bias : (B, L, L) bool, optional
+    position_ids : (B, L) int64, optional
+        Canvas columns; see the module docstring.
+
+    Returns
+    -------
+    logits : (B, L, V) float
+        Checked against the canvas; the mask column set to -inf.
+    evaluations : int
+        Sequence evaluations per input row that the call cost (``capabilities().evaluations``).
+    """
+    caps = capabilities(denoiser)
+    extra: dict[str, torch.Tensor] = {}
+    if caps.active and active is not None:
+        extra["active"] = active
+    if caps.editable and editable is not None:
+        extra["editable"] = editable
+    if attention_bias is not None or position_ids is not None:
+        if not caps.attention_bias:
+            raise TypeError(f"{type(denoiser).__name__} does not declare accepts_attention_bias = True: "
+                            "it cannot be called with an attention pattern")
+        extra["attention_bias"] = attention_bias
+        extra["position_ids"] = position_ids
+    logits = check_logits(denoiser(tokens, attention_mask, **extra), tokens, denoiser.vocab_size)
+    return exclude_mask(logits, denoiser.mask_id), caps.evaluations
+
+
+def start_run(denoiser):
+    """The denoiser one run talks to: ``denoiser.session()`` when it keeps per-run state,
+    else ``denoiser`` itself. The driver calls this once per run."""
+    session = getattr(denoiser, "session", None)
+    return session() if callable(session) else denoiser
+
+
+def exclude_mask(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Set the mask token's column of (B, L, V) ``logits`` to -inf, in place when possible.
+
+    A mask with no column (``mask_id == V``, MDLM-style) needs nothing. Writing in place
+    avoids a (B, L, V) copy per step; a tensor that cannot be written (an expanded view whose
+    elements share memory, a read-only inference tensor) is copied once instead.
+    """
+    if not 0 <= mask_id < logits.shape[-1]:
+        return logits
+    try:
+        logits[..., mask_id] = float("-inf")
+    except RuntimeError:  # overlapping memory (expand) or an inference-mode tensor
+        logits = logits.clone()
+        logits[..., mask_id] = float("-inf")
+    return logits
 
 
 def check_logits(logits: object, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:

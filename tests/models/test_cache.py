@@ -1,4 +1,4 @@
-"""Fast-dLLM KV caches: the models' window pass, the CachedDenoiser wrapper, exactness."""
+"""Fast-dLLM KV caches: the models' window pass, the Cached wrapper and its sessions, exactness."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytest.importorskip("safetensors")
 import remask
 from remask.models import TinyTransformer
 from remask.models._layers import KVCache
-from remask.models.cache import CachedDenoiser
+from remask.models.cache import Cached, CachedDenoiser
 from remask.models.checkpoints import load_checkpoint
 from remask.samplers import build
 
@@ -139,7 +139,7 @@ def test_refresh_every_step_equals_uncached_exactly(denoiser):
     # With refresh_every=1 every call is a full pass in either mode; "dual" stands for both.
     sampler = build("low_confidence", block_length=4)
     plain = _plain(denoiser, block_length=4)
-    spy = _Spy(CachedDenoiser(denoiser, mode="dual", refresh_every=1), denoiser)
+    spy = _Spy(Cached(denoiser, mode="dual", refresh_every=1).session(), denoiser)
     cached = remask.generate(spy, PROMPTS, sampler, gen_length=12, seed=0)
     assert torch.equal(cached.tokens, plain.tokens)
     assert torch.equal(cached.nfe, plain.nfe)
@@ -200,19 +200,53 @@ def test_changed_token_outside_the_window_forces_a_full_pass(denoiser):
     tokens, mask = _canvas(denoiser)
     active = torch.zeros_like(mask)
     active[:, 12:16] = True
-    model = CachedDenoiser(denoiser, mode="dual")
-    model(tokens, mask, active=active)
-    model(tokens, mask, active=active)
+    model = Cached(denoiser, mode="dual")
+    session = model.session()
+    session(tokens, mask, active=active)
+    session(tokens, mask, active=active)
     assert (model.stats["full_passes"], model.stats["window_passes"]) == (1, 1)
     edited = tokens.clone()
     edited[0, 18] = 7  # right of the block: the cached suffix is stale
-    out = model(edited, mask, active=active)
+    out = session(edited, mask, active=active)
     assert model.stats["full_passes"] == 2
     assert torch.equal(out, denoiser(edited, mask))
     # Outside-window rows carry the latest logits computed for them, never -inf placeholders.
-    model(edited, mask, active=active)
-    later = model(edited, mask, active=active)
+    session(edited, mask, active=active)
+    later = session(edited, mask, active=active)
     assert torch.isfinite(later[..., : denoiser.mask_id]).all()
+    assert session.stats == model.stats  # one session so far: its counters are the wrapper's
+
+
+def test_state_lives_in_the_session_only(denoiser):
+    """No cache outlives its session: calls on the wrapper itself, and a second session, start
+    with a full pass; two sessions never see each other's keys and values."""
+    tokens, mask = _canvas(denoiser)
+    active = torch.zeros_like(mask)
+    active[:, 12:16] = True
+    model = Cached(denoiser, mode="dual")
+    model(tokens, mask, active=active)
+    model(tokens, mask, active=active)
+    assert (model.stats["full_passes"], model.stats["window_passes"]) == (2, 0)
+    first, second = model.session(), model.session()
+    first(tokens, mask, active=active)
+    edited = tokens.clone()
+    edited[:, 13] = 9  # inside the window: the first session may reuse its cache
+    first(edited, mask, active=active)
+    second(edited, mask, active=active)
+    assert (first.stats["full_passes"], first.stats["window_passes"]) == (1, 1)
+    assert (second.stats["full_passes"], second.stats["window_passes"]) == (1, 0)
+    assert model.stats["full_passes"] == 4 and model.stats["calls"] == 5
+
+
+def test_each_run_opens_a_fresh_session(denoiser):
+    sampler = build("low_confidence", block_length=4)
+    model = Cached(denoiser, mode="dual")
+    remask.generate(model, PROMPTS, sampler, gen_length=8, seed=0)
+    once = dict(model.stats)
+    remask.generate(model, PROMPTS, sampler, gen_length=8, seed=0)
+    # The same run again costs the same passes: it started from nothing, not from the last cache.
+    assert model.stats == {k: 2 * v for k, v in once.items()}
+    assert CachedDenoiser is Cached
 
 
 def test_no_active_block_means_plain_full_pass(denoiser):
@@ -249,7 +283,10 @@ def test_every_registered_sampler_runs_on_the_cache(name, llada):
     # Any blockwise sampler can use the wrapper: exact with refresh_every=1, valid in "dual".
     denoiser = llada
     fields = {f.name for f in dataclasses.fields(remask.samplers.sampler_class(name))}
-    sampler = build(name, **({"block_length": 4} if "block_length" in fields else {}))
+    config = {"block_length": 4} if "block_length" in fields else {}
+    if name == "wino":  # the cache has no attention-bias path: compare like with like
+        config["shadow"] = "emulate"
+    sampler = build(name, **config)
     prompts = [[1, 2, 3], [4]]
     plain = remask.generate(denoiser, prompts, sampler, gen_length=8, seed=0)
     exact = remask.generate(CachedDenoiser(denoiser, refresh_every=1), prompts, sampler,

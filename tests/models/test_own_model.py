@@ -38,6 +38,7 @@ def test_callable_with_finite_mask_logit_finishes(name, temperature):
 
 
 def test_denoise_sets_mask_column_and_keeps_others():
+    from remask.models.wrappers import Guided
     from remask.samplers.canvas import make_canvas
     from remask.samplers.predict import denoise
 
@@ -48,7 +49,7 @@ def test_denoise_sets_mask_column_and_keeps_others():
     assert evaluations == 1
     assert torch.isneginf(logits[..., MASK]).all()
     assert (logits[..., 2] == 1.0).all() and (logits[..., 0] == 0.0).all()
-    guided, evaluations = denoise(FiniteMask(), canvas, cfg_scale=1.0)
+    guided, evaluations = denoise(Guided(FiniteMask(), 1.0), canvas)
     assert evaluations == 2 and torch.isneginf(guided[..., MASK]).all()
     assert not torch.isnan(guided).any()
 

@@ -28,8 +28,9 @@ class BiasTiny:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         if attention_bias is None:
             attention_bias = attention_mask.unsqueeze(1).expand(B, L, L)
-        if position_ids is None:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        rank = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, L): the model's positions
+        # position_ids are canvas columns (the protocol's contract): map them to positions.
+        position_ids = rank if position_ids is None else rank.gather(1, position_ids)
         h = t.embed(tokens) + t.position(position_ids)
         heads = t.blocks[0].attn.num_heads
         blocked = (~attention_bias).repeat_interleave(heads, dim=0)  # (B heads, L, L): True = hidden
@@ -56,6 +57,8 @@ class BiasMarkov:
         if attention_bias is None:
             return self.oracle(tokens, attention_mask)
         B, L = tokens.shape
+        if attention_mask is not None:  # canvas columns -> positions among the real tokens
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0).gather(1, position_ids)
         P = int(position_ids.max()) + 1
         seen = torch.where(attention_bias & (tokens != self.mask_id).unsqueeze(1),
                            tokens.unsqueeze(1), self.mask_id)  # (B, L, L) key values each query sees
