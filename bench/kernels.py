@@ -7,7 +7,7 @@ Shape: one LLaDA step, (B, L, V) = (1, 256, 126464), float32 and bfloat16 logits
 * ``llada_t0``         LLaDA's T = 0 step: argmax + softmax in the logits dtype + gather;
 * ``llada_gumbel_t1``  LLaDA's T = 1 step: float64 cast, float64 uniforms,
                        ``exp(logits) / (-log u) ** T``, argmax, softmax + gather
-                       (``add_gumbel_noise`` of ML-GSAI/LLaDA generate.py, samplers.md §2.4);
+                       (``add_gumbel_noise`` of ML-GSAI/LLaDA generate.py);
 * ``torch_fp32``       the best plain-torch float32 code for the same four outputs as
                        ``propose`` (token, prob, margin, entropy) at T = 0;
 * ``propose_t0`` / ``propose_t1``  ``remask.kernels.propose`` on each available backend;

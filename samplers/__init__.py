@@ -21,6 +21,9 @@ from remask.samplers.dream import Dream
 from remask.samplers.factor import Factor
 from remask.samplers.llada2 import LLaDA2
 from remask.samplers.threshold import Threshold
+from remask.samplers.p2 import P2
+from remask.samplers.saber import Saber
+from remask.samplers.slowfast import SlowFast
 from remask.samplers.remdm import ReMDM
 from remask.samplers.wino import WINO
 from remask.samplers.gibbs import Gibbs
@@ -30,6 +33,9 @@ from remask.samplers.punt import Punt
 
 __all__ = [
     "APD",
+    "P2",
+    "Saber",
+    "SlowFast",
     "FreeDave",
     "Punt",
     "Gibbs",

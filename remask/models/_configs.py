@@ -6,7 +6,7 @@ our ``model_type`` names without pulling in ``transformers.modeling_utils`` (sec
 import time). See :mod:`remask.models._autoreg`.
 
 Field names and meanings follow the checkpoints' own ``config.json`` files
-(``shared/research/checkpoints.md`` §1.2, §1.4, §1.5), so the original files load unchanged
+(GSAI-ML/LLaDA-8B-*, Dream-org/Dream-v0-*-7B, kuleshov-group/mdlm-owt), so the original files load unchanged
 and save back with the same keys. Shape defaults are the published 8B / 7B / OWT values;
 special-token ids default to None, so that a config.json lacking one is reported as such
 instead of silently receiving the 8B value.

@@ -4,7 +4,7 @@ MDLM (arXiv:2406.07524) uses a diffusion transformer: token embeddings, rotary a
 and adaLN modulation of every block by an embedding of the noise level σ. The released OWT
 checkpoint sets ``time_conditioning=false``, so σ is zeroed and the model is effectively
 time-free. This file re-implements the backbone from its description
-(``shared/research/checkpoints.md`` §1.5) with the checkpoint's parameter names
+(the MDLM paper, arXiv 2406.07524, and the checkpoint's config.json) with the checkpoint's parameter names
 (``backbone.vocab_embed.embedding``, ``backbone.sigma_map.mlp.{0,2}``,
 ``backbone.blocks.{i}.{norm1,attn_qkv,attn_out,norm2,mlp.{0,2},adaLN_modulation}``,
 ``backbone.output_layer.{norm_final,linear,adaLN_modulation}``), with plain PyTorch

@@ -26,7 +26,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 TOL = 1e-5
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samplers"))
-from reference_wino import wino_reference  # noqa: E402
+from reference.wino import wino_reference  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
