@@ -78,6 +78,7 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
+from remask.models import protocol
 from remask.samplers.base import Canvas, Sampler, _check_int
 from remask.samplers.registry import from_config, register
 
@@ -362,6 +363,11 @@ class FreeDave(Sampler):
     def finished(self, state: FreeDaveState) -> torch.Tensor:
         return self.base_sampler.finished(state.base)
 
+    def wrap(self, denoiser):
+        # The base's model-side options (guidance) wrap the denoiser once; drafts and
+        # verification go through the same wrapped model.
+        return self.base_sampler.wrap(denoiser)
+
     def max_steps(self, canvas: Canvas) -> int:
         # Every call advances each unfinished row by at least one base step.
         return self.base_sampler.max_steps(canvas)
@@ -440,7 +446,8 @@ class FreeDave(Sampler):
         proposal = torch.stack([i.proposal for i in infos])[accepted, last]  # (B, L)
         score = torch.stack([i.score for i in infos])[accepted, last]  # (B, L)
 
-        evaluations = n * (rows // B)  # sequences evaluated per row in this call
+        # Sequences evaluated per row in this call (a guided denoiser costs 2 per input row).
+        evaluations = n * (rows // B) * protocol.capabilities(denoiser).evaluations
         nfe = state.canvas.nfe + evaluations * live.long()
         new_state = FreeDaveState(canvas=new_base.canvas._replace(nfe=nfe), base=new_base, stale=stale,
                                   stale_window=stale_window, forwards=state.forwards + live.long())
