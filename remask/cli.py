@@ -369,6 +369,45 @@ def _check_cache_blocks(cache: str, cache_refresh: int | None, config) -> None:
 WINO_EMULATED_WIDTH = 32
 
 
+def _run_options(fn):
+    """--stop-at-eos and DPad's --dpad-* knobs, shared by generate and infill."""
+    options = [
+        click.option("--stop-at-eos", is_flag=True,
+                     help="EOS early stop: a row stops once it has committed EOS with everything before "
+                          "decided; the rest of the row becomes EOS (needs a model with an eos_id)."),
+        click.option("--dpad-window", type=click.IntRange(min=1), default=None,
+                     help="DPad suffix dropout (any sampler, blocks): keep suffix masks at most W positions "
+                          "after the active block, near ones more often (reference W: 256)."),
+        click.option("--dpad-sigma", type=click.FloatRange(min=0.0), default=None,
+                     help="DPad: the window's end at k standard deviations [default: 4]."),
+        click.option("--dpad-scale", type=click.FloatRange(min=0.0, min_open=True), default=None,
+                     help="DPad: scale a of the retention probability [default: 2]."),
+        click.option("--dpad-seed", type=click.IntRange(min=0, max=2**63 - 1), default=None,
+                     help="DPad: seed of the kept suffix sets [default: 0]."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _dpad(model, window, sigma, scale, seed):
+    """--dpad-window W (and its knobs): the model behind DPad's suffix dropout."""
+    if window is None:
+        given = [name for name, value in (("--dpad-sigma", sigma), ("--dpad-scale", scale),
+                                          ("--dpad-seed", seed)) if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} set(s) DPad's dropout but --dpad-window is missing: "
+                                   "give --dpad-window W to turn DPad on")
+        return model
+    from remask.models.dpad import DPad
+
+    knobs = {k: v for k, v in (("sigma", sigma), ("scale", scale), ("seed", seed)) if v is not None}
+    try:
+        return DPad(model, window=window, **knobs)
+    except (TypeError, ValueError) as error:
+        raise click.UsageError(f"--dpad-window: {_one_line(error)}") from None
+
+
 def _guided(model, cfg: float, config):
     """--cfg S: the model behind classifier-free guidance (any sampler); a sampler config that
     guides already (``--set cfg_scale=...``) would guide twice, so giving both is an error."""
@@ -467,8 +506,10 @@ def _tracer(trace_target):
               help="Also refresh the cache every N steps (default: at each block start only).")
 @click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Classifier-free guidance scale S for any sampler (LLaDA's; 0 = off, each step costs 2 NFE).")
+@_run_options
 def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, gen_length,
-             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh, cfg):
+             prompt_ids, prompts, prompts_file, chat, cache, cache_refresh, cfg, stop_at_eos, dpad_window,
+             dpad_sigma, dpad_scale, dpad_seed):
     """Generate GEN_LENGTH tokens after each prompt."""
     # Every argument is checked before the model loads.
     _check_out_file(out_file)
@@ -502,6 +543,7 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
             model = Cached(model, mode=cache, refresh_every=cache_refresh)
         except (TypeError, ValueError) as error:
             raise click.UsageError(_one_line(error)) from None
+    model = _dpad(model, dpad_window, dpad_sigma, dpad_scale, dpad_seed)
     model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, gen_length)
     from remask.samplers import generate as run
@@ -509,7 +551,7 @@ def generate(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, 
     tracer, callbacks = _tracer(trace_target)
     start = time.perf_counter()
     out = _run_sampler(run, model, batch, config, gen_length=gen_length, seed=seed, callbacks=callbacks,
-                       progress=sys.stderr.isatty() if progress is None else progress)
+                       progress=sys.stderr.isatty() if progress is None else progress, stop_at_eos=stop_at_eos)
     shown = [p for _, p in entries] or [[]]
     _finish(model, sampler, config, out, shown, time.perf_counter() - start, as_json=as_json, out_file=out_file,
             tracer=tracer, trace_target=trace_target, prompt_lengths=[len(p) for p in batch], seed=seed)
@@ -559,8 +601,9 @@ def _encode(model, prompts, chat: bool) -> list[list[int]]:
               help=f"A canvas as token ids with '{MASK_MARK}' where to fill, e.g. '3,_,_,7' (repeatable).")
 @click.option("--cfg", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Classifier-free guidance scale S for any sampler (0 = off, each step costs 2 NFE).")
+@_run_options
 def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, trace_target, progress, canvases,
-           cfg):
+           cfg, stop_at_eos, dpad_window, dpad_sigma, dpad_scale, dpad_seed):
     """Fill the masked positions of given canvases; other tokens stay fixed."""
     _check_out_file(out_file)
     _check_trace_target(trace_target)
@@ -578,6 +621,7 @@ def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, tr
     config = _build(sampler, sets)
     model = _load(model_spec, **_model_args(device, dtype))
     batch = [[model.mask_id if i == holes else i for i in ids] for ids in parsed]
+    model = _dpad(model, dpad_window, dpad_sigma, dpad_scale, dpad_seed)
     model = _guided(model, cfg, config)
     config = _check_wino_cost(model, config, max(sum(i == holes for i in ids) for ids in parsed))
     from remask.samplers import infill as run
@@ -585,7 +629,7 @@ def infill(model_spec, sampler, sets, seed, device, dtype, as_json, out_file, tr
     tracer, callbacks = _tracer(trace_target)
     start = time.perf_counter()
     out = _run_sampler(run, model, batch, config, seed=seed, callbacks=callbacks,
-                       progress=sys.stderr.isatty() if progress is None else progress)
+                       progress=sys.stderr.isatty() if progress is None else progress, stop_at_eos=stop_at_eos)
     _finish(model, sampler, config, out, list(canvases), time.perf_counter() - start, as_json=as_json,
             out_file=out_file, tracer=tracer, trace_target=trace_target, prompt_lengths=None, seed=seed)
 
@@ -825,3 +869,145 @@ def analyze_order(model_spec, sampler, sets, device, dtype, gen_length, seed, ou
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ---------------------------------------------------------------------------- eval, sweep, sweep-report
+def _need_lm_eval() -> None:
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise click.UsageError("this command needs lm-eval: pip install 'remask[eval]'") from None
+
+
+def _check_out_dir(out: str) -> None:
+    from remask.eval.sweep import check_out_dir
+
+    try:
+        check_out_dir(out)
+    except ValueError as error:
+        raise click.BadParameter(_one_line(error), param_hint="--out") from None
+
+
+@main.command("eval")
+@click.option("--model", "model_spec", required=True,
+              help="Model spec, checkpoint directory or Hugging Face Hub id (org/name).")
+@click.option("--sampler", default="low_confidence", show_default=True, help="Registered sampler name.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Sampler setting (repeatable).")
+@click.option("--tasks", required=True, help="lm-eval task name(s), comma-separated.")
+@click.option("--include-path", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of extra lm-eval task YAMLs.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N documents of each task.")
+@click.option("--num-fewshot", type=click.IntRange(min=0), default=None)
+@click.option("--apply-chat-template", is_flag=True, help="Render prompts with the tokenizer's chat template.")
+@click.option("--gen-length", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Tokens decoded per generate_until request.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Rows per generate call.")
+@click.option("--mc-num", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Monte-Carlo samples of the ELBO per loglikelihood request.")
+@click.option("--loglikelihood-batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--elbo", type=click.Choice(["llada", "dream"]), default="llada", show_default=True,
+              help="ELBO variant (mask law) for loglikelihood requests.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True)
+@click.option("--device", default=None, help="Torch device for a checkpoint (default: cuda if available, else cpu).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for results.json (lm-eval's results) and requests.jsonl (per-request costs).")
+def eval_command(model_spec, sampler, sets, tasks, include_path, limit, num_fewshot, apply_chat_template, gen_length,
+                 batch_size, mc_num, loglikelihood_batch_size, elbo, seed, device, dtype, out) -> None:
+    """Evaluate a model with a sampler on lm-eval tasks (remask.eval.RemaskLM)."""
+    _check_out_dir(out)
+    _need_lm_eval()
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise click.BadParameter(f"no task names in {tasks!r}", param_hint="--tasks")
+    config = _parse_sets(sets)
+    _build(sampler, sets)  # a bad sampler or setting fails before anything loads
+    from remask.eval.tasks import quiet, task_manager
+
+    quiet()
+    manager = task_manager(names, include_path)
+    model = _load(model_spec, **_model_args(device, dtype))
+    import lm_eval
+
+    from remask.eval.lm import RemaskLM
+    from remask.eval.likelihood import supports_loglikelihood
+    from remask.eval.tasks import load_tasks
+
+    loaded = load_tasks(names, include_path, num_fewshot=num_fewshot, manager=manager)
+    why = supports_loglikelihood(model)
+    needy = [n for n, t in loaded.items() if t.OUTPUT_TYPE != "generate_until"]
+    if why is not None and needy:
+        raise click.UsageError(f"task(s) {needy} need loglikelihood, which this model cannot give: {why}")
+    rolling = [n for n, t in loaded.items() if t.OUTPUT_TYPE == "loglikelihood_rolling"]
+    if rolling:
+        raise click.UsageError(f"task(s) {rolling} need loglikelihood_rolling (perplexity), which remask does not "
+                               "implement for masked diffusion models")
+    lm = RemaskLM(model, sampler, config, gen_length=gen_length, batch_size=batch_size, mc_num=mc_num,
+                  loglikelihood_batch_size=loglikelihood_batch_size, elbo=elbo, seed=seed)
+    lm.model_name = model_spec
+    start = time.perf_counter()
+    results = _run_sampler(lm_eval.simple_evaluate, model=lm, tasks=list(loaded.values()), limit=limit,
+                           apply_chat_template=apply_chat_template, log_samples=False, bootstrap_iters=0,
+                           task_manager=manager)
+    seconds = time.perf_counter() - start
+    summary = {"model": model_spec, "sampler": sampler, "settings": config, "tasks": names, "seconds": seconds,
+               "results": results["results"], "costs": lm.cost_summary(),
+               "lm_eval_config": {"limit": limit, "num_fewshot": num_fewshot, "apply_chat_template": apply_chat_template,
+                                  "gen_length": gen_length, "mc_num": mc_num, "elbo": elbo, "seed": seed}}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    with open(os.path.join(out, "requests.jsonl"), "w") as f:
+        for row in lm.costs():
+            f.write(json.dumps(row) + "\n")
+    from lm_eval.utils import make_table
+
+    click.echo(make_table(results))
+    c = summary["costs"]
+    if c["requests"]:
+        click.echo(f"generate_until: {c['requests']} requests, NFE/request {c['nfe_per_request']:.1f}, "
+                   f"tokens/forward {c['tokens_per_forward']:.2f}, {c['tokens_per_second']:.1f} generated tokens/s")
+    click.echo(f"results in {os.path.join(out, 'results.json')}, costs in {os.path.join(out, 'requests.jsonl')}",
+               err=True)
+
+
+@main.command("sweep")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumable).")
+@click.option("--dry-run", is_flag=True, help="Print the grid and the request counts; run nothing.")
+@click.option("--progress/--no-progress", default=None, help="A bar per rank (default: on a terminal).")
+def sweep_command(spec_path, out, dry_run, progress) -> None:
+    """Run every (model, sampler setting, task, request) of a TOML SPEC; rows.jsonl + summary.csv.
+
+    Data-parallel under torchrun (`torchrun --nproc-per-node N -m remask sweep SPEC --out DIR`),
+    resumable (a rerun skips finished rows)."""
+    from remask.eval.spec import load_spec
+    from remask.eval.sweep import run_sweep
+
+    spec = load_spec(spec_path)
+    _check_out_dir(out)
+    if any(t.kind == "lm_eval" for t in spec.tasks):
+        _need_lm_eval()
+        from remask.eval.tasks import quiet
+
+        quiet()
+    try:
+        run_sweep(spec, out, dry_run=dry_run, progress=progress)
+    except RuntimeError as error:
+        raise click.ClickException(_one_line(error)) from None
+
+
+@main.command("sweep-report")
+@click.argument("directory", metavar="DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Where aup.json and the plots go (default: DIR).")
+@click.option("--no-plots", is_flag=True, help="Only the AUP table (no matplotlib needed).")
+def sweep_report_command(directory, out, no_plots) -> None:
+    """Pareto fronts (quality vs NFE and vs tokens/s) and the AUP / TPF table of a sweep."""
+    from remask.eval.report import sweep_report
+
+    if out is not None:
+        _check_out_dir(out)
+    report = sweep_report(directory, out=out, plots=not no_plots)
+    click.echo(report["markdown"])
+    for path in report["plots"]:
+        click.echo(f"plot: {path}", err=True)

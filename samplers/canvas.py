@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Canvas", "make_canvas", "masked_positions", "eligible", "commit", "block_mask_count"]
+__all__ = ["Canvas", "make_canvas", "masked_positions", "eligible", "commit", "block_mask_count", "eos_cut"]
 
 
 class Canvas(NamedTuple):
@@ -134,3 +134,35 @@ def commit(
 def block_mask_count(canvas: Canvas, mask_id: int) -> torch.Tensor:
     """(B,) int64: masked positions in each row's active block."""
     return (masked_positions(canvas, mask_id) & canvas.active).sum(-1)
+
+
+def eos_cut(canvas: Canvas, eos_id: int, mask_id: int, settled_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each row may stop at an end-of-sequence token, and its canvas cut there.
+
+    A row's *stopping EOS* is its first editable position holding ``eos_id`` with no mask at
+    or before it among the row's editable positions (everything before it is decided). The
+    cut canvas writes ``eos_id`` at every editable position from that EOS on (masks and
+    tokens a sampler committed out of order alike); fixed positions are never touched.
+
+    Parameters
+    ----------
+    canvas : Canvas
+    eos_id, mask_id : int
+    settled_only : bool
+        Count an EOS only once its block is no longer active (``block < window``): for
+        samplers that may still rewrite tokens of the active block.
+
+    Returns
+    -------
+    stop : (B,) bool
+        Rows that have a stopping EOS.
+    tokens : (B, L) int64
+        The canvas tokens, cut (unchanged in rows without a stopping EOS).
+    """
+    masked = masked_positions(canvas, mask_id)  # (B, L)
+    clear = masked.long().cumsum(-1) == 0  # (B, L): no mask at or before the position
+    eos = canvas.editable & (canvas.tokens == eos_id) & clear  # (B, L)
+    if settled_only:
+        eos = eos & (canvas.block < canvas.window.unsqueeze(-1))
+    after = (eos.long().cumsum(-1) > 0) & canvas.editable  # (B, L): the stopping EOS and later
+    return eos.any(-1), torch.where(after, eos_id, canvas.tokens)

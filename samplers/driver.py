@@ -11,6 +11,10 @@ by purpose and position (counted from the row's first real token), so a sampled 
 depend on its seed, its prompt, the sampler and the model only: not on its batch neighbours,
 its batch index or its padding.
 
+With ``stop_at_eos=True`` the driver also applies the EOS early stop after every step
+(:func:`remask.samplers.canvas.eos_cut`): a row that has committed EOS with everything before
+it decided is cut there, frozen and no longer charged — the same rule for every sampler.
+
 Everything a caller passes is checked before any allocation that scales with it (see
 :func:`generate`), and the result is checked once at the end: no editable position may still
 hold the mask (unless the sampler sets ``may_leave_masks``). When one does, or a run hits
@@ -25,9 +29,9 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from remask.models.protocol import start_run
+from remask.models.protocol import capabilities, start_run
 from remask import kernels
-from remask.samplers.canvas import make_canvas
+from remask.samplers.canvas import eos_cut, make_canvas
 from remask.samplers.base import Sampler
 
 __all__ = ["GenerateOutput", "decode", "generate", "infill"]
@@ -97,6 +101,7 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     callbacks: Sequence[Callable] = (),
     progress: bool = False,
+    stop_at_eos: bool = False,
 ) -> GenerateOutput:
     """Generate ``gen_length`` tokens after each prompt with ``sampler``.
 
@@ -132,6 +137,19 @@ def generate(
         bool tensor over the whole canvas marking what the step wrote.
     progress : bool
         Show a tqdm progress bar over the tokens still to decode.
+    stop_at_eos : bool
+        EOS early stop (as LLaDA's, Dream's and Fast-dLLM's/DPad's ``early_termination``),
+        for every sampler: once a row has committed the model's ``eos_id`` at an editable
+        position and every editable position before it is decided, the row stops — every
+        editable position from that EOS on becomes EOS, the row counts as done and its
+        ``nfe`` stops growing while the other rows go on (a stopped row's forward passes, if
+        the batch still runs, are neither charged nor kept). For a sampler that may rewrite
+        committed tokens (``edits_committed``) the EOS counts only once its block is no
+        longer active, and later revisions the sampler would have made are forgone. The
+        output of every row is cut the same way at the end, so it always reads: tokens up to
+        the first EOS, then EOS. A row stops on its own tokens only, so its output does not
+        depend on its batch neighbours. For a sampler that never rewrites committed tokens,
+        the tokens before the EOS are exactly those of the run without the stop.
 
     Returns
     -------
@@ -146,7 +164,7 @@ def generate(
         non-boolean or not left-padded attention mask, a seed outside [0, 2**63), a per-row
         seed list whose length is not B or that holds a non-int, a
         ``gen_length`` beyond the model's maximum length, ``callbacks`` that is not a
-        sequence of callables.
+        sequence of callables, ``stop_at_eos`` for a model without an ``eos_id``.
     RuntimeError
         The run ended (or hit ``sampler.max_steps``) with masks left; the message names the
         sampler, the step and the cause.
@@ -166,6 +184,7 @@ def generate(
     if gen_length <= 0:
         raise ValueError(f"gen_length must be >= 1, got {gen_length}")
     _check_run_options(callbacks, progress)
+    eos_id = _stop_eos_id(model, stop_at_eos)
     seed = _check_seed(seed)
     tokens, real = _as_batch(prompt, attention_mask, model, allow_mask=False, what="prompt")
     B, P = tokens.shape
@@ -182,7 +201,8 @@ def generate(
     # Block-diffusion models count blocks from the first real token: the first generated
     # block is cut short so that every block is whole model blocks (as their generate() does).
     offset = real[:, :-gen_length].sum(-1)  # (B,) prompt lengths
-    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset),
+    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset,
+                           eos_id=eos_id),
                       model, P)
 
 
@@ -195,6 +215,7 @@ def infill(
     attention_mask: torch.Tensor | None = None,
     callbacks: Sequence[Callable] = (),
     progress: bool = False,
+    stop_at_eos: bool = False,
 ) -> GenerateOutput:
     """Fill every ``mask_id`` position of the given canvases; all other tokens stay fixed.
 
@@ -207,8 +228,9 @@ def infill(
     tokens : (B, L) int64 tensor or list of lists of ints
         Canvases holding ``model.mask_id`` at the positions to fill; lists of different
         lengths are left-padded.
-    sampler, seed, attention_mask, callbacks, progress
-        As in :func:`generate`.
+    sampler, seed, attention_mask, callbacks, progress, stop_at_eos
+        As in :func:`generate` (the EOS stop writes EOS only at positions to fill; fixed
+        tokens after the EOS stay).
 
     Returns
     -------
@@ -216,6 +238,7 @@ def infill(
     """
     _check_sampler(sampler)
     _check_run_options(callbacks, progress)
+    eos_id = _stop_eos_id(model, stop_at_eos)
     seed = _check_seed(seed)
     tokens, real = _as_batch(tokens, attention_mask, model, allow_mask=True, what="tokens")
     if tokens.shape[1] == 0:
@@ -226,7 +249,8 @@ def infill(
                          f"most {limit}")
     editable = real & (tokens == model.mask_id)  # (B, L)
     keys = _row_keys(seed, tokens.shape[0], tokens.device)  # (B,)
-    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress), model, 0)
+    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress,
+                           eos_id=eos_id), model, 0)
 
 
 # ---------------------------------------------------------------------------- internals
@@ -246,7 +270,8 @@ def _block_length(sampler, model) -> int | None:
     return sampler.block_length
 
 
-def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset=None) -> GenerateOutput:
+def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset=None, *,
+         eos_id: int | None = None) -> GenerateOutput:
     block_length = _block_length(sampler, model)
     if getattr(model, "block_size", None) is None or block_length is None:
         offset = None
@@ -267,9 +292,12 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(editable.sum()), desc=sampler.name, unit="tok")
+    # EOS early stop: rows that stopped, with their cut tokens and nfe frozen at the stop.
+    stopped = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)  # (B,)
+    frozen_tokens, frozen_nfe = state.canvas.tokens, state.canvas.nfe
     steps = 0
     try:
-        while not bool(sampler.finished(state).all()):
+        while not bool((sampler.finished(state) | stopped).all()):
             if steps >= limit:
                 raise RuntimeError(_unfinished(sampler, state.canvas, mask_id, steps, proposed_mask,
                                                f"did not finish within {limit} steps"))
@@ -279,6 +307,9 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
             steps += 1
             bad = (info.committed & (info.proposal == mask_id)).any(-1)  # (B,)
             proposed_mask = torch.where((proposed_mask == 0) & bad, steps, proposed_mask)
+            if eos_id is not None:
+                state, stopped, frozen_tokens, frozen_nfe = _stop_at_eos(
+                    state, stopped, frozen_tokens, frozen_nfe, eos_id, mask_id, sampler.edits_committed)
             for callback in callbacks:
                 callback(state, info)
             if bar is not None:
@@ -287,12 +318,46 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
         if bar is not None:
             bar.close()
     canvas = state.canvas
+    if eos_id is not None:  # every row reads: tokens up to its first EOS, then EOS
+        canvas = canvas._replace(tokens=eos_cut(canvas, eos_id, mask_id)[1])
     # The postcondition: no editable position still holds the mask.
     if not sampler.may_leave_masks and bool((canvas.editable & (canvas.tokens == mask_id)).any()):
         raise RuntimeError(_unfinished(sampler, canvas, mask_id, steps, proposed_mask,
                                        f"finished after {steps} steps with masks left"))
     return GenerateOutput(tokens=canvas.tokens, nfe=canvas.nfe, attention_mask=canvas.attention_mask,
                           steps=steps)
+
+
+def _stop_at_eos(state, stopped, frozen_tokens, frozen_nfe, eos_id: int, mask_id: int, settled_only: bool):
+    """Stop the rows that reached a stopping EOS (:func:`~remask.samplers.canvas.eos_cut`).
+
+    A stopped row's tokens (cut at the EOS) and nfe are frozen and written back into the
+    state's canvas after every step, marked done: whatever the sampler still computes for it
+    in the batch is neither kept nor charged. Works for any sampler state (a NamedTuple whose
+    ``canvas`` field is the canvas) without touching the sampler's other fields.
+    """
+    canvas = state.canvas
+    hit, cut = eos_cut(canvas, eos_id, mask_id, settled_only)  # (B,), (B, L)
+    new = hit & ~stopped  # (B,)
+    frozen_tokens = torch.where(new.unsqueeze(-1), cut, frozen_tokens)  # (B, L)
+    frozen_nfe = torch.where(new, canvas.nfe, frozen_nfe)  # (B,)
+    stopped = stopped | new
+    canvas = canvas._replace(tokens=torch.where(stopped.unsqueeze(-1), frozen_tokens, canvas.tokens),
+                             nfe=torch.where(stopped, frozen_nfe, canvas.nfe), done=canvas.done | stopped)
+    return state._replace(canvas=canvas), stopped, frozen_tokens, frozen_nfe
+
+
+def _stop_eos_id(model, stop_at_eos) -> int | None:
+    """The EOS id the early stop uses (None when off); a model without one raises."""
+    if not isinstance(stop_at_eos, bool):
+        raise TypeError(f"stop_at_eos must be a bool, got {stop_at_eos!r}")
+    if not stop_at_eos:
+        return None
+    eos_id = capabilities(model).eos_id
+    if eos_id is None:
+        raise ValueError(f"stop_at_eos=True needs the model's eos_id, but {type(model).__name__} declares "
+                         "none (eos_id is None)")
+    return eos_id
 
 
 def _unfinished(sampler, canvas, mask_id: int, steps: int, proposed_mask: torch.Tensor, what: str) -> str:

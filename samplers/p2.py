@@ -123,7 +123,8 @@ class P2(Sampler):
     block_length : int, optional
         Semi-autoregressive blocks; the schedule runs inside each block (None: one block).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -184,7 +185,7 @@ class P2(Sampler):
         masked = in_block & (canvas.tokens == mask_id)  # (B, L)
         decoded = in_block & ~masked  # (B, L)
 
-        logits, evaluations = denoise(denoiser, canvas, cfg_scale=self.cfg_scale)  # (B, L, V)
+        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         proposal = kernels.propose(logits, temperature=self.temperature,
                                    key=proposal_keys(key, canvas, self.temperature), rows=in_block)
         # Log-probability scores; clamped so that eta = 0 gives 0 (not NaN) on a zero probability.

@@ -145,7 +145,8 @@ class SlowFast(Sampler):
     temperature : float
         0 proposes the argmax; T > 0 an exact sample from softmax(logits / T).
     cfg_scale : float
-        Classifier-free guidance scale s >= 0 (a guided step costs 2 NFE).
+        Classifier-free guidance scale s >= 0 (0 disables; a guided step costs 2 NFE): sugar for
+        running on ``remask.models.wrappers.Guided(model, cfg_scale)`` (see ``Sampler.wrap``).
 
     Examples
     --------
@@ -210,8 +211,7 @@ class SlowFast(Sampler):
         start, end = state.start, state.end
 
         eligible, _, proposal, evaluations = predict(canvas, denoiser, key,
-                                                     temperature=self.temperature,
-                                                     cfg_scale=self.cfg_scale)
+                                                     temperature=self.temperature)
         eligible = eligible & live.unsqueeze(-1)
         confidence = torch.where(eligible, proposal.prob, float("-inf"))  # (B, L)
         after = eligible & (rank >= start.unsqueeze(-1))  # (B, L) masks from the span's start on

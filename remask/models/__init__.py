@@ -8,6 +8,7 @@ imported on first access.
 
 from remask.models.cache import Cached, CachedDenoiser
 from remask.models.checkpoints import FAMILIES, load_checkpoint
+from remask.models.dpad import DPad
 from remask.models.hf import HFMaskedLM
 from remask.models.loading import load_model, parse_spec
 from remask.models.oracles import (
@@ -31,6 +32,7 @@ __all__ = [
     "BracketsOracle",
     "Cached",
     "CachedDenoiser",
+    "DPad",
     "Denoiser",
     "EOSPaddedOracle",
     "ExactOracle",

@@ -3,10 +3,10 @@
 Each family subclasses :class:`CheckpointDenoiser` and supplies ``_forward``, which turns
 (tokens, attention mask) into raw logits where row i predicts position i. The base class
 validates inputs, runs the model without gradients and removes the mask token from the
-candidates. Families whose model class has a KV-cache path (LLaDA, Dream) also supply
-``_forward_cached`` and ``_forward_window``, which :class:`remask.models.cache.Cached`
-drives through :meth:`CheckpointDenoiser.forward_cached` and
-:meth:`CheckpointDenoiser.forward_window`. Families that take a custom attention pattern
+candidates. Families whose model class has a KV-cache path (LLaDA, Dream) let ``_forward``
+take a ``cache`` (an empty :class:`~remask.models._layers.KVCache` to record into) and supply
+``_forward_window``, which :class:`remask.models.cache.Cached` drives through
+:meth:`CheckpointDenoiser.forward_cached` and :meth:`CheckpointDenoiser.forward_window`. Families that take a custom attention pattern
 (LLaDA, Dream) set ``accepts_attention_bias = True`` and supply ``_forward_biased``: the
 protocol's attention-bias capability (:mod:`remask.models.protocol`), which WINO's shadow
 block uses.
@@ -69,6 +69,22 @@ class CheckpointDenoiser:
     accepts_attention_bias : bool
         Whether calls may pass ``attention_bias=`` and ``position_ids=`` (LLaDA, Dream); see
         :mod:`remask.models.protocol` for the contract.
+
+    Notes
+    -----
+    A family supplies ``_forward(tokens, attention_mask)`` (see :meth:`_forward`) and, where
+    it sets a capability, that capability's hook; the base class checks the inputs, runs the
+    hook without gradients and sets the ``mask_id`` column to -inf:
+
+    * ``supports_kv_cache``: ``_forward`` also takes ``cache=``, and
+      ``_forward_window(tokens, attention_mask, cache, start, stop)`` returns the
+      (B, stop - start, V) logits of those positions against the filled cache, row j for
+      position ``start + j``;
+    * ``accepts_attention_bias``: ``_forward_biased(tokens, attention_mask, attention_bias,
+      position_ids)`` returns (B, L', V) logits of (B, L') tokens under a (B, L', L')
+      pattern, row i for column ``position_ids[i]``.
+
+    The hooks are only called behind their flags, so the base class defines no stubs.
     """
 
     family: str = ""
@@ -170,18 +186,11 @@ class CheckpointDenoiser:
         return logits
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i."""
-        raise NotImplementedError
+        """Family-specific: (B, L) tokens -> (B, L, V) logits, row i for position i.
 
-    def _forward_biased(
-        self,
-        tokens: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        attention_bias: torch.Tensor,
-        position_ids: torch.Tensor,
-    ) -> torch.Tensor:
-        """Family-specific: (B, L') tokens under a (B, L', L') pattern, columns (B, L') ->
-        (B, L', V) logits, row i for column ``position_ids[i]``."""
+        Families with :attr:`supports_kv_cache` also take ``cache=``, an empty ``KVCache``
+        the same pass records every layer's keys and values into (see the class notes).
+        """
         raise NotImplementedError
 
     def _check_bias(
@@ -230,7 +239,7 @@ class CheckpointDenoiser:
             raise ValueError("cannot cache an empty canvas (L = 0)")
         cache = KVCache()
         with torch.no_grad():
-            logits = self._forward_cached(tokens, attention_mask, cache)
+            logits = self._forward(tokens, attention_mask, cache=cache)
         logits[..., self.mask_id] = float("-inf")
         return logits, cache
 
@@ -285,23 +294,6 @@ class CheckpointDenoiser:
                 f"{type(self).__name__} (family {self.family!r}) has no KV-cache path; "
                 "only LLaDA and Dream checkpoints support forward_cached/forward_window"
             )
-
-    def _forward_cached(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache
-    ) -> torch.Tensor:
-        """Family-specific: like :meth:`_forward`, recording keys and values into ``cache``."""
-        raise NotImplementedError
-
-    def _forward_window(
-        self,
-        tokens: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        cache: KVCache,
-        start: int,
-        stop: int,
-    ) -> torch.Tensor:
-        """Family-specific: (B, stop - start, V) logits, row j for position start + j."""
-        raise NotImplementedError
 
     def _check_inputs(
         self, tokens: object, attention_mask: object

@@ -28,17 +28,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.modeling_utils import PreTrainedModel
 
 from remask.models._layers import (
+    CleanRoomLM,
     RMSNorm,
     apply_rope,
+    attend,
     init_normal,
-    init_ones,
     init_zeros,
-    repeat_kv,
     rope_cos_sin,
 )
 
@@ -262,10 +260,7 @@ class Attention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, H_kv, P + W, Dh)
             v = torch.cat([past[1], v], dim=2)
-        rep = self.num_heads // self.num_kv_heads
-        out = F.scaled_dot_product_attention(
-            q, repeat_kv(k, rep), repeat_kv(v, rep), attn_mask=mask, is_causal=False
-        )  # (B, H, W, Dh)
+        out = attend(q, k, v, mask)  # (B, H, W, Dh)
         out = out.transpose(1, 2).reshape(b, w, self.num_heads * hd)
         return (self.dense if self.fused else self.o_proj)(out), fresh
 
@@ -499,10 +494,11 @@ def _as_mask(
     )
 
 
-class DecoderLM(PreTrainedModel):
+class DecoderLM(CleanRoomLM):
     """Base of the four families' LM classes: ``model`` (a :class:`DecoderTrunk`) + ``lm_head``.
 
-    Subclasses set ``config_class`` and implement ``spec_from_config``.
+    Subclasses set ``config_class`` and ``spec_from_config``, the family's function from a
+    config to its :class:`DecoderSpec` (``spec_from_config = staticmethod(sdar_spec)``).
 
     ``forward(input_ids, attention_mask=None, position_ids=None, block_size=None)`` returns a
     ``MaskedLMOutput`` whose ``logits`` (B, L, V) are the raw outputs (for Fast-dLLM v2 row i
@@ -511,12 +507,10 @@ class DecoderLM(PreTrainedModel):
     ``block_size`` adds the block-causal rule on ``position_ids`` (default ``arange(L)``).
     """
 
-    base_model_prefix = "model"
     _no_split_modules = ["DecoderLayer"]  # noqa: RUF012 (transformers convention)
-    _supports_sdpa = True
 
-    @classmethod
-    def spec_from_config(cls, config) -> DecoderSpec:  # pragma: no cover - abstract
+    @staticmethod
+    def spec_from_config(config) -> DecoderSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __init__(self, config) -> None:
@@ -529,17 +523,11 @@ class DecoderLM(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = float(getattr(self.config, "initializer_range", 0.02))
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init_normal(module.weight, std)
-            if getattr(module, "bias", None) is not None:
-                init_zeros(module.bias)
-        elif isinstance(module, Router):
-            init_normal(module.weight, std)
+        super()._init_weights(module)
+        if isinstance(module, Router):
+            init_normal(module.weight, self._init_std())
             if getattr(module, "expert_bias", None) is not None:
                 init_zeros(module.expert_bias)
-        elif isinstance(module, RMSNorm) and module.weight is not None:
-            init_ones(module.weight)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embedding

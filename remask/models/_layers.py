@@ -6,20 +6,34 @@ Written from the architecture descriptions (RMSNorm, rotary embeddings in the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_utils import PreTrainedModel
 
 __all__ = [
+    "CleanRoomLM",
     "KVCache",
     "RMSNorm",
     "apply_rope",
+    "attend",
+    "check_heads",
+    "check_recording",
     "check_window",
     "init_normal",
     "init_ones",
+    "init_weights",
     "init_zeros",
     "key_padding_mask",
+    "lm_output",
+    "refuse_hf_options",
     "repeat_kv",
     "rope_cos_sin",
+    "run_blocks",
 ]
 
 try:  # transformers >= 5: init helpers that skip tensors already loaded from a checkpoint
@@ -50,6 +64,20 @@ def init_ones(tensor: torch.Tensor) -> None:
         _hf_init.ones_(tensor)
     else:
         nn.init.ones_(tensor)
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """transformers' ``_init_weights`` for the layer types every family uses.
+
+    Linear and embedding weights from N(0, std²) with zero biases, RMSNorm gains to one;
+    other modules are left to the caller. Loaded tensors are kept (see :func:`init_normal`).
+    """
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        init_normal(module.weight, std)
+        if getattr(module, "bias", None) is not None:
+            init_zeros(module.bias)
+    elif isinstance(module, RMSNorm) and module.weight is not None:
+        init_ones(module.weight)
 
 
 class RMSNorm(nn.Module):
@@ -83,6 +111,15 @@ class RMSNorm(nn.Module):
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         out = x32.to(x.dtype)
         return out if self.weight is None else self.weight * out
+
+
+def check_heads(hidden: tuple[str, int], heads: tuple[str, int], kv_heads: tuple[str, int]) -> None:
+    """Raise ``ValueError`` unless the hidden size splits into whole heads and the query heads
+    into whole groups per key/value head; each argument is (config field name, value)."""
+    if hidden[1] % heads[1]:
+        raise ValueError(f"{hidden[0]}={hidden[1]} is not divisible by {heads[0]}={heads[1]}")
+    if heads[1] % kv_heads[1]:
+        raise ValueError(f"{heads[0]}={heads[1]} is not a multiple of {kv_heads[0]}={kv_heads[1]}")
 
 
 def rope_cos_sin(
@@ -157,6 +194,38 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     if n_rep == 1:
         return x
     return x.repeat_interleave(n_rep, dim=1)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Bidirectional grouped-query attention.
+
+    Parameters
+    ----------
+    q : (B, H, W, Dh)
+        Queries of W positions.
+    k, v : (B, H_kv, K, Dh)
+        Keys and values of K positions; H is a multiple of H_kv (see :func:`repeat_kv`).
+    mask : bool tensor broadcastable to (B, H, W, K), or None
+        True = attend; None attends everywhere. Never causal: every family here is
+        bidirectional unless its mask says otherwise.
+    dropout_p : float
+        Attention dropout (callers pass 0.0 outside training).
+
+    Returns
+    -------
+    (B, H, W, Dh), dtype of ``q``.
+    """
+    rep = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, rep), repeat_kv(v, rep)  # (B, H, K, Dh) each
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=False
+    )
 
 
 def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -276,3 +345,83 @@ def check_window(
             f"the KVCache covers a batch of {cache.keys[0].shape[0]} canvases of length "
             f"{cache.length}, got input_ids of shape {tuple(input_ids.shape)}"
         )
+
+
+class CleanRoomLM(PreTrainedModel):
+    """What remask's model classes share on transformers' side.
+
+    The trunk lives under ``model.`` (the checkpoints' parameter names), attention runs
+    through SDPA, and ``from_pretrained`` initialises any weight the checkpoint lacks with
+    :func:`init_weights` at the std named by the config field :attr:`init_std_field`.
+    Subclasses set ``config_class`` and ``_no_split_modules`` and build their layers.
+    """
+
+    base_model_prefix = "model"
+    _supports_sdpa = True
+    #: Config field holding the std of the normal initialisation (default 0.02).
+    init_std_field = "initializer_range"
+
+    def _init_std(self) -> float:
+        return float(getattr(self.config, self.init_std_field, 0.02))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        init_weights(module, self._init_std())
+
+
+def check_recording(cache: KVCache | None) -> None:
+    """Raise ``ValueError`` unless ``cache`` is None or empty (a full pass records into it)."""
+    if cache is not None and len(cache):
+        raise ValueError(
+            f"forward records into an empty KVCache, got one with {len(cache)} layers; "
+            "use forward_window to read a filled cache"
+        )
+
+
+def run_blocks(
+    blocks: Iterable[nn.Module],
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor | None,
+    cache: KVCache | None,
+    start: int,
+    hidden: list[torch.Tensor] | None,
+) -> torch.Tensor:
+    """Apply the blocks in order to ``x`` (B, W, D), the positions ``[start, start + W)``.
+
+    Every block is called as ``block(x, cos, sin, mask, cache, layer, start)`` (the
+    signature of LLaDA's and Dream's layers); the input of every block is appended to
+    ``hidden`` when it is a list. Returns the last block's output, (B, W, D).
+    """
+    for layer, block in enumerate(blocks):
+        if hidden is not None:
+            hidden.append(x)
+        x = block(x, cos, sin, mask, cache, layer, start)
+    return x
+
+
+def refuse_hf_options(owner: str, use_cache: object, kwargs: dict[str, Any]) -> None:
+    """Refuse the transformers ``forward`` options a clean-room KV-cache model does not have.
+
+    ``use_cache`` must be falsy (the block-decoding cache is a :class:`KVCache` passed to
+    the trunk), and any other keyword given a value is a ``TypeError`` naming it.
+    """
+    if use_cache:
+        raise ValueError(
+            f"{owner} has no transformers-style use_cache; pass use_cache=False. Block-"
+            "decoding KV caches: remask.models.cache.Cached (or "
+            f"{owner}.model.forward(..., cache=KVCache()) and .forward_window)"
+        )
+    unknown = {k: v for k, v in kwargs.items() if v is not None}
+    if unknown:
+        raise TypeError(f"{owner}.forward got unsupported arguments {sorted(unknown)}")
+
+
+def lm_output(
+    logits: torch.Tensor, hidden: tuple[torch.Tensor, ...] | None, return_dict: bool | None
+) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
+    """transformers' return convention: a ``MaskedLMOutput``, or a tuple when
+    ``return_dict is False`` (``(logits,)``, plus ``hidden`` when it was asked for)."""
+    if return_dict is False:
+        return (logits,) if hidden is None else (logits, hidden)
+    return MaskedLMOutput(logits=logits, hidden_states=hidden)

@@ -387,31 +387,23 @@ def _checkpoint_ids(
     if mask_id is None and family == "mdlm":
         mask_id = vocab_size - 1  # MDLM's convention: the mask is appended as the last column
 
-    eos_id = _first_id(getattr(config, "eos_token_id", None))
-    if eos_id is None:
-        eos_id = _first_id(generation.get("eos_token_id"))
-    if eos_id is None:
-        eos_id = _tokenizer_id(tokenizer, "eos_token_id")
+    def declared(key: str) -> int | None:
+        """``key`` from config.json, else generation_config.json (eos and pad only), else
+        the tokenizer's attribute of that name."""
+        value = _first_id(getattr(config, key, None))
+        if value is None and key in ("eos_token_id", "pad_token_id"):
+            value = _first_id(generation.get(key))
+        return value if value is not None else _tokenizer_id(tokenizer, key)
 
     eot_id = _first_id(getattr(config, "eot_token_id", None))
     if eot_id is None:
         eot_id = _vocab_lookup(tokenizer, _EOT_TOKENS.get(family))
-
-    pad_id = _first_id(getattr(config, "pad_token_id", None))
-    if pad_id is None:
-        pad_id = _first_id(generation.get("pad_token_id"))
-    if pad_id is None:
-        pad_id = _tokenizer_id(tokenizer, "pad_token_id")
-
-    bos_id = _first_id(getattr(config, "bos_token_id", None))
-    if bos_id is None:
-        bos_id = _tokenizer_id(tokenizer, "bos_token_id")
     return {
         "mask_id": None if mask_id is None else int(mask_id),
-        "eos_id": eos_id,
+        "eos_id": declared("eos_token_id"),
         "eot_id": eot_id,
-        "pad_id": pad_id,
-        "bos_id": bos_id,
+        "pad_id": declared("pad_token_id"),
+        "bos_id": declared("bos_token_id"),
     }
 
 

@@ -36,21 +36,23 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.modeling_utils import PreTrainedModel
 
 from remask.models._adapter import CheckpointDenoiser
 from remask.models._configs import DreamConfig
 from remask.models._layers import (
+    CleanRoomLM,
     KVCache,
     RMSNorm,
     apply_rope,
+    attend,
+    check_heads,
+    check_recording,
     check_window,
-    init_normal,
-    init_ones,
-    init_zeros,
     key_padding_mask,
-    repeat_kv,
+    lm_output,
+    refuse_hf_options,
     rope_cos_sin,
+    run_blocks,
 )
 
 __all__ = [
@@ -77,16 +79,11 @@ def check_dream_config(config: DreamConfig) -> None:
         )
     if getattr(config, "use_sliding_window", False):
         raise ValueError("unsupported Dream config: use_sliding_window=True")
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(
-            f"hidden_size={config.hidden_size} is not divisible by "
-            f"num_attention_heads={config.num_attention_heads}"
-        )
-    if config.num_attention_heads % config.num_key_value_heads:
-        raise ValueError(
-            f"num_attention_heads={config.num_attention_heads} is not a multiple of "
-            f"num_key_value_heads={config.num_key_value_heads}"
-        )
+    check_heads(
+        ("hidden_size", config.hidden_size),
+        ("num_attention_heads", config.num_attention_heads),
+        ("num_key_value_heads", config.num_key_value_heads),
+    )
     if config.hidden_act not in ACT2FN:
         raise ValueError(f"unsupported Dream config: hidden_act={config.hidden_act!r}")
 
@@ -183,16 +180,8 @@ class DreamAttention(nn.Module):
         k = apply_rope(k, cos, sin, full_precision=False)  # (B, Hkv, W, Dh)
         if cache is not None:
             k, v = cache.update(layer, k, v, start)  # (B, Hkv, L, Dh) each
-        rep = self.n_heads // self.n_kv_heads
-        k, v = repeat_kv(k, rep), repeat_kv(v, rep)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=False,  # Dream attends both ways despite its AR initialisation
-        )  # (B, H, L, Dh)
+        # Bidirectional, as every Dream layer is despite its autoregressive initialisation.
+        out = attend(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, H, L, Dh)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
 
 
@@ -261,11 +250,7 @@ class DreamBaseModel(nn.Module):
 
         An empty ``cache`` records every layer's keys and values for :meth:`forward_window`.
         """
-        if cache is not None and len(cache):
-            raise ValueError(
-                f"forward records into an empty KVCache, got one with {len(cache)} layers; "
-                "use forward_window to read a filled cache"
-            )
+        check_recording(cache)
         b, length = input_ids.shape
         position_ids = self._position_ids(position_ids, b, length, input_ids.device)
         mask = _attention_mask_4d(attention_mask, b, length)
@@ -327,18 +312,14 @@ class DreamBaseModel(nn.Module):
             position_ids, cfg.hidden_size // cfg.num_attention_heads, cfg.rope_theta
         )
         x = self.embed_tokens(input_ids)  # (B, W, D)
-        hidden: list[torch.Tensor] = []
-        for index, layer in enumerate(self.layers):
-            if output_hidden_states:
-                hidden.append(x)
-            x = layer(x, cos, sin, mask, cache, index, start)
-        x = self.norm(x)
-        if output_hidden_states:
-            hidden.append(x)
-        return x, (tuple(hidden) if output_hidden_states else None)
+        hidden: list[torch.Tensor] | None = [] if output_hidden_states else None
+        x = self.norm(run_blocks(self.layers, x, cos, sin, mask, cache, start, hidden))
+        if hidden is not None:
+            hidden.append(x)  # the final state, after the norm
+        return x, (None if hidden is None else tuple(hidden))
 
 
-class DreamModel(PreTrainedModel):
+class DreamModel(CleanRoomLM):
     """Dream with its output head, loadable from the original checkpoints.
 
     The class name matches the upstream ``architectures`` entry so configs round-trip. Use
@@ -352,9 +333,7 @@ class DreamModel(PreTrainedModel):
     """
 
     config_class = DreamConfig
-    base_model_prefix = "model"
     _no_split_modules = ["DreamDecoderLayer"]  # noqa: RUF012 (transformers convention)
-    _supports_sdpa = True
 
     def __init__(self, config: DreamConfig) -> None:
         check_dream_config(config)
@@ -363,15 +342,6 @@ class DreamModel(PreTrainedModel):
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = float(getattr(self.config, "initializer_range", 0.02))
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init_normal(module.weight, std)
-            if getattr(module, "bias", None) is not None:
-                init_zeros(module.bias)
-        elif isinstance(module, RMSNorm) and module.weight is not None:
-            init_ones(module.weight)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
@@ -396,22 +366,12 @@ class DreamModel(PreTrainedModel):
         **kwargs: Any,
     ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
         """Raw logits (B, L, V), float, row i predicting position i + 1."""
-        if use_cache:
-            raise ValueError(
-                "DreamModel has no transformers-style use_cache; pass use_cache=False. Block-"
-                "decoding KV caches: remask.models.cache.Cached (or "
-                "DreamModel.model.forward(..., cache=KVCache()) and .forward_window)"
-            )
-        unknown = {k: v for k, v in kwargs.items() if v is not None}
-        if unknown:
-            raise TypeError(f"DreamModel.forward got unsupported arguments {sorted(unknown)}")
+        refuse_hf_options("DreamModel", use_cache, kwargs)
         x, hidden = self.model(
             input_ids, attention_mask, position_ids, output_hidden_states=bool(output_hidden_states)
         )
         logits = F.linear(x, self.head_weight())  # (B, L, V)
-        if return_dict is False:
-            return (logits,) if hidden is None else (logits, hidden)
-        return MaskedLMOutput(logits=logits, hidden_states=hidden)
+        return lm_output(logits, hidden, return_dict)
 
 
 class DreamDenoiser(CheckpointDenoiser):
@@ -429,9 +389,15 @@ class DreamDenoiser(CheckpointDenoiser):
     supports_kv_cache = True
     accepts_attention_bias = True
 
-    def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def _forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None = None
+    ) -> torch.Tensor:
         position_ids = self._position_ids(tokens, attention_mask)
-        raw = self.model(tokens, attention_mask=attention_mask, position_ids=position_ids).logits
+        if cache is None:
+            raw = self.model(tokens, attention_mask=attention_mask, position_ids=position_ids).logits
+        else:  # the same operations as DreamModel.forward, so the logits are identical
+            x, _ = self.model.model(tokens, attention_mask, position_ids, cache=cache)
+            raw = F.linear(x, self.model.head_weight())
         return _shift_right(raw)
 
     def _forward_biased(
@@ -474,14 +440,6 @@ class DreamDenoiser(CheckpointDenoiser):
         full[:, length:, :length] = allowed[:, L:]  # a predecessor sees what its extra token sees
         raw = self.model(ids, attention_mask=full.unsqueeze(1), position_ids=pos).logits  # (B, N, V)
         return torch.cat([_shift_right(raw[:, :L]), raw[:, length:]], dim=1)  # (B, L', V)
-
-    def _forward_cached(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache
-    ) -> torch.Tensor:
-        position_ids = self._position_ids(tokens, attention_mask)
-        # The same operations as DreamModel.forward, so the logits are identical.
-        x, _ = self.model.model(tokens, attention_mask, position_ids, cache=cache)
-        return _shift_right(F.linear(x, self.model.head_weight()))
 
     def _forward_window(
         self,

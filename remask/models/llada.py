@@ -28,21 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
-from transformers.modeling_utils import PreTrainedModel
 
 from remask.models._adapter import CheckpointDenoiser
 from remask.models._configs import LLADA_MOE_FIELDS, LLaDAConfig
 from remask.models._layers import (
+    CleanRoomLM,
     KVCache,
     RMSNorm,
     apply_rope,
+    attend,
+    check_heads,
+    check_recording,
     check_window,
-    init_normal,
-    init_ones,
-    init_zeros,
     key_padding_mask,
-    repeat_kv,
+    lm_output,
+    refuse_hf_options,
     rope_cos_sin,
+    run_blocks,
 )
 
 __all__ = ["LLaDAConfig", "LLaDADenoiser", "LLaDAModel", "LLaDAModelLM", "check_llada_config"]
@@ -78,16 +80,14 @@ def check_llada_config(config: LLaDAConfig) -> None:
             )
     if getattr(config, "bias_for_layer_norm", False):
         raise ValueError("unsupported LLaDA config: bias_for_layer_norm=True")
-    if config.d_model % config.n_heads:
-        raise ValueError(f"d_model={config.d_model} is not divisible by n_heads={config.n_heads}")
+    check_heads(
+        ("d_model", config.d_model),
+        ("n_heads", config.n_heads),
+        ("n_kv_heads", config.effective_n_kv_heads),
+    )
     if (config.d_model // config.n_heads) % 2:
         raise ValueError(
             f"head size d_model / n_heads = {config.d_model // config.n_heads} must be even for RoPE"
-        )
-    if config.n_heads % config.effective_n_kv_heads:
-        raise ValueError(
-            f"n_heads={config.n_heads} is not a multiple of n_kv_heads="
-            f"{config.effective_n_kv_heads}"
         )
 
 
@@ -158,16 +158,8 @@ class LLaDABlock(nn.Module):
         k = apply_rope(k, cos, sin, full_precision=self.rope_full_precision)
         if cache is not None:
             k, v = cache.update(layer, k, v, start)  # (B, Hkv, L, Dh) each
-        rep = self.n_heads // self.n_kv_heads
-        k, v = repeat_kv(k, rep), repeat_kv(v, rep)
-        att = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-            is_causal=False,  # LLaDA is bidirectional
-        )  # (B, H, L, Dh)
+        dropout = self.attention_dropout if self.training else 0.0
+        att = attend(q, k, v, attn_mask, dropout)  # (B, H, L, Dh); LLaDA is bidirectional
         att = att.transpose(1, 2).reshape(b, length, d)  # (B, L, D)
         x = x + F.dropout(self.attn_out(att), self.residual_dropout, self.training)
 
@@ -229,11 +221,7 @@ class LLaDAModel(nn.Module):
         logits : (B, L, V) float, V = ``embedding_size``; row i predicts position i.
         hidden_states : tuple of (B, L, D) tensors, or None.
         """
-        if cache is not None and len(cache):
-            raise ValueError(
-                f"forward records into an empty KVCache, got one with {len(cache)} layers; "
-                "use forward_window to read a filled cache"
-            )
+        check_recording(cache)
         if cache is not None and (attention_bias is not None or position_ids is not None):
             raise ValueError("a KV cache records plain passes only: no attention_bias/position_ids")
         if position_ids is None:
@@ -303,23 +291,20 @@ class LLaDAModel(nn.Module):
             mask = bias if mask is None else bias & mask
             # A query with no key would give NaN (which 0 * NaN then spreads): let it see all.
             mask = mask | ~mask.any(dim=-1, keepdim=True)
-        hidden: list[torch.Tensor] = []
-        for layer, block in enumerate(t["blocks"]):
-            if output_hidden_states:
-                hidden.append(x)
-            x = block(x, cos, sin, mask, cache, layer, start)
-        if output_hidden_states:
-            hidden.append(x)
+        hidden: list[torch.Tensor] | None = [] if output_hidden_states else None
+        x = run_blocks(t["blocks"], x, cos, sin, mask, cache, start, hidden)
+        if hidden is not None:
+            hidden.append(x)  # the final state, before ln_f (as forward's docstring says)
         x = t["ln_f"](x)
         head = t["wte"].weight if cfg.weight_tying else t["ff_out"].weight
         bias = None if cfg.weight_tying else t["ff_out"].bias
         logits = F.linear(x, head, bias)  # (B, W, V)
         if cfg.scale_logits:
             logits = logits * (1.0 / math.sqrt(cfg.d_model))
-        return logits, (tuple(hidden) if output_hidden_states else None)
+        return logits, (None if hidden is None else tuple(hidden))
 
 
-class LLaDAModelLM(PreTrainedModel):
+class LLaDAModelLM(CleanRoomLM):
     """LLaDA with its output head, loadable from the original checkpoints.
 
     The name matches the upstream ``architectures`` entry so configs round-trip. Use
@@ -331,24 +316,14 @@ class LLaDAModelLM(PreTrainedModel):
     """
 
     config_class = LLaDAConfig
-    base_model_prefix = "model"
     _no_split_modules = ["LLaDABlock"]  # noqa: RUF012 (transformers convention)
-    _supports_sdpa = True
+    init_std_field = "init_std"
 
     def __init__(self, config: LLaDAConfig) -> None:
         check_llada_config(config)
         super().__init__(config)
         self.model = LLaDAModel(config)
         self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = float(getattr(self.config, "init_std", 0.02))
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init_normal(module.weight, std)
-            if getattr(module, "bias", None) is not None:
-                init_zeros(module.bias)
-        elif isinstance(module, RMSNorm) and module.weight is not None:
-            init_ones(module.weight)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.transformer["wte"]
@@ -366,23 +341,13 @@ class LLaDAModelLM(PreTrainedModel):
         **kwargs: Any,
     ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
         """See :meth:`LLaDAModel.forward`; ``use_cache`` is accepted and must be falsy."""
-        if use_cache:
-            raise ValueError(
-                "LLaDAModelLM has no transformers-style use_cache; pass use_cache=False. Block-"
-                "decoding KV caches: remask.models.cache.Cached (or "
-                "LLaDAModelLM.model.forward(..., cache=KVCache()) and .forward_window)"
-            )
-        unknown = {k: v for k, v in kwargs.items() if v is not None}
-        if unknown:
-            raise TypeError(f"LLaDAModelLM.forward got unsupported arguments {sorted(unknown)}")
+        refuse_hf_options("LLaDAModelLM", use_cache, kwargs)
         logits, hidden = self.model(
             input_ids,
             attention_mask=attention_mask,
             output_hidden_states=bool(output_hidden_states),
         )
-        if return_dict is False:
-            return (logits,) if hidden is None else (logits, hidden)
-        return MaskedLMOutput(logits=logits, hidden_states=hidden)
+        return lm_output(logits, hidden, return_dict)
 
 
 class LLaDADenoiser(CheckpointDenoiser):
@@ -396,8 +361,10 @@ class LLaDADenoiser(CheckpointDenoiser):
     supports_kv_cache = True
     accepts_attention_bias = True
 
-    def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        logits, _ = self.model.model(tokens, attention_mask=attention_mask)
+    def _forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        logits, _ = self.model.model(tokens, attention_mask=attention_mask, cache=cache)
         return logits
 
     def _forward_biased(
@@ -411,12 +378,6 @@ class LLaDADenoiser(CheckpointDenoiser):
         # canvas column is its rotary position as it is: one forward of length L'.
         logits, _ = self.model.model(tokens, attention_mask=attention_mask,
                                      attention_bias=attention_bias, position_ids=position_ids)
-        return logits
-
-    def _forward_cached(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache
-    ) -> torch.Tensor:
-        logits, _ = self.model.model(tokens, attention_mask=attention_mask, cache=cache)
         return logits
 
     def _forward_window(

@@ -102,7 +102,4 @@ class LLaDA2MoeModelLM(DecoderLM):
     """
 
     config_class = LLaDA2MoeConfig
-
-    @classmethod
-    def spec_from_config(cls, config: LLaDA2MoeConfig) -> DecoderSpec:
-        return llada2_spec(config)
+    spec_from_config = staticmethod(llada2_spec)

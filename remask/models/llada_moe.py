@@ -91,10 +91,7 @@ class LLaDAMoEModelLM(DecoderLM):
     """
 
     config_class = LLaDAMoEConfig
-
-    @classmethod
-    def spec_from_config(cls, config: LLaDAMoEConfig) -> DecoderSpec:
-        return llada_moe_spec(config)
+    spec_from_config = staticmethod(llada_moe_spec)
 
 
 class LLaDAMoEDenoiser(CheckpointDenoiser):

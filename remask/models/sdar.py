@@ -39,7 +39,4 @@ class SDARForCausalLM(DecoderLM):
     """
 
     config_class = SDARConfig
-
-    @classmethod
-    def spec_from_config(cls, config: SDARConfig) -> DecoderSpec:
-        return sdar_spec(config)
+    spec_from_config = staticmethod(sdar_spec)
