@@ -31,6 +31,8 @@ from remask.samplers.apd import APD
 from remask.samplers.llada21 import LLaDA21
 from remask.samplers.credit import Credit
 from remask.samplers.prophet import Prophet
+from remask.samplers.freedave import FreeDave
+from remask.samplers.punt import Punt
 
 __all__ = [
     "APD",
@@ -39,6 +41,8 @@ __all__ = [
     "SlowFast",
     "Credit",
     "Prophet",
+    "FreeDave",
+    "Punt",
     "Gibbs",
     "ReMDM",
     "WINO",

@@ -101,6 +101,18 @@ SPECIFIC = {
     ("entropy_bound", "score"): Choice(("entropy", "prob", "margin")),
     ("factor", "factor"): NONNEG,
     ("gibbs", "base"): BASE_SAMPLER,
+    ("freedave", "base"): Custom(st.one_of(
+        st.integers(), st.floats(), st.none(), st.booleans(),
+        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
+        st.just({"steps": 3}),  # no name
+        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
+        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
+        st.just({"name": "gibbs"}),  # a wrapping base
+    )),
+    ("freedave", "draft_steps"): POS_INT,
+    ("punt", "epsilon"): Num("float", 0.0, inf_ok=True),
+    ("punt", "temperature"): NONNEG,
+    ("punt", "score"): Choice(("prob", "margin", "entropy", "random")),
     ("gibbs", "threshold"): Num("float", 0.0, inf_ok=True),
     ("gibbs", "window"): POS_INT,
     ("gibbs", "max_revisions"): Num("int", 0),
@@ -238,6 +250,7 @@ EDGES = [
     ("wino", "accept_ratio", 1.0), ("wino", "threshold_in", 0.0), ("dream", "top_p", 1.0),
     ("entropy_bound", "gamma", float("inf")), ("gibbs", "threshold", float("inf")),
     ("remdm", "eta", 1.0), ("low_confidence", "eos_id", 0), ("apd", "mixture_weight", 0.0),
+    ("punt", "epsilon", float("inf")), ("punt", "epsilon", 0.0), ("freedave", "draft_steps", 1),
     ("dream", "temperature", 1), ("klass", "conf_threshold", 1.0),
 ]
 
