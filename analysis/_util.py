@@ -54,8 +54,9 @@ def js(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     p, q = logp.exp(), logq.exp()
     m = 0.5 * (p + q)
     logm = torch.where(m > 0, m.clamp_min(1e-300).log(), torch.full_like(m, -math.inf))
-    return (0.5 * (xlogy(p, logp) - xlogy(p, logm)).sum(-1, dtype=torch.float64)
-            + 0.5 * (xlogy(q, logq) - xlogy(q, logm)).sum(-1, dtype=torch.float64))
+    return 0.5 * (xlogy(p, logp) - xlogy(p, logm)).sum(-1, dtype=torch.float64) + 0.5 * (
+        xlogy(q, logq) - xlogy(q, logm)
+    ).sum(-1, dtype=torch.float64)
 
 
 def model_device(model) -> torch.device | None:
@@ -74,14 +75,18 @@ def model_device(model) -> torch.device | None:
 def check_model(model) -> None:
     for attr in ("mask_id", "vocab_size"):
         if not isinstance(getattr(model, attr, None), int):
-            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a Denoiser with an int {attr!r} attribute, got {type(model).__name__}"
+            )
     if not callable(model):
         raise TypeError(f"model must be callable (a Denoiser), got {type(model).__name__}")
 
 
 def check_oracle(oracle) -> None:
     check_model(oracle)
-    if not callable(getattr(oracle, "log_prob", None)) or not isinstance(getattr(oracle, "seq_len", None), int):
+    if not callable(getattr(oracle, "log_prob", None)) or not isinstance(
+        getattr(oracle, "seq_len", None), int
+    ):
         raise TypeError(
             f"an exact oracle (with log_prob and seq_len) is required, got {type(oracle).__name__}"
         )
@@ -93,14 +98,18 @@ def as_tokens(tokens, *, name: str = "tokens") -> torch.Tensor:
         try:
             tokens = torch.as_tensor(tokens, dtype=torch.int64)
         except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"{name} must be a (B, L) int64 tensor, got {type(tokens).__name__}") from None
+            raise TypeError(
+                f"{name} must be a (B, L) int64 tensor, got {type(tokens).__name__}"
+            ) from None
     if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
     tokens = tokens.long()
     if tokens.dim() == 1:
         tokens = tokens.unsqueeze(0)
     if tokens.dim() != 2 or tokens.shape[1] == 0:
-        raise ValueError(f"{name} must have shape (L,) or (B, L) with L >= 1, got {tuple(tokens.shape)}")
+        raise ValueError(
+            f"{name} must have shape (L,) or (B, L) with L >= 1, got {tuple(tokens.shape)}"
+        )
     return tokens
 
 
@@ -124,15 +133,20 @@ def as_positions(positions, L: int, *, name: str = "positions") -> list[int]:
 
 
 @torch.no_grad()
-def call_log_probs(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                   *, batch_size: int | None = None) -> torch.Tensor:
+def call_log_probs(
+    model,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    batch_size: int | None = None,
+) -> torch.Tensor:
     """Run a denoiser in chunks and return float64 log-probs (B, L, V) on the tokens' device."""
     out = []
     B = tokens.shape[0]
     step = B if batch_size is None else max(1, int(batch_size))
     for s in range(0, B, step):
-        am = None if attention_mask is None else attention_mask[s:s + step]
-        out.append(log_probs(call_logits(model, tokens[s:s + step], am)).to(tokens.device))
+        am = None if attention_mask is None else attention_mask[s : s + step]
+        out.append(log_probs(call_logits(model, tokens[s : s + step], am)).to(tokens.device))
     return torch.cat(out, 0)
 
 
@@ -170,7 +184,9 @@ def compact_ids(ids: torch.Tensor) -> torch.Tensor:
 
 def group_sum(p: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """For each row, the sum of ``p`` over its group, (N,) float64."""
-    tot = torch.zeros(int(groups.max()) + 1 if groups.numel() else 0, dtype=p.dtype).index_add_(0, groups, p)
+    tot = torch.zeros(int(groups.max()) + 1 if groups.numel() else 0, dtype=p.dtype).index_add_(
+        0, groups, p
+    )
     return tot[groups]
 
 
@@ -203,7 +219,9 @@ def position_chunks(rows: int, L: int, V: int, *, budget: int | None = None):
 
 
 @torch.no_grad()
-def call_logits(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def call_logits(
+    model, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """One forward pass: the denoiser's logits (B, L, V) in its own dtype, on its own device.
 
     Nothing is upcast here: the streamed estimators read log-probs of one bounded position
@@ -214,7 +232,10 @@ def call_logits(model, tokens: torch.Tensor, attention_mask: torch.Tensor | None
         tokens = tokens.to(device)
         attention_mask = None if attention_mask is None else attention_mask.to(device)
     logits = model(tokens, attention_mask)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (*tokens.shape, model.vocab_size):
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
+        *tokens.shape,
+        model.vocab_size,
+    ):
         raise ValueError(
             f"model returned {getattr(logits, 'shape', type(logits).__name__)}, expected (B, L, V) = "
             f"{(*tokens.shape, model.vocab_size)}"

@@ -95,13 +95,16 @@ def _is_id_line(line: str) -> bool:
 def _tokenize(model, text: str, where: str) -> list[int]:
     tok = getattr(model, "tokenizer", None)
     if tok is None:
-        raise ValueError(f"{where} is text but {type(model).__name__} has no tokenizer; "
-                         f"write token ids ('_' for a mask) instead")
+        raise ValueError(
+            f"{where} is text but {type(model).__name__} has no tokenizer; "
+            f"write token ids ('_' for a mask) instead"
+        )
     return [int(t) for t in tok(text, add_special_tokens=True)["input_ids"]]
 
 
-def read_canvases(path, model, *, mask_span: int | None = None, mask_rate: float | None = None,
-                  seed: int = 0) -> Canvases:
+def read_canvases(
+    path, model, *, mask_span: int | None = None, mask_rate: float | None = None, seed: int = 0
+) -> Canvases:
     """Read canvases from ``path`` (module docstring) for ``model``, then mask them.
 
     Parameters
@@ -167,14 +170,30 @@ def read_canvases(path, model, *, mask_span: int | None = None, mask_rate: float
     if not rows:
         raise ValueError(f"canvases {path!r} holds no canvas (one per non-empty line)")
     specials = special_ids(model)
-    spec = [torch.isin(r, torch.tensor(sorted(specials), dtype=torch.int64)) if specials
-            else torch.zeros_like(r, dtype=torch.bool) for r in rows]
-    source = {"path": os.path.abspath(path), "sha256": hashlib.sha256(raw).hexdigest(), "n_canvases": len(rows)}
-    return mask_canvases(Canvases(rows, spec, source), mask_id, span=mask_span, rate=mask_rate, seed=seed)
+    spec = [
+        torch.isin(r, torch.tensor(sorted(specials), dtype=torch.int64))
+        if specials
+        else torch.zeros_like(r, dtype=torch.bool)
+        for r in rows
+    ]
+    source = {
+        "path": os.path.abspath(path),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "n_canvases": len(rows),
+    }
+    return mask_canvases(
+        Canvases(rows, spec, source), mask_id, span=mask_span, rate=mask_rate, seed=seed
+    )
 
 
-def mask_canvases(canvases: Canvases, mask_id: int, *, span: int | None = None, rate: float | None = None,
-                  seed: int = 0) -> Canvases:
+def mask_canvases(
+    canvases: Canvases,
+    mask_id: int,
+    *,
+    span: int | None = None,
+    rate: float | None = None,
+    seed: int = 0,
+) -> Canvases:
     """Mask real sequences reproducibly: a contiguous span, or a fraction of the positions.
 
     Only positions that are neither special nor already masked are eligible.
@@ -199,7 +218,9 @@ def mask_canvases(canvases: Canvases, mask_id: int, *, span: int | None = None, 
         raise ValueError(f"give at most one of mask_span={span!r} and mask_rate={rate!r}")
     if span is not None and (isinstance(span, bool) or not isinstance(span, int) or span < 1):
         raise ValueError(f"mask_span must be an int >= 1, got {span!r}")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1):
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1
+    ):
         raise ValueError(f"mask_rate must be a number in (0, 1], got {rate!r}")
     rng = np.random.default_rng(int(seed))
     rows = []
@@ -208,15 +229,19 @@ def mask_canvases(canvases: Canvases, mask_id: int, *, span: int | None = None, 
         eligible = ((row != mask_id) & ~sp).nonzero()[:, 0].numpy()
         if span is not None:
             if len(eligible) < span:
-                raise ValueError(f"canvas {b + 1} has {len(eligible)} maskable tokens, fewer than mask_span={span}")
+                raise ValueError(
+                    f"canvas {b + 1} has {len(eligible)} maskable tokens, fewer than mask_span={span}"
+                )
             start = int(rng.integers(0, len(eligible) - span + 1))
-            row[torch.from_numpy(eligible[start:start + span])] = mask_id
+            row[torch.from_numpy(eligible[start : start + span])] = mask_id
         elif rate is not None and len(eligible):
             k = max(1, int(round(rate * len(eligible))))
             row[torch.from_numpy(np.sort(rng.choice(eligible, size=k, replace=False)))] = mask_id
         if not bool((row == mask_id).any()):
-            raise ValueError(f"canvas {b + 1} has no masked position: mark masks in the file "
-                             f"('_' in ids, the tokenizer's mask token in text) or pass --mask-span/--mask-rate")
+            raise ValueError(
+                f"canvas {b + 1} has no masked position: mark masks in the file "
+                f"('_' in ids, the tokenizer's mask token in text) or pass --mask-span/--mask-rate"
+            )
         rows.append(row)
     source = {**canvases.source, "mask_span": span, "mask_rate": rate, "mask_seed": int(seed)}
     return Canvases(rows, list(canvases.special), source)

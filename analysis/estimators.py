@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from remask.analysis import _util
 from remask.analysis._util import (
     as_positions,
@@ -40,10 +41,10 @@ from remask.analysis._util import (
     call_logits,
     check_model,
     log_probs,
-    work_log_probs,
     position_chunks,
     rowdot,
     unit_scale,
+    work_log_probs,
 )
 
 __all__ = [
@@ -72,7 +73,9 @@ def _prepare(model, tokens, attention_mask):
 def _check_masked(tokens, mask_id, positions, what):
     for p in positions:
         if bool((tokens[:, p] != mask_id).any()):
-            raise ValueError(f"{what} position {p} must be masked (hold mask_id={mask_id}) in every row")
+            raise ValueError(
+                f"{what} position {p} must be masked (hold mask_id={mask_id}) in every row"
+            )
 
 
 @dataclass
@@ -80,7 +83,9 @@ class _Mixture:
     """O(B L) float64 summaries of the mixture ``p̄_j = Σ_a w_a p(x_j | c, a)`` (no (B, L, V) tensor)."""
 
     h_pbar: torch.Tensor  # (B, L) H(p̄_j)
-    cmi: torch.Tensor  # (B, L) Σ_a w_a KL(p(x_j | c, a) ‖ p̄_j) (= H(p̄_j) − Σ_a w_a H(p_a) when Σ w = 1)
+    cmi: (
+        torch.Tensor
+    )  # (B, L) Σ_a w_a KL(p(x_j | c, a) ‖ p̄_j) (= H(p̄_j) − Σ_a w_a H(p_a) when Σ w = 1)
     mean_entropy: torch.Tensor  # (B, L) Σ_a w_a H(p(x_j | c, a))
     demask: torch.Tensor  # (B, L) Σ_a w_a TV(p(x_j | c, a), p(x_j | c))
     kl: torch.Tensor  # (B, L) KL(p̄_j / Σp̄_j ‖ p(x_j | c))
@@ -91,7 +96,9 @@ class _Mixture:
     n_draws: int
 
 
-def one_shot_logits(model, tokens, attention_mask=None, batch_size: int | None = 64) -> torch.Tensor:
+def one_shot_logits(
+    model, tokens, attention_mask=None, batch_size: int | None = 64
+) -> torch.Tensor:
     """The one-shot logits of canvases, in row batches: what the clamped rows are compared with.
 
     Parameters
@@ -111,12 +118,30 @@ def one_shot_logits(model, tokens, attention_mask=None, batch_size: int | None =
     step = tokens.shape[0] if batch_size is None else max(1, int(batch_size))
     out = []
     for s in range(0, tokens.shape[0], step):
-        out.append(call_logits(model, tokens[s:s + step], None if attention_mask is None else attention_mask[s:s + step]))
+        out.append(
+            call_logits(
+                model,
+                tokens[s : s + step],
+                None if attention_mask is None else attention_mask[s : s + step],
+            )
+        )
     return torch.cat(out, 0) if len(out) > 1 else out[0]
 
 
-def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed, batch_size,
-             max_full_vocab, logits0=None, bar=None) -> _Mixture:
+def _mixture(
+    model,
+    tokens,
+    attention_mask,
+    positions,
+    *,
+    top_k,
+    n_samples,
+    seed,
+    batch_size,
+    max_full_vocab,
+    logits0=None,
+    bar=None,
+) -> _Mixture:
     """Clamp ``positions`` (one exactly/top-k, or several by sampled rollouts) and mix.
 
     Clamped canvases go through the model ``batch_size`` at a time; the rows whose candidates
@@ -130,7 +155,9 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
     if top_k is not None and n_samples is not None:
         raise ValueError("give at most one of top_k and n_samples")
     if logits0 is None:
-        logits0 = one_shot_logits(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
+        logits0 = one_shot_logits(
+            model, tokens, attention_mask, batch_size
+        )  # (B, L, V) model dtype
     g = torch.Generator().manual_seed(int(seed))
     if n_samples is not None:
         n = int(n_samples)
@@ -145,9 +172,20 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
             if r == 0:
                 lp = log_probs(logits0[:, pos]).cpu().repeat_interleave(n, 0)  # (B n, V)
             else:
-                lp = torch.cat([log_probs(one_shot_logits(model, canvas[s:s + n], None if am is None else am[s:s + n],
-                                                    batch_size)[:, pos]).cpu()
-                                for s in range(0, B * n, n)], 0)
+                lp = torch.cat(
+                    [
+                        log_probs(
+                            one_shot_logits(
+                                model,
+                                canvas[s : s + n],
+                                None if am is None else am[s : s + n],
+                                batch_size,
+                            )[:, pos]
+                        ).cpu()
+                        for s in range(0, B * n, n)
+                    ],
+                    0,
+                )
             canvas[:, pos] = torch.multinomial(lp.exp().float(), 1, generator=g)[:, 0]
         w = torch.full((B * n,), 1.0 / n, dtype=torch.float64)
         rows = torch.arange(B).repeat_interleave(n)
@@ -155,14 +193,18 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         ncand = torch.full((B,), n)
     else:
         if len(positions) != 1:
-            raise ValueError(f"clamping several positions {positions} needs n_samples (sampled rollouts)")
+            raise ValueError(
+                f"clamping several positions {positions} needs n_samples (sampled rollouts)"
+            )
         pos = positions[0]
         pi = log_probs(logits0[:, pos]).exp().cpu()  # (B, V) float64: O(B V)
         if n_samples is not None:
             # M draws of x_i ~ p(x_i | c); equal draws share one clamped pass, weighted by
             # their empirical frequency (the same estimator, at most V passes per row).
             draws = torch.multinomial(pi.float(), n, replacement=True, generator=g)  # (B, M)
-            counts = torch.zeros(B, V, dtype=torch.float64).scatter_add_(1, draws, torch.ones(B, n, dtype=torch.float64))
+            counts = torch.zeros(B, V, dtype=torch.float64).scatter_add_(
+                1, draws, torch.ones(B, n, dtype=torch.float64)
+            )
             cand = torch.arange(V).expand(B, V)
             w = counts / n
             missed = torch.zeros(B, dtype=torch.float64)
@@ -190,7 +232,9 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         w = w[rows, col]
         ncand = keep.sum(-1)
     sampled = n_samples is not None
-    out = {k: torch.zeros(B, L, dtype=torch.float64) for k in ("h", "ment", "dem", "kl", "tv", "cmi")}
+    out = {
+        k: torch.zeros(B, L, dtype=torch.float64) for k in ("h", "ment", "dem", "kl", "tv", "cmi")
+    }
     out["noise"] = torch.zeros(B, L, dtype=torch.float64) if sampled else None
     step = len(rows) if batch_size is None else max(1, int(batch_size))
     counts = torch.bincount(rows, minlength=B).tolist()
@@ -200,8 +244,21 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
     b = 0
     while b < B:
         if counts[b] > step:  # one row, more candidates than a batch: accumulate p̄ over batches
-            _accumulate_row(model, canvas, am, w, starts[b], starts[b + 1], step, logits0[b], out, b,
-                            sampled, n_samples, bar)
+            _accumulate_row(
+                model,
+                canvas,
+                am,
+                w,
+                starts[b],
+                starts[b + 1],
+                step,
+                logits0[b],
+                out,
+                b,
+                sampled,
+                n_samples,
+                bar,
+            )
             b += 1
             continue
         e = b  # pack whole rows into one forward pass
@@ -209,7 +266,9 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
             e += 1
         lo, hi = starts[b], starts[e]
         if hi > lo:
-            logits = call_logits(model, canvas[lo:hi], None if am is None else am[lo:hi])  # (m, L, V)
+            logits = call_logits(
+                model, canvas[lo:hi], None if am is None else am[lo:hi]
+            )  # (m, L, V)
             ws = w[lo:hi].to(logits.device)
             for sl in position_chunks(hi - lo, L, V):
                 lp = work_log_probs(logits[:, sl])  # (m, c, V), bounded
@@ -233,7 +292,11 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
                     dem[g] = w64 @ (0.5 * (pg - p0l[g].exp()).abs().sum(-1).double())
                     # The CMI as Σ_a w_a KL(p_a ‖ p̄): a sum of non-negative terms, free of the
                     # cancellation of H(p̄) − Σ_a w_a H(p_a) in float32 at large V.
-                    logpbar = (pbar[g] / pbar[g].sum(-1, keepdim=True)).clamp_min(torch.finfo(p.dtype).tiny).log()
+                    logpbar = (
+                        (pbar[g] / pbar[g].sum(-1, keepdim=True))
+                        .clamp_min(torch.finfo(p.dtype).tiny)
+                        .log()
+                    )
                     cmi[g] = w64 @ rowdot(pg, lpg - logpbar)
                 del lp, p
                 _summarise(pbar, second, p0l, ment, dem, out, slice(b, e), sl, n_samples, cmi)
@@ -241,11 +304,23 @@ def _mixture(model, tokens, attention_mask, positions, *, top_k, n_samples, seed
         if bar is not None:
             bar.update(hi - lo)
         b = e
-    return _Mixture(out["h"], out["cmi"], out["ment"], out["dem"], out["kl"], out["tv"], out["noise"], missed, ncand,
-                    int(n_samples or 0))
+    return _Mixture(
+        out["h"],
+        out["cmi"],
+        out["ment"],
+        out["dem"],
+        out["kl"],
+        out["tv"],
+        out["noise"],
+        missed,
+        ncand,
+        int(n_samples or 0),
+    )
 
 
-def _summarise(pbar, second, p0l, ment, dem, out, rows: slice, sl: slice, n_samples, cmi=None) -> None:
+def _summarise(
+    pbar, second, p0l, ment, dem, out, rows: slice, sl: slice, n_samples, cmi=None
+) -> None:
     """Write the O(B L) summaries of one (g, c, V) chunk of p̄ into ``out``."""
     h = _entropy_p(pbar)
     out["h"][rows, sl] = h.cpu()
@@ -254,15 +329,26 @@ def _summarise(pbar, second, p0l, ment, dem, out, rows: slice, sl: slice, n_samp
     out["dem"][rows, sl] = dem.cpu()
     pn = pbar / pbar.sum(-1, keepdim=True)
     logpn = pn.clamp_min(1e-300).log()
-    out["kl"][rows, sl] = torch.where(pn > 0, pn * (logpn - p0l), torch.zeros_like(pn)).sum(-1, dtype=torch.float64).cpu()
+    out["kl"][rows, sl] = (
+        torch.where(pn > 0, pn * (logpn - p0l), torch.zeros_like(pn))
+        .sum(-1, dtype=torch.float64)
+        .cpu()
+    )
     out["tv"][rows, sl] = (0.5 * (pn - p0l.exp()).abs().sum(-1, dtype=torch.float64)).cpu()
     if second is not None:
         var = (second - pbar**2).clamp_min(0.0)
-        out["noise"][rows, sl] = torch.where(pn > 0, var / (2 * int(n_samples) * pn.clamp_min(1e-300)),
-                                             torch.zeros_like(pn)).sum(-1, dtype=torch.float64).cpu()
+        out["noise"][rows, sl] = (
+            torch.where(
+                pn > 0, var / (2 * int(n_samples) * pn.clamp_min(1e-300)), torch.zeros_like(pn)
+            )
+            .sum(-1, dtype=torch.float64)
+            .cpu()
+        )
 
 
-def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampled, n_samples, bar) -> None:
+def _accumulate_row(
+    model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampled, n_samples, bar
+) -> None:
     """One row whose candidates span several forward passes: p̄ (L, V) accumulated across them."""
     L, V = logits0_b.shape
     dev = logits0_b.device
@@ -292,12 +378,23 @@ def _accumulate_row(model, canvas, am, w, lo, hi, step, logits0_b, out, b, sampl
             bar.update(e - s)
     for sl in position_chunks(1, L, V):
         p0l = work_log_probs(logits0_b[sl]).double().unsqueeze(0)
-        _summarise(pbar[sl].double().unsqueeze(0), None if second is None else second[sl].double().unsqueeze(0),
-                   p0l, ment[:, sl], dem[:, sl], out, slice(b, b + 1), sl, n_samples)
+        _summarise(
+            pbar[sl].double().unsqueeze(0),
+            None if second is None else second[sl].double().unsqueeze(0),
+            p0l,
+            ment[:, sl],
+            dem[:, sl],
+            out,
+            slice(b, b + 1),
+            sl,
+            n_samples,
+        )
 
 
 def _entropy_p(p):
-    return -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(-1, dtype=torch.float64)
+    return -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(
+        -1, dtype=torch.float64
+    )
 
 
 # ------------------------------------------------------------------------------ CMI
@@ -342,10 +439,22 @@ def _cmi_row(m: _Mixture, masked: torch.Tensor, i: int) -> tuple[torch.Tensor, t
     return torch.where(valid, cmi, nan), torch.where(valid, m.demask, nan)
 
 
-def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | None = None,
-                 n_samples: int | None = None, seed: int = 0, attention_mask=None,
-                 batch_size: int | None = 64, unit: str = "nats",
-                 max_full_vocab: int = 4096, progress: bool = False, logits0=None) -> PairwiseCMI:
+def pairwise_cmi(
+    model,
+    tokens,
+    i: int,
+    j: int | None = None,
+    *,
+    top_k: int | None = None,
+    n_samples: int | None = None,
+    seed: int = 0,
+    attention_mask=None,
+    batch_size: int | None = 64,
+    unit: str = "nats",
+    max_full_vocab: int = 4096,
+    progress: bool = False,
+    logits0=None,
+) -> PairwiseCMI:
     """Conditional mutual information between masked positions by clamping.
 
     Parameters
@@ -400,9 +509,17 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
     masked = tokens == model.mask_id
     if attention_mask is not None:
         masked &= attention_mask
-    kw = dict(top_k=top_k, n_samples=n_samples, seed=seed, batch_size=batch_size, max_full_vocab=max_full_vocab)
+    kw = dict(
+        top_k=top_k,
+        n_samples=n_samples,
+        seed=seed,
+        batch_size=batch_size,
+        max_full_vocab=max_full_vocab,
+    )
     if logits0 is None:
-        logits0 = one_shot_logits(model, tokens, attention_mask, batch_size)  # (B, L, V) model dtype
+        logits0 = one_shot_logits(
+            model, tokens, attention_mask, batch_size
+        )  # (B, L, V) model dtype
     kw["logits0"] = logits0
     from tqdm.auto import tqdm
 
@@ -412,17 +529,30 @@ def pairwise_cmi(model, tokens, i: int, j: int | None = None, *, top_k: int | No
     row, dem = _cmi_row(m, masked, i)
     if j is None:
         bar.close()
-        return PairwiseCMI(cmi=(row * scale).numpy(), reverse=None, asymmetry=None, demask=dem.numpy(),
-                           missed_mass=m.missed_mass.numpy(), missed_mass_reverse=None,
-                           n_candidates=m.n_candidates.numpy(), unit=unit)
+        return PairwiseCMI(
+            cmi=(row * scale).numpy(),
+            reverse=None,
+            asymmetry=None,
+            demask=dem.numpy(),
+            missed_mass=m.missed_mass.numpy(),
+            missed_mass_reverse=None,
+            n_candidates=m.n_candidates.numpy(),
+            unit=unit,
+        )
     mr = _mixture(model, tokens, attention_mask, [j], **{**kw, "seed": seed + 1})
     bar.close()
     rrow, _ = _cmi_row(mr, masked, j)
     fwd, rev = row[:, j] * scale, rrow[:, i] * scale
-    return PairwiseCMI(cmi=fwd.numpy(), reverse=rev.numpy(), asymmetry=(fwd - rev).abs().numpy(),
-                       demask=dem[:, j].numpy(), missed_mass=m.missed_mass.numpy(),
-                       missed_mass_reverse=mr.missed_mass.numpy(), n_candidates=m.n_candidates.numpy(),
-                       unit=unit)
+    return PairwiseCMI(
+        cmi=fwd.numpy(),
+        reverse=rev.numpy(),
+        asymmetry=(fwd - rev).abs().numpy(),
+        demask=dem[:, j].numpy(),
+        missed_mass=m.missed_mass.numpy(),
+        missed_mass_reverse=mr.missed_mass.numpy(),
+        n_candidates=m.n_candidates.numpy(),
+        unit=unit,
+    )
 
 
 def cmi_matrix(model, tokens, positions=None, **kwargs) -> np.ndarray:
@@ -458,7 +588,9 @@ def cmi_matrix(model, tokens, positions=None, **kwargs) -> np.ndarray:
     logits0 = one_shot_logits(model, tokens, attention_mask, kwargs.get("batch_size", 64))
     out = np.full((B, L, L), np.nan)
     for i in positions:
-        out[:, i, :] = pairwise_cmi(model, tokens, i, attention_mask=attention_mask, logits0=logits0, **kwargs).cmi
+        out[:, i, :] = pairwise_cmi(
+            model, tokens, i, attention_mask=attention_mask, logits0=logits0, **kwargs
+        ).cmi
     return out
 
 
@@ -488,10 +620,20 @@ class MarginalConsistency:
     unit: str
 
 
-def marginal_consistency(model, tokens, i, j: int | None = None, *, n_samples: int | None = None,
-                         top_k: int | None = None, seed: int = 0, attention_mask=None,
-                         batch_size: int | None = 64, unit: str = "nats",
-                         max_full_vocab: int = 4096) -> MarginalConsistency:
+def marginal_consistency(
+    model,
+    tokens,
+    i,
+    j: int | None = None,
+    *,
+    n_samples: int | None = None,
+    top_k: int | None = None,
+    seed: int = 0,
+    attention_mask=None,
+    batch_size: int | None = 64,
+    unit: str = "nats",
+    max_full_vocab: int = 4096,
+) -> MarginalConsistency:
     """Martingale (marginal-consistency) test of a denoiser's conditionals.
 
     For a coherent joint, ``p(x_j | c) = E_{x_i ~ p(· | c)} p(x_j | c, x_i)``; more generally
@@ -534,8 +676,17 @@ def marginal_consistency(model, tokens, i, j: int | None = None, *, n_samples: i
             raise ValueError(f"j={j} must differ from the clamped positions {positions}")
         _check_masked(tokens, model.mask_id, [j], "j")
     scale = unit_scale(unit)
-    m = _mixture(model, tokens, attention_mask, positions, top_k=top_k, n_samples=n_samples, seed=seed,
-                 batch_size=batch_size, max_full_vocab=max_full_vocab)
+    m = _mixture(
+        model,
+        tokens,
+        attention_mask,
+        positions,
+        top_k=top_k,
+        n_samples=n_samples,
+        seed=seed,
+        batch_size=batch_size,
+        max_full_vocab=max_full_vocab,
+    )
     kl, tvd, noise = m.kl, m.tv, m.noise
     valid = tokens == model.mask_id
     if attention_mask is not None:
@@ -547,5 +698,10 @@ def marginal_consistency(model, tokens, i, j: int | None = None, *, n_samples: i
     if j is not None:
         kl, tvd = kl[:, j], tvd[:, j]
         noise = None if noise is None else noise[:, j]
-    return MarginalConsistency(kl=kl.numpy(), tv=tvd.numpy(), kl_noise=None if noise is None else noise.numpy(),
-                               missed_mass=m.missed_mass.numpy(), unit=unit)
+    return MarginalConsistency(
+        kl=kl.numpy(),
+        tv=tvd.numpy(),
+        kl_noise=None if noise is None else noise.numpy(),
+        missed_mass=m.missed_mass.numpy(),
+        unit=unit,
+    )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from remask.analysis._util import (
     as_positions,
     as_tokens,
@@ -56,8 +57,14 @@ DEFAULT_MAX_STATES = 2**21
 
 
 # ---------------------------------------------------------------------------- tree expansion
-def _expand(canvas: torch.Tensor, logq: torch.Tensor, pos: int, logm: torch.Tensor,
-            extra: torch.Tensor | None, max_states: int):
+def _expand(
+    canvas: torch.Tensor,
+    logq: torch.Tensor,
+    pos: int,
+    logm: torch.Tensor,
+    extra: torch.Tensor | None,
+    max_states: int,
+):
     """Branch every state on the positive-probability values of one position.
 
     canvas (N, L) int64, logq (N,) float64, logm (N, V) float64 log-probs of position ``pos``,
@@ -147,8 +154,9 @@ def _entropy_of_table(values: torch.Tensor, p: torch.Tensor, cols: Sequence[int]
     return float(-(p * pm.log()).sum())
 
 
-def total_correlation(oracle, tokens, positions, *, unit: str = "nats",
-                      max_states: int = DEFAULT_MAX_STATES) -> TotalCorrelation:
+def total_correlation(
+    oracle, tokens, positions, *, unit: str = "nats", max_states: int = DEFAULT_MAX_STATES
+) -> TotalCorrelation:
     """Exact total correlation (and dual total correlation) of a set of masked positions.
 
     Parameters
@@ -192,9 +200,12 @@ def total_correlation(oracle, tokens, positions, *, unit: str = "nats",
         hj.append(h_joint)
         hm.append(h_marg)
     return TotalCorrelation(
-        tc=np.asarray(tcs) * scale, dtc=np.asarray(dtcs) * scale,
-        joint_entropy=np.asarray(hj) * scale, marginal_entropies=np.asarray(hm) * scale,
-        positions=positions, unit=unit,
+        tc=np.asarray(tcs) * scale,
+        dtc=np.asarray(dtcs) * scale,
+        joint_entropy=np.asarray(hj) * scale,
+        marginal_entropies=np.asarray(hm) * scale,
+        positions=positions,
+        unit=unit,
     )
 
 
@@ -261,7 +272,9 @@ def _prompt_canvas(oracle, prompt) -> tuple[torch.Tensor, int]:
 
 def _check_partition(partition, P: int, L: int) -> list[list[int]]:
     if isinstance(partition, (str, bytes)) or not isinstance(partition, Sequence) or not partition:
-        raise TypeError(f"partition must be a non-empty sequence of position sets, got {partition!r}")
+        raise TypeError(
+            f"partition must be a non-empty sequence of position sets, got {partition!r}"
+        )
     steps = [as_positions(list(s), L, name="partition step") for s in partition]
     flat = [p for s in steps for p in s]
     want = set(range(P, L))
@@ -301,8 +314,9 @@ def _compute_true_table(oracle, canvas: torch.Tensor, P: int, max_states: int):
     return full, logp
 
 
-def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
-                    max_states: int = DEFAULT_MAX_STATES) -> PartitionError:
+def partition_error(
+    oracle, partition, prompt=None, *, unit: str = "nats", max_states: int = DEFAULT_MAX_STATES
+) -> PartitionError:
     """Exact error of decoding a fixed sequence of position sets with exact marginals.
 
     Step t samples every position of ``S_t`` independently from the oracle's exact marginal
@@ -363,7 +377,7 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
             if not prune:
                 continue
             ids = code_rows(torch.cat([pc[:, revealed], qc[:, revealed]], 0))
-            ok = torch.from_numpy(np.isin(ids[len(pc):].numpy(), ids[: len(pc)].numpy()))
+            ok = torch.from_numpy(np.isin(ids[len(pc) :].numpy(), ids[: len(pc)].numpy()))
             invalid += float(logq[~ok].exp().sum())
             qc, logq, idx = qc[ok], logq[ok], idx[ok]
     # Align the two supports by row identity (every surviving q leaf lies in supp p).
@@ -371,15 +385,21 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
     ids = code_rows(both)
     n_id = int(ids.max()) + 1
     p_all = torch.zeros(n_id, dtype=torch.float64).index_add_(0, ids[: len(pc)], logp.exp())
-    q_all = torch.zeros(n_id, dtype=torch.float64).index_add_(0, ids[len(pc):], logq.exp())
-    lp_all = torch.where(p_all > 0, p_all.clamp_min(1e-300).log(), torch.full_like(p_all, -math.inf))
-    lq_all = torch.where(q_all > 0, q_all.clamp_min(1e-300).log(), torch.full_like(q_all, -math.inf))
+    q_all = torch.zeros(n_id, dtype=torch.float64).index_add_(0, ids[len(pc) :], logq.exp())
+    lp_all = torch.where(
+        p_all > 0, p_all.clamp_min(1e-300).log(), torch.full_like(p_all, -math.inf)
+    )
+    lq_all = torch.where(
+        q_all > 0, q_all.clamp_min(1e-300).log(), torch.full_like(q_all, -math.inf)
+    )
     on_p = p_all > 0
     kl_pq = float((p_all[on_p] * (lp_all[on_p] - lq_all[on_p])).sum())
     tv = 0.5 * (float((p_all - q_all).abs().sum()) + invalid)
     validity = float(q_all[on_p].sum())
     on_q = (q_all > 0) & on_p
-    rev = float((q_all[on_q] * (lq_all[on_q] - lp_all[on_q])).sum()) if invalid <= 1e-12 else math.inf
+    rev = (
+        float((q_all[on_q] * (lq_all[on_q] - lp_all[on_q])).sum()) if invalid <= 1e-12 else math.inf
+    )
     qv = q_all[on_q] / max(validity, 1e-300)
     rev_support = float((qv * (qv.log() - lp_all[on_q])).sum()) if validity > 0 else math.nan
 
@@ -396,15 +416,23 @@ def partition_error(oracle, partition, prompt=None, *, unit: str = "nats",
         tcs.append(float((p * term).sum()))
         known = known + S
     return PartitionError(
-        kl=kl_pq * scale, tv=tv, tc_per_step=np.asarray(tcs) * scale, validity=validity,
-        reverse_kl=rev * scale, reverse_kl_support=rev_support * scale,
-        support_p=int(on_p.sum()), support_q=int(on_q.sum()), partition=steps, unit=unit,
+        kl=kl_pq * scale,
+        tv=tv,
+        tc_per_step=np.asarray(tcs) * scale,
+        validity=validity,
+        reverse_kl=rev * scale,
+        reverse_kl_support=rev_support * scale,
+        support_p=int(on_p.sum()),
+        support_q=int(on_q.sum()),
+        partition=steps,
+        unit=unit,
     )
 
 
 # ---------------------------------------------------------------------------- entropy profile
-def entropy_profile(oracle, prompt=None, *, unit: str = "nats",
-                    max_states: int = DEFAULT_MAX_STATES) -> np.ndarray:
+def entropy_profile(
+    oracle, prompt=None, *, unit: str = "nats", max_states: int = DEFAULT_MAX_STATES
+) -> np.ndarray:
     """Exact entropy profile ``h(m) = E_{|S|=m, i∉S} H(x_i | x_S, prompt)``: uncertainty left
     at a position after m random others are revealed.
 
@@ -428,7 +456,9 @@ def entropy_profile(oracle, prompt=None, *, unit: str = "nats",
     canvas, P = _prompt_canvas(oracle, prompt)
     n = oracle.seq_len - P
     if n > 16:
-        raise ValueError(f"entropy_profile enumerates 2**n subsets; n={n} generated positions is too many")
+        raise ValueError(
+            f"entropy_profile enumerates 2**n subsets; n={n} generated positions is too many"
+        )
     pc, logp = _true_table(oracle, canvas, P, max_states)
     p = logp.exp()
     gen = list(range(P, oracle.seq_len))
@@ -438,8 +468,12 @@ def entropy_profile(oracle, prompt=None, *, unit: str = "nats",
             H[S] = float(-(p * group_sum(p, code_rows(pc[:, list(S)])).log()).sum()) if S else 0.0
     h = np.zeros(n)
     for m in range(n):
-        vals = [H[tuple(sorted(S + (i,)))] - H[S] for S in itertools.combinations(gen, m)
-                for i in gen if i not in S]
+        vals = [
+            H[tuple(sorted(S + (i,)))] - H[S]
+            for S in itertools.combinations(gen, m)
+            for i in gen
+            if i not in S
+        ]
         h[m] = np.mean(vals)
     return h * unit_scale(unit)
 
@@ -544,7 +578,9 @@ class SamplerError:
 _STATS = ("validity", "nll", "tv", "kl", "reverse_kl_support", "exact_match")
 
 
-def exact_samples(oracle, n: int, prompt=None, *, seed: int = 0, batch_size: int = 4096) -> torch.Tensor:
+def exact_samples(
+    oracle, n: int, prompt=None, *, seed: int = 0, batch_size: int = 4096
+) -> torch.Tensor:
     """Exact samples of ``p(x | prompt)`` by ancestral decoding with the exact conditionals.
 
     Left to right, each position is drawn from the oracle's exact marginal given everything
@@ -575,7 +611,9 @@ def exact_samples(oracle, n: int, prompt=None, *, seed: int = 0, batch_size: int
     return torch.cat(out, 0)
 
 
-def _stats(x: torch.Tensor, oracle, table, mode: torch.Tensor | None, log_norm: float, scale: float) -> dict:
+def _stats(
+    x: torch.Tensor, oracle, table, mode: torch.Tensor | None, log_norm: float, scale: float
+) -> dict:
     """All sample statistics of one set of samples x (n, L)."""
     n = x.shape[0]
     logp = oracle.log_prob(x) - log_norm  # (n,) log p(x | prompt)
@@ -592,7 +630,9 @@ def _stats(x: torch.Tensor, oracle, table, mode: torch.Tensor | None, log_norm: 
         out["reverse_kl_support"] = float((qv * (qv.log() - lv[first])).sum()) * scale
     else:
         out["reverse_kl_support"] = math.nan
-    out["exact_match"] = float((x == mode).all(-1).double().mean()) if mode is not None else math.nan
+    out["exact_match"] = (
+        float((x == mode).all(-1).double().mean()) if mode is not None else math.nan
+    )
     if table is None:
         out["tv"] = out["kl"] = math.nan
         return out
@@ -601,7 +641,7 @@ def _stats(x: torch.Tensor, oracle, table, mode: torch.Tensor | None, log_norm: 
     ids = compact_ids(code_rows(both))
     N = int(ids.max()) + 1  # distinct sequences: the support plus distinct invalid samples
     p = torch.zeros(N, dtype=torch.float64).index_add_(0, ids[: len(tx)], tlogp.exp())
-    c = torch.bincount(ids[len(tx):], minlength=N).double()
+    c = torch.bincount(ids[len(tx) :], minlength=N).double()
     out["tv"] = 0.5 * float((p - c / n).abs().sum())
     q_kt = (c + 0.5) / (n + 0.5 * N)
     on = p > 0
@@ -609,9 +649,20 @@ def _stats(x: torch.Tensor, oracle, table, mode: torch.Tensor | None, log_norm: 
     return out
 
 
-def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: int, seed: int = 0,
-                  batch_size: int = 1024, floor_repeats: int = 3, unit: str = "nats",
-                  exact_limit: int = 2**17, sampler_config: dict | None = None) -> SamplerError:
+def sampler_error(
+    oracle,
+    sampler,
+    *,
+    gen_length: int,
+    prompt=None,
+    n_samples: int,
+    seed: int = 0,
+    batch_size: int = 1024,
+    floor_repeats: int = 3,
+    unit: str = "nats",
+    exact_limit: int = 2**17,
+    sampler_config: dict | None = None,
+) -> SamplerError:
     """Distance between a sampler's output distribution (with the oracle as denoiser) and the truth.
 
     Runs ``remask.samplers.generate(oracle, prompt, sampler, gen_length=...)`` for
@@ -665,12 +716,27 @@ def sampler_error(oracle, sampler, *, gen_length: int, prompt=None, n_samples: i
         pr = prompt_row.unsqueeze(0).expand(b, -1).clone() if P else [[] for _ in range(b)]
         out = _samplers.generate(oracle, pr, sampler, gen_length=gen_length, seed=int(seed) + c)
         chunks.append(out.tokens.cpu())
-    return empirical_error(oracle, torch.cat(chunks, 0), prompt_row if P else None, seed=seed,
-                           floor_repeats=floor_repeats, unit=unit, exact_limit=exact_limit)
+    return empirical_error(
+        oracle,
+        torch.cat(chunks, 0),
+        prompt_row if P else None,
+        seed=seed,
+        floor_repeats=floor_repeats,
+        unit=unit,
+        exact_limit=exact_limit,
+    )
 
 
-def empirical_error(oracle, samples, prompt=None, *, seed: int = 0, floor_repeats: int = 3,
-                    unit: str = "nats", exact_limit: int = 2**17) -> SamplerError:
+def empirical_error(
+    oracle,
+    samples,
+    prompt=None,
+    *,
+    seed: int = 0,
+    floor_repeats: int = 3,
+    unit: str = "nats",
+    exact_limit: int = 2**17,
+) -> SamplerError:
     """The empirical law of given samples against the exact conditional law ``p(x | prompt)``.
 
     When that law's support has at most ``exact_limit`` sequences it is enumerated and the
@@ -703,7 +769,9 @@ def empirical_error(oracle, samples, prompt=None, *, seed: int = 0, floor_repeat
     canvas, P = _prompt_canvas(oracle, prompt)
     x = as_tokens(samples, name="samples").cpu()
     if x.shape[1] != oracle.seq_len:
-        raise ValueError(f"samples have length {x.shape[1]}, the oracle models seq_len={oracle.seq_len}")
+        raise ValueError(
+            f"samples have length {x.shape[1]}, the oracle models seq_len={oracle.seq_len}"
+        )
     if bool((x == oracle.mask_id).any()):
         raise ValueError("samples must be complete sequences: they contain the mask id")
     prompt_row = canvas[0, :P]
@@ -736,14 +804,27 @@ def empirical_error(oracle, samples, prompt=None, *, seed: int = 0, floor_repeat
     for r in range(int(floor_repeats)):
         if table is not None:
             g = torch.Generator().manual_seed(int(seed) * 7919 + 104729 + r)
-            xs = table[0][torch.multinomial(table[1].exp(), n_samples, replacement=True, generator=g)]
+            xs = table[0][
+                torch.multinomial(table[1].exp(), n_samples, replacement=True, generator=g)
+            ]
         else:
-            xs = exact_samples(oracle, n_samples, prompt_row if P else None, seed=int(seed) * 7919 + 104729 + r)
+            xs = exact_samples(
+                oracle, n_samples, prompt_row if P else None, seed=int(seed) * 7919 + 104729 + r
+            )
         reps.append(_stats(xs, oracle, table, mode, log_norm, scale))
     floors = {}
     for s in _STATS:
         vals = np.array([rep[s] for rep in reps], dtype=np.float64)
-        floors[s] = (float(vals.mean()) if len(vals) else math.nan,
-                     float(vals.std(ddof=1)) if len(vals) > 1 else math.nan)
-    return SamplerError(n_samples=n_samples, entropy=entropy, floors=floors, enumerable=table is not None,
-                        unit=unit, samples=x, **stats)
+        floors[s] = (
+            float(vals.mean()) if len(vals) else math.nan,
+            float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
+        )
+    return SamplerError(
+        n_samples=n_samples,
+        entropy=entropy,
+        floors=floors,
+        enumerable=table is not None,
+        unit=unit,
+        samples=x,
+        **stats,
+    )

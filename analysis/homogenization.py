@@ -56,19 +56,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from remask.analysis import _util
 from remask.analysis._util import (
     as_tokens,
     call_logits,
     check_model,
-    entropy,
     js,
-    kl,
-    work_log_probs,
     position_chunks,
     rowdot,
     support_kl,
     unit_scale,
+    work_log_probs,
 )
 
 __all__ = ["HomogenizationProfile", "distances_to_observed", "homogenization_profile"]
@@ -192,11 +191,21 @@ def _group_mean(values: torch.Tensor, groups: torch.Tensor, keys: torch.Tensor) 
     return np.asarray(out)
 
 
-def homogenization_profile(model, tokens, *, reference=None, unigram=None,
-                           attractor_ids: Sequence[int] | None = None, attention_mask=None,
-                           special=None, control: bool = True, pairwise: bool = True,
-                           batch_size: int | None = 64, unit: str = "nats",
-                           progress: bool = False) -> HomogenizationProfile:
+def homogenization_profile(
+    model,
+    tokens,
+    *,
+    reference=None,
+    unigram=None,
+    attractor_ids: Sequence[int] | None = None,
+    attention_mask=None,
+    special=None,
+    control: bool = True,
+    pairwise: bool = True,
+    batch_size: int | None = 64,
+    unit: str = "nats",
+    progress: bool = False,
+) -> HomogenizationProfile:
     """Homogenization profile of a denoiser's masked predictions against distance to known tokens.
 
     Parameters
@@ -269,7 +278,11 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         if reference.vocab_size != V:
             raise ValueError(f"reference vocab_size {reference.vocab_size} != model vocab_size {V}")
     u, support = _check_unigram(unigram, V)
-    n_free = 0 if u is not None else int(torch.unique(real, dim=0).shape[0]) * (2 if reference is not None else 1)
+    n_free = (
+        0
+        if u is not None
+        else int(torch.unique(real, dim=0).shape[0]) * (2 if reference is not None else 1)
+    )
     bar = tqdm(total=n_free + n_chunks, desc="homogenization", disable=not progress, leave=False)
     if u is None:
         u = _context_free(model, tokens, real, attention_mask, bar)
@@ -300,7 +313,9 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         clog = call_logits(model, ctrl_tokens[s:e], am) if control else None
         rlog = None
         if reference is not None:
-            ref_tokens = torch.where(masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e])
+            ref_tokens = torch.where(
+                masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e]
+            )
             rlog = call_logits(reference, ref_tokens, am).to(logits.device)
         for sl in position_chunks(e - s, L, V):
             # Each statistic is one pass over the (b, c, V) chunk: dot products as batched
@@ -309,19 +324,36 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
             lp = work_log_probs(logits[:, sl])  # (b, c, V), bounded
             p = lp.exp()
             kl_u, missed = _kl_to_unigram(p, lp, lu, sup)
-            _put(stat, at, entropy=_entropy(p, lp), max_prob=_max_prob(lp), kl_unigram=kl_u,
-                 unigram_missed_mass=missed, attractor_mass=_attractor_mass(p, attractor_ids))
+            _put(
+                stat,
+                at,
+                entropy=_entropy(p, lp),
+                max_prob=_max_prob(lp),
+                kl_unigram=kl_u,
+                unigram_missed_mass=missed,
+                attractor_mass=_attractor_mass(p, attractor_ids),
+            )
             if control:
                 lc = work_log_probs(clog[:, sl])
                 pc = lc.exp()
-                _put(stat, at, control_entropy=_entropy(pc, lc), control_max_prob=_max_prob(lc),
-                     control_kl_unigram=_kl_to_unigram(pc, lc, lu, sup)[0], kl_to_control=_kl(p, lp, lc))
+                _put(
+                    stat,
+                    at,
+                    control_entropy=_entropy(pc, lc),
+                    control_max_prob=_max_prob(lc),
+                    control_kl_unigram=_kl_to_unigram(pc, lc, lu, sup)[0],
+                    kl_to_control=_kl(p, lp, lc),
+                )
                 del lc, pc
             if rlog is not None:
                 lr = work_log_probs(rlog[:, sl])
                 pr = lr.exp()
-                _put(stat, at, kl_to_reference=_kl(pr, lr, lp),
-                     reference_kl_unigram=_kl_to_unigram(pr, lr, lur, sup)[0])
+                _put(
+                    stat,
+                    at,
+                    kl_to_reference=_kl(pr, lr, lp),
+                    reference_kl_unigram=_kl_to_unigram(pr, lr, lur, sup)[0],
+                )
                 del lr, pr
             del lp, p
         if pairwise:
@@ -346,13 +378,24 @@ def homogenization_profile(model, tokens, *, reference=None, unigram=None,
         return None if x is None else x.numpy()
 
     return HomogenizationProfile(
-        masked=masked.numpy(), d_left=d_left.numpy(), d_right=d_right.numpy(), distance=dist.numpy(),
-        entropy=arr("entropy"), max_prob=arr("max_prob"), kl_unigram=arr("kl_unigram"),
-        attractor_mass=arr("attractor_mass"), js=None if J is None else J.numpy(),
-        kl_to_reference=arr("kl_to_reference"), reference_kl_unigram=arr("reference_kl_unigram"),
-        unigram=u.numpy(), by_distance=_by_distance(stat, J, masked, dist), unit=unit,
-        control_entropy=arr("control_entropy"), control_max_prob=arr("control_max_prob"),
-        control_kl_unigram=arr("control_kl_unigram"), kl_to_control=arr("kl_to_control"),
+        masked=masked.numpy(),
+        d_left=d_left.numpy(),
+        d_right=d_right.numpy(),
+        distance=dist.numpy(),
+        entropy=arr("entropy"),
+        max_prob=arr("max_prob"),
+        kl_unigram=arr("kl_unigram"),
+        attractor_mass=arr("attractor_mass"),
+        js=None if J is None else J.numpy(),
+        kl_to_reference=arr("kl_to_reference"),
+        reference_kl_unigram=arr("reference_kl_unigram"),
+        unigram=u.numpy(),
+        by_distance=_by_distance(stat, J, masked, dist),
+        unit=unit,
+        control_entropy=arr("control_entropy"),
+        control_max_prob=arr("control_max_prob"),
+        control_kl_unigram=arr("control_kl_unigram"),
+        kl_to_control=arr("kl_to_control"),
         unigram_missed_mass=arr("unigram_missed_mass"),
     )
 
@@ -373,8 +416,10 @@ def _special_positions(tokens: torch.Tensor, special) -> torch.Tensor:
         return torch.zeros_like(tokens, dtype=torch.bool)
     special = torch.as_tensor(special)
     if special.shape != tokens.shape or special.dtype != torch.bool:
-        raise ValueError(f"special must be a bool tensor of shape {tuple(tokens.shape)}, "
-                         f"got {special.dtype} {tuple(special.shape)}")
+        raise ValueError(
+            f"special must be a bool tensor of shape {tuple(tokens.shape)}, "
+            f"got {special.dtype} {tuple(special.shape)}"
+        )
     return special
 
 
@@ -383,9 +428,16 @@ def _check_unigram(unigram, V: int):
     if unigram is None:
         return None, None
     u = torch.as_tensor(np.asarray(unigram), dtype=torch.float64).flatten()
-    if u.shape != (V,) or bool((u < 0).any()) or not float(u.sum()) > 0 or not bool(torch.isfinite(u).all()):
-        raise ValueError(f"unigram must be {V} finite non-negative numbers with a positive sum, "
-                         f"got shape {tuple(u.shape)}")
+    if (
+        u.shape != (V,)
+        or bool((u < 0).any())
+        or not float(u.sum()) > 0
+        or not bool(torch.isfinite(u).all())
+    ):
+        raise ValueError(
+            f"unigram must be {V} finite non-negative numbers with a positive sum, "
+            f"got shape {tuple(u.shape)}"
+        )
     u = u / u.sum()
     if not bool((u == 0).any()):
         return u, None
@@ -393,15 +445,20 @@ def _check_unigram(unigram, V: int):
     warnings.warn(
         f"unigram has {int((~support).sum())} zero entries out of {V}: kl_unigram is computed on "
         f"its support (each prediction renormalised there) and the mass outside is reported "
-        f"as unigram_missed_mass", stacklevel=3)
+        f"as unigram_missed_mass",
+        stacklevel=3,
+    )
     return u, support
 
 
 def _attractor_ids(model, attractor_ids, V: int) -> list[int]:
     """The ids whose mass is reported: given, else the model's EOS/pad ids."""
     if attractor_ids is None:
-        attractor_ids = [t for t in (getattr(model, "eos_id", None), getattr(model, "pad_id", None))
-                         if isinstance(t, int)]
+        attractor_ids = [
+            t
+            for t in (getattr(model, "eos_id", None), getattr(model, "pad_id", None))
+            if isinstance(t, int)
+        ]
     attractor_ids = sorted(set(int(t) for t in attractor_ids))
     for t in attractor_ids:
         if not 0 <= t < V:
@@ -426,8 +483,17 @@ def _unigram_on(device, logu: torch.Tensor, logur: torch.Tensor, support):
 # ---------------------------------------------------------------------------- metrics
 # One function per statistic, on a (b, c, V) chunk of log-probs ``lp`` and probabilities
 # ``p``; each returns (b, c) on the chunk's device.
-_INFORMATION = frozenset({"entropy", "kl_unigram", "control_entropy", "control_kl_unigram", "kl_to_control",
-                          "kl_to_reference", "reference_kl_unigram"})  # scaled to `unit`
+_INFORMATION = frozenset(
+    {
+        "entropy",
+        "kl_unigram",
+        "control_entropy",
+        "control_kl_unigram",
+        "kl_to_control",
+        "kl_to_reference",
+        "reference_kl_unigram",
+    }
+)  # scaled to `unit`
 
 
 def _entropy(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
@@ -443,7 +509,9 @@ def _kl(p: torch.Tensor, lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     return rowdot(p, lp - lq)
 
 
-def _kl_to_unigram(p: torch.Tensor, lp: torch.Tensor, lu: torch.Tensor, sup) -> tuple[torch.Tensor, torch.Tensor]:
+def _kl_to_unigram(
+    p: torch.Tensor, lp: torch.Tensor, lu: torch.Tensor, sup
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(D_uni = KL(p ‖ u), the mass of p outside supp(u)); on the support when u has zeros."""
     if sup is None:
         return _kl(p, lp, lu), torch.zeros(lp.shape[:-1], dtype=torch.float64, device=lp.device)
@@ -465,12 +533,17 @@ def _put(stat: dict, at: tuple, **values: torch.Tensor) -> None:
 def _by_distance(stat: dict, J, masked: torch.Tensor, dist: torch.Tensor) -> dict:
     """Means over masked positions grouped by distance (finite distances; inf = no observed token)."""
     keys = torch.unique(dist[masked & torch.isfinite(dist)]).to(torch.int64)
-    dgrp = torch.where(masked & torch.isfinite(dist), dist, torch.tensor(-1.0, dtype=torch.float64)).to(torch.int64)
+    dgrp = torch.where(
+        masked & torch.isfinite(dist), dist, torch.tensor(-1.0, dtype=torch.float64)
+    ).to(torch.int64)
 
     def mean(x):
         return _group_mean(x, dgrp, keys)
 
-    byd = {"distance": keys.numpy(), "count": np.asarray([int((dgrp == k).sum()) for k in keys.tolist()])}
+    byd = {
+        "distance": keys.numpy(),
+        "count": np.asarray([int((dgrp == k).sum()) for k in keys.tolist()]),
+    }
     for name in ("entropy", "max_prob", "kl_unigram", "attractor_mass", "unigram_missed_mass"):
         if stat.get(name) is not None:
             byd[name] = mean(stat[name])
@@ -504,9 +577,9 @@ def _pairwise_js(logits: torch.Tensor, masked: torch.Tensor, out: torch.Tensor) 
         side = max(1, int(math.isqrt(max(1, _util.CHUNK_ELEMENTS // max(1, V)))))
         dev_idx = idx.to(logits.device)
         for a in range(0, len(idx), side):
-            ia = dev_idx[a:a + side]
+            ia = dev_idx[a : a + side]
             la = work_log_probs(logits[b, ia])  # (ci, V)
             for c in range(0, len(idx), side):
-                lc = work_log_probs(logits[b, dev_idx[c:c + side]])  # (cj, V)
+                lc = work_log_probs(logits[b, dev_idx[c : c + side]])  # (cj, V)
                 val = js(la.unsqueeze(1), lc.unsqueeze(0)).double().cpu()  # (ci, cj)
-                out[b, idx[a:a + side].unsqueeze(1), idx[c:c + side].unsqueeze(0)] = val
+                out[b, idx[a : a + side].unsqueeze(1), idx[c : c + side].unsqueeze(0)] = val

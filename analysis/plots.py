@@ -42,7 +42,9 @@ def _finish(fig, path):
 
 def _arr(x):
     """List/array with None for missing values -> float ndarray with NaN."""
-    return np.asarray([np.nan if v is None else v for v in np.asarray(x, dtype=object).ravel()], dtype=float)
+    return np.asarray(
+        [np.nan if v is None else v for v in np.asarray(x, dtype=object).ravel()], dtype=float
+    )
 
 
 def plot_homogenization(profile, *, path=None, log_scale: bool = True, unit: str | None = None):
@@ -72,8 +74,11 @@ def plot_homogenization(profile, *, path=None, log_scale: bool = True, unit: str
         ax.plot(d, _arr(byd["excess_kl_unigram"]), "d-", label="excess = model − control")
     if log_scale:
         ax.set_yscale("log")
-    ax.set(xlabel="distance to nearest known token [positions]", ylabel=f"KL(p_i ‖ u) [{unit}]",
-           title="homogenization: KL to context-free marginal")
+    ax.set(
+        xlabel="distance to nearest known token [positions]",
+        ylabel=f"KL(p_i ‖ u) [{unit}]",
+        title="homogenization: KL to context-free marginal",
+    )
     ax.legend()
     ax = axes[1]
     ax.plot(d, _arr(byd["entropy"]), "o-", label=f"entropy [{unit}]")
@@ -86,11 +91,16 @@ def plot_homogenization(profile, *, path=None, log_scale: bool = True, unit: str
     if "ratio" in byd:
         ax.plot(d, _arr(byd["ratio"]), "o-")
         ax.axhline(1.0, color="gray", lw=0.8)
-        ax.set(xlabel="distance [positions]", ylabel="r(d) = KL_model / KL_exact",
-               title="excess homogenization r(d)")
+        ax.set(
+            xlabel="distance [positions]",
+            ylabel="r(d) = KL_model / KL_exact",
+            title="excess homogenization r(d)",
+        )
     else:
         ax.plot(d, _arr(byd["attractor_mass"]), "o-")
-        ax.set(xlabel="distance [positions]", ylabel="probability", title="attractor (EOS/pad) mass")
+        ax.set(
+            xlabel="distance [positions]", ylabel="probability", title="attractor (EOS/pad) mass"
+        )
     return _finish(fig, path)
 
 
@@ -144,19 +154,25 @@ def plot_coherence(sampler_summary: dict, partitions: dict, *, path=None):
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
     ax = axes[0]
     stats = ["tv", "kl", "reverse_kl_support"]
+
     def invalid(key):
         v = sampler_summary.get(key)
         return np.nan if v is None else 1.0 - v
 
     vals = _arr([sampler_summary.get(s) for s in stats] + [invalid("validity")])
     floor = _arr([sampler_summary.get(s + "_floor") for s in stats] + [invalid("validity_floor")])
-    err = _arr([sampler_summary.get(s + "_floor_std") for s in stats] + [sampler_summary.get("validity_floor_std")])
+    err = _arr(
+        [sampler_summary.get(s + "_floor_std") for s in stats]
+        + [sampler_summary.get("validity_floor_std")]
+    )
     x = np.arange(len(vals))
     ax.bar(x - 0.2, vals, 0.4, label="sampler")
     ax.bar(x + 0.2, floor, 0.4, yerr=err, color="gray", label="exact samples (noise floor)")
     ax.set_xticks(x, ["TV", "KL(p‖q̂)", "rev. KL on supp", "invalid rate"], rotation=15)
-    ax.set(ylabel=f"value [{sampler_summary.get('unit', 'nats')} for KL]",
-           title=f"sampler vs exact joint (n={sampler_summary.get('n_samples')})")
+    ax.set(
+        ylabel=f"value [{sampler_summary.get('unit', 'nats')} for KL]",
+        title=f"sampler vs exact joint (n={sampler_summary.get('n_samples')})",
+    )
     ax.legend(fontsize=8)
     if partitions:
         _partition_bars(axes[1], partitions)
@@ -182,27 +198,46 @@ def plot_decode_order(order, *, row: int | None = None, path=None):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     rng = np.random.default_rng(0)
     for k, (name, o) in enumerate(orders.items()):
-        tau = o.commit_step if row is None else o.commit_step[row:row + 1]
+        tau = o.commit_step if row is None else o.commit_step[row : row + 1]
         color = f"C{k}"
         rows, pos = np.nonzero(tau >= 0)
         # Steps normalised to [0, 1] so samplers with different step counts compare.
         T = max(1, int(tau.max()))
         jitter = rng.uniform(-0.15, 0.15, len(pos))
         axes[0].scatter(pos + jitter, tau[rows, pos] / T, s=6, alpha=0.25, color=color)
-        mean = np.array([tau[:, p][tau[:, p] >= 0].mean() / T if (tau[:, p] >= 0).any() else np.nan
-                         for p in range(tau.shape[1])])
+        mean = np.array(
+            [
+                tau[:, p][tau[:, p] >= 0].mean() / T if (tau[:, p] >= 0).any() else np.nan
+                for p in range(tau.shape[1])
+            ]
+        )
         label = f"{name} (Kendall τ = {np.nanmean(o.kendall_tau):.2f})".strip()
         axes[0].plot(np.arange(tau.shape[1]), mean, "-", color=color, lw=2, label=label)
-        fd = np.concatenate(o.frontier_distance if row is None else o.frontier_distance[row:row + 1])
+        fd = np.concatenate(
+            o.frontier_distance if row is None else o.frontier_distance[row : row + 1]
+        )
         fd = fd[fd > 0]
         if len(fd):
             bins = np.arange(1, max(fd.max(), 2) + 2) - 0.5
-            axes[1].hist(fd, bins=bins, alpha=0.55, color=color, density=True,
-                         label=f"{name} (left side {np.nanmean(o.frontier_left):.0%})".strip())
-    axes[0].set(xlabel="position", ylabel="commit step / last step", title="decode order (mean line over rows)")
+            axes[1].hist(
+                fd,
+                bins=bins,
+                alpha=0.55,
+                color=color,
+                density=True,
+                label=f"{name} (left side {np.nanmean(o.frontier_left):.0%})".strip(),
+            )
+    axes[0].set(
+        xlabel="position",
+        ylabel="commit step / last step",
+        title="decode order (mean line over rows)",
+    )
     axes[0].legend(fontsize=8)
-    axes[1].set(xlabel="distance of a commit to the nearest known token [positions]",
-                ylabel="fraction of commits", title="frontier distance")
+    axes[1].set(
+        xlabel="distance of a commit to the nearest known token [positions]",
+        ylabel="fraction of commits",
+        title="frontier distance",
+    )
     axes[1].legend(fontsize=8)
     return _finish(fig, path)
 
@@ -235,20 +270,27 @@ def plot_cmi(matrix, by_separation: dict, *, path=None, unit: str = "nats", offs
     m = _arr(matrix).reshape(np.asarray(matrix, dtype=object).shape)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     G = m.shape[0]
-    im = axes[0].imshow(np.nan_to_num(m, nan=0.0), cmap="viridis",
-                        extent=(offset - 0.5, offset + G - 0.5, offset + G - 0.5, offset - 0.5))
+    im = axes[0].imshow(
+        np.nan_to_num(m, nan=0.0),
+        cmap="viridis",
+        extent=(offset - 0.5, offset + G - 0.5, offset + G - 0.5, offset - 0.5),
+    )
     fig.colorbar(im, ax=axes[0], label=f"I(x_i; x_j | c) [{unit}]")
     axes[0].set(xlabel="position j", ylabel="position i (clamped)", title="clamp-and-rerun CMI")
     s = np.asarray(list(by_separation), dtype=float)
     v = _arr(list(by_separation.values()))
     axes[1].semilogy(s, np.where(v > 0, v, np.nan), "o-")
-    axes[1].set(xlabel="separation |i − j| [positions]", ylabel=f"mean I(x_i; x_j | c) [{unit}]",
-                title="dependence against separation")
+    axes[1].set(
+        xlabel="separation |i − j| [positions]",
+        ylabel=f"mean I(x_i; x_j | c) [{unit}]",
+        title="dependence against separation",
+    )
     return _finish(fig, path)
 
 
-def plot_markov_homogenization(distance, kl, rate, cmi_first, cmi_adjacent, stationary_mi, *,
-                               unit: str = "bits", path=None):
+def plot_markov_homogenization(
+    distance, kl, rate, cmi_first, cmi_adjacent, stationary_mi, *, unit: str = "bits", path=None
+):
     """The Markov-chain homogenization picture: KL to the stationary law and pairwise CMI by distance.
 
     Parameters
@@ -277,17 +319,27 @@ def plot_markov_homogenization(distance, kl, rate, cmi_first, cmi_adjacent, stat
     # Anchored mid-curve: the slopes are what compare (a near-degenerate λ₂ adds a slowly
     # varying polynomial prefactor, so the curve runs slightly above the pure rate).
     mid = len(d) // 2
-    ax.semilogy(d, kl[mid] * rate ** (d - d[mid]), "k--", lw=1, label=f"∝ |λ₂|^(2d), |λ₂|² = {rate:.3f}")
-    ax.set(xlabel="distance d to the observed token [positions]", ylabel=f"KL [{unit}]",
-           title="masked marginals homogenize geometrically")
+    ax.semilogy(
+        d, kl[mid] * rate ** (d - d[mid]), "k--", lw=1, label=f"∝ |λ₂|^(2d), |λ₂|² = {rate:.3f}"
+    )
+    ax.set(
+        xlabel="distance d to the observed token [positions]",
+        ylabel=f"KL [{unit}]",
+        title="masked marginals homogenize geometrically",
+    )
     ax.legend(fontsize=8)
     ax = axes[1]
     cf, ca = _arr(cmi_first), _arr(cmi_adjacent)
     ax.semilogy(d, np.where(cf > 0, cf, np.nan), "o-", label="I(x_1; x_d | x_0): distant pair")
     ax.semilogy(d, np.where(ca > 0, ca, np.nan), "s-", label="I(x_d; x_d+1 | x_0): adjacent pair")
-    ax.axhline(stationary_mi, color="gray", ls=":", label=f"stationary I(x_t; x_t+1) = {stationary_mi:.3f}")
-    ax.set(xlabel="distance d [positions]", ylabel=f"conditional MI [{unit}]",
-           title="…while adjacent masked pairs stay dependent")
+    ax.axhline(
+        stationary_mi, color="gray", ls=":", label=f"stationary I(x_t; x_t+1) = {stationary_mi:.3f}"
+    )
+    ax.set(
+        xlabel="distance d [positions]",
+        ylabel=f"conditional MI [{unit}]",
+        title="…while adjacent masked pairs stay dependent",
+    )
     ax.legend(fontsize=8)
     return _finish(fig, path)
 
@@ -312,7 +364,10 @@ def plot_trained_toy(result: dict, *, path=None):
     axes[0].set(xlabel="training step", ylabel="MDLM/LLaDA loss [nats/token]", title="training")
     axes[0].legend(fontsize=8)
     d = np.asarray(result["distance"], dtype=float)
-    for ax, key, title in ((axes[1], "kl", "KL(p(x_d | x_0) ‖ π)"), (axes[2], "cmi", "I(x_1; x_d | x_0)")):
+    for ax, key, title in (
+        (axes[1], "kl", "KL(p(x_d | x_0) ‖ π)"),
+        (axes[2], "cmi", "I(x_1; x_d | x_0)"),
+    ):
         m, e = _arr(result[f"{key}_model"]), _arr(result[f"{key}_exact"])
         ax.semilogy(d, np.where(e > 0, e, np.nan), "s--", label="exact oracle")
         ax.semilogy(d, np.where(m > 0, m, np.nan), "o-", label="trained model")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from remask.analysis._util import call_log_probs, check_model
 
 __all__ = [
@@ -85,7 +86,9 @@ class Trace:
         if self.tokens is None:
             raise ValueError("the trace has no tokens; record with TraceRecorder(tokens=True)")
         if t == 0:
-            return torch.where(self.editable, torch.full_like(self.tokens[0], mask_id), self.tokens[0])
+            return torch.where(
+                self.editable, torch.full_like(self.tokens[0], mask_id), self.tokens[0]
+            )
         return self.tokens[t - 1]
 
 
@@ -110,8 +113,13 @@ class TraceRecorder:
     >>> metrics = decode_order_metrics(rec.trace(out))  # doctest: +SKIP
     """
 
-    def __init__(self, fields: Sequence[str] = ("committed", "score", "proposal"), *, tokens: bool = True,
-                 every: int = 1):
+    def __init__(
+        self,
+        fields: Sequence[str] = ("committed", "score", "proposal"),
+        *,
+        tokens: bool = True,
+        every: int = 1,
+    ):
         if isinstance(fields, str):
             raise TypeError(f"fields must be a sequence of field names, got the string {fields!r}")
         self.fields = tuple(dict.fromkeys(("committed", *fields)))
@@ -130,7 +138,9 @@ class TraceRecorder:
         self._count = 0
 
     def __call__(self, state, info) -> None:
-        canvas = state[0] if isinstance(state, tuple) and not hasattr(state, "canvas") else state.canvas
+        canvas = (
+            state[0] if isinstance(state, tuple) and not hasattr(state, "canvas") else state.canvas
+        )
         if self._editable is None:
             self._editable = canvas.editable.detach().cpu().clone()
             self._attention = canvas.attention_mask.detach().cpu().clone()
@@ -149,7 +159,9 @@ class TraceRecorder:
                 continue
             value = getattr(info, f, None)
             if value is None:
-                raise ValueError(f"the sampler's step info has no field {f!r}; it has {list(getattr(info, '_fields', []))}")
+                raise ValueError(
+                    f"the sampler's step info has no field {f!r}; it has {list(getattr(info, '_fields', []))}"
+                )
             self._rows[f].append(value.detach().cpu().clone())
         if self.record_tokens:
             self._tokens.append(canvas.tokens.detach().cpu().clone())
@@ -170,7 +182,9 @@ class TraceRecorder:
         if self._pending is not None and self._count:  # skipped tail steps under every > 1
             self._flush(*self._last)
         if not self._rows["committed"]:
-            raise ValueError("nothing was recorded: pass the recorder in generate(..., callbacks=[recorder])")
+            raise ValueError(
+                "nothing was recorded: pass the recorder in generate(..., callbacks=[recorder])"
+            )
         stacked = {f: torch.stack(v) for f, v in self._rows.items()}
         attention = self._attention
         final = nfe = None
@@ -179,10 +193,17 @@ class TraceRecorder:
             nfe = output.nfe.detach().cpu()
             attention = output.attention_mask.detach().cpu()
         extra = {f: v for f, v in stacked.items() if f not in ("committed", "score", "proposal")}
-        return Trace(committed=stacked["committed"], editable=self._editable, attention_mask=attention,
-                     score=stacked.get("score"), proposal=stacked.get("proposal"),
-                     tokens=torch.stack(self._tokens) if self._tokens else None,
-                     final_tokens=final, nfe=nfe, extra=extra)
+        return Trace(
+            committed=stacked["committed"],
+            editable=self._editable,
+            attention_mask=attention,
+            score=stacked.get("score"),
+            proposal=stacked.get("proposal"),
+            tokens=torch.stack(self._tokens) if self._tokens else None,
+            final_tokens=final,
+            nfe=nfe,
+            extra=extra,
+        )
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -233,13 +254,17 @@ class DecodeOrder:
 
     def summary(self) -> dict:
         """Batch means (JSON-ready)."""
-        out = {"kendall_tau": float(np.nanmean(self.kendall_tau)), "afp": float(np.nanmean(self.afp)),
-               "mean_jump": float(np.nanmean(self.mean_jump)),
-               "mean_frontier_distance": float(np.nanmean(self.mean_frontier_distance)),
-               "frontier_left": float(np.nanmean(self.frontier_left)),
-               "edit_rate": float(np.nanmean(self.edit_rate)),
-               "tokens_per_step": float(self.tokens_per_step[self.tokens_per_step > 0].mean())
-               if (self.tokens_per_step > 0).any() else math.nan}
+        out = {
+            "kendall_tau": float(np.nanmean(self.kendall_tau)),
+            "afp": float(np.nanmean(self.afp)),
+            "mean_jump": float(np.nanmean(self.mean_jump)),
+            "mean_frontier_distance": float(np.nanmean(self.mean_frontier_distance)),
+            "frontier_left": float(np.nanmean(self.frontier_left)),
+            "edit_rate": float(np.nanmean(self.edit_rate)),
+            "tokens_per_step": float(self.tokens_per_step[self.tokens_per_step > 0].mean())
+            if (self.tokens_per_step > 0).any()
+            else math.nan,
+        }
         for k, v in self.global_ar.items():
             out[f"global_ar@{k}"] = float(np.nanmean(v))
         for k, v in self.local_ar.items():
@@ -319,7 +344,7 @@ def decode_order_metrics(trace: Trace, *, ks: Sequence[int] = (1, 2, 4)) -> Deco
                 for k in ks:
                     if p in still[:k]:
                         hits_g[k] += 1
-                    if p - k >= 0 and known[p - k:p].all():
+                    if p - k >= 0 and known[p - k : p].all():
                         hits_l[k] += 1
             known[pos] = True
         fdist.append(np.asarray([d if np.isfinite(d) else -1 for d in dists], dtype=np.int64))
@@ -331,9 +356,19 @@ def decode_order_metrics(trace: Trace, *, ks: Sequence[int] = (1, 2, 4)) -> Deco
             mfd[b] = float(np.mean(valid)) if valid else np.nan
             fl[b] = float(np.mean(left)) if left else np.nan
             jump[b] = float(np.mean(np.abs(np.diff(order)))) if len(order) > 1 else np.nan
-    return DecodeOrder(commit_step=tau, tokens_per_step=C.sum(-1), kendall_tau=kt, afp=afp, global_ar=gar,
-                       local_ar=lar, mean_jump=jump, frontier_distance=fdist, frontier_left=fl,
-                       mean_frontier_distance=mfd, edit_rate=edits)
+    return DecodeOrder(
+        commit_step=tau,
+        tokens_per_step=C.sum(-1),
+        kendall_tau=kt,
+        afp=afp,
+        global_ar=gar,
+        local_ar=lar,
+        mean_jump=jump,
+        frontier_distance=fdist,
+        frontier_left=fl,
+        mean_frontier_distance=mfd,
+        edit_rate=edits,
+    )
 
 
 # ------------------------------------------------------------------------------ certificates
@@ -395,8 +430,12 @@ def step_certificates(trace: Trace, model, *, batch_size: int | None = 64) -> St
         if not bool(trace.committed[t].any()):
             continue
         canvas = trace.canvas_before(t, model.mask_id)
-        logp = call_log_probs(model, canvas, trace.attention_mask, batch_size=batch_size)  # (B, L, V)
-        H = -(torch.where(logp > -math.inf, logp.exp() * logp, torch.zeros_like(logp))).sum(-1)  # (B, L)
+        logp = call_log_probs(
+            model, canvas, trace.attention_mask, batch_size=batch_size
+        )  # (B, L, V)
+        H = -(torch.where(logp > -math.inf, logp.exp() * logp, torch.zeros_like(logp))).sum(
+            -1
+        )  # (B, L)
         chosen = trace.tokens[t].clamp(0, model.vocab_size - 1)
         conf = logp.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).exp()  # (B, L)
         for b in range(B):
@@ -413,7 +452,9 @@ def step_certificates(trace: Trace, model, *, batch_size: int | None = 64) -> St
     return StepCertificates(n=n, eb_proxy=eb, fast_dllm_factor=fac, frechet=fre, min_gap=gap)
 
 
-def step_total_correlation(trace: Trace, oracle, *, unit: str = "nats", max_states: int = 2**20) -> np.ndarray:
+def step_total_correlation(
+    trace: Trace, oracle, *, unit: str = "nats", max_states: int = 2**20
+) -> np.ndarray:
     """Exact TC of each committed set given the canvas before its step, (T, B) float64.
 
     Only for exact oracles (and small committed sets); pairs with :func:`step_certificates`
@@ -428,5 +469,7 @@ def step_total_correlation(trace: Trace, oracle, *, unit: str = "nats", max_stat
         for b in range(B):
             pos = torch.nonzero(trace.committed[t, b]).flatten().tolist()
             if len(pos) >= 1:
-                out[t, b] = total_correlation(oracle, canvas[b], pos, unit=unit, max_states=max_states).tc[0]
+                out[t, b] = total_correlation(
+                    oracle, canvas[b], pos, unit=unit, max_states=max_states
+                ).tc[0]
     return out

@@ -30,9 +30,9 @@ import os
 
 import numpy as np
 import torch
-from remask.analysis._util import check_oracle
 from torch import nn
 
+from remask.analysis._util import check_oracle
 from remask.models.tiny import TinyTransformer
 from remask.models.trained_toy import ToyModel, load_toy, save_toy
 
@@ -44,8 +44,13 @@ __all__ = ["ToyModel", "diffusion_loss", "load_toy", "train_toy"]
 _POOL_LIMIT = 1 << 17
 
 
-def diffusion_loss(model: ToyModel, tokens: torch.Tensor, *, generator: torch.Generator | None = None,
-                   eps: float = 1e-3) -> torch.Tensor:
+def diffusion_loss(
+    model: ToyModel,
+    tokens: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-3,
+) -> torch.Tensor:
     """The MDLM/LLaDA masked-diffusion loss of a batch (LLaDA arXiv 2502.09992 eq. 3).
 
     Parameters
@@ -71,8 +76,9 @@ def diffusion_loss(model: ToyModel, tokens: torch.Tensor, *, generator: torch.Ge
     masked = torch.rand(B, L, generator=generator) < t  # (B, L)
     noisy = torch.where(masked, torch.full_like(tokens, model.mask_id), tokens)
     logits = model(noisy)  # (B, L, V)
-    ce = nn.functional.cross_entropy(logits.reshape(B * L, -1).float(), tokens.reshape(-1),
-                                     reduction="none").view(B, L)
+    ce = nn.functional.cross_entropy(
+        logits.reshape(B * L, -1).float(), tokens.reshape(-1), reduction="none"
+    ).view(B, L)
     # Unmasked positions carry no loss (and no gradient); 1/t reweights each sequence.
     return (torch.where(masked, ce, torch.zeros_like(ce)) / t).sum() / (B * L)
 
@@ -92,9 +98,20 @@ def _check_int(name: str, value, low: int) -> int:
     return int(value)
 
 
-def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
-              width: int = 32, depth: int = 2, heads: int = 4, eps: float = 1e-3,
-              out: str | os.PathLike | None = None, progress: bool = True) -> ToyModel:
+def train_toy(
+    oracle,
+    *,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    seed: int = 0,
+    width: int = 32,
+    depth: int = 2,
+    heads: int = 4,
+    eps: float = 1e-3,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> ToyModel:
     """Train a TinyTransformer as a masked diffusion model on exact samples of ``oracle``.
 
     Each step draws ``batch_size`` sequences from a pool of exact oracle samples, masks
@@ -151,23 +168,58 @@ def train_toy(oracle, *, steps: int = 2000, batch_size: int = 128, lr: float = 3
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     L = int(oracle.seq_len)
-    config = dict(vocab_size=oracle.vocab_size, seq_len=L, steps=steps, batch_size=batch_size, lr=float(lr),
-                  seed=seed, width=width, depth=depth, heads=heads, eps=float(eps), oracle=repr(oracle),
-                  objective="LLaDA arXiv 2502.09992 eq. 3 (1/t-weighted masked cross-entropy / (B L))")
-    net = TinyTransformer(oracle.vocab_size + 1, width=width, depth=depth, heads=heads, max_len=L, seed=seed,
-                          logit_scale=1.0)
+    config = dict(
+        vocab_size=oracle.vocab_size,
+        seq_len=L,
+        steps=steps,
+        batch_size=batch_size,
+        lr=float(lr),
+        seed=seed,
+        width=width,
+        depth=depth,
+        heads=heads,
+        eps=float(eps),
+        oracle=repr(oracle),
+        objective="LLaDA arXiv 2502.09992 eq. 3 (1/t-weighted masked cross-entropy / (B L))",
+    )
+    net = TinyTransformer(
+        oracle.vocab_size + 1,
+        width=width,
+        depth=depth,
+        heads=heads,
+        max_len=L,
+        seed=seed,
+        logit_scale=1.0,
+    )
     model = ToyModel(net, config=config)
     if steps:
-        _fit(model, oracle, steps=steps, batch_size=batch_size, lr=float(lr), seed=seed, eps=float(eps),
-             progress=progress)
+        _fit(
+            model,
+            oracle,
+            steps=steps,
+            batch_size=batch_size,
+            lr=float(lr),
+            seed=seed,
+            eps=float(eps),
+            progress=progress,
+        )
     model.eval()
     if out is not None:
         save_toy(model, out)
     return model
 
 
-def _fit(model: ToyModel, oracle, *, steps: int, batch_size: int, lr: float, seed: int, eps: float,
-         progress: bool) -> None:
+def _fit(
+    model: ToyModel,
+    oracle,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    eps: float,
+    progress: bool,
+) -> None:
     from tqdm.auto import tqdm
 
     pool = _draw_samples(oracle, min(steps * batch_size, _POOL_LIMIT), seed)  # (N, L)

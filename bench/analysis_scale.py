@@ -57,8 +57,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OLD_REV = "f04aa7f"
 VOCAB = 126464
 SHAPES = {
-    "full": {"d_model": 256, "n_layers": 2, "n_heads": 4, "mlp_hidden_size": 1024, "L": {"profile": 1024, "cmi": 128}},
-    "quick": {"d_model": 64, "n_layers": 1, "n_heads": 2, "mlp_hidden_size": 128, "L": {"profile": 64, "cmi": 64}},
+    "full": {
+        "d_model": 256,
+        "n_layers": 2,
+        "n_heads": 4,
+        "mlp_hidden_size": 1024,
+        "L": {"profile": 1024, "cmi": 128},
+    },
+    "quick": {
+        "d_model": 64,
+        "n_layers": 1,
+        "n_heads": 2,
+        "mlp_hidden_size": 128,
+        "L": {"profile": 64, "cmi": 64},
+    },
 }
 CMI_POSITIONS, TOP_K, CMI_BATCH = 32, 8, 8
 
@@ -68,14 +80,25 @@ def build_model(shape: dict, *, vocab: int = VOCAB, seed: int = 0):
     from remask.models.llada import LLaDAConfig, LLaDADenoiser, LLaDAModelLM
 
     mask_id, eos_id = vocab - 96, vocab - 95
-    config = LLaDAConfig(d_model=shape["d_model"], n_layers=shape["n_layers"], n_heads=shape["n_heads"],
-                         n_kv_heads=shape["n_heads"], mlp_hidden_size=shape["mlp_hidden_size"],
-                         vocab_size=vocab, embedding_size=vocab, max_sequence_length=4096,
-                         mask_token_id=mask_id, eos_token_id=eos_id, pad_token_id=eos_id, init_device="cpu")
+    config = LLaDAConfig(
+        d_model=shape["d_model"],
+        n_layers=shape["n_layers"],
+        n_heads=shape["n_heads"],
+        n_kv_heads=shape["n_heads"],
+        mlp_hidden_size=shape["mlp_hidden_size"],
+        vocab_size=vocab,
+        embedding_size=vocab,
+        max_sequence_length=4096,
+        mask_token_id=mask_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        init_device="cpu",
+    )
     torch.manual_seed(seed)
     model = LLaDAModelLM(config).to(dtype=torch.bfloat16)
-    return LLaDADenoiser(model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id,
-                         pad_id=eos_id)
+    return LLaDADenoiser(
+        model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id, pad_id=eos_id
+    )
 
 
 class _Timed:
@@ -98,8 +121,13 @@ class _Timed:
 def _old_module(name: str):
     """``remask.analysis.<name>`` as of :data:`OLD_REV` (its imports from ``_util`` still exist)."""
     root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{OLD_REV}:analysis/{name}.py"], cwd=root, check=True,
-                         capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{OLD_REV}:analysis/{name}.py"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     module = types.ModuleType(f"_old_{name}")
     sys.modules[module.__name__] = module  # dataclasses look their module up there
     exec(compile(src, f"{OLD_REV}:analysis/{name}.py", "exec"), module.__dict__)
@@ -145,14 +173,23 @@ def _child(part: str, variant: str, shape_name: str, out: str) -> None:
         prof = homogenization_profile(model, tokens, pairwise=False, batch_size=1)
         result = {"kl_unigram": prof.kl_unigram, "entropy": prof.entropy}
     else:
-        result = {"cmi": cmi_matrix(model, tokens, positions=positions, top_k=TOP_K, batch_size=CMI_BATCH)}
+        result = {
+            "cmi": cmi_matrix(model, tokens, positions=positions, top_k=TOP_K, batch_size=CMI_BATCH)
+        }
     wall = time.perf_counter() - start
     peak = _kib("VmHWM")
     np.savez(out + ".npz", **result)
-    Path(out + ".json").write_text(json.dumps({
-        "wall_s": wall, "forward_s": model.seconds, "forwards": model.calls,
-        "peak_above_start_mb": (peak - base) / 1024, "hwm_reset": reset,
-    }))
+    Path(out + ".json").write_text(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "forward_s": model.seconds,
+                "forwards": model.calls,
+                "peak_above_start_mb": (peak - base) / 1024,
+                "hwm_reset": reset,
+            }
+        )
+    )
 
 
 def _load() -> float | None:
@@ -165,11 +202,15 @@ def _load() -> float | None:
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A tiny shape (a pipeline check).")
-    parser.add_argument("--out", default=None, help="CSV path (default bench/results/analysis_scale_cpu.csv).")
+    parser.add_argument(
+        "--out", default=None, help="CSV path (default bench/results/analysis_scale_cpu.csv)."
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parts", default="profile,cmi")
     parser.add_argument("--variants", default="new,old")
-    parser.add_argument("--child", nargs=4, metavar=("PART", "VARIANT", "SHAPE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=4, metavar=("PART", "VARIANT", "SHAPE", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.child:
@@ -180,7 +221,9 @@ def main(argv=None) -> Path:
     env = environment("cpu")
     held = {"profile": 1, "cmi": 1 + CMI_BATCH}
     rows, outputs = [], {}
-    threads = {k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    threads = {
+        k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts.split(","):
             for variant in args.variants.split(","):
@@ -188,34 +231,77 @@ def main(argv=None) -> Path:
                 L = shape["L"][part]
                 logits_mb = L * VOCAB * 2 / 2**20  # one (1, L, V) bf16 tensor
                 load_before = _load()
-                subprocess.run([sys.executable, "-m", "remask.bench.analysis_scale", "--threads", str(args.threads),
-                                "--child", part, variant, shape_name, stem], check=True,
-                               env={**os.environ, **threads})
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "remask.bench.analysis_scale",
+                        "--threads",
+                        str(args.threads),
+                        "--child",
+                        part,
+                        variant,
+                        shape_name,
+                        stem,
+                    ],
+                    check=True,
+                    env={**os.environ, **threads},
+                )
                 info = json.loads(Path(stem + ".json").read_text())
                 outputs[part, variant] = dict(np.load(stem + ".npz"))
                 extra = info["peak_above_start_mb"] - held[part] * logits_mb
-                config = {"part": part, "L": L, "V": VOCAB, **{k: v for k, v in shape.items() if k != "L"},
-                          "dtype": "bfloat16", "B": 1, "threads": args.threads, "forwards": info["forwards"],
-                          "forward_s": round(info["forward_s"], 3), "peak_above_start_mb": round(info["peak_above_start_mb"], 1),
-                          "logits_bf16_mb": round(logits_mb, 1), "logits_held": held[part],
-                          "peak_extra_mb": round(extra, 1), "peak_extra_x_logits": round(extra / logits_mb, 3),
-                          "hwm_reset": info["hwm_reset"], "load_avg_1m_before": load_before,
-                          "load_avg_1m_after": _load()}
+                config = {
+                    "part": part,
+                    "L": L,
+                    "V": VOCAB,
+                    **{k: v for k, v in shape.items() if k != "L"},
+                    "dtype": "bfloat16",
+                    "B": 1,
+                    "threads": args.threads,
+                    "forwards": info["forwards"],
+                    "forward_s": round(info["forward_s"], 3),
+                    "peak_above_start_mb": round(info["peak_above_start_mb"], 1),
+                    "logits_bf16_mb": round(logits_mb, 1),
+                    "logits_held": held[part],
+                    "peak_extra_mb": round(extra, 1),
+                    "peak_extra_x_logits": round(extra / logits_mb, 3),
+                    "hwm_reset": info["hwm_reset"],
+                    "load_avg_1m_before": load_before,
+                    "load_avg_1m_after": _load(),
+                }
                 if part == "cmi":
                     config.update(positions=CMI_POSITIONS, top_k=TOP_K, batch_size=CMI_BATCH)
                 rows.append((part, variant, config, info))
                 print(part, variant, json.dumps(config), flush=True)
-    for part, variant, config, info in rows:
+    for part, variant, config, _info in rows:
         other = outputs.get((part, "old" if variant == "new" else "new"))
         if other is not None:
             mine = outputs[part, variant]
-            config["max_abs_diff_vs_other"] = float(max(
-                np.nanmax(np.abs(mine[k] - other[k])) for k in mine))
-    results = [Result(name="analysis_scale", variant=variant, backend="torch-cpu", config=json.dumps(config),
-                      repeats=1, median=info["wall_s"] * 1e3, p20=info["wall_s"] * 1e3, p80=info["wall_s"] * 1e3,
-                      unit="ms", derived=round(info["forward_s"] / info["wall_s"], 4), derived_unit="forward_share",
-                      **env) for part, variant, config, info in rows]
-    path = Path(args.out) if args.out else RESULTS / f"analysis_scale_{'quick_' if args.quick else ''}cpu.csv"
+            config["max_abs_diff_vs_other"] = float(
+                max(np.nanmax(np.abs(mine[k] - other[k])) for k in mine)
+            )
+    results = [
+        Result(
+            name="analysis_scale",
+            variant=variant,
+            backend="torch-cpu",
+            config=json.dumps(config),
+            repeats=1,
+            median=info["wall_s"] * 1e3,
+            p20=info["wall_s"] * 1e3,
+            p80=info["wall_s"] * 1e3,
+            unit="ms",
+            derived=round(info["forward_s"] / info["wall_s"], 4),
+            derived_unit="forward_share",
+            **env,
+        )
+        for part, variant, config, info in rows
+    ]
+    path = (
+        Path(args.out)
+        if args.out
+        else RESULTS / f"analysis_scale_{'quick_' if args.quick else ''}cpu.csv"
+    )
     write_csv(results, path)
     print(f"wrote {path}")
     return path

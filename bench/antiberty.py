@@ -63,8 +63,10 @@ def _read_member(archive: tarfile.TarFile, suffix: str) -> bytes:
     """The bytes of the one archive member whose name ends with ``suffix`` (never extracted)."""
     hits = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(suffix)]
     if len(hits) != 1:
-        raise ValueError(f"expected one member ending in {suffix!r} in the AntiBERTy sdist, found {len(hits)}; "
-                         "use antiberty==0.1.3 (later releases do not ship the weights)")
+        raise ValueError(
+            f"expected one member ending in {suffix!r} in the AntiBERTy sdist, found {len(hits)}; "
+            "use antiberty==0.1.3 (later releases do not ship the weights)"
+        )
     handle = archive.extractfile(hits[0])
     assert handle is not None  # isfile() above
     return handle.read()
@@ -86,17 +88,30 @@ def convert(sdist: str | os.PathLike, out: str | os.PathLike) -> Path:
     state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     # The trunk and the masked-LM head; not the pooler, the three sequence-level heads, or the
     # position-id buffer that old transformers versions saved with the weights.
-    keep = {k: v for k, v in state.items()
-            if k.startswith("cls.predictions.")
-            or (k.startswith("bert.") and not k.startswith("bert.pooler.") and k != "bert.embeddings.position_ids")}
+    keep = {
+        k: v
+        for k, v in state.items()
+        if k.startswith("cls.predictions.")
+        or (
+            k.startswith("bert.")
+            and not k.startswith("bert.pooler.")
+            and k != "bert.embeddings.position_ids"
+        )
+    }
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     config["architectures"] = ["BertForMaskedLM"]
     model = BertForMaskedLM(BertConfig(**config))
     missing, unexpected = model.load_state_dict(keep, strict=False)
     # The decoder weight is tied to the word embeddings; position ids are a buffer.
-    missing = [k for k in missing if k not in ("cls.predictions.decoder.weight", "bert.embeddings.position_ids")]
+    missing = [
+        k
+        for k in missing
+        if k not in ("cls.predictions.decoder.weight", "bert.embeddings.position_ids")
+    ]
     if missing or unexpected:
-        raise ValueError(f"AntiBERTy weights do not fit BertForMaskedLM: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"AntiBERTy weights do not fit BertForMaskedLM: missing {missing}, unexpected {unexpected}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out)
     (out / "vocab.txt").write_bytes(vocab)
@@ -115,12 +130,21 @@ def _run(cmd: list[str], log: list[dict]) -> None:
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
-    log.append({"command": " ".join(cmd[2:]) if cmd[1] == "-m" else " ".join(cmd),
-                "seconds": round(time.perf_counter() - start, 1)})
+    log.append(
+        {
+            "command": " ".join(cmd[2:]) if cmd[1] == "-m" else " ".join(cmd),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
 
 
-def study(model_dir: str | os.PathLike, out: str | os.PathLike = RESULTS, *, quick: bool = False,
-          threads: int = 2) -> Path:
+def study(
+    model_dir: str | os.PathLike,
+    out: str | os.PathLike = RESULTS,
+    *,
+    quick: bool = False,
+    threads: int = 2,
+) -> Path:
     """Run the analysis on AntiBERTy with the CLI; returns the output directory."""
     import torch
 
@@ -134,20 +158,67 @@ def study(model_dir: str | os.PathLike, out: str | os.PathLike = RESULTS, *, qui
     log: list[dict] = []
     load_before = os.getloadavg()[0]
     span = 6 if quick else 12
-    _run(remask + ["analyze", "homogenization", *common, "--mask-span", str(span), "--seed", "0",
-                   "--out", str(out / "homogenization_span")], log)
-    _run(remask + ["analyze", "homogenization", *common, "--mask-rate", "0.15", "--seed", "0",
-                   "--out", str(out / "homogenization_rate")], log)
-    _run(remask + ["analyze", "cmi", *common, "--mask-span", str(span), "--seed", "0",
-                   "--out", str(out / "cmi_span")], log)
+    _run(
+        remask
+        + [
+            "analyze",
+            "homogenization",
+            *common,
+            "--mask-span",
+            str(span),
+            "--seed",
+            "0",
+            "--out",
+            str(out / "homogenization_span"),
+        ],
+        log,
+    )
+    _run(
+        remask
+        + [
+            "analyze",
+            "homogenization",
+            *common,
+            "--mask-rate",
+            "0.15",
+            "--seed",
+            "0",
+            "--out",
+            str(out / "homogenization_rate"),
+        ],
+        log,
+    )
+    _run(
+        remask
+        + [
+            "analyze",
+            "cmi",
+            *common,
+            "--mask-span",
+            str(span),
+            "--seed",
+            "0",
+            "--out",
+            str(out / "cmi_span"),
+        ],
+        log,
+    )
     martingale = _martingale(model_dir, quick=quick, threads=threads)
     (out / "martingale.json").write_text(json.dumps(martingale, indent=2) + "\n")
     order = _order(model_dir, quick=quick, threads=threads)
     (out / "order.json").write_text(json.dumps(order, indent=2) + "\n")
     env = environment()
-    summary = {"model": str(model_dir), "sequences": list(SEQUENCES), "runs": log,
-               "martingale": martingale, "order": order, "load_1min_before": load_before,
-               "load_1min_after": os.getloadavg()[0], "torch": torch.__version__, **env}
+    summary = {
+        "model": str(model_dir),
+        "sequences": list(SEQUENCES),
+        "runs": log,
+        "martingale": martingale,
+        "order": order,
+        "load_1min_before": load_before,
+        "load_1min_after": os.getloadavg()[0],
+        "torch": torch.__version__,
+        **env,
+    }
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return out
 
@@ -211,13 +282,23 @@ def _martingale(model_dir, *, quick: bool, threads: int) -> dict:
         i = masked[len(masked) // 2]
         result = marginal_consistency(model, row, i)
         kl = result.kl[np.isfinite(result.kl)]
-        rows.append({"antibody": name, "i": i, "masked": masked, "kl_mean_nats": float(kl.mean()),
-                     "kl_max_nats": float(kl.max()), "tv_mean": float(np.nanmean(result.tv))})
+        rows.append(
+            {
+                "antibody": name,
+                "i": i,
+                "masked": masked,
+                "kl_mean_nats": float(kl.mean()),
+                "kl_max_nats": float(kl.max()),
+                "tv_mean": float(np.nanmean(result.tv)),
+            }
+        )
     return {"rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m remask.bench.antiberty", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m remask.bench.antiberty", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="AntiBERTy 0.1.3 sdist -> BertForMaskedLM directory")
     c.add_argument("sdist")

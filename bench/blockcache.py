@@ -45,12 +45,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Model shapes: "cpu" is a small real-width model a 2-core CPU decodes in minutes.
 PRESETS: dict[str, dict] = {
-    "cpu": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6,
-            "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 1024,
-            "vocab_size": 8192, "block_size": 32},
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128,
-             "vocab_size": 512, "block_size": 8},
+    "cpu": {
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "intermediate_size": 1024,
+        "vocab_size": 8192,
+        "block_size": 32,
+    },
+    "tiny": {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "intermediate_size": 128,
+        "vocab_size": 512,
+        "block_size": 8,
+    },
 }
 
 
@@ -71,9 +85,17 @@ def build_model(preset: str = "cpu", *, cache: bool = True, seed: int = 0):
     config = SDARConfig(**shape, max_position_embeddings=4096, rope_theta=1e6)
     torch.manual_seed(seed)
     model = SDARForCausalLM(config)
-    return BlockDiffusionDenoiser(model, block_size=block_size, cache=cache, family="sdar",
-                                  mask_id=vocab - 1, vocab_size=vocab, embedding_rows=vocab,
-                                  eos_id=vocab - 2, pad_id=vocab - 2)
+    return BlockDiffusionDenoiser(
+        model,
+        block_size=block_size,
+        cache=cache,
+        family="sdar",
+        mask_id=vocab - 1,
+        vocab_size=vocab,
+        embedding_rows=vocab,
+        eos_id=vocab - 2,
+        pad_id=vocab - 2,
+    )
 
 
 class _Timed:
@@ -82,8 +104,16 @@ class _Timed:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.wall = self.cpu = 0.0
-        for name in ("mask_id", "vocab_size", "eos_id", "pad_id", "block_size", "shift", "device",
-                     "accepts_active"):
+        for name in (
+            "mask_id",
+            "vocab_size",
+            "eos_id",
+            "pad_id",
+            "block_size",
+            "shift",
+            "device",
+            "accepts_active",
+        ):
             setattr(self, name, getattr(inner, name))
 
     def __call__(self, tokens, attention_mask=None, active=None):
@@ -128,8 +158,14 @@ def _uptime() -> str:
         return "unknown"
 
 
-def main(quick: bool = False, out: str | Path | None = None, *, preset: str | None = None,
-         threads: int = 1, repeats: int | None = None) -> list[Result]:
+def main(
+    quick: bool = False,
+    out: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    threads: int = 1,
+    repeats: int | None = None,
+) -> list[Result]:
     """Time cached / prefix-recompute / full decoding and write the CSV.
 
     Parameters
@@ -193,55 +229,114 @@ def _run(quick, out, preset, threads, repeats) -> list[Result]:
                     model.reset()
                 timed = _Timed(model)
                 start, cpu_start = time.perf_counter(), time.process_time()
-                outputs[name] = remask.generate(timed, prompt, sampler, gen_length=gen_length, seed=0)
+                outputs[name] = remask.generate(
+                    timed, prompt, sampler, gen_length=gen_length, seed=0
+                )
                 walls[name].append(time.perf_counter() - start)
                 cpus[name].append(time.process_time() - cpu_start)
                 forward_walls[name].append(timed.wall)
                 forward_cpus[name].append(timed.cpu)
     load_after, uptime_after = _load_average(), _uptime()
-    config = {"preset": preset, **PRESETS[preset], "family": "sdar (random weights)", "B": 1,
-              "prompt": prompt_length, "gen_length": gen_length, "sampler": "low_confidence",
-              "block_length": block, "steps": steps, "temperature": 0.0, "threads": threads,
-              "kernel_backend": backend,
-              "load_avg_1m_before": load_before, "load_avg_1m_after": load_after,
-              "uptime_before": uptime_before, "uptime_after": uptime_after,
-              "cached_stats": cached.stats}
+    config = {
+        "preset": preset,
+        **PRESETS[preset],
+        "family": "sdar (random weights)",
+        "B": 1,
+        "prompt": prompt_length,
+        "gen_length": gen_length,
+        "sampler": "low_confidence",
+        "block_length": block,
+        "steps": steps,
+        "temperature": 0.0,
+        "threads": threads,
+        "kernel_backend": backend,
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": load_after,
+        "uptime_before": uptime_before,
+        "uptime_after": uptime_after,
+        "cached_stats": cached.stats,
+    }
 
     results: list[Result] = []
 
     def row(name, variant, values, unit, derived=None, derived_unit=""):
-        results.append(Result(
-            name=name, variant=variant, backend="torch", config=json.dumps(config, sort_keys=True),
-            repeats=len(values), median=round(statistics.median(values), 4),
-            p20=round(_quantile(values, 0.2), 4), p80=round(_quantile(values, 0.8), 4), unit=unit,
-            derived=None if derived is None else round(derived, 3), derived_unit=derived_unit,
-            device=env["device"], versions=env["versions"], sha=env["sha"], date=env["date"]))
+        results.append(
+            Result(
+                name=name,
+                variant=variant,
+                backend="torch",
+                config=json.dumps(config, sort_keys=True),
+                repeats=len(values),
+                median=round(statistics.median(values), 4),
+                p20=round(_quantile(values, 0.2), 4),
+                p80=round(_quantile(values, 0.8), 4),
+                unit=unit,
+                derived=None if derived is None else round(derived, 3),
+                derived_unit=derived_unit,
+                device=env["device"],
+                versions=env["versions"],
+                sha=env["sha"],
+                date=env["date"],
+            )
+        )
 
     for name in variants:
         n = outputs[name].steps
-        row("blockcache_step", name, [1e3 * t / n for t in walls[name]], "ms/step",
-            gen_length / statistics.median(walls[name]), "tokens/s")
-        row("blockcache_step_cpu", name, [1e3 * t / n for t in cpus[name]], "cpu-ms/step",
-            gen_length / statistics.median(cpus[name]), "tokens/cpu-s")
-        row("blockcache_forward_cpu", name, [1e3 * t / n for t in forward_cpus[name]],
-            "cpu-ms/step")
+        row(
+            "blockcache_step",
+            name,
+            [1e3 * t / n for t in walls[name]],
+            "ms/step",
+            gen_length / statistics.median(walls[name]),
+            "tokens/s",
+        )
+        row(
+            "blockcache_step_cpu",
+            name,
+            [1e3 * t / n for t in cpus[name]],
+            "cpu-ms/step",
+            gen_length / statistics.median(cpus[name]),
+            "tokens/cpu-s",
+        )
+        row(
+            "blockcache_forward_cpu", name, [1e3 * t / n for t in forward_cpus[name]], "cpu-ms/step"
+        )
     for base in ("prefix", "full"):
-        row("blockcache_speedup", f"cached_vs_{base}",
-            [b / c for b, c in zip(walls[base], walls["cached"])], "x")
-        row("blockcache_speedup_cpu", f"cached_vs_{base}",
-            [b / c for b, c in zip(cpus[base], cpus["cached"])], "x")
-        row("blockcache_forward_speedup", f"cached_vs_{base}",
-            [b / c for b, c in zip(forward_walls[base], forward_walls["cached"])], "x")
-        row("blockcache_forward_speedup_cpu", f"cached_vs_{base}",
-            [b / c for b, c in zip(forward_cpus[base], forward_cpus["cached"])], "x")
+        row(
+            "blockcache_speedup",
+            f"cached_vs_{base}",
+            [b / c for b, c in zip(walls[base], walls["cached"])],
+            "x",
+        )
+        row(
+            "blockcache_speedup_cpu",
+            f"cached_vs_{base}",
+            [b / c for b, c in zip(cpus[base], cpus["cached"])],
+            "x",
+        )
+        row(
+            "blockcache_forward_speedup",
+            f"cached_vs_{base}",
+            [b / c for b, c in zip(forward_walls[base], forward_walls["cached"])],
+            "x",
+        )
+        row(
+            "blockcache_forward_speedup_cpu",
+            f"cached_vs_{base}",
+            [b / c for b, c in zip(forward_cpus[base], forward_cpus["cached"])],
+            "x",
+        )
         equal = torch.equal(outputs["cached"].tokens, outputs[base].tokens)
         row("blockcache_tokens_equal", f"cached_vs_{base}", [float(equal)], "bool")
 
     path = write_csv(results, out or RESULTS / f"blockcache_cpu{'_quick' if quick else ''}.csv")
     for r in results:
         derived = f"  {r.derived} {r.derived_unit}" if r.derived is not None else ""
-        print(f"{r.name:24s} {r.variant:18s} median {r.median:10.4f} {r.unit:11s} "
-              f"[p20 {r.p20:.4f}, p80 {r.p80:.4f}]{derived}", flush=True)
+        print(
+            f"{r.name:24s} {r.variant:18s} median {r.median:10.4f} {r.unit:11s} "
+            f"[p20 {r.p20:.4f}, p80 {r.p80:.4f}]{derived}",
+            flush=True,
+        )
     print(f"load before {load_before}, after {load_after}; wrote {path}")
     return results
 

@@ -44,10 +44,22 @@ GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden"
 #: Model shapes. "cpu": big enough that a step's cost is the transformer, not Python
 #: overhead; "8b": LLaDA-8B's shape (for a GPU run with bf16; not measured on CPU).
 PRESETS: dict[str, dict] = {
-    "cpu": {"d_model": 256, "n_layers": 4, "n_heads": 4, "mlp_hidden_size": 1024,
-            "vocab_size": 4096, "dtype": "float32"},
-    "8b": {"d_model": 4096, "n_layers": 32, "n_heads": 32, "mlp_hidden_size": 12288,
-           "vocab_size": 126464, "dtype": "bfloat16"},
+    "cpu": {
+        "d_model": 256,
+        "n_layers": 4,
+        "n_heads": 4,
+        "mlp_hidden_size": 1024,
+        "vocab_size": 4096,
+        "dtype": "float32",
+    },
+    "8b": {
+        "d_model": 4096,
+        "n_layers": 32,
+        "n_heads": 32,
+        "mlp_hidden_size": 12288,
+        "vocab_size": 126464,
+        "dtype": "bfloat16",
+    },
 }
 
 
@@ -76,13 +88,21 @@ def build_model(preset: str = "cpu", *, device: str | torch.device = "cpu", seed
     dtype = getattr(torch, shape.pop("dtype"))
     vocab = shape.pop("vocab_size")
     mask_id, eos_id = vocab - 96, vocab - 95
-    config = LLaDAConfig(**shape, vocab_size=vocab, embedding_size=vocab, n_kv_heads=shape["n_heads"],
-                         max_sequence_length=4096, mask_token_id=mask_id, eos_token_id=eos_id,
-                         pad_token_id=eos_id)
+    config = LLaDAConfig(
+        **shape,
+        vocab_size=vocab,
+        embedding_size=vocab,
+        n_kv_heads=shape["n_heads"],
+        max_sequence_length=4096,
+        mask_token_id=mask_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
     torch.manual_seed(seed)
     model = LLaDAModelLM(config).to(device=device, dtype=dtype)
-    return LLaDADenoiser(model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab,
-                         eos_id=eos_id, pad_id=eos_id)
+    return LLaDADenoiser(
+        model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id, pad_id=eos_id
+    )
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -122,8 +142,13 @@ def _timed_run(model, prompt, sampler, gen_length: int, device: torch.device):
     return out, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "cpu",
-         device: str | None = None) -> list[Result]:
+def main(
+    quick: bool = False,
+    out: str | Path | None = None,
+    *,
+    preset: str = "cpu",
+    device: str | None = None,
+) -> list[Result]:
     """Time uncached / prefix / dual decoding, measure agreement, write the CSV.
 
     Parameters
@@ -150,14 +175,26 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "c
     base = build_model(preset, device=dev)
     prompt = _prompts(1, prompt_length, base.vocab_size, seed=1).to(dev)
     sampler = remask.samplers.build("low_confidence", block_length=block_length)
-    config = {"preset": preset, **PRESETS[preset], "B": 1, "L": prompt_length + gen_length,
-              "prompt": prompt_length, "gen_length": gen_length, "block_length": block_length,
-              "sampler": "low_confidence", "steps": gen_length, "temperature": 0.0,
-              "threads": torch.get_num_threads(), "kernel_backend":
-              remask.kernels.resolve_backend(device=dev), "load_avg_1m": _load_average()}
-    variants = {"uncached": lambda: base,
-                "prefix": lambda: Cached(base, mode="prefix"),
-                "dual": lambda: Cached(base, mode="dual")}
+    config = {
+        "preset": preset,
+        **PRESETS[preset],
+        "B": 1,
+        "L": prompt_length + gen_length,
+        "prompt": prompt_length,
+        "gen_length": gen_length,
+        "block_length": block_length,
+        "sampler": "low_confidence",
+        "steps": gen_length,
+        "temperature": 0.0,
+        "threads": torch.get_num_threads(),
+        "kernel_backend": remask.kernels.resolve_backend(device=dev),
+        "load_avg_1m": _load_average(),
+    }
+    variants = {
+        "uncached": lambda: base,
+        "prefix": lambda: Cached(base, mode="prefix"),
+        "dual": lambda: Cached(base, mode="dual"),
+    }
 
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu_times: dict[str, list[float]] = {name: [] for name in variants}
@@ -176,13 +213,25 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "c
     results: list[Result] = []
 
     def row(name, variant, values, unit, derived=None, derived_unit="", extra=None):
-        results.append(Result(
-            name=name, variant=variant, backend="torch",
-            config=json.dumps({**config, **(extra or {})}, sort_keys=True), repeats=len(values),
-            median=round(statistics.median(values), 4), p20=round(_quantile(values, 0.2), 4),
-            p80=round(_quantile(values, 0.8), 4), unit=unit,
-            derived=None if derived is None else round(derived, 3), derived_unit=derived_unit,
-            device=env["device"], versions=env["versions"], sha=env["sha"], date=env["date"]))
+        results.append(
+            Result(
+                name=name,
+                variant=variant,
+                backend="torch",
+                config=json.dumps({**config, **(extra or {})}, sort_keys=True),
+                repeats=len(values),
+                median=round(statistics.median(values), 4),
+                p20=round(_quantile(values, 0.2), 4),
+                p80=round(_quantile(values, 0.8), 4),
+                unit=unit,
+                derived=None if derived is None else round(derived, 3),
+                derived_unit=derived_unit,
+                device=env["device"],
+                versions=env["versions"],
+                sha=env["sha"],
+                date=env["date"],
+            )
+        )
 
     reference = outputs["uncached"].tokens
     for name in variants:
@@ -190,15 +239,25 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "c
         per_step = [1e3 * t / steps for t in times[name]]
         tokens_per_s = gen_length / statistics.median(times[name])
         stats = passes[name]
-        extra = {"mode": name, "full_passes": stats.get("full_passes"),
-                 "window_passes": stats.get("window_passes", 0)}
+        extra = {
+            "mode": name,
+            "full_passes": stats.get("full_passes"),
+            "window_passes": stats.get("window_passes", 0),
+        }
         row("cache_step", name, per_step, "ms/step", tokens_per_s, "tokens/s", extra)
         if dev.type == "cpu":
             # Process CPU time: robust to other load on a shared machine, where wall time
             # mostly measures the neighbours.
             cpu_step = [1e3 * t / steps for t in cpu_times[name]]
-            row("cache_step_cpu", name, cpu_step, "cpu-ms/step",
-                gen_length / statistics.median(cpu_times[name]), "tokens/cpu-s", extra)
+            row(
+                "cache_step_cpu",
+                name,
+                cpu_step,
+                "cpu-ms/step",
+                gen_length / statistics.median(cpu_times[name]),
+                "tokens/cpu-s",
+                extra,
+            )
         if name != "uncached":
             ratios = [u / c for u, c in zip(times["uncached"], times[name])]
             row("cache_speedup", name, ratios, "x", extra=extra)
@@ -213,8 +272,11 @@ def main(quick: bool = False, out: str | Path | None = None, *, preset: str = "c
     path = write_csv(results, out or RESULTS / f"cache_{dev.type}{'_quick' if quick else ''}.csv")
     for r in results:
         derived = f"  {r.derived} {r.derived_unit}" if r.derived is not None else ""
-        print(f"{r.name:16s} {r.variant:22s} median {r.median:9.4f} {r.unit:8s} "
-              f"[p20 {r.p20:.4f}, p80 {r.p80:.4f}]{derived}", flush=True)
+        print(
+            f"{r.name:16s} {r.variant:22s} median {r.median:9.4f} {r.unit:8s} "
+            f"[p20 {r.p20:.4f}, p80 {r.p80:.4f}]{derived}",
+            flush=True,
+        )
     print(f"wrote {path}")
     return results
 
@@ -233,17 +295,37 @@ def _golden_agreement(env: dict[str, str], quick: bool) -> list[Result]:
         base = load_model(str(GOLDEN / name))
         reference = remask.generate(base, prompts, sampler, gen_length=gen_length, seed=0).tokens
         for mode in ("prefix", "dual"):
-            cached = remask.generate(Cached(base, mode=mode), prompts, sampler,
-                                     gen_length=gen_length, seed=0).tokens
+            cached = remask.generate(
+                Cached(base, mode=mode), prompts, sampler, gen_length=gen_length, seed=0
+            ).tokens
             value = token_agreement(cached, reference, gen_length)
-            config = {"checkpoint": name, "B": len(prompts), "gen_length": gen_length,
-                      "block_length": block_length, "sampler": "low_confidence", "mode": mode}
-            results.append(Result(
-                name="cache_agreement", variant=f"{mode}:{name}", backend="torch",
-                config=json.dumps(config, sort_keys=True), repeats=1, median=round(value, 4),
-                p20=round(value, 4), p80=round(value, 4), unit="fraction", derived=None,
-                derived_unit="", device=env["device"], versions=env["versions"], sha=env["sha"],
-                date=env["date"]))
+            config = {
+                "checkpoint": name,
+                "B": len(prompts),
+                "gen_length": gen_length,
+                "block_length": block_length,
+                "sampler": "low_confidence",
+                "mode": mode,
+            }
+            results.append(
+                Result(
+                    name="cache_agreement",
+                    variant=f"{mode}:{name}",
+                    backend="torch",
+                    config=json.dumps(config, sort_keys=True),
+                    repeats=1,
+                    median=round(value, 4),
+                    p20=round(value, 4),
+                    p80=round(value, 4),
+                    unit="fraction",
+                    derived=None,
+                    derived_unit="",
+                    device=env["device"],
+                    versions=env["versions"],
+                    sha=env["sha"],
+                    date=env["date"],
+                )
+            )
     return results
 
 

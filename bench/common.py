@@ -22,8 +22,23 @@ import torch
 
 __all__ = ["CSV_FIELDS", "Result", "environment", "time_cpu", "time_gpu", "write_csv"]
 
-CSV_FIELDS = ("name", "variant", "backend", "config", "repeats", "median", "p20", "p80", "unit",
-              "derived", "derived_unit", "device", "versions", "sha", "date")
+CSV_FIELDS = (
+    "name",
+    "variant",
+    "backend",
+    "config",
+    "repeats",
+    "median",
+    "p20",
+    "p80",
+    "unit",
+    "derived",
+    "derived_unit",
+    "device",
+    "versions",
+    "sha",
+    "date",
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +79,12 @@ def time_cpu(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10) -> di
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return {"median": statistics.median(times), "p20": _quantile(times, 0.2),
-            "p80": _quantile(times, 0.8), "repeats": repeats}
+    return {
+        "median": statistics.median(times),
+        "p20": _quantile(times, 0.2),
+        "p80": _quantile(times, 0.8),
+        "repeats": repeats,
+    }
 
 
 def time_gpu(fn: Callable[[], Any], *, warmup: int = 25, repeats: int = 100) -> dict[str, float]:
@@ -88,8 +107,12 @@ def time_gpu(fn: Callable[[], Any], *, warmup: int = 25, repeats: int = 100) -> 
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
-    return {"median": statistics.median(times), "p20": _quantile(times, 0.2),
-            "p80": _quantile(times, 0.8), "repeats": repeats}
+    return {
+        "median": statistics.median(times),
+        "p20": _quantile(times, 0.2),
+        "p80": _quantile(times, 0.8),
+        "repeats": repeats,
+    }
 
 
 def _cpu_model() -> str:
@@ -108,12 +131,23 @@ def _git_sha() -> str:
     if os.environ.get("REMASK_GIT_SHA"):
         return os.environ["REMASK_GIT_SHA"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=False,
-                             text=True, cwd=Path(__file__).resolve().parent, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            check=False,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        )
         sha = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                               check=False,
-                               cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -132,8 +166,12 @@ def environment(device: torch.device | str = "cpu") -> dict[str, str]:
         name = torch.cuda.get_device_name(dev)
     else:
         name = f"{_cpu_model()} ({torch.get_num_threads()} torch threads)"
-    return {"device": name, "versions": json.dumps(versions, sort_keys=True), "sha": _git_sha(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "device": name,
+        "versions": json.dumps(versions, sort_keys=True),
+        "sha": _git_sha(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def write_csv(results: Sequence[Result], path: str | Path) -> Path:

@@ -27,7 +27,9 @@ from remask.bench import gpu
 __all__ = ["first_divergence", "main"]
 
 
-def first_divergence(model, prompt: torch.Tensor, *, gen_length: int, block_length: int) -> dict | None:
+def first_divergence(
+    model, prompt: torch.Tensor, *, gen_length: int, block_length: int
+) -> dict | None:
     """Replay remask's greedy one-token-per-step decoding against the reference's choices.
 
     Parameters
@@ -51,7 +53,9 @@ def first_divergence(model, prompt: torch.Tensor, *, gen_length: int, block_leng
 
     remask.generate(model, prompt, sampler, gen_length=gen_length, seed=0, callbacks=[record])
     start = prompt.shape[1]
-    before = torch.cat([prompt, torch.full((1, gen_length), model.mask_id, device=prompt.device)], 1)
+    before = torch.cat(
+        [prompt, torch.full((1, gen_length), model.mask_id, device=prompt.device)], 1
+    )
     for step, (after, committed) in enumerate(steps):
         lo = start + (step // block_length) * block_length  # one token per step: block = step // W
         logits = model(before)  # (1, L, V), no attention mask, as the reference calls it
@@ -59,7 +63,7 @@ def first_divergence(model, prompt: torch.Tensor, *, gen_length: int, block_leng
         confidence = torch.gather(F.softmax(logits.float(), -1), -1, x0.unsqueeze(-1)).squeeze(-1)
         prob = K.propose(logits).prob.float()  # (1, L)
         eligible = torch.zeros_like(before[0], dtype=torch.bool)
-        eligible[lo:lo + block_length] = True
+        eligible[lo : lo + block_length] = True
         eligible &= before[0] == model.mask_id
         ref_conf = torch.where(eligible, confidence[0], -1.0)
         remask_conf = torch.where(eligible, prob[0], -1.0)
@@ -67,11 +71,14 @@ def first_divergence(model, prompt: torch.Tensor, *, gen_length: int, block_leng
         j_remask = int(committed[0].nonzero()[0, 0])
         if j_ref != j_remask or int(after[0, j_remask]) != int(x0[0, j_ref]):
             top_ref, top_remask = torch.topk(ref_conf, 4), torch.topk(remask_conf, 4)
-            return {"step": step, "remask": (j_remask, int(after[0, j_remask])),
-                    "reference": (j_ref, int(x0[0, j_ref])),
-                    "reference_top4": list(zip(top_ref.values.tolist(), top_ref.indices.tolist())),
-                    "propose_top4": list(zip(top_remask.values.tolist(), top_remask.indices.tolist())),
-                    "argmax_differs": int(((x0[0] != K.propose(logits).tokens[0]) & eligible).sum())}
+            return {
+                "step": step,
+                "remask": (j_remask, int(after[0, j_remask])),
+                "reference": (j_ref, int(x0[0, j_ref])),
+                "reference_top4": list(zip(top_ref.values.tolist(), top_ref.indices.tolist())),
+                "propose_top4": list(zip(top_remask.values.tolist(), top_remask.indices.tolist())),
+                "argmax_differs": int(((x0[0] != K.propose(logits).tokens[0]) & eligible).sum()),
+            }
         before = after
     return None
 
@@ -87,15 +94,24 @@ def main(layers: tuple[int, ...] = (2, 32), gen_length: int | None = None) -> li
         shapes = {"llada-8b": dict(gpu.MODELS["llada-8b"])}
         if not quick:
             shapes["llada-8b"]["full"] = {**shapes["llada-8b"]["full"], "n_layers": n_layers}
-        model = gpu.build_denoiser("llada-8b", quick=quick, device=device, dtype=dtype, shapes=shapes)
+        model = gpu.build_denoiser(
+            "llada-8b", quick=quick, device=device, dtype=dtype, shapes=shapes
+        )
         gen = gen_length or (16 if quick else 256)
         prompt_length, block = (8, 4) if quick else (128, 32)
-        prompt = torch.randint(0, min(model.mask_id, model.eos_id) - 1, (1, prompt_length),
-                               generator=torch.Generator().manual_seed(1)).to(device)
+        prompt = torch.randint(
+            0,
+            min(model.mask_id, model.eos_id) - 1,
+            (1, prompt_length),
+            generator=torch.Generator().manual_seed(1),
+        ).to(device)
         result = first_divergence(model, prompt, gen_length=gen, block_length=block)
         label = "tiny" if quick else f"layers={n_layers}"
-        print(f"{label}: {time.perf_counter() - start:.1f} s; "
-              + ("no divergence" if result is None else str(result)), flush=True)
+        print(
+            f"{label}: {time.perf_counter() - start:.1f} s; "
+            + ("no divergence" if result is None else str(result)),
+            flush=True,
+        )
         found.append(result)
         del model
     return found

@@ -63,8 +63,16 @@ from remask.bench.common import Result, environment, time_cpu, time_gpu, write_c
 from remask.bench.reference_loops import fastdllm_dual_cache_generate, llada_generate
 from remask.models.cache import CachedDenoiser
 
-__all__ = ["E2E_FIELDS", "MODELS", "TimedDenoiser", "build_denoiser", "main", "run_e2e",
-           "run_kernel_tests", "run_propose"]
+__all__ = [
+    "E2E_FIELDS",
+    "MODELS",
+    "TimedDenoiser",
+    "build_denoiser",
+    "main",
+    "run_e2e",
+    "run_kernel_tests",
+    "run_propose",
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -73,34 +81,97 @@ REPO = Path(__file__).resolve().parents[1]
 #: and tiny stand-ins of the same families for --quick.
 MODELS: dict[str, dict[str, dict]] = {
     "llada-8b": {
-        "full": {"d_model": 4096, "n_heads": 32, "n_kv_heads": 32, "n_layers": 32,
-                 "mlp_hidden_size": 12288, "vocab_size": 126464, "embedding_size": 126464,
-                 "rope_theta": 500000.0, "max_sequence_length": 4096,
-                 "mask_token_id": 126336, "eos_token_id": 126081, "pad_token_id": 126081},
-        "quick": {"d_model": 64, "n_heads": 4, "n_kv_heads": 4, "n_layers": 2, "mlp_hidden_size": 128,
-                  "vocab_size": 512, "embedding_size": 512, "rope_theta": 500000.0,
-                  "max_sequence_length": 256, "mask_token_id": 500, "eos_token_id": 501,
-                  "pad_token_id": 501},
+        "full": {
+            "d_model": 4096,
+            "n_heads": 32,
+            "n_kv_heads": 32,
+            "n_layers": 32,
+            "mlp_hidden_size": 12288,
+            "vocab_size": 126464,
+            "embedding_size": 126464,
+            "rope_theta": 500000.0,
+            "max_sequence_length": 4096,
+            "mask_token_id": 126336,
+            "eos_token_id": 126081,
+            "pad_token_id": 126081,
+        },
+        "quick": {
+            "d_model": 64,
+            "n_heads": 4,
+            "n_kv_heads": 4,
+            "n_layers": 2,
+            "mlp_hidden_size": 128,
+            "vocab_size": 512,
+            "embedding_size": 512,
+            "rope_theta": 500000.0,
+            "max_sequence_length": 256,
+            "mask_token_id": 500,
+            "eos_token_id": 501,
+            "pad_token_id": 501,
+        },
     },
     "dream-7b": {
-        "full": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                 "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-                 "rope_theta": 1000000.0, "max_position_embeddings": 131072,
-                 "rms_norm_eps": 1e-6, "mask_token_id": 151666, "eos_token_id": 151643,
-                 "pad_token_id": 151643, "bos_token_id": 151643},
-        "quick": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                  "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
-                  "rope_theta": 1000000.0, "max_position_embeddings": 256, "rms_norm_eps": 1e-6,
-                  "mask_token_id": 500, "eos_token_id": 501, "pad_token_id": 501,
-                  "bos_token_id": 501},
+        "full": {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "vocab_size": 152064,
+            "rope_theta": 1000000.0,
+            "max_position_embeddings": 131072,
+            "rms_norm_eps": 1e-6,
+            "mask_token_id": 151666,
+            "eos_token_id": 151643,
+            "pad_token_id": 151643,
+            "bos_token_id": 151643,
+        },
+        "quick": {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 512,
+            "rope_theta": 1000000.0,
+            "max_position_embeddings": 256,
+            "rms_norm_eps": 1e-6,
+            "mask_token_id": 500,
+            "eos_token_id": 501,
+            "pad_token_id": 501,
+            "bos_token_id": 501,
+        },
     },
 }
 
-E2E_FIELDS = ("model", "loop", "impl", "batch", "prompt_length", "gen_length", "block_length",
-              "setting", "dtype", "repeats", "seconds_median", "seconds_min", "seconds_max", "nfe",
-              "ms_per_step", "tokens_per_s", "forward_ms_per_step", "forward_share",
-              "outside_over_forward", "tokens_equal_other_side", "agreement_other_side",
-              "device", "versions", "sha", "date", "load_1m")
+E2E_FIELDS = (
+    "model",
+    "loop",
+    "impl",
+    "batch",
+    "prompt_length",
+    "gen_length",
+    "block_length",
+    "setting",
+    "dtype",
+    "repeats",
+    "seconds_median",
+    "seconds_min",
+    "seconds_max",
+    "nfe",
+    "ms_per_step",
+    "tokens_per_s",
+    "forward_ms_per_step",
+    "forward_share",
+    "outside_over_forward",
+    "tokens_equal_other_side",
+    "agreement_other_side",
+    "device",
+    "versions",
+    "sha",
+    "date",
+    "load_1m",
+)
 
 KERNEL_TEST_FIELDS = ("test", "outcome", "seconds", "message", "device", "versions", "sha", "date")
 
@@ -118,8 +189,16 @@ def _sync(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------- models
-def build_denoiser(name: str, *, quick: bool, device: torch.device, dtype: torch.dtype,
-                   head_scale: float = 6.0, seed: int = 0, shapes: dict | None = None):
+def build_denoiser(
+    name: str,
+    *,
+    quick: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+    head_scale: float = 6.0,
+    seed: int = 0,
+    shapes: dict | None = None,
+):
     """A random-weight LLaDA or Dream denoiser of the published (or tiny) shape.
 
     The model is initialised directly on ``device`` (an 8B model never passes through host
@@ -161,13 +240,23 @@ def build_denoiser(name: str, *, quick: bool, device: torch.device, dtype: torch
             model = DreamModel(DreamConfig(**shape))
             adapter = DreamDenoiser
     model = model.to(device=device, dtype=dtype)
-    head = model.model.transformer["ff_out"].weight if name.startswith("llada") else model.head_weight()
+    head = (
+        model.model.transformer["ff_out"].weight
+        if name.startswith("llada")
+        else model.head_weight()
+    )
     with torch.no_grad():
         head.mul_(head_scale)
     vocab = shape["vocab_size"]
-    return adapter(model, mask_id=shape["mask_token_id"], vocab_size=vocab,
-                   embedding_rows=shape.get("embedding_size", vocab), eos_id=shape["eos_token_id"],
-                   pad_id=shape["pad_token_id"], bos_id=shape.get("bos_token_id"))
+    return adapter(
+        model,
+        mask_id=shape["mask_token_id"],
+        vocab_size=vocab,
+        embedding_rows=shape.get("embedding_size", vocab),
+        eos_id=shape["eos_token_id"],
+        pad_id=shape["pad_token_id"],
+        bos_id=shape.get("bos_token_id"),
+    )
 
 
 class TimedDenoiser:
@@ -221,8 +310,9 @@ class TimedDenoiser:
 
 
 # ---------------------------------------------------------------------------- part 1
-def run_kernel_tests(env: dict, out: Path, select: str | None = None,
-                     log: Callable = print) -> list[dict]:
+def run_kernel_tests(
+    env: dict, out: Path, select: str | None = None, log: Callable = print
+) -> list[dict]:
     """Run ``tests/kernels`` through pytest and write one CSV row per test.
 
     Parameters
@@ -245,8 +335,16 @@ def run_kernel_tests(env: dict, out: Path, select: str | None = None,
         log(f"kernel tests: {folder} not found, skipped")
         return []
     junit = out.with_suffix(".xml")
-    command = [sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider",
-               f"--junitxml={junit}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(folder),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+    ]
     if select:
         command += ["-k", select]
     log("kernel tests: " + " ".join(command[2:]))
@@ -262,19 +360,33 @@ def run_kernel_tests(env: dict, out: Path, select: str | None = None,
                     outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
                     message = (child.get("message") or "")[:300].replace("\n", " ")
                     break
-            rows.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
-                         "seconds": round(float(case.get("time") or 0.0), 3), "message": message,
-                         **{k: env[k] for k in ("device", "versions", "sha", "date")}})
+            rows.append(
+                {
+                    "test": f"{case.get('classname')}::{case.get('name')}",
+                    "outcome": outcome,
+                    "seconds": round(float(case.get("time") or 0.0), 3),
+                    "message": message,
+                    **{k: env[k] for k in ("device", "versions", "sha", "date")},
+                }
+            )
         junit.unlink()
     _write_rows(rows, out, KERNEL_TEST_FIELDS)
-    counts = {o: sum(r["outcome"] == o for r in rows) for o in ("passed", "failed", "error", "skipped")}
+    counts = {
+        o: sum(r["outcome"] == o for r in rows) for o in ("passed", "failed", "error", "skipped")
+    }
     log(f"kernel tests: {counts}")
     return rows
 
 
 # ---------------------------------------------------------------------------- part 2
-def run_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, int]],
-                out: Path, quick: bool, log: Callable = print) -> list[Result]:
+def run_propose(
+    env: dict,
+    device: torch.device,
+    shapes: list[tuple[int, int, int]],
+    out: Path,
+    quick: bool,
+    log: Callable = print,
+) -> list[Result]:
     """Time ``propose`` (T = 0, T = 1) and a copy of the same logits per shape and dtype."""
     timer = time_gpu if device.type == "cuda" else time_cpu
     backend = K.resolve_backend(device=device)
@@ -287,12 +399,22 @@ def run_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, in
     for r in results:
         if r.name.startswith("propose"):
             share = r.derived / copies[(r.variant, _shape_key(r))]
-            log(f"{r.name} {r.variant} {_shape_key(r)}: {share:.0%} of copy bandwidth (target >= 80%)")
+            log(
+                f"{r.name} {r.variant} {_shape_key(r)}: {share:.0%} of copy bandwidth (target >= 80%)"
+            )
     return results
 
 
-def _time_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, int]], quick: bool,
-                  timer: Callable, backend: str, results: list[Result], log: Callable) -> None:
+def _time_propose(
+    env: dict,
+    device: torch.device,
+    shapes: list[tuple[int, int, int]],
+    quick: bool,
+    timer: Callable,
+    backend: str,
+    results: list[Result],
+    log: Callable,
+) -> None:
     for shape in shapes:
         gen = torch.Generator(device=device).manual_seed(0)
         base = torch.randn(shape, generator=gen, device=device) * 3  # (B, L, V) LLaDA-like spread
@@ -302,24 +424,59 @@ def _time_propose(env: dict, device: torch.device, shapes: list[tuple[int, int, 
             nbytes = logits.numel() * logits.element_size()
             key = K.split(0, logits.shape[:-1], device=device)  # one Philox key per row
             cases = [
-                ("copy", "torch", lambda: target.copy_(logits), 2 * nbytes),
-                ("propose_t0", backend, lambda: K.propose(logits), nbytes),
-                ("propose_t1", backend, lambda: K.propose(logits, temperature=1.0, key=key),
-                 nbytes),
+                (
+                    "copy",
+                    "torch",
+                    lambda target=target, logits=logits: target.copy_(logits),
+                    2 * nbytes,
+                ),
+                ("propose_t0", backend, lambda logits=logits: K.propose(logits), nbytes),
+                (
+                    "propose_t1",
+                    backend,
+                    lambda logits=logits, key=key: K.propose(logits, temperature=1.0, key=key),
+                    nbytes,
+                ),
             ]
             for name, used, fn, moved in cases:
-                stats = timer(fn) if device.type == "cuda" else timer(fn, warmup=1, repeats=3 if quick else 10)
+                stats = (
+                    timer(fn)
+                    if device.type == "cuda"
+                    else timer(fn, warmup=1, repeats=3 if quick else 10)
+                )
                 variant = str(dtype).replace("torch.", "")
-                results.append(Result(
-                    name=name, variant=variant, backend=used,
-                    config=json.dumps({"B": shape[0], "L": shape[1], "V": shape[2], "dtype": variant,
-                                       "bytes_counted": moved, "load_1m": _load()}),
-                    repeats=int(stats["repeats"]), median=round(stats["median"], 5),
-                    p20=round(stats["p20"], 5), p80=round(stats["p80"], 5), unit="ms",
-                    derived=round(moved / (stats["median"] * 1e-3) / 1e9, 2), derived_unit="GB/s",
-                    device=env["device"], versions=env["versions"], sha=env["sha"], date=env["date"]))
-                log(f"{name:11s} {variant:9s} {str(shape):22s} {stats['median']:9.4f} ms "
-                    f"{results[-1].derived:9.1f} GB/s")
+                results.append(
+                    Result(
+                        name=name,
+                        variant=variant,
+                        backend=used,
+                        config=json.dumps(
+                            {
+                                "B": shape[0],
+                                "L": shape[1],
+                                "V": shape[2],
+                                "dtype": variant,
+                                "bytes_counted": moved,
+                                "load_1m": _load(),
+                            }
+                        ),
+                        repeats=int(stats["repeats"]),
+                        median=round(stats["median"], 5),
+                        p20=round(stats["p20"], 5),
+                        p80=round(stats["p80"], 5),
+                        unit="ms",
+                        derived=round(moved / (stats["median"] * 1e-3) / 1e9, 2),
+                        derived_unit="GB/s",
+                        device=env["device"],
+                        versions=env["versions"],
+                        sha=env["sha"],
+                        date=env["date"],
+                    )
+                )
+                log(
+                    f"{name:11s} {variant:9s} {str(shape):22s} {stats['median']:9.4f} ms "
+                    f"{results[-1].derived:9.1f} GB/s"
+                )
             del logits, target
         del base
 
@@ -349,8 +506,9 @@ def _timed(fn: Callable[[], tuple[torch.Tensor, int]], timed: TimedDenoiser) -> 
     return _Run(tokens=tokens.cpu(), nfe=int(nfe), seconds=seconds, forward_ms=timed.forward_ms())
 
 
-def _loops(timed: TimedDenoiser, prompt: torch.Tensor, gen: int, block: int,
-           threshold: float) -> dict[tuple[str, str], Callable[[], tuple[torch.Tensor, int]]]:
+def _loops(
+    timed: TimedDenoiser, prompt: torch.Tensor, gen: int, block: int, threshold: float
+) -> dict[tuple[str, str], Callable[[], tuple[torch.Tensor, int]]]:
     """The four decoding loops, each a closure returning (tokens, nfe)."""
     low_conf = remask.samplers.build("low_confidence", steps=gen, block_length=block)
     thresh = remask.samplers.build("threshold", threshold=threshold, block_length=block)
@@ -361,23 +519,40 @@ def _loops(timed: TimedDenoiser, prompt: torch.Tensor, gen: int, block: int,
 
     def remask_dual():
         # A fresh wrapper per run: the cache of one run never serves the next.
-        out = remask.generate(CachedDenoiser(timed, mode="dual"), prompt, thresh, gen_length=gen, seed=0)
+        out = remask.generate(
+            CachedDenoiser(timed, mode="dual"), prompt, thresh, gen_length=gen, seed=0
+        )
         return out.tokens, int(out.nfe.max())
 
     return {
         ("low_confidence", "remask"): remask_lc,
         ("low_confidence", "reference"): lambda: llada_generate(
-            timed, prompt, steps=gen, gen_length=gen, block_length=block),
+            timed, prompt, steps=gen, gen_length=gen, block_length=block
+        ),
         ("threshold_dual_cache", "remask"): remask_dual,
         ("threshold_dual_cache", "reference"): lambda: fastdllm_dual_cache_generate(
-            timed, prompt, gen_length=gen, block_length=block, threshold=threshold),
+            timed, prompt, gen_length=gen, block_length=block, threshold=threshold
+        ),
     }
 
 
-def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, quick: bool,
-            models: list[str], batch: int = 1, prompt_length: int = 128, gen_length: int = 256,
-            block_length: int = 32, threshold: float = 0.9, repeats: int = 3,
-            keep_going: bool = False, log: Callable = print) -> list[dict]:
+def run_e2e(
+    env: dict,
+    device: torch.device,
+    dtype: torch.dtype,
+    out: Path,
+    *,
+    quick: bool,
+    models: list[str],
+    batch: int = 1,
+    prompt_length: int = 128,
+    gen_length: int = 256,
+    block_length: int = 32,
+    threshold: float = 0.9,
+    repeats: int = 3,
+    keep_going: bool = False,
+    log: Callable = print,
+) -> list[dict]:
     """Decode with remask's samplers and the reference loops on the same weights; write rows.
 
     With ``keep_going``, a loop that raises is logged with its traceback and left out (its
@@ -393,8 +568,9 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
         log(f"e2e: building {name} ({'tiny' if quick else 'published shape'}, {dtype}) on {device}")
         timed = TimedDenoiser(build_denoiser(name, quick=quick, device=device, dtype=dtype))
         gen = torch.Generator().manual_seed(1)
-        prompt = torch.randint(0, min(timed.mask_id, timed.eos_id) - 1, (batch, prompt_length),
-                               generator=gen).to(device)  # (B, P), no special ids
+        prompt = torch.randint(
+            0, min(timed.mask_id, timed.eos_id) - 1, (batch, prompt_length), generator=gen
+        ).to(device)  # (B, P), no special ids
         loops = _loops(timed, prompt, gen_length, block_length, threshold)
         runs: dict[tuple[str, str], list[_Run]] = {key: [] for key in loops}
         for key, fn in list(loops.items()):  # warm-up (compilation, cuBLAS handles, caches)
@@ -406,35 +582,71 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
                 log(f"  {key} FAILED:\n{traceback.format_exc()}")
                 del loops[key], runs[key]
                 continue
-            log(f"  warm-up {key[0]:22s} {key[1]:9s} {runs[key][-1].seconds:8.3f} s  NFE {runs[key][-1].nfe}")
+            log(
+                f"  warm-up {key[0]:22s} {key[1]:9s} {runs[key][-1].seconds:8.3f} s  NFE {runs[key][-1].nfe}"
+            )
         for _ in range(repeats):  # interleaved, so drift hits every loop alike
             for key, fn in loops.items():
                 runs[key].append(_timed(fn, timed))
         # The reference LLaDA loop with float32 confidence: same arithmetic as remask's.
-        fp32_ref = _timed(lambda: llada_generate(timed, prompt, steps=gen_length, gen_length=gen_length,
-                                                 block_length=block_length,
-                                                 confidence_dtype=torch.float32), timed)
-        base = {"model": name, "batch": batch, "prompt_length": prompt_length,
-                "gen_length": gen_length, "block_length": block_length,
-                "dtype": str(dtype).replace("torch.", ""),
-                **{k: env[k] for k in ("device", "versions", "sha", "date")}}
+        fp32_ref = _timed(
+            lambda timed=timed, prompt=prompt: llada_generate(
+                timed,
+                prompt,
+                steps=gen_length,
+                gen_length=gen_length,
+                block_length=block_length,
+                confidence_dtype=torch.float32,
+            ),
+            timed,
+        )
+        base = {
+            "model": name,
+            "batch": batch,
+            "prompt_length": prompt_length,
+            "gen_length": gen_length,
+            "block_length": block_length,
+            "dtype": str(dtype).replace("torch.", ""),
+            **{k: env[k] for k in ("device", "versions", "sha", "date")},
+        }
         for (loop, impl), measured in runs.items():
             counterpart = runs.get((loop, "reference" if impl == "remask" else "remask"))
             mine = measured[0].tokens
             other = counterpart[0].tokens if counterpart else torch.full_like(mine, -1)
-            setting = (f"steps={gen_length}" if loop == "low_confidence" else f"threshold={threshold}")
-            rows.append({**base, "loop": loop, "impl": impl, "setting": setting,
-                         **_measured(measured[1:] if repeats else measured, mine, other, batch, gen_length)})
-            log(f"  {loop:22s} {impl:9s} {rows[-1]['seconds_median']:8.3f} s  NFE {rows[-1]['nfe']:4d}  "
+            setting = (
+                f"steps={gen_length}" if loop == "low_confidence" else f"threshold={threshold}"
+            )
+            rows.append(
+                {
+                    **base,
+                    "loop": loop,
+                    "impl": impl,
+                    "setting": setting,
+                    **_measured(
+                        measured[1:] if repeats else measured, mine, other, batch, gen_length
+                    ),
+                }
+            )
+            log(
+                f"  {loop:22s} {impl:9s} {rows[-1]['seconds_median']:8.3f} s  NFE {rows[-1]['nfe']:4d}  "
                 f"{rows[-1]['ms_per_step']:8.2f} ms/step {rows[-1]['tokens_per_s']:8.1f} tok/s  "
                 f"outside/forward {rows[-1]['outside_over_forward']:.1%}"
-                f"  tokens equal: {rows[-1]['tokens_equal_other_side']}")
+                f"  tokens equal: {rows[-1]['tokens_equal_other_side']}"
+            )
         lc_remask = runs.get(("low_confidence", "remask"), [fp32_ref])[0].tokens
-        rows.append({**base, "loop": "low_confidence", "impl": "reference_fp32_confidence",
-                     "setting": f"steps={gen_length}",
-                     **_measured([fp32_ref], fp32_ref.tokens, lc_remask, batch, gen_length)})
-        log(f"  low_confidence reference, float32 confidence: tokens equal remask's: "
-            f"{rows[-1]['tokens_equal_other_side']} (agreement {rows[-1]['agreement_other_side']:.3f})")
+        rows.append(
+            {
+                **base,
+                "loop": "low_confidence",
+                "impl": "reference_fp32_confidence",
+                "setting": f"steps={gen_length}",
+                **_measured([fp32_ref], fp32_ref.tokens, lc_remask, batch, gen_length),
+            }
+        )
+        log(
+            f"  low_confidence reference, float32 confidence: tokens equal remask's: "
+            f"{rows[-1]['tokens_equal_other_side']} (agreement {rows[-1]['agreement_other_side']:.3f})"
+        )
         del timed, loops, runs
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -442,24 +654,31 @@ def run_e2e(env: dict, device: torch.device, dtype: torch.dtype, out: Path, *, q
     return rows
 
 
-def _measured(runs: list[_Run], mine: torch.Tensor, other: torch.Tensor, batch: int,
-              gen_length: int) -> dict:
+def _measured(
+    runs: list[_Run], mine: torch.Tensor, other: torch.Tensor, batch: int, gen_length: int
+) -> dict:
     """The timing and agreement fields of :data:`E2E_FIELDS` for one loop's timed runs."""
     seconds = [r.seconds for r in runs]
     med = statistics.median(seconds)
     nfe = runs[0].nfe
     fwd = statistics.median(r.forward_ms for r in runs)  # ms in forwards per run
-    return {"repeats": len(runs), "seconds_median": round(med, 4), "seconds_min": round(min(seconds), 4),
-            "seconds_max": round(max(seconds), 4), "nfe": nfe,
-            "ms_per_step": round(med * 1e3 / nfe, 3),
-            "tokens_per_s": round(batch * gen_length / med, 2),
-            "forward_ms_per_step": round(fwd / nfe, 3),
-            "forward_share": round(fwd / (med * 1e3), 4),
-            "outside_over_forward": round((med * 1e3 - fwd) / fwd, 4),
-            "tokens_equal_other_side": bool(torch.equal(mine, other)),
-            "agreement_other_side": round(float((mine[:, -gen_length:] == other[:, -gen_length:])
-                                                .float().mean()), 4),
-            "load_1m": _load()}
+    return {
+        "repeats": len(runs),
+        "seconds_median": round(med, 4),
+        "seconds_min": round(min(seconds), 4),
+        "seconds_max": round(max(seconds), 4),
+        "nfe": nfe,
+        "ms_per_step": round(med * 1e3 / nfe, 3),
+        "tokens_per_s": round(batch * gen_length / med, 2),
+        "forward_ms_per_step": round(fwd / nfe, 3),
+        "forward_share": round(fwd / (med * 1e3), 4),
+        "outside_over_forward": round((med * 1e3 - fwd) / fwd, 4),
+        "tokens_equal_other_side": bool(torch.equal(mine, other)),
+        "agreement_other_side": round(
+            float((mine[:, -gen_length:] == other[:, -gen_length:]).float().mean()), 4
+        ),
+        "load_1m": _load(),
+    }
 
 
 def _write_rows(rows: list[dict], path: Path, fields: tuple[str, ...]) -> Path:
@@ -472,10 +691,17 @@ def _write_rows(rows: list[dict], path: Path, fields: tuple[str, ...]) -> Path:
 
 
 # ---------------------------------------------------------------------------- driver
-def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str, ...] = ("tests", "propose", "e2e"),
-         models: tuple[str, ...] = tuple(MODELS), repeats: int | None = None,
-         test_select: str | None = None, keep_going: bool = False,
-         log: Callable = print) -> dict[str, Path]:
+def main(
+    quick: bool = False,
+    out: str | Path | None = None,
+    *,
+    parts: tuple[str, ...] = ("tests", "propose", "e2e"),
+    models: tuple[str, ...] = tuple(MODELS),
+    repeats: int | None = None,
+    test_select: str | None = None,
+    keep_going: bool = False,
+    log: Callable = print,
+) -> dict[str, Path]:
     """Run the chosen parts and write their CSVs.
 
     Parameters
@@ -512,13 +738,25 @@ def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str
     jobs: dict[str, Callable[[Path], object]] = {
         "tests": lambda path: run_kernel_tests(env, path, test_select, log),
         "propose": lambda path: run_propose(
-            env, device, [(1, 64, 1000), (2, 64, 1000)] if quick else [(1, 1024, 126464), (8, 1024, 126464)],
-            path, quick, log),
+            env,
+            device,
+            [(1, 64, 1000), (2, 64, 1000)] if quick else [(1, 1024, 126464), (8, 1024, 126464)],
+            path,
+            quick,
+            log,
+        ),
         "e2e": lambda path: run_e2e(
-            env, device, torch.bfloat16 if device.type == "cuda" else torch.float32, path, quick=quick,
-            models=list(models), repeats=(1 if quick else 3) if repeats is None else repeats,
-            keep_going=keep_going, log=log,
-            **({"prompt_length": 8, "gen_length": 16, "block_length": 4} if quick else {})),
+            env,
+            device,
+            torch.bfloat16 if device.type == "cuda" else torch.float32,
+            path,
+            quick=quick,
+            models=list(models),
+            repeats=(1 if quick else 3) if repeats is None else repeats,
+            keep_going=keep_going,
+            log=log,
+            **({"prompt_length": 8, "gen_length": 16, "block_length": 4} if quick else {}),
+        ),
     }
     names = {"tests": "gpu_kernel_tests", "propose": "gpu_propose", "e2e": "gpu_e2e"}
     for part in ("propose", "e2e", "tests"):  # the measurements first, the long test run last
@@ -544,12 +782,20 @@ def _cli() -> None:
     parser.add_argument("--parts", default="tests,propose,e2e", help="comma-separated subset")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per loop")
-    parser.add_argument("-k", dest="test_select", default=None, help="pytest -k for the kernel tests")
+    parser.add_argument(
+        "-k", dest="test_select", default=None, help="pytest -k for the kernel tests"
+    )
     parser.add_argument("--keep-going", action="store_true", help="log a failing part and go on")
     args = parser.parse_args()
-    main(quick=args.quick, out=args.out, parts=tuple(p for p in args.parts.split(",") if p),
-         models=tuple(m for m in args.models.split(",") if m), repeats=args.repeats,
-         test_select=args.test_select, keep_going=args.keep_going)
+    main(
+        quick=args.quick,
+        out=args.out,
+        parts=tuple(p for p in args.parts.split(",") if p),
+        models=tuple(m for m in args.models.split(",") if m),
+        repeats=args.repeats,
+        test_select=args.test_select,
+        keep_going=args.keep_going,
+    )
 
 
 if __name__ == "__main__":

@@ -41,13 +41,22 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import remask.kernels as K
 import torch
 import torch.nn.functional as F
+
+import remask.kernels as K
 from remask.bench.common import Result, environment, time_cpu, time_gpu, write_csv
 
-__all__ = ["llada_greedy_step", "llada_gumbel_step", "main", "torch_fp32_step", "torch_kl",
-           "torch_token_prob", "torch_top_k", "torch_top_p"]
+__all__ = [
+    "llada_greedy_step",
+    "llada_gumbel_step",
+    "main",
+    "torch_fp32_step",
+    "torch_kl",
+    "torch_token_prob",
+    "torch_top_k",
+    "torch_top_p",
+]
 
 SHAPE = (1, 256, 126464)
 LARGE_SHAPE = (8, 1024, 126464)
@@ -61,8 +70,9 @@ def llada_greedy_step(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return x0, p.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
 
 
-def llada_gumbel_step(logits: torch.Tensor, temperature: float = 1.0,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def llada_gumbel_step(
+    logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """LLaDA at T > 0: float64 Gumbel-max in the exp(l) / (-log u)^T form, then confidence."""
     logits64 = logits.to(torch.float64)  # (B, L, V) float64
     noise = torch.rand(logits64.shape, dtype=torch.float64, generator=generator)
@@ -83,8 +93,9 @@ def torch_fp32_step(logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return top.indices[..., 0], top_p[..., 0], top_p[..., 0] - top_p[..., 1], entropy
 
 
-def torch_top_p(logits: torch.Tensor, top_p: float = 0.95,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def torch_top_p(
+    logits: torch.Tensor, top_p: float = 0.95, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain torch nucleus sampling at T = 1 (Dream's convention): sort, cumsum, mask, draw."""
     x = logits.float()  # (B, L, V)
     ordered, order = x.sort(dim=-1, descending=True)  # (B, L, V)
@@ -98,8 +109,9 @@ def torch_top_p(logits: torch.Tensor, top_p: float = 0.95,
     return tokens.reshape(x.shape[:-1]), q.reshape(x.shape[:-1])
 
 
-def torch_top_k(logits: torch.Tensor, top_k: int = 50,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def torch_top_k(
+    logits: torch.Tensor, top_k: int = 50, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain torch top-k sampling at T = 1: topk, softmax over the k, draw."""
     values, index = logits.float().topk(top_k, dim=-1)  # (B, L, k)
     probs = values.softmax(-1).reshape(-1, top_k)  # (N, k)
@@ -120,14 +132,20 @@ def torch_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     return torch.where(log_p == float("-inf"), 0.0, log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def _cases(logits: torch.Tensor, backends: list[str], quick: bool,
-           large: bool = False) -> list[tuple[str, str, Callable[[], object], bool]]:
+def _cases(
+    logits: torch.Tensor, backends: list[str], quick: bool, large: bool = False
+) -> list[tuple[str, str, Callable[[], object], bool]]:
     """(name, backend, fn, slow) for one logits tensor (--quick skips the float64 reference;
     ``large`` keeps only the floor and the fast backends)."""
     gen = torch.Generator(device=logits.device).manual_seed(0)
     tokens = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=gen).to(logits.device)
-    other = (logits.float() + 0.1 * torch.randn(logits.shape, generator=gen).to(logits.device)
-             ).to(logits.dtype) if not large else logits
+    other = (
+        (logits.float() + 0.1 * torch.randn(logits.shape, generator=gen).to(logits.device)).to(
+            logits.dtype
+        )
+        if not large
+        else logits
+    )
     cases = [("floor", "torch", lambda: logits.amax(-1), False)]
     if not large:
         cases += [
@@ -143,22 +161,48 @@ def _cases(logits: torch.Tensor, backends: list[str], quick: bool,
     row_keys = K.split(0, logits.shape[0], device=logits.device)  # (B,)
     real = torch.ones(logits.shape[:-1], dtype=torch.bool, device=logits.device)  # (B, L)
     if not large:
-        cases.append(("keys", "torch", lambda: K.position_keys(K.fold(row_keys, 1), real,
-                                                                K.Purpose.PROPOSE), False))
+        cases.append(
+            (
+                "keys",
+                "torch",
+                lambda: K.position_keys(K.fold(row_keys, 1), real, K.Purpose.PROPOSE),
+                False,
+            )
+        )
     for b in backends:
         slow = b == "torch"
         if (quick or large) and slow:
             continue
         cases.append(("propose_t0", b, lambda b=b: K.propose(logits, backend=b), slow))
-        cases.append(("propose_t1", b, lambda b=b: K.propose(logits, temperature=1.0, key=key,
-                                                              backend=b), slow))
-        cases.append(("propose_top_p", b, lambda b=b: K.propose(
-            logits, temperature=1.0, key=key, top_p=0.95, stats="sampled", backend=b),
-            slow))
+        cases.append(
+            (
+                "propose_t1",
+                b,
+                lambda b=b: K.propose(logits, temperature=1.0, key=key, backend=b),
+                slow,
+            )
+        )
+        cases.append(
+            (
+                "propose_top_p",
+                b,
+                lambda b=b: K.propose(
+                    logits, temperature=1.0, key=key, top_p=0.95, stats="sampled", backend=b
+                ),
+                slow,
+            )
+        )
         if not large:
-            cases.append(("propose_top_k", b, lambda b=b: K.propose(
-                logits, temperature=1.0, key=key, top_k=50, stats="sampled",
-                backend=b), slow))
+            cases.append(
+                (
+                    "propose_top_k",
+                    b,
+                    lambda b=b: K.propose(
+                        logits, temperature=1.0, key=key, top_k=50, stats="sampled", backend=b
+                    ),
+                    slow,
+                )
+            )
         cases.append(("token_prob", b, lambda b=b: K.token_prob(logits, tokens, backend=b), slow))
         if not large:
             cases.append(("kl", b, lambda b=b: K.kl(logits, other, backend=b), slow))
@@ -183,8 +227,9 @@ def _pin_threads(threads: int) -> None:
         pass
 
 
-def main(quick: bool = False, out: str | Path | None = None, *, large: bool = False,
-         threads: int = 2) -> list[Result]:
+def main(
+    quick: bool = False, out: str | Path | None = None, *, large: bool = False, threads: int = 2
+) -> list[Result]:
     """Time every case side by side, write the CSV and print ratios against the targets.
 
     Parameters
@@ -219,22 +264,45 @@ def main(quick: bool = False, out: str | Path | None = None, *, large: bool = Fa
                 stats = timer(fn, warmup=1, repeats=2 if quick else 5)
             else:
                 stats = timer(fn, warmup=2, repeats=5 if quick else 15)
-            config = json.dumps({"B": shape[0], "L": shape[1], "V": shape[2],
-                                 "dtype": str(dtype).replace("torch.", ""), "load": _load()})
-            results.append(Result(
-                name=name, variant=str(dtype).replace("torch.", "") + ("_large" if is_large else ""),
-                backend=backend, config=config, repeats=int(stats["repeats"]),
-                median=round(stats["median"], 4), p20=round(stats["p20"], 4),
-                p80=round(stats["p80"], 4), unit="ms",
-                derived=round(nbytes / (stats["median"] * 1e-3) / 1e9, 3), derived_unit="GB/s",
-                device=env["device"], versions=env["versions"], sha=env["sha"],
-                date=env["date"]))
-            print(f"{name:16s} {results[-1].variant:14s} {backend:7s} median "
-                  f"{stats['median']:9.2f} ms  [p20 {stats['p20']:.2f}, p80 {stats['p80']:.2f}]"
-                  f"  load {_load()}", flush=True)
+            config = json.dumps(
+                {
+                    "B": shape[0],
+                    "L": shape[1],
+                    "V": shape[2],
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "load": _load(),
+                }
+            )
+            results.append(
+                Result(
+                    name=name,
+                    variant=str(dtype).replace("torch.", "") + ("_large" if is_large else ""),
+                    backend=backend,
+                    config=config,
+                    repeats=int(stats["repeats"]),
+                    median=round(stats["median"], 4),
+                    p20=round(stats["p20"], 4),
+                    p80=round(stats["p80"], 4),
+                    unit="ms",
+                    derived=round(nbytes / (stats["median"] * 1e-3) / 1e9, 3),
+                    derived_unit="GB/s",
+                    device=env["device"],
+                    versions=env["versions"],
+                    sha=env["sha"],
+                    date=env["date"],
+                )
+            )
+            print(
+                f"{name:16s} {results[-1].variant:14s} {backend:7s} median "
+                f"{stats['median']:9.2f} ms  [p20 {stats['p20']:.2f}, p80 {stats['p80']:.2f}]"
+                f"  load {_load()}",
+                flush=True,
+            )
         del logits
     # A quick run never replaces the committed full results.
-    path = write_csv(results, out or RESULTS / f"kernels_{device.type}{'_quick' if quick else ''}.csv")
+    path = write_csv(
+        results, out or RESULTS / f"kernels_{device.type}{'_quick' if quick else ''}.csv"
+    )
     print(f"wrote {path}")
     _print_ratios(results, "numba" if device.type == "cpu" else "triton")
     return results

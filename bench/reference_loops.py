@@ -58,18 +58,26 @@ def num_transfer_tokens(block_mask: torch.Tensor, steps: int) -> torch.Tensor:
     return base + (step < rem).long()  # (B, steps)
 
 
-def _gumbel_max_input(logits: torch.Tensor, temperature: float,
-                      generator: torch.Generator | None) -> torch.Tensor:
+def _gumbel_max_input(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """LLaDA's ``add_gumbel_noise``: logits at T = 0, else exp(l) / (-log u)^T in float64."""
     if temperature == 0:
         return logits
     logits64 = logits.to(torch.float64)  # (B, L, V) float64, as in the reference
-    noise = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    noise = torch.rand(
+        logits64.shape, dtype=torch.float64, device=logits.device, generator=generator
+    )
     return logits64.exp() / (-torch.log(noise)) ** temperature
 
 
-def _prepare(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None, gen_length: int,
-             block_length: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+def _prepare(
+    model,
+    prompt: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    gen_length: int,
+    block_length: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2:
         raise ValueError(f"prompt must be a (B, P) tensor, got {type(prompt).__name__}")
     if gen_length < 1 or block_length < 1 or gen_length % block_length:
@@ -78,20 +86,31 @@ def _prepare(model, prompt: torch.Tensor, attention_mask: torch.Tensor | None, g
             "as in the reference loop"
         )
     batch, length = prompt.shape
-    x = torch.full((batch, length + gen_length), model.mask_id, dtype=torch.long,
-                   device=prompt.device)  # (B, L)
+    x = torch.full(
+        (batch, length + gen_length), model.mask_id, dtype=torch.long, device=prompt.device
+    )  # (B, L)
     x[:, :length] = prompt
     if attention_mask is not None:
-        ones = torch.ones(batch, gen_length, dtype=attention_mask.dtype, device=attention_mask.device)
+        ones = torch.ones(
+            batch, gen_length, dtype=attention_mask.dtype, device=attention_mask.device
+        )
         attention_mask = torch.cat([attention_mask, ones], dim=1)  # (B, L)
     return x, attention_mask, gen_length // block_length
 
 
 @torch.no_grad()
-def llada_generate(model, prompt: torch.Tensor, *, steps: int, gen_length: int, block_length: int,
-                   temperature: float = 0.0, attention_mask: torch.Tensor | None = None,
-                   confidence_dtype: torch.dtype | None = None,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+def llada_generate(
+    model,
+    prompt: torch.Tensor,
+    *,
+    steps: int,
+    gen_length: int,
+    block_length: int,
+    temperature: float = 0.0,
+    attention_mask: torch.Tensor | None = None,
+    confidence_dtype: torch.dtype | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int]:
     """LLaDA's reference ``generate()`` with low-confidence remasking (arXiv 2502.09992).
 
     Parameters
@@ -118,9 +137,13 @@ def llada_generate(model, prompt: torch.Tensor, *, steps: int, gen_length: int, 
     nfe : int
         Forward passes (one per step, whole batch).
     """
-    x, attention_mask, num_blocks = _prepare(model, prompt, attention_mask, gen_length, block_length)
+    x, attention_mask, num_blocks = _prepare(
+        model, prompt, attention_mask, gen_length, block_length
+    )
     if steps < num_blocks or steps % num_blocks:
-        raise ValueError(f"steps ({steps}) must be a multiple of the number of blocks ({num_blocks})")
+        raise ValueError(
+            f"steps ({steps}) must be a multiple of the number of blocks ({num_blocks})"
+        )
     steps_per_block = steps // num_blocks
     start = prompt.shape[1]
     nfe = 0
@@ -145,9 +168,14 @@ def llada_generate(model, prompt: torch.Tensor, *, steps: int, gen_length: int, 
     return x, nfe
 
 
-def _threshold_transfer(logits: torch.Tensor, mask_index: torch.Tensor, x: torch.Tensor,
-                        threshold: float, temperature: float,
-                        generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _threshold_transfer(
+    logits: torch.Tensor,
+    mask_index: torch.Tensor,
+    x: torch.Tensor,
+    threshold: float,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fast-dLLM's ``get_transfer_index`` with a threshold: (proposals, commit mask)."""
     x0 = _gumbel_max_input(logits, temperature, generator).argmax(dim=-1)  # (B, W)
     p = F.softmax(logits.to(torch.float64), dim=-1)  # (B, W, V) float64, as in the reference
@@ -168,10 +196,17 @@ def _threshold_transfer(logits: torch.Tensor, mask_index: torch.Tensor, x: torch
 
 
 @torch.no_grad()
-def fastdllm_dual_cache_generate(model, prompt: torch.Tensor, *, gen_length: int, block_length: int,
-                                 threshold: float, temperature: float = 0.0,
-                                 attention_mask: torch.Tensor | None = None,
-                                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+def fastdllm_dual_cache_generate(
+    model,
+    prompt: torch.Tensor,
+    *,
+    gen_length: int,
+    block_length: int,
+    threshold: float,
+    temperature: float = 0.0,
+    attention_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int]:
     """Fast-dLLM v1's dual-cache loop with threshold decoding (arXiv 2505.22618).
 
     Parameters
@@ -197,7 +232,9 @@ def fastdllm_dual_cache_generate(model, prompt: torch.Tensor, *, gen_length: int
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-    x, attention_mask, num_blocks = _prepare(model, prompt, attention_mask, gen_length, block_length)
+    x, attention_mask, num_blocks = _prepare(
+        model, prompt, attention_mask, gen_length, block_length
+    )
     start = prompt.shape[1]
     nfe = 0
     for block in range(num_blocks):
@@ -214,7 +251,8 @@ def fastdllm_dual_cache_generate(model, prompt: torch.Tensor, *, gen_length: int
             block_mask = x[:, lo:hi] == model.mask_id  # (B, W)
             logits = model.forward_window(x, attention_mask, cache, lo, hi)  # (B, W, V)
             nfe += 1
-            x0, transfer = _threshold_transfer(logits, block_mask, x[:, lo:hi], threshold,
-                                               temperature, generator)
+            x0, transfer = _threshold_transfer(
+                logits, block_mask, x[:, lo:hi], threshold, temperature, generator
+            )
             x[:, lo:hi] = torch.where(transfer, x0, x[:, lo:hi])
     return x, nfe

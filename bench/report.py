@@ -12,8 +12,14 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["cache_table", "gpu_tables", "kernels_table", "main", "samplers_tables",
-           "stub_overhead_table"]
+__all__ = [
+    "cache_table",
+    "gpu_tables",
+    "kernels_table",
+    "main",
+    "samplers_tables",
+    "stub_overhead_table",
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,14 +52,23 @@ def kernels_table(file: str = "kernels_cpu.csv") -> str:
     med = {(r["name"], r["variant"], r["backend"]): float(r["median"]) for r in rows}
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     cases = list(dict.fromkeys((r["name"], r["backend"]) for r in rows))
-    lines = ["| case | backend | " + " | ".join(f"{v} ms" for v in variants) + " |",
-             "|---|---|" + "---|" * len(variants)]
+    lines = [
+        "| case | backend | " + " | ".join(f"{v} ms" for v in variants) + " |",
+        "|---|---|" + "---|" * len(variants),
+    ]
     for name, backend in cases:
         cells = [med.get((name, v, backend)) for v in variants]
-        lines.append(f"| `{name}` | {backend} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells) + " |")
+        lines.append(
+            f"| `{name}` | {backend} | "
+            + " | ".join("-" if c is None else f"{c:.1f}" for c in cells)
+            + " |"
+        )
     fast = "triton" if any(r["backend"] == "triton" for r in rows) else "numba"
-    lines += ["", f"| ratio ({fast}) | target | " + " | ".join(variants) + " |",
-              "|---|---|" + "---|" * len(variants)]
+    lines += [
+        "",
+        f"| ratio ({fast}) | target | " + " | ".join(variants) + " |",
+        "|---|---|" + "---|" * len(variants),
+    ]
     for label, (num, nb), (den, db), target in RATIOS:
         cells = []
         for v in variants:
@@ -61,10 +76,16 @@ def kernels_table(file: str = "kernels_cpu.csv") -> str:
             cells.append("-" if a is None or b is None else f"{a / b:.2f}x")
         if any(c != "-" for c in cells):
             lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
-    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""},
-                   key=lambda v: float(v.split()[0]))
-    note = (f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
-            "(sorted by the 1-minute value)." if loads else "")
+    loads = sorted(
+        {json.loads(r["config"]).get("load", "") for r in rows} - {""},
+        key=lambda v: float(v.split()[0]),
+    )
+    note = (
+        f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
+        "(sorted by the 1-minute value)."
+        if loads
+        else ""
+    )
     return "\n".join(lines + ["", note, "", _provenance(rows)])
 
 
@@ -76,8 +97,9 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
 
     def shape(r: dict) -> str:
         d = json.loads(r["config"])
-        return (f"B={d['B']} L={d['P'] + d['G']} V={d['V']} {d['dtype']}, "
-                f"{d['cost_ms']:.0f} ms forward")
+        return (
+            f"B={d['B']} L={d['P'] + d['G']} V={d['V']} {d['dtype']}, {d['cost_ms']:.0f} ms forward"
+        )
 
     shapes = list(dict.fromkeys(shape(r) for r in rows))
     lines = ["| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
@@ -85,13 +107,24 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     for r in rows:
         by[r["variant"]][shape(r)] = (float(r["median"]), float(r["derived"]))
     for sampler, cells in by.items():
-        lines.append(f"| {sampler} | " + " | ".join(
-            f"{cells[c][0]:.1%} ({cells[c][1]:.2f} ms/step)" if c in cells else "-"
-            for c in shapes) + " |")
-    loads = sorted({json.loads(r["config"]).get("load", "") for r in rows} - {""},
-                   key=lambda v: float(v.split()[0]))
-    note = (f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
-            "(sorted by the 1-minute value)." if loads else "")
+        lines.append(
+            f"| {sampler} | "
+            + " | ".join(
+                f"{cells[c][0]:.1%} ({cells[c][1]:.2f} ms/step)" if c in cells else "-"
+                for c in shapes
+            )
+            + " |"
+        )
+    loads = sorted(
+        {json.loads(r["config"]).get("load", "") for r in rows} - {""},
+        key=lambda v: float(v.split()[0]),
+    )
+    note = (
+        f"Load average (1/5/15 min) during the run: from {loads[0]} to {loads[-1]} "
+        "(sorted by the 1-minute value)."
+        if loads
+        else ""
+    )
     return "\n".join(lines + ["", note, "", _provenance(rows)])
 
 
@@ -108,34 +141,56 @@ def samplers_tables(*files: str) -> str:
             quality[(json.loads(r["config"])["oracle"], r["variant"])][r["unit"]] = r
     out = []
     for oracle in dict.fromkeys(k[0] for k in quality):
-        out += [f"**{oracle}**", "", "| sampler [setting] | NFE (p20–p80) | tokens/step | KL(p‖q̂) nats | TV | valid |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            f"**{oracle}**",
+            "",
+            "| sampler [setting] | NFE (p20–p80) | tokens/step | KL(p‖q̂) nats | TV | valid |",
+            "|---|---|---|---|---|---|",
+        ]
         floor = None
         for (o, variant), stats in quality.items():
             if o != oracle:
                 continue
             nfe, kl = stats["nfe"], stats["kl_nats"]
-            floor = (float(kl["p20"]) + float(kl["p80"])) / 2, (float(kl["p80"]) - float(kl["p20"])) / 2
-            out.append(f"| {variant} | {float(nfe['median']):.2f} ({float(nfe['p20']):.0f}–{float(nfe['p80']):.0f}) | "
-                       f"{float(stats['tokens_per_step']['median']):.2f} | {float(kl['median']):.3f} | "
-                       f"{float(stats['tv']['median']):.3f} | {float(stats['validity']['median']):.3f} |")
+            floor = (
+                (float(kl["p20"]) + float(kl["p80"])) / 2,
+                (float(kl["p80"]) - float(kl["p20"])) / 2,
+            )
+            out.append(
+                f"| {variant} | {float(nfe['median']):.2f} ({float(nfe['p20']):.0f}–{float(nfe['p80']):.0f}) | "
+                f"{float(stats['tokens_per_step']['median']):.2f} | {float(kl['median']):.3f} | "
+                f"{float(stats['tv']['median']):.3f} | {float(stats['validity']['median']):.3f} |"
+            )
         if floor:
-            out += ["", f"Noise floor (the same KL for exact samples): {floor[0]:.3f} ± {floor[1]:.3f} nats.", ""]
+            out += [
+                "",
+                f"Noise floor (the same KL for exact samples): {floor[0]:.3f} ± {floor[1]:.3f} nats.",
+                "",
+            ]
     out += [_provenance([r for r in rows if r["name"] == "sampler_quality"]), ""]
     over = [r for r in rows if r["name"] == "sampler_overhead"]
     if over:
+
         def shape(r: dict) -> str:
             d = json.loads(r["config"])
             return f"B={d['B']} L={d['G']} V={d['V']}"
 
         shapes = list(dict.fromkeys(shape(r) for r in over))
-        out += ["Time outside the model forward, as a fraction of the forward time (median of runs):", "",
-                "| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+        out += [
+            "Time outside the model forward, as a fraction of the forward time (median of runs):",
+            "",
+            "| sampler | " + " | ".join(shapes) + " |",
+            "|---|" + "---|" * len(shapes),
+        ]
         by = defaultdict(dict)
         for r in over:
             by[r["variant"]][shape(r)] = float(r["median"])
         for sampler, cells in by.items():
-            out.append(f"| {sampler} | " + " | ".join(f"{cells[c]:.0%}" if c in cells else "-" for c in shapes) + " |")
+            out.append(
+                f"| {sampler} | "
+                + " | ".join(f"{cells[c]:.0%}" if c in cells else "-" for c in shapes)
+                + " |"
+            )
         out += ["", _provenance(over)]
     return "\n".join(out)
 
@@ -147,20 +202,31 @@ def cache_table(file: str = "cache_cpu.csv") -> str:
     if not steps:
         return f"(no {file})"
     cell = {(r["name"], r["variant"]): float(r["median"]) for r in rows}
-    lines = ["| variant | ms/step (p20–p80) | tokens/s | speedup (median of runs) | token agreement: bench model / llada_tiny / dream_tiny |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| variant | ms/step (p20–p80) | tokens/s | speedup (median of runs) | token agreement: bench model / llada_tiny / dream_tiny |",
+        "|---|---|---|---|---|",
+    ]
     for r in steps:
         v = r["variant"]
         speed = cell.get(("cache_speedup", v))
-        agree = [cell.get(("cache_agreement", f"{v}{suffix}")) for suffix in ("", ":llada_tiny", ":dream_tiny")]
-        lines.append(f"| {v} | {float(r['median']):.0f} ({float(r['p20']):.0f}–{float(r['p80']):.0f}) | "
-                     f"{float(r['derived']):.1f} | {'-' if speed is None else f'{speed:.2f}x'} | "
-                     + " / ".join("-" if a is None else f"{a:.2f}" for a in agree) + " |")
+        agree = [
+            cell.get(("cache_agreement", f"{v}{suffix}"))
+            for suffix in ("", ":llada_tiny", ":dream_tiny")
+        ]
+        lines.append(
+            f"| {v} | {float(r['median']):.0f} ({float(r['p20']):.0f}–{float(r['p80']):.0f}) | "
+            f"{float(r['derived']):.1f} | {'-' if speed is None else f'{speed:.2f}x'} | "
+            + " / ".join("-" if a is None else f"{a:.2f}" for a in agree)
+            + " |"
+        )
     return "\n".join(lines + ["", _provenance(steps)])
 
 
-def gpu_tables(propose: str = "gpu_propose_cuda.csv", e2e: str = "gpu_e2e_cuda.csv",
-               tests: str = "gpu_kernel_tests_cuda.csv") -> str:
+def gpu_tables(
+    propose: str = "gpu_propose_cuda.csv",
+    e2e: str = "gpu_e2e_cuda.csv",
+    tests: str = "gpu_kernel_tests_cuda.csv",
+) -> str:
     """The GPU run of ``python -m remask.bench.gpu``: kernel tests, propose vs copy, decoding."""
     out = []
     test_rows = _read(tests)
@@ -169,46 +235,69 @@ def gpu_tables(propose: str = "gpu_propose_cuda.csv", e2e: str = "gpu_e2e_cuda.c
         for r in test_rows:
             counts[r["outcome"]] += 1
         failed = [r["test"] for r in test_rows if r["outcome"] in ("failed", "error")]
-        out += ["Kernel tests (`tests/kernels`, compiled Triton suite included): "
-                + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
-                + (f"; failing: {', '.join(failed)}" if failed else "") + ".", ""]
+        out += [
+            "Kernel tests (`tests/kernels`, compiled Triton suite included): "
+            + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+            + (f"; failing: {', '.join(failed)}" if failed else "")
+            + ".",
+            "",
+        ]
     rows = _read(propose)
     if rows:
+
         def shape(r: dict) -> tuple:
             c = json.loads(r["config"])
             return r["variant"], c["B"], c["L"], c["V"]
 
         copy = {shape(r): float(r["derived"]) for r in rows if r["name"] == "copy"}
-        out += ["| op | dtype | (B, L, V) | median ms | GB/s | share of copy bandwidth |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            "| op | dtype | (B, L, V) | median ms | GB/s | share of copy bandwidth |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
             c = json.loads(r["config"])
             share = float(r["derived"]) / copy[shape(r)]
-            out.append(f"| `{r['name']}` ({r['backend']}) | {r['variant']} | ({c['B']}, {c['L']}, {c['V']}) | "
-                       f"{float(r['median']):.3f} | {float(r['derived']):.0f} | "
-                       + ("-" if r["name"] == "copy" else f"{share:.0%}") + " |")
+            out.append(
+                f"| `{r['name']}` ({r['backend']}) | {r['variant']} | ({c['B']}, {c['L']}, {c['V']}) | "
+                f"{float(r['median']):.3f} | {float(r['derived']):.0f} | "
+                + ("-" if r["name"] == "copy" else f"{share:.0%}")
+                + " |"
+            )
         out += ["", _provenance(rows), ""]
     rows = _read(e2e)
     if rows:
-        out += ["| model | loop | implementation | NFE | s per run (min–max) | ms/step | tokens/s | "
-                "forward ms/step | outside / forward | tokens equal the other side |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            "| model | loop | implementation | NFE | s per run (min–max) | ms/step | tokens/s | "
+            "forward ms/step | outside / forward | tokens equal the other side |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            out.append(f"| {r['model']} | {r['loop']} [{r['setting']}] | {r['impl']} | {r['nfe']} | "
-                       f"{float(r['seconds_median']):.3f} ({float(r['seconds_min']):.3f}–{float(r['seconds_max']):.3f}) | "
-                       f"{float(r['ms_per_step']):.2f} | {float(r['tokens_per_s']):.1f} | "
-                       f"{float(r['forward_ms_per_step']):.2f} | {float(r['outside_over_forward']):.1%} | "
-                       f"{r['tokens_equal_other_side']} ({float(r['agreement_other_side']):.3f}) |")
+            out.append(
+                f"| {r['model']} | {r['loop']} [{r['setting']}] | {r['impl']} | {r['nfe']} | "
+                f"{float(r['seconds_median']):.3f} ({float(r['seconds_min']):.3f}–{float(r['seconds_max']):.3f}) | "
+                f"{float(r['ms_per_step']):.2f} | {float(r['tokens_per_s']):.1f} | "
+                f"{float(r['forward_ms_per_step']):.2f} | {float(r['outside_over_forward']):.1%} | "
+                f"{r['tokens_equal_other_side']} ({float(r['agreement_other_side']):.3f}) |"
+            )
         r = rows[0]
-        out += ["", f"Prompt {r['prompt_length']} + {r['gen_length']} generated tokens, block {r['block_length']}, "
-                f"batch {r['batch']}, {r['dtype']}, median of {r['repeats']} runs after a warm-up; load {r['load_1m']}.",
-                "", _provenance([r])]
+        out += [
+            "",
+            f"Prompt {r['prompt_length']} + {r['gen_length']} generated tokens, block {r['block_length']}, "
+            f"batch {r['batch']}, {r['dtype']}, median of {r['repeats']} runs after a warm-up; load {r['load_1m']}.",
+            "",
+            _provenance([r]),
+        ]
     return "\n".join(out) if out else f"(no {propose}, {e2e} or {tests})"
 
 
 def main(argv: list[str] | None = None) -> None:
-    sections = {"kernels": kernels_table, "samplers": samplers_tables,
-                "overhead_stub": stub_overhead_table, "cache": cache_table, "gpu": gpu_tables}
+    sections = {
+        "kernels": kernels_table,
+        "samplers": samplers_tables,
+        "overhead_stub": stub_overhead_table,
+        "cache": cache_table,
+        "gpu": gpu_tables,
+    }
     for name in (argv if argv is not None else sys.argv[1:]) or list(sections):
         print(f"### {name}\n\n{sections[name]()}\n")
 

@@ -39,8 +39,17 @@ import torch
 
 from remask.bench.common import Result, environment, write_csv
 
-__all__ = ["ORACLES", "STUB_SHAPES", "StubDenoiser", "settings", "quality", "overhead",
-           "overhead_stub", "pareto_plot", "main"]
+__all__ = [
+    "ORACLES",
+    "STUB_SHAPES",
+    "StubDenoiser",
+    "settings",
+    "quality",
+    "overhead",
+    "overhead_stub",
+    "pareto_plot",
+    "main",
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,7 +61,10 @@ ORACLES: dict[str, tuple[str, list[int] | None, int]] = {
 }
 
 # The two reference points every plot marks.
-REFERENCES = {("low_confidence", "1 tok/step"): "LLaDA default", ("threshold", "tau=0.9"): "Fast-dLLM"}
+REFERENCES = {
+    ("low_confidence", "1 tok/step"): "LLaDA default",
+    ("threshold", "tau=0.9"): "Fast-dLLM",
+}
 
 
 def settings(G: int) -> dict[str, list[tuple[str, dict]]]:
@@ -94,9 +106,15 @@ class QualityRow:
     seconds: float
 
 
-def quality(*, quick: bool = False, n_samples: int | None = None, seed: int = 0,
-            oracles: list[str] | None = None, samplers: list[str] | None = None,
-            log=print) -> tuple[list[QualityRow], list[str]]:
+def quality(
+    *,
+    quick: bool = False,
+    n_samples: int | None = None,
+    seed: int = 0,
+    oracles: list[str] | None = None,
+    samplers: list[str] | None = None,
+    log=print,
+) -> tuple[list[QualityRow], list[str]]:
     """Run the quality-vs-NFE grid (optionally only some oracles/samplers); returns
     (rows, skipped-with-reason)."""
     from remask.analysis import sampler_error
@@ -117,8 +135,10 @@ def quality(*, quick: bool = False, n_samples: int | None = None, seed: int = 0,
                 continue
             if "verifier" in {f.name for f in dataclasses.fields(sampler_class(name))}:
                 if verified is oracle:
-                    skipped.append(f"{oracle_name}/{name}: the oracle has no exact left-to-right "
-                                   "conditionals to verify with")
+                    skipped.append(
+                        f"{oracle_name}/{name}: the oracle has no exact left-to-right "
+                        "conditionals to verify with"
+                    )
                     continue
                 model = verified
             else:
@@ -127,22 +147,44 @@ def quality(*, quick: bool = False, n_samples: int | None = None, seed: int = 0,
                 try:
                     sampler = build(name, **config)
                     start = time.perf_counter()
-                    err = sampler_error(model, sampler, gen_length=G, n_samples=n, seed=seed,
-                                        prompt=None if prompt is None else torch.tensor(prompt))
+                    err = sampler_error(
+                        model,
+                        sampler,
+                        gen_length=G,
+                        n_samples=n,
+                        seed=seed,
+                        prompt=None if prompt is None else torch.tensor(prompt),
+                    )
                     seconds = time.perf_counter() - start
                     # NFE per row from one extra batch (sampler_error reports distances only).
                     rows_prompt = [list(prompt or [])] * min(n, 2000)
-                    nfe = generate(model, rows_prompt, sampler, gen_length=G, seed=seed).nfe.double()
+                    nfe = generate(
+                        model, rows_prompt, sampler, gen_length=G, seed=seed
+                    ).nfe.double()
                 except (TypeError, ValueError) as error:
                     skipped.append(f"{oracle_name}/{name} [{label}]: {error}")
                     continue
-                row = QualityRow(oracle_name, name, label, config, float(nfe.mean()),
-                                 float(nfe.quantile(0.2)), float(nfe.quantile(0.8)),
-                                 G / float(nfe.mean()), err.kl, err.tv, err.validity,
-                                 err.kl_floor, err.kl_floor_std, seconds)
+                row = QualityRow(
+                    oracle_name,
+                    name,
+                    label,
+                    config,
+                    float(nfe.mean()),
+                    float(nfe.quantile(0.2)),
+                    float(nfe.quantile(0.8)),
+                    G / float(nfe.mean()),
+                    err.kl,
+                    err.tv,
+                    err.validity,
+                    err.kl_floor,
+                    err.kl_floor_std,
+                    seconds,
+                )
                 rows.append(row)
-                log(f"  {oracle_name:<8} {name:<15} {label:<30} NFE {row.nfe_mean:6.2f}  "
-                    f"KL {row.kl:7.4f} (floor {row.kl_floor:.4f})  TV {row.tv:.3f}  valid {row.validity:.3f}")
+                log(
+                    f"  {oracle_name:<8} {name:<15} {label:<30} NFE {row.nfe_mean:6.2f}  "
+                    f"KL {row.kl:7.4f} (floor {row.kl_floor:.4f})  TV {row.tv:.3f}  valid {row.validity:.3f}"
+                )
     return rows, skipped
 
 
@@ -190,7 +232,9 @@ def overhead(*, quick: bool = False, samplers: list[str] | None = None, log=prin
                 continue
             timed = _TimedDenoiser(model)
             try:
-                generate(timed, [[1, 2, 3, 4]] * B, sampler, gen_length=G, seed=0)  # warm-up (compiles)
+                generate(
+                    timed, [[1, 2, 3, 4]] * B, sampler, gen_length=G, seed=0
+                )  # warm-up (compiles)
             except (TypeError, ValueError) as error:
                 log(f"  overhead {name}: skipped ({error})")
                 continue
@@ -203,13 +247,24 @@ def overhead(*, quick: bool = False, samplers: list[str] | None = None, log=prin
                 totals.append(time.perf_counter() - start)
                 forwards.append(timed.seconds)
             fractions = sorted((t - f) / f for t, f in zip(totals, forwards))
-            row = dict(sampler=name, B=B, G=G, V=V, steps=result.steps, total_s=statistics.median(totals),
-                       forward_s=statistics.median(forwards), overhead_fraction=statistics.median(fractions),
-                       p20=fractions[int(0.2 * (len(fractions) - 1))], p80=fractions[int(0.8 * (len(fractions) - 1) + 0.5)],
-                       repeats=len(totals))
+            row = dict(
+                sampler=name,
+                B=B,
+                G=G,
+                V=V,
+                steps=result.steps,
+                total_s=statistics.median(totals),
+                forward_s=statistics.median(forwards),
+                overhead_fraction=statistics.median(fractions),
+                p20=fractions[int(0.2 * (len(fractions) - 1))],
+                p80=fractions[int(0.8 * (len(fractions) - 1) + 0.5)],
+                repeats=len(totals),
+            )
             out.append(row)
-            log(f"  overhead {name:<15} B={B} L={G} V={V}: {row['overhead_fraction']:6.1%} of forward "
-                f"({result.steps} steps, forward {row['forward_s'] / result.steps * 1e3:.2f} ms/step)")
+            log(
+                f"  overhead {name:<15} B={B} L={G} V={V}: {row['overhead_fraction']:6.1%} of forward "
+                f"({result.steps} steps, forward {row['forward_s'] / result.steps * 1e3:.2f} ms/step)"
+            )
     return out
 
 
@@ -248,8 +303,14 @@ class StubDenoiser:
         Logits dtype (bfloat16 for LLaDA-sized runs).
     """
 
-    def __init__(self, vocab_size: int, max_len: int, cost_s: float,
-                 dtype: torch.dtype = torch.float32, seed: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        cost_s: float,
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+    ):
         self.vocab_size, self.mask_id, self.cost_s = vocab_size, vocab_size - 1, cost_s
         gen = torch.Generator().manual_seed(seed)
         bank = torch.randn(1, max_len, vocab_size, generator=gen) * 3  # (1, L, V)
@@ -269,12 +330,12 @@ class StubDenoiser:
 
 
 #: (B, prompt length, generated length, V, logits dtype, stub cost in s) of the stub runs.
-STUB_SHAPES = [(4, 0, 128, 8192, torch.float32, 0.010),
-               (1, 480, 32, 126464, torch.bfloat16, 0.050)]
+STUB_SHAPES = [(4, 0, 128, 8192, torch.float32, 0.010), (1, 480, 32, 126464, torch.bfloat16, 0.050)]
 
 
-def overhead_stub(*, quick: bool = False, samplers: list[str] | None = None, threads: int = 2,
-                  log=print) -> list[dict]:
+def overhead_stub(
+    *, quick: bool = False, samplers: list[str] | None = None, threads: int = 2, log=print
+) -> list[dict]:
     """Per-step time outside a stub forward of known cost, per sampler and shape.
 
     Samplers whose forward needs many copies of the canvas (``wino`` without attention-bias
@@ -314,18 +375,33 @@ def overhead_stub(*, quick: bool = False, samplers: list[str] | None = None, thr
                 forwards.append(model.seconds)
                 steps = result.steps
             fractions = sorted((t - f) / f for t, f in zip(totals, forwards, strict=True))
-            per_step = statistics.median((t - f) / max(steps, 1) for t, f in
-                                         zip(totals, forwards, strict=True))
-            row = dict(sampler=name, B=B, G=G, P=P, V=V, dtype=str(dtype).replace("torch.", ""),
-                       steps=steps, cost_ms=cost * 1e3, total_s=statistics.median(totals),
-                       forward_s=statistics.median(forwards),
-                       overhead_fraction=statistics.median(fractions),
-                       overhead_ms_per_step=per_step * 1e3, p20=fractions[0], p80=fractions[-1],
-                       repeats=len(totals), load=" ".join(f"{v:.2f}" for v in os.getloadavg()))
+            per_step = statistics.median(
+                (t - f) / max(steps, 1) for t, f in zip(totals, forwards, strict=True)
+            )
+            row = dict(
+                sampler=name,
+                B=B,
+                G=G,
+                P=P,
+                V=V,
+                dtype=str(dtype).replace("torch.", ""),
+                steps=steps,
+                cost_ms=cost * 1e3,
+                total_s=statistics.median(totals),
+                forward_s=statistics.median(forwards),
+                overhead_fraction=statistics.median(fractions),
+                overhead_ms_per_step=per_step * 1e3,
+                p20=fractions[0],
+                p80=fractions[-1],
+                repeats=len(totals),
+                load=" ".join(f"{v:.2f}" for v in os.getloadavg()),
+            )
             out.append(row)
-            log(f"  overhead_stub {name:<15} B={B} L={P + G} V={V} {row['dtype']}: "
+            log(
+                f"  overhead_stub {name:<15} B={B} L={P + G} V={V} {row['dtype']}: "
                 f"{row['overhead_fraction']:6.1%} of a {cost * 1e3:.0f} ms forward, "
-                f"{row['overhead_ms_per_step']:.2f} ms/step ({steps} steps, load {row['load']})")
+                f"{row['overhead_ms_per_step']:.2f} ms/step ({steps} steps, load {row['load']})"
+            )
     return out
 
 
@@ -349,20 +425,46 @@ def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
         colour = cmap(i % 20)
         # One marker per setting; a line only through settings that differ in one knob (a
         # trade-off curve), never between qualitatively different settings.
-        ax.plot([r.nfe_mean for r in mine], [max(r.kl, 1e-4) for r in mine], "o", color=colour,
-                label=name, alpha=0.85, markersize=5, linestyle="none")
+        ax.plot(
+            [r.nfe_mean for r in mine],
+            [max(r.kl, 1e-4) for r in mine],
+            "o",
+            color=colour,
+            label=name,
+            alpha=0.85,
+            markersize=5,
+            linestyle="none",
+        )
         for group in one_knob_groups(mine):
-            ax.plot([r.nfe_mean for r in group], [max(r.kl, 1e-4) for r in group], "-", color=colour,
-                    alpha=0.85)
+            ax.plot(
+                [r.nfe_mean for r in group],
+                [max(r.kl, 1e-4) for r in group],
+                "-",
+                color=colour,
+                alpha=0.85,
+            )
     offsets = iter([(10, 14), (10, -20)])  # the two reference points often coincide
     for r in picked:
         tag = REFERENCES.get((r.sampler, r.label))
         if tag:
-            ax.scatter([r.nfe_mean], [max(r.kl, 1e-4)], s=160, facecolors="none", edgecolors="black", zorder=5)
-            ax.annotate(f"{tag} ({r.sampler}, {r.label})", (r.nfe_mean, max(r.kl, 1e-4)),
-                        textcoords="offset points", xytext=next(offsets), fontsize=8, fontweight="bold",
-                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "black", "lw": 0.5},
-                        arrowprops={"arrowstyle": "-", "lw": 0.7})
+            ax.scatter(
+                [r.nfe_mean],
+                [max(r.kl, 1e-4)],
+                s=160,
+                facecolors="none",
+                edgecolors="black",
+                zorder=5,
+            )
+            ax.annotate(
+                f"{tag} ({r.sampler}, {r.label})",
+                (r.nfe_mean, max(r.kl, 1e-4)),
+                textcoords="offset points",
+                xytext=next(offsets),
+                fontsize=8,
+                fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "black", "lw": 0.5},
+                arrowprops={"arrowstyle": "-", "lw": 0.7},
+            )
     floor = picked[0].kl_floor + 2 * picked[0].kl_floor_std
     low = 0.5 * min(min(max(r.kl, 1e-4) for r in picked), floor)
     ax.axhspan(low, floor, color="grey", alpha=0.2, label="noise floor (exact samples, +2 sd)")
@@ -394,58 +496,128 @@ def rows_from_csv(path: str | Path) -> list[QualityRow]:
         c = json.loads(config)
         kl, nfe = s["kl_nats"], s["nfe"]
         lo, hi = float(kl["p20"]), float(kl["p80"])
-        rows.append(QualityRow(c["oracle"], c["sampler"], variant.split(" [", 1)[1][:-1], c["config"],
-                               float(nfe["median"]), float(nfe["p20"]), float(nfe["p80"]),
-                               float(s["tokens_per_step"]["median"]), float(kl["median"]), float(s["tv"]["median"]),
-                               float(s["validity"]["median"]), (lo + hi) / 2, (hi - lo) / 2, math.nan))
+        rows.append(
+            QualityRow(
+                c["oracle"],
+                c["sampler"],
+                variant.split(" [", 1)[1][:-1],
+                c["config"],
+                float(nfe["median"]),
+                float(nfe["p20"]),
+                float(nfe["p80"]),
+                float(s["tokens_per_step"]["median"]),
+                float(kl["median"]),
+                float(s["tv"]["median"]),
+                float(s["validity"]["median"]),
+                (lo + hi) / 2,
+                (hi - lo) / 2,
+                math.nan,
+            )
+        )
     return rows
 
 
-def _results(quality_rows: list[QualityRow], overhead_rows: list[dict], backend: str) -> list[Result]:
+def _results(
+    quality_rows: list[QualityRow], overhead_rows: list[dict], backend: str
+) -> list[Result]:
     env = environment("cpu")
     out = []
     for r in quality_rows:
-        config = json.dumps({"oracle": r.oracle, "sampler": r.sampler, "config": r.config}, sort_keys=True)
-        common = dict(name="sampler_quality", variant=f"{r.sampler} [{r.label}]", backend=backend,
-                      config=config, derived=None, derived_unit="", **env)
+        config = json.dumps(
+            {"oracle": r.oracle, "sampler": r.sampler, "config": r.config}, sort_keys=True
+        )
+        common = dict(
+            name="sampler_quality",
+            variant=f"{r.sampler} [{r.label}]",
+            backend=backend,
+            config=config,
+            derived=None,
+            derived_unit="",
+            **env,
+        )
         floor_lo, floor_hi = r.kl_floor - r.kl_floor_std, r.kl_floor + r.kl_floor_std
         out += [
-            Result(repeats=0, median=r.nfe_mean, p20=r.nfe_p20, p80=r.nfe_p80, unit="nfe", **common),
-            Result(repeats=0, median=r.tokens_per_step, p20=math.nan, p80=math.nan, unit="tokens_per_step",
-                   **common),
+            Result(
+                repeats=0, median=r.nfe_mean, p20=r.nfe_p20, p80=r.nfe_p80, unit="nfe", **common
+            ),
+            Result(
+                repeats=0,
+                median=r.tokens_per_step,
+                p20=math.nan,
+                p80=math.nan,
+                unit="tokens_per_step",
+                **common,
+            ),
             Result(repeats=0, median=r.kl, p20=floor_lo, p80=floor_hi, unit="kl_nats", **common),
             Result(repeats=0, median=r.tv, p20=math.nan, p80=math.nan, unit="tv", **common),
-            Result(repeats=0, median=r.validity, p20=math.nan, p80=math.nan, unit="validity", **common),
+            Result(
+                repeats=0, median=r.validity, p20=math.nan, p80=math.nan, unit="validity", **common
+            ),
         ]
     for o in overhead_rows:
         if "cost_ms" in o:  # a stub-forward row
-            config = json.dumps({k: o[k] for k in ("B", "G", "P", "V", "dtype", "steps", "cost_ms",
-                                                   "load")}, sort_keys=True)
-            out.append(Result(name="sampler_overhead_stub", variant=o["sampler"], backend=backend,
-                              config=config, repeats=o["repeats"], median=o["overhead_fraction"],
-                              p20=o["p20"], p80=o["p80"], unit="overhead/forward",
-                              derived=o["overhead_ms_per_step"], derived_unit="ms per step",
-                              **env))
+            config = json.dumps(
+                {k: o[k] for k in ("B", "G", "P", "V", "dtype", "steps", "cost_ms", "load")},
+                sort_keys=True,
+            )
+            out.append(
+                Result(
+                    name="sampler_overhead_stub",
+                    variant=o["sampler"],
+                    backend=backend,
+                    config=config,
+                    repeats=o["repeats"],
+                    median=o["overhead_fraction"],
+                    p20=o["p20"],
+                    p80=o["p80"],
+                    unit="overhead/forward",
+                    derived=o["overhead_ms_per_step"],
+                    derived_unit="ms per step",
+                    **env,
+                )
+            )
             continue
         config = json.dumps({k: o[k] for k in ("B", "G", "V", "steps")}, sort_keys=True)
         # median/p20/p80: the overhead as a fraction of forward time; derived: total ms per run.
-        out.append(Result(name="sampler_overhead", variant=o["sampler"], backend=backend, config=config,
-                          repeats=o["repeats"], median=o["overhead_fraction"], p20=o["p20"], p80=o["p80"],
-                          unit="overhead/forward", derived=o["total_s"] * 1e3, derived_unit="ms per run", **env))
+        out.append(
+            Result(
+                name="sampler_overhead",
+                variant=o["sampler"],
+                backend=backend,
+                config=config,
+                repeats=o["repeats"],
+                median=o["overhead_fraction"],
+                p20=o["p20"],
+                p80=o["p80"],
+                unit="overhead/forward",
+                derived=o["total_s"] * 1e3,
+                derived_unit="ms per run",
+                **env,
+            )
+        )
     return out
 
 
-def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str, ...] = ("quality", "overhead"),
-         samplers: list[str] | None = None, oracles: list[str] | None = None, n_samples: int | None = None,
-         log=print) -> Path:
+def main(
+    quick: bool = False,
+    out: str | Path | None = None,
+    *,
+    parts: tuple[str, ...] = ("quality", "overhead"),
+    samplers: list[str] | None = None,
+    oracles: list[str] | None = None,
+    n_samples: int | None = None,
+    log=print,
+) -> Path:
     """Run the benchmark parts, write the CSV (rewritten after each part, so a finished part is
     never lost) and, for a full quality run, the Pareto plots; returns the CSV path."""
     from remask import kernels
 
     unknown = sorted(set(parts) - {"quality", "overhead", "overhead_stub"})
     if unknown:
-        raise ValueError(f"unknown benchmark part(s) {unknown}; choose from "
-                         "['quality', 'overhead', 'overhead_stub']")
+        raise ValueError(
+            f"unknown benchmark part(s) {unknown}; choose from "
+            "['quality', 'overhead', 'overhead_stub']"
+        )
     path = Path(out) if out else RESULTS / ("samplers_quick.csv" if quick else "samplers_cpu.csv")
     backend = kernels.resolve_backend(device="cpu")
     rows, over = [], []
@@ -454,7 +626,9 @@ def main(quick: bool = False, out: str | Path | None = None, *, parts: tuple[str
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny tensors: one thread is fastest (see remask.app.demo)
         try:
-            rows, skipped = quality(quick=quick, oracles=oracles, samplers=samplers, n_samples=n_samples, log=log)
+            rows, skipped = quality(
+                quick=quick, oracles=oracles, samplers=samplers, n_samples=n_samples, log=log
+            )
         finally:
             torch.set_num_threads(threads)
         for line in skipped:
@@ -481,12 +655,22 @@ if __name__ == "__main__":  # pragma: no cover
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--part", action="append", choices=["quality", "overhead", "overhead_stub"],
-                        help="run only this part (repeatable; default both)")
-    parser.add_argument("--replot", metavar="CSV", help="only redraw the Pareto plots from a quality CSV")
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=["quality", "overhead", "overhead_stub"],
+        help="run only this part (repeatable; default both)",
+    )
+    parser.add_argument(
+        "--replot", metavar="CSV", help="only redraw the Pareto plots from a quality CSV"
+    )
     args = parser.parse_args()
     if args.replot:
         for oracle in ORACLES:
-            pareto_plot(rows_from_csv(args.replot), oracle, Path(args.replot).parent / f"pareto_{oracle}.png")
+            pareto_plot(
+                rows_from_csv(args.replot),
+                oracle,
+                Path(args.replot).parent / f"pareto_{oracle}.png",
+            )
     else:
         main(quick=args.quick, out=args.out, parts=tuple(args.part or ("quality", "overhead")))

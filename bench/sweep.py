@@ -101,7 +101,9 @@ def _write_inputs(folder: Path, docs: int) -> Path:
     with open(tasks / "rows.jsonl", "w") as f:
         for _ in range(docs):
             prompt = [r.randrange(1, 300) for _ in range(r.randrange(8, 25))]
-            f.write(json.dumps({"prompt": " ".join(map(str, prompt)), "answer": str(prompt[-1])}) + "\n")
+            f.write(
+                json.dumps({"prompt": " ".join(map(str, prompt)), "answer": str(prompt[-1])}) + "\n"
+            )
     spec = folder / "spec.toml"
     spec.write_text(SPEC.format(model=GOLDEN, tasks=tasks))
     return spec
@@ -116,12 +118,21 @@ def _worker(spec_path: str, out: str) -> None:
 
     start = time.perf_counter()
     result = run_sweep(load_spec(spec_path), out, progress=False, log=lambda m: None)
-    print("SWEEP " + json.dumps({"rank": result["rank"], "world_size": result["world_size"],
-                                 "sweep_seconds": time.perf_counter() - start,
-                                 "decode_seconds": result["decode_seconds"],
-                                 "bookkeeping_seconds": result["bookkeeping_seconds"],
-                                 "scoring_seconds": result["scoring_seconds"], "ran": result["ran"]}),
-          flush=True)
+    print(
+        "SWEEP "
+        + json.dumps(
+            {
+                "rank": result["rank"],
+                "world_size": result["world_size"],
+                "sweep_seconds": time.perf_counter() - start,
+                "decode_seconds": result["decode_seconds"],
+                "bookkeeping_seconds": result["bookkeeping_seconds"],
+                "scoring_seconds": result["scoring_seconds"],
+                "ran": result["ran"],
+            }
+        ),
+        flush=True,
+    )
 
 
 def _run(cmd: list[str], env: dict) -> tuple[float, list[dict]]:
@@ -139,15 +150,31 @@ def _rows(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
 
 
-def main(quick: bool = False, out: str | Path | None = None, *, docs: int | None = None,
-         repeats: int | None = None) -> Path:
+def main(
+    quick: bool = False,
+    out: str | Path | None = None,
+    *,
+    docs: int | None = None,
+    repeats: int | None = None,
+) -> Path:
     from remask.bench.common import Result, environment, write_csv
 
     docs = docs or (16 if quick else 48)
     repeats = repeats or (1 if quick else 2)
-    out = Path(out) if out is not None else RESULTS / ("sweep_cpu_quick.csv" if quick else "sweep_cpu.csv")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
-           "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = (
+        Path(out)
+        if out is not None
+        else RESULTS / ("sweep_cpu_quick.csv" if quick else "sweep_cpu.csv")
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMBA_NUM_THREADS": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     load_before = _uptime()
     walls = {"single": [], "torchrun2": []}
     sweeps = {"single": [], "torchrun2": []}
@@ -160,48 +187,116 @@ def main(quick: bool = False, out: str | Path | None = None, *, docs: int | None
             for mode in ("single", "torchrun2"):
                 target = Path(tmp) / f"{mode}{rep}"
                 worker = ["-m", "remask.bench.sweep", "--worker", str(spec), str(target)]
-                cmd = [sys.executable, *worker] if mode == "single" else \
-                    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *worker]
+                cmd = (
+                    [sys.executable, *worker]
+                    if mode == "single"
+                    else [
+                        sys.executable,
+                        "-m",
+                        "torch.distributed.run",
+                        "--standalone",
+                        "--nproc-per-node",
+                        "2",
+                        *worker,
+                    ]
+                )
                 wall, ranks = _run(cmd, env)
                 walls[mode].append(wall)
                 sweeps[mode].append(max(r["sweep_seconds"] for r in ranks))
                 if mode == "single":
-                    shares.append(100 * ranks[0]["bookkeeping_seconds"] / ranks[0]["decode_seconds"])
+                    shares.append(
+                        100 * ranks[0]["bookkeeping_seconds"] / ranks[0]["decode_seconds"]
+                    )
                     scoring.append(100 * ranks[0]["scoring_seconds"] / ranks[0]["decode_seconds"])
                 outs[mode] = _rows(target / "rows.jsonl")
-                print(f"  {mode:<10} rep {rep}: process {wall:6.1f} s, sweep {sweeps[mode][-1]:6.1f} s", flush=True)
+                print(
+                    f"  {mode:<10} rep {rep}: process {wall:6.1f} s, sweep {sweeps[mode][-1]:6.1f} s",
+                    flush=True,
+                )
             identical = identical and outs["single"] == outs["torchrun2"]
     load_after = _uptime()
     requests = docs * 4
-    config = {"model": "tests/data/golden/llada_tiny", "docs": docs, "settings": 4, "requests": requests,
-              "gen_length": 32, "batch_size": 8, "threads_per_process": 1, "repeats": repeats,
-              "rows_identical": identical, "uptime_before": load_before,
-              "uptime_after": load_after}
+    config = {
+        "model": "tests/data/golden/llada_tiny",
+        "docs": docs,
+        "settings": 4,
+        "requests": requests,
+        "gen_length": 32,
+        "batch_size": 8,
+        "threads_per_process": 1,
+        "repeats": repeats,
+        "rows_identical": identical,
+        "uptime_before": load_before,
+        "uptime_after": load_after,
+    }
     info = environment("cpu")
     info["device"] = info["device"].rsplit(" (", 1)[0] + " (1 torch thread per process)"
 
     def row(name, variant, values, unit, derived=None, derived_unit=""):
-        return Result(name=name, variant=variant, backend="cpu", config=json.dumps(config, sort_keys=True),
-                      repeats=len(values), median=statistics.median(values), p20=min(values), p80=max(values),
-                      unit=unit, derived=derived, derived_unit=derived_unit, **info)
+        return Result(
+            name=name,
+            variant=variant,
+            backend="cpu",
+            config=json.dumps(config, sort_keys=True),
+            repeats=len(values),
+            median=statistics.median(values),
+            p20=min(values),
+            p80=max(values),
+            unit=unit,
+            derived=derived,
+            derived_unit=derived_unit,
+            **info,
+        )
 
     results = []
     for mode in ("single", "torchrun2"):
-        results.append(row("sweep_process_wall", mode, walls[mode], "s",
-                           requests / statistics.median(walls[mode]), "requests/s"))
-        results.append(row("sweep_run_wall", mode, sweeps[mode], "s",
-                           requests / statistics.median(sweeps[mode]), "requests/s"))
-    results.append(row("sweep_speedup", "process wall single/torchrun2",
-                       [a / b for a, b in zip(walls["single"], walls["torchrun2"])], "x"))
-    results.append(row("sweep_speedup", "run_sweep wall single/torchrun2",
-                       [a / b for a, b in zip(sweeps["single"], sweeps["torchrun2"])], "x"))
+        results.append(
+            row(
+                "sweep_process_wall",
+                mode,
+                walls[mode],
+                "s",
+                requests / statistics.median(walls[mode]),
+                "requests/s",
+            )
+        )
+        results.append(
+            row(
+                "sweep_run_wall",
+                mode,
+                sweeps[mode],
+                "s",
+                requests / statistics.median(sweeps[mode]),
+                "requests/s",
+            )
+        )
+    results.append(
+        row(
+            "sweep_speedup",
+            "process wall single/torchrun2",
+            [a / b for a, b in zip(walls["single"], walls["torchrun2"])],
+            "x",
+        )
+    )
+    results.append(
+        row(
+            "sweep_speedup",
+            "run_sweep wall single/torchrun2",
+            [a / b for a, b in zip(sweeps["single"], sweeps["torchrun2"])],
+            "x",
+        )
+    )
     results.append(row("sweep_bookkeeping_share", "single", shares, "% of decode time"))
-    results.append(row("sweep_scoring_share", "single (lm-eval process_results)", scoring, "% of decode time"))
+    results.append(
+        row("sweep_scoring_share", "single (lm-eval process_results)", scoring, "% of decode time")
+    )
     path = write_csv(results, out)
-    print(f"speed-up (process wall): {statistics.median(walls['single']) / statistics.median(walls['torchrun2']):.2f}x, "
-          f"(run_sweep): {statistics.median(sweeps['single']) / statistics.median(sweeps['torchrun2']):.2f}x; "
-          f"bookkeeping {statistics.median(shares):.2f}% of decode (scoring {statistics.median(scoring):.2f}%); "
-          f"rows identical: {identical}")
+    print(
+        f"speed-up (process wall): {statistics.median(walls['single']) / statistics.median(walls['torchrun2']):.2f}x, "
+        f"(run_sweep): {statistics.median(sweeps['single']) / statistics.median(sweeps['torchrun2']):.2f}x; "
+        f"bookkeeping {statistics.median(shares):.2f}% of decode (scoring {statistics.median(scoring):.2f}%); "
+        f"rows identical: {identical}"
+    )
     print(f"load before: {load_before}\nload after:  {load_after}\nwrote {path}")
     return path
 

@@ -48,15 +48,30 @@ def _load() -> float:
 def _row(env, name, variant, values, unit, config) -> Result:
     ordered = sorted(values)
     mid = ordered[len(ordered) // 2]
-    return Result(name=name, variant=variant, backend="-", config=json.dumps(config, sort_keys=True),
-                  repeats=len(values), median=round(mid, 4), p20=round(ordered[0], 4), p80=round(ordered[-1], 4),
-                  unit=unit, derived=None, derived_unit="", device=env["device"], versions=env["versions"],
-                  sha=env["sha"], date=env["date"])
+    return Result(
+        name=name,
+        variant=variant,
+        backend="-",
+        config=json.dumps(config, sort_keys=True),
+        repeats=len(values),
+        median=round(mid, 4),
+        p20=round(ordered[0], 4),
+        p80=round(ordered[-1], 4),
+        unit=unit,
+        derived=None,
+        derived_unit="",
+        device=env["device"],
+        versions=env["versions"],
+        sha=env["sha"],
+        date=env["date"],
+    )
 
 
 def _wall(command: list[str], extra_env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **(extra_env or {})})
+    subprocess.run(
+        command, check=True, capture_output=True, env={**os.environ, **(extra_env or {})}
+    )
     return time.perf_counter() - start
 
 
@@ -77,21 +92,30 @@ def cli_startup(env, repeats: int) -> list[Result]:
 # The demo as `remask demo` runs it now (Numba pinned to one thread), and as it ran before:
 # Numba's pool at one thread per core, nothing pinned but torch.
 _DEMO_NOW = "from remask.cli import main; main(['demo', '--samples', '{n}'])"
-_DEMO_BEFORE = ("import os; os.environ.pop('NUMBA_NUM_THREADS', None)\n"
-                "import remask.app.demo as demo\n"
-                "demo._numba_threads = lambda threads: None\n"
-                "print(demo.format_table(*demo.run_demo(n_samples={n}), {n}))")
+_DEMO_BEFORE = (
+    "import os; os.environ.pop('NUMBA_NUM_THREADS', None)\n"
+    "import remask.app.demo as demo\n"
+    "demo._numba_threads = lambda threads: None\n"
+    "print(demo.format_table(*demo.run_demo(n_samples={n}), {n}))"
+)
 
 
 def demo_threads(env, repeats: int, samples: int) -> list[Result]:
-    variants = {"now: Numba pinned to 1 thread": _DEMO_NOW, "before: Numba pool of one thread per core": _DEMO_BEFORE}
+    variants = {
+        "now: Numba pinned to 1 thread": _DEMO_NOW,
+        "before: Numba pool of one thread per core": _DEMO_BEFORE,
+    }
     times: dict[str, list[float]] = {v: [] for v in variants}
     load = _load()
     for _ in range(repeats):  # alternated
         for variant, code in variants.items():
             times[variant].append(_wall([sys.executable, "-c", code.format(n=samples)]))
-    config = {"samples": samples, "load_before": round(load, 2), "load_after": round(_load(), 2),
-              "cpus": os.cpu_count()}
+    config = {
+        "samples": samples,
+        "load_before": round(load, 2),
+        "load_after": round(_load(), 2),
+        "cpus": os.cpu_count(),
+    }
     return [_row(env, "demo_threads", v, t, "s", config) for v, t in times.items()]
 
 
@@ -108,19 +132,42 @@ def cache_agreement(env) -> list[Result]:
         base = load_model(str(GOLDEN / name))
         for block_length in (None, 8):
             for temperature in (0.0, 1.0):
-                sampler = remask.samplers.build("low_confidence", block_length=block_length, temperature=temperature)
-                reference = remask.generate(base, prompts, sampler, gen_length=gen_length, seed=0).tokens
+                sampler = remask.samplers.build(
+                    "low_confidence", block_length=block_length, temperature=temperature
+                )
+                reference = remask.generate(
+                    base, prompts, sampler, gen_length=gen_length, seed=0
+                ).tokens
                 distinct = int(reference[:, -gen_length:].unique().numel())
                 for mode in ("prefix", "dual"):
-                    cached = remask.generate(CachedDenoiser(base, mode=mode), prompts, sampler,
-                                             gen_length=gen_length, seed=0).tokens
-                    config = {"checkpoint": name, "block_length": block_length, "temperature": temperature,
-                              "mode": mode, "gen_length": gen_length, "B": len(prompts),
-                              "distinct_reference_tokens": distinct, "load": round(_load(), 2)}
+                    cached = remask.generate(
+                        CachedDenoiser(base, mode=mode),
+                        prompts,
+                        sampler,
+                        gen_length=gen_length,
+                        seed=0,
+                    ).tokens
+                    config = {
+                        "checkpoint": name,
+                        "block_length": block_length,
+                        "temperature": temperature,
+                        "mode": mode,
+                        "gen_length": gen_length,
+                        "B": len(prompts),
+                        "distinct_reference_tokens": distinct,
+                        "load": round(_load(), 2),
+                    }
                     value = token_agreement(cached, reference, gen_length)
-                    results.append(_row(env, "cache_agreement",
-                                        f"{mode}:{name}:block={block_length}:T={temperature}", [value],
-                                        "fraction", config))
+                    results.append(
+                        _row(
+                            env,
+                            "cache_agreement",
+                            f"{mode}:{name}:block={block_length}:T={temperature}",
+                            [value],
+                            "fraction",
+                            config,
+                        )
+                    )
     return results
 
 
@@ -139,7 +186,9 @@ def main(*, quick: bool = False, out: str | None = None, parts=PARTS) -> list[Re
         results += cache_agreement(env)
     path = write_csv(results, out or DEFAULT_OUT)
     for r in results:
-        print(f"{r.name:<16} {r.variant:<48} {r.median:>9.4f} {r.unit:<8} (min {r.p20}, max {r.p80})")
+        print(
+            f"{r.name:<16} {r.variant:<48} {r.median:>9.4f} {r.unit:<8} (min {r.p20}, max {r.p80})"
+        )
     print(f"wrote {path}")
     return results
 
@@ -148,6 +197,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--part", action="append", choices=PARTS, help="only this part (repeatable)")
+    parser.add_argument(
+        "--part", action="append", choices=PARTS, help="only this part (repeatable)"
+    )
     args = parser.parse_args()
     main(quick=args.quick, out=args.out, parts=args.part or PARTS)

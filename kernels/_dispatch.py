@@ -35,6 +35,8 @@ def _devices(name: str) -> tuple[str, ...]:
     if name == "triton" and os.environ.get("TRITON_INTERPRET", "0") == "1":
         return ("cuda", "cpu")
     return _DEVICES[name]
+
+
 # Priority of the automatic choice per device type.
 _AUTO = {"cpu": ("numba", "torch"), "cuda": ("triton", "torch")}
 # Module holding each backend's implementations (imported on first use; its
@@ -130,8 +132,9 @@ def resolve_backend(backend: str | None = None, *, device: torch.device | str = 
         _check_name(requested, where)
         reason = _usable(requested, device_type)
         if reason is not None:
-            raise RuntimeError(f"kernel backend {requested!r} requested by {where} is unavailable: "
-                               f"{reason}")
+            raise RuntimeError(
+                f"kernel backend {requested!r} requested by {where} is unavailable: {reason}"
+            )
         return requested
     for name in _AUTO.get(device_type, ("torch",)):
         reason = _usable(name, device_type)

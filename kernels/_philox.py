@@ -55,7 +55,6 @@ word 1 (the same leading bits); both are strictly inside (0, 1).
 from __future__ import annotations
 
 import enum
-import numbers
 
 import torch
 
@@ -132,17 +131,21 @@ def _as_bits(value: int) -> int:
     return value - 2**64 if value >= 2**63 else value
 
 
-def check_key(key: object, shape: torch.Size | tuple[int, ...], device: torch.device,
-              what: str = "key") -> torch.Tensor:
+def check_key(
+    key: object, shape: torch.Size | tuple[int, ...], device: torch.device, what: str = "key"
+) -> torch.Tensor:
     """Validate a key tensor: int64, of ``shape``, on ``device``; returns it contiguous."""
     if not isinstance(key, torch.Tensor):
-        raise TypeError(f"{what} must be an int64 tensor of keys (see remask.kernels.split), "
-                        f"got {type(key).__name__}")
+        raise TypeError(
+            f"{what} must be an int64 tensor of keys (see remask.kernels.split), "
+            f"got {type(key).__name__}"
+        )
     if key.dtype != torch.int64:
         raise TypeError(f"{what} must be an int64 tensor, got dtype {key.dtype}")
     if tuple(key.shape) != tuple(shape):
-        raise ValueError(f"{what} must have shape {tuple(shape)} (one key per row), "
-                         f"got {tuple(key.shape)}")
+        raise ValueError(
+            f"{what} must have shape {tuple(shape)} (one key per row), got {tuple(key.shape)}"
+        )
     if key.device != torch.device(device):
         raise ValueError(f"{what} is on {key.device} but the data on {device}")
     return key.contiguous()
@@ -241,18 +244,30 @@ def fold(key: int | torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
     >>> bool(K.fold(7, 1) == K.fold(7, 1)), bool(K.fold(7, 1) == K.fold(7, 2))
     (True, False)
     """
-    device = key.device if isinstance(key, torch.Tensor) else (
-        data.device if isinstance(data, torch.Tensor) else None)
+    device = (
+        key.device
+        if isinstance(key, torch.Tensor)
+        else (data.device if isinstance(data, torch.Tensor) else None)
+    )
     k = _key_tensor(key, device)
     d = _key_tensor(data, device)
     k0, k1 = key_words(k)
-    w0, w1, _, _ = philox4x32(d & _MASK32, (d >> 32) & _MASK32, torch.zeros_like(d),
-                              torch.full_like(d, STREAM_FOLD), k0, k1)
+    w0, w1, _, _ = philox4x32(
+        d & _MASK32,
+        (d >> 32) & _MASK32,
+        torch.zeros_like(d),
+        torch.full_like(d, STREAM_FOLD),
+        k0,
+        k1,
+    )
     return _join(w0, w1)
 
 
-def split(key: int | torch.Tensor, shape: int | tuple[int, ...] | torch.Size,
-          device: torch.device | str | None = None) -> torch.Tensor:
+def split(
+    key: int | torch.Tensor,
+    shape: int | tuple[int, ...] | torch.Size,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """``shape`` independent keys from one: element i (flat C-order) is ``fold(key, i)``.
 
     ``remask.generate(..., seed=s)`` gives row r the key ``split(s, B)[r]``.
@@ -349,8 +364,10 @@ def uniform(key: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.T
     (torch.Size([2, 3]), True)
     """
     if not isinstance(key, torch.Tensor):
-        raise TypeError(f"key must be an int64 tensor of keys (see remask.kernels.split), "
-                        f"got {type(key).__name__}")
+        raise TypeError(
+            f"key must be an int64 tensor of keys (see remask.kernels.split), "
+            f"got {type(key).__name__}"
+        )
     if key.dtype != torch.int64:
         raise TypeError(f"key must be an int64 tensor, got dtype {key.dtype}")
     if dtype not in (torch.float32, torch.float64):

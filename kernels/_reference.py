@@ -23,16 +23,21 @@ __all__ = [
 _MASK = 0xFFFFFFFF
 
 
-def philox4x32_py(counter: tuple[int, int, int, int], key: tuple[int, int],
-                  rounds: int = 10) -> tuple[int, int, int, int]:
+def philox4x32_py(
+    counter: tuple[int, int, int, int], key: tuple[int, int], rounds: int = 10
+) -> tuple[int, int, int, int]:
     """Philox4x32 on Python ints, straight from the SC'11 paper's round function."""
     c0, c1, c2, c3 = counter
     k0, k1 = key
     for _ in range(rounds):
         p0 = 0xD2511F53 * c0
         p1 = 0xCD9E8D57 * c2
-        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & _MASK, p1 & _MASK, \
-            ((p0 >> 32) ^ c3 ^ k1) & _MASK, p0 & _MASK
+        c0, c1, c2, c3 = (
+            ((p1 >> 32) ^ c1 ^ k0) & _MASK,
+            p1 & _MASK,
+            ((p0 >> 32) ^ c3 ^ k1) & _MASK,
+            p0 & _MASK,
+        )
         k0 = (k0 + 0x9E3779B9) & _MASK
         k1 = (k1 + 0xBB67AE85) & _MASK
     return c0, c1, c2, c3
@@ -57,8 +62,9 @@ def _pick(weights: list[float], u: float) -> int:
     return last
 
 
-def kept_oracle(x: list[float], temperature: float, top_p: float = 1.0, top_k: int = 0,
-                strict: bool = False) -> list[bool]:
+def kept_oracle(
+    x: list[float], temperature: float, top_p: float = 1.0, top_k: int = 0, strict: bool = False
+) -> list[bool]:
     """The filter's kept set of one row, walking the tokens in sorted order (ties all kept).
 
     ``top_p = 1`` / ``top_k = 0`` are off; ``strict`` is ReMDM's nucleus convention.
@@ -93,9 +99,17 @@ def kept_oracle(x: list[float], temperature: float, top_p: float = 1.0, top_k: i
     return keep
 
 
-def propose_oracle(logits: np.ndarray, temperature: float = 0.0, keys=None, rows: np.ndarray | None = None, tile: int = 4096,
-                   top_p: float = 1.0, top_k: int = 0, strict: bool = False,
-                   sampled: bool = False):
+def propose_oracle(
+    logits: np.ndarray,
+    temperature: float = 0.0,
+    keys=None,
+    rows: np.ndarray | None = None,
+    tile: int = 4096,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    strict: bool = False,
+    sampled: bool = False,
+):
     """Per-row float64 oracle of ``propose`` on (N, V) logits (already rounded to float32).
 
     ``top_p``/``top_k``/``strict``/``sampled`` as in the backends' ``propose_rows``.
@@ -126,9 +140,10 @@ def propose_oracle(logits: np.ndarray, temperature: float = 0.0, keys=None, rows
         else:
             key = int(keys[r]) % 2**64  # the row's key (int64 bits -> unsigned)
             w0, w1, w2, w3 = philox4x32_py((0, 0, 0, 0), (key & _MASK, key >> 32))
-            weights = [math.exp((v - m) / temperature) if k else 0.0
-                       for v, k in zip(x, keep, strict=True)]
-            tiles = [weights[i:i + tile] for i in range(0, vocab, tile)]
+            weights = [
+                math.exp((v - m) / temperature) if k else 0.0 for v, k in zip(x, keep, strict=True)
+            ]
+            tiles = [weights[i : i + tile] for i in range(0, vocab, tile)]
             j = _pick([sum(t) for t in tiles], _unit53(w0, w1))
             tok = j * tile + _pick(tiles[j], _unit53(w2, w3))
         tokens[r] = tok
@@ -149,16 +164,18 @@ def propose_oracle(logits: np.ndarray, temperature: float = 0.0, keys=None, rows
 
 def _order(score: np.ndarray, eligible: np.ndarray) -> list[int]:
     """Eligible positions by descending score, ties to the lower index, NaN/-inf last."""
+
     def key(i: int) -> tuple[float, int]:
         v = float(score[i])
         return (-(v if not math.isnan(v) and v != -math.inf else -math.inf), i)
+
     return sorted((i for i in range(len(score)) if eligible[i]), key=key)
 
 
 def topk_oracle(score: np.ndarray, k: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     out = np.zeros(score.shape, dtype=bool)
     for b in range(score.shape[0]):
-        for i in _order(score[b], eligible[b])[:max(int(k[b]), 0)]:
+        for i in _order(score[b], eligible[b])[: max(int(k[b]), 0)]:
             out[b, i] = True
     return out
 
@@ -175,8 +192,9 @@ def threshold_oracle(score: np.ndarray, threshold: np.ndarray, eligible: np.ndar
     return out
 
 
-def entropy_budget_oracle(score: np.ndarray, entropy: np.ndarray, gamma: np.ndarray,
-                          eligible: np.ndarray) -> np.ndarray:
+def entropy_budget_oracle(
+    score: np.ndarray, entropy: np.ndarray, gamma: np.ndarray, eligible: np.ndarray
+) -> np.ndarray:
     out = np.zeros(score.shape, dtype=bool)
     for b in range(score.shape[0]):
         order = _order(score[b], eligible[b])

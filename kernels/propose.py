@@ -59,11 +59,19 @@ import numbers
 from typing import NamedTuple
 
 import torch
+
 from remask.kernels import _dispatch
 from remask.kernels._philox import check_key, row_uniforms
 
-__all__ = ["NUCLEUS", "SAMPLE_TILE", "STATS", "STATUS_MESSAGES", "Proposal", "propose",
-           "propose_rows"]
+__all__ = [
+    "NUCLEUS",
+    "SAMPLE_TILE",
+    "STATS",
+    "STATUS_MESSAGES",
+    "Proposal",
+    "propose",
+    "propose_rows",
+]
 
 #: Nucleus conventions of ``propose(top_p=...)`` (see the module docstring).
 NUCLEUS = ("crossing", "strict")
@@ -194,8 +202,10 @@ def propose(
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
     if temperature > 0 and key is None:
-        raise ValueError("a key is required when temperature > 0 (got key=None); "
-                         "e.g. key=remask.kernels.split(seed, logits.shape[:-1])")
+        raise ValueError(
+            "a key is required when temperature > 0 (got key=None); "
+            "e.g. key=remask.kernels.split(seed, logits.shape[:-1])"
+        )
     top_p, top_k, strict, sampled = check_filter(top_p, top_k, nucleus, stats, logits.shape[-1])
     lead = logits.shape[:-1]  # (B, L) or (N,)
     if rows is not None:
@@ -215,16 +225,22 @@ def propose(
     name, impl = _dispatch.get_impl("propose_rows", backend, logits.device)
     if x.shape[0] == 0:
         empty = torch.empty(lead, dtype=torch.float32, device=logits.device)
-        return Proposal(torch.empty(lead, dtype=torch.int64, device=logits.device),
-                        empty, empty.clone(), empty.clone())
+        return Proposal(
+            torch.empty(lead, dtype=torch.int64, device=logits.device),
+            empty,
+            empty.clone(),
+            empty.clone(),
+        )
     if top_p < 1.0 or top_k > 0 or sampled:
-        tokens, prob, margin, entropy, status = impl(x, rows, temperature, key,
-                                                     top_p, top_k, strict, sampled)
+        tokens, prob, margin, entropy, status = impl(
+            x, rows, temperature, key, top_p, top_k, strict, sampled
+        )
     else:  # the plain op keeps its four-argument backend signature
         tokens, prob, margin, entropy, status = impl(x, rows, temperature, key)
     raise_on_bad_rows(status, lead, name)
-    return Proposal(tokens.reshape(lead), prob.reshape(lead), margin.reshape(lead),
-                    entropy.reshape(lead))
+    return Proposal(
+        tokens.reshape(lead), prob.reshape(lead), margin.reshape(lead), entropy.reshape(lead)
+    )
 
 
 def check_filter(top_p, top_k, nucleus, stats, vocab: int) -> tuple[float, int, bool, bool]:
@@ -263,8 +279,9 @@ def raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> N
         flat = int(bad.nonzero()[0, 0])
         where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), lead))
         code = int(status[flat])
-        raise ValueError(f"logits row {where} {STATUS_MESSAGES.get(code, code)} "
-                         f"(backend {backend!r})")
+        raise ValueError(
+            f"logits row {where} {STATUS_MESSAGES.get(code, code)} (backend {backend!r})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,9 +325,15 @@ def propose_rows(
     n_rows, vocab = x.shape
     chunk = max(1, _REFERENCE_CHUNK_ELEMENTS // vocab)
     filt = (top_p, top_k, strict, sampled)
-    parts = [_reference_chunk(x[start:start + chunk],
-                              None if key is None else key[start:start + chunk], temperature, filt)
-             for start in range(0, n_rows, chunk)]
+    parts = [
+        _reference_chunk(
+            x[start : start + chunk],
+            None if key is None else key[start : start + chunk],
+            temperature,
+            filt,
+        )
+        for start in range(0, n_rows, chunk)
+    ]
     tokens, prob, margin, entropy, status = (torch.cat(p) for p in zip(*parts, strict=True))
     if rows is not None:
         tokens = torch.where(rows, tokens, -1)
@@ -322,15 +345,18 @@ def propose_rows(
 
 
 def _reference_chunk(
-    xc: torch.Tensor, key: torch.Tensor | None, temperature: float,
+    xc: torch.Tensor,
+    key: torch.Tensor | None,
+    temperature: float,
     filt: tuple[float, int, bool, bool] = (1.0, 0, False, False),
 ) -> tuple[torch.Tensor, ...]:
     n, vocab = xc.shape
     x = xc.float()  # (n, V): the precision every backend computes from
     has_nan = torch.isnan(x).any(-1)  # (n,)
     m = torch.nan_to_num(x, nan=-math.inf, posinf=math.inf, neginf=-math.inf).amax(-1)  # (n,)
-    status = torch.where(has_nan, 1, torch.where(m == math.inf, 2,
-                         torch.where(m == -math.inf, 3, 0))).to(torch.int32)
+    status = torch.where(
+        has_nan, 1, torch.where(m == math.inf, 2, torch.where(m == -math.inf, 3, 0))
+    ).to(torch.int32)
     ok = status == 0
     # Unusable rows are computed on zeros so that they produce finite garbage, not errors;
     # propose() raises for them (or masks them when they are outside `rows`).
@@ -388,7 +414,7 @@ def _kept_set(
         # The crossing value: the first sorted entry whose cumulative mass exceeds the target.
         first = (cum <= target).sum(-1, keepdim=True).clamp_max(ez.shape[-1] - 1)  # (n, 1)
         crossing = ordered.gather(-1, first)  # (n, 1)
-        crossed = (cum[:, -1:] > target)  # (n, 1) False only through rounding at p ~ 1
+        crossed = cum[:, -1:] > target  # (n, 1) False only through rounding at p ~ 1
         if strict:
             cut = (ez > crossing) | (d == 0)  # ReMDM: strictly above the crossing, plus top-1
         else:
@@ -412,7 +438,10 @@ def _first_above(cum: torch.Tensor, target: torch.Tensor, weights: torch.Tensor)
 
 
 def _sample_two_level(
-    d: torch.Tensor, temperature: float, u1: torch.Tensor, u2: torch.Tensor,
+    d: torch.Tensor,
+    temperature: float,
+    u1: torch.Tensor,
+    u2: torch.Tensor,
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Two-level inverse-CDF sample from softmax(d / T) (restricted to ``keep`` if given).

@@ -21,8 +21,13 @@ SCORES = ("prob", "margin", "entropy", "random")
 SCORE_ALIASES = {"low_confidence": "prob", "maskgit_plus": "prob", "topk_margin": "margin"}
 
 
-def score_proposals(proposal: Proposal, kind: str, *, key: torch.Tensor | None = None,
-                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def score_proposals(
+    proposal: Proposal,
+    kind: str,
+    *,
+    key: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """(B, L) float32 ranking score of each proposal; higher commits first.
 
     ``"prob"``: the proposal's untempered probability (LLaDA "low_confidence", Dream
@@ -55,10 +60,14 @@ def score_proposals(proposal: Proposal, kind: str, *, key: torch.Tensor | None =
         if key is None or attention_mask is None:
             raise ValueError("score 'random' needs the rows' step keys and the attention mask")
         return uniform(position_keys(key, attention_mask, Purpose.SCORE))
-    raise ValueError(f"score must be one of {SCORES} (or an alias in {sorted(SCORE_ALIASES)}), got {kind!r}")
+    raise ValueError(
+        f"score must be one of {SCORES} (or an alias in {sorted(SCORE_ALIASES)}), got {kind!r}"
+    )
 
 
-def demote(score: torch.Tensor, proposal_tokens: torch.Tensor, token_ids: tuple[int, ...]) -> torch.Tensor:
+def demote(
+    score: torch.Tensor, proposal_tokens: torch.Tensor, token_ids: tuple[int, ...]
+) -> torch.Tensor:
     """Rank proposals of ``token_ids`` after every other candidate (among themselves, left to
     right), without making them ineligible: LLaDA's "EOS confidence set to 0" (App. B.4)."""
     ids = torch.tensor(token_ids, device=score.device)

@@ -21,27 +21,35 @@ __all__ = ["entropy_budget_mask", "spacing_filter", "threshold_mask", "topk_mask
 
 def _check(score: torch.Tensor, eligible: torch.Tensor, name: str) -> None:
     if not isinstance(score, torch.Tensor) or not score.is_floating_point():
-        raise TypeError(f"{name}: score must be a floating-point tensor, got "
-                        f"{getattr(score, 'dtype', type(score).__name__)}")
+        raise TypeError(
+            f"{name}: score must be a floating-point tensor, got "
+            f"{getattr(score, 'dtype', type(score).__name__)}"
+        )
     if score.dim() != 2:
         raise ValueError(f"{name}: score must be (B, L), got shape {tuple(score.shape)}")
     if not isinstance(eligible, torch.Tensor) or eligible.dtype != torch.bool:
-        raise TypeError(f"{name}: eligible must be a bool tensor, got "
-                        f"{getattr(eligible, 'dtype', type(eligible).__name__)}")
+        raise TypeError(
+            f"{name}: eligible must be a bool tensor, got "
+            f"{getattr(eligible, 'dtype', type(eligible).__name__)}"
+        )
     if eligible.shape != score.shape:
-        raise ValueError(f"{name}: eligible shape {tuple(eligible.shape)} != score shape "
-                         f"{tuple(score.shape)}")
+        raise ValueError(
+            f"{name}: eligible shape {tuple(eligible.shape)} != score shape {tuple(score.shape)}"
+        )
 
 
-def _per_row(value: float | torch.Tensor, score: torch.Tensor, name: str,
-             what: str) -> torch.Tensor:
+def _per_row(
+    value: float | torch.Tensor, score: torch.Tensor, name: str, what: str
+) -> torch.Tensor:
     """A scalar or (B,) tensor as a (B, 1) tensor on score's device."""
     if isinstance(value, torch.Tensor):
         if value.dim() == 0:
             value = value.reshape(1)
         if value.dim() != 1 or value.shape[0] not in (1, score.shape[0]):
-            raise ValueError(f"{name}: {what} must be a scalar or ({score.shape[0]},), got "
-                             f"shape {tuple(value.shape)}")
+            raise ValueError(
+                f"{name}: {what} must be a scalar or ({score.shape[0]},), got "
+                f"shape {tuple(value.shape)}"
+            )
         return value.to(score.device).unsqueeze(-1)  # (B, 1)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: {what} must be a number or a tensor, got {value!r}")
@@ -55,8 +63,9 @@ def _rank(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
     lowest = torch.finfo(score.dtype).min
     # Eligible scores are mapped into [lowest, +inf] (NaN and -inf to lowest) so that every
     # eligible position outranks the ineligible ones, which get -inf.
-    key = torch.where(eligible, score.nan_to_num(nan=lowest, posinf=float("inf"),
-                                                 neginf=lowest), float("-inf"))  # (B, L)
+    key = torch.where(
+        eligible, score.nan_to_num(nan=lowest, posinf=float("inf"), neginf=lowest), float("-inf")
+    )  # (B, L)
     order = key.sort(dim=-1, descending=True, stable=True).indices  # (B, L) stable: low index first
     return order.argsort(dim=-1)  # (B, L) inverse permutation
 
@@ -138,8 +147,10 @@ def entropy_budget_mask(
     """
     _check(score, eligible, "entropy_budget_mask")
     if not isinstance(entropy, torch.Tensor) or entropy.shape != score.shape:
-        raise ValueError(f"entropy_budget_mask: entropy must be a tensor of shape "
-                         f"{tuple(score.shape)}, got {getattr(entropy, 'shape', entropy)!r}")
+        raise ValueError(
+            f"entropy_budget_mask: entropy must be a tensor of shape "
+            f"{tuple(score.shape)}, got {getattr(entropy, 'shape', entropy)!r}"
+        )
     if not isinstance(gamma, torch.Tensor) and isinstance(gamma, (int, float)) and gamma < 0:
         raise ValueError(f"entropy_budget_mask: gamma must be >= 0, got {gamma!r}")
     budget = _per_row(gamma, score, "entropy_budget_mask", "gamma")  # (B, 1)
@@ -149,7 +160,9 @@ def entropy_budget_mask(
     ent_sorted = ent.gather(-1, order)  # (B, L) in selection order
     spent = ent_sorted.cumsum(-1) - ent_sorted.cummax(-1).values  # (B, L) Σ H − max H per prefix
     within = (spent <= budget.to(torch.float64)).to(torch.int64)  # (B, L)
-    count = within.cumprod(-1).sum(-1, keepdim=True).clamp_min(1)  # (B, 1) largest valid prefix, ≥ 1
+    count = (
+        within.cumprod(-1).sum(-1, keepdim=True).clamp_min(1)
+    )  # (B, 1) largest valid prefix, ≥ 1
     return eligible & (rank < count)
 
 
@@ -186,7 +199,9 @@ def spacing_filter(
         return selected
     B, L = selected.shape
     lowest = torch.finfo(score.dtype).min
-    key = torch.where(selected, score.nan_to_num(nan=lowest, neginf=lowest), float("-inf"))  # (B, L)
+    key = torch.where(
+        selected, score.nan_to_num(nan=lowest, neginf=lowest), float("-inf")
+    )  # (B, L)
     order = key.sort(dim=-1, descending=True, stable=True).indices  # (B, L): positions, best first
     count = selected.sum(-1)  # (B,)
     position = torch.arange(L, device=selected.device)  # (L,)

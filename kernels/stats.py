@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from remask.kernels import _dispatch
 from remask.kernels.propose import raise_on_bad_rows
 
@@ -102,9 +103,15 @@ def token_prob(
     _check_logits(logits, "logits")
     lead = logits.shape[:-1]
     vocab = logits.shape[-1]
-    if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point \
-            or tokens.dtype == torch.bool or tokens.is_complex():
-        raise TypeError(f"tokens must be an integer tensor, got {getattr(tokens, 'dtype', tokens)!r}")
+    if (
+        not isinstance(tokens, torch.Tensor)
+        or tokens.dtype.is_floating_point
+        or tokens.dtype == torch.bool
+        or tokens.is_complex()
+    ):
+        raise TypeError(
+            f"tokens must be an integer tensor, got {getattr(tokens, 'dtype', tokens)!r}"
+        )
     if tokens.shape != lead:
         raise ValueError(f"tokens must have shape {tuple(lead)}, got {tuple(tokens.shape)}")
     if tokens.device != logits.device:
@@ -117,8 +124,9 @@ def token_prob(
     if bool(outside.any()):
         first = int(outside.nonzero()[0, 0])
         where = tuple(int(i) for i in torch.unravel_index(torch.tensor(first), lead))
-        raise ValueError(f"tokens{list(where)} = {int(t[first])} is outside the vocabulary "
-                         f"[0, {vocab})")
+        raise ValueError(
+            f"tokens{list(where)} = {int(t[first])} is outside the vocabulary [0, {vocab})"
+        )
     name, impl = _dispatch.get_impl("token_prob_rows", backend, logits.device)
     if t.numel() == 0:
         return torch.zeros(lead, dtype=torch.float32, device=logits.device)
@@ -162,8 +170,10 @@ def kl(
     _check_logits(p_logits, "p_logits")
     _check_logits(q_logits, "q_logits")
     if p_logits.shape != q_logits.shape:
-        raise ValueError(f"p_logits and q_logits must have the same shape, got "
-                         f"{tuple(p_logits.shape)} and {tuple(q_logits.shape)}")
+        raise ValueError(
+            f"p_logits and q_logits must have the same shape, got "
+            f"{tuple(p_logits.shape)} and {tuple(q_logits.shape)}"
+        )
     if p_logits.device != q_logits.device:
         raise ValueError(f"q_logits is on {q_logits.device} but p_logits on {p_logits.device}")
     lead = p_logits.shape[:-1]
@@ -184,8 +194,9 @@ def _status(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(status (n,) int32, max (n,) float32) of float32 rows (see STATUS_MESSAGES)."""
     has_nan = torch.isnan(x).any(-1)
     m = torch.nan_to_num(x, nan=-math.inf, posinf=math.inf, neginf=-math.inf).amax(-1)
-    status = torch.where(has_nan, 1, torch.where(m == math.inf, 2,
-                         torch.where(m == -math.inf, 3, 0))).to(torch.int32)
+    status = torch.where(
+        has_nan, 1, torch.where(m == math.inf, 2, torch.where(m == -math.inf, 3, 0))
+    ).to(torch.int32)
     return status, m
 
 
@@ -203,13 +214,13 @@ def token_prob_rows(
     n_rows, vocab = x.shape
     probs, statuses = [], []
     for start in _chunks(n_rows, vocab):
-        xc = x[start:start + (_REFERENCE_CHUNK_ELEMENTS // vocab or 1)].float()  # (n, V)
+        xc = x[start : start + (_REFERENCE_CHUNK_ELEMENTS // vocab or 1)].float()  # (n, V)
         status, m = _status(xc)
         ok = status == 0
         xd = torch.where(ok[:, None], xc, 0.0).double()  # (n, V) unusable rows -> zeros
         md = torch.where(ok, m, 0.0).double()  # (n,)
         s = torch.exp(xd - md[:, None]).sum(-1)  # (n,)
-        tok = tokens[start:start + xc.shape[0]].clamp(0, vocab - 1)  # (n,) rows outside: any
+        tok = tokens[start : start + xc.shape[0]].clamp(0, vocab - 1)  # (n,) rows outside: any
         probs.append(torch.exp(xd.gather(-1, tok[:, None])[:, 0] - md) / s)
         statuses.append(status)
     prob, status = torch.cat(probs).float(), torch.cat(statuses)

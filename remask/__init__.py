@@ -14,12 +14,36 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["GenerateOutput", "decode", "generate", "infill", "kernels", "load_model", "models", "samplers",
-           "__version__"]
+__all__ = [
+    "GenerateOutput",
+    "decode",
+    "generate",
+    "infill",
+    "kernels",
+    "load_model",
+    "models",
+    "samplers",
+    "__version__",
+]
 
-_SUBMODULES = {"kernels", "models", "samplers", "analysis", "bench", "demo", "cli", "trace_view", "eval"}
-_ATTRIBUTES = {"GenerateOutput": "remask.samplers", "generate": "remask.samplers", "infill": "remask.samplers",
-               "decode": "remask.samplers", "load_model": "remask.models"}
+_SUBMODULES = {
+    "kernels",
+    "models",
+    "samplers",
+    "analysis",
+    "bench",
+    "demo",
+    "cli",
+    "trace_view",
+    "eval",
+}
+_ATTRIBUTES = {
+    "GenerateOutput": "remask.samplers",
+    "generate": "remask.samplers",
+    "infill": "remask.samplers",
+    "decode": "remask.samplers",
+    "load_model": "remask.models",
+}
 
 
 def __getattr__(name: str):

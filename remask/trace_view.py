@@ -26,19 +26,36 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["FIXED", "MASKED", "COMMITTED", "KNOWN", "REMASKED", "DecodeTracer", "trace_grid", "trace_data",
-           "render_text", "render_png", "render_html", "write_trace"]
+__all__ = [
+    "FIXED",
+    "MASKED",
+    "COMMITTED",
+    "KNOWN",
+    "REMASKED",
+    "DecodeTracer",
+    "trace_grid",
+    "trace_data",
+    "render_text",
+    "render_png",
+    "render_html",
+    "write_trace",
+]
 
 # Cell states of trace_grid, one per (step, position).
-FIXED = 0      # not editable: prompt, infill context or padding
-MASKED = 1     # still the mask after the step
+FIXED = 0  # not editable: prompt, infill context or padding
+MASKED = 1  # still the mask after the step
 COMMITTED = 2  # written by this step (a commit, or an edit of a committed token)
-KNOWN = 3      # decoded at an earlier step and unchanged
-REMASKED = 4   # decoded before this step, the mask again after it (ReMDM, WINO, Gibbs)
+KNOWN = 3  # decoded at an earlier step and unchanged
+REMASKED = 4  # decoded before this step, the mask again after it (ReMDM, WINO, Gibbs)
 
 _TEXT = {FIXED: " ", MASKED: "·", COMMITTED: "█", KNOWN: "▒", REMASKED: "x"}
-_NAMES = {FIXED: "fixed", MASKED: "masked", COMMITTED: "committed now", KNOWN: "known",
-          REMASKED: "remasked"}
+_NAMES = {
+    FIXED: "fixed",
+    MASKED: "masked",
+    COMMITTED: "committed now",
+    KNOWN: "known",
+    REMASKED: "remasked",
+}
 
 
 class DecodeTracer:
@@ -88,8 +105,9 @@ def trace_grid(trace, *, mask_id: int, row: int = 0) -> dict[str, np.ndarray]:
         or None — the row's NFE after each step.
     """
     if trace.tokens is None:
-        raise ValueError("the trace has no canvases: record it with DecodeTracer() "
-                         "or TraceRecorder(tokens=True)")
+        raise ValueError(
+            "the trace has no canvases: record it with DecodeTracer() or TraceRecorder(tokens=True)"
+        )
     B = trace.editable.shape[0]
     if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < B:
         raise ValueError(f"row={row!r} is outside the batch of {B} rows")
@@ -149,16 +167,18 @@ def render_text(trace, *, mask_id: int, row: int = 0, width: int = 100, color: b
     L = state.shape[1]
     folded = _fold(state, width)
     per = math.ceil(L / folded.shape[1])
-    lines = [f"row {row}: {L} positions, {state.shape[0]} steps"
-             + (f" (one character = {per} positions)" if per > 1 else "")
-             + f"; {_TEXT[COMMITTED]} committed now, {_TEXT[KNOWN]} known, {_TEXT[MASKED]} masked, "
-             f"{_TEXT[REMASKED]} remasked"]
+    lines = [
+        f"row {row}: {L} positions, {state.shape[0]} steps"
+        + (f" (one character = {per} positions)" if per > 1 else "")
+        + f"; {_TEXT[COMMITTED]} committed now, {_TEXT[KNOWN]} known, {_TEXT[MASKED]} masked, "
+        f"{_TEXT[REMASKED]} remasked"
+    ]
     for t in range(state.shape[0]):
         chars = []
         for j, s in enumerate(folded[t]):
             char = _TEXT[int(s)]
             if color and s == COMMITTED:
-                block = score[t, j * per:(j + 1) * per]
+                block = score[t, j * per : (j + 1) * per]
                 best = np.nanmax(block) if np.isfinite(block).any() else float("nan")
                 code = "32" if best >= 0.9 else "33" if best >= 0.5 else "31"
                 char = f"\x1b[{code}m{char}\x1b[0m"
@@ -192,14 +212,34 @@ def render_png(trace, path, *, mask_id: int, row: int = 0, title: str | None = N
     fig, axes = plt.subplots(1, 2, figsize=(2 * fig_width / 1.6, fig_height), squeeze=False)
     ax_state, ax_score = axes[0]
     extent = (-0.5, L - 0.5, T + 0.5, 0.5)  # step 1 at the top
-    ax_state.imshow(state, cmap=ListedColormap(colours), norm=BoundaryNorm(np.arange(-0.5, 5.5), 5),
-                    aspect="auto", interpolation="nearest", extent=extent)
+    ax_state.imshow(
+        state,
+        cmap=ListedColormap(colours),
+        norm=BoundaryNorm(np.arange(-0.5, 5.5), 5),
+        aspect="auto",
+        interpolation="nearest",
+        extent=extent,
+    )
     ax_state.set_title("what each step did")
-    ax_state.legend(handles=[Patch(color=colours[k], label=_NAMES[k]) for k in (MASKED, COMMITTED, KNOWN, REMASKED)],
-                    loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=7, frameon=False)
-    image = ax_score.imshow(np.ma.masked_invalid(score), cmap="viridis", vmin=0.0,
-                            vmax=max(1.0, float(np.nanmax(score))) if np.isfinite(score).any() else 1.0,
-                            aspect="auto", interpolation="nearest", extent=extent)
+    ax_state.legend(
+        handles=[
+            Patch(color=colours[k], label=_NAMES[k]) for k in (MASKED, COMMITTED, KNOWN, REMASKED)
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=4,
+        fontsize=7,
+        frameon=False,
+    )
+    image = ax_score.imshow(
+        np.ma.masked_invalid(score),
+        cmap="viridis",
+        vmin=0.0,
+        vmax=max(1.0, float(np.nanmax(score))) if np.isfinite(score).any() else 1.0,
+        aspect="auto",
+        interpolation="nearest",
+        extent=extent,
+    )
     ax_score.set_facecolor("#f2f2f2")
     ax_score.set_title("score of each commit")
     fig.colorbar(image, ax=ax_score, fraction=0.04)
@@ -213,7 +253,9 @@ def render_png(trace, path, *, mask_id: int, row: int = 0, title: str | None = N
     plt.close(fig)
 
 
-def trace_data(trace, *, mask_id: int, row: int = 0, tokenizer=None, title: str | None = None) -> dict:
+def trace_data(
+    trace, *, mask_id: int, row: int = 0, tokenizer=None, title: str | None = None
+) -> dict:
     """The JSON document :func:`render_html` embeds: one row's decode, step by step.
 
     Returns
@@ -239,16 +281,23 @@ def trace_data(trace, *, mask_id: int, row: int = 0, tokenizer=None, title: str 
     steps = []
     for t in range(state.shape[0]):
         written = np.flatnonzero(np.isfinite(score[t]))
-        steps.append({
-            "state": "".join(str(int(c)) for c in state[t]),
-            "tokens": [int(i) for i in tokens[t]],
-            "scores": {str(int(i)): round(float(score[t, i]), 4) for i in written},
-            "committed": int(grid["committed"][t]),
-            "remasked": int(grid["remasked"][t]),
-            "nfe": None if grid["nfe"] is None else int(grid["nfe"][t]),
-        })
-    return {"title": title or f"decode of row {row}", "length": int(state.shape[1]),
-            "editable": [int(e) for e in trace.editable[row]], "labels": labels, "steps": steps}
+        steps.append(
+            {
+                "state": "".join(str(int(c)) for c in state[t]),
+                "tokens": [int(i) for i in tokens[t]],
+                "scores": {str(int(i)): round(float(score[t, i]), 4) for i in written},
+                "committed": int(grid["committed"][t]),
+                "remasked": int(grid["remasked"][t]),
+                "nfe": None if grid["nfe"] is None else int(grid["nfe"][t]),
+            }
+        )
+    return {
+        "title": title or f"decode of row {row}",
+        "length": int(state.shape[1]),
+        "editable": [int(e) for e in trace.editable[row]],
+        "labels": labels,
+        "steps": steps,
+    }
 
 
 _HTML = """<!DOCTYPE html>
@@ -308,7 +357,9 @@ show(1);
 """
 
 
-def render_html(trace, path, *, mask_id: int, row: int = 0, tokenizer=None, title: str | None = None) -> None:
+def render_html(
+    trace, path, *, mask_id: int, row: int = 0, tokenizer=None, title: str | None = None
+) -> None:
     """Write one self-contained HTML page (no network, no external files) to step through a
     row's decode: the canvas after each step with every cell coloured by its state (committed
     now, known, masked, remasked, fixed) and labelled with its token, the score of each commit
@@ -325,8 +376,16 @@ def render_html(trace, path, *, mask_id: int, row: int = 0, tokenizer=None, titl
         handle.write(page)
 
 
-def write_trace(trace, target: str, *, mask_id: int, title: str | None = None, color: bool | None = None,
-                stream=None, tokenizer=None) -> None:
+def write_trace(
+    trace,
+    target: str,
+    *,
+    mask_id: int,
+    title: str | None = None,
+    color: bool | None = None,
+    stream=None,
+    tokenizer=None,
+) -> None:
     """``target`` "-": print every row as text to ``stream`` (default stdout); a ``.html`` path: a
     self-contained page per row (:func:`render_html`); else a PNG per row. With several rows the
     row number goes before the extension (``out.0.png``, ``out.1.png``, ...)."""

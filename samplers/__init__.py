@@ -6,33 +6,33 @@ its slow reference loop and its test, and its README row — the README's "Addin
 lists the steps and ``tests/test_sampler_contract.py`` checks them.
 """
 
+from remask.samplers.ancestral import Ancestral
+from remask.samplers.apd import APD
 from remask.samplers.base import Canvas, Sampler, StepInfo
+from remask.samplers.credit import Credit
+from remask.samplers.dilated import Dilated
+from remask.samplers.dream import Dream
 from remask.samplers.driver import GenerateOutput, decode, generate, infill
-from remask.samplers.registry import available, build, from_config, register, sampler_class
+from remask.samplers.entropy_bound import EntropyBound
+from remask.samplers.factor import Factor
+from remask.samplers.freedave import FreeDave
+from remask.samplers.gibbs import Gibbs
+from remask.samplers.klass import Klass
+from remask.samplers.llada2 import LLaDA2
+from remask.samplers.llada21 import LLaDA21
 
 # Algorithms (one line each: importing registers them).
 from remask.samplers.low_confidence import LowConfidence
-from remask.samplers.entropy_bound import EntropyBound
-from remask.samplers.klass import Klass
-from remask.samplers.dilated import Dilated
-from remask.samplers.pc_sampler import PCSampler
-from remask.samplers.ancestral import Ancestral
-from remask.samplers.dream import Dream
-from remask.samplers.factor import Factor
-from remask.samplers.llada2 import LLaDA2
-from remask.samplers.threshold import Threshold
 from remask.samplers.p2 import P2
+from remask.samplers.pc_sampler import PCSampler
+from remask.samplers.prophet import Prophet
+from remask.samplers.punt import Punt
+from remask.samplers.registry import available, build, from_config, register, sampler_class
+from remask.samplers.remdm import ReMDM
 from remask.samplers.saber import Saber
 from remask.samplers.slowfast import SlowFast
-from remask.samplers.remdm import ReMDM
+from remask.samplers.threshold import Threshold
 from remask.samplers.wino import WINO
-from remask.samplers.gibbs import Gibbs
-from remask.samplers.apd import APD
-from remask.samplers.llada21 import LLaDA21
-from remask.samplers.credit import Credit
-from remask.samplers.prophet import Prophet
-from remask.samplers.freedave import FreeDave
-from remask.samplers.punt import Punt
 
 __all__ = [
     "APD",

@@ -51,13 +51,18 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import commit, eligible as eligible_positions
-from remask.samplers.predict import denoise, proposal_keys
-from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, grid_time, next_unmask_index
-from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
-from remask.samplers.registry import register
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
+from remask.samplers.canvas import commit
+from remask.samplers.canvas import eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
+from remask.samplers.registry import register
+from remask.samplers.schedules import (
+    allotted_steps,
+    check_steps_cover_blocks,
+    next_unmask_index,
+)
 
 __all__ = ["Ancestral", "AncestralState"]
 
@@ -161,8 +166,11 @@ class Ancestral(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> AncestralState:
         check_steps_cover_blocks(self.steps, canvas)
-        return AncestralState(canvas=canvas, grid=torch.zeros_like(canvas.nfe),
-                              block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps))
+        return AncestralState(
+            canvas=canvas,
+            grid=torch.zeros_like(canvas.nfe),
+            block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: AncestralState, denoiser, key: torch.Tensor):
@@ -171,8 +179,10 @@ class Ancestral(Sampler):
         eligible = eligible_positions(canvas, mask_id)  # (B, L)
 
         # When does each masked position unmask, given the row is at t_grid? (model-free)
-        u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
-                            dtype=torch.float64)  # (B, L)
+        u = kernels.uniform(
+            kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
+            dtype=torch.float64,
+        )  # (B, L)
         when = next_unmask_index(u, state.grid, state.block_steps, self.eps)  # (B, L)
         big = torch.iinfo(torch.int64).max
         when = torch.where(eligible, when, big)  # (B, L)
@@ -182,8 +192,9 @@ class Ancestral(Sampler):
         # One forward pass on the (unchanged) canvas: p_θ(x0) of the reference's cache.
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         sampled = eligible & ~removal.unsqueeze(-1)  # (B, L) rows drawing from p_θ
-        draw = kernels.propose(logits, temperature=1.0, rows=sampled,
-                               key=proposal_keys(key, canvas, 1.0))
+        draw = kernels.propose(
+            logits, temperature=1.0, rows=sampled, key=proposal_keys(key, canvas, 1.0)
+        )
         greedy = kernels.propose(logits, temperature=0.0, rows=eligible & removal.unsqueeze(-1))
         proposal = torch.where(removal.unsqueeze(-1), greedy.tokens, draw.tokens)  # (B, L)
 
@@ -196,10 +207,18 @@ class Ancestral(Sampler):
         new_state = AncestralState(
             canvas=new_canvas,
             grid=torch.where(moved, 0, grid),
-            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
+            block_steps=torch.where(
+                moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps
+            ),
         )
-        score = torch.where(eligible, -(when - state.grid.unsqueeze(-1)).clamp_max(2**24).float(),
-                            float("-inf"))  # (B, L)
-        info = AncestralInfo(committed=committed, proposal=torch.where(eligible, proposal, -1),
-                             score=score, grid=grid, noise_removal=removal & ~canvas.done)
+        score = torch.where(
+            eligible, -(when - state.grid.unsqueeze(-1)).clamp_max(2**24).float(), float("-inf")
+        )  # (B, L)
+        info = AncestralInfo(
+            committed=committed,
+            proposal=torch.where(eligible, proposal, -1),
+            score=score,
+            grid=grid,
+            noise_removal=removal & ~canvas.done,
+        )
         return new_state, info

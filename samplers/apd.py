@@ -76,9 +76,10 @@ from typing import Any, NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, eligible as eligible_positions
-from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
+from remask.samplers.canvas import commit
+from remask.samplers.canvas import eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
 
 __all__ = ["APD", "APDState", "APDInfo", "MarkovCausalVerifier", "WithVerifier", "as_verifier"]
@@ -105,7 +106,9 @@ class MarkovCausalVerifier:
         self.oracle = oracle
         self.vocab_size = oracle.vocab_size
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         log_t = self.oracle.transition.log().to(tokens.device)  # (V, V)
@@ -147,8 +150,10 @@ def as_verifier(model):
         return MarkovCausalVerifier(model)
     if callable(model) and isinstance(getattr(model, "vocab_size", None), int):
         return model
-    raise TypeError(f"cannot use {type(model).__name__} as an APD verifier: it needs vocab_size and "
-                    "__call__(tokens, attention_mask) -> (B, L, V) left-to-right logits")
+    raise TypeError(
+        f"cannot use {type(model).__name__} as an APD verifier: it needs vocab_size and "
+        "__call__(tokens, attention_mask) -> (B, L, V) left-to-right logits"
+    )
 
 
 class APDState(NamedTuple):
@@ -250,8 +255,10 @@ class APD(Sampler):
         if self.top_p is not None:
             _check_float(self.top_p, "top_p", low=0.0, high=1.0, low_open=True)
         if self.verifier is not None and not isinstance(self.verifier, str):
-            raise TypeError(f"verifier must be a model spec string or None (attach objects with "
-                            f"WithVerifier), got {type(self.verifier).__name__}")
+            raise TypeError(
+                f"verifier must be a model spec string or None (attach objects with "
+                f"WithVerifier), got {type(self.verifier).__name__}"
+            )
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> APDState:
@@ -266,14 +273,17 @@ class APD(Sampler):
                     f"apd: no verifier (config verifier=None and {type(denoiser).__name__} has no "
                     "'verifier' attribute); the draft verifies itself and whole windows are "
                     "committed. Pass verifier='<model spec>' or wrap the denoiser with WithVerifier.",
-                    RuntimeWarning, stacklevel=2)
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             else:
                 verifier = as_verifier(verifier)
         if verifier is not None and verifier.vocab_size != denoiser.vocab_size:
-            raise ValueError(f"verifier vocab_size={verifier.vocab_size} differs from the denoiser's "
-                             f"{denoiser.vocab_size}; APD mixes the two distributions token by token")
-        return APDState(canvas=canvas, verifier=verifier,
-                        verifier_nfe=torch.zeros_like(canvas.nfe))
+            raise ValueError(
+                f"verifier vocab_size={verifier.vocab_size} differs from the denoiser's "
+                f"{denoiser.vocab_size}; APD mixes the two distributions token by token"
+            )
+        return APDState(canvas=canvas, verifier=verifier, verifier_nfe=torch.zeros_like(canvas.nfe))
 
     # ------------------------------------------------------------------ step
     def step(self, state: APDState, denoiser, key: torch.Tensor):
@@ -286,8 +296,14 @@ class APD(Sampler):
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # Dream's sample_tokens (APD runs on Dream): softmax(logits / T), nucleus keeping the
         # crossing token; "sampled" statistics are those of that distribution.
-        filt = dict(temperature=self.temperature, key=proposal_keys(key, canvas, self.temperature),
-                    rows=window, top_p=self.top_p, nucleus="crossing", stats="sampled")
+        filt = dict(
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
+            rows=window,
+            top_p=self.top_p,
+            nucleus="crossing",
+            stats="sampled",
+        )
         draft = kernels.propose(logits, **filt)
 
         if state.verifier is None:
@@ -300,8 +316,10 @@ class APD(Sampler):
             filled = torch.where(filled == mask_id, 0, filled)
             verifier_logits = state.verifier(filled, canvas.attention_mask)
             if verifier_logits.shape != logits.shape:
-                raise ValueError(f"verifier returned shape {tuple(verifier_logits.shape)}, expected "
-                                 f"{tuple(logits.shape)}")
+                raise ValueError(
+                    f"verifier returned shape {tuple(verifier_logits.shape)}, expected "
+                    f"{tuple(logits.shape)}"
+                )
             # R log p_dlm + (1 - R) log p_ver equals R x + (1 - R) y up to a per-row constant,
             # which the softmax inside propose drops: float32 logits, no log-softmax.
             R = self.mixture_weight
@@ -322,9 +340,12 @@ class APD(Sampler):
             verifier_nfe = state.verifier_nfe + window.any(-1).long()
 
         new_canvas = commit(canvas, committed, tokens, mask_id, evaluations)
-        new_state = APDState(canvas=new_canvas, verifier=state.verifier,
-                             verifier_nfe=verifier_nfe)
-        info = APDInfo(committed=committed, proposal=torch.where(window, tokens, -1),
-                       score=torch.where(window, draft.prob, float("-inf")),
-                       draft=draft.tokens, window=window)
+        new_state = APDState(canvas=new_canvas, verifier=state.verifier, verifier_nfe=verifier_nfe)
+        info = APDInfo(
+            committed=committed,
+            proposal=torch.where(window, tokens, -1),
+            score=torch.where(window, draft.prob, float("-inf")),
+            draft=draft.tokens,
+            window=window,
+        )
         return new_state, info

@@ -128,6 +128,7 @@ class Sampler:
         """
         scale = getattr(self, "cfg_scale", 0.0)
         return Guided(denoiser, scale) if scale else denoiser
+
     def finished(self, state: State) -> torch.Tensor:
         """(B,) bool: rows whose run is over; the driver steps until every row is finished.
 

@@ -13,7 +13,15 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Canvas", "make_canvas", "masked_positions", "eligible", "commit", "block_mask_count", "eos_cut"]
+__all__ = [
+    "Canvas",
+    "make_canvas",
+    "masked_positions",
+    "eligible",
+    "commit",
+    "block_mask_count",
+    "eos_cut",
+]
 
 
 class Canvas(NamedTuple):
@@ -55,7 +63,10 @@ class Canvas(NamedTuple):
 
 
 def make_canvas(
-    tokens: torch.Tensor, editable: torch.Tensor, attention_mask: torch.Tensor, block_length: int | None,
+    tokens: torch.Tensor,
+    editable: torch.Tensor,
+    attention_mask: torch.Tensor,
+    block_length: int | None,
     offset: torch.Tensor | None = None,
 ) -> Canvas:
     """Build the initial canvas.
@@ -102,7 +113,11 @@ def eligible(canvas: Canvas, mask_id: int) -> torch.Tensor:
 
 
 def commit(
-    canvas: Canvas, committed: torch.Tensor, proposal: torch.Tensor, mask_id: int, evaluations: int,
+    canvas: Canvas,
+    committed: torch.Tensor,
+    proposal: torch.Tensor,
+    mask_id: int,
+    evaluations: int,
     live: torch.Tensor | None = None,
 ) -> Canvas:
     """Write ``proposal`` where ``committed``, charge the step to unfinished rows, move windows.
@@ -136,7 +151,9 @@ def block_mask_count(canvas: Canvas, mask_id: int) -> torch.Tensor:
     return (masked_positions(canvas, mask_id) & canvas.active).sum(-1)
 
 
-def eos_cut(canvas: Canvas, eos_id: int, mask_id: int, settled_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def eos_cut(
+    canvas: Canvas, eos_id: int, mask_id: int, settled_only: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each row may stop at an end-of-sequence token, and its canvas cut there.
 
     A row's *stopping EOS* is its first editable position holding ``eos_id`` with no mask at

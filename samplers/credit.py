@@ -111,7 +111,9 @@ class Credit(Sampler):
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens (the
         thresholds of ``threshold``'s, for a side-by-side comparison)."""
-        return tuple((f"tau={tau}", {"temperature": 1.0, "threshold": tau}) for tau in (0.9, 0.7, 0.5))
+        return tuple(
+            (f"tau={tau}", {"temperature": 1.0, "threshold": tau}) for tau in (0.9, 0.7, 0.5)
+        )
 
     block_length: int | None = 32
     threshold: float = 0.9
@@ -131,8 +133,9 @@ class Credit(Sampler):
     def init(self, canvas: Canvas, denoiser) -> CreditState:
         width = self._width(canvas)
         B = canvas.tokens.shape[0]
-        credit = torch.zeros(B, width, denoiser.vocab_size, dtype=torch.float32,
-                             device=canvas.tokens.device)
+        credit = torch.zeros(
+            B, width, denoiser.vocab_size, dtype=torch.float32, device=canvas.tokens.device
+        )
         return CreditState(canvas=canvas, credit=credit, credit_block=canvas.window.clone())
 
     def step(self, state: CreditState, denoiser, key: torch.Tensor):
@@ -167,8 +170,12 @@ class Credit(Sampler):
         # 2. Fusion and 3. the threshold rule on the fused logits.
         fused = logits_w + self.credit_alpha * torch.log1p(credit)  # (B, W, V)
         keys = proposal_keys(key, canvas, self.temperature)  # (B, L) or None at T = 0
-        proposal = kernels.propose(fused, temperature=self.temperature, rows=masked_w,
-                                   key=None if keys is None else keys.gather(1, column))
+        proposal = kernels.propose(
+            fused,
+            temperature=self.temperature,
+            rows=masked_w,
+            key=None if keys is None else keys.gather(1, column),
+        )
         chosen_w = kernels.threshold_mask(proposal.prob, self.threshold, masked_w)  # (B, W)
 
         # Back to canvas columns (empty slots write into a dropped extra column).
@@ -178,8 +185,11 @@ class Credit(Sampler):
         score = _to_canvas(proposal.prob, target, L, float("-inf"))  # (B, L)
         new_canvas = commit(canvas, committed, tokens, mask_id, evaluations)
         new_state = CreditState(canvas=new_canvas, credit=credit, credit_block=canvas.window)
-        info = StepInfo(committed=committed, proposal=torch.where(rows, tokens, -1),
-                        score=torch.where(rows, score, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=torch.where(rows, tokens, -1),
+            score=torch.where(rows, score, float("-inf")),
+        )
         return new_state, info
 
     def _width(self, canvas: Canvas) -> int:

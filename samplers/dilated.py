@@ -60,9 +60,10 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
-from remask.samplers.canvas import commit, eligible as eligible_positions
-from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
+from remask.samplers.canvas import commit
+from remask.samplers.canvas import eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
 
 __all__ = ["Dilated", "DilatedState", "binary_levels", "dilated_levels"]
@@ -240,7 +241,8 @@ class Dilated(Sampler):
             counts.scatter_add_(1, block, editable.long())  # (B, n_blocks) editable per block
             big = torch.iinfo(torch.int64).max
             first = torch.full_like(counts, big).scatter_reduce_(
-                1, block, torch.where(editable, order, big), reduce="amin")  # (B, n_blocks)
+                1, block, torch.where(editable, order, big), reduce="amin"
+            )  # (B, n_blocks)
             offset = order - first.gather(1, block)  # (B, L) rank inside the block
             size = counts.gather(1, block)  # (B, L)
         size = torch.where(editable, size, 0)
@@ -253,8 +255,12 @@ class Dilated(Sampler):
             here = editable & (size == n)  # (B, L)
             level = torch.where(here, table[offset.clamp(0, n - 1)], level)
             last_level = torch.where(here, table.max(), last_level)
-        return DilatedState(canvas=canvas, level=level, last_level=last_level,
-                            block_step=torch.zeros_like(canvas.nfe))
+        return DilatedState(
+            canvas=canvas,
+            level=level,
+            last_level=last_level,
+            block_step=torch.zeros_like(canvas.nfe),
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: DilatedState, denoiser, key: torch.Tensor):
@@ -268,7 +274,9 @@ class Dilated(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         proposal = kernels.propose(
-            logits, temperature=self.temperature, key=proposal_keys(key, canvas, self.temperature),
+            logits,
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
             rows=scheduled,
         )
         committed = scheduled  # (B, L)
@@ -284,6 +292,9 @@ class Dilated(Sampler):
             last_level=state.last_level,
             block_step=torch.where(moved, 0, state.block_step + 1),
         )
-        info = StepInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(scheduled, proposal.prob, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(scheduled, proposal.prob, float("-inf")),
+        )
         return new_state, info

@@ -58,14 +58,20 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.kernels.score import score_proposals
-from remask.samplers.canvas import commit, eligible as eligible_positions
-from remask.samplers.predict import denoise, proposal_keys
-from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks, dream_count, grid_time, next_unmask_index
-from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
-from remask.samplers.registry import register
 
 from remask import kernels
+from remask.kernels.score import score_proposals
+from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
+from remask.samplers.canvas import commit
+from remask.samplers.canvas import eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
+from remask.samplers.registry import register
+from remask.samplers.schedules import (
+    allotted_steps,
+    check_steps_cover_blocks,
+    dream_count,
+    next_unmask_index,
+)
 
 __all__ = ["Dream", "DreamState"]
 
@@ -139,8 +145,10 @@ class Dream(Sampler):
         """(label, config) settings of the quality benchmark for G generated tokens."""
         return (
             ("maskgit_plus, G steps", {"temperature": 1.0, "alg": "maskgit_plus", "steps": G}),
-            ("maskgit_plus, G/2 steps",
-             {"temperature": 1.0, "alg": "maskgit_plus", "steps": max(G // 2, 1)}),
+            (
+                "maskgit_plus, G/2 steps",
+                {"temperature": 1.0, "alg": "maskgit_plus", "steps": max(G // 2, 1)},
+            ),
             ("origin, G steps", {"temperature": 1.0, "alg": "origin", "steps": G}),
         )
 
@@ -172,8 +180,11 @@ class Dream(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> DreamState:
         check_steps_cover_blocks(self.steps, canvas)
-        return DreamState(canvas=canvas, grid=torch.zeros_like(canvas.nfe),
-                          block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps))
+        return DreamState(
+            canvas=canvas,
+            grid=torch.zeros_like(canvas.nfe),
+            block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: DreamState, denoiser, key: torch.Tensor):
@@ -184,10 +195,16 @@ class Dream(Sampler):
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # Dream's categorical: softmax(logits / T), top-p (the crossing token kept), top-k; the
         # confidences are those of that distribution ("sampled" statistics).
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   key=proposal_keys(key, canvas, self.temperature),
-                                   rows=eligible, top_p=self.top_p,
-                                   top_k=self.top_k, nucleus="crossing", stats="sampled")
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
+            rows=eligible,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            nucleus="crossing",
+            stats="sampled",
+        )
 
         if self.alg == "origin":
             committed, grid, score = self._origin(state, eligible, key)
@@ -200,17 +217,23 @@ class Dream(Sampler):
         new_state = DreamState(
             canvas=new_canvas,
             grid=torch.where(moved, 0, grid),
-            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
+            block_steps=torch.where(
+                moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps
+            ),
         )
-        info = StepInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(eligible, score, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(eligible, score, float("-inf")),
+        )
         return new_state, info
 
     def _origin(self, state: DreamState, eligible: torch.Tensor, step_key: torch.Tensor):
         """Flip positions at the next grid step on which any flips (last step: all left)."""
-        u = kernels.uniform(kernels.position_keys(step_key, state.canvas.attention_mask,
-                                                  kernels.Purpose.POSITIONS),
-                            dtype=torch.float64)  # (B, L)
+        u = kernels.uniform(
+            kernels.position_keys(step_key, state.canvas.attention_mask, kernels.Purpose.POSITIONS),
+            dtype=torch.float64,
+        )  # (B, L)
         n = state.block_steps.unsqueeze(-1)  # (B, 1)
         # Flip index j: the position is unmasked by the step ending at t_j (j = n forced).
         when = torch.minimum(next_unmask_index(u, state.grid, state.block_steps, self.eps), n)
@@ -218,23 +241,31 @@ class Dream(Sampler):
         event = when.amin(-1)  # (B,)
         committed = eligible & (when == event.unsqueeze(-1))  # (B, L)
         grid = torch.minimum(event, state.block_steps)  # (B,) (done rows: no eligible position)
-        score = -(when - state.grid.unsqueeze(-1)).clamp_max(2**24).float()  # (B, L) sooner = higher
+        score = (
+            -(when - state.grid.unsqueeze(-1)).clamp_max(2**24).float()
+        )  # (B, L) sooner = higher
         return committed, grid, score
 
-    def _confidence(self, state: DreamState, eligible: torch.Tensor, proposal, step_key: torch.Tensor):
+    def _confidence(
+        self, state: DreamState, eligible: torch.Tensor, proposal, step_key: torch.Tensor
+    ):
         """Commit Dream's count of the most confident (or alg_temp-sampled) positions."""
         # Dream's names are aliases of the shared scores: maskgit_plus = prob, topk_margin = margin.
         score = score_proposals(proposal, self.alg)  # (B, L)
         masks = eligible.sum(-1)  # (B,)
-        taken, k = dream_count(masks, state.grid, state.block_steps, self.eps,
-                               max(self.steps, 1))  # (B,), (B,)
+        taken, k = dream_count(
+            masks, state.grid, state.block_steps, self.eps, max(self.steps, 1)
+        )  # (B,), (B,)
         key = score
         if self.alg_temp:
             # Gumbel-top-k: the top-k of score/alg_temp + Gumbel noise is a draw of k positions
             # without replacement from softmax(score / alg_temp) (Plackett-Luce).
-            u = kernels.uniform(kernels.position_keys(step_key, state.canvas.attention_mask,
-                                                      kernels.Purpose.POSITIONS),
-                                dtype=torch.float64)  # (B, L)
+            u = kernels.uniform(
+                kernels.position_keys(
+                    step_key, state.canvas.attention_mask, kernels.Purpose.POSITIONS
+                ),
+                dtype=torch.float64,
+            )  # (B, L)
             key = score.double() / self.alg_temp - torch.log(-torch.log(u))  # (B, L)
         committed = kernels.topk_mask(key, k, eligible)  # (B, L)
         return committed, taken + 1, score

@@ -24,15 +24,16 @@ denoiser that gave the mask token a finite logit (the protocol asks for -inf).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from collections.abc import Sequence as _SequenceABC
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
-from remask.models.protocol import capabilities, start_run
 from remask import kernels
-from remask.samplers.canvas import eos_cut, make_canvas
+from remask.models.protocol import capabilities, start_run
 from remask.samplers.base import Sampler
+from remask.samplers.canvas import eos_cut, make_canvas
 
 __all__ = ["GenerateOutput", "decode", "generate", "infill"]
 
@@ -81,7 +82,10 @@ def decode(output: GenerateOutput, tokenizer, *, start: int = 0) -> list[str]:
         raise TypeError(f"tokenizer must have a decode method, got {type(tokenizer).__name__}")
     tokens = output.tokens[:, start:].cpu()  # (B, L - start)
     keep = output.attention_mask[:, start:].cpu()  # (B, L - start)
-    return [tokenizer.decode(row[mask].tolist(), skip_special_tokens=True) for row, mask in zip(tokens, keep)]
+    return [
+        tokenizer.decode(row[mask].tolist(), skip_special_tokens=True)
+        for row, mask in zip(tokens, keep)
+    ]
 
 
 def _with_text(output: GenerateOutput, model, start: int) -> GenerateOutput:
@@ -191,19 +195,32 @@ def generate(
     keys = _row_keys(seed, B, tokens.device)  # (B,)
     limit = _max_length(model)
     if limit is not None and P + gen_length > limit:
-        raise ValueError(f"gen_length={gen_length} after a prompt of width {P} gives a canvas of "
-                         f"{P + gen_length} tokens; {type(model).__name__} handles at most {limit}")
-    tokens = torch.cat([tokens, torch.full((B, gen_length), model.mask_id, dtype=torch.int64,
-                                          device=tokens.device)], dim=1)  # (B, P + G)
-    real = torch.cat([real, torch.ones(B, gen_length, dtype=torch.bool, device=tokens.device)], dim=1)
+        raise ValueError(
+            f"gen_length={gen_length} after a prompt of width {P} gives a canvas of "
+            f"{P + gen_length} tokens; {type(model).__name__} handles at most {limit}"
+        )
+    tokens = torch.cat(
+        [
+            tokens,
+            torch.full((B, gen_length), model.mask_id, dtype=torch.int64, device=tokens.device),
+        ],
+        dim=1,
+    )  # (B, P + G)
+    real = torch.cat(
+        [real, torch.ones(B, gen_length, dtype=torch.bool, device=tokens.device)], dim=1
+    )
     editable = torch.zeros_like(real)
     editable[:, -gen_length:] = True
     # Block-diffusion models count blocks from the first real token: the first generated
     # block is cut short so that every block is whole model blocks (as their generate() does).
     offset = real[:, :-gen_length].sum(-1)  # (B,) prompt lengths
-    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset,
-                           eos_id=eos_id),
-                      model, P)
+    return _with_text(
+        _run(
+            model, sampler, tokens, editable, real, keys, callbacks, progress, offset, eos_id=eos_id
+        ),
+        model,
+        P,
+    )
 
 
 def infill(
@@ -245,12 +262,16 @@ def infill(
         raise ValueError("tokens is empty (L = 0): give canvases with at least one position")
     limit = _max_length(model)
     if limit is not None and tokens.shape[1] > limit:
-        raise ValueError(f"tokens has length {tokens.shape[1]}; {type(model).__name__} handles at "
-                         f"most {limit}")
+        raise ValueError(
+            f"tokens has length {tokens.shape[1]}; {type(model).__name__} handles at most {limit}"
+        )
     editable = real & (tokens == model.mask_id)  # (B, L)
     keys = _row_keys(seed, tokens.shape[0], tokens.device)  # (B,)
-    return _with_text(_run(model, sampler, tokens, editable, real, keys, callbacks, progress,
-                           eos_id=eos_id), model, 0)
+    return _with_text(
+        _run(model, sampler, tokens, editable, real, keys, callbacks, progress, eos_id=eos_id),
+        model,
+        0,
+    )
 
 
 # ---------------------------------------------------------------------------- internals
@@ -270,8 +291,19 @@ def _block_length(sampler, model) -> int | None:
     return sampler.block_length
 
 
-def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offset=None, *,
-         eos_id: int | None = None) -> GenerateOutput:
+def _run(
+    model,
+    sampler,
+    tokens,
+    editable,
+    real,
+    keys,
+    callbacks,
+    progress,
+    offset=None,
+    *,
+    eos_id: int | None = None,
+) -> GenerateOutput:
     block_length = _block_length(sampler, model)
     if getattr(model, "block_size", None) is None or block_length is None:
         offset = None
@@ -299,8 +331,16 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
     try:
         while not bool((sampler.finished(state) | stopped).all()):
             if steps >= limit:
-                raise RuntimeError(_unfinished(sampler, state.canvas, mask_id, steps, proposed_mask,
-                                               f"did not finish within {limit} steps"))
+                raise RuntimeError(
+                    _unfinished(
+                        sampler,
+                        state.canvas,
+                        mask_id,
+                        steps,
+                        proposed_mask,
+                        f"did not finish within {limit} steps",
+                    )
+                )
             # The rows' step keys: folded by the step number (or the sampler's per-row count).
             step_keys = kernels.fold(keys, sampler.key_step(state, steps))  # (B,)
             state, info = sampler.step(state, model, step_keys)
@@ -309,7 +349,14 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
             proposed_mask = torch.where((proposed_mask == 0) & bad, steps, proposed_mask)
             if eos_id is not None:
                 state, stopped, frozen_tokens, frozen_nfe = _stop_at_eos(
-                    state, stopped, frozen_tokens, frozen_nfe, eos_id, mask_id, sampler.edits_committed)
+                    state,
+                    stopped,
+                    frozen_tokens,
+                    frozen_nfe,
+                    eos_id,
+                    mask_id,
+                    sampler.edits_committed,
+                )
             for callback in callbacks:
                 callback(state, info)
             if bar is not None:
@@ -322,13 +369,24 @@ def _run(model, sampler, tokens, editable, real, keys, callbacks, progress, offs
         canvas = canvas._replace(tokens=eos_cut(canvas, eos_id, mask_id)[1])
     # The postcondition: no editable position still holds the mask.
     if not sampler.may_leave_masks and bool((canvas.editable & (canvas.tokens == mask_id)).any()):
-        raise RuntimeError(_unfinished(sampler, canvas, mask_id, steps, proposed_mask,
-                                       f"finished after {steps} steps with masks left"))
-    return GenerateOutput(tokens=canvas.tokens, nfe=canvas.nfe, attention_mask=canvas.attention_mask,
-                          steps=steps)
+        raise RuntimeError(
+            _unfinished(
+                sampler,
+                canvas,
+                mask_id,
+                steps,
+                proposed_mask,
+                f"finished after {steps} steps with masks left",
+            )
+        )
+    return GenerateOutput(
+        tokens=canvas.tokens, nfe=canvas.nfe, attention_mask=canvas.attention_mask, steps=steps
+    )
 
 
-def _stop_at_eos(state, stopped, frozen_tokens, frozen_nfe, eos_id: int, mask_id: int, settled_only: bool):
+def _stop_at_eos(
+    state, stopped, frozen_tokens, frozen_nfe, eos_id: int, mask_id: int, settled_only: bool
+):
     """Stop the rows that reached a stopping EOS (:func:`~remask.samplers.canvas.eos_cut`).
 
     A stopped row's tokens (cut at the EOS) and nfe are frozen and written back into the
@@ -342,8 +400,11 @@ def _stop_at_eos(state, stopped, frozen_tokens, frozen_nfe, eos_id: int, mask_id
     frozen_tokens = torch.where(new.unsqueeze(-1), cut, frozen_tokens)  # (B, L)
     frozen_nfe = torch.where(new, canvas.nfe, frozen_nfe)  # (B,)
     stopped = stopped | new
-    canvas = canvas._replace(tokens=torch.where(stopped.unsqueeze(-1), frozen_tokens, canvas.tokens),
-                             nfe=torch.where(stopped, frozen_nfe, canvas.nfe), done=canvas.done | stopped)
+    canvas = canvas._replace(
+        tokens=torch.where(stopped.unsqueeze(-1), frozen_tokens, canvas.tokens),
+        nfe=torch.where(stopped, frozen_nfe, canvas.nfe),
+        done=canvas.done | stopped,
+    )
     return state._replace(canvas=canvas), stopped, frozen_tokens, frozen_nfe
 
 
@@ -355,22 +416,30 @@ def _stop_eos_id(model, stop_at_eos) -> int | None:
         return None
     eos_id = capabilities(model).eos_id
     if eos_id is None:
-        raise ValueError(f"stop_at_eos=True needs the model's eos_id, but {type(model).__name__} declares "
-                         "none (eos_id is None)")
+        raise ValueError(
+            f"stop_at_eos=True needs the model's eos_id, but {type(model).__name__} declares "
+            "none (eos_id is None)"
+        )
     return eos_id
 
 
-def _unfinished(sampler, canvas, mask_id: int, steps: int, proposed_mask: torch.Tensor, what: str) -> str:
+def _unfinished(
+    sampler, canvas, mask_id: int, steps: int, proposed_mask: torch.Tensor, what: str
+) -> str:
     """The message of a run that ends with masks: sampler, step, where, and why."""
     left = canvas.editable & (canvas.tokens == mask_id)  # (B, L)
     row, col = (int(i) for i in left.nonzero()[0]) if bool(left.any()) else (-1, -1)
-    where = f"{int(left.sum())} mask(s) remain (first at row {row}, position {col})" if row >= 0 else ""
+    where = (
+        f"{int(left.sum())} mask(s) remain (first at row {row}, position {col})" if row >= 0 else ""
+    )
     culprits = proposed_mask.nonzero()
     if culprits.numel():
         bad_row = int(culprits[0, 0])
-        cause = (f"cause: the denoiser proposed the mask token (mask_id={mask_id}) and it was committed "
-                 f"at step {int(proposed_mask[bad_row])} (row {bad_row}); a denoiser must give mask_id "
-                 "a logit of -inf")
+        cause = (
+            f"cause: the denoiser proposed the mask token (mask_id={mask_id}) and it was committed "
+            f"at step {int(proposed_mask[bad_row])} (row {bad_row}); a denoiser must give mask_id "
+            "a logit of -inf"
+        )
     else:
         cause = "cause: the sampler stopped committing tokens (its schedule ended or it made no progress)"
     return f"sampler {sampler.name!r} {what}: " + "; ".join(p for p in (where, cause) if p)
@@ -384,7 +453,9 @@ def _check_seed(seed):
         if seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
             raise TypeError(f"seed tensor must hold integers, got dtype {seed.dtype}")
         if seed.dim() != 1:
-            raise ValueError(f"seed tensor must be 1-D (one seed per row), got shape {tuple(seed.shape)}")
+            raise ValueError(
+                f"seed tensor must be 1-D (one seed per row), got shape {tuple(seed.shape)}"
+            )
         seed = seed.tolist()
     if isinstance(seed, (list, tuple)):
         for i, value in enumerate(seed):
@@ -394,7 +465,9 @@ def _check_seed(seed):
                 raise ValueError(f"seed[{i}] must be in [0, 2**63), got {int(value)}")
         return [int(value) for value in seed]
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, a list of ints (one per row) or None, got {seed!r:.80}")
+        raise TypeError(
+            f"seed must be an int, a list of ints (one per row) or None, got {seed!r:.80}"
+        )
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
     return seed
@@ -406,15 +479,23 @@ def _row_keys(seed, batch: int, device: torch.device) -> torch.Tensor:
         seed = int(torch.randint(0, 2**62, (1,)))
     if isinstance(seed, list):
         if len(seed) != batch:
-            raise ValueError(f"seed has {len(seed)} values but the batch has {batch} rows; "
-                             "give one seed per row or a single int")
+            raise ValueError(
+                f"seed has {len(seed)} values but the batch has {batch} rows; "
+                "give one seed per row or a single int"
+            )
         return torch.tensor(seed, dtype=torch.int64, device=device)
     return kernels.split(seed, batch, device=device)
 
 
 def _check_run_options(callbacks, progress) -> None:
-    if callable(callbacks) or not isinstance(callbacks, _SequenceABC) or isinstance(callbacks, (str, bytes)):
-        raise TypeError(f"callbacks must be a sequence of callables (e.g. [fn]), got {callbacks!r:.80}")
+    if (
+        callable(callbacks)
+        or not isinstance(callbacks, _SequenceABC)
+        or isinstance(callbacks, (str, bytes))
+    ):
+        raise TypeError(
+            f"callbacks must be a sequence of callables (e.g. [fn]), got {callbacks!r:.80}"
+        )
     for i, callback in enumerate(callbacks):
         if not callable(callback):
             raise TypeError(f"callbacks[{i}] is not callable: {callback!r:.80}")
@@ -459,10 +540,15 @@ def _as_batch(data, attention_mask, model, *, allow_mask: bool, what: str):
     """Normalise prompt/canvas input to ((B, L) int64, (B, L) bool real-token mask)."""
     for attr in ("mask_id", "vocab_size"):
         if not isinstance(getattr(model, attr, None), int):
-            hint = ("; wrap a plain function with remask.models.as_denoiser(fn, mask_id=..., vocab_size=...)"
-                    if callable(model) else "")
-            raise TypeError(f"model must be a Denoiser with an int {attr!r} attribute, got "
-                            f"{type(model).__name__}{hint}")
+            hint = (
+                "; wrap a plain function with remask.models.as_denoiser(fn, mask_id=..., vocab_size=...)"
+                if callable(model)
+                else ""
+            )
+            raise TypeError(
+                f"model must be a Denoiser with an int {attr!r} attribute, got "
+                f"{type(model).__name__}{hint}"
+            )
     if data is None:
         data = [[]]
     if isinstance(data, torch.Tensor):
@@ -474,31 +560,44 @@ def _as_batch(data, attention_mask, model, *, allow_mask: bool, what: str):
         if tokens.dim() != 2:
             raise ValueError(f"{what} must be (B, L), got shape {tuple(data.shape)}")
         if tokens.shape[0] == 0:
-            raise ValueError(f"{what} is an empty batch (B = 0, shape {tuple(tokens.shape)}); give at least one row")
+            raise ValueError(
+                f"{what} is an empty batch (B = 0, shape {tuple(tokens.shape)}); give at least one row"
+            )
         if attention_mask is None:
             real = torch.ones_like(tokens, dtype=torch.bool)
         else:
             real = _as_attention_mask(attention_mask, tokens, model)
     else:
         if attention_mask is not None:
-            raise ValueError("attention_mask is only accepted with a tensor input; lists are padded internally")
+            raise ValueError(
+                "attention_mask is only accepted with a tensor input; lists are padded internally"
+            )
         if not isinstance(data, (list, tuple)):
-            raise TypeError(f"{what} must be a tensor or a list of token-id lists, got {type(data).__name__}")
+            raise TypeError(
+                f"{what} must be a tensor or a list of token-id lists, got {type(data).__name__}"
+            )
         rows = [data] if len(data) == 0 or not isinstance(data[0], (list, tuple)) else list(data)
         for r, row in enumerate(rows):
-            if not isinstance(row, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
-                                                             for t in row):
+            if not isinstance(row, (list, tuple)) or not all(
+                isinstance(t, int) and not isinstance(t, bool) for t in row
+            ):
                 raise TypeError(f"{what} rows must be lists of ints, got {row!r:.80}")
             # Range-checked here, before torch.tensor (which overflows on ids >= 2**63).
             for c, t in enumerate(row):
                 if not 0 <= t < model.vocab_size and not (allow_mask and t == model.mask_id):
-                    raise ValueError(f"{what} token id {t} at row {r}, position {c + _width_pad(rows, row)} "
-                                     f"is outside the vocabulary [0, {model.vocab_size})")
+                    raise ValueError(
+                        f"{what} token id {t} at row {r}, position {c + _width_pad(rows, row)} "
+                        f"is outside the vocabulary [0, {model.vocab_size})"
+                    )
         width = max(len(row) for row in rows)
         filler = _filler(model)
-        tokens = torch.tensor([[filler] * (width - len(r)) + list(r) for r in rows], dtype=torch.int64)
+        tokens = torch.tensor(
+            [[filler] * (width - len(r)) + list(r) for r in rows], dtype=torch.int64
+        )
         tokens = tokens.reshape(len(rows), width)
-        real = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows], dtype=torch.bool)
+        real = torch.tensor(
+            [[False] * (width - len(r)) + [True] * len(r) for r in rows], dtype=torch.bool
+        )
         real = real.reshape(len(rows), width)
     device = _model_device(model, tokens.device)
     tokens, real = tokens.to(device), real.to(device)
@@ -517,29 +616,37 @@ def _as_attention_mask(attention_mask, tokens: torch.Tensor, model) -> torch.Ten
     try:
         mask = torch.as_tensor(attention_mask, device=tokens.device)
     except (TypeError, ValueError, RuntimeError) as error:
-        raise TypeError(f"attention_mask must be a (B, L) bool tensor, got {type(attention_mask).__name__}: "
-                        f"{error}") from None
+        raise TypeError(
+            f"attention_mask must be a (B, L) bool tensor, got {type(attention_mask).__name__}: "
+            f"{error}"
+        ) from None
     if mask.dim() == 1:
         mask = mask.unsqueeze(0)
     if mask.shape != tokens.shape:
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, expected {tuple(tokens.shape)}")
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)}, expected {tuple(tokens.shape)}"
+        )
     if mask.dtype != torch.bool:
         if mask.dtype.is_complex:
             raise TypeError(f"attention_mask must be boolean-valued, got dtype {mask.dtype}")
         bad = (mask != 0) & (mask != 1)  # NaN lands here too
         if bool(bad.any()):
             row, col = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(f"attention_mask must be boolean-valued (bool or 0/1); got {mask[row, col].item()!r} "
-                             f"at row {row}, position {col}")
+            raise ValueError(
+                f"attention_mask must be boolean-valued (bool or 0/1); got {mask[row, col].item()!r} "
+                f"at row {row}, position {col}"
+            )
         mask = mask != 0
     if not getattr(model, "accepts_any_padding", False):
         # Left padding only: once a row's real tokens start, no padding may follow.
         holes = mask[:, :-1] & ~mask[:, 1:]  # (B, L - 1): real token followed by padding
         if bool(holes.any()):
             row, col = (int(i) for i in holes.nonzero()[0])
-            raise ValueError(f"attention_mask row {row} is not left-padded: position {col} is a real token "
-                             f"but position {col + 1} is padding; only left padding is supported "
-                             "(put the padding before the tokens)")
+            raise ValueError(
+                f"attention_mask row {row} is not left-padded: position {col} is a real token "
+                f"but position {col + 1} is padding; only left padding is supported "
+                "(put the padding before the tokens)"
+            )
     return mask
 
 
@@ -548,10 +655,14 @@ def _check_ids(tokens, real, model, *, allow_mask: bool, what: str) -> None:
     is_mask = real & (tokens == mask_id)
     if not allow_mask and bool(is_mask.any()):
         row, col = (int(i) for i in is_mask.nonzero()[0])
-        raise ValueError(f"{what} contains mask_id={mask_id} at row {row}, position {col}; "
-                         "prompts must be fully observed (use remask.infill to fill masks)")
+        raise ValueError(
+            f"{what} contains mask_id={mask_id} at row {row}, position {col}; "
+            "prompts must be fully observed (use remask.infill to fill masks)"
+        )
     bad = real & ~is_mask & ((tokens < 0) | (tokens >= vocab))
     if bool(bad.any()):
         row, col = (int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"{what} token id {int(tokens[row, col])} at row {row}, position {col} "
-                         f"is outside the vocabulary [0, {vocab})")
+        raise ValueError(
+            f"{what} token id {int(tokens[row, col])} at row {row}, position {col} "
+            f"is outside the vocabulary [0, {vocab})"
+        )

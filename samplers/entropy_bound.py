@@ -51,9 +51,9 @@ import torch
 from remask import kernels
 from remask.kernels.score import score_proposals
 from remask.kernels.select import spacing_filter
+from remask.samplers.base import Canvas, Sampler, StepState, _check_choice, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import predict
-from remask.samplers.base import Canvas, Sampler, StepState, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
 __all__ = ["EntropyBound", "EntropyBoundInfo"]
@@ -155,13 +155,17 @@ class EntropyBound(Sampler):
 
     # ------------------------------------------------------------------ step
     def step(self, state: StepState, denoiser, key: torch.Tensor):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key, temperature=self.temperature)
+        eligible, _, proposal, evaluations = predict(
+            state.canvas, denoiser, key, temperature=self.temperature
+        )
         # The ordering never uses the random stream (no "random" score): the key only
         # matters for the proposal.
         score = score_proposals(proposal, self.score)
 
         # Largest prefix in score order with Σ H − max H ≤ γ (nats), at least one per row.
-        committed = kernels.entropy_budget_mask(score, proposal.entropy, self.gamma, eligible)  # (B, L)
+        committed = kernels.entropy_budget_mask(
+            score, proposal.entropy, self.gamma, eligible
+        )  # (B, L)
         if self.min_spacing is not None and self.min_spacing > 1:
             # A row selects at most its active block: a static bound on the greedy loop.
             committed = spacing_filter(committed, score, self.min_spacing, self.block_length)

@@ -36,12 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from remask.samplers.canvas import commit
-from remask.samplers.predict import predict
-from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float
-from remask.samplers.registry import register
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float
+from remask.samplers.canvas import commit
+from remask.samplers.predict import predict
+from remask.samplers.registry import register
 
 __all__ = ["Factor", "factor_count"]
 
@@ -65,7 +65,9 @@ def factor_count(score: torch.Tensor, eligible: torch.Tensor, factor: float) -> 
         position.
     """
     L = score.shape[-1]
-    ranked = torch.where(eligible, score.double(), float("-inf")).sort(dim=-1, descending=True).values
+    ranked = (
+        torch.where(eligible, score.double(), float("-inf")).sort(dim=-1, descending=True).values
+    )
     n = torch.arange(1, L + 1, device=score.device, dtype=torch.float64)  # (L,) 1-based rank
     bar = 1.0 - factor / (n + 1.0)  # (L,)
     bar[0] = float("-inf")  # at least one token per step
@@ -126,11 +128,15 @@ class Factor(Sampler):
         return StepState(canvas=canvas)
 
     def step(self, state: StepState, denoiser, key: torch.Tensor):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
-                                                     temperature=self.temperature)
+        eligible, _, proposal, evaluations = predict(
+            state.canvas, denoiser, key, temperature=self.temperature
+        )
         k = factor_count(proposal.prob, eligible, self.factor)  # (B,)
         committed = kernels.topk_mask(proposal.prob, k, eligible)  # (B, L)
         new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
-        info = StepInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(eligible, proposal.prob, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(eligible, proposal.prob, float("-inf")),
+        )
         return StepState(canvas=new_canvas), info

@@ -177,8 +177,10 @@ class _Replay(_StandIn):
 
     def __call__(self, tokens, attention_mask=None, **extra):
         if self._used:
-            raise RuntimeError(f"freedave's base {self._base_name!r} called the denoiser twice in one "
-                               "step; freedave drafts bases whose step makes exactly one call")
+            raise RuntimeError(
+                f"freedave's base {self._base_name!r} called the denoiser twice in one "
+                "step; freedave drafts bases whose step makes exactly one call"
+            )
         self._used = True
         return self._output
 
@@ -195,10 +197,13 @@ def _as_config(base: Any) -> dict[str, Any]:
         return {"name": base}
     if isinstance(base, dict):
         return dict(base)
-    if isinstance(base, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
-                                       for p in base):
+    if isinstance(base, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in base
+    ):
         return dict(base)
-    raise TypeError(f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}")
+    raise TypeError(
+        f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}"
+    )
 
 
 def _frozen(value: Any) -> Any:
@@ -224,8 +229,12 @@ def _rows_equal(a: Any, b: Any, B: int, device: torch.device) -> torch.Tensor:
             same = same | (a.isnan() & b.isnan())
         return same.reshape(B, -1).all(-1)
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        equal = (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-                 and bool(torch.equal(a, b)))
+        equal = (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
         return torch.full((B,), equal, dtype=torch.bool, device=device)
     if isinstance(a, tuple) and isinstance(b, tuple):
         if type(a) is not type(b) or len(a) != len(b):
@@ -241,7 +250,12 @@ def _where_rows(rows: torch.Tensor, a: Any, b: Any, B: int) -> Any:
     """Row b of ``a`` where ``rows[b]``, else of ``b``, field by field; per-run values from ``a``."""
     if _is_rows(a, B) and _is_rows(b, B) and a.shape == b.shape:
         return torch.where(rows.view(B, *([1] * (a.dim() - 1))), a, b)
-    if isinstance(a, tuple) and type(a) is type(b) and len(a) == len(b) and not isinstance(a, torch.Tensor):
+    if (
+        isinstance(a, tuple)
+        and type(a) is type(b)
+        and len(a) == len(b)
+        and not isinstance(a, torch.Tensor)
+    ):
         parts = [_where_rows(rows, x, y, B) for x, y in zip(a, b)]
         return type(a)(*parts) if hasattr(a, "_fields") else tuple(parts)
     return a
@@ -258,14 +272,20 @@ def _mix(values: list, index: torch.Tensor, B: int, name: str = "") -> Any:
         stacked = torch.stack(values)  # (n, B, ...)
         return stacked[index, torch.arange(B, device=index.device)]
     if isinstance(first, torch.Tensor):
-        if all(isinstance(v, torch.Tensor) and v.shape == first.shape and bool(torch.equal(v, first))
-               for v in values):
+        if all(
+            isinstance(v, torch.Tensor) and v.shape == first.shape and bool(torch.equal(v, first))
+            for v in values
+        ):
             return first
         raise _NotMixable(name)
-    if isinstance(first, tuple) and all(type(v) is type(first) and len(v) == len(first) for v in values):
+    if isinstance(first, tuple) and all(
+        type(v) is type(first) and len(v) == len(first) for v in values
+    ):
         fields = getattr(first, "_fields", None)
-        parts = [_mix([v[i] for v in values], index, B, fields[i] if fields else "")
-                 for i in range(len(first))]
+        parts = [
+            _mix([v[i] for v in values], index, B, fields[i] if fields else "")
+            for i in range(len(first))
+        ]
         return type(first)(*parts) if fields else tuple(parts)
     if all(v is first or v == first for v in values):
         return first
@@ -313,8 +333,10 @@ class FreeDave(Sampler):
         law as the base (lossless), so the rows show the cost side."""
         return (
             ("LLaDA 1 tok/step, D=4", {"base": {"name": "low_confidence", "temperature": 1.0}}),
-            ("LLaDA 2 tok/step, D=4", {"base": {"name": "low_confidence", "temperature": 1.0,
-                                                "steps": max(G // 2, 1)}}),
+            (
+                "LLaDA 2 tok/step, D=4",
+                {"base": {"name": "low_confidence", "temperature": 1.0, "steps": max(G // 2, 1)}},
+            ),
         )
 
     base: Any = "low_confidence"
@@ -328,16 +350,20 @@ class FreeDave(Sampler):
         if self.block_length is not None:
             _check_int(self.block_length, "block_length", low=1)
             if base_block is not None and base_block != self.block_length:
-                raise ValueError(f"block_length={self.block_length} contradicts the base's "
-                                 f"block_length={base_block}; give it once")
+                raise ValueError(
+                    f"block_length={self.block_length} contradicts the base's "
+                    f"block_length={base_block}; give it once"
+                )
             config["block_length"] = self.block_length
         try:
             sampler = from_config(config)  # validates the base (unknown keys, bad values)
         except (TypeError, ValueError) as error:  # say that the bad value sits in the base
             raise type(error)(f"base {config['name']!r}: {error}") from None
         if hasattr(sampler, "base_sampler"):
-            raise ValueError(f"base {config['name']!r} wraps another sampler; freedave drafts a plain "
-                             "sampler (put the wrapper around freedave instead)")
+            raise ValueError(
+                f"base {config['name']!r} wraps another sampler; freedave drafts a plain "
+                "sampler (put the wrapper around freedave instead)"
+            )
         object.__setattr__(self, "base", _frozen(sampler.to_config()))
         object.__setattr__(self, "block_length", sampler.block_length)
         super().__post_init__()
@@ -380,9 +406,13 @@ class FreeDave(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> FreeDaveState:
         base_state = self.base_sampler.init(canvas, denoiser)
-        return FreeDaveState(canvas=base_state.canvas._replace(nfe=canvas.nfe.clone()), base=base_state,
-                             stale=None, stale_window=canvas.window.clone(),
-                             forwards=torch.zeros_like(canvas.nfe))
+        return FreeDaveState(
+            canvas=base_state.canvas._replace(nfe=canvas.nfe.clone()),
+            base=base_state,
+            stale=None,
+            stale_window=canvas.window.clone(),
+            forwards=torch.zeros_like(canvas.nfe),
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: FreeDaveState, denoiser, key: torch.Tensor):
@@ -404,7 +434,9 @@ class FreeDave(Sampler):
                 # Drafts stay in the block the frozen logits were computed for (the reference's
                 # rule; outside its active block a denoiser may return stale rows): a row that
                 # left it, or finished, repeats its state, which then fails verification.
-                going = (previous.canvas.window == state.stale_window) & ~base.finished(previous)  # (B,)
+                going = (previous.canvas.window == state.stale_window) & ~base.finished(
+                    previous
+                )  # (B,)
                 chain.append(_where_rows(going, drafted, previous, B))
         n = len(chain)
 
@@ -414,12 +446,18 @@ class FreeDave(Sampler):
         rows = calls[0][0].shape[0]  # B, or 2B with guidance
         out = denoiser(tokens, attention_mask, **extra)  # (n * rows, L', V)
         outputs = list(out.split(rows))
-        targets, infos = zip(*(base.step(c, _Replay(denoiser, o, base.name), keys[i])
-                               for i, (c, o) in enumerate(zip(chain, outputs))))
+        targets, infos = zip(
+            *(
+                base.step(c, _Replay(denoiser, o, base.name), keys[i])
+                for i, (c, o) in enumerate(zip(chain, outputs))
+            )
+        )
 
         # 3. Accept the longest verified prefix (a finished row accepts anything).
-        verified = [_rows_equal(targets[k], chain[k + 1], B, device) | base.finished(chain[k])
-                    for k in range(n - 1)]  # n - 1 of (B,)
+        verified = [
+            _rows_equal(targets[k], chain[k + 1], B, device) | base.finished(chain[k])
+            for k in range(n - 1)
+        ]  # n - 1 of (B,)
         if verified:
             accepted = torch.stack(verified).long().cumprod(0).sum(0)  # (B,) m per row
         else:
@@ -434,14 +472,18 @@ class FreeDave(Sampler):
             new_base = targets[m]
             stale = outputs[m].clone()  # a copy frees the other drafts' logits
         else:
-            pick = accepted[torch.arange(rows, device=device) % B]  # (rows,) draft of each output row
+            pick = accepted[
+                torch.arange(rows, device=device) % B
+            ]  # (rows,) draft of each output row
             stale = out.view(n, rows, *out.shape[1:])[pick, torch.arange(rows, device=device)]
         windows = torch.stack([c.canvas.window for c in chain])  # (n, B)
         stale_window = windows[accepted, torch.arange(B, device=device)]  # (B,)
 
         # The info of the accepted path: every base step up to and including t_m.
         upto = torch.arange(n, device=device).unsqueeze(-1) <= accepted  # (n, B)
-        committed = (torch.stack([i.committed for i in infos]) & upto.unsqueeze(-1)).any(0)  # (B, L)
+        committed = (torch.stack([i.committed for i in infos]) & upto.unsqueeze(-1)).any(
+            0
+        )  # (B, L)
         last = torch.arange(B, device=device)
         proposal = torch.stack([i.proposal for i in infos])[accepted, last]  # (B, L)
         score = torch.stack([i.score for i in infos])[accepted, last]  # (B, L)
@@ -449,12 +491,22 @@ class FreeDave(Sampler):
         # Sequences evaluated per row in this call (a guided denoiser costs 2 per input row).
         evaluations = n * (rows // B) * protocol.capabilities(denoiser).evaluations
         nfe = state.canvas.nfe + evaluations * live.long()
-        new_state = FreeDaveState(canvas=new_base.canvas._replace(nfe=nfe), base=new_base, stale=stale,
-                                  stale_window=stale_window, forwards=state.forwards + live.long())
+        new_state = FreeDaveState(
+            canvas=new_base.canvas._replace(nfe=nfe),
+            base=new_base,
+            stale=stale,
+            stale_window=stale_window,
+            forwards=state.forwards + live.long(),
+        )
         # Base steps taken on unfinished states (a finished draft's "step" changes nothing).
         moving = ~torch.stack([base.finished(c) for c in chain])  # (n, B)
-        info = FreeDaveInfo(committed=committed, proposal=proposal, score=score,
-                            advanced=(moving & upto).sum(0), drafts=n)
+        info = FreeDaveInfo(
+            committed=committed,
+            proposal=proposal,
+            score=score,
+            advanced=(moving & upto).sum(0),
+            drafts=n,
+        )
         return new_state, info
 
     # ------------------------------------------------------------------ helpers
@@ -465,26 +517,42 @@ class FreeDave(Sampler):
             self.base_sampler.step(base_state, recorder, key)
         except _Captured:
             return recorder.call
-        raise RuntimeError(f"freedave's base {self.base_sampler.name!r} took a step without calling the "
-                           "denoiser; freedave drafts bases whose step makes exactly one call")
+        raise RuntimeError(
+            f"freedave's base {self.base_sampler.name!r} took a step without calling the "
+            "denoiser; freedave drafts bases whose step makes exactly one call"
+        )
 
     def _batch(self, calls: list[tuple]) -> tuple:
         """Concatenate the captured calls along the batch (they must have one layout)."""
         tokens = [c[0] for c in calls]
         if len({t.shape for t in tokens}) != 1 or len({tuple(sorted(c[2])) for c in calls}) != 1:
-            raise RuntimeError(f"freedave's base {self.base_sampler.name!r} made calls of different "
-                               "shapes from its drafts; they cannot share one batch")
+            raise RuntimeError(
+                f"freedave's base {self.base_sampler.name!r} made calls of different "
+                "shapes from its drafts; they cannot share one batch"
+            )
         masks = [c[1] for c in calls]
         if any(m is None for m in masks):
-            mask = None if all(m is None for m in masks) else torch.cat(
-                [torch.ones_like(t, dtype=torch.bool) if m is None else m for t, m in zip(tokens, masks)])
+            mask = (
+                None
+                if all(m is None for m in masks)
+                else torch.cat(
+                    [
+                        torch.ones_like(t, dtype=torch.bool) if m is None else m
+                        for t, m in zip(tokens, masks)
+                    ]
+                )
+            )
         else:
             mask = torch.cat(masks)
         extra = {}
         for key in calls[0][2]:
             values = [c[2][key] for c in calls]
-            if not all(isinstance(v, torch.Tensor) and v.shape[:1] == tokens[0].shape[:1] for v in values):
-                raise RuntimeError(f"freedave cannot batch the keyword {key!r} of base "
-                                   f"{self.base_sampler.name!r}'s denoiser call (not a per-row tensor)")
+            if not all(
+                isinstance(v, torch.Tensor) and v.shape[:1] == tokens[0].shape[:1] for v in values
+            ):
+                raise RuntimeError(
+                    f"freedave cannot batch the keyword {key!r} of base "
+                    f"{self.base_sampler.name!r}'s denoiser call (not a per-row tensor)"
+                )
             extra[key] = torch.cat(values)
         return torch.cat(tokens), mask, extra

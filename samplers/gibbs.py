@@ -65,8 +65,8 @@ import torch
 from remask import kernels
 from remask.models import protocol
 from remask.models.protocol import check_logits
-from remask.samplers.predict import exclude_mask
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
+from remask.samplers.predict import exclude_mask
 from remask.samplers.registry import from_config, register
 
 __all__ = ["Gibbs", "GibbsState", "GibbsInfo"]
@@ -152,10 +152,13 @@ def _as_config(base: Any) -> dict[str, Any]:
         return {"name": base}
     if isinstance(base, dict):
         return dict(base)
-    if isinstance(base, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
-                                       for p in base):
+    if isinstance(base, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in base
+    ):
         return dict(base)
-    raise TypeError(f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}")
+    raise TypeError(
+        f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}"
+    )
 
 
 class _WithCheckRows:
@@ -165,8 +168,14 @@ class _WithCheckRows:
     # cannot share the batch with the check rows.
     accepts_attention_bias = False
 
-    def __init__(self, inner, tokens: torch.Tensor, attention_mask: torch.Tensor, active: torch.Tensor,
-                 editable: torch.Tensor):
+    def __init__(
+        self,
+        inner,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor,
+        active: torch.Tensor,
+        editable: torch.Tensor,
+    ):
         self.inner = inner
         self.mask_id = inner.mask_id
         self.vocab_size = inner.vocab_size
@@ -178,16 +187,25 @@ class _WithCheckRows:
 
     def __call__(self, tokens, attention_mask=None, **extra):
         rows, rows_mask, rows_extra = self._rows
-        if (self.logits is not None or tokens.shape[1] != rows.shape[1]
-                or set(extra) - set(rows_extra)):
+        if (
+            self.logits is not None
+            or tokens.shape[1] != rows.shape[1]
+            or set(extra) - set(rows_extra)
+        ):
             return self.inner(tokens, attention_mask, **extra)
         n = tokens.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(tokens, dtype=torch.bool)
         batch = torch.cat([tokens, rows])  # (n + B, L)
         kwargs = {k: torch.cat([v, rows_extra[k]]) for k, v in extra.items()}
-        out = exclude_mask(check_logits(self.inner(batch, torch.cat([attention_mask, rows_mask]), **kwargs),
-                                        batch, self.vocab_size), self.inner.mask_id)
+        out = exclude_mask(
+            check_logits(
+                self.inner(batch, torch.cat([attention_mask, rows_mask]), **kwargs),
+                batch,
+                self.vocab_size,
+            ),
+            self.inner.mask_id,
+        )
         self.logits = out[n:]
         return out[:n]
 
@@ -234,8 +252,12 @@ class Gibbs(Sampler):
     edits_committed = True
     example_configs = (
         {"base": {"name": "low_confidence", "steps": 3}, "threshold": 0.5},
-        {"base": {"name": "low_confidence", "steps": 4, "block_length": 4, "temperature": 1.0},
-         "every": 2, "window": 2, "max_revisions": 3},
+        {
+            "base": {"name": "low_confidence", "steps": 4, "block_length": 4, "temperature": 1.0},
+            "every": 2,
+            "window": 2,
+            "max_revisions": 3,
+        },
         {"base": "low_confidence", "block_length": 3, "threshold": float("inf"), "sweeps": 3},
     )
 
@@ -243,8 +265,10 @@ class Gibbs(Sampler):
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens."""
         return (
-            ("LLaDA 2 tok/step + corrector",
-             {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}}),
+            (
+                "LLaDA 2 tok/step + corrector",
+                {"base": {"name": "low_confidence", "steps": max(G // 2, 1), "temperature": 1.0}},
+            ),
         )
 
     base: Any = "low_confidence"
@@ -263,8 +287,10 @@ class Gibbs(Sampler):
         if self.block_length is not None:
             _check_int(self.block_length, "block_length", low=1)
             if base_block is not None and base_block != self.block_length:
-                raise ValueError(f"block_length={self.block_length} contradicts the base's "
-                                 f"block_length={base_block}; give it once")
+                raise ValueError(
+                    f"block_length={self.block_length} contradicts the base's "
+                    f"block_length={base_block}; give it once"
+                )
             config["block_length"] = self.block_length
         try:
             sampler = from_config(config)  # validates the base (unknown keys, bad values)
@@ -353,20 +379,28 @@ class Gibbs(Sampler):
         base_info = None
         if final:
             new_base = base_state
-            check_logits_, _ = protocol.call(denoiser, check_tokens, canvas.attention_mask,
-                                             editable=canvas.editable)
+            check_logits_, _ = protocol.call(
+                denoiser, check_tokens, canvas.attention_mask, editable=canvas.editable
+            )
         else:
-            model = (_WithCheckRows(denoiser, check_tokens, canvas.attention_mask, canvas.active,
-                                    canvas.editable) if checking else denoiser)
+            model = (
+                _WithCheckRows(
+                    denoiser, check_tokens, canvas.attention_mask, canvas.active, canvas.editable
+                )
+                if checking
+                else denoiser
+            )
             # The base gets its own key, folded from the step key by purpose.
-            new_base, base_info = self.base_sampler.step(base_state, model,
-                                                         kernels.fold(key, kernels.Purpose.BASE))
+            new_base, base_info = self.base_sampler.step(
+                base_state, model, kernels.fold(key, kernels.Purpose.BASE)
+            )
             check_logits_ = None
             if checking:
                 check_logits_ = model.logits
                 if check_logits_ is None:  # the base made no call this step
-                    check_logits_, _ = protocol.call(denoiser, check_tokens, canvas.attention_mask,
-                                                     editable=canvas.editable)
+                    check_logits_, _ = protocol.call(
+                        denoiser, check_tokens, canvas.attention_mask, editable=canvas.editable
+                    )
 
         after = new_base.canvas  # (the base's commits of this step)
         base_committed = base_info.committed if base_info is not None else torch.zeros_like(checked)
@@ -382,12 +416,16 @@ class Gibbs(Sampler):
             revised = kernels.topk_mask((-verify_prob).float(), budget, doubtful)  # lowest first
             resample_key = None
             if self.resample_temperature > 0:
-                resample_key = kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.RESAMPLE)
-            resampled = kernels.propose(check_logits_, temperature=self.resample_temperature,
-                                        key=resample_key, rows=revised).tokens  # (B, L)
+                resample_key = kernels.position_keys(
+                    key, canvas.attention_mask, kernels.Purpose.RESAMPLE
+                )
+            resampled = kernels.propose(
+                check_logits_, temperature=self.resample_temperature, key=resample_key, rows=revised
+            ).tokens  # (B, L)
         else:
-            verify_prob = torch.full(checked.shape, float("nan"), dtype=torch.float64,
-                                     device=checked.device)
+            verify_prob = torch.full(
+                checked.shape, float("nan"), dtype=torch.float64, device=checked.device
+            )
             revised = torch.zeros_like(checked)
             resampled = torch.full_like(canvas.tokens, -1)
 
@@ -416,18 +454,28 @@ class Gibbs(Sampler):
         else:
             proposal = torch.where(revised, resampled, -1)
             score = torch.full(checked.shape, float("-inf"), device=checked.device)
-        info = GibbsInfo(committed=written, proposal=proposal, score=score, base=base_info,
-                         checked=checked, revised=revised, verify_prob=verify_prob)
+        info = GibbsInfo(
+            committed=written,
+            proposal=proposal,
+            score=score,
+            base=base_info,
+            checked=checked,
+            revised=revised,
+            verify_prob=verify_prob,
+        )
         return new_state, info
 
     # ------------------------------------------------------------------ helpers
-    def _candidates(self, state: GibbsState, canvas: Canvas, mask_id: int,
-                    check_rows: torch.Tensor) -> torch.Tensor:
+    def _candidates(
+        self, state: GibbsState, canvas: Canvas, mask_id: int, check_rows: torch.Tensor
+    ) -> torch.Tensor:
         """(B, L) bool: positions this check re-masks (recent, one parity class, budget left)."""
         age = state.clock.unsqueeze(-1) - state.written_at  # (B, L)
         recent = (state.written_at >= 0) & (age >= 1) & (age <= self.window)
         decoded = canvas.editable & (canvas.tokens != mask_id)  # (B, L)
-        rank = canvas.editable.long().cumsum(-1) - 1  # (B, L) rank among the row's editable positions
+        rank = (
+            canvas.editable.long().cumsum(-1) - 1
+        )  # (B, L) rank among the row's editable positions
         parity = (rank % 2) == (state.checks % 2).unsqueeze(-1)  # (B, L)
         budget = (state.revisions < self.max_revisions).unsqueeze(-1)  # (B, 1)
         return decoded & recent & parity & budget & check_rows.unsqueeze(-1)

@@ -77,11 +77,11 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import predict
-from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
-from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
+from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 
 __all__ = ["Klass", "KlassInfo", "KlassState"]
 
@@ -183,7 +183,13 @@ class Klass(Sampler):
 
     example_configs = (
         {"block_length": 3, "kl_threshold": 0.5, "conf_threshold": 0.1},
-        {"history": 1, "kl_threshold": 1.0, "conf_threshold": 0.0, "steps": 4, "block_length": None},
+        {
+            "history": 1,
+            "kl_threshold": 1.0,
+            "conf_threshold": 0.0,
+            "steps": 4,
+            "block_length": None,
+        },
         {"unmask_strategy": "random", "kl_threshold": 0.5, "temperature": 1.0, "block_length": 4},
         {"unmask_strategy": "min_kl", "history": 3, "kl_threshold": 2.0, "cfg_scale": 1.0},
     )
@@ -237,8 +243,9 @@ class Klass(Sampler):
         mask_id = denoiser.mask_id
         active = canvas.active  # (B, L)
         B, L = canvas.tokens.shape
-        eligible, logits, proposal, evaluations = predict(canvas, denoiser, key,
-                                                          temperature=self.temperature)
+        eligible, logits, proposal, evaluations = predict(
+            canvas, denoiser, key, temperature=self.temperature
+        )
         confidence = proposal.prob  # (B, L)
 
         # Step-to-step KL at the active block's positions (the previous logits were kept
@@ -248,8 +255,9 @@ class Klass(Sampler):
             # Only the active block's rows are read (the window may hold padding or, without
             # blocks, the prompt).
             window_rows = active.gather(1, state.index)  # (B, W)
-            window_kl = kernels.kl(self._gather(logits, state.index), state.previous,
-                                   window_rows).double()  # (B, W)
+            window_kl = kernels.kl(
+                self._gather(logits, state.index), state.previous, window_rows
+            ).double()  # (B, W)
             # The window may be padded with inactive positions: report the active block only.
             kl = torch.where(active, kl.scatter(-1, state.index, window_kl), float("inf"))
         stable = kl < self.kl_threshold  # (B, L)
@@ -260,10 +268,13 @@ class Klass(Sampler):
         if self.unmask_strategy == "all":
             chosen = ready
         else:
-            rank_by = {"max_conf": lambda: confidence,
-                       "min_kl": lambda: (-kl).float(),
-                       "random": lambda: kernels.uniform(kernels.position_keys(
-                           key, canvas.attention_mask, kernels.Purpose.SCORE))}[self.unmask_strategy]()
+            rank_by = {
+                "max_conf": lambda: confidence,
+                "min_kl": lambda: (-kl).float(),
+                "random": lambda: kernels.uniform(
+                    kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.SCORE)
+                ),
+            }[self.unmask_strategy]()
             chosen = kernels.topk_mask(rank_by, 1, ready)  # (B, L)
         # The block's last allotted step (or any later one) takes every mask left.
         last = state.schedule.step >= state.schedule.steps - 1  # (B,)
@@ -283,8 +294,13 @@ class Klass(Sampler):
             index=index,
             previous=self._gather(logits, index),
         )
-        info = KlassInfo(committed=committed, proposal=proposal.tokens,
-                         score=torch.where(eligible, confidence, float("-inf")), kl=kl, ready=ready)
+        info = KlassInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(eligible, confidence, float("-inf")),
+            kl=kl,
+            ready=ready,
+        )
         return new_state, info
 
     # ------------------------------------------------------------------ helpers

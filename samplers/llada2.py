@@ -44,13 +44,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from remask.samplers.canvas import block_mask_count, commit, eligible as eligible_positions
-from remask.samplers.predict import denoise, proposal_keys
-from remask.samplers.schedules import even_split
-from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
-from remask.samplers.registry import register
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
+from remask.samplers.canvas import block_mask_count, commit
+from remask.samplers.canvas import eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
+from remask.samplers.registry import register
+from remask.samplers.schedules import even_split
 
 __all__ = ["LLaDA2", "LLaDA2State"]
 
@@ -132,8 +133,12 @@ class LLaDA2(Sampler):
 
     def init(self, canvas: Canvas, denoiser) -> LLaDA2State:
         size = block_mask_count(canvas, denoiser.mask_id)  # (B,)
-        return LLaDA2State(canvas=canvas, block_step=torch.zeros_like(size),
-                           block_size=size, block_steps=self._block_steps(size))
+        return LLaDA2State(
+            canvas=canvas,
+            block_step=torch.zeros_like(size),
+            block_size=size,
+            block_steps=self._block_steps(size),
+        )
 
     def step(self, state: LLaDA2State, denoiser, key: torch.Tensor):
         canvas = state.canvas
@@ -143,18 +148,22 @@ class LLaDA2(Sampler):
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # The reference's confidence is the sampled token's tempered probability: the
         # "sampled" statistics (no (B, L, V) division by T first).
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   key=proposal_keys(key, canvas, self.temperature),
-                                   rows=eligible,
-                                   stats="sampled" if self.temperature > 0 else "untempered")
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
+            rows=eligible,
+            stats="sampled" if self.temperature > 0 else "untempered",
+        )
         score = proposal.prob  # (B, L)
 
         k = even_split(state.block_size, state.block_steps, state.block_step)  # (B,) scheduled
         k = torch.where(canvas.done, 0, k)
         confident = eligible & (score > self.threshold)  # (B, L)
         enough = confident.sum(-1) >= k  # (B,)
-        committed = torch.where(enough.unsqueeze(-1), confident,
-                                kernels.topk_mask(score, k, eligible))  # (B, L)
+        committed = torch.where(
+            enough.unsqueeze(-1), confident, kernels.topk_mask(score, k, eligible)
+        )  # (B, L)
         committed &= ~canvas.done.unsqueeze(-1)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
 
@@ -166,8 +175,11 @@ class LLaDA2(Sampler):
             block_size=size,
             block_steps=torch.where(moved, self._block_steps(size), state.block_steps),
         )
-        info = StepInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(eligible, score, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(eligible, score, float("-inf")),
+        )
         return new_state, info
 
     def _block_steps(self, size: torch.Tensor) -> torch.Tensor:

@@ -173,7 +173,9 @@ class LLaDA21(Sampler):
         return int(canvas.editable.sum(-1).max()) + max(blocks, 0) * self.max_post_steps + 1
 
     def init(self, canvas: Canvas, denoiser) -> LLaDA21State:
-        return LLaDA21State(canvas=canvas, post=torch.zeros_like(canvas.nfe), over=canvas.done.clone())
+        return LLaDA21State(
+            canvas=canvas, post=torch.zeros_like(canvas.nfe), over=canvas.done.clone()
+        )
 
     def finished(self, state: LLaDA21State) -> torch.Tensor:
         """(B,) bool: the row's last block has closed (its post-fill steps are over)."""
@@ -189,15 +191,20 @@ class LLaDA21(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # Every position of the block gets a proposal: masks for M2T, decoded ones for T2T.
-        proposal = kernels.propose(logits, temperature=self.temperature, rows=block,
-                                   key=proposal_keys(key, canvas, self.temperature),
-                                   stats="sampled" if self.temperature > 0 else "untempered")
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            rows=block,
+            key=proposal_keys(key, canvas, self.temperature),
+            stats="sampled" if self.temperature > 0 else "untempered",
+        )
         conf = proposal.prob  # (B, L)
 
         confident = masked & (conf > self.threshold)  # (B, L)
         enough = confident.sum(-1) >= self.num_to_transfer  # (B,)
-        m2t = torch.where(enough.unsqueeze(-1), confident,
-                          kernels.topk_mask(conf, self.num_to_transfer, masked))  # (B, L)
+        m2t = torch.where(
+            enough.unsqueeze(-1), confident, kernels.topk_mask(conf, self.num_to_transfer, masked)
+        )  # (B, L)
         edited = block & ~masked & (proposal.tokens != canvas.tokens) & (conf > self.edit_threshold)
         committed = m2t | edited  # (B, L)
         after = commit(canvas, committed, proposal.tokens, mask_id, evaluations, live=live)
@@ -209,8 +216,15 @@ class LLaDA21(Sampler):
         idle = ~has_mask & ~committed.any(-1)  # (B,)
         closed = filled & (idle | (post >= self.max_post_steps))  # (B,)
         new_canvas = after._replace(window=torch.where(closed, after.window, canvas.window))
-        new_state = LLaDA21State(canvas=new_canvas, post=torch.where(closed, 0, post),
-                                 over=state.over | (after.done & closed))
-        info = LLaDA21Info(committed=committed, proposal=proposal.tokens,
-                           score=torch.where(block, conf, float("-inf")), edited=edited)
+        new_state = LLaDA21State(
+            canvas=new_canvas,
+            post=torch.where(closed, 0, post),
+            over=state.over | (after.done & closed),
+        )
+        info = LLaDA21Info(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(block, conf, float("-inf")),
+            edited=edited,
+        )
         return new_state, info

@@ -30,15 +30,16 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
+from remask.kernels.score import SCORE_ALIASES, SCORES, demote, score_proposals
 from remask.models import protocol
 from remask.models.wrappers import Suppress
-from remask.kernels.score import demote, score_proposals, SCORE_ALIASES, SCORES
-from remask.samplers.canvas import commit, eligible as eligible_positions
-from remask.samplers.predict import denoise, proposal_keys
-from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 from remask.samplers._validate import check_bool
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_choice, _check_float, _check_int
+from remask.samplers.canvas import commit
+from remask.samplers.canvas import eligible as eligible_positions
+from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
+from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 
 __all__ = ["LowConfidence", "LowConfidenceState"]
 
@@ -148,7 +149,9 @@ class LowConfidence(Sampler):
         if self.score is not None:
             _check_choice(self.score, "score", SCORES)
             if self.remasking == "random" and self.score != "random":
-                raise ValueError(f"remasking='random' contradicts score={self.score!r}; give one of them")
+                raise ValueError(
+                    f"remasking='random' contradicts score={self.score!r}; give one of them"
+                )
         _check_float(self.cfg_scale, "cfg_scale", low=0.0)
         for name in ("eos_id", "eot_id"):
             if getattr(self, name) is not None:
@@ -187,11 +190,14 @@ class LowConfidence(Sampler):
         # Counter-based randomness from the rows' step keys, folded by purpose and position:
         # the step is a pure function of its inputs, each row's draws of its own key only.
         proposal = kernels.propose(
-            logits, temperature=self.temperature, rows=eligible,
+            logits,
+            temperature=self.temperature,
+            rows=eligible,
             key=proposal_keys(key, canvas, self.temperature),
         )
-        score = score_proposals(proposal, self.score_kind, key=key,
-                                attention_mask=canvas.attention_mask)  # (B, L)
+        score = score_proposals(
+            proposal, self.score_kind, key=key, attention_mask=canvas.attention_mask
+        )  # (B, L)
         if self.confidence_eos_eot_inf:
             score = demote(score, proposal.tokens, tuple(i for i in (eos, eot) if i is not None))
 
@@ -202,8 +208,11 @@ class LowConfidence(Sampler):
             canvas=new_canvas,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
-        info = StepInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(eligible, score, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(eligible, score, float("-inf")),
+        )
         return new_state, info
 
     # ------------------------------------------------------------------ helpers
@@ -217,7 +226,9 @@ class LowConfidence(Sampler):
     def _check_special_ids(self, denoiser) -> None:
         """Raise ``ValueError`` unless the EOS options have ids inside the vocabulary."""
         eos, eot = self._special_ids(denoiser)
-        if (self.logits_eos_inf and eos is None) or (self.confidence_eos_eot_inf and eos is eot is None):
+        if (self.logits_eos_inf and eos is None) or (
+            self.confidence_eos_eot_inf and eos is eot is None
+        ):
             raise ValueError(
                 "logits_eos_inf/confidence_eos_eot_inf need an EOS id: set eos_id= or use a "
                 f"denoiser with an eos_id attribute ({type(denoiser).__name__} has none)"
@@ -227,5 +238,7 @@ class LowConfidence(Sampler):
             # options will index with matter.
             used = self.logits_eos_inf or self.confidence_eos_eot_inf
             if used and value is not None and not 0 <= value < denoiser.vocab_size:
-                raise ValueError(f"{name}={value} is outside the denoiser's vocabulary "
-                                 f"[0, {denoiser.vocab_size})")
+                raise ValueError(
+                    f"{name}={value} is outside the denoiser's vocabulary "
+                    f"[0, {denoiser.vocab_size})"
+                )

@@ -52,11 +52,11 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import denoise, proposal_keys
-from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks
-from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
+from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks
 
 __all__ = ["P2", "P2State", "P2Info"]
 
@@ -144,6 +144,7 @@ class P2(Sampler):
         {"eta": 0.0, "block_length": 3},
         {"cfg_scale": 1.0, "steps": 4, "temperature": 0.0},
     )
+
     @staticmethod
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens."""
@@ -172,9 +173,12 @@ class P2(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> P2State:
         check_steps_cover_blocks(self.steps, canvas)
-        return P2State(canvas=canvas, block_step=torch.zeros_like(canvas.nfe),
-                       block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
-                       block_size=_block_size(canvas))
+        return P2State(
+            canvas=canvas,
+            block_step=torch.zeros_like(canvas.nfe),
+            block_steps=allotted_steps(canvas, denoiser.mask_id, self.steps),
+            block_size=_block_size(canvas),
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: P2State, denoiser, key: torch.Tensor):
@@ -186,8 +190,12 @@ class P2(Sampler):
         decoded = in_block & ~masked  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   key=proposal_keys(key, canvas, self.temperature), rows=in_block)
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
+            rows=in_block,
+        )
         # Log-probability scores; clamped so that eta = 0 gives 0 (not NaN) on a zero probability.
         logp = proposal.prob.log().clamp_min(torch.finfo(proposal.prob.dtype).min)  # (B, L)
         score = torch.where(decoded, self.eta * logp, logp)  # (B, L)
@@ -208,13 +216,18 @@ class P2(Sampler):
         new_state = P2State(
             canvas=new_canvas,
             block_step=torch.where(moved, 0, state.block_step + 1),
-            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps),
-                                    state.block_steps),
+            block_steps=torch.where(
+                moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps
+            ),
             block_size=torch.where(moved, _block_size(new_canvas), state.block_size),
         )
-        info = P2Info(committed=committed, proposal=proposal.tokens,
-                      score=torch.where(in_block, score, float("-inf")),
-                      unmasked=unmasked, remasked=remasked)
+        info = P2Info(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(in_block, score, float("-inf")),
+            unmasked=unmasked,
+            remasked=remasked,
+        )
         return new_state, info
 
 

@@ -40,17 +40,18 @@ Departures from the reference code:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import predict
-from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
-from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
 from remask.samplers.registry import register
+from remask.samplers.schedules import BlockSchedule, check_steps_cover_blocks
 
 __all__ = ["PCSampler", "PCSamplerState", "pc_score"]
 
@@ -200,8 +201,9 @@ class PCSampler(Sampler):
         return PCSamplerState(
             canvas=canvas,
             offset=torch.where(canvas.editable, offset, 0),
-            background=None if self.background is None else torch.tensor(
-                self.background, dtype=torch.float32, device=canvas.tokens.device),
+            background=None
+            if self.background is None
+            else torch.tensor(self.background, dtype=torch.float32, device=canvas.tokens.device),
             schedule=BlockSchedule.start(canvas, denoiser.mask_id, self.steps),
         )
 
@@ -209,9 +211,17 @@ class PCSampler(Sampler):
     def step(self, state: PCSamplerState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
-        eligible, _, proposal, evaluations = predict(canvas, denoiser, key, temperature=self.temperature)
-        score = pc_score(proposal.prob, proposal.tokens, state.offset, lambd=self.lambd,
-                         alpha=self.alpha, background=state.background)  # (B, L)
+        eligible, _, proposal, evaluations = predict(
+            canvas, denoiser, key, temperature=self.temperature
+        )
+        score = pc_score(
+            proposal.prob,
+            proposal.tokens,
+            state.offset,
+            lambd=self.lambd,
+            alpha=self.alpha,
+            background=state.background,
+        )  # (B, L)
 
         k = state.schedule.count(canvas)  # (B,) LLaDA's schedule
         committed = kernels.topk_mask(score, k, eligible)  # (B, L)
@@ -220,8 +230,11 @@ class PCSampler(Sampler):
             canvas=new_canvas,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
         )
-        info = StepInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(eligible, score, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(eligible, score, float("-inf")),
+        )
         return new_state, info
 
 
@@ -231,7 +244,9 @@ def _as_frequencies(background: Any) -> tuple[float, ...]:
         background = torch.as_tensor(background)  # numpy arrays and the like
     if isinstance(background, torch.Tensor):
         if background.dim() != 1:
-            raise ValueError(f"background must be a (V,) tensor, got shape {tuple(background.shape)}")
+            raise ValueError(
+                f"background must be a (V,) tensor, got shape {tuple(background.shape)}"
+            )
         if background.dtype == torch.bool or background.dtype.is_complex:
             raise TypeError(f"background must hold real numbers, got dtype {background.dtype}")
         values = tuple(float(v) for v in background.detach().double().cpu().tolist())
@@ -240,11 +255,15 @@ def _as_frequencies(background: Any) -> tuple[float, ...]:
             raise TypeError("background must be a (V,) tensor or a sequence of numbers")
         values = tuple(float(v) for v in background)
     else:
-        raise TypeError(f"background must be a (V,) tensor, a sequence of floats or None, "
-                        f"got {type(background).__name__}")
+        raise TypeError(
+            f"background must be a (V,) tensor, a sequence of floats or None, "
+            f"got {type(background).__name__}"
+        )
     if not values:
         raise ValueError("background must not be empty")
     bad = next((i for i, v in enumerate(values) if not math.isfinite(v) or v < 0), None)
     if bad is not None:
-        raise ValueError(f"background frequencies must be finite and >= 0; entry {bad} is {values[bad]!r}")
+        raise ValueError(
+            f"background frequencies must be finite and >= 0; entry {bad} is {values[bad]!r}"
+        )
     return values

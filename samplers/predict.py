@@ -39,8 +39,13 @@ def denoise(denoiser, canvas: Canvas) -> tuple[torch.Tensor, int]:
     evaluations : int
         Sequence evaluations per row (1, or 2 through ``Guided``) — what ``nfe`` counts.
     """
-    return protocol.call(denoiser, canvas.tokens, canvas.attention_mask, active=canvas.active,
-                         editable=canvas.editable)
+    return protocol.call(
+        denoiser,
+        canvas.tokens,
+        canvas.attention_mask,
+        active=canvas.active,
+        editable=canvas.editable,
+    )
 
 
 class Prediction(NamedTuple):
@@ -74,8 +79,9 @@ def predict(canvas: Canvas, denoiser, key: torch.Tensor, *, temperature: float) 
     """
     rows = eligible(canvas, denoiser.mask_id)  # (B, L)
     logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-    proposal = kernels.propose(logits, temperature=temperature, rows=rows,
-                               key=proposal_keys(key, canvas, temperature))
+    proposal = kernels.propose(
+        logits, temperature=temperature, rows=rows, key=proposal_keys(key, canvas, temperature)
+    )
     return Prediction(rows, logits, proposal, evaluations)
 
 

@@ -130,10 +130,13 @@ def _base_config(base: Any) -> dict[str, Any]:
         return {"name": base}
     if isinstance(base, dict):
         return dict(base)
-    if isinstance(base, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str)
-                                       for p in base):
+    if isinstance(base, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in base
+    ):
         return dict(base)
-    raise TypeError(f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}")
+    raise TypeError(
+        f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}"
+    )
 
 
 def _frozen(value: Any) -> Any:
@@ -203,12 +206,24 @@ class Prophet(Sampler):
 
     example_configs = (
         {"base": {"name": "low_confidence", "steps": 4}, "answer_length": 3, "late_threshold": 0.5},
-        {"base": {"name": "threshold", "threshold": 0.5, "block_length": 4}, "answer_start": 2,
-         "answer_length": 2, "early_threshold": 1.0, "mid_threshold": 1.0, "late_threshold": 1.0},
-        {"base": {"name": "low_confidence", "temperature": 1.0, "block_length": 3},
-         "early_threshold": 0.5, "total_steps": 4},
-        {"base": {"name": "llada21", "block_length": 4, "threshold": 0.5, "edit_threshold": 0.2},
-         "answer_start": 0, "mid_threshold": 1.5},
+        {
+            "base": {"name": "threshold", "threshold": 0.5, "block_length": 4},
+            "answer_start": 2,
+            "answer_length": 2,
+            "early_threshold": 1.0,
+            "mid_threshold": 1.0,
+            "late_threshold": 1.0,
+        },
+        {
+            "base": {"name": "low_confidence", "temperature": 1.0, "block_length": 3},
+            "early_threshold": 0.5,
+            "total_steps": 4,
+        },
+        {
+            "base": {"name": "llada21", "block_length": 4, "threshold": 0.5, "edit_threshold": 0.2},
+            "answer_start": 0,
+            "mid_threshold": 1.5,
+        },
     )
 
     @staticmethod
@@ -218,8 +233,10 @@ class Prophet(Sampler):
         base = {"name": "low_confidence", "temperature": 1.0}
         return (
             ("7.5/5/2.5, LLaDA 1 tok/step", {"base": base}),
-            ("2/1.5/1, LLaDA 1 tok/step", {"base": base, "early_threshold": 2.0,
-                                           "mid_threshold": 1.5, "late_threshold": 1.0}),
+            (
+                "2/1.5/1, LLaDA 1 tok/step",
+                {"base": base, "early_threshold": 2.0, "mid_threshold": 1.5, "late_threshold": 1.0},
+            ),
         )
 
     base: Any = "low_confidence"
@@ -238,8 +255,10 @@ class Prophet(Sampler):
         if self.block_length is not None:
             _check_int(self.block_length, "block_length", low=1)
             if base_block is not None and base_block != self.block_length:
-                raise ValueError(f"block_length={self.block_length} contradicts the base's "
-                                 f"block_length={base_block}; give it once")
+                raise ValueError(
+                    f"block_length={self.block_length} contradicts the base's "
+                    f"block_length={base_block}; give it once"
+                )
             config["block_length"] = self.block_length
         try:
             sampler = from_config(config)  # validates the base (unknown keys, bad values)
@@ -277,7 +296,7 @@ class Prophet(Sampler):
     def max_steps(self, canvas: Canvas) -> int:
         return self.base_sampler.max_steps(canvas)
 
-    def finished(self, state: "ProphetState") -> torch.Tensor:
+    def finished(self, state: ProphetState) -> torch.Tensor:
         """(B,) bool: the base is finished with the row, or the row exited early."""
         return self.base_sampler.finished(state.base) | state.exited
 
@@ -299,9 +318,13 @@ class Prophet(Sampler):
             total = torch.full_like(canvas.nfe, self.base_sampler.steps)
         else:
             total = canvas.editable.sum(-1).clamp_min(1)  # (B,) one token per step
-        return ProphetState(canvas=base_state.canvas, base=base_state,
-                            clock=torch.zeros_like(canvas.nfe), total=total,
-                            exited=torch.zeros_like(canvas.done))
+        return ProphetState(
+            canvas=base_state.canvas,
+            base=base_state,
+            clock=torch.zeros_like(canvas.nfe),
+            total=total,
+            exited=torch.zeros_like(canvas.done),
+        )
 
     # ------------------------------------------------------------------ step
     def key_step(self, state: ProphetState, step: int) -> int | torch.Tensor:
@@ -315,8 +338,9 @@ class Prophet(Sampler):
 
         model = _Capture(denoiser, before.tokens.shape)
         # The base gets its own key, folded from the step key by purpose.
-        new_base, base_info = self.base_sampler.step(state.base, model,
-                                                     kernels.fold(key, kernels.Purpose.BASE))
+        new_base, base_info = self.base_sampler.step(
+            state.base, model, kernels.fold(key, kernels.Purpose.BASE)
+        )
         logits = model.logits
         extra = 0
         if logits is None:  # the base evaluated something else: one more pass on the canvas
@@ -327,9 +351,11 @@ class Prophet(Sampler):
         clock = state.clock + live.long()  # (B,) this step counts (the reference's global_step)
         gap = self._gap(logits, before)  # (B,)
         progress = clock.double() / state.total.double()  # (B,)
-        threshold = torch.where(progress < _EARLY, self.early_threshold,
-                                torch.where(progress < _MID, self.mid_threshold,
-                                            self.late_threshold)).float()  # (B,)
+        threshold = torch.where(
+            progress < _EARLY,
+            self.early_threshold,
+            torch.where(progress < _MID, self.mid_threshold, self.late_threshold),
+        ).float()  # (B,)
         exit_ = live & (gap >= threshold)  # (B,) NaN gaps never exit
 
         # Exiting rows: every mask left takes its top-1 (or a sample) from this pass.
@@ -338,8 +364,9 @@ class Prophet(Sampler):
         fill_key = None
         if temperature > 0:  # a second proposal this step: its own purpose
             fill_key = kernels.position_keys(key, before.attention_mask, kernels.Purpose.RESAMPLE)
-        fill = kernels.propose(logits, temperature=temperature, key=fill_key,
-                               rows=holes).tokens  # (B, L)
+        fill = kernels.propose(
+            logits, temperature=temperature, key=fill_key, rows=holes
+        ).tokens  # (B, L)
         after = new_base.canvas
         frozen = state.exited.unsqueeze(-1)  # (B, 1) rows whose tokens are final
         exiting = exit_.unsqueeze(-1)  # (B, 1)
@@ -351,12 +378,18 @@ class Prophet(Sampler):
         new_base = new_base._replace(canvas=canvas)
 
         committed = torch.where(exiting, holes, base_info.committed) & ~frozen  # (B, L)
-        info = ProphetInfo(committed=committed,
-                           proposal=torch.where(holes, fill, base_info.proposal),
-                           score=base_info.score, base=base_info,
-                           gap=torch.where(live, gap, float("nan")), threshold=threshold, exit=exit_)
-        new_state = ProphetState(canvas=canvas, base=new_base, clock=clock,
-                                 total=state.total, exited=exited)
+        info = ProphetInfo(
+            committed=committed,
+            proposal=torch.where(holes, fill, base_info.proposal),
+            score=base_info.score,
+            base=base_info,
+            gap=torch.where(live, gap, float("nan")),
+            threshold=threshold,
+            exit=exit_,
+        )
+        new_state = ProphetState(
+            canvas=canvas, base=new_base, clock=clock, total=state.total, exited=exited
+        )
         return new_state, info
 
     # ------------------------------------------------------------------ helpers

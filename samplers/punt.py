@@ -215,7 +215,9 @@ class Punt(Sampler):
         B, L = canvas.tokens.shape
         zeros = torch.zeros(B, dtype=torch.int64, device=canvas.tokens.device)
         return PuntState(
-            canvas=canvas, phase=zeros, levels=zeros.clone(),
+            canvas=canvas,
+            phase=zeros,
+            levels=zeros.clone(),
             rank=torch.full((B, L), -1, dtype=torch.int64, device=canvas.tokens.device),
             kept=torch.zeros_like(canvas.editable),
             proposal=torch.full((B, L), -1, dtype=torch.int64, device=canvas.tokens.device),
@@ -244,15 +246,27 @@ class Punt(Sampler):
         logits, evaluations = denoise(denoiser, canvas._replace(tokens=tokens))  # (B, L, V)
 
         # Predict: proposals, scores and ranks of the new round's candidates.
-        eligible = masked_positions(canvas, mask_id) & canvas.active & predicting.unsqueeze(-1)  # (B, L)
-        prop = kernels.propose(logits, temperature=self.temperature, rows=eligible,
-                               key=proposal_keys(key, canvas, self.temperature))
-        new_score = torch.where(eligible, score_proposals(prop, self.score, key=key,
-                                                          attention_mask=canvas.attention_mask),
-                                float("-inf"))  # (B, L)
-        order = torch.sort(new_score, dim=-1, descending=True, stable=True).indices  # (B, L) ties: lower pos
+        eligible = (
+            masked_positions(canvas, mask_id) & canvas.active & predicting.unsqueeze(-1)
+        )  # (B, L)
+        prop = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            rows=eligible,
+            key=proposal_keys(key, canvas, self.temperature),
+        )
+        new_score = torch.where(
+            eligible,
+            score_proposals(prop, self.score, key=key, attention_mask=canvas.attention_mask),
+            float("-inf"),
+        )  # (B, L)
+        order = torch.sort(
+            new_score, dim=-1, descending=True, stable=True
+        ).indices  # (B, L) ties: lower pos
         positions = torch.arange(L, device=logits.device).expand(B, L)
-        new_rank = torch.empty_like(order).scatter_(-1, order, positions)  # (B, L) rank of each position
+        new_rank = torch.empty_like(order).scatter_(
+            -1, order, positions
+        )  # (B, L) rank of each position
         new_rank = torch.where(eligible, new_rank, -1)
         new_levels = _levels(eligible.sum(-1))  # (B,)
         if math.isinf(self.epsilon):  # no candidate can fail the test: skip the test calls
@@ -269,17 +283,20 @@ class Punt(Sampler):
         # Commit: single-candidate rounds at once, tested rounds after their last level.
         instant = predicting & (new_levels == 0)  # (B,)
         finishing = testing & (state.phase >= state.levels)  # (B,)
-        committed = ((instant.unsqueeze(-1) & eligible)
-                     | (finishing.unsqueeze(-1) & kept))  # (B, L)
-        proposal = torch.where(predicting.unsqueeze(-1), torch.where(eligible, prop.tokens, -1),
-                               state.proposal)  # (B, L)
+        committed = (instant.unsqueeze(-1) & eligible) | (finishing.unsqueeze(-1) & kept)  # (B, L)
+        proposal = torch.where(
+            predicting.unsqueeze(-1), torch.where(eligible, prop.tokens, -1), state.proposal
+        )  # (B, L)
         score = torch.where(predicting.unsqueeze(-1), new_score, state.score)  # (B, L)
         new_canvas = commit(canvas, committed, proposal, mask_id, evaluations)
 
         starting = predicting & (new_levels > 0)  # (B,) rows whose round goes on to its tests
         phase = torch.where(starting, 1, torch.where(testing & ~finishing, state.phase + 1, 0))
-        stored = logits if state.logits is None else torch.where(
-            predicting.view(B, 1, 1), logits, state.logits)  # (B, L, V) the round's predictive
+        stored = (
+            logits
+            if state.logits is None
+            else torch.where(predicting.view(B, 1, 1), logits, state.logits)
+        )  # (B, L, V) the round's predictive
         new_state = PuntState(
             canvas=new_canvas,
             phase=phase,
@@ -290,6 +307,13 @@ class Punt(Sampler):
             score=score,
             logits=stored,
         )
-        info = PuntInfo(committed=committed, proposal=proposal, score=score, revealed=revealed,
-                        tested=tested, kl=torch.where(tested, kl, 0.0), dropped=dropped)
+        info = PuntInfo(
+            committed=committed,
+            proposal=proposal,
+            score=score,
+            revealed=revealed,
+            tested=tested,
+            kl=torch.where(tested, kl, 0.0),
+            dropped=dropped,
+        )
         return new_state, info

@@ -17,7 +17,9 @@ def register(name: str):
 
     def wrap(cls: type[Sampler]) -> type[Sampler]:
         if name in _REGISTRY:
-            raise ValueError(f"sampler name {name!r} is already registered by {_REGISTRY[name].__name__}")
+            raise ValueError(
+                f"sampler name {name!r} is already registered by {_REGISTRY[name].__name__}"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -52,7 +54,9 @@ def build(name: str, **config: Any) -> Sampler:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - fields)
     if unknown:
-        raise TypeError(f"unknown config key(s) {unknown} for sampler {name!r}; valid keys: {sorted(fields)}")
+        raise TypeError(
+            f"unknown config key(s) {unknown} for sampler {name!r}; valid keys: {sorted(fields)}"
+        )
     return cls(**config)
 
 

@@ -74,11 +74,11 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import denoise, proposal_keys
-from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks
-from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
+from remask.samplers.schedules import allotted_steps, check_steps_cover_blocks
 
 __all__ = ["ReMDM", "ReMDMState", "ReMDMInfo", "SCHEDULES", "DEFAULT_ETA"]
 
@@ -202,13 +202,17 @@ class ReMDM(Sampler):
         _check_choice(self.schedule, "schedule", SCHEDULES)
         if self.eta is not None:
             if self.schedule == "conf":
-                raise ValueError(f"schedule='conf' takes no eta (its sigma comes from the confidences), "
-                                 f"got eta={self.eta!r}")
+                raise ValueError(
+                    f"schedule='conf' takes no eta (its sigma comes from the confidences), "
+                    f"got eta={self.eta!r}"
+                )
             _check_float(self.eta, "eta", low=0.0, high=1.0)
         for name in ("t_on", "t_off", "alpha_on"):
             _check_float(getattr(self, name), name, low=0.0)
         if not 0 < self.t_off < self.t_on < 1:
-            raise ValueError(f"need 0 < t_off < t_on < 1, got t_off={self.t_off!r}, t_on={self.t_on!r}")
+            raise ValueError(
+                f"need 0 < t_off < t_on < 1, got t_off={self.t_off!r}, t_on={self.t_on!r}"
+            )
         _check_float(self.alpha_on, "alpha_on", low=0.0, high=1.0, low_open=True, high_open=True)
         if self.steps is not None:
             _check_int(self.steps, "steps", low=1)
@@ -218,9 +222,11 @@ class ReMDM(Sampler):
         bound = (1.0 - self.alpha_on) / self.alpha_on
         if self.schedule == "loop" and self.eta_value > bound:
             # The loop phase keeps a mask with (1 - alpha_on - eta alpha_on) / (1 - alpha_on).
-            raise ValueError(f"schedule='loop' needs eta <= (1 - alpha_on) / alpha_on = {bound:.4g} "
-                             f"(else a mask's probability of staying masked is negative), got "
-                             f"eta={self.eta_value!r} with alpha_on={self.alpha_on!r}")
+            raise ValueError(
+                f"schedule='loop' needs eta <= (1 - alpha_on) / alpha_on = {bound:.4g} "
+                f"(else a mask's probability of staying masked is negative), got "
+                f"eta={self.eta_value!r} with alpha_on={self.alpha_on!r}"
+            )
 
     @property
     def stochastic(self) -> bool:
@@ -265,15 +271,22 @@ class ReMDM(Sampler):
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
         # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   key=proposal_keys(key, canvas, self.temperature),
-                                   rows=masked, top_p=self.top_p,
-                                   nucleus="strict", stats="sampled")
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
+            rows=masked,
+            top_p=self.top_p,
+            nucleus="strict",
+            stats="sampled",
+        )
         # score: each position's move probability (unmask a mask, remask a decoded token).
         p_unmask, sigma = self._move_probabilities(state, decoded)  # (B,), (B, L)
         # select: every position moves independently.
-        u = kernels.uniform(kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
-                            dtype=torch.float64)  # (B, L)
+        u = kernels.uniform(
+            kernels.position_keys(key, canvas.attention_mask, kernels.Purpose.POSITIONS),
+            dtype=torch.float64,
+        )  # (B, L)
         unmasked = masked & (u < p_unmask.unsqueeze(-1))  # (B, L)
         remasked = decoded & (u < sigma)  # (B, L)
 
@@ -295,13 +308,20 @@ class ReMDM(Sampler):
         new_state = ReMDMState(
             canvas=new_canvas,
             block_step=torch.where(moved, 0, state.block_step + 1),
-            block_steps=torch.where(moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps),
+            block_steps=torch.where(
+                moved, allotted_steps(new_canvas, mask_id, self.steps), state.block_steps
+            ),
             confidence=confidence,
             ended=ended,
         )
-        info = ReMDMInfo(committed=committed, proposal=proposal.tokens,
-                         score=torch.where(masked, proposal.prob, float("-inf")),
-                         unmasked=unmasked, remasked=remasked, sigma=torch.where(decoded, sigma, 0.0))
+        info = ReMDMInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(masked, proposal.prob, float("-inf")),
+            unmasked=unmasked,
+            remasked=remasked,
+            sigma=torch.where(decoded, sigma, 0.0),
+        )
         return new_state, info
 
     # ------------------------------------------------------------------ schedules
@@ -314,7 +334,9 @@ class ReMDM(Sampler):
         s = (1.0 - (state.block_step + 1).double() / n).clamp_min(0.0)  # (B,)
         alpha_t, alpha_s = self._alphas(t, s)  # (B,) each
         # sigma_max keeps both moves valid; at alpha_t = 0 (t = 1) nothing is decoded anyway.
-        sigma_max = torch.where(alpha_t > 0, (1 - alpha_s) / alpha_t.clamp_min(1e-300), 1.0).clamp(0.0, 1.0)
+        sigma_max = torch.where(alpha_t > 0, (1 - alpha_s) / alpha_t.clamp_min(1e-300), 1.0).clamp(
+            0.0, 1.0
+        )
         sigma = self._sigma(t, sigma_max, decoded, state.confidence)  # (B, L)
         # The last step (s = 0) replaces the reference's final argmax pass: it never remasks,
         # also when a coarse "loop" grid makes it a loop-phase step.
@@ -322,10 +344,17 @@ class ReMDM(Sampler):
 
         # Masked positions: unmask with (alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t). Their own
         # sigma is the row's scalar sigma (0 for "conf", whose weights vanish on masks).
-        sigma_masked = (torch.zeros_like(sigma_max) if self.schedule == "conf"
-                        else self._row_sigma(t, sigma_max))  # (B,)
-        p_unmask = (alpha_s - (1 - sigma_masked) * alpha_t) / (1 - alpha_t).clamp_min(1e-300)  # (B,)
-        p_unmask = torch.where(s <= 0, 1.0, p_unmask.clamp(0.0, 1.0))  # the last step fills everything
+        sigma_masked = (
+            torch.zeros_like(sigma_max)
+            if self.schedule == "conf"
+            else self._row_sigma(t, sigma_max)
+        )  # (B,)
+        p_unmask = (alpha_s - (1 - sigma_masked) * alpha_t) / (1 - alpha_t).clamp_min(
+            1e-300
+        )  # (B,)
+        p_unmask = torch.where(
+            s <= 0, 1.0, p_unmask.clamp(0.0, 1.0)
+        )  # the last step fills everything
         return p_unmask, sigma
 
     def _alphas(self, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,7 +383,9 @@ class ReMDM(Sampler):
         if self.schedule == "loop":  # remask only inside the loop phase t_off < t <= t_on
             # eta itself, as the reference (__post_init__ keeps it <= sigma_max of that phase).
             looping = (t > self.t_off) & (t <= self.t_on)
-            return torch.where(looping, torch.full_like(sigma_max, eta), torch.zeros_like(sigma_max))
+            return torch.where(
+                looping, torch.full_like(sigma_max, eta), torch.zeros_like(sigma_max)
+            )
         return torch.zeros_like(sigma_max)
 
     def _sigma(self, t, sigma_max, decoded, confidence) -> torch.Tensor:
@@ -369,4 +400,3 @@ class ReMDM(Sampler):
         else:
             sigma = self._row_sigma(t, sigma_max).unsqueeze(-1).expand(decoded.shape)
         return torch.where(decoded, sigma, 0.0)
-

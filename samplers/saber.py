@@ -51,9 +51,9 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import denoise, proposal_keys
-from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 
 __all__ = ["Saber", "SaberState", "SaberInfo"]
@@ -139,6 +139,7 @@ class Saber(Sampler):
         {"n": 4, "temperature": 1.0},
         {"n": 3, "block_length": 5, "temperature": 0.5},
     )
+
     @staticmethod
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens."""
@@ -160,8 +161,11 @@ class Saber(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> SaberState:
         zeros = torch.zeros(canvas.tokens.shape, dtype=torch.float32, device=canvas.tokens.device)
-        return SaberState(canvas=canvas, last_confidence=zeros,
-                          final_confidence=torch.full_like(zeros, float("-inf")))
+        return SaberState(
+            canvas=canvas,
+            last_confidence=zeros,
+            final_confidence=torch.full_like(zeros, float("-inf")),
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: SaberState, denoiser, key: torch.Tensor):
@@ -173,8 +177,12 @@ class Saber(Sampler):
         masked = region & (canvas.tokens == mask_id)  # (B, L)
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        proposal = kernels.propose(logits, temperature=self.temperature,
-                                   key=proposal_keys(key, canvas, self.temperature), rows=region)
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
+            rows=region,
+        )
         confidence = torch.where(region, proposal.prob, float("-inf"))  # (B, L)
         # Confidence change since the last step; undefined (a new block, a finished row) = +inf,
         # which never ranks among the largest drops.
@@ -188,8 +196,9 @@ class Saber(Sampler):
         threshold = torch.where(count > 0, total / count.clamp_min(1), 1.0)  # (B,)
         above = masked & (confidence > threshold.unsqueeze(-1))  # (B, L)
         n_above = above.sum(-1)  # (B,)
-        unmask = torch.where((n_above >= self.n).unsqueeze(-1), above,
-                             kernels.topk_mask(confidence, self.n, masked))  # (B, L)
+        unmask = torch.where(
+            (n_above >= self.n).unsqueeze(-1), above, kernels.topk_mask(confidence, self.n, masked)
+        )  # (B, L)
         fix = n_above.clamp_min(self.n)  # (B,) the reference's max(n, len(select))
         final_confidence = torch.where(unmask, proposal.prob, state.final_confidence)
 
@@ -210,9 +219,15 @@ class Saber(Sampler):
         window = torch.where(advance, canvas.window + 1, canvas.window)
         new_canvas = new_canvas._replace(window=window)
 
-        new_state = SaberState(canvas=new_canvas, last_confidence=confidence,
-                               final_confidence=final_confidence)
-        info = SaberInfo(committed=changed, proposal=proposal.tokens,
-                         score=torch.where(masked, confidence, float("-inf")), threshold=threshold,
-                         unmasked=unmask & ~remask, remasked=remask & ~unmask)
+        new_state = SaberState(
+            canvas=new_canvas, last_confidence=confidence, final_confidence=final_confidence
+        )
+        info = SaberInfo(
+            committed=changed,
+            proposal=proposal.tokens,
+            score=torch.where(masked, confidence, float("-inf")),
+            threshold=threshold,
+            unmasked=unmask & ~remask,
+            remasked=remask & ~unmask,
+        )
         return new_state, info

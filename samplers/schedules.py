@@ -19,8 +19,15 @@ import torch
 
 from remask.samplers.canvas import Canvas, block_mask_count
 
-__all__ = ["BlockSchedule", "even_split", "allotted_steps", "check_steps_cover_blocks", "grid_time",
-           "next_unmask_index", "dream_count"]
+__all__ = [
+    "BlockSchedule",
+    "even_split",
+    "allotted_steps",
+    "check_steps_cover_blocks",
+    "grid_time",
+    "next_unmask_index",
+    "dream_count",
+]
 
 
 def even_split(total: torch.Tensor, parts: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -51,10 +58,13 @@ class BlockSchedule(NamedTuple):
     steps: torch.Tensor
 
     @classmethod
-    def start(cls, canvas: Canvas, mask_id: int, steps: int | None) -> "BlockSchedule":
+    def start(cls, canvas: Canvas, mask_id: int, steps: int | None) -> BlockSchedule:
         """The schedule of every row's first block; ``steps`` None = one token per step."""
-        return cls(torch.zeros_like(canvas.nfe), block_mask_count(canvas, mask_id),
-                   allotted_steps(canvas, mask_id, steps))
+        return cls(
+            torch.zeros_like(canvas.nfe),
+            block_mask_count(canvas, mask_id),
+            allotted_steps(canvas, mask_id, steps),
+        )
 
     def count(self, canvas: Canvas) -> torch.Tensor:
         """(B,) int64: tokens to commit this step (0 for finished rows)."""
@@ -62,7 +72,9 @@ class BlockSchedule(NamedTuple):
         k = even_split(self.masks, self.steps.clamp_min(1), self.step)  # (B,)
         return torch.where(canvas.done, 0, k)
 
-    def advance(self, before: Canvas, after: Canvas, mask_id: int, steps: int | None) -> "BlockSchedule":
+    def advance(
+        self, before: Canvas, after: Canvas, mask_id: int, steps: int | None
+    ) -> BlockSchedule:
         """The schedule after a step: rows whose window moved start their new block afresh."""
         moved = after.window != before.window  # (B,)
         return BlockSchedule(
@@ -108,7 +120,9 @@ def grid_time(index: torch.Tensor, steps: torch.Tensor, eps: float) -> torch.Ten
     return 1.0 - index.double() * ((1.0 - eps) / steps.double())
 
 
-def next_unmask_index(u: torch.Tensor, index: torch.Tensor, steps: torch.Tensor, eps: float) -> torch.Tensor:
+def next_unmask_index(
+    u: torch.Tensor, index: torch.Tensor, steps: torch.Tensor, eps: float
+) -> torch.Tensor:
     """Grid index at which a position masked at grid index ``index`` unmasks (linear schedule).
 
     With ``P(still masked at t_j | masked at t_i) = t_j / t_i`` (MDLM log-linear noise, Dream's
@@ -140,8 +154,9 @@ def next_unmask_index(u: torch.Tensor, index: torch.Tensor, steps: torch.Tensor,
     return torch.maximum(j.clamp_max(2**62).long(), index + 1)
 
 
-def dream_count(masks: torch.Tensor, grid: torch.Tensor, steps: torch.Tensor, eps: float,
-                max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dream_count(
+    masks: torch.Tensor, grid: torch.Tensor, steps: torch.Tensor, eps: float, max_steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dream's transfer count, skipping the grid steps on which it is 0.
 
     At grid step ``i`` (from ``t_i`` to ``t_{i+1}``) the reference commits

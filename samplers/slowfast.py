@@ -60,9 +60,9 @@ from typing import NamedTuple
 import torch
 
 from remask import kernels
+from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import predict
-from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.registry import register
 
 __all__ = ["SlowFast", "SlowFastState", "SlowFastInfo"]
@@ -164,6 +164,7 @@ class SlowFast(Sampler):
         {"high_threshold": 0.1, "temperature": 1.0, "block_length": 5},
         {"stability_std": 3.0, "explore_steps": 3, "cfg_scale": 1.0},
     )
+
     @staticmethod
     def bench_configs(G: int) -> tuple[tuple[str, dict], ...]:
         """(label, config) settings of the quality benchmark for G generated tokens."""
@@ -194,10 +195,15 @@ class SlowFast(Sampler):
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> SlowFastState:
         zeros = torch.zeros_like(canvas.nfe)  # (B,)
-        return SlowFastState(canvas=canvas, start=zeros, end=zeros, explored=zeros,
-                             settled=torch.zeros_like(canvas.done),
-                             history=zeros.unsqueeze(-1).repeat(1, self.stability_window),
-                             filled=zeros)
+        return SlowFastState(
+            canvas=canvas,
+            start=zeros,
+            end=zeros,
+            explored=zeros,
+            settled=torch.zeros_like(canvas.done),
+            history=zeros.unsqueeze(-1).repeat(1, self.stability_window),
+            filled=zeros,
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: SlowFastState, denoiser, key: torch.Tensor):
@@ -210,8 +216,9 @@ class SlowFast(Sampler):
         size = block.sum(-1)  # (B,)
         start, end = state.start, state.end
 
-        eligible, _, proposal, evaluations = predict(canvas, denoiser, key,
-                                                     temperature=self.temperature)
+        eligible, _, proposal, evaluations = predict(
+            canvas, denoiser, key, temperature=self.temperature
+        )
         eligible = eligible & live.unsqueeze(-1)
         confidence = torch.where(eligible, proposal.prob, float("-inf"))  # (B, L)
         after = eligible & (rank >= start.unsqueeze(-1))  # (B, L) masks from the span's start on
@@ -239,8 +246,11 @@ class SlowFast(Sampler):
         upper = torch.where(slow, size, end)  # (B,)
         candidates = after & (rank < upper.unsqueeze(-1))  # (B, L)
         confident = candidates & (confidence >= self.high_threshold)  # (B, L)
-        committed = torch.where((confident.sum(-1) > 1).unsqueeze(-1), confident,
-                                kernels.topk_mask(confidence, 1, candidates))  # (B, L)
+        committed = torch.where(
+            (confident.sum(-1) > 1).unsqueeze(-1),
+            confident,
+            kernels.topk_mask(confidence, 1, candidates),
+        )  # (B, L)
 
         # The slow phase's end settles a span that never became stable within its window.
         explored = torch.where(slow, state.explored + 1, state.explored)  # (B,)
@@ -269,6 +279,12 @@ class SlowFast(Sampler):
             history=torch.where(restart.unsqueeze(-1), 0, history),
             filled=torch.where(restart, zero, filled),
         )
-        info = SlowFastInfo(committed=committed, proposal=proposal.tokens, score=confidence,
-                            slow=slow, start=new_state.start, end=new_state.end)
+        info = SlowFastInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=confidence,
+            slow=slow,
+            start=new_state.start,
+            end=new_state.end,
+        )
         return new_state, info

@@ -38,13 +38,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from remask.kernels.select import spacing_filter
-from remask.samplers.canvas import commit
-from remask.samplers.predict import predict
-from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float, _check_int
-from remask.samplers.registry import register
 
 from remask import kernels
+from remask.kernels.select import spacing_filter
+from remask.samplers.base import Canvas, Sampler, StepInfo, StepState, _check_float, _check_int
+from remask.samplers.canvas import commit
+from remask.samplers.predict import predict
+from remask.samplers.registry import register
 
 __all__ = ["Threshold"]
 
@@ -109,14 +109,19 @@ class Threshold(Sampler):
         return StepState(canvas=canvas)
 
     def step(self, state: StepState, denoiser, key: torch.Tensor):
-        eligible, _, proposal, evaluations = predict(state.canvas, denoiser, key,
-                                                     temperature=self.temperature)
+        eligible, _, proposal, evaluations = predict(
+            state.canvas, denoiser, key, temperature=self.temperature
+        )
         committed = kernels.threshold_mask(proposal.prob, self.threshold, eligible)  # (B, L)
         if self.min_spacing is not None:
             # At most block_length positions are eligible: a static bound on the rank loop.
-            committed = spacing_filter(committed, proposal.prob, self.min_spacing,
-                                       max_candidates=self.block_length)
+            committed = spacing_filter(
+                committed, proposal.prob, self.min_spacing, max_candidates=self.block_length
+            )
         new_canvas = commit(state.canvas, committed, proposal.tokens, denoiser.mask_id, evaluations)
-        info = StepInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(eligible, proposal.prob, float("-inf")))
+        info = StepInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(eligible, proposal.prob, float("-inf")),
+        )
         return StepState(canvas=new_canvas), info

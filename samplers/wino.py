@@ -74,9 +74,9 @@ import torch
 
 from remask import kernels
 from remask.models import protocol
+from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.canvas import commit
 from remask.samplers.predict import proposal_keys
-from remask.samplers.base import Canvas, Sampler, _check_choice, _check_float, _check_int
 from remask.samplers.registry import register
 
 __all__ = ["WINO", "WinoState", "WinoInfo", "SHADOW_MODES", "supports_attention_bias"]
@@ -210,7 +210,9 @@ class WINO(Sampler):
 
     def uses_attention(self, denoiser) -> bool:
         """Whether the shadow block goes through the attention-bias call for ``denoiser``."""
-        return self.shadow == "attention" or (self.shadow == "auto" and supports_attention_bias(denoiser))
+        return self.shadow == "attention" or (
+            self.shadow == "auto" and supports_attention_bias(denoiser)
+        )
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> WinoState:
@@ -223,8 +225,9 @@ class WINO(Sampler):
             )
         longest = max(int(canvas.editable.sum(-1).max()), 1)  # one sync, at init
         width = longest if self.block_length is None else min(self.block_length, longest)
-        return WinoState(canvas=canvas, last_accept=torch.full_like(canvas.nfe, _NO_CAP),
-                         width=width)
+        return WinoState(
+            canvas=canvas, last_accept=torch.full_like(canvas.nfe, _NO_CAP), width=width
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, state: WinoState, denoiser, key: torch.Tensor):
@@ -235,19 +238,32 @@ class WINO(Sampler):
         masked = in_block & (canvas.tokens == mask_id)  # (B, L)
         decoded = in_block & ~masked  # (B, L): candidates for narrow-out
 
-        logits, verify_logits, evaluations = self._forward(canvas, denoiser, in_block, state.width)  # (B, L, V) x2
+        logits, verify_logits, evaluations = self._forward(
+            canvas, denoiser, in_block, state.width
+        )  # (B, L, V) x2
 
         # Wide in: threshold, capped, at least the best one.
-        proposal = kernels.propose(logits, temperature=self.temperature, rows=masked,
-                                   key=proposal_keys(key, canvas, self.temperature))
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            rows=masked,
+            key=proposal_keys(key, canvas, self.temperature),
+        )
         confidence = proposal.prob  # (B, L)
         n_masked = masked.sum(-1)  # (B,)
-        cap = (n_masked.double() * self.accept_ratio).floor().long().clamp(self.accept_min, self.accept_max)
+        cap = (
+            (n_masked.double() * self.accept_ratio)
+            .floor()
+            .long()
+            .clamp(self.accept_min, self.accept_max)
+        )
         over = masked & (confidence > self.threshold_in)  # (B, L)
         n_over = over.sum(-1, keepdim=True)  # (B, 1)
         capped = kernels.topk_mask(confidence, cap, masked)  # (B, L)
         best = kernels.topk_mask(confidence, 1, masked)  # (B, L)
-        accepted = torch.where(n_over > cap.unsqueeze(-1), capped, torch.where(n_over == 0, best, over))
+        accepted = torch.where(
+            n_over > cap.unsqueeze(-1), capped, torch.where(n_over == 0, best, over)
+        )
         n_accept = accepted.sum(-1)  # (B,)
 
         # Narrow out: leave-one-out probability of every token decoded before this step.
@@ -255,9 +271,13 @@ class WINO(Sampler):
         current = canvas.tokens.clamp(0, verify_logits.shape[-1] - 1)  # (B, L)
         verify_prob = kernels.token_prob(verify_logits, current, decoded).double()  # (B, L)
         verify_prob = torch.where(decoded, verify_prob, float("nan"))
-        doubtful = decoded & (verify_prob < self.threshold_out) & (n_accept > 1).unsqueeze(-1)  # (B, L)
+        doubtful = (
+            decoded & (verify_prob < self.threshold_out) & (n_accept > 1).unsqueeze(-1)
+        )  # (B, L)
         remask_cap = (state.last_accept - 1).clamp_min(0)  # (B,)
-        remasked = kernels.topk_mask((-verify_prob).float(), remask_cap, doubtful)  # (B, L) lowest first
+        remasked = kernels.topk_mask(
+            (-verify_prob).float(), remask_cap, doubtful
+        )  # (B, L) lowest first
 
         written = torch.where(remasked, mask_id, proposal.tokens)  # (B, L)
         committed = accepted | remasked
@@ -268,9 +288,14 @@ class WINO(Sampler):
             last_accept=torch.where(moved, _NO_CAP, n_accept),
             width=state.width,
         )
-        info = WinoInfo(committed=committed, proposal=proposal.tokens,
-                        score=torch.where(masked, confidence, float("-inf")),
-                        accepted=accepted, remasked=remasked, verify_prob=verify_prob)
+        info = WinoInfo(
+            committed=committed,
+            proposal=proposal.tokens,
+            score=torch.where(masked, confidence, float("-inf")),
+            accepted=accepted,
+            remasked=remasked,
+            verify_prob=verify_prob,
+        )
         return new_state, info
 
     # ------------------------------------------------------------------ the two forwards
@@ -290,18 +315,28 @@ class WINO(Sampler):
         slot_of = rank.clamp(0, W - 1)  # (B, L): slot of each in-block position
 
         if self.uses_attention(denoiser):
-            ext_tokens = torch.cat([tokens, torch.full((B, W), denoiser.mask_id, dtype=tokens.dtype,
-                                                       device=device)], dim=1)  # (B, L + W)
+            ext_tokens = torch.cat(
+                [tokens, torch.full((B, W), denoiser.mask_id, dtype=tokens.dtype, device=device)],
+                dim=1,
+            )  # (B, L + W)
             ext_mask = torch.cat([attention_mask, slot_live], dim=1)  # (B, L + W)
             # Shadow slots are never writable: guidance keeps them (masks) as they are.
             ext_editable = torch.cat([canvas.editable, torch.zeros_like(slot_live)], dim=1)
             # Canvas columns, not positions: the denoiser numbers them by its own rule, so left
             # padding gives the positions of its plain call (an unused slot names column 0).
             columns = torch.arange(L, device=device).expand(B, L)  # (B, L)
-            ext_columns = torch.cat([columns, torch.where(slot_live, slot_pos, 0)], dim=1)  # (B, L + W)
+            ext_columns = torch.cat(
+                [columns, torch.where(slot_live, slot_pos, 0)], dim=1
+            )  # (B, L + W)
             bias = self._shadow_bias(attention_mask, slot_pos, slot_live)  # (B, L + W, L + W)
-            out, evaluations = protocol.call(denoiser, ext_tokens, ext_mask, editable=ext_editable,
-                                             attention_bias=bias, position_ids=ext_columns)  # (B, L + W, V)
+            out, evaluations = protocol.call(
+                denoiser,
+                ext_tokens,
+                ext_mask,
+                editable=ext_editable,
+                attention_bias=bias,
+                position_ids=ext_columns,
+            )  # (B, L + W, V)
             logits, shadow_logits = out[:, :L], out[:, L:]  # (B, L, V), (B, W, V)
         else:
             # Leave-one-out canvases: slot k's copy of the row has position slot_pos[k] masked.
@@ -309,7 +344,9 @@ class WINO(Sampler):
             copies = torch.where(hide, denoiser.mask_id, tokens.unsqueeze(1))  # (B, W, L)
             batch = torch.cat([tokens, copies.reshape(B * W, L)])  # (B + B W, L)
             batch_mask = torch.cat([attention_mask, attention_mask.repeat_interleave(W, dim=0)])
-            batch_editable = torch.cat([canvas.editable, canvas.editable.repeat_interleave(W, dim=0)])
+            batch_editable = torch.cat(
+                [canvas.editable, canvas.editable.repeat_interleave(W, dim=0)]
+            )
             out, per_call = protocol.call(denoiser, batch, batch_mask, editable=batch_editable)
             logits = out[:B]  # (B, L, V)
             per_copy = out[B:].reshape(B, W, L, -1)  # (B, W, L, V)
@@ -321,8 +358,9 @@ class WINO(Sampler):
         return logits, verify_logits, evaluations
 
     @staticmethod
-    def _shadow_bias(attention_mask: torch.Tensor, slot_pos: torch.Tensor,
-                     slot_live: torch.Tensor) -> torch.Tensor:
+    def _shadow_bias(
+        attention_mask: torch.Tensor, slot_pos: torch.Tensor, slot_live: torch.Tensor
+    ) -> torch.Tensor:
         """(B, L + W, L + W) bool attention pattern of the shadow forward (True = may attend)."""
         B, L = attention_mask.shape
         W = slot_pos.shape[1]

@@ -49,4 +49,3 @@ def tiny64():
 @pytest.fixture(scope="session")
 def markov():
     return MarkovChainOracle(vocab_size=3, seq_len=4, seed=0, concentration=2.0)
-

@@ -48,88 +48,260 @@ LC = build("low_confidence")
 # ---------------------------------------------------------------------------- Python API
 # (id, call(tiny), exception type, substring the message must contain)
 API_CASES = [
-    ("prompt-id-negative", lambda t: remask.generate(t, [[1, -1]], LC, gen_length=2, seed=0),
-     ValueError, "token id -1 at row 0, position 1"),
-    ("prompt-id-2**63", lambda t: remask.generate(t, [[2**63]], LC, gen_length=2, seed=0),
-     ValueError, str(2**63)),
-    ("prompt-id-2**64", lambda t: remask.generate(t, [[1], [2**64]], LC, gen_length=2, seed=0),
-     ValueError, f"token id {2**64} at row 1"),
-    ("prompt-id-equals-vocab", lambda t: remask.generate(t, [[16]], LC, gen_length=2, seed=0),
-     ValueError, "token id 16"),
-    ("prompt-holds-mask", lambda t: remask.generate(t, [[1, 15]], LC, gen_length=2, seed=0),
-     ValueError, "mask_id=15"),
-    ("tensor-prompt-id-out-of-vocab",
-     lambda t: remask.generate(t, torch.tensor([[1, 99]]), LC, gen_length=2, seed=0), ValueError, "99"),
-    ("float-tensor-prompt", lambda t: remask.generate(t, torch.ones(1, 2), LC, gen_length=2, seed=0),
-     TypeError, "torch.float32"),
-    ("3d-prompt", lambda t: remask.generate(t, torch.ones(1, 2, 2, dtype=torch.long), LC, gen_length=2),
-     ValueError, "(1, 2, 2)"),
-    ("empty-batch", lambda t: remask.generate(t, torch.zeros(0, 3, dtype=torch.long), LC, gen_length=2),
-     ValueError, "B = 0"),
+    (
+        "prompt-id-negative",
+        lambda t: remask.generate(t, [[1, -1]], LC, gen_length=2, seed=0),
+        ValueError,
+        "token id -1 at row 0, position 1",
+    ),
+    (
+        "prompt-id-2**63",
+        lambda t: remask.generate(t, [[2**63]], LC, gen_length=2, seed=0),
+        ValueError,
+        str(2**63),
+    ),
+    (
+        "prompt-id-2**64",
+        lambda t: remask.generate(t, [[1], [2**64]], LC, gen_length=2, seed=0),
+        ValueError,
+        f"token id {2**64} at row 1",
+    ),
+    (
+        "prompt-id-equals-vocab",
+        lambda t: remask.generate(t, [[16]], LC, gen_length=2, seed=0),
+        ValueError,
+        "token id 16",
+    ),
+    (
+        "prompt-holds-mask",
+        lambda t: remask.generate(t, [[1, 15]], LC, gen_length=2, seed=0),
+        ValueError,
+        "mask_id=15",
+    ),
+    (
+        "tensor-prompt-id-out-of-vocab",
+        lambda t: remask.generate(t, torch.tensor([[1, 99]]), LC, gen_length=2, seed=0),
+        ValueError,
+        "99",
+    ),
+    (
+        "float-tensor-prompt",
+        lambda t: remask.generate(t, torch.ones(1, 2), LC, gen_length=2, seed=0),
+        TypeError,
+        "torch.float32",
+    ),
+    (
+        "3d-prompt",
+        lambda t: remask.generate(t, torch.ones(1, 2, 2, dtype=torch.long), LC, gen_length=2),
+        ValueError,
+        "(1, 2, 2)",
+    ),
+    (
+        "empty-batch",
+        lambda t: remask.generate(t, torch.zeros(0, 3, dtype=torch.long), LC, gen_length=2),
+        ValueError,
+        "B = 0",
+    ),
     ("row-not-ints", lambda t: remask.generate(t, [[1, "a"]], LC, gen_length=2), TypeError, "'a'"),
     ("row-of-bools", lambda t: remask.generate(t, [[True]], LC, gen_length=2), TypeError, "True"),
     ("prompt-a-string", lambda t: remask.generate(t, "1 2", LC, gen_length=2), TypeError, "str"),
-    ("attention-mask-0.5",
-     lambda t: remask.generate(t, torch.tensor([[1, 2]]), LC, gen_length=2,
-                               attention_mask=torch.tensor([[0.5, 1.0]])), ValueError, "0.5"),
-    ("attention-mask-nan",
-     lambda t: remask.generate(t, torch.tensor([[1, 2]]), LC, gen_length=2,
-                               attention_mask=torch.tensor([[1.0, NAN]])), ValueError, "nan"),
-    ("attention-mask-2",
-     lambda t: remask.generate(t, torch.tensor([[1, 2]]), LC, gen_length=2,
-                               attention_mask=torch.tensor([[2, 1]])), ValueError, "got 2"),
-    ("right-padding",
-     lambda t: remask.generate(t, torch.tensor([[1, 2, 3], [4, 5, 0]]), LC, gen_length=2,
-                               attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]).bool()),
-     ValueError, "row 1 is not left-padded"),
-    ("attention-mask-hole",
-     lambda t: remask.generate(t, torch.tensor([[1, 2, 3]]), LC, gen_length=2,
-                               attention_mask=torch.tensor([[True, False, True]])),
-     ValueError, "row 0 is not left-padded"),
-    ("attention-mask-shape",
-     lambda t: remask.generate(t, torch.tensor([[1, 2, 3]]), LC, gen_length=2,
-                               attention_mask=torch.tensor([[True, True]])), ValueError, "(1, 2)"),
-    ("attention-mask-with-lists",
-     lambda t: remask.generate(t, [[1, 2]], LC, gen_length=2, attention_mask=torch.ones(1, 2).bool()),
-     ValueError, "attention_mask"),
-    ("seed-negative", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=-1), ValueError, "-1"),
-    ("seed-2**64", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=2**64), ValueError, str(2**64)),
-    ("seed-2**63", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=2**63), ValueError, str(2**63)),
-    ("seed-string", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed="1"), TypeError, "'1'"),
-    ("seed-bool", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=True), TypeError, "True"),
-    ("seeds-too-few", lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3]), ValueError,
-     "seed has 1 values but the batch has 2 rows"),
-    ("seeds-too-many", lambda t: remask.infill(t, [[1, 15]], LC, seed=[3, 4]), ValueError, "2 values"),
-    ("seeds-float", lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3, 1.5]), TypeError,
-     "seed[1] must be an int, got 1.5"),
-    ("seeds-negative", lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3, -2]), ValueError,
-     "seed[1] must be in [0, 2**63), got -2"),
-    ("seeds-2**63", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=[2**63]), ValueError,
-     str(2**63)),
-    ("seeds-float-tensor", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=torch.tensor([1.0])),
-     TypeError, "integers"),
-    ("seeds-2d-tensor", lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=torch.tensor([[1]])),
-     ValueError, "1-D"),
+    (
+        "attention-mask-0.5",
+        lambda t: remask.generate(
+            t, torch.tensor([[1, 2]]), LC, gen_length=2, attention_mask=torch.tensor([[0.5, 1.0]])
+        ),
+        ValueError,
+        "0.5",
+    ),
+    (
+        "attention-mask-nan",
+        lambda t: remask.generate(
+            t, torch.tensor([[1, 2]]), LC, gen_length=2, attention_mask=torch.tensor([[1.0, NAN]])
+        ),
+        ValueError,
+        "nan",
+    ),
+    (
+        "attention-mask-2",
+        lambda t: remask.generate(
+            t, torch.tensor([[1, 2]]), LC, gen_length=2, attention_mask=torch.tensor([[2, 1]])
+        ),
+        ValueError,
+        "got 2",
+    ),
+    (
+        "right-padding",
+        lambda t: remask.generate(
+            t,
+            torch.tensor([[1, 2, 3], [4, 5, 0]]),
+            LC,
+            gen_length=2,
+            attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]).bool(),
+        ),
+        ValueError,
+        "row 1 is not left-padded",
+    ),
+    (
+        "attention-mask-hole",
+        lambda t: remask.generate(
+            t,
+            torch.tensor([[1, 2, 3]]),
+            LC,
+            gen_length=2,
+            attention_mask=torch.tensor([[True, False, True]]),
+        ),
+        ValueError,
+        "row 0 is not left-padded",
+    ),
+    (
+        "attention-mask-shape",
+        lambda t: remask.generate(
+            t,
+            torch.tensor([[1, 2, 3]]),
+            LC,
+            gen_length=2,
+            attention_mask=torch.tensor([[True, True]]),
+        ),
+        ValueError,
+        "(1, 2)",
+    ),
+    (
+        "attention-mask-with-lists",
+        lambda t: remask.generate(
+            t, [[1, 2]], LC, gen_length=2, attention_mask=torch.ones(1, 2).bool()
+        ),
+        ValueError,
+        "attention_mask",
+    ),
+    (
+        "seed-negative",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=-1),
+        ValueError,
+        "-1",
+    ),
+    (
+        "seed-2**64",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=2**64),
+        ValueError,
+        str(2**64),
+    ),
+    (
+        "seed-2**63",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=2**63),
+        ValueError,
+        str(2**63),
+    ),
+    (
+        "seed-string",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed="1"),
+        TypeError,
+        "'1'",
+    ),
+    (
+        "seed-bool",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=True),
+        TypeError,
+        "True",
+    ),
+    (
+        "seeds-too-few",
+        lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3]),
+        ValueError,
+        "seed has 1 values but the batch has 2 rows",
+    ),
+    (
+        "seeds-too-many",
+        lambda t: remask.infill(t, [[1, 15]], LC, seed=[3, 4]),
+        ValueError,
+        "2 values",
+    ),
+    (
+        "seeds-float",
+        lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3, 1.5]),
+        TypeError,
+        "seed[1] must be an int, got 1.5",
+    ),
+    (
+        "seeds-negative",
+        lambda t: remask.generate(t, [[1], [2]], LC, gen_length=2, seed=[3, -2]),
+        ValueError,
+        "seed[1] must be in [0, 2**63), got -2",
+    ),
+    (
+        "seeds-2**63",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=[2**63]),
+        ValueError,
+        str(2**63),
+    ),
+    (
+        "seeds-float-tensor",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=torch.tensor([1.0])),
+        TypeError,
+        "integers",
+    ),
+    (
+        "seeds-2d-tensor",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, seed=torch.tensor([[1]])),
+        ValueError,
+        "1-D",
+    ),
     ("gen-length-0", lambda t: remask.generate(t, [[1]], LC, gen_length=0), ValueError, "got 0"),
     ("gen-length-float", lambda t: remask.generate(t, [[1]], LC, gen_length=2.0), TypeError, "2.0"),
-    ("gen-length-1e9", lambda t: remask.generate(t, [[1]], LC, gen_length=10**9), ValueError, "1000000000"),
-    ("gen-length-beyond-oracle", lambda t: remask.generate(
-        load_model("oracle:hmm?vocab=3&length=4"), [[1]], LC, gen_length=4), ValueError, "gen_length=4"),
-    ("callbacks-a-function", lambda t: remask.generate(t, [[1]], LC, gen_length=2, callbacks=print),
-     TypeError, "callbacks must be a sequence"),
-    ("callbacks-item-not-callable", lambda t: remask.generate(t, [[1]], LC, gen_length=2, callbacks=[print, 3]),
-     TypeError, "callbacks[1]"),
-    ("progress-not-bool", lambda t: remask.generate(t, [[1]], LC, gen_length=2, progress="yes"),
-     TypeError, "'yes'"),
-    ("sampler-a-name", lambda t: remask.generate(t, [[1]], "low_confidence", gen_length=2), TypeError, "str"),
-    ("model-without-mask-id", lambda t: remask.generate(object(), [[1]], LC, gen_length=2),
-     TypeError, "mask_id"),
+    (
+        "gen-length-1e9",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=10**9),
+        ValueError,
+        "1000000000",
+    ),
+    (
+        "gen-length-beyond-oracle",
+        lambda t: remask.generate(
+            load_model("oracle:hmm?vocab=3&length=4"), [[1]], LC, gen_length=4
+        ),
+        ValueError,
+        "gen_length=4",
+    ),
+    (
+        "callbacks-a-function",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, callbacks=print),
+        TypeError,
+        "callbacks must be a sequence",
+    ),
+    (
+        "callbacks-item-not-callable",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, callbacks=[print, 3]),
+        TypeError,
+        "callbacks[1]",
+    ),
+    (
+        "progress-not-bool",
+        lambda t: remask.generate(t, [[1]], LC, gen_length=2, progress="yes"),
+        TypeError,
+        "'yes'",
+    ),
+    (
+        "sampler-a-name",
+        lambda t: remask.generate(t, [[1]], "low_confidence", gen_length=2),
+        TypeError,
+        "str",
+    ),
+    (
+        "model-without-mask-id",
+        lambda t: remask.generate(object(), [[1]], LC, gen_length=2),
+        TypeError,
+        "mask_id",
+    ),
     ("infill-empty", lambda t: remask.infill(t, [[]], LC), ValueError, "L = 0"),
     ("infill-id-out-of-vocab", lambda t: remask.infill(t, [[15, 40]], LC), ValueError, "40"),
     ("infill-too-long", lambda t: remask.infill(t, [[15] * 40], LC), ValueError, "40"),
-    ("eos-id-outside-vocab",
-     lambda t: remask.generate(t, [[1]], build("low_confidence", eos_id=99, logits_eos_inf=True),
-                               gen_length=2, seed=0), ValueError, "eos_id=99"),
+    (
+        "eos-id-outside-vocab",
+        lambda t: remask.generate(
+            t, [[1]], build("low_confidence", eos_id=99, logits_eos_inf=True), gen_length=2, seed=0
+        ),
+        ValueError,
+        "eos_id=99",
+    ),
 ]
 
 # Sampler configs the campaign found accepted at build time.
@@ -154,15 +326,19 @@ CONFIG_CASES = [
 ]
 
 
-@pytest.mark.parametrize("call,error,text", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+@pytest.mark.parametrize(
+    "call,error,text", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES]
+)
 def test_api(tiny, call, error, text):
     with pytest.raises(error) as raised:
         call(tiny)
     assert text in str(raised.value)
 
 
-@pytest.mark.parametrize("name, config", [("remdm", {}), ("low_confidence", {}),
-                                          ("wino", {"shadow": "emulate"}), ("gibbs", {})])
+@pytest.mark.parametrize(
+    "name, config",
+    [("remdm", {}), ("low_confidence", {}), ("wino", {"shadow": "emulate"}), ("gibbs", {})],
+)
 def test_a_finite_mask_logit_is_never_proposed(tiny, name, config):
     """The mask token is excluded wherever samplers call the denoiser (``denoise``, and WINO's
     and Gibbs's own calls), whatever logit the denoiser gives it: a protocol-breaking denoiser
@@ -184,12 +360,18 @@ def test_mask_error_names_sampler_step_and_cause(tiny):
             new, info = super().step(state, denoiser, generator)
             tokens = torch.where(info.committed, denoiser.mask_id, new.canvas.tokens)
             proposal = torch.where(info.committed, denoiser.mask_id, info.proposal)
-            return new._replace(canvas=new.canvas._replace(tokens=tokens)), info._replace(proposal=proposal)
+            return new._replace(canvas=new.canvas._replace(tokens=tokens)), info._replace(
+                proposal=proposal
+            )
 
     with pytest.raises(RuntimeError) as raised:
         remask.generate(tiny, [[1]], CommitsMask(), gen_length=4, seed=0)
     message = str(raised.value)
-    assert "'low_confidence'" in message and "at step" in message and "proposed the mask token" in message
+    assert (
+        "'low_confidence'" in message
+        and "at step" in message
+        and "proposed the mask token" in message
+    )
 
 
 def _stops_after_one_step(base):
@@ -225,13 +407,19 @@ def test_a_sampler_whose_contract_allows_masks_is_not_stopped(tiny):
 def test_left_padding_and_01_masks_are_accepted(tiny):
     """The checks reject only what they should: 0/1 masks of any dtype and left padding pass."""
     prompt = torch.tensor([[0, 1, 2], [3, 4, 5]])
-    for mask in (torch.tensor([[0, 1, 1], [1, 1, 1]]), torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])):
+    for mask in (
+        torch.tensor([[0, 1, 1], [1, 1, 1]]),
+        torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]]),
+    ):
         out = remask.generate(tiny, prompt, LC, gen_length=2, seed=0, attention_mask=mask)
         assert out.attention_mask[0].tolist() == [False, True, True, True, True]
 
 
-@pytest.mark.parametrize("name,config,error,text", CONFIG_CASES,
-                         ids=[f"{n}-{'-'.join(map(str, c))}" for n, c, _, _ in CONFIG_CASES])
+@pytest.mark.parametrize(
+    "name,config,error,text",
+    CONFIG_CASES,
+    ids=[f"{n}-{'-'.join(map(str, c))}" for n, c, _, _ in CONFIG_CASES],
+)
 def test_config(name, config, error, text):
     with pytest.raises(error) as raised:
         build(name, **config)
@@ -285,27 +473,51 @@ def _config_edit(**changes):
         config = json.loads((directory / "config.json").read_text())
         config.update(changes)
         (directory / "config.json").write_text(json.dumps(config))
+
     return edit
 
 
 def _sharded(directory: Path) -> None:
     (directory / "model.safetensors").unlink()
-    _write(directory / "model.safetensors.index.json",
-           json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}))
+    _write(
+        directory / "model.safetensors.index.json",
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors"}}),
+    )
 
 
 CHECKPOINT_CASES = [
-    ("truncated-safetensors",
-     lambda d: _write(d / "model.safetensors", (d / "model.safetensors").read_bytes()[:1000]),
-     "SafetensorError"),
+    (
+        "truncated-safetensors",
+        lambda d: _write(d / "model.safetensors", (d / "model.safetensors").read_bytes()[:1000]),
+        "SafetensorError",
+    ),
     ("empty-safetensors", lambda d: _write(d / "model.safetensors", b""), "SafetensorError"),
-    ("garbage-safetensors", lambda d: _write(d / "model.safetensors", bytes(range(256)) * 8), "SafetensorError"),
-    ("config-not-json", lambda d: _write(d / "config.json", "{nope"), "config.json is not valid JSON"),
-    ("config-a-list", lambda d: _write(d / "config.json", "[1, 2]"), "config.json must hold a JSON object"),
-    ("config-binary", lambda d: _write(d / "config.json", b"\xff\xfe\x00"), "config.json is not valid JSON"),
+    (
+        "garbage-safetensors",
+        lambda d: _write(d / "model.safetensors", bytes(range(256)) * 8),
+        "SafetensorError",
+    ),
+    (
+        "config-not-json",
+        lambda d: _write(d / "config.json", "{nope"),
+        "config.json is not valid JSON",
+    ),
+    (
+        "config-a-list",
+        lambda d: _write(d / "config.json", "[1, 2]"),
+        "config.json must hold a JSON object",
+    ),
+    (
+        "config-binary",
+        lambda d: _write(d / "config.json", b"\xff\xfe\x00"),
+        "config.json is not valid JSON",
+    ),
     ("config-field-wrong-type", _config_edit(d_model="abc"), "TypeError"),
-    ("generation-config-not-json", lambda d: _write(d / "generation_config.json", "{x"),
-     "generation_config.json is not valid JSON"),
+    (
+        "generation-config-not-json",
+        lambda d: _write(d / "generation_config.json", "{x"),
+        "generation_config.json is not valid JSON",
+    ),
     ("no-weights", lambda d: (d / "model.safetensors").unlink(), "has no weights"),
     ("no-config", lambda d: (d / "config.json").unlink(), "has no config.json"),
     ("missing-shard", _sharded, "model-00001-of-00002.safetensors"),
@@ -314,7 +526,9 @@ CHECKPOINT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("mutate,text", [c[1:] for c in CHECKPOINT_CASES], ids=[c[0] for c in CHECKPOINT_CASES])
+@pytest.mark.parametrize(
+    "mutate,text", [c[1:] for c in CHECKPOINT_CASES], ids=[c[0] for c in CHECKPOINT_CASES]
+)
 def test_checkpoint(tmp_path, mutate, text):
     directory = tmp_path / "ck"
     shutil.copytree(GOLDEN / "llada_tiny", directory)
@@ -338,21 +552,39 @@ GEN = ["generate", "--model", "tiny", "--gen-length", "3"]
 CLI_CASES = [
     ("generate-temperature-inf", [*GEN, "--set", "temperature=inf"], "temperature must be finite"),
     ("generate-seed-negative", [*GEN, "--seed", "-1"], "got -1"),
-    ("generate-gen-length-too-long", ["generate", "--model", "tiny", "--gen-length", "1000"], "1000"),
-    ("generate-duplicate-spec-key", ["generate", "--model", "oracle:markov?vocab=8&vocab=4", "--gen-length", "3"],
-     "duplicate key 'vocab'"),
-    ("generate-spec-nan", ["generate", "--model", "tiny?logit_scale=nan", "--gen-length", "3"], "logit_scale=nan"),
+    (
+        "generate-gen-length-too-long",
+        ["generate", "--model", "tiny", "--gen-length", "1000"],
+        "1000",
+    ),
+    (
+        "generate-duplicate-spec-key",
+        ["generate", "--model", "oracle:markov?vocab=8&vocab=4", "--gen-length", "3"],
+        "duplicate key 'vocab'",
+    ),
+    (
+        "generate-spec-nan",
+        ["generate", "--model", "tiny?logit_scale=nan", "--gen-length", "3"],
+        "logit_scale=nan",
+    ),
     ("generate-bad-prompt-id", [*GEN, "--prompt-ids", "1,x"], "'x'"),
     ("generate-prompt-id-out-of-vocab", [*GEN, "--prompt-ids", "1,99"], "99"),
     ("generate-set-without-equals", [*GEN, "--set", "steps"], "'steps'"),
-    ("generate-missing-model-dir", ["generate", "--model", "./no/such/dir", "--gen-length", "3"], "./no/such/dir"),
+    (
+        "generate-missing-model-dir",
+        ["generate", "--model", "./no/such/dir", "--gen-length", "3"],
+        "./no/such/dir",
+    ),
     ("infill-empty-tokens", ["infill", "--model", "tiny", "--tokens", ""], "empty canvas"),
     ("infill-nothing-to-fill", ["infill", "--model", "tiny", "--tokens", "1,2"], "nothing to fill"),
     ("infill-bad-token", ["infill", "--model", "tiny", "--tokens", "1,_,y"], "'y'"),
     ("demo-too-few-samples", ["demo", "--samples", "5"], "5"),
     ("list-unknown-option", ["list", "--bogus"], "--bogus"),
-    ("analyze-unknown-sampler", ["analyze", "order", "--model", "tiny", "--sampler", "nope", "--out", "OUT"],
-     "'nope'"),
+    (
+        "analyze-unknown-sampler",
+        ["analyze", "order", "--model", "tiny", "--sampler", "nope", "--out", "OUT"],
+        "'nope'",
+    ),
 ]
 OUT_CASES = [
     ["analyze", "homogenization", "--model", "tiny", "--no-plots", "--out"],
@@ -367,7 +599,9 @@ OUT_CASES = [
 
 def _check_usage_error(result, text: str) -> None:
     assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.output
@@ -386,7 +620,9 @@ def test_cli_output_path_checked_before_computing(blocked, args):
     _check_usage_error(CliRunner().invoke(main, [*args, target]), "afile")
 
 
-@pytest.mark.parametrize("config", [None, "[1]", "{"], ids=["empty-safetensors", "config-list", "config-not-json"])
+@pytest.mark.parametrize(
+    "config", [None, "[1]", "{"], ids=["empty-safetensors", "config-list", "config-not-json"]
+)
 def test_cli_broken_checkpoint(tmp_path, config):
     directory = tmp_path / "broken"
     shutil.copytree(GOLDEN / "llada_tiny", directory)

@@ -19,33 +19,45 @@ def test_every_registered_sampler_is_in_the_quality_grid():
     assert set(grid) == set(available())
     for name, pairs in grid.items():
         assert pairs, f"{name} has no benchmark settings"
-        for label, config in pairs:
+        for _label, config in pairs:
             build(name, **config)  # every setting is a valid config
 
 
 def test_quick_quality_runs_wino_and_apd_with_a_verifier():
     # Both used to be missing from the central table. APD gets the Markov oracle's exact
     # verifier; an oracle without exact left-to-right conditionals skips it, saying why.
-    rows, skipped = bench_samplers.quality(quick=True, n_samples=200, samplers=["wino", "apd"],
-                                           log=lambda *a: None)
+    rows, skipped = bench_samplers.quality(
+        quick=True, n_samples=200, samplers=["wino", "apd"], log=lambda *a: None
+    )
     assert {r.sampler for r in rows} == {"wino", "apd"} and not skipped
     assert all(r.validity == 1.0 and math.isfinite(r.kl) for r in rows)
-    _, skipped = bench_samplers.quality(quick=True, n_samples=200, oracles=["hmm"], samplers=["apd"],
-                                        log=lambda *a: None)
+    _, skipped = bench_samplers.quality(
+        quick=True, n_samples=200, oracles=["hmm"], samplers=["apd"], log=lambda *a: None
+    )
     assert skipped == ["hmm/apd: the oracle has no exact left-to-right conditionals to verify with"]
 
 
 def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
-    path = bench_samplers.main(quick=True, out=tmp_path / "s.csv", samplers=["low_confidence", "threshold"],
-                               n_samples=300, log=lambda *a: None)
+    path = bench_samplers.main(
+        quick=True,
+        out=tmp_path / "s.csv",
+        samplers=["low_confidence", "threshold"],
+        n_samples=300,
+        log=lambda *a: None,
+    )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0].keys()) == CSV_FIELDS
     quality = [r for r in rows if r["name"] == "sampler_quality"]
     overhead = [r for r in rows if r["name"] == "sampler_overhead"]
     # one setting each in quick mode, five statistics per setting
-    assert len(quality) == 2 * 1 * 5 and {r["unit"] for r in quality} == {"nfe", "tokens_per_step", "kl_nats",
-                                                                          "tv", "validity"}
+    assert len(quality) == 2 * 1 * 5 and {r["unit"] for r in quality} == {
+        "nfe",
+        "tokens_per_step",
+        "kl_nats",
+        "tv",
+        "validity",
+    }
     assert {r["variant"].split(" [")[0] for r in overhead} == {"low_confidence", "threshold"}
     for r in rows:
         json.loads(r["config"]) and json.loads(r["versions"])
@@ -55,7 +67,9 @@ def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
     assert nfe["low_confidence [1 tok/step]"] == 8.0  # one token per step over gen_length 8
     assert 1.0 <= nfe["threshold [tau=0.9]"] <= 8.0
     for r in overhead:
-        assert r["unit"] == "overhead/forward" and float(r["p20"]) <= float(r["median"]) <= float(r["p80"])
+        assert r["unit"] == "overhead/forward" and float(r["p20"]) <= float(r["median"]) <= float(
+            r["p80"]
+        )
         assert float(r["derived"]) > 0 and r["derived_unit"] == "ms per run"
 
     # The README's tables are rendered from these rows.

@@ -21,8 +21,14 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"ACDEFGHIKLMNPQRSTVWY"]
 
 def _sdist(path, *, with_weights: bool = True):
     """A .tar.gz holding a tiny BERT as AntiBERTy 0.1.3 ships its model (extra heads included)."""
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     model = BertForMaskedLM(config).eval()
     state = dict(model.state_dict())
@@ -30,9 +36,12 @@ def _sdist(path, *, with_weights: bool = True):
     state["cls.species.weight"] = torch.zeros(6, 16)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    files = {"antiberty/trained_models/AntiBERTy_md_smooth/config.json":
-             json.dumps({**config.to_dict(), "architectures": ["AntiBERTy"], "_name_or_path": "/x"}).encode(),
-             "antiberty/trained_models/vocab.txt": "\n".join(VOCAB).encode() + b"\n"}
+    files = {
+        "antiberty/trained_models/AntiBERTy_md_smooth/config.json": json.dumps(
+            {**config.to_dict(), "architectures": ["AntiBERTy"], "_name_or_path": "/x"}
+        ).encode(),
+        "antiberty/trained_models/vocab.txt": "\n".join(VOCAB).encode() + b"\n",
+    }
     if with_weights:
         files["antiberty/trained_models/AntiBERTy_md_smooth/pytorch_model.bin"] = buffer.getvalue()
     with tarfile.open(path, "w:gz") as archive:
@@ -57,7 +66,9 @@ def test_convert_keeps_the_masked_lm_logits(tmp_path):
     got = model(tokens, torch.ones_like(tokens, dtype=torch.bool))
     # The adapter sets special tokens' logits to -inf; compare the residues' columns.
     residues = torch.arange(5, len(VOCAB))
-    torch.testing.assert_close(got[..., residues].float(), expected[..., residues], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got[..., residues].float(), expected[..., residues], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_convert_refuses_an_sdist_without_weights(tmp_path):

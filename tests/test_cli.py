@@ -16,13 +16,32 @@ def _invoke(*args):
 def test_list():
     result = _invoke("list")
     assert result.exit_code == 0
-    assert "low_confidence" in result.output and "oracle:markov" in result.output and "torch" in result.output
+    assert (
+        "low_confidence" in result.output
+        and "oracle:markov" in result.output
+        and "torch" in result.output
+    )
 
 
 def test_generate_json():
-    result = _invoke("generate", "--model", "oracle:markov?vocab=5&length=8", "--set", "temperature=1.0",
-                     "--set", "block_length=2", "--gen-length", "6", "--prompt-ids", "1,2",
-                     "--prompt-ids", "3", "--seed", "4", "--json")
+    result = _invoke(
+        "generate",
+        "--model",
+        "oracle:markov?vocab=5&length=8",
+        "--set",
+        "temperature=1.0",
+        "--set",
+        "block_length=2",
+        "--gen-length",
+        "6",
+        "--prompt-ids",
+        "1,2",
+        "--prompt-ids",
+        "3",
+        "--seed",
+        "4",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [len(r["generated"]) for r in data["rows"]] == [6, 6]
@@ -31,8 +50,9 @@ def test_generate_json():
 
 
 def test_infill():
-    result = _invoke("infill", "--model", "oracle:markov?vocab=4&length=6", "--tokens", "1,_,_,2",
-                     "--json")
+    result = _invoke(
+        "infill", "--model", "oracle:markov?vocab=4&length=6", "--tokens", "1,_,_,2", "--json"
+    )
     assert result.exit_code == 0, result.output
     tokens = json.loads(result.stdout)["rows"][0]["tokens"]
     assert tokens[0] == 1 and tokens[3] == 2 and all(0 <= t < 4 for t in tokens)
@@ -54,4 +74,8 @@ def test_errors_are_usage_errors_naming_the_value():
 def test_demo_small():
     result = _invoke("demo", "--samples", "500")
     assert result.exit_code == 0, result.output
-    assert "noise floor" in result.output and "LLaDA random order, 1 token/step" in result.output and "threshold" in result.output
+    assert (
+        "noise floor" in result.output
+        and "LLaDA random order, 1 token/step" in result.output
+        and "threshold" in result.output
+    )

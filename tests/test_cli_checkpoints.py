@@ -11,11 +11,10 @@ import sys
 
 import pytest
 import torch
+from _tiny_bert import write_tiny_bert  # noqa: E402
 from click.testing import CliRunner
 
 from remask.cli import main
-
-from _tiny_bert import write_tiny_bert  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
@@ -37,16 +36,34 @@ def test_text_prompts_file_out_jsonl_and_trace(bert_dir, tmp_path):
     prompts.write_text('the cat\n\n{"prompt": "a dog"}\n[2, 5, 6]\n{"prompt_ids": [2, 9]}\n')
     out = tmp_path / "rows.jsonl"
     picture = tmp_path / "decode.png"
-    result = _invoke("generate", "--model", bert_dir, "--prompts-file", prompts, "--gen-length", 4,
-                     "--set", "temperature=1.0", "--device", "cpu", "--dtype", "float32",
-                     "--out", out, "--trace", picture)
+    result = _invoke(
+        "generate",
+        "--model",
+        bert_dir,
+        "--prompts-file",
+        prompts,
+        "--gen-length",
+        4,
+        "--set",
+        "temperature=1.0",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--out",
+        out,
+        "--trace",
+        picture,
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["the cat", "a dog", [2, 5, 6], [2, 9]]
     for row in rows:
         assert len(row["tokens"]) == 4 and row["nfe"] >= 1 and isinstance(row["text"], str)
         assert row["sampler"] == "low_confidence" and row["config"]["temperature"] == 1.0
-        assert not set(row["tokens"]) & {0, 1, 2, 3, 4}, "special tokens are never proposed by default"
+        assert not set(row["tokens"]) & {0, 1, 2, 3, 4}, (
+            "special tokens are never proposed by default"
+        )
     # one PNG per row
     pictures = sorted(p.name for p in tmp_path.glob("decode.*.png"))
     assert pictures == [f"decode.{b}.png" for b in range(4)]
@@ -55,7 +72,9 @@ def test_text_prompts_file_out_jsonl_and_trace(bert_dir, tmp_path):
 
 
 def test_text_prompt_keeps_cls_and_drops_closing_sep(bert_dir):
-    result = _invoke("generate", "--model", bert_dir, "--prompt", "the cat", "--gen-length", 3, "--json")
+    result = _invoke(
+        "generate", "--model", bert_dir, "--prompt", "the cat", "--gen-length", 3, "--json"
+    )
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["rows"][0]
     assert row["tokens"][:3] == [2, 5, 6]  # [CLS] the cat — no [SEP] before the answer
@@ -68,32 +87,67 @@ def test_unknown_dominated_prompt_warns(bert_dir):
 
 
 def test_trace_text_in_terminal(bert_dir):
-    result = _invoke("generate", "--model", bert_dir, "--prompt-ids", "2,5", "--gen-length", 4,
-                     "--set", "steps=2", "--trace", "-")
+    result = _invoke(
+        "generate",
+        "--model",
+        bert_dir,
+        "--prompt-ids",
+        "2,5",
+        "--gen-length",
+        4,
+        "--set",
+        "steps=2",
+        "--trace",
+        "-",
+    )
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if " |" in line]
-    assert len(lines) == 2 and all(line.rstrip().endswith(("+2 nfe=1", "+2 nfe=2")) for line in lines)
-    result = _invoke("generate", "--model", bert_dir, "--prompt-ids", "2,5", "--gen-length", 4,
-                     "--set", "steps=2", "--trace", "-", "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout)["steps"] == 2  # the trace went to stderr
+    assert len(lines) == 2 and all(
+        line.rstrip().endswith(("+2 nfe=1", "+2 nfe=2")) for line in lines
+    )
+    result = _invoke(
+        "generate",
+        "--model",
+        bert_dir,
+        "--prompt-ids",
+        "2,5",
+        "--gen-length",
+        4,
+        "--set",
+        "steps=2",
+        "--trace",
+        "-",
+        "--json",
+    )
+    assert (
+        result.exit_code == 0 and json.loads(result.stdout)["steps"] == 2
+    )  # the trace went to stderr
     assert result.stderr.count(" |") == 2
 
 
 def test_gen_length_beyond_max_length_is_a_usage_error(bert_dir):
     result = _invoke("generate", "--model", bert_dir, "--prompt-ids", "2,5", "--gen-length", 40)
-    assert result.exit_code == 2 and "32 tokens" in result.output and "--gen-length" in result.output
+    assert (
+        result.exit_code == 2 and "32 tokens" in result.output and "--gen-length" in result.output
+    )
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args,text", [
-    (["generate", "--gen-length", 2, "--prompt-ids", "1,2", "--chat"], "--chat"),
-    (["generate", "--gen-length", 2, "--prompt-ids", "1,x"], "'x'"),
-    (["generate", "--gen-length", 2, "--prompts-file", "/nonexistent/prompts.txt"], "prompts.txt"),
-    (["generate", "--gen-length", 2, "--trace", "out.svg"], ".html or .png"),
-    (["generate", "--gen-length", 2, "--set", "stepz=3"], "stepz"),
-    (["infill", "--tokens", "2,8,22,X,3"], "'X'"),
-    (["infill", "--tokens", "2,8"], "nothing to fill"),
-])
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["generate", "--gen-length", 2, "--prompt-ids", "1,2", "--chat"], "--chat"),
+        (["generate", "--gen-length", 2, "--prompt-ids", "1,x"], "'x'"),
+        (
+            ["generate", "--gen-length", 2, "--prompts-file", "/nonexistent/prompts.txt"],
+            "prompts.txt",
+        ),
+        (["generate", "--gen-length", 2, "--trace", "out.svg"], ".html or .png"),
+        (["generate", "--gen-length", 2, "--set", "stepz=3"], "stepz"),
+        (["infill", "--tokens", "2,8,22,X,3"], "'X'"),
+        (["infill", "--tokens", "2,8"], "nothing to fill"),
+    ],
+)
 def test_arguments_are_checked_before_the_model_loads(args, text):
     result = _invoke(*args[:1], "--model", MISSING, *args[1:])
     assert result.exit_code == 2, result.output
@@ -118,16 +172,38 @@ def test_prompts_file_errors_name_the_line(tmp_path):
 
 
 def test_device_is_validated(bert_dir):
-    result = _invoke("generate", "--model", bert_dir, "--prompt-ids", "2", "--gen-length", 2, "--device", "gpu0")
+    result = _invoke(
+        "generate", "--model", bert_dir, "--prompt-ids", "2", "--gen-length", 2, "--device", "gpu0"
+    )
     assert result.exit_code == 2 and "gpu0" in result.output
     if not torch.cuda.is_available():
-        result = _invoke("generate", "--model", bert_dir, "--prompt-ids", "2", "--gen-length", 2, "--device", "cuda")
+        result = _invoke(
+            "generate",
+            "--model",
+            bert_dir,
+            "--prompt-ids",
+            "2",
+            "--gen-length",
+            2,
+            "--device",
+            "cuda",
+        )
         assert result.exit_code == 2 and "CUDA is not available" in result.output
 
 
 def test_cache_with_a_single_block_warns():
     llada = GOLDEN / "llada_tiny"
-    common = ["generate", "--model", llada, "--prompt-ids", "5,6,7", "--gen-length", 8, "--cache", "prefix"]
+    common = [
+        "generate",
+        "--model",
+        llada,
+        "--prompt-ids",
+        "5,6,7",
+        "--gen-length",
+        8,
+        "--cache",
+        "prefix",
+    ]
     result = _invoke(*common)
     assert result.exit_code == 0, result.output
     assert "single block" in result.stderr
@@ -140,14 +216,25 @@ def test_wino_emulation_cost_warns():
     result = _invoke("generate", "--model", "tiny", "--sampler", "wino", "--gen-length", 12)
     assert result.exit_code == 0, result.output
     assert "1 + W = 13 forward passes" in result.stderr
-    result = _invoke("generate", "--model", "tiny", "--sampler", "wino", "--set", "block_length=4",
-                     "--gen-length", 12)
+    result = _invoke(
+        "generate",
+        "--model",
+        "tiny",
+        "--sampler",
+        "wino",
+        "--set",
+        "block_length=4",
+        "--gen-length",
+        12,
+    )
     assert result.exit_code == 0 and "forward passes" not in result.stderr
 
 
 def test_wino_emulation_picks_a_bounded_width():
     # One block over 40 masks would cost 41 forward passes a step; the CLI picks blocks of 32.
-    result = _invoke("generate", "--model", "tiny", "--sampler", "wino", "--gen-length", 40, "--json")
+    result = _invoke(
+        "generate", "--model", "tiny", "--sampler", "wino", "--gen-length", 40, "--json"
+    )
     assert result.exit_code == 0, result.output
     assert "using block_length=32 (33 per step)" in result.stderr
     record = json.loads(result.stdout)
@@ -171,9 +258,11 @@ def test_threads_option_sets_the_libraries(monkeypatch):
 
 
 def test_help_imports_neither_torch_nor_numba():
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom remask.cli import main\n"
-            "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
-            "print(sorted(m for m in ('torch', 'numba', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom remask.cli import main\n"
+        "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
+        "print(sorted(m for m in ('torch', 'numba', 'transformers') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -203,17 +292,33 @@ def test_hub_id_from_an_offline_cache(tmp_path, monkeypatch):
 
     model = load_model("remask-test/llada-tiny")
     assert type(model).__name__ == "LLaDADenoiser"
-    result = _invoke("generate", "--model", "remask-test/llada-tiny", "--prompt-ids", "5,6", "--gen-length", 3,
-                     "--json")
+    result = _invoke(
+        "generate",
+        "--model",
+        "remask-test/llada-tiny",
+        "--prompt-ids",
+        "5,6",
+        "--gen-length",
+        3,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["rows"][0]["generated"]) == 3
-    result = _invoke("generate", "--model", "remask-test/absent", "--prompt-ids", "5", "--gen-length", 2)
-    assert result.exit_code == 2 and "remask-test/absent" in result.output and "offline" in result.output
+    result = _invoke(
+        "generate", "--model", "remask-test/absent", "--prompt-ids", "5", "--gen-length", 2
+    )
+    assert (
+        result.exit_code == 2
+        and "remask-test/absent" in result.output
+        and "offline" in result.output
+    )
 
 
 def test_trace_html_page_with_token_text(bert_dir, tmp_path):
     page = tmp_path / "decode.html"
-    result = _invoke("generate", "--model", bert_dir, "--prompt", "the cat", "--gen-length", 4, "--trace", page)
+    result = _invoke(
+        "generate", "--model", bert_dir, "--prompt", "the cat", "--gen-length", 4, "--trace", page
+    )
     assert result.exit_code == 0, result.output
     text = page.read_text(encoding="utf-8")
     data = json.loads(text.split('type="application/json">')[1].split("</script>")[0])

@@ -35,11 +35,21 @@ def test_empty_prompts(tiny64, prompt):
 
 def test_callbacks_see_every_step_and_committed_covers_the_canvas(tiny64):
     seen = []
-    out = remask.generate(tiny64, [[1, 2]], SAMPLER, gen_length=8, seed=0,
-                          callbacks=[lambda state, info: seen.append(info.committed.clone())])
+    out = remask.generate(
+        tiny64,
+        [[1, 2]],
+        SAMPLER,
+        gen_length=8,
+        seed=0,
+        callbacks=[lambda state, info: seen.append(info.committed.clone())],
+    )
     assert len(seen) == out.steps == 8
     total = torch.stack(seen).sum(0)
-    assert total.shape == (1, 10) and total[0, :2].tolist() == [0, 0] and total[0, 2:].tolist() == [1] * 8
+    assert (
+        total.shape == (1, 10)
+        and total[0, :2].tolist() == [0, 0]
+        and total[0, 2:].tolist() == [1] * 8
+    )
 
 
 def test_progress_bar_runs(tiny64, capsys):
@@ -51,8 +61,13 @@ def test_infill_keeps_fixed_tokens_and_blocks_follow_masks():
     oracle = MarkovChainOracle(vocab_size=4, seq_len=8, seed=0)
     m = oracle.mask_id
     seen = []
-    out = remask.infill(oracle, [[m, 1, m, m, 2, m]], build("low_confidence", block_length=2), seed=0,
-                        callbacks=[lambda s, i: seen.append(i.committed[0].nonzero().flatten().tolist())])
+    out = remask.infill(
+        oracle,
+        [[m, 1, m, m, 2, m]],
+        build("low_confidence", block_length=2),
+        seed=0,
+        callbacks=[lambda s, i: seen.append(i.committed[0].nonzero().flatten().tolist())],
+    )
     assert out.tokens[0, [1, 4]].tolist() == [1, 2]
     assert sorted(seen[0] + seen[1]) == [0, 2] and sorted(seen[2] + seen[3]) == [3, 5]
 
@@ -63,20 +78,26 @@ def test_infill_row_without_masks_is_returned_unchanged(tiny64):
     assert out.tokens[0].tolist() == [1, 2, 3] and out.nfe[0].item() == 0
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(prompt=[[1, 23]]), ValueError, "mask_id=23"),
-    (dict(prompt=[[1, 24]]), ValueError, "token id 24"),
-    (dict(prompt=[[-1]]), ValueError, "token id -1"),
-    (dict(prompt=[[1.5]]), TypeError, "lists of ints"),
-    (dict(prompt="hello"), TypeError, "str"),
-    (dict(prompt=torch.tensor([[0.5]])), TypeError, "dtype"),
-    (dict(gen_length=0), ValueError, "gen_length must be >= 1, got 0"),
-    (dict(gen_length=-4), ValueError, "-4"),
-    (dict(gen_length=2.0), TypeError, "gen_length"),
-    (dict(seed="x"), TypeError, "seed"),
-    (dict(prompt=torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 3, dtype=torch.bool)),
-     ValueError, "attention_mask has shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(prompt=[[1, 23]]), ValueError, "mask_id=23"),
+        (dict(prompt=[[1, 24]]), ValueError, "token id 24"),
+        (dict(prompt=[[-1]]), ValueError, "token id -1"),
+        (dict(prompt=[[1.5]]), TypeError, "lists of ints"),
+        (dict(prompt="hello"), TypeError, "str"),
+        (dict(prompt=torch.tensor([[0.5]])), TypeError, "dtype"),
+        (dict(gen_length=0), ValueError, "gen_length must be >= 1, got 0"),
+        (dict(gen_length=-4), ValueError, "-4"),
+        (dict(gen_length=2.0), TypeError, "gen_length"),
+        (dict(seed="x"), TypeError, "seed"),
+        (
+            dict(prompt=torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 3, dtype=torch.bool)),
+            ValueError,
+            "attention_mask has shape",
+        ),
+    ],
+)
 def test_bad_input_names_the_value(tiny64, kwargs, error, match):
     args = dict(prompt=[[1, 2]], gen_length=4, seed=0)
     args.update(kwargs)
@@ -99,13 +120,20 @@ class _Broken:
         return self.result(tokens)
 
 
-@pytest.mark.parametrize("result,error,match", [
-    (lambda t: torch.zeros(*t.shape, 4), ValueError, r"shape \(1, 4, 4\), expected .*\(1, 4, 5\)"),
-    (lambda t: torch.zeros(t.shape[0], 5), ValueError, "shape"),
-    (lambda t: torch.full((*t.shape, 5), float("nan")), ValueError, "NaN"),
-    (lambda t: torch.zeros(*t.shape, 5, dtype=torch.long), TypeError, "floating"),
-    (lambda t: t.tolist(), TypeError, "torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "result,error,match",
+    [
+        (
+            lambda t: torch.zeros(*t.shape, 4),
+            ValueError,
+            r"shape \(1, 4, 4\), expected .*\(1, 4, 5\)",
+        ),
+        (lambda t: torch.zeros(t.shape[0], 5), ValueError, "shape"),
+        (lambda t: torch.full((*t.shape, 5), float("nan")), ValueError, "NaN"),
+        (lambda t: torch.zeros(*t.shape, 5, dtype=torch.long), TypeError, "floating"),
+        (lambda t: t.tolist(), TypeError, "torch.Tensor"),
+    ],
+)
 def test_bad_model_output_raises(result, error, match):
     with pytest.raises(error, match=match):
         remask.generate(_Broken(result), [[1]], SAMPLER, gen_length=3, seed=0)

@@ -26,13 +26,17 @@ def test_subpackages_resolve_to_the_top_level_folders():
 
 def test_import_works_outside_the_repository(tmp_path):
     code = "import remask, remask.samplers, remask.kernels, remask.analysis; print(remask.samplers.available())"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "low_confidence" in result.stdout
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "remask.cli", "--version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "remask.cli", "--version"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and remask.__version__ in result.stdout
 
 
@@ -50,5 +54,9 @@ def test_every_package_folder_is_listed_for_a_regular_install():
     dirs = setup["package-dir"]
     assert sorted(setup["packages"]) == sorted(dirs)
     roots = {pathlib.PurePosixPath(d).parts[0] for d in dirs.values()}
-    on_disk = {p.parent.relative_to(ROOT).as_posix() for r in roots for p in (ROOT / r).rglob("__init__.py")}
+    on_disk = {
+        p.parent.relative_to(ROOT).as_posix()
+        for r in roots
+        for p in (ROOT / r).rglob("__init__.py")
+    }
     assert on_disk == set(dirs.values()), f"unlisted: {sorted(on_disk - set(dirs.values()))}"

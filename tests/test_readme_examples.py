@@ -33,7 +33,7 @@ def test_hf_in_memory_and_trace_examples(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(_blocks()["hf-in-memory"], "README:hf-in-memory", "exec"), namespace)
-    out, model = namespace["out"], namespace["model"]
+    out = namespace["out"]
     assert isinstance(out.text, list) and len(out.text) == 1 and out.text[0].strip()
     generated = out.tokens[0, -4:].tolist()
     assert not set(generated) & {0, 1, 2, 3, 4}, "special tokens and the mask are never proposed"

@@ -75,9 +75,15 @@ def evil_llada(tmp_path, marker):
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     path = tmp_path_factory.mktemp("bert")
-    config = transformers.BertConfig(vocab_size=16, hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=32, pad_token_id=0)
+    config = transformers.BertConfig(
+        vocab_size=16,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     transformers.BertForMaskedLM(config).save_pretrained(path)
     return path
@@ -111,8 +117,9 @@ def test_builtin_model_type_with_auto_map_uses_transformers_class(tiny_bert, tmp
     _plant(directory, marker)
     _edit_config(directory, auto_map=AUTO_MAP)
     # A tokenizer config that asks for a shipped tokenizer class as well.
-    (directory / "tokenizer_config.json").write_text(json.dumps(
-        {"auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}}))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}})
+    )
     model = HFMaskedLM.from_pretrained(directory, mask_id=3)
     assert type(model.model).__module__.startswith("transformers.")
 
@@ -121,8 +128,21 @@ def test_cli_with_stdin_closed_refuses_without_prompt(evil_llada, marker):
     _edit_config(evil_llada, model_type="evil_mlm")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "remask.cli", "generate", "--model", str(evil_llada), "--gen-length", "2"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-m",
+            "remask.cli",
+            "generate",
+            "--model",
+            str(evil_llada),
+            "--gen-length",
+            "2",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert result.returncode == 2, result.stderr
     assert "evil_mlm" in result.stderr

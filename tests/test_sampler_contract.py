@@ -29,21 +29,30 @@ def test_has_its_test_file_importing_its_reference_loop(name):
     reference = TESTS / "reference" / f"{name}.py"
     assert test_file.is_file(), f"{name}: no tests/samplers/test_{name}.py"
     assert reference.is_file(), f"{name}: no slow reference loop tests/samplers/reference/{name}.py"
-    imports = re.findall(r"^\s*from reference\.(\w+) import|^\s*import reference\.(\w+)",
-                         test_file.read_text(), flags=re.M)
+    imports = re.findall(
+        r"^\s*from reference\.(\w+) import|^\s*import reference\.(\w+)",
+        test_file.read_text(),
+        flags=re.M,
+    )
     assert name in {a or b for a, b in imports}, f"test_{name}.py does not import reference.{name}"
 
 
 @pytest.mark.parametrize("name", available())
 def test_has_a_readme_row(name):
-    table = README[README.index("## Samplers (`remask.samplers`)"):README.index("### Adding a sampler")]
+    table = README[
+        README.index("## Samplers (`remask.samplers`)") : README.index("### Adding a sampler")
+    ]
     rows = [line for line in table.splitlines() if line.startswith(f"| `{name}` |")]
-    assert len(rows) == 1, f"{name}: expected one row in the README's sampler table, found {len(rows)}"
+    assert len(rows) == 1, (
+        f"{name}: expected one row in the README's sampler table, found {len(rows)}"
+    )
     assert f"`samplers/{name}.py`" in rows[0]
 
 
 def _check_bench_settings(name: str, cls) -> None:
-    assert "bench_configs" in vars(cls), f"{name}: no bench_configs on the class (the benchmark would skip it)"
+    assert "bench_configs" in vars(cls), (
+        f"{name}: no bench_configs on the class (the benchmark would skip it)"
+    )
     settings = cls.bench_configs(8)
     assert settings, f"{name}: bench_configs(8) is empty"
     labels = [label for label, _ in settings]
@@ -63,10 +72,17 @@ def test_the_readme_lists_exactly_the_checked_steps():
     assert [int(n) for n, _ in steps] == list(range(1, len(steps) + 1))
     checked = [n for n, mark in steps if mark]
     assert len(checked) == 4, f"the README marks steps {checked} as checked; this test checks four"
-    for needle in ("bench_configs(G)", "tests/samplers/reference/<name>.py",
-                   "tests/samplers/test_<name>.py", "A row in the sampler table",
-                   "samplers/__init__.py", "example_configs", "finished(state)", "may_leave_masks",
-                   "tests/test_sampler_contract.py"):
+    for needle in (
+        "bench_configs(G)",
+        "tests/samplers/reference/<name>.py",
+        "tests/samplers/test_<name>.py",
+        "A row in the sampler table",
+        "samplers/__init__.py",
+        "example_configs",
+        "finished(state)",
+        "may_leave_masks",
+        "tests/test_sampler_contract.py",
+    ):
         assert needle in section, f"'Adding a sampler' no longer mentions {needle!r}"
 
 

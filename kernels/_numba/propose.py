@@ -31,6 +31,7 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+
 from remask.kernels._philox import (
     PHILOX_M0,
     PHILOX_M1,
@@ -55,8 +56,13 @@ _FAST = {"nnan", "nsz", "arcp", "contract", "reassoc"}
 _KIND_F32, _KIND_BF16, _KIND_F16 = 0, 1, 2
 
 # fp16 bits -> float32 value for all 65536 patterns (exact, built by numpy's conversion).
-_F16_BITS = (np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
-             .astype(np.float32).view(np.uint32))
+_F16_BITS = (
+    np.arange(65536, dtype=np.uint32)
+    .astype(np.uint16)
+    .view(np.float16)
+    .astype(np.float32)
+    .view(np.uint32)
+)
 
 _U32 = np.uint64(0xFFFFFFFF)
 _M0 = np.uint64(PHILOX_M0)
@@ -121,8 +127,15 @@ def philox4x32(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     """Philox4x32-10 of (n, 4) uint32-valued counters with key (k0, k1); returns (n, 4) uint64."""
     c = np.ascontiguousarray(counters, dtype=np.uint64)
     out = np.empty((c.shape[0], 4), dtype=np.uint64)
-    _philox_array(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), c[:, 3].copy(),
-                  np.uint64(key[0]), np.uint64(key[1]), out)
+    _philox_array(
+        c[:, 0].copy(),
+        c[:, 1].copy(),
+        c[:, 2].copy(),
+        c[:, 3].copy(),
+        np.uint64(key[0]),
+        np.uint64(key[1]),
+        out,
+    )
     return out
 
 
@@ -141,7 +154,7 @@ def _exp_neg(d):  # pragma: no cover - compiled
 def _widen_row(row, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
     """ubuf[:n] = float32 bits of row[lo:lo+n] (row: 1-D, unit stride, so that LLVM sees
     contiguous loads); one loop per kind so each vectorizes."""
-    seg = row[lo:lo + n]  # indexed by the range variable: no negative-index fix-up per load
+    seg = row[lo : lo + n]  # indexed by the range variable: no negative-index fix-up per load
     if kind == _KIND_F32:
         for k in range(n):
             ubuf[k] = seg[k]
@@ -313,8 +326,9 @@ def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragm
         else:
             for i in range(n):
                 v = src[i]
-                hist[(v >> shift) & 1023] += (1.0 if by_count
-                                              else np.float64(np.uint32(v).view(np.float32)))
+                hist[(v >> shift) & 1023] += (
+                    1.0 if by_count else np.float64(np.uint32(v).view(np.float32))
+                )
         acc = 0.0
         chosen = -1
         for b in range(nbins - 1, -1, -1):
@@ -347,7 +361,9 @@ def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragm
 
 
 @njit(cache=True)
-def _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist):  # pragma: no cover
+def _kept_threshold(
+    ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist
+):  # pragma: no cover
     """Bits threshold thr of the kept set K = {bits(e) >= thr} (see remask.kernels.propose)."""
     ebits = ebuf.view(np.uint32)
     thr = np.int64(0)
@@ -362,8 +378,24 @@ def _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist)
 
 
 @njit(cache=True)
-def _filtered_row(src, r, kind, table_bits, ubuf, m, inv_t, top_p, top_k, strict, sampling,
-                  ebuf, cand, cand2, hist, masses):  # pragma: no cover - compiled
+def _filtered_row(
+    src,
+    r,
+    kind,
+    table_bits,
+    ubuf,
+    m,
+    inv_t,
+    top_p,
+    top_k,
+    strict,
+    sampling,
+    ebuf,
+    cand,
+    cand2,
+    hist,
+    masses,
+):  # pragma: no cover - compiled
     """Second and third passes of a filtered row. Returns (S_K, T_K, thr); fills masses."""
     vocab = src.shape[1]
     n_tiles = masses.shape[0]
@@ -400,7 +432,9 @@ def _kept_weight(x, m, inv_t, thr):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr):  # pragma: no cover
+def _sample_in_kept_tile(
+    fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr
+):  # pragma: no cover
     """_sample_in_tile with the weights outside K set to 0."""
     acc = 0.0
     for k in range(n):
@@ -419,8 +453,7 @@ def _draw_tile(key, masses, vocab):  # pragma: no cover - compiled
     Returns (tile start, tile width, u2 for the pick inside the tile).
     """
     zero = np.uint64(0)
-    w0, w1, w2, w3 = _philox(zero, zero, zero, np.uint64(STREAM_PROPOSE),
-                             key & _U32, key >> _SH32)
+    w0, w1, w2, w3 = _philox(zero, zero, zero, np.uint64(STREAM_PROPOSE), key & _U32, key >> _SH32)
     u1 = (np.float64((w1 << _SH21) | (w0 >> _SH11)) + 0.5) * _TWO_M53
     u2 = (np.float64((w3 << _SH21) | (w2 >> _SH11)) + 0.5) * _TWO_M53
     n_tiles = masses.shape[0]
@@ -435,9 +468,24 @@ def _draw_tile(key, masses, vocab):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, keys,
-                    top_p, top_k, strict, sampled,
-                    out_tok, out_prob, out_margin, out_ent, out_status):  # pragma: no cover
+def _propose_kernel(
+    src,
+    kind,
+    table_bits,
+    rows,
+    has_rows,
+    temperature,
+    keys,
+    top_p,
+    top_k,
+    strict,
+    sampled,
+    out_tok,
+    out_prob,
+    out_margin,
+    out_ent,
+    out_status,
+):  # pragma: no cover
     n_rows, vocab = src.shape
     n_tiles = (vocab + SAMPLE_TILE - 1) // SAMPLE_TILE
     sampling = temperature > 0.0
@@ -526,8 +574,24 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, keys,
             cand = np.empty(vocab, dtype=np.uint32)
             cand2 = np.empty(vocab, dtype=np.uint32)
             hist = np.empty(2048, dtype=np.float64)
-            sk, tk, thr = _filtered_row(src, r, kind, table_bits, ubuf, m, inv_tf, top_p, top_k,
-                                        strict, sampling, ebuf, cand, cand2, hist, masses)
+            sk, tk, thr = _filtered_row(
+                src,
+                r,
+                kind,
+                table_bits,
+                ubuf,
+                m,
+                inv_tf,
+                top_p,
+                top_k,
+                strict,
+                sampling,
+                ebuf,
+                cand,
+                cand2,
+                hist,
+                masses,
+            )
             if sampled:
                 out_ent[r] = math.log(sk) - tk / sk
                 out_margin[r] = (1.0 - _kept_weight(x2, m, inv_tf, thr)) / sk
@@ -539,8 +603,9 @@ def _propose_kernel(src, kind, table_bits, rows, has_rows, temperature, keys,
             _load_tile(src, r, lo, n, kind, table_bits, ubuf)
             wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
             cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
-            k = _sample_in_kept_tile(fbuf, n, m, temperature, u2, wbuf, cbuf,
-                                     ebuf.view(np.uint32), lo, thr)
+            k = _sample_in_kept_tile(
+                fbuf, n, m, temperature, u2, wbuf, cbuf, ebuf.view(np.uint32), lo, thr
+            )
             out_tok[r] = lo + k
             xk = np.float64(fbuf[k]) - m
             out_prob[r] = (math.exp(xk / temperature) / sk) if sampled else math.exp(xk) / s
@@ -602,7 +667,9 @@ def propose_rows(
     has_rows = rows is not None
     rows_np = rows.numpy() if has_rows else np.ones(1, dtype=np.bool_)
     # One uint64 key per row (the int64 bits); a dummy at temperature 0, never read.
-    keys = (key.numpy() if key is not None else np.zeros(max(n_rows, 1), dtype=np.int64)).view(np.uint64)
+    keys = (key.numpy() if key is not None else np.zeros(max(n_rows, 1), dtype=np.int64)).view(
+        np.uint64
+    )
     tokens = torch.empty(n_rows, dtype=torch.int64)
     prob = torch.empty(n_rows, dtype=torch.float32)
     margin = torch.empty(n_rows, dtype=torch.float32)
@@ -610,9 +677,22 @@ def propose_rows(
     status = torch.empty(n_rows, dtype=torch.int32)
     computed = int(rows_np.sum()) if has_rows else n_rows
     with serial_below(computed * src.shape[1]):
-        _propose_kernel(src, kind, _F16_BITS, rows_np, has_rows, float(temperature),
-                        keys, float(top_p),
-                        int(top_k), bool(strict), bool(sampled), tokens.numpy(),
-                        prob.numpy(), margin.numpy(), entropy.numpy(), status.numpy())
+        _propose_kernel(
+            src,
+            kind,
+            _F16_BITS,
+            rows_np,
+            has_rows,
+            float(temperature),
+            keys,
+            float(top_p),
+            int(top_k),
+            bool(strict),
+            bool(sampled),
+            tokens.numpy(),
+            prob.numpy(),
+            margin.numpy(),
+            entropy.numpy(),
+            status.numpy(),
+        )
     return tokens, prob, margin, entropy, status
-

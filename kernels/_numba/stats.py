@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 from numba import njit, prange
+
 from remask.kernels._numba.propose import (
     _D_MIN,
     _F16_BITS,
@@ -86,7 +87,9 @@ def _status(m, nan):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def _token_prob_kernel(src, kind, table_bits, tokens, rows, has_rows, out, status):  # pragma: no cover
+def _token_prob_kernel(
+    src, kind, table_bits, tokens, rows, has_rows, out, status
+):  # pragma: no cover
     n_rows, vocab = src.shape
     for r in prange(n_rows):
         out[r] = 0.0
@@ -184,8 +187,9 @@ def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | 
     status = torch.empty(n_rows, dtype=torch.int32)
     computed = int(rows_np.sum()) if has_rows else n_rows
     with serial_below(computed * src.shape[1]):
-        _token_prob_kernel(src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out.numpy(),
-                           status.numpy())
+        _token_prob_kernel(
+            src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out.numpy(), status.numpy()
+        )
     return out, status
 
 
@@ -199,6 +203,5 @@ def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
     status = torch.empty(n_rows, dtype=torch.int32)
     computed = int(rows_np.sum()) if has_rows else n_rows
     with serial_below(2 * computed * src_x.shape[1]):  # two rows read per computed row
-        _kl_kernel(src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out.numpy(),
-                   status.numpy())
+        _kl_kernel(src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out.numpy(), status.numpy())
     return out, status

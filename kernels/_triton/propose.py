@@ -24,6 +24,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+
 from remask.kernels._philox import (
     PHILOX_M0,
     PHILOX_M1,
@@ -105,10 +106,25 @@ def _filter_e(xv, m, inv_tf):
 # no `.to`): top_k can be 1, so it is never specialised. The row keys are read from memory.
 @triton.jit(do_not_specialize=["top_k"])
 def _propose_kernel(
-    x_ptr, stride_row, V, rows_ptr, temp_ptr, key_ptr, top_k,
-    tok_ptr, prob_ptr, margin_ptr, ent_ptr, status_ptr,
-    HAS_ROWS: tl.constexpr, SAMPLING: tl.constexpr, BLOCK: tl.constexpr, NT: tl.constexpr,
-    FILTER: tl.constexpr, STRICT: tl.constexpr, SAMPLED: tl.constexpr,
+    x_ptr,
+    stride_row,
+    V,
+    rows_ptr,
+    temp_ptr,
+    key_ptr,
+    top_k,
+    tok_ptr,
+    prob_ptr,
+    margin_ptr,
+    ent_ptr,
+    status_ptr,
+    HAS_ROWS: tl.constexpr,
+    SAMPLING: tl.constexpr,
+    BLOCK: tl.constexpr,
+    NT: tl.constexpr,
+    FILTER: tl.constexpr,
+    STRICT: tl.constexpr,
+    SAMPLED: tl.constexpr,
 ):
     r = tl.program_id(0)
     row_ptr = x_ptr + r.to(tl.int64) * stride_row
@@ -148,8 +164,9 @@ def _propose_kernel(
         # Rescale the running sums to the new max in float64 (|m - m_new| may be huge).
         # shift = m - m_new <= 0; 0 when unchanged or when nothing finite was seen (s = 0).
         started = m != neg_inf
-        shift = (tl.where(started, m, 0.0).to(tl.float64)
-                 - tl.where(started, m_new, 0.0).to(tl.float64))
+        shift = tl.where(started, m, 0.0).to(tl.float64) - tl.where(started, m_new, 0.0).to(
+            tl.float64
+        )
         alpha = tl.where(m == neg_inf, 0.0, tl.exp(shift))
         t = alpha * (t + s * shift)
         s = alpha * s
@@ -165,8 +182,7 @@ def _propose_kernel(
             masses = masses * alpha_t + tl.where(tiles == j, tl.sum(w, 0), 0.0)
         m = m_new
 
-    status = tl.where(n_nan > 0, 1, tl.where(m == float("inf"), 2,
-                      tl.where(m == neg_inf, 3, 0)))
+    status = tl.where(n_nan > 0, 1, tl.where(m == float("inf"), 2, tl.where(m == neg_inf, 3, 0)))
     status = tl.where(computed, status, 0)
     good = computed & (status == 0)
     s_safe = tl.where(good, s, 1.0)
@@ -260,8 +276,9 @@ def _propose_kernel(
         last = tl.max(tl.where(masses > 0, tiles, 0), 0)
         jt = tl.minimum(first, last)
         idx = jt * BLOCK + offs
-        xv = tl.load(row_ptr + idx, mask=(idx < V) & ((offs * 0 + good.to(tl.int32)) > 0),
-                     other=neg_inf).to(tl.float64)
+        xv = tl.load(
+            row_ptr + idx, mask=(idx < V) & ((offs * 0 + good.to(tl.int32)) > 0), other=neg_inf
+        ).to(tl.float64)
         w = tl.exp((xv - m64) / temperature)  # float64, as in the reference
         if FILTER:
             _, bits = _filter_e(xv.to(tl.float32), m64.to(tl.float32), inv_tf)
@@ -313,11 +330,26 @@ def propose_rows(
     # At T = 0 with untempered statistics the filter changes nothing (the argmax is kept).
     filtering = sampled or ((top_p < 1.0 or top_k > 0) and sampling)
     _propose_kernel[(n_rows,)](
-        x, x.stride(0), vocab, rows_arg, temp, key_arg, int(top_k),
-        tokens, prob, margin, entropy, status,
-        HAS_ROWS=rows is not None, SAMPLING=sampling, BLOCK=block, FILTER=filtering,
-        STRICT=bool(strict), SAMPLED=bool(sampled),
-        NT=triton.next_power_of_2(n_tiles), num_warps=8 if block >= 2048 else 4,
+        x,
+        x.stride(0),
+        vocab,
+        rows_arg,
+        temp,
+        key_arg,
+        int(top_k),
+        tokens,
+        prob,
+        margin,
+        entropy,
+        status,
+        HAS_ROWS=rows is not None,
+        SAMPLING=sampling,
+        BLOCK=block,
+        FILTER=filtering,
+        STRICT=bool(strict),
+        SAMPLED=bool(sampled),
+        NT=triton.next_power_of_2(n_tiles),
+        num_warps=8 if block >= 2048 else 4,
     )
     return tokens, prob, margin, entropy, status
 

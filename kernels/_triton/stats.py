@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from remask.kernels._triton.propose import unavailable_reason  # noqa: F401 (same condition)
 
 __all__ = ["kl_rows", "token_prob_rows"]
@@ -33,13 +34,23 @@ def _row_max(row_ptr, V, n_loop, BLOCK: tl.constexpr):
 
 @triton.jit
 def _status(m, n_nan):
-    return tl.where(n_nan > 0, 1, tl.where(m == float("inf"), 2,
-                    tl.where(m == float("-inf"), 3, 0)))
+    return tl.where(
+        n_nan > 0, 1, tl.where(m == float("inf"), 2, tl.where(m == float("-inf"), 3, 0))
+    )
 
 
 @triton.jit
-def _token_prob_kernel(x_ptr, stride_row, V, tok_ptr, rows_ptr, out_ptr, status_ptr,
-                       HAS_ROWS: tl.constexpr, BLOCK: tl.constexpr):
+def _token_prob_kernel(
+    x_ptr,
+    stride_row,
+    V,
+    tok_ptr,
+    rows_ptr,
+    out_ptr,
+    status_ptr,
+    HAS_ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     r = tl.program_id(0)
     row_ptr = x_ptr + r.to(tl.int64) * stride_row
     computed = tl.full([], 1, tl.int32) != 0
@@ -64,8 +75,18 @@ def _token_prob_kernel(x_ptr, stride_row, V, tok_ptr, rows_ptr, out_ptr, status_
 
 
 @triton.jit
-def _kl_kernel(x_ptr, y_ptr, stride_x, stride_y, V, rows_ptr, out_ptr, status_ptr,
-               HAS_ROWS: tl.constexpr, BLOCK: tl.constexpr):
+def _kl_kernel(
+    x_ptr,
+    y_ptr,
+    stride_x,
+    stride_y,
+    V,
+    rows_ptr,
+    out_ptr,
+    status_ptr,
+    HAS_ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     r = tl.program_id(0)
     xrow = x_ptr + r.to(tl.int64) * stride_x
     yrow = y_ptr + r.to(tl.int64) * stride_y
@@ -116,9 +137,18 @@ def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | 
     out = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     status = torch.empty(n_rows, dtype=torch.int32, device=x.device)
     block = _block(vocab)
-    _token_prob_kernel[(n_rows,)](x, x.stride(0), vocab, tokens, rows if rows is not None else
-                                  status, out, status, HAS_ROWS=rows is not None, BLOCK=block,
-                                  num_warps=8 if block >= 2048 else 4)
+    _token_prob_kernel[(n_rows,)](
+        x,
+        x.stride(0),
+        vocab,
+        tokens,
+        rows if rows is not None else status,
+        out,
+        status,
+        HAS_ROWS=rows is not None,
+        BLOCK=block,
+        num_warps=8 if block >= 2048 else 4,
+    )
     return out, status
 
 
@@ -128,8 +158,17 @@ def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
     out = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     status = torch.empty(n_rows, dtype=torch.int32, device=x.device)
     block = _block(vocab)
-    _kl_kernel[(n_rows,)](x, y, x.stride(0), y.stride(0), vocab,
-                          rows if rows is not None else status, out, status,
-                          HAS_ROWS=rows is not None, BLOCK=block,
-                          num_warps=8 if block >= 2048 else 4)
+    _kl_kernel[(n_rows,)](
+        x,
+        y,
+        x.stride(0),
+        y.stride(0),
+        vocab,
+        rows if rows is not None else status,
+        out,
+        status,
+        HAS_ROWS=rows is not None,
+        BLOCK=block,
+        num_warps=8 if block >= 2048 else 4,
+    )
     return out, status

@@ -26,8 +26,8 @@ import warnings
 
 import numpy as np
 import torch
-from remask.analysis._util import call_log_probs, check_model, check_oracle
 
+from remask.analysis._util import call_log_probs, check_model, check_oracle
 from remask.app.files import check_out_dir, environment, write_summary
 
 __all__ = [
@@ -65,7 +65,11 @@ def _check_positive(name: str, value, low: int = 1) -> int:
 def _layout(model, gen_length: int | None, *, need_context: bool) -> tuple[int, int]:
     """(context length P, gen_length) of the probe canvases."""
     # Oracles model one length; a train_toy model only knows the length it was trained on.
-    seq_len = getattr(model, "seq_len", None) if is_exact_oracle(model) else getattr(model, "seq_len_trained", None)
+    seq_len = (
+        getattr(model, "seq_len", None)
+        if is_exact_oracle(model)
+        else getattr(model, "seq_len_trained", None)
+    )
     if gen_length is None:
         gen_length = (seq_len - 1 if need_context else seq_len) if seq_len else DEFAULT_GEN_LENGTH
     gen_length = _check_positive("gen_length", gen_length)
@@ -91,7 +95,9 @@ def _contexts(model, n: int, P: int, L: int, seed: int) -> torch.Tensor:
     blank = torch.full((1, L), model.mask_id, dtype=torch.int64)
     probs = call_log_probs(model, blank)[0, :P].exp()  # (P, V)
     g = torch.Generator().manual_seed(int(seed))
-    return torch.multinomial(probs.float(), n, replacement=True, generator=g).T.contiguous()  # (n, P)
+    return torch.multinomial(
+        probs.float(), n, replacement=True, generator=g
+    ).T.contiguous()  # (n, P)
 
 
 def _canvases(model, n: int, gen_length: int | None, seed: int, *, need_context: bool = True):
@@ -118,19 +124,27 @@ def _probe_canvases(model, command: str, canvases, n_canvases, gen_length, seed)
     """(list of (L,) rows, list of (L,) special masks, source dict, P, G) for homogenization/cmi."""
     if canvases is not None:
         if gen_length is not None:
-            raise ValueError(f"gen_length={gen_length} applies to default canvases only; the masks of real "
-                             f"canvases come from the file (or mask_span/mask_rate)")
+            raise ValueError(
+                f"gen_length={gen_length} applies to default canvases only; the masks of real "
+                f"canvases come from the file (or mask_span/mask_rate)"
+            )
         return list(canvases.rows), list(canvases.special), dict(canvases.source), None, None
     if _needs_canvases(model):
         raise ValueError(
             f"{command} on a checkpoint ({type(model).__name__}) needs real canvases: pass --canvases FILE "
             f"(one per line: token ids with '_' for a mask, text with the tokenizer's mask token, or JSONL "
-            f"{{\"ids\": [...]}} / {{\"text\": ...}}), and --mask-span N or --mask-rate R to mask real sequences"
+            f'{{"ids": [...]}} / {{"text": ...}}), and --mask-span N or --mask-rate R to mask real sequences'
         )
     n = _check_positive("n_canvases", n_canvases)
     tokens, P, G = _canvases(model, n, gen_length, seed)
     rows = list(tokens)
-    return rows, [torch.zeros_like(r, dtype=torch.bool) for r in rows], {"default": True, "n_canvases": n}, P, G
+    return (
+        rows,
+        [torch.zeros_like(r, dtype=torch.bool) for r in rows],
+        {"default": True, "n_canvases": n},
+        P,
+        G,
+    )
 
 
 def _plotting():
@@ -140,10 +154,20 @@ def _plotting():
 
 
 # ---------------------------------------------------------------------------- homogenization
-def analyze_homogenization(model, *, out, canvases=None, gen_length: int | None = None, n_canvases: int = 8,
-                           seed: int = 0, reference=None, model_spec: str | None = None,
-                           reference_spec: str | None = None, plots: bool = True,
-                           progress: bool = False) -> dict:
+def analyze_homogenization(
+    model,
+    *,
+    out,
+    canvases=None,
+    gen_length: int | None = None,
+    n_canvases: int = 8,
+    seed: int = 0,
+    reference=None,
+    model_spec: str | None = None,
+    reference_spec: str | None = None,
+    plots: bool = True,
+    progress: bool = False,
+) -> dict:
     """Homogenization profile against distance to the context, with its position-matched control.
 
     Parameters
@@ -183,35 +207,53 @@ def analyze_homogenization(model, *, out, canvases=None, gen_length: int | None 
     M² V ≤ 2**30.
     """
     check_out_dir(out)
-    from remask.analysis.homogenization import homogenization_profile
     from tqdm.auto import tqdm
 
+    from remask.analysis.homogenization import homogenization_profile
+
     check_model(model)
-    rows, specials, source, P, G = _probe_canvases(model, "homogenization", canvases, n_canvases, gen_length, seed)
+    rows, specials, source, P, G = _probe_canvases(
+        model, "homogenization", canvases, n_canvases, gen_length, seed
+    )
     profiles = []
     pairwise_all = True
     V = model.vocab_size
     # One canvas at a time: canvases may differ in length, and the bar tracks forward passes.
-    for row, sp in tqdm(list(zip(rows, specials)), desc="homogenization", disable=not progress, leave=False):
+    for row, sp in tqdm(
+        list(zip(rows, specials)), desc="homogenization", disable=not progress, leave=False
+    ):
         M = int((row == model.mask_id).sum())
         pairwise = M * M * V <= 2**30
         pairwise_all &= pairwise
-        profiles.append(homogenization_profile(model, row[None], special=sp[None], reference=reference,
-                                               pairwise=pairwise))
+        profiles.append(
+            homogenization_profile(
+                model, row[None], special=sp[None], reference=reference, pairwise=pairwise
+            )
+        )
     byd = _merge_by_distance(profiles)
-    config = {"n_canvases": len(rows), "seed": seed, "unit": "nats", "pairwise_js": pairwise_all,
-              "control": "context ablated (observed non-special tokens masked), same positions"}
+    config = {
+        "n_canvases": len(rows),
+        "seed": seed,
+        "unit": "nats",
+        "pairwise_js": pairwise_all,
+        "control": "context ablated (observed non-special tokens masked), same positions",
+    }
     if P is not None:
         config.update(gen_length=G, context_length=P)
     summary = {
-        "command": "homogenization", "model": _model_name(model, model_spec),
+        "command": "homogenization",
+        "model": _model_name(model, model_spec),
         "reference": None if reference is None else _model_name(reference, reference_spec),
-        "canvases": source, "config": config, "environment": environment(),
+        "canvases": source,
+        "config": config,
+        "environment": environment(),
         "by_distance": byd,
     }
     d = np.asarray(byd["distance"], dtype=float)
-    for key, name in (("kl_unigram", "kl_decay_rate_per_token"),
-                      ("excess_kl_unigram", "excess_kl_decay_rate_per_token")):
+    for key, name in (
+        ("kl_unigram", "kl_decay_rate_per_token"),
+        ("excess_kl_unigram", "excess_kl_decay_rate_per_token"),
+    ):
         kl = np.asarray(byd.get(key, []), dtype=float)
         ok = (kl > 0) & np.isfinite(kl)
         if ok.sum() >= 2:
@@ -220,8 +262,9 @@ def analyze_homogenization(model, *, out, canvases=None, gen_length: int | None 
             summary[name] = float(math.exp(slope))
     summary = write_summary(out, summary)
     if plots:
-        _plotting().plot_homogenization(summary["by_distance"], unit="nats",
-                                        path=os.path.join(out, "homogenization.png"))
+        _plotting().plot_homogenization(
+            summary["by_distance"], unit="nats", path=os.path.join(out, "homogenization.png")
+        )
     return summary
 
 
@@ -251,17 +294,31 @@ def _merge_by_distance(profiles) -> dict:
         for s in stats:
             acc[s].append(sums[s] / wts[s] if wts[s] else math.nan)
     if "ratio" in acc:  # a ratio of means, not a mean of ratios
-        acc["ratio"] = [a / b if b and math.isfinite(b) else math.nan
-                        for a, b in zip(acc["kl_unigram"], acc["reference_kl_unigram"])]
+        acc["ratio"] = [
+            a / b if b and math.isfinite(b) else math.nan
+            for a, b in zip(acc["kl_unigram"], acc["reference_kl_unigram"])
+        ]
     out.update(acc)
     return out
 
 
 # ---------------------------------------------------------------------------- cmi
-def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_canvases: int = 1,
-                seed: int = 0, top_k: int | None = None, n_samples: int | None = None,
-                max_positions: int = 32, batch_size: int = 64, model_spec: str | None = None,
-                plots: bool = True, progress: bool = False) -> dict:
+def analyze_cmi(
+    model,
+    *,
+    out,
+    canvases=None,
+    gen_length: int | None = None,
+    n_canvases: int = 1,
+    seed: int = 0,
+    top_k: int | None = None,
+    n_samples: int | None = None,
+    max_positions: int = 32,
+    batch_size: int = 64,
+    model_spec: str | None = None,
+    plots: bool = True,
+    progress: bool = False,
+) -> dict:
     """Clamp-and-rerun CMI between masked positions, and CMI against separation.
 
     Parameters
@@ -297,8 +354,9 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
     ``batch_size`` canvases at a time (memory: :func:`~remask.analysis.pairwise_cmi`).
     """
     check_out_dir(out)
-    from remask.analysis.estimators import one_shot_logits, pairwise_cmi
     from tqdm.auto import tqdm
+
+    from remask.analysis.estimators import one_shot_logits, pairwise_cmi
 
     check_model(model)
     max_positions = _check_positive("max_positions", max_positions, low=1)
@@ -306,18 +364,33 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
         raise ValueError(f"give at most one of top_k={top_k!r} and n_samples={n_samples!r}")
     if top_k is None and n_samples is None and model.vocab_size > FULL_CLAMP_VOCAB:
         top_k = DEFAULT_TOP_K
-    mode = "exact" if top_k is None and n_samples is None else (f"top_k={top_k}" if top_k else f"n_samples={n_samples}")
-    rows, specials, source, P, G = _probe_canvases(model, "cmi", canvases, n_canvases, gen_length, seed)
+    mode = (
+        "exact"
+        if top_k is None and n_samples is None
+        else (f"top_k={top_k}" if top_k else f"n_samples={n_samples}")
+    )
+    rows, specials, source, P, G = _probe_canvases(
+        model, "cmi", canvases, n_canvases, gen_length, seed
+    )
     plans = []
     for row in rows:
         masked = (row == model.mask_id).nonzero()[:, 0].tolist()
         if len(masked) < 2:
-            raise ValueError(f"cmi needs at least 2 masked positions per canvas, got {len(masked)} in a canvas "
-                             f"of length {len(row)}")
-        clamp = masked if len(masked) <= max_positions else \
-            sorted({masked[int(round(t))] for t in np.linspace(0, len(masked) - 1, max_positions)})
+            raise ValueError(
+                f"cmi needs at least 2 masked positions per canvas, got {len(masked)} in a canvas "
+                f"of length {len(row)}"
+            )
+        clamp = (
+            masked
+            if len(masked) <= max_positions
+            else sorted(
+                {masked[int(round(t))] for t in np.linspace(0, len(masked) - 1, max_positions)}
+            )
+        )
         plans.append((masked, clamp))
-    bar = tqdm(total=sum(len(c) for _, c in plans), desc="cmi rows", disable=not progress, leave=False)
+    bar = tqdm(
+        total=sum(len(c) for _, c in plans), desc="cmi rows", disable=not progress, leave=False
+    )
     mats, missed = [], []
     sums, counts, asym = {}, {}, []
     for row, (masked, clamp) in zip(rows, plans):
@@ -325,8 +398,16 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
         logits0 = one_shot_logits(model, tokens, None, batch_size)  # shared by every clamped row
         mat = np.full((len(row), len(row)), np.nan)
         for i in clamp:
-            r = pairwise_cmi(model, tokens, i, top_k=top_k, n_samples=n_samples, seed=seed + i,
-                             batch_size=batch_size, logits0=logits0)
+            r = pairwise_cmi(
+                model,
+                tokens,
+                i,
+                top_k=top_k,
+                n_samples=n_samples,
+                seed=seed + i,
+                batch_size=batch_size,
+                logits0=logits0,
+            )
             mat[i] = r.cmi[0]
             missed.append(float(r.missed_mass[0]))
             bar.update()
@@ -341,24 +422,41 @@ def analyze_cmi(model, *, out, canvases=None, gen_length: int | None = None, n_c
                         asym.append(abs(mat[i, j] - mat[j, i]))
         mats.append((masked, mat[np.ix_(masked, masked)]))
     bar.close()
-    same_layout = all(len(m) == len(mats[0][0]) and m == mats[0][0] for m, _ in mats) and \
-        all(len(r) == len(rows[0]) for r in rows)
-    with warnings.catch_warnings():  # the diagonal is NaN in every canvas: its mean is NaN, by design
+    same_layout = all(len(m) == len(mats[0][0]) and m == mats[0][0] for m, _ in mats) and all(
+        len(r) == len(rows[0]) for r in rows
+    )
+    with (
+        warnings.catch_warnings()
+    ):  # the diagonal is NaN in every canvas: its mean is NaN, by design
         warnings.simplefilter("ignore", RuntimeWarning)
         m = np.nanmean(np.stack([x for _, x in mats]), 0) if same_layout else mats[0][1]
     sep = {s_: sums[s_] / counts[s_] for s_ in sorted(sums)}
     top = max(sep) if sep else 0
     far = [v for s_, v in sep.items() if s_ >= max(2, (top + 1) // 2)]
-    config = {"n_canvases": len(rows), "seed": seed, "unit": "nats", "mode": mode, "max_positions": max_positions,
-              "batch_size": batch_size}
+    config = {
+        "n_canvases": len(rows),
+        "seed": seed,
+        "unit": "nats",
+        "mode": mode,
+        "max_positions": max_positions,
+        "batch_size": batch_size,
+    }
     if P is not None:
         config.update(gen_length=G, context_length=P)
     summary = {
-        "command": "cmi", "model": _model_name(model, model_spec), "canvases": source, "config": config,
+        "command": "cmi",
+        "model": _model_name(model, model_spec),
+        "canvases": source,
+        "config": config,
         "environment": environment(),
-        "matrix": m, "matrix_positions": mats[0][0], "matrix_is_mean": bool(same_layout),
-        "by_separation": {"separation": list(sep), "cmi": list(sep.values()),
-                          "pairs": [counts[s_] for s_ in sep]},
+        "matrix": m,
+        "matrix_positions": mats[0][0],
+        "matrix_is_mean": bool(same_layout),
+        "by_separation": {
+            "separation": list(sep),
+            "cmi": list(sep.values()),
+            "pairs": [counts[s_] for s_ in sep],
+        },
         "adjacent_mean": sep.get(1, math.nan),
         "distant_mean": float(np.mean(far)) if far else math.nan,
         "asymmetry_mean": float(np.mean(asym)) if asym else math.nan,
@@ -383,16 +481,25 @@ def standard_partitions(positions) -> dict:
     n = len(pos)
     parts = {"AR (1/step)": [[p] for p in pos]}
     if n >= 2:
-        parts["L2R blocks of 2"] = [pos[k:k + 2] for k in range(0, n, 2)]
+        parts["L2R blocks of 2"] = [pos[k : k + 2] for k in range(0, n, 2)]
         parts["dilated (even, odd)"] = [pos[0::2], pos[1::2]]
-        parts["contiguous halves"] = [pos[: (n + 1) // 2], pos[(n + 1) // 2:]]
+        parts["contiguous halves"] = [pos[: (n + 1) // 2], pos[(n + 1) // 2 :]]
         parts["one step"] = [pos]
     return parts
 
 
-def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_samples: int = 2000,
-                      seed: int = 0, model_spec: str | None = None, plots: bool = True,
-                      progress: bool = False) -> dict:
+def analyze_coherence(
+    oracle,
+    sampler,
+    *,
+    out,
+    gen_length: int | None = None,
+    n_samples: int = 2000,
+    seed: int = 0,
+    model_spec: str | None = None,
+    plots: bool = True,
+    progress: bool = False,
+) -> dict:
     """A sampler's output distribution against an exact oracle's joint, and partition errors.
 
     Parameters
@@ -422,21 +529,28 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
         generated block).
     """
     check_out_dir(out)
-    from remask.analysis.exact import exact_samples, partition_error, sampler_error
     from tqdm.auto import tqdm
+
+    from remask.analysis.exact import exact_samples, partition_error, sampler_error
 
     check_oracle(oracle)
     n_samples = _check_positive("n_samples", n_samples)
     if n_samples > 1 and not getattr(sampler, "stochastic", True):
-        warnings.warn(f"{sampler.name} is deterministic at these settings (temperature 0): all "
-                      f"{n_samples} samples are the same sequence, so the empirical law is a point "
-                      "mass and TV/KL measure only that one sequence; sample with temperature > 0 "
-                      "(--set temperature=1.0)", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{sampler.name} is deterministic at these settings (temperature 0): all "
+            f"{n_samples} samples are the same sequence, so the empirical law is a point "
+            "mass and TV/KL measure only that one sequence; sample with temperature > 0 "
+            "(--set temperature=1.0)",
+            UserWarning,
+            stacklevel=2,
+        )
     P, G = _layout(oracle, gen_length, need_context=False)
     prompt = exact_samples(oracle, 1, seed=seed)[0, :P] if P else None
     parts = standard_partitions(range(P, P + G))
     bar = tqdm(total=len(parts) + 1, desc="coherence", disable=not progress, leave=False)
-    err = sampler_error(oracle, sampler, gen_length=G, prompt=prompt, n_samples=n_samples, seed=seed)
+    err = sampler_error(
+        oracle, sampler, gen_length=G, prompt=prompt, n_samples=n_samples, seed=seed
+    )
     bar.update()
     errors, skipped = {}, None
     for name, part in parts.items():
@@ -449,27 +563,53 @@ def analyze_coherence(oracle, sampler, *, out, gen_length: int | None = None, n_
             bar.update()
     bar.close()
     summary = {
-        "command": "coherence", "model": _model_name(oracle, model_spec), "sampler": repr(sampler),
+        "command": "coherence",
+        "model": _model_name(oracle, model_spec),
+        "sampler": repr(sampler),
         "environment": environment(),
-        "config": {"gen_length": G, "prompt": None if prompt is None else prompt.tolist(),
-                   "n_samples": n_samples, "seed": seed, "unit": "nats"},
+        "config": {
+            "gen_length": G,
+            "prompt": None if prompt is None else prompt.tolist(),
+            "n_samples": n_samples,
+            "seed": seed,
+            "unit": "nats",
+        },
         "sampler_error": err.summary(),
-        "partitions": {k: {"kl": e.kl, "sum_E_tc": float(np.sum(e.tc_per_step)), "tv": e.tv,
-                           "validity": e.validity, "tc_per_step": e.tc_per_step}
-                       for k, e in errors.items()},
+        "partitions": {
+            k: {
+                "kl": e.kl,
+                "sum_E_tc": float(np.sum(e.tc_per_step)),
+                "tv": e.tv,
+                "validity": e.validity,
+                "tc_per_step": e.tc_per_step,
+            }
+            for k, e in errors.items()
+        },
         "tc_total": errors["one step"].kl if "one step" in errors else math.nan,
     }
     if skipped:
         summary["partitions_skipped"] = skipped
     summary = write_summary(out, summary)
     if plots:
-        _plotting().plot_coherence(summary["sampler_error"], errors, path=os.path.join(out, "coherence.png"))
+        _plotting().plot_coherence(
+            summary["sampler_error"], errors, path=os.path.join(out, "coherence.png")
+        )
     return summary
 
 
 # ---------------------------------------------------------------------------- order
-def analyze_order(model, sampler, *, out, gen_length: int | None = None, n_rows: int = 8, seed: int = 0,
-                  model_spec: str | None = None, plots: bool = True, progress: bool = False) -> dict:
+def analyze_order(
+    model,
+    sampler,
+    *,
+    out,
+    gen_length: int | None = None,
+    n_rows: int = 8,
+    seed: int = 0,
+    model_spec: str | None = None,
+    plots: bool = True,
+    progress: bool = False,
+) -> dict:
     """Decode-order metrics of a sampler on a model, from a recorded trace (any Denoiser).
 
     Parameters
@@ -505,18 +645,27 @@ def analyze_order(model, sampler, *, out, gen_length: int | None = None, n_rows:
     P, G = _layout(model, gen_length, need_context=oracle)
     prompt = _contexts(model, n, P, P + G, seed) if P else [[] for _ in range(n)]
     rec = TraceRecorder()
-    gen = generate(model, prompt, sampler, gen_length=G, seed=seed, callbacks=[rec], progress=progress)
+    gen = generate(
+        model, prompt, sampler, gen_length=G, seed=seed, callbacks=[rec], progress=progress
+    )
     trace = rec.trace(gen)
     order = decode_order_metrics(trace)
     cert = step_certificates(trace, model)
     with np.errstate(all="ignore"):
-        certs = {k: float(np.nanmean(getattr(cert, k))) for k in ("eb_proxy", "fast_dllm_factor", "frechet")}
+        certs = {
+            k: float(np.nanmean(getattr(cert, k)))
+            for k in ("eb_proxy", "fast_dllm_factor", "frechet")
+        }
     summary = {
-        "command": "order", "model": _model_name(model, model_spec), "sampler": repr(sampler),
+        "command": "order",
+        "model": _model_name(model, model_spec),
+        "sampler": repr(sampler),
         "environment": environment(),
         "config": {"gen_length": G, "context_length": P, "n_rows": n, "seed": seed},
-        "metrics": order.summary(), "certificates": certs,
-        "steps": int(gen.steps), "nfe_mean": float(gen.nfe.double().mean()),
+        "metrics": order.summary(),
+        "certificates": certs,
+        "steps": int(gen.steps),
+        "nfe_mean": float(gen.nfe.double().mean()),
         "commit_step": order.commit_step,
     }
     summary = write_summary(out, summary)
@@ -540,24 +689,42 @@ def format_table(summary: dict) -> str:
     lines = [f"{kind}: {summary.get('model')}"]
     if kind == "homogenization":
         byd = summary["by_distance"]
-        cols = [c for c in ("kl_unigram", "control_kl_unigram", "excess_kl_unigram", "kl_to_control", "entropy",
-                            "max_prob", "js", "ratio") if c in byd]
+        cols = [
+            c
+            for c in (
+                "kl_unigram",
+                "control_kl_unigram",
+                "excess_kl_unigram",
+                "kl_to_control",
+                "entropy",
+                "max_prob",
+                "js",
+                "ratio",
+            )
+            if c in byd
+        ]
         lines.append(f"{'distance':>8} " + " ".join(f"{c:>12}" for c in cols))
         for r, d in enumerate(byd["distance"][:12]):
             lines.append(f"{d:>8} " + " ".join(f"{_fmt(byd[c][r]):>12}" for c in cols))
         if "kl_decay_rate_per_token" in summary:
-            lines.append(f"KL to the context-free marginal decays by x{summary['kl_decay_rate_per_token']:.3f} per token")
+            lines.append(
+                f"KL to the context-free marginal decays by x{summary['kl_decay_rate_per_token']:.3f} per token"
+            )
         if "excess_kl_decay_rate_per_token" in summary:
-            lines.append(f"its excess over the position-matched control decays by "
-                         f"x{summary['excess_kl_decay_rate_per_token']:.3f} per token")
+            lines.append(
+                f"its excess over the position-matched control decays by "
+                f"x{summary['excess_kl_decay_rate_per_token']:.3f} per token"
+            )
     elif kind == "cmi":
         sep = summary["by_separation"]
         lines.append(f"{'|i-j|':>6} {'I(i;j|c) [nats]':>16}")
         for s, v in list(zip(sep["separation"], sep["cmi"]))[:12]:
             lines.append(f"{s:>6} {_fmt(v):>16}")
-        lines.append(f"adjacent {_fmt(summary['adjacent_mean'])}  distant {_fmt(summary['distant_mean'])}  "
-                     f"asymmetry {_fmt(summary['asymmetry_mean'])}  missed mass {_fmt(summary['missed_mass_mean'])}"
-                     f"  ({summary['config']['mode']})")
+        lines.append(
+            f"adjacent {_fmt(summary['adjacent_mean'])}  distant {_fmt(summary['distant_mean'])}  "
+            f"asymmetry {_fmt(summary['asymmetry_mean'])}  missed mass {_fmt(summary['missed_mass_mean'])}"
+            f"  ({summary['config']['mode']})"
+        )
     elif kind == "coherence":
         se = summary["sampler_error"]
         lines.append(f"{'statistic':>20} {'sampler':>10} {'exact floor':>12}")
@@ -565,7 +732,9 @@ def format_table(summary: dict) -> str:
             lines.append(f"{s:>20} {_fmt(se.get(s)):>10} {_fmt(se.get(s + '_floor')):>12}")
         lines.append(f"{'partition':>24} {'KL(p||q)':>10} {'sum E[TC]':>10} {'TV':>8}")
         for name, e in summary["partitions"].items():
-            lines.append(f"{name:>24} {_fmt(e['kl']):>10} {_fmt(e['sum_E_tc']):>10} {_fmt(e['tv']):>8}")
+            lines.append(
+                f"{name:>24} {_fmt(e['kl']):>10} {_fmt(e['sum_E_tc']):>10} {_fmt(e['tv']):>8}"
+            )
         if "partitions_skipped" in summary:
             lines.append(f"partitions skipped: {summary['partitions_skipped']}")
     elif kind == "order":

@@ -32,7 +32,11 @@ DEMO_CONFIGS: list[tuple[str, str, dict]] = [
     ("all at once (product of marginals)", "low_confidence", dict(_T, remasking="random", steps=1)),
     ("LLaDA confidence, 1 token/step", "low_confidence", dict(_T)),
     ("LLaDA confidence, 2 tokens/step", "low_confidence", dict(_T, steps=3)),
-    ("LLaDA semi-AR, blocks of 2, 2 tokens/step", "low_confidence", dict(_T, steps=3, block_length=2)),
+    (
+        "LLaDA semi-AR, blocks of 2, 2 tokens/step",
+        "low_confidence",
+        dict(_T, steps=3, block_length=2),
+    ),
     ("Fast-dLLM threshold 0.9", "threshold", dict(_T, threshold=0.9)),
     ("Fast-dLLM threshold 0.7", "threshold", dict(_T, threshold=0.7)),
     ("EB-sampler gamma 0.5 nats", "entropy_bound", dict(_T, gamma=0.5)),
@@ -61,8 +65,14 @@ class DemoRow:
     seconds: float
 
 
-def run_demo(*, n_samples: int = 20000, seed: int = 0, vocab_size: int = 3, seq_len: int = 6,
-             concentration: float = 0.3) -> tuple[MarkovChainOracle, list[DemoRow], DemoRow]:
+def run_demo(
+    *,
+    n_samples: int = 20000,
+    seed: int = 0,
+    vocab_size: int = 3,
+    seq_len: int = 6,
+    concentration: float = 0.3,
+) -> tuple[MarkovChainOracle, list[DemoRow], DemoRow]:
     """Run every demo configuration; returns (oracle, rows, noise-floor row)."""
     oracle = MarkovChainOracle(vocab_size, seq_len, seed=seed, concentration=concentration)
     threads = torch.get_num_threads()
@@ -74,15 +84,27 @@ def run_demo(*, n_samples: int = 20000, seed: int = 0, vocab_size: int = 3, seq_
     _numba_threads(1)
     try:
         # The floors depend on the oracle and the seed only: computed with the first row.
-        results = [_demo_row(oracle, label, name, config, n_samples, seed, floor_repeats=3 if k == 0 else 0)
-                   for k, (label, name, config) in enumerate(DEMO_CONFIGS)]
+        results = [
+            _demo_row(
+                oracle, label, name, config, n_samples, seed, floor_repeats=3 if k == 0 else 0
+            )
+            for k, (label, name, config) in enumerate(DEMO_CONFIGS)
+        ]
     finally:
         torch.set_num_threads(threads)
         _numba_threads(numba_threads)
     rows = [row for row, _ in results]
     error = results[0][1]
-    floor = DemoRow("exact samples (noise floor)", "-", {}, float("nan"), float("nan"),
-                    error.tv_floor, error.nll_floor, 0.0)
+    floor = DemoRow(
+        "exact samples (noise floor)",
+        "-",
+        {},
+        float("nan"),
+        float("nan"),
+        error.tv_floor,
+        error.nll_floor,
+        0.0,
+    )
     return oracle, rows, floor
 
 
@@ -98,8 +120,9 @@ def _numba_threads(threads: int | None) -> int | None:
     return previous
 
 
-def _demo_row(oracle, label: str, name: str, config: dict, n_samples: int, seed: int, *,
-              floor_repeats: int):
+def _demo_row(
+    oracle, label: str, name: str, config: dict, n_samples: int, seed: int, *, floor_repeats: int
+):
     """One setting: (its DemoRow, the SamplerError of its samples)."""
     seq_len = oracle.seq_len
     sampler = build(name, **config)
@@ -112,13 +135,15 @@ def _demo_row(oracle, label: str, name: str, config: dict, n_samples: int, seed:
     return DemoRow(label, name, config, nfe, seq_len / nfe, error.tv, error.nll, seconds), error
 
 
-def format_table(oracle: MarkovChainOracle, rows: list[DemoRow], floor: DemoRow, n_samples: int) -> str:
+def format_table(
+    oracle: MarkovChainOracle, rows: list[DemoRow], floor: DemoRow, n_samples: int
+) -> str:
     """A plain-text table of the demo results."""
     p = oracle.log_prob(oracle.all_sequences()).exp()
     entropy = float(-(p * p.log()).sum())
     lines = [
         f"Exact oracle: {oracle!r}",
-        f"  {oracle.vocab_size ** oracle.seq_len} sequences; entropy H(p) = {entropy:.3f} nats; "
+        f"  {oracle.vocab_size**oracle.seq_len} sequences; entropy H(p) = {entropy:.3f} nats; "
         f"{n_samples} samples per row",
         "",
         f"{'sampler / setting':<44} {'NFE':>5} {'tok/step':>8} {'TV(p, q^)':>10} {'NLL':>7} {'sec':>6}",
@@ -127,7 +152,9 @@ def format_table(oracle: MarkovChainOracle, rows: list[DemoRow], floor: DemoRow,
     for row in [*rows, floor]:
         nfe = "-" if math.isnan(row.nfe) else f"{row.nfe:.1f}"
         tps = "-" if math.isnan(row.tokens_per_step) else f"{row.tokens_per_step:.2f}"
-        lines.append(f"{row.label:<44} {nfe:>5} {tps:>8} {row.tv:>10.4f} {row.nll:>7.3f} {row.seconds:>6.2f}")
+        lines.append(
+            f"{row.label:<44} {nfe:>5} {tps:>8} {row.tv:>10.4f} {row.nll:>7.3f} {row.seconds:>6.2f}"
+        )
     lines += [
         "",
         "TV(p, q^): total variation between the exact joint p and the samples' empirical law q^",

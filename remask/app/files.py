@@ -24,7 +24,9 @@ def check_out_dir(out) -> str:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as error:
-        raise ValueError(f"output directory {path!r} is not writable: {error.strerror or error}") from None
+        raise ValueError(
+            f"output directory {path!r} is not writable: {error.strerror or error}"
+        ) from None
     return path
 
 

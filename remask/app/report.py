@@ -28,11 +28,11 @@ import warnings
 
 import numpy as np
 import torch
+
 from remask.analysis.estimators import marginal_consistency, pairwise_cmi
 from remask.analysis.exact import partition_error, total_correlation
 from remask.analysis.homogenization import homogenization_profile
 from remask.analysis.trace import TraceRecorder, decode_order_metrics
-
 from remask.app.files import to_json, write_summary
 
 __all__ = ["main", "run_report"]
@@ -48,9 +48,8 @@ PARTITIONS = {
 
 def _markov_summary(seed: int):
     """Exact Markov quantities (no plotting): partitions, TC pairs, homogenization, CMI, order."""
-    from remask.samplers import build, generate
-
     from remask.models import MarkovChainOracle
+    from remask.samplers import build, generate
 
     toy = MarkovChainOracle(4, 8, seed=seed, concentration=0.3)
     M = toy.mask_id
@@ -79,14 +78,33 @@ def _markov_summary(seed: int):
     orders = {}
     for name, remasking in (("low_confidence", "low_confidence"), ("random remasking", "random")):
         rec = TraceRecorder()
-        gen = generate(long, [[a] for a in range(4)] * 4, build("low_confidence", steps=23, remasking=remasking),
-                       gen_length=23, seed=seed, callbacks=[rec])
+        gen = generate(
+            long,
+            [[a] for a in range(4)] * 4,
+            build("low_confidence", steps=23, remasking=remasking),
+            gen_length=23,
+            seed=seed,
+            callbacks=[rec],
+        )
         orders[name] = decode_order_metrics(rec.trace(gen))
     summary = {
-        "toy": {"vocab": 4, "length": 8, "long_length": 24, "concentration": 0.3, "seed": seed,
-                "abs_lambda2": float(lam[1])},
-        "partitions_bits": {n: {"kl": e.kl, "sum_E_tc": float(e.tc_per_step.sum()), "tv": e.tv,
-                                "validity": e.validity} for n, e in errors.items()},
+        "toy": {
+            "vocab": 4,
+            "length": 8,
+            "long_length": 24,
+            "concentration": 0.3,
+            "seed": seed,
+            "abs_lambda2": float(lam[1]),
+        },
+        "partitions_bits": {
+            n: {
+                "kl": e.kl,
+                "sum_E_tc": float(e.tc_per_step.sum()),
+                "tv": e.tv,
+                "validity": e.validity,
+            }
+            for n, e in errors.items()
+        },
         "tc_given_x0_bits": tc_pairs,
         "homogenization_bits": {k: v for k, v in byd.items() if k != "js"},
         "kl_decay_per_token": {"fitted": fitted, "abs_lambda2_squared": float(lam[1] ** 2)},
@@ -95,27 +113,36 @@ def _markov_summary(seed: int):
         "stationary_adjacent_mi_bits": i_chain,
         "decode_order": {n: o.summary() for n, o in orders.items()},
     }
-    figures = {"errors": errors, "orders": orders, "d": d, "klu": klu, "rate": float(lam[1] ** 2),
-               "first": [first[int(k)] if k >= 2 else np.nan for k in d],
-               "adjacent": [adjacent[int(k)] if k < 23 else np.nan for k in d], "i_chain": i_chain}
+    figures = {
+        "errors": errors,
+        "orders": orders,
+        "d": d,
+        "klu": klu,
+        "rate": float(lam[1] ** 2),
+        "first": [first[int(k)] if k >= 2 else np.nan for k in d],
+        "adjacent": [adjacent[int(k)] if k < 23 else np.nan for k in d],
+        "i_chain": i_chain,
+    }
     return summary, figures
 
 
 def _trained_toy_summary(seed: int, steps: int, progress: bool):
     """Train a TinyTransformer on a Markov toy and compare it with the exact oracle."""
     from remask.analysis.train import diffusion_loss, train_toy
-
     from remask.models import MarkovChainOracle
 
     oracle = MarkovChainOracle(4, 10, seed=seed, concentration=0.3)
     M = oracle.mask_id
     model = train_toy(oracle, steps=steps, batch_size=128, lr=3e-3, seed=seed, progress=progress)
     held_out = oracle.sample(8192, seed=seed + 1000)
-    losses = {name: float(diffusion_loss(m, held_out, generator=torch.Generator().manual_seed(seed)))
-              for name, m in (("model", model), ("oracle", oracle))}
+    losses = {
+        name: float(diffusion_loss(m, held_out, generator=torch.Generator().manual_seed(seed)))
+        for name, m in (("model", model), ("oracle", oracle))
+    }
     ctx = torch.tensor([[a] + [M] * 9 for a in range(4)])
-    prof = homogenization_profile(model, ctx, reference=oracle, unigram=oracle.initial.numpy(), unit="bits",
-                                  pairwise=False)
+    prof = homogenization_profile(
+        model, ctx, reference=oracle, unigram=oracle.initial.numpy(), unit="bits", pairwise=False
+    )
     with warnings.catch_warnings():  # columns 0 and 1 are NaN in every row (observed, clamped)
         warnings.simplefilter("ignore", RuntimeWarning)
         cm = np.nanmean(pairwise_cmi(model, ctx, 1, unit="bits").cmi, 0)  # (10,) mean over x_0
@@ -125,19 +152,36 @@ def _trained_toy_summary(seed: int, steps: int, progress: bool):
     byd = prof.by_distance
     d = [int(k) for k in byd["distance"]]
     result = {
-        "oracle": repr(oracle), "steps": steps, "loss_nats_per_token": losses,
-        "history": model.history, "loss_floor": losses["oracle"], "distance": d, "unit": "bits",
-        "kl_model": byd["kl_unigram"], "kl_exact": byd["reference_kl_unigram"], "ratio": byd["ratio"],
+        "oracle": repr(oracle),
+        "steps": steps,
+        "loss_nats_per_token": losses,
+        "history": model.history,
+        "loss_floor": losses["oracle"],
+        "distance": d,
+        "unit": "bits",
+        "kl_model": byd["kl_unigram"],
+        "kl_exact": byd["reference_kl_unigram"],
+        "ratio": byd["ratio"],
         "kl_to_exact": byd["kl_to_reference"],
         "cmi_model": [float(cm[k]) if k >= 2 else math.nan for k in d],
         "cmi_exact": [float(ce[k]) if k >= 2 else math.nan for k in d],
-        "marginal_consistency_bits": {"model": float(np.nanmean(mc_model)), "oracle": float(np.nanmean(mc_oracle))},
+        "marginal_consistency_bits": {
+            "model": float(np.nanmean(mc_model)),
+            "oracle": float(np.nanmean(mc_oracle)),
+        },
     }
     return result
 
 
-def run_report(out: str | None = None, *, seed: int = 0, plots: bool = True, train: bool = True,
-               train_steps: int = 1500, progress: bool = False) -> dict:
+def run_report(
+    out: str | None = None,
+    *,
+    seed: int = 0,
+    plots: bool = True,
+    train: bool = True,
+    train_steps: int = 1500,
+    progress: bool = False,
+) -> dict:
     """Compute the toy report; write ``summary.json`` (and PNGs) under ``out`` when given.
 
     Parameters
@@ -168,8 +212,16 @@ def run_report(out: str | None = None, *, seed: int = 0, plots: bool = True, tra
     if out is not None and plots:
         from remask.analysis import plots as P
 
-        P.plot_markov_homogenization(fig["d"], fig["klu"], fig["rate"], fig["first"], fig["adjacent"],
-                                     fig["i_chain"], unit="bits", path=os.path.join(out, "homogenization.png"))
+        P.plot_markov_homogenization(
+            fig["d"],
+            fig["klu"],
+            fig["rate"],
+            fig["first"],
+            fig["adjacent"],
+            fig["i_chain"],
+            unit="bits",
+            path=os.path.join(out, "homogenization.png"),
+        )
         P.plot_partition_errors(fig["errors"], path=os.path.join(out, "partition_errors.png"))
         P.plot_decode_order(fig["orders"], path=os.path.join(out, "decode_order.png"))
         if toy is not None:
@@ -178,7 +230,9 @@ def run_report(out: str | None = None, *, seed: int = 0, plots: bool = True, tra
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m remask.app.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m remask.app.report", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", default="analysis-report", help="output directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-plots", action="store_true")
@@ -187,29 +241,50 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     # Tiny tensors: one thread is several times faster than two on a shared CPU.
     torch.set_num_threads(1)
-    s = run_report(args.out, seed=args.seed, plots=not args.no_plots, train=not args.no_train,
-                   train_steps=args.train_steps, progress=True)
-    print(f"Markov toy V=4 L=8 Dirichlet(0.3); long chain L=24, |λ2| = {s['toy']['abs_lambda2']:.3f}   (bits)")
+    s = run_report(
+        args.out,
+        seed=args.seed,
+        plots=not args.no_plots,
+        train=not args.no_train,
+        train_steps=args.train_steps,
+        progress=True,
+    )
+    print(
+        f"Markov toy V=4 L=8 Dirichlet(0.3); long chain L=24, |λ2| = {s['toy']['abs_lambda2']:.3f}   (bits)"
+    )
     print(f"{'partition':32s} {'KL(p‖q)':>9s} {'Σ E[TC]':>9s} {'TV':>7s}")
     for name, e in s["partitions_bits"].items():
         print(f"{name:32s} {e['kl']:9.4f} {e['sum_E_tc']:9.4f} {e['tv']:7.4f}")
     h = s["homogenization_bits"]
     print("distance            " + " ".join(f"{d:6d}" for d in h["distance"][:8]))
     print("KL(p(x_d|x0)‖π)     " + " ".join(f"{v:6.4f}" for v in h["kl_unigram"][:8]))
-    print(f"KL decay per token: fitted {s['kl_decay_per_token']['fitted']:.3f}, "
-          f"|λ2|² {s['kl_decay_per_token']['abs_lambda2_squared']:.3f}")
-    print("I(x1;x_d|x0)        " + " ".join(f"{s['cmi_x1_xd_bits'][str(d)]:6.4f}" for d in range(2, 9)))
-    print("I(x_d;x_d+1|x0)     " + " ".join(f"{s['cmi_adjacent_bits'][str(d)]:6.4f}" for d in range(2, 9))
-          + f"   stationary {s['stationary_adjacent_mi_bits']:.4f}")
+    print(
+        f"KL decay per token: fitted {s['kl_decay_per_token']['fitted']:.3f}, "
+        f"|λ2|² {s['kl_decay_per_token']['abs_lambda2_squared']:.3f}"
+    )
+    print(
+        "I(x1;x_d|x0)        "
+        + " ".join(f"{s['cmi_x1_xd_bits'][str(d)]:6.4f}" for d in range(2, 9))
+    )
+    print(
+        "I(x_d;x_d+1|x0)     "
+        + " ".join(f"{s['cmi_adjacent_bits'][str(d)]:6.4f}" for d in range(2, 9))
+        + f"   stationary {s['stationary_adjacent_mi_bits']:.4f}"
+    )
     for name, o in s["decode_order"].items():
-        print(f"{name:18s} Kendall τ {o['kendall_tau']:.3f}  global AR@1 {o['global_ar@1']:.3f}  "
-              f"frontier left {o['frontier_left']:.3f}  mean frontier distance {o['mean_frontier_distance']:.3f}")
+        print(
+            f"{name:18s} Kendall τ {o['kendall_tau']:.3f}  global AR@1 {o['global_ar@1']:.3f}  "
+            f"frontier left {o['frontier_left']:.3f}  mean frontier distance {o['mean_frontier_distance']:.3f}"
+        )
     if "trained_toy" in s:
         t = s["trained_toy"]
-        print(f"trained toy: loss {t['loss_nats_per_token']['model']:.4f} vs exact {t['loss_nats_per_token']['oracle']:.4f}"
-              f" nats/token; r(d) = " + " ".join(f"{r:.2f}" for r in t["ratio"] if r is not None)
-              + f"; martingale KL {t['marginal_consistency_bits']['model']:.2e} (oracle "
-              f"{t['marginal_consistency_bits']['oracle']:.0e}) bits")
+        print(
+            f"trained toy: loss {t['loss_nats_per_token']['model']:.4f} vs exact {t['loss_nats_per_token']['oracle']:.4f}"
+            f" nats/token; r(d) = "
+            + " ".join(f"{r:.2f}" for r in t["ratio"] if r is not None)
+            + f"; martingale KL {t['marginal_consistency_bits']['model']:.2e} (oracle "
+            f"{t['marginal_consistency_bits']['oracle']:.0e}) bits"
+        )
     print(f"wrote {args.out}/summary.json" + ("" if args.no_plots else " and the PNGs"))
 
 

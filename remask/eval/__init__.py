@@ -15,12 +15,31 @@ The names load on first use: ``import remask.eval`` imports neither torch nor lm
 
 import importlib
 
-__all__ = ["ELBOEstimate", "RemaskLM", "SweepSpec", "aup", "elbo_loglikelihood", "exact_loglikelihood",
-           "load_spec", "request_seed", "run_sweep", "sweep_report"]
+__all__ = [
+    "ELBOEstimate",
+    "RemaskLM",
+    "SweepSpec",
+    "aup",
+    "elbo_loglikelihood",
+    "exact_loglikelihood",
+    "load_spec",
+    "request_seed",
+    "run_sweep",
+    "sweep_report",
+]
 
-_WHERE = {"RemaskLM": "lm", "ELBOEstimate": "likelihood", "elbo_loglikelihood": "likelihood",
-          "exact_loglikelihood": "likelihood", "request_seed": "seeds", "SweepSpec": "spec",
-          "load_spec": "spec", "run_sweep": "sweep", "sweep_report": "report", "aup": "report"}
+_WHERE = {
+    "RemaskLM": "lm",
+    "ELBOEstimate": "likelihood",
+    "elbo_loglikelihood": "likelihood",
+    "exact_loglikelihood": "likelihood",
+    "request_seed": "seeds",
+    "SweepSpec": "spec",
+    "load_spec": "spec",
+    "run_sweep": "sweep",
+    "sweep_report": "report",
+    "aup": "report",
+}
 
 
 def __getattr__(name: str):

@@ -32,7 +32,9 @@ class Decoded(NamedTuple):
     seconds: float
 
 
-def decode_rows(model, prompts: list[list[int]], sampler, *, gen_length: int, seeds: list[int]) -> Decoded:
+def decode_rows(
+    model, prompts: list[list[int]], sampler, *, gen_length: int, seeds: list[int]
+) -> Decoded:
     """Generate ``gen_length`` tokens after each prompt in one batch; row b uses ``seeds[b]``.
 
     Parameters
@@ -54,6 +56,8 @@ def decode_rows(model, prompts: list[list[int]], sampler, *, gen_length: int, se
     if len(seeds) != len(prompts):
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
     start = time.perf_counter()
-    out = generate(model, [list(p) for p in prompts], sampler, gen_length=gen_length, seed=list(seeds))
+    out = generate(
+        model, [list(p) for p in prompts], sampler, gen_length=gen_length, seed=list(seeds)
+    )
     tokens = out.tokens[:, -gen_length:].tolist()
     return Decoded(tokens, out.nfe.tolist(), time.perf_counter() - start)

@@ -37,8 +37,14 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["ELBOEstimate", "elbo_loglikelihood", "exact_loglikelihood", "greedy_match", "is_exact_oracle",
-           "supports_loglikelihood"]
+__all__ = [
+    "ELBOEstimate",
+    "elbo_loglikelihood",
+    "exact_loglikelihood",
+    "greedy_match",
+    "is_exact_oracle",
+    "supports_loglikelihood",
+]
 
 VARIANTS = ("llada", "dream")
 
@@ -67,7 +73,9 @@ class ELBOEstimate(NamedTuple):
 
 def is_exact_oracle(model) -> bool:
     """Whether ``model`` is an exact oracle (an int ``seq_len`` and an exact ``log_prob``)."""
-    return callable(getattr(model, "log_prob", None)) and isinstance(getattr(model, "seq_len", None), int)
+    return callable(getattr(model, "log_prob", None)) and isinstance(
+        getattr(model, "seq_len", None), int
+    )
 
 
 def supports_loglikelihood(model) -> str | None:
@@ -79,23 +87,31 @@ def supports_loglikelihood(model) -> str | None:
     (``accepts_active``) only returns logits for it: neither gives those logits.
     """
     if getattr(model, "block_size", None) is not None:
-        return (f"{type(model).__name__} is a block-diffusion model (block_size={model.block_size}): its logits "
-                "come block by block from a causal prefix, so the masked-diffusion ELBO does not apply")
+        return (
+            f"{type(model).__name__} is a block-diffusion model (block_size={model.block_size}): its logits "
+            "come block by block from a causal prefix, so the masked-diffusion ELBO does not apply"
+        )
     if getattr(model, "accepts_active", False):
-        return (f"{type(model).__name__} returns logits for the active block only (accepts_active=True); "
-                "use the model it wraps")
+        return (
+            f"{type(model).__name__} returns logits for the active block only (accepts_active=True); "
+            "use the model it wraps"
+        )
     return None
 
 
 def _check_ids(name: str, ids, model, *, allow_empty: bool) -> list[int]:
-    if not isinstance(ids, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not isinstance(ids, (list, tuple)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
         raise TypeError(f"{name} must be a list of int token ids, got {ids!r:.80}")
     if not ids and not allow_empty:
         raise ValueError(f"{name} is empty: give at least one token to score")
     for i in ids:
         if not 0 <= i < model.vocab_size or i == model.mask_id:
-            raise ValueError(f"{name} token id {i} is outside the vocabulary [0, {model.vocab_size}) or is the "
-                             f"mask id {model.mask_id}")
+            raise ValueError(
+                f"{name} token id {i} is outside the vocabulary [0, {model.vocab_size}) or is the "
+                f"mask id {model.mask_id}"
+            )
     return list(ids)
 
 
@@ -140,8 +156,17 @@ def _dream_masks(b: int, T: int, generator: torch.Generator, eps: float):
     return masked, p
 
 
-def elbo_loglikelihood(model, context: list[int], target: list[int], *, mc_num: int = 128, batch_size: int = 32,
-                       seed: int = 0, variant: str = "llada", sampling_eps: float = 1e-3) -> ELBOEstimate:
+def elbo_loglikelihood(
+    model,
+    context: list[int],
+    target: list[int],
+    *,
+    mc_num: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    variant: str = "llada",
+    sampling_eps: float = 1e-3,
+) -> ELBOEstimate:
     """Monte-Carlo ELBO estimate of ``log p(target | context)`` (see the module docstring).
 
     Parameters
@@ -171,7 +196,11 @@ def elbo_loglikelihood(model, context: list[int], target: list[int], *, mc_num: 
     _check_int("batch_size", batch_size)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-    if isinstance(sampling_eps, bool) or not isinstance(sampling_eps, (int, float)) or not 0 <= sampling_eps < 1:
+    if (
+        isinstance(sampling_eps, bool)
+        or not isinstance(sampling_eps, (int, float))
+        or not 0 <= sampling_eps < 1
+    ):
         raise ValueError(f"sampling_eps must be a number in [0, 1), got {sampling_eps!r}")
     context = _check_ids("context", context, model, allow_empty=True)
     target = _check_ids("target", target, model, allow_empty=False)
@@ -198,7 +227,9 @@ def elbo_loglikelihood(model, context: list[int], target: list[int], *, mc_num: 
         done += b
     values = torch.cat(terms)  # (mc_num,)
     stderr = float(values.std(unbiased=True) / math.sqrt(mc_num)) if mc_num > 1 else math.inf
-    return ELBOEstimate(value=float(values.mean()), stderr=stderr, mc_num=int(mc_num), nfe=int(mc_num))
+    return ELBOEstimate(
+        value=float(values.mean()), stderr=stderr, mc_num=int(mc_num), nfe=int(mc_num)
+    )
 
 
 def exact_loglikelihood(oracle, context: list[int], target: list[int]) -> float:
@@ -218,13 +249,17 @@ def exact_loglikelihood(oracle, context: list[int], target: list[int]) -> float:
     float (nats; -inf when the continuation is impossible).
     """
     if not is_exact_oracle(oracle):
-        raise TypeError(f"{type(oracle).__name__} is not an exact oracle (it has no log_prob/seq_len)")
+        raise TypeError(
+            f"{type(oracle).__name__} is not an exact oracle (it has no log_prob/seq_len)"
+        )
     context = _check_ids("context", context, oracle, allow_empty=True)
     target = _check_ids("target", target, oracle, allow_empty=False)
     P, T = len(context), len(target)
     seq = torch.tensor(context + target, dtype=torch.int64)  # (L,)
     canvas = seq.expand(T, -1).clone()  # (T, L)
-    later = torch.arange(T).unsqueeze(-1) <= torch.arange(T).unsqueeze(0)  # (T, T): row i masks j >= i
+    later = torch.arange(T).unsqueeze(-1) <= torch.arange(T).unsqueeze(
+        0
+    )  # (T, T): row i masks j >= i
     canvas[:, P:] = torch.where(later, oracle.mask_id, seq[P:])
     logp = _log_probs(oracle, canvas)[:, P:]  # (T, T, V)
     rows = torch.arange(T)
@@ -241,7 +276,9 @@ def greedy_match(model, context: list[int], target: list[int]) -> bool:
     target = _check_ids("target", target, model, allow_empty=False)
     P, T = len(context), len(target)
     device = _device(model)
-    canvas = torch.tensor([context + [model.mask_id] * T], dtype=torch.int64, device=device)  # (1, L)
+    canvas = torch.tensor(
+        [context + [model.mask_id] * T], dtype=torch.int64, device=device
+    )  # (1, L)
     for _ in range(T):
         logp = _log_probs(model, canvas)[0, P:]  # (T, V)
         conf, best = logp.max(-1)  # (T,)

@@ -33,8 +33,14 @@ import time
 from lm_eval.api.model import LM
 
 from remask.eval.decoding import decode_rows
-from remask.eval.likelihood import (VARIANTS, elbo_loglikelihood, exact_loglikelihood, greedy_match,
-                                    is_exact_oracle, supports_loglikelihood)
+from remask.eval.likelihood import (
+    VARIANTS,
+    elbo_loglikelihood,
+    exact_loglikelihood,
+    greedy_match,
+    is_exact_oracle,
+    supports_loglikelihood,
+)
 from remask.eval.seeds import request_seed
 from remask.eval.text import TextCodec, cut_at_stop
 
@@ -79,17 +85,31 @@ class RemaskLM(LM):
         For loading a checkpoint.
     """
 
-    def __init__(self, model, sampler: str = "low_confidence", settings: dict | None = None, *,
-                 gen_length: int = 256, batch_size: int = 8, mc_num: int = 128,
-                 loglikelihood_batch_size: int = 32, elbo: str = "llada", greedy_check: bool = True,
-                 seed: int = 0, device=None, dtype=None):
+    def __init__(
+        self,
+        model,
+        sampler: str = "low_confidence",
+        settings: dict | None = None,
+        *,
+        gen_length: int = 256,
+        batch_size: int = 8,
+        mc_num: int = 128,
+        loglikelihood_batch_size: int = 32,
+        elbo: str = "llada",
+        greedy_check: bool = True,
+        seed: int = 0,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         from remask.samplers import build
 
         self.gen_length = _positive("gen_length", gen_length)
         self.batch_size = _positive("batch_size", batch_size)
         self.mc_num = _positive("mc_num", mc_num)
-        self.loglikelihood_batch_size = _positive("loglikelihood_batch_size", loglikelihood_batch_size)
+        self.loglikelihood_batch_size = _positive(
+            "loglikelihood_batch_size", loglikelihood_batch_size
+        )
         if elbo not in VARIANTS:
             raise ValueError(f"elbo must be one of {list(VARIANTS)}, got {elbo!r}")
         self.elbo = elbo
@@ -110,7 +130,9 @@ class RemaskLM(LM):
             self.model_name = type(model).__name__
         for attr in ("mask_id", "vocab_size"):
             if not isinstance(getattr(model, attr, None), int):
-                raise TypeError(f"model must be a Denoiser with an int {attr!r}, got {type(model).__name__}")
+                raise TypeError(
+                    f"model must be a Denoiser with an int {attr!r}, got {type(model).__name__}"
+                )
         self.model = model
         self.codec = TextCodec(model)
         self._costs: list[dict] = []
@@ -123,10 +145,13 @@ class RemaskLM(LM):
     def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
         tokenizer = getattr(self.model, "tokenizer", None)
         if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError(f"{self.model_name}: the model's tokenizer has no chat template; drop "
-                             "--apply-chat-template")
-        return tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
+            raise ValueError(
+                f"{self.model_name}: the model's tokenizer has no chat template; drop "
+                "--apply-chat-template"
+            )
+        return tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
 
     def chat_template(self, chat_template=False):
         tokenizer = getattr(self.model, "tokenizer", None)
@@ -136,7 +161,10 @@ class RemaskLM(LM):
         """Decode every request (``Instance.args = (context, gen_kwargs)``); returns the texts."""
         items = []
         for n, request in enumerate(requests):
-            context, gen_kwargs = request.args[0], (request.args[1] if len(request.args) > 1 else {})
+            context, gen_kwargs = (
+                request.args[0],
+                (request.args[1] if len(request.args) > 1 else {}),
+            )
             until = (gen_kwargs or {}).get("until")
             items.append((n, self.codec.encode(context), until, _request_id(request, n)))
         return self.generate_ids(items)
@@ -144,18 +172,33 @@ class RemaskLM(LM):
     def generate_ids(self, items) -> list[str]:
         """Decode ``(n, prompt_ids, until, request_id)`` items; results in the order given."""
         out = [""] * len(items)
-        order = sorted(range(len(items)), key=lambda k: (-len(items[k][1]), k))  # similar widths together
+        order = sorted(
+            range(len(items)), key=lambda k: (-len(items[k][1]), k)
+        )  # similar widths together
         for start in range(0, len(order), self.batch_size):
-            ks = order[start:start + self.batch_size]
+            ks = order[start : start + self.batch_size]
             chunk = [items[k] for k in ks]
             seeds = [request_seed(self.seed, item[3]) for item in chunk]
-            decoded = decode_rows(self.model, [item[1] for item in chunk], self.sampler,
-                                  gen_length=self.gen_length, seeds=seeds)
+            decoded = decode_rows(
+                self.model,
+                [item[1] for item in chunk],
+                self.sampler,
+                gen_length=self.gen_length,
+                seeds=seeds,
+            )
             share = decoded.seconds / len(chunk)
             for k, item, tokens, nfe in zip(ks, chunk, decoded.tokens, decoded.nfe):
                 out[k] = cut_at_stop(self.codec.decode(tokens), item[2])
-                self._record(item[3], "generate_until", nfe, len(tokens), share, tokens=tokens,
-                             prompt_tokens=len(item[1]), batch_rows=len(chunk))
+                self._record(
+                    item[3],
+                    "generate_until",
+                    nfe,
+                    len(tokens),
+                    share,
+                    tokens=tokens,
+                    prompt_tokens=len(item[1]),
+                    batch_rows=len(chunk),
+                )
         return out
 
     def loglikelihood(self, requests, disable_tqdm: bool = True) -> list[tuple[float, bool]]:
@@ -163,29 +206,46 @@ class RemaskLM(LM):
         why = supports_loglikelihood(self.model)
         if why is not None:
             names = sorted({str(getattr(r, "task_name", None)) for r in requests})
-            raise ValueError(f"task(s) {names} need loglikelihood, which {self.model_name} cannot give: {why}")
+            raise ValueError(
+                f"task(s) {names} need loglikelihood, which {self.model_name} cannot give: {why}"
+            )
         results = []
         exact = is_exact_oracle(self.model)
         for n, request in enumerate(requests):
             context, continuation = request.args[0], request.args[1]
             ctx_ids, cont_ids = self.codec.encode_pair(context, continuation)
             if not cont_ids:
-                raise ValueError(f"request {_request_id(request, n)}: the continuation {continuation!r} encodes to no "
-                                 "tokens")
+                raise ValueError(
+                    f"request {_request_id(request, n)}: the continuation {continuation!r} encodes to no "
+                    "tokens"
+                )
             rid = _request_id(request, n)
             start = time.perf_counter()
             if exact:
                 value, nfe = exact_loglikelihood(self.model, ctx_ids, cont_ids), 1
             else:
-                estimate = elbo_loglikelihood(self.model, ctx_ids, cont_ids, mc_num=self.mc_num,
-                                              batch_size=self.loglikelihood_batch_size,
-                                              seed=request_seed(self.seed, rid), variant=self.elbo)
+                estimate = elbo_loglikelihood(
+                    self.model,
+                    ctx_ids,
+                    cont_ids,
+                    mc_num=self.mc_num,
+                    batch_size=self.loglikelihood_batch_size,
+                    seed=request_seed(self.seed, rid),
+                    variant=self.elbo,
+                )
                 value, nfe = estimate.value, estimate.nfe
             greedy = False
             if self.greedy_check:
                 greedy = greedy_match(self.model, ctx_ids, cont_ids)
                 nfe += len(cont_ids)
-            self._record(rid, "loglikelihood", nfe, 0, time.perf_counter() - start, prompt_tokens=len(ctx_ids))
+            self._record(
+                rid,
+                "loglikelihood",
+                nfe,
+                0,
+                time.perf_counter() - start,
+                prompt_tokens=len(ctx_ids),
+            )
             results.append((value, greedy))
         return results
 
@@ -197,10 +257,18 @@ class RemaskLM(LM):
         )
 
     # ------------------------------------------------------------------ costs
-    def _record(self, request_id: str, kind: str, nfe: int, generated: int, seconds: float, **extra) -> None:
-        row = {"request_id": request_id, "kind": kind, "nfe": int(nfe), "generated_tokens": int(generated),
-               "tokens_per_forward": generated / nfe if nfe else 0.0, "seconds": seconds,
-               "tokens_per_second": generated / seconds if seconds > 0 else 0.0}
+    def _record(
+        self, request_id: str, kind: str, nfe: int, generated: int, seconds: float, **extra
+    ) -> None:
+        row = {
+            "request_id": request_id,
+            "kind": kind,
+            "nfe": int(nfe),
+            "generated_tokens": int(generated),
+            "tokens_per_forward": generated / nfe if nfe else 0.0,
+            "seconds": seconds,
+            "tokens_per_second": generated / seconds if seconds > 0 else 0.0,
+        }
         row.update(extra)
         self._costs.append(row)
 
@@ -214,10 +282,15 @@ class RemaskLM(LM):
         tokens = sum(c["generated_tokens"] for c in rows)
         nfe = sum(c["nfe"] for c in rows)
         seconds = sum(c["seconds"] for c in rows)
-        return {"requests": len(rows), "generated_tokens": tokens, "nfe": nfe,
-                "nfe_per_request": nfe / len(rows) if rows else 0.0,
-                "tokens_per_forward": tokens / nfe if nfe else 0.0, "seconds": seconds,
-                "tokens_per_second": tokens / seconds if seconds > 0 else 0.0}
+        return {
+            "requests": len(rows),
+            "generated_tokens": tokens,
+            "nfe": nfe,
+            "nfe_per_request": nfe / len(rows) if rows else 0.0,
+            "tokens_per_forward": tokens / nfe if nfe else 0.0,
+            "seconds": seconds,
+            "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        }
 
 
 def _request_id(request, n: int) -> str:

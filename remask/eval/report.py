@@ -39,7 +39,9 @@ ALPHA = 3.0
 Y_MIN_OFFSET = 5.0
 
 
-def aup(rho, y, y_max: float, *, alpha: float = ALPHA, y_min_offset: float = Y_MIN_OFFSET) -> tuple[float, int]:
+def aup(
+    rho, y, y_max: float, *, alpha: float = ALPHA, y_min_offset: float = Y_MIN_OFFSET
+) -> tuple[float, int]:
     """Accuracy Under Parallelism of one method (see the module docstring).
 
     Parameters
@@ -63,7 +65,9 @@ def aup(rho, y, y_max: float, *, alpha: float = ALPHA, y_min_offset: float = Y_M
     """
     rho, y = [float(r) for r in rho], [float(v) for v in y]
     if len(rho) != len(y) or not rho:
-        raise ValueError(f"aup needs as many parallelism values as accuracies (>= 1), got {len(rho)} and {len(y)}")
+        raise ValueError(
+            f"aup needs as many parallelism values as accuracies (>= 1), got {len(rho)} and {len(y)}"
+        )
     if any(not r > 0 for r in rho):
         raise ValueError(f"aup: every parallelism (TPF) must be > 0, got {rho}")
     if any(not 0 <= v <= 100 for v in y):
@@ -85,12 +89,17 @@ def aup(rho, y, y_max: float, *, alpha: float = ALPHA, y_min_offset: float = Y_M
 
 def pareto_front(points, *, lower_x: bool, lower_y: bool) -> list[int]:
     """Indices of the points no other point beats on both axes, sorted by x."""
+
     def better(a, b):  # a at least as good as b everywhere and strictly somewhere
         ax, ay = (-a[0] if lower_x else a[0]), (-a[1] if lower_y else a[1])
         bx, by = (-b[0] if lower_x else b[0]), (-b[1] if lower_y else b[1])
         return ax >= bx and ay >= by and (ax > bx or ay > by)
 
-    front = [i for i, p in enumerate(points) if not any(better(q, p) for j, q in enumerate(points) if j != i)]
+    front = [
+        i
+        for i, p in enumerate(points)
+        if not any(better(q, p) for j, q in enumerate(points) if j != i)
+    ]
     return sorted(front, key=lambda i: points[i][0])
 
 
@@ -106,12 +115,22 @@ def read_summary(directory) -> list[dict]:
     """The rows of ``DIR/summary.csv`` with numbers parsed (``ValueError`` when it is missing)."""
     path = os.path.join(os.fspath(directory), "summary.csv")
     if not os.path.isfile(path):
-        raise ValueError(f"{directory!r} holds no summary.csv: give the --out directory of a finished `remask sweep`")
+        raise ValueError(
+            f"{directory!r} holds no summary.csv: give the --out directory of a finished `remask sweep`"
+        )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for key in ("requests", "accuracy", "nfe_mean", "tokens_per_forward", "tokens_per_second", "nll_gap",
-                    "nll_gap_se", "valid_rate"):
+        for key in (
+            "requests",
+            "accuracy",
+            "nfe_mean",
+            "tokens_per_forward",
+            "tokens_per_second",
+            "nll_gap",
+            "nll_gap_se",
+            "valid_rate",
+        ):
             row[key] = _num(row.get(key))
     return rows
 
@@ -134,22 +153,49 @@ def aup_table(rows: list[dict]) -> list[dict]:
         for r in group:
             samplers[r["sampler"]].append(r)
         for sampler, points in samplers.items():
-            score, dropped = (aup([p["tokens_per_forward"] for p in points], [p["accuracy"] * 100 for p in points],
-                                  y_max) if y_max > 0 else (0.0, 0))
-            out.append({"model": model, "task": task, "sampler": sampler, "aup": score, "dropped": dropped,
-                        "y_max": y_max,
-                        "settings": [{"settings": _label(p), "tpf": p["tokens_per_forward"],
-                                      "accuracy": p["accuracy"] * 100} for p in
-                                     sorted(points, key=lambda p: p["tokens_per_forward"])]})
+            score, dropped = (
+                aup(
+                    [p["tokens_per_forward"] for p in points],
+                    [p["accuracy"] * 100 for p in points],
+                    y_max,
+                )
+                if y_max > 0
+                else (0.0, 0)
+            )
+            out.append(
+                {
+                    "model": model,
+                    "task": task,
+                    "sampler": sampler,
+                    "aup": score,
+                    "dropped": dropped,
+                    "y_max": y_max,
+                    "settings": [
+                        {
+                            "settings": _label(p),
+                            "tpf": p["tokens_per_forward"],
+                            "accuracy": p["accuracy"] * 100,
+                        }
+                        for p in sorted(points, key=lambda p: p["tokens_per_forward"])
+                    ],
+                }
+            )
     return out
 
 
 def format_table(table: list[dict]) -> str:
-    lines = ["| model | task | sampler | AUP | settings: TPF → accuracy % |", "|---|---|---|---|---|"]
+    lines = [
+        "| model | task | sampler | AUP | settings: TPF → accuracy % |",
+        "|---|---|---|---|---|",
+    ]
     for t in sorted(table, key=lambda t: (t["model"], t["task"], -t["aup"])):
-        pts = "; ".join(f"{p['settings']}: {p['tpf']:.2f} → {p['accuracy']:.1f}" for p in t["settings"])
+        pts = "; ".join(
+            f"{p['settings']}: {p['tpf']:.2f} → {p['accuracy']:.1f}" for p in t["settings"]
+        )
         drop = f" ({t['dropped']} below y₁−5 dropped)" if t["dropped"] else ""
-        lines.append(f"| {t['model']} | {t['task']} | {t['sampler']} | {t['aup']:.1f}{drop} | {pts} |")
+        lines.append(
+            f"| {t['model']} | {t['task']} | {t['sampler']} | {t['aup']:.1f}{drop} | {pts} |"
+        )
     return "\n".join(lines)
 
 
@@ -171,23 +217,45 @@ def plot_task(group: list[dict], title: str, path: str) -> str:
 
     column, ylabel, lower = _quality(group)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (xcol, xlabel, lower_x) in zip(axes, (("nfe_mean", "mean NFE per request (lower is cheaper)", True),
-                                                 ("tokens_per_second", "generated tokens / s", False))):
+    for ax, (xcol, xlabel, lower_x) in zip(
+        axes,
+        (
+            ("nfe_mean", "mean NFE per request (lower is cheaper)", True),
+            ("tokens_per_second", "generated tokens / s", False),
+        ),
+    ):
         pts = [r for r in group if r.get(xcol) is not None and r.get(column) is not None]
         samplers = sorted({r["sampler"] for r in pts})
         markers = "os^Dvx*P"
         for k, name in enumerate(samplers):
             mine = [r for r in pts if r["sampler"] == name]
-            ax.scatter([r[xcol] for r in mine], [r[column] for r in mine], marker=markers[k % len(markers)],
-                       label=name, s=40)
+            ax.scatter(
+                [r[xcol] for r in mine],
+                [r[column] for r in mine],
+                marker=markers[k % len(markers)],
+                label=name,
+                s=40,
+            )
             for r in mine:
-                ax.annotate(_label(r), (r[xcol], r[column]), fontsize=6, alpha=0.7, xytext=(3, 3),
-                            textcoords="offset points")
+                ax.annotate(
+                    _label(r),
+                    (r[xcol], r[column]),
+                    fontsize=6,
+                    alpha=0.7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         if pts:
             xy = [(r[xcol], r[column]) for r in pts]
             front = pareto_front(xy, lower_x=lower_x, lower_y=lower)
-            ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "k--", lw=1, alpha=0.6,
-                    label="Pareto front")
+            ax.plot(
+                [xy[i][0] for i in front],
+                [xy[i][1] for i in front],
+                "k--",
+                lw=1,
+                alpha=0.6,
+                label="Pareto front",
+            )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -219,5 +287,7 @@ def sweep_report(directory, *, out=None, plots: bool = True) -> dict:
             if not any(r.get("tokens_per_forward") for r in group):
                 continue  # a loglikelihood task: nothing is decoded, there is no cost curve
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{model}_{task}")[-80:]
-            paths.append(plot_task(group, f"{task} — {model}", os.path.join(out, f"pareto_{safe}.png")))
+            paths.append(
+                plot_task(group, f"{task} — {model}", os.path.join(out, f"pareto_{safe}.png"))
+            )
     return {"table": table, "markdown": format_table(table), "plots": paths}

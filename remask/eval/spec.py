@@ -46,8 +46,19 @@ _TOP = {"seed", "batch_size", "models", "samplers", "tasks"}
 _MODEL = {"spec", "name", "device", "dtype"}
 _SAMPLER = {"name", "grid", "set"}
 _ORACLE_TASK = {"kind", "name", "samples", "gen_length", "models"}
-_LM_TASK = {"kind", "name", "models", "gen_length", "include_path", "limit", "num_fewshot", "apply_chat_template", "mc_num",
-            "loglikelihood_batch_size", "elbo"}
+_LM_TASK = {
+    "kind",
+    "name",
+    "models",
+    "gen_length",
+    "include_path",
+    "limit",
+    "num_fewshot",
+    "apply_chat_template",
+    "mc_num",
+    "loglikelihood_batch_size",
+    "elbo",
+}
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -114,7 +125,9 @@ def _where(source: str) -> str:
 def _unknown(table: dict, known: set, what: str, source: str) -> None:
     extra = sorted(set(table) - known)
     if extra:
-        raise ValueError(f"{_where(source)}: unknown key(s) {extra} in {what}; known: {sorted(known)}")
+        raise ValueError(
+            f"{_where(source)}: unknown key(s) {extra} in {what}; known: {sorted(known)}"
+        )
 
 
 def _int(value, what: str, source: str, low: int = 1) -> int:
@@ -130,7 +143,9 @@ def _table_list(data: dict, key: str, source: str) -> list:
     if value is None:
         raise ValueError(f"{_where(source)}: no [[{key}]] entries; give at least one")
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
-        raise ValueError(f"{_where(source)}: {key} must be a non-empty array of tables ([[{key}]]), got {value!r:.80}")
+        raise ValueError(
+            f"{_where(source)}: {key} must be a non-empty array of tables ([[{key}]]), got {value!r:.80}"
+        )
     return value
 
 
@@ -141,23 +156,33 @@ def _expand(entry: dict, n: int, source: str) -> list[SamplerSetting]:
     if not isinstance(name, str):
         raise ValueError(f"{_where(source)}: samplers[{n}] needs a name (a string), got {name!r}")
     if name not in available():
-        raise ValueError(f"{_where(source)}: unknown sampler {name!r} in samplers[{n}]; available: {available()}")
+        raise ValueError(
+            f"{_where(source)}: unknown sampler {name!r} in samplers[{n}]; available: {available()}"
+        )
     grid = entry.get("grid", {})
     fixed = entry.get("set", {})
     for what, table in (("grid", grid), ("set", fixed)):
         if not isinstance(table, dict):
-            raise ValueError(f"{_where(source)}: samplers[{n}] ({name}) {what} must be a table, got {table!r:.80}")
+            raise ValueError(
+                f"{_where(source)}: samplers[{n}] ({name}) {what} must be a table, got {table!r:.80}"
+            )
     if "grid" in entry and not grid:
-        raise ValueError(f"{_where(source)}: samplers[{n}] ({name}) has an empty grid; give lists of values or drop it")
+        raise ValueError(
+            f"{_where(source)}: samplers[{n}] ({name}) has an empty grid; give lists of values or drop it"
+        )
     for key, values in grid.items():
         if not isinstance(values, list):
-            raise ValueError(f"{_where(source)}: samplers[{n}] ({name}) grid value {key} = {values!r} is not a list; "
-                             f"write {key} = [{values!r}]")
+            raise ValueError(
+                f"{_where(source)}: samplers[{n}] ({name}) grid value {key} = {values!r} is not a list; "
+                f"write {key} = [{values!r}]"
+            )
         if not values:
             raise ValueError(f"{_where(source)}: samplers[{n}] ({name}) grid {key} = [] is empty")
     both = sorted(set(grid) & set(fixed))
     if both:
-        raise ValueError(f"{_where(source)}: samplers[{n}] ({name}) sets {both} both in grid and in set")
+        raise ValueError(
+            f"{_where(source)}: samplers[{n}] ({name}) sets {both} both in grid and in set"
+        )
     keys = sorted(grid)
     out = []
     for combo in itertools.product(*(grid[k] for k in keys)):
@@ -165,7 +190,9 @@ def _expand(entry: dict, n: int, source: str) -> list[SamplerSetting]:
         try:
             build(name, **settings)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{_where(source)}: samplers[{n}] ({name}) setting {settings} is rejected: {error}") from None
+            raise ValueError(
+                f"{_where(source)}: samplers[{n}] ({name}) setting {settings} is rejected: {error}"
+            ) from None
         out.append(SamplerSetting(name, settings))
     return out
 
@@ -175,7 +202,9 @@ def _task_models(entry: dict, n: int, source: str):
         return None
     names = entry["models"]
     if not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names):
-        raise ValueError(f"{_where(source)}: tasks[{n}].models must be a non-empty list of model names, got {names!r}")
+        raise ValueError(
+            f"{_where(source)}: tasks[{n}].models must be a non-empty list of model names, got {names!r}"
+        )
     return tuple(names)
 
 
@@ -191,40 +220,61 @@ def _task(entry: dict, n: int, source: str) -> TaskEntry:
         gen_length = _int(entry.get("gen_length"), f"tasks[{n}].gen_length", source)
         name = entry.get("name", "oracle")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{_where(source)}: tasks[{n}].name must be a non-empty string, got {name!r}")
-        return TaskEntry(kind="oracle", name=name, samples=samples, gen_length=gen_length,
-                         models=_task_models(entry, n, source))
+            raise ValueError(
+                f"{_where(source)}: tasks[{n}].name must be a non-empty string, got {name!r}"
+            )
+        return TaskEntry(
+            kind="oracle",
+            name=name,
+            samples=samples,
+            gen_length=gen_length,
+            models=_task_models(entry, n, source),
+        )
     if kind == "lm_eval":
         _unknown(entry, _LM_TASK, f"tasks[{n}] (kind lm_eval)", source)
         name = entry.get("name")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{_where(source)}: tasks[{n}] (kind lm_eval) needs name = \"<lm-eval task>\", got {name!r}")
+            raise ValueError(
+                f'{_where(source)}: tasks[{n}] (kind lm_eval) needs name = "<lm-eval task>", got {name!r}'
+            )
         kwargs = {}
         for key in ("gen_length", "limit", "mc_num", "loglikelihood_batch_size"):
             if key in entry:
                 kwargs[key] = _int(entry[key], f"tasks[{n}].{key}", source)
         if "num_fewshot" in entry:
-            kwargs["num_fewshot"] = _int(entry["num_fewshot"], f"tasks[{n}].num_fewshot", source, low=0)
+            kwargs["num_fewshot"] = _int(
+                entry["num_fewshot"], f"tasks[{n}].num_fewshot", source, low=0
+            )
         if "include_path" in entry:
             path = entry["include_path"]
             if not isinstance(path, str):
-                raise ValueError(f"{_where(source)}: tasks[{n}].include_path must be a string, got {path!r}")
+                raise ValueError(
+                    f"{_where(source)}: tasks[{n}].include_path must be a string, got {path!r}"
+                )
             path = os.path.join(_base(source), os.path.expanduser(path))
             if not os.path.isdir(path):
-                raise ValueError(f"{_where(source)}: tasks[{n}].include_path {entry['include_path']!r} is not a directory")
+                raise ValueError(
+                    f"{_where(source)}: tasks[{n}].include_path {entry['include_path']!r} is not a directory"
+                )
             kwargs["include_path"] = path
         if "apply_chat_template" in entry:
             if not isinstance(entry["apply_chat_template"], bool):
-                raise ValueError(f"{_where(source)}: tasks[{n}].apply_chat_template must be true or false")
+                raise ValueError(
+                    f"{_where(source)}: tasks[{n}].apply_chat_template must be true or false"
+                )
             kwargs["apply_chat_template"] = entry["apply_chat_template"]
         if "elbo" in entry:
             from remask.eval.likelihood import VARIANTS
 
             if entry["elbo"] not in VARIANTS:
-                raise ValueError(f"{_where(source)}: tasks[{n}].elbo must be one of {list(VARIANTS)}, got {entry['elbo']!r}")
+                raise ValueError(
+                    f"{_where(source)}: tasks[{n}].elbo must be one of {list(VARIANTS)}, got {entry['elbo']!r}"
+                )
             kwargs["elbo"] = entry["elbo"]
         return TaskEntry(kind="lm_eval", name=name, models=_task_models(entry, n, source), **kwargs)
-    raise ValueError(f"{_where(source)}: tasks[{n}].kind must be \"oracle\" or \"lm_eval\", got {kind!r}")
+    raise ValueError(
+        f'{_where(source)}: tasks[{n}].kind must be "oracle" or "lm_eval", got {kind!r}'
+    )
 
 
 def parse_spec(data: dict, source: str = "<spec>") -> SweepSpec:
@@ -241,40 +291,68 @@ def parse_spec(data: dict, source: str = "<spec>") -> SweepSpec:
         _unknown(entry, _MODEL, f"models[{n}]", source)
         spec = entry.get("spec")
         if not isinstance(spec, str) or not spec:
-            raise ValueError(f"{_where(source)}: models[{n}] needs spec = \"<model spec or directory>\", got {spec!r}")
+            raise ValueError(
+                f'{_where(source)}: models[{n}] needs spec = "<model spec or directory>", got {spec!r}'
+            )
         name = entry.get("name", spec)
         local = os.path.join(_base(source), os.path.expanduser(spec))
-        if not os.path.isabs(spec) and not spec.startswith(("oracle:", "tiny")) and os.path.isdir(local):
+        if (
+            not os.path.isabs(spec)
+            and not spec.startswith(("oracle:", "tiny"))
+            and os.path.isdir(local)
+        ):
             spec = local  # a checkpoint directory next to the SPEC
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{_where(source)}: models[{n}].name must be a non-empty string, got {name!r}")
+            raise ValueError(
+                f"{_where(source)}: models[{n}].name must be a non-empty string, got {name!r}"
+            )
         dtype = entry.get("dtype")
         if dtype is not None and dtype not in _DTYPES:
-            raise ValueError(f"{_where(source)}: models[{n}].dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+            raise ValueError(
+                f"{_where(source)}: models[{n}].dtype must be one of {list(_DTYPES)}, got {dtype!r}"
+            )
         device = entry.get("device")
         if device is not None and not isinstance(device, str):
-            raise ValueError(f"{_where(source)}: models[{n}].device must be a string, got {device!r}")
+            raise ValueError(
+                f"{_where(source)}: models[{n}].device must be a string, got {device!r}"
+            )
         models.append(ModelEntry(spec=spec, name=name, device=device, dtype=dtype))
     names = [m.name for m in models]
     if len(set(names)) != len(names):
-        raise ValueError(f"{_where(source)}: model names repeat ({names}); give each [[models]] its own name")
+        raise ValueError(
+            f"{_where(source)}: model names repeat ({names}); give each [[models]] its own name"
+        )
     settings = []
     for n, entry in enumerate(_table_list(data, "samplers", source)):
         _unknown(entry, _SAMPLER, f"samplers[{n}]", source)
         settings.extend(_expand(entry, n, source))
     keys = [s.key() for s in settings]
     if len(set(keys)) != len(keys):
-        raise ValueError(f"{_where(source)}: a sampler setting appears twice; each grid point must be unique")
-    tasks = tuple(_task(entry, n, source) for n, entry in enumerate(_table_list(data, "tasks", source)))
+        raise ValueError(
+            f"{_where(source)}: a sampler setting appears twice; each grid point must be unique"
+        )
+    tasks = tuple(
+        _task(entry, n, source) for n, entry in enumerate(_table_list(data, "tasks", source))
+    )
     task_names = [t.name for t in tasks]
     if len(set(task_names)) != len(task_names):
-        raise ValueError(f"{_where(source)}: task names repeat ({task_names}); give each oracle task a name")
+        raise ValueError(
+            f"{_where(source)}: task names repeat ({task_names}); give each oracle task a name"
+        )
     for n, task in enumerate(tasks):
         unknown = sorted(set(task.models or ()) - set(names))
         if unknown:
-            raise ValueError(f"{_where(source)}: tasks[{n}].models names unknown model(s) {unknown}; models: {names}")
-    return SweepSpec(seed=seed, batch_size=batch_size, models=tuple(models), settings=tuple(settings),
-                     tasks=tasks, source=source)
+            raise ValueError(
+                f"{_where(source)}: tasks[{n}].models names unknown model(s) {unknown}; models: {names}"
+            )
+    return SweepSpec(
+        seed=seed,
+        batch_size=batch_size,
+        models=tuple(models),
+        settings=tuple(settings),
+        tasks=tasks,
+        source=source,
+    )
 
 
 def load_spec(path) -> SweepSpec:

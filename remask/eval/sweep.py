@@ -66,7 +66,10 @@ def row_key(model: str, setting: SamplerSetting, task: str, request_id: str) -> 
 
 
 def _key_of(row: dict) -> str:
-    return json.dumps([row["model"], row["sampler"], row["settings"], row["task"], row["request_id"]], sort_keys=True)
+    return json.dumps(
+        [row["model"], row["sampler"], row["settings"], row["task"], row["request_id"]],
+        sort_keys=True,
+    )
 
 
 def check_out_dir(out) -> str:
@@ -128,7 +131,9 @@ def _repair(path: str) -> int:
 def _existing(out: str) -> tuple[dict, int]:
     rows = {}
     bad = 0
-    for path in [os.path.join(out, "rows.jsonl")] + sorted(glob.glob(os.path.join(out, "shards", "rank*.jsonl"))):
+    for path in [os.path.join(out, "rows.jsonl")] + sorted(
+        glob.glob(os.path.join(out, "shards", "rank*.jsonl"))
+    ):
         found, broken = read_rows(path)
         bad += broken
         for row in found:
@@ -156,16 +161,22 @@ class _Tasks:
                 names = [t.name for t in lm_tasks if t.include_path == path]
                 managers[path] = task_manager(names, path)
             for t in lm_tasks:
-                self.loaded[t.name] = load_tasks([t.name], t.include_path, num_fewshot=t.num_fewshot,
-                                                 manager=managers[t.include_path])[t.name]
+                self.loaded[t.name] = load_tasks(
+                    [t.name],
+                    t.include_path,
+                    num_fewshot=t.num_fewshot,
+                    manager=managers[t.include_path],
+                )[t.name]
 
     def kind(self, task: TaskEntry) -> str:
         if task.kind == "oracle":
             return "generate_until"
         output = self.loaded[task.name].OUTPUT_TYPE
         if output == "loglikelihood_rolling":
-            raise ValueError(f"lm-eval task {task.name!r} needs loglikelihood_rolling (perplexity), which remask does "
-                             "not implement for masked diffusion models")
+            raise ValueError(
+                f"lm-eval task {task.name!r} needs loglikelihood_rolling (perplexity), which remask does "
+                "not implement for masked diffusion models"
+            )
         return "generate_until" if output == "generate_until" else "loglikelihood"
 
     def request_ids(self, task: TaskEntry) -> list[str]:
@@ -190,10 +201,16 @@ def plan(spec: SweepSpec, tasks: _Tasks | None = None) -> list[Unit]:
             if task.models is not None and model.name not in task.models:
                 continue
             ids = tasks.request_ids(task)
-            settings = spec.settings if tasks.kind(task) == "generate_until" else (_likelihood_setting(task),)
+            settings = (
+                spec.settings
+                if tasks.kind(task) == "generate_until"
+                else (_likelihood_setting(task),)
+            )
             for setting in settings:
                 for start in range(0, len(ids), spec.batch_size):
-                    units.append(Unit(len(units), m, t, setting, tuple(ids[start:start + spec.batch_size])))
+                    units.append(
+                        Unit(len(units), m, t, setting, tuple(ids[start : start + spec.batch_size]))
+                    )
     return units
 
 
@@ -249,33 +266,57 @@ class _Runner:
                 continue
             if task.kind == "oracle":
                 if not is_exact_oracle(model):
-                    raise ValueError(f"task {task.name!r} (kind oracle) needs an exact oracle, and model {entry.name!r} "
-                                     f"({type(model).__name__}) is not one")
-                if not _is_markov(model) and task.gen_length != model.seq_len:  # the chain models any window
-                    raise ValueError(f"task {task.name!r}: gen_length={task.gen_length} must equal the seq_len "
-                                     f"{model.seq_len} of model {entry.name!r}")
+                    raise ValueError(
+                        f"task {task.name!r} (kind oracle) needs an exact oracle, and model {entry.name!r} "
+                        f"({type(model).__name__}) is not one"
+                    )
+                if (
+                    not _is_markov(model) and task.gen_length != model.seq_len
+                ):  # the chain models any window
+                    raise ValueError(
+                        f"task {task.name!r}: gen_length={task.gen_length} must equal the seq_len "
+                        f"{model.seq_len} of model {entry.name!r}"
+                    )
             elif self.tasks.kind(task) == "loglikelihood":
                 why = supports_loglikelihood(model)
                 if why is not None:
-                    raise ValueError(f"task {task.name!r} needs loglikelihood, which model {entry.name!r} cannot "
-                                     f"give: {why}")
+                    raise ValueError(
+                        f"task {task.name!r} needs loglikelihood, which model {entry.name!r} cannot "
+                        f"give: {why}"
+                    )
 
     def lm(self, setting: SamplerSetting, task: TaskEntry):
         from remask.eval.lm import RemaskLM
 
         if setting.name == "loglikelihood":
-            return RemaskLM(self.model, "low_confidence", mc_num=task.mc_num, elbo=task.elbo,
-                            loglikelihood_batch_size=task.loglikelihood_batch_size, seed=self.spec.seed,
-                            batch_size=self.spec.batch_size)
-        return RemaskLM(self.model, setting.name, setting.settings, gen_length=task.gen_length or 256,
-                        batch_size=self.spec.batch_size, seed=self.spec.seed)
+            return RemaskLM(
+                self.model,
+                "low_confidence",
+                mc_num=task.mc_num,
+                elbo=task.elbo,
+                loglikelihood_batch_size=task.loglikelihood_batch_size,
+                seed=self.spec.seed,
+                batch_size=self.spec.batch_size,
+            )
+        return RemaskLM(
+            self.model,
+            setting.name,
+            setting.settings,
+            gen_length=task.gen_length or 256,
+            batch_size=self.spec.batch_size,
+            seed=self.spec.seed,
+        )
 
     def lm_requests(self, task: TaskEntry, lm):
         if task.name not in self.requests:
             from remask.eval.tasks import LMEvalRequests
 
-            self.requests[task.name] = LMEvalRequests(self.tasks.loaded[task.name], limit=task.limit, lm=lm,
-                                                      apply_chat_template=task.apply_chat_template)
+            self.requests[task.name] = LMEvalRequests(
+                self.tasks.loaded[task.name],
+                limit=task.limit,
+                lm=lm,
+                apply_chat_template=task.apply_chat_template,
+            )
         return self.requests[task.name]
 
     def oracle_entropy(self, gen_length: int) -> tuple[float, bool]:
@@ -304,27 +345,51 @@ class _Runner:
         task = self.spec.tasks[unit.task]
         entry = self.spec.models[unit.model]
         model = self.load(unit.model)
-        base = {"model": entry.name, "sampler": unit.setting.name, "settings": unit.setting.settings,
-                "task": task.name}
+        base = {
+            "model": entry.name,
+            "sampler": unit.setting.name,
+            "settings": unit.setting.settings,
+            "task": task.name,
+        }
         rows = []
         if task.kind == "oracle":
             from remask.samplers import build
 
             sampler = build(unit.setting.name, **unit.setting.settings)
             seeds = [request_seed(self.spec.seed, f"{task.name}/{r}") for r in unit.request_ids]
-            decoded = decode_rows(model, [[] for _ in unit.request_ids], sampler, gen_length=task.gen_length,
-                                  seeds=seeds)
+            decoded = decode_rows(
+                model,
+                [[] for _ in unit.request_ids],
+                sampler,
+                gen_length=task.gen_length,
+                seeds=seeds,
+            )
             decode_seconds = decoded.seconds
             tic = time.perf_counter()
-            log_prob = self._scored(model.log_prob, torch.tensor(decoded.tokens, dtype=torch.int64)).tolist()
+            log_prob = self._scored(
+                model.log_prob, torch.tensor(decoded.tokens, dtype=torch.int64)
+            ).tolist()
             entropy, exact = self._scored(self.oracle_entropy, task.gen_length)
             share = decoded.seconds / len(unit.request_ids)
-            for rid, seed, tokens, nfe, lp in zip(unit.request_ids, seeds, decoded.tokens, decoded.nfe, log_prob):
+            for rid, seed, tokens, nfe, lp in zip(
+                unit.request_ids, seeds, decoded.tokens, decoded.nfe, log_prob
+            ):
                 valid = lp > -math.inf
-                rows.append({**base, "request_id": rid, "seed": seed, "tokens": tokens, "nfe": nfe,
-                             **_costs(len(tokens), nfe, share, decoded.seconds, len(unit.request_ids)),
-                             "accuracy": float(valid), "log_prob": lp if valid else None, "valid": valid,
-                             "entropy": entropy, "entropy_exact": exact})
+                rows.append(
+                    {
+                        **base,
+                        "request_id": rid,
+                        "seed": seed,
+                        "tokens": tokens,
+                        "nfe": nfe,
+                        **_costs(len(tokens), nfe, share, decoded.seconds, len(unit.request_ids)),
+                        "accuracy": float(valid),
+                        "log_prob": lp if valid else None,
+                        "valid": valid,
+                        "entropy": entropy,
+                        "entropy_exact": exact,
+                    }
+                )
             return rows, decode_seconds, time.perf_counter() - tic
         lm = self.lm(unit.setting, task)
         requests = self.lm_requests(task, lm)
@@ -334,7 +399,14 @@ class _Runner:
             for n, rid in enumerate(unit.request_ids):
                 instance = requests.instances[int(rid)][0]
                 context, gen_kwargs = instance.args[0], instance.args[1]
-                items.append((n, lm.codec.encode(context), (gen_kwargs or {}).get("until"), f"{task.name}/{rid}"))
+                items.append(
+                    (
+                        n,
+                        lm.codec.encode(context),
+                        (gen_kwargs or {}).get("until"),
+                        f"{task.name}/{rid}",
+                    )
+                )
             start = time.perf_counter()
             texts = lm.generate_ids(items)
             decode_seconds = time.perf_counter() - start
@@ -343,11 +415,25 @@ class _Runner:
             for rid, text in zip(unit.request_ids, texts):
                 c = costs[f"{task.name}/{rid}"]
                 metrics = self._scored(requests.score, int(rid), [text])
-                rows.append({**base, "request_id": rid, "seed": request_seed(self.spec.seed, f"{task.name}/{rid}"),
-                             "tokens": c["tokens"], "nfe": c["nfe"],
-                             **_costs(c["generated_tokens"], c["nfe"], c["seconds"], c["seconds"] * c["batch_rows"],
-                                      c["batch_rows"]),
-                             "accuracy": _accuracy(metrics, metric), "text": text, **metrics})
+                rows.append(
+                    {
+                        **base,
+                        "request_id": rid,
+                        "seed": request_seed(self.spec.seed, f"{task.name}/{rid}"),
+                        "tokens": c["tokens"],
+                        "nfe": c["nfe"],
+                        **_costs(
+                            c["generated_tokens"],
+                            c["nfe"],
+                            c["seconds"],
+                            c["seconds"] * c["batch_rows"],
+                            c["batch_rows"],
+                        ),
+                        "accuracy": _accuracy(metrics, metric),
+                        "text": text,
+                        **metrics,
+                    }
+                )
             return rows, decode_seconds, time.perf_counter() - tic
         decode_seconds = 0.0
         bookkeeping = 0.0
@@ -358,12 +444,22 @@ class _Runner:
             seconds = time.perf_counter() - start
             decode_seconds += seconds
             tic = time.perf_counter()
-            nfe = sum(c["nfe"] for c in lm.costs()[-len(instances):])
+            nfe = sum(c["nfe"] for c in lm.costs()[-len(instances) :])
             metrics = self._scored(requests.score, int(rid), answers)
-            rows.append({**base, "request_id": rid, "seed": request_seed(self.spec.seed, f"{task.name}/{rid}/0"),
-                         "tokens": [], "nfe": nfe, **_costs(0, nfe, seconds, seconds, 1),
-                         "estimator": "exact" if _exact(model) else "elbo",
-                         "accuracy": _accuracy(metrics, metric), "loglikelihoods": [a[0] for a in answers], **metrics})
+            rows.append(
+                {
+                    **base,
+                    "request_id": rid,
+                    "seed": request_seed(self.spec.seed, f"{task.name}/{rid}/0"),
+                    "tokens": [],
+                    "nfe": nfe,
+                    **_costs(0, nfe, seconds, seconds, 1),
+                    "estimator": "exact" if _exact(model) else "elbo",
+                    "accuracy": _accuracy(metrics, metric),
+                    "loglikelihoods": [a[0] for a in answers],
+                    **metrics,
+                }
+            )
             bookkeeping += time.perf_counter() - tic
         return rows, decode_seconds, bookkeeping
 
@@ -398,9 +494,14 @@ def _exact(model) -> bool:
 
 
 def _costs(generated: int, nfe: int, seconds: float, batch_seconds: float, batch_rows: int) -> dict:
-    return {"generated_tokens": generated, "tokens_per_forward": generated / nfe if nfe else 0.0,
-            "seconds": seconds, "tokens_per_second": generated / seconds if seconds > 0 else 0.0,
-            "batch_seconds": batch_seconds, "batch_rows": batch_rows}
+    return {
+        "generated_tokens": generated,
+        "tokens_per_forward": generated / nfe if nfe else 0.0,
+        "seconds": seconds,
+        "tokens_per_second": generated / seconds if seconds > 0 else 0.0,
+        "batch_seconds": batch_seconds,
+        "batch_rows": batch_rows,
+    }
 
 
 def _accuracy(metrics: dict, metric: str | None):
@@ -441,8 +542,15 @@ def _local_device():
 
 
 # ---------------------------------------------------------------------------- the sweep
-def run_sweep(spec: SweepSpec, out, *, dry_run: bool = False, progress: bool | None = None,
-              log=None, on_unit=None) -> dict:
+def run_sweep(
+    spec: SweepSpec,
+    out,
+    *,
+    dry_run: bool = False,
+    progress: bool | None = None,
+    log=None,
+    on_unit=None,
+) -> dict:
     """Run (or resume) a sweep; see the module docstring.
 
     Parameters
@@ -471,26 +579,44 @@ def run_sweep(spec: SweepSpec, out, *, dry_run: bool = False, progress: bool | N
     out = check_out_dir(out)
     rank, world, dist = _dist()
     if log is None:
+
         def log(message):
             if rank == 0:
                 print(message, file=sys.stderr)
+
     tasks = _Tasks(spec)
     units = plan(spec, tasks)
     n_requests = sum(len(u.request_ids) for u in units)
     if world > n_requests:
-        raise ValueError(f"world size {world} is larger than the sweep's {n_requests} request(s): "
-                         f"run with at most {n_requests} processes")
+        raise ValueError(
+            f"world size {world} is larger than the sweep's {n_requests} request(s): "
+            f"run with at most {n_requests} processes"
+        )
     existing, broken = _existing(out)
     if broken:
         log(f"sweep: {broken} partial line(s) in {out} (a killed run) will be redone")
-    keys = {u.index: [row_key(spec.models[u.model].name, u.setting, spec.tasks[u.task].name, r)
-                      for r in u.request_ids] for u in units}
+    keys = {
+        u.index: [
+            row_key(spec.models[u.model].name, u.setting, spec.tasks[u.task].name, r)
+            for r in u.request_ids
+        ]
+        for u in units
+    }
     pending = [u for u in units if not all(k in existing for k in keys[u.index])]
     if dry_run:
         _print_plan(spec, units, pending, tasks, log)
-        return {"rows": None, "ran": 0, "skipped": len(units) - len(pending), "units": len(units),
-                "requests": n_requests, "rank": rank, "world_size": world, "decode_seconds": 0.0,
-                "scoring_seconds": 0.0, "bookkeeping_seconds": 0.0}
+        return {
+            "rows": None,
+            "ran": 0,
+            "skipped": len(units) - len(pending),
+            "units": len(units),
+            "requests": n_requests,
+            "rank": rank,
+            "world_size": world,
+            "decode_seconds": 0.0,
+            "scoring_seconds": 0.0,
+            "bookkeeping_seconds": 0.0,
+        }
     mine = [u for u in pending if u.index % world == rank]
     shard = os.path.join(out, "shards", f"rank{rank}.jsonl")
     _repair(shard)
@@ -523,15 +649,25 @@ def run_sweep(spec: SweepSpec, out, *, dry_run: bool = False, progress: bool | N
             bar.close()
     if dist is not None:
         dist.barrier()
-    result = {"rows": None, "ran": len(mine), "skipped": len(units) - len(pending), "units": len(units),
-              "requests": n_requests, "rank": rank, "world_size": world, "decode_seconds": decode_seconds,
-              "scoring_seconds": runner.scoring_seconds,
-              "bookkeeping_seconds": bookkeeping - runner.scoring_seconds}
+    result = {
+        "rows": None,
+        "ran": len(mine),
+        "skipped": len(units) - len(pending),
+        "units": len(units),
+        "requests": n_requests,
+        "rank": rank,
+        "world_size": world,
+        "decode_seconds": decode_seconds,
+        "scoring_seconds": runner.scoring_seconds,
+        "bookkeeping_seconds": bookkeeping - runner.scoring_seconds,
+    }
     if rank == 0:
         result["rows"] = _merge(out, units, keys)
         summarize(result["rows"], os.path.join(out, "summary.csv"))
-        log(f"sweep: {len(result['rows'])} rows in {os.path.join(out, 'rows.jsonl')}, summary in "
-            f"{os.path.join(out, 'summary.csv')}")
+        log(
+            f"sweep: {len(result['rows'])} rows in {os.path.join(out, 'rows.jsonl')}, summary in "
+            f"{os.path.join(out, 'summary.csv')}"
+        )
     if dist is not None:
         dist.barrier()
     return result
@@ -577,16 +713,33 @@ def _print_plan(spec: SweepSpec, units, pending, tasks: _Tasks, log) -> None:
         log(f"    {s.label}")
     for t in spec.tasks:
         on = ", ".join(t.models) if t.models else "every model"
-        log(f"  task {t.name} ({t.kind}, {tasks.kind(t)}) on {on}: {len(tasks.request_ids(t))} request(s)")
+        log(
+            f"  task {t.name} ({t.kind}, {tasks.kind(t)}) on {on}: {len(tasks.request_ids(t))} request(s)"
+        )
     n = sum(len(u.request_ids) for u in units)
     todo = sum(len(u.request_ids) for u in pending)
     log(f"  {len(units)} unit(s), {n} request(s); {todo} to run, {n - todo} already done")
 
 
 # ---------------------------------------------------------------------------- summary
-SUMMARY_FIELDS = ["model", "sampler", "settings", "task", "requests", "accuracy", "nfe_mean", "tokens_per_forward",
-                  "tokens_per_second", "generated_tokens", "seconds", "nll_mean", "entropy", "nll_gap", "nll_gap_se",
-                  "valid_rate"]
+SUMMARY_FIELDS = [
+    "model",
+    "sampler",
+    "settings",
+    "task",
+    "requests",
+    "accuracy",
+    "nfe_mean",
+    "tokens_per_forward",
+    "tokens_per_second",
+    "generated_tokens",
+    "seconds",
+    "nll_mean",
+    "entropy",
+    "nll_gap",
+    "nll_gap_se",
+    "valid_rate",
+]
 
 
 def summarize(rows: list[dict], path: str | None = None) -> list[dict]:
@@ -602,7 +755,12 @@ def summarize(rows: list[dict], path: str | None = None) -> list[dict]:
     """
     groups = {}
     for row in rows:
-        key = (row["model"], row["sampler"], json.dumps(row["settings"], sort_keys=True), row["task"])
+        key = (
+            row["model"],
+            row["sampler"],
+            json.dumps(row["settings"], sort_keys=True),
+            row["task"],
+        )
         groups.setdefault(key, []).append(row)
     out = []
     for (model, sampler, settings, task), group in groups.items():
@@ -611,18 +769,32 @@ def summarize(rows: list[dict], path: str | None = None) -> list[dict]:
         tokens = sum(r["generated_tokens"] for r in group)
         seconds = sum(r["seconds"] for r in group)
         accs = [r["accuracy"] for r in group if isinstance(r.get("accuracy"), (int, float))]
-        summary = {"model": model, "sampler": sampler, "settings": settings, "task": task, "requests": n,
-                   "accuracy": sum(accs) / len(accs) if accs else "", "nfe_mean": nfe / n,
-                   "tokens_per_forward": tokens / nfe if nfe else "",
-                   "tokens_per_second": tokens / seconds if seconds > 0 and tokens else "",
-                   "generated_tokens": tokens, "seconds": seconds}
+        summary = {
+            "model": model,
+            "sampler": sampler,
+            "settings": settings,
+            "task": task,
+            "requests": n,
+            "accuracy": sum(accs) / len(accs) if accs else "",
+            "nfe_mean": nfe / n,
+            "tokens_per_forward": tokens / nfe if nfe else "",
+            "tokens_per_second": tokens / seconds if seconds > 0 and tokens else "",
+            "generated_tokens": tokens,
+            "seconds": seconds,
+        }
         if "entropy" in group[0]:
             nll = [-r["log_prob"] for r in group if r.get("log_prob") is not None]
             if nll:
                 mean = sum(nll) / len(nll)
-                var = sum((x - mean) ** 2 for x in nll) / (len(nll) - 1) if len(nll) > 1 else math.nan
-                summary.update(nll_mean=mean, entropy=group[0]["entropy"], nll_gap=mean - group[0]["entropy"],
-                               nll_gap_se=math.sqrt(var / len(nll)))
+                var = (
+                    sum((x - mean) ** 2 for x in nll) / (len(nll) - 1) if len(nll) > 1 else math.nan
+                )
+                summary.update(
+                    nll_mean=mean,
+                    entropy=group[0]["entropy"],
+                    nll_gap=mean - group[0]["entropy"],
+                    nll_gap_se=math.sqrt(var / len(nll)),
+                )
             summary["valid_rate"] = sum(bool(r["valid"]) for r in group) / n
         out.append(summary)
     if path is not None:

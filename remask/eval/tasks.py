@@ -39,13 +39,21 @@ def task_manager(names: list[str], include_path: str | list[str] | None):
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
         where = f" (include path {include_path!r})" if include_path else ""
-        raise ValueError(f"unknown lm-eval task(s) {unknown}{where}; `lm-eval ls tasks` lists the built-in ones, "
-                         "--include-path adds a folder of task YAMLs")
+        raise ValueError(
+            f"unknown lm-eval task(s) {unknown}{where}; `lm-eval ls tasks` lists the built-in ones, "
+            "--include-path adds a folder of task YAMLs"
+        )
     return manager
 
 
-def load_tasks(names: list[str], include_path=None, *, num_fewshot: int | None = None,
-               fewshot_seed: int = 1234, manager=None) -> dict:
+def load_tasks(
+    names: list[str],
+    include_path=None,
+    *,
+    num_fewshot: int | None = None,
+    fewshot_seed: int = 1234,
+    manager=None,
+) -> dict:
     """name -> lm-eval Task for each name (groups are refused: name their tasks).
 
     ``manager`` (from :func:`task_manager`) saves indexing the task folders again.
@@ -54,7 +62,9 @@ def load_tasks(names: list[str], include_path=None, *, num_fewshot: int | None =
     from lm_eval.tasks import get_task_dict
 
     manager = manager if manager is not None else task_manager(names, include_path)
-    if hasattr(manager, "load"):  # lm-eval >= 0.4.10: flat dicts (get_task_dict is deprecated there)
+    if hasattr(
+        manager, "load"
+    ):  # lm-eval >= 0.4.10: flat dicts (get_task_dict is deprecated there)
         loaded = manager.load(list(names))["tasks"]
     else:
         loaded = get_task_dict(list(names), manager)
@@ -62,7 +72,9 @@ def load_tasks(names: list[str], include_path=None, *, num_fewshot: int | None =
     for name in names:
         task = loaded.get(name)
         if not isinstance(task, Task):
-            raise ValueError(f"lm-eval task {name!r} is a group of tasks; list the tasks it holds instead")
+            raise ValueError(
+                f"lm-eval task {name!r} is a group of tasks; list the tasks it holds instead"
+            )
         # As lm_eval.simple_evaluate: num_fewshot overrides the YAML's unless it pins 0.
         if num_fewshot is not None and task.get_config("num_fewshot") != 0:
             task.set_config(key="num_fewshot", value=num_fewshot)
@@ -86,17 +98,26 @@ class LMEvalRequests:
     apply_chat_template : bool
     """
 
-    def __init__(self, task, *, limit: int | None = None, lm=None, apply_chat_template: bool = False):
+    def __init__(
+        self, task, *, limit: int | None = None, lm=None, apply_chat_template: bool = False
+    ):
         self.task = task
         self.name = task.config.task
         self.output_type = task.OUTPUT_TYPE
         if self.output_type == "loglikelihood_rolling":
-            raise ValueError(f"lm-eval task {self.name!r} needs loglikelihood_rolling (perplexity), which remask does "
-                             "not implement for masked diffusion models: use a multiple-choice or generate_until task")
+            raise ValueError(
+                f"lm-eval task {self.name!r} needs loglikelihood_rolling (perplexity), which remask does "
+                "not implement for masked diffusion models: use a multiple-choice or generate_until task"
+            )
         chat = bool(apply_chat_template)
-        task.build_all_requests(limit=limit, rank=0, world_size=1, apply_chat_template=chat,
-                                chat_template=lm.apply_chat_template if chat else None,
-                                tokenizer_name=lm.tokenizer_name if chat else "")
+        task.build_all_requests(
+            limit=limit,
+            rank=0,
+            world_size=1,
+            apply_chat_template=chat,
+            chat_template=lm.apply_chat_template if chat else None,
+            tokenizer_name=lm.tokenizer_name if chat else "",
+        )
         by_doc = defaultdict(list)
         for instance in task.instances:
             by_doc[instance.doc_id].append(instance)
@@ -118,8 +139,9 @@ class LMEvalRequests:
         metrics = {}
         keys = list(instances[0].filtered_resps) or ["none"]
         for key in keys:
-            values = self.task.process_results(instances[0].doc, [i.filtered_resps.get(key, i.resps[0])
-                                                                  for i in instances])
+            values = self.task.process_results(
+                instances[0].doc, [i.filtered_resps.get(key, i.resps[0]) for i in instances]
+            )
             for metric, value in values.items():
                 name = metric if key == "none" else f"{metric},{key}"
                 metrics[name] = _plain(value)
@@ -127,7 +149,9 @@ class LMEvalRequests:
 
     def first_metric(self) -> str | None:
         """The metric the sweep calls ``accuracy`` (the task's first listed metric)."""
-        listed = [m.get("metric") for m in (self.task.config.metric_list or []) if isinstance(m, dict)]
+        listed = [
+            m.get("metric") for m in (self.task.config.metric_list or []) if isinstance(m, dict)
+        ]
         return listed[0] if listed and isinstance(listed[0], str) else None
 
 

@@ -28,10 +28,14 @@ class IdTokenizer:
             try:
                 value = int(item)
             except ValueError:
-                raise ValueError(f"this model has no tokenizer, so text must be whitespace-separated token ids; "
-                                 f"got {item!r} in {text[:60]!r}") from None
+                raise ValueError(
+                    f"this model has no tokenizer, so text must be whitespace-separated token ids; "
+                    f"got {item!r} in {text[:60]!r}"
+                ) from None
             if not 0 <= value < self.vocab_size:
-                raise ValueError(f"token id {value} in {text[:60]!r} is outside the vocabulary [0, {self.vocab_size})")
+                raise ValueError(
+                    f"token id {value} in {text[:60]!r} is outside the vocabulary [0, {self.vocab_size})"
+                )
             ids.append(value)
         return ids
 
@@ -114,7 +118,7 @@ class TextCodec:
             return self.tokenizer.encode(context), self.tokenizer.encode(continuation)
         whole = self.encode(context + continuation)
         head = self.encode(context) if context else self.encode("")
-        return whole[:len(head)], whole[len(head):]
+        return whole[: len(head)], whole[len(head) :]
 
     def decode(self, ids: list[int]) -> str:
         """Generated ids to text: cut at the first EOS/EOT id, special tokens skipped."""

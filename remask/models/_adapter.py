@@ -203,13 +203,19 @@ class CheckpointDenoiser:
             )
         B, L = tokens.shape
         if not isinstance(attention_bias, torch.Tensor) or attention_bias.dtype != torch.bool:
-            raise TypeError(f"attention_bias must be a (B, L, L) bool tensor, got {attention_bias!r:.60}")
+            raise TypeError(
+                f"attention_bias must be a (B, L, L) bool tensor, got {attention_bias!r:.60}"
+            )
         if tuple(attention_bias.shape) != (B, L, L):
-            raise ValueError(f"attention_bias has shape {tuple(attention_bias.shape)}, expected {(B, L, L)}")
+            raise ValueError(
+                f"attention_bias has shape {tuple(attention_bias.shape)}, expected {(B, L, L)}"
+            )
         if not isinstance(position_ids, torch.Tensor) or position_ids.dtype != torch.int64:
             raise TypeError(f"position_ids must be a (B, L) int64 tensor, got {position_ids!r:.60}")
         if tuple(position_ids.shape) != (B, L):
-            raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}, expected {(B, L)}")
+            raise ValueError(
+                f"position_ids has shape {tuple(position_ids.shape)}, expected {(B, L)}"
+            )
         if B * L and not bool(((position_ids >= 0) & (position_ids < L)).all()):
             raise ValueError(f"position_ids must be canvas columns in [0, {L})")
         return attention_bias, position_ids
@@ -282,7 +288,9 @@ class CheckpointDenoiser:
                 f"window [{start}, {stop}) is not inside a canvas of length {tokens.shape[1]}"
             )
         if not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be a KVCache from forward_cached, got {type(cache).__name__}")
+            raise TypeError(
+                f"cache must be a KVCache from forward_cached, got {type(cache).__name__}"
+            )
         with torch.no_grad():
             logits = self._forward_window(tokens, attention_mask, cache, start, stop)
         logits[..., self.mask_id] = float("-inf")

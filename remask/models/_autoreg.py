@@ -55,8 +55,14 @@ def register_configs() -> None:
 
         # LLaDAMoEConfig is not registered: it shares model_type "llada", and
         # LLaDAConfig.from_dict hands MoE configs over to it.
-        for cls in (LLaDAConfig, DreamConfig, MDLMConfig, LLaDA2MoeConfig, SDARConfig,
-                    FastDLLMQwenConfig):
+        for cls in (
+            LLaDAConfig,
+            DreamConfig,
+            MDLMConfig,
+            LLaDA2MoeConfig,
+            SDARConfig,
+            FastDLLMQwenConfig,
+        ):
             AutoConfig.register(cls.model_type, cls, exist_ok=True)
         _done["configs"] = True
 
@@ -93,7 +99,7 @@ def register_models() -> None:
         # The four newer families: their checkpoints' auto_map names AutoModel and
         # AutoModelForCausalLM; both resolve to the LM class (remask has no head-less trunk
         # class for them). AutoModelForMaskedLM too, as for the other diffusion families.
-        from remask.models.fast_dllm_v2 import FastDLLMQwenConfig, Fast_dLLM_QwenForCausalLM
+        from remask.models.fast_dllm_v2 import Fast_dLLM_QwenForCausalLM, FastDLLMQwenConfig
         from remask.models.llada2 import LLaDA2MoeConfig, LLaDA2MoeModelLM
         from remask.models.llada_moe import LLaDAMoEConfig, LLaDAMoEModelLM
         from remask.models.sdar import SDARConfig, SDARForCausalLM

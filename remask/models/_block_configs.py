@@ -75,23 +75,44 @@ class LLaDA2MoeConfig(PretrainedConfig):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _set(self, dict(
-            vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-            num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_key_value_heads, head_dim=head_dim, hidden_act=hidden_act,
-            max_position_embeddings=max_position_embeddings, rms_norm_eps=rms_norm_eps,
-            rope_theta=rope_theta, partial_rotary_factor=partial_rotary_factor,
-            use_qkv_bias=use_qkv_bias, use_bias=use_bias, use_qk_norm=use_qk_norm,
-            num_experts=num_experts, num_shared_experts=num_shared_experts,
-            num_experts_per_tok=num_experts_per_tok, n_group=n_group, topk_group=topk_group,
-            moe_intermediate_size=moe_intermediate_size,
-            first_k_dense_replace=first_k_dense_replace,
-            routed_scaling_factor=routed_scaling_factor, score_function=score_function,
-            moe_router_enable_expert_bias=moe_router_enable_expert_bias,
-            norm_topk_prob=norm_topk_prob, router_dtype=router_dtype, use_cache=use_cache,
-            mask_token_id=mask_token_id, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
-            bos_token_id=bos_token_id, tie_word_embeddings=tie_word_embeddings,
-        ))
+        _set(
+            self,
+            dict(
+                vocab_size=vocab_size,
+                hidden_size=hidden_size,
+                intermediate_size=intermediate_size,
+                num_hidden_layers=num_hidden_layers,
+                num_attention_heads=num_attention_heads,
+                num_key_value_heads=num_key_value_heads,
+                head_dim=head_dim,
+                hidden_act=hidden_act,
+                max_position_embeddings=max_position_embeddings,
+                rms_norm_eps=rms_norm_eps,
+                rope_theta=rope_theta,
+                partial_rotary_factor=partial_rotary_factor,
+                use_qkv_bias=use_qkv_bias,
+                use_bias=use_bias,
+                use_qk_norm=use_qk_norm,
+                num_experts=num_experts,
+                num_shared_experts=num_shared_experts,
+                num_experts_per_tok=num_experts_per_tok,
+                n_group=n_group,
+                topk_group=topk_group,
+                moe_intermediate_size=moe_intermediate_size,
+                first_k_dense_replace=first_k_dense_replace,
+                routed_scaling_factor=routed_scaling_factor,
+                score_function=score_function,
+                moe_router_enable_expert_bias=moe_router_enable_expert_bias,
+                norm_topk_prob=norm_topk_prob,
+                router_dtype=router_dtype,
+                use_cache=use_cache,
+                mask_token_id=mask_token_id,
+                pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id,
+                bos_token_id=bos_token_id,
+                tie_word_embeddings=tie_word_embeddings,
+            ),
+        )
         if rope_scaling is not None:
             self.rope_scaling = rope_scaling
 
@@ -143,28 +164,47 @@ class LLaDAMoEConfig(PretrainedConfig):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _set(self, dict(
-            vocab_size=vocab_size, hidden_size=hidden_size,
-            dense_intermediate_size=dense_intermediate_size,
-            expert_intermediate_size=expert_intermediate_size,
-            shared_expert_intermediate_size=shared_expert_intermediate_size,
-            num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_attention_heads if num_key_value_heads is None
-            else num_key_value_heads,
-            hidden_act=hidden_act, max_position_embeddings=max_position_embeddings,
-            rms_norm_eps=rms_norm_eps, rope_theta=rope_theta,
-            partial_rotary_factor=partial_rotary_factor, attention_bias=attention_bias,
-            clip_qkv=clip_qkv, num_experts=num_experts, num_experts_per_tok=num_experts_per_tok,
-            router_aux_loss_coef=router_aux_loss_coef, norm_topk_prob=norm_topk_prob,
-            qk_layernorm=qk_layernorm,
-            moe_layer_freq=[1] * num_hidden_layers if moe_layer_freq is None else moe_layer_freq,
-            moe_router_enable_expert_bias=moe_router_enable_expert_bias,
-            moe_router_score_function=moe_router_score_function,
-            routed_scaling_factor=routed_scaling_factor, router_num_group=router_num_group,
-            router_topk_group=router_topk_group, use_cache=use_cache,
-            mask_token_id=mask_token_id, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
-            bos_token_id=bos_token_id, tie_word_embeddings=tie_word_embeddings,
-        ))
+        _set(
+            self,
+            dict(
+                vocab_size=vocab_size,
+                hidden_size=hidden_size,
+                dense_intermediate_size=dense_intermediate_size,
+                expert_intermediate_size=expert_intermediate_size,
+                shared_expert_intermediate_size=shared_expert_intermediate_size,
+                num_hidden_layers=num_hidden_layers,
+                num_attention_heads=num_attention_heads,
+                num_key_value_heads=num_attention_heads
+                if num_key_value_heads is None
+                else num_key_value_heads,
+                hidden_act=hidden_act,
+                max_position_embeddings=max_position_embeddings,
+                rms_norm_eps=rms_norm_eps,
+                rope_theta=rope_theta,
+                partial_rotary_factor=partial_rotary_factor,
+                attention_bias=attention_bias,
+                clip_qkv=clip_qkv,
+                num_experts=num_experts,
+                num_experts_per_tok=num_experts_per_tok,
+                router_aux_loss_coef=router_aux_loss_coef,
+                norm_topk_prob=norm_topk_prob,
+                qk_layernorm=qk_layernorm,
+                moe_layer_freq=[1] * num_hidden_layers
+                if moe_layer_freq is None
+                else moe_layer_freq,
+                moe_router_enable_expert_bias=moe_router_enable_expert_bias,
+                moe_router_score_function=moe_router_score_function,
+                routed_scaling_factor=routed_scaling_factor,
+                router_num_group=router_num_group,
+                router_topk_group=router_topk_group,
+                use_cache=use_cache,
+                mask_token_id=mask_token_id,
+                pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id,
+                bos_token_id=bos_token_id,
+                tie_word_embeddings=tie_word_embeddings,
+            ),
+        )
         if rope_scaling is not None:
             self.rope_scaling = rope_scaling
 
@@ -198,19 +238,33 @@ class _QwenLikeConfig(PretrainedConfig):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _set(self, dict(
-            vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-            num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_attention_heads if num_key_value_heads is None
-            else num_key_value_heads,
-            head_dim=head_dim, hidden_act=hidden_act,
-            max_position_embeddings=max_position_embeddings, rms_norm_eps=rms_norm_eps,
-            rope_theta=rope_theta, attention_bias=attention_bias,
-            use_sliding_window=use_sliding_window, sliding_window=sliding_window,
-            use_cache=use_cache, mask_token_id=mask_token_id, pad_token_id=pad_token_id,
-            eos_token_id=eos_token_id, bos_token_id=bos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
-        ))
+        _set(
+            self,
+            dict(
+                vocab_size=vocab_size,
+                hidden_size=hidden_size,
+                intermediate_size=intermediate_size,
+                num_hidden_layers=num_hidden_layers,
+                num_attention_heads=num_attention_heads,
+                num_key_value_heads=num_attention_heads
+                if num_key_value_heads is None
+                else num_key_value_heads,
+                head_dim=head_dim,
+                hidden_act=hidden_act,
+                max_position_embeddings=max_position_embeddings,
+                rms_norm_eps=rms_norm_eps,
+                rope_theta=rope_theta,
+                attention_bias=attention_bias,
+                use_sliding_window=use_sliding_window,
+                sliding_window=sliding_window,
+                use_cache=use_cache,
+                mask_token_id=mask_token_id,
+                pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id,
+                bos_token_id=bos_token_id,
+                tie_word_embeddings=tie_word_embeddings,
+            ),
+        )
         if rope_scaling is not None:
             self.rope_scaling = rope_scaling
 

@@ -99,7 +99,9 @@ class MoESpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MoE config: {name} must be a positive int, got {value!r}")
         if self.score not in ("sigmoid", "softmax"):
-            raise ValueError(f"MoE config: score function {self.score!r} is not 'sigmoid' or 'softmax'")
+            raise ValueError(
+                f"MoE config: score function {self.score!r} is not 'sigmoid' or 'softmax'"
+            )
         if self.top_k > self.num_experts:
             raise ValueError(
                 f"MoE config: num_experts_per_tok={self.top_k} exceeds num_experts={self.num_experts}"
@@ -171,8 +173,16 @@ class DecoderSpec:
     tie_word_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                     "head_dim", "rotary_dim", "intermediate_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "rotary_dim",
+            "intermediate_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"config: {name} must be a positive int, got {value!r}")
@@ -224,7 +234,9 @@ class Attention(nn.Module):
         if r == self.head_dim:
             return apply_rope(x, cos, sin, full_precision=False)
         # Partial RoPE: only the leading r channels rotate, the rest pass through.
-        return torch.cat([apply_rope(x[..., :r], cos, sin, full_precision=False), x[..., r:]], dim=-1)
+        return torch.cat(
+            [apply_rope(x[..., :r], cos, sin, full_precision=False), x[..., r:]], dim=-1
+        )
 
     def forward(
         self,
@@ -301,8 +313,9 @@ class SparseMoE(nn.Module):
         super().__init__()
         self.spec = spec
         self.gate = Router(hidden, spec)
-        self.experts = nn.ModuleList(GatedMLP(hidden, spec.intermediate_size)
-                                     for _ in range(spec.num_experts))
+        self.experts = nn.ModuleList(
+            GatedMLP(hidden, spec.intermediate_size) for _ in range(spec.num_experts)
+        )
         if spec.shared_intermediate_size is not None:
             self.shared_experts = GatedMLP(hidden, spec.shared_intermediate_size)
 
@@ -342,7 +355,7 @@ class SparseMoE(nn.Module):
         start = 0
         for expert, count in zip(self.experts, counts.tolist()):
             if count:
-                out[start:start + count] = expert(slab[start:start + count])
+                out[start : start + count] = expert(slab[start : start + count])
                 start += count
         mixed = out.float() * weights.reshape(-1)[order, None]  # (N k, D) float32
         y = torch.zeros(flat.shape, dtype=torch.float32, device=x.device)
@@ -364,8 +377,11 @@ class DecoderLayer(nn.Module):
         self.attn_name = "attention" if spec.fused_qkv else "self_attn"
         self.add_module(self.attn_name, attention)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.mlp = SparseMoE(spec.hidden_size, spec.moe) if moe else GatedMLP(
-            spec.hidden_size, spec.intermediate_size)
+        self.mlp = (
+            SparseMoE(spec.hidden_size, spec.moe)
+            if moe
+            else GatedMLP(spec.hidden_size, spec.intermediate_size)
+        )
 
     def forward(self, x, cos, sin, mask, past):
         """See :meth:`Attention.forward`; returns (B, W, D) and the window's (k, v)."""
@@ -465,15 +481,18 @@ def _as_mask(
     block_size: int | None,
 ) -> torch.Tensor | None:
     """The SDPA mask of a full forward from a model's ``attention_mask`` argument."""
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)
-                                   or block_size < 1):
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
+    ):
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     if attention_mask is None:
         if block_size is None:
             return None
         return block_causal_keep(position_ids, position_ids, block_size)
     if not isinstance(attention_mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a tensor or None, got {type(attention_mask).__name__}")
+        raise TypeError(
+            f"attention_mask must be a tensor or None, got {type(attention_mask).__name__}"
+        )
     if attention_mask.dtype.is_floating_point:
         raise TypeError(
             f"attention_mask must be bool (True = attend) or 0/1 integers, got {attention_mask.dtype}; "
@@ -537,7 +556,9 @@ class DecoderLM(CleanRoomLM):
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, W, D) final hidden states -> (B, W, V) raw logits."""
-        weight = self.model.embedding.weight if self.spec.tie_word_embeddings else self.lm_head.weight
+        weight = (
+            self.model.embedding.weight if self.spec.tie_word_embeddings else self.lm_head.weight
+        )
         return F.linear(hidden, weight)
 
     def forward(
@@ -583,7 +604,9 @@ def check_common(config, family: str) -> None:
         )
     act = getattr(config, "hidden_act", "silu")
     if act != "silu":
-        raise ValueError(f"unsupported {family} config: hidden_act={act!r} (remask implements 'silu')")
+        raise ValueError(
+            f"unsupported {family} config: hidden_act={act!r} (remask implements 'silu')"
+        )
     if getattr(config, "use_sliding_window", False):
         raise ValueError(f"unsupported {family} config: use_sliding_window=True")
 
@@ -607,10 +630,21 @@ def qwen_spec(config, family: str, *, qk_norm: bool, qkv_bias: bool, out_bias: b
     head_dim = head_dim_of(config, family)
     layers = int(config.num_hidden_layers)
     return DecoderSpec(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_layers=layers,
-        num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
-        head_dim=head_dim, rotary_dim=head_dim, rope_theta=float(config.rope_theta),
-        rms_norm_eps=float(config.rms_norm_eps), fused_qkv=False, qkv_bias=qkv_bias,
-        out_bias=out_bias, qk_norm=qk_norm, intermediate_size=config.intermediate_size, moe=None,
-        moe_layers=(False,) * layers, tie_word_embeddings=bool(config.tie_word_embeddings),
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_layers=layers,
+        num_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads,
+        head_dim=head_dim,
+        rotary_dim=head_dim,
+        rope_theta=float(config.rope_theta),
+        rms_norm_eps=float(config.rms_norm_eps),
+        fused_qkv=False,
+        qkv_bias=qkv_bias,
+        out_bias=out_bias,
+        qk_norm=qk_norm,
+        intermediate_size=config.intermediate_size,
+        moe=None,
+        moe_layers=(False,) * layers,
+        tie_word_embeddings=bool(config.tie_word_embeddings),
     )

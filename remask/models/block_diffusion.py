@@ -163,8 +163,11 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
         b, length = tokens.shape
         if length == 0:
             return torch.empty((b, 0, self.vocab_size), dtype=self.dtype, device=tokens.device)
-        real = (attention_mask if attention_mask is not None
-                else torch.ones_like(tokens, dtype=torch.bool))  # (B, L)
+        real = (
+            attention_mask
+            if attention_mask is not None
+            else torch.ones_like(tokens, dtype=torch.bool)
+        )  # (B, L)
         if active is not None:
             active = CachedDenoiser._check_active(active, tokens)
         if not self.cache or active is None or not bool(active.any()):
@@ -198,10 +201,12 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
             return raw
         shifted = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)  # (B, W, V)
         w = raw.shape[1]
-        first = real[:, start:start + w] & (real.long().cumsum(-1)[:, start:start + w] == 1)
+        first = real[:, start : start + w] & (real.long().cumsum(-1)[:, start : start + w] == 1)
         return torch.where(first[..., None], raw, shifted)
 
-    def _block_bounds(self, blocks: torch.Tensor, column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _block_bounds(
+        self, blocks: torch.Tensor, column: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """First and last column of the block holding ``column`` (B,) in each row."""
         at = blocks.gather(1, column[:, None])  # (B, 1)
         same = blocks == at  # (B, L): contiguous, as blocks never decrease along a row
@@ -210,7 +215,9 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
         last = length - 1 - same.flip(-1).int().argmax(-1)
         return first, last
 
-    def _cached(self, tokens: torch.Tensor, real: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    def _cached(
+        self, tokens: torch.Tensor, real: torch.Tensor, active: torch.Tensor
+    ) -> torch.Tensor:
         b, length = tokens.shape
         positions = padding_positions(real)  # (B, L)
         blocks = positions // self.block_size  # (B, L); left pads share block 0 (keys hidden)
@@ -222,8 +229,9 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
         if fresh_canvas:
             self._kv = None
             self._valid = torch.zeros(b, dtype=torch.int64, device=tokens.device)
-            self._logits = torch.zeros(b, length, self.vocab_size, dtype=self.dtype,
-                                       device=tokens.device)
+            self._logits = torch.zeros(
+                b, length, self.vocab_size, dtype=self.dtype, device=tokens.device
+            )
             changed = torch.full((b,), length, dtype=torch.int64, device=tokens.device)
         else:
             changed = _first_true(tokens != self._tokens, length)  # (B,)
@@ -234,7 +242,7 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
         block_start, _ = self._block_bounds(blocks, edge.clamp_max(length - 1))
         keep = torch.where(edge >= length, self._valid, torch.minimum(self._valid, block_start))
         # The window must end where every row's block holding its last active column ends.
-        last_active = (length - 1 - active.flip(-1).int().argmax(-1))  # (B,)
+        last_active = length - 1 - active.flip(-1).int().argmax(-1)  # (B,)
         has_active = active.any(-1)
         last_col = int(torch.where(has_active, last_active, 0).amax())
         _, block_end = self._block_bounds(blocks, torch.full_like(edge, last_col))
@@ -249,14 +257,18 @@ class BlockDiffusionDenoiser(CheckpointDenoiser):
         mask = block_causal_keep(q_pos, positions[:, :stop], self.block_size, real[:, :stop])
         hidden, present = self.model.model(tokens[:, query_start:stop], q_pos, mask, past)
         raw = self.model.head(hidden)  # (B, W, V)
-        rows = self._unshift(raw, real, query_start)[:, start - query_start:]  # (B, stop - start, V)
+        rows = self._unshift(raw, real, query_start)[
+            :, start - query_start :
+        ]  # (B, stop - start, V)
         rows[..., self.mask_id] = float("-inf")
         self._logits[:, start:stop] = rows
         if past is None:
             self._kv = present
         else:
-            self._kv = [(torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2))
-                        for (pk, pv), (k, v) in zip(past, present)]
+            self._kv = [
+                (torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2))
+                for (pk, pv), (k, v) in zip(past, present)
+            ]
         # Columns of a block that extends past `stop` saw only part of their keys: not valid.
         tail_first, tail_last = self._block_bounds(blocks, torch.full_like(edge, stop - 1))
         self._valid = torch.where(tail_last > stop - 1, tail_first, stop)

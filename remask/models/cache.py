@@ -46,7 +46,6 @@ __all__ = ["CACHE_MODES", "CacheSession", "Cached", "CachedDenoiser"]
 CACHE_MODES = ("prefix", "dual")
 
 
-
 class _OnInner:
     """The wrapped checkpoint denoiser's identity (protocol attributes, device, dtype), shared
     by the wrapper and its sessions."""
@@ -174,7 +173,7 @@ class Cached(_OnInner):
         """Zero :attr:`stats` (the caches live in sessions, not here)."""
         self.stats = {"calls": 0, "full_passes": 0, "window_passes": 0, "query_positions": 0}
 
-    def session(self) -> "CacheSession":
+    def session(self) -> CacheSession:
         """A fresh per-run cache: the denoiser one run talks to."""
         return CacheSession(self)
 

@@ -141,16 +141,45 @@ def checkpoint_family(path: str | os.PathLike[str]) -> str:
 #: config.json keys the newer families must carry: their config classes' defaults describe
 #: multi-billion-parameter models, which a config missing a shape key must not silently build.
 _REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "llada_moe": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                  "dense_intermediate_size", "expert_intermediate_size", "num_experts",
-                  "num_experts_per_tok", "moe_layer_freq"),
-    "llada2": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-               "num_key_value_heads", "intermediate_size", "moe_intermediate_size",
-               "num_experts", "num_experts_per_tok", "first_k_dense_replace"),
-    "sdar": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-             "num_key_value_heads", "intermediate_size"),
-    "fast_dllm_v2": ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "intermediate_size"),
+    "llada_moe": (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "dense_intermediate_size",
+        "expert_intermediate_size",
+        "num_experts",
+        "num_experts_per_tok",
+        "moe_layer_freq",
+    ),
+    "llada2": (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "moe_intermediate_size",
+        "num_experts",
+        "num_experts_per_tok",
+        "first_k_dense_replace",
+    ),
+    "sdar": (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+    ),
+    "fast_dllm_v2": (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+    ),
 }
 
 
@@ -256,7 +285,13 @@ def _load_errors() -> tuple[type[BaseException], ...]:
     import pickle
 
     errors: tuple[type[BaseException], ...] = (
-        RuntimeError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError,
+        RuntimeError,
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        EOFError,
         pickle.UnpicklingError,
     )
     try:
@@ -339,7 +374,11 @@ SPECIAL_IDS = ("mask_id", "eos_id", "eot_id", "pad_id", "bos_id")
 
 
 def _special_ids(
-    family: str, root: Path, config: Any, tokenizer: Any, vocab_size: int,
+    family: str,
+    root: Path,
+    config: Any,
+    tokenizer: Any,
+    vocab_size: int,
     given: dict[str, int | None] | None = None,
 ) -> dict[str, int | None]:
     ids = _checkpoint_ids(family, root, config, tokenizer, vocab_size)
@@ -459,7 +498,9 @@ def load_checkpoint(
     root = Path(path)
     unknown = sorted(set(special_ids) - set(SPECIAL_IDS))
     if unknown:
-        raise TypeError(f"load_checkpoint got unknown arguments {unknown}; special ids: {list(SPECIAL_IDS)}")
+        raise TypeError(
+            f"load_checkpoint got unknown arguments {unknown}; special ids: {list(SPECIAL_IDS)}"
+        )
     if isinstance(cache, int) and cache in (0, 1):  # also 0/1 from a spec string "DIR?cache=0"
         cache = bool(cache)
     else:
@@ -488,9 +529,15 @@ def load_checkpoint(
         vocab_size = int(config.vocab_size)
         ids = _special_ids(family, root, config, tokenizer, vocab_size, special_ids)
         return BlockDiffusionDenoiser(
-            model, block_size=block_size, cache=cache, family=family,
-            shift=1 if family == "fast_dllm_v2" else 0, vocab_size=vocab_size,
-            embedding_rows=vocab_size, tokenizer=tokenizer, **ids,
+            model,
+            block_size=block_size,
+            cache=cache,
+            family=family,
+            shift=1 if family == "fast_dllm_v2" else 0,
+            vocab_size=vocab_size,
+            embedding_rows=vocab_size,
+            tokenizer=tokenizer,
+            **ids,
         )
     if family == "llada_moe":
         from remask.models.llada_moe import LLaDAMoEDenoiser as adapter_cls

@@ -55,7 +55,9 @@ from remask.models.wrappers import _Wrapper
 __all__ = ["DPad", "retention_probability"]
 
 
-def retention_probability(distance: torch.Tensor, window: int, sigma: float, scale: float) -> torch.Tensor:
+def retention_probability(
+    distance: torch.Tensor, window: int, sigma: float, scale: float
+) -> torch.Tensor:
     """DPad's probability of keeping a suffix mask at ``distance`` after the block end.
 
     Parameters
@@ -112,17 +114,28 @@ class DPad(_Wrapper):
     torch.Size([1, 18])
     """
 
-    def __init__(self, model: Any, *, window: int = 256, sigma: float = 4.0, scale: float = 2.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        window: int = 256,
+        sigma: float = 4.0,
+        scale: float = 2.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(model)
         caps = capabilities(model)
         if not caps.attention_bias:
-            raise TypeError(f"DPad needs a denoiser that takes an attention pattern and positions "
-                            f"(accepts_attention_bias = True, e.g. remask's LLaDA adapter); "
-                            f"{type(model).__name__} does not declare it")
+            raise TypeError(
+                f"DPad needs a denoiser that takes an attention pattern and positions "
+                f"(accepts_attention_bias = True, e.g. remask's LLaDA adapter); "
+                f"{type(model).__name__} does not declare it"
+            )
         if caps.shift:
-            raise TypeError(f"DPad needs an unshifted denoiser (shift == 0); {type(model).__name__} has "
-                            f"shift={caps.shift}")
+            raise TypeError(
+                f"DPad needs an unshifted denoiser (shift == 0); {type(model).__name__} has "
+                f"shift={caps.shift}"
+            )
         if isinstance(window, bool) or not isinstance(window, int):
             raise TypeError(f"window must be an int, got {window!r}")
         if window < 1:
@@ -131,7 +144,9 @@ class DPad(_Wrapper):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0 or (low_open and value == 0):
-                raise ValueError(f"{name} must be finite and {'> 0' if low_open else '>= 0'}, got {value!r}")
+                raise ValueError(
+                    f"{name} must be finite and {'> 0' if low_open else '>= 0'}, got {value!r}"
+                )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
         if not 0 <= seed < 2**63:
@@ -141,15 +156,18 @@ class DPad(_Wrapper):
         # The wrapper uses the inner model's attention pattern itself: it takes none from outside.
         self.accepts_attention_bias = False
 
-    def _rewrap(self, inner: Any) -> "DPad":
+    def _rewrap(self, inner: Any) -> DPad:
         return DPad(inner, window=self.window, sigma=self.sigma, scale=self.scale, seed=self.seed)
 
     def __repr__(self) -> str:
-        return (f"DPad({self.inner!r}, window={self.window}, sigma={self.sigma}, scale={self.scale}, "
-                f"seed={self.seed})")
+        return (
+            f"DPad({self.inner!r}, window={self.window}, sigma={self.sigma}, scale={self.scale}, "
+            f"seed={self.seed})"
+        )
 
-    def kept(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None,
-             active: torch.Tensor) -> torch.Tensor:
+    def kept(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, active: torch.Tensor
+    ) -> torch.Tensor:
         """(B, L) bool: the positions a call keeps (every one but the dropped suffix masks).
 
         Parameters
@@ -170,14 +188,22 @@ class DPad(_Wrapper):
         # The draw of a block: seed, folded by the real tokens before the block end (the same
         # for the block whatever the padding) and by the distance.
         anchor = (attention_mask & (cols < end.unsqueeze(-1))).sum(-1)  # (B,)
-        keys = kernels.fold(kernels.fold(self.seed, anchor).unsqueeze(-1), distance.clamp_min(0))  # (B, L)
+        keys = kernels.fold(
+            kernels.fold(self.seed, anchor).unsqueeze(-1), distance.clamp_min(0)
+        )  # (B, L)
         u = kernels.uniform(keys, dtype=torch.float64)  # (B, L)
         p = retention_probability(distance, self.window, self.sigma, self.scale)  # (B, L)
         suffix_mask = (distance >= 1) & (tokens == self.mask_id)
         return ~suffix_mask | (u < p)
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                 active: torch.Tensor | None = None, **extra: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        active: torch.Tensor | None = None,
+        **extra: torch.Tensor,
+    ) -> torch.Tensor:
         """The inner model's logits (B, L, V) with the dropped suffix masks hidden as keys
         and their rows set to zeros (see the module docstring)."""
         if attention_mask is None:
@@ -189,7 +215,15 @@ class DPad(_Wrapper):
         keep = self.kept(tokens, attention_mask, active)  # (B, L)
         keys = (keep & attention_mask).unsqueeze(1).expand(B, L, L)  # (B, L, L): query i sees key j
         columns = torch.arange(L, device=tokens.device).expand(B, L)  # original positions
-        logits, _ = call(self.inner, tokens, attention_mask, active=active, attention_bias=keys,
-                         position_ids=columns, **extra)  # (B, L, V)
-        return torch.where(keep.unsqueeze(-1), logits, torch.zeros((), dtype=logits.dtype,
-                                                                  device=logits.device))
+        logits, _ = call(
+            self.inner,
+            tokens,
+            attention_mask,
+            active=active,
+            attention_bias=keys,
+            position_ids=columns,
+            **extra,
+        )  # (B, L, V)
+        return torch.where(
+            keep.unsqueeze(-1), logits, torch.zeros((), dtype=logits.dtype, device=logits.device)
+        )

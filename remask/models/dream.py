@@ -390,11 +390,16 @@ class DreamDenoiser(CheckpointDenoiser):
     accepts_attention_bias = True
 
     def _forward(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None = None
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         position_ids = self._position_ids(tokens, attention_mask)
         if cache is None:
-            raw = self.model(tokens, attention_mask=attention_mask, position_ids=position_ids).logits
+            raw = self.model(
+                tokens, attention_mask=attention_mask, position_ids=position_ids
+            ).logits
         else:  # the same operations as DreamModel.forward, so the logits are identical
             x, _ = self.model.model(tokens, attention_mask, position_ids, cache=cache)
             raw = F.linear(x, self.model.head_weight())
@@ -421,24 +426,31 @@ class DreamDenoiser(CheckpointDenoiser):
         B, length = tokens.shape
         device = tokens.device
         self._position_ids(tokens, attention_mask)  # the first-position check
-        keep = (torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None
-                else attention_mask)  # (B, L')
+        keep = (
+            torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask
+        )  # (B, L')
         positions = dream_position_ids(keep).gather(1, position_ids)  # (B, L')
         columns = torch.arange(length, device=device)
         # The canvas is the leading run of tokens that stand at their own column (one sync).
         L = int((position_ids == columns).all(0).long().cumprod(0).sum())
         allowed = attention_bias & keep.unsqueeze(1)  # (B, L', L'): padded keys stay hidden
         if L == length:  # no extra token: the plain call under a pattern
-            raw = self.model(tokens, attention_mask=allowed.unsqueeze(1), position_ids=positions).logits
+            raw = self.model(
+                tokens, attention_mask=allowed.unsqueeze(1), position_ids=positions
+            ).logits
             return _shift_right(raw)
         E = length - L
         before = (position_ids[:, L:] - 1).clamp_min(0)  # (B, E): column each prediction is read at
         ids = torch.cat([tokens, tokens.gather(1, before)], dim=1)  # (B, L' + E)
-        pos = torch.cat([positions, dream_position_ids(keep).gather(1, before)], dim=1)  # (B, L' + E)
+        pos = torch.cat(
+            [positions, dream_position_ids(keep).gather(1, before)], dim=1
+        )  # (B, L' + E)
         full = allowed.new_zeros(B, length + E, length + E)  # (B, N, N)
         full[:, :length, :length] = allowed
         full[:, length:, :length] = allowed[:, L:]  # a predecessor sees what its extra token sees
-        raw = self.model(ids, attention_mask=full.unsqueeze(1), position_ids=pos).logits  # (B, N, V)
+        raw = self.model(
+            ids, attention_mask=full.unsqueeze(1), position_ids=pos
+        ).logits  # (B, N, V)
         return torch.cat([_shift_right(raw[:, :L]), raw[:, length:]], dim=1)  # (B, L', V)
 
     def _forward_window(

@@ -28,8 +28,13 @@ __all__ = ["FastDLLMQwenConfig", "FastDLLMQwenForCausalLM", "Fast_dLLM_QwenForCa
 
 def fast_dllm_spec(config: FastDLLMQwenConfig) -> DecoderSpec:
     """The :class:`DecoderSpec` of a Fast-dLLM v2 config (Qwen2: q/k/v biased, no QK-norm)."""
-    return qwen_spec(config, "Fast_dLLM_Qwen", qk_norm=False,
-                     qkv_bias=bool(getattr(config, "attention_bias", True)), out_bias=False)
+    return qwen_spec(
+        config,
+        "Fast_dLLM_Qwen",
+        qk_norm=False,
+        qkv_bias=bool(getattr(config, "attention_bias", True)),
+        out_bias=False,
+    )
 
 
 class Fast_dLLM_QwenForCausalLM(DecoderLM):  # noqa: N801 (the checkpoints' architectures name)

@@ -11,8 +11,15 @@ __all__ = ["HFMaskedLM"]
 
 # Families that derive position ids from ``input_ids != padding_idx`` themselves (with an
 # offset of padding_idx + 1); giving them 0-based ids would shift every embedding.
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
-                    "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+)
 _POSITIONS_FROM_PADDING = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "data2vec-text"}
 
 
@@ -69,7 +76,11 @@ class HFMaskedLM:
         self.eos_id = special("eos")
         self.eot_id = None
         if banned is None:
-            found = set(getattr(tokenizer, "all_special_ids", None) or []) if tokenizer is not None else set()
+            found = (
+                set(getattr(tokenizer, "all_special_ids", None) or [])
+                if tokenizer is not None
+                else set()
+            )
             found |= {special(name) for name in ("pad", "bos", "unk", "cls", "sep")}
             banned = found - {None, self.eos_id}
         elif isinstance(banned, (str, bytes)) or not hasattr(banned, "__iter__"):
@@ -79,7 +90,9 @@ class HFMaskedLM:
             if isinstance(token, bool) or not isinstance(token, int):
                 raise TypeError(f"banned holds {token!r}, not a token id")
             if not 0 <= token < self.vocab_size:
-                raise ValueError(f"banned id {token} is outside the vocabulary [0, {self.vocab_size})")
+                raise ValueError(
+                    f"banned id {token} is outside the vocabulary [0, {self.vocab_size})"
+                )
             ids.append(token)
         # The mask column is set anyway; keeping it out of the list states what is extra.
         self.banned_ids: tuple[int, ...] = tuple(sorted(set(ids) - {self.mask_id}))
@@ -91,11 +104,17 @@ class HFMaskedLM:
         positions = getattr(config, "max_position_embeddings", None)
         self.max_length: int | None = None
         if isinstance(positions, int) and not isinstance(positions, bool):
-            skipped = int(getattr(config, "pad_token_id", 0) or 0) + 1 if model_type in _POSITIONS_FROM_PADDING else 0
+            skipped = (
+                int(getattr(config, "pad_token_id", 0) or 0) + 1
+                if model_type in _POSITIONS_FROM_PADDING
+                else 0
+            )
             self.max_length = positions - skipped
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, dtype=None, device=None, mask_id=None, banned=None):
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, dtype=None, device=None, mask_id=None, banned=None
+    ):
         """Load a checkpoint directory (or hub id) with ``AutoModelForMaskedLM``.
 
         Only model classes that transformers implements itself are used: every Auto call
@@ -115,8 +134,10 @@ class HFMaskedLM:
         try:
             model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=False, **kwargs)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-            raise ValueError(f"cannot load {os.fspath(path)!r} with AutoModelForMaskedLM: "
-                             f"{type(error).__name__}: {error}") from error
+            raise ValueError(
+                f"cannot load {os.fspath(path)!r} with AutoModelForMaskedLM: "
+                f"{type(error).__name__}: {error}"
+            ) from error
         tokenizer = None  # a bare weights directory: ids then come from the config
         local = os.path.isdir(path)
         # transformers 5 builds a default tokenizer (with invented special ids) for a directory
@@ -135,7 +156,9 @@ class HFMaskedLM:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, L, V) float32 for a (B, L) int64 canvas; mask column at -inf."""
         kwargs = {}
         if attention_mask is not None:

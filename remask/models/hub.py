@@ -14,10 +14,20 @@ import re
 __all__ = ["is_hub_id", "resolve_hub_id"]
 
 # "org/name" with an optional "@revision"; the hub's own rules: letters, digits, '-', '_', '.'.
-_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95})(?:@(?P<rev>[\w./-]+))?$")
+_HUB_ID = re.compile(
+    r"^(?P<repo>[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95})(?:@(?P<rev>[\w./-]+))?$"
+)
 
 # What a checkpoint needs; never ``*.py`` (no remote code) nor other frameworks' weights.
-ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.tiktoken", "*.bin"]
+ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.txt",
+    "*.model",
+    "tokenizer*",
+    "*.tiktoken",
+    "*.bin",
+]
 IGNORE_PATTERNS = ["*.py", "*.msgpack", "*.h5", "*.onnx", "*.ot", "optimizer*", "training_args.bin"]
 
 
@@ -55,16 +65,27 @@ def resolve_hub_id(spec: str, *, cache_dir: str | None = None) -> str:
         import huggingface_hub
         from huggingface_hub.utils import HfHubHTTPError
     except ImportError:
-        raise ValueError(f"{spec!r} looks like a Hugging Face Hub id, which needs huggingface_hub: "
-                         'pip install "remask[hf]"; or pass a local checkpoint directory') from None
+        raise ValueError(
+            f"{spec!r} looks like a Hugging Face Hub id, which needs huggingface_hub: "
+            'pip install "remask[hf]"; or pass a local checkpoint directory'
+        ) from None
     repo, revision = match["repo"], match["rev"]
     try:
         return huggingface_hub.snapshot_download(
-            repo, revision=revision, cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS,
-            ignore_patterns=IGNORE_PATTERNS)
+            repo,
+            revision=revision,
+            cache_dir=cache_dir,
+            allow_patterns=ALLOW_PATTERNS,
+            ignore_patterns=IGNORE_PATTERNS,
+        )
     except (HfHubHTTPError, OSError, ValueError) as error:
         offline = huggingface_hub.constants.HF_HUB_OFFLINE
-        hint = (" (offline mode, HF_HUB_OFFLINE=1: only checkpoints already in the hub cache load)"
-                if offline else "")
+        hint = (
+            " (offline mode, HF_HUB_OFFLINE=1: only checkpoints already in the hub cache load)"
+            if offline
+            else ""
+        )
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"cannot fetch hub id {spec!r}{hint}: {type(error).__name__}: {text}") from None
+        raise ValueError(
+            f"cannot fetch hub id {spec!r}{hint}: {type(error).__name__}: {text}"
+        ) from None

@@ -226,8 +226,9 @@ class LLaDAModel(nn.Module):
             raise ValueError("a KV cache records plain passes only: no attention_bias/position_ids")
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
-        return self._run(input_ids, position_ids, attention_mask, output_hidden_states, cache, 0,
-                         attention_bias)
+        return self._run(
+            input_ids, position_ids, attention_mask, output_hidden_states, cache, 0, attention_bias
+        )
 
     def forward_window(
         self,
@@ -362,7 +363,10 @@ class LLaDADenoiser(CheckpointDenoiser):
     accepts_attention_bias = True
 
     def _forward(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None = None
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         logits, _ = self.model.model(tokens, attention_mask=attention_mask, cache=cache)
         return logits
@@ -376,8 +380,12 @@ class LLaDADenoiser(CheckpointDenoiser):
     ) -> torch.Tensor:
         # LLaDA's plain call numbers positions by column (arange(L), padding included), so a
         # canvas column is its rotary position as it is: one forward of length L'.
-        logits, _ = self.model.model(tokens, attention_mask=attention_mask,
-                                     attention_bias=attention_bias, position_ids=position_ids)
+        logits, _ = self.model.model(
+            tokens,
+            attention_mask=attention_mask,
+            attention_bias=attention_bias,
+            position_ids=position_ids,
+        )
         return logits
 
     def _forward_window(

@@ -70,13 +70,21 @@ def llada_moe_spec(config: LLaDAMoEConfig) -> DecoderSpec:
         )
     bias = bool(getattr(config, "attention_bias", False))
     return DecoderSpec(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_layers=layers,
-        num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads,
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_layers=layers,
+        num_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads,
         head_dim=head_dim,
         rotary_dim=int(head_dim * float(getattr(config, "partial_rotary_factor", 1.0) or 1.0)),
-        rope_theta=float(config.rope_theta), rms_norm_eps=float(config.rms_norm_eps),
-        fused_qkv=False, qkv_bias=bias, out_bias=bias, qk_norm=bool(config.qk_layernorm),
-        intermediate_size=config.dense_intermediate_size, moe=moe,
+        rope_theta=float(config.rope_theta),
+        rms_norm_eps=float(config.rms_norm_eps),
+        fused_qkv=False,
+        qkv_bias=bias,
+        out_bias=bias,
+        qk_norm=bool(config.qk_layernorm),
+        intermediate_size=config.dense_intermediate_size,
+        moe=moe,
         moe_layers=tuple(bool(f) for f in freq),
         tie_word_embeddings=bool(config.tie_word_embeddings),
     )

@@ -10,9 +10,15 @@ __all__ = ["load_model", "parse_spec"]
 
 # Spec key -> (constructor argument, type). Types: "int" (an integer, range checked by the
 # constructor), "seed" (an integer in [0, 2**63)), "float" (a finite number).
-_TINY_KEYS = {"vocab": ("vocab_size", "int"), "width": ("width", "int"), "depth": ("depth", "int"),
-              "heads": ("heads", "int"), "max_len": ("max_len", "int"), "seed": ("seed", "seed"),
-              "logit_scale": ("logit_scale", "float")}
+_TINY_KEYS = {
+    "vocab": ("vocab_size", "int"),
+    "width": ("width", "int"),
+    "depth": ("depth", "int"),
+    "heads": ("heads", "int"),
+    "max_len": ("max_len", "int"),
+    "seed": ("seed", "seed"),
+    "logit_scale": ("logit_scale", "float"),
+}
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, int | float | str]]:
@@ -27,8 +33,10 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, int | float | str]]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as error:
-        raise ValueError(f"model spec {spec!r}: malformed parameters {query!r} ({error}); "
-                         "expected key=value pairs joined by '&'") from None
+        raise ValueError(
+            f"model spec {spec!r}: malformed parameters {query!r} ({error}); "
+            "expected key=value pairs joined by '&'"
+        ) from None
     for key, value in pairs:
         if key in params:
             raise ValueError(f"model spec {spec!r}: duplicate key {key!r}; give each key once")
@@ -62,7 +70,9 @@ def spec_value(key: str, value, kind: str, spec: str):
 def _rename(params: dict, names: dict[str, tuple[str, str]], spec: str) -> dict:
     unknown = sorted(set(params) - set(names))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} in model spec {spec!r}; known: {sorted(names)}")
+        raise ValueError(
+            f"unknown parameter(s) {unknown} in model spec {spec!r}; known: {sorted(names)}"
+        )
     return {names[k][0]: spec_value(k, v, names[k][1], spec) for k, v in params.items()}
 
 
@@ -115,7 +125,7 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
     head, _, query = spec.partition("?")
     if query and not os.path.isdir(spec) and os.path.isdir(head):
         # "DIR?mask_id=...&block_size=...": checkpoint options in the spec string.
-        _, _, params = parse_spec("x:" + spec[len(head):])
+        _, _, params = parse_spec("x:" + spec[len(head) :])
         spec, options = head, {**params, **options}
     if os.path.isdir(spec):
         return _load_directory(spec, dtype=dtype, device=device, **options)
@@ -134,7 +144,9 @@ def load_model(spec: str, *, dtype=None, device=None, **options):
             raise ValueError(f"model spec {spec!r}: {error}") from None
     if family == "tiny":
         if kind not in ("", "transformer"):
-            raise ValueError(f"unknown tiny model kind {kind!r} in {spec!r}; available: ['transformer']")
+            raise ValueError(
+                f"unknown tiny model kind {kind!r} in {spec!r}; available: ['transformer']"
+            )
         from remask.models.tiny import TinyTransformer
 
         return _construct(TinyTransformer, _rename(params, _TINY_KEYS, spec), spec)
@@ -161,8 +173,10 @@ def _load_directory(path: str, *, dtype=None, device=None, **options):
 
     if trained_toy.is_toy_checkpoint(path):
         if options:
-            raise TypeError(f"options {sorted(options)} apply to remask's native checkpoint families only; "
-                            f"{path!r} is a train_toy checkpoint")
+            raise TypeError(
+                f"options {sorted(options)} apply to remask's native checkpoint families only; "
+                f"{path!r} is a train_toy checkpoint"
+            )
         return trained_toy.load_toy(path)  # a CPU toy: dtype and device do not apply
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):

@@ -58,8 +58,15 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Capabilities", "Denoiser", "call", "capabilities", "check_logits", "exclude_mask",
-           "start_run"]
+__all__ = [
+    "Capabilities",
+    "Denoiser",
+    "call",
+    "capabilities",
+    "check_logits",
+    "exclude_mask",
+    "start_run",
+]
 
 
 @runtime_checkable
@@ -120,8 +127,11 @@ class Capabilities:
     pad_id: int | None = None
 
 
-_FLAGS = {"active": "accepts_active", "editable": "accepts_editable",
-          "attention_bias": "accepts_attention_bias"}
+_FLAGS = {
+    "active": "accepts_active",
+    "editable": "accepts_editable",
+    "attention_bias": "accepts_attention_bias",
+}
 
 
 def capabilities(denoiser) -> Capabilities:
@@ -138,12 +148,16 @@ def capabilities(denoiser) -> Capabilities:
     for field, default, low in (("shift", 0, 0), ("evaluations", 1, 1)):
         value = getattr(denoiser, field, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise TypeError(f"{type(denoiser).__name__}.{field} must be an int >= {low}, got {value!r}")
+            raise TypeError(
+                f"{type(denoiser).__name__}.{field} must be an int >= {low}, got {value!r}"
+            )
         values[field] = value
     for field in ("eos_id", "eot_id", "pad_id"):
         value = getattr(denoiser, field, None)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"{type(denoiser).__name__}.{field} must be an int or None, got {value!r}")
+            raise TypeError(
+                f"{type(denoiser).__name__}.{field} must be an int or None, got {value!r}"
+            )
         values[field] = value
     return Capabilities(**values)
 
@@ -192,8 +206,10 @@ def call(
         extra["editable"] = editable
     if attention_bias is not None or position_ids is not None:
         if not caps.attention_bias:
-            raise TypeError(f"{type(denoiser).__name__} does not declare accepts_attention_bias = True: "
-                            "it cannot be called with an attention pattern")
+            raise TypeError(
+                f"{type(denoiser).__name__} does not declare accepts_attention_bias = True: "
+                "it cannot be called with an attention pattern"
+            )
         extra["attention_bias"] = attention_bias
         extra["position_ids"] = position_ids
     logits = check_logits(denoiser(tokens, attention_mask, **extra), tokens, denoiser.vocab_size)
@@ -241,7 +257,9 @@ def check_logits(logits: object, tokens: torch.Tensor, vocab_size: int) -> torch
     (B, L, V) float tensor, unchanged.
     """
     if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"denoiser must return a torch.Tensor of logits, got {type(logits).__name__}")
+        raise TypeError(
+            f"denoiser must return a torch.Tensor of logits, got {type(logits).__name__}"
+        )
     expected = (*tokens.shape, vocab_size)
     if tuple(logits.shape) != expected:
         raise ValueError(

@@ -14,7 +14,9 @@ class _Block(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
 
     def forward(self, h: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
         x = self.norm1(h)
@@ -65,8 +67,13 @@ class TinyTransformer(nn.Module):
         dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
-        for name, value, low in (("vocab_size", vocab_size, 2), ("width", width, 1), ("depth", depth, 1),
-                                 ("heads", heads, 1), ("max_len", max_len, 1)):
+        for name, value, low in (
+            ("vocab_size", vocab_size, 2),
+            ("width", width, 1),
+            ("depth", depth, 1),
+            ("heads", heads, 1),
+            ("max_len", max_len, 1),
+        ):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if width % heads:
@@ -75,8 +82,15 @@ class TinyTransformer(nn.Module):
         self.mask_id = vocab_size - 1
         self.max_len = max_len
         self.logit_scale = float(logit_scale)
-        self.config = dict(vocab_size=vocab_size, width=width, depth=depth, heads=heads,
-                           max_len=max_len, seed=seed, logit_scale=logit_scale)
+        self.config = dict(
+            vocab_size=vocab_size,
+            width=width,
+            depth=depth,
+            heads=heads,
+            max_len=max_len,
+            seed=seed,
+            logit_scale=logit_scale,
+        )
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # nn init draws from the global generator; restored below
         try:
@@ -92,7 +106,9 @@ class TinyTransformer(nn.Module):
         self.to(dtype)
         self.eval()
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits for every position.
 
         In eval mode (the default after construction) no autograd graph is built, so sampling

@@ -62,14 +62,18 @@ class ToyModel(nn.Module):
 
     def __repr__(self) -> str:
         c = self.net.config
-        return (f"ToyModel(vocab_size={self.vocab_size}, width={c['width']}, depth={c['depth']}, "
-                f"heads={c['heads']}, steps={self.config.get('steps', '?')})")
+        return (
+            f"ToyModel(vocab_size={self.vocab_size}, width={c['width']}, depth={c['depth']}, "
+            f"heads={c['heads']}, steps={self.config.get('steps', '?')})"
+        )
 
     @property
     def device(self) -> torch.device:
         return self.net.head.weight.device
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits over the oracle's vocabulary.
 
         Parameters
@@ -85,7 +89,9 @@ class ToyModel(nn.Module):
             Differentiable in ``train()`` mode, no autograd graph in eval mode.
         """
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
-            raise TypeError(f"tokens must be a (B, L) int64 tensor, got {getattr(tokens, 'shape', tokens)!r}")
+            raise TypeError(
+                f"tokens must be a (B, L) int64 tensor, got {getattr(tokens, 'shape', tokens)!r}"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > self.mask_id):
             raise ValueError(
                 f"token ids must lie in [0, {self.mask_id}] (mask_id={self.mask_id}), got "
@@ -102,7 +108,9 @@ def save_toy(model: ToyModel, out: str | os.PathLike) -> None:
     os.makedirs(out, exist_ok=True)
     torch.save(model.net.state_dict(), os.path.join(out, WEIGHTS_NAME))
     with open(os.path.join(out, CONFIG_NAME), "w") as f:
-        json.dump({"net": model.net.config, "train": model.config, "history": model.history}, f, indent=2)
+        json.dump(
+            {"net": model.net.config, "train": model.config, "history": model.history}, f, indent=2
+        )
 
 
 def is_toy_checkpoint(path) -> bool:
@@ -127,12 +135,16 @@ def load_toy(path: str | os.PathLike) -> ToyModel:
         In eval mode, with its training config and loss history.
     """
     if not is_toy_checkpoint(path):
-        raise ValueError(f"{os.fspath(path)!r} is not a train_toy checkpoint directory (no {CONFIG_NAME})")
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a train_toy checkpoint directory (no {CONFIG_NAME})"
+        )
     path = os.fspath(path)
     with open(os.path.join(path, CONFIG_NAME)) as f:
         meta = json.load(f)
     net = TinyTransformer(**meta["net"])
-    net.load_state_dict(torch.load(os.path.join(path, WEIGHTS_NAME), map_location="cpu", weights_only=True))
+    net.load_state_dict(
+        torch.load(os.path.join(path, WEIGHTS_NAME), map_location="cpu", weights_only=True)
+    )
     model = ToyModel(net, config=meta.get("train"))
     model.history = meta.get("history", {"step": [], "loss": []})
     return model.eval()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -31,9 +31,18 @@ class FunctionDenoiser:
     so the function's own tensors are never changed) so that no sampler proposes it.
     """
 
-    def __init__(self, fn: Callable, *, mask_id: int, vocab_size: int, eos_id: int | None = None,
-                 pad_id: int | None = None, eot_id: int | None = None, tokenizer=None,
-                 max_length: int | None = None):
+    def __init__(
+        self,
+        fn: Callable,
+        *,
+        mask_id: int,
+        vocab_size: int,
+        eos_id: int | None = None,
+        pad_id: int | None = None,
+        eot_id: int | None = None,
+        tokenizer=None,
+        max_length: int | None = None,
+    ):
         if not callable(fn):
             raise TypeError(f"as_denoiser needs a callable, got {type(fn).__name__}")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
@@ -48,15 +57,18 @@ class FunctionDenoiser:
         self.eos_id = _check_id("eos_id", eos_id, vocab_size)
         self.pad_id = _check_id("pad_id", pad_id, vocab_size)
         self.eot_id = _check_id("eot_id", eot_id, vocab_size)
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                       or max_length < 1):
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
             raise ValueError(f"max_length must be an int >= 1 or None, got {max_length!r}")
         self.max_length = max_length
         self.tokenizer = tokenizer
         self.fn = fn
         self._takes_mask = _takes_two_arguments(fn)
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, L, V) float for a (B, L) int64 canvas; the mask column at -inf."""
         raw = self.fn(tokens, attention_mask) if self._takes_mask else self.fn(tokens)
         logits = check_logits(raw, tokens, self.vocab_size)
@@ -77,16 +89,27 @@ def _takes_two_arguments(fn: Callable) -> bool:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return True
-    positional = [p for p in signature.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     if any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values()):
         return True
     return len(positional) >= 2
 
 
-def as_denoiser(fn: Callable, *, mask_id: int, vocab_size: int, eos_id: int | None = None,
-                pad_id: int | None = None, eot_id: int | None = None, tokenizer=None,
-                max_length: int | None = None) -> FunctionDenoiser:
+def as_denoiser(
+    fn: Callable,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+    eot_id: int | None = None,
+    tokenizer=None,
+    max_length: int | None = None,
+) -> FunctionDenoiser:
     """Wrap a function that maps token ids to logits into a Denoiser every sampler accepts.
 
     Parameters
@@ -121,5 +144,13 @@ def as_denoiser(fn: Callable, *, mask_id: int, vocab_size: int, eos_id: int | No
     >>> bool((out.tokens == 4).any())
     False
     """
-    return FunctionDenoiser(fn, mask_id=mask_id, vocab_size=vocab_size, eos_id=eos_id, pad_id=pad_id,
-                            eot_id=eot_id, tokenizer=tokenizer, max_length=max_length)
+    return FunctionDenoiser(
+        fn,
+        mask_id=mask_id,
+        vocab_size=vocab_size,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        eot_id=eot_id,
+        tokenizer=tokenizer,
+        max_length=max_length,
+    )

@@ -16,7 +16,8 @@ through, so ``Guided(Cached(model))`` still receives the active block and
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -28,10 +29,24 @@ __all__ = ["Cached", "Guided", "Suppress"]
 # Attributes a wrapper reads through from its inner model (identity, limits, placement).
 # Anything else — a KV-cache path, say — is deliberately *not* passed through: calling it
 # would bypass the wrapper.
-_PASSED_THROUGH = frozenset({
-    "eos_id", "eot_id", "pad_id", "bos_id", "tokenizer", "family", "shift", "device", "dtype",
-    "max_length", "max_len", "block_size", "accepts_any_padding", "verifier",
-})
+_PASSED_THROUGH = frozenset(
+    {
+        "eos_id",
+        "eot_id",
+        "pad_id",
+        "bos_id",
+        "tokenizer",
+        "family",
+        "shift",
+        "device",
+        "dtype",
+        "max_length",
+        "max_len",
+        "block_size",
+        "accepts_any_padding",
+        "verifier",
+    }
+)
 
 
 class _Wrapper:
@@ -41,8 +56,10 @@ class _Wrapper:
         for name in ("mask_id", "vocab_size"):
             value = getattr(inner, name, None)
             if isinstance(value, bool) or not isinstance(value, int) or not callable(inner):
-                raise TypeError(f"{type(self).__name__} wraps a Denoiser (callable, with int mask_id and "
-                                f"vocab_size), got {type(inner).__name__}")
+                raise TypeError(
+                    f"{type(self).__name__} wraps a Denoiser (callable, with int mask_id and "
+                    f"vocab_size), got {type(inner).__name__}"
+                )
         self.inner = inner
         self.mask_id = inner.mask_id
         self.vocab_size = inner.vocab_size
@@ -120,14 +137,20 @@ class Guided(_Wrapper):
         self.evaluations = 2 * self.evaluations
         self._shift = capabilities(model).shift
 
-    def _rewrap(self, inner: Any) -> "Guided":
+    def _rewrap(self, inner: Any) -> Guided:
         return Guided(inner, self.scale)
 
     def __repr__(self) -> str:
         return f"Guided({self.inner!r}, scale={self.scale})"
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                 editable: torch.Tensor | None = None, **extra: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        editable: torch.Tensor | None = None,
+        **extra: torch.Tensor,
+    ) -> torch.Tensor:
         """Guided logits (B, L, V) for a (B, L) canvas.
 
         ``editable`` (B, L) bool marks the positions the sampler may write; the other real
@@ -147,8 +170,9 @@ class Guided(_Wrapper):
         unconditional = torch.where(fixed, self.mask_id, tokens)  # (B, L)
         both = torch.cat([tokens, unconditional])  # (2B, L)
         doubled = {k: torch.cat([v, v]) for k, v in extra.items() if v is not None}
-        logits, _ = call(self.inner, both, attention_mask.repeat(2, 1), editable=editable.repeat(2, 1),
-                         **doubled)  # (2B, L, V)
+        logits, _ = call(
+            self.inner, both, attention_mask.repeat(2, 1), editable=editable.repeat(2, 1), **doubled
+        )  # (2B, L, V)
         cond, un = logits.chunk(2)  # (B, L, V) each
         guided = un + (self.scale + 1) * (cond - un)  # (B, L, V)
         # Columns that are -inf in both branches (the mask token) would give -inf - -inf = NaN.
@@ -189,17 +213,23 @@ class Suppress(_Wrapper):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"token_ids must hold ints, got {value!r}")
             if not 0 <= value < self.vocab_size:
-                raise ValueError(f"token id {value} is outside the vocabulary [0, {self.vocab_size})")
+                raise ValueError(
+                    f"token id {value} is outside the vocabulary [0, {self.vocab_size})"
+                )
         self.token_ids = ids
 
-    def _rewrap(self, inner: Any) -> "Suppress":
+    def _rewrap(self, inner: Any) -> Suppress:
         return Suppress(inner, self.token_ids)
 
     def __repr__(self) -> str:
         return f"Suppress({self.inner!r}, token_ids={list(self.token_ids)})"
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 **extra: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **extra: torch.Tensor,
+    ) -> torch.Tensor:
         """The inner model's logits (B, L, V) with the suppressed columns at -inf."""
         logits, _ = call(self.inner, tokens, attention_mask, **extra)  # (B, L, V)
         ids = torch.tensor(self.token_ids, device=logits.device)

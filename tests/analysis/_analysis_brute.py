@@ -55,7 +55,11 @@ def dtc(X, p, cols) -> float:
 
 
 def mutual_information(X, p, i, j) -> float:
-    return entropy(marginal(X, p, [i])) + entropy(marginal(X, p, [j])) - entropy(marginal(X, p, [i, j]))
+    return (
+        entropy(marginal(X, p, [i]))
+        + entropy(marginal(X, p, [j]))
+        - entropy(marginal(X, p, [i, j]))
+    )
 
 
 def partition_law(X, p, partition, prompt_len):

@@ -33,8 +33,14 @@ def test_demo_tv_equals_sampler_error_on_the_same_samples(demo_run, k):
     oracle, rows, _ = demo_run
     label, name, config = demo.DEMO_CONFIGS[k]
     # One batch seeded like the demo's: the same samples.
-    err = sampler_error(oracle, build(name, **config), gen_length=oracle.seq_len, n_samples=N, seed=SEED,
-                        batch_size=N)
+    err = sampler_error(
+        oracle,
+        build(name, **config),
+        gen_length=oracle.seq_len,
+        n_samples=N,
+        seed=SEED,
+        batch_size=N,
+    )
     assert rows[k].label == label
     assert rows[k].tv == err.tv and rows[k].nll == err.nll
     assert err.tv == pytest.approx(_tv_by_enumeration(oracle, err.samples), abs=1e-12)
@@ -44,8 +50,14 @@ def test_demo_tv_equals_sampler_error_on_the_same_samples(demo_run, k):
 def test_demo_floor_is_sampler_errors_floor(demo_run):
     oracle, rows, floor = demo_run
     label, name, config = demo.DEMO_CONFIGS[0]
-    err = sampler_error(oracle, build(name, **config), gen_length=oracle.seq_len, n_samples=N, seed=SEED,
-                        batch_size=N)
+    err = sampler_error(
+        oracle,
+        build(name, **config),
+        gen_length=oracle.seq_len,
+        n_samples=N,
+        seed=SEED,
+        batch_size=N,
+    )
     assert floor.tv == err.tv_floor and floor.nll == err.nll_floor
     # The all-at-once row samples a product of marginals: far above the noise floor.
     assert rows[2].tv > 3 * floor.tv

@@ -28,7 +28,16 @@ def plotting():
 
 
 def test_homogenization_on_an_oracle(tmp_path, plotting):
-    result = _invoke("homogenization", "--model", ORACLE, "--n-canvases", "3", "--out", str(tmp_path), "--no-progress")
+    result = _invoke(
+        "homogenization",
+        "--model",
+        ORACLE,
+        "--n-canvases",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     s = _summary(tmp_path)
     assert s["command"] == "homogenization" and s["config"]["gen_length"] == 5
@@ -43,12 +52,21 @@ def test_homogenization_on_an_oracle(tmp_path, plotting):
 
 def test_homogenization_of_a_trained_toy_against_its_oracle(tmp_path, plotting):
     from remask.analysis import train_toy
-
     from remask.models import load_model
 
     train_toy(load_model(ORACLE), steps=5, batch_size=8, out=tmp_path / "toy", progress=False)
-    result = _invoke("homogenization", "--model", str(tmp_path / "toy"), "--reference", ORACLE,
-                     "--n-canvases", "2", "--out", str(tmp_path / "h"), "--no-plots")
+    result = _invoke(
+        "homogenization",
+        "--model",
+        str(tmp_path / "toy"),
+        "--reference",
+        ORACLE,
+        "--n-canvases",
+        "2",
+        "--out",
+        str(tmp_path / "h"),
+        "--no-plots",
+    )
     assert result.exit_code == 0, result.output
     byd = _summary(tmp_path / "h")["by_distance"]
     assert {"kl_to_reference", "reference_kl_unigram", "ratio"} <= set(byd)
@@ -58,11 +76,26 @@ def test_homogenization_of_a_trained_toy_against_its_oracle(tmp_path, plotting):
 def test_cmi_on_a_tiny_transformer(tmp_path, plotting):
     canvases = tmp_path / "canvases.txt"
     canvases.write_text("0 _ _ _ _\n2, _, _, _, _\n")
-    result = _invoke("cmi", "--model", "tiny:transformer?vocab=6&seed=1", "--canvases", str(canvases),
-                     "--top-k", "3", "--max-batch", "2", "--out", str(tmp_path))
+    result = _invoke(
+        "cmi",
+        "--model",
+        "tiny:transformer?vocab=6&seed=1",
+        "--canvases",
+        str(canvases),
+        "--top-k",
+        "3",
+        "--max-batch",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     s = _summary(tmp_path)
-    assert s["config"]["mode"] == "top_k=3" and s["matrix_positions"] == [1, 2, 3, 4] and s["matrix_is_mean"]
+    assert (
+        s["config"]["mode"] == "top_k=3"
+        and s["matrix_positions"] == [1, 2, 3, 4]
+        and s["matrix_is_mean"]
+    )
     assert s["model"] == "tiny:transformer?vocab=6&seed=1" and s["canvases"]["n_canvases"] == 2
     assert len(s["canvases"]["sha256"]) == 64 and s["environment"]["sha"]
     assert len(s["matrix"]) == 4 and s["matrix"][0][0] is None  # diagonal undefined
@@ -81,13 +114,28 @@ def test_cmi_exact_on_an_oracle_is_symmetric(tmp_path):
 
 
 def test_coherence(tmp_path, plotting):
-    result = _invoke("coherence", "--model", ORACLE, "--set", "temperature=1.0", "--samples", "300",
-                     "--out", str(tmp_path))
+    result = _invoke(
+        "coherence",
+        "--model",
+        ORACLE,
+        "--set",
+        "temperature=1.0",
+        "--samples",
+        "300",
+        "--out",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     s = _summary(tmp_path)
     assert {"tv", "kl", "validity", "tv_floor", "kl_floor"} <= set(s["sampler_error"])
     parts = s["partitions"]
-    assert set(parts) == {"AR (1/step)", "L2R blocks of 2", "dilated (even, odd)", "contiguous halves", "one step"}
+    assert set(parts) == {
+        "AR (1/step)",
+        "L2R blocks of 2",
+        "dilated (even, odd)",
+        "contiguous halves",
+        "one step",
+    }
     for p in parts.values():  # the chain rule: KL(p‖q) = Σ_t E[TC(S_t)]
         assert p["kl"] == pytest.approx(p["sum_E_tc"], abs=1e-5)
     assert parts["AR (1/step)"]["kl"] == pytest.approx(0, abs=1e-9)
@@ -104,23 +152,39 @@ def test_coherence_needs_an_exact_oracle(tmp_path):
 
 
 def test_order(tmp_path, plotting):
-    result = _invoke("order", "--model", "tiny:transformer?vocab=8&seed=2", "--set", "steps=3",
-                     "--gen-length", "6", "--rows", "2", "--out", str(tmp_path))
+    result = _invoke(
+        "order",
+        "--model",
+        "tiny:transformer?vocab=8&seed=2",
+        "--set",
+        "steps=3",
+        "--gen-length",
+        "6",
+        "--rows",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert result.exit_code == 0, result.output
     s = _summary(tmp_path)
-    assert {"kendall_tau", "afp", "global_ar@1", "local_ar@1", "mean_frontier_distance"} <= set(s["metrics"])
+    assert {"kendall_tau", "afp", "global_ar@1", "local_ar@1", "mean_frontier_distance"} <= set(
+        s["metrics"]
+    )
     assert {"eb_proxy", "fast_dllm_factor", "frechet"} == set(s["certificates"])
     assert s["steps"] == 3 and s["metrics"]["tokens_per_step"] == 2
     assert len(s["commit_step"]) == 2 and len(s["commit_step"][0]) == 6
     assert (tmp_path / "decode_order.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("args, message", [
-    (("order", "--model", ORACLE, "--gen-length", "9"), "gen_length=9"),
-    (("homogenization", "--model", "oracle:nope"), "oracle kind"),
-    (("cmi", "--model", ORACLE, "--top-k", "2", "--samples", "3"), "at most one"),
-    (("order", "--model", ORACLE, "--sampler", "low_confidence", "--set", "steps=-1"), "steps"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("order", "--model", ORACLE, "--gen-length", "9"), "gen_length=9"),
+        (("homogenization", "--model", "oracle:nope"), "oracle kind"),
+        (("cmi", "--model", ORACLE, "--top-k", "2", "--samples", "3"), "at most one"),
+        (("order", "--model", ORACLE, "--sampler", "low_confidence", "--set", "steps=-1"), "steps"),
+    ],
+)
 def test_usage_errors(tmp_path, args, message):
     result = _invoke(*args, "--out", str(tmp_path), "--no-plots")
     assert result.exit_code == 2, result.output

@@ -7,11 +7,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from remask.analysis import _util, cmi_matrix, homogenization_profile, marginal_consistency, pairwise_cmi
 
-from remask.models import MarkovChainOracle
+from remask.analysis import (
+    _util,
+    cmi_matrix,
+    homogenization_profile,
+    marginal_consistency,
+    pairwise_cmi,
+)
+from remask.models import MarkovChainOracle, MixtureOracle
 from remask.models.tiny import TinyTransformer
-from remask.models import MixtureOracle
 
 
 def _islands(M: int, L: int) -> torch.Tensor:
@@ -61,7 +66,9 @@ def test_special_tokens_are_kept_in_the_control_and_are_not_context():
     # Control = the canvas with only the special token: the chain's prediction given x_0 = 2.
     ctrl = torch.log_softmax(oracle(torch.tensor([[2, M, M, M, M, M]])), -1).exp()[0]
     H = -(ctrl * ctrl.log()).sum(-1)
-    np.testing.assert_allclose(prof.control_entropy[0, [1, 2, 4, 5]], H[[1, 2, 4, 5]].numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        prof.control_entropy[0, [1, 2, 4, 5]], H[[1, 2, 4, 5]].numpy(), atol=1e-12
+    )
 
 
 def test_unigram_zeros_are_handled_on_the_support_with_a_warning():
@@ -83,7 +90,9 @@ def test_unigram_zeros_are_handled_on_the_support_with_a_warning():
     # The model's own context-free marginal is 0 on its mask column (a -inf logit): still finite.
     own = homogenization_profile(model, tokens, pairwise=False)
     assert own.unigram[M] == 0 and np.all(np.isfinite(own.kl_unigram[own.masked]))
-    assert np.all(np.isfinite(own.control_kl_unigram[own.masked])) and np.all(own.kl_unigram[own.masked] > 0)
+    assert np.all(np.isfinite(own.control_kl_unigram[own.masked])) and np.all(
+        own.kl_unigram[own.masked] > 0
+    )
     with warnings.catch_warnings():  # a strictly positive unigram: no warning, no missed mass
         warnings.simplefilter("error")
         plain = homogenization_profile(model, tokens, unigram=np.full(6, 1 / 6), pairwise=False)
@@ -105,7 +114,9 @@ def test_streamed_chunks_match_one_chunk(monkeypatch):
     monkeypatch.setattr(_util, "CHUNK_ELEMENTS", 13)  # a few positions per chunk
     prof = homogenization_profile(model, tokens, batch_size=1)
     for name in ("entropy", "kl_unigram", "control_kl_unigram", "kl_to_control", "js"):
-        np.testing.assert_allclose(getattr(prof, name), getattr(ref_prof, name), atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(
+            getattr(prof, name), getattr(ref_prof, name), atol=1e-12, equal_nan=True
+        )
         if name != "js":  # (B, L, L), NaN on its diagonal
             assert np.all(np.isfinite(getattr(prof, name)[prof.masked]))
     row = pairwise_cmi(model, tokens, 2, top_k=3, batch_size=3)  # one row of 3 candidates per pass

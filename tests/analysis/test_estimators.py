@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from _analysis_brute import condition, joint_table, mutual_information
+
 from remask.analysis import (
     cmi_matrix,
     distances_to_observed,
@@ -15,10 +16,8 @@ from remask.analysis import (
     marginal_consistency,
     pairwise_cmi,
 )
-
-from remask.models import MarkovChainOracle
+from remask.models import EOSPaddedOracle, MarkovChainOracle, MixtureOracle, StickyHMMOracle
 from remask.models.tiny import TinyTransformer
-from remask.models import EOSPaddedOracle, MixtureOracle, StickyHMMOracle
 
 
 def _kl(p, q):
@@ -26,11 +25,15 @@ def _kl(p, q):
     return float(np.sum(p[on] * np.log(p[on] / q[on])))
 
 
-@pytest.mark.parametrize("oracle", [
-    MarkovChainOracle(3, 6, seed=1, concentration=0.3),
-    StickyHMMOracle(3, 6, seed=0, n_states=2, stickiness=0.9),
-    MixtureOracle(3, 6, seed=0, n_components=2),
-], ids=["markov", "hmm", "mixture"])
+@pytest.mark.parametrize(
+    "oracle",
+    [
+        MarkovChainOracle(3, 6, seed=1, concentration=0.3),
+        StickyHMMOracle(3, 6, seed=0, n_states=2, stickiness=0.9),
+        MixtureOracle(3, 6, seed=0, n_components=2),
+    ],
+    ids=["markov", "hmm", "mixture"],
+)
 def test_pairwise_cmi_is_exact_on_oracles(oracle):
     M = oracle.mask_id
     X, p = joint_table(oracle)
@@ -71,7 +74,12 @@ def _exact_row_terms(model, tokens, i, j):
             t[0, i] = a
             rows.append((float(w[a]), torch.softmax(model(t).double(), -1)[0, j].numpy()))
     pbar = sum(wa * pa for wa, pa in rows)
-    return np.array([wa for wa, _ in rows]), np.array([_kl(pa, pbar) for _, pa in rows]), pbar, lp0[j].exp().numpy()
+    return (
+        np.array([wa for wa, _ in rows]),
+        np.array([_kl(pa, pbar) for _, pa in rows]),
+        pbar,
+        lp0[j].exp().numpy(),
+    )
 
 
 @pytest.mark.statistical

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _analysis_brute import condition, dtc, joint_table, marginal, partition_law, tc
+
 from remask.analysis import (
     conditional_joint,
     entropy_profile,
@@ -16,9 +17,13 @@ from remask.analysis import (
     schedule_error,
     total_correlation,
 )
-
-from remask.models import MarkovChainOracle
-from remask.models import FiniteSupportOracle, ListOpOracle, MixtureOracle, StickyHMMOracle
+from remask.models import (
+    FiniteSupportOracle,
+    ListOpOracle,
+    MarkovChainOracle,
+    MixtureOracle,
+    StickyHMMOracle,
+)
 
 LN2 = math.log(2)
 
@@ -88,7 +93,9 @@ def test_parallelbench_tc_closed_forms(n):
     for op in ("copy", "reverse", "sort"):
         oracle = ListOpOracle(op, n)
         tokens = torch.cat([oracle.prompts(1, seed=0)[0], torch.full((n,), oracle.mask_id)])
-        assert total_correlation(oracle, tokens, range(n, 2 * n)).tc[0] == pytest.approx(0.0, abs=1e-12)
+        assert total_correlation(oracle, tokens, range(n, 2 * n)).tc[0] == pytest.approx(
+            0.0, abs=1e-12
+        )
 
 
 @pytest.mark.parametrize("n,k,expected", [(6, 2, 0.3125), (8, 2, 0.2734), (6, 6, 0.0154)])
@@ -133,7 +140,9 @@ def test_partition_error_identity_and_brute_force(name):
         q = partition_law(X, p, part, 0)
         on = p > 0
         assert q.sum() == pytest.approx(1.0, abs=1e-10)
-        assert err.kl == pytest.approx(float(np.sum(p[on] * np.log(p[on] / q[on]))), abs=1e-9), part_name
+        assert err.kl == pytest.approx(float(np.sum(p[on] * np.log(p[on] / q[on]))), abs=1e-9), (
+            part_name
+        )
         assert err.tv == pytest.approx(0.5 * float(np.abs(p - q).sum()), abs=1e-9), part_name
         # The chain-rule identity KL(p‖q) = Σ_t E[TC(S_t | ·)], each side computed separately.
         assert err.kl == pytest.approx(float(err.tc_per_step.sum()), abs=1e-9), part_name

@@ -56,7 +56,9 @@ def test_joint_normalised_and_marginals_exact(name):
 
 
 @pytest.mark.statistical
-@pytest.mark.parametrize("name", ["hmm", "mixture", "cities", "shuffle", "replace_random", "eos", "rainbow", "brackets"])
+@pytest.mark.parametrize(
+    "name", ["hmm", "mixture", "cities", "shuffle", "replace_random", "eos", "rainbow", "brackets"]
+)
 def test_samples_follow_the_joint(name):
     oracle = SMALL[name]()
     X, p = joint_table(oracle)
@@ -111,7 +113,9 @@ def test_list_op_answers():
     rr = ListOpOracle("replace_random", 3)
     assert rr.answers(torch.tensor([[2, 0, 1]])).tolist() == [[[3, 0, 1], [2, 3, 1], [2, 0, 3]]]
     # log_prob: uniform over 3! prompts x answers.
-    lp = shuffle.log_prob(torch.tensor([[2, 0, 1, 0, 1, 2], [2, 0, 1, 0, 1, 1], [2, 2, 1, 2, 2, 1]]))
+    lp = shuffle.log_prob(
+        torch.tensor([[2, 0, 1, 0, 1, 2], [2, 0, 1, 0, 1, 1], [2, 2, 1, 2, 2, 1]])
+    )
     assert lp[0] == pytest.approx(-math.log(36)) and lp[1] == -math.inf and lp[2] == -math.inf
 
 
@@ -163,7 +167,9 @@ def test_validation_errors():
 
 
 def test_toy_spec_every_kind():
-    assert isinstance(toy_spec("hmm", {"vocab": "4", "length": "6", "stickiness": "0.5"}), StickyHMMOracle)
+    assert isinstance(
+        toy_spec("hmm", {"vocab": "4", "length": "6", "stickiness": "0.5"}), StickyHMMOracle
+    )
     assert isinstance(toy_spec("mixture", {"components": 3}), MixtureOracle)
     c = toy_spec("set", {"names": "New York,Mexico City,New Delhi"})
     assert c.support.shape == (3, 2)
@@ -205,8 +211,11 @@ def test_every_oracle_family_derives_from_exact_oracle():
         if info.name in ("base", "spec"):
             continue
         module = importlib.import_module(f"remask.models.oracles.{info.name}")
-        found = [c for _, c in inspect.getmembers(module, inspect.isclass)
-                 if c.__module__ == module.__name__ and issubclass(c, ExactOracle)]
+        found = [
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if c.__module__ == module.__name__ and issubclass(c, ExactOracle)
+        ]
         assert found, f"remask.models.oracles.{info.name} defines no ExactOracle subclass"
         families[info.name] = found
     assert {"markov", "hmm", "mixture", "finite", "listop", "eos", "brackets"} <= set(families)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from remask.analysis import (
     Trace,
     TraceRecorder,
@@ -16,10 +17,8 @@ from remask.analysis import (
     step_certificates,
     step_total_correlation,
 )
+from remask.models import FiniteSupportOracle, ListOpOracle, MarkovChainOracle, StickyHMMOracle
 from remask.samplers import build, generate
-
-from remask.models import MarkovChainOracle
-from remask.models import FiniteSupportOracle, ListOpOracle, StickyHMMOracle
 
 
 def _trace_from_order(order, L, prompt_len=0):
@@ -30,7 +29,9 @@ def _trace_from_order(order, L, prompt_len=0):
         committed[t, 0, group] = True
     editable = torch.zeros(1, L, dtype=torch.bool)
     editable[0, prompt_len:] = True
-    return Trace(committed=committed, editable=editable, attention_mask=torch.ones(1, L, dtype=torch.bool))
+    return Trace(
+        committed=committed, editable=editable, attention_mask=torch.ones(1, L, dtype=torch.bool)
+    )
 
 
 def test_order_metrics_on_hand_built_traces():
@@ -51,7 +52,9 @@ def test_order_metrics_on_hand_built_traces():
     assert par.frontier_distance[0].tolist() == [-1, -1, 1, 1]  # nothing known at step 0
     # Kendall τ-b with ties: steps (0, 1, 0, 1) against positions 0..3.
     x, y = np.array([0, 1, 0, 1.0]), np.arange(4.0)
-    conc = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i in range(4) for j in range(i + 1, 4))
+    conc = sum(
+        np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i in range(4) for j in range(i + 1, 4)
+    )
     assert par.kendall_tau[0] == pytest.approx(conc / math.sqrt(4 * 6))
 
 
@@ -71,8 +74,14 @@ def test_recorder_with_a_real_sampler():
     blocks = m.commit_step[:, 2:].reshape(3, 4, 2)
     assert np.all(blocks.max(-1)[:, :-1] < blocks.min(-1)[:, 1:])
     rec.reset()
-    out = generate(oracle, [[1, 2]] * 2, build("low_confidence", steps=8, block_length=1), gen_length=8,
-                   seed=0, callbacks=[rec])
+    out = generate(
+        oracle,
+        [[1, 2]] * 2,
+        build("low_confidence", steps=8, block_length=1),
+        gen_length=8,
+        seed=0,
+        callbacks=[rec],
+    )
     ar = decode_order_metrics(rec.trace(out))
     np.testing.assert_allclose(ar.kendall_tau, 1.0)
     np.testing.assert_allclose(ar.global_ar[1], 1.0)
@@ -84,15 +93,28 @@ def test_recorder_with_a_real_sampler():
     assert ctr.committed.sum(0)[:, 2:].eq(1).all()
     assert torch.equal(ctr.tokens[-1], out.tokens)
     with pytest.raises(ValueError, match="no field"):
-        generate(oracle, [[1]], sampler, gen_length=9, seed=0, callbacks=[TraceRecorder(fields=("bogus",))])
+        generate(
+            oracle,
+            [[1]],
+            sampler,
+            gen_length=9,
+            seed=0,
+            callbacks=[TraceRecorder(fields=("bogus",))],
+        )
 
 
 def test_certificates_bound_the_exact_step_quantities():
     # EB: TC(S) ≤ Σ H − max H; Fréchet: P(all committed tokens jointly) ≥ Σ c − (n − 1).
     oracle = StickyHMMOracle(4, 8, seed=2, stickiness=0.85)
     rec = TraceRecorder()
-    out = generate(oracle, [[1]] * 4, build("low_confidence", steps=3, temperature=1.0), gen_length=7,
-                   seed=1, callbacks=[rec])
+    out = generate(
+        oracle,
+        [[1]] * 4,
+        build("low_confidence", steps=3, temperature=1.0),
+        gen_length=7,
+        seed=1,
+        callbacks=[rec],
+    )
     tr = rec.trace(out)
     cert = step_certificates(tr, oracle)
     tcs = step_total_correlation(tr, oracle)
@@ -117,14 +139,23 @@ def test_sampler_error_of_an_exact_sampler_sits_on_the_noise_floor():
     # One token per step in random order with exact marginals samples the joint exactly.
     oracle = MarkovChainOracle(3, 6, seed=0, concentration=0.5)
     sampler = build("low_confidence", steps=5, temperature=1.0, remasking="random")
-    err = sampler_error(oracle, sampler, gen_length=5, prompt=[1], n_samples=3000, seed=0, floor_repeats=4)
+    err = sampler_error(
+        oracle, sampler, gen_length=5, prompt=[1], n_samples=3000, seed=0, floor_repeats=4
+    )
     assert err.enumerable and err.validity == 1.0
     for stat in ("tv", "kl", "reverse_kl_support", "nll"):
         floor, sd = err.floors[stat]
         assert abs(getattr(err, stat) - floor) <= 6 * sd + 1e-3, stat
     # One step of 5 tokens from the same oracle is biased well beyond the floor.
-    fast = sampler_error(oracle, build("low_confidence", steps=1, temperature=1.0), gen_length=5, prompt=[1],
-                         n_samples=3000, seed=0, floor_repeats=4)
+    fast = sampler_error(
+        oracle,
+        build("low_confidence", steps=1, temperature=1.0),
+        gen_length=5,
+        prompt=[1],
+        n_samples=3000,
+        seed=0,
+        floor_repeats=4,
+    )
     assert fast.tv > fast.tv_floor + 6 * fast.tv_floor_std
 
 
@@ -133,13 +164,26 @@ def test_sampler_validity_matches_closed_forms():
     n = 4000
     # "New York" / "Mexico City" in one step: valid with probability exactly 1/2.
     cities = FiniteSupportOracle.cities()
-    err = sampler_error(cities, build("low_confidence", steps=1, temperature=1.0), gen_length=2,
-                        n_samples=n, seed=0, floor_repeats=2)
+    err = sampler_error(
+        cities,
+        build("low_confidence", steps=1, temperature=1.0),
+        gen_length=2,
+        n_samples=n,
+        seed=0,
+        floor_repeats=2,
+    )
     assert abs(err.validity - 0.5) <= 5 * math.sqrt(0.25 / n)
     assert err.validity_floor == 1.0
     # ParallelBench shuffle, n=6, k=2 tokens per step in random order: accuracy 0.3125.
     shuffle = ListOpOracle("shuffle", 6)
     prompt = shuffle.prompts(1, seed=0)[0]
-    err = sampler_error(shuffle, build("low_confidence", steps=3, temperature=1.0, remasking="random"),
-                        gen_length=6, prompt=prompt, n_samples=n, seed=1, floor_repeats=2)
+    err = sampler_error(
+        shuffle,
+        build("low_confidence", steps=3, temperature=1.0, remasking="random"),
+        gen_length=6,
+        prompt=prompt,
+        n_samples=n,
+        seed=1,
+        floor_repeats=2,
+    )
     assert abs(err.validity - 0.3125) <= 5 * math.sqrt(0.3125 * 0.6875 / n)

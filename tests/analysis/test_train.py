@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from remask.analysis import (
     ToyModel,
     diffusion_loss,
@@ -18,7 +19,6 @@ from remask.analysis import (
     train_toy,
 )
 from remask.analysis._util import call_log_probs, kl
-
 from remask.models import MarkovChainOracle
 
 V, L = 3, 6
@@ -105,9 +105,14 @@ def test_checkpoint_round_trip(tmp_path, oracle):
         load_model(str(tmp_path / "ckpt"), mask_id=3)
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(steps=-1), ValueError), (dict(lr=0.0), ValueError), (dict(batch_size=0), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(steps=-1), ValueError),
+        (dict(lr=0.0), ValueError),
+        (dict(batch_size=0), ValueError),
+    ],
+)
 def test_bad_arguments(oracle, kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         train_toy(oracle, progress=False, **kwargs)
@@ -132,7 +137,9 @@ def test_pairwise_cmi_estimates_track_the_models_exact_values(oracle, trained):
     tokens = _canvases(oracle)
     M = 400
     for i in (1, 2, 3):
-        exact = pairwise_cmi(trained, tokens, i)  # full-vocabulary clamping: the model's own exact CMI
+        exact = pairwise_cmi(
+            trained, tokens, i
+        )  # full-vocabulary clamping: the model's own exact CMI
         assert np.all(exact.missed_mass == 0) and np.all(exact.n_candidates == V)
         # top-k with k = V is the same enumeration; k < V reports the probability it skips.
         full_k = pairwise_cmi(trained, tokens, i, top_k=V)
@@ -158,9 +165,11 @@ def test_pairwise_cmi_estimates_track_the_models_exact_values(oracle, trained):
             err = np.abs(sampled.cmi[:, j] - exact.cmi[:, j])
             assert np.all(err <= tol), (i, j, err, tol)
     # Across pairs the sampled estimates order the dependencies as the exact values do.
-    ex = np.concatenate([pairwise_cmi(trained, tokens, i).cmi[:, i + 1:] for i in (1, 2, 3)], None)
-    sa = np.concatenate([pairwise_cmi(trained, tokens, i, n_samples=M, seed=3).cmi[:, i + 1:]
-                         for i in (1, 2, 3)], None)
+    ex = np.concatenate([pairwise_cmi(trained, tokens, i).cmi[:, i + 1 :] for i in (1, 2, 3)], None)
+    sa = np.concatenate(
+        [pairwise_cmi(trained, tokens, i, n_samples=M, seed=3).cmi[:, i + 1 :] for i in (1, 2, 3)],
+        None,
+    )
     assert np.corrcoef(ex, sa)[0, 1] > 0.98
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from _eval_paths import LLADA_TINY, TASKS_DIR
 
 OFFLINE = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")

@@ -7,8 +7,12 @@ import math
 import pytest
 import torch
 
-from remask.eval.likelihood import (elbo_loglikelihood, exact_loglikelihood, greedy_match,
-                                    supports_loglikelihood)
+from remask.eval.likelihood import (
+    elbo_loglikelihood,
+    exact_loglikelihood,
+    greedy_match,
+    supports_loglikelihood,
+)
 from remask.models import MarkovChainOracle, load_model
 
 CONTEXT, TARGET = [0, 1, 2], [3, 1, 0, 2]
@@ -22,20 +26,28 @@ def chain():
 def _truth(chain, context, target):
     """log p(target | context) from the chain's exact joint (a different route than the code's)."""
     whole = chain.log_prob(torch.tensor([context + target]))
-    head = chain.log_prob(torch.tensor([context])) if context else torch.zeros(1, dtype=torch.float64)
+    head = (
+        chain.log_prob(torch.tensor([context])) if context else torch.zeros(1, dtype=torch.float64)
+    )
     return float(whole - head)
 
 
 def test_exact_loglikelihood_is_the_joint_ratio(chain):
-    assert exact_loglikelihood(chain, CONTEXT, TARGET) == pytest.approx(_truth(chain, CONTEXT, TARGET), abs=1e-10)
-    assert exact_loglikelihood(chain, [], TARGET) == pytest.approx(_truth(chain, [], TARGET), abs=1e-10)
+    assert exact_loglikelihood(chain, CONTEXT, TARGET) == pytest.approx(
+        _truth(chain, CONTEXT, TARGET), abs=1e-10
+    )
+    assert exact_loglikelihood(chain, [], TARGET) == pytest.approx(
+        _truth(chain, [], TARGET), abs=1e-10
+    )
 
 
 def test_exact_loglikelihood_on_a_toy_oracle():
     hmm = load_model("oracle:hmm?vocab=4&length=6&seed=1")
     x = hmm.sample(3, seed=0)
     for row in x.tolist():
-        assert exact_loglikelihood(hmm, [], row) == pytest.approx(float(hmm.log_prob(torch.tensor([row]))), abs=1e-9)
+        assert exact_loglikelihood(hmm, [], row) == pytest.approx(
+            float(hmm.log_prob(torch.tensor([row]))), abs=1e-9
+        )
 
 
 @pytest.mark.statistical
@@ -44,10 +56,19 @@ def test_elbo_converges_to_the_exact_log_probability(chain, variant):
     """Unbiased for exact conditionals: the error stays within 4 standard errors (estimated
     from the mc_num terms) and the standard error shrinks like 1/sqrt(mc_num)."""
     truth = _truth(chain, CONTEXT, TARGET)
-    small = elbo_loglikelihood(chain, CONTEXT, TARGET, mc_num=64, batch_size=64, seed=1, variant=variant,
-                               sampling_eps=0.0)
-    big = elbo_loglikelihood(chain, CONTEXT, TARGET, mc_num=4096, batch_size=1024, seed=2, variant=variant,
-                             sampling_eps=0.0)
+    small = elbo_loglikelihood(
+        chain, CONTEXT, TARGET, mc_num=64, batch_size=64, seed=1, variant=variant, sampling_eps=0.0
+    )
+    big = elbo_loglikelihood(
+        chain,
+        CONTEXT,
+        TARGET,
+        mc_num=4096,
+        batch_size=1024,
+        seed=2,
+        variant=variant,
+        sampling_eps=0.0,
+    )
     assert big.nfe == 4096
     assert abs(big.value - truth) <= 4 * big.stderr
     assert abs(small.value - truth) <= 4 * small.stderr
@@ -69,12 +90,15 @@ def test_greedy_match_one_token(chain):
     assert greedy_match(chain, [0, 1, 2], [worst]) is False
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"mc_num": 0}, "mc_num must be >= 1"),
-    ({"batch_size": 1.5}, "batch_size must be an int"),
-    ({"variant": "mdlm"}, "variant must be one of"),
-    ({"sampling_eps": 1.0}, "sampling_eps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mc_num": 0}, "mc_num must be >= 1"),
+        ({"batch_size": 1.5}, "batch_size must be an int"),
+        ({"variant": "mdlm"}, "variant must be one of"),
+        ({"sampling_eps": 1.0}, "sampling_eps"),
+    ],
+)
 def test_elbo_bad_options(chain, kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):
         elbo_loglikelihood(chain, CONTEXT, TARGET, **kwargs)

@@ -10,6 +10,7 @@ import torch
 
 lm_eval = pytest.importorskip("lm_eval")
 
+from _eval_paths import MARKOV, TASKS_DIR  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from remask.cli import main  # noqa: E402
@@ -19,18 +20,23 @@ from remask.eval.text import IdTokenizer, cut_at_stop  # noqa: E402
 from remask.models import load_model  # noqa: E402
 from remask.samplers import build, generate  # noqa: E402
 
-from _eval_paths import MARKOV, TASKS_DIR  # noqa: E402
-
 TASKS = ["remask_copy", "remask_choice"]
 
 
 @pytest.fixture(scope="module")
 def oracle_run():
-    lm = RemaskLM(MARKOV, "low_confidence", {"temperature": 1.0, "steps": 2}, gen_length=4, batch_size=4,
-                  seed=3)
+    lm = RemaskLM(
+        MARKOV,
+        "low_confidence",
+        {"temperature": 1.0, "steps": 2},
+        gen_length=4,
+        batch_size=4,
+        seed=3,
+    )
     manager = task_manager(TASKS, str(TASKS_DIR))
-    results = lm_eval.simple_evaluate(model=lm, tasks=TASKS, task_manager=manager, log_samples=True,
-                                      bootstrap_iters=0)
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=TASKS, task_manager=manager, log_samples=True, bootstrap_iters=0
+    )
     return lm, results
 
 
@@ -42,7 +48,10 @@ def test_multiple_choice_on_an_oracle_scores_the_exact_likelihood(oracle_run):
     for sample in results["samples"]["remask_choice"]:
         doc = sample["doc"]
         ctx = [int(t) for t in doc["context"].split()]
-        scores = [float(chain.log_prob(torch.tensor([ctx + [int(t) for t in c.split()]]))) for c in doc["choices"]]
+        scores = [
+            float(chain.log_prob(torch.tensor([ctx + [int(t) for t in c.split()]])))
+            for c in doc["choices"]
+        ]
         hits.append(float(scores.index(max(scores)) == doc["label"]))
         got = [r[0][0] for r in sample["resps"]]
         base = float(chain.log_prob(torch.tensor([ctx])))
@@ -61,7 +70,9 @@ def test_generate_until_rows_equal_rows_decoded_alone(oracle_run):
     for sample in samples:
         prompt = ids.encode(sample["doc"]["prompt"])
         seed = request_seed(3, f"remask_copy/{sample['doc_id']}/0")
-        alone = generate(lm.model, [prompt], sampler, gen_length=4, seed=[seed]).tokens[0, -4:].tolist()
+        alone = (
+            generate(lm.model, [prompt], sampler, gen_length=4, seed=[seed]).tokens[0, -4:].tolist()
+        )
         assert sample["resps"][0][0] == cut_at_stop(ids.decode(alone), ["3 3"])
         assert "3 3" not in sample["resps"][0][0]
     costs = [c for c in lm.costs() if c["kind"] == "generate_until"]
@@ -70,7 +81,9 @@ def test_generate_until_rows_equal_rows_decoded_alone(oracle_run):
         assert c["nfe"] == 2 and c["generated_tokens"] == 4 and c["tokens_per_forward"] == 2.0
         assert c["seconds"] > 0 and c["tokens_per_second"] == pytest.approx(4 / c["seconds"])
     summary = lm.cost_summary()
-    assert summary["requests"] == 6 and summary["nfe"] == 12 and summary["tokens_per_forward"] == 2.0
+    assert (
+        summary["requests"] == 6 and summary["nfe"] == 12 and summary["tokens_per_forward"] == 2.0
+    )
 
 
 def test_cut_at_stop():
@@ -88,7 +101,12 @@ def test_rolling_and_capability_errors():
 
     class Blocky:
         def __init__(self, inner):
-            self.inner, self.mask_id, self.vocab_size, self.block_size = inner, inner.mask_id, inner.vocab_size, 2
+            self.inner, self.mask_id, self.vocab_size, self.block_size = (
+                inner,
+                inner.mask_id,
+                inner.vocab_size,
+                2,
+            )
 
         def __call__(self, tokens, attention_mask=None):
             return self.inner(tokens, attention_mask)
@@ -107,9 +125,30 @@ def test_rolling_and_capability_errors():
 
 def test_remask_eval_cli_on_the_golden_llada(tmp_path, llada_tiny_dir, tasks_dir):
     out = tmp_path / "eval"
-    result = CliRunner().invoke(main, ["eval", "--model", llada_tiny_dir, "--sampler", "low_confidence",
-                                       "--set", "steps=2", "--tasks", ",".join(TASKS), "--include-path", tasks_dir,
-                                       "--gen-length", "4", "--mc-num", "8", "--limit", "3", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            llada_tiny_dir,
+            "--sampler",
+            "low_confidence",
+            "--set",
+            "steps=2",
+            "--tasks",
+            ",".join(TASKS),
+            "--include-path",
+            tasks_dir,
+            "--gen-length",
+            "4",
+            "--mc-num",
+            "8",
+            "--limit",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["results"]) == set(TASKS)
@@ -127,9 +166,35 @@ def test_remask_eval_cli_on_the_golden_llada(tmp_path, llada_tiny_dir, tasks_dir
 def test_remask_eval_bad_input(tmp_path, tasks_dir):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = CliRunner().invoke(main, ["eval", "--model", MARKOV, "--tasks", "remask_copy", "--include-path",
-                                       tasks_dir, "--out", str(blocker)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            MARKOV,
+            "--tasks",
+            "remask_copy",
+            "--include-path",
+            tasks_dir,
+            "--out",
+            str(blocker),
+        ],
+    )
     assert result.exit_code == 2 and "is a file" in result.output
-    result = CliRunner().invoke(main, ["eval", "--model", MARKOV, "--tasks", "remask_copy", "--include-path",
-                                       tasks_dir, "--sampler", "nope", "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            MARKOV,
+            "--tasks",
+            "remask_copy",
+            "--include-path",
+            tasks_dir,
+            "--sampler",
+            "nope",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "unknown sampler 'nope'" in result.output

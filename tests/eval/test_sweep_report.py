@@ -28,11 +28,14 @@ def test_aup_weights_and_the_five_point_floor():
     assert aup([2.0], [50.0], 90.0) == (pytest.approx(100.0), 0)
 
 
-@pytest.mark.parametrize("args, match", [
-    (([0.0], [50.0], 50.0), "must be > 0"),
-    (([1.0], [0.5e3], 50.0), r"percentages in \[0, 100\]"),
-    (([1.0, 2.0], [50.0], 50.0), "as many"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (([0.0], [50.0], 50.0), "must be > 0"),
+        (([1.0], [0.5e3], 50.0), r"percentages in \[0, 100\]"),
+        (([1.0, 2.0], [50.0], 50.0), "as many"),
+    ],
+)
 def test_aup_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         aup(*args)
@@ -46,10 +49,22 @@ def test_pareto_front():
 
 def test_report_cli_on_a_summary(tmp_path):
     pytest.importorskip("matplotlib")
-    fields = ["model", "sampler", "settings", "task", "requests", "accuracy", "nfe_mean", "tokens_per_forward",
-              "tokens_per_second"]
-    rows = [("m", "a", {"k": 1}, "t", 10, 0.80, 8, 1.0, 100), ("m", "a", {"k": 2}, "t", 10, 0.78, 4, 2.0, 180),
-            ("m", "b", {"k": 1}, "t", 10, 0.70, 2, 4.0, 300)]
+    fields = [
+        "model",
+        "sampler",
+        "settings",
+        "task",
+        "requests",
+        "accuracy",
+        "nfe_mean",
+        "tokens_per_forward",
+        "tokens_per_second",
+    ]
+    rows = [
+        ("m", "a", {"k": 1}, "t", 10, 0.80, 8, 1.0, 100),
+        ("m", "a", {"k": 2}, "t", 10, 0.78, 4, 2.0, 180),
+        ("m", "b", {"k": 1}, "t", 10, 0.70, 2, 4.0, 300),
+    ]
     with open(tmp_path / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(fields)

@@ -13,9 +13,10 @@ import os
 
 import numpy as np
 import pytest
-import remask.kernels as K
 import torch
 from scipy import stats
+
+import remask.kernels as K
 
 DEVICE = os.environ.get("REMASK_TEST_DEVICE", "cpu")
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -26,8 +27,11 @@ from remask.kernels._triton import propose as TP
 KAT = [  # Random123 tests/kat_vectors, philox4x32 10 (see test_philox.py)
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -116,13 +120,21 @@ FILTERS = [  # (top_p, top_k, nucleus, stats)
 
 
 @pytest.mark.parametrize("top_p,top_k,nucleus,stats", FILTERS)
-@pytest.mark.parametrize("vocab,dtype,temperature", [(33, torch.float32, 0.0),
-                                                     (33, torch.float16, 0.7),
-                                                     (5000, torch.bfloat16, 0.7)])
+@pytest.mark.parametrize(
+    "vocab,dtype,temperature",
+    [(33, torch.float32, 0.0), (33, torch.float16, 0.7), (5000, torch.bfloat16, 0.7)],
+)
 def test_triton_filter_matches_reference(top_p, top_k, nucleus, stats, vocab, dtype, temperature):
     x, rows = _case(vocab, dtype, seed=vocab + 1)
-    kwargs = {"temperature": temperature, "key": K.split(12345, rows.shape).to(DEVICE), "rows": rows,
-              "top_p": top_p, "top_k": top_k, "nucleus": nucleus, "stats": stats}
+    kwargs = {
+        "temperature": temperature,
+        "key": K.split(12345, rows.shape).to(DEVICE),
+        "rows": rows,
+        "top_p": top_p,
+        "top_k": top_k,
+        "nucleus": nucleus,
+        "stats": stats,
+    }
     out = K.propose(x, backend="triton", **kwargs)
     ref = K.propose(x, backend="torch", **kwargs)
     assert torch.equal(out.tokens, ref.tokens), (out.tokens, ref.tokens)
@@ -151,8 +163,9 @@ def test_triton_issue_example_law():
         assert stats.chisquare(counts3[:3], np.array([0.5, 0.3, 0.15]) / 0.95 * n).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("vocab,dtype", [(1, torch.float32), (33, torch.float16),
-                                         (5000, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "vocab,dtype", [(1, torch.float32), (33, torch.float16), (5000, torch.bfloat16)]
+)
 def test_triton_row_stats_match_reference(vocab, dtype):
     x, rows = _case(vocab, dtype, seed=vocab + 2)
     gen = torch.Generator().manual_seed(vocab)

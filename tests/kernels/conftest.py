@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import remask.kernels as K
 import torch
+
+import remask.kernels as K
 
 
 def cpu_backends() -> list[str]:

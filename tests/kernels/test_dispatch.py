@@ -7,19 +7,23 @@ import subprocess
 import sys
 
 import pytest
-import remask.kernels as K
 import torch
+
+import remask.kernels as K
 from remask.kernels import _dispatch
 
 
 def test_import_does_not_load_numba_or_triton():
-    code = ("import sys, remask.kernels as K, torch; "
-            "K.propose(torch.randn(2, 5), backend='torch'); K.uniform(K.split(0, 3)); "
-            "K.topk_mask(torch.rand(1, 4), torch.tensor([1]), torch.ones(1, 4, dtype=torch.bool)); "
-            "print(sorted(m for m in ('numba', 'triton') if m in sys.modules))")
+    code = (
+        "import sys, remask.kernels as K, torch; "
+        "K.propose(torch.randn(2, 5), backend='torch'); K.uniform(K.split(0, 3)); "
+        "K.topk_mask(torch.rand(1, 4), torch.tensor([1]), torch.ones(1, 4, dtype=torch.bool)); "
+        "print(sorted(m for m in ('numba', 'triton') if m in sys.modules))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "REMASK_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 

@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
-import remask.kernels as K
 import torch
-from remask.kernels._reference import kept_oracle, propose_oracle
 from scipy.stats import chi2
+
+import remask.kernels as K
+from remask.kernels._reference import kept_oracle, propose_oracle
 
 BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
 FAST_BACKENDS = [b for b in BACKENDS if b != "torch"]
@@ -38,8 +39,16 @@ def oracle(x, rows, temperature, key, top_p, top_k, strict, sampled) -> K.Propos
     v = x.shape[-1]
     flat_rows = None if rows is None else rows.reshape(-1).numpy()
     keys = key.reshape(-1).tolist()
-    out = propose_oracle(x.float().reshape(-1, v).numpy(), temperature, keys, flat_rows,
-                         top_p=top_p, top_k=top_k, strict=strict, sampled=sampled)
+    out = propose_oracle(
+        x.float().reshape(-1, v).numpy(),
+        temperature,
+        keys,
+        flat_rows,
+        top_p=top_p,
+        top_k=top_k,
+        strict=strict,
+        sampled=sampled,
+    )
     shape = x.shape[:-1]
     toks, *rest = (torch.from_numpy(a) for a in out)
     return K.Proposal(toks.reshape(shape), *(r.float().reshape(shape) for r in rest))
@@ -72,25 +81,25 @@ def test_reference_matches_sorting_oracle(top_p, top_k, nucleus, stats, temperat
     key = K.split(5, x.shape[:-1])
     kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
     ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch", **kw)
-    want = oracle(x, rows, temperature, key, top_p or 1.0, top_k or 0, nucleus == "strict",
-                  stats == "sampled")
+    want = oracle(
+        x, rows, temperature, key, top_p or 1.0, top_k or 0, nucleus == "strict", stats == "sampled"
+    )
     assert_matches(ref, want, f"reference vs oracle {kw} T={temperature}")
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-@pytest.mark.parametrize("vocab,dtype", [(7, torch.float32), (1000, torch.bfloat16),
-                                         (9000, torch.float32), (9000, torch.float16)])
+@pytest.mark.parametrize(
+    "vocab,dtype",
+    [(7, torch.float32), (1000, torch.bfloat16), (9000, torch.float32), (9000, torch.float16)],
+)
 @pytest.mark.parametrize("top_p,top_k,nucleus,stats", FILTERS)
-def test_backend_matches_reference(backend, vocab, dtype, top_p, top_k, nucleus, stats,
-                                   warm_numba):
+def test_backend_matches_reference(backend, vocab, dtype, top_p, top_k, nucleus, stats, warm_numba):
     x, rows = random_case(vocab, vocab, dtype)
     key = K.split(3, x.shape[:-1])
     kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
     for temperature in (0.0, 0.5, 1.0):
-        out = K.propose(x, temperature=temperature, key=key, rows=rows, backend=backend,
-                        **kw)
-        ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch",
-                        **kw)
+        out = K.propose(x, temperature=temperature, key=key, rows=rows, backend=backend, **kw)
+        ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch", **kw)
         assert_matches(out, ref, f"{backend} {dtype} V={vocab} T={temperature} {kw}")
 
 
@@ -100,12 +109,24 @@ def test_filter_keeps_the_expected_set(backend, warm_numba):
     # token of a small row must show up.
     x, _ = random_case(4, 30, scale=1.0, rows=False)
     x = x[0, :1].expand(4000, 30).contiguous()  # (N, V): one row, 4000 independent draws
-    for top_p, top_k, nucleus in [(0.8, None, "crossing"), (0.8, None, "strict"),
-                                  (None, 4, "crossing"), (0.9, 6, "strict")]:
-        keep = kept_oracle([float(v) for v in x[0]], 0.8, top_p or 1.0, top_k or 0,
-                           nucleus == "strict")
-        out = K.propose(x, temperature=0.8, key=K.split(1, x.shape[:-1]), top_p=top_p,
-                        top_k=top_k, nucleus=nucleus, backend=backend)
+    for top_p, top_k, nucleus in [
+        (0.8, None, "crossing"),
+        (0.8, None, "strict"),
+        (None, 4, "crossing"),
+        (0.9, 6, "strict"),
+    ]:
+        keep = kept_oracle(
+            [float(v) for v in x[0]], 0.8, top_p or 1.0, top_k or 0, nucleus == "strict"
+        )
+        out = K.propose(
+            x,
+            temperature=0.8,
+            key=K.split(1, x.shape[:-1]),
+            top_p=top_p,
+            top_k=top_k,
+            nucleus=nucleus,
+            backend=backend,
+        )
         seen = set(out.tokens.tolist())
         assert seen == {i for i, k in enumerate(keep) if k}, (top_p, top_k, nucleus)
 
@@ -129,8 +150,9 @@ def test_issue_example_law_of_both_conventions(backend, warm_numba):
     counts = torch.bincount(strict.tokens, minlength=4).numpy()
     assert counts[2] == 0 and counts[3] == 0, counts
     assert _chi_square_pvalue(counts[:2], np.array([0.5, 0.3]) / 0.8) > ALPHA, counts
-    crossing = K.propose(x, temperature=1.0, key=key, top_p=0.9, nucleus="crossing",
-                         backend=backend)
+    crossing = K.propose(
+        x, temperature=1.0, key=key, top_p=0.9, nucleus="crossing", backend=backend
+    )
     counts = torch.bincount(crossing.tokens, minlength=4).numpy()
     assert counts[3] == 0, counts
     assert _chi_square_pvalue(counts[:3], np.array([0.5, 0.3, 0.15]) / 0.95) > ALPHA, counts
@@ -154,8 +176,14 @@ def test_multi_tile_filtered_law(backend, warm_numba):
     keep = np.array(kept_oracle([float(v) for v in row], temperature, top_p, top_k, False))
     w = np.where(keep, np.exp((row.double().numpy() - float(row.max())) / temperature), 0.0)
     probs = w / w.sum()
-    out = K.propose(x, temperature=temperature, key=K.split(11, x.shape[:-1]), top_p=top_p,
-                    top_k=top_k, backend=backend)
+    out = K.propose(
+        x,
+        temperature=temperature,
+        key=K.split(11, x.shape[:-1]),
+        top_p=top_p,
+        top_k=top_k,
+        backend=backend,
+    )
     counts = np.bincount(out.tokens.numpy(), minlength=vocab)
     assert counts[~keep].sum() == 0
     kept = np.flatnonzero(keep)
@@ -177,11 +205,16 @@ def test_greedy_token_unchanged_by_filters(backend, warm_numba):
 def test_bad_filter_arguments(backend):
     x = torch.randn(2, 5)
     bad = [
-        ({"top_p": 0.0}, ValueError, "top_p"), ({"top_p": 1.5}, ValueError, "top_p"),
-        ({"top_p": float("nan")}, ValueError, "top_p"), ({"top_p": "0.9"}, TypeError, "top_p"),
-        ({"top_p": True}, TypeError, "top_p"), ({"top_k": 0}, ValueError, "top_k"),
-        ({"top_k": -3}, ValueError, "top_k"), ({"top_k": 2.0}, TypeError, "top_k"),
-        ({"top_k": True}, TypeError, "top_k"), ({"nucleus": "dream"}, ValueError, "nucleus"),
+        ({"top_p": 0.0}, ValueError, "top_p"),
+        ({"top_p": 1.5}, ValueError, "top_p"),
+        ({"top_p": float("nan")}, ValueError, "top_p"),
+        ({"top_p": "0.9"}, TypeError, "top_p"),
+        ({"top_p": True}, TypeError, "top_p"),
+        ({"top_k": 0}, ValueError, "top_k"),
+        ({"top_k": -3}, ValueError, "top_k"),
+        ({"top_k": 2.0}, TypeError, "top_k"),
+        ({"top_k": True}, TypeError, "top_k"),
+        ({"nucleus": "dream"}, ValueError, "nucleus"),
         ({"stats": "tempered"}, ValueError, "stats"),
     ]
     for kw, error, name in bad:
@@ -200,5 +233,4 @@ def test_ties_at_the_cut_are_all_kept(backend, warm_numba):
     x[1, 4000:] = -1.0  # second row: 4000 tied maxima, then a lower tail
     for kw in ({"top_p": 0.3}, {"top_k": 7}, {"top_p": 0.3, "nucleus": "strict"}):
         out = K.propose(x, stats="sampled", backend=backend, **kw)
-        torch.testing.assert_close(out.prob, torch.tensor([1 / 5000, 1 / 4000]), rtol=1e-5,
-                                   atol=0)
+        torch.testing.assert_close(out.prob, torch.tensor([1 / 5000, 1 / 4000]), rtol=1e-5, atol=0)

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import remask.kernels as K
 import torch
+from scipy import stats
+
+import remask.kernels as K
 from remask.kernels._philox import philox4x32, row_uniforms
 from remask.kernels._reference import philox4x32_py
-from scipy import stats
 
 # Known-answer vectors: Random123 distribution, file tests/kat_vectors
 # (https://github.com/DEShawResearch/random123), the three "philox4x32 10" lines;
 # columns: counter (4 words), key (2 words), expected output (4 words).
 KAT = [
-    ((0x00000000, 0x00000000, 0x00000000, 0x00000000), (0x00000000, 0x00000000),
-     (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF),
-     (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+        (0x00000000, 0x00000000),
+        (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8),
+    ),
+    (
+        (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF),
+        (0xFFFFFFFF, 0xFFFFFFFF),
+        (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD),
+    ),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -93,8 +103,9 @@ def test_uniform_validation():
 def test_fold_is_philox_of_the_data_under_the_key():
     """fold(key, data) = words (0, 1) of Philox4x32-10 at counter (data_lo, data_hi, 0, 2)."""
     for key, data in [(0, 0), (7, 1), (2**64 - 1, 2**63 + 5), (0x0123456789ABCDEF, 2**32)]:
-        w0, w1, _, _ = philox4x32_py((data & 0xFFFFFFFF, data >> 32, 0, K.STREAM_FOLD),
-                                     (key & 0xFFFFFFFF, key >> 32))
+        w0, w1, _, _ = philox4x32_py(
+            (data & 0xFFFFFFFF, data >> 32, 0, K.STREAM_FOLD), (key & 0xFFFFFFFF, key >> 32)
+        )
         want = (w1 << 32) | w0
         got = int(K.fold(key, data)) % 2**64  # int64 bits -> unsigned
         assert got == want, (key, data)

@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import remask.kernels as K
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import remask.kernels as K
 from remask.kernels._reference import propose_oracle
 
 BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
@@ -46,20 +47,23 @@ def cases(draw, vocab_sizes=(1, 2, 7, 33, 1000, 4097, 9000, 32000)):
         rows = torch.rand(b, seq, generator=gen) < 0.6
     temperature = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))
     # Arbitrary 64-bit keys, one per row (negative int64 = keys >= 2**63).
-    key = torch.randint(-2**63, 2**63 - 1, (b, seq), generator=gen)
+    key = torch.randint(-(2**63), 2**63 - 1, (b, seq), generator=gen)
     return x.to(dtype), rows, temperature, key
 
 
 def assert_matches(out: K.Proposal, ref: K.Proposal, what: str) -> None:
     """Tokens exact, float outputs within the tolerances; verbose message on failure."""
     bad = (out.tokens != ref.tokens).nonzero().tolist()
-    assert not bad, f"{what}: tokens differ at {bad[:5]}: {out.tokens.flatten()[:8]} vs " \
-                    f"{ref.tokens.flatten()[:8]}"
+    assert not bad, (
+        f"{what}: tokens differ at {bad[:5]}: {out.tokens.flatten()[:8]} vs "
+        f"{ref.tokens.flatten()[:8]}"
+    )
     torch.testing.assert_close(out.prob, ref.prob, rtol=PROB_RTOL, atol=PROB_ATOL, msg=what)
     torch.testing.assert_close(out.margin, ref.margin, rtol=PROB_RTOL, atol=PROB_ATOL, msg=what)
     torch.testing.assert_close(out.entropy, ref.entropy, rtol=ENT_RTOL, atol=ENT_ATOL, msg=what)
-    for name, t, dtype in zip(Proposal_fields, out, (torch.int64,) + (torch.float32,) * 3,
-                              strict=True):
+    for name, t, dtype in zip(
+        Proposal_fields, out, (torch.int64,) + (torch.float32,) * 3, strict=True
+    ):
         assert t.dtype == dtype, f"{what}: {name} has dtype {t.dtype}"
 
 
@@ -70,16 +74,20 @@ def oracle(x: torch.Tensor, rows, temperature, key) -> K.Proposal:
     v = x.shape[-1]
     flat_rows = None if rows is None else rows.reshape(-1).numpy()
     keys = None if key is None else key.reshape(-1).tolist()
-    toks, prob, margin, ent = propose_oracle(x.float().reshape(-1, v).numpy(), temperature,
-                                             keys, flat_rows)
+    toks, prob, margin, ent = propose_oracle(
+        x.float().reshape(-1, v).numpy(), temperature, keys, flat_rows
+    )
     shape = x.shape[:-1]
-    return K.Proposal(torch.from_numpy(toks).reshape(shape),
-                      torch.from_numpy(prob).float().reshape(shape),
-                      torch.from_numpy(margin).float().reshape(shape),
-                      torch.from_numpy(ent).float().reshape(shape))
+    return K.Proposal(
+        torch.from_numpy(toks).reshape(shape),
+        torch.from_numpy(prob).float().reshape(shape),
+        torch.from_numpy(margin).float().reshape(shape),
+        torch.from_numpy(ent).float().reshape(shape),
+    )
 
 
 # ------------------------------------------------------------------------- reference vs oracle
+
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(vocab_sizes=(1, 2, 7, 33, 1000, 4097, 9000)))
@@ -91,9 +99,13 @@ def test_reference_matches_float64_oracle(case):
 
 # ----------------------------------------------------------------------- backends vs reference
 
+
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(case=cases())
 def test_backend_matches_reference(backend, case, warm_numba):
     x, rows, temperature, key = case
@@ -121,6 +133,7 @@ def test_llada_vocab_rows_against_oracle(backend, temperature, warm_numba):
 
 # ------------------------------------------------------------------------------ edge cases
 
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_single_finite_logit(backend, temperature, warm_numba):
@@ -137,8 +150,9 @@ def test_single_finite_logit(backend, temperature, warm_numba):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_vocab_of_one(backend, warm_numba):
-    out = K.propose(torch.tensor([[[2.5], [-7.0]]]), temperature=1.0, key=K.split(0, (1, 2)),
-                    backend=backend)
+    out = K.propose(
+        torch.tensor([[[2.5], [-7.0]]]), temperature=1.0, key=K.split(0, (1, 2)), backend=backend
+    )
     assert out.tokens.tolist() == [[0, 0]]
     assert out.prob.tolist() == [[1.0, 1.0]]
     assert out.margin.tolist() == [[1.0, 1.0]]  # documented: no runner-up, its prob is 0
@@ -193,8 +207,9 @@ def test_rows_subset_and_defaults(backend, warm_numba):
     """Computed rows equal the full computation (the draw depends on the row's key only)."""
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 6, 300, generator=gen)
-    rows = torch.tensor([[True, False, True, False, False, True],
-                         [False, False, False, True, True, False]])
+    rows = torch.tensor(
+        [[True, False, True, False, False, True], [False, False, False, True, True, False]]
+    )
     key = K.split(9, (2, 6))
     full = K.propose(x, temperature=1.0, key=key, backend=backend)
     part = K.propose(x, temperature=1.0, key=key, rows=rows, backend=backend)
@@ -211,14 +226,16 @@ def test_the_key_decides_the_draw(backend, warm_numba):
     key = K.split(1, 64)
     a = K.propose(x, temperature=1.0, key=key, backend=backend).tokens
     assert torch.equal(a, K.propose(x, temperature=1.0, key=key.clone(), backend=backend).tokens)
-    assert not torch.equal(a, K.propose(x, temperature=1.0, key=K.split(2, 64),
-                                        backend=backend).tokens)
+    assert not torch.equal(
+        a, K.propose(x, temperature=1.0, key=K.split(2, 64), backend=backend).tokens
+    )
     # A row's draw follows its key, not its index: permuting rows and keys permutes tokens.
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
     y = torch.randn(64, 50, generator=torch.Generator().manual_seed(1))
     b = K.propose(y, temperature=1.0, key=key, backend=backend).tokens
-    assert torch.equal(b[perm], K.propose(y[perm], temperature=1.0, key=key[perm],
-                                          backend=backend).tokens)
+    assert torch.equal(
+        b[perm], K.propose(y[perm], temperature=1.0, key=key[perm], backend=backend).tokens
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -263,5 +280,6 @@ def test_oracle_is_not_the_reference():
     assert toks.tolist() == [1]
     assert prob[0] == pytest.approx(2 / 3, rel=1e-12)
     assert margin[0] == pytest.approx(1 / 3, rel=1e-12)
-    assert ent[0] == pytest.approx(-(2 / 3) * math.log(2 / 3) - (1 / 3) * math.log(1 / 3),
-                                   rel=1e-12)
+    assert ent[0] == pytest.approx(
+        -(2 / 3) * math.log(2 / 3) - (1 / 3) * math.log(1 / 3), rel=1e-12
+    )

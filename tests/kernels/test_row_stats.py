@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
-import remask.kernels as K
 import torch
+
+import remask.kernels as K
 
 BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -37,8 +38,9 @@ def test_reference_matches_direct_formulas(vocab):
     got = K.token_prob(x, tokens, backend="torch")
     torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-9)
     got = K.kl(x, y, rows, backend="torch")
-    torch.testing.assert_close(got.double(), torch.where(rows, _direct_kl(x, y), 0.0),
-                               rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        got.double(), torch.where(rows, _direct_kl(x, y), 0.0), rtol=1e-6, atol=1e-7
+    )
     assert bool((K.token_prob(x, tokens, rows, backend="torch")[~rows] == 0).all())
 
 
@@ -82,8 +84,9 @@ def test_bad_rows_raise_and_rows_outside_are_not_read(backend, warm_numba):
     with pytest.raises(ValueError, match="NaN"):
         K.kl(torch.zeros(3, 6), x, backend=backend)
     rows = torch.tensor([True, False, True])
-    assert K.token_prob(x, tokens, rows, backend=backend).tolist() == pytest.approx([1 / 6, 0,
-                                                                                     1 / 6])
+    assert K.token_prob(x, tokens, rows, backend=backend).tolist() == pytest.approx(
+        [1 / 6, 0, 1 / 6]
+    )
     assert K.kl(x, x, rows, backend=backend).tolist() == pytest.approx([0, 0, 0], abs=1e-6)
     x[0] = -math.inf
     with pytest.raises(ValueError, match="no finite logit"):
@@ -100,8 +103,11 @@ def test_argument_validation(backend):
         (lambda: K.token_prob(x, tokens + 5, backend=backend), ValueError, "= 5 is outside"),
         (lambda: K.token_prob(x, tokens - 1, backend=backend), ValueError, "= -1 is outside"),
         (lambda: K.token_prob(x, tokens, tokens, backend=backend), TypeError, "rows"),
-        (lambda: K.token_prob(x, tokens, torch.ones(3, 2, dtype=torch.bool), backend=backend),
-         ValueError, "rows"),
+        (
+            lambda: K.token_prob(x, tokens, torch.ones(3, 2, dtype=torch.bool), backend=backend),
+            ValueError,
+            "rows",
+        ),
         (lambda: K.token_prob(x.long(), tokens, backend=backend), TypeError, "logits"),
         (lambda: K.kl(x, torch.zeros(2, 3, 6), backend=backend), ValueError, "same shape"),
         (lambda: K.kl(x, x.int(), backend=backend), TypeError, "q_logits"),

@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 import pytest
-import remask.kernels as K
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from remask.kernels._reference import entropy_budget_oracle, threshold_oracle, topk_oracle
 from torch.utils._python_dispatch import TorchDispatchMode
+
+import remask.kernels as K
+from remask.kernels._reference import entropy_budget_oracle, threshold_oracle, topk_oracle
 
 
 @st.composite
@@ -36,29 +37,35 @@ def selection_case(draw):
 def test_selection_ops_match_oracles(case):
     score, eligible, k, tau, entropy, gamma = case
     s, e = score.numpy(), eligible.numpy()
-    np.testing.assert_array_equal(K.topk_mask(score, k, eligible).numpy(),
-                                  topk_oracle(s, k.numpy(), e))
-    np.testing.assert_array_equal(K.threshold_mask(score, tau, eligible).numpy(),
-                                  threshold_oracle(s, tau.numpy(), e))
+    np.testing.assert_array_equal(
+        K.topk_mask(score, k, eligible).numpy(), topk_oracle(s, k.numpy(), e)
+    )
+    np.testing.assert_array_equal(
+        K.threshold_mask(score, tau, eligible).numpy(), threshold_oracle(s, tau.numpy(), e)
+    )
     np.testing.assert_array_equal(
         K.entropy_budget_mask(score, entropy, gamma, eligible).numpy(),
-        entropy_budget_oracle(s, entropy.numpy(), gamma.numpy(), e))
+        entropy_budget_oracle(s, entropy.numpy(), gamma.numpy(), e),
+    )
 
 
 def test_hand_made_examples():
     score = torch.tensor([[0.9, 0.2, 0.95, 0.2, 0.1]])
     eligible = torch.tensor([[True, True, False, True, True]])
-    assert K.topk_mask(score, torch.tensor([2]), eligible).tolist() == \
-        [[True, True, False, False, False]]  # tie 0.2 at 1 and 3 → lower index
+    assert K.topk_mask(score, torch.tensor([2]), eligible).tolist() == [
+        [True, True, False, False, False]
+    ]  # tie 0.2 at 1 and 3 → lower index
     assert K.threshold_mask(score, 0.5, eligible).tolist() == [[True, False, False, False, False]]
     assert K.threshold_mask(score, 0.99, eligible).tolist() == [[True, False, False, False, False]]
     assert K.threshold_mask(score, 0.15, eligible).tolist() == [[True, True, False, True, False]]
     entropy = torch.tensor([[0.3, 0.2, 9.0, 0.4, 0.1]])
     # order 0,1,3,4: prefixes Σ-max = 0, 0.2, 0.5, 0.6 (0.55: away from float32 rounding)
-    assert K.entropy_budget_mask(score, entropy, 0.55, eligible).tolist() == \
-        [[True, True, False, True, False]]
-    assert K.entropy_budget_mask(score, entropy, 0.0, eligible).tolist() == \
-        [[True, False, False, False, False]]
+    assert K.entropy_budget_mask(score, entropy, 0.55, eligible).tolist() == [
+        [True, True, False, True, False]
+    ]
+    assert K.entropy_budget_mask(score, entropy, 0.0, eligible).tolist() == [
+        [True, False, False, False, False]
+    ]
     nothing = torch.zeros(1, 5, dtype=torch.bool)
     assert not K.threshold_mask(score, 0.0, nothing).any()
     assert not K.entropy_budget_mask(score, entropy, 1.0, nothing).any()

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-import remask.kernels as K
 import torch
 from scipy import stats
+
+import remask.kernels as K
 
 BACKENDS = [b for b in K.backends("cpu") if b != "triton"]
 # Fixed seeds make every p-value deterministic; 1e-3 keeps the family of ~20 tests from

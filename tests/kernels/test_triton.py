@@ -14,8 +14,9 @@ import torch
 SUITE = Path(__file__).with_name("_triton_suite.py")
 REPO = Path(__file__).resolve().parents[2]
 
-needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                  reason="triton is not installed")
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"
+)
 
 
 def _run_suite(device: str, interpret: bool) -> None:
@@ -23,9 +24,14 @@ def _run_suite(device: str, interpret: bool) -> None:
     env["REMASK_TEST_DEVICE"] = device
     if interpret:
         env["TRITON_INTERPRET"] = "1"  # before triton is imported: hence the subprocess
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(SUITE)], cwd=REPO, env=env, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout
 
@@ -70,13 +76,29 @@ def test_triton_propose_compiles_for_hopper_without_a_gpu(mode, dtype, monkeypat
     # (the per-row keys are read from memory, so only top_k is such an argument).
     unspecialised = {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
     assert unspecialised >= {"top_k"}
-    signature = {"x_ptr": f"*{dtype}", "stride_row": "i64", "V": "i32", "rows_ptr": "*i1",
-                 "temp_ptr": "*fp64", "key_ptr": "*i64", "top_k": "i64",
-                 "tok_ptr": "*i64", "prob_ptr": "*fp32", "margin_ptr": "*fp32", "ent_ptr": "*fp32",
-                 "status_ptr": "*i32"}
-    constexprs = {"HAS_ROWS": True, "SAMPLING": mode != "greedy", "BLOCK": 2048, "NT": 64,
-                  "FILTER": mode.startswith("top"), "STRICT": mode == "top_p_strict",
-                  "SAMPLED": mode == "top_k_sampled"}
+    signature = {
+        "x_ptr": f"*{dtype}",
+        "stride_row": "i64",
+        "V": "i32",
+        "rows_ptr": "*i1",
+        "temp_ptr": "*fp64",
+        "key_ptr": "*i64",
+        "top_k": "i64",
+        "tok_ptr": "*i64",
+        "prob_ptr": "*fp32",
+        "margin_ptr": "*fp32",
+        "ent_ptr": "*fp32",
+        "status_ptr": "*i32",
+    }
+    constexprs = {
+        "HAS_ROWS": True,
+        "SAMPLING": mode != "greedy",
+        "BLOCK": 2048,
+        "NT": 64,
+        "FILTER": mode.startswith("top"),
+        "STRICT": mode == "top_p_strict",
+        "SAMPLED": mode == "top_k_sampled",
+    }
     _hopper_compile(kernel, signature, constexprs, tmp_path, monkeypatch)
 
 
@@ -91,6 +113,12 @@ def test_triton_row_statistics_compile_for_hopper_without_a_gpu(op, monkeypatch,
         signature = {"x_ptr": "*bf16", "stride_row": "i64", "V": "i32", "tok_ptr": "*i64", **rows}
     else:
         kernel = TS._kl_kernel
-        signature = {"x_ptr": "*bf16", "y_ptr": "*bf16", "stride_x": "i64", "stride_y": "i64",
-                     "V": "i32", **rows}
+        signature = {
+            "x_ptr": "*bf16",
+            "y_ptr": "*bf16",
+            "stride_x": "i64",
+            "stride_y": "i64",
+            "V": "i32",
+            **rows,
+        }
     _hopper_compile(kernel, signature, {"HAS_ROWS": True, "BLOCK": 2048}, tmp_path, monkeypatch)

@@ -36,7 +36,7 @@ def test_all_true_mask_runs_the_unmasked_attention(monkeypatch, name, module):
     model(tokens, padded)
     layers = len(seen) // 4
     assert all(m is None for m in seen[: 3 * layers])
-    assert any(isinstance(m, torch.Tensor) and not m.all() for m in seen[3 * layers:])
+    assert any(isinstance(m, torch.Tensor) and not m.all() for m in seen[3 * layers :])
 
 
 def test_masks_are_still_checked_before_they_are_dropped():

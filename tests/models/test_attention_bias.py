@@ -58,7 +58,9 @@ def _padded_canvas(den):
 
 def test_declared_through_the_protocol(denoiser):
     caps = protocol.capabilities(denoiser)
-    assert caps.attention_bias and caps.evaluations == 1 and caps.shift == (denoiser.family == "dream")
+    assert (
+        caps.attention_bias and caps.evaluations == 1 and caps.shift == (denoiser.family == "dream")
+    )
 
 
 def test_plain_pattern_is_the_plain_call(denoiser):
@@ -99,11 +101,19 @@ def test_extra_tokens_see_only_their_own_copy(denoiser):
 def test_bad_pattern_is_rejected(llada):
     tokens, mask = _padded_canvas(llada)
     with pytest.raises(ValueError, match="attention_bias has shape"):
-        llada(tokens, mask, attention_bias=torch.ones(3, 9, 9, dtype=torch.bool),
-              position_ids=torch.zeros(3, 10, dtype=torch.int64))
+        llada(
+            tokens,
+            mask,
+            attention_bias=torch.ones(3, 9, 9, dtype=torch.bool),
+            position_ids=torch.zeros(3, 10, dtype=torch.int64),
+        )
     with pytest.raises(ValueError, match="canvas columns"):
-        llada(tokens, mask, attention_bias=torch.ones(3, 10, 10, dtype=torch.bool),
-              position_ids=torch.full((3, 10), 10))
+        llada(
+            tokens,
+            mask,
+            attention_bias=torch.ones(3, 10, 10, dtype=torch.bool),
+            position_ids=torch.full((3, 10), 10),
+        )
 
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
@@ -116,16 +126,27 @@ def test_wino_shadow_block_equals_the_reference_loop_on_llada(llada, config):
     gen_length = 8
     sampler = build("wino", shadow="attention", **config)
     remasked = []
-    out = remask.generate(llada, PROMPTS, sampler, gen_length=gen_length, seed=0,
-                          callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    out = remask.generate(
+        llada,
+        PROMPTS,
+        sampler,
+        gen_length=gen_length,
+        seed=0,
+        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    )
     if config.get("threshold_in") == 0.0:
         assert sum(remasked) > 0
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
         expected, steps = wino_reference(
-            llada, prompt, gen_length=gen_length, block_length=config["block_length"],
-            threshold=config.get("threshold_in", 0.6), threshold_back=config.get("threshold_out", 0.9))
-        assert out.tokens[row, width - len(prompt):].tolist() == expected
+            llada,
+            prompt,
+            gen_length=gen_length,
+            block_length=config["block_length"],
+            threshold=config.get("threshold_in", 0.6),
+            threshold_back=config.get("threshold_out", 0.9),
+        )
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
         assert int(out.nfe[row]) == steps  # one evaluation per step
 
 
@@ -136,9 +157,17 @@ def test_wino_shadow_block_costs_one_evaluation_per_step(denoiser):
     conditional, which the emulation computes exactly.)"""
     assert build("wino").uses_attention(denoiser)
     scores: dict[str, list] = {"attention": [], "emulate": []}
-    runs = {mode: remask.generate(denoiser, PROMPTS, build("wino", block_length=4, shadow=mode),
-                                  gen_length=8, seed=0, callbacks=[lambda s, i, m=mode: scores[m].append(i.score)])
-            for mode in scores}
+    runs = {
+        mode: remask.generate(
+            denoiser,
+            PROMPTS,
+            build("wino", block_length=4, shadow=mode),
+            gen_length=8,
+            seed=0,
+            callbacks=[lambda s, i, m=mode: scores[m].append(i.score)],
+        )
+        for mode in scores
+    }
     out, emulated = runs["attention"], runs["emulate"]
     assert torch.equal(out.tokens, emulated.tokens)
     # The draft confidences come from the canvas rows of the shadow pass: the plain call's

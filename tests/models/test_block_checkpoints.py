@@ -44,8 +44,10 @@ def _golden(name):
 
 @pytest.fixture(scope="module")
 def models():
-    return {name: cls.from_pretrained(str(GOLDEN / name)).eval()
-            for name, (cls, *_rest) in CASES.items()}
+    return {
+        name: cls.from_pretrained(str(GOLDEN / name)).eval()
+        for name, (cls, *_rest) in CASES.items()
+    }
 
 
 def _close(actual, expected, rows=None):
@@ -83,7 +85,9 @@ def test_adapter_matches_golden(name):
     cls, family, mask_id, _, shift = CASES[name]
     g = _golden(name)
     assert checkpoint_family(GOLDEN / name) == family
-    den = load_model(GOLDEN / name, mask_id=mask_id, **({} if family == "llada_moe" else {"block_size": 8}))
+    den = load_model(
+        GOLDEN / name, mask_id=mask_id, **({} if family == "llada_moe" else {"block_size": 8})
+    )
     assert den.family == family and den.shift == shift and den.mask_id == mask_id
     # The golden block-causal run counts blocks from column 0 on every row (no padding mask).
     expected = g["logits_block_causal" if "logits_block_causal" in g else "logits_no_mask"].clone()
@@ -104,7 +108,9 @@ def test_adapter_matches_golden(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_padding_leaves_real_rows_unchanged(name):
     cls, family, mask_id, _, _ = CASES[name]
-    den = load_model(GOLDEN / name, mask_id=mask_id, **({} if family == "llada_moe" else {"block_size": 8}))
+    den = load_model(
+        GOLDEN / name, mask_id=mask_id, **({} if family == "llada_moe" else {"block_size": 8})
+    )
     seq = _golden(name)["input_ids"][0]
     alone = den(seq[None])[0]
     left = torch.cat([torch.full((5,), den.pad_id), seq])[None]
@@ -193,11 +199,18 @@ def _edited(tmp_path, name, **changes):
 @pytest.mark.parametrize(
     "name, changes, message",
     [
-        ("llada2_moe_tiny", {"num_experts_per_tok": 9}, "num_experts_per_tok=9 exceeds num_experts=8"),
+        (
+            "llada2_moe_tiny",
+            {"num_experts_per_tok": 9},
+            "num_experts_per_tok=9 exceeds num_experts=8",
+        ),
         ("llada2_moe_tiny", {"n_group": 3}, "num_experts=8 is not divisible by n_group=3"),
         ("llada2_moe_tiny", {"topk_group": 5}, "topk_group=5 exceeds n_group=4"),
-        ("llada2_moe_tiny", {"topk_group": 1, "num_experts_per_tok": 3},
-         "num_experts_per_tok=3 exceeds the 2 experts"),
+        (
+            "llada2_moe_tiny",
+            {"topk_group": 1, "num_experts_per_tok": 3},
+            "num_experts_per_tok=3 exceeds the 2 experts",
+        ),
         ("llada2_moe_tiny", {"num_experts": 16, "n_group": 4}, "mlp.experts"),  # weights hold 8
         ("llada2_moe_tiny", {"rotary_dim": 16}, "rotary_dim=16 contradicts"),
         ("llada2_moe_tiny", {"first_k_dense_replace": 3}, "first_k_dense_replace=3"),
@@ -238,9 +251,14 @@ def _slow_moe(moe: SparseMoE, x: torch.Tensor) -> torch.Tensor:
         bias = getattr(moe.gate, "expert_bias", None)
         biased = scores + (0 if bias is None else bias)
         size = spec.num_experts // spec.n_group
-        groups = sorted(range(spec.n_group),
-                        key=lambda g: -float(biased[g * size:(g + 1) * size].topk(2).values.sum())
-                        if spec.n_group > 1 else 0)[: spec.topk_group]
+        groups = sorted(
+            range(spec.n_group),
+            key=lambda g: (
+                -float(biased[g * size : (g + 1) * size].topk(2).values.sum())
+                if spec.n_group > 1
+                else 0
+            ),
+        )[: spec.topk_group]
         allowed = [e for g in groups for e in range(g * size, (g + 1) * size)]
         chosen = sorted(allowed, key=lambda e: -float(biased[e]))[: spec.top_k]
         weights = [float(biased[e] if spec.bias_in_weights else scores[e]) for e in chosen]
@@ -254,12 +272,31 @@ def _slow_moe(moe: SparseMoE, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("spec", [
-    MoESpec(num_experts=8, top_k=2, intermediate_size=6, score="sigmoid", n_group=4, topk_group=2,
-            expert_bias=True, normalize=True, scaling=2.5, shared_intermediate_size=6),
-    MoESpec(num_experts=6, top_k=3, intermediate_size=5, score="softmax", expert_bias=True,
-            bias_in_weights=True),
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MoESpec(
+            num_experts=8,
+            top_k=2,
+            intermediate_size=6,
+            score="sigmoid",
+            n_group=4,
+            topk_group=2,
+            expert_bias=True,
+            normalize=True,
+            scaling=2.5,
+            shared_intermediate_size=6,
+        ),
+        MoESpec(
+            num_experts=6,
+            top_k=3,
+            intermediate_size=5,
+            score="softmax",
+            expert_bias=True,
+            bias_in_weights=True,
+        ),
+    ],
+)
 def test_moe_dispatch_equals_a_per_token_loop(spec):
     torch.manual_seed(0)
     moe = SparseMoE(12, spec)
@@ -274,13 +311,19 @@ def test_moe_dispatch_equals_a_per_token_loop(spec):
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
 
 
-
 def test_tied_head_round_trip(tmp_path):
     from remask.models.sdar import SDARConfig
 
-    config = SDARConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                        num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                        tie_word_embeddings=True)
+    config = SDARConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = SDARForCausalLM(config).eval()
     assert not any(key.startswith("lm_head") for key in model.state_dict())

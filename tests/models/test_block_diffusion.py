@@ -19,8 +19,11 @@ from remask.samplers import available, build, sampler_class
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 #: (folder, mask id recorded in its golden_io metadata): the folders ship no tokenizer.
-BLOCK_FAMILIES = {"llada2": ("llada2_moe_tiny", 255), "sdar": ("sdar_tiny", 254),
-                  "fast_dllm_v2": ("fast_dllm_v2_tiny", 254)}
+BLOCK_FAMILIES = {
+    "llada2": ("llada2_moe_tiny", 255),
+    "sdar": ("sdar_tiny", 254),
+    "fast_dllm_v2": ("fast_dllm_v2_tiny", 254),
+}
 BLOCK = 4
 PROMPTS = [[1, 2, 3, 4, 5], [6, 7]]  # ragged: left padding, different block offsets per row
 GEN = 12
@@ -76,8 +79,16 @@ def test_each_step_runs_only_the_active_block_plus_one_shift_row(pair):
     class Spy:
         def __init__(self, inner):
             self.inner = inner
-            for attr in ("mask_id", "vocab_size", "eos_id", "pad_id", "block_size",
-                         "accepts_active", "shift", "device"):
+            for attr in (
+                "mask_id",
+                "vocab_size",
+                "eos_id",
+                "pad_id",
+                "block_size",
+                "accepts_active",
+                "shift",
+                "device",
+            ):
                 setattr(self, attr, getattr(inner, attr))
 
         def __call__(self, tokens, attention_mask=None, active=None):
@@ -88,30 +99,49 @@ def test_each_step_runs_only_the_active_block_plus_one_shift_row(pair):
 
     cached.reset()
     prompt = [[1, 2, 3, 4, 5, 6, 7, 8]]  # two whole blocks: generation starts on the grid
-    remask.generate(Spy(cached), prompt, build("low_confidence", steps=GEN // 2),
-                    gen_length=GEN, seed=0)
+    remask.generate(
+        Spy(cached), prompt, build("low_confidence", steps=GEN // 2), gen_length=GEN, seed=0
+    )
     # 2 steps per block. First call: the prompt's blocks + the first generated block. Then the
     # active block only, except at a block's first step, which also refreshes the block just
     # finished (its keys and values were computed while it still held masks). A shifted model
     # also reruns the last position before the window.
     s = cached.shift
-    assert calls == [len(prompt[0]) + BLOCK, BLOCK + s, 2 * BLOCK + s, BLOCK + s, 2 * BLOCK + s,
-                     BLOCK + s], calls
+    assert calls == [
+        len(prompt[0]) + BLOCK,
+        BLOCK + s,
+        2 * BLOCK + s,
+        BLOCK + s,
+        2 * BLOCK + s,
+        BLOCK + s,
+    ], calls
 
 
 def test_first_block_is_cut_to_the_model_grid(pair):
     cached, _ = pair
     blocks = []
-    remask.generate(cached, [[1, 2, 3, 4, 5, 6], [7, 8, 9]], build("low_confidence"), gen_length=6,
-                    seed=0, callbacks=[lambda state, info: blocks.append(state.canvas.block)])
+    remask.generate(
+        cached,
+        [[1, 2, 3, 4, 5, 6], [7, 8, 9]],
+        build("low_confidence"),
+        gen_length=6,
+        seed=0,
+        callbacks=[lambda state, info: blocks.append(state.canvas.block)],
+    )
     # Blocks of 4 counted from each row's first real token: row 0 (prompt 6) finishes its
     # second block with 2 generated tokens, row 1 (prompt 3, left-padded by 3) its first with 1.
     assert blocks[0][0, 6:].tolist() == [0, 0, 1, 1, 1, 1]
     assert blocks[0][1, 6:].tolist() == [0, 1, 1, 1, 1, 2]
     # With a multiple of the model block (8 = 2 x 4) the grid is the sampler's block length.
     blocks.clear()
-    remask.generate(cached, [[1, 2, 3, 4, 5, 6]], build("low_confidence", block_length=8),
-                    gen_length=6, seed=0, callbacks=[lambda state, info: blocks.append(state.canvas.block)])
+    remask.generate(
+        cached,
+        [[1, 2, 3, 4, 5, 6]],
+        build("low_confidence", block_length=8),
+        gen_length=6,
+        seed=0,
+        callbacks=[lambda state, info: blocks.append(state.canvas.block)],
+    )
     assert blocks[0][0, 6:].tolist() == [0, 0, 1, 1, 1, 1]
 
 
@@ -134,7 +164,9 @@ def test_revised_tokens_invalidate_the_cache(pair):
 def test_block_length_the_cache_cannot_serve_is_refused(pair):
     cached, _ = pair
     with pytest.raises(ValueError, match=r"block_length=6 .*block size 4"):
-        remask.generate(cached, [[1, 2]], build("low_confidence", block_length=6), gen_length=8, seed=0)
+        remask.generate(
+            cached, [[1, 2]], build("low_confidence", block_length=6), gen_length=8, seed=0
+        )
     folder, mask_id = BLOCK_FAMILIES["sdar"]
     for bad in (0, -4, 2.5, True):
         with pytest.raises(ValueError, match="block_size"):

@@ -59,8 +59,19 @@ def memo_loads(monkeypatch):
 @pytest.mark.parametrize("family", sorted(SPECS))
 @pytest.mark.parametrize("name", available())
 def test_every_sampler_runs_through_the_cli(name, family, memo_loads):
-    args = ["generate", "--model", SPECS[family], "--sampler", name, "--gen-length", str(GEN_LENGTH),
-            "--seed", "0", "--json", "--no-progress"]
+    args = [
+        "generate",
+        "--model",
+        SPECS[family],
+        "--sampler",
+        name,
+        "--gen-length",
+        str(GEN_LENGTH),
+        "--seed",
+        "0",
+        "--json",
+        "--no-progress",
+    ]
     for prompt in PROMPTS:
         args += ["--prompt-ids", ",".join(map(str, prompt))]
     result = CliRunner().invoke(main, args)
@@ -77,13 +88,35 @@ def test_every_sampler_runs_through_the_cli(name, family, memo_loads):
 
 
 def test_missing_mask_id_is_a_usage_error():
-    result = CliRunner().invoke(main, ["generate", "--model", str(GOLDEN / "sdar_tiny"),
-                                       "--gen-length", "4", "--prompt-ids", "1,2"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--model",
+            str(GOLDEN / "sdar_tiny"),
+            "--gen-length",
+            "4",
+            "--prompt-ids",
+            "1,2",
+        ],
+    )
     assert result.exit_code == 2 and "no mask token id" in result.output
     assert "Traceback" not in result.output
 
 
 def test_block_length_the_model_cannot_serve_is_a_usage_error():
-    result = CliRunner().invoke(main, ["generate", "--model", SPECS["sdar"], "--gen-length", "8",
-                                       "--prompt-ids", "1,2", "--set", "block_length=6"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--model",
+            SPECS["sdar"],
+            "--gen-length",
+            "8",
+            "--prompt-ids",
+            "1,2",
+            "--set",
+            "block_length=6",
+        ],
+    )
     assert result.exit_code == 2 and "block_length=6 is not a multiple" in result.output

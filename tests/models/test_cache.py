@@ -178,8 +178,9 @@ def test_guidance_batch_goes_through_the_cache(llada):
     denoiser = llada
     sampler = build("low_confidence", block_length=4, cfg_scale=1.0)
     plain = _plain(denoiser, gen_length=8, block_length=4, cfg_scale=1.0)
-    cached = remask.generate(CachedDenoiser(denoiser, refresh_every=1), PROMPTS, sampler,
-                             gen_length=8, seed=0)
+    cached = remask.generate(
+        CachedDenoiser(denoiser, refresh_every=1), PROMPTS, sampler, gen_length=8, seed=0
+    )
     assert torch.equal(cached.tokens, plain.tokens) and torch.equal(cached.nfe, plain.nfe)
     approx = CachedDenoiser(denoiser, mode="dual")
     out = remask.generate(approx, PROMPTS, sampler, gen_length=8, seed=0)
@@ -191,8 +192,9 @@ def test_reused_wrapper_refreshes_on_a_new_canvas(denoiser):
     model = CachedDenoiser(denoiser, mode="prefix")
     remask.generate(model, [[1, 2, 3]], sampler, gen_length=8, seed=0)
     second = remask.generate(model, [[4, 5, 6]], sampler, gen_length=8, seed=0)
-    fresh = remask.generate(CachedDenoiser(denoiser, mode="prefix"), [[4, 5, 6]], sampler,
-                            gen_length=8, seed=0)
+    fresh = remask.generate(
+        CachedDenoiser(denoiser, mode="prefix"), [[4, 5, 6]], sampler, gen_length=8, seed=0
+    )
     assert torch.equal(second.tokens, fresh.tokens)
 
 
@@ -274,7 +276,11 @@ def test_wrapper_validation(llada):
         model(tokens, mask, active=torch.ones(3, 19, dtype=torch.bool))
     with pytest.raises(TypeError, match="bool"):
         model(tokens, mask, active=torch.ones(3, 20))
-    assert (model.mask_id, model.vocab_size, model.eos_id) == (den.mask_id, den.vocab_size, den.eos_id)
+    assert (model.mask_id, model.vocab_size, model.eos_id) == (
+        den.mask_id,
+        den.vocab_size,
+        den.eos_id,
+    )
     assert model.accepts_active and "mode='prefix'" in repr(model)
 
 
@@ -289,10 +295,12 @@ def test_every_registered_sampler_runs_on_the_cache(name, llada):
     sampler = build(name, **config)
     prompts = [[1, 2, 3], [4]]
     plain = remask.generate(denoiser, prompts, sampler, gen_length=8, seed=0)
-    exact = remask.generate(CachedDenoiser(denoiser, refresh_every=1), prompts, sampler,
-                            gen_length=8, seed=0)
+    exact = remask.generate(
+        CachedDenoiser(denoiser, refresh_every=1), prompts, sampler, gen_length=8, seed=0
+    )
     assert torch.equal(exact.tokens, plain.tokens) and torch.equal(exact.nfe, plain.nfe)
-    approx = remask.generate(CachedDenoiser(denoiser, mode="dual"), prompts, sampler,
-                             gen_length=8, seed=0)
+    approx = remask.generate(
+        CachedDenoiser(denoiser, mode="dual"), prompts, sampler, gen_length=8, seed=0
+    )
     assert torch.equal(approx.tokens[:, :3], plain.tokens[:, :3])
     assert not bool((approx.tokens[approx.attention_mask] == denoiser.mask_id).any())

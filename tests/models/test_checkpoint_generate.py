@@ -67,8 +67,9 @@ def test_batched_tensor_prompt_with_attention_mask(checkpoint):
     tokens = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
     mask = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in PROMPTS])
     listed = remask.generate(checkpoint, PROMPTS, sampler, gen_length=GEN_LENGTH, seed=0)
-    tensor = remask.generate(checkpoint, tokens, sampler, gen_length=GEN_LENGTH, seed=0,
-                             attention_mask=mask)
+    tensor = remask.generate(
+        checkpoint, tokens, sampler, gen_length=GEN_LENGTH, seed=0, attention_mask=mask
+    )
     assert torch.equal(tensor.tokens[tensor.attention_mask], listed.tokens[listed.attention_mask])
 
 
@@ -107,8 +108,10 @@ def _save_word_tokenizer(path: Path, words: list[str], chat_template: str | None
 
 
 #: Chat template of the test tokenizers: w5 <message> w6 ... then w7 for the reply.
-CHAT = ("{% for m in messages %}w5 {{ m['content'] }} w6 {% endfor %}"
-        "{% if add_generation_prompt %}w7{% endif %}")
+CHAT = (
+    "{% for m in messages %}w5 {{ m['content'] }} w6 {% endfor %}"
+    "{% if add_generation_prompt %}w7{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +120,15 @@ def model_dirs(tmp_path_factory):
     bert = tmp_path_factory.mktemp("tiny_bert")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat"]
     (bert / "vocab.txt").write_text("\n".join(words) + "\n")
-    config = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=64, pad_token_id=0)
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     transformers.BertForMaskedLM(config).save_pretrained(bert)
     transformers.BertTokenizer(str(bert / "vocab.txt")).save_pretrained(bert)
@@ -164,16 +173,29 @@ def _check_output(result, prompts, mask_id: int, gen_length: int = GEN_LENGTH) -
 @pytest.mark.parametrize("name", available())
 def test_every_sampler_runs_through_the_cli(name, kind, model_dirs, memo_loads):
     path, prompts = model_dirs[kind]
-    args = ["generate", "--model", path, "--sampler", name, "--gen-length", GEN_LENGTH,
-            "--seed", 0, "--json", "--no-progress"]
+    args = [
+        "generate",
+        "--model",
+        path,
+        "--sampler",
+        name,
+        "--gen-length",
+        GEN_LENGTH,
+        "--seed",
+        0,
+        "--json",
+        "--no-progress",
+    ]
     for prompt in prompts:
         args += ["--prompt-ids", ",".join(map(str, prompt))]
     result = _invoke(*args)
     expected = EXPECTED_FAILURES.get((name, kind))
     if expected is not None:
         # A recorded capability limit: a usage error (exit 2) with the recorded message.
-        assert result.exit_code == 2, f"{name} on {kind} now exits {result.exit_code}: " \
+        assert result.exit_code == 2, (
+            f"{name} on {kind} now exits {result.exit_code}: "
             f"update EXPECTED_FAILURES\n{result.output}"
+        )
         assert isinstance(result.exception, SystemExit)
         assert re.search(expected, result.output), result.output
         return
@@ -202,13 +224,25 @@ def test_golden_dirs_have_no_tokenizer_so_text_prompts_are_refused(kind, model_d
 
 def test_bert_text_prompt_and_missing_chat_template(model_dirs):
     path, _ = model_dirs["bert"]
-    result = _invoke("generate", "--model", path, "--gen-length", 4, "--prompt", "the cat",
-                     "--prompt", "mat", "--json", "--no-progress")
+    result = _invoke(
+        "generate",
+        "--model",
+        path,
+        "--gen-length",
+        4,
+        "--prompt",
+        "the cat",
+        "--prompt",
+        "mat",
+        "--json",
+        "--no-progress",
+    )
     # [CLS] (2) opens each prompt as BERT was trained; the closing [SEP] is dropped.
     data = _check_output(result, [[2, 5, 6], [2, 9]], mask_id=4, gen_length=4)
     assert all(isinstance(row["text"], str) for row in data["rows"])
-    result = _invoke("generate", "--model", path, "--gen-length", 4, "--prompt", "the cat",
-                     "--chat")
+    result = _invoke(
+        "generate", "--model", path, "--gen-length", 4, "--prompt", "the cat", "--chat"
+    )
     assert result.exit_code == 2 and "no chat template" in result.output
 
 
@@ -218,8 +252,9 @@ def tokenized_dirs(tmp_path_factory):
     dirs = {}
     for kind, name, size in (("llada", "llada_tiny", 300), ("dream", "dream_tiny", 250)):
         target = tmp_path_factory.mktemp(kind) / name
-        shutil.copytree(GOLDEN / name, target,
-                        ignore=shutil.ignore_patterns("golden_io.safetensors"))
+        shutil.copytree(
+            GOLDEN / name, target, ignore=shutil.ignore_patterns("golden_io.safetensors")
+        )
         for path in target.iterdir():
             path.chmod(0o644)
         _save_word_tokenizer(target, _vocab(size), CHAT)
@@ -229,8 +264,19 @@ def tokenized_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["llada", "dream"])
 def test_text_prompt_on_golden_checkpoint_with_tokenizer(kind, tokenized_dirs):
-    result = _invoke("generate", "--model", tokenized_dirs[kind], "--gen-length", 6,
-                     "--prompt", "w10 w11 w12", "--prompt", "w13", "--json", "--no-progress")
+    result = _invoke(
+        "generate",
+        "--model",
+        tokenized_dirs[kind],
+        "--gen-length",
+        6,
+        "--prompt",
+        "w10 w11 w12",
+        "--prompt",
+        "w13",
+        "--json",
+        "--no-progress",
+    )
     model = load_checkpoint(tokenized_dirs[kind])
     data = _check_output(result, [[10, 11, 12], [13]], model.mask_id, gen_length=6)
     assert [row["text"] for row in data["rows"]] == [
@@ -240,8 +286,18 @@ def test_text_prompt_on_golden_checkpoint_with_tokenizer(kind, tokenized_dirs):
 
 @pytest.mark.parametrize("kind", ["llada", "dream"])
 def test_chat_prompt_on_golden_checkpoint_with_tokenizer(kind, tokenized_dirs):
-    result = _invoke("generate", "--model", tokenized_dirs[kind], "--gen-length", 6,
-                     "--prompt", "w10 w11", "--chat", "--json", "--no-progress")
+    result = _invoke(
+        "generate",
+        "--model",
+        tokenized_dirs[kind],
+        "--gen-length",
+        6,
+        "--prompt",
+        "w10 w11",
+        "--chat",
+        "--json",
+        "--no-progress",
+    )
     model = load_checkpoint(tokenized_dirs[kind])
     _check_output(result, [[5, 10, 11, 6, 7]], model.mask_id, gen_length=6)
 
@@ -258,15 +314,28 @@ def test_guidance_on_shifted_model_keeps_the_first_token():
             calls.append(tokens.clone())
             return model(tokens, attention_mask)
 
-    out = remask.generate(Spy(), [[7, 8, 9]], build("low_confidence", cfg_scale=1.0, steps=2), gen_length=4, seed=0)
+    out = remask.generate(
+        Spy(), [[7, 8, 9]], build("low_confidence", cfg_scale=1.0, steps=2), gen_length=4, seed=0
+    )
     assert not bool((out.tokens == model.mask_id).any())
     unconditional = calls[0][1]
     assert unconditional[0].item() == 7 and unconditional[1:3].tolist() == [model.mask_id] * 2
 
 
 def test_cli_cache_option_matches_uncached_with_refresh_every_step():
-    args = ["generate", "--model", str(GOLDEN / "llada_tiny"), "--prompt-ids", "5,6,7", "--gen-length", "8",
-            "--set", "block_length=4", "--json", "--no-progress"]
+    args = [
+        "generate",
+        "--model",
+        str(GOLDEN / "llada_tiny"),
+        "--prompt-ids",
+        "5,6,7",
+        "--gen-length",
+        "8",
+        "--set",
+        "block_length=4",
+        "--json",
+        "--no-progress",
+    ]
     plain = json.loads(_invoke(*args).stdout)
     cached = _invoke(*args, "--cache", "dual", "--cache-refresh", "1")
     assert cached.exit_code == 0, cached.output

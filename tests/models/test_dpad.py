@@ -91,7 +91,11 @@ def test_retention_frequencies_follow_the_rule(llada):
     active[0, 3:end] = True
     counts = torch.zeros(L, dtype=torch.float64)
     for seed in range(N):
-        counts += DPad(llada, window=W, sigma=k, scale=a, seed=seed).kept(tokens, None, active)[0].double()
+        counts += (
+            DPad(llada, window=W, sigma=k, scale=a, seed=seed)
+            .kept(tokens, None, active)[0]
+            .double()
+        )
     freq = counts / N
     assert bool((freq[:end] == 1).all())
     for col in range(end, L):
@@ -117,7 +121,9 @@ def _reference_dpad_greedy(llada, prompt, gen_length, block_length, W, k, a, see
                 kept.append(col)
         for _ in range(end - start):
             with torch.no_grad():
-                logits, _ = llada.model.model(x[kept].unsqueeze(0), position_ids=torch.tensor(kept).unsqueeze(0))
+                logits, _ = llada.model.model(
+                    x[kept].unsqueeze(0), position_ids=torch.tensor(kept).unsqueeze(0)
+                )
             logits = logits[0, :, : llada.vocab_size].float()  # (L', V)
             logits[:, llada.mask_id] = float("-inf")
             probs = logits.softmax(-1)
@@ -142,7 +148,9 @@ def test_greedy_low_confidence_matches_the_pruned_reference_loop(llada):
     assert got.tokens[0].tolist() == want.tolist()
     assert got.nfe.tolist() == [G]
     plain = remask.generate(llada, [prompt], sampler, gen_length=G, seed=0)
-    assert plain.tokens[0].tolist() != want.tolist(), "the dropout changed nothing: the check is vacuous"
+    assert plain.tokens[0].tolist() != want.tolist(), (
+        "the dropout changed nothing: the check is vacuous"
+    )
 
 
 def test_rows_are_their_own_alone(llada):
@@ -154,13 +162,17 @@ def test_rows_are_their_own_alone(llada):
     batch = remask.generate(wrapper, prompts, sampler, gen_length=9, seed=0)
     for r, prompt in enumerate(prompts):
         alone = remask.generate(wrapper, [prompt], sampler, gen_length=9, seed=0)
-        assert alone.tokens[0, len(prompt):].tolist() == batch.tokens[r, len(prompts[0]):].tolist()
+        assert (
+            alone.tokens[0, len(prompt) :].tolist() == batch.tokens[r, len(prompts[0]) :].tolist()
+        )
 
 
 @pytest.mark.parametrize("name", available())
 def test_every_sampler_runs_through_dpad(llada, name):
     sampler = build(name, **sampler_class(name).example_configs[0])
-    out = remask.generate(DPad(llada, window=3), [[1, 2], [3, 4]], sampler, gen_length=8, seed=[0, 1])
+    out = remask.generate(
+        DPad(llada, window=3), [[1, 2], [3, 4]], sampler, gen_length=8, seed=[0, 1]
+    )
     assert not bool((out.tokens == llada.mask_id).any())
 
 
@@ -176,7 +188,13 @@ def test_bad_input(llada):
 
     with pytest.raises(TypeError, match="shift=1"):
         DPad(Shifted())
-    for kwargs, match in (({"window": 0}, "window"), ({"window": 2.0}, "window"), ({"sigma": -1.0}, "sigma"),
-                          ({"scale": 0.0}, "scale"), ({"scale": float("nan")}, "scale"), ({"seed": -1}, "seed")):
+    for kwargs, match in (
+        ({"window": 0}, "window"),
+        ({"window": 2.0}, "window"),
+        ({"sigma": -1.0}, "sigma"),
+        ({"scale": 0.0}, "scale"),
+        ({"scale": float("nan")}, "scale"),
+        ({"seed": -1}, "seed"),
+    ):
         with pytest.raises((TypeError, ValueError), match=match):
             DPad(llada, **kwargs)

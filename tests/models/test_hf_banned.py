@@ -7,15 +7,18 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from remask.models import HFMaskedLM  # noqa: E402
-
 from _tiny_bert import write_tiny_bert  # noqa: E402
+
+from remask.models import HFMaskedLM  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
     path = write_tiny_bert(tmp_path_factory.mktemp("tiny_bert_banned"))
-    return (transformers.BertForMaskedLM.from_pretrained(path), transformers.BertTokenizer.from_pretrained(path))
+    return (
+        transformers.BertForMaskedLM.from_pretrained(path),
+        transformers.BertTokenizer.from_pretrained(path),
+    )
 
 
 def test_default_bans_pad_unk_cls_sep(bert):
@@ -28,7 +31,9 @@ def test_default_bans_pad_unk_cls_sep(bert):
 
 def test_eos_stays_allowed_and_banned_can_be_changed(bert):
     model, tokenizer = bert
-    tokenizer = transformers.BertTokenizer.from_pretrained(tokenizer.name_or_path, eos_token="[SEP]")
+    tokenizer = transformers.BertTokenizer.from_pretrained(
+        tokenizer.name_or_path, eos_token="[SEP]"
+    )
     denoiser = HFMaskedLM(model, tokenizer)
     assert denoiser.eos_id == 3 and 3 not in denoiser.banned_ids
     everything = HFMaskedLM(model, tokenizer, banned=())

@@ -9,11 +9,12 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from _tiny_bert import TINY_BERT_WORDS as WORDS  # noqa: E402
+from _tiny_bert import write_tiny_bert
+
 import remask
 from remask.models import HFMaskedLM, load_model
 from remask.samplers import build
-
-from _tiny_bert import TINY_BERT_WORDS as WORDS, write_tiny_bert  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +39,17 @@ def test_generate_and_padding_invariance(bert_dir):
     assert not bool((batch.tokens == model.mask_id).any())
     for row, prompt in enumerate(prompts):
         alone = remask.generate(model, [prompt], sampler, gen_length=4, seed=0)
-        assert batch.tokens[row, 3 - len(prompt):].tolist() == alone.tokens[0].tolist()
+        assert batch.tokens[row, 3 - len(prompt) :].tolist() == alone.tokens[0].tolist()
 
 
 def test_missing_mask_token_raises(tmp_path):
-    config = transformers.BertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32)
+    config = transformers.BertConfig(
+        vocab_size=20,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     transformers.BertForMaskedLM(config).save_pretrained(tmp_path)  # weights only: no tokenizer
     with pytest.raises(ValueError, match="no mask token"):
         load_model(str(tmp_path))
@@ -61,8 +67,19 @@ def test_cli_generates_text(bert_dir):
 
     from remask.cli import main
 
-    result = CliRunner().invoke(main, ["generate", "--model", str(bert_dir), "--prompt", "the cat",
-                                       "--gen-length", "3", "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--model",
+            str(bert_dir),
+            "--prompt",
+            "the cat",
+            "--gen-length",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["rows"][0]
     assert len(row["generated"]) == 3 and isinstance(row["text"], str) and row["nfe"] == 3

@@ -30,7 +30,9 @@ def test_conditionals_equal_brute_force(seed):
         tokens = torch.randint(0, 3, (6,), generator=generator)
         tokens[torch.rand(6, generator=generator) < 0.6] = oracle.mask_id
         got = oracle(tokens.unsqueeze(0))[0].exp()
-        torch.testing.assert_close(got, _brute_force_marginals(oracle, tokens), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            got, _brute_force_marginals(oracle, tokens), rtol=1e-10, atol=1e-12
+        )
 
 
 def test_joint_sums_to_one_and_initial_is_stationary():
@@ -71,10 +73,14 @@ def test_ancestral_samples_follow_the_joint():
     assert stats.chisquare(counts, expected).pvalue > 1e-4
 
 
-@pytest.mark.parametrize("kwargs,error", [
-    (dict(vocab_size=1, seq_len=4), ValueError), (dict(vocab_size=3, seq_len=0), ValueError),
-    (dict(vocab_size=3, seq_len=4, concentration=0.0), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        (dict(vocab_size=1, seq_len=4), ValueError),
+        (dict(vocab_size=3, seq_len=0), ValueError),
+        (dict(vocab_size=3, seq_len=4, concentration=0.0), ValueError),
+    ],
+)
 def test_bad_construction(kwargs, error):
     with pytest.raises(error):
         MarkovChainOracle(**kwargs)

@@ -25,14 +25,35 @@ class FiniteMask:
         return logits
 
 
-@pytest.mark.filterwarnings("ignore:apd. no verifier:RuntimeWarning")  # apd without a verifier warns by design
-@pytest.mark.parametrize("name", ["low_confidence", "ancestral", "remdm", "dilated", "apd", "dream",
-                                  "llada2", "threshold", "klass", "pc_sampler", "entropy_bound", "factor"])
+@pytest.mark.filterwarnings(
+    "ignore:apd. no verifier:RuntimeWarning"
+)  # apd without a verifier warns by design
+@pytest.mark.parametrize(
+    "name",
+    [
+        "low_confidence",
+        "ancestral",
+        "remdm",
+        "dilated",
+        "apd",
+        "dream",
+        "llada2",
+        "threshold",
+        "klass",
+        "pc_sampler",
+        "entropy_bound",
+        "factor",
+    ],
+)
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_callable_with_finite_mask_logit_finishes(name, temperature):
     if name not in available():
         pytest.skip(f"{name} not registered")
-    kwargs = {"temperature": temperature} if "temperature" in {f for f in build(name).__dataclass_fields__} else {}
+    kwargs = (
+        {"temperature": temperature}
+        if "temperature" in {f for f in build(name).__dataclass_fields__}
+        else {}
+    )
     out = remask.generate(FiniteMask(), [[0, 1]], build(name, **kwargs), gen_length=6, seed=0)
     assert not bool((out.tokens == MASK).any())
 
@@ -77,7 +98,9 @@ def test_denoise_copes_with_an_expanded_view():
 def test_oracle_without_mask_column_is_unchanged():
     oracle = MarkovChainOracle(vocab_size=4, seq_len=6, seed=0)
     assert oracle.mask_id == oracle.vocab_size  # no column for the mask
-    out = remask.generate(oracle, [[0]], build("low_confidence", temperature=1.0), gen_length=5, seed=0)
+    out = remask.generate(
+        oracle, [[0]], build("low_confidence", temperature=1.0), gen_length=5, seed=0
+    )
     assert int(out.tokens.max()) < oracle.vocab_size
 
 

@@ -43,13 +43,16 @@ def test_load_model_tiny_spec():
     assert isinstance(load_model("tiny"), TinyTransformer)
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("tiny:transformer?vocab=12&wdth=3", "wdth"),
-    ("tiny:lstm", "lstm"),
-    ("oracle:markov?vocab=1", "vocab_size"),
-    ("oracle:unicorn?x=1", "unicorn"),
-    ("nonexistent/dir", "nonexistent"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("tiny:transformer?vocab=12&wdth=3", "wdth"),
+        ("tiny:lstm", "lstm"),
+        ("oracle:markov?vocab=1", "vocab_size"),
+        ("oracle:unicorn?x=1", "unicorn"),
+        ("nonexistent/dir", "nonexistent"),
+    ],
+)
 def test_bad_specs_name_the_problem(spec, match):
     with pytest.raises(ValueError, match=match):
         load_model(spec)

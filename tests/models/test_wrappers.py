@@ -18,8 +18,9 @@ from remask.samplers import available, build, sampler_class
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
-GUIDED_SAMPLERS = [name for name in available()
-                   if "cfg_scale" in sampler_class(name).__dataclass_fields__]
+GUIDED_SAMPLERS = [
+    name for name in available() if "cfg_scale" in sampler_class(name).__dataclass_fields__
+]
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +46,14 @@ def test_capabilities_read_declarations_once(tiny64):
         eos_id = 2
 
     caps = protocol.capabilities(Declared())
-    assert (caps.active, caps.editable, caps.attention_bias, caps.shift, caps.evaluations, caps.eos_id) == \
-        (True, False, False, 1, 1, 2)
+    assert (
+        caps.active,
+        caps.editable,
+        caps.attention_bias,
+        caps.shift,
+        caps.evaluations,
+        caps.eos_id,
+    ) == (True, False, False, 1, 1, 2)
     Declared.accepts_active = "yes"
     with pytest.raises(TypeError, match="accepts_active must be a bool"):
         protocol.capabilities(Declared())
@@ -69,14 +76,20 @@ def test_call_hands_over_only_what_is_declared(tiny64):
     assert set(seen) == {"active"} and evaluations == 1
     assert torch.isneginf(logits[..., tiny64.mask_id]).all()
     with pytest.raises(TypeError, match="accepts_attention_bias"):
-        protocol.call(Wants(), tokens, mask, attention_bias=mask.unsqueeze(1), position_ids=mask.long())
+        protocol.call(
+            Wants(), tokens, mask, attention_bias=mask.unsqueeze(1), position_ids=mask.long()
+        )
 
 
 # ---------------------------------------------------------------- Guided
 @pytest.mark.parametrize("name", GUIDED_SAMPLERS)
 def test_cfg_scale_is_sugar_for_guided(tiny64, name):
-    sugar = remask.generate(tiny64, PROMPTS, build(name, **_config(name, cfg_scale=1.5)), gen_length=8, seed=0)
-    wrapped = remask.generate(Guided(tiny64, 1.5), PROMPTS, build(name, **_config(name)), gen_length=8, seed=0)
+    sugar = remask.generate(
+        tiny64, PROMPTS, build(name, **_config(name, cfg_scale=1.5)), gen_length=8, seed=0
+    )
+    wrapped = remask.generate(
+        Guided(tiny64, 1.5), PROMPTS, build(name, **_config(name)), gen_length=8, seed=0
+    )
     assert torch.equal(sugar.tokens, wrapped.tokens) and torch.equal(sugar.nfe, wrapped.nfe)
 
 
@@ -93,9 +106,13 @@ def test_guided_at_scale_zero_is_the_model_at_twice_the_cost(tiny64, name):
 
 
 def test_guided_logits_follow_the_formula(tiny64):
-    tokens = torch.tensor([[0, 3, 7, 1, tiny64.mask_id, tiny64.mask_id], [0, 0, 5, 2, 6, tiny64.mask_id]])
+    tokens = torch.tensor(
+        [[0, 3, 7, 1, tiny64.mask_id, tiny64.mask_id], [0, 0, 5, 2, 6, tiny64.mask_id]]
+    )
     mask = torch.tensor([[True] * 6, [False, True, True, True, True, True]])
-    editable = torch.tensor([[False, False, False, False, True, True], [False, False, False, True, True, True]])
+    editable = torch.tensor(
+        [[False, False, False, False, True, True], [False, False, False, True, True, True]]
+    )
     got = Guided(tiny64, 2.0)(tokens, mask, editable=editable)
     unconditional = torch.where(mask & ~editable, tiny64.mask_id, tokens)
     cond, un = tiny64(tokens, mask), tiny64(unconditional, mask)
@@ -133,14 +150,25 @@ def test_guided_wino_takes_the_attention_path_on_llada():
     llada = load_checkpoint(GOLDEN / "llada_tiny")
     model = Guided(llada, 1.0)
     assert protocol.capabilities(model) == protocol.Capabilities(
-        active=False, editable=True, attention_bias=True, evaluations=2, eos_id=llada.eos_id,
-        eot_id=llada.eot_id, pad_id=llada.pad_id)
+        active=False,
+        editable=True,
+        attention_bias=True,
+        evaluations=2,
+        eos_id=llada.eos_id,
+        eot_id=llada.eot_id,
+        pad_id=llada.pad_id,
+    )
     out = remask.generate(model, PROMPTS, build("wino", block_length=4), gen_length=8, seed=0)
     assert out.nfe.tolist() == [2 * out.steps] * 3
 
 
 def test_guided_bad_input(tiny64):
-    for scale, error in ((-1.0, ValueError), (math.inf, ValueError), ("1", TypeError), (True, TypeError)):
+    for scale, error in (
+        (-1.0, ValueError),
+        (math.inf, ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+    ):
         with pytest.raises(error, match="scale"):
             Guided(tiny64, scale)
     with pytest.raises(TypeError, match="wraps a Denoiser"):
@@ -149,10 +177,16 @@ def test_guided_bad_input(tiny64):
 
 # ---------------------------------------------------------------- Suppress
 def test_logits_eos_inf_is_sugar_for_suppress(tiny64):
-    sugar = remask.generate(tiny64, PROMPTS, build("low_confidence", eos_id=5, logits_eos_inf=True,
-                                                   cfg_scale=1.0), gen_length=8, seed=0)
-    wrapped = remask.generate(Suppress(Guided(tiny64, 1.0), [5]), PROMPTS, build("low_confidence"),
-                              gen_length=8, seed=0)
+    sugar = remask.generate(
+        tiny64,
+        PROMPTS,
+        build("low_confidence", eos_id=5, logits_eos_inf=True, cfg_scale=1.0),
+        gen_length=8,
+        seed=0,
+    )
+    wrapped = remask.generate(
+        Suppress(Guided(tiny64, 1.0), [5]), PROMPTS, build("low_confidence"), gen_length=8, seed=0
+    )
     assert torch.equal(sugar.tokens, wrapped.tokens) and torch.equal(sugar.nfe, wrapped.nfe)
 
 
@@ -164,7 +198,9 @@ def test_suppressed_tokens_are_never_proposed(tiny64, name):
     width = max(map(len, PROMPTS))
     common = torch.mode(plain.tokens[:, width:].flatten()).values.item()  # the model's favourite
     banned = [common, (common + 1) % tiny64.mask_id]
-    out = remask.generate(Suppress(tiny64, banned), PROMPTS, build(name, **_config(name)), gen_length=8, seed=0)
+    out = remask.generate(
+        Suppress(tiny64, banned), PROMPTS, build(name, **_config(name)), gen_length=8, seed=0
+    )
     assert not torch.isin(out.tokens[:, width:], torch.tensor(banned)).any()
 
 
@@ -181,20 +217,53 @@ def test_suppress_bad_input(tiny64):
 
 # ---------------------------------------------------------------- the CLI
 def test_cli_cfg_guides_any_sampler():
-    args = ["generate", "--model", "oracle:markov?vocab=5&length=8", "--gen-length", "4", "--prompt-ids", "1,2",
-            "--json", "--sampler", "wino"]
+    args = [
+        "generate",
+        "--model",
+        "oracle:markov?vocab=5&length=8",
+        "--gen-length",
+        "4",
+        "--prompt-ids",
+        "1,2",
+        "--json",
+        "--sampler",
+        "wino",
+    ]
     plain = CliRunner().invoke(main, args)
     guided = CliRunner().invoke(main, [*args, "--cfg", "1.0"])
     assert plain.exit_code == 0 and guided.exit_code == 0, guided.output
-    assert json.loads(guided.stdout)["rows"][0]["nfe"] == 2 * json.loads(plain.stdout)["rows"][0]["nfe"]
-    both = CliRunner().invoke(main, ["generate", "--model", "oracle:markov?vocab=5&length=8", "--gen-length", "4",
-                                     "--prompt-ids", "1,2", "--cfg", "1", "--set", "cfg_scale=1.0"])
-    assert both.exit_code == 2 and "give one of them" in both.output and "Traceback" not in both.output
+    assert (
+        json.loads(guided.stdout)["rows"][0]["nfe"]
+        == 2 * json.loads(plain.stdout)["rows"][0]["nfe"]
+    )
+    both = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--model",
+            "oracle:markov?vocab=5&length=8",
+            "--gen-length",
+            "4",
+            "--prompt-ids",
+            "1,2",
+            "--cfg",
+            "1",
+            "--set",
+            "cfg_scale=1.0",
+        ],
+    )
+    assert (
+        both.exit_code == 2 and "give one of them" in both.output and "Traceback" not in both.output
+    )
 
 
 def test_readme_wrappers_example():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    code = readme.split("<!-- readme-test: wrappers -->")[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = (
+        readme.split("<!-- readme-test: wrappers -->")[1]
+        .split("```python\n", 1)[1]
+        .split("```", 1)[0]
+    )
     namespace: dict = {}
     exec(compile(code, "README:wrappers", "exec"), namespace)
     assert namespace["out"].tokens.shape == (1, 11)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from reference._common import FixedConfidence
 from reference.ancestral import ancestral_law
-from remask.samplers import build
-from remask.samplers.schedules import grid_time, next_unmask_index
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
 
 import remask
+from remask.samplers import build
+from remask.samplers.schedules import grid_time, next_unmask_index
 
 
 def _tv(p: torch.Tensor, q: torch.Tensor) -> float:
@@ -36,8 +36,13 @@ def test_next_unmask_index_inverts_the_stay_masked_probability():
 @pytest.mark.parametrize("steps", [2, 5])
 def test_law_equals_the_step_by_step_grid_walk(markov, steps):
     """Jumping between changes is exact: the output law is the grid walk's, at few steps too."""
-    out = remask.generate(markov, [[]] * N, build("ancestral", steps=steps),
-                          gen_length=markov.seq_len, seed=31 + steps)
+    out = remask.generate(
+        markov,
+        [[]] * N,
+        build("ancestral", steps=steps),
+        gen_length=markov.seq_len,
+        seed=31 + steps,
+    )
     law = ancestral_law(markov, markov.seq_len, steps=steps, eps=1e-5)
     assert _chi_square_pvalue(_counts(markov, out.tokens), law) > ALPHA
 
@@ -46,13 +51,16 @@ def test_law_equals_the_step_by_step_grid_walk(markov, steps):
 def test_output_law_approaches_the_exact_joint(markov):
     joint = markov.log_prob(markov.all_sequences()).exp()
     # Exact distances of the sampler's law to the joint: they shrink as the grid refines.
-    tv = [_tv(ancestral_law(markov, markov.seq_len, steps=s, eps=1e-5), joint)
-          for s in (1, 2, 4, 8, 16)]
+    tv = [
+        _tv(ancestral_law(markov, markov.seq_len, steps=s, eps=1e-5), joint)
+        for s in (1, 2, 4, 8, 16)
+    ]
     assert all(a > b for a, b in itertools.pairwise(tv)), tv
     assert tv[0] > 0.1 and tv[-1] < tv[0] / 4
     # Sampled: steps >> L is exact-ish (ties have probability ~ L^2 / steps)...
-    out = remask.generate(markov, [[]] * N, build("ancestral", steps=1_000_000),
-                          gen_length=markov.seq_len, seed=7)
+    out = remask.generate(
+        markov, [[]] * N, build("ancestral", steps=1_000_000), gen_length=markov.seq_len, seed=7
+    )
     counts = _counts(markov, out.tokens)
     assert _chi_square_pvalue(counts, joint) > ALPHA
     # ...and the empirical TV is at the sampling-noise floor (E TV <= sum sqrt(p / N) / 2).
@@ -60,17 +68,23 @@ def test_output_law_approaches_the_exact_joint(markov):
     assert _tv(counts / N, joint) < 2 * floor
     # Negative control: one grid step commits (almost) everything at once, i.e. samples the
     # product of marginals; the same test rejects it.
-    out = remask.generate(markov, [[]] * N, build("ancestral", steps=1),
-                          gen_length=markov.seq_len, seed=7)
+    out = remask.generate(
+        markov, [[]] * N, build("ancestral", steps=1), gen_length=markov.seq_len, seed=7
+    )
     assert _chi_square_pvalue(_counts(markov, out.tokens), joint) < ALPHA
 
 
 def test_a_step_that_changes_nothing_costs_no_forward_pass(tiny64, counting):
     model = counting(tiny64)
     seen = []
-    out = remask.generate(model, [[1, 2], [3]], build("ancestral", steps=1_000_000),
-                          gen_length=6, seed=0,
-                          callbacks=[lambda s, i: seen.append((i.committed.sum(-1), s.canvas.done))])
+    out = remask.generate(
+        model,
+        [[1, 2], [3]],
+        build("ancestral", steps=1_000_000),
+        gen_length=6,
+        seed=0,
+        callbacks=[lambda s, i: seen.append((i.committed.sum(-1), s.canvas.done))],
+    )
     assert model.calls == out.steps <= 6 + 1  # a million grid steps, one pass per change
     before = torch.zeros(2, dtype=torch.bool)
     for committed, done in seen:  # every step changes every row that was still decoding
@@ -85,8 +99,14 @@ def test_noise_removal_takes_the_argmax_of_leftover_masks():
     argmax = torch.tensor([1, 2, 3, 0, 1, 2])
     model = FixedConfidence([0.6, 0.7, 0.8, 0.9, 0.55, 0.65], tokens=argmax.tolist())
     infos = []
-    out = remask.generate(model, [[]] * 64, build("ancestral", steps=1, eps=0.9), gen_length=6,
-                          seed=3, callbacks=[lambda s, i: infos.append((i, s.canvas.done))])
+    out = remask.generate(
+        model,
+        [[]] * 64,
+        build("ancestral", steps=1, eps=0.9),
+        gen_length=6,
+        seed=3,
+        callbacks=[lambda s, i: infos.append((i, s.canvas.done))],
+    )
     removed_rows = torch.zeros(64, dtype=torch.bool)
     for info, done in infos:
         rows = info.noise_removal  # (B,)
@@ -99,9 +119,18 @@ def test_noise_removal_takes_the_argmax_of_leftover_masks():
 
 def test_blocks_each_run_their_own_grid(tiny64):
     seen = []
-    remask.generate(tiny64, [[1, 2]], build("ancestral", steps=4, block_length=3), gen_length=9,
-                    seed=0, callbacks=[lambda s, i: seen.append((i.committed[0].nonzero().flatten()
-                                                                 .tolist(), int(s.canvas.window[0])))])
+    remask.generate(
+        tiny64,
+        [[1, 2]],
+        build("ancestral", steps=4, block_length=3),
+        gen_length=9,
+        seed=0,
+        callbacks=[
+            lambda s, i: seen.append(
+                (i.committed[0].nonzero().flatten().tolist(), int(s.canvas.window[0]))
+            )
+        ],
+    )
     block = 0
     for positions, _ in seen:
         while not all(2 + 3 * block <= p < 2 + 3 * (block + 1) for p in positions):
@@ -111,10 +140,16 @@ def test_blocks_each_run_their_own_grid(tiny64):
         remask.generate(tiny64, [[1]], build("ancestral", steps=2, block_length=3), gen_length=9)
 
 
-@pytest.mark.parametrize("config,error", [
-    (dict(steps=0), ValueError), (dict(steps=1.5), TypeError), (dict(eps=0.0), ValueError),
-    (dict(eps=1.0), ValueError), (dict(eps="small"), TypeError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(steps=0), ValueError),
+        (dict(steps=1.5), TypeError),
+        (dict(eps=0.0), ValueError),
+        (dict(eps=1.0), ValueError),
+        (dict(eps="small"), TypeError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("ancestral", **config)

@@ -59,13 +59,18 @@ TOP_P = Num("float", 0.0, 1.0, low_open=True, optional=True)
 UNIT_OPEN = Num("float", 0.0, 1.0, low_open=True, high_open=True)
 
 # A wrapped base sampler (gibbs, prophet): a registry name, a config dict or a sampler.
-BASE_SAMPLER = Custom(st.one_of(
-    st.integers(), st.floats(), st.none(), st.booleans(),
-    st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
-    st.just({"steps": 3}),  # no name
-    st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
-    st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
-))
+BASE_SAMPLER = Custom(
+    st.one_of(
+        st.integers(),
+        st.floats(),
+        st.none(),
+        st.booleans(),
+        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
+        st.just({"steps": 3}),  # no name
+        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
+        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
+    )
+)
 
 # Field name -> domain, for names whose meaning is the same in every sampler.
 COMMON = {
@@ -82,8 +87,9 @@ SPECIFIC = {
     ("ancestral", "eps"): UNIT_OPEN,
     ("apd", "mixture_weight"): PROB,
     ("apd", "max_lookahead"): POS_INT,
-    ("apd", "verifier"): Custom(st.one_of(st.integers(), st.floats(), st.lists(st.text(), max_size=2),
-                                          st.booleans())),
+    ("apd", "verifier"): Custom(
+        st.one_of(st.integers(), st.floats(), st.lists(st.text(), max_size=2), st.booleans())
+    ),
     ("credit", "threshold"): PROB,
     ("credit", "credit_alpha"): NONNEG,
     ("credit", "boost_gamma"): NONNEG,
@@ -101,14 +107,19 @@ SPECIFIC = {
     ("entropy_bound", "score"): Choice(("entropy", "prob", "margin")),
     ("factor", "factor"): NONNEG,
     ("gibbs", "base"): BASE_SAMPLER,
-    ("freedave", "base"): Custom(st.one_of(
-        st.integers(), st.floats(), st.none(), st.booleans(),
-        st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
-        st.just({"steps": 3}),  # no name
-        st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
-        st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
-        st.just({"name": "gibbs"}),  # a wrapping base
-    )),
+    ("freedave", "base"): Custom(
+        st.one_of(
+            st.integers(),
+            st.floats(),
+            st.none(),
+            st.booleans(),
+            st.text(min_size=1, max_size=6).filter(lambda s: s not in available()),
+            st.just({"steps": 3}),  # no name
+            st.just({"name": "low_confidence", "stepz": 3}),  # unknown key of the base
+            st.just({"name": "low_confidence", "temperature": float("inf")}),  # bad base value
+            st.just({"name": "gibbs"}),  # a wrapping base
+        )
+    ),
     ("freedave", "draft_steps"): POS_INT,
     ("punt", "epsilon"): Num("float", 0.0, inf_ok=True),
     ("punt", "temperature"): NONNEG,
@@ -149,12 +160,18 @@ SPECIFIC = {
     ("prophet", "total_steps"): OPT_POS_INT,
     ("pc_sampler", "lambd"): NONNEG,
     ("pc_sampler", "alpha"): Num("float", 0.0, low_open=True),
-    ("pc_sampler", "background"): Custom(st.one_of(
-        st.just([]), st.just("abc"), st.integers(), st.just(torch.ones(2, 2)),
-        st.lists(st.floats(allow_nan=True), min_size=1, max_size=4).filter(
-            lambda v: any(not math.isfinite(x) or x < 0 for x in v)),
-        st.lists(st.text(max_size=2), min_size=1, max_size=3),
-    )),
+    ("pc_sampler", "background"): Custom(
+        st.one_of(
+            st.just([]),
+            st.just("abc"),
+            st.integers(),
+            st.just(torch.ones(2, 2)),
+            st.lists(st.floats(allow_nan=True), min_size=1, max_size=4).filter(
+                lambda v: any(not math.isfinite(x) or x < 0 for x in v)
+            ),
+            st.lists(st.text(max_size=2), min_size=1, max_size=3),
+        )
+    ),
     ("pc_sampler", "steps"): OPT_POS_INT,
     ("remdm", "schedule"): Choice(("cap", "rescale", "conf", "loop")),
     ("remdm", "eta"): Num("float", 0.0, 1.0, optional=True),
@@ -198,8 +215,12 @@ def invalid_values(d) -> st.SearchStrategy:
     if isinstance(d, Bool):
         return st.one_of(st.integers(), st.text(max_size=4), st.none(), st.floats())
     if isinstance(d, Choice):
-        return st.one_of(st.text(max_size=8).filter(lambda s: s not in d.choices), st.integers(),
-                         st.booleans(), *([] if d.optional else [st.none()]))
+        return st.one_of(
+            st.text(max_size=8).filter(lambda s: s not in d.choices),
+            st.integers(),
+            st.booleans(),
+            *([] if d.optional else [st.none()]),
+        )
     options = [_wrong_types(d.optional), st.booleans()]
     if d.kind == "int":
         options.append(st.floats())  # any float, even 2.0, is the wrong type for an int field
@@ -219,7 +240,9 @@ def invalid_values(d) -> st.SearchStrategy:
         options.append(st.just(low - 1e-9) if not d.low_open else st.just(low))
     if d.high is not None:
         high = d.high
-        options.append(finite.filter((lambda x: x >= high) if d.high_open else (lambda x: x > high)))
+        options.append(
+            finite.filter((lambda x: x >= high) if d.high_open else (lambda x: x > high))
+        )
         options.append(st.just(high + 1e-9) if not d.high_open else st.just(high))
     return st.one_of(*options)
 
@@ -233,8 +256,13 @@ def test_every_field_has_a_domain():
 def test_invalid_values_raise_at_build(sampler, field):
     d = domain(sampler, field)
 
-    @settings(max_examples=12, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @settings(
+        max_examples=12,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+    )
     @given(value=invalid_values(d))
     def check(value):
         with pytest.raises((ValueError, TypeError)) as error:
@@ -246,12 +274,22 @@ def test_invalid_values_raise_at_build(sampler, field):
 
 # Valid edge values build (the domains above are not stricter than the docs).
 EDGES = [
-    ("threshold", "threshold", 0.0), ("threshold", "threshold", 1.0), ("llada2", "threshold", 1.0),
-    ("wino", "accept_ratio", 1.0), ("wino", "threshold_in", 0.0), ("dream", "top_p", 1.0),
-    ("entropy_bound", "gamma", float("inf")), ("gibbs", "threshold", float("inf")),
-    ("remdm", "eta", 1.0), ("low_confidence", "eos_id", 0), ("apd", "mixture_weight", 0.0),
-    ("punt", "epsilon", float("inf")), ("punt", "epsilon", 0.0), ("freedave", "draft_steps", 1),
-    ("dream", "temperature", 1), ("klass", "conf_threshold", 1.0),
+    ("threshold", "threshold", 0.0),
+    ("threshold", "threshold", 1.0),
+    ("llada2", "threshold", 1.0),
+    ("wino", "accept_ratio", 1.0),
+    ("wino", "threshold_in", 0.0),
+    ("dream", "top_p", 1.0),
+    ("entropy_bound", "gamma", float("inf")),
+    ("gibbs", "threshold", float("inf")),
+    ("remdm", "eta", 1.0),
+    ("low_confidence", "eos_id", 0),
+    ("apd", "mixture_weight", 0.0),
+    ("punt", "epsilon", float("inf")),
+    ("punt", "epsilon", 0.0),
+    ("freedave", "draft_steps", 1),
+    ("dream", "temperature", 1),
+    ("klass", "conf_threshold", 1.0),
 ]
 
 

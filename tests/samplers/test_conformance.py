@@ -34,7 +34,9 @@ def test_step_contract(tiny64, counting, name, config):
     history = []
 
     def record(state, info):
-        assert isinstance(state.canvas, remask.samplers.Canvas), "state's first field must be a Canvas"
+        assert isinstance(state.canvas, remask.samplers.Canvas), (
+            "state's first field must be a Canvas"
+        )
         assert state[0] is state.canvas
         B, L = state.canvas.tokens.shape
         assert info.committed.shape == (B, L) and info.committed.dtype == torch.bool
@@ -48,7 +50,7 @@ def test_step_contract(tiny64, counting, name, config):
     width = max(map(len, PROMPTS))
     prompt_part = out.tokens[:, :width]
     for row, prompt in enumerate(PROMPTS):
-        assert prompt_part[row, width - len(prompt):].tolist() == prompt, "prompt changed"
+        assert prompt_part[row, width - len(prompt) :].tolist() == prompt, "prompt changed"
     assert not bool((out.tokens == tiny64.mask_id).any()), "a mask survived"
     assert len(history) == out.steps
 
@@ -85,7 +87,7 @@ def test_greedy_batch_equals_rows_one_by_one(tiny64, name, config):
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
         alone = _run(tiny64, sampler, prompts=[prompt])
-        assert batch.tokens[row, width - len(prompt):].tolist() == alone.tokens[0].tolist()
+        assert batch.tokens[row, width - len(prompt) :].tolist() == alone.tokens[0].tolist()
         assert int(batch.nfe[row]) == int(alone.nfe[0])
 
 
@@ -100,7 +102,7 @@ def test_every_sampler_has_a_stochastic_example():
 
 def _strip(out, row: int, length: int) -> list[int]:
     """Row ``row`` of a left-padded output without its padding (its last ``length`` tokens)."""
-    return out.tokens[row, out.tokens.shape[1] - length:].tolist()
+    return out.tokens[row, out.tokens.shape[1] - length :].tolist()
 
 
 @pytest.mark.parametrize("name,config", [c for _, c in STOCHASTIC], ids=[i for i, _ in STOCHASTIC])
@@ -114,7 +116,9 @@ def test_sampled_row_depends_only_on_its_seed(tiny64, name, config):
         assert _strip(batch, row, len(prompt) + GEN) == alone.tokens[0].tolist(), f"row {row}"
         assert int(batch.nfe[row]) == int(alone.nfe[0]), f"row {row}"
     order = [2, 0, 1]
-    shuffled = _run(tiny64, sampler, seed=[SEEDS[i] for i in order], prompts=[PROMPTS[i] for i in order])
+    shuffled = _run(
+        tiny64, sampler, seed=[SEEDS[i] for i in order], prompts=[PROMPTS[i] for i in order]
+    )
     for new, old in enumerate(order):
         length = len(PROMPTS[old]) + GEN
         assert _strip(shuffled, new, length) == _strip(batch, old, length)
@@ -149,8 +153,10 @@ def test_the_seed_changes_sampled_rows(tiny64):
     same = _run(tiny64, sampler, seed=0, prompts=[[1]] * 8)
     assert len({tuple(row) for row in same.tokens.tolist()}) > 1
     # ... which is seeding row r with the 64-bit key fold(0, r); a (B,) tensor of seeds works too.
-    assert torch.equal(_run(tiny64, sampler, seed=torch.tensor(SEEDS)).tokens,
-                       _run(tiny64, sampler, seed=SEEDS).tokens)
+    assert torch.equal(
+        _run(tiny64, sampler, seed=torch.tensor(SEEDS)).tokens,
+        _run(tiny64, sampler, seed=SEEDS).tokens,
+    )
 
 
 @pytest.mark.parametrize("name,config", CASES, ids=IDS)
@@ -168,7 +174,7 @@ def test_infill_fills_only_masks(tiny64, name):
     out = remask.infill(tiny64, canvases, build(name), seed=0)
     assert not bool((out.tokens == m).any())
     for row, canvas in enumerate(canvases):
-        got = out.tokens[row, out.tokens.shape[1] - len(canvas):].tolist()
+        got = out.tokens[row, out.tokens.shape[1] - len(canvas) :].tolist()
         assert all(c == g for c, g in zip(canvas, got) if c != m)
 
 

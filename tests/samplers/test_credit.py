@@ -10,9 +10,9 @@ import pytest
 import torch
 from reference._common import FixedConfidence
 from reference.credit import credit_generate
-from remask.samplers import build
 
 import remask
+from remask.samplers import build
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -25,22 +25,31 @@ def _check_rows(model, sampler, prompts, gen_length, **kw):
     for row, prompt in enumerate(prompts):
         expected, nfe, b = credit_generate(model, prompt, gen_length=gen_length, **kw)
         boosted += b
-        assert out.tokens[row, width - len(prompt):].tolist() == expected, f"row {row}"
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected, f"row {row}"
         assert int(out.nfe[row]) == nfe, f"row {row}"
     return boosted
 
 
-@pytest.mark.parametrize("block_length,threshold,credit_alpha,boost_gamma,decay_beta", [
-    (32, 0.9, 0.7, 0.2, 0.8),   # the defaults
-    (4, 0.5, 0.7, 0.2, 0.8),
-    (None, 0.3, 2.0, 0.2, 1.0),
-    (3, 0.6, 1.0, 0.0, 0.5),
-    (5, 0.4, 0.7, 1.0, 0.0),
-])
-def test_greedy_equals_reference_loop(tiny64, block_length, threshold, credit_alpha, boost_gamma,
-                                      decay_beta):
-    kw = dict(block_length=block_length, threshold=threshold, credit_alpha=credit_alpha,
-              boost_gamma=boost_gamma, decay_beta=decay_beta)
+@pytest.mark.parametrize(
+    "block_length,threshold,credit_alpha,boost_gamma,decay_beta",
+    [
+        (32, 0.9, 0.7, 0.2, 0.8),  # the defaults
+        (4, 0.5, 0.7, 0.2, 0.8),
+        (None, 0.3, 2.0, 0.2, 1.0),
+        (3, 0.6, 1.0, 0.0, 0.5),
+        (5, 0.4, 0.7, 1.0, 0.0),
+    ],
+)
+def test_greedy_equals_reference_loop(
+    tiny64, block_length, threshold, credit_alpha, boost_gamma, decay_beta
+):
+    kw = dict(
+        block_length=block_length,
+        threshold=threshold,
+        credit_alpha=credit_alpha,
+        boost_gamma=boost_gamma,
+        decay_beta=decay_beta,
+    )
     boosted = _check_rows(tiny64, build("credit", **kw), PROMPTS, 10, **kw)
     assert boosted > 0  # the credit changed a decision somewhere: the check is not vacuous
 
@@ -62,7 +71,9 @@ def test_zero_alpha_is_the_threshold_sampler(tiny64, temperature):
     keys (the credit window gathers them by canvas column), so they agree token for token."""
     for block_length, tau in ((4, 0.3), (None, 0.6)):
         kw = dict(threshold=tau, block_length=block_length, temperature=temperature)
-        a = remask.generate(tiny64, PROMPTS, build("credit", credit_alpha=0.0, **kw), gen_length=9, seed=3)
+        a = remask.generate(
+            tiny64, PROMPTS, build("credit", credit_alpha=0.0, **kw), gen_length=9, seed=3
+        )
         b = remask.generate(tiny64, PROMPTS, build("threshold", **kw), gen_length=9, seed=3)
         assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nfe, b.nfe)
 
@@ -75,16 +86,25 @@ def _fused_conf(p: float, credit: float, alpha: float, vocab: int = 4) -> float:
 
 def _trace(model, sampler, gen_length):
     seen = []
-    remask.generate(model, [[]], sampler, gen_length=gen_length, seed=0,
-                    callbacks=[lambda s, i: seen.append((i.committed[0].nonzero().flatten().tolist(),
-                                                         i.score[0].tolist()))])
+    remask.generate(
+        model,
+        [[]],
+        sampler,
+        gen_length=gen_length,
+        seed=0,
+        callbacks=[
+            lambda s, i: seen.append(
+                (i.committed[0].nonzero().flatten().tolist(), i.score[0].tolist())
+            )
+        ],
+    )
     return seen
 
 
 def test_credit_accumulates_decays_and_resets_per_block():
     p, alpha, gamma, beta = 0.6, 0.7, 0.2, 0.8
     model = FixedConfidence([p] * 4, tokens=[1] * 4)
-    boost = p ** gamma
+    boost = p**gamma
     c1, c2, c3 = boost, beta * boost + boost, beta * (beta * boost + boost) + boost
     expected = [_fused_conf(p, c, alpha) for c in (c1, c2, c3)]
     assert expected[1] < 0.75 <= expected[2]  # the hand computation crosses 0.75 at step 3
@@ -94,8 +114,12 @@ def test_credit_accumulates_decays_and_resets_per_block():
         for j in range(step, 4):  # still masked at this step
             assert score[j] == pytest.approx(expected[step], abs=1e-5)
     # Without credit every step commits only the fallback top-1.
-    assert [c for c, _ in _trace(model, build("credit", block_length=None, threshold=0.75,
-                                              credit_alpha=0.0), 4)] == [[0], [1], [2], [3]]
+    assert [
+        c
+        for c, _ in _trace(
+            model, build("credit", block_length=None, threshold=0.75, credit_alpha=0.0), 4
+        )
+    ] == [[0], [1], [2], [3]]
     # decay_beta = 0: only the current step's boost counts, every step.
     seen = _trace(model, build("credit", block_length=None, threshold=0.75, decay_beta=0.0), 4)
     assert all(s[3] == pytest.approx(expected[0], abs=1e-5) for _, s in seen)
@@ -126,20 +150,30 @@ def test_credit_can_change_the_proposed_token():
     def proposals(alpha):
         seen = []
         # threshold 1: one commit per step, so positions 3 and 4 are still masked at step 4.
-        remask.generate(Switching(), [[]], build("credit", block_length=None, threshold=1.0,
-                                                 credit_alpha=alpha), gen_length=5, seed=0,
-                        callbacks=[lambda s, i: seen.append(i.proposal[0].tolist())])
+        remask.generate(
+            Switching(),
+            [[]],
+            build("credit", block_length=None, threshold=1.0, credit_alpha=alpha),
+            gen_length=5,
+            seed=0,
+            callbacks=[lambda s, i: seen.append(i.proposal[0].tolist())],
+        )
         return seen
 
     assert proposals(0.0)[3][4] == 2  # plain: the model's new favourite
     assert proposals(1.0)[3][4] == 1  # credit 0.5**0.2 (0.8 + 0.64 + 0.512) keeps token 1 ahead
 
 
-@pytest.mark.parametrize("config,error", [
-    (dict(threshold=1.5), ValueError), (dict(credit_alpha=-1.0), ValueError),
-    (dict(boost_gamma=float("nan")), ValueError), (dict(decay_beta=1.5), ValueError),
-    (dict(decay_beta="0.8"), TypeError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(threshold=1.5), ValueError),
+        (dict(credit_alpha=-1.0), ValueError),
+        (dict(boost_gamma=float("nan")), ValueError),
+        (dict(decay_beta=1.5), ValueError),
+        (dict(decay_beta="0.8"), TypeError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("credit", **config)
@@ -148,5 +182,11 @@ def test_bad_config_names_the_value(config, error):
 
 def test_defaults_are_dinfers():
     s = build("credit")
-    assert (s.block_length, s.threshold, s.credit_alpha, s.boost_gamma, s.decay_beta,
-            s.temperature) == (32, 0.9, 0.7, 0.2, 0.8, 0.0)
+    assert (
+        s.block_length,
+        s.threshold,
+        s.credit_alpha,
+        s.boost_gamma,
+        s.decay_beta,
+        s.temperature,
+    ) == (32, 0.9, 0.7, 0.2, 0.8, 0.0)

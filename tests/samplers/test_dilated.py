@@ -7,16 +7,16 @@ import math
 
 import pytest
 import torch
-
-import remask
-from remask.samplers import build
-from remask.samplers.dilated import binary_levels, dilated_levels
 from reference.dilated import (
     dus_binary_search_levels,
     dus_dilated_unmask_levels,
     dus_generate,
     dus_merge_last_level,
 )
+
+import remask
+from remask.samplers import build
+from remask.samplers.dilated import binary_levels, dilated_levels
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 
@@ -40,12 +40,16 @@ def test_dilated_levels_match_the_reference_for_every_size(base, skip_exp):
 
 def test_binary_levels_match_the_reference_for_every_size():
     for n in range(1, 70):
-        assert binary_levels(n) == _as_table(dus_merge_last_level(dus_binary_search_levels(0, n - 1)), n), n
+        assert binary_levels(n) == _as_table(
+            dus_merge_last_level(dus_binary_search_levels(0, n - 1)), n
+        ), n
 
 
 def test_level_sets_are_dilated_and_about_log2_many():
     assert dilated_levels(32) == tuple(
-        0 if i % 16 == 0 else 1 if i % 8 == 0 else 2 if i % 4 == 0 else 3 if i % 2 == 0 else 4 for i in range(32))
+        0 if i % 16 == 0 else 1 if i % 8 == 0 else 2 if i % 4 == 0 else 3 if i % 2 == 0 else 4
+        for i in range(32)
+    )
     for n in (4, 8, 16, 32, 64, 128):
         assert max(dilated_levels(n)) + 1 == int(math.log2(n))
     for n in range(2, 200):
@@ -68,14 +72,21 @@ SETTINGS = [  # (gen_length, config)
 
 @pytest.mark.parametrize("gen_length,config", SETTINGS)
 def test_greedy_equals_reference_loop(tiny64, gen_length, config):
-    out = remask.generate(tiny64, PROMPTS, build("dilated", **config), gen_length=gen_length, seed=0)
+    out = remask.generate(
+        tiny64, PROMPTS, build("dilated", **config), gen_length=gen_length, seed=0
+    )
     width = max(map(len, PROMPTS))
     reference = {k: v for k, v in config.items() if k != "block_length"}
     reference.setdefault("confidence_threshold", 0.3)
     for row, prompt in enumerate(PROMPTS):
-        expected, nfe = dus_generate(tiny64, prompt, gen_length=gen_length,
-                                     block_length=config.get("block_length", 32), **reference)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected, f"row {row}"
+        expected, nfe = dus_generate(
+            tiny64,
+            prompt,
+            gen_length=gen_length,
+            block_length=config.get("block_length", 32),
+            **reference,
+        )
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected, f"row {row}"
         assert int(out.nfe[row]) == nfe
 
 
@@ -105,8 +116,14 @@ class Scripted:
 def test_floor_defers_and_reschedules_so_no_mask_survives():
     commits = []
     sampler = build("dilated", block_length=8, confidence_threshold=0.5)
-    out = remask.generate(Scripted(), [[0]], sampler, gen_length=8, seed=0,
-                          callbacks=[lambda s, i: commits.append(i.committed[0].nonzero().flatten().tolist())])
+    out = remask.generate(
+        Scripted(),
+        [[0]],
+        sampler,
+        gen_length=8,
+        seed=0,
+        callbacks=[lambda s, i: commits.append(i.committed[0].nonzero().flatten().tolist())],
+    )
     # Offsets (position - 1) by level for n = 8: {0, 4}, {2, 6}, {1, 3, 5, 7}. Position 3 is
     # offset 2 (level 1): refused by the floor there, then committed on the last level, which
     # ignores the floor. The reference would leave it masked (its levels are disjoint).
@@ -130,8 +147,14 @@ def test_floor_refused_positions_are_retried_before_the_last_level():
             logits[:, 9] = torch.tensor([0.0, 0.2, 0.1, 0.0])
             return logits
 
-    remask.generate(Changing(), [[0]], sampler, gen_length=16, seed=0,
-                    callbacks=[lambda s, i: commits.append(i.committed[0].nonzero().flatten().tolist())])
+    remask.generate(
+        Changing(),
+        [[0]],
+        sampler,
+        gen_length=16,
+        seed=0,
+        callbacks=[lambda s, i: commits.append(i.committed[0].nonzero().flatten().tolist())],
+    )
     # Levels for n = 16: {0, 8}, {4, 12}, {2, 6, 10, 14}, odd offsets. Offset 8 (position 9) is
     # refused at step 1 and retried with level 1 at step 2; position 3 (offset 2, level 2) is
     # refused at every non-final level.
@@ -140,11 +163,18 @@ def test_floor_refused_positions_are_retried_before_the_last_level():
     assert 3 not in commits[2] and 3 in commits[3]
 
 
-@pytest.mark.parametrize("config,error", [
-    (dict(base=0), ValueError), (dict(skip_exp=0), ValueError), (dict(base=2.0), TypeError),
-    (dict(schedule="linear"), ValueError), (dict(confidence_threshold=1.5), ValueError),
-    (dict(confidence_threshold=-0.1), ValueError), (dict(temperature=-1.0), ValueError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(base=0), ValueError),
+        (dict(skip_exp=0), ValueError),
+        (dict(base=2.0), TypeError),
+        (dict(schedule="linear"), ValueError),
+        (dict(confidence_threshold=1.5), ValueError),
+        (dict(confidence_threshold=-0.1), ValueError),
+        (dict(temperature=-1.0), ValueError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("dilated", **config)

@@ -7,59 +7,73 @@ import torch
 from reference._common import FixedConfidence
 from reference.ancestral import ancestral_law
 from reference.dream import _dream_filter, dream_generate
-from remask.samplers import build
-from remask import kernels
-from remask.samplers.schedules import dream_count
 from scipy import stats
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
 
 import remask
+from remask import kernels
+from remask.samplers import build
+from remask.samplers.schedules import dream_count
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 
 SETTINGS = [  # (gen_length, steps, alg, block_length, top_p, top_k)
-    (8, 8, "maskgit_plus", None, None, None),   # steps == tokens: the reference wastes step 0
+    (8, 8, "maskgit_plus", None, None, None),  # steps == tokens: the reference wastes step 0
     (10, 4, "topk_margin", None, None, None),
-    (12, 30, "entropy", None, None, None),      # more steps than tokens
-    (9, 6, "maskgit_plus", 4, None, None),      # blocks 4, 4, 1 with steps 2, 2, 2
-    (8, 5, "maskgit_plus", None, 0.5, None),    # top-p changes the confidence even at T = 0
-    (8, 5, "entropy", None, None, 3),           # top-k likewise
+    (12, 30, "entropy", None, None, None),  # more steps than tokens
+    (9, 6, "maskgit_plus", 4, None, None),  # blocks 4, 4, 1 with steps 2, 2, 2
+    (8, 5, "maskgit_plus", None, 0.5, None),  # top-p changes the confidence even at T = 0
+    (8, 5, "entropy", None, None, 3),  # top-k likewise
     (7, 7, "topk_margin", 3, 0.7, 4),
 ]
 
 
 @pytest.mark.parametrize("gen_length,steps,alg,block_length,top_p,top_k", SETTINGS)
 def test_greedy_equals_reference_loop(tiny64, gen_length, steps, alg, block_length, top_p, top_k):
-    sampler = build("dream", steps=steps, alg=alg, block_length=block_length, top_p=top_p,
-                    top_k=top_k)
+    sampler = build(
+        "dream", steps=steps, alg=alg, block_length=block_length, top_p=top_p, top_k=top_k
+    )
     out = remask.generate(tiny64, PROMPTS, sampler, gen_length=gen_length, seed=0)
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
         expected, reference_nfe, commits = dream_generate(
-            tiny64, prompt, gen_length=gen_length, steps=steps, alg=alg,
-            block_length=block_length, top_p=top_p, top_k=top_k)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected
+            tiny64,
+            prompt,
+            gen_length=gen_length,
+            steps=steps,
+            alg=alg,
+            block_length=block_length,
+            top_p=top_p,
+            top_k=top_k,
+        )
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
         # Same tokens, minus the forward passes of the zero-commit steps.
         assert reference_nfe == steps
         assert int(out.nfe[row]) == sum(c > 0 for c in commits)
 
 
 def test_zero_commit_steps_are_skipped(tiny64, counting):
-    _, reference_nfe, commits = dream_generate(tiny64, [1], gen_length=16, steps=16,
-                                               alg="entropy")
+    _, reference_nfe, commits = dream_generate(tiny64, [1], gen_length=16, steps=16, alg="entropy")
     assert commits[0] == 0 and reference_nfe == 16  # the reference pays for its zero-commit steps
     model = counting(tiny64)
     seen = []
-    out = remask.generate(model, [[1]], build("dream", steps=16, alg="entropy"), gen_length=16,
-                          seed=0, callbacks=[lambda s, i: seen.append(int(i.committed.sum()))])
+    out = remask.generate(
+        model,
+        [[1]],
+        build("dream", steps=16, alg="entropy"),
+        gen_length=16,
+        seed=0,
+        callbacks=[lambda s, i: seen.append(int(i.committed.sum()))],
+    )
     assert seen == [c for c in commits if c > 0] and min(seen) >= 1
     assert model.calls == out.steps == int(out.nfe[0]) == 16 - commits.count(0)
 
 
 def _nfe_table(max_masks: int, max_steps: int) -> torch.Tensor:
     """(masks, steps) table of forward passes the count rule takes (all rows in one batch)."""
-    masks, steps = torch.meshgrid(torch.arange(1, max_masks + 1), torch.arange(1, max_steps + 1),
-                                  indexing="ij")
+    masks, steps = torch.meshgrid(
+        torch.arange(1, max_masks + 1), torch.arange(1, max_steps + 1), indexing="ij"
+    )
     masks, steps = masks.flatten(), steps.flatten()
     grid, nfe = torch.zeros_like(masks), torch.zeros_like(masks)
     left = masks.clone()
@@ -100,15 +114,17 @@ def test_propose_filter_matches_dreams_top_p_and_top_k():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 5, 11, generator=g) * 2
     for top_p, top_k in [(0.5, None), (0.9, None), (None, 3), (0.8, 4), (1.0, None), (0.01, None)]:
-        out = kernels.propose(logits, top_p=top_p, top_k=top_k, nucleus="crossing",
-                              stats="sampled", backend="torch")
+        out = kernels.propose(
+            logits, top_p=top_p, top_k=top_k, nucleus="crossing", stats="sampled", backend="torch"
+        )
         for b in range(3):
             for j in range(5):
                 q = torch.softmax(_dream_filter(logits[b, j].double(), top_p, top_k), -1)
                 top = q.topk(2).values
                 assert out.prob[b, j].item() == pytest.approx(top[0].item(), rel=1e-6)
-                assert out.margin[b, j].item() == pytest.approx((top[0] - top[1]).item(),
-                                                                rel=1e-6, abs=1e-7)
+                assert out.margin[b, j].item() == pytest.approx(
+                    (top[0] - top[1]).item(), rel=1e-6, abs=1e-7
+                )
 
 
 def test_alg_temp_samples_positions_from_softmax_of_scores():
@@ -118,9 +134,14 @@ def test_alg_temp_samples_positions_from_softmax_of_scores():
     alg_temp = 0.2
     first = []
     # 3 masks, 3 steps: counts [0 (skipped), 1, 2]: the first real step commits one position.
-    out = remask.generate(model, [[]] * N, build("dream", alg="maskgit_plus", steps=3,
-                                                 alg_temp=alg_temp), gen_length=3, seed=5,
-                          callbacks=[lambda s, i: first.append(i.committed.clone())])
+    out = remask.generate(
+        model,
+        [[]] * N,
+        build("dream", alg="maskgit_plus", steps=3, alg_temp=alg_temp),
+        gen_length=3,
+        seed=5,
+        callbacks=[lambda s, i: first.append(i.committed.clone())],
+    )
     assert out.nfe.tolist() == [2] * N
     counts = first[0].sum(0).double()  # (3,)
     assert bool((first[0].sum(-1) == 1).all())
@@ -132,9 +153,12 @@ def test_alg_temp_samples_positions_from_softmax_of_scores():
 
 
 def test_alg_temp_zero_is_topk(tiny64):
-    a = remask.generate(tiny64, PROMPTS, build("dream", alg="entropy", steps=5), gen_length=8, seed=0)
-    b = remask.generate(tiny64, PROMPTS, build("dream", alg="entropy", steps=5, alg_temp=0.0),
-                        gen_length=8, seed=1)
+    a = remask.generate(
+        tiny64, PROMPTS, build("dream", alg="entropy", steps=5), gen_length=8, seed=0
+    )
+    b = remask.generate(
+        tiny64, PROMPTS, build("dream", alg="entropy", steps=5, alg_temp=0.0), gen_length=8, seed=1
+    )
     assert torch.equal(a.tokens, b.tokens)
     assert not build("dream", alg="entropy", alg_temp=0.0).stochastic
 
@@ -161,12 +185,22 @@ def test_origin_is_exact_with_many_steps(markov, counting):
     assert model.calls <= markov.seq_len  # a million grid steps, at most one pass per token
 
 
-@pytest.mark.parametrize("config,error", [
-    (dict(alg="greedy"), ValueError), (dict(steps=0), ValueError), (dict(steps=3.0), TypeError),
-    (dict(alg_temp=-1.0), ValueError), (dict(top_p=0.0), ValueError), (dict(top_p=1.5), ValueError),
-    (dict(top_k=0), ValueError), (dict(top_k=2.5), TypeError), (dict(eps=0.0), ValueError),
-    (dict(eps=1.0), ValueError), (dict(temperature=-0.1), ValueError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(alg="greedy"), ValueError),
+        (dict(steps=0), ValueError),
+        (dict(steps=3.0), TypeError),
+        (dict(alg_temp=-1.0), ValueError),
+        (dict(top_p=0.0), ValueError),
+        (dict(top_p=1.5), ValueError),
+        (dict(top_k=0), ValueError),
+        (dict(top_k=2.5), TypeError),
+        (dict(eps=0.0), ValueError),
+        (dict(eps=1.0), ValueError),
+        (dict(temperature=-0.1), ValueError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("dream", **config)
@@ -176,8 +210,15 @@ def test_bad_config_names_the_value(config, error):
 
 def test_defaults_are_the_references():
     s = build("dream")
-    assert (s.steps, s.eps, s.alg, s.alg_temp, s.temperature, s.top_p, s.top_k) == \
-        (512, 1e-3, "origin", None, 0.0, None, None)
+    assert (s.steps, s.eps, s.alg, s.alg_temp, s.temperature, s.top_p, s.top_k) == (
+        512,
+        1e-3,
+        "origin",
+        None,
+        0.0,
+        None,
+        None,
+    )
     assert s.stochastic and not build("dream", alg="entropy").stochastic
 
 
@@ -203,7 +244,11 @@ def test_dream_alg_names_are_aliases_of_the_shared_scores():
     remasking name resolve to it, and greedy tokens are the same under either name."""
     from remask.kernels.score import SCORE_ALIASES, score_proposals
 
-    assert SCORE_ALIASES == {"low_confidence": "prob", "maskgit_plus": "prob", "topk_margin": "margin"}
+    assert SCORE_ALIASES == {
+        "low_confidence": "prob",
+        "maskgit_plus": "prob",
+        "topk_margin": "margin",
+    }
     logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
     proposal = kernels.propose(logits, stats="sampled")
     for alias, name in SCORE_ALIASES.items():

@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
-
-import remask
-from remask.samplers import build
-from remask.kernels.select import spacing_filter
-from remask.samplers.canvas import make_canvas
 from reference.entropy_bound import dus_spacing, eb_generate
 from test_exactness import ALPHA, N, _chi_square_pvalue, _counts
+
+import remask
+from remask.kernels.select import spacing_filter
+from remask.samplers import build
+from remask.samplers.canvas import make_canvas
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 
@@ -56,8 +56,14 @@ def _fixed_model():
 
 def _first_commit(model, **config):
     seen = []
-    remask.generate(model, [[0]], build("entropy_bound", **config), gen_length=5, seed=0,
-                    callbacks=[lambda s, i: seen.append(set(i.committed[0].nonzero().flatten().tolist()))])
+    remask.generate(
+        model,
+        [[0]],
+        build("entropy_bound", **config),
+        gen_length=5,
+        seed=0,
+        callbacks=[lambda s, i: seen.append(set(i.committed[0].nonzero().flatten().tolist()))],
+    )
     return seen[0], seen
 
 
@@ -91,8 +97,14 @@ def test_handcrafted_confidence_order_differs_from_entropy_order():
 def test_at_least_one_and_entropy_reported_in_nats():
     model = _fixed_model()
     infos = []
-    remask.generate(model, [[0]], build("entropy_bound", gamma=0.0), gen_length=5, seed=0,
-                    callbacks=[lambda s, i: infos.append(i)])
+    remask.generate(
+        model,
+        [[0]],
+        build("entropy_bound", gamma=0.0),
+        gen_length=5,
+        seed=0,
+        callbacks=[lambda s, i: infos.append(i)],
+    )
     assert [int(i.committed.sum()) for i in infos] == [1] * 5
     first = infos[0]
     expected = torch.tensor(ENTROPY, dtype=torch.float32)
@@ -116,9 +128,13 @@ def test_larger_gamma_never_commits_fewer(tiny64, score):
             key = remask.kernels.split(0, canvas.tokens.shape[0])  # (B,) step keys
             _, info = sampler.step(sampler.init(canvas, tiny64), tiny64, key)
             if previous is not None and gamma > 0:
-                assert bool((previous & ~info.committed).sum() == 0), f"γ={gamma} dropped a position"
+                assert bool((previous & ~info.committed).sum() == 0), (
+                    f"γ={gamma} dropped a position"
+                )
             previous = info.committed
-        assert torch.equal(previous.sum(-1), (editable & canvas.active).sum(-1))  # γ = ∞: whole block
+        assert torch.equal(
+            previous.sum(-1), (editable & canvas.active).sum(-1)
+        )  # γ = ∞: whole block
         previous = None
 
 
@@ -140,7 +156,9 @@ def test_spacing_filter_is_dus_greedy():
         gap = 2 + trial % 3
         got = spacing_filter(selected, score, gap)
         for row in range(B):
-            positions = sorted(selected[row].nonzero().flatten().tolist(), key=lambda j: (-score[row, j], j))
+            positions = sorted(
+                selected[row].nonzero().flatten().tolist(), key=lambda j: (-score[row, j], j)
+            )
             assert got[row].nonzero().flatten().tolist() == sorted(dus_spacing(positions, gap))
 
 
@@ -165,12 +183,14 @@ SETTINGS = [  # (gen_length, config)
 
 @pytest.mark.parametrize("gen_length,config", SETTINGS)
 def test_greedy_equals_reference_loop(tiny64, gen_length, config):
-    out = remask.generate(tiny64, PROMPTS, build("entropy_bound", **config), gen_length=gen_length, seed=0)
+    out = remask.generate(
+        tiny64, PROMPTS, build("entropy_bound", **config), gen_length=gen_length, seed=0
+    )
     width = max(map(len, PROMPTS))
     parallel = False
     for row, prompt in enumerate(PROMPTS):
         expected, nfe = eb_generate(tiny64, prompt, gen_length=gen_length, **config)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected, f"row {row}"
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected, f"row {row}"
         assert int(out.nfe[row]) == nfe
         parallel |= nfe < gen_length * (2 if config.get("cfg_scale") else 1)
     if config["gamma"] >= 2.0:
@@ -188,21 +208,39 @@ def test_gamma_zero_entropy_order_is_exact_and_gamma_inf_is_not(markov):
     """γ = 0 commits one token per step in an order that depends only on the revealed tokens
     (entropies, never the sampled values): the chain rule makes the output law the exact joint.
     γ = ∞ samples the product of marginals, which the same test must reject."""
-    exact = remask.generate(markov, [[]] * N, build("entropy_bound", gamma=0.0, temperature=1.0),
-                            gen_length=markov.seq_len, seed=2024)
+    exact = remask.generate(
+        markov,
+        [[]] * N,
+        build("entropy_bound", gamma=0.0, temperature=1.0),
+        gen_length=markov.seq_len,
+        seed=2024,
+    )
     assert exact.nfe.eq(markov.seq_len).all()
     assert _pvalue(markov, exact.tokens) > ALPHA
-    parallel = remask.generate(markov, [[]] * N, build("entropy_bound", gamma=float("inf"), temperature=1.0),
-                               gen_length=markov.seq_len, seed=2024)
+    parallel = remask.generate(
+        markov,
+        [[]] * N,
+        build("entropy_bound", gamma=float("inf"), temperature=1.0),
+        gen_length=markov.seq_len,
+        seed=2024,
+    )
     assert _pvalue(markov, parallel.tokens) < ALPHA
 
 
 # ----------------------------------------------------------------------------- config
-@pytest.mark.parametrize("config,error", [
-    (dict(gamma=-0.1), ValueError), (dict(gamma=float("nan")), ValueError), (dict(gamma="1"), TypeError),
-    (dict(score="random"), ValueError), (dict(min_spacing=0), ValueError), (dict(min_spacing=1.5), TypeError),
-    (dict(temperature=-1.0), ValueError), (dict(block_length=0), ValueError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(gamma=-0.1), ValueError),
+        (dict(gamma=float("nan")), ValueError),
+        (dict(gamma="1"), TypeError),
+        (dict(score="random"), ValueError),
+        (dict(min_spacing=0), ValueError),
+        (dict(min_spacing=1.5), TypeError),
+        (dict(temperature=-1.0), ValueError),
+        (dict(block_length=0), ValueError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("entropy_bound", **config)

@@ -29,18 +29,26 @@ def _chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
     expected = torch.cat([expected[~small], expected[small].sum().reshape(1)])
     if expected[-1] == 0:
         observed, expected = observed[:-1], expected[:-1]
-    return float(stats.chisquare(observed.numpy(), expected.numpy() * observed.sum().item() / expected.sum().item()).pvalue)
+    return float(
+        stats.chisquare(
+            observed.numpy(), expected.numpy() * observed.sum().item() / expected.sum().item()
+        ).pvalue
+    )
 
 
 def _counts(oracle, tokens: torch.Tensor) -> torch.Tensor:
     powers = oracle.vocab_size ** torch.arange(tokens.shape[1] - 1, -1, -1)
-    return torch.bincount((tokens * powers).sum(-1), minlength=oracle.vocab_size ** tokens.shape[1]).double()
+    return torch.bincount(
+        (tokens * powers).sum(-1), minlength=oracle.vocab_size ** tokens.shape[1]
+    ).double()
 
 
 @pytest.mark.statistical
 @pytest.mark.parametrize("block_length", [None, 2])
 def test_random_order_one_token_per_step_is_exact(markov, block_length):
-    sampler = build("low_confidence", remasking="random", temperature=1.0, block_length=block_length)
+    sampler = build(
+        "low_confidence", remasking="random", temperature=1.0, block_length=block_length
+    )
     out = remask.generate(markov, [[]] * N, sampler, gen_length=markov.seq_len, seed=1234)
     p = markov.log_prob(markov.all_sequences()).exp()
     assert _chi_square_pvalue(_counts(markov, out.tokens), p) > ALPHA

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference.gibbs import gibbs_generate
+from test_exactness import ALPHA, _chi_square_pvalue, _counts
 
 import remask
 from remask.samplers import build, from_config
-from reference.gibbs import gibbs_generate
-from test_exactness import ALPHA, _chi_square_pvalue, _counts
 
 PROMPTS = [[3, 1, 4], [1], [5, 9, 2, 6]]
 
@@ -63,29 +63,45 @@ def test_checkerboard_sweeps_restore_the_exact_joint(markov, sweeps, exact):
     """One-step decoding samples the product of marginals; Gibbs sweeps (threshold = inf)
     with the oracle's conditionals converge to the exact joint. sweeps = 0 is the control."""
     n = 20_000 if exact else 5_000
-    sampler = build("gibbs", base={"name": "low_confidence", "steps": 1, "temperature": 1.0},
-                    threshold=float("inf"), window=100, every=100, sweeps=sweeps, max_revisions=10**6)
+    sampler = build(
+        "gibbs",
+        base={"name": "low_confidence", "steps": 1, "temperature": 1.0},
+        threshold=float("inf"),
+        window=100,
+        every=100,
+        sweeps=sweeps,
+        max_revisions=10**6,
+    )
     out = remask.generate(markov, [[]] * n, sampler, gen_length=markov.seq_len, seed=77)
     p = markov.log_prob(markov.all_sequences()).exp()
     pvalue = _chi_square_pvalue(_counts(markov, out.tokens), p)
     assert (pvalue > ALPHA) if exact else (pvalue < ALPHA)
 
 
-@pytest.mark.parametrize("config", [
-    dict(steps=3, threshold=0.5, window=4, every=1, sweeps=2, max_revisions=32),
-    dict(steps=4, threshold=0.3, window=2, every=2, sweeps=3, max_revisions=2),
-    dict(steps=8, threshold=float("inf"), window=8, every=3, sweeps=1, max_revisions=5),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(steps=3, threshold=0.5, window=4, every=1, sweeps=2, max_revisions=32),
+        dict(steps=4, threshold=0.3, window=2, every=2, sweeps=3, max_revisions=2),
+        dict(steps=8, threshold=float("inf"), window=8, every=3, sweeps=1, max_revisions=5),
+    ],
+)
 def test_greedy_equals_the_reference_loop(tiny64, config):
     config = dict(config)
     steps = config.pop("steps")
     sampler = build("gibbs", base={"name": "low_confidence", "steps": steps}, **config)
     revised = []
-    out = remask.generate(tiny64, PROMPTS, sampler, gen_length=8, seed=0,
-                          callbacks=[lambda s, i: revised.append(int(i.revised.sum()))])
+    out = remask.generate(
+        tiny64,
+        PROMPTS,
+        sampler,
+        gen_length=8,
+        seed=0,
+        callbacks=[lambda s, i: revised.append(int(i.revised.sum()))],
+    )
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
         expected, nfe = gibbs_generate(tiny64, prompt, gen_length=8, steps=steps, **config)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected, f"row {row}"
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected, f"row {row}"
         assert int(out.nfe[row]) == nfe
     assert sum(revised) > 0, "setting meant to revise tokens never did"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference.klass import klass_generate
 
 import remask
 from remask import kernels
 from remask.samplers import build
-from reference.klass import klass_generate
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 
@@ -19,10 +19,29 @@ SETTINGS = [  # (gen_length, config)
     (10, dict(block_length=4, steps=None, conf_threshold=0.1, kl_threshold=0.2, history=2)),
     (9, dict(block_length=3, steps=6, conf_threshold=0.3, kl_threshold=0.5, history=1)),
     (10, dict(block_length=5, steps=None, conf_threshold=0.0, kl_threshold=0.1, history=3)),
-    (8, dict(block_length=4, steps=None, conf_threshold=0.2, kl_threshold=0.3, history=2,
-             unmask_strategy="max_conf")),
-    (8, dict(block_length=None, steps=None, conf_threshold=0.1, kl_threshold=0.2, history=2,
-             unmask_strategy="min_kl", cfg_scale=1.5)),
+    (
+        8,
+        dict(
+            block_length=4,
+            steps=None,
+            conf_threshold=0.2,
+            kl_threshold=0.3,
+            history=2,
+            unmask_strategy="max_conf",
+        ),
+    ),
+    (
+        8,
+        dict(
+            block_length=None,
+            steps=None,
+            conf_threshold=0.1,
+            kl_threshold=0.2,
+            history=2,
+            unmask_strategy="min_kl",
+            cfg_scale=1.5,
+        ),
+    ),
 ]
 
 
@@ -33,7 +52,7 @@ def test_cheap_state_equals_naive_history_formulation(tiny64, gen_length, config
     used_ready = 0
     for row, prompt in enumerate(PROMPTS):
         expected, nfe, ready_steps = klass_generate(tiny64, prompt, gen_length=gen_length, **config)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected, f"row {row}"
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected, f"row {row}"
         assert int(out.nfe[row]) == nfe
         used_ready += ready_steps
     assert used_ready > 0, "setting meant to exercise the stability rule never did"
@@ -42,11 +61,18 @@ def test_cheap_state_equals_naive_history_formulation(tiny64, gen_length, config
 def test_carried_state_is_the_block_window_in_the_model_dtype(tiny64):
     states = []
     sampler = build("klass", block_length=4, kl_threshold=0.2, conf_threshold=0.1)
-    remask.generate(tiny64, PROMPTS, sampler, gen_length=10, seed=0,
-                    callbacks=[lambda s, i: states.append(s)])
+    remask.generate(
+        tiny64, PROMPTS, sampler, gen_length=10, seed=0, callbacks=[lambda s, i: states.append(s)]
+    )
     for state in states:
-        assert state.previous.shape == (3, 4, tiny64.vocab_size)  # (B, block_length, V), not (B, L, V)
-        assert state.previous.dtype == torch.float64  # tiny64's own logits dtype: no upcast/copy kind change
+        assert state.previous.shape == (
+            3,
+            4,
+            tiny64.vocab_size,
+        )  # (B, block_length, V), not (B, L, V)
+        assert (
+            state.previous.dtype == torch.float64
+        )  # tiny64's own logits dtype: no upcast/copy kind change
         assert state.streak.dtype == torch.int64 and state.streak.shape == state.canvas.tokens.shape
         # The window holds exactly the active block's positions (left to right).
         active = state.canvas.active
@@ -73,7 +99,9 @@ class Scripted:
         logits = torch.zeros(B, L, 3)
         logits[:, 1] = torch.tensor([5.0, 0.0, 0.0])
         logits[:, 2] = torch.tensor([1.0, 0.9, 0.0])
-        logits[:, 3] = torch.tensor([5.0, 0.0, 0.0]) if self.calls % 2 == 0 else torch.tensor([0.0, 5.0, 0.0])
+        logits[:, 3] = (
+            torch.tensor([5.0, 0.0, 0.0]) if self.calls % 2 == 0 else torch.tensor([0.0, 5.0, 0.0])
+        )
         logits[:, 4] = torch.tensor([4.0, 0.0, 0.0])
         self.calls += 1
         return logits
@@ -82,8 +110,14 @@ class Scripted:
 def _commits(**config):
     commits = []
     config = {"block_length": None, "conf_threshold": 0.6, "kl_threshold": 0.015, **config}
-    out = remask.generate(Scripted(), [[0]], build("klass", **config), gen_length=4, seed=0,
-                          callbacks=[lambda s, i: commits.append(i.committed[0].nonzero().flatten().tolist())])
+    out = remask.generate(
+        Scripted(),
+        [[0]],
+        build("klass", **config),
+        gen_length=4,
+        seed=0,
+        callbacks=[lambda s, i: commits.append(i.committed[0].nonzero().flatten().tolist())],
+    )
     assert not bool((out.tokens == Scripted.mask_id).any())
     return commits
 
@@ -105,7 +139,12 @@ def test_scripted_readiness_history_one():
 
 def test_scripted_lower_conf_threshold_commits_all_ready_positions():
     assert _commits(history=2, conf_threshold=0.4) == [[1], [3], [2, 4]]
-    assert _commits(history=2, conf_threshold=0.4, unmask_strategy="max_conf") == [[1], [3], [4], [2]]
+    assert _commits(history=2, conf_threshold=0.4, unmask_strategy="max_conf") == [
+        [1],
+        [3],
+        [4],
+        [2],
+    ]
 
 
 def test_scripted_kl_threshold_above_the_flip_makes_everything_stable():
@@ -121,16 +160,23 @@ def test_the_kl_kernel_klass_uses_is_exact_and_handles_zero_probabilities():
     generator = torch.Generator().manual_seed(0)
     a, b = torch.randn(5, 7, generator=generator), torch.randn(5, 7, generator=generator)
     p, q = torch.softmax(a.double(), -1), torch.softmax(b.double(), -1)
-    assert torch.allclose(kl_divergence(a, b), (p * (p.log() - q.log())).sum(-1), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(
+        kl_divergence(a, b), (p * (p.log() - q.log())).sum(-1), rtol=1e-5, atol=1e-7
+    )
     assert torch.allclose(kl_divergence(a, a), torch.zeros(5, dtype=torch.float64), atol=1e-7)
     minus_inf = float("-inf")
-    assert float(kl_divergence(torch.tensor([[0.0, minus_inf]]), torch.tensor([[0.0, 0.0]]))[0]) == pytest.approx(
-        torch.log(torch.tensor(2.0)).item(), rel=1e-6)
-    assert float(kl_divergence(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, minus_inf]]))[0]) == float("inf")
+    assert float(
+        kl_divergence(torch.tensor([[0.0, minus_inf]]), torch.tensor([[0.0, 0.0]]))[0]
+    ) == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-6)
+    assert float(
+        kl_divergence(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, minus_inf]]))[0]
+    ) == float("inf")
 
 
 def test_random_strategy_is_stochastic_and_seeded(tiny64):
-    sampler = build("klass", unmask_strategy="random", kl_threshold=0.5, conf_threshold=0.0, block_length=4)
+    sampler = build(
+        "klass", unmask_strategy="random", kl_threshold=0.5, conf_threshold=0.0, block_length=4
+    )
     assert sampler.stochastic and not build("klass").stochastic
     a = remask.generate(tiny64, PROMPTS, sampler, gen_length=8, seed=5).tokens
     assert torch.equal(a, remask.generate(tiny64, PROMPTS, sampler, gen_length=8, seed=5).tokens)
@@ -141,12 +187,19 @@ def test_fewer_steps_than_blocks_raises(tiny64):
         remask.generate(tiny64, [[1]], build("klass", steps=2, block_length=2), gen_length=6)
 
 
-@pytest.mark.parametrize("config,error", [
-    (dict(conf_threshold=1.5), ValueError), (dict(conf_threshold=-0.1), ValueError),
-    (dict(kl_threshold=-1.0), ValueError), (dict(history=0), ValueError), (dict(history=2.0), TypeError),
-    (dict(steps=0), ValueError), (dict(unmask_strategy="first"), ValueError),
-    (dict(temperature=float("nan")), ValueError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(conf_threshold=1.5), ValueError),
+        (dict(conf_threshold=-0.1), ValueError),
+        (dict(kl_threshold=-1.0), ValueError),
+        (dict(history=0), ValueError),
+        (dict(history=2.0), TypeError),
+        (dict(steps=0), ValueError),
+        (dict(unmask_strategy="first"), ValueError),
+        (dict(temperature=float("nan")), ValueError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("klass", **config)

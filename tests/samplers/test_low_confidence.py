@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference.low_confidence import llada_generate
 
 import remask
 from remask.samplers import build
-from reference.low_confidence import llada_generate
 
 SETTINGS = [  # (gen_length, block_length, steps)
     (8, None, None),
@@ -28,9 +28,15 @@ def test_greedy_equals_reference_loop(tiny64, gen_length, block_length, steps, c
     out = remask.generate(tiny64, PROMPTS, sampler, gen_length=gen_length, seed=0)
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
-        expected, nfe = llada_generate(tiny64, prompt, gen_length=gen_length, block_length=block_length,
-                                       steps=steps, cfg_scale=cfg_scale)
-        got = out.tokens[row, width - len(prompt):].tolist()
+        expected, nfe = llada_generate(
+            tiny64,
+            prompt,
+            gen_length=gen_length,
+            block_length=block_length,
+            steps=steps,
+            cfg_scale=cfg_scale,
+        )
+        got = out.tokens[row, width - len(prompt) :].tolist()
         assert got == expected, f"row {row}: {got} != {expected}"
         assert int(out.nfe[row]) == nfe
 
@@ -42,9 +48,15 @@ def test_score_variants_equal_reference_loop(tiny64, score, gen_length, block_le
     out = remask.generate(tiny64, PROMPTS, sampler, gen_length=gen_length, seed=0)
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
-        expected, _ = llada_generate(tiny64, prompt, gen_length=gen_length, block_length=block_length,
-                                     steps=steps, score=score)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected
+        expected, _ = llada_generate(
+            tiny64,
+            prompt,
+            gen_length=gen_length,
+            block_length=block_length,
+            steps=steps,
+            score=score,
+        )
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
 
 
 def test_score_and_remasking_must_agree():
@@ -60,9 +72,10 @@ def test_eos_options_match_reference_loop(tiny64, flag):
     out = remask.generate(tiny64, PROMPTS, sampler, gen_length=8, seed=0)
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
-        expected, _ = llada_generate(tiny64, prompt, gen_length=8, block_length=4, steps=None,
-                                     eos_id=eos, **{flag: True})
-        assert out.tokens[row, width - len(prompt):].tolist() == expected
+        expected, _ = llada_generate(
+            tiny64, prompt, gen_length=8, block_length=4, steps=None, eos_id=eos, **{flag: True}
+        )
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
 
 
 class _EOSLovingDenoiser:
@@ -82,8 +95,14 @@ def test_confidence_eos_eot_inf_ranks_eos_last_but_still_proposes_it():
     model = _EOSLovingDenoiser()
     commits = []
     sampler = build("low_confidence", steps=2, confidence_eos_eot_inf=True, logits_eos_inf=False)
-    out = remask.generate(model, [[1]], sampler, gen_length=4, seed=0,
-                          callbacks=[lambda s, i: commits.append(i.committed.clone())])
+    out = remask.generate(
+        model,
+        [[1]],
+        sampler,
+        gen_length=4,
+        seed=0,
+        callbacks=[lambda s, i: commits.append(i.committed.clone())],
+    )
     # EOS is proposed everywhere; the demotion makes its (highest) confidence rank last,
     # so both steps still commit EOS (nothing else is proposed) — but a reference-style
     # implementation that demoted the logit after proposing would do the same. The real
@@ -103,19 +122,36 @@ def test_confidence_eos_eot_inf_commits_non_eos_first():
     model = Mixed()
     first = []
     sampler = build("low_confidence", confidence_eos_eot_inf=True)
-    remask.generate(model, [[1]], sampler, gen_length=4, seed=0,
-                    callbacks=[lambda s, i: first.append(i.committed[0].nonzero().flatten().tolist())])
+    remask.generate(
+        model,
+        [[1]],
+        sampler,
+        gen_length=4,
+        seed=0,
+        callbacks=[lambda s, i: first.append(i.committed[0].nonzero().flatten().tolist())],
+    )
     assert first[0] == [4], "the only non-EOS proposal must be committed before any EOS"
     # Without the option, the most confident proposal (an EOS) goes first.
     plain = []
-    remask.generate(model, [[1]], build("low_confidence"), gen_length=4, seed=0,
-                    callbacks=[lambda s, i: plain.append(i.committed[0].nonzero().flatten().tolist())])
+    remask.generate(
+        model,
+        [[1]],
+        build("low_confidence"),
+        gen_length=4,
+        seed=0,
+        callbacks=[lambda s, i: plain.append(i.committed[0].nonzero().flatten().tolist())],
+    )
     assert plain[0] != [4]
 
 
 def test_logits_eos_inf_never_emits_eos():
-    out = remask.generate(_EOSLovingDenoiser(), [[1], [2, 3]], build("low_confidence", logits_eos_inf=True),
-                          gen_length=6, seed=0)
+    out = remask.generate(
+        _EOSLovingDenoiser(),
+        [[1], [2, 3]],
+        build("low_confidence", logits_eos_inf=True),
+        gen_length=6,
+        seed=0,
+    )
     assert not bool((out.tokens[:, -6:] == 0).any())
 
 
@@ -127,16 +163,28 @@ def test_eos_option_without_eos_id_raises(tiny64):
 def test_schedule_is_even_split_front_loaded(tiny64):
     counts = []
     sampler = build("low_confidence", steps=5, block_length=None)
-    remask.generate(tiny64, [[1, 2]], sampler, gen_length=32, seed=0,
-                    callbacks=[lambda s, i: counts.append(int(i.committed.sum()))])
+    remask.generate(
+        tiny64,
+        [[1, 2]],
+        sampler,
+        gen_length=32,
+        seed=0,
+        callbacks=[lambda s, i: counts.append(int(i.committed.sum()))],
+    )
     assert counts == [7, 7, 6, 6, 6]  # LLaDA's get_num_transfer_tokens(32, 5)
 
 
 def test_commits_stay_inside_the_active_block(tiny64):
     seen = []
     sampler = build("low_confidence", block_length=3, steps=6)
-    remask.generate(tiny64, [[1, 2]], sampler, gen_length=9, seed=0,
-                    callbacks=[lambda s, i: seen.append(i.committed[0].nonzero().flatten().tolist())])
+    remask.generate(
+        tiny64,
+        [[1, 2]],
+        sampler,
+        gen_length=9,
+        seed=0,
+        callbacks=[lambda s, i: seen.append(i.committed[0].nonzero().flatten().tolist())],
+    )
     for step, positions in enumerate(seen):
         block = step // 2
         assert all(2 + 3 * block <= p < 2 + 3 * (block + 1) for p in positions), (step, positions)
@@ -150,16 +198,27 @@ def test_more_steps_than_tokens_wastes_no_forward(tiny64, counting):
 
 def test_fewer_steps_than_blocks_raises(tiny64):
     with pytest.raises(ValueError, match="steps=2 is fewer than the 3 blocks"):
-        remask.generate(tiny64, [[1]], build("low_confidence", steps=2, block_length=2), gen_length=6)
+        remask.generate(
+            tiny64, [[1]], build("low_confidence", steps=2, block_length=2), gen_length=6
+        )
 
 
-@pytest.mark.parametrize("config,error", [
-    (dict(steps=0), ValueError), (dict(steps=-3), ValueError), (dict(steps=2.5), TypeError),
-    (dict(block_length=0), ValueError), (dict(temperature=-0.1), ValueError),
-    (dict(temperature=float("nan")), ValueError), (dict(remasking="lowest"), ValueError),
-    (dict(cfg_scale=-1.0), ValueError), (dict(eos_id=-1), ValueError),
-    (dict(logits_eos_inf="yes"), TypeError), (dict(stepz=3), TypeError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(steps=0), ValueError),
+        (dict(steps=-3), ValueError),
+        (dict(steps=2.5), TypeError),
+        (dict(block_length=0), ValueError),
+        (dict(temperature=-0.1), ValueError),
+        (dict(temperature=float("nan")), ValueError),
+        (dict(remasking="lowest"), ValueError),
+        (dict(cfg_scale=-1.0), ValueError),
+        (dict(eos_id=-1), ValueError),
+        (dict(logits_eos_inf="yes"), TypeError),
+        (dict(stepz=3), TypeError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("low_confidence", **config)

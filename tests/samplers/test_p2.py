@@ -8,9 +8,9 @@ import pytest
 import torch
 from reference._common import FixedConfidence
 from reference.p2 import p2_generate
-from remask.samplers import build
 
 import remask
+from remask.samplers import build
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -19,23 +19,37 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 def _check_against_reference(model, sampler_config, prompts, gen_length):
     sampler = build("p2", temperature=0.0, **sampler_config)
     remasked = []
-    out = remask.generate(model, prompts, sampler, gen_length=gen_length, seed=0,
-                          callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    out = remask.generate(
+        model,
+        prompts,
+        sampler,
+        gen_length=gen_length,
+        seed=0,
+        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    )
     width = max(map(len, prompts))
     expected_remasks = 0
     for row, prompt in enumerate(prompts):
         expected, nfe, remasks = p2_generate(model, prompt, gen_length=gen_length, **sampler_config)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
         assert int(out.nfe[row]) == nfe
         expected_remasks += remasks
     assert sum(remasked) == expected_remasks
     return expected_remasks
 
 
-@pytest.mark.parametrize("config", [
-    {}, {"steps": 4}, {"steps": 20}, {"eta": 3.0}, {"eta": 0.0},
-    {"block_length": 4, "steps": 6}, {"block_length": 3},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"steps": 4},
+        {"steps": 20},
+        {"eta": 3.0},
+        {"eta": 0.0},
+        {"block_length": 4, "steps": 6},
+        {"block_length": 3},
+    ],
+)
 def test_greedy_equals_reference_loop(tiny64, config):
     _check_against_reference(tiny64, config, PROMPTS, gen_length=10)
 
@@ -60,8 +74,12 @@ def _moves(model, sampler, gen_length):
     moves = []
 
     def record(state, info):
-        moves.append((info.unmasked[0].nonzero().flatten().tolist(),
-                      info.remasked[0].nonzero().flatten().tolist()))
+        moves.append(
+            (
+                info.unmasked[0].nonzero().flatten().tolist(),
+                info.remasked[0].nonzero().flatten().tolist(),
+            )
+        )
 
     out = remask.generate(model, [[]], sampler, gen_length=gen_length, seed=0, callbacks=[record])
     return moves, out
@@ -106,8 +124,13 @@ def test_bad_config_raises_naming_the_field():
     with pytest.raises(TypeError, match="steps"):
         build("p2", steps=2.0)
     with pytest.raises(ValueError, match="steps=1 is fewer than the 2 blocks"):
-        remask.generate(FixedConfidence([0.5] * 4), [[]], build("p2", steps=1, block_length=2),
-                        gen_length=4, seed=0)
+        remask.generate(
+            FixedConfidence([0.5] * 4),
+            [[]],
+            build("p2", steps=1, block_length=2),
+            gen_length=4,
+            seed=0,
+        )
 
 
 def test_sampled_run_fills_every_position_and_is_seeded(tiny64):

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from reference.pc_sampler import pc_generate
 
 import remask
 from remask.samplers import build
 from remask.samplers.pc_sampler import pc_score
-from reference.pc_sampler import pc_generate
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 
@@ -53,8 +53,14 @@ class FixedLogits:
 
 def _order(**config):
     order = []
-    remask.generate(FixedLogits(), [[0]], build("pc_sampler", **config), gen_length=4, seed=0,
-                    callbacks=[lambda s, i: order.extend(i.committed[0].nonzero().flatten().tolist())])
+    remask.generate(
+        FixedLogits(),
+        [[0]],
+        build("pc_sampler", **config),
+        gen_length=4,
+        seed=0,
+        callbacks=[lambda s, i: order.extend(i.committed[0].nonzero().flatten().tolist())],
+    )
     return order
 
 
@@ -75,28 +81,42 @@ def test_position_decay_favours_early_positions():
 
 def test_without_decay_or_table_it_is_low_confidence(tiny64):
     for config in (dict(steps=4), dict(block_length=3)):
-        a = remask.generate(tiny64, PROMPTS, build("pc_sampler", lambd=0.0, **config), gen_length=8, seed=0)
-        b = remask.generate(tiny64, PROMPTS, build("low_confidence", **config), gen_length=8, seed=0)
+        a = remask.generate(
+            tiny64, PROMPTS, build("pc_sampler", lambd=0.0, **config), gen_length=8, seed=0
+        )
+        b = remask.generate(
+            tiny64, PROMPTS, build("low_confidence", **config), gen_length=8, seed=0
+        )
         assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nfe, b.nfe)
 
 
-@pytest.mark.parametrize("gen_length,config", [
-    (8, dict(block_length=None, steps=None, lambd=0.25, alpha=10.0)),
-    (10, dict(block_length=4, steps=5, lambd=0.5, alpha=2.0)),
-    (9, dict(block_length=None, steps=3, lambd=0.1, alpha=10.0, cfg_scale=1.0)),
-])
+@pytest.mark.parametrize(
+    "gen_length,config",
+    [
+        (8, dict(block_length=None, steps=None, lambd=0.25, alpha=10.0)),
+        (10, dict(block_length=4, steps=5, lambd=0.5, alpha=2.0)),
+        (9, dict(block_length=None, steps=3, lambd=0.1, alpha=10.0, cfg_scale=1.0)),
+    ],
+)
 @pytest.mark.parametrize("with_table", [False, True])
 def test_greedy_equals_reference_loop(tiny64, gen_length, config, with_table):
     background = None
     if with_table:
         background = torch.rand(tiny64.vocab_size, generator=torch.Generator().manual_seed(1))
         background = background / background.sum()
-    out = remask.generate(tiny64, PROMPTS, build("pc_sampler", background=background, **config),
-                          gen_length=gen_length, seed=0)
+    out = remask.generate(
+        tiny64,
+        PROMPTS,
+        build("pc_sampler", background=background, **config),
+        gen_length=gen_length,
+        seed=0,
+    )
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
-        expected, nfe = pc_generate(tiny64, prompt, gen_length=gen_length, background=background, **config)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected, f"row {row}"
+        expected, nfe = pc_generate(
+            tiny64, prompt, gen_length=gen_length, background=background, **config
+        )
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected, f"row {row}"
         assert int(out.nfe[row]) == nfe
 
 
@@ -107,8 +127,12 @@ def test_background_is_validated_and_round_trips(tiny64):
     assert isinstance(sampler.background, tuple) and len(sampler.background) == tiny64.vocab_size
     assert remask.samplers.from_config(sampler.to_config()) == sampler
     assert hash(sampler) == hash(build("pc_sampler", background=table.tolist()))
-    with pytest.raises(ValueError, match="background has 5 entries but the denoiser's vocab_size is 24"):
-        remask.generate(tiny64, [[1]], build("pc_sampler", background=torch.ones(5) / 5), gen_length=4)
+    with pytest.raises(
+        ValueError, match="background has 5 entries but the denoiser's vocab_size is 24"
+    ):
+        remask.generate(
+            tiny64, [[1]], build("pc_sampler", background=torch.ones(5) / 5), gen_length=4
+        )
     with pytest.raises(ValueError, match=r"\(V,\) tensor, got shape \(2, 12\)"):
         build("pc_sampler", background=torch.ones(2, 12))
     with pytest.raises(ValueError, match="entry 1 is -0.5"):
@@ -121,10 +145,17 @@ def test_background_is_validated_and_round_trips(tiny64):
         build("pc_sampler", background="corpus.json")
 
 
-@pytest.mark.parametrize("config,error", [
-    (dict(lambd=-0.1), ValueError), (dict(alpha=0.0), ValueError), (dict(alpha="10"), TypeError),
-    (dict(steps=0), ValueError), (dict(temperature=-1.0), ValueError), (dict(cfg_scale=-1.0), ValueError),
-])
+@pytest.mark.parametrize(
+    "config,error",
+    [
+        (dict(lambd=-0.1), ValueError),
+        (dict(alpha=0.0), ValueError),
+        (dict(alpha="10"), TypeError),
+        (dict(steps=0), ValueError),
+        (dict(temperature=-1.0), ValueError),
+        (dict(cfg_scale=-1.0), ValueError),
+    ],
+)
 def test_bad_config_names_the_value(config, error):
     with pytest.raises(error) as excinfo:
         build("pc_sampler", **config)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference.punt import punt_generate
+from test_exactness import ALPHA, _chi_square_pvalue, _counts
 
 import remask
 from remask.analysis import total_correlation
 from remask.models import MarkovChainOracle, as_denoiser, load_model
 from remask.samplers import build
-from reference.punt import punt_generate
-from test_exactness import ALPHA, _chi_square_pvalue, _counts
 
 PROMPTS = [[3, 1, 4], [1], [5, 9, 2, 6]]
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -21,17 +21,25 @@ INF = float("inf")
 
 
 # ----------------------------------------------------------------------------- reference loop
-@pytest.mark.parametrize("epsilon,block_length,score", [
-    (0.05, None, "prob"), (0.0, 4, "prob"), (0.5, None, "margin"), (0.05, 3, "entropy"), (INF, 4, "prob"),
-])
+@pytest.mark.parametrize(
+    "epsilon,block_length,score",
+    [
+        (0.05, None, "prob"),
+        (0.0, 4, "prob"),
+        (0.5, None, "margin"),
+        (0.05, 3, "entropy"),
+        (INF, 4, "prob"),
+    ],
+)
 def test_greedy_equals_reference_loop(tiny64, epsilon, block_length, score):
     sampler = build("punt", epsilon=epsilon, block_length=block_length, score=score)
     batch = remask.generate(tiny64, PROMPTS, sampler, gen_length=10, seed=0)
     width = max(map(len, PROMPTS))
     for row, prompt in enumerate(PROMPTS):
-        ref, calls = punt_generate(tiny64, prompt, gen_length=10, block_length=block_length,
-                                   epsilon=epsilon, score=score)
-        assert batch.tokens[row, width - len(prompt):].tolist() == ref
+        ref, calls = punt_generate(
+            tiny64, prompt, gen_length=10, block_length=block_length, epsilon=epsilon, score=score
+        )
+        assert batch.tokens[row, width - len(prompt) :].tolist() == ref
         assert int(batch.nfe[row]) == calls
 
 
@@ -45,7 +53,7 @@ def test_golden_llada_checkpoint_equals_reference_loop():
     out = remask.generate(model, prompts, build("punt", block_length=4), gen_length=8, seed=0)
     for row, prompt in enumerate(prompts):
         ref, calls = punt_generate(model, prompt, gen_length=8, block_length=4, epsilon=0.05)
-        assert out.tokens[row, 3 - len(prompt):].tolist() == ref
+        assert out.tokens[row, 3 - len(prompt) :].tolist() == ref
         assert int(out.nfe[row]) == calls
 
 
@@ -57,6 +65,7 @@ def _pair_denoiser(first_conf: float, second_conf: float):
     """Three positions: 0 and 1 depend on each other (each one's prediction sharpens once the
     other is written), 2 is independent of both. Confidences of 0 and 1 while both are masked
     are ``first_conf`` and ``second_conf``; position 2 has 0.8."""
+
     def row(conf: float, token: int) -> list[float]:
         rest = (1 - conf) / (V - 1)
         return [conf if t == token else rest for t in range(V)]
@@ -70,13 +79,19 @@ def _pair_denoiser(first_conf: float, second_conf: float):
             probs[b, 1] = torch.tensor(row(0.97 if zero_known else second_conf, 2))
             probs[b, 2] = torch.tensor(row(0.8, 3))
         return probs.log()
+
     return as_denoiser(fn, mask_id=V, vocab_size=V)
 
 
 def _rounds(model, epsilon: float):
     infos = []
-    out = remask.infill(model, [[V, V, V]], build("punt", epsilon=epsilon), seed=0,
-                        callbacks=[lambda s, i: infos.append(i)])
+    out = remask.infill(
+        model,
+        [[V, V, V]],
+        build("punt", epsilon=epsilon),
+        seed=0,
+        callbacks=[lambda s, i: infos.append(i)],
+    )
     return out, infos
 
 
@@ -87,7 +102,10 @@ def test_the_less_confident_of_a_dependent_pair_is_dropped(first, second, kept):
     # Round 1: predict, then 2 levels (K = 3). Level 1 reveals ranks 0, 1 (the confident one of
     # the pair and position 2) and tests rank 2; level 2 tests position 2 against rank 0.
     assert [i.committed[0].tolist() for i in infos[:3]] == [
-        [False] * 3, [False] * 3, [kept == 0, kept == 1, True]]
+        [False] * 3,
+        [False] * 3,
+        [kept == 0, kept == 1, True],
+    ]
     assert bool(infos[1].dropped[0, dropped]) and not bool(infos[2].dropped[0].any())
     # Round 2: one candidate left, committed in its predict step.
     assert infos[3].committed[0].tolist() == [dropped == 0, dropped == 1, False]
@@ -145,15 +163,23 @@ def test_committed_sets_carry_less_dependence_than_confidence_top_k(spec):
     """At every step PUNT commits a set S; confidence top-k would have committed the |S|
     best-scored candidates. Summed over the run, the exact total correlation of PUNT's sets is
     lower (the HMM's hidden state couples every pair, so neither is 0 there)."""
-    oracle = (MarkovChainOracle(vocab_size=3, seq_len=8, seed=0, concentration=2.0) if spec == "markov"
-              else load_model(spec))
+    oracle = (
+        MarkovChainOracle(vocab_size=3, seq_len=8, seed=0, concentration=2.0)
+        if spec == "markov"
+        else load_model(spec)
+    )
     m = oracle.mask_id
     sets = _committed_sets(oracle, [[m] * oracle.seq_len], build("punt", epsilon=0.05))
     ours = theirs = 0.0
     for before, positions, score in sets:
         if len(positions) < 2:
             continue
-        top = torch.where(before == m, score, float("-inf")).topk(len(positions)).indices.sort().values
+        top = (
+            torch.where(before == m, score, float("-inf"))
+            .topk(len(positions))
+            .indices.sort()
+            .values
+        )
         ours += float(total_correlation(oracle, before, positions).tc[0])
         theirs += float(total_correlation(oracle, before, top.tolist()).tc[0])
     assert theirs > 0 and ours < theirs
@@ -171,13 +197,22 @@ def test_sampling_with_a_strict_test_is_exact():
     p = oracle.log_prob(sequences).exp() * (sequences[:, 2] == 1)
     sizes = []
     sampler = build("punt", epsilon=1e-6, temperature=1.0, score="margin")
-    out = remask.infill(oracle, [[m, m, 1, m, m]] * 2500, sampler, seed=5,
-                        callbacks=[lambda s, i: sizes.append(int(i.committed[0].sum()))])
+    out = remask.infill(
+        oracle,
+        [[m, m, 1, m, m]] * 2500,
+        sampler,
+        seed=5,
+        callbacks=[lambda s, i: sizes.append(int(i.committed[0].sum()))],
+    )
     assert max(sizes) >= 2
     assert _chi_square_pvalue(_counts(oracle, out.tokens), p / p.sum()) > ALPHA
     # The same test rejects committing everything at once (positions 3, 4 are dependent).
-    joint = remask.infill(oracle, [[m, m, 1, m, m]] * 2500, build("punt", epsilon=INF, temperature=1.0,
-                                                                  score="margin"), seed=5)
+    joint = remask.infill(
+        oracle,
+        [[m, m, 1, m, m]] * 2500,
+        build("punt", epsilon=INF, temperature=1.0, score="margin"),
+        seed=5,
+    )
     assert _chi_square_pvalue(_counts(oracle, joint.tokens), p / p.sum()) < ALPHA
 
 

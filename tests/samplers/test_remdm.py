@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from reference.remdm import loop_schedule
 
 import remask
 from remask.models import MarkovChainOracle
 from remask.samplers import build
-from reference.remdm import loop_schedule
 
 
 def test_loop_schedule_phases():
@@ -21,7 +21,9 @@ def test_loop_schedule_phases():
     assert torch.allclose(alpha, torch.tensor(expected, dtype=torch.float64))
     sigma = s._row_sigma(t, torch.ones_like(t))
     assert sigma.tolist() == [0.0, 0.0, 0.02, 0.02, 0.0, 0.0, 0.0]  # eta only in the loop phase
-    assert build("remdm").eta_value == 0.008 and build("remdm", schedule="rescale").eta_value == 0.015
+    assert (
+        build("remdm").eta_value == 0.008 and build("remdm", schedule="rescale").eta_value == 0.015
+    )
 
 
 def _loop_rates(sampler, n_rows, gen_length, seed):
@@ -37,8 +39,14 @@ def _loop_rates(sampler, n_rows, gen_length, seed):
         c[2] += int(info.remasked.sum())
         c[3] += int((decoded_before | info.remasked).sum())
 
-    remask.generate(MarkovChainOracle(3, gen_length, seed=0), [[]] * n_rows, sampler,
-                    gen_length=gen_length, seed=seed, callbacks=[record])
+    remask.generate(
+        MarkovChainOracle(3, gen_length, seed=0),
+        [[]] * n_rows,
+        sampler,
+        gen_length=gen_length,
+        seed=seed,
+        callbacks=[record],
+    )
     return counts
 
 
@@ -89,7 +97,9 @@ def test_conf_gives_the_least_confident_token_the_largest_share():
 @pytest.mark.parametrize("schedule", ["cap", "rescale", "conf", "loop"])
 @pytest.mark.parametrize("steps", [1, 3, 20])
 def test_every_mask_is_filled_and_nfe_equals_steps(markov, schedule, steps):
-    eta = {"conf": {}, "loop": {"eta": 0.1}}.get(schedule, {"eta": 0.5})  # loop: eta <= 1/9 at alpha_on 0.9
+    eta = {"conf": {}, "loop": {"eta": 0.1}}.get(
+        schedule, {"eta": 0.5}
+    )  # loop: eta <= 1/9 at alpha_on 0.9
     sampler = build("remdm", schedule=schedule, steps=steps, **eta)
     out = remask.generate(markov, [[0, 1], [2], []], sampler, gen_length=6, seed=1)
     assert not bool((out.tokens == markov.mask_id).any())
@@ -131,11 +141,23 @@ def test_move_probabilities_match_the_remdm_posterior():
 def test_eta_zero_never_remasks(markov):
     remasked = []
     sampler = build("remdm", schedule="cap", eta=0.0, steps=6)
-    remask.generate(markov, [[1]] * 50, sampler, gen_length=6, seed=0,
-                    callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    remask.generate(
+        markov,
+        [[1]] * 50,
+        sampler,
+        gen_length=6,
+        seed=0,
+        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    )
     assert sum(remasked) == 0
-    remask.generate(markov, [[1]] * 50, build("remdm", schedule="cap", eta=1.0, steps=6), gen_length=6,
-                    seed=0, callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    remask.generate(
+        markov,
+        [[1]] * 50,
+        build("remdm", schedule="cap", eta=1.0, steps=6),
+        gen_length=6,
+        seed=0,
+        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    )
     assert sum(remasked) > 0
 
 
@@ -147,7 +169,9 @@ def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="alpha_on"):
         build("remdm", alpha_on=1.0)
     with pytest.raises(ValueError, match="steps=1"):
-        remask.generate(MarkovChainOracle(3, 4), [[0]], build("remdm", steps=1, block_length=2), gen_length=4)
+        remask.generate(
+            MarkovChainOracle(3, 4), [[0]], build("remdm", steps=1, block_length=2), gen_length=4
+        )
 
 
 class _FixedProbs:
@@ -176,12 +200,20 @@ def test_a_complete_canvas_runs_its_schedule_to_the_end(markov):
     remasking and refilling for the rest of its steps."""
     seen = []
     sampler = build("remdm", schedule="loop", steps=16)
-    out = remask.generate(markov, [[1]] * 64, sampler, gen_length=6, seed=0,
-                          callbacks=[lambda s, i: seen.append((bool(s.canvas.done.all()),
-                                                               bool(sampler.finished(s).any()),
-                                                               int(i.remasked.sum())))])
+    out = remask.generate(
+        markov,
+        [[1]] * 64,
+        sampler,
+        gen_length=6,
+        seed=0,
+        callbacks=[
+            lambda s, i: seen.append(
+                (bool(s.canvas.done.all()), bool(sampler.finished(s).any()), int(i.remasked.sum()))
+            )
+        ],
+    )
     assert len(seen) == 16 and out.nfe.tolist() == [16] * 64
     complete_early = [k for k, (done, finished, _) in enumerate(seen[:-1]) if done and not finished]
     assert complete_early, "no step left a complete canvas before the schedule ended"
-    assert sum(r for _, _, r in seen[complete_early[0] + 1:]) > 0  # and it was revised after
+    assert sum(r for _, _, r in seen[complete_early[0] + 1 :]) > 0  # and it was revised after
     assert seen[-1][:2] == (True, True)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from reference._common import FixedConfidence
 from reference.saber import saber_generate
-from remask.samplers import build
 
 import remask
+from remask.samplers import build
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -20,23 +20,37 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 def _check_against_reference(model, config, prompts, gen_length):
     sampler = build("saber", **config)
     remasked = []
-    out = remask.generate(model, prompts, sampler, gen_length=gen_length, seed=0,
-                          callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    out = remask.generate(
+        model,
+        prompts,
+        sampler,
+        gen_length=gen_length,
+        seed=0,
+        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    )
     width = max(map(len, prompts))
     expected_remasks = 0
     for row, prompt in enumerate(prompts):
         expected, nfe, remasks = saber_generate(model, prompt, gen_length=gen_length, **config)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
         assert int(out.nfe[row]) == nfe
         expected_remasks += remasks
     assert sum(remasked) == expected_remasks
     return expected_remasks
 
 
-@pytest.mark.parametrize("config", [
-    {}, {"n": 1}, {"n": 3}, {"n": 4}, {"block_length": 4}, {"block_length": 3, "n": 1},
-    {"block_length": 5, "n": 3},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"n": 1},
+        {"n": 3},
+        {"n": 4},
+        {"block_length": 4},
+        {"block_length": 3, "n": 1},
+        {"block_length": 5, "n": 3},
+    ],
+)
 def test_greedy_equals_reference_loop(tiny64, config):
     remasks = _check_against_reference(tiny64, config, PROMPTS, gen_length=16)
     if config.get("n", 2) > 1:
@@ -58,8 +72,13 @@ def _moves(model, sampler, gen_length):
     moves = []
 
     def record(state, info):
-        moves.append((info.unmasked[0].nonzero().flatten().tolist(),
-                      info.remasked[0].nonzero().flatten().tolist(), float(info.threshold[0])))
+        moves.append(
+            (
+                info.unmasked[0].nonzero().flatten().tolist(),
+                info.remasked[0].nonzero().flatten().tolist(),
+                float(info.threshold[0]),
+            )
+        )
 
     out = remask.generate(model, [[]], sampler, gen_length=gen_length, seed=0, callbacks=[record])
     return moves, out
@@ -73,9 +92,20 @@ def test_bar_is_the_mean_committed_confidence_and_the_largest_drop_is_remasked()
     # bar is the mean of the confidences at commit (.925, .883, .8375, .79, position 0 counted
     # each time it was committed, last value kept); at most one masked position clears it, so
     # the top-2 commit; every drop is 0 (fixed confidences), the tie goes to position 0.
-    assert [(u, r) for u, r, _ in moves] == [([4], []), ([1], []), ([2], []), ([3], []), ([0, 5], [])]
-    expected = [1.0, (0.9 + 0.95) / 2, (0.9 + 0.95 + 0.8) / 3, (0.9 + 0.95 + 0.8 + 0.7) / 4,
-                (0.9 + 0.95 + 0.8 + 0.7 + 0.6) / 5]
+    assert [(u, r) for u, r, _ in moves] == [
+        ([4], []),
+        ([1], []),
+        ([2], []),
+        ([3], []),
+        ([0, 5], []),
+    ]
+    expected = [
+        1.0,
+        (0.9 + 0.95) / 2,
+        (0.9 + 0.95 + 0.8) / 3,
+        (0.9 + 0.95 + 0.8 + 0.7) / 4,
+        (0.9 + 0.95 + 0.8 + 0.7 + 0.6) / 5,
+    ]
     assert [t for _, _, t in moves] == pytest.approx(expected, abs=1e-6)
     assert out.nfe.tolist() == [5]
 
@@ -110,8 +140,9 @@ def test_backtracking_reaches_earlier_blocks(tiny64):
         earlier = canvas.editable & (canvas.block < canvas.window.unsqueeze(-1))  # (B, L)
         reopened.append(int((info.remasked & earlier).sum()))
 
-    out = remask.generate(tiny64, PROMPTS, build("saber", block_length=4), gen_length=16, seed=0,
-                          callbacks=[record])
+    out = remask.generate(
+        tiny64, PROMPTS, build("saber", block_length=4), gen_length=16, seed=0, callbacks=[record]
+    )
     assert sum(reopened) > 0
     assert not bool((out.tokens == tiny64.mask_id).any())
 

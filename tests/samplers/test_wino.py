@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference.wino import BiasMarkov, BiasTiny, wino_reference
 
 import remask
 from remask.samplers import build
-from reference.wino import BiasMarkov, BiasTiny, wino_reference
 
 PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 
@@ -15,7 +15,9 @@ PROMPTS = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3]]
 def test_bias_tiny_with_the_plain_pattern_is_the_plain_model(tiny64):
     tokens = torch.tensor([[0, 0, 3, 23, 5, 23], [1, 2, 23, 4, 23, 23]])
     mask = torch.tensor([[False, True, True, True, True, True], [True] * 6])
-    assert torch.allclose(BiasTiny(tiny64)(tokens, mask)[mask], tiny64(tokens, mask)[mask], atol=1e-10)
+    assert torch.allclose(
+        BiasTiny(tiny64)(tokens, mask)[mask], tiny64(tokens, mask)[mask], atol=1e-10
+    )
 
 
 def test_needs_the_capability_when_asked(tiny64):
@@ -25,21 +27,39 @@ def test_needs_the_capability_when_asked(tiny64):
     assert not build("wino").uses_attention(tiny64)
 
 
-@pytest.mark.parametrize("gen_length,block_length,tau_in,tau_out", [
-    (8, 4, 0.6, 0.9), (10, 10, 0.05, 0.99)])
+@pytest.mark.parametrize(
+    "gen_length,block_length,tau_in,tau_out", [(8, 4, 0.6, 0.9), (10, 10, 0.05, 0.99)]
+)
 def test_greedy_equals_reference_loop(tiny64, gen_length, block_length, tau_in, tau_out):
     model = BiasTiny(tiny64)
-    sampler = build("wino", block_length=block_length, threshold_in=tau_in, threshold_out=tau_out,
-                    shadow="attention")
+    sampler = build(
+        "wino",
+        block_length=block_length,
+        threshold_in=tau_in,
+        threshold_out=tau_out,
+        shadow="attention",
+    )
     remasked = []
-    out = remask.generate(model, PROMPTS, sampler, gen_length=gen_length, seed=0,
-                          callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))])
+    out = remask.generate(
+        model,
+        PROMPTS,
+        sampler,
+        gen_length=gen_length,
+        seed=0,
+        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    )
     width = max(map(len, PROMPTS))
     steps = []
     for row, prompt in enumerate(PROMPTS):
-        expected, n = wino_reference(model, prompt, gen_length=gen_length, block_length=block_length,
-                                     threshold=tau_in, threshold_back=tau_out)
-        assert out.tokens[row, width - len(prompt):].tolist() == expected
+        expected, n = wino_reference(
+            model,
+            prompt,
+            gen_length=gen_length,
+            block_length=block_length,
+            threshold=tau_in,
+            threshold_back=tau_out,
+        )
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
         assert int(out.nfe[row]) == n
         steps.append(n)
     if gen_length == block_length and tau_in < 0.5:  # this setting exercises narrow-out
@@ -50,9 +70,16 @@ def test_shadow_attention_equals_exact_leave_one_out_on_the_oracle(markov):
     """On an exact oracle the shadow block's prediction *is* p(x_j | x_-j): both modes agree."""
     prompts = [[0, 1], [2], [1, 1, 0]]
     config = dict(threshold_in=0.3, threshold_out=0.95, accept_min=2)
-    a = remask.generate(BiasMarkov(markov), prompts, build("wino", shadow="attention", **config),
-                        gen_length=6, seed=0)
-    e = remask.generate(markov, prompts, build("wino", shadow="emulate", **config), gen_length=6, seed=0)
+    a = remask.generate(
+        BiasMarkov(markov),
+        prompts,
+        build("wino", shadow="attention", **config),
+        gen_length=6,
+        seed=0,
+    )
+    e = remask.generate(
+        markov, prompts, build("wino", shadow="emulate", **config), gen_length=6, seed=0
+    )
     assert torch.equal(a.tokens, e.tokens)
     assert (a.nfe * 7 == e.nfe).all()  # emulation pays 1 + W (W = 6) evaluations per step
 
@@ -83,8 +110,12 @@ def test_wide_in_commits_the_confident_up_to_the_cap_and_narrow_out_revokes():
     back = [[0.5, 0.5 / 3, 0.5 / 3, 0.5 / 3]] + [[0.95, 0.05 / 3, 0.05 / 3, 0.05 / 3]] * 5
     model = _Fixed(probs, back)
     sampler = build("wino", accept_min=2, accept_max=3, shadow="attention")
-    canvas = remask.samplers.canvas.make_canvas(torch.full((1, 6), 4), torch.ones(1, 6, dtype=torch.bool),
-                                                 torch.ones(1, 6, dtype=torch.bool), None)
+    canvas = remask.samplers.canvas.make_canvas(
+        torch.full((1, 6), 4),
+        torch.ones(1, 6, dtype=torch.bool),
+        torch.ones(1, 6, dtype=torch.bool),
+        None,
+    )
     state = sampler.init(canvas, model)
     g = remask.kernels.split(0, 1)  # (B,) step keys
     state, info = sampler.step(state, model, g)
@@ -102,8 +133,11 @@ def test_wide_in_commits_the_confident_up_to_the_cap_and_narrow_out_revokes():
     state2, info = low.step(state2, model, g)
     assert info.accepted[0].sum() == 3
     state2, info = low.step(state2, model, g)
-    assert info.accepted[0].tolist() == [False, False, False, True, True, True][:3] + [True, True, False] \
+    assert (
+        info.accepted[0].tolist()
+        == [False, False, False, True, True, True][:3] + [True, True, False]
         or info.accepted[0].sum() == 2
+    )
     assert info.remasked[0].tolist() == [True, False, False, False, False, False]
     assert int((state2.canvas.tokens == 4).sum()) == 2  # 3 masks - 2 accepted + 1 revoked
 

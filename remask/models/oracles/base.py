@@ -57,7 +57,9 @@ def _as_positive(name: str, value: object) -> float:
     return x
 
 
-def _dirichlet(rng: np.random.Generator, concentration: float, shape: tuple[int, ...]) -> torch.Tensor:
+def _dirichlet(
+    rng: np.random.Generator, concentration: float, shape: tuple[int, ...]
+) -> torch.Tensor:
     """Rows of Dirichlet(concentration) draws; the floor keeps every entry positive."""
     g = rng.gamma(concentration, size=shape)
     g = np.maximum(g, 1e-12)
@@ -156,7 +158,9 @@ class ExactOracle:
         return attention_mask
 
     # -------------------------------------------------------------- public surface
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Exact conditional log-marginals for any mask pattern.
 
         Parameters
@@ -217,7 +221,9 @@ class ExactOracle:
     def _log_marginals(self, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _log_marginals_padded(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _log_marginals_padded(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
 
     def _log_prob(self, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover

@@ -41,7 +41,9 @@ class BracketsOracle(FiniteSupportOracle):
         half = seq_len // 2
         size = math.comb(seq_len, half) // (half + 1) * n_types**half
         if size > _MAX_SUPPORT:
-            raise ValueError(f"{size} balanced words of length {seq_len} with {n_types} types exceed {_MAX_SUPPORT}")
+            raise ValueError(
+                f"{size} balanced words of length {seq_len} with {n_types} types exceed {_MAX_SUPPORT}"
+            )
         words: list[list[int]] = []
 
         def grow(word: list[int], stack: list[int]) -> None:
@@ -64,7 +66,9 @@ class BracketsOracle(FiniteSupportOracle):
                 stack.append(t)
 
         grow([], [])
-        super().__init__(words, vocab_size=2 * n_types, token_names=list(self._NAMES[: 2 * n_types]))
+        super().__init__(
+            words, vocab_size=2 * n_types, token_names=list(self._NAMES[: 2 * n_types])
+        )
         self.n_types = n_types
 
     def __repr__(self) -> str:

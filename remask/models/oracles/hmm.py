@@ -57,8 +57,16 @@ class StickyHMMOracle(ExactOracle):
 
     supports_padding = True
 
-    def __init__(self, vocab_size: int, seq_len: int, seed: int = 0, *, n_states: int = 3,
-                 stickiness: float = 0.9, concentration: float = 0.3):
+    def __init__(
+        self,
+        vocab_size: int,
+        seq_len: int,
+        seed: int = 0,
+        *,
+        n_states: int = 3,
+        stickiness: float = 0.9,
+        concentration: float = 0.3,
+    ):
         self.vocab_size = _as_int("vocab_size", vocab_size, 2)
         self.seq_len = _as_int("seq_len", seq_len, 1)
         self.n_states = _as_int("n_states", n_states, 1)
@@ -68,13 +76,16 @@ class StickyHMMOracle(ExactOracle):
         K = self.n_states
         rng = np.random.default_rng(self.seed)
         self.emission = _dirichlet(rng, self.concentration, (K, self.vocab_size))  # (K, V)
-        self.transition = (self.stickiness * torch.eye(K, dtype=torch.float64)
-                           + (1 - self.stickiness) / K)  # (K, K)
+        self.transition = (
+            self.stickiness * torch.eye(K, dtype=torch.float64) + (1 - self.stickiness) / K
+        )  # (K, K)
         self.initial = torch.full((K,), 1.0 / K, dtype=torch.float64)
 
     def __repr__(self) -> str:
-        return (f"StickyHMMOracle(vocab_size={self.vocab_size}, seq_len={self.seq_len}, seed={self.seed}, "
-                f"n_states={self.n_states}, stickiness={self.stickiness}, concentration={self.concentration})")
+        return (
+            f"StickyHMMOracle(vocab_size={self.vocab_size}, seq_len={self.seq_len}, seed={self.seed}, "
+            f"n_states={self.n_states}, stickiness={self.stickiness}, concentration={self.concentration})"
+        )
 
     def _posterior_states(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Posterior of the hidden state at every position with all evidence, (B, L, K)."""

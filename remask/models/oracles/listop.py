@@ -57,7 +57,9 @@ class ListOpOracle(ExactOracle):
         self.n = _as_int("n", n, 1)
         self.n_items = self.n if n_items is None else _as_int("n_items", n_items, 1)
         if self.n_items < self.n:
-            raise ValueError(f"n_items={self.n_items} must be >= n={self.n} (prompt items are distinct)")
+            raise ValueError(
+                f"n_items={self.n_items} must be >= n={self.n} (prompt items are distinct)"
+            )
         if op == "shuffle" and self.n > 8:
             raise ValueError(f"shuffle enumerates n! answers; n={self.n} > 8 is too many")
         self.new_id = self.n_items
@@ -65,7 +67,9 @@ class ListOpOracle(ExactOracle):
         self.seq_len = 2 * self.n
         self.token_names = [f"i{k}" for k in range(self.n_items)] + ["NEW"]
         if op == "shuffle":
-            self._perms = torch.tensor(list(itertools.permutations(range(self.n))), dtype=torch.int64)
+            self._perms = torch.tensor(
+                list(itertools.permutations(range(self.n))), dtype=torch.int64
+            )
         # log of the number of prompts, n_items! / (n_items - n)!
         self._log_n_prompts = math.lgamma(self.n_items + 1) - math.lgamma(self.n_items - self.n + 1)
 
@@ -117,7 +121,9 @@ class ListOpOracle(ExactOracle):
             masked = obs == self.mask_id
             probs, empty = self._answer_probs(prompt[rows], obs)  # (b, n, V), (b,)
             logits = _safe_log(probs)
-            logits = torch.where(empty[:, None, None], torch.full_like(logits, -math.log(V)), logits)
+            logits = torch.where(
+                empty[:, None, None], torch.full_like(logits, -math.log(V)), logits
+            )
             out[rows, n:] = torch.where(masked.unsqueeze(-1), logits, out[rows, n:])
         # Rows whose prompt is partly masked (or invalid): enumerate consistent prompts.
         for b in torch.nonzero(~full).flatten().tolist():
@@ -125,7 +131,11 @@ class ListOpOracle(ExactOracle):
         invalid_full = full & ~self._valid_prompts(prompt.clamp_max(V - 1))
         for b in torch.nonzero(invalid_full).flatten().tolist():
             masked = tokens[b] == self.mask_id
-            out[b] = torch.where(masked.unsqueeze(-1), torch.full((self.seq_len, V), -math.log(V), dtype=torch.float64), out[b])
+            out[b] = torch.where(
+                masked.unsqueeze(-1),
+                torch.full((self.seq_len, V), -math.log(V), dtype=torch.float64),
+                out[b],
+            )
         return out
 
     def _answer_probs(self, prompt: torch.Tensor, obs: torch.Tensor):
@@ -151,7 +161,9 @@ class ListOpOracle(ExactOracle):
         if self.op == "shuffle":
             # Masked positions are uniform over the prompt items not yet seen in the answer.
             in_prompt = (obs.unsqueeze(-1) == prompt.unsqueeze(1)).any(-1)  # (b, n)
-            seen = onehot(torch.where(masked, prompt[:, :1], obs)) * (~masked).unsqueeze(-1).double()
+            seen = (
+                onehot(torch.where(masked, prompt[:, :1], obs)) * (~masked).unsqueeze(-1).double()
+            )
             seen_count = seen.sum(1)  # (b, V)
             avail = onehot(prompt).sum(1) - seen_count  # (b, V): remaining items (0/1)
             empty = ((~masked) & ~in_prompt).any(-1) | (seen_count > 1).any(-1)
@@ -164,7 +176,7 @@ class ListOpOracle(ExactOracle):
         same = obs == prompt
         # r is consistent iff obs_r ∈ {NEW, mask} and every other observed j equals prompt_j.
         bad_other = (~masked) & ~same  # (b, n): observed positions that must be r
-        ok_r = (masked | is_new)  # (b, n)
+        ok_r = masked | is_new  # (b, n)
         n_bad = bad_other.sum(-1, keepdim=True)  # (b, 1)
         consistent = ok_r & ((n_bad == 0) | ((n_bad == 1) & bad_other))  # (b, n)
         consistent &= ~((~masked) & ~same & ~is_new)  # an observed wrong item is never r
@@ -188,7 +200,13 @@ class ListOpOracle(ExactOracle):
         prompts = prompts[self._valid_prompts(prompts)]
         if prompts.shape[0] == 0:
             masked = row == self.mask_id
-            return torch.where(masked.unsqueeze(-1), torch.full((self.seq_len, self.vocab_size), -math.log(self.vocab_size), dtype=torch.float64), _log_onehot(row[None], self.vocab_size)[0])
+            return torch.where(
+                masked.unsqueeze(-1),
+                torch.full(
+                    (self.seq_len, self.vocab_size), -math.log(self.vocab_size), dtype=torch.float64
+                ),
+                _log_onehot(row[None], self.vocab_size)[0],
+            )
         ans = self.answers(prompts)  # (G, A, n)
         G, A, _ = ans.shape
         support = torch.cat([prompts.unsqueeze(1).expand(G, A, n), ans], -1).reshape(G * A, 2 * n)
@@ -201,11 +219,15 @@ class ListOpOracle(ExactOracle):
         valid = self._valid_prompts(prompt)
         ans = self.answers(prompt.clamp_max(self.n_items - 1))  # (B, A, n)
         hit = (ans == answer.unsqueeze(1)).all(-1).any(-1)  # (B,)
-        lp = torch.full((tokens.shape[0],), -self._log_n_prompts - math.log(self.n_answers), dtype=torch.float64)
+        lp = torch.full(
+            (tokens.shape[0],), -self._log_n_prompts - math.log(self.n_answers), dtype=torch.float64
+        )
         return torch.where(valid & hit, lp, torch.full_like(lp, -math.inf))
 
     def _sample(self, n, generator):
-        prompts = torch.stack([torch.randperm(self.n_items, generator=generator)[: self.n] for _ in range(n)])
+        prompts = torch.stack(
+            [torch.randperm(self.n_items, generator=generator)[: self.n] for _ in range(n)]
+        )
         ans = self.answers(prompts)  # (n, A, n)
         pick = torch.randint(ans.shape[1], (n,), generator=generator)
         return torch.cat([prompts, ans[torch.arange(n), pick]], -1)

@@ -78,7 +78,9 @@ class MarkovChainOracle(ExactOracle):
         self.concentration = _as_positive("concentration", concentration)
         self.seed = seed
         generator = torch.Generator().manual_seed(seed)
-        alpha = torch.full((self.vocab_size, self.vocab_size), self.concentration, dtype=torch.float64)
+        alpha = torch.full(
+            (self.vocab_size, self.vocab_size), self.concentration, dtype=torch.float64
+        )
         # Dirichlet rows via normalised Gamma draws; the floor keeps every entry positive so
         # the chain is ergodic and every sequence has finite log-probability.
         gamma = torch._standard_gamma(alpha, generator=generator).clamp_min(1e-12)
@@ -95,7 +97,9 @@ class MarkovChainOracle(ExactOracle):
     def _log_marginals(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._marginals(tokens, torch.ones_like(tokens, dtype=torch.bool))
 
-    def _log_marginals_padded(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _log_marginals_padded(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         return self._marginals(tokens, attention_mask)
 
     def _marginals(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -152,7 +156,9 @@ class MarkovChainOracle(ExactOracle):
         out = torch.empty(n, self.seq_len, dtype=torch.int64)
         out[:, 0] = torch.multinomial(self.initial.expand(n, -1), 1, generator=generator)[:, 0]
         for t in range(1, self.seq_len):
-            out[:, t] = torch.multinomial(self.transition[out[:, t - 1]], 1, generator=generator)[:, 0]
+            out[:, t] = torch.multinomial(self.transition[out[:, t - 1]], 1, generator=generator)[
+                :, 0
+            ]
         return out
 
     def all_sequences(self) -> torch.Tensor:

@@ -46,8 +46,16 @@ class MixtureOracle(ExactOracle):
     components : (K, seq_len, V) float64
     """
 
-    def __init__(self, vocab_size: int, seq_len: int, seed: int = 0, *, n_components: int = 2,
-                 concentration: float = 0.3, weights: Sequence[float] | None = None):
+    def __init__(
+        self,
+        vocab_size: int,
+        seq_len: int,
+        seed: int = 0,
+        *,
+        n_components: int = 2,
+        concentration: float = 0.3,
+        weights: Sequence[float] | None = None,
+    ):
         self.vocab_size = _as_int("vocab_size", vocab_size, 2)
         self.seq_len = _as_int("seq_len", seq_len, 1)
         self.n_components = _as_int("n_components", n_components, 1)
@@ -59,15 +67,19 @@ class MixtureOracle(ExactOracle):
         else:
             w = torch.as_tensor(weights, dtype=torch.float64)
             if w.shape != (K,) or bool((w < 0).any()) or not float(w.sum()) > 0:
-                raise ValueError(f"weights must be {K} non-negative numbers with a positive sum, got {weights!r}")
+                raise ValueError(
+                    f"weights must be {K} non-negative numbers with a positive sum, got {weights!r}"
+                )
             w = w / w.sum()
         self.weights = w
         rng = np.random.default_rng(self.seed)
         self.components = _dirichlet(rng, self.concentration, (K, self.seq_len, self.vocab_size))
 
     def __repr__(self) -> str:
-        return (f"MixtureOracle(vocab_size={self.vocab_size}, seq_len={self.seq_len}, seed={self.seed}, "
-                f"n_components={self.n_components}, concentration={self.concentration})")
+        return (
+            f"MixtureOracle(vocab_size={self.vocab_size}, seq_len={self.seq_len}, seed={self.seed}, "
+            f"n_components={self.n_components}, concentration={self.concentration})"
+        )
 
     def _log_marginals(self, tokens):
         observed = tokens != self.mask_id  # (B, L)
@@ -91,4 +103,6 @@ class MixtureOracle(ExactOracle):
     def _sample(self, n, generator):
         k = torch.multinomial(self.weights.expand(n, -1), 1, generator=generator)[:, 0]  # (n,)
         probs = self.components[k]  # (n, L, V)
-        return torch.multinomial(probs.reshape(-1, self.vocab_size), 1, generator=generator).reshape(n, self.seq_len)
+        return torch.multinomial(
+            probs.reshape(-1, self.vocab_size), 1, generator=generator
+        ).reshape(n, self.seq_len)

@@ -30,17 +30,30 @@ def _spec_set(p: dict) -> ExactOracle:
 
 TOY_KINDS: dict[str, tuple[str, dict[str, object]]] = {
     # kind: (description, {spec key: default})
-    "markov": ("T1 stationary Markov chain", {"vocab": 8, "length": 16, "seed": 0, "concentration": 1.0}),
-    "hmm": ("T2 sticky HMM", {"vocab": 8, "length": 16, "seed": 0, "states": 3, "stickiness": 0.9,
-                              "concentration": 0.3}),
-    "mixture": ("T3 mixture of products", {"vocab": 8, "length": 8, "seed": 0, "components": 2,
-                                           "concentration": 0.3}),
-    "set": ("T4 finite support: pattern=cities (names=comma list) | parity (length) | k_of_n (length, k)",
-            {"pattern": "cities", "names": "New York,Mexico City", "length": 4, "k": 2}),
-    "listop": ("T5 list operation: op=copy|reverse|sort|shuffle|replace_random, n, items",
-               {"op": "shuffle", "n": 4, "items": None}),
-    "eos": ("T6 EOS/rainbow-padded variable length", {"vocab": 4, "length": 8, "seed": 0, "padding": "eos",
-                                                      "pads": 3, "concentration": 0.5}),
+    "markov": (
+        "T1 stationary Markov chain",
+        {"vocab": 8, "length": 16, "seed": 0, "concentration": 1.0},
+    ),
+    "hmm": (
+        "T2 sticky HMM",
+        {"vocab": 8, "length": 16, "seed": 0, "states": 3, "stickiness": 0.9, "concentration": 0.3},
+    ),
+    "mixture": (
+        "T3 mixture of products",
+        {"vocab": 8, "length": 8, "seed": 0, "components": 2, "concentration": 0.3},
+    ),
+    "set": (
+        "T4 finite support: pattern=cities (names=comma list) | parity (length) | k_of_n (length, k)",
+        {"pattern": "cities", "names": "New York,Mexico City", "length": 4, "k": 2},
+    ),
+    "listop": (
+        "T5 list operation: op=copy|reverse|sort|shuffle|replace_random, n, items",
+        {"op": "shuffle", "n": 4, "items": None},
+    ),
+    "eos": (
+        "T6 EOS/rainbow-padded variable length",
+        {"vocab": 4, "length": 8, "seed": 0, "padding": "eos", "pads": 3, "concentration": 0.5},
+    ),
     "brackets": ("T7 balanced brackets", {"length": 8, "types": 1}),
 }
 
@@ -85,7 +98,9 @@ def toy_spec(kind: str, params: dict | None = None) -> ExactOracle:
     defaults = TOY_KINDS[kind][1]
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for oracle kind {kind!r}; known: {sorted(defaults)}")
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for oracle kind {kind!r}; known: {sorted(defaults)}"
+        )
     p = {**defaults, **params}
 
     def num(key: str, cast=int):
@@ -95,7 +110,9 @@ def toy_spec(kind: str, params: dict | None = None) -> ExactOracle:
         try:
             out = cast(value)
         except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
-            raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not a valid {cast.__name__}") from None
+            raise ValueError(
+                f"oracle:{kind} parameter {key}={value!r} is not a valid {cast.__name__}"
+            ) from None
         if cast is int and float(value) != out:
             raise ValueError(f"oracle:{kind} parameter {key}={value!r} is not an integer")
         if cast is float and not math.isfinite(out):
@@ -105,20 +122,44 @@ def toy_spec(kind: str, params: dict | None = None) -> ExactOracle:
         return out
 
     if kind == "markov":
-        return MarkovChainOracle(num("vocab"), num("length"), num("seed"), num("concentration", float))
+        return MarkovChainOracle(
+            num("vocab"), num("length"), num("seed"), num("concentration", float)
+        )
     if kind == "hmm":
-        return StickyHMMOracle(num("vocab"), num("length"), num("seed"), n_states=num("states"),
-                               stickiness=num("stickiness", float), concentration=num("concentration", float))
+        return StickyHMMOracle(
+            num("vocab"),
+            num("length"),
+            num("seed"),
+            n_states=num("states"),
+            stickiness=num("stickiness", float),
+            concentration=num("concentration", float),
+        )
     if kind == "mixture":
-        return MixtureOracle(num("vocab"), num("length"), num("seed"), n_components=num("components"),
-                             concentration=num("concentration", float))
+        return MixtureOracle(
+            num("vocab"),
+            num("length"),
+            num("seed"),
+            n_components=num("components"),
+            concentration=num("concentration", float),
+        )
     if kind == "set":
-        q = {"pattern": str(p["pattern"]), "names": p["names"], "length": num("length"), "k": num("k")}
+        q = {
+            "pattern": str(p["pattern"]),
+            "names": p["names"],
+            "length": num("length"),
+            "k": num("k"),
+        }
         return _spec_set(q)
     if kind == "listop":
         items = None if p["items"] is None else num("items")
         return ListOpOracle(str(p["op"]), num("n"), items)
     if kind == "eos":
-        return EOSPaddedOracle(num("vocab"), num("length"), num("seed"), padding=str(p["padding"]),
-                               n_pad=num("pads"), concentration=num("concentration", float))
+        return EOSPaddedOracle(
+            num("vocab"),
+            num("length"),
+            num("seed"),
+            padding=str(p["padding"]),
+            n_pad=num("pads"),
+            concentration=num("concentration", float),
+        )
     return BracketsOracle(num("length"), num("types"))

@@ -64,5 +64,5 @@ class FixedConfidence:
         B, L = tokens.shape
         n = self.table.shape[0]
         logits = torch.zeros(B, L, self.vocab_size, dtype=torch.float64)
-        logits[:, L - n:] = self.table
+        logits[:, L - n :] = self.table
         return logits

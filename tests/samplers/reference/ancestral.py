@@ -9,8 +9,15 @@ import itertools
 import torch
 
 
-def ancestral_law(oracle, length: int, *, steps: int, eps: float, last_step_all: bool = False,
-                  noise_removal: bool = True) -> torch.Tensor:
+def ancestral_law(
+    oracle,
+    length: int,
+    *,
+    steps: int,
+    eps: float,
+    last_step_all: bool = False,
+    noise_removal: bool = True,
+) -> torch.Tensor:
     """Exact output law of grid-walking ancestral sampling on an exact oracle (no prompt).
 
     MDLM's ``_ddpm_update`` on ``linspace(1, eps, steps + 1)``: from t to s each masked
@@ -39,8 +46,9 @@ def ancestral_law(oracle, length: int, *, steps: int, eps: float, last_step_all:
         t, s = 1 - i * (1 - eps) / steps, 1 - (i + 1) * (1 - eps) / steps
         flip = 1.0 if (last_step_all and i == steps - 1) else 1 - s / t
         # factor[c, j, x]: probability that position j of canvas c becomes symbol x.
-        moves = torch.cat([flip * probs, torch.full((C, length, 1), 1 - flip,
-                                                    dtype=torch.float64)], -1)  # (C, L, V+1)
+        moves = torch.cat(
+            [flip * probs, torch.full((C, length, 1), 1 - flip, dtype=torch.float64)], -1
+        )  # (C, L, V+1)
         factor = torch.where(masked.unsqueeze(-1), moves, observed)  # (C, L, V+1)
         transition = torch.ones(C, C, dtype=torch.float64)
         for j in range(length):

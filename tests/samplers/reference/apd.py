@@ -16,8 +16,16 @@ import torch
 from reference._common import block_bounds, row_logits
 
 
-def apd_generate(model, verifier, prompt: list[int], *, gen_length: int, block_length: int | None,
-                 mixture_weight: float, max_lookahead: int):
+def apd_generate(
+    model,
+    verifier,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    mixture_weight: float,
+    max_lookahead: int,
+):
     mask = model.mask_id
     x = list(prompt) + [mask] * gen_length
     nfe = verifier_nfe = 0
@@ -36,8 +44,11 @@ def apd_generate(model, verifier, prompt: list[int], *, gen_length: int, block_l
                 if R == 1:
                     mixture = log_dlm[j]
                 else:
-                    mixture = torch.where(torch.isfinite(log_dlm[j]), R * log_dlm[j] + (1 - R) * log_ver[j],
-                                          float("-inf"))
+                    mixture = torch.where(
+                        torch.isfinite(log_dlm[j]),
+                        R * log_dlm[j] + (1 - R) * log_ver[j],
+                        float("-inf"),
+                    )
                 target = int(mixture.argmax())
                 x[j] = target
                 if target != draft[j]:

@@ -12,9 +12,17 @@ import torch
 from reference._common import block_bounds, by_confidence, row_logits
 
 
-def credit_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                    threshold: float, credit_alpha: float = 0.7, boost_gamma: float = 0.2,
-                    decay_beta: float = 0.8):
+def credit_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    threshold: float,
+    credit_alpha: float = 0.7,
+    boost_gamma: float = 0.2,
+    decay_beta: float = 0.8,
+):
     """Per block, credits start at zero; each step: one forward (float64 logits z); for each
     position of the block C <- beta * C, and if it is masked C[argmax z] += max softmax(z) **
     gamma; fused z' = z + alpha * log(1 + C); masked positions propose argmax z' with
@@ -43,7 +51,9 @@ def credit_generate(model, prompt: list[int], *, gen_length: int, block_length: 
                 probs = torch.softmax(z[j], -1)
                 top = int(torch.argmax(z[j]))
                 c[top] += float(probs[top]) ** boost_gamma
-                fused = z[j] + credit_alpha * torch.tensor([math.log1p(v) for v in c], dtype=torch.float64)
+                fused = z[j] + credit_alpha * torch.tensor(
+                    [math.log1p(v) for v in c], dtype=torch.float64
+                )
                 fused_probs = torch.softmax(fused, -1)
                 token[j] = int(torch.argmax(fused))
                 conf = float(fused_probs[token[j]])

@@ -17,7 +17,9 @@ def dus_dilated_unmask_levels(start, end, base=2, skip_exp=1):
     stride = length // (base**skip_exp)
     levels, revealed = [], set()
     while stride >= 1:
-        this_round = [i for i in range(start, end + 1) if (i - start) % stride == 0 and i not in revealed]
+        this_round = [
+            i for i in range(start, end + 1) if (i - start) % stride == 0 and i not in revealed
+        ]
         if this_round:
             levels.append(this_round)
             revealed.update(this_round)
@@ -50,8 +52,18 @@ def dus_merge_last_level(levels):
     return levels
 
 
-def dus_generate(model, prompt, *, gen_length, block_length, confidence_threshold, schedule="dilated",
-                 base=2, skip_exp=1, cfg_scale=0.0):
+def dus_generate(
+    model,
+    prompt,
+    *,
+    gen_length,
+    block_length,
+    confidence_threshold,
+    schedule="dilated",
+    base=2,
+    skip_exp=1,
+    cfg_scale=0.0,
+):
     """DUS ``generate_scheduled``, one row, greedy, with the rescheduling fix: at level k commit
     the argmax at every still-masked position of levels <= k whose probability is at least the
     floor (every one on the block's last level). Returns (tokens, nfe)."""

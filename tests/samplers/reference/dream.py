@@ -28,9 +28,18 @@ def _dream_filter(logits: torch.Tensor, top_p: float | None, top_k: int | None) 
     return logits
 
 
-def dream_generate(model, prompt: list[int], *, gen_length: int, steps: int, alg: str,
-                   eps: float = 1e-3, block_length: int | None = None,
-                   top_p: float | None = None, top_k: int | None = None):
+def dream_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    steps: int,
+    alg: str,
+    eps: float = 1e-3,
+    block_length: int | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+):
     """Dream's ``_sample`` at temperature 0 with a confidence alg and alg_temp None.
 
     Every grid step is a forward pass, as in the reference, including those whose count
@@ -56,9 +65,11 @@ def dream_generate(model, prompt: list[int], *, gen_length: int, steps: int, alg
             for j in masked:
                 probs = torch.softmax(_dream_filter(logits[j], top_p, top_k), -1)
                 top = torch.sort(probs, descending=True).values
-                confidence = {"maskgit_plus": float(top[0]),
-                              "topk_margin": float(top[0] - top[1]),
-                              "entropy": float((probs * torch.log(probs.clamp_min(1e-300))).sum())}[alg]
+                confidence = {
+                    "maskgit_plus": float(top[0]),
+                    "topk_margin": float(top[0] - top[1]),
+                    "entropy": float((probs * torch.log(probs.clamp_min(1e-300))).sum()),
+                }[alg]
                 candidates.append((confidence, j))
             chosen = by_confidence(candidates)[:k]
             for j in chosen:

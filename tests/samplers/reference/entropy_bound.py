@@ -18,8 +18,17 @@ def dus_spacing(positions, min_gap):
     return accepted
 
 
-def eb_generate(model, prompt, *, gen_length, gamma, score="entropy", block_length=None,
-                min_spacing=None, cfg_scale=0.0):
+def eb_generate(
+    model,
+    prompt,
+    *,
+    gen_length,
+    gamma,
+    score="entropy",
+    block_length=None,
+    min_spacing=None,
+    cfg_scale=0.0,
+):
     """EB-Sampler, one row, greedy (PC-Sampler ``generate_with_eb_sampler`` / DUS
     ``generate_eb_sampler(_spaced)`` with blocks): per step sort the block's masked positions
     by the error proxy, commit the largest prefix with Σ H − max H ≤ γ (at least one), then
@@ -41,7 +50,11 @@ def eb_generate(model, prompt, *, gen_length, gamma, score="entropy", block_leng
                 p = torch.softmax(logits[j], -1)
                 entropy = float(-(p * torch.log(p.clamp_min(1e-300))).sum())
                 top = torch.topk(p, 2).values
-                key = {"entropy": entropy, "prob": -float(top[0]), "margin": -float(top[0] - top[1])}[score]
+                key = {
+                    "entropy": entropy,
+                    "prob": -float(top[0]),
+                    "margin": -float(top[0] - top[1]),
+                }[score]
                 rows.append((key, j, int(p.argmax()), entropy))
             rows.sort()
             k = 0
@@ -52,7 +65,7 @@ def eb_generate(model, prompt, *, gen_length, gamma, score="entropy", block_leng
             chosen = [r[1] for r in rows[: max(k, 1)]]
             if min_spacing:
                 chosen = dus_spacing(chosen, min_spacing)
-            for key, j, token, _ in rows:
+            for _key, j, token, _ in rows:
                 if j in chosen:
                     x[j] = token
     return x, nfe

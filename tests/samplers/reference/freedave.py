@@ -43,8 +43,15 @@ def _llada_step(x: list[int], logits: torch.Tensor, entry, mask: int) -> list[in
     return y
 
 
-def freedave_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                      steps: int | None, draft_steps: int):
+def freedave_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    steps: int | None,
+    draft_steps: int,
+):
     """FreeDave around greedy LLaDA decoding.
 
     Each round evaluates the exact state and ``draft_steps - 1`` drafts made by applying the

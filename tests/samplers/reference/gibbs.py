@@ -23,8 +23,18 @@ from __future__ import annotations
 import torch
 
 
-def gibbs_generate(model, prompt: list[int], *, gen_length: int, steps: int, threshold: float,
-                   window: int, every: int, sweeps: int, max_revisions: int):
+def gibbs_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    steps: int,
+    threshold: float,
+    window: int,
+    every: int,
+    sweeps: int,
+    max_revisions: int,
+):
     mask = model.mask_id
     P = len(prompt)
     x = list(prompt) + [mask] * gen_length
@@ -49,8 +59,13 @@ def gibbs_generate(model, prompt: list[int], *, gen_length: int, steps: int, thr
         if check:
             for rank, j in enumerate(editable):
                 age = clock - written_at[j]
-                if (x[j] != mask and written_at[j] >= 0 and 1 <= age <= window and rank % 2 == checks % 2
-                        and revisions < max_revisions):
+                if (
+                    x[j] != mask
+                    and written_at[j] >= 0
+                    and 1 <= age <= window
+                    and rank % 2 == checks % 2
+                    and revisions < max_revisions
+                ):
                     candidates.append(j)
         verify = {}
         if check:
@@ -69,7 +84,7 @@ def gibbs_generate(model, prompt: list[int], *, gen_length: int, steps: int, thr
                 x[j] = int(p[j].argmax())
             base_written = ranked
         doubtful = sorted((prob, j) for j, (prob, _) in verify.items() if prob < threshold)
-        revised = [j for _, j in doubtful[:max(max_revisions - revisions, 0)]]
+        revised = [j for _, j in doubtful[: max(max_revisions - revisions, 0)]]
         for j in revised:
             x[j] = verify[j][1]
         for j in base_written + revised:

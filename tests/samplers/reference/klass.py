@@ -9,8 +9,19 @@ import torch
 from reference._common import guided_logits
 
 
-def klass_generate(model, prompt, *, gen_length, block_length, steps, conf_threshold, kl_threshold,
-                   history, unmask_strategy="all", cfg_scale=0.0):
+def klass_generate(
+    model,
+    prompt,
+    *,
+    gen_length,
+    block_length,
+    steps,
+    conf_threshold,
+    kl_threshold,
+    history,
+    unmask_strategy="all",
+    cfg_scale=0.0,
+):
     """KLASS ``stable_confident_decode``, one row, greedy, in its naive form: the previous
     float64 log-probabilities of *every* position (L, V) and an (L, H) KL history, updated at
     every step; ready = block step >= H - 1, all H KLs < kl_threshold, confidence >
@@ -29,7 +40,9 @@ def klass_generate(model, prompt, *, gen_length, block_length, steps, conf_thres
     for b in range(n_blocks):
         lo, hi = P + b * block_length, min(P + (b + 1) * block_length, L)
         size = hi - lo
-        block_steps = size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
+        block_steps = (
+            size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
+        )
         for s in range(block_steps):
             if all(x[j] != mask for j in range(lo, hi)):
                 break
@@ -46,8 +59,13 @@ def klass_generate(model, prompt, *, gen_length, block_length, steps, conf_thres
             masked = [j for j in range(lo, hi) if x[j] == mask]
             conf = {j: float(log_p[j].exp().max()) for j in masked}
             token = {j: int(log_p[j].argmax()) for j in masked}
-            ready = [j for j in masked if s >= history - 1 and bool((kl_hist[j] < kl_threshold).all())
-                     and conf[j] > conf_threshold]
+            ready = [
+                j
+                for j in masked
+                if s >= history - 1
+                and bool((kl_hist[j] < kl_threshold).all())
+                and conf[j] > conf_threshold
+            ]
             last = s == block_steps - 1
             if ready and not last:
                 ready_steps += 1
@@ -57,7 +75,11 @@ def klass_generate(model, prompt, *, gen_length, block_length, steps, conf_thres
                     ready = [min(ready, key=lambda j: (float(kl[j]), j))]
                 chosen = ready
             else:
-                k = len(masked) if last else size // block_steps + (1 if s < size % block_steps else 0)
+                k = (
+                    len(masked)
+                    if last
+                    else size // block_steps + (1 if s < size % block_steps else 0)
+                )
                 chosen = sorted(masked, key=lambda j: (-conf[j], j))[:k]
             for j in chosen:
                 x[j] = token[j]

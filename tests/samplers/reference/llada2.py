@@ -9,8 +9,16 @@ import torch
 from reference._common import block_bounds, by_confidence, even_split, row_logits
 
 
-def llada2_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                    steps: int, threshold: float, minimal_topk: int = 1):
+def llada2_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    steps: int,
+    threshold: float,
+    minimal_topk: int = 1,
+):
     """LLaDA2MoeModelLM.generate (greedy) per row, blocks cut from the first generated token.
 
     Per block of ``size`` tokens: ``steps' = max(1, min(steps, size // minimal_topk))`` steps

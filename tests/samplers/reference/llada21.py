@@ -23,9 +23,18 @@ def llada21_blocks(P: int, gen_length: int, block_length: int | None, offset: in
     return bounds
 
 
-def llada21_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                     threshold: float, edit_threshold: float, max_post_steps: int,
-                     num_to_transfer: int = 1, offset: int = 0):
+def llada21_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    threshold: float,
+    edit_threshold: float,
+    max_post_steps: int,
+    num_to_transfer: int = 1,
+    offset: int = 0,
+):
     """Per block: repeat { one forward; x0 = argmax, p = its probability at every block
     position; if the block has masks: M2T = masks with p > threshold if at least
     ``num_to_transfer`` of them, else the ``num_to_transfer`` most confident masks (ties to

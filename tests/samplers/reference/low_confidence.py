@@ -12,10 +12,19 @@ import torch
 from reference._common import guided_logits
 
 
-def llada_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                   steps: int | None, cfg_scale: float = 0.0, eos_id: int | None = None,
-                   logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False,
-                   score: str = "prob"):
+def llada_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    steps: int | None,
+    cfg_scale: float = 0.0,
+    eos_id: int | None = None,
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: bool = False,
+    score: str = "prob",
+):
     """LLaDA's greedy low-confidence remasking (arXiv 2502.09992, Alg. "semi-AR remasking").
 
     Blocks of ``block_length`` left to right; ``steps`` split evenly over the blocks and each
@@ -35,7 +44,9 @@ def llada_generate(model, prompt: list[int], *, gen_length: int, block_length: i
     for b in range(n_blocks):
         lo, hi = P + b * block_length, min(P + (b + 1) * block_length, P + gen_length)
         size = hi - lo
-        block_steps = size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
+        block_steps = (
+            size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
+        )
         for i in range(block_steps):
             k = size // block_steps + (1 if i < size % block_steps else 0)
             if k == 0:
@@ -54,9 +65,11 @@ def llada_generate(model, prompt: list[int], *, gen_length: int, block_length: i
                 # sort key: non-demoted first by higher score; demoted ones last, among
                 # themselves left to right; ties by lower position
                 top2 = torch.topk(probs, 2).values
-                value = {"prob": float(probs[token]),
-                         "margin": float(top2[0] - top2[1]),
-                         "entropy": float((probs * torch.log(probs.clamp_min(1e-300))).sum())}[score]
+                value = {
+                    "prob": float(probs[token]),
+                    "margin": float(top2[0] - top2[1]),
+                    "entropy": float((probs * torch.log(probs.clamp_min(1e-300))).sum()),
+                }[score]
                 confidence = float("-inf") if demoted else value
                 candidates.append(((1 if demoted else 0), -confidence, j, token))
             for _, _, j, token in sorted(candidates)[:k]:

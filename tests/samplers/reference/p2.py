@@ -14,8 +14,15 @@ import torch
 from reference._common import block_bounds, even_split, row_logits
 
 
-def p2_generate(model, prompt: list[int], *, gen_length: int, steps: int | None = None,
-                eta: float = 1.0, block_length: int | None = None):
+def p2_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    steps: int | None = None,
+    eta: float = 1.0,
+    block_length: int | None = None,
+):
     """p2_sampling at tau = 0 (argmax proposals), per block.
 
     Each block of N positions gets ``n`` steps (``steps`` split evenly over the blocks, or N

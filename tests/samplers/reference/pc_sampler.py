@@ -1,5 +1,4 @@
-"""PC-Sampler (Huang et al., arXiv 2508.13021): ``generate_with_pc_sampler`` one row, greedy.
-"""
+"""PC-Sampler (Huang et al., arXiv 2508.13021): ``generate_with_pc_sampler`` one row, greedy."""
 
 from __future__ import annotations
 
@@ -10,7 +9,9 @@ import torch
 from reference._common import guided_logits
 
 
-def pc_generate(model, prompt, *, gen_length, block_length, steps, lambd, alpha, background, cfg_scale=0.0):
+def pc_generate(
+    model, prompt, *, gen_length, block_length, steps, lambd, alpha, background, cfg_scale=0.0
+):
     """``generate_with_pc_sampler``, one row, greedy: LLaDA's schedule, top-k of
     exp(−λ i) · min(−p log(f_bg + 1e-9), α), i = offset from the block start."""
     mask = model.mask_id
@@ -22,7 +23,9 @@ def pc_generate(model, prompt, *, gen_length, block_length, steps, lambd, alpha,
     for b in range(n_blocks):
         lo, hi = P + b * block_length, min(P + (b + 1) * block_length, P + gen_length)
         size = hi - lo
-        block_steps = size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
+        block_steps = (
+            size if steps is None else steps // n_blocks + (1 if b < steps % n_blocks else 0)
+        )
         for s in range(block_steps):
             k = size // block_steps + (1 if s < size % block_steps else 0)
             if k == 0:
@@ -35,8 +38,11 @@ def pc_generate(model, prompt, *, gen_length, block_length, steps, lambd, alpha,
                     continue
                 p = torch.softmax(logits[j], -1)
                 token = int(p.argmax())
-                calibrated = float(p[token]) if background is None else \
-                    -float(p[token]) * math.log(float(background[token]) + 1e-9)
+                calibrated = (
+                    float(p[token])
+                    if background is None
+                    else -float(p[token]) * math.log(float(background[token]) + 1e-9)
+                )
                 rows.append((-math.exp(-lambd * (j - lo)) * min(calibrated, alpha), j, token))
             for _, j, token in sorted(rows)[:k]:
                 x[j] = token

@@ -20,9 +20,19 @@ def prophet_phase_threshold(progress: float, early: float, mid: float, late: flo
     return late
 
 
-def prophet_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                     steps: int | None, answer_start: int | None, answer_length: int = 5,
-                     early: float = 7.5, mid: float = 5.0, late: float = 2.5):
+def prophet_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    steps: int | None,
+    answer_start: int | None,
+    answer_length: int = 5,
+    early: float = 7.5,
+    mid: float = 5.0,
+    late: float = 2.5,
+):
     """LLaDA blocks (``steps`` split over blocks, each block's tokens over its steps, steps
     that would commit nothing skipped). Before each step's transfer: the mean over the answer
     span (``answer_length`` generated positions from ``answer_start``, or the last
@@ -65,8 +75,11 @@ def prophet_generate(model, prompt: list[int], *, gen_length: int, block_length:
                         if x[j] == mask:
                             x[j] = int(torch.argmax(logits[j]))
                     return x, nfe, nfe
-            candidates = sorted((-float(torch.softmax(logits[j], -1).max()), j)
-                                for j in range(lo, hi) if x[j] == mask)
+            candidates = sorted(
+                (-float(torch.softmax(logits[j], -1).max()), j)
+                for j in range(lo, hi)
+                if x[j] == mask
+            )
             for _, j in candidates[:k]:
                 x[j] = int(torch.argmax(logits[j]))
     return x, nfe, None

@@ -37,8 +37,15 @@ def _score(log_p: torch.Tensor, token: int, kind: str) -> float:
     raise ValueError(kind)
 
 
-def punt_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                  epsilon: float, score: str = "prob"):
+def punt_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    epsilon: float,
+    score: str = "prob",
+):
     """Greedy PUNT. Each round: one call predicts every masked position of the block (argmax
     proposals, ranked by ``score``, ties to the lower position); then, for levels
     ``l = 1..ceil(log2 K)``, one call with the kept candidates whose rank has bit ``n - l``

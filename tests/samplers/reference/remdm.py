@@ -22,8 +22,9 @@ nothing is remasked; in the loop phase the ReMDM posterior gives
 from __future__ import annotations
 
 
-def loop_step(t: float, s: float, *, eta: float, t_on: float, t_off: float,
-              alpha_on: float) -> tuple[float, float]:
+def loop_step(
+    t: float, s: float, *, eta: float, t_on: float, t_off: float, alpha_on: float
+) -> tuple[float, float]:
     """(p_unmask, sigma) of one reference "remdm-loop" step from t to s (probabilities clipped
     to [0, 1]: on a coarse grid the extrapolated alpha_s of the first phase exceeds 1)."""
     if t > t_on:
@@ -40,8 +41,9 @@ def loop_step(t: float, s: float, *, eta: float, t_on: float, t_off: float,
     return min(max(p_unmask, 0.0), 1.0), sigma
 
 
-def loop_schedule(steps: int, *, eta: float = 0.02, t_on: float = 0.55, t_off: float = 0.05,
-                  alpha_on: float = 0.9) -> list[tuple[float, float]]:
+def loop_schedule(
+    steps: int, *, eta: float = 0.02, t_on: float = 0.55, t_off: float = 0.05, alpha_on: float = 0.9
+) -> list[tuple[float, float]]:
     """[(p_unmask, sigma)] of every step of a ``steps``-step run on t_k = 1 - k / steps."""
     out = []
     for k in range(steps):

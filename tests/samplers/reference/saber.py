@@ -13,8 +13,9 @@ import torch
 from reference._common import block_bounds, by_confidence, row_logits
 
 
-def saber_generate(model, prompt: list[int], *, gen_length: int, n: int = 2,
-                   block_length: int | None = None):
+def saber_generate(
+    model, prompt: list[int], *, gen_length: int, n: int = 2, block_length: int | None = None
+):
     """generate_with_saber at temperature 0, per row.
 
     For each block ``[lo, hi)``, repeat: forward; at every generated position before ``hi``

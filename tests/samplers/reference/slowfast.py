@@ -29,10 +29,19 @@ def _commit(x, mask, conf, guess, positions, high):
     return len(chosen)
 
 
-def slowfast_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None = None,
-                      explore_steps: int = 6, span_threshold: float = 0.3,
-                      stability_window: int = 2, stability_std: float = 1.0,
-                      high_threshold: float = 0.9, cfg_scale: float = 0.0):
+def slowfast_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None = None,
+    explore_steps: int = 6,
+    span_threshold: float = 0.3,
+    stability_window: int = 2,
+    stability_std: float = 1.0,
+    high_threshold: float = 0.9,
+    cfg_scale: float = 0.0,
+):
     """generate_slow_fast_sampling at temperature 0, per row.
 
     Returns (tokens, reference_nfe, useful_nfe): the reference's forward passes, and those

@@ -22,9 +22,16 @@ def spacing_filter_list(order: list[int], min_gap: int) -> list[int]:
     return accepted
 
 
-def fastdllm_generate(model, prompt: list[int], *, gen_length: int, block_length: int | None,
-                      threshold: float | None = None, factor: float | None = None,
-                      min_spacing: int | None = None):
+def fastdllm_generate(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int | None,
+    threshold: float | None = None,
+    factor: float | None = None,
+    min_spacing: int | None = None,
+):
     """Fast-dLLM ``generate`` (greedy) with the threshold or the factor rule, per row.
 
     Per block: forward, propose the argmax at every masked position of the block with its
@@ -48,7 +55,7 @@ def fastdllm_generate(model, prompt: list[int], *, gen_length: int, block_length
             order = by_confidence(candidates)
             confidence = {j: c for c, j in candidates}
             if factor is not None:
-                chosen = order[:factor_count_defined([c for c, _ in candidates], factor)]
+                chosen = order[: factor_count_defined([c for c, _ in candidates], factor)]
             else:
                 chosen = [j for r, j in enumerate(order) if r == 0 or confidence[j] >= threshold]
                 chosen = spacing_filter_list(chosen, min_spacing or 1)

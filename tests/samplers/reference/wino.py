@@ -33,7 +33,9 @@ class BiasTiny:
         position_ids = rank if position_ids is None else rank.gather(1, position_ids)
         h = t.embed(tokens) + t.position(position_ids)
         heads = t.blocks[0].attn.num_heads
-        blocked = (~attention_bias).repeat_interleave(heads, dim=0)  # (B heads, L, L): True = hidden
+        blocked = (~attention_bias).repeat_interleave(
+            heads, dim=0
+        )  # (B heads, L, L): True = hidden
         for block in t.blocks:
             x = block.norm1(h)
             h = h + block.attn(x, x, x, attn_mask=blocked, need_weights=False)[0]
@@ -58,19 +60,35 @@ class BiasMarkov:
             return self.oracle(tokens, attention_mask)
         B, L = tokens.shape
         if attention_mask is not None:  # canvas columns -> positions among the real tokens
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0).gather(1, position_ids)
+            position_ids = (
+                (attention_mask.long().cumsum(-1) - 1).clamp_min(0).gather(1, position_ids)
+            )
         P = int(position_ids.max()) + 1
-        seen = torch.where(attention_bias & (tokens != self.mask_id).unsqueeze(1),
-                           tokens.unsqueeze(1), self.mask_id)  # (B, L, L) key values each query sees
+        seen = torch.where(
+            attention_bias & (tokens != self.mask_id).unsqueeze(1),
+            tokens.unsqueeze(1),
+            self.mask_id,
+        )  # (B, L, L) key values each query sees
         canvases = torch.full((B, L, P), self.mask_id, dtype=torch.int64)
         # mask_id is the largest id, so amin keeps a real token over a mask at a shared position.
-        canvases = canvases.scatter_reduce(2, position_ids.unsqueeze(1).expand(B, L, L), seen, "amin")
+        canvases = canvases.scatter_reduce(
+            2, position_ids.unsqueeze(1).expand(B, L, L), seen, "amin"
+        )
         out = self.oracle(canvases.reshape(B * L, P)).reshape(B, L, P, -1)
-        return out.gather(2, position_ids[:, :, None, None].expand(B, L, 1, out.shape[-1])).squeeze(2)
+        return out.gather(2, position_ids[:, :, None, None].expand(B, L, 1, out.shape[-1])).squeeze(
+            2
+        )
 
 
-def wino_reference(model, prompt: list[int], *, gen_length: int, block_length: int,
-                   threshold: float = 0.6, threshold_back: float = 0.9):
+def wino_reference(
+    model,
+    prompt: list[int],
+    *,
+    gen_length: int,
+    block_length: int,
+    threshold: float = 0.6,
+    threshold_back: float = 0.9,
+):
     """decoding_wino (B = 1, greedy) with the model called as model(x, attention_bias=, position_ids=).
 
     Returns (tokens list, steps).
@@ -95,8 +113,12 @@ def wino_reference(model, prompt: list[int], *, gen_length: int, block_length: i
         last_accept = 30
         while mask_block.any():
             max_accept = min(max(int(mask_block.sum() * 0.7), 5), 20)
-            logits = model(x, torch.ones_like(x, dtype=torch.bool), attention_bias=bias,
-                           position_ids=position_ids)
+            logits = model(
+                x,
+                torch.ones_like(x, dtype=torch.bool),
+                attention_bias=bias,
+                position_ids=position_ids,
+            )
             x0 = logits.argmax(-1)
             shift_left = torch.zeros_like(unmask_block)
             shift_left[:, lo:hi] = unmask_block[:, -block_length:]
@@ -136,4 +158,4 @@ def wino_reference(model, prompt: list[int], *, gen_length: int, block_length: i
             unmask_block[remask] = False
             last_accept = num_accept
             steps += 1
-    return x[0, :P + gen_length].tolist(), steps
+    return x[0, : P + gen_length].tolist(), steps
