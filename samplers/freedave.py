@@ -80,7 +80,7 @@ import torch
 from remask import kernels
 from remask.models import protocol
 from remask.samplers.base import Canvas, Sampler, _check_int
-from remask.samplers.registry import from_config, register
+from remask.samplers.registry import from_config, frozen, register, resolve_base
 
 __all__ = ["FreeDave", "FreeDaveState", "FreeDaveInfo"]
 
@@ -187,32 +187,6 @@ class _Replay(_StandIn):
 
 class _NotMixable(Exception):
     """The accepted base states differ in a per-run (non-row) value: accept in lock-step."""
-
-
-def _as_config(base: Any) -> dict[str, Any]:
-    """A base given as registry name, config dict, (key, value) pairs or sampler, as a dict."""
-    if isinstance(base, Sampler):
-        return base.to_config()
-    if isinstance(base, str):
-        return {"name": base}
-    if isinstance(base, dict):
-        return dict(base)
-    if isinstance(base, tuple) and all(
-        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in base
-    ):
-        return dict(base)
-    raise TypeError(
-        f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}"
-    )
-
-
-def _frozen(value: Any) -> Any:
-    """Hashable form of a config value (dicts become tuples of pairs, lists tuples)."""
-    if isinstance(value, dict):
-        return tuple((k, _frozen(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    return value
 
 
 def _is_rows(value: Any, B: int) -> bool:
@@ -343,28 +317,13 @@ class FreeDave(Sampler):
     draft_steps: int = 4
 
     def __post_init__(self) -> None:
-        config = _as_config(self.base)
-        if "name" not in config:
-            raise ValueError(f"base config needs a 'name' key, got {config!r}")
-        base_block = config.get("block_length")
-        if self.block_length is not None:
-            _check_int(self.block_length, "block_length", low=1)
-            if base_block is not None and base_block != self.block_length:
-                raise ValueError(
-                    f"block_length={self.block_length} contradicts the base's "
-                    f"block_length={base_block}; give it once"
-                )
-            config["block_length"] = self.block_length
-        try:
-            sampler = from_config(config)  # validates the base (unknown keys, bad values)
-        except (TypeError, ValueError) as error:  # say that the bad value sits in the base
-            raise type(error)(f"base {config['name']!r}: {error}") from None
+        sampler = resolve_base(self.base, self.block_length)
         if hasattr(sampler, "base_sampler"):
             raise ValueError(
-                f"base {config['name']!r} wraps another sampler; freedave drafts a plain "
+                f"base {sampler.name!r} wraps another sampler; freedave drafts a plain "
                 "sampler (put the wrapper around freedave instead)"
             )
-        object.__setattr__(self, "base", _frozen(sampler.to_config()))
+        object.__setattr__(self, "base", frozen(sampler.to_config()))
         object.__setattr__(self, "block_length", sampler.block_length)
         super().__post_init__()
         _check_int(self.draft_steps, "draft_steps", low=1)

@@ -60,7 +60,7 @@ from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.canvas import masked_positions
 from remask.samplers.predict import denoise, exclude_mask
-from remask.samplers.registry import from_config, register
+from remask.samplers.registry import from_config, frozen, register, resolve_base
 
 __all__ = ["Prophet", "ProphetState", "ProphetInfo"]
 
@@ -120,32 +120,6 @@ class ProphetInfo(NamedTuple):
     gap: torch.Tensor
     threshold: torch.Tensor
     exit: torch.Tensor
-
-
-def _base_config(base: Any) -> dict[str, Any]:
-    """A base given as name, dict, (key, value) pairs or sampler, as a config dict."""
-    if isinstance(base, Sampler):
-        return base.to_config()
-    if isinstance(base, str):
-        return {"name": base}
-    if isinstance(base, dict):
-        return dict(base)
-    if isinstance(base, tuple) and all(
-        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in base
-    ):
-        return dict(base)
-    raise TypeError(
-        f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}"
-    )
-
-
-def _frozen(value: Any) -> Any:
-    """Hashable form of a config value (dicts become tuples of pairs, lists tuples)."""
-    if isinstance(value, dict):
-        return tuple((k, _frozen(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    return value
 
 
 class _Capture:
@@ -248,23 +222,8 @@ class Prophet(Sampler):
     total_steps: int | None = None
 
     def __post_init__(self) -> None:
-        config = _base_config(self.base)
-        if "name" not in config:
-            raise ValueError(f"base config needs a 'name' key, got {config!r}")
-        base_block = config.get("block_length")
-        if self.block_length is not None:
-            _check_int(self.block_length, "block_length", low=1)
-            if base_block is not None and base_block != self.block_length:
-                raise ValueError(
-                    f"block_length={self.block_length} contradicts the base's "
-                    f"block_length={base_block}; give it once"
-                )
-            config["block_length"] = self.block_length
-        try:
-            sampler = from_config(config)  # validates the base (unknown keys, bad values)
-        except (TypeError, ValueError) as error:  # say that the bad value sits in the base
-            raise type(error)(f"base {config['name']!r}: {error}") from None
-        object.__setattr__(self, "base", _frozen(sampler.to_config()))
+        sampler = resolve_base(self.base, self.block_length)
+        object.__setattr__(self, "base", frozen(sampler.to_config()))
         object.__setattr__(self, "block_length", sampler.block_length)
         super().__post_init__()
         if self.answer_start is not None:

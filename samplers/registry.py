@@ -5,9 +5,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from remask.samplers._validate import check_int
 from remask.samplers.base import Sampler
 
-__all__ = ["register", "build", "from_config", "available", "sampler_class"]
+__all__ = [
+    "register",
+    "build",
+    "from_config",
+    "available",
+    "sampler_class",
+    "resolve_base",
+    "frozen",
+]
 
 _REGISTRY: dict[str, type[Sampler]] = {}
 
@@ -66,3 +75,55 @@ def from_config(config: dict[str, Any]) -> Sampler:
         raise ValueError(f"a sampler config is a dict with a 'name' key, got {config!r}")
     config = dict(config)
     return build(config.pop("name"), **config)
+
+
+# Samplers that wrap a base sampler (gibbs, prophet, freedave) ----------------------------
+def frozen(value: Any) -> Any:
+    """Hashable form of a config value (dicts become tuples of pairs, lists tuples), so a
+    frozen sampler config can hold its base's config."""
+    if isinstance(value, dict):
+        return tuple((k, frozen(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(frozen(v) for v in value)
+    return value
+
+
+def _base_config(base: Any) -> dict[str, Any]:
+    """A base given as registry name, config dict, (key, value) pairs or sampler, as a dict."""
+    if isinstance(base, Sampler):
+        return base.to_config()
+    if isinstance(base, str):
+        return {"name": base}
+    if isinstance(base, dict):
+        return dict(base)
+    if isinstance(base, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in base
+    ):
+        return dict(base)
+    raise TypeError(
+        f"base must be a sampler name, a config dict with a 'name' key or a Sampler, got {base!r}"
+    )
+
+
+def resolve_base(base: Any, block_length: int | None) -> Sampler:
+    """Validate the ``base`` field of a wrapping sampler and build the base.
+
+    ``block_length`` (the wrapper's own field) is handed to the base; giving it on both with
+    different values raises. Errors in the base's config name the base.
+    """
+    config = _base_config(base)
+    if "name" not in config:
+        raise ValueError(f"base config needs a 'name' key, got {config!r}")
+    base_block = config.get("block_length")
+    if block_length is not None:
+        check_int(block_length, "block_length", low=1)
+        if base_block is not None and base_block != block_length:
+            raise ValueError(
+                f"block_length={block_length} contradicts the base's "
+                f"block_length={base_block}; give it once"
+            )
+        config["block_length"] = block_length
+    try:
+        return from_config(config)  # validates the base (unknown keys, bad values)
+    except (TypeError, ValueError) as error:  # say that the bad value sits in the base
+        raise type(error)(f"base {config['name']!r}: {error}") from None
