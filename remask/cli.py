@@ -444,8 +444,16 @@ WINO_EMULATED_WIDTH = 32
 
 
 def _run_options(fn):
-    """--stop-at-eos and DPad's --dpad-* knobs, shared by generate and infill."""
+    """--cfg, --stop-at-eos and DPad's --dpad-* knobs, shared by generate and infill."""
     options = [
+        click.option(
+            "--cfg",
+            type=click.FloatRange(min=0.0),
+            default=0.0,
+            show_default=True,
+            help="Classifier-free guidance scale S for any sampler (LLaDA's; 0 = off, each step "
+            "costs 2 NFE).",
+        ),
         click.option(
             "--stop-at-eos",
             is_flag=True,
@@ -660,13 +668,6 @@ def _tracer(trace_target):
     default=None,
     help="Also refresh the cache every N steps (default: at each block start only).",
 )
-@click.option(
-    "--cfg",
-    type=click.FloatRange(min=0.0),
-    default=0.0,
-    show_default=True,
-    help="Classifier-free guidance scale S for any sampler (LLaDA's; 0 = off, each step costs 2 NFE).",
-)
 @_run_options
 def generate(
     model_spec,
@@ -826,13 +827,6 @@ def _encode(model, prompts, chat: bool) -> list[list[int]]:
     multiple=True,
     required=True,
     help=f"A canvas as token ids with '{MASK_MARK}' where to fill, e.g. '3,_,_,7' (repeatable).",
-)
-@click.option(
-    "--cfg",
-    type=click.FloatRange(min=0.0),
-    default=0.0,
-    show_default=True,
-    help="Classifier-free guidance scale S for any sampler (0 = off, each step costs 2 NFE).",
 )
 @_run_options
 def infill(
