@@ -1399,6 +1399,11 @@ def _check_out_dir(out: str) -> None:
     show_default=True,
     help="ELBO variant (mask law) for loglikelihood requests.",
 )
+@click.option(
+    "--stop-at-eos",
+    is_flag=True,
+    help="EOS early stop in generate_until: a row whose answer has ended costs no more forward passes.",
+)
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True)
 @click.option(
     "--device",
@@ -1426,6 +1431,7 @@ def eval_command(
     mc_num,
     loglikelihood_batch_size,
     elbo,
+    stop_at_eos,
     seed,
     device,
     dtype,
@@ -1472,6 +1478,7 @@ def eval_command(
         mc_num=mc_num,
         loglikelihood_batch_size=loglikelihood_batch_size,
         elbo=elbo,
+        stop_at_eos=stop_at_eos,
         seed=seed,
     )
     lm.model_name = model_spec
@@ -1502,6 +1509,7 @@ def eval_command(
             "gen_length": gen_length,
             "mc_num": mc_num,
             "elbo": elbo,
+            "stop_at_eos": stop_at_eos,
             "seed": seed,
         },
     }

@@ -33,7 +33,13 @@ class Decoded(NamedTuple):
 
 
 def decode_rows(
-    model, prompts: list[list[int]], sampler, *, gen_length: int, seeds: list[int]
+    model,
+    prompts: list[list[int]],
+    sampler,
+    *,
+    gen_length: int,
+    seeds: list[int],
+    stop_at_eos: bool = False,
 ) -> Decoded:
     """Generate ``gen_length`` tokens after each prompt in one batch; row b uses ``seeds[b]``.
 
@@ -46,6 +52,9 @@ def decode_rows(
     gen_length : int
     seeds : list of int
         One per prompt, each in [0, 2**63).
+    stop_at_eos : bool
+        ``generate``'s EOS early stop: a row whose answer has ended stops costing forward
+        passes (its tokens after the EOS are EOS, which the text cut drops anyway).
 
     Returns
     -------
@@ -57,7 +66,12 @@ def decode_rows(
         raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
     start = time.perf_counter()
     out = generate(
-        model, [list(p) for p in prompts], sampler, gen_length=gen_length, seed=list(seeds)
+        model,
+        [list(p) for p in prompts],
+        sampler,
+        gen_length=gen_length,
+        seed=list(seeds),
+        stop_at_eos=stop_at_eos,
     )
     tokens = out.tokens[:, -gen_length:].tolist()
     return Decoded(tokens, out.nfe.tolist(), time.perf_counter() - start)

@@ -10,7 +10,8 @@
 - ``generate_until``: the sampler through ``remask.generate``, requests batched
   (``batch_size`` rows, left padding, sorted by prompt length), ``gen_length`` tokens
   decoded per row; the text is cut at the first EOS and then at the first stop string of
-  the request's ``until``. The canvas length is this model's ``gen_length``, not the task's
+  the request's ``until``. ``stop_at_eos=True`` stops charging forward passes to a row once
+  its answer has ended (``remask.generate``'s EOS early stop; the model needs an ``eos_id``). The canvas length is this model's ``gen_length``, not the task's
   ``max_gen_toks`` (a masked diffusion model decodes a fixed canvas, as LLaDA's and Dream's
   evaluations do). Each request's random stream is keyed by
   ``request_seed(seed, "task/doc_id/idx")``: its tokens do not depend on the batch it ran in.
@@ -97,6 +98,7 @@ class RemaskLM(LM):
         loglikelihood_batch_size: int = 32,
         elbo: str = "llada",
         greedy_check: bool = True,
+        stop_at_eos: bool = False,
         seed: int = 0,
         device=None,
         dtype=None,
@@ -114,6 +116,9 @@ class RemaskLM(LM):
             raise ValueError(f"elbo must be one of {list(VARIANTS)}, got {elbo!r}")
         self.elbo = elbo
         self.greedy_check = bool(greedy_check)
+        if not isinstance(stop_at_eos, bool):
+            raise TypeError(f"stop_at_eos must be a bool, got {stop_at_eos!r}")
+        self.stop_at_eos = stop_at_eos
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
         self.seed = seed
@@ -185,6 +190,7 @@ class RemaskLM(LM):
                 self.sampler,
                 gen_length=self.gen_length,
                 seeds=seeds,
+                stop_at_eos=self.stop_at_eos,
             )
             share = decoded.seconds / len(chunk)
             for k, item, tokens, nfe in zip(ks, chunk, decoded.tokens, decoded.nfe):
