@@ -71,7 +71,6 @@ Departures from the reference (all deliberate):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -80,7 +79,7 @@ import torch
 from remask import kernels
 from remask.models import protocol
 from remask.samplers.base import Canvas, Sampler, _check_int
-from remask.samplers.registry import from_config, frozen, register, resolve_base
+from remask.samplers.registry import WrapsBase, frozen, register, resolve_base
 
 __all__ = ["FreeDave", "FreeDaveState", "FreeDaveInfo"]
 
@@ -268,7 +267,7 @@ def _mix(values: list, index: torch.Tensor, B: int, name: str = "") -> Any:
 
 @register("freedave")
 @dataclass(frozen=True, kw_only=True)
-class FreeDave(Sampler):
+class FreeDave(WrapsBase, Sampler):
     """FreeDave draft-and-verify around any base sampler: the base's tokens, fewer model calls.
 
     Parameters
@@ -328,39 +327,8 @@ class FreeDave(Sampler):
         super().__post_init__()
         _check_int(self.draft_steps, "draft_steps", low=1)
 
-    @functools.cached_property
-    def base_sampler(self) -> Sampler:
-        """The base sampler built from ``base``."""
-        return from_config(dict(self.base))
-
-    @property
-    def stochastic(self) -> bool:
-        return self.base_sampler.stochastic
-
-    @property
-    def edits_committed(self) -> bool:  # FreeDave writes exactly what its base writes
-        return self.base_sampler.edits_committed
-
-    @property
-    def may_leave_masks(self) -> bool:
-        return self.base_sampler.may_leave_masks
-
     def finished(self, state: FreeDaveState) -> torch.Tensor:
         return self.base_sampler.finished(state.base)
-
-    def wrap(self, denoiser):
-        # The base's model-side options (guidance) wrap the denoiser once; drafts and
-        # verification go through the same wrapped model.
-        return self.base_sampler.wrap(denoiser)
-
-    def max_steps(self, canvas: Canvas) -> int:
-        # Every call advances each unfinished row by at least one base step.
-        return self.base_sampler.max_steps(canvas)
-
-    def to_config(self) -> dict[str, Any]:
-        config = super().to_config()
-        config["base"] = dict(self.base)
-        return config
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> FreeDaveState:

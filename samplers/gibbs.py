@@ -56,7 +56,6 @@ Limitations (documented, deliberate):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -67,7 +66,7 @@ from remask.models import protocol
 from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.predict import exclude_mask
-from remask.samplers.registry import from_config, frozen, register, resolve_base
+from remask.samplers.registry import WrapsBase, frozen, register, resolve_base
 
 __all__ = ["Gibbs", "GibbsState", "GibbsInfo"]
 
@@ -186,7 +185,7 @@ class _WithCheckRows:
 
 @register("gibbs")
 @dataclass(frozen=True, kw_only=True)
-class Gibbs(Sampler):
+class Gibbs(WrapsBase, Sampler):
     """Gibbs corrector after any base sampler (informed correctors 2407.21243, P2 2502.03540).
 
     Parameters
@@ -266,11 +265,6 @@ class Gibbs(Sampler):
         if self.temperature is not None:
             _check_float(self.temperature, "temperature", low=0.0)
 
-    @functools.cached_property
-    def base_sampler(self) -> Sampler:
-        """The base sampler built from ``base``."""
-        return from_config(dict(self.base))
-
     @property
     def resample_temperature(self) -> float:
         if self.temperature is not None:
@@ -284,16 +278,7 @@ class Gibbs(Sampler):
     def max_steps(self, canvas: Canvas) -> int:
         return self.base_sampler.max_steps(canvas) + self.sweeps
 
-    def to_config(self) -> dict[str, Any]:
-        config = super().to_config()
-        config["base"] = dict(self.base)
-        return config
-
     # ------------------------------------------------------------------ init
-    def wrap(self, denoiser):
-        """The base sampler's model-side sugar (its ``cfg_scale`` ...) applies to the whole run."""
-        return self.base_sampler.wrap(denoiser)
-
     def init(self, canvas: Canvas, denoiser) -> GibbsState:
         base_state = self.base_sampler.init(canvas, denoiser)
         base_canvas = base_state.canvas

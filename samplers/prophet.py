@@ -48,7 +48,6 @@ Departures from the reference code (all deliberate):
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -60,7 +59,7 @@ from remask.models.protocol import check_logits
 from remask.samplers.base import Canvas, Sampler, _check_float, _check_int
 from remask.samplers.canvas import masked_positions
 from remask.samplers.predict import denoise, exclude_mask
-from remask.samplers.registry import from_config, frozen, register, resolve_base
+from remask.samplers.registry import WrapsBase, frozen, register, resolve_base
 
 __all__ = ["Prophet", "ProphetState", "ProphetInfo"]
 
@@ -144,7 +143,7 @@ class _Capture:
 
 @register("prophet")
 @dataclass(frozen=True, kw_only=True)
-class Prophet(Sampler):
+class Prophet(WrapsBase, Sampler):
     """Prophet (2508.19982): commit every remaining mask once the answer's top-2 gap is wide.
 
     Parameters
@@ -234,39 +233,9 @@ class Prophet(Sampler):
         if self.total_steps is not None:
             _check_int(self.total_steps, "total_steps", low=1)
 
-    @functools.cached_property
-    def base_sampler(self) -> Sampler:
-        """The base sampler built from ``base``."""
-        return from_config(dict(self.base))
-
-    # The contract follows the base: Prophet itself only ever fills masks.
-    @property
-    def edits_committed(self) -> bool:  # type: ignore[override]
-        return self.base_sampler.edits_committed
-
-    @property
-    def may_leave_masks(self) -> bool:  # type: ignore[override]
-        return self.base_sampler.may_leave_masks
-
-    @property
-    def stochastic(self) -> bool:
-        return self.base_sampler.stochastic
-
-    def max_steps(self, canvas: Canvas) -> int:
-        return self.base_sampler.max_steps(canvas)
-
     def finished(self, state: ProphetState) -> torch.Tensor:
         """(B,) bool: the base is finished with the row, or the row exited early."""
         return self.base_sampler.finished(state.base) | state.exited
-
-    def to_config(self) -> dict[str, Any]:
-        config = super().to_config()
-        config["base"] = dict(self.base)
-        return config
-
-    def wrap(self, denoiser):
-        """The base sampler's model-side sugar (its ``cfg_scale`` ...) applies to the whole run."""
-        return self.base_sampler.wrap(denoiser)
 
     # ------------------------------------------------------------------ init
     def init(self, canvas: Canvas, denoiser) -> ProphetState:

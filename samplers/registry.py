@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from remask.samplers._validate import check_int
@@ -127,3 +128,42 @@ def resolve_base(base: Any, block_length: int | None) -> Sampler:
         return from_config(config)  # validates the base (unknown keys, bad values)
     except (TypeError, ValueError) as error:  # say that the bad value sits in the base
         raise type(error)(f"base {config['name']!r}: {error}") from None
+
+
+class WrapsBase:
+    """Mixin of the samplers built around a base sampler (gibbs, prophet, freedave).
+
+    The subclass's frozen ``base`` field (set through :func:`resolve_base` and :func:`frozen`)
+    builds the base once; the run uses the base's model-side wrappers (its ``cfg_scale`` ...);
+    the contract (stochastic, edits committed tokens, may leave masks, step bound) follows the
+    base unless the subclass says otherwise.
+    """
+
+    @functools.cached_property
+    def base_sampler(self) -> Sampler:
+        """The base sampler built from ``base``."""
+        return from_config(dict(self.base))
+
+    @property
+    def stochastic(self) -> bool:
+        return self.base_sampler.stochastic
+
+    @property
+    def edits_committed(self) -> bool:  # type: ignore[override]
+        return self.base_sampler.edits_committed
+
+    @property
+    def may_leave_masks(self) -> bool:  # type: ignore[override]
+        return self.base_sampler.may_leave_masks
+
+    def max_steps(self, canvas) -> int:
+        return self.base_sampler.max_steps(canvas)
+
+    def wrap(self, denoiser):
+        """The base sampler's model-side sugar (its ``cfg_scale`` ...) applies to the whole run."""
+        return self.base_sampler.wrap(denoiser)
+
+    def to_config(self) -> dict[str, Any]:
+        config = super().to_config()  # type: ignore[misc]
+        config["base"] = dict(self.base)
+        return config
