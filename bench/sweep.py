@@ -110,7 +110,8 @@ def _write_inputs(folder: Path, docs: int) -> Path:
 
 
 def _worker(spec_path: str, out: str) -> None:
-    """One process of a run: the sweep, then one JSON line of this rank's counters."""
+    """One process of a run: the sweep, then this rank's counters in ``out/bench_rank<r>.json``
+    (a file per rank: two ranks printing to one pipe can interleave their lines)."""
     import torch
 
     torch.set_num_threads(1)
@@ -118,31 +119,26 @@ def _worker(spec_path: str, out: str) -> None:
 
     start = time.perf_counter()
     result = run_sweep(load_spec(spec_path), out, progress=False, log=lambda m: None)
-    print(
-        "SWEEP "
-        + json.dumps(
-            {
-                "rank": result["rank"],
-                "world_size": result["world_size"],
-                "sweep_seconds": time.perf_counter() - start,
-                "decode_seconds": result["decode_seconds"],
-                "bookkeeping_seconds": result["bookkeeping_seconds"],
-                "scoring_seconds": result["scoring_seconds"],
-                "ran": result["ran"],
-            }
-        ),
-        flush=True,
-    )
+    counters = {
+        "rank": result["rank"],
+        "world_size": result["world_size"],
+        "sweep_seconds": time.perf_counter() - start,
+        "decode_seconds": result["decode_seconds"],
+        "bookkeeping_seconds": result["bookkeeping_seconds"],
+        "scoring_seconds": result["scoring_seconds"],
+        "ran": result["ran"],
+    }
+    (Path(out) / f"bench_rank{result['rank']}.json").write_text(json.dumps(counters))
 
 
-def _run(cmd: list[str], env: dict) -> tuple[float, list[dict]]:
+def _run(cmd: list[str], env: dict, out: Path) -> tuple[float, list[dict]]:
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    ranks = [json.loads(line[6:]) for line in done.stdout.splitlines() if line.startswith("SWEEP ")]
-    return wall, ranks
+    ranks = [json.loads(f.read_text()) for f in sorted(out.glob("bench_rank*.json"))]
+    return wall, sorted(ranks, key=lambda r: r["rank"])
 
 
 def _rows(path: Path) -> list[dict]:
@@ -200,7 +196,7 @@ def main(
                         *worker,
                     ]
                 )
-                wall, ranks = _run(cmd, env)
+                wall, ranks = _run(cmd, env, target)
                 walls[mode].append(wall)
                 sweeps[mode].append(max(r["sweep_seconds"] for r in ranks))
                 if mode == "single":
