@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference._common import FixedConfidence
+from reference._common import FixedConfidence, check_remasks_against_reference
 from reference.p2 import p2_generate
 
 import remask
@@ -18,24 +18,9 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 def _check_against_reference(model, sampler_config, prompts, gen_length):
     sampler = build("p2", temperature=0.0, **sampler_config)
-    remasked = []
-    out = remask.generate(
-        model,
-        prompts,
-        sampler,
-        gen_length=gen_length,
-        seed=0,
-        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    return check_remasks_against_reference(
+        model, sampler, p2_generate, sampler_config, prompts, gen_length
     )
-    width = max(map(len, prompts))
-    expected_remasks = 0
-    for row, prompt in enumerate(prompts):
-        expected, nfe, remasks = p2_generate(model, prompt, gen_length=gen_length, **sampler_config)
-        assert out.tokens[row, width - len(prompt) :].tolist() == expected
-        assert int(out.nfe[row]) == nfe
-        expected_remasks += remasks
-    assert sum(remasked) == expected_remasks
-    return expected_remasks
 
 
 @pytest.mark.parametrize(

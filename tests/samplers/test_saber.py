@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference._common import FixedConfidence
+from reference._common import FixedConfidence, check_remasks_against_reference
 from reference.saber import saber_generate
 
 import remask
@@ -19,24 +19,9 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 def _check_against_reference(model, config, prompts, gen_length):
     sampler = build("saber", **config)
-    remasked = []
-    out = remask.generate(
-        model,
-        prompts,
-        sampler,
-        gen_length=gen_length,
-        seed=0,
-        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    return check_remasks_against_reference(
+        model, sampler, saber_generate, config, prompts, gen_length
     )
-    width = max(map(len, prompts))
-    expected_remasks = 0
-    for row, prompt in enumerate(prompts):
-        expected, nfe, remasks = saber_generate(model, prompt, gen_length=gen_length, **config)
-        assert out.tokens[row, width - len(prompt) :].tolist() == expected
-        assert int(out.nfe[row]) == nfe
-        expected_remasks += remasks
-    assert sum(remasked) == expected_remasks
-    return expected_remasks
 
 
 @pytest.mark.parametrize(

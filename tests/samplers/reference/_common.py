@@ -66,3 +66,30 @@ class FixedConfidence:
         logits = torch.zeros(B, L, self.vocab_size, dtype=torch.float64)
         logits[:, L - n :] = self.table
         return logits
+
+
+def check_remasks_against_reference(model, sampler, reference, config, prompts, gen_length) -> int:
+    """Decode ``prompts`` in one batch with ``sampler`` and check every row against the
+    one-row ``reference(model, prompt, gen_length=, **config) -> (tokens, nfe, remasks)``:
+    tokens, NFE, and the positions remasked over the batch (``info.remasked``). Returns that
+    count, so callers can check a setting actually remasks."""
+    import remask
+
+    remasked = []
+    out = remask.generate(
+        model,
+        prompts,
+        sampler,
+        gen_length=gen_length,
+        seed=0,
+        callbacks=[lambda s, i: remasked.append(int(i.remasked.sum()))],
+    )
+    width = max(map(len, prompts))
+    expected_remasks = 0
+    for row, prompt in enumerate(prompts):
+        expected, nfe, remasks = reference(model, prompt, gen_length=gen_length, **config)
+        assert out.tokens[row, width - len(prompt) :].tolist() == expected
+        assert int(out.nfe[row]) == nfe
+        expected_remasks += remasks
+    assert sum(remasked) == expected_remasks
+    return expected_remasks
