@@ -27,7 +27,6 @@ the machine load (``uptime`` and 1-minute load average) before and after the run
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import time
@@ -36,8 +35,8 @@ from pathlib import Path
 import torch
 
 import remask
-from remask.bench.cache import _load_average, _quantile
-from remask.bench.common import Result, environment, write_csv
+from remask.bench.cache import _load_average
+from remask.bench.common import Result, environment, sample_row, write_csv
 
 __all__ = ["PRESETS", "PrefixRecompute", "build_model", "main"]
 
@@ -261,22 +260,15 @@ def _run(quick, out, preset, threads, repeats) -> list[Result]:
 
     def row(name, variant, values, unit, derived=None, derived_unit=""):
         results.append(
-            Result(
-                name=name,
-                variant=variant,
-                backend="torch",
-                config=json.dumps(config, sort_keys=True),
-                repeats=len(values),
-                median=round(statistics.median(values), 4),
-                p20=round(_quantile(values, 0.2), 4),
-                p80=round(_quantile(values, 0.8), 4),
-                unit=unit,
-                derived=None if derived is None else round(derived, 3),
+            sample_row(
+                name,
+                variant,
+                values,
+                unit,
+                config=config,
+                env=env,
+                derived=derived,
                 derived_unit=derived_unit,
-                device=env["device"],
-                versions=env["versions"],
-                sha=env["sha"],
-                date=env["date"],
             )
         )
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 import remask
-from remask.bench.common import Result, environment, write_csv
+from remask.bench.common import Result, environment, sample_row, write_csv
 from remask.models.cache import Cached
 
 __all__ = ["PRESETS", "build_model", "main", "token_agreement"]
@@ -103,15 +103,6 @@ def build_model(preset: str = "cpu", *, device: str | torch.device = "cpu", seed
     return LLaDADenoiser(
         model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id, pad_id=eos_id
     )
-
-
-def _quantile(values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (as numpy's default)."""
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def _load_average() -> float | None:
@@ -214,22 +205,15 @@ def main(
 
     def row(name, variant, values, unit, derived=None, derived_unit="", extra=None):
         results.append(
-            Result(
-                name=name,
-                variant=variant,
-                backend="torch",
-                config=json.dumps({**config, **(extra or {})}, sort_keys=True),
-                repeats=len(values),
-                median=round(statistics.median(values), 4),
-                p20=round(_quantile(values, 0.2), 4),
-                p80=round(_quantile(values, 0.8), 4),
-                unit=unit,
-                derived=None if derived is None else round(derived, 3),
+            sample_row(
+                name,
+                variant,
+                values,
+                unit,
+                config={**config, **(extra or {})},
+                env=env,
+                derived=derived,
                 derived_unit=derived_unit,
-                device=env["device"],
-                versions=env["versions"],
-                sha=env["sha"],
-                date=env["date"],
             )
         )
 

@@ -70,6 +70,38 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def sample_row(
+    name: str,
+    variant: str,
+    values: Sequence[float],
+    unit: str,
+    *,
+    config: dict,
+    env: dict[str, str],
+    backend: str = "torch",
+    derived: float | None = None,
+    derived_unit: str = "",
+) -> Result:
+    """A CSV row from repeated measurements ``values``: their median and p20/p80 spread."""
+    return Result(
+        name=name,
+        variant=variant,
+        backend=backend,
+        config=json.dumps(config, sort_keys=True),
+        repeats=len(values),
+        median=round(statistics.median(values), 4),
+        p20=round(_quantile(values, 0.2), 4),
+        p80=round(_quantile(values, 0.8), 4),
+        unit=unit,
+        derived=None if derived is None else round(derived, 3),
+        derived_unit=derived_unit,
+        device=env["device"],
+        versions=env["versions"],
+        sha=env["sha"],
+        date=env["date"],
+    )
+
+
 def time_cpu(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10) -> dict[str, float]:
     """Median / p20 / p80 wall time of ``fn()`` in ms (perf_counter, after ``warmup`` calls)."""
     for _ in range(warmup):
