@@ -5,6 +5,11 @@ index, ``Canvas.window`` names the left-most block that still holds a mask, and
 :func:`commit` moves it. Every sampler gets blocks for free. A step reads the canvas through
 :func:`eligible` (which positions may be written now) and writes it through :func:`commit`
 (the one place that charges evaluations and decides ``done``).
+
+A canvas has a fixed width L, but a row's content may grow inside it (variable-length
+generation, ``daedal``): :func:`grow` inserts positions anywhere in a row and shifts the rest
+of the row right, into the row's right padding; :func:`follow` moves any other per-position
+tensor the same way. Samplers that never call them are unaffected.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ __all__ = [
     "commit",
     "block_mask_count",
     "eos_cut",
+    "grow",
+    "follow",
 ]
 
 
@@ -183,3 +190,105 @@ def eos_cut(
         eos = eos & (canvas.block < canvas.window.unsqueeze(-1))
     after = (eos.long().cumsum(-1) > 0) & canvas.editable  # (B, L): the stopping EOS and later
     return eos.any(-1), torch.where(after, eos_id, canvas.tokens)
+
+
+def grow(
+    canvas: Canvas,
+    counts: torch.Tensor,
+    token: int | torch.Tensor,
+    editable: bool | torch.Tensor,
+    mask_id: int,
+    block_length: int | None,
+) -> tuple[Canvas, torch.Tensor]:
+    """Insert ``counts[b, j]`` new positions right after column j of row b.
+
+    Everything after an insertion point moves right by the number of positions inserted
+    before it; the canvas keeps its width L, so what is pushed past column L - 1 is dropped
+    (a row that grows into its right padding loses only padding). Vectorised: one exclusive
+    cumsum of the counts gives each old column its new column, one scatter inverts that map
+    and one gather per field moves the row — no loop over rows or insertions.
+
+    Inserted positions are real (``attention_mask`` True) and hold ``token``; ``editable``
+    says whether a sampler may write them. In every row that grew, ``block`` is recounted
+    over the editable positions left to right (as :func:`make_canvas` does, without an
+    offset) and ``window`` and ``done`` are recomputed; rows with no insertion keep every
+    field as it was, so a canvas that never grows is untouched.
+
+    Parameters
+    ----------
+    canvas : Canvas
+    counts : (B, L) int64
+        Positions to insert after each column (>= 0).
+    token : int or (B,) int64
+        Token written at the inserted positions (per row when a tensor).
+    editable : bool or (B,) bool
+        Whether the inserted positions are editable (per row when a tensor).
+    mask_id : int
+    block_length : int or None
+        Block length used to recount ``block`` in the rows that grew (None: one block).
+
+    Returns
+    -------
+    canvas : Canvas
+    source : (B, L) int64
+        The old column each new column holds, -1 at inserted positions; pass it to
+        :func:`follow` to move other per-position tensors.
+    """
+    B, L = canvas.tokens.shape
+    device = canvas.tokens.device
+    col = torch.arange(L, device=device)  # (L,)
+    new_col = col + (counts.cumsum(-1) - counts)  # (B, L): where each old column lands
+    # Invert the map; columns pushed past the edge all land in the spare slot L (discarded).
+    source = torch.full((B, L + 1), -1, dtype=torch.int64, device=device)  # (B, L + 1)
+    source.scatter_(1, new_col.clamp(max=L), col.expand(B, L).contiguous())
+    source = source[:, :L]  # (B, L)
+    grew = counts.sum(-1) > 0  # (B,)
+    token = torch.as_tensor(token, dtype=torch.int64, device=device).expand(B).unsqueeze(-1)
+    new_editable = torch.as_tensor(editable, dtype=torch.bool, device=device).expand(B)
+    tokens = follow(canvas.tokens, source, token)  # (B, L)
+    edit = follow(canvas.editable, source, new_editable.unsqueeze(-1))  # (B, L)
+    real = follow(canvas.attention_mask, source, True)  # (B, L)
+    order = edit.long().cumsum(-1) - 1  # (B, L): rank among the row's editable positions
+    block = torch.zeros_like(order) if block_length is None else order // block_length
+    block = torch.where(edit, block, -1)  # (B, L)
+    masked = edit & (tokens == mask_id)  # (B, L)
+    done = ~masked.any(-1)  # (B,)
+    big = torch.iinfo(torch.int64).max
+    window = torch.where(masked, block, big).amin(-1)  # (B,)
+    window = torch.where(done, canvas.window, window)
+    rows = grew.unsqueeze(-1)  # (B, 1)
+    grown = canvas._replace(
+        tokens=torch.where(rows, tokens, canvas.tokens),
+        editable=torch.where(rows, edit, canvas.editable),
+        block=torch.where(rows, block, canvas.block),
+        attention_mask=torch.where(rows, real, canvas.attention_mask),
+        window=torch.where(grew, window, canvas.window),
+        done=torch.where(grew, done, canvas.done),
+    )
+    source = torch.where(rows, source, col)  # (B, L): identity in rows that did not grow
+    return grown, source
+
+
+def follow(x: torch.Tensor, source: torch.Tensor, fill) -> torch.Tensor:
+    """Move a per-position tensor as :func:`grow` moved the canvas.
+
+    Parameters
+    ----------
+    x : (B, L, ...) tensor
+    source : (B, L) int64
+        From :func:`grow`: old column of each new column, -1 at inserted positions.
+    fill : scalar or tensor broadcastable to ``x``
+        Value at the inserted positions.
+
+    Returns
+    -------
+    (B, L, ...) tensor, same dtype as ``x``.
+    """
+    index = source.clamp(min=0)  # (B, L)
+    for _ in range(x.dim() - 2):
+        index = index.unsqueeze(-1)
+    moved = x.gather(1, index.expand_as(x) if x.dim() > 2 else index)
+    keep = source >= 0
+    for _ in range(x.dim() - 2):
+        keep = keep.unsqueeze(-1)
+    return torch.where(keep, moved, torch.as_tensor(fill, dtype=x.dtype, device=x.device))
