@@ -10,6 +10,7 @@ from remask.samplers.ancestral import Ancestral
 from remask.samplers.apd import APD
 from remask.samplers.base import Canvas, Sampler, StepInfo
 from remask.samplers.credit import Credit
+from remask.samplers.daedal import Daedal
 from remask.samplers.dilated import Dilated
 from remask.samplers.dream import Dream
 from remask.samplers.driver import GenerateOutput, decode, generate, infill
@@ -40,6 +41,7 @@ __all__ = [
     "Saber",
     "SlowFast",
     "Credit",
+    "Daedal",
     "Prophet",
     "FreeDave",
     "Punt",

@@ -42,7 +42,10 @@ def test_step_contract(tiny64, counting, name, config):
         assert info.committed.shape == (B, L) and info.committed.dtype == torch.bool
         assert info.proposal.shape == (B, L) and info.proposal.dtype == torch.int64
         assert info.score.shape == (B, L) and info.score.is_floating_point()
-        history.append((state.canvas.tokens.clone(), info.committed.clone()))
+        # A sampler that moves positions (daedal's insertions) says where each came from.
+        source = getattr(info, "source", None)
+        real = state.canvas.attention_mask.clone()
+        history.append((state.canvas.tokens.clone(), info.committed.clone(), source, real))
 
     out = _run(model, sampler, callbacks=[record])
     assert dataclasses.asdict(sampler) == before, "step must not mutate the sampler"
@@ -57,13 +60,20 @@ def test_step_contract(tiny64, counting, name, config):
     previous = torch.full_like(out.tokens, tiny64.mask_id)
     previous[:, :width] = prompt_part
     previous_masks = None
-    for tokens, committed in history:
-        masks = int((tokens == tiny64.mask_id).sum())
+    for tokens, committed, source, real in history:
+        # Padding holds meaningless filler: compare real positions (a variable-length sampler
+        # turns unused columns into padding in init and grows back into them).
+        if source is not None:  # align the previous canvas with this one; inserted: as now
+            previous = torch.where(source >= 0, previous.gather(1, source.clamp(min=0)), tokens)
+            previous_masks = int(((previous == tiny64.mask_id) & real).sum())
+        masks = int(((tokens == tiny64.mask_id) & real).sum())
         if not sampler.edits_committed:
-            decided = previous != tiny64.mask_id
+            decided = (previous != tiny64.mask_id) & real
             assert torch.equal(tokens[decided], previous[decided]), "a committed token changed"
             assert previous_masks is None or masks <= previous_masks, "masked count grew"
-        assert torch.equal(committed, (tokens != previous) | (committed & (tokens == previous)))
+        changed = (tokens != previous) & real
+        assert not bool((changed & ~committed).any()), "a token changed without a commit"
+        assert not bool((committed & ~real).any()), "a commit on padding"
         previous, previous_masks = tokens, masks
 
     # NFE counted exactly: every row that was still decoding took part in every call.
