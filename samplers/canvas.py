@@ -199,6 +199,7 @@ def grow(
     editable: bool | torch.Tensor,
     mask_id: int,
     block_length: int | None,
+    offset: torch.Tensor | None = None,
 ) -> tuple[Canvas, torch.Tensor]:
     """Insert ``counts[b, j]`` new positions right after column j of row b.
 
@@ -211,7 +212,7 @@ def grow(
     Inserted positions are real (``attention_mask`` True) and hold ``token``; ``editable``
     says whether a sampler may write them. In every row that grew, ``block`` is recounted
     over the editable positions left to right (as :func:`make_canvas` does, without an
-    offset) and ``window`` and ``done`` are recomputed; rows with no insertion keep every
+    offset, or with the ``offset`` given) and ``window`` and ``done`` are recomputed; rows with no insertion keep every
     field as it was, so a canvas that never grows is untouched.
 
     Parameters
@@ -226,6 +227,8 @@ def grow(
     mask_id : int
     block_length : int or None
         Block length used to recount ``block`` in the rows that grew (None: one block).
+    offset : (B,) int64, optional
+        As in :func:`make_canvas`: keeps a block-diffusion model's block grid.
 
     Returns
     -------
@@ -249,6 +252,8 @@ def grow(
     edit = follow(canvas.editable, source, new_editable.unsqueeze(-1))  # (B, L)
     real = follow(canvas.attention_mask, source, True)  # (B, L)
     order = edit.long().cumsum(-1) - 1  # (B, L): rank among the row's editable positions
+    if offset is not None and block_length is not None:
+        order = order + offset.unsqueeze(-1)
     block = torch.zeros_like(order) if block_length is None else order // block_length
     block = torch.where(edit, block, -1)  # (B, L)
     masked = edit & (tokens == mask_id)  # (B, L)

@@ -60,8 +60,13 @@ Departures from the reference code (all deliberate):
 - At T > 0 the proposal is an exact sample from softmax(logits / T) (the reference uses
   LLaDA's Gumbel trick, which is exact only at T = 1); the EOS confidence and the commit
   confidence stay untempered, as in the reference.
-- No classifier-free guidance (``cfg_scale`` 0 in every reference setting) and no KV cache:
-  insertion moves positions, so a caching wrapper would reuse stale keys.
+- No classifier-free guidance (``cfg_scale`` 0 in every reference setting). A KV-caching
+  denoiser (the reference has none) sees positions move only from the active block on
+  (insertions happen in the active block, appends at the end), so the exact cache of
+  finished blocks stays valid; an approximate cache of later positions reuses keys of
+  moved positions until it refreshes. On a block-diffusion model (``block_size``) the
+  recounted blocks keep the model's grid, counted from the first real token as the driver
+  does for ``generate``.
 - The reference stops a run whose canvas did not change in a step; here every step commits
   at least one token, so that cannot happen.
 """
@@ -98,6 +103,9 @@ class DaedalState(NamedTuple):
         The most ``length`` may reach (``L - start``; 0 for a row with no growable span).
     adjusting : (B,) bool
         Rows still in the initial length adjustment (phase 1).
+    offset : (B,) int64 or None
+        A block-diffusion model's block grid offset (the driver's rule), kept when blocks are
+        recounted after an insertion; None for other models.
     """
 
     canvas: Canvas
@@ -105,6 +113,7 @@ class DaedalState(NamedTuple):
     length: torch.Tensor
     capacity: torch.Tensor
     adjusting: torch.Tensor
+    offset: torch.Tensor | None = None
 
 
 class DaedalInfo(NamedTuple):
@@ -272,7 +281,14 @@ class Daedal(Sampler):
             attention_mask=canvas.attention_mask & ~cut,
         )
         adjusting = torch.ones(B, dtype=torch.bool, device=col.device)
-        return DaedalState(canvas, start, length, capacity, adjusting)
+        # A block-diffusion model's grid starts at the first real token (as the driver cuts
+        # the first block short): recounted blocks keep it.
+        block_length = _block_length(self, denoiser)
+        offset = None
+        if getattr(denoiser, "block_size", None) is not None and block_length is not None:
+            before = (canvas.attention_mask & (col < start.unsqueeze(-1))).sum(-1)  # (B,)
+            offset = before % block_length
+        return DaedalState(canvas, start, length, capacity, adjusting, offset)
 
     def step(self, state: DaedalState, denoiser, key: torch.Tensor):
         canvas = state.canvas
@@ -320,7 +336,9 @@ class Daedal(Sampler):
         counts = torch.zeros_like(canvas.tokens)  # (B, L)
         counts.scatter_(1, where.unsqueeze(-1), count.unsqueeze(-1))
         token = torch.where(settle, eos_id if eos_id is not None else mask_id, mask_id)  # (B,)
-        canvas, source = grow(canvas, counts, token, ~settle, mask_id, self.block_length)
+        canvas, source = grow(
+            canvas, counts, token, ~settle, mask_id, _block_length(self, denoiser), state.offset
+        )
         length = torch.minimum(state.length + count, state.capacity)  # (B,)
 
         score = torch.where(eligible, prob, float("-inf"))  # (B, L)
@@ -332,8 +350,8 @@ class Daedal(Sampler):
             eos_confidence=confidence,
             length=length,
         )
-        new_state = DaedalState(
-            canvas, state.start, length, state.capacity, state.adjusting & ~settle
+        new_state = state._replace(
+            canvas=canvas, length=length, adjusting=state.adjusting & ~settle
         )
         return new_state, info
 
@@ -345,3 +363,12 @@ def _pad_token(denoiser) -> int:
         if value is not None:
             return value
     return 0
+
+
+def _block_length(sampler: Daedal, denoiser) -> int | None:
+    """The canvas's block length, as the driver chose it: the sampler's, else a
+    block-diffusion model's ``block_size``."""
+    if sampler.block_length is not None:
+        return sampler.block_length
+    size = getattr(denoiser, "block_size", None)
+    return None if size is None else int(size)

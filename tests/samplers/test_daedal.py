@@ -294,6 +294,31 @@ def test_ragged_batch_rows_equal_rows_alone(eos_model):
             assert int(batch.nfe[row]) == int(alone.nfe[0])
 
 
+def test_grown_blocks_keep_a_block_diffusion_models_grid(eos_model):
+    """With a model that declares ``block_size``, the driver cuts the first block short so
+    blocks are whole model blocks counted from the first real token; blocks recounted after
+    every insertion keep that grid."""
+
+    class Blocky(RisingEOS):
+        block_size = 4
+
+    model = Blocky(eos_model.inner)
+    config = dict(initial_length=2, block_length=None, expansion_factor=3, low_threshold=0.5)
+    checked, grew = [], []
+
+    def check(state, info):
+        canvas = state.canvas
+        real_before = canvas.attention_mask & ~canvas.editable  # the prompt (no tail yet)
+        rank = canvas.editable.long().cumsum(-1) - 1
+        lead = (real_before & (rank < 0)).sum(-1, keepdim=True)  # prompt length
+        expected = torch.where(canvas.editable, (rank + lead % 4) // 4, -1)
+        checked.append(torch.equal(canvas.block, expected))
+        grew.append(bool((info.source < 0).any()))
+
+    remask.generate(model, PROMPTS, build("daedal", **config), gen_length=20, callbacks=[check])
+    assert all(checked) and any(grew)
+
+
 def test_without_an_eos_id_the_answer_grows_to_gen_length(tiny64):
     sampler = build("daedal", initial_length=2, expansion_factor=3, block_length=4)
     out = remask.generate(tiny64, PROMPTS, sampler, gen_length=10)
