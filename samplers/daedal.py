@@ -1,8 +1,9 @@
 """DAEDAL: variable-length denoising (Li et al., "Beyond Fixed: Variable-Length Denoising for
 Diffusion Large Language Models", arXiv 2508.00819).
 
-Checked against the authors' LLaDA implementation (their lm-eval model ``LLaDA_DAEDAL`` and
-``scripts/eval_LLaDA_DAEDAL.sh``, whose settings are the defaults here) and d2Cache's port
+Checked against the authors' release (``Li-Jinsong/DAEDAL``: the lm-eval model
+``LLaDA_DAEDAL`` and ``scripts/eval_LLaDA_DAEDAL.sh``, whose settings are the defaults here)
+and d2Cache's port
 (``Kamichanw/d2Cache``, ``src/generation/daedal.py``). Each row's answer starts short and
 grows where the model asks for room; ``gen_length`` is the most it may reach.
 
@@ -16,8 +17,8 @@ confidence 0 everywhere (the reference helper's rule without an EOS id).
    of this phase is one forward pass that commits nothing: while the EOS confidence is below
    ``eos_threshold`` and the answer is shorter than its capacity, ``expansion_factor``
    masks are appended. Once it is not, the phase ends and ``eos_check_tokens // 2`` EOS
-   tokens are appended (fixed, not editable: the reference's EOS tail that lets the model
-   see where the answer ends), all capped at the capacity.
+   tokens are appended (fixed, not editable, as the reference does after its phase 1; none
+   without an EOS id), all capped at the capacity.
 2. **Iterative denoising and mask insertion.** Blocks of ``block_length`` left to right.
    Each step proposes a token at every masked position of the active block (argmax, or a
    sample at temperature T) with confidence its untempered probability, and commits every
