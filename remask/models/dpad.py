@@ -190,6 +190,7 @@ class DPad(_Wrapper):
         self.window, self.sigma, self.scale, self.seed = window, float(sigma), float(scale), seed
         self.pruned = pruned
         self.shift = caps.shift
+        self._memo: tuple[torch.Tensor, torch.Tensor] | None = None  # see _draw
         self.accepts_active = True
         # The wrapper uses the inner model's attention pattern itself: it takes none from outside.
         self.accepts_attention_bias = False
@@ -233,13 +234,33 @@ class DPad(_Wrapper):
         # The draw of a block: seed, folded by the real tokens before the block end (the same
         # for the block whatever the padding) and by the distance.
         anchor = (attention_mask & (cols < end.unsqueeze(-1))).sum(-1)  # (B,)
-        keys = kernels.fold(
-            kernels.fold(self.seed, anchor).unsqueeze(-1), distance.clamp_min(0)
-        )  # (B, L)
-        u = kernels.uniform(keys, dtype=torch.float64)  # (B, L)
-        p = retention_probability(distance, self.window, self.sigma, self.scale)  # (B, L)
+        lucky = self._draw(anchor)  # (B, W): distance d = 1 .. W drawn as kept
+        inside = (distance >= 1) & (distance <= self.window)  # (B, L)
+        drawn = inside & lucky.gather(1, (distance - 1).clamp(0, self.window - 1))  # (B, L)
         suffix_mask = (distance >= 1) & (tokens == self.mask_id)
-        return ~suffix_mask | (u < p)
+        return ~suffix_mask | drawn
+
+    def _draw(self, anchor: torch.Tensor) -> torch.Tensor:
+        """(B, W) bool: ``u(seed, anchor, d) < P(d)`` for d = 1 .. W, per row's anchor (B,).
+
+        The draw is a pure function of the anchor, and the anchor stays the same through all
+        the steps of a block: the last draw is kept and reused while the anchors repeat
+        (Philox on (B, W) keys costs tens of small tensor operations per call)."""
+        memo = self._memo
+        if (
+            memo is not None
+            and memo[0].shape == anchor.shape
+            and memo[0].device == anchor.device
+            and torch.equal(memo[0], anchor)
+        ):
+            return memo[1]
+        distance = torch.arange(1, self.window + 1, device=anchor.device)  # (W,)
+        keys = kernels.fold(kernels.fold(self.seed, anchor).unsqueeze(-1), distance)  # (B, W)
+        u = kernels.uniform(keys, dtype=torch.float64)  # (B, W)
+        p = retention_probability(distance, self.window, self.sigma, self.scale)  # (W,)
+        lucky = u < p
+        self._memo = (anchor, lucky)
+        return lucky
 
     def __call__(
         self,
