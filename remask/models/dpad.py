@@ -288,7 +288,11 @@ class DPad(_Wrapper):
             computed = keep & torch.nn.functional.pad(keep[:, :-1], (1, 0), value=False)
         if self.pruned:
             logits = self._pruned(tokens, keep, active, extra)  # (B, L, V), ours
-            return logits.masked_fill_(~computed.unsqueeze(-1), 0.0)
+            if self.shift:
+                # The gathered call zeroes the rows after a column it did not get; what is
+                # left is a row's first real column, which has no previous column at all.
+                logits.masked_fill_(~computed.unsqueeze(-1), 0.0)
+            return logits  # unshifted: the columns not kept are zeros already
         logits = self._hidden(tokens, attention_mask, keep, active, extra)  # (B, L, V)
         return torch.where(
             computed.unsqueeze(-1),
@@ -330,10 +334,10 @@ class DPad(_Wrapper):
         one forward of that length at their own positions, the rows scattered back."""
         B, L = tokens.shape
         counts = keep.sum(-1)  # (B,)
-        K = int(counts.max()) if B else 0  # the one host synchronisation of the call
+        K = int(counts.max()) if B else 0  # host synchronisation: the gathered length
         # A permutation of each row's columns: the kept ones first, in canvas order, then the
-        # others. Its first K entries are the gathered columns; on a shorter row the tail of
-        # those K holds columns that are not kept, where the (zero) padded rows then land.
+        # others. Its first K entries are the gathered columns (on a shorter row, the tail of
+        # those K is padding: columns that are not kept, hidden from the model).
         slot = torch.where(
             keep, keep.cumsum(-1) - 1, counts.unsqueeze(-1) + (~keep).cumsum(-1) - 1
         )  # (B, L)
@@ -350,5 +354,11 @@ class DPad(_Wrapper):
             **gathered,
         )  # (B, K, V)
         V = logits.shape[-1]
-        out = logits.new_zeros(B, L, V)  # (B, L, V): rows not gathered stay "not computed"
-        return out.scatter_(1, order.unsqueeze(-1).expand(B, K, V), logits)
+        # Whole rows copied to their columns (an index per row, not per logit); the padded
+        # rows go to one spare row at the end, so the columns not kept stay zeros ("not
+        # computed"), and the leading B * L rows are the (contiguous) result.
+        out = logits.new_zeros(B * L + 1, V)
+        rows = order + L * torch.arange(B, device=tokens.device).unsqueeze(-1)  # (B, K)
+        rows = torch.where(real, rows, B * L).view(-1)  # (B K,)
+        out.index_copy_(0, rows, logits.reshape(B * K, V))
+        return out[: B * L].view(B, L, V)
