@@ -37,10 +37,12 @@ forward: the kept real columns of each row are gathered into a shorter sequence 
 to the longest row of the batch), run through the model at their original positions, and the
 rows are scattered back to (B, L, V). The forward then costs a sequence of the prefix, the
 block and about ``a (W - 1) / k * (Phi(k) - 1/2)`` kept suffix masks (Phi the normal CDF;
-about 64 at the reference defaults) instead of the whole canvas, which is DPad's speed-up (see the
-README for the ratio measured by ``bench/dpad.py``). Otherwise (an inner model with only the
-attention-bias capability, e.g. behind :class:`~remask.models.wrappers.Guided`) the same
-result is computed as one forward over the whole canvas with the dropped columns hidden as
+about 64 at the reference defaults) instead of the whole canvas, which is DPad's speed-up:
+measured by ``bench/dpad.py`` on a random-weight LLaDA shape (64 + 512 tokens, block 32, one
+CPU thread), 392 columns per forward on average against 576, and a forward 1.39x faster in
+CPU time than the plain model's (see the README for the setting). Otherwise (an inner model
+with only the attention-bias capability, e.g. behind :class:`~remask.models.wrappers.Guided`)
+the same result is computed as one forward over the whole canvas with the dropped columns hidden as
 keys: equal up to float rounding, none of the speed-up. ``pruned=`` forces either path.
 ``evaluations`` is the inner model's either way (1 per row and call).
 
