@@ -45,7 +45,8 @@ Each is declared by a class (or instance) attribute; absent means the default.
     else: the result equals the plain call on the canvas with the columns that were not
     gathered hidden as keys, at the cost of a forward of length K. Row i of the (B, K, V)
     result predicts column ``columns[b, i]``; rows on the padding, and rows a shifted model
-    cannot predict (the column before them not gathered), are zeros ("not computed").
+    cannot predict (the column before them not gathered), are zeros ("not computed"; the
+    mask column -inf, as in every row).
     Exclusive with ``attention_bias``. remask's LLaDA and Dream adapters implement it.
     :class:`remask.models.dpad.DPad` gathers, calls and scatters the rows back to (B, L, V).
 ``shift`` (int, default 0)
