@@ -9,7 +9,9 @@ take a ``cache`` (an empty :class:`~remask.models._layers.KVCache` to record int
 :meth:`CheckpointDenoiser.forward_cached` and :meth:`CheckpointDenoiser.forward_window`. Families that take a custom attention pattern
 (LLaDA, Dream) set ``accepts_attention_bias = True`` and supply ``_forward_biased``: the
 protocol's attention-bias capability (:mod:`remask.models.protocol`), which WINO's shadow
-block uses.
+block uses. Families that can run on a gathered subset of a canvas's columns at their
+original positions (LLaDA, Dream) set ``accepts_gathered = True`` and supply
+``_forward_gathered``: the protocol's gathered capability, DPad's pruned forward.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class CheckpointDenoiser:
     accepts_attention_bias : bool
         Whether calls may pass ``attention_bias=`` and ``position_ids=`` (LLaDA, Dream); see
         :mod:`remask.models.protocol` for the contract.
+    accepts_gathered : bool
+        Whether calls may pass ``columns=`` (a gathered call: LLaDA, Dream); see
+        :mod:`remask.models.protocol`.
 
     Notes
     -----
@@ -82,7 +87,11 @@ class CheckpointDenoiser:
       position ``start + j``;
     * ``accepts_attention_bias``: ``_forward_biased(tokens, attention_mask, attention_bias,
       position_ids)`` returns (B, L', V) logits of (B, L') tokens under a (B, L', L')
-      pattern, row i for column ``position_ids[i]``.
+      pattern, row i for column ``position_ids[i]``;
+    * ``accepts_gathered``: ``_forward_gathered(tokens, attention_mask, columns)`` returns
+      the (B, K, V) logits of (B, K) gathered tokens, row i for canvas column
+      ``columns[i]``, rows on the right padding (``attention_mask`` False) zeros; the
+      checked ``attention_mask`` is None when no row is padded.
 
     The hooks are only called behind their flags, so the base class defines no stubs.
     """
@@ -91,6 +100,7 @@ class CheckpointDenoiser:
     shift: int = 0
     supports_kv_cache: bool = False
     accepts_attention_bias: bool = False
+    accepts_gathered: bool = False
 
     def __init__(
         self,
@@ -146,6 +156,7 @@ class CheckpointDenoiser:
         *,
         attention_bias: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        columns: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict every position of a canvas.
 
@@ -162,17 +173,26 @@ class CheckpointDenoiser:
         position_ids : (B, L) int64, optional
             Canvas columns (protocol contract): the leading tokens whose column equals their
             index are the canvas, the others stand in for the column they name.
+        columns : (B, K) int64, optional
+            Only where :attr:`accepts_gathered`: ``tokens`` (B, K) are these canvas columns
+            of each row, increasing along the row's real entries, right-padded with
+            ``attention_mask`` False (protocol contract); not with ``attention_bias``.
 
         Returns
         -------
         (B, L, V) float logits in the model's dtype; row i is the prediction for position i
-        (for column ``position_ids[i]`` under an attention pattern); column ``mask_id`` is
+        (for column ``position_ids[i]`` under an attention pattern, for column
+        ``columns[i]`` in a gathered call, zeros on its padding); column ``mask_id`` is
         -inf.
         """
         tokens, attention_mask = self._check_inputs(tokens, attention_mask)
         biased = attention_bias is not None or position_ids is not None
+        if biased and columns is not None:
+            raise TypeError("give either attention_bias/position_ids or columns, not both")
         if biased:
             attention_bias, position_ids = self._check_bias(tokens, attention_bias, position_ids)
+        if columns is not None:
+            columns = self._check_columns(tokens, attention_mask, columns)
         if tokens.shape[1] == 0:
             return torch.empty(
                 (tokens.shape[0], 0, self.vocab_size), dtype=self.dtype, device=tokens.device
@@ -180,6 +200,8 @@ class CheckpointDenoiser:
         with torch.no_grad():
             if biased:
                 logits = self._forward_biased(tokens, attention_mask, attention_bias, position_ids)
+            elif columns is not None:
+                logits = self._forward_gathered(tokens, attention_mask, columns)
             else:
                 logits = self._forward(tokens, attention_mask)
         logits[..., self.mask_id] = float("-inf")
@@ -219,6 +241,50 @@ class CheckpointDenoiser:
         if B * L and not bool(((position_ids >= 0) & (position_ids < L)).all()):
             raise ValueError(f"position_ids must be canvas columns in [0, {L})")
         return attention_bias, position_ids
+
+    def _check_columns(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, columns: object
+    ) -> torch.Tensor:
+        """The ``columns`` of a gathered call, checked (see :meth:`__call__`)."""
+        if not self.accepts_gathered:
+            raise TypeError(
+                f"{type(self).__name__} (family {self.family!r}) takes no columns= (gathered "
+                "call); only LLaDA and Dream checkpoints do"
+            )
+        B, K = tokens.shape
+        if not isinstance(columns, torch.Tensor) or columns.dtype != torch.int64:
+            raise TypeError(f"columns must be a (B, K) int64 tensor, got {columns!r:.60}")
+        if tuple(columns.shape) != (B, K):
+            raise ValueError(f"columns has shape {tuple(columns.shape)}, expected {(B, K)}")
+        if columns.device != tokens.device:
+            raise ValueError(f"columns are on {columns.device} but the tokens on {tokens.device}")
+        if not B * K:
+            return columns
+        real = (
+            torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask
+        )  # (B, K)
+        # One host synchronisation: no negative column, the real entries strictly increasing,
+        # and the padding on the right (no real entry after a padded one).
+        pairs = real[:, 1:] & real[:, :-1]  # (B, K - 1)
+        checks = torch.stack(
+            [
+                (real & (columns < 0)).any(),
+                (pairs & (columns[:, 1:] <= columns[:, :-1])).any(),
+                (real[:, 1:] & ~real[:, :-1]).any(),
+            ]
+        ).tolist()
+        if checks[0]:
+            raise ValueError("columns must be canvas columns >= 0 on the real entries")
+        if checks[1]:
+            raise ValueError(
+                "columns must increase strictly along each row's real entries (canvas order)"
+            )
+        if checks[2]:
+            raise ValueError(
+                "a gathered call is padded on the right only: attention_mask has a real entry "
+                "after a padded one"
+            )
+        return columns
 
     # ------------------------------------------------------------------ KV cache
     def forward_cached(

@@ -24,7 +24,10 @@ and values into a :class:`~remask.models._layers.KVCache` and
 
 :class:`DreamDenoiser` also implements the protocol's attention-bias capability (a custom
 attention pattern over extra tokens, for WINO's shadow block) in one forward pass; see
-:meth:`DreamDenoiser._forward_biased` for how the shift is handled there.
+:meth:`DreamDenoiser._forward_biased` for how the shift is handled there, and its gathered
+capability (kept columns only, at their own positions: DPad's pruned forward), where a
+column is read from the output of the gathered column before it
+(:meth:`DreamDenoiser._forward_gathered`).
 """
 
 from __future__ import annotations
@@ -388,6 +391,7 @@ class DreamDenoiser(CheckpointDenoiser):
     shift = 1
     supports_kv_cache = True
     accepts_attention_bias = True
+    accepts_gathered = True
 
     def _forward(
         self,
@@ -452,6 +456,41 @@ class DreamDenoiser(CheckpointDenoiser):
             ids, attention_mask=full.unsqueeze(1), position_ids=pos
         ).logits  # (B, N, V)
         return torch.cat([_shift_right(raw[:, :L]), raw[:, length:]], dim=1)  # (B, L', V)
+
+    def _forward_gathered(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        columns: torch.Tensor,
+    ) -> torch.Tensor:
+        """The gathered call (protocol contract), shift included, in one forward pass.
+
+        ``tokens`` (B, K) are the canvas columns ``columns`` of each row, right-padded. The
+        plain call's position of a real token is its rank among the row's real tokens, i.e.
+        (left padding) its column minus the row's first real column, which the contract
+        requires to be gathered first. The raw outputs are shifted within the gathered row:
+        row i takes the output of gathered token i - 1, which predicts column c = columns[i]
+        only when columns[i - 1] = c - 1; the other rows (and the right padding) are zeros
+        ("not computed"). Row 0 keeps its own output, as in the plain call.
+        """
+        B, K = tokens.shape
+        real = (
+            torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask
+        )
+        first = tokens[:, 0]
+        if bool((first == self.mask_id).any()):
+            raise ValueError(
+                "Dream predicts position i from position i-1, so the first gathered column of "
+                f"every row (its first real one) must be a decided token, not mask_id={self.mask_id}"
+            )
+        positions = ((columns - columns[:, :1]) * real).clamp_min(0)  # (B, K)
+        raw = self.model(
+            tokens, attention_mask=attention_mask, position_ids=positions
+        ).logits  # (B, K, V)
+        logits = _shift_right(raw)  # (B, K, V)
+        adjacent = columns[:, 1:] == columns[:, :-1] + 1  # (B, K - 1)
+        computed = torch.cat([real[:, :1], real[:, 1:] & real[:, :-1] & adjacent], dim=1)
+        return logits.masked_fill_(~computed.unsqueeze(-1), 0.0)
 
     def _forward_window(
         self,

@@ -16,7 +16,8 @@ values into a :class:`~remask.models._layers.KVCache`, and :meth:`LLaDAModel.for
 recomputes only a window of positions against them (driven by
 :class:`remask.models.cache.Cached`). It also takes a custom attention pattern and explicit
 positions (``attention_bias``, ``position_ids``), which :class:`LLaDADenoiser` exposes as the
-protocol's attention-bias capability for WINO's shadow block.
+protocol's attention-bias capability for WINO's shadow block, and as its gathered capability
+(a shorter sequence of kept columns at their own rotary positions: DPad's pruned forward).
 """
 
 from __future__ import annotations
@@ -361,6 +362,7 @@ class LLaDADenoiser(CheckpointDenoiser):
     family = "llada"
     supports_kv_cache = True
     accepts_attention_bias = True
+    accepts_gathered = True
 
     def _forward(
         self,
@@ -386,6 +388,23 @@ class LLaDADenoiser(CheckpointDenoiser):
             attention_bias=attention_bias,
             position_ids=position_ids,
         )
+        return logits
+
+    def _forward_gathered(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        columns: torch.Tensor,
+    ) -> torch.Tensor:
+        # The plain call's rotary position of a token is its column, so the gathered tokens
+        # take their columns as positions; the right padding is hidden as keys (its own
+        # queries still run, on real keys, and are zeroed below).
+        positions = columns if attention_mask is None else columns * attention_mask  # (B, K)
+        logits, _ = self.model.model(
+            tokens, attention_mask=attention_mask, position_ids=positions
+        )  # (B, K, V)
+        if attention_mask is not None:
+            logits.masked_fill_(~attention_mask.unsqueeze(-1), 0.0)
         return logits
 
     def _forward_window(

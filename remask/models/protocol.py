@@ -32,6 +32,23 @@ Each is declared by a class (or instance) attribute; absent means the default.
     positions as the plain call. Row i of the result predicts the token at column
     ``position_ids[i]`` from what query i may see. remask's LLaDA and Dream adapters
     implement it (one forward of length L').
+``accepts_gathered = True`` (default False)
+    The denoiser can run on a *gathered* subset of a canvas's columns (DPad's pruned
+    forward): it is called with ``columns=`` (B, K) int64 and ``tokens`` (B, K), where
+    ``tokens[b, i]`` is the token of canvas column ``columns[b, i]``. The columns of a row
+    are its kept real columns in increasing order, padded on the right to the longest row
+    with ``attention_mask`` False (the value of ``columns`` there is ignored; the canvas's
+    own padding is not gathered). Every gathered token takes the position its column has in
+    the plain call on the whole canvas — the column itself (LLaDA), or the column's rank
+    among the row's real tokens, which needs the row's first real column gathered and the
+    canvas padded on the left only (Dream) — and sees every real gathered token and nothing
+    else: the result equals the plain call on the canvas with the columns that were not
+    gathered hidden as keys, at the cost of a forward of length K. Row i of the (B, K, V)
+    result predicts column ``columns[b, i]``; rows on the padding, and rows a shifted model
+    cannot predict (the column before them not gathered), are zeros ("not computed"; the
+    mask column -inf, as in every row).
+    Exclusive with ``attention_bias``. remask's LLaDA and Dream adapters implement it.
+    :class:`remask.models.dpad.DPad` gathers, calls and scatters the rows back to (B, L, V).
 ``shift`` (int, default 0)
     Informational: the logit shift the adapter already undoes (1 for Dream, whose raw output
     i predicts position i + 1). The logits a denoiser returns are always unshifted; a
@@ -107,9 +124,9 @@ class Capabilities:
 
     Attributes
     ----------
-    active, editable, attention_bias : bool
-        Whether it is called with ``active=``, ``editable=``, and ``attention_bias=`` plus
-        ``position_ids=``.
+    active, editable, attention_bias, gathered : bool
+        Whether it is called with ``active=``, ``editable=``, ``attention_bias=`` plus
+        ``position_ids=``, and ``columns=`` (a gathered call).
     shift : int
         Logit shift the adapter undoes (1 for Dream).
     evaluations : int
@@ -120,6 +137,7 @@ class Capabilities:
     active: bool = False
     editable: bool = False
     attention_bias: bool = False
+    gathered: bool = False
     shift: int = 0
     evaluations: int = 1
     eos_id: int | None = None
@@ -131,6 +149,7 @@ _FLAGS = {
     "active": "accepts_active",
     "editable": "accepts_editable",
     "attention_bias": "accepts_attention_bias",
+    "gathered": "accepts_gathered",
 }
 
 
@@ -171,13 +190,14 @@ def call(
     editable: torch.Tensor | None = None,
     attention_bias: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
+    columns: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Call a denoiser the way every sampler does: the one model call.
 
     ``active`` and ``editable`` are handed over only to a denoiser that declares it wants
     them (and dropped otherwise: they are information, not a request). ``attention_bias``
-    and ``position_ids`` change what is computed, so a denoiser without that capability
-    raises ``TypeError``.
+    and ``position_ids``, or ``columns``, change what is computed, so a denoiser without
+    that capability raises ``TypeError``.
 
     Parameters
     ----------
@@ -190,6 +210,9 @@ def call(
     attention_bias : (B, L, L) bool, optional
     position_ids : (B, L) int64, optional
         Canvas columns; see the module docstring.
+    columns : (B, K) int64, optional
+        A gathered call: ``tokens`` (B, K) are these canvas columns (see the module
+        docstring); exclusive with ``attention_bias``/``position_ids``.
 
     Returns
     -------
@@ -212,6 +235,15 @@ def call(
             )
         extra["attention_bias"] = attention_bias
         extra["position_ids"] = position_ids
+    if columns is not None:
+        if not caps.gathered:
+            raise TypeError(
+                f"{type(denoiser).__name__} does not declare accepts_gathered = True: "
+                "it cannot be called on gathered columns"
+            )
+        if "attention_bias" in extra:
+            raise TypeError("give either attention_bias/position_ids or columns, not both")
+        extra["columns"] = columns
     logits = check_logits(denoiser(tokens, attention_mask, **extra), tokens, denoiser.vocab_size)
     return exclude_mask(logits, denoiser.mask_id), caps.evaluations
 

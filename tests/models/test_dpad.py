@@ -4,7 +4,8 @@ Checked: with nothing dropped the wrapper is the plain model; the kept sets foll
 retention rule P(d) (frequencies over seeds, tolerance from the sample size); greedy
 low_confidence through the wrapper equals a slow loop written from the paper, which runs the
 *pruned* sequence (prefix + kept suffix masks at their original positions) through the raw
-LLaDA module — so hiding the dropped keys is checked against actually removing them.
+LLaDA module — for both of the wrapper's paths, the pruned forward (the default) and the
+hidden-keys one. test_dpad_pruned.py checks the two paths against each other.
 """
 
 from __future__ import annotations
@@ -139,9 +140,10 @@ def _reference_dpad_greedy(llada, prompt, gen_length, block_length, W, k, a, see
     return x
 
 
-def test_greedy_low_confidence_matches_the_pruned_reference_loop(llada):
+@pytest.mark.parametrize("pruned", [True, False])
+def test_greedy_low_confidence_matches_the_pruned_reference_loop(llada, pruned):
     prompt, G, block, W = [1, 2, 3], 12, 4, 6
-    wrapper = DPad(llada, window=W, seed=3)
+    wrapper = DPad(llada, window=W, seed=3, pruned=pruned)
     sampler = build("low_confidence", block_length=block, steps=G)
     got = remask.generate(wrapper, [prompt], sampler, gen_length=G, seed=0)
     want = _reference_dpad_greedy(llada, prompt, G, block, W, 4.0, 2.0, 3)
@@ -180,14 +182,6 @@ def test_bad_input(llada):
     with pytest.raises(TypeError, match="accepts_attention_bias"):
         DPad(load_model("oracle:markov?vocab=4&length=8&seed=0"))
 
-    class Shifted:
-        mask_id, vocab_size, shift, accepts_attention_bias = 3, 4, 1, True
-
-        def __call__(self, tokens, attention_mask=None, **extra):
-            return torch.zeros(*tokens.shape, 4)
-
-    with pytest.raises(TypeError, match="shift=1"):
-        DPad(Shifted())
     for kwargs, match in (
         ({"window": 0}, "window"),
         ({"window": 2.0}, "window"),
