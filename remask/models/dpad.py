@@ -170,6 +170,7 @@ class DPad(_Wrapper):
                 f"e.g. remask's LLaDA adapter; {name} declares neither"
                 + ("" if pruned is None else " that pruned=False can use")
             )
+        self.accepts_gathered = False  # DPad gathers columns itself
         if caps.shift > 1:
             raise TypeError(
                 f"DPad handles a logit shift of 0 or 1 (Dream); {name} has shift={caps.shift}"

@@ -67,6 +67,9 @@ class _Wrapper:
         self.accepts_active = caps.active
         self.accepts_attention_bias = caps.attention_bias
         self.accepts_editable = caps.editable
+        # A gathered call (``columns=``) only shortens the sequence: a wrapper that acts per
+        # column (Suppress) or per batch row (Guided) passes it through unchanged.
+        self.accepts_gathered = caps.gathered
         self.evaluations = caps.evaluations
 
     def __getattr__(self, name: str) -> Any:

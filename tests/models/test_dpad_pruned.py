@@ -256,17 +256,53 @@ def test_dream_greedy_matches_the_reference_loop(random_dream):
     assert plain.tokens[0].tolist() != want.tolist(), "the dropout changed nothing"
 
 
+class _BiasOnly:
+    """A denoiser that takes an attention pattern and positions but no gathered call."""
+
+    accepts_attention_bias = True
+
+    def __init__(self, inner):
+        self.inner, self.mask_id, self.vocab_size = inner, inner.mask_id, inner.vocab_size
+
+    def __call__(self, tokens, attention_mask=None, **extra):
+        return self.inner(tokens, attention_mask, **extra)
+
+
 def test_pruned_is_the_default_when_declared(llada):
-    from remask.models.wrappers import Suppress
+    from remask.models.wrappers import Guided, Suppress
 
     assert DPad(llada).pruned is True
-    # Suppress passes the attention-bias capability through, not the gathered one.
-    assert DPad(Suppress(llada, [5])).pruned is False
+    # Suppress (per column) and Guided (per batch row) pass the gathered call through.
+    assert DPad(Suppress(llada, [5])).pruned is True
+    assert DPad(Guided(llada, 1.0)).pruned is True
+    assert DPad(_BiasOnly(llada)).pruned is False
+    assert not capabilities(DPad(llada)).gathered  # DPad gathers itself: no nesting
     assert "pruned=False" in repr(DPad(llada, pruned=False))
 
 
+@pytest.mark.parametrize("name", ["llada", "random_dream"])
+def test_pruned_through_guidance_and_suppression(name, request):
+    """Guided and Suppress inside DPad: the pruned forward equals the hidden-keys one."""
+    from remask.models.wrappers import Guided, Suppress
+
+    model = request.getfixturevalue(name)
+    tokens, mask, active = _ragged_canvas(model)
+    editable = tokens == model.mask_id
+    inner = Suppress(Guided(model, 1.5), [5])
+    got = DPad(inner, window=12, seed=1, pruned=True)(
+        tokens, mask, active=active, editable=editable
+    )
+    want = DPad(inner, window=12, seed=1, pruned=False)(
+        tokens, mask, active=active, editable=editable
+    )
+    computed = got.abs().amax(-1) > 0  # (B, L)
+    assert torch.equal(computed, want.abs().amax(-1) > 0)
+    assert bool(computed[active].all())
+    assert bool((got[computed][:, 5] == float("-inf")).all())
+    torch.testing.assert_close(got[computed], want[computed], atol=5e-5, rtol=1e-5)
+
+
 def test_bad_input(llada):
-    from remask.models.wrappers import Suppress
 
     tokens = torch.tensor([[1, 2, 3, 4]])
     real = torch.ones_like(tokens, dtype=torch.bool)
@@ -293,11 +329,11 @@ def test_bad_input(llada):
     with pytest.raises(TypeError, match="not both"):
         llada(tokens, real, attention_bias=bias, position_ids=good, columns=good)
     with pytest.raises(TypeError, match="accepts_gathered"):
-        call(Suppress(llada, [5]), tokens, real, columns=good)
+        call(_BiasOnly(llada), tokens, real, columns=good)
     with pytest.raises(TypeError, match="pruned"):
         DPad(llada, pruned="yes")
     with pytest.raises(TypeError, match="accepts_gathered"):
-        DPad(Suppress(llada, [5]), pruned=True)
+        DPad(_BiasOnly(llada), pruned=True)
 
     class Shifted:
         mask_id, vocab_size, shift, accepts_attention_bias = 3, 4, 2, True
