@@ -423,12 +423,14 @@ def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
     for i, name in enumerate(names):
         mine = sorted((r for r in picked if r.sampler == name), key=lambda r: r.nfe_mean)
         colour = cmap(i % 20)
+        # More samplers than colours: the marker shape changes with every pass over the map.
+        shape = "os^D"[(i // 20) % 4]
         # One marker per setting; a line only through settings that differ in one knob (a
         # trade-off curve), never between qualitatively different settings.
         ax.plot(
             [r.nfe_mean for r in mine],
             [max(r.kl, 1e-4) for r in mine],
-            "o",
+            shape,
             color=colour,
             label=name,
             alpha=0.85,
