@@ -40,7 +40,9 @@ row gets exactly the positions its plain call gives it.
   as Dream runs L + 2W, see its adapter) per step.
 * ``"emulate"`` — for any denoiser: the leave-one-out canvases (the canvas with one block
   position masked) are batched with the canvas in the same call. Exact leave-one-out
-  conditionals, at 1 + W evaluations per step (W = shadow width), counted in ``nfe``.
+  conditionals, at 1 + n evaluations per step, counted in ``nfe`` (n = the positions of the
+  row's active block: a row is not charged for the slots a batch neighbour's longer region
+  adds).
 * ``"auto"`` (default) — ``"attention"`` when the denoiser declares the capability, else
   ``"emulate"``.
 
@@ -300,7 +302,8 @@ class WINO(Sampler):
 
     # ------------------------------------------------------------------ the two forwards
     def _forward(self, canvas: Canvas, denoiser, in_block: torch.Tensor, W: int):
-        """Draft logits (B, L, V), leave-one-out logits (B, L, V) and evaluations per row."""
+        """Draft logits (B, L, V), leave-one-out logits (B, L, V) and evaluations (an int, or
+        (B,) int64 per row in emulation)."""
         tokens, attention_mask = canvas.tokens, canvas.attention_mask
         B, L = tokens.shape
         device = tokens.device
@@ -352,7 +355,9 @@ class WINO(Sampler):
             per_copy = out[B:].reshape(B, W, L, -1)  # (B, W, L, V)
             index = slot_pos.clamp_max(L - 1)[..., None, None].expand(B, W, 1, per_copy.shape[-1])
             shadow_logits = per_copy.gather(2, index).squeeze(2)  # (B, W, V)
-            evaluations = (1 + W) * per_call
+            # Each row pays for its own leave-one-out canvases (its active block's positions),
+            # not for the unused slots a longer neighbour's block adds to the batch.
+            evaluations = (1 + slot_live.sum(-1)) * per_call  # (B,)
         V = shadow_logits.shape[-1]
         verify_logits = shadow_logits.gather(1, slot_of.unsqueeze(-1).expand(B, L, V))  # (B, L, V)
         return logits, verify_logits, evaluations

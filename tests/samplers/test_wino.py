@@ -147,3 +147,18 @@ def test_bad_config_is_rejected():
         build("wino", accept_min=5, accept_max=2)
     with pytest.raises(ValueError, match="shadow"):
         build("wino", shadow="nope")
+
+
+def test_emulation_charges_each_row_for_its_own_block(markov):
+    """Infilling rows with different numbers of masks: a row's tokens and NFE in the batch
+    equal the row decoded alone (no charge for the slots a longer neighbour adds)."""
+    M = markov.mask_id
+    canvases = [[0, M, M, M], [1, 2, M, 0], [M, M, 1, 0]]
+    sampler = build("wino", shadow="emulate", threshold_in=0.3, temperature=1.0)
+    batch = remask.infill(markov, canvases, sampler, seed=[5, 6, 7])
+    for row, (canvas, seed) in enumerate(zip(canvases, (5, 6, 7))):
+        alone = remask.infill(markov, [canvas], sampler, seed=[seed])
+        assert batch.tokens[row].tolist() == alone.tokens[0].tolist()
+        assert int(batch.nfe[row]) == int(alone.nfe[0])
+    # One mask: one step, which pays the draft and one leave-one-out canvas.
+    assert int(batch.nfe[1]) == 2
