@@ -153,6 +153,7 @@ def test_guided_wino_takes_the_attention_path_on_llada():
         active=False,
         editable=True,
         attention_bias=True,
+        gathered=True,  # passed through: DPad over Guided prunes
         evaluations=2,
         eos_id=llada.eos_id,
         eot_id=llada.eot_id,
