@@ -87,12 +87,12 @@ class CausalRandomDenoiser:
         self.rows = bank_rows
         # Odd 62-bit multipliers per token rank (wrap-around int64 arithmetic is exact).
         self.mult = torch.randint(1, 2**62, (4096,), generator=gen) | 1  # (4096,)
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = 0.0
         self.calls = 0
 
     def logits(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, L, V) float32 logits of the (B, L) int64 canvas."""
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         real = (
             torch.ones_like(tokens, dtype=torch.bool)
             if attention_mask is None
@@ -104,6 +104,7 @@ class CausalRandomDenoiser:
         row = torch.remainder(h >> 7, self.rows)  # (B, L)
         out = self.bank[row]  # (B, L, V)
         self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.thread_time() - cpu_start
         self.calls += 1
         return out
 
@@ -193,17 +194,19 @@ def run_pair(B: int, *, repeats: int, seed: int = 0, log=print) -> list[dict]:
         return out.tokens[:, PROMPT:]  # (B, GEN)
 
     sides = {"diffusers": run_diffusers, "remask": run_remask}
-    times = {name: ([], []) for name in sides}
+    times = {name: ([], [], []) for name in sides}
     tokens, steps = {}, {}
     for fn in sides.values():  # warm-up (Numba compiles, allocator settles)
         fn()
     identical = True
     for _ in range(repeats):
         for name, fn in sides.items():
-            core.seconds, core.calls = 0.0, 0
-            start = time.perf_counter()
+            core.seconds, core.cpu_seconds, core.calls = 0.0, 0.0, 0
+            start, cpu_start = time.perf_counter(), time.thread_time()
             tokens[name] = fn()
             total = time.perf_counter() - start
+            cpu_outside = time.thread_time() - cpu_start - core.cpu_seconds
+            times[name][2].append(cpu_outside)
             steps[name] = core.calls  # one forward per step on both sides
             times[name][0].append(total)
             times[name][1].append(core.seconds)
@@ -211,7 +214,7 @@ def run_pair(B: int, *, repeats: int, seed: int = 0, log=print) -> list[dict]:
         identical &= not bool((tokens["remask"] == core.mask_id).any())
     rows = []
     for name in sides:
-        totals, forwards = times[name]
+        totals, forwards, cpu = times[name]
         outside = [t - f for t, f in zip(totals, forwards, strict=True)]
         rows.append(
             dict(
@@ -221,6 +224,7 @@ def run_pair(B: int, *, repeats: int, seed: int = 0, log=print) -> list[dict]:
                 total=totals,
                 forward=forwards,
                 outside=outside,
+                cpu_outside=cpu,
                 identical=identical,
                 load=_load(),
             )
@@ -228,7 +232,8 @@ def run_pair(B: int, *, repeats: int, seed: int = 0, log=print) -> list[dict]:
         log(
             f"  {name:<9} B={B}: {steps[name]} steps, outside the forward "
             f"{statistics.median(outside):.3f} s/run "
-            f"({statistics.median(outside) / steps[name] * 1e3:.3f} ms/step), forward "
+            f"({statistics.median(outside) / steps[name] * 1e3:.3f} ms/step; thread CPU time "
+            f"{statistics.median(cpu) / steps[name] * 1e3:.3f} ms/step), forward "
             f"{statistics.median(forwards):.3f} s; identical tokens: {identical}"
         )
     return rows

@@ -330,7 +330,9 @@ def _run(
     step_key = _StepKeys(sampler, keys)
     steps = 0
     try:
-        while not bool((sampler.finished(state) | stopped).all()):
+        while not bool(
+            (sampler.finished(state) if eos_id is None else sampler.finished(state) | stopped).all()
+        ):
             if steps >= limit:
                 raise RuntimeError(
                     _unfinished(
@@ -395,7 +397,7 @@ class _StepKeys:
     handed out one row at a time; the values are the same (Philox is elementwise).
     """
 
-    CHUNK = 64
+    CHUNK = 128
 
     def __init__(self, sampler, keys: torch.Tensor):
         self.sampler, self.keys = sampler, keys  # (B,)
