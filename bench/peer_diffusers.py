@@ -23,12 +23,18 @@ generated position (the prompt, 16 tokens, is not a block multiple): the pipelin
 prompt left-padded to 32 tokens (attention mask 0 on the padding), so its blocks cover exactly
 the generated positions, as remask's do. Its block loop ends a block when every row has
 finished it, so at B > 1 it may take more steps than remask, whose rows advance block by
-block independently; a row's tokens are the same either way.
+block independently; a row's tokens are the same either way. Its block loop also runs one
+forward more per block: the step after the block's last mask is filled still calls the model
+before the loop sees that nothing is left (with editing off that forward changes nothing).
 
 Each run records its total wall time and the time spent inside the denoiser; the difference is
 the time outside the forward (the sampler, its driver and their allocations), reported per run
-and per step. The ``identical`` column is 1 when every token of every row of every run matched
-the other side's (and the script exits non-zero when one does not).
+and per step. CSV rows (schema of :mod:`remask.bench.common`), one per side and B: ``median``
+/ ``p20`` / ``p80`` the seconds per run outside the forward, ``derived`` the median ms per
+step; ``config`` holds the steps, ``identical`` (1 when every token of every row of every run
+matched the other side's; the script exits non-zero when one does not), ``cpu_ms_per_step``
+(thread CPU time outside the forward, which does not count time spent waiting for a core) and
+the load average before, during and after.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from pathlib import Path
 import torch
 
 from remask.bench.common import environment, sample_row, write_csv
+from remask.kernels import resolve_backend
 
 __all__ = ["CausalRandomDenoiser", "main"]
 
@@ -281,6 +288,9 @@ def main(
             threshold=THRESHOLD,
             steps=steps,
             identical=int(r["identical"]),
+            # Thread CPU time outside the forward: less sensitive than wall time to a machine
+            # whose load exceeds its cores (time spent waiting for a core is not counted).
+            cpu_ms_per_step=round(statistics.median(r["cpu_outside"]) / steps * 1e3, 4),
             forward_s=round(statistics.median(r["forward"]), 4),
             load_before=load_before,
             load=r["load"],
@@ -296,6 +306,7 @@ def main(
                 "s per run",
                 config=config,
                 env=env,
+                backend="torch" if r["side"] == "diffusers" else resolve_backend(device="cpu"),
                 derived=statistics.median(per_step),
                 derived_unit="ms per step",
             )

@@ -696,6 +696,11 @@ if __name__ == "__main__":  # pragma: no cover
         "--replot", metavar="CSV", help="only redraw the Pareto plots from a quality CSV"
     )
     parser.add_argument(
+        "--sampler",
+        action="append",
+        help="run only this sampler (repeatable; default every registered sampler)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=2,
@@ -715,5 +720,6 @@ if __name__ == "__main__":  # pragma: no cover
             quick=args.quick,
             out=args.out,
             parts=tuple(args.part or ("quality", "overhead")),
+            samplers=args.sampler,
             threads=args.threads,
         )
