@@ -104,15 +104,27 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     shapes = list(dict.fromkeys(shape(r) for r in rows))
     lines = ["| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
     by = defaultdict(dict)
+    floors = {}  # shape -> ms of one plain read of its logits (rows measured with it)
     for r in rows:
         by[r["variant"]][shape(r)] = (float(r["median"]), float(r["derived"]))
+        floor = json.loads(r["config"]).get("floor_ms")
+        if floor:
+            floors[shape(r)] = float(floor)
+
+    def cell(c: str, fraction: float, per_step: float) -> str:
+        reads = f", {per_step / floors[c]:.1f} reads" if c in floors else ""
+        return f"{fraction:.1%} ({per_step:.2f} ms/step{reads})"
+
     for sampler, cells in by.items():
         lines.append(
             f"| {sampler} | "
-            + " | ".join(
-                f"{cells[c][0]:.1%} ({cells[c][1]:.2f} ms/step)" if c in cells else "-"
-                for c in shapes
-            )
+            + " | ".join(cell(c, *cells[c]) if c in cells else "-" for c in shapes)
+            + " |"
+        )
+    if floors:
+        lines.append(
+            "| *one plain read of the logits (amax over V), the floor* | "
+            + " | ".join(f"{floors[c]:.2f} ms" if c in floors else "-" for c in shapes)
             + " |"
         )
     loads = sorted(

@@ -342,8 +342,6 @@ def overhead_stub(
     support builds B (1 + W) leave-one-out rows: 4 GB of bf16 logits at V = 126464) are
     skipped at the LLaDA vocabulary.
     """
-    import os
-
     from remask.samplers import available, generate
 
     torch.set_num_threads(threads)
@@ -357,6 +355,11 @@ def overhead_stub(
     for B, P, G, V, dtype, cost in STUB_SHAPES[:1] if quick else STUB_SHAPES:
         model = StubDenoiser(V, P + G + 8, cost, dtype)
         prompt = [[1 + i % 7 for i in range(P)] or [1]] * B
+        floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
+        log(
+            f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')}: "
+            f"one plain read of the logits {floor_ms:.2f} ms (load {_load()})"
+        )
         for name in samplers or available():
             sampler = _greedy_sampler(name, G)
             if sampler is None or (V > 100_000 and name == "wino"):
@@ -394,15 +397,37 @@ def overhead_stub(
                 p20=fractions[0],
                 p80=fractions[-1],
                 repeats=len(totals),
-                load=" ".join(f"{v:.2f}" for v in os.getloadavg()),
+                load=_load(),
+                floor_ms=floor_ms,
             )
             out.append(row)
             log(
                 f"  overhead_stub {name:<15} B={B} L={P + G} V={V} {row['dtype']}: "
                 f"{row['overhead_fraction']:6.1%} of a {cost * 1e3:.0f} ms forward, "
-                f"{row['overhead_ms_per_step']:.2f} ms/step ({steps} steps, load {row['load']})"
+                f"{row['overhead_ms_per_step']:.2f} ms/step = "
+                f"{row['overhead_ms_per_step'] / floor_ms:.1f} logits reads "
+                f"({steps} steps, load {row['load']})"
             )
     return out
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages (``uptime``)."""
+    import os
+
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def logits_read_ms(logits: torch.Tensor, repeats: int = 21) -> float:
+    """Median ms of one plain read of ``logits`` (``amax`` over V): the physical floor of
+    any per-step work that must look at every logit once, on the threads in force."""
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        logits.amax(-1)
+        if i >= 2:  # two warm-up reads
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
@@ -559,7 +584,11 @@ def _results(
     for o in overhead_rows:
         if "cost_ms" in o:  # a stub-forward row
             config = json.dumps(
-                {k: o[k] for k in ("B", "G", "P", "V", "dtype", "steps", "cost_ms", "load")},
+                {
+                    k: o[k]
+                    for k in ("B", "G", "P", "V", "dtype", "steps", "cost_ms", "load", "floor_ms")
+                    if k in o
+                },
                 sort_keys=True,
             )
             out.append(
@@ -608,10 +637,12 @@ def main(
     samplers: list[str] | None = None,
     oracles: list[str] | None = None,
     n_samples: int | None = None,
+    threads: int = 2,
     log=print,
 ) -> Path:
     """Run the benchmark parts, write the CSV (rewritten after each part, so a finished part is
-    never lost) and, for a full quality run, the Pareto plots; returns the CSV path."""
+    never lost) and, for a full quality run, the Pareto plots; returns the CSV path.
+    ``threads``: torch and Numba threads of the stub-forward part."""
     from remask import kernels
 
     unknown = sorted(set(parts) - {"quality", "overhead", "overhead_stub"})
@@ -645,7 +676,7 @@ def main(
         write_csv(_results(rows, over, backend), path)
     if "overhead_stub" in parts:
         log("overhead outside a stub forward of known cost:")
-        over = over + overhead_stub(quick=quick, samplers=samplers, log=log)
+        over = over + overhead_stub(quick=quick, samplers=samplers, threads=threads, log=log)
         write_csv(_results(rows, over, backend), path)
     log(f"wrote {path}")
     return path
@@ -666,6 +697,18 @@ if __name__ == "__main__":  # pragma: no cover
     parser.add_argument(
         "--replot", metavar="CSV", help="only redraw the Pareto plots from a quality CSV"
     )
+    parser.add_argument(
+        "--sampler",
+        action="append",
+        help="run only this sampler (repeatable; default every registered sampler)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch and Numba threads of the overhead_stub part (default 2; 1 on a machine "
+        "whose load exceeds its cores, where a second thread waits for a busy core)",
+    )
     args = parser.parse_args()
     if args.replot:
         for oracle in ORACLES:
@@ -675,4 +718,10 @@ if __name__ == "__main__":  # pragma: no cover
                 Path(args.replot).parent / f"pareto_{oracle}.png",
             )
     else:
-        main(quick=args.quick, out=args.out, parts=tuple(args.part or ("quality", "overhead")))
+        main(
+            quick=args.quick,
+            out=args.out,
+            parts=tuple(args.part or ("quality", "overhead")),
+            samplers=args.sampler,
+            threads=args.threads,
+        )

@@ -143,7 +143,7 @@ def commit(
     """
     tokens = torch.where(committed, proposal, canvas.tokens)  # (B, L)
     live = ~canvas.done if live is None else live  # (B,)
-    nfe = canvas.nfe + evaluations * live.long()  # (B,)
+    nfe = torch.add(canvas.nfe, live, alpha=evaluations)  # (B,) int64: one op, no temporaries
     masked = canvas.editable & (tokens == mask_id)  # (B, L)
     done = ~masked.any(-1)  # (B,)
     # The active block is the left-most one still holding a mask; a finished row keeps its last.

@@ -26,7 +26,8 @@ history. Two observations make most of that unnecessary, with identical decision
    step ends (the window has just moved). So the only distributions ever needed are the
    previous step's **at the active block's positions**: at most ``block_length`` rows per
    sequence, kept as the model's own logits (in their own dtype, gathered, never upcast), which
-   the fused KL kernel reads when the KL is taken. The streak restarts at 0
+   the fused KL kernel reads when the KL is taken — at the block's *masked* positions only,
+   since a decoded position is never eligible again. The streak restarts at 0
    when a block starts, which reproduces the s ≥ H − 1 gate (a streak of H needs H steps).
 
 So the carried state is (B, W, V) logits in the model's dtype with W = min(L,
@@ -108,7 +109,7 @@ class KlassState(NamedTuple):
         LLaDA's per-block schedule of the active block.
     streak : (B, L) int64
         Consecutive most recent steps (in the active block) whose KL was below
-        ``kl_threshold``; 0 outside the active block.
+        ``kl_threshold``; 0 outside the active block's masked positions.
     index : (B, W) int64
         Positions of the active block (see :func:`_window_index`), W = min(L, block_length).
     previous : (B, W, V) float or None
@@ -132,7 +133,8 @@ class KlassInfo(NamedTuple):
     score : (B, L) float32
         Proposal probability (-inf where not eligible).
     kl : (B, L) float64
-        KL(p_t ‖ p_{t−1}) at the active block's positions (+inf elsewhere and at step 0).
+        KL(p_t ‖ p_{t−1}) at the active block's masked positions (+inf elsewhere and at
+        step 0: a decoded position is never eligible again, so its KL is not computed).
     ready : (B, L) bool
         Eligible positions that were stable and confident.
     """
@@ -248,18 +250,20 @@ class Klass(Sampler):
         )
         confidence = proposal.prob  # (B, L)
 
-        # Step-to-step KL at the active block's positions (the previous logits were kept
-        # exactly there), +inf where there is no previous distribution.
+        # Step-to-step KL at the active block's masked positions (the previous logits were
+        # kept for the whole block), +inf where there is no previous distribution. A decoded
+        # position never becomes eligible again, so its KL could decide nothing: its row of
+        # logits is not read (as the block fills, the KL reads fewer rows).
         kl = torch.full((B, L), float("inf"), dtype=torch.float64, device=logits.device)  # (B, L)
         if state.previous is not None:
-            # Only the active block's rows are read (the window may hold padding or, without
+            # Only the eligible rows are read (the window may hold padding or, without
             # blocks, the prompt).
-            window_rows = active.gather(1, state.index)  # (B, W)
+            window_rows = eligible.gather(1, state.index)  # (B, W)
             window_kl = kernels.kl(
                 self._gather(logits, state.index), state.previous, window_rows
             ).double()  # (B, W)
-            # The window may be padded with inactive positions: report the active block only.
-            kl = torch.where(active, kl.scatter(-1, state.index, window_kl), float("inf"))
+            # The window may be padded with other positions: report the eligible ones only.
+            kl = torch.where(eligible, kl.scatter(-1, state.index, window_kl), float("inf"))
         stable = kl < self.kl_threshold  # (B, L)
         streak = torch.where(active & stable, state.streak + 1, 0)  # (B, L)
         ready = eligible & (streak >= self.history) & (confidence > self.conf_threshold)  # (B, L)
@@ -315,4 +319,8 @@ class Klass(Sampler):
         B, L, V = logits.shape
         if index.shape[1] == L:
             return logits
-        return logits.gather(1, index.unsqueeze(-1).expand(B, index.shape[1], V))
+        # Whole rows by index_select on the flattened (B * L, V) view: one memcpy per row,
+        # where gather with an expanded (B, W, V) index reads an index per element (2x slower).
+        offset = torch.arange(B, device=index.device).unsqueeze(-1) * L  # (B, 1)
+        rows = (index + offset).reshape(-1)  # (B * W,)
+        return logits.reshape(B * L, V).index_select(0, rows).reshape(B, index.shape[1], V)

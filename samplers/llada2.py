@@ -157,14 +157,14 @@ class LLaDA2(Sampler):
         )
         score = proposal.prob  # (B, L)
 
+        # A finished row has no eligible position (done means no mask is left), so it commits
+        # nothing whatever its scheduled count: no per-row masking by ``done`` is needed.
         k = even_split(state.block_size, state.block_steps, state.block_step)  # (B,) scheduled
-        k = torch.where(canvas.done, 0, k)
         confident = eligible & (score > self.threshold)  # (B, L)
         enough = confident.sum(-1) >= k  # (B,)
         committed = torch.where(
             enough.unsqueeze(-1), confident, kernels.topk_mask(score, k, eligible)
         )  # (B, L)
-        committed &= ~canvas.done.unsqueeze(-1)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
 
         moved = new_canvas.window != canvas.window  # (B,) rows starting a new block
@@ -173,7 +173,7 @@ class LLaDA2(Sampler):
             canvas=new_canvas,
             block_step=torch.where(moved, 0, state.block_step + 1),
             block_size=size,
-            block_steps=torch.where(moved, self._block_steps(size), state.block_steps),
+            block_steps=self._block_steps(size),  # a function of the block's size
         )
         info = StepInfo(
             committed=committed,
