@@ -60,14 +60,27 @@ def _per_row(
 
 def _rank(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
     """(B, L) int64 rank of each position in its row (0 = best), eligible positions first."""
-    lowest = torch.finfo(score.dtype).min
-    # Eligible scores are mapped into [lowest, +inf] (NaN and -inf to lowest) so that every
-    # eligible position outranks the ineligible ones, which get -inf.
-    key = torch.where(
-        eligible, score.nan_to_num(nan=lowest, posinf=float("inf"), neginf=lowest), float("-inf")
-    )  # (B, L)
+    key = _key(score, eligible)  # (B, L)
     order = key.sort(dim=-1, descending=True, stable=True).indices  # (B, L) stable: low index first
-    return order.argsort(dim=-1)  # (B, L) inverse permutation
+    # The inverse permutation by one scatter (a second sort costs as much as the first).
+    positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)  # (B, L)
+    return torch.empty_like(order).scatter_(-1, order, positions)  # (B, L)
+
+
+def _key(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """(B, L) sort key: eligible scores mapped into [lowest, +inf] (NaN and -inf to lowest) so
+    that every eligible position outranks the ineligible ones, which get -inf."""
+    lowest = torch.finfo(score.dtype).min
+    return torch.where(
+        eligible, score.nan_to_num(nan=lowest, posinf=float("inf"), neginf=lowest), float("-inf")
+    )
+
+
+def _best(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the best eligible position of each row (ties to the lower index; nothing
+    in a row without an eligible position) — rank 0 without a sort."""
+    best = _key(score, eligible).argmax(-1, keepdim=True)  # (B, 1): first maximum
+    return eligible & (torch.arange(score.shape[-1], device=score.device) == best)
 
 
 def topk_mask(score: torch.Tensor, k: torch.Tensor | int, eligible: torch.Tensor) -> torch.Tensor:
@@ -87,6 +100,8 @@ def topk_mask(score: torch.Tensor, k: torch.Tensor | int, eligible: torch.Tensor
         Ties are broken towards the lower position index (deterministic).
     """
     _check(score, eligible, "topk_mask")
+    if type(k) is int and k == 1:  # the common single pick: an argmax, no sort
+        return _best(score, eligible)
     k = _per_row(k, score, "topk_mask", "k")  # (B, 1)
     return eligible & (_rank(score, eligible) < k)
 
@@ -115,7 +130,7 @@ def threshold_mask(
     """
     _check(score, eligible, "threshold_mask")
     tau = _per_row(threshold, score, "threshold_mask", "threshold")  # (B, 1)
-    return eligible & ((score >= tau) | (_rank(score, eligible) == 0))
+    return eligible & ((score >= tau) | _best(score, eligible))
 
 
 def entropy_budget_mask(

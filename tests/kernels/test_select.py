@@ -40,6 +40,9 @@ def test_selection_ops_match_oracles(case):
     np.testing.assert_array_equal(
         K.topk_mask(score, k, eligible).numpy(), topk_oracle(s, k.numpy(), e)
     )
+    np.testing.assert_array_equal(  # k = 1 as an int takes the argmax path
+        K.topk_mask(score, 1, eligible).numpy(), topk_oracle(s, np.ones(len(s), np.int64), e)
+    )
     np.testing.assert_array_equal(
         K.threshold_mask(score, tau, eligible).numpy(), threshold_oracle(s, tau.numpy(), e)
     )
