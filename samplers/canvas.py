@@ -124,7 +124,7 @@ def commit(
     committed: torch.Tensor,
     proposal: torch.Tensor,
     mask_id: int,
-    evaluations: int,
+    evaluations: int | torch.Tensor,
     live: torch.Tensor | None = None,
 ) -> Canvas:
     """Write ``proposal`` where ``committed``, charge the step to unfinished rows, move windows.
@@ -135,15 +135,19 @@ def commit(
     committed : (B, L) bool
     proposal : (B, L) int64
     mask_id : int
-    evaluations : int
-        Denoiser evaluations this step cost each row it ran for.
+    evaluations : int or (B,) int64 tensor
+        Denoiser evaluations this step cost each row it ran for (one count for every row,
+        or one per row).
     live : (B,) bool, optional
         Rows this step ran for (charged ``evaluations``); default: rows not ``done``. A
         sampler whose own ``finished`` rule outlasts the masks passes the rows it still runs.
     """
     tokens = torch.where(committed, proposal, canvas.tokens)  # (B, L)
     live = ~canvas.done if live is None else live  # (B,)
-    nfe = torch.add(canvas.nfe, live, alpha=evaluations)  # (B,) int64: one op, no temporaries
+    if isinstance(evaluations, torch.Tensor):
+        nfe = canvas.nfe + evaluations * live  # (B,) int64: a per-row charge
+    else:
+        nfe = torch.add(canvas.nfe, live, alpha=evaluations)  # (B,) int64: one op, no temporaries
     masked = canvas.editable & (tokens == mask_id)  # (B, L)
     done = ~masked.any(-1)  # (B,)
     # The active block is the left-most one still holding a mask; a finished row keeps its last.

@@ -76,8 +76,15 @@ def test_step_contract(tiny64, counting, name, config):
         assert not bool((committed & ~real).any()), "a commit on padding"
         previous, previous_masks = tokens, masks
 
-    # NFE counted exactly: every row that was still decoding took part in every call.
-    assert int(out.nfe.max()) == model.rows // len(PROMPTS)
+    # NFE counted exactly: every row that was still decoding took part in every call. WINO's
+    # emulated shadow block (this plain denoiser has no attention-bias path) is the one
+    # sampler that evaluates rows it does not charge: each row pays for its own active block's
+    # leave-one-out canvases, not for the unused slots that a shorter block leaves in the
+    # batch (batching waste, like padding), so it may charge less than the model computed.
+    if name == "wino":
+        assert 0 < int(out.nfe.max()) <= model.rows // len(PROMPTS)
+    else:
+        assert int(out.nfe.max()) == model.rows // len(PROMPTS)
     assert model.calls == out.steps
 
 
