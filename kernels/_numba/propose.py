@@ -43,7 +43,14 @@ from remask.kernels._philox import (
 )
 from remask.kernels.propose import SAMPLE_TILE
 
-__all__ = ["SERIAL_ELEMENTS", "philox4x32", "propose_rows", "serial_below", "unavailable_reason"]
+__all__ = [
+    "SERIAL_ELEMENTS",
+    "min_p_bits",
+    "philox4x32",
+    "propose_rows",
+    "serial_below",
+    "unavailable_reason",
+]
 
 #: Calls that compute fewer logits than this run on the calling thread alone: waking the
 #: thread pool costs more than the work (tens of microseconds idle, and milliseconds on a
@@ -76,7 +83,8 @@ _SH11 = np.uint64(11)
 _TWO_M53 = 1.0 / 9007199254740992.0
 
 # exp(d) = 2**k * p(r), k = round(d / ln 2), r = d - k ln 2 in [-ln2/2, ln2/2] (one fused
-# multiply-add with ln 2 rounded to float32: the error k * 1.9e-9 matters only for tiny e);
+# multiply-add with ln 2 rounded to float32, contracted under the _FAST flags every caller
+# compiles with; the error k * 1.9e-9 matters only for tiny e);
 # p = 1 + r * q(r), q of degree 4 fitted for relative error on that interval (9e-8 in exact
 # arithmetic; 1.9e-7 evaluated in float32 for d in (-10, 0], 4.1e-7 down to d = -87; exactly
 # 1 at d = 0; checked by tests/kernels/test_propose.py::test_fast_exp_relative_error). One
@@ -621,6 +629,7 @@ def _filtered_row(
     inv_t,
     top_p,
     top_k,
+    min_bits,
     strict,
     sampling,
     ebuf,
@@ -643,6 +652,8 @@ def _filtered_row(
     thr = np.uint32(0)
     if top_p < 1.0 or top_k > 0:
         thr = _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist)
+    if min_bits > 0:  # min-p: e >= min_p, a cut known in advance (capped: the top-1 stays)
+        thr = np.uint32(max(np.int64(thr), min(min_bits, np.int64(_ONE_BITS))))
     ebits = ebuf.view(np.uint32)
     sk = 0.0
     tk = 0.0
@@ -711,6 +722,7 @@ def _propose_kernel(
     keys,
     top_p,
     top_k,
+    min_bits,
     strict,
     sampled,
     out_tok,
@@ -722,7 +734,7 @@ def _propose_kernel(
     n_rows, vocab = src.shape
     n_tiles = (vocab + SAMPLE_TILE - 1) // SAMPLE_TILE
     sampling = temperature > 0.0
-    filtering = top_p < 1.0 or top_k > 0
+    filtering = top_p < 1.0 or top_k > 0 or min_bits > 0
     # The filter changes the sample (T > 0) and the sampled statistics; at T = 0 with
     # untempered statistics it changes nothing (the argmax is always kept).
     second_pass = sampled or (filtering and sampling)
@@ -836,6 +848,7 @@ def _propose_kernel(
                 inv_tf,
                 top_p,
                 top_k,
+                min_bits,
                 strict,
                 sampling,
                 ebuf,
@@ -893,6 +906,17 @@ def serial_below(elements: int) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
+def min_p_bits(min_p: float) -> int:
+    """float32 bits of the smallest float32 >= min_p (0 when off): ``e >= min_p`` for a
+    float32 ``e >= 0`` is ``bits(e) >= min_p_bits(min_p)``."""
+    if min_p <= 0.0:
+        return 0
+    f = np.float32(min_p)
+    if float(f) < min_p:
+        f = np.nextafter(f, np.float32(np.inf))
+    return int(f.view(np.uint32))
+
+
 def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
@@ -902,6 +926,7 @@ def propose_rows(
     top_k: int = 0,
     strict: bool = False,
     sampled: bool = False,
+    min_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Numba implementation of :func:`remask.kernels.propose.propose_rows` (CPU tensors)."""
     if x.device.type != "cpu":
@@ -939,6 +964,7 @@ def propose_rows(
             keys,
             float(top_p),
             int(top_k),
+            min_p_bits(min_p),
             bool(strict),
             bool(sampled),
             tokens.numpy(),

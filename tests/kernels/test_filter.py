@@ -234,3 +234,93 @@ def test_ties_at_the_cut_are_all_kept(backend, warm_numba):
     for kw in ({"top_p": 0.3}, {"top_k": 7}, {"top_p": 0.3, "nucleus": "strict"}):
         out = K.propose(x, stats="sampled", backend=backend, **kw)
         torch.testing.assert_close(out.prob, torch.tensor([1 / 5000, 1 / 4000]), rtol=1e-5, atol=0)
+
+
+# ------------------------------------------------------------------------------------ min-p
+
+MIN_P_FILTERS = [  # (min_p, top_p, top_k, stats)
+    (0.05, None, None, "sampled"),
+    (0.3, None, None, "untempered"),
+    (0.1, 0.9, None, "sampled"),
+    (0.02, None, 5, "sampled"),
+    (1.0, None, None, "sampled"),  # only the (tied) top tokens
+]
+
+
+@pytest.mark.parametrize("min_p,top_p,top_k,stats", MIN_P_FILTERS)
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
+def test_min_p_reference_matches_sorting_oracle(min_p, top_p, top_k, stats, temperature):
+    x, rows = random_case(12, 40)
+    key = K.split(6, x.shape[:-1])
+    kw = dict(min_p=min_p, top_p=top_p, top_k=top_k, stats=stats)
+    ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch", **kw)
+    v = x.shape[-1]
+    out = propose_oracle(
+        x.float().reshape(-1, v).numpy(),
+        temperature,
+        key.reshape(-1).tolist(),
+        rows.reshape(-1).numpy(),
+        top_p=top_p or 1.0,
+        top_k=top_k or 0,
+        sampled=stats == "sampled",
+        min_p=min_p,
+    )
+    toks, *rest = (torch.from_numpy(a) for a in out)
+    want = K.Proposal(toks.reshape(rows.shape), *(r.float().reshape(rows.shape) for r in rest))
+    assert_matches(ref, want, f"reference vs oracle {kw} T={temperature}")
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("vocab,dtype", [(7, torch.float32), (9000, torch.bfloat16)])
+@pytest.mark.parametrize("min_p,top_p,top_k,stats", MIN_P_FILTERS)
+def test_min_p_backend_matches_reference(
+    backend, vocab, dtype, min_p, top_p, top_k, stats, warm_numba
+):
+    x, rows = random_case(vocab + 1, vocab, dtype)
+    key = K.split(4, x.shape[:-1])
+    kw = dict(min_p=min_p, top_p=top_p, top_k=top_k, stats=stats)
+    for temperature in (0.0, 0.5, 1.0):
+        out = K.propose(x, temperature=temperature, key=key, rows=rows, backend=backend, **kw)
+        ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch", **kw)
+        assert_matches(out, ref, f"{backend} {dtype} V={vocab} T={temperature} {kw}")
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_min_p_law(backend, warm_numba):
+    # probs [0.5, 0.3, 0.15, 0.05]: min_p = 0.25 keeps p >= 0.125, i.e. the first three tokens,
+    # drawn in proportion 0.5 : 0.3 : 0.15; min_p = 0.5 keeps p >= 0.25, the first two.
+    n = 40_000 if backend != "torch" else 4_000  # the float64 reference pads rows to a tile
+    x = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(n, 4).contiguous()  # (N, V)
+    key = K.split(8, x.shape[:-1])
+    for min_p, kept in ((0.25, 3), (0.5, 2)):
+        out = K.propose(x, temperature=1.0, key=key, min_p=min_p, backend=backend)
+        counts = torch.bincount(out.tokens, minlength=4).numpy()
+        assert counts[kept:].sum() == 0, (min_p, counts)
+        probs = np.array([0.5, 0.3, 0.15])[:kept]
+        assert _chi_square_pvalue(counts[:kept], probs / probs.sum()) > ALPHA, (min_p, counts)
+    # at T = 2 the tempered probabilities are ∝ sqrt(p): 0.05 gives sqrt(0.1) = 0.32 of the top
+    out = K.propose(x, temperature=2.0, key=key, min_p=0.3, backend=backend)
+    counts = torch.bincount(out.tokens, minlength=4).numpy()
+    assert counts.min() > 0, counts  # all four kept (0.316 >= 0.3)
+    out = K.propose(x, temperature=2.0, key=key, min_p=0.33, backend=backend)
+    assert torch.bincount(out.tokens, minlength=4)[3] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_min_p(backend):
+    x = torch.randn(2, 5)
+    for value, error in [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        ("0.1", TypeError),
+        (True, TypeError),
+    ]:
+        with pytest.raises(error, match="min_p"):
+            K.propose(x, temperature=1.0, key=K.split(0, 2), min_p=value, backend=backend)
+    # 0 and None are off: identical to no argument
+    plain = K.propose(x, temperature=1.0, key=K.split(0, 2), backend=backend)
+    for off in (0, 0.0, None):
+        out = K.propose(x, temperature=1.0, key=K.split(0, 2), min_p=off, backend=backend)
+        assert torch.equal(out.tokens, plain.tokens)
