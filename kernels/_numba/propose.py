@@ -1,21 +1,31 @@
 """Numba (CPU) backend of :func:`remask.kernels.propose`.
 
-Layout: ``prange`` over rows; each row is streamed once in tiles of ``SAMPLE_TILE`` elements
-that are widened to float32 into a per-row scratch tile (16 KB, stays in L1), on which three
-short vectorizable loops run: tile max, exp/sum (online softmax, row state merged in
-float64), and, when sampling at T != 1, the tempered tile mass. Sampling re-reads one tile
-(see :mod:`remask.kernels.propose` for the two-level rule).
+Layout: ``prange`` over rows; each row is streamed once in tiles of ``SAMPLE_TILE`` elements.
+A tile is read in place (float32 bits, or bf16 bits widened by a 16-bit shift; fp16 goes
+through a lookup table into a 16 KB scratch tile) by **one** vectorized loop that finds the
+tile max (as an order-preserving integer key: LLVM vectorizes integer max reductions, not
+float ones), checks for NaN on the same keys and sums ``e = exp(x - ref)`` and ``e·(x - ref)``
+(plus the tempered mass when sampling at T != 1) relative to ``ref``, the running row max
+*before* the tile. When the tile's max exceeds ``ref`` by more than ``_REBASE_MAX`` (and for
+the first tile with a finite logit) the tile is swept again relative to its own max; smaller
+jumps are rebased in float64, as the row sums are. The argmax index and the runner-up are
+searched (vectorized) only in tiles that raise the max. Sampling re-reads one tile (see
+:mod:`remask.kernels.propose` for the two-level rule). Filtered rows (top-p/top-k/min-p,
+``stats="sampled"``) take two more passes and a radix selection (see below).
 
 Numerics that differ from the torch reference (within the tested tolerances):
 
-* ``exp`` in the streaming loop is a range-reduced polynomial (the pip llvmlite has no SVML,
-  so ``np.exp`` would be a scalar libm call, ~4x slower, measured when the kernel was
-  written); relative error ~2e-7, and ``exp(d)`` is flushed to 0 below ``d ≈ -87.3`` (probabilities < 1e-38);
+* ``exp`` in the streaming loops is a range-reduced polynomial (the pip llvmlite has no
+  SVML, so ``np.exp`` would be a scalar libm call); relative error < 2.5e-7 for
+  ``d > -10`` and < 5e-7 down to ``d = -87`` (tested), exactly 1 at ``d = 0``, and flushed to
+  0 below ``d ≈ -87.3`` (probabilities < 1e-38);
 * the streaming loops are compiled with fast-math flags *without* ``ninf`` (−inf logits are
   legal) and with ``nnan``: NaN is detected on the raw bits instead, which fast-math cannot
   fold away;
-* the chosen tile of a sampled row is recomputed in float64 with libm ``exp``, exactly as in
-  the reference, so the Philox draw maps to the same token except at ~1-ulp near-ties.
+* the chosen tile of a sampled row is recomputed in float64 with a vectorized polynomial
+  ``exp`` (within 2 ulp of libm, tested) and the cumulative sum is walked per 64-element
+  block, so the Philox draw maps to the same token as the reference except at near-ties of
+  a few ulp.
 
 Inputs are passed as raw bits (float32 as uint32, bf16/fp16 as uint16, zero-copy views);
 float64 logits are rounded to a float32 copy first.
@@ -362,50 +372,6 @@ def _tile_step(seg, n, ref, tempered, inv_t):  # pragma: no cover - compiled
         first = _seg_first_equal(seg, n, np.float32(mt))
         second = _key_to_float(_seg_second_key(seg, n, first))
     return 0, mt, np.float64(ref_used), s, t, w, first, second
-
-
-@njit(cache=True)
-def _tile_second_key(ubuf, n, skip):  # pragma: no cover - compiled
-    """Largest key of the tile excluding position `skip` (duplicates of the max count)."""
-    kmax = np.int32(-2147483648)
-    for k in range(n):
-        i = np.int32(ubuf[k])
-        key = i ^ ((i >> np.int32(31)) & np.int32(0x7FFFFFFF))
-        key = key if k != skip else np.int32(-2147483648)
-        kmax = max(kmax, key)
-    return kmax
-
-
-@njit(cache=True, fastmath=_FAST)
-def _tile_exp_sums(fbuf, n, ref):  # pragma: no cover - compiled
-    """Σ exp(x - ref) and Σ exp(x - ref)(x - ref) over the tile (float32 lanes, float64 result)."""
-    s = np.float32(0.0)
-    t = np.float32(0.0)
-    for k in range(n):
-        d = fbuf[k] - ref
-        d = max(_D_MIN, d)
-        e = _exp_neg(d)
-        s += e
-        t += e * d
-    return np.float64(s), np.float64(t)
-
-
-@njit(cache=True, fastmath=_FAST)
-def _tile_exp_sums_tempered(fbuf, n, ref, inv_t):  # pragma: no cover - compiled
-    """_tile_exp_sums plus the tempered mass Σ exp((x - ref) / T), in the same sweep."""
-    s = np.float32(0.0)
-    t = np.float32(0.0)
-    w = np.float32(0.0)
-    for k in range(n):
-        d = fbuf[k] - ref
-        dt = d * inv_t
-        d = max(_D_MIN, d)
-        dt = max(_D_MIN, dt)
-        e = _exp_neg(d)
-        s += e
-        t += e * d
-        w += _exp_neg(dt)
-    return np.float64(s), np.float64(t), np.float64(w)
 
 
 @njit(cache=True)
