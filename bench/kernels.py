@@ -3,7 +3,11 @@
 Run ``python -m remask.bench.kernels [--quick] [--out FILE]`` (or ``remask bench kernels``).
 Shape: one LLaDA step, (B, L, V) = (1, 256, 126464), float32 and bfloat16 logits. Rows:
 
-* ``floor``            one plain read of the logits (``amax`` over V): the memory floor;
+* ``floor``            one plain read of the logits (``amax`` over V) in torch; for bf16 this
+                       is compute-bound (torch widens each element), so also:
+* ``read``             the same read as a Numba integer max over the raw bits (bf16 as 16-bit
+                       integers), two threads: the fastest plain read measured here, the
+                       stricter floor (CPU with Numba only);
 * ``llada_t0``         LLaDA's T = 0 step: argmax + softmax in the logits dtype + gather;
 * ``llada_gumbel_t1``  LLaDA's T = 1 step: float64 cast, float64 uniforms,
                        ``exp(logits) / (-log u) ** T``, argmax, softmax + gather
@@ -11,8 +15,9 @@ Shape: one LLaDA step, (B, L, V) = (1, 256, 126464), float32 and bfloat16 logits
 * ``torch_fp32``       the best plain-torch float32 code for the same four outputs as
                        ``propose`` (token, prob, margin, entropy) at T = 0;
 * ``propose_t0`` / ``propose_t1``  ``remask.kernels.propose`` on each available backend;
-* ``propose_top_p`` / ``propose_top_k``  ``propose`` at T = 1 with ``top_p=0.95`` /
-  ``top_k=50`` (``stats="sampled"``, Dream's call), against ``torch_top_p`` / ``torch_top_k``:
+* ``propose_top_p`` / ``propose_top_k`` / ``propose_min_p``  ``propose`` at T = 1 with
+  ``top_p=0.95`` / ``top_k=50`` / ``min_p=0.05`` (``stats="sampled"``, Dream's call), against
+  ``torch_top_p`` / ``torch_top_k``:
   the plain-torch code a user would write (sort + cumsum + mask + multinomial, or topk +
   multinomial, and the probability of the draw);
 * ``keys``             a step's key derivation at this (B, L), as the samplers do it:
@@ -132,6 +137,32 @@ def torch_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     return torch.where(log_p == float("-inf"), 0.0, log_p.exp() * (log_p - log_q)).sum(-1)
 
 
+def _read_floor(logits: torch.Tensor) -> Callable[[], object] | None:
+    """A Numba kernel that reads every logit once (integer max of the raw bits per row), or
+    None without Numba / off the CPU."""
+    if logits.device.type != "cpu":
+        return None
+    try:
+        import numpy as np
+        from numba import njit, prange
+    except ImportError:
+        return None
+
+    @njit(parallel=True, cache=False)
+    def read_rows(src, out):  # pragma: no cover - compiled
+        for r in prange(src.shape[0]):
+            row = src[r]
+            acc = row[0]
+            for k in range(row.shape[0]):
+                acc = max(acc, row[k])
+            out[r] = acc
+
+    flat = logits.reshape(-1, logits.shape[-1])
+    bits = flat.view(torch.int16 if flat.element_size() == 2 else torch.int32).numpy()
+    out = np.empty(flat.shape[0], dtype=np.int64)
+    return lambda: read_rows(bits, out)
+
+
 def _cases(
     logits: torch.Tensor, backends: list[str], quick: bool, large: bool = False
 ) -> list[tuple[str, str, Callable[[], object], bool]]:
@@ -147,6 +178,10 @@ def _cases(
         else logits
     )
     cases = [("floor", "torch", lambda: logits.amax(-1), False)]
+    read = _read_floor(logits)
+    if read is not None:
+        read()  # compile outside the timing
+        cases.append(("read", "numba", read, False))
     if not large:
         cases += [
             ("llada_t0", "torch", lambda: llada_greedy_step(logits), False),
@@ -188,6 +223,16 @@ def _cases(
                 b,
                 lambda b=b: K.propose(
                     logits, temperature=1.0, key=key, top_p=0.95, stats="sampled", backend=b
+                ),
+                slow,
+            )
+        )
+        cases.append(
+            (
+                "propose_min_p",
+                b,
+                lambda b=b: K.propose(
+                    logits, temperature=1.0, key=key, min_p=0.05, stats="sampled", backend=b
                 ),
                 slow,
             )
@@ -312,12 +357,16 @@ def main(
 RATIOS = [
     ("propose_t0 / floor", ("propose_t0", None), ("floor", "torch"), "<= 2"),
     ("propose_t1 / floor", ("propose_t1", None), ("floor", "torch"), "<= 2.5"),
+    ("propose_t0 / read", ("propose_t0", None), ("read", "numba"), "<= 2"),
+    ("propose_t1 / read", ("propose_t1", None), ("read", "numba"), "<= 2.5"),
+    ("floor / read", ("floor", "torch"), ("read", "numba"), "-"),
     ("llada_t0 / propose_t0", ("llada_t0", "torch"), ("propose_t0", None), ">= 5"),
     ("llada_gumbel_t1 / propose_t1", ("llada_gumbel_t1", "torch"), ("propose_t1", None), ">= 40"),
     ("torch_fp32 / propose_t0", ("torch_fp32", "torch"), ("propose_t0", None), ">= 5"),
     ("keys / propose_t1", ("keys", "torch"), ("propose_t1", None), "-"),
     ("propose_top_p / propose_t1", ("propose_top_p", None), ("propose_t1", None), "<= 2"),
     ("propose_top_k / propose_t1", ("propose_top_k", None), ("propose_t1", None), "-"),
+    ("propose_min_p / propose_t1", ("propose_min_p", None), ("propose_t1", None), "-"),
     ("torch_top_p / propose_top_p", ("torch_top_p", "torch"), ("propose_top_p", None), "-"),
     ("torch_top_k / propose_top_k", ("torch_top_k", "torch"), ("propose_top_k", None), "-"),
     ("token_prob / floor", ("token_prob", None), ("floor", "torch"), "-"),

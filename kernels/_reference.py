@@ -63,11 +63,17 @@ def _pick(weights: list[float], u: float) -> int:
 
 
 def kept_oracle(
-    x: list[float], temperature: float, top_p: float = 1.0, top_k: int = 0, strict: bool = False
+    x: list[float],
+    temperature: float,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    strict: bool = False,
+    min_p: float = 0.0,
 ) -> list[bool]:
     """The filter's kept set of one row, walking the tokens in sorted order (ties all kept).
 
-    ``top_p = 1`` / ``top_k = 0`` are off; ``strict`` is ReMDM's nucleus convention.
+    ``top_p = 1`` / ``top_k = 0`` / ``min_p = 0`` are off; ``strict`` is ReMDM's nucleus
+    convention; min-p keeps ``p_i >= min_p * max_j p_j``.
     """
     vocab = len(x)
     m = max(x)
@@ -96,6 +102,10 @@ def kept_oracle(
     if 0 < top_k < vocab:
         kth = sorted(x, reverse=True)[top_k - 1]
         keep = [k and v >= kth for k, v in zip(keep, x, strict=True)]
+    if min_p > 0.0:
+        total = sum(e)
+        p_max = max(e) / total
+        keep = [k and w / total >= min_p * p_max for k, w in zip(keep, e, strict=True)]
     return keep
 
 
@@ -109,10 +119,11 @@ def propose_oracle(
     top_k: int = 0,
     strict: bool = False,
     sampled: bool = False,
+    min_p: float = 0.0,
 ):
     """Per-row float64 oracle of ``propose`` on (N, V) logits (already rounded to float32).
 
-    ``top_p``/``top_k``/``strict``/``sampled`` as in the backends' ``propose_rows``.
+    ``top_p``/``top_k``/``strict``/``sampled``/``min_p`` as in the backends' ``propose_rows``.
     Returns four (N,) arrays: tokens int64, prob, margin, entropy float64.
     """
     x_all = np.asarray(logits, dtype=np.float64)
@@ -134,7 +145,7 @@ def propose_oracle(
                 h -= p * math.log(p) if p > 0 else 0.0
         ordered = sorted(x, reverse=True)
         runner_up = math.exp(ordered[1] - m) / s if vocab > 1 else 0.0
-        keep = kept_oracle(x, temperature, top_p, top_k, strict)
+        keep = kept_oracle(x, temperature, top_p, top_k, strict, min_p)
         if temperature == 0:
             tok = x.index(m)
         else:

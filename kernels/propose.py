@@ -26,7 +26,7 @@ floating-point rounding of the masses, with no truncated noise tail (no Gumbel n
 CDF resolution 2**-53). Fast backends re-read one tile of the chosen row, so a sampled row
 costs one read plus ``TILE`` elements.
 
-Filtering (``top_p``, ``top_k``; both optional, applied to the same row). Let ``T_f = T`` for
+Filtering (``top_p``, ``top_k``, ``min_p``; all optional, applied to the same row). Let ``T_f = T`` for
 ``T > 0`` and ``T_f = 1`` at ``T = 0`` (the filter and the sampled statistics then use the
 untempered softmax, as Dream's ``sample_tokens`` does), ``e_i = exp((x_i - m) / T_f)`` and
 ``S = Σ e``. Kept set ``K``:
@@ -39,6 +39,12 @@ untempered softmax, as Dream's ``sample_tokens`` does), ``e_i = exp((x_i - m) / 
   cumulative mass *including themselves* is ``<= top_p · S``, plus the top-1:
   ``K = {e_i > w} ∪ {argmax}``.
 * top-k: keep the tokens whose logit is ``>=`` the k-th largest (ties at the k-th all kept).
+* min-p (Nguyen et al. 2024; HF ``MinPLogitsWarper``): keep the tokens whose probability is
+  at least ``min_p`` times the top probability, ``K = {e_i >= min_p}`` (``e`` is 1 at the max,
+  so the top-1 is always kept). No selection is needed: the cut is known before the pass.
+
+Each filter is computed on the full (tempered) distribution and ``K`` is the intersection of
+the kept sets (not HF's sequence of warpers, where top-p sees the top-k-renormalised mass).
 
 Ties at a cut are all kept (a sorting implementation keeps an arbitrary subset of them).
 The fast backends decide membership on float32 ``e`` without sorting (threshold search by
@@ -124,6 +130,7 @@ def propose(
     top_k: int | None = None,
     nucleus: str = "crossing",
     stats: str = "untempered",
+    min_p: float | None = None,
 ) -> Proposal:
     """Propose a token per position and score it, reading each row of logits once.
 
@@ -150,6 +157,10 @@ def propose(
         None or 1 disables. Convention chosen by ``nucleus``.
     top_k : int, optional
         Keep the ``top_k >= 1`` largest logits (ties at the k-th kept); None disables.
+    min_p : float, optional
+        Keep the tokens whose probability under ``softmax(logits / T)`` (``softmax(logits)``
+        at T = 0) is at least ``min_p`` times the top token's, ``min_p`` in [0, 1]; None or 0
+        disables, 1 keeps only the (tied) top tokens.
     nucleus : {"crossing", "strict"}
         "crossing" keeps the token whose cumulative mass crosses ``top_p`` (HF, Dream, APD);
         "strict" keeps only tokens whose cumulative mass is ``<= top_p``, plus the top-1
@@ -173,12 +184,13 @@ def propose(
         For a NaN, a +inf or no finite logit in a computed row (this check is the op's one
         host synchronisation), a negative/non-finite temperature, ``temperature > 0`` without
         a key, or shapes (of ``rows``, ``key``) that do not match.
-        Also for ``top_p`` outside (0, 1], ``top_k < 1`` or an unknown ``nucleus``/``stats``;
+        Also for ``top_p`` outside (0, 1], ``top_k < 1``, ``min_p`` outside [0, 1] or an
+        unknown ``nucleus``/``stats``;
         every argument is checked before any kernel runs.
     TypeError
         For a logits dtype that is not floating point, ``rows`` that is not bool, a ``key``
         that is not an int64 tensor, a
-        non-real ``top_p`` or a non-integer ``top_k``.
+        non-real ``top_p``/``min_p`` or a non-integer ``top_k``.
 
     Examples
     --------
@@ -207,6 +219,7 @@ def propose(
             "e.g. key=remask.kernels.split(seed, logits.shape[:-1])"
         )
     top_p, top_k, strict, sampled = check_filter(top_p, top_k, nucleus, stats, logits.shape[-1])
+    min_p = check_min_p(min_p)
     lead = logits.shape[:-1]  # (B, L) or (N,)
     if rows is not None:
         if not isinstance(rows, torch.Tensor) or rows.dtype != torch.bool:
@@ -231,7 +244,11 @@ def propose(
             empty.clone(),
             empty.clone(),
         )
-    if top_p < 1.0 or top_k > 0 or sampled:
+    if min_p > 0.0:  # only then the backends see the argument (older signatures work)
+        tokens, prob, margin, entropy, status = impl(
+            x, rows, temperature, key, top_p, top_k, strict, sampled, min_p
+        )
+    elif top_p < 1.0 or top_k > 0 or sampled:
         tokens, prob, margin, entropy, status = impl(
             x, rows, temperature, key, top_p, top_k, strict, sampled
         )
@@ -272,6 +289,18 @@ def check_filter(top_p, top_k, nucleus, stats, vocab: int) -> tuple[float, int, 
     return top_p, top_k, nucleus == "strict", stats == "sampled"
 
 
+def check_min_p(min_p) -> float:
+    """Validate ``min_p`` of :func:`propose`; returns it as a float, 0.0 meaning "off"."""
+    if min_p is None:
+        return 0.0
+    if isinstance(min_p, bool) or not isinstance(min_p, numbers.Real):
+        raise TypeError(f"min_p must be a real number in [0, 1], got {min_p!r}")
+    min_p = float(min_p)
+    if not 0.0 <= min_p <= 1.0:  # also rejects NaN
+        raise ValueError(f"min_p must be in [0, 1], got {min_p!r}")
+    return min_p
+
+
 def raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> None:
     """Raise ValueError naming the first computed row whose logits are unusable."""
     bad = status != 0  # (N,)
@@ -297,6 +326,7 @@ def propose_rows(
     top_k: int = 0,
     strict: bool = False,
     sampled: bool = False,
+    min_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference implementation on 2-D input (every backend exposes this signature).
 
@@ -311,6 +341,8 @@ def propose_rows(
     top_p, top_k, strict, sampled
         The filter in the form returned by :func:`check_filter` (1.0 / 0 = off; ``strict``
         for ``nucleus="strict"``, ``sampled`` for ``stats="sampled"``).
+    min_p : float
+        Validated by :func:`check_min_p` (0.0 = off).
 
     Returns
     -------
@@ -324,7 +356,7 @@ def propose_rows(
     """
     n_rows, vocab = x.shape
     chunk = max(1, _REFERENCE_CHUNK_ELEMENTS // vocab)
-    filt = (top_p, top_k, strict, sampled)
+    filt = (top_p, top_k, strict, sampled, min_p)
     parts = [
         _reference_chunk(
             x[start : start + chunk],
@@ -348,7 +380,7 @@ def _reference_chunk(
     xc: torch.Tensor,
     key: torch.Tensor | None,
     temperature: float,
-    filt: tuple[float, int, bool, bool] = (1.0, 0, False, False),
+    filt: tuple[float, int, bool, bool, float] = (1.0, 0, False, False, 0.0),
 ) -> tuple[torch.Tensor, ...]:
     n, vocab = xc.shape
     x = xc.float()  # (n, V): the precision every backend computes from
@@ -374,10 +406,10 @@ def _reference_chunk(
         margin = (1.0 - torch.exp(x2 - m)) / s
     else:
         margin = 1.0 / s  # no runner-up: its probability is taken as 0
-    top_p, top_k, strict, sampled = filt
+    top_p, top_k, strict, sampled, min_p = filt
     keep = None
-    if top_p < 1.0 or top_k > 0 or sampled:
-        keep, z, ez = _kept_set(x, d, temperature, top_p, top_k, strict)  # (n, V) each
+    if top_p < 1.0 or top_k > 0 or sampled or min_p > 0.0:
+        keep, z, ez = _kept_set(x, d, temperature, top_p, top_k, strict, min_p)  # (n, V) each
     if temperature == 0:
         tokens = x.argmax(-1)  # (n,) first maximal index
     else:
@@ -397,7 +429,13 @@ def _reference_chunk(
 
 
 def _kept_set(
-    x: torch.Tensor, d: torch.Tensor, temperature: float, top_p: float, top_k: int, strict: bool
+    x: torch.Tensor,
+    d: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    strict: bool,
+    min_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The kept set K of the filter, by sorting (the definition; fast backends select).
 
@@ -423,6 +461,8 @@ def _kept_set(
     if top_k > 0:
         kth = x.topk(top_k, dim=-1).values[:, -1:]  # (n, 1)
         keep &= x >= kth
+    if min_p > 0.0:
+        keep &= ez >= min_p  # p_i / p_max = ez_i (ez = 1 at the max)
     return keep, z, ez
 
 

@@ -1,21 +1,31 @@
 """Numba (CPU) backend of :func:`remask.kernels.propose`.
 
-Layout: ``prange`` over rows; each row is streamed once in tiles of ``SAMPLE_TILE`` elements
-that are widened to float32 into a per-row scratch tile (16 KB, stays in L1), on which three
-short vectorizable loops run: tile max, exp/sum (online softmax, row state merged in
-float64), and, when sampling at T != 1, the tempered tile mass. Sampling re-reads one tile
-(see :mod:`remask.kernels.propose` for the two-level rule).
+Layout: ``prange`` over rows; each row is streamed once in tiles of ``SAMPLE_TILE`` elements.
+A tile is read in place (float32 bits, or bf16 bits widened by a 16-bit shift; fp16 goes
+through a lookup table into a 16 KB scratch tile) by **one** vectorized loop that finds the
+tile max (as an order-preserving integer key: LLVM vectorizes integer max reductions, not
+float ones), checks for NaN on the same keys and sums ``e = exp(x - ref)`` and ``e·(x - ref)``
+(plus the tempered mass when sampling at T != 1) relative to ``ref``, the running row max
+*before* the tile. When the tile's max exceeds ``ref`` by more than ``_REBASE_MAX`` (and for
+the first tile with a finite logit) the tile is swept again relative to its own max; smaller
+jumps are rebased in float64, as the row sums are. The argmax index and the runner-up are
+searched (vectorized) only in tiles that raise the max. Sampling re-reads one tile (see
+:mod:`remask.kernels.propose` for the two-level rule). Filtered rows (top-p/top-k/min-p,
+``stats="sampled"``) take two more passes and a radix selection (see below).
 
 Numerics that differ from the torch reference (within the tested tolerances):
 
-* ``exp`` in the streaming loop is a range-reduced polynomial (the pip llvmlite has no SVML,
-  so ``np.exp`` would be a scalar libm call, ~4x slower, measured when the kernel was
-  written); relative error ~2e-7, and ``exp(d)`` is flushed to 0 below ``d ≈ -87.3`` (probabilities < 1e-38);
+* ``exp`` in the streaming loops is a range-reduced polynomial (the pip llvmlite has no
+  SVML, so ``np.exp`` would be a scalar libm call); relative error < 3e-7 for
+  ``d > -10`` and < 5e-7 down to ``d = -87`` (tested), exactly 1 at ``d = 0``, and flushed to
+  0 below ``d ≈ -87.3`` (probabilities < 1e-38);
 * the streaming loops are compiled with fast-math flags *without* ``ninf`` (−inf logits are
   legal) and with ``nnan``: NaN is detected on the raw bits instead, which fast-math cannot
   fold away;
-* the chosen tile of a sampled row is recomputed in float64 with libm ``exp``, exactly as in
-  the reference, so the Philox draw maps to the same token except at ~1-ulp near-ties.
+* the chosen tile of a sampled row is recomputed in float64 with a vectorized polynomial
+  ``exp`` (within 2 ulp of libm, tested) and the cumulative sum is walked per 64-element
+  block, so the Philox draw maps to the same token as the reference except at near-ties of
+  a few ulp.
 
 Inputs are passed as raw bits (float32 as uint32, bf16/fp16 as uint16, zero-copy views);
 float64 logits are rounded to a float32 copy first.
@@ -31,6 +41,7 @@ import numba
 import numpy as np
 import torch
 from numba import njit, prange
+from numba.extending import overload
 
 from remask.kernels._philox import (
     PHILOX_M0,
@@ -42,7 +53,14 @@ from remask.kernels._philox import (
 )
 from remask.kernels.propose import SAMPLE_TILE
 
-__all__ = ["SERIAL_ELEMENTS", "philox4x32", "propose_rows", "serial_below", "unavailable_reason"]
+__all__ = [
+    "SERIAL_ELEMENTS",
+    "min_p_bits",
+    "philox4x32",
+    "propose_rows",
+    "serial_below",
+    "unavailable_reason",
+]
 
 #: Calls that compute fewer logits than this run on the calling thread alone: waking the
 #: thread pool costs more than the work (tens of microseconds idle, and milliseconds on a
@@ -74,20 +92,32 @@ _SH21 = np.uint64(21)
 _SH11 = np.uint64(11)
 _TWO_M53 = 1.0 / 9007199254740992.0
 
-# exp(d) = 2**k * p(r), k = round(d / ln 2), r = d - k ln 2 in [-ln2/2, ln2/2] (Cody-Waite
-# split of ln 2 so that r is exact); p = degree-6 Taylor polynomial, truncation error
-# r**7/7! < 2.2e-8 relative on that interval.
+# exp(d) = 2**k * p(r), k = round(d / ln 2), r = d - k ln 2 in [-ln2/2, ln2/2] (one fused
+# multiply-add with ln 2 rounded to float32, contracted under the _FAST flags every caller
+# compiles with; the error k * 1.9e-9 matters only for tiny e); p = degree-6 Taylor
+# polynomial. Relative error < 3e-7 for d in (-10, 0], < 5e-7 down to d = -87, exactly 1 at
+# d = 0 (tests/kernels/test_propose.py::test_fast_exp_relative_error). A degree-5 minimax
+# polynomial (one FMA fewer) was tried: no measurable speed-up of the first pass (0.22-0.27
+# vs 0.23-0.24 ns per logit on an L1 tile, one thread), and its error, spread evenly over
+# the interval, moved simple probabilities such as 0.75 by 1-2 ulp, which threshold tests
+# at exact ties (llada2, llada21) noticed.
 _LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)  # few mantissa bits: k * _LN2_HI is exact for |k| < 2**9
-_LN2_LO = np.float32(-2.12194440e-4)
+_LN2 = np.float32(0.6931471805599453)
+_ONE = np.float32(1.0)
 _C2 = np.float32(1.0 / 2)
 _C3 = np.float32(1.0 / 6)
 _C4 = np.float32(1.0 / 24)
 _C5 = np.float32(1.0 / 120)
 _C6 = np.float32(1.0 / 720)
-_ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
 _D_MIN = np.float32(-88.0)  # below this exp underflows float32; clamping also tames -inf
+# Upper clamp of the fused pass, whose tiles are exponentiated relative to the running max
+# *before* their own max is known: exp(64) * SAMPLE_TILE stays far below float32 overflow.
+_D_MAX = np.float32(64.0)
+# A tile whose max exceeds the reference by more than this is redone relative to its own
+# max: beyond it the float32 entropy term t = Σ e·d, rebased in float64, would lose more
+# than ~1e-6 nats to cancellation (t and s·δ agree to float32 rounding, times δ).
+_REBASE_MAX = 8.0
 _I127 = np.int32(127)
 _I23 = np.int32(23)
 
@@ -143,7 +173,7 @@ def philox4x32(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
 def _exp_neg(d):  # pragma: no cover - compiled
     """exp(d) for float32 d <= 0 already clamped to >= _D_MIN; 0 below ~-87.3."""
     kf = np.floor(d * _LOG2E + _HALF)
-    r = d - kf * _LN2_HI - kf * _LN2_LO
+    r = d - kf * _LN2  # contracted to one FMA
     p = _ONE + r * (_ONE + r * (_C2 + r * (_C3 + r * (_C4 + r * (_C5 + r * _C6)))))
     # 2**k through the exponent bits; k = -127 gives the bit pattern 0, i.e. exactly 0.
     scale = np.int32((np.int32(kf) + _I127) << _I23).view(np.float32)
@@ -195,48 +225,154 @@ def _key_to_float(key):  # pragma: no cover - compiled
     return np.float64(np.int32(i).view(np.float32))
 
 
+# ---------------------------------------------------------------------------------------------
+# Fused first pass: the tile is read once from the logits themselves (float32 bits, or bf16
+# bits widened by a shift) and max, NaN check and the exp sums run in the same vectorized
+# loop, relative to the running row max *before* this tile (the tile's own max is found in the
+# same sweep; when it exceeds that reference by more than _REBASE_MAX the tile is redone).
+
+
+def _bits(v):  # pragma: no cover - replaced by the overload below inside compiled code
+    """float32 bits of one element: bf16 is the top half of a float32 (shift), fp32 as is."""
+    raise NotImplementedError
+
+
+@overload(_bits, inline="always")
+def _bits_overload(v):
+    if v.bitwidth == 16:  # bf16 only: fp16 is widened into a uint32 tile first (table)
+        return lambda v: np.uint32(np.uint32(v) << np.uint32(16))
+    return lambda v: np.uint32(v)
+
+
+@njit(cache=True, inline="always")
+def _key(b):  # pragma: no cover - compiled
+    """Order-preserving int32 key of float32 bits (LLVM vectorizes int max, not float max)."""
+    i = np.int32(b)
+    return np.int32(i ^ np.int32(np.int32(i >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+
+
+# Keys of +inf and -inf: a key above the first or below the second is a NaN.
+_KEY_PINF = np.int32(0x7F800000)
+_KEY_NINF = np.int32(np.int32(np.uint32(0xFF800000).view(np.int32)) ^ np.int32(0x7FFFFFFF))
+
+
 @njit(cache=True)
-def _tile_second_key(ubuf, n, skip):  # pragma: no cover - compiled
-    """Largest key of the tile excluding position `skip` (duplicates of the max count)."""
+def _seg_max(seg, n):  # pragma: no cover - compiled
+    """(max key, min key) of seg[:n] (a NaN shows as a key beyond ±inf's)."""
     kmax = np.int32(-2147483648)
+    kmin = np.int32(2147483647)
     for k in range(n):
-        i = np.int32(ubuf[k])
-        key = i ^ ((i >> np.int32(31)) & np.int32(0x7FFFFFFF))
-        key = key if k != skip else np.int32(-2147483648)
+        key = _key(_bits(seg[k]))
         kmax = max(kmax, key)
-    return kmax
+        kmin = min(kmin, key)
+    return kmax, kmin
 
 
 @njit(cache=True, fastmath=_FAST)
-def _tile_exp_sums(fbuf, n, ref):  # pragma: no cover - compiled
-    """Σ exp(x - ref) and Σ exp(x - ref)(x - ref) over the tile (float32 lanes, float64 result)."""
+def _seg_pass(seg, n, ref):  # pragma: no cover - compiled
+    """One sweep of seg[:n]: (max key, min key, Σ e, Σ e·d) with d = x - ref clamped to
+    [_D_MIN, _D_MAX] and e = exp(d) (float32 lanes, float64 results)."""
+    kmax = np.int32(-2147483648)
+    kmin = np.int32(2147483647)
     s = np.float32(0.0)
     t = np.float32(0.0)
     for k in range(n):
-        d = fbuf[k] - ref
-        d = max(_D_MIN, d)
+        b = _bits(seg[k])
+        key = _key(b)
+        kmax = max(kmax, key)
+        kmin = min(kmin, key)
+        d = min(_D_MAX, max(_D_MIN, b.view(np.float32) - ref))
         e = _exp_neg(d)
         s += e
         t += e * d
-    return np.float64(s), np.float64(t)
+    return kmax, kmin, np.float64(s), np.float64(t)
 
 
 @njit(cache=True, fastmath=_FAST)
-def _tile_exp_sums_tempered(fbuf, n, ref, inv_t):  # pragma: no cover - compiled
-    """_tile_exp_sums plus the tempered mass Σ exp((x - ref) / T), in the same sweep."""
+def _seg_pass_tempered(seg, n, ref, inv_t):  # pragma: no cover - compiled
+    """_seg_pass plus the tempered mass Σ exp((x - ref) / T), in the same sweep."""
+    kmax = np.int32(-2147483648)
+    kmin = np.int32(2147483647)
     s = np.float32(0.0)
     t = np.float32(0.0)
     w = np.float32(0.0)
     for k in range(n):
-        d = fbuf[k] - ref
-        dt = d * inv_t
-        d = max(_D_MIN, d)
-        dt = max(_D_MIN, dt)
+        b = _bits(seg[k])
+        key = _key(b)
+        kmax = max(kmax, key)
+        kmin = min(kmin, key)
+        d0 = b.view(np.float32) - ref
+        d = min(_D_MAX, max(_D_MIN, d0))
+        dt = min(_D_MAX, max(_D_MIN, d0 * inv_t))
         e = _exp_neg(d)
         s += e
         t += e * d
         w += _exp_neg(dt)
-    return np.float64(s), np.float64(t), np.float64(w)
+    return kmax, kmin, np.float64(s), np.float64(t), np.float64(w)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _seg_first_equal(seg, n, value):  # pragma: no cover - compiled
+    """First k < n with seg[k] == value as floats (so -0.0 == 0.0, as torch.argmax)."""
+    first = n
+    for k in range(n):
+        first = min(first, k if _bits(seg[k]).view(np.float32) == value else n)
+    return first
+
+
+@njit(cache=True)
+def _seg_second_key(seg, n, skip):  # pragma: no cover - compiled
+    """Largest key of seg[:n] excluding position `skip` (duplicates of the max count)."""
+    kmax = np.int32(-2147483648)
+    for k in range(n):
+        key = _key(_bits(seg[k]))
+        kmax = max(kmax, key if k != skip else np.int32(-2147483648))
+    return kmax
+
+
+@njit(cache=True)
+def _tile_step(seg, n, ref, tempered, inv_t):  # pragma: no cover - compiled
+    """First-pass work on one tile. ``ref`` is the running row max (float32), or -inf when
+    no finite logit has been seen: the tile's max is then found first.
+
+    Returns ``(bad, mt, ref_used, s, t, w, first, second)``: ``bad`` 1 for a NaN, 2 for +inf
+    (sums not computed), ``mt`` the tile max, sums relative to ``ref_used``, ``first`` the
+    index of the tile max and ``second`` the largest other value (computed only when
+    ``mt > ref``, i.e. when they may change the row's top-2).
+    """
+    if ref == -np.inf:
+        kmax, kmin = _seg_max(seg, n)
+        mt = _key_to_float(kmax)
+        if kmax > _KEY_PINF or kmin < _KEY_NINF:
+            return 1, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
+        if mt == np.inf:
+            return 2, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
+        if mt == -np.inf:
+            return 0, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
+        ref_used = np.float32(mt)
+    else:
+        ref_used = ref
+    for _attempt in range(2):
+        if tempered:
+            kmax, kmin, s, t, w = _seg_pass_tempered(seg, n, ref_used, inv_t)
+        else:
+            kmax, kmin, s, t = _seg_pass(seg, n, ref_used)
+            w = s
+        if kmax > _KEY_PINF or kmin < _KEY_NINF:
+            return 1, np.nan, ref, 0.0, 0.0, 0.0, 0, -np.inf
+        mt = _key_to_float(kmax)
+        if mt == np.inf:
+            return 2, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
+        delta = mt - np.float64(ref_used)
+        if delta <= _REBASE_MAX and delta * inv_t <= 60.0:
+            break
+        ref_used = np.float32(mt)  # a jump of the max: redo relative to the tile's own max
+    first = 0
+    second = -np.inf
+    if mt > ref or ref == -np.inf:
+        first = _seg_first_equal(seg, n, np.float32(mt))
+        second = _key_to_float(_seg_second_key(seg, n, first))
+    return 0, mt, np.float64(ref_used), s, t, w, first, second
 
 
 @njit(cache=True)
@@ -252,16 +388,88 @@ def _pick(cum, n, target, weights):  # pragma: no cover - compiled
     return last
 
 
+# float64 exp for the chosen tile of a sampled row (y <= 0): 2**k * p(r), Cody-Waite split of
+# ln 2, p the degree-13 Taylor polynomial (truncation < 4e-18 relative on |r| <= ln2/2), so
+# within ~2 ulp of libm; vectorizable, unlike the libm call (~5 ns per element).
+_LOG2E_64 = 1.4426950408889634
+_LN2_HI_64 = 0.6931471803691238  # 32 significant bits: k * _LN2_HI_64 is exact
+_LN2_LO_64 = 1.9082149292705877e-10
+_EXP64_MIN = -708.0  # exp below this is < 3.3e-308; returned as 0 (as for -inf)
+_INV_FACT = tuple(1.0 / math.factorial(i) for i in range(14))
+
+
+@njit(cache=True, inline="always", fastmath={"nsz", "contract"})
+def _exp64(y):  # pragma: no cover - compiled
+    """exp(y) in float64 for y <= 0 (-inf included), 0 below _EXP64_MIN."""
+    yc = max(y, _EXP64_MIN)
+    kf = np.floor(yc * _LOG2E_64 + 0.5)
+    r = (yc - kf * _LN2_HI_64) - kf * _LN2_LO_64
+    p = _INV_FACT[13]
+    p = _INV_FACT[12] + r * p
+    p = _INV_FACT[11] + r * p
+    p = _INV_FACT[10] + r * p
+    p = _INV_FACT[9] + r * p
+    p = _INV_FACT[8] + r * p
+    p = _INV_FACT[7] + r * p
+    p = _INV_FACT[6] + r * p
+    p = _INV_FACT[5] + r * p
+    p = _INV_FACT[4] + r * p
+    p = _INV_FACT[3] + r * p
+    p = _INV_FACT[2] + r * p
+    p = 1.0 + r * p
+    p = 1.0 + r * p
+    scale = np.int64((np.int64(kf) + np.int64(1023)) << np.int64(52)).view(np.float64)
+    return p * scale if y >= _EXP64_MIN else 0.0
+
+
+_PICK_BLOCK = 64
+
+
+@njit(cache=True, fastmath={"nsz", "contract", "reassoc", "arcp"})
+def _pick_blocked(wbuf, n, u):  # pragma: no cover - compiled
+    """First i < n whose running sum of wbuf exceeds u * Σ wbuf, clamped to the last
+    positive weight: sums of 64-element blocks (vectorized) locate the block, a sequential
+    walk finds the element. Same rule as the reference's cumsum up to float64 rounding."""
+    n_blocks = (n + _PICK_BLOCK - 1) // _PICK_BLOCK
+    bsum = np.empty(n_blocks, dtype=np.float64)
+    last = 0
+    for k in range(n):
+        last = max(last, k if wbuf[k] > 0.0 else 0)
+    total = 0.0
+    for b in range(n_blocks):
+        lo = b * _PICK_BLOCK
+        hi = min(n, lo + _PICK_BLOCK)
+        acc = 0.0
+        for k in range(lo, hi):
+            acc += wbuf[k]
+        bsum[b] = acc
+        total += acc
+    target = u * total
+    acc = 0.0
+    for b in range(n_blocks):
+        if acc + bsum[b] > target or b == n_blocks - 1:
+            lo = b * _PICK_BLOCK
+            for k in range(lo, min(n, lo + _PICK_BLOCK)):
+                acc += wbuf[k]
+                if acc > target:
+                    return min(k, last)
+            return last
+        acc += bsum[b]
+    return last
+
+
+@njit(cache=True, fastmath={"nsz", "contract"})
+def _tile_weights64(fbuf, n, m, temperature, wbuf):  # pragma: no cover - compiled
+    """wbuf[k] = exp((x_k - m) / T) in float64 (the reference's weights)."""
+    for k in range(n):
+        wbuf[k] = _exp64((np.float64(fbuf[k]) - m) / temperature)
+
+
 @njit(cache=True)
 def _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf):  # pragma: no cover - compiled
-    """Choose an element of the tile in float64, exactly as the torch reference does."""
-    acc = 0.0
-    for k in range(n):
-        w = math.exp((np.float64(fbuf[k]) - m) / temperature)
-        wbuf[k] = w
-        acc += w
-        cbuf[k] = acc
-    return _pick(cbuf, n, u2 * acc, wbuf)
+    """Choose an element of the tile in float64, as the torch reference does."""
+    _tile_weights64(fbuf, n, m, temperature, wbuf)
+    return _pick_blocked(wbuf, n, u2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,11 +480,12 @@ _ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum
 
 
 @njit(cache=True, fastmath=_FAST)
-def _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo):  # pragma: no cover - compiled
-    """ebuf[lo + k] = exp((x_k - ref) / T_f) for the tile (float32); returns Σ of the tile."""
+def _tile_exp_store(seg, n, ref, inv_t, ebuf, lo):  # pragma: no cover - compiled
+    """ebuf[lo + k] = exp((x_k - ref) / T_f) for the tile (float32); returns Σ of the tile.
+    ``seg`` holds float32 or bf16 bits (read in place, as in the first pass)."""
     acc = np.float32(0.0)
     for k in range(n):
-        d = max(_D_MIN, (fbuf[k] - ref) * inv_t)
+        d = max(_D_MIN, (_bits(seg[k]).view(np.float32) - ref) * inv_t)
         e = _exp_neg(d)
         ebuf[lo + k] = e
         acc += e
@@ -284,12 +493,12 @@ def _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo):  # pragma: no cover - compil
 
 
 @njit(cache=True, fastmath=_FAST)
-def _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr):  # pragma: no cover - compiled
+def _tile_kept_sums(seg, n, ref, inv_t, ebits, lo, thr):  # pragma: no cover - compiled
     """Σ_K e and Σ_K e·d over the tile, K = {bits(e) >= thr} (branch-free select)."""
     s = np.float32(0.0)
     t = np.float32(0.0)
     for k in range(n):
-        d = max(_D_MIN, (fbuf[k] - ref) * inv_t)
+        d = max(_D_MIN, (_bits(seg[k]).view(np.float32) - ref) * inv_t)
         e = ebits[lo + k]
         w = np.uint32(e).view(np.float32) if e >= thr else np.float32(0.0)
         s += w
@@ -308,7 +517,10 @@ def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragm
     """Bits of the largest e with Σ_{e' >= e} weight(e') > target, or -1 if there is none.
 
     weight = e (top-p mass) or 1 (top-k count). ``cand``/``cand2`` are (V,) uint32 scratch,
-    ``hist`` a (2048,) float64 scratch. Ties are grouped (a value is one bin at the end).
+    ``hist`` a (4 * 2048,) float64 scratch: four interleaved histograms, because most
+    elements of a row fall in a few bins (the tiny weights) and one histogram would chain
+    every update on the previous one through memory (~15 cycles per element, measured).
+    Ties are grouped (a value is one bin at the end).
     """
     src = ebits
     n = vocab
@@ -317,18 +529,20 @@ def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragm
     for level in range(3):
         shift = _LEVELS[level][0]
         nbins = _LEVELS[level][1]
-        for b in range(nbins):
+        for b in range(4 * nbins):
             hist[b] = 0.0
-        if level == 0:
+        mask = np.uint32(nbins - 1)
+        if by_count:
             for i in range(n):
-                v = src[i]
-                hist[v >> 20] += 1.0 if by_count else np.float64(np.uint32(v).view(np.float32))
+                hist[(i & 3) * nbins + ((src[i] >> shift) & mask)] += 1.0
         else:
             for i in range(n):
                 v = src[i]
-                hist[(v >> shift) & 1023] += (
-                    1.0 if by_count else np.float64(np.uint32(v).view(np.float32))
+                hist[(i & 3) * nbins + ((v >> shift) & mask)] += np.float64(
+                    np.uint32(v).view(np.float32)
                 )
+        for b in range(nbins):
+            hist[b] += hist[nbins + b] + hist[2 * nbins + b] + hist[3 * nbins + b]
         acc = 0.0
         chosen = -1
         for b in range(nbins - 1, -1, -1):
@@ -388,6 +602,7 @@ def _filtered_row(
     inv_t,
     top_p,
     top_k,
+    min_bits,
     strict,
     sampling,
     ebuf,
@@ -399,25 +614,32 @@ def _filtered_row(
     """Second and third passes of a filtered row. Returns (S_K, T_K, thr); fills masses."""
     vocab = src.shape[1]
     n_tiles = masses.shape[0]
-    fbuf = ubuf.view(np.float32)
     ref = np.float32(m)
     total = 0.0
     for j in range(n_tiles):
         lo = j * SAMPLE_TILE
         n = min(SAMPLE_TILE, vocab - lo)
-        _widen_row(src[r], lo, n, kind, table_bits, ubuf)  # max and status are known
-        total += _tile_exp_store(fbuf, n, ref, inv_t, ebuf, lo)
+        if kind == _KIND_F16:  # max and status are known
+            _widen_row(src[r], lo, n, kind, table_bits, ubuf)
+            total += _tile_exp_store(ubuf, n, ref, inv_t, ebuf, lo)
+        else:
+            total += _tile_exp_store(src[r][lo : lo + n], n, ref, inv_t, ebuf, lo)
     thr = np.uint32(0)
     if top_p < 1.0 or top_k > 0:
         thr = _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist)
+    if min_bits > 0:  # min-p: e >= min_p, a cut known in advance (capped: the top-1 stays)
+        thr = np.uint32(max(np.int64(thr), min(min_bits, np.int64(_ONE_BITS))))
     ebits = ebuf.view(np.uint32)
     sk = 0.0
     tk = 0.0
     for j in range(n_tiles):
         lo = j * SAMPLE_TILE
         n = min(SAMPLE_TILE, vocab - lo)
-        _widen_row(src[r], lo, n, kind, table_bits, ubuf)
-        ts, tt = _tile_kept_sums(fbuf, n, ref, inv_t, ebits, lo, thr)
+        if kind == _KIND_F16:
+            _widen_row(src[r], lo, n, kind, table_bits, ubuf)
+            ts, tt = _tile_kept_sums(ubuf, n, ref, inv_t, ebits, lo, thr)
+        else:
+            ts, tt = _tile_kept_sums(src[r][lo : lo + n], n, ref, inv_t, ebits, lo, thr)
         sk += ts
         tk += tt
         masses[j] = ts
@@ -431,18 +653,21 @@ def _kept_weight(x, m, inv_t, thr):  # pragma: no cover - compiled
     return np.float64(e) if np.float32(e).view(np.uint32) >= thr else 0.0
 
 
+@njit(cache=True, fastmath={"nsz"})
+def _mask_outside(wbuf, n, ebits, lo, thr):  # pragma: no cover - compiled
+    """wbuf[k] = 0 where bits(e[lo + k]) < thr (outside K), branch-free."""
+    for k in range(n):
+        wbuf[k] = wbuf[k] if ebits[lo + k] >= thr else 0.0
+
+
 @njit(cache=True)
 def _sample_in_kept_tile(
     fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr
 ):  # pragma: no cover
     """_sample_in_tile with the weights outside K set to 0."""
-    acc = 0.0
-    for k in range(n):
-        w = math.exp((np.float64(fbuf[k]) - m) / temperature) if ebits[lo + k] >= thr else 0.0
-        wbuf[k] = w
-        acc += w
-        cbuf[k] = acc
-    return _pick(cbuf, n, u2 * acc, wbuf)
+    _tile_weights64(fbuf, n, m, temperature, wbuf)
+    _mask_outside(wbuf, n, ebits, lo, thr)
+    return _pick_blocked(wbuf, n, u2)
 
 
 @njit(cache=True)
@@ -478,6 +703,7 @@ def _propose_kernel(
     keys,
     top_p,
     top_k,
+    min_bits,
     strict,
     sampled,
     out_tok,
@@ -489,7 +715,7 @@ def _propose_kernel(
     n_rows, vocab = src.shape
     n_tiles = (vocab + SAMPLE_TILE - 1) // SAMPLE_TILE
     sampling = temperature > 0.0
-    filtering = top_p < 1.0 or top_k > 0
+    filtering = top_p < 1.0 or top_k > 0 or min_bits > 0
     # The filter changes the sample (T > 0) and the sampled statistics; at T = 0 with
     # untempered statistics it changes nothing (the argmax is always kept).
     second_pass = sampled or (filtering and sampling)
@@ -508,51 +734,70 @@ def _propose_kernel(
         fbuf = ubuf.view(np.float32)
         masses = np.zeros(n_tiles, dtype=np.float64)  # tempered tile masses (rel. to refs)
         refs = np.zeros(n_tiles, dtype=np.float64)  # running max each mass is relative to
-        m = -np.inf  # running max (float64 copy of a float32 value)
+        m = -np.inf  # reference of the row sums s, t (float64 copy of a float32 value)
         s = 0.0  # Σ exp(x - m)
         t = 0.0  # Σ exp(x - m)(x - m)
-        x1 = -np.inf
+        x1 = -np.inf  # row max so far, its index and the runner-up (duplicates count)
         i1 = 0
         x2 = -np.inf
         has_nan = False
+        has_inf = False
+        row = src[r]
+        tempered = sampling and not unit_t and not second_pass
+        inv_t_pass = inv_t if tempered else np.float32(1.0)
         for j in range(n_tiles):
             lo = j * SAMPLE_TILE
             n = min(SAMPLE_TILE, vocab - lo)
-            nan_here, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
-            has_nan |= nan_here
-            mt = _key_to_float(kmax)
-            # top-1 / top-2 bookkeeping; the index search runs only when the max improves.
-            if mt > x1:
-                k_arg = 0
-                for k in range(n):
-                    if np.float64(fbuf[k]) == mt:
-                        k_arg = k
-                        break
-                second = _key_to_float(_tile_second_key(ubuf, n, k_arg))
+            ref = np.float32(x1)
+            if kind == _KIND_F16:
+                _widen_row(row, lo, n, kind, table_bits, ubuf)
+                bad, mt, ref_t, ts, tt, tw, first, second = _tile_step(
+                    ubuf, n, ref, tempered, inv_t_pass
+                )
+            else:  # float32 bits or bf16 bits straight from the logits
+                bad, mt, ref_t, ts, tt, tw, first, second = _tile_step(
+                    row[lo : lo + n], n, ref, tempered, inv_t_pass
+                )
+            if bad == 1:
+                has_nan = True
+                break  # the row is rejected; NaN is reported before +inf
+            if bad == 2:
+                has_inf = True
+            if has_inf or mt == -np.inf:
+                continue  # nothing to add (an all -inf tile contributes 0)
+            if mt > x1:  # top-1 / top-2 bookkeeping
                 x2 = max(x1, second)
                 x1 = mt
-                i1 = lo + k_arg
+                i1 = lo + first
             else:
                 x2 = max(x2, mt)
-            m_new = max(m, mt)
-            if m_new == -np.inf or has_nan:
-                continue  # all -inf so far contributes nothing; a NaN row is rejected anyway
-            if m_new > m and s > 0.0:
-                # Online-softmax rescale, in float64 so that huge |m - m_new| cannot overflow.
-                alpha = math.exp(m - m_new)
-                t = alpha * (t + s * (m - m_new))
-                s = alpha * s
-            m = m_new
-            if sampling and not unit_t and not second_pass:
-                ts, tt, tw = _tile_exp_sums_tempered(fbuf, n, np.float32(m), inv_t)
+            # Merge the tile's sums (relative to ref_t) into the row's (relative to m), in
+            # float64 so that huge |m - ref_t| cannot overflow.
+            if ref_t > m:
+                if s > 0.0:
+                    alpha = math.exp(m - ref_t)
+                    t = alpha * (t + s * (m - ref_t))
+                    s = alpha * s
+                m = ref_t
+                s += ts
+                t += tt
+            elif ref_t == m:
+                s += ts
+                t += tt
             else:
-                ts, tt = _tile_exp_sums(fbuf, n, np.float32(m))
-                tw = ts
-            s += ts
-            t += tt
+                beta = math.exp(ref_t - m)
+                s += beta * ts
+                t += beta * (tt + ts * (ref_t - m))
             if sampling:
-                refs[j] = m
+                refs[j] = ref_t
                 masses[j] = tw
+        if m != x1 and s > 0.0:  # rebase the sums to the row max
+            alpha = math.exp(m - x1)
+            t = alpha * (t + s * (m - x1))
+            s = alpha * s
+        m = x1
+        if has_inf:
+            m = np.inf
         status = 0
         if has_nan:
             status = 1
@@ -573,7 +818,7 @@ def _propose_kernel(
             ebuf = np.empty(vocab, dtype=np.float32)
             cand = np.empty(vocab, dtype=np.uint32)
             cand2 = np.empty(vocab, dtype=np.uint32)
-            hist = np.empty(2048, dtype=np.float64)
+            hist = np.empty(4 * 2048, dtype=np.float64)
             sk, tk, thr = _filtered_row(
                 src,
                 r,
@@ -584,6 +829,7 @@ def _propose_kernel(
                 inv_tf,
                 top_p,
                 top_k,
+                min_bits,
                 strict,
                 sampling,
                 ebuf,
@@ -641,6 +887,17 @@ def serial_below(elements: int) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
+def min_p_bits(min_p: float) -> int:
+    """float32 bits of the smallest float32 >= min_p (0 when off): ``e >= min_p`` for a
+    float32 ``e >= 0`` is ``bits(e) >= min_p_bits(min_p)``."""
+    if min_p <= 0.0:
+        return 0
+    f = np.float32(min_p)
+    if float(f) < min_p:
+        f = np.nextafter(f, np.float32(np.inf))
+    return int(f.view(np.uint32))
+
+
 def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
@@ -650,6 +907,7 @@ def propose_rows(
     top_k: int = 0,
     strict: bool = False,
     sampled: bool = False,
+    min_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Numba implementation of :func:`remask.kernels.propose.propose_rows` (CPU tensors)."""
     if x.device.type != "cpu":
@@ -687,6 +945,7 @@ def propose_rows(
             keys,
             float(top_p),
             int(top_k),
+            min_p_bits(min_p),
             bool(strict),
             bool(sampled),
             tokens.numpy(),

@@ -8,10 +8,12 @@ outside ``rows`` run zero iterations and store the documented defaults, so the l
 no host-side gather (no sync). Sampling keeps the tempered tile masses in a register vector,
 draws two Philox uniforms and re-reads the chosen tile in float64, like the reference.
 
-Filtered proposals (``top_p``/``top_k``/``stats="sampled"``, constexpr ``FILTER``) add, after
+Filtered proposals (``top_p``/``top_k``/``min_p``/``stats="sampled"``, constexpr ``FILTER``) add,
+after
 the streaming pass: one pass for ``S = Σ e`` (``e = exp((x - m) / T_f)`` in float32), a
 bisection on the float32 bits of the cut (31 passes over the row, the two cuts searched
-together; the row is re-read from L2), and one pass for the kept sums and tile masses.
+together; the row is re-read from L2; min-p needs no search, its cut is the float32 bits of
+``min_p`` rounded up), and one pass for the kept sums and tile masses.
 
 Tested on CPU through ``TRITON_INTERPRET=1`` (which must be set before triton is imported)
 and compiled on a GPU when one exists.
@@ -104,7 +106,7 @@ def _filter_e(xv, m, inv_tf):
 
 # Triton turns an integer argument equal to 1 into a compile-time constant (a Python int with
 # no `.to`): top_k can be 1, so it is never specialised. The row keys are read from memory.
-@triton.jit(do_not_specialize=["top_k"])
+@triton.jit(do_not_specialize=["top_k", "min_bits"])
 def _propose_kernel(
     x_ptr,
     stride_row,
@@ -113,6 +115,7 @@ def _propose_kernel(
     temp_ptr,
     key_ptr,
     top_k,
+    min_bits,
     tok_ptr,
     prob_ptr,
     margin_ptr,
@@ -239,6 +242,7 @@ def _propose_kernel(
         else:
             thr_p = tl.where(use_p, lo_p, 0)
         thr = tl.maximum(thr_p, tl.where(use_k, lo_k, 0))
+        thr = tl.maximum(thr, min_bits)  # min-p: e >= min_p (0 when off)
         thr = tl.minimum(thr, 0x3F800000)  # the top-1 (e = 1) is always kept
         s_k64 = tl.zeros([], tl.float64)
         t_k64 = tl.zeros([], tl.float64)
@@ -310,6 +314,7 @@ def propose_rows(
     top_k: int = 0,
     strict: bool = False,
     sampled: bool = False,
+    min_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton implementation of :func:`remask.kernels.propose.propose_rows`."""
     n_rows, vocab = x.shape
@@ -328,7 +333,7 @@ def propose_rows(
     key_arg = key if key is not None else tokens  # unused placeholder when SAMPLING=False
     sampling = temperature > 0
     # At T = 0 with untempered statistics the filter changes nothing (the argmax is kept).
-    filtering = sampled or ((top_p < 1.0 or top_k > 0) and sampling)
+    filtering = sampled or ((top_p < 1.0 or top_k > 0 or min_p > 0.0) and sampling)
     _propose_kernel[(n_rows,)](
         x,
         x.stride(0),
@@ -337,6 +342,7 @@ def propose_rows(
         temp,
         key_arg,
         int(top_k),
+        _min_p_bits(min_p),
         tokens,
         prob,
         margin,
@@ -352,6 +358,16 @@ def propose_rows(
         num_warps=8 if block >= 2048 else 4,
     )
     return tokens, prob, margin, entropy, status
+
+
+def _min_p_bits(min_p: float) -> int:
+    """float32 bits of the smallest float32 >= min_p (0 when off); e >= 0 compares as bits."""
+    if min_p <= 0.0:
+        return 0
+    bits = int(torch.tensor(min_p, dtype=torch.float32).view(torch.int32))
+    if float(torch.tensor(bits, dtype=torch.int32).view(torch.float32)) < min_p:
+        bits += 1  # next float32 up (positive floats order like their bits)
+    return bits
 
 
 def philox4x32(counters: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:

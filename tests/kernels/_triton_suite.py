@@ -184,3 +184,23 @@ def test_triton_row_stats_match_reference(vocab, dtype):
     bad[1, 3] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         K.kl(torch.zeros(2, 9).to(DEVICE), bad.to(DEVICE), backend="triton")
+
+
+@pytest.mark.parametrize(
+    "vocab,dtype,min_p,top_k", [(33, torch.float32, 0.2, None), (5000, torch.bfloat16, 0.05, 40)]
+)
+def test_triton_min_p_matches_reference(vocab, dtype, min_p, top_k):
+    x, rows = _case(vocab, dtype, seed=vocab + 3)
+    kwargs = {
+        "temperature": 0.7,
+        "key": K.split(321, rows.shape).to(DEVICE),
+        "rows": rows,
+        "min_p": min_p,
+        "top_k": top_k,
+        "stats": "sampled",
+    }
+    out = K.propose(x, backend="triton", **kwargs)
+    ref = K.propose(x, backend="torch", **kwargs)
+    assert torch.equal(out.tokens, ref.tokens), (out.tokens, ref.tokens)
+    for got, want in zip(out[1:], ref[1:], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)

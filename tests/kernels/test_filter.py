@@ -35,7 +35,7 @@ def random_case(seed: int, vocab: int, dtype=torch.float32, scale: float = 3.0, 
     return x.to(dtype), mask
 
 
-def oracle(x, rows, temperature, key, top_p, top_k, strict, sampled) -> K.Proposal:
+def oracle(x, rows, temperature, key, top_p, top_k, strict, sampled, min_p=0.0) -> K.Proposal:
     v = x.shape[-1]
     flat_rows = None if rows is None else rows.reshape(-1).numpy()
     keys = key.reshape(-1).tolist()
@@ -48,6 +48,7 @@ def oracle(x, rows, temperature, key, top_p, top_k, strict, sampled) -> K.Propos
         top_k=top_k,
         strict=strict,
         sampled=sampled,
+        min_p=min_p,
     )
     shape = x.shape[:-1]
     toks, *rest = (torch.from_numpy(a) for a in out)
@@ -62,27 +63,40 @@ def assert_matches(out: K.Proposal, ref: K.Proposal, what: str) -> None:
     torch.testing.assert_close(out.entropy, ref.entropy, rtol=ENT_RTOL, atol=ENT_ATOL, msg=what)
 
 
-FILTERS = [  # (top_p, top_k, nucleus, stats)
-    (0.9, None, "crossing", "sampled"),
-    (0.9, None, "strict", "sampled"),
-    (0.5, None, "strict", "untempered"),
-    (None, 3, "crossing", "sampled"),
-    (0.95, 5, "crossing", "sampled"),
-    (0.3, 50, "strict", "sampled"),
-    (None, None, "crossing", "sampled"),
-    (0.99, None, "crossing", "untempered"),
+FILTERS = [  # (top_p, top_k, nucleus, stats, min_p)
+    (0.9, None, "crossing", "sampled", None),
+    (0.9, None, "strict", "sampled", None),
+    (0.5, None, "strict", "untempered", None),
+    (None, 3, "crossing", "sampled", None),
+    (0.95, 5, "crossing", "sampled", None),
+    (0.3, 50, "strict", "sampled", None),
+    (None, None, "crossing", "sampled", None),
+    (0.99, None, "crossing", "untempered", None),
+    (None, None, "crossing", "sampled", 0.05),
+    (None, None, "crossing", "untempered", 0.3),
+    (0.9, None, "crossing", "sampled", 0.1),
+    (None, 5, "crossing", "sampled", 0.02),
+    (None, None, "crossing", "sampled", 1.0),  # only the (tied) top tokens
 ]
 
 
-@pytest.mark.parametrize("top_p,top_k,nucleus,stats", FILTERS)
+@pytest.mark.parametrize("top_p,top_k,nucleus,stats,min_p", FILTERS)
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
-def test_reference_matches_sorting_oracle(top_p, top_k, nucleus, stats, temperature):
+def test_reference_matches_sorting_oracle(top_p, top_k, nucleus, stats, min_p, temperature):
     x, rows = random_case(11, 40)
     key = K.split(5, x.shape[:-1])
-    kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
+    kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats, min_p=min_p)
     ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch", **kw)
     want = oracle(
-        x, rows, temperature, key, top_p or 1.0, top_k or 0, nucleus == "strict", stats == "sampled"
+        x,
+        rows,
+        temperature,
+        key,
+        top_p or 1.0,
+        top_k or 0,
+        nucleus == "strict",
+        stats == "sampled",
+        min_p or 0.0,
     )
     assert_matches(ref, want, f"reference vs oracle {kw} T={temperature}")
 
@@ -92,11 +106,13 @@ def test_reference_matches_sorting_oracle(top_p, top_k, nucleus, stats, temperat
     "vocab,dtype",
     [(7, torch.float32), (1000, torch.bfloat16), (9000, torch.float32), (9000, torch.float16)],
 )
-@pytest.mark.parametrize("top_p,top_k,nucleus,stats", FILTERS)
-def test_backend_matches_reference(backend, vocab, dtype, top_p, top_k, nucleus, stats, warm_numba):
+@pytest.mark.parametrize("top_p,top_k,nucleus,stats,min_p", FILTERS)
+def test_backend_matches_reference(
+    backend, vocab, dtype, top_p, top_k, nucleus, stats, min_p, warm_numba
+):
     x, rows = random_case(vocab, vocab, dtype)
     key = K.split(3, x.shape[:-1])
-    kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats)
+    kw = dict(top_p=top_p, top_k=top_k, nucleus=nucleus, stats=stats, min_p=min_p)
     for temperature in (0.0, 0.5, 1.0):
         out = K.propose(x, temperature=temperature, key=key, rows=rows, backend=backend, **kw)
         ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch", **kw)
@@ -138,14 +154,19 @@ def _chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
     return float(chi2.sf(stat, len(probs) - 1))
 
 
+def _four_token_rows(backend: str, seed: int):
+    """N identical rows of probabilities [0.5, 0.3, 0.15, 0.05] and one key per row."""
+    n = 40_000 if backend != "torch" else 4_000  # the float64 reference pads rows to a tile
+    x = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(n, 4).contiguous()  # (N, V)
+    return n, x, K.split(seed, x.shape[:-1])
+
+
 @pytest.mark.statistical
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_issue_example_law_of_both_conventions(backend, warm_numba):
     # probs [0.5, 0.3, 0.15, 0.05] at top_p = 0.9: ReMDM's convention keeps {0, 1} (the third
     # token's cumulative 0.95 exceeds 0.9), Dream's keeps {0, 1, 2} (the crossing token).
-    n = 40_000 if backend != "torch" else 4_000  # the float64 reference pads rows to a tile
-    x = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(n, 4).contiguous()  # (N, V)
-    key = K.split(7, x.shape[:-1])
+    n, x, key = _four_token_rows(backend, seed=7)
     strict = K.propose(x, temperature=1.0, key=key, top_p=0.9, nucleus="strict", backend=backend)
     counts = torch.bincount(strict.tokens, minlength=4).numpy()
     assert counts[2] == 0 and counts[3] == 0, counts
@@ -234,3 +255,45 @@ def test_ties_at_the_cut_are_all_kept(backend, warm_numba):
     for kw in ({"top_p": 0.3}, {"top_k": 7}, {"top_p": 0.3, "nucleus": "strict"}):
         out = K.propose(x, stats="sampled", backend=backend, **kw)
         torch.testing.assert_close(out.prob, torch.tensor([1 / 5000, 1 / 4000]), rtol=1e-5, atol=0)
+
+
+# ------------------------------------------------------------------------------------ min-p
+
+
+@pytest.mark.statistical
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_min_p_law(backend, warm_numba):
+    # probs [0.5, 0.3, 0.15, 0.05]: min_p = 0.25 keeps p >= 0.125, i.e. the first three tokens,
+    # drawn in proportion 0.5 : 0.3 : 0.15; min_p = 0.5 keeps p >= 0.25, the first two.
+    n, x, key = _four_token_rows(backend, seed=8)
+    for min_p, kept in ((0.25, 3), (0.5, 2)):
+        out = K.propose(x, temperature=1.0, key=key, min_p=min_p, backend=backend)
+        counts = torch.bincount(out.tokens, minlength=4).numpy()
+        assert counts[kept:].sum() == 0, (min_p, counts)
+        probs = np.array([0.5, 0.3, 0.15])[:kept]
+        assert _chi_square_pvalue(counts[:kept], probs / probs.sum()) > ALPHA, (min_p, counts)
+    # at T = 2 the tempered probabilities are ∝ sqrt(p): 0.05 gives sqrt(0.1) = 0.32 of the top
+    out = K.propose(x, temperature=2.0, key=key, min_p=0.3, backend=backend)
+    counts = torch.bincount(out.tokens, minlength=4).numpy()
+    assert counts.min() > 0, counts  # all four kept (0.316 >= 0.3)
+    out = K.propose(x, temperature=2.0, key=key, min_p=0.33, backend=backend)
+    assert torch.bincount(out.tokens, minlength=4)[3] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_min_p(backend):
+    x = torch.randn(2, 5)
+    for value, error in [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        ("0.1", TypeError),
+        (True, TypeError),
+    ]:
+        with pytest.raises(error, match="min_p"):
+            K.propose(x, temperature=1.0, key=K.split(0, 2), min_p=value, backend=backend)
+    # 0 and None are off: identical to no argument
+    plain = K.propose(x, temperature=1.0, key=K.split(0, 2), backend=backend)
+    for off in (0, 0.0, None):
+        out = K.propose(x, temperature=1.0, key=K.split(0, 2), min_p=off, backend=backend)
+        assert torch.equal(out.tokens, plain.tokens)

@@ -283,3 +283,37 @@ def test_oracle_is_not_the_reference():
     assert ent[0] == pytest.approx(
         -(2 / 3) * math.log(2 / 3) - (1 / 3) * math.log(1 / 3), rel=1e-12
     )
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba is not available")
+def test_fast_exp_relative_error():
+    """The Numba kernels' float32 polynomial exp and the float64 one of the sampled tile,
+    against numpy's exp on a dense grid (bounds documented in kernels/_numba/propose.py)."""
+    from numba import njit
+
+    from remask.kernels._numba.propose import _D_MIN, _FAST, _exp64, _exp_neg
+
+    @njit(fastmath=_FAST)  # the kernels' flags: the range reduction is one contracted FMA
+    def ev32(d, out):
+        for i in range(d.shape[0]):
+            out[i] = _exp_neg(max(_D_MIN, d[i]))
+
+    @njit
+    def ev64(y, out):
+        for i in range(y.shape[0]):
+            out[i] = _exp64(y[i])
+
+    d = np.linspace(-87.0, 0.0, 400_001).astype(np.float32)
+    got = np.empty_like(d)
+    ev32(d, got)
+    rel = np.abs(got / np.exp(d.astype(np.float64)) - 1.0)
+    assert rel[d > -10].max() < 3e-7 and rel.max() < 5e-7, rel.max()
+    assert got[-1] == 1.0  # exp(0) is exactly 1: the maximum's weight
+    ev32(np.array([-88.0, -np.inf], dtype=np.float32), got[:2])
+    assert got[0] == 0.0 and got[1] == 0.0
+    y = np.concatenate([-np.geomspace(1e-12, 700.0, 200_001), [0.0, -709.0, -np.inf]])
+    got64 = np.empty_like(y)
+    ev64(y, got64)
+    rel64 = np.abs(got64[:-3] / np.exp(y[:-3]) - 1.0)
+    assert rel64.max() < 4.5e-16, rel64.max()  # within 2 ulp
+    assert got64[-3] == 1.0 and got64[-2] == 0.0 and got64[-1] == 0.0

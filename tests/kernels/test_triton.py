@@ -73,9 +73,10 @@ def test_triton_propose_compiles_for_hopper_without_a_gpu(mode, dtype, monkeypat
     kernel = TP._propose_kernel
     names = kernel.arg_names
     # Arguments that can equal 1 at run time must never be specialised into constants
-    # (the per-row keys are read from memory, so only top_k is such an argument).
+    # (the per-row keys are read from memory, so only top_k and min-p's cut bits are such
+    # arguments).
     unspecialised = {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
-    assert unspecialised >= {"top_k"}
+    assert unspecialised >= {"top_k", "min_bits"}
     signature = {
         "x_ptr": f"*{dtype}",
         "stride_row": "i64",
@@ -84,6 +85,7 @@ def test_triton_propose_compiles_for_hopper_without_a_gpu(mode, dtype, monkeypat
         "temp_ptr": "*fp64",
         "key_ptr": "*i64",
         "top_k": "i64",
+        "min_bits": "i32",
         "tok_ptr": "*i64",
         "prob_ptr": "*fp32",
         "margin_ptr": "*fp32",
