@@ -873,6 +873,11 @@ def _propose_kernel(
         out_prob[r] = math.exp(np.float64(fbuf[k]) - m) / s
 
 
+# The same kernel compiled without the thread pool (``prange`` runs as ``range``): the same
+# results row for row, for calls too small to share out (see ``SERIAL_ELEMENTS``).
+_propose_kernel_serial = njit(cache=True)(_propose_kernel.py_func)
+
+
 @contextlib.contextmanager
 def serial_below(elements: int) -> Iterator[None]:
     """Run the numba kernels inside on one thread when ``elements < SERIAL_ELEMENTS``."""
@@ -934,24 +939,26 @@ def propose_rows(
     entropy = torch.empty(n_rows, dtype=torch.float32)
     status = torch.empty(n_rows, dtype=torch.int32)
     computed = int(rows_np.sum()) if has_rows else n_rows
-    with serial_below(computed * src.shape[1]):
-        _propose_kernel(
-            src,
-            kind,
-            _F16_BITS,
-            rows_np,
-            has_rows,
-            float(temperature),
-            keys,
-            float(top_p),
-            int(top_k),
-            min_p_bits(min_p),
-            bool(strict),
-            bool(sampled),
-            tokens.numpy(),
-            prob.numpy(),
-            margin.numpy(),
-            entropy.numpy(),
-            status.numpy(),
-        )
+    # A small call runs the serial build on the calling thread: neither the thread pool nor
+    # the thread-count switch is touched (their fixed cost exceeds the work at B = 1).
+    small = computed * src.shape[1] < SERIAL_ELEMENTS
+    (_propose_kernel_serial if small else _propose_kernel)(
+        src,
+        kind,
+        _F16_BITS,
+        rows_np,
+        has_rows,
+        float(temperature),
+        keys,
+        float(top_p),
+        int(top_k),
+        min_p_bits(min_p),
+        bool(strict),
+        bool(sampled),
+        tokens.numpy(),
+        prob.numpy(),
+        margin.numpy(),
+        entropy.numpy(),
+        status.numpy(),
+    )
     return tokens, prob, margin, entropy, status

@@ -317,3 +317,24 @@ def test_fast_exp_relative_error():
     rel64 = np.abs(got64[:-3] / np.exp(y[:-3]) - 1.0)
     assert rel64.max() < 4.5e-16, rel64.max()  # within 2 ulp
     assert got64[-3] == 1.0 and got64[-2] == 0.0 and got64[-1] == 0.0
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba is not available")
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("top_p", [None, 0.9])
+def test_numba_serial_and_parallel_builds_agree(temperature, top_p, warm_numba):
+    """A call above the serial cut runs the thread-pool build; each of its rows alone runs the
+    serial build: the same outputs, bit for bit."""
+    from remask.kernels._numba.propose import SERIAL_ELEMENTS
+
+    gen = torch.Generator().manual_seed(4)
+    vocab = 4099
+    n = SERIAL_ELEMENTS // vocab + 3  # (n, V) computed together is above the cut
+    x = torch.randn(n, vocab, generator=gen) * 3
+    key = K.split(11, (n,))
+    kw = dict(temperature=temperature, top_p=top_p, backend="numba")
+    together = K.propose(x, key=key, **kw)
+    for i in (0, n // 2, n - 1):
+        alone = K.propose(x[i : i + 1], key=key[i : i + 1], **kw)
+        for a, b in zip(alone, together):
+            assert torch.equal(a[0], b[i])
