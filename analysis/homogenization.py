@@ -57,15 +57,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from remask.analysis import _util
+from remask.analysis import _fused, _util
 from remask.analysis._util import (
     as_tokens,
     call_logits,
     check_model,
     js,
     position_chunks,
-    rowdot,
-    support_kl,
     unit_scale,
     work_log_probs,
 )
@@ -165,17 +163,17 @@ def _context_free(model, tokens, real, attention_mask, bar=None):
     V = model.vocab_size
     blank = torch.full_like(tokens, model.mask_id)
     uniq, inv = torch.unique(real, dim=0, return_inverse=True)  # (U, L)
-    total = torch.zeros(V, dtype=torch.float64)
+    total = np.zeros(V)  # float64
     for k in range(uniq.shape[0]):
         rows = (inv == k).nonzero()[:, 0]
         am = None if attention_mask is None else attention_mask[rows[:1]]
         logits = call_logits(model, blank[rows[:1]], am)  # (1, L, V)
-        w = real[rows[0]].to(logits.device)
+        w = real[rows[0]].double() * len(rows)  # (L,)
         for sl in position_chunks(1, tokens.shape[1], V):
-            p = work_log_probs(logits[0, sl]).exp()  # (c, V)
-            total += (p * w[sl, None].to(p.dtype)).sum(0).double().cpu() * len(rows)
+            _fused.softmax_mean(logits[0, sl], w[sl], total)  # widened rows: bounded chunks
         if bar is not None:
             bar.update()
+    total = torch.from_numpy(total)
     return total / total.sum()
 
 
@@ -302,60 +300,61 @@ def homogenization_profile(
     J = torch.full((B, L, L), math.nan, dtype=torch.float64) if pairwise else None
     # The control ablates the context: every observed non-special token becomes a mask.
     ctrl_tokens = torch.where(observed, torch.full_like(tokens, model.mask_id), tokens)
-    dev_u = None
+    sup = support if support is not None else torch.isfinite(logu)
+    sup_r = support if support is not None else torch.isfinite(logur)
+    ids = torch.tensor(attractor_ids, dtype=torch.int64)
+    # Rows of logits per fused call: the model's, the control's and the reference's rows of
+    # one chunk, widened to float32, stay within CHUNK_ELEMENTS elements each.
+    per_call = max(1, _util.CHUNK_ELEMENTS // max(1, V))
     for s in range(0, B, step):
         e = min(B, s + step)
         am = None if attention_mask is None else attention_mask[s:e]
         logits = call_logits(model, tokens[s:e], am)  # (b, L, V) model dtype
-        if dev_u is None:
-            dev_u = _unigram_on(logits.device, logu, logur, support)
-        lu, lur, sup = dev_u
         clog = call_logits(model, ctrl_tokens[s:e], am) if control else None
         rlog = None
         if reference is not None:
             ref_tokens = torch.where(
                 masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e]
             )
-            rlog = call_logits(reference, ref_tokens, am).to(logits.device)
-        for sl in position_chunks(e - s, L, V):
-            # Each statistic is one pass over the (b, c, V) chunk: dot products as batched
-            # GEMMs, KLs in the direct form Σ p (log p − log q) (no float32 cancellation).
-            at = (slice(s, e), sl)
-            lp = work_log_probs(logits[:, sl])  # (b, c, V), bounded
-            p = lp.exp()
-            kl_u, missed = _kl_to_unigram(p, lp, lu, sup)
-            _put(
-                stat,
-                at,
-                entropy=_entropy(p, lp),
-                max_prob=_max_prob(lp),
-                kl_unigram=kl_u,
-                unigram_missed_mass=missed,
-                attractor_mass=_attractor_mass(p, attractor_ids),
-            )
-            if control:
-                lc = work_log_probs(clog[:, sl])
-                pc = lc.exp()
+            rlog = call_logits(reference, ref_tokens, am)
+        # Only the masked positions' predictions are reduced (every statistic is NaN
+        # elsewhere), each row once, in a fused kernel (analysis/_fused.py).
+        for r in range(e - s):
+            where = masked[s + r].nonzero()[:, 0]  # (M,)
+            for c in range(0, len(where), per_call):
+                at = where[c : c + per_call]
+                x = logits[r, at.to(logits.device)]  # (c, V) model dtype
+                y = None if clog is None else clog[r, at.to(clog.device)]
+                out = _fused.pair_stats(x, y, logu, sup)  # (c, 11) float64
+                col = dict(zip(_fused.PAIR_COLUMNS, out.unbind(-1)))
+                row = (s + r, at)
                 _put(
                     stat,
-                    at,
-                    control_entropy=_entropy(pc, lc),
-                    control_max_prob=_max_prob(lc),
-                    control_kl_unigram=_kl_to_unigram(pc, lc, lu, sup)[0],
-                    kl_to_control=_kl(p, lp, lc),
+                    row,
+                    entropy=col["x_entropy"],
+                    max_prob=col["x_max_prob"],
+                    kl_unigram=col["x_kl_unigram"],
+                    unigram_missed_mass=col["x_missed"],
+                    attractor_mass=_attractor_mass(x, col["x_lognorm"], ids),
                 )
-                del lc, pc
-            if rlog is not None:
-                lr = work_log_probs(rlog[:, sl])
-                pr = lr.exp()
-                _put(
-                    stat,
-                    at,
-                    kl_to_reference=_kl(pr, lr, lp),
-                    reference_kl_unigram=_kl_to_unigram(pr, lr, lur, sup)[0],
-                )
-                del lr, pr
-            del lp, p
+                if control:
+                    _put(
+                        stat,
+                        row,
+                        control_entropy=col["y_entropy"],
+                        control_max_prob=col["y_max_prob"],
+                        control_kl_unigram=col["y_kl_unigram"],
+                        kl_to_control=col["kl_xy"],
+                    )
+                if rlog is not None:
+                    ref = _fused.pair_stats(rlog[r, at.to(rlog.device)], x, logur, sup_r)
+                    rcol = dict(zip(_fused.PAIR_COLUMNS, ref.unbind(-1)))
+                    _put(
+                        stat,
+                        row,
+                        kl_to_reference=rcol["kl_xy"],
+                        reference_kl_unigram=rcol["x_kl_unigram"],
+                    )
         if pairwise:
             _pairwise_js(logits, masked[s:e], J[s:e])
         del logits, clog, rlog
@@ -466,20 +465,6 @@ def _attractor_ids(model, attractor_ids, V: int) -> list[int]:
     return attractor_ids
 
 
-def _unigram_on(device, logu: torch.Tensor, logur: torch.Tensor, support):
-    """log u of the model and of the reference, and the support, on ``device`` in the working dtype."""
-    lu, lur = logu.to(device), logur.to(device)
-    sup = None if support is None else support.to(device)
-    if lu.shape[-1] > _util.FLOAT64_VOCAB:  # the working dtype of the chunks
-        lu, lur = lu.float(), lur.float()
-    if sup is None:
-        # u = 0 only where every prediction is 0 too (u is their mean, e.g. a mask column):
-        # the floor of work_log_probs keeps p (log p − log u) at 0 · 0 there, not 0 · inf.
-        floor = -1e30 if lu.dtype == torch.float32 else -1e300
-        lu, lur = lu.clamp_min(floor), lur.clamp_min(floor)
-    return lu, lur, sup
-
-
 # ---------------------------------------------------------------------------- metrics
 # One function per statistic, on a (b, c, V) chunk of log-probs ``lp`` and probabilities
 # ``p``; each returns (b, c) on the chunk's device.
@@ -496,32 +481,12 @@ _INFORMATION = frozenset(
 )  # scaled to `unit`
 
 
-def _entropy(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
-    return -rowdot(p, lp)
-
-
-def _max_prob(lp: torch.Tensor) -> torch.Tensor:
-    return lp.max(-1).values.exp()
-
-
-def _kl(p: torch.Tensor, lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) in the direct form Σ p (log p − log q)."""
-    return rowdot(p, lp - lq)
-
-
-def _kl_to_unigram(
-    p: torch.Tensor, lp: torch.Tensor, lu: torch.Tensor, sup
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D_uni = KL(p ‖ u), the mass of p outside supp(u)); on the support when u has zeros."""
-    if sup is None:
-        return _kl(p, lp, lu), torch.zeros(lp.shape[:-1], dtype=torch.float64, device=lp.device)
-    return support_kl(lp, lu, sup)
-
-
-def _attractor_mass(p: torch.Tensor, ids: list[int]) -> torch.Tensor:
-    if not ids:
-        return torch.zeros(p.shape[:-1], dtype=torch.float64, device=p.device)
-    return p[..., ids].sum(-1)
+def _attractor_mass(x: torch.Tensor, lognorm: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Σ_{v in ids} softmax(x)_v per row from the rows' log-normalisers, (c,) float64."""
+    if not ids.numel():
+        return torch.zeros(x.shape[0], dtype=torch.float64)
+    picked = x[:, ids.to(x.device)].double().cpu()  # (c, |ids|)
+    return (picked - lognorm.unsqueeze(-1)).exp().sum(-1)
 
 
 def _put(stat: dict, at: tuple, **values: torch.Tensor) -> None:
