@@ -696,7 +696,6 @@ def _clamped_cmi(model, canvas, am, rows, w, cols, B: int, step: int, bar) -> to
     Whole rows are packed into passes of at most ``step`` canvases; a row with more
     candidates runs alone over several passes, its (K, C, V) logits at ``cols`` kept.
     """
-    V = model.vocab_size
     C = len(cols)
     out = torch.full((B, C), math.nan, dtype=torch.float64)
     counts = torch.bincount(rows, minlength=B).tolist()
@@ -704,11 +703,8 @@ def _clamped_cmi(model, canvas, am, rows, w, cols, B: int, step: int, bar) -> to
     for c in counts:
         starts.append(starts[-1] + c)
 
-    def reduce(b: int, x: torch.Tensor, wb: torch.Tensor) -> None:  # x (K, C, V)
-        wb = wb / wb.sum()
-        per = max(1, _util.CHUNK_ELEMENTS // max(1, x.shape[0] * V))  # widened chunk bound
-        for c in range(0, C, per):
-            out[b, c : c + per] = _fused.mixture_cmi(x[:, c : c + per], wb)[:, 0]
+    def reduce(b: int, x: torch.Tensor, at: torch.Tensor, wb: torch.Tensor) -> None:
+        out[b] = _fused.mixture_cmi(x, at, wb / wb.sum())[:, 0]  # x (K, ·, V), at (C,)
 
     b = 0
     while b < B:
@@ -721,7 +717,7 @@ def _clamped_cmi(model, canvas, am, rows, w, cols, B: int, step: int, bar) -> to
                 parts.append(logits[:, cols.to(logits.device)])  # (m, C, V) model dtype
                 del logits
                 bar.update(e - s)
-            reduce(b, torch.cat(parts, 0), w[lo:hi])
+            reduce(b, torch.cat(parts, 0), torch.arange(C), w[lo:hi])
             b += 1
             continue
         e = b  # pack whole rows into one forward pass
@@ -730,12 +726,11 @@ def _clamped_cmi(model, canvas, am, rows, w, cols, B: int, step: int, bar) -> to
         lo, hi = starts[b], starts[e]
         if hi > lo:
             logits = call_logits(model, canvas[lo:hi], None if am is None else am[lo:hi])
-            at = logits[:, cols.to(logits.device)]  # (m, C, V) model dtype
-            del logits
-            for g in range(b, e):
+            for g in range(b, e):  # each row's candidates: a (K, L, V) view, read in place
                 if counts[g]:
                     r = slice(starts[g] - lo, starts[g + 1] - lo)
-                    reduce(g, at[r], w[starts[g] : starts[g + 1]])
+                    reduce(g, logits[r], cols, w[starts[g] : starts[g + 1]])
+            del logits
             bar.update(hi - lo)
         b = e
     return out

@@ -169,8 +169,11 @@ def _context_free(model, tokens, real, attention_mask, bar=None):
         am = None if attention_mask is None else attention_mask[rows[:1]]
         logits = call_logits(model, blank[rows[:1]], am)  # (1, L, V)
         w = real[rows[0]].double() * len(rows)  # (L,)
-        for sl in position_chunks(1, tokens.shape[1], V):
-            _fused.softmax_mean(logits[0, sl], w[sl], total)  # widened rows: bounded chunks
+        if logits.device.type == "cpu":  # read in place
+            _fused.softmax_mean(logits[0], w, total)
+        else:  # torch ops on float32 working chunks
+            for sl in position_chunks(1, tokens.shape[1], V):
+                _fused.softmax_mean(logits[0, sl], w[sl], total)
         if bar is not None:
             bar.update()
     total = torch.from_numpy(total)
@@ -303,9 +306,6 @@ def homogenization_profile(
     sup = support if support is not None else torch.isfinite(logu)
     sup_r = support if support is not None else torch.isfinite(logur)
     ids = torch.tensor(attractor_ids, dtype=torch.int64)
-    # Rows of logits per fused call: the model's, the control's and the reference's rows of
-    # one chunk, widened to float32, stay within CHUNK_ELEMENTS elements each.
-    per_call = max(1, _util.CHUNK_ELEMENTS // max(1, V))
     for s in range(0, B, step):
         e = min(B, s + step)
         am = None if attention_mask is None else attention_mask[s:e]
@@ -316,45 +316,42 @@ def homogenization_profile(
             ref_tokens = torch.where(
                 masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e]
             )
-            rlog = call_logits(reference, ref_tokens, am)
+            rlog = call_logits(reference, ref_tokens, am).to(logits.device)
         # Only the masked positions' predictions are reduced (every statistic is NaN
-        # elsewhere), each row once, in a fused kernel (analysis/_fused.py).
+        # elsewhere), each row read once where it lies, by a fused kernel (analysis/_fused.py).
         for r in range(e - s):
-            where = masked[s + r].nonzero()[:, 0]  # (M,)
-            for c in range(0, len(where), per_call):
-                at = where[c : c + per_call]
-                x = logits[r, at.to(logits.device)]  # (c, V) model dtype
-                y = None if clog is None else clog[r, at.to(clog.device)]
-                out = _fused.pair_stats(x, y, logu, sup)  # (c, 11) float64
-                col = dict(zip(_fused.PAIR_COLUMNS, out.unbind(-1)))
-                row = (s + r, at)
+            at = masked[s + r].nonzero()[:, 0]  # (M,)
+            x = logits[r]  # (L, V) model dtype, a view
+            out = _fused.pair_stats(x, None if clog is None else clog[r], at, logu, sup)
+            col = dict(zip(_fused.PAIR_COLUMNS, out.unbind(-1)))  # each (M,) float64
+            row = (s + r, at)
+            _put(
+                stat,
+                row,
+                entropy=col["x_entropy"],
+                max_prob=col["x_max_prob"],
+                kl_unigram=col["x_kl_unigram"],
+                unigram_missed_mass=col["x_missed"],
+                attractor_mass=_attractor_mass(x, at, col["x_lognorm"], ids),
+            )
+            if control:
                 _put(
                     stat,
                     row,
-                    entropy=col["x_entropy"],
-                    max_prob=col["x_max_prob"],
-                    kl_unigram=col["x_kl_unigram"],
-                    unigram_missed_mass=col["x_missed"],
-                    attractor_mass=_attractor_mass(x, col["x_lognorm"], ids),
+                    control_entropy=col["y_entropy"],
+                    control_max_prob=col["y_max_prob"],
+                    control_kl_unigram=col["y_kl_unigram"],
+                    kl_to_control=col["kl_xy"],
                 )
-                if control:
-                    _put(
-                        stat,
-                        row,
-                        control_entropy=col["y_entropy"],
-                        control_max_prob=col["y_max_prob"],
-                        control_kl_unigram=col["y_kl_unigram"],
-                        kl_to_control=col["kl_xy"],
-                    )
-                if rlog is not None:
-                    ref = _fused.pair_stats(rlog[r, at.to(rlog.device)], x, logur, sup_r)
-                    rcol = dict(zip(_fused.PAIR_COLUMNS, ref.unbind(-1)))
-                    _put(
-                        stat,
-                        row,
-                        kl_to_reference=rcol["kl_xy"],
-                        reference_kl_unigram=rcol["x_kl_unigram"],
-                    )
+            if rlog is not None:
+                ref = _fused.pair_stats(rlog[r], x, at, logur, sup_r)
+                rcol = dict(zip(_fused.PAIR_COLUMNS, ref.unbind(-1)))
+                _put(
+                    stat,
+                    row,
+                    kl_to_reference=rcol["kl_xy"],
+                    reference_kl_unigram=rcol["x_kl_unigram"],
+                )
         if pairwise:
             _pairwise_js(logits, masked[s:e], J[s:e])
         del logits, clog, rlog
@@ -481,11 +478,14 @@ _INFORMATION = frozenset(
 )  # scaled to `unit`
 
 
-def _attractor_mass(x: torch.Tensor, lognorm: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Σ_{v in ids} softmax(x)_v per row from the rows' log-normalisers, (c,) float64."""
+def _attractor_mass(
+    x: torch.Tensor, rows: torch.Tensor, lognorm: torch.Tensor, ids: torch.Tensor
+) -> torch.Tensor:
+    """Σ_{v in ids} softmax(x[r])_v for r in ``rows``, from their log-normalisers, (M,) float64."""
     if not ids.numel():
-        return torch.zeros(x.shape[0], dtype=torch.float64)
-    picked = x[:, ids.to(x.device)].double().cpu()  # (c, |ids|)
+        return torch.zeros(rows.shape[0], dtype=torch.float64)
+    dev = x.device
+    picked = x[rows.to(dev).unsqueeze(1), ids.to(dev).unsqueeze(0)].double().cpu()  # (M, |ids|)
     return (picked - lognorm.unsqueeze(-1)).exp().sum(-1)
 
 

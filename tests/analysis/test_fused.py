@@ -30,7 +30,8 @@ def test_pair_stats_match_the_definitions(dtype):
     u /= u.sum()
     support = u > 0
     logu = u.clamp_min(1e-300).log()
-    out = _fused.pair_stats(x, y, logu, support)
+    rows = torch.arange(7)
+    out = _fused.pair_stats(x, y, rows, logu, support)
     col = dict(zip(_fused.PAIR_COLUMNS, out.unbind(-1)))
     for pre, z in (("x_", x), ("y_", y)):
         z = z.double()  # the exact values the kernel reads
@@ -53,7 +54,7 @@ def test_pair_stats_match_the_definitions(dtype):
     assert math.isinf(col["kl_xy"][1]) and math.isinf(kl[1])
     np.testing.assert_allclose(col["kl_xy"], kl, rtol=1e-12, atol=1e-12)
     assert torch.all(col["x_missed"] > 1e-3)  # the support restriction was exercised
-    alone = _fused.pair_stats(x, None, logu, support)
+    alone = _fused.pair_stats(x, None, rows, logu, support)
     np.testing.assert_array_equal(alone[:, :5], out[:, :5])
     assert torch.isnan(alone[:, 5:]).all()
 
@@ -65,7 +66,7 @@ def test_mixture_cmi_and_softmax_mean_match_the_definitions():
     x[0, 0, 7] = -math.inf
     w = torch.rand(K, generator=g, dtype=torch.float64)
     w /= w.sum()
-    out = _fused.mixture_cmi(x, w)
+    out = _fused.mixture_cmi(x, torch.arange(C), w)
     p = torch.softmax(x.double(), -1)  # (K, C, V)
     pbar = torch.einsum("k,kcv->cv", w, p)
     kl = _xlogy(p, p.clamp_min(1e-300).log() - pbar.log()).sum(-1)  # (K, C) KL(p_a ‖ p̄)
