@@ -185,11 +185,16 @@ def _log_of(u: torch.Tensor) -> torch.Tensor:
 
 
 def _group_mean(values: torch.Tensor, groups: torch.Tensor, keys: torch.Tensor) -> np.ndarray:
-    out = []
-    for k in keys.tolist():
-        sel = (groups == k) & torch.isfinite(values)
-        out.append(float(values[sel].mean()) if bool(sel.any()) else math.nan)
-    return np.asarray(out)
+    """Mean of the finite ``values`` per group id in ``keys`` (sorted), NaN for an empty group."""
+    v, g = values.reshape(-1), groups.reshape(-1)
+    ok = torch.isfinite(v) & (g >= 0)
+    v, g = v[ok], g[ok]
+    at = torch.searchsorted(keys, g).clamp_max(max(0, len(keys) - 1))
+    hit = keys[at] == g if len(keys) else torch.zeros_like(g, dtype=torch.bool)
+    at, v = at[hit], v[hit]
+    total = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, at, v.double())
+    count = torch.bincount(at, minlength=len(keys))
+    return torch.where(count > 0, total / count.clamp_min(1), math.nan).numpy()
 
 
 def homogenization_profile(
