@@ -24,6 +24,8 @@ Scale: the clamped canvases go through the model ``batch_size`` at a time and ea
 logits (in the model's dtype, on its device) are reduced position chunk by position chunk
 to O(B L) float64 summaries (float64 chunks for V ≤ 4096, float32 above with float64
 accumulation); the CMI is computed as ``Σ_a w_a KL(p_a ‖ p̄)``, a sum of non-negative terms.
+:func:`cmi_matrix` computes the CMI alone, at the requested columns only, each clamped
+prediction read once where it lies by a fused float64 kernel (``analysis/_fused.py``).
 """
 
 from __future__ import annotations

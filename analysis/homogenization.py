@@ -258,10 +258,13 @@ def homogenization_profile(
     - forward passes: B (model) + B (control) + U (context-free marginal, only without
       ``unigram``) + B + U (reference, when given);
     - memory: the logits of ``batch_size`` rows in the model's dtype, once per model, control
-      and reference; working chunks of at most 2**21 elements (float32 above V = 4096); O(B L)
-      float64 summaries; with ``pairwise`` a (B, L, L) float64 matrix;
-    - arithmetic beyond the forwards: O(B L V) per model, and O(B M² V) for ``pairwise``
-      (the dominant cost on long canvases with large vocabularies: pass ``pairwise=False``).
+      and reference; O(B L) float64 summaries (on the CPU the masked rows are read in place
+      by fused kernels, ``analysis/_fused.py``; elsewhere reduced in float32 chunks of at
+      most 2**21 elements); with ``pairwise`` a (B, L, L) float64 matrix;
+    - arithmetic beyond the forwards: O(B M V) per model (two reads of each masked row, one
+      ``exp`` per element), O(U L V) for the context-free marginal, and O(B M² V) for
+      ``pairwise`` (the dominant cost on long canvases with large vocabularies: pass
+      ``pairwise=False``).
     """
     from tqdm.auto import tqdm
 
