@@ -1,23 +1,30 @@
-"""The analysis estimators at LLaDA's vocabulary: peak memory and time, streamed vs the old code.
+"""The analysis estimators at LLaDA's vocabulary: peak memory and time, fused vs older code.
 
-Run ``python -m remask.bench.analysis_scale [--quick] [--out FILE]`` from a git checkout.
+Run ``python -m remask.bench.analysis_scale [--quick] [--shapes full,large]
+[--parts profile,cmi] [--variants new,prev,old] [--append] [--out FILE]`` from a git checkout.
 
 A random-weight LLaDA-shaped model (:class:`remask.models.llada.LLaDAModelLM`, bf16, the real
-vocabulary V = 126,464; default d_model 256, 2 layers, 4 heads, MLP 1024: sized so that one
-(1, 1024, V) forward takes seconds on a 2-core CPU) is probed on one canvas of L = 1,024
-tokens (random ids; the middle half masked; L = 128 for ``cmi``: the old code holds float64
-(8, L, V) clamped batches, 8.3 GB each at L = 1,024, which would not fit this machine's
-23 GB beside the other jobs, and its 32 × 8 clamped forwards took minutes per 64 tokens on
-the shared 2-core machine) by
+vocabulary V = 126,464) of one of two sizes: ``full`` (d_model 256, 2 layers, 4 heads, MLP
+1024: one (1, 1024, V) forward takes about a second on a 2-core CPU, nearly all of it the
+LM head) or ``large`` (d_model 1024, 4 layers, 8 heads, MLP 2816: ~5x the FLOPs per token,
+still far from LLaDA-8B's), is probed on one canvas of L = 1,024 tokens (random ids; the
+middle half masked; L = 128 for ``cmi``: the old code holds float64 (8, L, V) clamped
+batches, 8.3 GB each at L = 1,024, which would not fit this machine's 23 GB beside the other
+jobs, and its 32 × 8 clamped forwards took minutes per 64 tokens on the shared 2-core
+machine) by
 
 * ``profile``: :func:`remask.analysis.homogenization_profile` (``pairwise=False``: pairwise JS
-  costs O(M² V), hours at this size in either version), and
+  costs O(M² V), hours at this size in any version), and
 * ``cmi``: :func:`remask.analysis.cmi_matrix` over 32 evenly spaced masked positions with
-  ``top_k=8`` and 8 clamped canvases per forward (``batch_size=8``),
+  ``top_k=8`` and 8 clamped canvases per forward (``batch_size=8``); this tree computes the
+  32 × 32 matrix (``columns="positions"``), older code every column,
 
-each in a fresh subprocess, twice: ``new`` (this tree) and ``old`` (the same functions as
-of commit :data:`OLD_REV`, read with ``git show``, which upcast whole (B, L, V) tensors to
-float64). Each subprocess measures, around the one call,
+each in a fresh subprocess per variant: ``new`` (this tree), ``prev`` (the streamed code of
+commit :data:`PREV_REV`, before the fused kernels) and ``old`` (commit :data:`OLD_REV`,
+which upcast whole (B, L, V) tensors to float64), the older ones read with ``git show``.
+Each subprocess first runs the call on a 16-token slice of the canvas, untimed (the model's
+code paths, and Numba's compiled kernels loaded from its cache or compiled), then measures,
+around the one call,
 
 * wall time and the time spent inside the model's forward passes (their share is
   ``forward_share``),
@@ -27,10 +34,12 @@ float64). Each subprocess measures, around the one call,
   tensor in ``peak_extra_x_logits``): 1 tensor for ``profile`` (the control is another
   forward, counted as extra), 1 + 8 for ``cmi`` (one-shot + one batch of clamped canvases),
 
-and writes its outputs so the parent checks that new and old agree. Rows (``bench/common.py``
+and writes its outputs so the parent checks every variant against ``old`` on the entries
+both computed (``max_abs_diff_vs_old``, ``compared_entries``). Rows (``bench/common.py``
 schema, ``median`` = the single run's wall time in ms, ``derived`` = ``forward_share``; the
-1-minute load average before and after is in ``config``; threads pinned to ``--threads``).
-Results go to ``bench/results/analysis_scale_cpu.csv``.
+1-minute load average before and after is in ``config``; torch, OpenMP, MKL and Numba
+threads pinned to ``--threads``). Results go to ``bench/results/analysis_scale_cpu.csv``
+(``--append`` adds to it, so that parts can be run one at a time).
 """
 
 from __future__ import annotations
