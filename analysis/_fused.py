@@ -256,7 +256,7 @@ def _pair_stats_torch(x, y, rows, logu, support) -> torch.Tensor:
             p = lp.exp()
             lz = torch.logsumexp(lp.masked_fill(~on, -math.inf), -1, keepdim=True)
             pon = torch.where(on, p, 0.0)
-            kl_u = (torch.where(on, pon * (lp - lz - lu), 0.0)).sum(-1).double() / lz[:, 0].exp()
+            kl_u = torch.where(pon > 0, pon * (lp - lz - lu), 0.0).sum(-1).double() / lz[:, 0].exp()
             cols = [
                 lognorm[:, 0].double(),
                 -torch.where(p > 0, p * lp, 0.0).sum(-1).double(),
@@ -307,8 +307,7 @@ def softmax_mean(x: torch.Tensor, weights: torch.Tensor, acc: np.ndarray) -> Non
     if not x.shape[0]:
         return
     if x.device.type != "cpu":
-        p = torch.softmax(x.float(), -1)  # (n, V) bounded by the caller's chunk
-        acc += (weights.to(x.device, torch.float32) @ p).double().cpu().numpy()
+        acc += _softmax_mean_torch(x, weights)
         return
     from numba import get_num_threads
 
@@ -316,6 +315,12 @@ def softmax_mean(x: torch.Tensor, weights: torch.Tensor, acc: np.ndarray) -> Non
     w = np.ascontiguousarray(weights.detach().cpu().numpy(), dtype=np.float64)
     _mean_kernel(_numpy(x), w, blocks)
     acc += blocks.sum(0)
+
+
+def _softmax_mean_torch(x: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
+    """``Σ_r weights[r] softmax(x[r])`` with torch ops (off the CPU), (V,) float64."""
+    p = torch.softmax(x.float(), -1)  # (n, V), bounded by the caller's chunk
+    return (weights.to(x.device, torch.float32) @ p).double().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------- mixture CMI

@@ -121,3 +121,30 @@ def test_cmi_matrix_rejects_bad_columns():
         cmi_matrix(model, tokens, columns=[9])
     with pytest.raises(ValueError, match="n_samples"):
         cmi_matrix(model, tokens, n_samples=0)
+
+
+def test_torch_fallbacks_off_the_cpu_track_the_kernels():
+    # The torch versions (used on CUDA) run here on CPU tensors: float32, so ~1e-5 nats.
+    g = torch.Generator().manual_seed(3)
+    V = 300
+    x = torch.randn(6, V, generator=g) * 3
+    y = torch.randn(6, V, generator=g) * 3
+    x[0, 3] = -math.inf
+    y[1, 4] = -math.inf
+    u = torch.rand(V, generator=g, dtype=torch.float64)
+    u[:40] = 0.0
+    u /= u.sum()
+    rows = torch.tensor([0, 1, 2, 5])
+    want = _fused.pair_stats(x, y, rows, u.clamp_min(1e-300).log(), u > 0)
+    got = _fused._pair_stats_torch(x, y, rows, u.clamp_min(1e-300).log(), u > 0)
+    assert math.isinf(got[1, 10]) and math.isinf(want[1, 10])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    z = torch.randn(3, 5, V, generator=g) * 2
+    cols = torch.tensor([0, 2, 4])
+    np.testing.assert_allclose(
+        _fused._mixture_cmi_torch(z, cols, w), _fused.mixture_cmi(z, cols, w), atol=2e-5
+    )
+    acc = np.zeros(V)
+    _fused.softmax_mean(x, w.repeat(2), acc)
+    np.testing.assert_allclose(_fused._softmax_mean_torch(x, w.repeat(2)), acc, atol=1e-6)
