@@ -24,6 +24,8 @@ Scale: the clamped canvases go through the model ``batch_size`` at a time and ea
 logits (in the model's dtype, on its device) are reduced position chunk by position chunk
 to O(B L) float64 summaries (float64 chunks for V ≤ 4096, float32 above with float64
 accumulation); the CMI is computed as ``Σ_a w_a KL(p_a ‖ p̄)``, a sum of non-negative terms.
+:func:`cmi_matrix` computes the CMI alone, at the requested columns only, each clamped
+prediction read once where it lies by a fused float64 kernel (``analysis/_fused.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from remask.analysis import _util
+from remask.analysis import _fused, _util
 from remask.analysis._util import (
     as_positions,
     as_tokens,
@@ -128,6 +130,64 @@ def one_shot_logits(
     return torch.cat(out, 0) if len(out) > 1 else out[0]
 
 
+def _candidates(pi: torch.Tensor, *, top_k, n_samples, g, max_full_vocab):
+    """The clamped values of one position and their weights (module docstring).
+
+    Parameters
+    ----------
+    pi : (B, V) float64
+        ``p_θ(x_i | c)`` per row.
+
+    Returns
+    -------
+    rows : (N,) int64
+        The row of each clamped canvas (a row's candidates are contiguous).
+    cand : (N,) int64
+        Its clamped token.
+    w : (N,) float64
+        Its weight.
+    missed : (B,) float64
+        Mass of x_i outside the candidates.
+    ncand : (B,) int64
+        Candidates per row.
+    """
+    B, V = pi.shape
+    if top_k is not None and n_samples is not None:
+        raise ValueError("give at most one of top_k and n_samples")
+    if n_samples is not None:
+        if isinstance(n_samples, bool) or int(n_samples) < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples!r}")
+        # M draws of x_i ~ p(x_i | c); equal draws share one clamped pass, weighted by
+        # their empirical frequency (the same estimator, at most V passes per row).
+        n = int(n_samples)
+        draws = torch.multinomial(pi.float(), n, replacement=True, generator=g)  # (B, M)
+        counts = torch.zeros(B, V, dtype=torch.float64).scatter_add_(
+            1, draws, torch.ones(B, n, dtype=torch.float64)
+        )
+        cand = torch.arange(V).expand(B, V)
+        w = counts / n
+        missed = torch.zeros(B, dtype=torch.float64)
+    elif top_k is not None:
+        k = int(top_k)
+        if not 1 <= k <= V:
+            raise ValueError(f"top_k must be in [1, {V}], got {top_k!r}")
+        vals, cand = pi.topk(k, dim=-1)  # (B, k)
+        missed = (1.0 - vals.sum(-1)).clamp_min(0.0)
+        w = vals / vals.sum(-1, keepdim=True)
+    else:
+        if V > max_full_vocab:
+            raise ValueError(
+                f"exact clamping over the full vocabulary needs {V} forward passes per row "
+                f"(max_full_vocab={max_full_vocab}); pass top_k or n_samples"
+            )
+        cand = torch.arange(V).expand(B, V)
+        w = pi
+        missed = torch.zeros(B, dtype=torch.float64)
+    keep = w > 0
+    rows, col = torch.nonzero(keep, as_tuple=True)
+    return rows, cand[rows, col], w[rows, col], missed, keep.sum(-1)
+
+
 def _mixture(
     model,
     tokens,
@@ -198,39 +258,12 @@ def _mixture(
             )
         pos = positions[0]
         pi = log_probs(logits0[:, pos]).exp().cpu()  # (B, V) float64: O(B V)
-        if n_samples is not None:
-            # M draws of x_i ~ p(x_i | c); equal draws share one clamped pass, weighted by
-            # their empirical frequency (the same estimator, at most V passes per row).
-            draws = torch.multinomial(pi.float(), n, replacement=True, generator=g)  # (B, M)
-            counts = torch.zeros(B, V, dtype=torch.float64).scatter_add_(
-                1, draws, torch.ones(B, n, dtype=torch.float64)
-            )
-            cand = torch.arange(V).expand(B, V)
-            w = counts / n
-            missed = torch.zeros(B, dtype=torch.float64)
-        elif top_k is not None:
-            k = int(top_k)
-            if not 1 <= k <= V:
-                raise ValueError(f"top_k must be in [1, {V}], got {top_k!r}")
-            vals, cand = pi.topk(k, dim=-1)  # (B, k)
-            missed = (1.0 - vals.sum(-1)).clamp_min(0.0)
-            w = vals / vals.sum(-1, keepdim=True)
-        else:
-            if V > max_full_vocab:
-                raise ValueError(
-                    f"exact clamping over the full vocabulary needs {V} forward passes per row "
-                    f"(max_full_vocab={max_full_vocab}); pass top_k or n_samples"
-                )
-            cand = torch.arange(V).expand(B, V)
-            w = pi
-            missed = torch.zeros(B, dtype=torch.float64)
-        keep = w > 0
-        rows, col = torch.nonzero(keep, as_tuple=True)
+        rows, cand, w, missed, ncand = _candidates(
+            pi, top_k=top_k, n_samples=n_samples, g=g, max_full_vocab=max_full_vocab
+        )
         canvas = tokens[rows].clone()
-        canvas[:, pos] = cand[rows, col]
+        canvas[:, pos] = cand
         am = None if attention_mask is None else attention_mask[rows]
-        w = w[rows, col]
-        ncand = keep.sum(-1)
     sampled = n_samples is not None
     out = {
         k: torch.zeros(B, L, dtype=torch.float64) for k in ("h", "ment", "dem", "kl", "tv", "cmi")
@@ -555,8 +588,28 @@ def pairwise_cmi(
     )
 
 
-def cmi_matrix(model, tokens, positions=None, **kwargs) -> np.ndarray:
+def cmi_matrix(
+    model,
+    tokens,
+    positions=None,
+    *,
+    columns="masked",
+    top_k: int | None = None,
+    n_samples: int | None = None,
+    seed: int = 0,
+    attention_mask=None,
+    batch_size: int | None = 64,
+    unit: str = "nats",
+    max_full_vocab: int = 4096,
+    progress: bool = False,
+) -> np.ndarray:
     """Matrix ``I_θ(i; j | c)`` over masked positions, one clamped row per i.
+
+    Row i is :func:`pairwise_cmi`'s ``cmi`` for i (the same candidates, weights and seed), but
+    only the CMI is computed, and only at the requested columns: each clamped canvas's
+    prediction at a column j is read once, in a fused float64 pass over the vocabulary
+    (``analysis/_fused.py``), and no DEMASK dependency, martingale KL or (B, L, V) tensor is
+    formed.
 
     Parameters
     ----------
@@ -564,33 +617,124 @@ def cmi_matrix(model, tokens, positions=None, **kwargs) -> np.ndarray:
     tokens : (L,) or (B, L) int64
     positions : sequence of int, optional
         Positions to clamp (rows); default every position masked in all rows.
-    **kwargs
-        Passed to :func:`pairwise_cmi` (``top_k``, ``batch_size``, ...).
+    columns : {"masked", "positions"} or sequence of int
+        Columns j to compute: every position masked in some row (default), only the clamped
+        ``positions`` (an R × R matrix, the cheapest: the cost scales with the columns), or
+        the given ones.
+    top_k, n_samples, seed, attention_mask, batch_size, unit, max_full_vocab, progress
+        As :func:`pairwise_cmi`.
 
     Returns
     -------
     (B, L, L) float64
-        Row i holds I(i; ·); NaN for rows not computed, the diagonal, and observed columns.
-        Its asymmetry ``|M − Mᵀ|`` measures the incoherence of the conditionals.
+        Row i holds I(i; ·); NaN for rows not computed, columns not requested, the diagonal,
+        and columns not masked in that row. Its asymmetry ``|M − Mᵀ|`` measures the
+        incoherence of the conditionals.
 
     Notes
     -----
-    Cost for R clamped positions: B + R B K forward passes (the one-shot pass is shared by
-    the rows), memory as :func:`pairwise_cmi` plus the (B, L, L) float64 result.
+    Cost for R clamped positions, C columns and K candidates per row (as
+    :func:`pairwise_cmi`):
+
+    - forward passes: B (one-shot, shared by the rows) + R B K clamped canvases,
+      ``batch_size`` per pass;
+    - memory: the one-shot logits at the R positions (B, R, V) and one batch of clamped
+      logits (``batch_size``, L, V), both in the model's dtype; working chunks of at most
+      2**21 elements widened to float32; a row with K > ``batch_size`` candidates also
+      keeps its (K, C, V) clamped logits in the model's dtype; the (B, L, L) float64 result;
+    - arithmetic beyond the forwards: O(R B K C V), one ``exp`` per candidate and element
+      twice (normaliser, mixture) and one ``log`` per element of the mixture.
     """
-    tokens, attention_mask = _prepare(model, tokens, kwargs.pop("attention_mask", None))
+    tokens, attention_mask = _prepare(model, tokens, attention_mask)
     B, L = tokens.shape
     if positions is None:
         positions = [p for p in range(L) if bool((tokens[:, p] == model.mask_id).all())]
     positions = as_positions(positions, L)
     _check_masked(tokens, model.mask_id, positions, "clamped")
-    # The one-shot forward is the same for every clamped row: run it once.
-    logits0 = one_shot_logits(model, tokens, attention_mask, kwargs.get("batch_size", 64))
-    out = np.full((B, L, L), np.nan)
-    for i in positions:
-        out[:, i, :] = pairwise_cmi(
-            model, tokens, i, attention_mask=attention_mask, logits0=logits0, **kwargs
-        ).cmi
+    scale = unit_scale(unit)
+    masked = tokens == model.mask_id
+    if attention_mask is not None:
+        masked &= attention_mask
+    if isinstance(columns, str):
+        if columns == "masked":
+            cols = masked.any(0).nonzero()[:, 0].tolist()
+        elif columns == "positions":
+            cols = list(positions)
+        else:
+            raise ValueError(f"columns must be 'masked', 'positions' or ints, got {columns!r}")
+    else:
+        cols = as_positions(columns, L, name="columns")
+    cols = sorted(cols)
+    step = B if batch_size is None else max(1, int(batch_size))
+    # The one-shot forward is the same for every clamped row: run it once, keep its R rows.
+    sel = torch.tensor(positions)
+    logits0 = one_shot_logits(model, tokens, attention_mask, batch_size)
+    logits0 = logits0[:, sel.to(logits0.device)]  # (B, R, V) model dtype
+    out = torch.full((B, L, L), math.nan, dtype=torch.float64)
+    cols_t = torch.tensor(cols, dtype=torch.int64)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="cmi_matrix", disable=not progress, leave=False, unit="canvas")
+    for r, i in enumerate(positions):
+        pi = log_probs(logits0[:, r]).exp().cpu()  # (B, V) float64
+        g = torch.Generator().manual_seed(int(seed))  # pairwise_cmi's draws for this row
+        rows, cand, w, _, _ = _candidates(
+            pi, top_k=top_k, n_samples=n_samples, g=g, max_full_vocab=max_full_vocab
+        )
+        canvas = tokens[rows].clone()
+        canvas[:, i] = cand
+        am = None if attention_mask is None else attention_mask[rows]
+        cmi = _clamped_cmi(model, canvas, am, rows, w, cols_t, B, step, bar)  # (B, C)
+        valid = masked[:, cols_t].clone()
+        valid[:, cols_t == i] = False
+        out[:, i, cols_t] = torch.where(valid, cmi.clamp_min(0.0) * scale, math.nan)
+    bar.close()
+    return out.numpy()
+
+
+def _clamped_cmi(model, canvas, am, rows, w, cols, B: int, step: int, bar) -> torch.Tensor:
+    """``Σ_a w_a KL(p_a ‖ p̄)`` at ``cols`` for each row's contiguous candidates, (B, C) float64.
+
+    Whole rows are packed into passes of at most ``step`` canvases; a row with more
+    candidates runs alone over several passes, its (K, C, V) logits at ``cols`` kept.
+    """
+    C = len(cols)
+    out = torch.full((B, C), math.nan, dtype=torch.float64)
+    counts = torch.bincount(rows, minlength=B).tolist()
+    starts = [0]
+    for c in counts:
+        starts.append(starts[-1] + c)
+
+    def reduce(b: int, x: torch.Tensor, at: torch.Tensor, wb: torch.Tensor) -> None:
+        out[b] = _fused.mixture_cmi(x, at, wb / wb.sum())[:, 0]  # x (K, ·, V), at (C,)
+
+    b = 0
+    while b < B:
+        if counts[b] > step:  # one row over several passes: keep its columns' logits
+            lo, hi = starts[b], starts[b + 1]
+            parts = []
+            for s in range(lo, hi, step):
+                e = min(hi, s + step)
+                logits = call_logits(model, canvas[s:e], None if am is None else am[s:e])
+                parts.append(logits[:, cols.to(logits.device)])  # (m, C, V) model dtype
+                del logits
+                bar.update(e - s)
+            reduce(b, torch.cat(parts, 0), torch.arange(C), w[lo:hi])
+            b += 1
+            continue
+        e = b  # pack whole rows into one forward pass
+        while e < B and counts[e] <= step and starts[e + 1] - starts[b] <= step:
+            e += 1
+        lo, hi = starts[b], starts[e]
+        if hi > lo:
+            logits = call_logits(model, canvas[lo:hi], None if am is None else am[lo:hi])
+            for g in range(b, e):  # each row's candidates: a (K, L, V) view, read in place
+                if counts[g]:
+                    r = slice(starts[g] - lo, starts[g + 1] - lo)
+                    reduce(g, logits[r], cols, w[starts[g] : starts[g + 1]])
+            del logits
+            bar.update(hi - lo)
+        b = e
     return out
 
 

@@ -57,15 +57,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from remask.analysis import _util
+from remask.analysis import _fused, _util
 from remask.analysis._util import (
     as_tokens,
     call_logits,
     check_model,
     js,
     position_chunks,
-    rowdot,
-    support_kl,
     unit_scale,
     work_log_probs,
 )
@@ -165,17 +163,20 @@ def _context_free(model, tokens, real, attention_mask, bar=None):
     V = model.vocab_size
     blank = torch.full_like(tokens, model.mask_id)
     uniq, inv = torch.unique(real, dim=0, return_inverse=True)  # (U, L)
-    total = torch.zeros(V, dtype=torch.float64)
+    total = np.zeros(V)  # float64
     for k in range(uniq.shape[0]):
         rows = (inv == k).nonzero()[:, 0]
         am = None if attention_mask is None else attention_mask[rows[:1]]
         logits = call_logits(model, blank[rows[:1]], am)  # (1, L, V)
-        w = real[rows[0]].to(logits.device)
-        for sl in position_chunks(1, tokens.shape[1], V):
-            p = work_log_probs(logits[0, sl]).exp()  # (c, V)
-            total += (p * w[sl, None].to(p.dtype)).sum(0).double().cpu() * len(rows)
+        w = real[rows[0]].double() * len(rows)  # (L,)
+        if logits.device.type == "cpu":  # read in place
+            _fused.softmax_mean(logits[0], w, total)
+        else:  # torch ops on float32 working chunks
+            for sl in position_chunks(1, tokens.shape[1], V):
+                _fused.softmax_mean(logits[0, sl], w[sl], total)
         if bar is not None:
             bar.update()
+    total = torch.from_numpy(total)
     return total / total.sum()
 
 
@@ -184,11 +185,16 @@ def _log_of(u: torch.Tensor) -> torch.Tensor:
 
 
 def _group_mean(values: torch.Tensor, groups: torch.Tensor, keys: torch.Tensor) -> np.ndarray:
-    out = []
-    for k in keys.tolist():
-        sel = (groups == k) & torch.isfinite(values)
-        out.append(float(values[sel].mean()) if bool(sel.any()) else math.nan)
-    return np.asarray(out)
+    """Mean of the finite ``values`` per group id in ``keys`` (sorted), NaN for an empty group."""
+    v, g = values.reshape(-1), groups.reshape(-1)
+    ok = torch.isfinite(v) & (g >= 0)
+    v, g = v[ok], g[ok]
+    at = torch.searchsorted(keys, g).clamp_max(max(0, len(keys) - 1))
+    hit = keys[at] == g if len(keys) else torch.zeros_like(g, dtype=torch.bool)
+    at, v = at[hit], v[hit]
+    total = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, at, v.double())
+    count = torch.bincount(at, minlength=len(keys))
+    return torch.where(count > 0, total / count.clamp_min(1), math.nan).numpy()
 
 
 def homogenization_profile(
@@ -252,10 +258,13 @@ def homogenization_profile(
     - forward passes: B (model) + B (control) + U (context-free marginal, only without
       ``unigram``) + B + U (reference, when given);
     - memory: the logits of ``batch_size`` rows in the model's dtype, once per model, control
-      and reference; working chunks of at most 2**21 elements (float32 above V = 4096); O(B L)
-      float64 summaries; with ``pairwise`` a (B, L, L) float64 matrix;
-    - arithmetic beyond the forwards: O(B L V) per model, and O(B M² V) for ``pairwise``
-      (the dominant cost on long canvases with large vocabularies: pass ``pairwise=False``).
+      and reference; O(B L) float64 summaries (on the CPU the masked rows are read in place
+      by fused kernels, ``analysis/_fused.py``; elsewhere reduced in float32 chunks of at
+      most 2**21 elements); with ``pairwise`` a (B, L, L) float64 matrix;
+    - arithmetic beyond the forwards: O(B M V) per model (two reads of each masked row, one
+      ``exp`` per element), O(U L V) for the context-free marginal, and O(B M² V) for
+      ``pairwise`` (the dominant cost on long canvases with large vocabularies: pass
+      ``pairwise=False``).
     """
     from tqdm.auto import tqdm
 
@@ -302,14 +311,13 @@ def homogenization_profile(
     J = torch.full((B, L, L), math.nan, dtype=torch.float64) if pairwise else None
     # The control ablates the context: every observed non-special token becomes a mask.
     ctrl_tokens = torch.where(observed, torch.full_like(tokens, model.mask_id), tokens)
-    dev_u = None
+    sup = support if support is not None else torch.isfinite(logu)
+    sup_r = support if support is not None else torch.isfinite(logur)
+    ids = torch.tensor(attractor_ids, dtype=torch.int64)
     for s in range(0, B, step):
         e = min(B, s + step)
         am = None if attention_mask is None else attention_mask[s:e]
         logits = call_logits(model, tokens[s:e], am)  # (b, L, V) model dtype
-        if dev_u is None:
-            dev_u = _unigram_on(logits.device, logu, logur, support)
-        lu, lur, sup = dev_u
         clog = call_logits(model, ctrl_tokens[s:e], am) if control else None
         rlog = None
         if reference is not None:
@@ -317,45 +325,41 @@ def homogenization_profile(
                 masked[s:e], torch.full_like(tokens[s:e], reference.mask_id), tokens[s:e]
             )
             rlog = call_logits(reference, ref_tokens, am).to(logits.device)
-        for sl in position_chunks(e - s, L, V):
-            # Each statistic is one pass over the (b, c, V) chunk: dot products as batched
-            # GEMMs, KLs in the direct form Σ p (log p − log q) (no float32 cancellation).
-            at = (slice(s, e), sl)
-            lp = work_log_probs(logits[:, sl])  # (b, c, V), bounded
-            p = lp.exp()
-            kl_u, missed = _kl_to_unigram(p, lp, lu, sup)
+        # Only the masked positions' predictions are reduced (every statistic is NaN
+        # elsewhere), each row read once where it lies, by a fused kernel (analysis/_fused.py).
+        for r in range(e - s):
+            at = masked[s + r].nonzero()[:, 0]  # (M,)
+            x = logits[r]  # (L, V) model dtype, a view
+            out = _fused.pair_stats(x, None if clog is None else clog[r], at, logu, sup)
+            col = dict(zip(_fused.PAIR_COLUMNS, out.unbind(-1)))  # each (M,) float64
+            row = (s + r, at)
             _put(
                 stat,
-                at,
-                entropy=_entropy(p, lp),
-                max_prob=_max_prob(lp),
-                kl_unigram=kl_u,
-                unigram_missed_mass=missed,
-                attractor_mass=_attractor_mass(p, attractor_ids),
+                row,
+                entropy=col["x_entropy"],
+                max_prob=col["x_max_prob"],
+                kl_unigram=col["x_kl_unigram"],
+                unigram_missed_mass=col["x_missed"],
+                attractor_mass=_attractor_mass(x, at, col["x_lognorm"], ids),
             )
             if control:
-                lc = work_log_probs(clog[:, sl])
-                pc = lc.exp()
                 _put(
                     stat,
-                    at,
-                    control_entropy=_entropy(pc, lc),
-                    control_max_prob=_max_prob(lc),
-                    control_kl_unigram=_kl_to_unigram(pc, lc, lu, sup)[0],
-                    kl_to_control=_kl(p, lp, lc),
+                    row,
+                    control_entropy=col["y_entropy"],
+                    control_max_prob=col["y_max_prob"],
+                    control_kl_unigram=col["y_kl_unigram"],
+                    kl_to_control=col["kl_xy"],
                 )
-                del lc, pc
             if rlog is not None:
-                lr = work_log_probs(rlog[:, sl])
-                pr = lr.exp()
+                ref = _fused.pair_stats(rlog[r], x, at, logur, sup_r)
+                rcol = dict(zip(_fused.PAIR_COLUMNS, ref.unbind(-1)))
                 _put(
                     stat,
-                    at,
-                    kl_to_reference=_kl(pr, lr, lp),
-                    reference_kl_unigram=_kl_to_unigram(pr, lr, lur, sup)[0],
+                    row,
+                    kl_to_reference=rcol["kl_xy"],
+                    reference_kl_unigram=rcol["x_kl_unigram"],
                 )
-                del lr, pr
-            del lp, p
         if pairwise:
             _pairwise_js(logits, masked[s:e], J[s:e])
         del logits, clog, rlog
@@ -466,20 +470,6 @@ def _attractor_ids(model, attractor_ids, V: int) -> list[int]:
     return attractor_ids
 
 
-def _unigram_on(device, logu: torch.Tensor, logur: torch.Tensor, support):
-    """log u of the model and of the reference, and the support, on ``device`` in the working dtype."""
-    lu, lur = logu.to(device), logur.to(device)
-    sup = None if support is None else support.to(device)
-    if lu.shape[-1] > _util.FLOAT64_VOCAB:  # the working dtype of the chunks
-        lu, lur = lu.float(), lur.float()
-    if sup is None:
-        # u = 0 only where every prediction is 0 too (u is their mean, e.g. a mask column):
-        # the floor of work_log_probs keeps p (log p − log u) at 0 · 0 there, not 0 · inf.
-        floor = -1e30 if lu.dtype == torch.float32 else -1e300
-        lu, lur = lu.clamp_min(floor), lur.clamp_min(floor)
-    return lu, lur, sup
-
-
 # ---------------------------------------------------------------------------- metrics
 # One function per statistic, on a (b, c, V) chunk of log-probs ``lp`` and probabilities
 # ``p``; each returns (b, c) on the chunk's device.
@@ -496,32 +486,15 @@ _INFORMATION = frozenset(
 )  # scaled to `unit`
 
 
-def _entropy(p: torch.Tensor, lp: torch.Tensor) -> torch.Tensor:
-    return -rowdot(p, lp)
-
-
-def _max_prob(lp: torch.Tensor) -> torch.Tensor:
-    return lp.max(-1).values.exp()
-
-
-def _kl(p: torch.Tensor, lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) in the direct form Σ p (log p − log q)."""
-    return rowdot(p, lp - lq)
-
-
-def _kl_to_unigram(
-    p: torch.Tensor, lp: torch.Tensor, lu: torch.Tensor, sup
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D_uni = KL(p ‖ u), the mass of p outside supp(u)); on the support when u has zeros."""
-    if sup is None:
-        return _kl(p, lp, lu), torch.zeros(lp.shape[:-1], dtype=torch.float64, device=lp.device)
-    return support_kl(lp, lu, sup)
-
-
-def _attractor_mass(p: torch.Tensor, ids: list[int]) -> torch.Tensor:
-    if not ids:
-        return torch.zeros(p.shape[:-1], dtype=torch.float64, device=p.device)
-    return p[..., ids].sum(-1)
+def _attractor_mass(
+    x: torch.Tensor, rows: torch.Tensor, lognorm: torch.Tensor, ids: torch.Tensor
+) -> torch.Tensor:
+    """Σ_{v in ids} softmax(x[r])_v for r in ``rows``, from their log-normalisers, (M,) float64."""
+    if not ids.numel():
+        return torch.zeros(rows.shape[0], dtype=torch.float64)
+    dev = x.device
+    picked = x[rows.to(dev).unsqueeze(1), ids.to(dev).unsqueeze(0)].double().cpu()  # (M, |ids|)
+    return (picked - lognorm.unsqueeze(-1)).exp().sum(-1)
 
 
 def _put(stat: dict, at: tuple, **values: torch.Tensor) -> None:

@@ -1,23 +1,30 @@
-"""The analysis estimators at LLaDA's vocabulary: peak memory and time, streamed vs the old code.
+"""The analysis estimators at LLaDA's vocabulary: peak memory and time, fused vs older code.
 
-Run ``python -m remask.bench.analysis_scale [--quick] [--out FILE]`` from a git checkout.
+Run ``python -m remask.bench.analysis_scale [--quick] [--shapes full,large]
+[--parts profile,cmi] [--variants new,prev,old] [--append] [--out FILE]`` from a git checkout.
 
 A random-weight LLaDA-shaped model (:class:`remask.models.llada.LLaDAModelLM`, bf16, the real
-vocabulary V = 126,464; default d_model 256, 2 layers, 4 heads, MLP 1024: sized so that one
-(1, 1024, V) forward takes seconds on a 2-core CPU) is probed on one canvas of L = 1,024
-tokens (random ids; the middle half masked; L = 128 for ``cmi``: the old code holds float64
-(8, L, V) clamped batches, 8.3 GB each at L = 1,024, which would not fit this machine's
-23 GB beside the other jobs, and its 32 × 8 clamped forwards took minutes per 64 tokens on
-the shared 2-core machine) by
+vocabulary V = 126,464) of one of two sizes: ``full`` (d_model 256, 2 layers, 4 heads, MLP
+1024: one (1, 1024, V) forward takes about a second on a 2-core CPU, nearly all of it the
+LM head) or ``large`` (d_model 1024, 4 layers, 8 heads, MLP 2816: ~5x the FLOPs per token,
+still far from LLaDA-8B's), is probed on one canvas of L = 1,024 tokens (random ids; the
+middle half masked; L = 128 for ``cmi``: the old code holds float64 (8, L, V) clamped
+batches, 8.3 GB each at L = 1,024, which would not fit this machine's 23 GB beside the other
+jobs, and its 32 × 8 clamped forwards took minutes per 64 tokens on the shared 2-core
+machine) by
 
 * ``profile``: :func:`remask.analysis.homogenization_profile` (``pairwise=False``: pairwise JS
-  costs O(M² V), hours at this size in either version), and
+  costs O(M² V), hours at this size in any version), and
 * ``cmi``: :func:`remask.analysis.cmi_matrix` over 32 evenly spaced masked positions with
-  ``top_k=8`` and 8 clamped canvases per forward (``batch_size=8``),
+  ``top_k=8`` and 8 clamped canvases per forward (``batch_size=8``); this tree computes the
+  32 × 32 matrix (``columns="positions"``), older code every column,
 
-each in a fresh subprocess, twice: ``new`` (this tree) and ``old`` (the same functions as
-of commit :data:`OLD_REV`, read with ``git show``, which upcast whole (B, L, V) tensors to
-float64). Each subprocess measures, around the one call,
+each in a fresh subprocess per variant: ``new`` (this tree), ``prev`` (the streamed code of
+commit :data:`PREV_REV`, before the fused kernels) and ``old`` (commit :data:`OLD_REV`,
+which upcast whole (B, L, V) tensors to float64), the older ones read with ``git show``.
+Each subprocess first runs the call on a 16-token slice of the canvas, untimed (the model's
+code paths, and Numba's compiled kernels loaded from its cache or compiled), then measures,
+around the one call,
 
 * wall time and the time spent inside the model's forward passes (their share is
   ``forward_share``),
@@ -27,15 +34,18 @@ float64). Each subprocess measures, around the one call,
   tensor in ``peak_extra_x_logits``): 1 tensor for ``profile`` (the control is another
   forward, counted as extra), 1 + 8 for ``cmi`` (one-shot + one batch of clamped canvases),
 
-and writes its outputs so the parent checks that new and old agree. Rows (``bench/common.py``
+and writes its outputs so the parent checks every variant against ``old`` on the entries
+both computed (``max_abs_diff_vs_old``, ``compared_entries``). Rows (``bench/common.py``
 schema, ``median`` = the single run's wall time in ms, ``derived`` = ``forward_share``; the
-1-minute load average before and after is in ``config``; threads pinned to ``--threads``).
-Results go to ``bench/results/analysis_scale_cpu.csv``.
+1-minute load average before and after is in ``config``; torch, OpenMP, MKL and Numba
+threads pinned to ``--threads``). Results go to ``bench/results/analysis_scale_cpu.csv``
+(``--append`` adds to it, so that parts can be run one at a time).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -55,6 +65,10 @@ __all__ = ["OLD_REV", "build_model", "main"]
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The last commit before the streamed estimators (issue 16).
 OLD_REV = "f04aa7f"
+#: The streamed estimators before the fused kernels (analysis/_fused.py).
+PREV_REV = "db13778"
+#: Which code each variant runs: this tree, or the analysis modules of a commit.
+REVS = {"new": None, "prev": PREV_REV, "old": OLD_REV}
 VOCAB = 126464
 SHAPES = {
     "full": {
@@ -62,6 +76,15 @@ SHAPES = {
         "n_layers": 2,
         "n_heads": 4,
         "mlp_hidden_size": 1024,
+        "L": {"profile": 1024, "cmi": 128},
+    },
+    # Heavier, still CPU-sized: d_model 1024, 4 layers (LLaDA-8B: 4096, 32); the LM head
+    # (1024 x V) is still most of its FLOPs, where LLaDA-8B's 32 layers are ~94 % of its.
+    "large": {
+        "d_model": 1024,
+        "n_layers": 4,
+        "n_heads": 8,
+        "mlp_hidden_size": 2816,
         "L": {"profile": 1024, "cmi": 128},
     },
     "quick": {
@@ -118,19 +141,19 @@ class _Timed:
         return out
 
 
-def _old_module(name: str):
-    """``remask.analysis.<name>`` as of :data:`OLD_REV` (its imports from ``_util`` still exist)."""
+def _old_module(name: str, rev: str = OLD_REV):
+    """``remask.analysis.<name>`` as of ``rev`` (its imports from ``_util`` still exist)."""
     root = Path(__file__).resolve().parents[1]
     src = subprocess.run(
-        ["git", "show", f"{OLD_REV}:analysis/{name}.py"],
+        ["git", "show", f"{rev}:analysis/{name}.py"],
         cwd=root,
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    module = types.ModuleType(f"_old_{name}")
+    module = types.ModuleType(f"_{rev}_{name}")
     sys.modules[module.__name__] = module  # dataclasses look their module up there
-    exec(compile(src, f"{OLD_REV}:analysis/{name}.py", "exec"), module.__dict__)
+    exec(compile(src, f"{rev}:analysis/{name}.py", "exec"), module.__dict__)
     return module
 
 
@@ -154,13 +177,24 @@ def _child(part: str, variant: str, shape_name: str, out: str) -> None:
     shape = SHAPES[shape_name]
     model = _Timed(build_model(shape))
     tokens, positions = _canvas(model, shape["L"][part])
-    if variant == "new":
+    if REVS[variant] is None:
         from remask.analysis import cmi_matrix, homogenization_profile
+
+        # The R x R matrix over the clamped positions (older code computes every column).
+        cmi_kw = {"columns": "positions"}
     else:
-        homogenization_profile = _old_module("homogenization").homogenization_profile
-        cmi_matrix = _old_module("estimators").cmi_matrix
+        homogenization_profile = _old_module("homogenization", REVS[variant]).homogenization_profile
+        cmi_matrix = _old_module("estimators", REVS[variant]).cmi_matrix
+        cmi_kw = {}
+    # Warm every code path (the model's, Numba's compiled kernels: loaded from its cache or
+    # compiled, seconds, once per machine) on a short slice of the canvas: not timed.
+    lo = shape["L"][part] // 4
     with torch.no_grad():
-        model(tokens[:, :8])  # warm the model's code paths on a short canvas
+        short = tokens[:, lo - 8 : lo + 8]
+        if part == "profile":
+            homogenization_profile(model, short, pairwise=False, batch_size=1)
+        else:
+            cmi_matrix(model, short, positions=[8, 9], top_k=2, batch_size=2, **cmi_kw)
     model.seconds, model.calls = 0.0, 0
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
@@ -174,7 +208,9 @@ def _child(part: str, variant: str, shape_name: str, out: str) -> None:
         result = {"kl_unigram": prof.kl_unigram, "entropy": prof.entropy}
     else:
         result = {
-            "cmi": cmi_matrix(model, tokens, positions=positions, top_k=TOP_K, batch_size=CMI_BATCH)
+            "cmi": cmi_matrix(
+                model, tokens, positions=positions, top_k=TOP_K, batch_size=CMI_BATCH, **cmi_kw
+            )
         }
     wall = time.perf_counter() - start
     peak = _kib("VmHWM")
@@ -203,11 +239,19 @@ def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A tiny shape (a pipeline check).")
     parser.add_argument(
+        "--shapes",
+        default="full",
+        help="Comma-separated model shapes: full (d_model 256), large (d_model 1024).",
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="Add the rows to the CSV instead of replacing it."
+    )
+    parser.add_argument(
         "--out", default=None, help="CSV path (default bench/results/analysis_scale_cpu.csv)."
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parts", default="profile,cmi")
-    parser.add_argument("--variants", default="new,old")
+    parser.add_argument("--variants", default="new,prev,old")
     parser.add_argument(
         "--child", nargs=4, metavar=("PART", "VARIANT", "SHAPE", "OUT"), help=argparse.SUPPRESS
     )
@@ -216,8 +260,13 @@ def main(argv=None) -> Path:
     if args.child:
         _child(*args.child)
         return Path(args.child[3])
-    shape_name = "quick" if args.quick else "full"
-    shape = SHAPES[shape_name]
+    shape_names = ["quick"] if args.quick else args.shapes.split(",")
+    for name in shape_names:
+        if name not in SHAPES:
+            parser.error(f"unknown shape {name!r}; choose from {sorted(SHAPES)}")
+    for variant in args.variants.split(","):
+        if variant not in REVS:
+            parser.error(f"unknown variant {variant!r}; choose from {sorted(REVS)}")
     env = environment("cpu")
     held = {"profile": 1, "cmi": 1 + CMI_BATCH}
     rows, outputs = [], {}
@@ -225,60 +274,73 @@ def main(argv=None) -> Path:
         k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for part in args.parts.split(","):
-            for variant in args.variants.split(","):
-                stem = os.path.join(tmp, f"{part}_{variant}")
-                L = shape["L"][part]
-                logits_mb = L * VOCAB * 2 / 2**20  # one (1, L, V) bf16 tensor
-                load_before = _load()
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "remask.bench.analysis_scale",
-                        "--threads",
-                        str(args.threads),
-                        "--child",
-                        part,
-                        variant,
-                        shape_name,
-                        stem,
-                    ],
-                    check=True,
-                    env={**os.environ, **threads},
-                )
-                info = json.loads(Path(stem + ".json").read_text())
-                outputs[part, variant] = dict(np.load(stem + ".npz"))
-                extra = info["peak_above_start_mb"] - held[part] * logits_mb
-                config = {
-                    "part": part,
-                    "L": L,
-                    "V": VOCAB,
-                    **{k: v for k, v in shape.items() if k != "L"},
-                    "dtype": "bfloat16",
-                    "B": 1,
-                    "threads": args.threads,
-                    "forwards": info["forwards"],
-                    "forward_s": round(info["forward_s"], 3),
-                    "peak_above_start_mb": round(info["peak_above_start_mb"], 1),
-                    "logits_bf16_mb": round(logits_mb, 1),
-                    "logits_held": held[part],
-                    "peak_extra_mb": round(extra, 1),
-                    "peak_extra_x_logits": round(extra / logits_mb, 3),
-                    "hwm_reset": info["hwm_reset"],
-                    "load_avg_1m_before": load_before,
-                    "load_avg_1m_after": _load(),
-                }
-                if part == "cmi":
-                    config.update(positions=CMI_POSITIONS, top_k=TOP_K, batch_size=CMI_BATCH)
-                rows.append((part, variant, config, info))
-                print(part, variant, json.dumps(config), flush=True)
-    for part, variant, config, _info in rows:
-        other = outputs.get((part, "old" if variant == "new" else "new"))
+        for shape_name in shape_names:
+            shape = SHAPES[shape_name]
+            for part in args.parts.split(","):
+                for variant in args.variants.split(","):
+                    stem = os.path.join(tmp, f"{shape_name}_{part}_{variant}")
+                    L = shape["L"][part]
+                    logits_mb = L * VOCAB * 2 / 2**20  # one (1, L, V) bf16 tensor
+                    load_before = _load()
+                    subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "remask.bench.analysis_scale",
+                            "--threads",
+                            str(args.threads),
+                            "--child",
+                            part,
+                            variant,
+                            shape_name,
+                            stem,
+                        ],
+                        check=True,
+                        env={**os.environ, **threads},
+                    )
+                    info = json.loads(Path(stem + ".json").read_text())
+                    outputs[shape_name, part, variant] = dict(np.load(stem + ".npz"))
+                    extra = info["peak_above_start_mb"] - held[part] * logits_mb
+                    config = {
+                        "shape": shape_name,
+                        "part": part,
+                        "code": REVS[variant] or "this tree",
+                        "L": L,
+                        "V": VOCAB,
+                        **{k: v for k, v in shape.items() if k != "L"},
+                        "dtype": "bfloat16",
+                        "B": 1,
+                        "threads": args.threads,
+                        "forwards": info["forwards"],
+                        "forward_s": round(info["forward_s"], 3),
+                        "peak_above_start_mb": round(info["peak_above_start_mb"], 1),
+                        "logits_bf16_mb": round(logits_mb, 1),
+                        "logits_held": held[part],
+                        "peak_extra_mb": round(extra, 1),
+                        "peak_extra_x_logits": round(extra / logits_mb, 3),
+                        "hwm_reset": info["hwm_reset"],
+                        "load_avg_1m_before": load_before,
+                        "load_avg_1m_after": _load(),
+                    }
+                    if part == "cmi":
+                        config.update(
+                            positions=CMI_POSITIONS,
+                            top_k=TOP_K,
+                            batch_size=CMI_BATCH,
+                            columns="positions" if REVS[variant] is None else "all",
+                        )
+                    rows.append((shape_name, part, variant, config, info))
+                    print(shape_name, part, variant, json.dumps(config), flush=True)
+    for shape_name, part, variant, config, _info in rows:
+        # Each variant against the old code (the old one against this tree), on the entries
+        # both computed (the new cmi_matrix computes only the clamped positions' columns).
+        other = outputs.get((shape_name, part, "old" if variant != "old" else "new"))
         if other is not None:
-            mine = outputs[part, variant]
-            config["max_abs_diff_vs_other"] = float(
-                max(np.nanmax(np.abs(mine[k] - other[k])) for k in mine)
+            mine = outputs[shape_name, part, variant]
+            both = [np.isfinite(mine[k]) & np.isfinite(other[k]) for k in mine]
+            config["compared_entries"] = int(sum(b.sum() for b in both))
+            config["max_abs_diff_vs_" + ("old" if variant != "old" else "new")] = float(
+                max(np.max(np.abs(mine[k] - other[k])[b], initial=0.0) for k, b in zip(mine, both))
             )
     results = [
         Result(
@@ -295,13 +357,16 @@ def main(argv=None) -> Path:
             derived_unit="forward_share",
             **env,
         )
-        for part, variant, config, info in rows
+        for _shape, _part, variant, config, info in rows
     ]
     path = (
         Path(args.out)
         if args.out
         else RESULTS / f"analysis_scale_{'quick_' if args.quick else ''}cpu.csv"
     )
+    if args.append and path.exists():
+        with path.open(newline="") as handle:
+            results = [Result(**row) for row in csv.DictReader(handle)] + results
     write_csv(results, path)
     print(f"wrote {path}")
     return path
