@@ -231,14 +231,15 @@ def test_wino_emulation_cost_warns():
 
 
 def test_wino_emulation_picks_a_bounded_width():
-    # One block over 40 masks would cost 41 forward passes a step; the CLI picks blocks of 32.
+    # One block over 64 masks would cost 65 forward passes a step; the CLI picks blocks of 32.
     result = _invoke(
-        "generate", "--model", "tiny", "--sampler", "wino", "--gen-length", 40, "--json"
+        "generate", "--model", "tiny", "--sampler", "wino", "--gen-length", 64, "--json"
     )
     assert result.exit_code == 0, result.output
     assert "using block_length=32 (33 per step)" in result.stderr
     record = json.loads(result.stdout)
-    assert record["rows"][0]["nfe"] == 33 * record["steps"]  # 1 + W evaluations a step, W = 32
+    # 1 + 32 evaluations a step: both blocks are full (a shorter last block would cost less).
+    assert record["rows"][0]["nfe"] == 33 * record["steps"]
 
 
 def test_threads_option_sets_the_libraries(monkeypatch):
