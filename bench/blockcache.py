@@ -36,7 +36,7 @@ import torch
 
 import remask
 from remask.bench.cache import _load_average
-from remask.bench.common import Result, environment, sample_row, write_csv
+from remask.bench.common import Result, environment, row_collector, write_csv
 
 __all__ = ["PRESETS", "PrefixRecompute", "build_model", "main"]
 
@@ -258,19 +258,7 @@ def _run(quick, out, preset, threads, repeats) -> list[Result]:
 
     results: list[Result] = []
 
-    def row(name, variant, values, unit, derived=None, derived_unit=""):
-        results.append(
-            sample_row(
-                name,
-                variant,
-                values,
-                unit,
-                config=config,
-                env=env,
-                derived=derived,
-                derived_unit=derived_unit,
-            )
-        )
+    row = row_collector(results, config=config, env=env)
 
     for name in variants:
         n = outputs[name].steps

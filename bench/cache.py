@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 import remask
-from remask.bench.common import Result, environment, sample_row, write_csv
+from remask.bench.common import Result, environment, random_llada, row_collector, write_csv
 from remask.models.cache import Cached
 
 __all__ = ["PRESETS", "build_model", "main", "token_agreement"]
@@ -80,29 +80,12 @@ def build_model(preset: str = "cpu", *, device: str | torch.device = "cpu", seed
         ``mask_id`` = vocab - 96 (inside the vocabulary, as in LLaDA), ``eos_id`` =
         ``pad_id`` = vocab - 95.
     """
-    from remask.models.llada import LLaDAConfig, LLaDADenoiser, LLaDAModelLM
-
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     shape = dict(PRESETS[preset])
     dtype = getattr(torch, shape.pop("dtype"))
     vocab = shape.pop("vocab_size")
-    mask_id, eos_id = vocab - 96, vocab - 95
-    config = LLaDAConfig(
-        **shape,
-        vocab_size=vocab,
-        embedding_size=vocab,
-        n_kv_heads=shape["n_heads"],
-        max_sequence_length=4096,
-        mask_token_id=mask_id,
-        eos_token_id=eos_id,
-        pad_token_id=eos_id,
-    )
-    torch.manual_seed(seed)
-    model = LLaDAModelLM(config).to(device=device, dtype=dtype)
-    return LLaDADenoiser(
-        model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id, pad_id=eos_id
-    )
+    return random_llada(shape, vocab, dtype=dtype, device=device, seed=seed)
 
 
 def _load_average() -> float | None:
@@ -203,19 +186,7 @@ def main(
 
     results: list[Result] = []
 
-    def row(name, variant, values, unit, derived=None, derived_unit="", extra=None):
-        results.append(
-            sample_row(
-                name,
-                variant,
-                values,
-                unit,
-                config={**config, **(extra or {})},
-                env=env,
-                derived=derived,
-                derived_unit=derived_unit,
-            )
-        )
+    row = row_collector(results, config=config, env=env)
 
     reference = outputs["uncached"].tokens
     for name in variants:

@@ -102,6 +102,55 @@ def sample_row(
     )
 
 
+def row_collector(results: list[Result], *, config: dict, env: dict[str, str]) -> Callable:
+    """``row(name, variant, values, unit, derived=None, derived_unit="", extra=None)``: append
+    :func:`sample_row` of the measurements to ``results`` (``extra`` adds config keys to that
+    row only)."""
+
+    def row(name, variant, values, unit, derived=None, derived_unit="", extra=None) -> None:
+        results.append(
+            sample_row(
+                name,
+                variant,
+                values,
+                unit,
+                config={**config, **(extra or {})},
+                env=env,
+                derived=derived,
+                derived_unit=derived_unit,
+            )
+        )
+
+    return row
+
+
+def random_llada(
+    shape: dict, vocab: int, *, dtype: torch.dtype = torch.float32, device="cpu", seed: int = 0
+):
+    """A random-weight LLaDA denoiser (LLaDA's ``init_std`` 0.02 normal init) of ``shape``
+    (``d_model``, ``n_layers``, ``n_heads``, ``mlp_hidden_size``) and vocabulary ``vocab``:
+    ``mask_id`` = vocab - 96 (inside the vocabulary, as in LLaDA), ``eos_id`` = ``pad_id`` =
+    vocab - 95 (benchmark ids, not of any tokenizer)."""
+    from remask.models.llada import LLaDAConfig, LLaDADenoiser, LLaDAModelLM
+
+    mask_id, eos_id = vocab - 96, vocab - 95
+    config = LLaDAConfig(
+        **shape,
+        vocab_size=vocab,
+        embedding_size=vocab,
+        n_kv_heads=shape["n_heads"],
+        max_sequence_length=4096,
+        mask_token_id=mask_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
+    torch.manual_seed(seed)
+    model = LLaDAModelLM(config).to(device=device, dtype=dtype)
+    return LLaDADenoiser(
+        model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id, pad_id=eos_id
+    )
+
+
 def time_cpu(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10) -> dict[str, float]:
     """Median / p20 / p80 wall time of ``fn()`` in ms (perf_counter, after ``warmup`` calls)."""
     for _ in range(warmup):

@@ -38,7 +38,7 @@ import torch
 import remask
 from remask.bench.blockcache import _uptime
 from remask.bench.cache import _load_average
-from remask.bench.common import Result, environment, sample_row, write_csv
+from remask.bench.common import Result, environment, random_llada, row_collector, write_csv
 from remask.models.dpad import DPad
 
 __all__ = ["PRESETS", "build_model", "main"]
@@ -59,28 +59,11 @@ def build_model(preset: str = "cpu", *, seed: int = 0):
     ``mask_id`` = vocab - 96, ``eos_id`` = ``pad_id`` = vocab - 95 (ids of the random model,
     not of any tokenizer).
     """
-    from remask.models.llada import LLaDAConfig, LLaDADenoiser, LLaDAModelLM
-
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     shape = dict(PRESETS[preset])
     vocab = shape.pop("vocab")
-    mask_id, eos_id = vocab - 96, vocab - 95
-    config = LLaDAConfig(
-        **shape,
-        vocab_size=vocab,
-        embedding_size=vocab,
-        n_kv_heads=shape["n_heads"],
-        max_sequence_length=4096,
-        mask_token_id=mask_id,
-        eos_token_id=eos_id,
-        pad_token_id=eos_id,
-    )
-    torch.manual_seed(seed)
-    model = LLaDAModelLM(config)
-    return LLaDADenoiser(
-        model, mask_id=mask_id, vocab_size=vocab, embedding_rows=vocab, eos_id=eos_id, pad_id=eos_id
-    )
+    return random_llada(shape, vocab, seed=seed)
 
 
 class _Counted:
@@ -223,19 +206,7 @@ def _run(quick, out, preset, threads, repeats, gen_length) -> list[Result]:
 
     results: list[Result] = []
 
-    def row(name, variant, values, unit, derived=None, derived_unit=""):
-        results.append(
-            sample_row(
-                name,
-                variant,
-                values,
-                unit,
-                config=config,
-                env=env,
-                derived=derived,
-                derived_unit=derived_unit,
-            )
-        )
+    row = row_collector(results, config=config, env=env)
 
     for name in variants:
         nfe = int(outputs[name].nfe.max())
