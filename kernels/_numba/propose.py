@@ -57,6 +57,7 @@ __all__ = [
     "SERIAL_ELEMENTS",
     "min_p_bits",
     "philox4x32",
+    "philox4x32_keyed",
     "propose_rows",
     "serial_below",
     "unavailable_reason",
@@ -151,6 +152,24 @@ def _philox_array(c0, c1, c2, c3, k0, k1, out):  # pragma: no cover - compiled
         out[i, 1] = w1
         out[i, 2] = w2
         out[i, 3] = w3
+
+
+@njit(cache=True)
+def _philox_keyed_array(c0, c1, c2, c3, k0, k1, out):  # pragma: no cover - compiled
+    for i in range(c0.shape[0]):
+        w0, w1, w2, w3 = _philox(c0[i], c1[i], c2[i], c3[i], k0[i], k1[i])
+        out[0, i] = w0
+        out[1, i] = w1
+        out[2, i] = w2
+        out[3, i] = w3
+
+
+def philox4x32_keyed(c0, c1, c2, c3, k0, k1) -> np.ndarray:
+    """Philox4x32-10 with one key per element: six (n,) uint64 arrays of 32-bit words (the
+    counter and the key words); returns (4, n) uint64, the four output words."""
+    out = np.empty((4, c0.shape[0]), dtype=np.uint64)
+    _philox_keyed_array(c0, c1, c2, c3, k0, k1, out)
+    return out
 
 
 def philox4x32(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:

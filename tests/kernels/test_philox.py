@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 import remask.kernels as K
-from remask.kernels._philox import philox4x32, row_uniforms
+from remask.kernels._philox import _compiled, _philox_torch, philox4x32, row_uniforms
 from remask.kernels._reference import philox4x32_py
 
 # Known-answer vectors: Random123 distribution, file tests/kat_vectors
@@ -40,8 +40,28 @@ def test_python_oracle_known_answers(counter, key, expected):
 
 @pytest.mark.parametrize("counter, key, expected", KAT)
 def test_torch_known_answers(counter, key, expected):
+    # philox4x32 on CPU goes through Numba when it is there; the torch ops (every other
+    # device) are checked on their own.
     words = philox4x32(*(torch.tensor([c]) for c in counter), *key)
     assert tuple(int(w) for w in words) == expected
+    words = _philox_torch(*(torch.tensor([c]) for c in counter), *key)
+    assert tuple(int(w) for w in words) == expected
+
+
+@pytest.mark.parametrize(
+    "counter_shape, key_shape", [((5, 7), (5, 7)), ((4, 1), (1, 9)), ((), ()), ((0, 3), (1,))]
+)
+def test_cpu_fast_path_equals_the_torch_ops(counter_shape, key_shape):
+    """Per-element keys and broadcasting: the compiled CPU path gives the torch ops' words."""
+    gen = torch.Generator().manual_seed(sum(counter_shape) + 7)
+    counter = [torch.randint(0, 2**32, counter_shape, generator=gen) for _ in range(4)]
+    key = [torch.randint(0, 2**32, key_shape, generator=gen) for _ in range(2)]
+    pytest.importorskip("remask.kernels._numba.propose")  # loaded: the fast path is taken
+    assert _compiled() is not None
+    got = philox4x32(*counter, *key)
+    want = _philox_torch(*torch.broadcast_tensors(*counter), *key)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and torch.equal(g, w)
 
 
 @pytest.mark.parametrize("counter, key, expected", KAT)
