@@ -36,7 +36,7 @@ import torch
 
 import remask
 from remask.bench.cache import _load_average
-from remask.bench.common import Result, environment, row_collector, write_csv
+from remask.bench.common import Result, environment, pin_numba, row_collector, write_csv
 
 __all__ = ["PRESETS", "PrefixRecompute", "build_model", "main"]
 
@@ -213,12 +213,7 @@ def _run(quick, out, preset, threads, repeats) -> list[Result]:
     forward_cpus = {name: [] for name in variants}
     outputs = {}
     backend = remask.kernels.resolve_backend(device="cpu")
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    pin_numba(threads)
     with torch.inference_mode():
         for model in variants.values():  # warm-up: kernels (Numba compiles once), allocator
             remask.generate(model, prompt, sampler, gen_length=block, seed=0)

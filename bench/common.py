@@ -102,6 +102,24 @@ def sample_row(
     )
 
 
+def pin_numba(threads: int) -> None:
+    """Pin Numba's thread pool to ``threads`` (at most its configured maximum); nothing
+    without Numba. Torch's threads are each benchmark's own business (some restore them)."""
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def load_averages() -> str:
+    """The 1/5/15-minute load averages as ``uptime`` prints them, or "unknown"."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def row_collector(results: list[Result], *, config: dict, env: dict[str, str]) -> Callable:
     """``row(name, variant, values, unit, derived=None, derived_unit="", extra=None)``: append
     :func:`sample_row` of the measurements to ``results`` (``extra`` adds config keys to that

@@ -38,7 +38,14 @@ import torch
 import remask
 from remask.bench.blockcache import _uptime
 from remask.bench.cache import _load_average
-from remask.bench.common import Result, environment, random_llada, row_collector, write_csv
+from remask.bench.common import (
+    Result,
+    environment,
+    pin_numba,
+    random_llada,
+    row_collector,
+    write_csv,
+)
 from remask.models.dpad import DPad
 
 __all__ = ["PRESETS", "build_model", "main"]
@@ -157,12 +164,7 @@ def _run(quick, out, preset, threads, repeats, gen_length) -> list[Result]:
     lengths: dict[str, list[int]] = {}
     outputs = {}
     backend = remask.kernels.resolve_backend(device="cpu")
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    pin_numba(threads)
     with torch.inference_mode():
         for make in variants.values():  # warm-up: kernels (Numba compiles once), allocator
             remask.generate(make(base), prompt, sampler, gen_length=block, seed=0)

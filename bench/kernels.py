@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +49,15 @@ import torch
 import torch.nn.functional as F
 
 import remask.kernels as K
-from remask.bench.common import Result, environment, time_cpu, time_gpu, write_csv
+from remask.bench.common import (
+    Result,
+    environment,
+    load_averages,
+    pin_numba,
+    time_cpu,
+    time_gpu,
+    write_csv,
+)
 
 __all__ = [
     "llada_greedy_step",
@@ -254,22 +261,9 @@ def _cases(
     return cases
 
 
-def _load() -> str:
-    """The 1/5/15-minute load averages (``uptime``), recorded with every row."""
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def _pin_threads(threads: int) -> None:
     torch.set_num_threads(threads)
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    pin_numba(threads)
 
 
 def main(
@@ -315,7 +309,7 @@ def main(
                     "L": shape[1],
                     "V": shape[2],
                     "dtype": str(dtype).replace("torch.", ""),
-                    "load": _load(),
+                    "load": load_averages(),
                 }
             )
             results.append(
@@ -340,7 +334,7 @@ def main(
             print(
                 f"{name:16s} {results[-1].variant:14s} {backend:7s} median "
                 f"{stats['median']:9.2f} ms  [p20 {stats['p20']:.2f}, p80 {stats['p80']:.2f}]"
-                f"  load {_load()}",
+                f"  load {load_averages()}",
                 flush=True,
             )
         del logits

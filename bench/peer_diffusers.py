@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from remask.bench.common import environment, sample_row, write_csv
+from remask.bench.common import environment, load_averages, pin_numba, sample_row, write_csv
 from remask.kernels import resolve_backend
 
 __all__ = ["CausalRandomDenoiser", "main"]
@@ -146,16 +146,7 @@ def _diffusers_side(core: CausalRandomDenoiser):
 def _pin_threads(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
-
-
-def _load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    pin_numba(threads)
 
 
 def run_pair(B: int, *, repeats: int, seed: int = 0, log=print) -> list[dict]:
@@ -233,7 +224,7 @@ def run_pair(B: int, *, repeats: int, seed: int = 0, log=print) -> list[dict]:
                 outside=outside,
                 cpu_outside=cpu,
                 identical=identical,
-                load=_load(),
+                load=load_averages(),
             )
         )
         log(
@@ -262,14 +253,14 @@ def main(
             "diffusers is not installed; this peer benchmark needs it: pip install diffusers==0.42.0"
         ) from None
     _pin_threads(threads)
-    load_before = _load()
+    load_before = load_averages()
     log(
         f"diffusers {diffusers.__version__} vs remask llada2; {threads} thread(s); load {load_before}"
     )
     rows = []
     for B in batch_sizes:
         rows += run_pair(B, repeats=repeats, log=log)
-    load_after = _load()
+    load_after = load_averages()
     env = environment("cpu")
     import json
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from remask.bench.common import Result, environment, write_csv
+from remask.bench.common import Result, environment, load_averages, pin_numba, write_csv
 
 __all__ = [
     "ORACLES",
@@ -345,12 +345,7 @@ def overhead_stub(
     from remask.samplers import available, generate
 
     torch.set_num_threads(threads)
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    pin_numba(threads)
     out = []
     for B, P, G, V, dtype, cost in STUB_SHAPES[:1] if quick else STUB_SHAPES:
         model = StubDenoiser(V, P + G + 8, cost, dtype)
@@ -358,7 +353,7 @@ def overhead_stub(
         floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
         log(
             f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')}: "
-            f"one plain read of the logits {floor_ms:.2f} ms (load {_load()})"
+            f"one plain read of the logits {floor_ms:.2f} ms (load {load_averages()})"
         )
         for name in samplers or available():
             sampler = _greedy_sampler(name, G)
@@ -397,7 +392,7 @@ def overhead_stub(
                 p20=fractions[0],
                 p80=fractions[-1],
                 repeats=len(totals),
-                load=_load(),
+                load=load_averages(),
                 floor_ms=floor_ms,
             )
             out.append(row)
@@ -409,13 +404,6 @@ def overhead_stub(
                 f"({steps} steps, load {row['load']})"
             )
     return out
-
-
-def _load() -> str:
-    """The 1/5/15-minute load averages (``uptime``)."""
-    import os
-
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def logits_read_ms(logits: torch.Tensor, repeats: int = 21) -> float:
