@@ -145,16 +145,6 @@ def _philox(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _philox_array(c0, c1, c2, c3, k0, k1, out):  # pragma: no cover - compiled
-    for i in range(c0.shape[0]):
-        w0, w1, w2, w3 = _philox(c0[i], c1[i], c2[i], c3[i], k0, k1)
-        out[i, 0] = w0
-        out[i, 1] = w1
-        out[i, 2] = w2
-        out[i, 3] = w3
-
-
-@njit(cache=True)
 def _philox_keyed_array(c0, c1, c2, c3, k0, k1, out):  # pragma: no cover - compiled
     for i in range(c0.shape[0]):
         w0, w1, w2, w3 = _philox(c0[i], c1[i], c2[i], c3[i], k0[i], k1[i])
@@ -175,17 +165,9 @@ def philox4x32_keyed(c0, c1, c2, c3, k0, k1) -> np.ndarray:
 def philox4x32(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     """Philox4x32-10 of (n, 4) uint32-valued counters with key (k0, k1); returns (n, 4) uint64."""
     c = np.ascontiguousarray(counters, dtype=np.uint64)
-    out = np.empty((c.shape[0], 4), dtype=np.uint64)
-    _philox_array(
-        c[:, 0].copy(),
-        c[:, 1].copy(),
-        c[:, 2].copy(),
-        c[:, 3].copy(),
-        np.uint64(key[0]),
-        np.uint64(key[1]),
-        out,
-    )
-    return out
+    n = c.shape[0]
+    k0, k1 = (np.full(n, k, dtype=np.uint64) for k in key)
+    return philox4x32_keyed(*(c[:, i].copy() for i in range(4)), k0, k1).T.copy()
 
 
 @njit(cache=True, inline="always", fastmath=_FAST)
