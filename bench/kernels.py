@@ -8,6 +8,11 @@ Shape: one LLaDA step, (B, L, V) = (1, 256, 126464), float32 and bfloat16 logits
 * ``read``             the same read as a Numba integer max over the raw bits (bf16 as 16-bit
                        integers), two threads: the fastest plain read measured here, the
                        stricter floor (CPU with Numba only);
+* ``exp_floor``        the arithmetic floor of any exact softmax statistic: one read plus one
+                       ``exp`` per logit and a sum (Numba, the kernel's own vectorized ``exp``,
+                       the row max given), two threads: ``propose`` at T = 0 cannot beat it
+                       (the probability of the argmax and the entropy need Σ exp over the
+                       row), so ``exp_floor / read`` bounds ``propose_t0 / read`` from below;
 * ``llada_t0``         LLaDA's T = 0 step: argmax + softmax in the logits dtype + gather;
 * ``llada_gumbel_t1``  LLaDA's T = 1 step: float64 cast, float64 uniforms,
                        ``exp(logits) / (-log u) ** T``, argmax, softmax + gather
@@ -167,7 +172,39 @@ def _read_floor(logits: torch.Tensor) -> Callable[[], object] | None:
     flat = logits.reshape(-1, logits.shape[-1])
     bits = flat.view(torch.int16 if flat.element_size() == 2 else torch.int32).numpy()
     out = np.empty(flat.shape[0], dtype=np.int64)
-    return lambda: read_rows(bits, out)
+    return lambda: (read_rows(bits, out), out)[1]  # (R,) max of the raw bits per row
+
+
+def _exp_floor(logits: torch.Tensor) -> Callable[[], object] | None:
+    """A Numba kernel that reads every logit once and sums ``exp(x - m)`` with the row max
+    ``m`` given (computed outside the timing), using the propose kernel's vectorized ``exp``
+    and widening; None without Numba / off the CPU or for fp16 (widened through a table)."""
+    if logits.device.type != "cpu" or logits.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    try:
+        import numpy as np
+        from numba import njit, prange
+
+        from remask.kernels._numba.propose import _FAST, _bits, _exp_neg
+    except ImportError:
+        return None
+
+    @njit(parallel=True, cache=False, fastmath=_FAST)
+    def exp_rows(src, m, out):  # pragma: no cover - compiled
+        for r in prange(src.shape[0]):
+            row = src[r]
+            ref = np.float32(m[r])
+            s = np.float32(0.0)
+            for k in range(row.shape[0]):
+                s += _exp_neg(max(np.float32(-88.0), _bits(row[k]).view(np.float32) - ref))
+            out[r] = s
+
+    flat = logits.reshape(-1, logits.shape[-1])
+    bits = flat.view(torch.int16 if flat.element_size() == 2 else torch.int32).numpy()
+    bits = bits.view(np.uint16 if flat.element_size() == 2 else np.uint32)
+    m = flat.float().amax(-1).numpy()
+    out = np.empty(flat.shape[0], dtype=np.float32)
+    return lambda: (exp_rows(bits, m, out), out)[1]  # (R,) Σ exp(x - m) per row
 
 
 def _cases(
@@ -189,6 +226,10 @@ def _cases(
     if read is not None:
         read()  # compile outside the timing
         cases.append(("read", "numba", read, False))
+    exp_floor = _exp_floor(logits)
+    if exp_floor is not None:
+        exp_floor()  # compile outside the timing
+        cases.append(("exp_floor", "numba", exp_floor, False))
     if not large:
         cases += [
             ("llada_t0", "torch", lambda: llada_greedy_step(logits), False),
@@ -354,6 +395,9 @@ RATIOS = [
     ("propose_t0 / read", ("propose_t0", None), ("read", "numba"), "<= 2"),
     ("propose_t1 / read", ("propose_t1", None), ("read", "numba"), "<= 2.5"),
     ("floor / read", ("floor", "torch"), ("read", "numba"), "-"),
+    ("exp_floor / read", ("exp_floor", "numba"), ("read", "numba"), "-"),
+    ("propose_t0 / exp_floor", ("propose_t0", None), ("exp_floor", "numba"), "-"),
+    ("propose_t1 / exp_floor", ("propose_t1", None), ("exp_floor", "numba"), "-"),
     ("llada_t0 / propose_t0", ("llada_t0", "torch"), ("propose_t0", None), ">= 5"),
     ("llada_gumbel_t1 / propose_t1", ("llada_gumbel_t1", "torch"), ("propose_t1", None), ">= 40"),
     ("torch_fp32 / propose_t0", ("torch_fp32", "torch"), ("propose_t0", None), ">= 5"),

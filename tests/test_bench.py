@@ -76,3 +76,28 @@ def test_sampler_benchmark_writes_the_shared_schema(tmp_path):
     table = report.samplers_tables(str(path))
     assert "low_confidence [1 tok/step]" in table and "| 8.00 (8–8) | 1.00 |" in table
     assert "Noise floor" in table and "Time outside the model forward" in table
+
+
+def test_kernel_floors_compute_what_they_claim():
+    """The floors of the kernel benchmark do the work they stand for (nothing optimised away):
+    the read is a max over each row's raw bits, the exp floor Σ exp(x - max) per row."""
+    import pytest
+    import torch
+
+    pytest.importorskip("numba")
+    from remask.bench.kernels import _exp_floor, _read_floor
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 1000, generator=gen) * 3  # (B, L, V)
+    x[0, 1, 7] = float("-inf")
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = x.to(dtype)
+        flat = logits.reshape(-1, 1000).float()  # (R, V)
+        want = torch.exp(flat - flat.amax(-1, keepdim=True)).sum(-1)  # (R,)
+        got = torch.from_numpy(_exp_floor(logits)())
+        # float32 sums of a polynomial exp (relative error < 5e-7 per term) over 1000 terms
+        torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=0)
+        bits = logits.reshape(-1, 1000).view(
+            torch.int16 if dtype == torch.bfloat16 else torch.int32
+        )
+        assert torch.equal(torch.from_numpy(_read_floor(logits)()), bits.amax(-1).long())
