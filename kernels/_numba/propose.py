@@ -11,7 +11,9 @@ the first tile with a finite logit) the tile is swept again relative to its own 
 jumps are rebased in float64, as the row sums are. The argmax index and the runner-up are
 searched (vectorized) only in tiles that raise the max. Sampling re-reads one tile (see
 :mod:`remask.kernels.propose` for the two-level rule). Filtered rows (top-p/top-k/min-p,
-``stats="sampled"``) take two more passes and a radix selection (see below).
+``stats="sampled"``) take two more passes and a radix selection (see below); with
+``stats="sampled"`` every statistic comes from those passes, so the first pass only reads the
+max, its index, the runner-up and the row status (no exp).
 
 Numerics that differ from the torch reference (within the tested tolerances):
 
@@ -377,6 +379,25 @@ def _tile_step(seg, n, ref, tempered, inv_t):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _tile_max_step(seg, n, ref):  # pragma: no cover - compiled
+    """_tile_step without the sums, for rows whose statistics all come from the filtered
+    passes (``stats="sampled"``): ``(bad, mt, first, second)`` as there, from one read of the
+    keys (the exp of the first pass is skipped; the filtered passes recompute e anyway)."""
+    kmax, kmin = _seg_max(seg, n)
+    if kmax > _KEY_PINF or kmin < _KEY_NINF:
+        return 1, np.nan, 0, -np.inf
+    mt = _key_to_float(kmax)
+    if mt == np.inf:
+        return 2, mt, 0, -np.inf
+    first = 0
+    second = -np.inf
+    if mt > ref:
+        first = _seg_first_equal(seg, n, np.float32(mt))
+        second = _key_to_float(_seg_second_key(seg, n, first))
+    return 0, mt, first, second
+
+
+@njit(cache=True)
 def _pick(cum, n, target, weights):  # pragma: no cover - compiled
     """First i < n with cum[i] > target, clamped to the last positive weight (cf. reference)."""
     last = 0
@@ -475,7 +496,10 @@ def _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf):  # pragma: no cove
 
 # ---------------------------------------------------------------------------------------------
 # Filtered proposals (top-p / top-k / stats="sampled"): two more passes over the row plus a
-# selection on the surviving candidates; no sort of the vocabulary.
+# selection on the surviving candidates; no sort of the vocabulary. Pass 2 stores
+# e = exp((x - m) / T_f) to a (V,) float32 buffer and sums it; the cut is selected on the bits
+# of the stored e (block-max bound, then radix selection); pass 3 re-reads x for d = x - m and
+# takes e from the buffer (a compare and masked sums, no exp).
 
 _ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum
 
@@ -831,7 +855,14 @@ def _propose_kernel(
             lo = j * SAMPLE_TILE
             n = min(SAMPLE_TILE, vocab - lo)
             ref = np.float32(x1)
-            if kind == _KIND_F16:
+            if sampled:  # every statistic comes from the filtered passes: max and status only
+                ref_t, ts, tt, tw = 0.0, 0.0, 0.0, 0.0
+                if kind == _KIND_F16:
+                    _widen_row(row, lo, n, kind, table_bits, ubuf)
+                    bad, mt, first, second = _tile_max_step(ubuf, n, ref)
+                else:
+                    bad, mt, first, second = _tile_max_step(row[lo : lo + n], n, ref)
+            elif kind == _KIND_F16:
                 _widen_row(row, lo, n, kind, table_bits, ubuf)
                 bad, mt, ref_t, ts, tt, tw, first, second = _tile_step(
                     ubuf, n, ref, tempered, inv_t_pass
@@ -853,6 +884,8 @@ def _propose_kernel(
                 i1 = lo + first
             else:
                 x2 = max(x2, mt)
+            if sampled:
+                continue  # no sums in this pass (see _tile_max_step)
             # Merge the tile's sums (relative to ref_t) into the row's (relative to m), in
             # float64 so that huge |m - ref_t| cannot overflow.
             if ref_t > m:
@@ -894,8 +927,9 @@ def _propose_kernel(
             out_margin[r] = 0.0
             out_ent[r] = 0.0
             continue
-        out_ent[r] = math.log(s) - t / s
-        out_margin[r] = (1.0 - math.exp(x2 - m)) / s
+        if not sampled:  # (sampled: s = t = 0 here; the filtered passes give the statistics)
+            out_ent[r] = math.log(s) - t / s
+            out_margin[r] = (1.0 - math.exp(x2 - m)) / s
         if second_pass:
             ebuf = np.empty(vocab, dtype=np.float32)
             cand = np.empty(vocab, dtype=np.uint32)

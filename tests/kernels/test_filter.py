@@ -399,3 +399,36 @@ def test_block_bounded_rows_match_reference(kind, dtype, warm_numba):
                 x, temperature=temperature, key=key, stats="sampled", backend="torch", **kw
             )
             assert_matches(out, ref, f"{kind} {dtype} T={temperature} {kw}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampled_stats_rows_keep_status_and_ties(backend, temperature, warm_numba):
+    # With stats="sampled" the numba backend's first pass reads only the max, its index, the
+    # runner-up and the status (no sums): bad rows, found in any tile, must still raise, NaN
+    # before +inf, and a tied maximum still gives the lowest index and margin 0.
+    kw = dict(temperature=temperature, top_p=0.9, stats="sampled", backend=backend)
+    x = torch.randn(2, 3, 9000)
+    key = K.split(2, x.shape[:-1])
+    for cells, message in [
+        ({8000: math.nan}, "contains NaN"),
+        ({4200: math.inf}, r"contains \+inf"),
+        ({10: math.inf, 8999: math.nan}, "contains NaN"),
+    ]:
+        y = x.clone()
+        for i, v in cells.items():
+            y[1, 2, i] = v
+        with pytest.raises(ValueError, match=rf"row \(1, 2\) {message}"):
+            K.propose(y, key=key, **kw)
+    y = x.clone()
+    y[0, 1] = -math.inf
+    with pytest.raises(ValueError, match=r"row \(0, 1\) has no finite logit"):
+        K.propose(y, key=key, **kw)
+    y = x.clone()
+    y[0, 0, [17, 4100, 8999]] = 30.0  # tied maximum holding almost all the mass
+    out = K.propose(y, key=key, **kw)
+    ref = K.propose(y, key=key, **{**kw, "backend": "torch"})
+    assert_matches(out, ref, f"{backend} T={temperature}")
+    assert float(out.margin[0, 0]) == 0.0
+    if temperature == 0.0:
+        assert int(out.tokens[0, 0]) == 17
