@@ -25,6 +25,10 @@ Shape: one LLaDA step, (B, L, V) = (1, 256, 126464), float32 and bfloat16 logits
   ``torch_top_p`` / ``torch_top_k``:
   the plain-torch code a user would write (sort + cumsum + mask + multinomial, or topk +
   multinomial, and the probability of the draw);
+* ``propose_top_p_lm`` the ``propose_top_p`` call on LM-like rows (``lm_like``: the same
+  logits plus 16 large logits per row, a nucleus of tens of tokens, as real LM rows have;
+  the randn rows' 0.95 nucleus holds ~9% of the vocabulary). The numba selection's cost
+  depends on the distribution (a block-max bound applies to peaked rows), hence both rows;
 * ``keys``             a step's key derivation at this (B, L), as the samplers do it:
                        the rows' step keys (``fold`` by the step number) and one key per
                        position (``position_keys``), in torch; compare with ``propose_t1``;
@@ -147,6 +151,18 @@ def torch_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     log_p = p_logits.double().log_softmax(-1)  # (B, L, V)
     log_q = q_logits.double().log_softmax(-1)  # (B, L, V)
     return torch.where(log_p == float("-inf"), 0.0, log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def lm_like(logits: torch.Tensor, n_hot: int = 16, seed: int = 1) -> torch.Tensor:
+    """``logits`` plus ``n_hot`` large logits per row (1 to 5 above the row's max, at random
+    positions): ~92% of the mass on the hot tokens, so a top-p = 0.95 nucleus of tens of
+    tokens. Same shape, dtype and device."""
+    gen = torch.Generator().manual_seed(seed)
+    x = logits.float().cpu().reshape(-1, logits.shape[-1]).clone()  # (N, V)
+    hot = torch.randint(0, x.shape[-1], (x.shape[0], n_hot), generator=gen)  # (N, n_hot)
+    lift = 1.0 + 4.0 * torch.rand(x.shape[0], n_hot, generator=gen)  # (N, n_hot)
+    x.scatter_(1, hot, x.amax(-1, keepdim=True) + lift)
+    return x.reshape(logits.shape).to(logits.dtype).to(logits.device)
 
 
 def _read_floor(logits: torch.Tensor) -> Callable[[], object] | None:
@@ -275,6 +291,18 @@ def _cases(
                 slow,
             )
         )
+        if not large:
+            peaked = lm_like(logits)
+            cases.append(
+                (
+                    "propose_top_p_lm",
+                    b,
+                    lambda b=b, peaked=peaked: K.propose(
+                        peaked, temperature=1.0, key=key, top_p=0.95, stats="sampled", backend=b
+                    ),
+                    slow,
+                )
+            )
         cases.append(
             (
                 "propose_min_p",
@@ -403,6 +431,7 @@ RATIOS = [
     ("torch_fp32 / propose_t0", ("torch_fp32", "torch"), ("propose_t0", None), ">= 5"),
     ("keys / propose_t1", ("keys", "torch"), ("propose_t1", None), "-"),
     ("propose_top_p / propose_t1", ("propose_top_p", None), ("propose_t1", None), "<= 2"),
+    ("propose_top_p_lm / propose_t1", ("propose_top_p_lm", None), ("propose_t1", None), "-"),
     ("propose_top_k / propose_t1", ("propose_top_k", None), ("propose_t1", None), "-"),
     ("propose_min_p / propose_t1", ("propose_min_p", None), ("propose_t1", None), "-"),
     ("torch_top_p / propose_top_p", ("torch_top_p", "torch"), ("propose_top_p", None), "-"),

@@ -297,3 +297,138 @@ def test_bad_min_p(backend):
     for off in (0, 0.0, None):
         out = K.propose(x, temperature=1.0, key=K.split(0, 2), min_p=off, backend=backend)
         assert torch.equal(out.tokens, plain.tokens)
+
+
+# ------------------------------------------------------- the numba selection's block bound
+#
+# The numba backend bounds the cut from below by the maxima of 128-element blocks of e and
+# runs the radix selection only on the elements above that bound (kernels/_numba/propose.py,
+# _BLOCK). These rows are built so that the bound holds (asserted, so that each case really
+# takes the short path) in awkward ways: exact ties at the cut, a bound that is exactly the
+# cut, block maxima that are all equal. The cut must be the full selection's, bit for bit.
+
+BLOCK = 128
+
+
+def _e_row(kind: str, vocab: int, seed: int) -> np.ndarray:
+    """(V,) float32 e = exp(x - max) of an adversarial row (max 1, entries >= 0)."""
+    rng = np.random.default_rng(seed)
+    if kind == "peaked":  # LM-like: randn * 3 plus a nucleus of a few large logits
+        x = rng.standard_normal(vocab) * 3
+        x[rng.choice(vocab, 8, replace=False)] = 20 + rng.standard_normal(8) * 2
+    elif kind == "ties":  # a handful of exactly tied large values, one per block, + a tail
+        x = rng.standard_normal(vocab) - 12
+        # at the first, a middle and the last lane of a block (block edges of the gather)
+        hot = rng.choice(vocab // BLOCK, 12, replace=False) * BLOCK + np.tile([0, 77, BLOCK - 1], 4)
+        x[hot] = np.repeat([0.0, -0.5, -1.0], 4)  # three groups of four exact ties
+    elif kind == "one_per_block":  # each block's maximum carries all its mass: bound == cut
+        x = np.full(vocab, -np.inf)
+        x[BLOCK - 1 :: BLOCK] = -rng.integers(0, 4, size=len(x[BLOCK - 1 :: BLOCK])).astype(float)
+        x[-1] = 0.0  # and in the last, partial block
+    elif kind == "equal_block_maxima":  # one block in 8 has the same maximum: 20 exact ties
+        x = rng.standard_normal(vocab) - 20
+        x[:: 8 * BLOCK] = 0.0
+    elif kind == "dead":  # -inf entries (e = 0) and a few large values
+        x = np.where(rng.random(vocab) < 0.6, -np.inf, rng.standard_normal(vocab) - 30)
+        x[rng.choice(vocab - 1, 4, replace=False)] = [0.0, -0.1, -2.0, -2.0]
+        x[-1] = -0.2  # the last lane of the last, partial block
+    else:
+        raise AssertionError(kind)
+    x = x.astype(np.float32)
+    return np.exp(x - x.max()).astype(np.float32)
+
+
+def _bound_holds(e: np.ndarray, target: float, by_count: bool) -> bool:
+    """numpy restatement of the kernel's condition for the short path (for the assert)."""
+    pad = (-len(e)) % BLOCK
+    bmax = np.concatenate([e, np.zeros(pad, np.float32)]).reshape(-1, BLOCK).max(1)
+    desc = np.sort(bmax.astype(np.float64))[::-1]
+    weight = np.arange(1, len(desc) + 1) if by_count else np.cumsum(desc)
+    if weight[-1] <= target:
+        return False
+    g = desc[np.argmax(weight > target)]
+    g_bits = (np.float32(g).view(np.uint32) >> 20) << 20
+    hits = (bmax.view(np.uint32) >= g_bits).sum()
+    return 4 * hits <= len(bmax)
+
+
+@pytest.mark.parametrize("kind", ["peaked", "ties", "one_per_block", "equal_block_maxima", "dead"])
+def test_block_bound_gives_the_full_selection_cut(kind, warm_numba):
+    from remask.kernels._numba import propose as nb
+
+    vocab = 20_000
+    e = _e_row(kind, vocab, seed=len(kind))
+    bits = e.view(np.uint32)
+    total = float(e.astype(np.float64).sum())
+    cand = np.empty(vocab, np.uint32)
+    cand2 = np.empty(vocab, np.uint32)
+    hist = np.empty(4 * 2048, np.float64)
+    short = 0
+    # top-p targets from small to almost all the mass, top-k counts around the tie groups
+    cases = [(p * total, False) for p in (0.05, 0.3, 0.5, 0.7, 0.9, 0.95, 0.999)]
+    cases += [(float(k - 1), True) for k in (1, 2, 4, 5, 8, 9, 12, 13, 50, 150)]
+    for target, by_count in cases:
+        full = nb._radix_crossing(bits, vocab, target, by_count, cand, cand2, hist)
+        bmax = np.empty((vocab + BLOCK - 1) // BLOCK, np.uint32)
+        nb._block_max(bits, vocab, bmax)
+        fast = nb._crossing(bits, vocab, target, by_count, cand, cand2, hist, bmax)
+        assert fast == full, (kind, target, by_count, fast, full)
+        short += _bound_holds(e, target, by_count)
+    assert short >= 5, f"{kind}: only {short} cases took the block-bounded path"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["peaked", "ties", "one_per_block", "equal_block_maxima", "dead"])
+def test_block_bounded_rows_match_reference(kind, dtype, warm_numba):
+    # The same rows through propose(): kept set, tokens and sampled statistics as the torch
+    # reference for both nucleus conventions, top-k and both filters at once.
+    vocab = 20_000
+    with np.errstate(divide="ignore"):  # e = 0 lanes are -inf logits
+        rows = [np.log(_e_row(kind, vocab, seed=s)) for s in range(3)]
+    x = torch.from_numpy(np.stack(rows)).to(dtype)  # (3, V)
+    key = K.split(9, x.shape[:-1])
+    for kw in (
+        {"top_p": 0.9},
+        {"top_p": 0.5, "nucleus": "strict"},
+        {"top_k": 5},
+        {"top_k": 13, "top_p": 0.95},
+    ):
+        for temperature in (0.0, 1.0):
+            out = K.propose(x, temperature=temperature, key=key, stats="sampled", **kw)
+            ref = K.propose(
+                x, temperature=temperature, key=key, stats="sampled", backend="torch", **kw
+            )
+            assert_matches(out, ref, f"{kind} {dtype} T={temperature} {kw}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampled_stats_rows_keep_status_and_ties(backend, temperature, warm_numba):
+    # With stats="sampled" the numba backend's first pass reads only the max, its index, the
+    # runner-up and the status (no sums): bad rows, found in any tile, must still raise, NaN
+    # before +inf, and a tied maximum still gives the lowest index and margin 0.
+    kw = dict(temperature=temperature, top_p=0.9, stats="sampled", backend=backend)
+    x = torch.randn(2, 3, 9000)
+    key = K.split(2, x.shape[:-1])
+    for cells, message in [
+        ({8000: math.nan}, "contains NaN"),
+        ({4200: math.inf}, r"contains \+inf"),
+        ({10: math.inf, 8999: math.nan}, "contains NaN"),
+    ]:
+        y = x.clone()
+        for i, v in cells.items():
+            y[1, 2, i] = v
+        with pytest.raises(ValueError, match=rf"row \(1, 2\) {message}"):
+            K.propose(y, key=key, **kw)
+    y = x.clone()
+    y[0, 1] = -math.inf
+    with pytest.raises(ValueError, match=r"row \(0, 1\) has no finite logit"):
+        K.propose(y, key=key, **kw)
+    y = x.clone()
+    y[0, 0, [17, 4100, 8999]] = 30.0  # tied maximum holding almost all the mass
+    out = K.propose(y, key=key, **kw)
+    ref = K.propose(y, key=key, **{**kw, "backend": "torch"})
+    assert_matches(out, ref, f"{backend} T={temperature}")
+    assert float(out.margin[0, 0]) == 0.0
+    if temperature == 0.0:
+        assert int(out.tokens[0, 0]) == 17
