@@ -101,3 +101,23 @@ def test_kernel_floors_compute_what_they_claim():
             torch.int16 if dtype == torch.bfloat16 else torch.int32
         )
         assert torch.equal(torch.from_numpy(_read_floor(logits)()), bits.amax(-1).long())
+
+
+def test_lm_like_rows_have_a_small_nucleus():
+    """The bench's LM-like rows are what their name claims: the top-p = 0.95 nucleus of the
+    randn * 3 rows shrinks from thousands of tokens to a few tens."""
+    import torch
+
+    from remask.bench.kernels import lm_like
+
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.randn(2, 8, 126464, generator=gen) * 3  # (B, L, V), the bench's distribution
+    hot = lm_like(flat)
+    assert hot.shape == flat.shape and hot.dtype == flat.dtype
+
+    def nucleus(x):
+        p = x.softmax(-1).sort(-1, descending=True).values  # (B, L, V)
+        return ((p.cumsum(-1) - p) < 0.95).sum(-1)  # (B, L) Dream's convention
+
+    assert int(nucleus(flat).min()) > 1000
+    assert int(nucleus(hot).max()) <= 64
