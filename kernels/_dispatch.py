@@ -121,7 +121,9 @@ def resolve_backend(backend: str | None = None, *, device: torch.device | str = 
         If a backend was requested explicitly (argument, context manager or environment
         variable) and cannot run on ``device`` here.
     """
-    device_type = torch.device(device).type
+    # A torch.device already names its type: no new device object per call (this runs once
+    # per kernel call, at every sampler step).
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     requested, where = backend, "backend= argument"
     if requested is None:
         requested, where = _context.get(), "use_backend()"
@@ -144,16 +146,30 @@ def resolve_backend(backend: str | None = None, *, device: torch.device | str = 
     raise RuntimeError(f"no kernel backend runs on device type {device_type!r}")
 
 
+# (backend name, op) -> implementation: the attribute search below runs once per pair, not
+# once per kernel call (the backend itself is still resolved every call: the context, the
+# environment and the loaded modules may change between calls).
+_impls: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
 def get_impl(op: str, backend: str | None, device: torch.device) -> tuple[str, Callable[..., Any]]:
     """Resolve the backend and return ``(name, implementation of op)``."""
     name = resolve_backend(backend, device=device)
+    impl = _impls.get((name, op))
+    if impl is None:
+        impl = _impls[(name, op)] = _find_impl(name, op)
+    return name, impl
+
+
+def _find_impl(name: str, op: str) -> Callable[..., Any]:
+    """The implementation of ``op`` in backend ``name``'s modules (already usable)."""
     module = _load(name)
     if hasattr(module, op):
-        return name, getattr(module, op)
+        return getattr(module, op)
     for extra in _EXTRA_MODULES[name]:
         module = importlib.import_module(extra)
         if hasattr(module, op):
-            return name, getattr(module, op)
+            return getattr(module, op)
     raise AttributeError(f"kernel backend {name!r} has no op {op!r}")
 
 

@@ -22,6 +22,10 @@ from remask.samplers.canvas import Canvas, block_mask_count
 __all__ = [
     "BlockSchedule",
     "even_split",
+    "block_masks",
+    "SplitTable",
+    "split_table",
+    "table_count",
     "allotted_steps",
     "check_steps_cover_blocks",
     "grid_time",
@@ -37,7 +41,67 @@ def even_split(total: torch.Tensor, parts: torch.Tensor, index: torch.Tensor) ->
     first ``total % parts`` parts get one more (remainder front-loaded). All arguments are
     int64 tensors of the same shape; ``parts`` must be positive.
     """
-    return total // parts + (index < total % parts).long()
+    # Function calls, not ``//`` and ``%``: the operators go through a Python-level wrapper
+    # (a few µs each at every step); bool + int64 promotes to int64.
+    return torch.floor_divide(total, parts) + (index < torch.remainder(total, parts))
+
+
+def block_masks(canvas: Canvas, mask_id: int) -> torch.Tensor:
+    """(B, n_blocks) int64: masked positions of each block of each row, n_blocks >= 1.
+
+    For a sampler that writes only its active block, a block's count here is what it holds
+    when it becomes active, so every block's schedule can be computed once, at ``init`` (one
+    host sync, for n_blocks), instead of at every step.
+    """
+    n_blocks = max(int(canvas.block.amax()) + 1, 1)
+    masked = (canvas.editable & (canvas.tokens == mask_id)).long()  # (B, L)
+    B = canvas.tokens.shape[0]
+    # Column 0 collects the positions outside every block (block -1), then is dropped.
+    counts = torch.zeros(B, n_blocks + 1, dtype=torch.int64, device=masked.device)
+    return counts.scatter_add_(-1, canvas.block + 1, masked)[:, 1:]  # (B, n_blocks)
+
+
+class SplitTable(NamedTuple):
+    """Every count of :func:`even_split` for every block of every row (:func:`split_table`).
+
+    Attributes
+    ----------
+    counts : (B, n_blocks * width) int64
+        ``counts[b, j * width + i] = even_split(total[b, j], parts[b, j], min(i, width - 1))``.
+    width : int
+        ``max(parts) + 1``: the last column of a block holds ``total // parts``, which is what
+        :func:`even_split` gives every index past the schedule's end.
+    """
+
+    counts: torch.Tensor
+    width: int
+
+
+def split_table(total: torch.Tensor, parts: torch.Tensor) -> SplitTable:
+    """Every count of :func:`even_split` for every block, computed once (e.g. at ``init``).
+
+    Parameters
+    ----------
+    total, parts : (B, n_blocks) int64
+        Items and parts (>= 1) of each block.
+
+    Returns
+    -------
+    SplitTable
+        Read it with :func:`table_count`, which agrees with :func:`even_split` at every index.
+    """
+    width = int(parts.amax()) + 1  # one host sync, once per run
+    index = torch.arange(width, device=total.device)  # (W,)
+    counts = even_split(total.unsqueeze(-1), parts.unsqueeze(-1), index)  # (B, n_blocks, W)
+    return SplitTable(counts.flatten(1), width)
+
+
+def table_count(table: SplitTable, block: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, 1) int64: the :func:`even_split` count of step ``index`` (B,) of block ``block``
+    (B,), read from a :func:`split_table` (a gather per step instead of a division, a
+    remainder and a comparison)."""
+    flat = torch.add(index.clamp_max(table.width - 1), block, alpha=table.width)  # (B,)
+    return table.counts.gather(-1, flat.unsqueeze(-1))  # (B, 1)
 
 
 class BlockSchedule(NamedTuple):
