@@ -158,13 +158,13 @@ class LLaDA2(Sampler):
 
         # A finished row has no eligible position (done means no mask is left), so it commits
         # nothing whatever its scheduled count: no per-row masking by ``done`` is needed.
-        k = table_count(state.schedule, canvas.window, state.block_step)  # (B, 1) scheduled
+        k = table_count(state.schedule, canvas.window, state.block_step)  # (B,) scheduled
         # "All confident positions if there are at least k, else the top k" is the top
         # max(k, n) with n the number of confident positions: the confident ones (score >
         # threshold) outrank every other eligible position, so when n >= k the top n are
         # exactly they. ``score`` is 0 outside ``eligible`` and threshold >= 0, so n counts
         # eligible positions only.
-        confident = (score > self.threshold).sum(-1, keepdim=True)  # (B, 1)
+        confident = (score > self.threshold).sum(-1)  # (B,)
         committed = kernels.topk_mask(score, torch.maximum(k, confident), eligible)  # (B, L)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
 

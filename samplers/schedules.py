@@ -67,14 +67,17 @@ class SplitTable(NamedTuple):
     Attributes
     ----------
     counts : (B, n_blocks * width) int64
-        ``counts[b, j * width + i] = even_split(total[b, j], parts[b, j], min(i, width - 1))``.
+        ``counts[b, j * width + i] = even_split(total[b, j], parts[b, j], i)``.
     width : int
         ``max(parts) + 1``: the last column of a block holds ``total // parts``, which is what
         :func:`even_split` gives every index past the schedule's end.
+    base : (B,) int64
+        Flat offset of each row's first entry (``b * n_blocks * width``).
     """
 
     counts: torch.Tensor
     width: int
+    base: torch.Tensor
 
 
 def split_table(total: torch.Tensor, parts: torch.Tensor) -> SplitTable:
@@ -93,59 +96,72 @@ def split_table(total: torch.Tensor, parts: torch.Tensor) -> SplitTable:
     width = int(parts.amax()) + 1  # one host sync, once per run
     index = torch.arange(width, device=total.device)  # (W,)
     counts = even_split(total.unsqueeze(-1), parts.unsqueeze(-1), index)  # (B, n_blocks, W)
-    return SplitTable(counts.flatten(1), width)
+    B, n_blocks = total.shape
+    base = torch.arange(B, device=total.device) * (n_blocks * width)  # (B,)
+    return SplitTable(counts.flatten(1), width, base)
 
 
 def table_count(table: SplitTable, block: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(B, 1) int64: the :func:`even_split` count of step ``index`` (B,) of block ``block``
-    (B,), read from a :func:`split_table` (a gather per step instead of a division, a
-    remainder and a comparison)."""
-    flat = torch.add(index.clamp_max(table.width - 1), block, alpha=table.width)  # (B,)
-    return table.counts.gather(-1, flat.unsqueeze(-1))  # (B, 1)
+    """(B,) int64: the :func:`even_split` count of step ``index`` (B,) of block ``block``
+    (B,), read from a :func:`split_table` (four small ops per step instead of the division,
+    remainder and comparison, and of recounting a new block's masks when a row moves on)."""
+    flat = torch.add(table.base, block, alpha=table.width) + index.clamp_max(table.width - 1)
+    return torch.take(table.counts, flat)  # (B,)
 
 
 class BlockSchedule(NamedTuple):
     """LLaDA's per-block commit schedule, per row (arXiv 2502.09992, ``get_num_transfer_tokens``).
 
     A block's masks are split evenly over the steps allotted to the block, remainder first; the
-    steps of a run are split evenly over its blocks, remainder first. All fields (B,) int64.
+    steps of a run are split evenly over its blocks, remainder first. Every block's counts are
+    computed once, at :meth:`start` (a sampler using this schedule writes only its active
+    block, so a block holds the same masks when it becomes active as at the start); a step
+    reads its count from the table (:func:`table_count`).
 
     Attributes
     ----------
-    step : steps taken in the row's active block.
-    masks : masks the active block held when it became active.
-    steps : steps allotted to the active block.
+    step : (B,) int64
+        Steps taken in the row's active block.
+    table : SplitTable
+        Each block's masks split over its allotted steps.
+    allotted : (B, n_blocks) int64
+        Steps allotted to each block.
     """
 
     step: torch.Tensor
-    masks: torch.Tensor
-    steps: torch.Tensor
+    table: SplitTable
+    allotted: torch.Tensor
 
     @classmethod
     def start(cls, canvas: Canvas, mask_id: int, steps: int | None) -> BlockSchedule:
-        """The schedule of every row's first block; ``steps`` None = one token per step."""
+        """The schedule of every row's blocks; ``steps`` None = one token per step."""
+        masks = block_masks(canvas, mask_id)  # (B, n_blocks)
+        if steps is None:  # one token per step: as many steps as the block has masks
+            allotted = masks
+        else:
+            blocks = canvas.block.amax(-1, keepdim=True) + 1  # (B, 1) the row's own blocks
+            index = torch.arange(masks.shape[1], device=masks.device)  # (n_blocks,)
+            allotted = even_split(torch.full_like(blocks, steps), blocks.clamp_min(1), index)
+        # A block without masks has no steps: clamp so it divides safely (it counts 0).
         return cls(
-            torch.zeros_like(canvas.nfe),
-            block_mask_count(canvas, mask_id),
-            allotted_steps(canvas, mask_id, steps),
+            torch.zeros_like(canvas.nfe), split_table(masks, allotted.clamp_min(1)), allotted
         )
 
     def count(self, canvas: Canvas) -> torch.Tensor:
         """(B,) int64: tokens to commit this step (0 for finished rows)."""
-        # A finished row has an empty block (0 steps): clamp so it divides safely, then zero it.
-        k = even_split(self.masks, self.steps.clamp_min(1), self.step)  # (B,)
+        k = table_count(self.table, canvas.window, self.step)  # (B,)
         return torch.where(canvas.done, 0, k)
+
+    def steps_of(self, canvas: Canvas) -> torch.Tensor:
+        """(B,) int64: steps allotted to each row's active block."""
+        return self.allotted.gather(-1, canvas.window.unsqueeze(-1)).squeeze(-1)
 
     def advance(
         self, before: Canvas, after: Canvas, mask_id: int, steps: int | None
     ) -> BlockSchedule:
         """The schedule after a step: rows whose window moved start their new block afresh."""
         moved = after.window != before.window  # (B,)
-        return BlockSchedule(
-            step=torch.where(moved, 0, self.step + 1),
-            masks=torch.where(moved, block_mask_count(after, mask_id), self.masks),
-            steps=torch.where(moved, allotted_steps(after, mask_id, steps), self.steps),
-        )
+        return self._replace(step=torch.where(moved, 0, self.step + 1))
 
 
 def allotted_steps(canvas: Canvas, mask_id: int, steps: int | None) -> torch.Tensor:
