@@ -2,13 +2,16 @@
 
 * LLaDA (arXiv 2502.09992): :class:`BlockSchedule` — a block's masks split evenly over the
   block's steps, remainder first (:func:`even_split`); the run's steps split evenly over its
-  blocks.
+  blocks. Every block's counts are tabulated once per run (:func:`block_masks`,
+  :func:`split_table`) and a step reads its own (:func:`table_count`): at small batch sizes
+  the per-step cost of a sampler is the number of small tensor ops it runs.
 * MDLM (arXiv 2406.07524) / Dream (arXiv 2508.15487): the linear time grid
   ``t_j = 1 - j (1 - eps) / steps`` (:func:`grid_time`), the exact unmasking time of a masked
   position under it (:func:`next_unmask_index`) and Dream's per-step transfer count
   (:func:`dream_count`).
 
-All functions are batched over rows: (B,) or (B, L) tensors in, no host sync.
+All functions are batched over rows: (B,) or (B, L) tensors in, no host sync in a step (the
+tables' one sync, for their size, happens when they are built, at ``init``).
 """
 
 from __future__ import annotations
