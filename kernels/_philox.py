@@ -273,7 +273,7 @@ def _words_numpy(fast, shape: tuple[int, ...], c0, c1, c2, c3, k0, k1) -> tuple[
     return tuple(fast(*words))  # (4, n) -> four (n,) rows
 
 
-def _shape(a: torch.Size, b: torch.Size) -> tuple[int, ...]:
+def _shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     """The broadcast shape of two shapes (the common cases without torch's Python helper)."""
     if a == b or len(b) == 0:
         return tuple(a)
@@ -282,10 +282,26 @@ def _shape(a: torch.Size, b: torch.Size) -> tuple[int, ...]:
     return tuple(torch.broadcast_shapes(a, b))
 
 
-def _fold_numpy(fast, k: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """:func:`fold` on CPU int64 tensors through the compiled Philox, in numpy (same bits)."""
-    shape = _shape(k.shape, d.shape)
-    kn, dn = k.numpy().view(np.uint64), d.numpy().view(np.uint64)
+def _on_cpu(value) -> bool:
+    """True for a Python int or a CPU tensor (what the numpy path of :func:`fold` takes)."""
+    return not isinstance(value, torch.Tensor) or value.device.type == "cpu"
+
+
+def _numpy_words(value) -> np.ndarray | np.uint64:
+    """A key or data argument of :func:`fold` as uint64 bits: a numpy view of an int64 CPU
+    tensor, or a numpy scalar for a Python int (validated as :func:`_key_tensor` does, with
+    no tensor made for it)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype != torch.int64:
+            raise TypeError(f"key must be an int64 tensor, got dtype {value.dtype}")
+        return value.numpy().view(np.uint64)
+    return np.uint64(check_seed(value))
+
+
+def _fold_numpy(fast, kn, dn) -> torch.Tensor:
+    """:func:`fold` on CPU through the compiled Philox, in numpy (same bits): ``kn`` and
+    ``dn`` are uint64 arrays or scalars (:func:`_numpy_words`)."""
+    shape = _shape(np.shape(kn), np.shape(dn))
     w0, w1, _, _ = _words_numpy(
         fast,
         shape,
@@ -332,12 +348,12 @@ def fold(key: int | torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
         if isinstance(key, torch.Tensor)
         else (data.device if isinstance(data, torch.Tensor) else None)
     )
+    if device is not None and device.type == "cpu":
+        fast = _compiled()
+        if fast is not None and _on_cpu(key) and _on_cpu(data):
+            return _fold_numpy(fast, _numpy_words(key), _numpy_words(data))
     k = _key_tensor(key, device)
     d = _key_tensor(data, device)
-    if k.device.type == "cpu" and d.device.type == "cpu":
-        fast = _compiled()
-        if fast is not None:
-            return _fold_numpy(fast, k, d)
     k0, k1 = key_words(k)
     w0, w1, _, _ = philox4x32(
         d & _MASK32,
