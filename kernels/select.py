@@ -123,11 +123,12 @@ def topk_mask(score: torch.Tensor, k: torch.Tensor | int, eligible: torch.Tensor
         return _best(score, eligible)
     k = _per_row(k, score, "topk_mask", "k")  # (B, 1)
     order = _order(score, eligible)  # (B, L)
-    # The first k of each row's order, written back to their positions: one scatter, no rank.
+    # The first k of each row's order, written back to their positions: one scatter, no rank
+    # (``order`` is a permutation of every row, so the scatter writes every element).
     first_k = _positions(order.shape[-1], order.device) < k  # (B, L) in sorted order
     if first_k.shape != order.shape:  # one k for every row: (1, L)
         first_k = first_k.expand_as(order)
-    return eligible & torch.zeros_like(eligible).scatter_(-1, order, first_k)
+    return eligible & torch.empty_like(eligible).scatter_(-1, order, first_k)
 
 
 def threshold_mask(
