@@ -56,8 +56,24 @@ _EXTRA_MODULES = {
 _context: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "remask_kernel_backend", default=None
 )
-# name -> imported module, or the ImportError message explaining why it is unavailable.
-_loaded: dict[str, Any] = {}
+
+
+class _Loaded(dict):
+    """name -> imported module, or the message explaining why it is unavailable; every change
+    bumps ``generation``, which invalidates :func:`get_impl`'s memo."""
+
+    generation = 0
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        type(self).generation += 1
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        type(self).generation += 1
+
+
+_loaded: dict[str, Any] = _Loaded()
 
 
 def _check_name(name: str, where: str) -> str:
@@ -121,7 +137,9 @@ def resolve_backend(backend: str | None = None, *, device: torch.device | str = 
         If a backend was requested explicitly (argument, context manager or environment
         variable) and cannot run on ``device`` here.
     """
-    device_type = torch.device(device).type
+    # A torch.device already names its type: no new device object per call (this runs once
+    # per kernel call, at every sampler step).
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     requested, where = backend, "backend= argument"
     if requested is None:
         requested, where = _context.get(), "use_backend()"
@@ -144,16 +162,38 @@ def resolve_backend(backend: str | None = None, *, device: torch.device | str = 
     raise RuntimeError(f"no kernel backend runs on device type {device_type!r}")
 
 
+# (op, requested backend, REMASK_BACKEND, device type, _loaded.generation) -> (name, impl):
+# every kernel call of every sampler step resolves its backend; what decides the answer is
+# read at each call (the argument, the context, the environment, the loaded modules), the
+# resolution and the attribute search run once per distinct answer.
+_memo: dict[tuple, tuple[str, Callable[..., Any]]] = {}
+
+
 def get_impl(op: str, backend: str | None, device: torch.device) -> tuple[str, Callable[..., Any]]:
     """Resolve the backend and return ``(name, implementation of op)``."""
-    name = resolve_backend(backend, device=device)
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    requested = backend if backend is not None else _context.get()
+    env = os.environ.get("REMASK_BACKEND", "") if requested is None else ""
+    key = (op, requested, env, device_type, _Loaded.generation)
+    found = _memo.get(key)
+    if found is None:
+        name = resolve_backend(backend, device=device)
+        found = (name, _find_impl(name, op))
+        # Triton on CPU also depends on TRITON_INTERPRET, which the key does not hold.
+        if not (name == "triton" and device_type == "cpu") and len(_memo) < 256:
+            _memo[key] = found
+    return found
+
+
+def _find_impl(name: str, op: str) -> Callable[..., Any]:
+    """The implementation of ``op`` in backend ``name``'s modules (already usable)."""
     module = _load(name)
     if hasattr(module, op):
-        return name, getattr(module, op)
+        return getattr(module, op)
     for extra in _EXTRA_MODULES[name]:
         module = importlib.import_module(extra)
         if hasattr(module, op):
-            return name, getattr(module, op)
+            return getattr(module, op)
     raise AttributeError(f"kernel backend {name!r} has no op {op!r}")
 
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 import enum
 import sys
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -92,6 +93,10 @@ STREAM_UNIFORM = 1
 STREAM_FOLD = 2
 
 _MASK32 = 0xFFFFFFFF
+# The same constants as numpy uint64 scalars (the CPU fast paths work on the words in numpy).
+_U32 = np.uint64(_MASK32)
+_U32_SHIFT = np.uint64(32)
+_U64_ZERO = np.uint64(0)
 # 2**-53 and 2**-24: the spacing of the float64 / float32 uniform grids.
 _TWO_M53 = 1.0 / 9007199254740992.0
 _TWO_M24 = 1.0 / 16777216.0
@@ -249,6 +254,68 @@ def _philox_compiled(fast, x0, x1, x2, x3, k0, k1):
     return tuple(words[i].view(shape) for i in range(4))
 
 
+def _words_numpy(fast, shape: tuple[int, ...], c0, c1, c2, c3, k0, k1) -> tuple[np.ndarray, ...]:
+    """The compiled Philox on numpy uint64 words (arrays or scalars) broadcast to ``shape``,
+    flattened; returns the four (n,) uint64 output words.
+
+    At the small sizes of a sampler step the per-call cost is what matters: numpy's masks,
+    shifts and broadcasting assignments cost a fraction of a microsecond each, where the same
+    ~30 operations on torch tensors cost several (every T > 0 step of every sampler derives
+    its keys through here)."""
+    words = []
+    for w in (c0, c1, c2, c3, k0, k1):
+        if isinstance(w, np.ndarray) and w.shape == shape:
+            words.append(w.reshape(-1))  # a view, or a contiguous copy of a strided array
+        else:
+            full = np.empty(shape, dtype=np.uint64)
+            full[...] = w  # broadcasting assignment (C level; np.broadcast_to is Python)
+            words.append(full.reshape(-1))
+    return tuple(fast(*words))  # (4, n) -> four (n,) rows
+
+
+def _shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast shape of two shapes (the common cases without torch's Python helper)."""
+    if a == b or len(b) == 0:
+        return tuple(a)
+    if len(a) == 0:
+        return tuple(b)
+    return tuple(torch.broadcast_shapes(a, b))
+
+
+def _on_cpu(value) -> bool:
+    """True for a Python int or a CPU tensor (what the numpy path of :func:`fold` takes)."""
+    return not isinstance(value, torch.Tensor) or value.device.type == "cpu"
+
+
+def _numpy_words(value) -> np.ndarray | np.uint64:
+    """A key or data argument of :func:`fold` as uint64 bits: a numpy view of an int64 CPU
+    tensor, or a numpy scalar for a Python int (validated as :func:`_key_tensor` does, with
+    no tensor made for it)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype != torch.int64:
+            raise TypeError(f"key must be an int64 tensor, got dtype {value.dtype}")
+        return value.numpy().view(np.uint64)
+    return np.uint64(check_seed(value))
+
+
+def _fold_numpy(fast, kn, dn) -> torch.Tensor:
+    """:func:`fold` on CPU through the compiled Philox, in numpy (same bits): ``kn`` and
+    ``dn`` are uint64 arrays or scalars (:func:`_numpy_words`)."""
+    shape = _shape(np.shape(kn), np.shape(dn))
+    w0, w1, _, _ = _words_numpy(
+        fast,
+        shape,
+        dn & _U32,
+        dn >> _U32_SHIFT,
+        _U64_ZERO,
+        np.uint64(STREAM_FOLD),
+        kn & _U32,
+        kn >> _U32_SHIFT,
+    )
+    joined = (w1 << _U32_SHIFT) | w0  # (n,) uint64: the int64 whose bits are w1:w0
+    return torch.from_numpy(joined.view(np.int64).reshape(shape))
+
+
 def _key_tensor(key: int | torch.Tensor, device=None) -> torch.Tensor:
     if isinstance(key, torch.Tensor):
         if key.dtype != torch.int64:
@@ -281,6 +348,10 @@ def fold(key: int | torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
         if isinstance(key, torch.Tensor)
         else (data.device if isinstance(data, torch.Tensor) else None)
     )
+    if device is not None and device.type == "cpu":
+        fast = _compiled()
+        if fast is not None and _on_cpu(key) and _on_cpu(data):
+            return _fold_numpy(fast, _numpy_words(key), _numpy_words(data))
     k = _key_tensor(key, device)
     d = _key_tensor(data, device)
     k0, k1 = key_words(k)
@@ -404,5 +475,33 @@ def uniform(key: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.T
         raise TypeError(f"key must be an int64 tensor, got dtype {key.dtype}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    if key.device.type == "cpu":
+        fast = _compiled()
+        if fast is not None:
+            return _uniform_numpy(fast, key, dtype)
     w0, w1, _, _ = _draw(key, STREAM_UNIFORM)
     return _to_unit64(w0, w1) if dtype == torch.float64 else _to_unit32(w1)
+
+
+def _uniform_numpy(fast, key: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`uniform` on a CPU key tensor through the compiled Philox, in numpy (same bits,
+    same rounding: every step is exact but the float32 ``+ 0.5``, rounded to nearest-even in
+    float32 by numpy as by torch)."""
+    shape = tuple(key.shape)
+    kn = key.numpy().view(np.uint64)
+    w0, w1, _, _ = _words_numpy(
+        fast,
+        shape,
+        _U64_ZERO,
+        _U64_ZERO,
+        _U64_ZERO,
+        np.uint64(STREAM_UNIFORM),
+        kn & _U32,
+        kn >> _U32_SHIFT,
+    )
+    if dtype == torch.float64:
+        bits = (w1 << np.uint64(21)) | (w0 >> np.uint64(11))  # 53 random bits
+        u = (bits.astype(np.float64) + 0.5) * _TWO_M53
+    else:
+        u = ((w1 >> np.uint64(8)).astype(np.float32) + np.float32(0.5)) * np.float32(_TWO_M24)
+    return torch.from_numpy(u.reshape(shape))

@@ -64,6 +64,7 @@ import math
 import numbers
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from remask.kernels import _dispatch
@@ -228,15 +229,10 @@ def propose(
             raise ValueError(f"rows must have shape {tuple(lead)}, got {tuple(rows.shape)}")
         if rows.device != logits.device:
             raise ValueError(f"rows is on {rows.device} but logits on {logits.device}")
-        rows = rows.reshape(-1).contiguous()  # (N,)
     if key is not None:
-        key = check_key(key, lead, logits.device).reshape(-1)  # (N,)
-    vocab = logits.shape[-1]
-    x = logits.reshape(-1, vocab)  # (N, V), a view for contiguous input
-    if x.stride(-1) != 1:
-        x = x.contiguous()
+        key = check_key(key, lead, logits.device)
     name, impl = _dispatch.get_impl("propose_rows", backend, logits.device)
-    if x.shape[0] == 0:
+    if logits.numel() == 0:  # N = 0 rows (V >= 1 was checked)
         empty = torch.empty(lead, dtype=torch.float32, device=logits.device)
         return Proposal(
             torch.empty(lead, dtype=torch.int64, device=logits.device),
@@ -244,6 +240,21 @@ def propose(
             empty.clone(),
             empty.clone(),
         )
+    # A backend that declares ``any_lead`` takes the (..., V) logits and the (...) rows and
+    # keys as they are and returns (...)-shaped outputs (the Numba one reshapes through
+    # numpy); the others get (N, V) and (N,) tensors.
+    flat = not getattr(impl, "any_lead", False) and len(lead) != 1
+    x = logits
+    if flat:
+        x = logits.reshape(-1, logits.shape[-1])  # (N, V), a view if it can be
+        if rows is not None:
+            rows = rows.reshape(-1)  # (N,)
+        if key is not None:
+            key = key.reshape(-1)  # (N,)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    if rows is not None and not rows.is_contiguous():
+        rows = rows.contiguous()
     if min_p > 0.0:  # only then the backends see the argument (older signatures work)
         tokens, prob, margin, entropy, status = impl(
             x, rows, temperature, key, top_p, top_k, strict, sampled, min_p
@@ -255,6 +266,8 @@ def propose(
     else:  # the plain op keeps its four-argument backend signature
         tokens, prob, margin, entropy, status = impl(x, rows, temperature, key)
     raise_on_bad_rows(status, lead, name)
+    if not flat:  # the outputs already have the shape
+        return Proposal(tokens, prob, margin, entropy)
     return Proposal(
         tokens.reshape(lead), prob.reshape(lead), margin.reshape(lead), entropy.reshape(lead)
     )
@@ -302,9 +315,20 @@ def check_min_p(min_p) -> float:
 
 
 def raise_on_bad_rows(status: torch.Tensor, lead: torch.Size, backend: str) -> None:
-    """Raise ValueError naming the first computed row whose logits are unusable."""
+    """Raise ValueError naming the first computed row whose logits are unusable.
+
+    ``status`` : (N,) or ``lead``-shaped int32 from a backend. On CPU the check reads the
+    status through numpy (the same answer, a fraction of the cost of two torch ops at a
+    small N).
+    """
+    if status.device.type == "cpu":
+        if not np.count_nonzero(status.numpy()):
+            return
+    elif not bool((status != 0).any()):  # the op's single host sync
+        return
+    status = status.reshape(-1)  # (N,): flat, whatever shape the backend returned
     bad = status != 0  # (N,)
-    if bool(bad.any()):  # the op's single host sync
+    if bool(bad.any()):
         flat = int(bad.nonzero()[0, 0])
         where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), lead))
         code = int(status[flat])

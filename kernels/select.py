@@ -12,6 +12,7 @@ below every other eligible score (but above ineligible positions).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -41,16 +42,23 @@ def _check(score: torch.Tensor, eligible: torch.Tensor, name: str) -> None:
 def _per_row(
     value: float | torch.Tensor, score: torch.Tensor, name: str, what: str
 ) -> torch.Tensor:
-    """A scalar or (B,) tensor as a (B, 1) tensor on score's device."""
+    """A scalar, (B,) or (B, 1) tensor as a (B, 1) tensor on score's device."""
     if isinstance(value, torch.Tensor):
-        if value.dim() == 0:
-            value = value.reshape(1)
-        if value.dim() != 1 or value.shape[0] not in (1, score.shape[0]):
-            raise ValueError(
-                f"{name}: {what} must be a scalar or ({score.shape[0]},), got "
-                f"shape {tuple(value.shape)}"
-            )
-        return value.to(score.device).unsqueeze(-1)  # (B, 1)
+        rows = score.shape[0]
+        if value.dim() == 2 and value.shape[1] == 1 and value.shape[0] in (1, rows):
+            column = value  # (B, 1) already
+        else:
+            if value.dim() == 0:
+                value = value.reshape(1)
+            if value.dim() != 1 or value.shape[0] not in (1, rows):
+                raise ValueError(
+                    f"{name}: {what} must be a scalar, ({rows},) or ({rows}, 1), got "
+                    f"shape {tuple(value.shape)}"
+                )
+            column = value.unsqueeze(-1)  # (B, 1)
+        if column.device != score.device:
+            column = column.to(score.device)
+        return column
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: {what} must be a number or a tensor, got {value!r}")
     if math.isnan(value):
@@ -58,13 +66,24 @@ def _per_row(
     return torch.full((1, 1), value, device=score.device)
 
 
+def _order(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """(B, L) int64: each row's positions from best to worst, eligible positions first."""
+    key = _key(score, eligible)  # (B, L)
+    return key.sort(dim=-1, descending=True, stable=True).indices  # stable: low index first
+
+
 def _rank(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
     """(B, L) int64 rank of each position in its row (0 = best), eligible positions first."""
-    key = _key(score, eligible)  # (B, L)
-    order = key.sort(dim=-1, descending=True, stable=True).indices  # (B, L) stable: low index first
+    order = _order(score, eligible)  # (B, L)
     # The inverse permutation by one scatter (a second sort costs as much as the first).
-    positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)  # (B, L)
+    positions = _positions(order.shape[-1], order.device).expand_as(order)  # (B, L)
     return torch.empty_like(order).scatter_(-1, order, positions)  # (B, L)
+
+
+@functools.lru_cache(maxsize=32)
+def _positions(length: int, device: torch.device) -> torch.Tensor:
+    """(L,) int64 ``arange(L)``, made once per length and device (read only, never written)."""
+    return torch.arange(length, device=device)
 
 
 def _key(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
@@ -89,7 +108,7 @@ def topk_mask(score: torch.Tensor, k: torch.Tensor | int, eligible: torch.Tensor
     Parameters
     ----------
     score : (B, L) float
-    k : (B,) int64 tensor (or an int for every row)
+    k : (B,) or (B, 1) int64 tensor (or an int for every row)
         How many to select in each row (clipped to the number of eligible positions;
         k ≤ 0 selects nothing).
     eligible : (B, L) bool
@@ -103,7 +122,13 @@ def topk_mask(score: torch.Tensor, k: torch.Tensor | int, eligible: torch.Tensor
     if type(k) is int and k == 1:  # the common single pick: an argmax, no sort
         return _best(score, eligible)
     k = _per_row(k, score, "topk_mask", "k")  # (B, 1)
-    return eligible & (_rank(score, eligible) < k)
+    order = _order(score, eligible)  # (B, L)
+    # The first k of each row's order, written back to their positions: one scatter, no rank
+    # (``order`` is a permutation of every row, so the scatter writes every element).
+    first_k = _positions(order.shape[-1], order.device) < k  # (B, L) in sorted order
+    if first_k.shape != order.shape:  # one k for every row: (1, L)
+        first_k = first_k.expand_as(order)
+    return eligible & torch.empty_like(eligible).scatter_(-1, order, first_k)
 
 
 def threshold_mask(

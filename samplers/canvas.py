@@ -18,6 +18,9 @@ from typing import NamedTuple
 
 import torch
 
+# A block index above every real one (the minimum over a row with no mask).
+_NO_BLOCK = torch.iinfo(torch.int64).max
+
 __all__ = [
     "Canvas",
     "make_canvas",
@@ -116,7 +119,10 @@ def masked_positions(canvas: Canvas, mask_id: int) -> torch.Tensor:
 
 def eligible(canvas: Canvas, mask_id: int) -> torch.Tensor:
     """(B, L) bool: masked positions of each row's active block (what a step may commit)."""
-    return masked_positions(canvas, mask_id) & canvas.active
+    # ``block == window`` already implies ``editable``: ``block`` is -1 off the editable
+    # positions and a window is never negative. One op fewer than ``masked_positions & active``
+    # (this runs at every step of most samplers).
+    return (canvas.tokens == mask_id) & canvas.active
 
 
 def commit(
@@ -149,17 +155,18 @@ def commit(
     else:
         nfe = torch.add(canvas.nfe, live, alpha=evaluations)  # (B,) int64: one op, no temporaries
     masked = canvas.editable & (tokens == mask_id)  # (B, L)
-    done = ~masked.any(-1)  # (B,)
-    # The active block is the left-most one still holding a mask; a finished row keeps its last.
-    big = torch.iinfo(torch.int64).max
-    window = torch.where(masked, canvas.block, big).amin(-1)  # (B,)
-    window = torch.where(done, canvas.window, window)
+    # The active block is the left-most one still holding a mask; a finished row (no mask:
+    # every block index is replaced by ``_NO_BLOCK``) keeps its last. ``done`` falls out of
+    # the same minimum (no separate ``any``: this runs at every step of every sampler).
+    first = torch.where(masked, canvas.block, _NO_BLOCK).amin(-1)  # (B,)
+    done = first == _NO_BLOCK  # (B,)
+    window = torch.where(done, canvas.window, first)
     return canvas._replace(tokens=tokens, nfe=nfe, done=done, window=window)
 
 
 def block_mask_count(canvas: Canvas, mask_id: int) -> torch.Tensor:
     """(B,) int64: masked positions in each row's active block."""
-    return (masked_positions(canvas, mask_id) & canvas.active).sum(-1)
+    return eligible(canvas, mask_id).sum(-1)
 
 
 def eos_cut(

@@ -316,9 +316,10 @@ def _run(
     state = sampler.init(canvas, model)
     limit = sampler.max_steps(canvas)
     mask_id = model.mask_id
-    # First step (1-based) at which each row committed a position whose proposal was the mask
-    # token: kept on the device (no extra sync per step) and read only to explain a failure.
-    proposed_mask = torch.zeros(tokens.shape[0], dtype=torch.int64, device=tokens.device)  # (B,)
+    # Per step, the rows that committed a position whose proposal was the mask token: kept on
+    # the device (no extra sync per step) and read only to explain a failure (one (B,) bool
+    # per step; reduced to each row's first such step only then, not at every step).
+    proposed_mask: list[torch.Tensor] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -348,8 +349,7 @@ def _run(
             step_keys = step_key(state, steps)  # (B,)
             state, info = sampler.step(state, model, step_keys)
             steps += 1
-            bad = (info.committed & (info.proposal == mask_id)).any(-1)  # (B,)
-            proposed_mask = torch.where((proposed_mask == 0) & bad, steps, proposed_mask)
+            proposed_mask.append((info.committed & (info.proposal == mask_id)).any(-1))  # (B,)
             if eos_id is not None:
                 state, stopped, frozen_tokens, frozen_nfe = _stop_at_eos(
                     state,
@@ -401,7 +401,7 @@ class _StepKeys:
 
     def __init__(self, sampler, keys: torch.Tensor):
         self.sampler, self.keys = sampler, keys  # (B,)
-        self.first, self.block = 0, None  # block: (CHUNK, B) keys of steps first, first + 1, ...
+        self.first, self.block = 0, None  # block: the (B,) keys of steps first, first + 1, ...
 
     def __call__(self, state, step: int) -> torch.Tensor:
         data = self.sampler.key_step(state, step)
@@ -410,7 +410,8 @@ class _StepKeys:
         if self.block is None or not 0 <= data - self.first < self.CHUNK:
             self.first = data
             counts = torch.arange(data, data + self.CHUNK, device=self.keys.device)  # (CHUNK,)
-            self.block = kernels.fold(self.keys.unsqueeze(0), counts.unsqueeze(-1))  # (CHUNK, B)
+            block = kernels.fold(self.keys.unsqueeze(0), counts.unsqueeze(-1))  # (CHUNK, B)
+            self.block = block.unbind(0)  # CHUNK views (B,): one op, not one index per step
         return self.block[data - self.first]  # (B,)
 
 
@@ -453,10 +454,21 @@ def _stop_eos_id(model, stop_at_eos) -> int | None:
     return eos_id
 
 
+def _first_bad_step(bad: list[torch.Tensor], batch: int, device) -> torch.Tensor:
+    """(B,) int64: first step (1-based) at which each row committed a proposed mask token, 0
+    for none, from the driver's per-step (B,) bool flags."""
+    if not bad:
+        return torch.zeros(batch, dtype=torch.int64, device=device)
+    hits = torch.stack(bad)  # (steps, B)
+    first = hits.to(torch.int8).argmax(0) + 1  # (B,) the first True (argmax of a 0/1 column)
+    return torch.where(hits.any(0), first, 0)
+
+
 def _unfinished(
-    sampler, canvas, mask_id: int, steps: int, proposed_mask: torch.Tensor, what: str
+    sampler, canvas, mask_id: int, steps: int, proposed_mask: list[torch.Tensor], what: str
 ) -> str:
     """The message of a run that ends with masks: sampler, step, where, and why."""
+    proposed_mask = _first_bad_step(proposed_mask, canvas.tokens.shape[0], canvas.tokens.device)
     left = canvas.editable & (canvas.tokens == mask_id)  # (B, L)
     row, col = (int(i) for i in left.nonzero()[0]) if bool(left.any()) else (-1, -1)
     where = (

@@ -281,7 +281,7 @@ class Klass(Sampler):
             }[self.unmask_strategy]()
             chosen = kernels.topk_mask(rank_by, 1, ready)  # (B, L)
         # The block's last allotted step (or any later one) takes every mask left.
-        last = state.schedule.step >= state.schedule.steps - 1  # (B,)
+        last = state.schedule.step >= state.schedule.steps_of(canvas) - 1  # (B,)
         k = torch.where(last & ~canvas.done, L, state.schedule.count(canvas))  # (B,)
         fallback = kernels.topk_mask(confidence, k, eligible)  # (B, L)
         use_ready = ready.any(-1, keepdim=True) & ~last.unsqueeze(-1)  # (B, 1)

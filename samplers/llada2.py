@@ -47,11 +47,11 @@ import torch
 
 from remask import kernels
 from remask.samplers.base import Canvas, Sampler, StepInfo, _check_float, _check_int
-from remask.samplers.canvas import block_mask_count, commit
+from remask.samplers.canvas import commit
 from remask.samplers.canvas import eligible as eligible_positions
 from remask.samplers.predict import denoise, proposal_keys
 from remask.samplers.registry import register
-from remask.samplers.schedules import even_split
+from remask.samplers.schedules import SplitTable, block_masks, split_table, table_count
 
 __all__ = ["LLaDA2", "LLaDA2State"]
 
@@ -64,16 +64,16 @@ class LLaDA2State(NamedTuple):
     canvas : Canvas
     block_step : (B,) int64
         Steps taken in the row's active block.
-    block_size : (B,) int64
-        Masks the active block held when it became active (the schedule's total).
-    block_steps : (B,) int64
-        Steps of the active block's schedule.
+    schedule : SplitTable
+        Every block's scheduled count per step (:func:`~remask.samplers.schedules.split_table`
+        of the block's masks over its steps), computed once at ``init``: the sampler writes
+        only its active block, so a block holds the same masks when it becomes active as at
+        the start.
     """
 
     canvas: Canvas
     block_step: torch.Tensor
-    block_size: torch.Tensor
-    block_steps: torch.Tensor
+    schedule: SplitTable
 
 
 @register("llada2")
@@ -132,12 +132,11 @@ class LLaDA2(Sampler):
         _check_float(self.temperature, "temperature", low=0.0)
 
     def init(self, canvas: Canvas, denoiser) -> LLaDA2State:
-        size = block_mask_count(canvas, denoiser.mask_id)  # (B,)
+        size = block_masks(canvas, denoiser.mask_id)  # (B, n_blocks) masks of every block
         return LLaDA2State(
             canvas=canvas,
-            block_step=torch.zeros_like(size),
-            block_size=size,
-            block_steps=self._block_steps(size),
+            block_step=torch.zeros_like(canvas.nfe),
+            schedule=split_table(size, self._block_steps(size)),
         )
 
     def step(self, state: LLaDA2State, denoiser, key: torch.Tensor):
@@ -155,25 +154,25 @@ class LLaDA2(Sampler):
             rows=eligible,
             stats="sampled" if self.temperature > 0 else "untempered",
         )
-        score = proposal.prob  # (B, L)
+        score = proposal.prob  # (B, L), 0 outside ``eligible``
 
         # A finished row has no eligible position (done means no mask is left), so it commits
         # nothing whatever its scheduled count: no per-row masking by ``done`` is needed.
-        k = even_split(state.block_size, state.block_steps, state.block_step)  # (B,) scheduled
-        confident = eligible & (score > self.threshold)  # (B, L)
-        enough = confident.sum(-1) >= k  # (B,)
-        committed = torch.where(
-            enough.unsqueeze(-1), confident, kernels.topk_mask(score, k, eligible)
-        )  # (B, L)
+        k = table_count(state.schedule, canvas.window, state.block_step)  # (B,) scheduled
+        # "All confident positions if there are at least k, else the top k" is the top
+        # max(k, n) with n the number of confident positions: the confident ones (score >
+        # threshold) outrank every other eligible position, so when n >= k the top n are
+        # exactly they. ``score`` is 0 outside ``eligible`` and threshold >= 0, so n counts
+        # eligible positions only.
+        confident = (score > self.threshold).sum(-1)  # (B,)
+        committed = kernels.topk_mask(score, torch.maximum(k, confident), eligible)  # (B, L)
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
 
         moved = new_canvas.window != canvas.window  # (B,) rows starting a new block
-        size = torch.where(moved, block_mask_count(new_canvas, mask_id), state.block_size)  # (B,)
         new_state = LLaDA2State(
             canvas=new_canvas,
             block_step=torch.where(moved, 0, state.block_step + 1),
-            block_size=size,
-            block_steps=self._block_steps(size),  # a function of the block's size
+            schedule=state.schedule,
         )
         info = StepInfo(
             committed=committed,
@@ -183,5 +182,7 @@ class LLaDA2(Sampler):
         return new_state, info
 
     def _block_steps(self, size: torch.Tensor) -> torch.Tensor:
-        """(B,) int64: steps of a block of ``size`` masks: min(steps, size // minimal_topk), >= 1."""
-        return (size // self.minimal_topk).clamp(min=1, max=self.steps)
+        """Steps of a block of ``size`` masks: min(steps, size // minimal_topk), >= 1."""
+        if self.minimal_topk > 1:
+            size = torch.floor_divide(size, self.minimal_topk)
+        return size.clamp(min=1, max=self.steps)

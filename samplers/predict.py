@@ -39,11 +39,13 @@ def denoise(denoiser, canvas: Canvas) -> tuple[torch.Tensor, int]:
     evaluations : int
         Sequence evaluations per row (1, or 2 through ``Guided``) — what ``nfe`` counts.
     """
+    # ``canvas.active`` is computed (two tensor ops) only for a denoiser that wants it.
+    wants_active = protocol.capabilities(denoiser).active
     return protocol.call(
         denoiser,
         canvas.tokens,
         canvas.attention_mask,
-        active=canvas.active,
+        active=canvas.active if wants_active else None,
         editable=canvas.editable,
     )
 

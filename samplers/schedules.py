@@ -2,13 +2,16 @@
 
 * LLaDA (arXiv 2502.09992): :class:`BlockSchedule` — a block's masks split evenly over the
   block's steps, remainder first (:func:`even_split`); the run's steps split evenly over its
-  blocks.
+  blocks. Every block's counts are tabulated once per run (:func:`block_masks`,
+  :func:`split_table`) and a step reads its own (:func:`table_count`): at small batch sizes
+  the per-step cost of a sampler is the number of small tensor ops it runs.
 * MDLM (arXiv 2406.07524) / Dream (arXiv 2508.15487): the linear time grid
   ``t_j = 1 - j (1 - eps) / steps`` (:func:`grid_time`), the exact unmasking time of a masked
   position under it (:func:`next_unmask_index`) and Dream's per-step transfer count
   (:func:`dream_count`).
 
-All functions are batched over rows: (B,) or (B, L) tensors in, no host sync.
+All functions are batched over rows: (B,) or (B, L) tensors in, no host sync in a step (the
+tables' one sync, for their size, happens when they are built, at ``init``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from remask.samplers.canvas import Canvas, block_mask_count
 __all__ = [
     "BlockSchedule",
     "even_split",
+    "block_masks",
+    "SplitTable",
+    "split_table",
+    "table_count",
     "allotted_steps",
     "check_steps_cover_blocks",
     "grid_time",
@@ -37,51 +44,127 @@ def even_split(total: torch.Tensor, parts: torch.Tensor, index: torch.Tensor) ->
     first ``total % parts`` parts get one more (remainder front-loaded). All arguments are
     int64 tensors of the same shape; ``parts`` must be positive.
     """
-    return total // parts + (index < total % parts).long()
+    # Function calls, not ``//`` and ``%``: the operators go through a Python-level wrapper
+    # (a few µs each at every step); bool + int64 promotes to int64.
+    return torch.floor_divide(total, parts) + (index < torch.remainder(total, parts))
+
+
+def block_masks(canvas: Canvas, mask_id: int) -> torch.Tensor:
+    """(B, n_blocks) int64: masked positions of each block of each row, n_blocks >= 1.
+
+    For a sampler that writes only its active block, a block's count here is what it holds
+    when it becomes active, so every block's schedule can be computed once, at ``init`` (one
+    host sync, for n_blocks), instead of at every step.
+    """
+    n_blocks = max(int(canvas.block.amax()) + 1, 1)
+    masked = (canvas.editable & (canvas.tokens == mask_id)).long()  # (B, L)
+    B = canvas.tokens.shape[0]
+    # Column 0 collects the positions outside every block (block -1), then is dropped.
+    counts = torch.zeros(B, n_blocks + 1, dtype=torch.int64, device=masked.device)
+    return counts.scatter_add_(-1, canvas.block + 1, masked)[:, 1:]  # (B, n_blocks)
+
+
+class SplitTable(NamedTuple):
+    """Every count of :func:`even_split` for every block of every row (:func:`split_table`).
+
+    Attributes
+    ----------
+    counts : (B, n_blocks * width) int64
+        ``counts[b, j * width + i] = even_split(total[b, j], parts[b, j], i)``.
+    width : int
+        ``max(parts) + 1``: the last column of a block holds ``total // parts``, which is what
+        :func:`even_split` gives every index past the schedule's end.
+    base : (B,) int64
+        Flat offset of each row's first entry (``b * n_blocks * width``).
+    """
+
+    counts: torch.Tensor
+    width: int
+    base: torch.Tensor
+
+
+def split_table(total: torch.Tensor, parts: torch.Tensor) -> SplitTable:
+    """Every count of :func:`even_split` for every block, computed once (e.g. at ``init``).
+
+    Parameters
+    ----------
+    total, parts : (B, n_blocks) int64
+        Items and parts (>= 1) of each block.
+
+    Returns
+    -------
+    SplitTable
+        Read it with :func:`table_count`, which agrees with :func:`even_split` at every index.
+    """
+    width = int(parts.amax()) + 1  # one host sync, once per run
+    index = torch.arange(width, device=total.device)  # (W,)
+    counts = even_split(total.unsqueeze(-1), parts.unsqueeze(-1), index)  # (B, n_blocks, W)
+    B, n_blocks = total.shape
+    base = torch.arange(B, device=total.device) * (n_blocks * width)  # (B,)
+    return SplitTable(counts.flatten(1), width, base)
+
+
+def table_count(table: SplitTable, block: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B,) int64: the :func:`even_split` count of step ``index`` (B,) of block ``block``
+    (B,), read from a :func:`split_table` (four small ops per step instead of the division,
+    remainder and comparison, and of recounting a new block's masks when a row moves on)."""
+    flat = torch.add(table.base, block, alpha=table.width) + index.clamp_max(table.width - 1)
+    return torch.take(table.counts, flat)  # (B,)
 
 
 class BlockSchedule(NamedTuple):
     """LLaDA's per-block commit schedule, per row (arXiv 2502.09992, ``get_num_transfer_tokens``).
 
     A block's masks are split evenly over the steps allotted to the block, remainder first; the
-    steps of a run are split evenly over its blocks, remainder first. All fields (B,) int64.
+    steps of a run are split evenly over its blocks, remainder first. Every block's counts are
+    computed once, at :meth:`start` (a sampler using this schedule writes only its active
+    block, so a block holds the same masks when it becomes active as at the start); a step
+    reads its count from the table (:func:`table_count`).
 
     Attributes
     ----------
-    step : steps taken in the row's active block.
-    masks : masks the active block held when it became active.
-    steps : steps allotted to the active block.
+    step : (B,) int64
+        Steps taken in the row's active block.
+    table : SplitTable
+        Each block's masks split over its allotted steps.
+    allotted : (B, n_blocks) int64
+        Steps allotted to each block.
     """
 
     step: torch.Tensor
-    masks: torch.Tensor
-    steps: torch.Tensor
+    table: SplitTable
+    allotted: torch.Tensor
 
     @classmethod
     def start(cls, canvas: Canvas, mask_id: int, steps: int | None) -> BlockSchedule:
-        """The schedule of every row's first block; ``steps`` None = one token per step."""
+        """The schedule of every row's blocks; ``steps`` None = one token per step."""
+        masks = block_masks(canvas, mask_id)  # (B, n_blocks)
+        if steps is None:  # one token per step: as many steps as the block has masks
+            allotted = masks
+        else:
+            blocks = canvas.block.amax(-1, keepdim=True) + 1  # (B, 1) the row's own blocks
+            index = torch.arange(masks.shape[1], device=masks.device)  # (n_blocks,)
+            allotted = even_split(torch.full_like(blocks, steps), blocks.clamp_min(1), index)
+        # A block without masks has no steps: clamp so it divides safely (it counts 0).
         return cls(
-            torch.zeros_like(canvas.nfe),
-            block_mask_count(canvas, mask_id),
-            allotted_steps(canvas, mask_id, steps),
+            torch.zeros_like(canvas.nfe), split_table(masks, allotted.clamp_min(1)), allotted
         )
 
     def count(self, canvas: Canvas) -> torch.Tensor:
         """(B,) int64: tokens to commit this step (0 for finished rows)."""
-        # A finished row has an empty block (0 steps): clamp so it divides safely, then zero it.
-        k = even_split(self.masks, self.steps.clamp_min(1), self.step)  # (B,)
+        k = table_count(self.table, canvas.window, self.step)  # (B,)
         return torch.where(canvas.done, 0, k)
+
+    def steps_of(self, canvas: Canvas) -> torch.Tensor:
+        """(B,) int64: steps allotted to each row's active block."""
+        return self.allotted.gather(-1, canvas.window.unsqueeze(-1)).squeeze(-1)
 
     def advance(
         self, before: Canvas, after: Canvas, mask_id: int, steps: int | None
     ) -> BlockSchedule:
         """The schedule after a step: rows whose window moved start their new block afresh."""
         moved = after.window != before.window  # (B,)
-        return BlockSchedule(
-            step=torch.where(moved, 0, self.step + 1),
-            masks=torch.where(moved, block_mask_count(after, mask_id), self.masks),
-            steps=torch.where(moved, allotted_steps(after, mask_id, steps), self.steps),
-        )
+        return self._replace(step=torch.where(moved, 0, self.step + 1))
 
 
 def allotted_steps(canvas: Canvas, mask_id: int, steps: int | None) -> torch.Tensor:

@@ -1030,34 +1030,48 @@ def propose_rows(
     sampled: bool = False,
     min_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Numba implementation of :func:`remask.kernels.propose.propose_rows` (CPU tensors)."""
+    """Numba implementation of :func:`remask.kernels.propose.propose_rows` (CPU tensors).
+
+    Also takes any leading shape (``any_lead``): ``x`` (..., V) with ``rows`` and ``key`` of
+    shape (...), outputs of shape (...); the rows are flattened by numpy, not torch. The
+    outputs are numpy arrays handed to torch without a copy (``torch.from_numpy``); ``prob``,
+    ``margin`` and ``entropy`` are the three slices of one (3, ...) float32 block. At B = 1
+    this wrapper ran as often as the kernel and cost several times its work, so it makes as
+    few torch calls as it can.
+    """
     if x.device.type != "cpu":
         raise ValueError(f"the numba backend needs CPU tensors, got {x.device}")
+    if x.requires_grad:  # a model called outside no_grad: the kernel reads values only
+        x = x.detach()
     if x.dtype == torch.float64:
         x = x.to(torch.float32)  # documented: float64 logits are rounded to float32
-    x = x.contiguous()
-    n_rows = x.shape[0]
+    if not x.is_contiguous():
+        x = x.contiguous()
+    lead, vocab = x.shape[:-1], x.shape[-1]
+    # The bits, viewed by numpy (numpy has float32 and float16 but no bfloat16: that one is
+    # viewed as int16 by torch first).
     if x.dtype == torch.float32:
-        src, kind = x.view(torch.int32).numpy().view(np.uint32), _KIND_F32
+        src, kind = x.numpy().view(np.uint32), _KIND_F32
     elif x.dtype == torch.bfloat16:
         src, kind = x.view(torch.int16).numpy().view(np.uint16), _KIND_BF16
     else:
-        src, kind = x.view(torch.int16).numpy().view(np.uint16), _KIND_F16
+        src, kind = x.numpy().view(np.uint16), _KIND_F16
+    src = src.reshape(-1, vocab)  # (N, V): a view of the contiguous array
+    n_rows = src.shape[0]
     has_rows = rows is not None
-    rows_np = rows.numpy() if has_rows else np.ones(1, dtype=np.bool_)
+    rows_np = rows.numpy().reshape(-1) if has_rows else np.ones(1, dtype=np.bool_)
     # One uint64 key per row (the int64 bits); a dummy at temperature 0, never read.
-    keys = (key.numpy() if key is not None else np.zeros(max(n_rows, 1), dtype=np.int64)).view(
-        np.uint64
-    )
-    tokens = torch.empty(n_rows, dtype=torch.int64)
-    prob = torch.empty(n_rows, dtype=torch.float32)
-    margin = torch.empty(n_rows, dtype=torch.float32)
-    entropy = torch.empty(n_rows, dtype=torch.float32)
-    status = torch.empty(n_rows, dtype=torch.int32)
-    computed = int(rows_np.sum()) if has_rows else n_rows
+    keys = (
+        key.numpy().reshape(-1) if key is not None else np.zeros(max(n_rows, 1), dtype=np.int64)
+    ).view(np.uint64)
+    tokens = np.empty(lead, dtype=np.int64)
+    stats = np.empty((3, *lead), dtype=np.float32)  # prob, margin, entropy
+    status = np.empty(lead, dtype=np.int32)
+    computed = np.count_nonzero(rows_np) if has_rows else n_rows
     # A small call runs the serial build on the calling thread: neither the thread pool nor
     # the thread-count switch is touched (their fixed cost exceeds the work at B = 1).
-    small = computed * src.shape[1] < SERIAL_ELEMENTS
+    small = computed * vocab < SERIAL_ELEMENTS
+    flat_stats = stats.reshape(3, n_rows)
     (_propose_kernel_serial if small else _propose_kernel)(
         src,
         kind,
@@ -1071,10 +1085,14 @@ def propose_rows(
         min_p_bits(min_p),
         bool(strict),
         bool(sampled),
-        tokens.numpy(),
-        prob.numpy(),
-        margin.numpy(),
-        entropy.numpy(),
-        status.numpy(),
+        tokens.reshape(-1),
+        flat_stats[0],
+        flat_stats[1],
+        flat_stats[2],
+        status.reshape(-1),
     )
-    return tokens, prob, margin, entropy, status
+    prob, margin, entropy = torch.from_numpy(stats).unbind(0)  # (...) each, contiguous views
+    return torch.from_numpy(tokens), prob, margin, entropy, torch.from_numpy(status)
+
+
+propose_rows.any_lead = True  # see the docstring; remask.kernels.propose reads it

@@ -153,11 +153,42 @@ _FLAGS = {
 }
 
 
+# Every declaration capabilities() reads, with its default.
+_DECLARED = (
+    *((attribute, False) for attribute in _FLAGS.values()),
+    ("shift", 0),
+    ("evaluations", 1),
+    ("eos_id", None),
+    ("eot_id", None),
+    ("pad_id", None),
+)
+# (declared values, their types) -> the checked record: the checks run once per distinct
+# declaration, not at every model call (the types are part of the key: True == 1 in a dict).
+_checked: dict[tuple, Capabilities] = {}
+
+
 def capabilities(denoiser) -> Capabilities:
     """The capabilities ``denoiser`` declares, checked (a bad declaration raises ``TypeError``).
 
-    The one place that reads the declarations; samplers and wrappers ask here.
+    The one place that reads the declarations; samplers and wrappers ask here. The
+    declarations are read at every call (they may change); a set of values already checked
+    is not checked again.
     """
+    raw = tuple([getattr(denoiser, attribute, default) for attribute, default in _DECLARED])
+    try:
+        key = (raw, tuple(map(type, raw)))
+        caps = _checked.get(key)
+    except TypeError:  # an unhashable declaration (a list): the checks below reject it
+        key, caps = None, None
+    if caps is None:
+        caps = _check_capabilities(denoiser)
+        if key is not None and len(_checked) < 256:
+            _checked[key] = caps
+    return caps
+
+
+def _check_capabilities(denoiser) -> Capabilities:
+    """:func:`capabilities` without the memo: read and check every declaration."""
     values: dict = {}
     for field, attribute in _FLAGS.items():
         flag = getattr(denoiser, attribute, False)

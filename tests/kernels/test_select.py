@@ -40,6 +40,13 @@ def test_selection_ops_match_oracles(case):
     np.testing.assert_array_equal(
         K.topk_mask(score, k, eligible).numpy(), topk_oracle(s, k.numpy(), e)
     )
+    np.testing.assert_array_equal(  # k as a (B, 1) column: the same selection
+        K.topk_mask(score, k.unsqueeze(-1), eligible).numpy(), topk_oracle(s, k.numpy(), e)
+    )
+    np.testing.assert_array_equal(  # one k for every row, as a (1,) tensor (broadcast)
+        K.topk_mask(score, k[:1], eligible).numpy(),
+        topk_oracle(s, np.full(len(s), int(k[0]), np.int64), e),
+    )
     np.testing.assert_array_equal(  # k = 1 as an int takes the argmax path
         K.topk_mask(score, 1, eligible).numpy(), topk_oracle(s, np.ones(len(s), np.int64), e)
     )
