@@ -484,10 +484,11 @@ def _pick_blocked(wbuf, n, u):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath={"nsz", "contract"})
-def _tile_weights64(fbuf, n, m, temperature, wbuf):  # pragma: no cover - compiled
-    """wbuf[k] = exp((x_k - m) / T) in float64 (the reference's weights)."""
+def _tile_weights64(seg, n, m, temperature, wbuf):  # pragma: no cover - compiled
+    """wbuf[k] = exp((x_k - m) / T) in float64 (the reference's weights); ``seg`` holds the
+    tile's float32 bits, or bf16 bits (widened by the shift)."""
     for k in range(n):
-        wbuf[k] = _exp64((np.float64(fbuf[k]) - m) / temperature)
+        wbuf[k] = _exp64((np.float64(_bits(seg[k]).view(np.float32)) - m) / temperature)
 
 
 # The pick inside the chosen tile, fast path. The reference's float64 weights cost ~10 us per
@@ -507,11 +508,11 @@ _W32_SUM = 1e-11
 
 
 @njit(cache=True, fastmath={"nsz", "contract", "arcp"})
-def _tile_weights32(fbuf, n, m32, inv_t, w32, a32):  # pragma: no cover - compiled
+def _tile_weights32(seg, n, m32, inv_t, w32, a32):  # pragma: no cover - compiled
     """w32[k] = float32 exp((x_k - m) / T), a32[k] = w32[k] * |d_k| (no reassociation: d must
     be computed in the order the error bound assumes)."""
     for k in range(n):
-        d = max(_D_MIN, (fbuf[k] - m32) * inv_t)
+        d = max(_D_MIN, (_bits(seg[k]).view(np.float32) - m32) * inv_t)
         e = _exp_neg(d)
         w32[k] = e
         a32[k] = -(e * d)
@@ -528,12 +529,18 @@ def _pick32(w32, a32, n, u):  # pragma: no cover - compiled
     err = 0.0
     for b in range(n_blocks):
         lo = b * _PICK_BLOCK
-        hi = min(n, lo + _PICK_BLOCK)
         acc = 0.0
         bound = 0.0
-        for k in range(lo, hi):
-            acc += np.float64(w32[k])
-            bound += np.float64(a32[k])
+        if lo + _PICK_BLOCK <= n:  # a full block: a constant trip count, which LLVM vectorizes
+            wseg = w32[lo : lo + _PICK_BLOCK]
+            aseg = a32[lo : lo + _PICK_BLOCK]
+            for k in range(_PICK_BLOCK):
+                acc += np.float64(wseg[k])
+                bound += np.float64(aseg[k])
+        else:
+            for k in range(lo, n):
+                acc += np.float64(w32[k])
+                bound += np.float64(a32[k])
         bsum[b] = acc
         total += acc
         err += bound
@@ -557,21 +564,22 @@ def _pick32(w32, a32, n, u):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf):  # pragma: no cover - compiled
-    """Choose an element of the tile as the torch reference does (float64 weights): located
-    on float32 weights when the bound allows, else walked in float64."""
+def _sample_in_tile(seg, n, m, temperature, u2, wbuf, cbuf):  # pragma: no cover - compiled
+    """Choose an element of the tile (``seg``: its float32 or bf16 bits, read in place) as the
+    torch reference does (float64 weights): located on float32 weights when the bound
+    allows, else walked in float64."""
     w32 = cbuf.view(np.float32)
-    k = _fast_pick(fbuf, n, m, temperature, u2, w32[:n], w32[n : 2 * n])
+    k = _fast_pick(seg, n, m, temperature, u2, w32[:n], w32[n : 2 * n])
     if k >= 0:
         return k
-    _tile_weights64(fbuf, n, m, temperature, wbuf)
+    _tile_weights64(seg, n, m, temperature, wbuf)
     return _pick_blocked(wbuf, n, u2)
 
 
 @njit(cache=True)
-def _fast_pick(fbuf, n, m, temperature, u2, w32, a32):  # pragma: no cover - compiled
+def _fast_pick(seg, n, m, temperature, u2, w32, a32):  # pragma: no cover - compiled
     """``_pick32`` on the tile's float32 weights (computed here)."""
-    _tile_weights32(fbuf, n, np.float32(m), np.float32(1.0 / temperature), w32, a32)
+    _tile_weights32(seg, n, np.float32(m), np.float32(1.0 / temperature), w32, a32)
     return _pick32(w32, a32, n, u2)
 
 
@@ -849,17 +857,17 @@ def _mask_outside(wbuf, n, ebits, lo, thr):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _sample_in_kept_tile(
-    fbuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr
+    seg, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr
 ):  # pragma: no cover
     """_sample_in_tile with the weights outside K set to 0."""
     w32 = cbuf.view(np.float32)
-    _tile_weights32(fbuf, n, np.float32(m), np.float32(1.0 / temperature), w32[:n], w32[n : 2 * n])
+    _tile_weights32(seg, n, np.float32(m), np.float32(1.0 / temperature), w32[:n], w32[n : 2 * n])
     _mask_outside(w32[:n], n, ebits, lo, thr)
     _mask_outside(w32[n : 2 * n], n, ebits, lo, thr)
     k = _pick32(w32[:n], w32[n : 2 * n], n, u2)
     if k >= 0:
         return k
-    _tile_weights64(fbuf, n, m, temperature, wbuf)
+    _tile_weights64(seg, n, m, temperature, wbuf)
     _mask_outside(wbuf, n, ebits, lo, thr)
     return _pick_blocked(wbuf, n, u2)
 
@@ -1050,14 +1058,19 @@ def _propose_kernel(
                 out_prob[r] = 1.0 / sk if sampled else 1.0 / s
                 continue
             lo, n, u2 = _draw_tile(keys[r], masses, vocab)
-            _load_tile(src, r, lo, n, kind, table_bits, ubuf)
             wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
             cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
-            k = _sample_in_kept_tile(
-                fbuf, n, m, temperature, u2, wbuf, cbuf, ebuf.view(np.uint32), lo, thr
-            )
+            ebits = ebuf.view(np.uint32)
+            # The tile's bits in place (fp16: widened through the table into ubuf first).
+            if kind == _KIND_F16:
+                _widen_row(row, lo, n, kind, table_bits, ubuf)
+                k = _sample_in_kept_tile(ubuf, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr)
+                xk = np.float64(fbuf[k]) - m
+            else:
+                seg = row[lo : lo + n]
+                k = _sample_in_kept_tile(seg, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr)
+                xk = np.float64(_bits(seg[k]).view(np.float32)) - m
             out_tok[r] = lo + k
-            xk = np.float64(fbuf[k]) - m
             out_prob[r] = (math.exp(xk / temperature) / sk) if sampled else math.exp(xk) / s
             continue
         if not sampling:
@@ -1069,12 +1082,18 @@ def _propose_kernel(
             if masses[j] > 0.0:
                 masses[j] *= math.exp((refs[j] - m) / temperature)
         lo, n, u2 = _draw_tile(keys[r], masses, vocab)
-        _load_tile(src, r, lo, n, kind, table_bits, ubuf)
         wbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
         cbuf = np.empty(SAMPLE_TILE, dtype=np.float64)
-        k = _sample_in_tile(fbuf, n, m, temperature, u2, wbuf, cbuf)
+        if kind == _KIND_F16:
+            _widen_row(row, lo, n, kind, table_bits, ubuf)
+            k = _sample_in_tile(ubuf, n, m, temperature, u2, wbuf, cbuf)
+            xk = np.float64(fbuf[k])
+        else:
+            seg = row[lo : lo + n]
+            k = _sample_in_tile(seg, n, m, temperature, u2, wbuf, cbuf)
+            xk = np.float64(_bits(seg[k]).view(np.float32))
         out_tok[r] = lo + k
-        out_prob[r] = math.exp(np.float64(fbuf[k]) - m) / s
+        out_prob[r] = math.exp(xk - m) / s
 
 
 # The same kernel compiled without the thread pool (``prange`` runs as ``range``): the same

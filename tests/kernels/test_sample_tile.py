@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("numba")
 
@@ -20,13 +21,21 @@ def _slow(x, m, t, u):
     return nb._pick_blocked(w, x.shape[0], u), w
 
 
+def _bits(x, dtype):
+    """The tile as the kernel reads it: float32 bits, or bf16 bits (the row max then is the
+    max of the rounded values)."""
+    if dtype == "float32":
+        return x.view(np.uint32)
+    return torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+
+
 def _tiles(rng):
     """(name, tile float32 logits, row max m) — m >= every logit, as in a row."""
     n = SAMPLE_TILE
     for scale in (0.5, 3.0, 10.0, 30.0):
         x = (rng.standard_normal(n) * scale).astype(np.float32)
         yield f"randn*{scale}", x, float(x.max())
-        yield f"randn*{scale}, row max 6 above", x, float(x.max()) + 6.0
+        yield f"randn*{scale}, row max 6 above", x, float(np.float32(x.max() + 6.0))
     x = (rng.standard_normal(n) * 3).astype(np.float32)
     x[rng.choice(n, 8, replace=False)] = 25.0  # peaked: a tie group holding most of the mass
     yield "peaked ties", x, 25.0
@@ -42,11 +51,15 @@ def _tiles(rng):
     yield "far below the row max", x, 0.0
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("temperature", [0.3, 1.0, 2.5])
-def test_fast_pick_is_the_float64_pick(temperature):
+def test_fast_pick_is_the_float64_pick(temperature, dtype):
     rng = np.random.default_rng(0)
     fast_used = fallback_used = 0
-    for name, x, m in _tiles(rng):
+    for name, x32, m in _tiles(rng):
+        x = _bits(x32, dtype)
+        if dtype == "bfloat16":  # the row max of the rounded values, never below a logit
+            m = float(torch.tensor(m).to(torch.bfloat16).float()) + (0.0 if m == x32.max() else 0.5)
         n = x.shape[0]
         wbuf = np.empty(SAMPLE_TILE)
         cbuf = np.empty(SAMPLE_TILE)
@@ -90,7 +103,9 @@ def test_float32_weights_meet_their_error_bound():
         xs = (x + np.float32(m)).astype(np.float32)
         w32 = np.empty(xs.shape[0], dtype=np.float32)
         a32 = np.empty_like(w32)
-        nb._tile_weights32(xs, xs.shape[0], np.float32(m), np.float32(1.0 / t), w32, a32)
+        nb._tile_weights32(
+            xs.view(np.uint32), xs.shape[0], np.float32(m), np.float32(1.0 / t), w32, a32
+        )
         d = (xs.astype(np.float64) - m) / t
         exact = np.exp(d)
         bound = exact * (nb._W32_REL + nb._W32_PER_D * np.abs(d)) + nb._W32_ABS
