@@ -338,3 +338,17 @@ def test_numba_serial_and_parallel_builds_agree(temperature, top_p, warm_numba):
         alone = K.propose(x[i : i + 1], key=key[i : i + 1], **kw)
         for a, b in zip(alone, together):
             assert torch.equal(a[0], b[i])
+
+
+def test_serial_and_parallel_builds_do_not_share_a_cache_entry():
+    """Numba keys its on-disk cache by qualified name, line and signature, not by compile
+    flags: the serial build of the propose kernel must live under its own name, or the
+    parallel kernel loads whichever build compiled first (it then ran on one thread)."""
+    pytest.importorskip("numba")
+    from remask.kernels._numba import propose as nb
+
+    parallel = nb._propose_kernel._cache._cache_file._index_path
+    serial = nb._propose_kernel_serial._cache._cache_file._index_path
+    assert parallel != serial
+    assert nb._propose_kernel.targetoptions.get("parallel")
+    assert not nb._propose_kernel_serial.targetoptions.get("parallel")
