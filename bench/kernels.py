@@ -185,10 +185,16 @@ def _read_floor(logits: torch.Tensor) -> Callable[[], object] | None:
                 acc = max(acc, row[k])
             out[r] = acc
 
-    flat = logits.reshape(-1, logits.shape[-1])
-    bits = flat.view(torch.int16 if flat.element_size() == 2 else torch.int32).numpy()
-    out = np.empty(flat.shape[0], dtype=np.int64)
+    bits = _row_bits(logits)  # (R, V)
+    out = np.empty(bits.shape[0], dtype=np.int64)
     return lambda: (read_rows(bits, out), out)[1]  # (R,) max of the raw bits per row
+
+
+def _row_bits(logits: torch.Tensor):
+    """(R, V) numpy view of the logits' raw bits as signed integers (int16 for 2-byte dtypes,
+    int32 for float32): what the floors read."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    return flat.view(torch.int16 if flat.element_size() == 2 else torch.int32).numpy()
 
 
 def _exp_floor(logits: torch.Tensor) -> Callable[[], object] | None:
@@ -201,7 +207,7 @@ def _exp_floor(logits: torch.Tensor) -> Callable[[], object] | None:
         import numpy as np
         from numba import njit, prange
 
-        from remask.kernels._numba.propose import _FAST, _bits, _exp_neg
+        from remask.kernels._numba.propose import _D_MIN, _FAST, _bits, _exp_neg
     except ImportError:
         return None
 
@@ -212,14 +218,13 @@ def _exp_floor(logits: torch.Tensor) -> Callable[[], object] | None:
             ref = np.float32(m[r])
             s = np.float32(0.0)
             for k in range(row.shape[0]):
-                s += _exp_neg(max(np.float32(-88.0), _bits(row[k]).view(np.float32) - ref))
+                s += _exp_neg(max(_D_MIN, _bits(row[k]).view(np.float32) - ref))
             out[r] = s
 
-    flat = logits.reshape(-1, logits.shape[-1])
-    bits = flat.view(torch.int16 if flat.element_size() == 2 else torch.int32).numpy()
-    bits = bits.view(np.uint16 if flat.element_size() == 2 else np.uint32)
-    m = flat.float().amax(-1).numpy()
-    out = np.empty(flat.shape[0], dtype=np.float32)
+    bits = _row_bits(logits)  # (R, V)
+    bits = bits.view(np.uint16 if bits.itemsize == 2 else np.uint32)  # what ``_bits`` widens
+    m = logits.reshape(bits.shape).float().amax(-1).numpy()  # (R,)
+    out = np.empty(bits.shape[0], dtype=np.float32)
     return lambda: (exp_rows(bits, m, out), out)[1]  # (R,) Σ exp(x - m) per row
 
 
@@ -268,6 +273,7 @@ def _cases(
                 False,
             )
         )
+    peaked = None if large else lm_like(logits)  # one LM-like copy shared by every backend
     for b in backends:
         slow = b == "torch"
         if (quick or large) and slow:
@@ -291,8 +297,7 @@ def _cases(
                 slow,
             )
         )
-        if not large:
-            peaked = lm_like(logits)
+        if peaked is not None:
             cases.append(
                 (
                     "propose_top_p_lm",
