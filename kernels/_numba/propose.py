@@ -8,8 +8,11 @@ float ones), checks for NaN on the same keys and sums ``e = exp(x - ref)`` and `
 (plus the tempered mass when sampling at T != 1) relative to ``ref``, the running row max
 *before* the tile. When the tile's max exceeds ``ref`` by more than ``_REBASE_MAX`` (and for
 the first tile with a finite logit) the tile is swept again relative to its own max; smaller
-jumps are rebased in float64, as the row sums are. The argmax index and the runner-up are
-searched (vectorized) only in tiles that raise the max. Sampling re-reads one tile (see
+jumps are rebased in float64, as the row sums are. bf16 tiles are swept twice instead: the
+max and NaN check on 16-bit keys (half the bytes, 32 lanes per AVX-512 vector), then the sums
+relative to the max so far from L1, with no key work in the exp loop (the exp bounds a bf16
+row, not the read). The argmax index and the runner-up are searched (vectorized) only in
+tiles that raise the max. Sampling re-reads one tile (see
 :mod:`remask.kernels.propose` for the two-level rule). Filtered rows (top-p/top-k/min-p,
 ``stats="sampled"``) take two more passes and a radix selection (see below); with
 ``stats="sampled"`` every statistic comes from those passes, so the first pass only reads the
@@ -263,9 +266,38 @@ _KEY_PINF = np.int32(0x7F800000)
 _KEY_NINF = np.int32(np.int32(np.uint32(0xFF800000).view(np.int32)) ^ np.int32(0x7FFFFFFF))
 
 
+def _narrow(seg):  # pragma: no cover - replaced by the overload below inside compiled code
+    """True for a tile of bf16 bits (16-bit elements), False for float32 bits."""
+    raise NotImplementedError
+
+
+@overload(_narrow, inline="always")
+def _narrow_overload(seg):
+    narrow = seg.dtype.bitwidth == 16
+    return lambda seg: narrow
+
+
+@njit(cache=True, inline="always")
+def _key16_to_key(k16):  # pragma: no cover - compiled
+    """The int32 key of the float32 whose top half has the int16 key ``k16`` (bf16 bits)."""
+    b16 = np.int16(k16 ^ np.int16(np.int16(k16 >> np.int16(15)) & np.int16(0x7FFF)))
+    return _key(np.uint32(np.uint32(np.uint16(b16)) << np.uint32(16)))
+
+
 @njit(cache=True)
 def _seg_max(seg, n):  # pragma: no cover - compiled
-    """(max key, min key) of seg[:n] (a NaN shows as a key beyond ±inf's)."""
+    """(max key, min key) of seg[:n] (a NaN shows as a key beyond ±inf's). On bf16 bits the
+    sweep runs on 16-bit keys (the same order: bf16 is the top half of a float32), 32 lanes
+    per AVX-512 vector, and the two extremes are mapped to the float32 keys at the end."""
+    if _narrow(seg):
+        k16max = np.int16(-32768)
+        k16min = np.int16(32767)
+        for k in range(n):
+            i = np.int16(seg[k])
+            key16 = np.int16(i ^ np.int16(np.int16(i >> np.int16(15)) & np.int16(0x7FFF)))
+            k16max = max(k16max, key16)
+            k16min = min(k16min, key16)
+        return _key16_to_key(k16max), _key16_to_key(k16min)
     kmax = np.int32(-2147483648)
     kmin = np.int32(2147483647)
     for k in range(n):
@@ -319,6 +351,36 @@ def _seg_pass_tempered(seg, n, ref, inv_t):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=_FAST)
+def _seg_sums(seg, n, ref):  # pragma: no cover - compiled
+    """(Σ e, Σ e·d) over seg[:n] with d = x - ref clamped below at _D_MIN, for ``ref`` >= every
+    element (d <= 0: no key, no upper clamp; the exp-floor loop plus one FMA)."""
+    s = np.float32(0.0)
+    t = np.float32(0.0)
+    for k in range(n):
+        d = max(_D_MIN, _bits(seg[k]).view(np.float32) - ref)
+        e = _exp_neg(d)
+        s += e
+        t += e * d
+    return np.float64(s), np.float64(t)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _seg_sums_tempered(seg, n, ref, inv_t):  # pragma: no cover - compiled
+    """_seg_sums plus the tempered mass Σ exp((x - ref) / T), in the same sweep."""
+    s = np.float32(0.0)
+    t = np.float32(0.0)
+    w = np.float32(0.0)
+    for k in range(n):
+        d0 = _bits(seg[k]).view(np.float32) - ref
+        d = max(_D_MIN, d0)
+        e = _exp_neg(d)
+        s += e
+        t += e * d
+        w += _exp_neg(max(_D_MIN, d0 * inv_t))
+    return np.float64(s), np.float64(t), np.float64(w)
+
+
+@njit(cache=True, fastmath=_FAST)
 def _seg_first_equal(seg, n, value):  # pragma: no cover - compiled
     """First k < n with seg[k] == value as floats (so -0.0 == 0.0, as torch.argmax)."""
     first = n
@@ -347,7 +409,7 @@ def _tile_step(seg, n, ref, tempered, inv_t):  # pragma: no cover - compiled
     index of the tile max and ``second`` the largest other value (computed only when
     ``mt > ref``, i.e. when they may change the row's top-2).
     """
-    if ref == -np.inf:
+    if ref == -np.inf or _narrow(seg):
         kmax, kmin = _seg_max(seg, n)
         mt = _key_to_float(kmax)
         if kmax > _KEY_PINF or kmin < _KEY_NINF:
@@ -356,24 +418,35 @@ def _tile_step(seg, n, ref, tempered, inv_t):  # pragma: no cover - compiled
             return 2, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
         if mt == -np.inf:
             return 0, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
-        ref_used = np.float32(mt)
+        ref_used = np.float32(max(np.float64(ref), mt))
     else:
         ref_used = ref
-    for _attempt in range(2):
+    if _narrow(seg):
+        # bf16: the max is known (its 16-bit key sweep costs a fraction of the exp sweep and
+        # leaves the tile in L1), so the sums need no key, no upper clamp and no redo.
         if tempered:
-            kmax, kmin, s, t, w = _seg_pass_tempered(seg, n, ref_used, inv_t)
+            s, t, w = _seg_sums_tempered(seg, n, ref_used, inv_t)
         else:
-            kmax, kmin, s, t = _seg_pass(seg, n, ref_used)
+            s, t = _seg_sums(seg, n, ref_used)
             w = s
-        if kmax > _KEY_PINF or kmin < _KEY_NINF:
-            return 1, np.nan, ref, 0.0, 0.0, 0.0, 0, -np.inf
-        mt = _key_to_float(kmax)
-        if mt == np.inf:
-            return 2, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
-        delta = mt - np.float64(ref_used)
-        if delta <= _REBASE_MAX and delta * inv_t <= 60.0:
-            break
-        ref_used = np.float32(mt)  # a jump of the max: redo relative to the tile's own max
+    else:
+        # float32: one sweep from memory finds the max and sums relative to the running max
+        # (two sweeps would not overlap the read with the exp).
+        for _attempt in range(2):
+            if tempered:
+                kmax, kmin, s, t, w = _seg_pass_tempered(seg, n, ref_used, inv_t)
+            else:
+                kmax, kmin, s, t = _seg_pass(seg, n, ref_used)
+                w = s
+            if kmax > _KEY_PINF or kmin < _KEY_NINF:
+                return 1, np.nan, ref, 0.0, 0.0, 0.0, 0, -np.inf
+            mt = _key_to_float(kmax)
+            if mt == np.inf:
+                return 2, mt, ref, 0.0, 0.0, 0.0, 0, -np.inf
+            delta = mt - np.float64(ref_used)
+            if delta <= _REBASE_MAX and delta * inv_t <= 60.0:
+                break
+            ref_used = np.float32(mt)  # a jump of the max: redo relative to the tile's own max
     first = 0
     second = -np.inf
     if mt > ref or ref == -np.inf:

@@ -195,6 +195,39 @@ def test_nan_and_posinf_rows_raise(backend, bad, message, warm_numba):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 0.7])
+def test_bf16_tiles_across_max_jumps_and_neg_inf_tiles(backend, temperature, warm_numba):
+    """bf16 rows of three sampling tiles (the numba kernel sweeps a bf16 tile twice: 16-bit
+    keys for the max, then the sums): a max that jumps by far more than the rebase limit in a
+    later tile, an all -inf middle tile, a row whose max is ±0 in several tiles, a row that
+    only falls -- against the float64 oracle."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 9000, generator=gen)  # (N, V), tiles [0, 4096), [4096, 8192), rest
+    x[0, 8500] = 60.0  # a jump of ~57 in the last tile
+    x[1, 4096:8192] = -math.inf
+    x[1, 30] = 9.0
+    x[2] = -torch.rand(9000, generator=gen) - 0.5
+    x[2, [100, 5000, 8999]] = torch.tensor([-0.0, 0.0, -0.0])  # the max: first index wins
+    x[3] = torch.linspace(30.0, -30.0, 9000)
+    x = x.bfloat16()
+    key = K.split(4, 4)
+    out = K.propose(x, temperature=temperature, key=key, backend=backend)
+    assert_matches(out, oracle(x, None, temperature, key), f"{backend} bf16 T={temperature}")
+    if temperature == 0:
+        assert out.tokens.tolist() == [8500, 30, 100, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bits, message", [(0x7FC0, "NaN"), (-64, "NaN"), (0x7F80, r"\+inf")])
+def test_bf16_nan_and_posinf_in_a_later_tile_raise(backend, bits, message, warm_numba):
+    """NaN of either sign (bits 0x7FC0, 0xFFC0) and +inf found by the 16-bit key sweep."""
+    x = torch.randn(2, 9000).bfloat16()
+    x.view(torch.int16)[1, 8400] = bits
+    with pytest.raises(ValueError, match=rf"row \(1,\) contains {message}"):
+        K.propose(x, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_all_neg_inf_row_raises(backend, warm_numba):
     x = torch.randn(3, 10)
     x[2] = -math.inf
