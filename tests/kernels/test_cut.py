@@ -98,12 +98,12 @@ def test_crossing_is_the_whole_row_selection(kind):
     total = _tile_total(e)
     cand, cand2, hist, words = _scratch(VOCAB)
     bmax = np.empty((VOCAB + 127) // 128, np.uint32)
-    nb._block_max(bits, VOCAB, bmax)
+    ready = np.zeros(1, np.bool_)  # the block maxima are computed on first use
     decided = 0
     for p in P_VALUES:
         target = p * total
         full = nb._radix_crossing(bits, VOCAB, target, False, cand, cand2, hist)
-        got = nb._crossing(bits, VOCAB, target, total, False, cand, cand2, hist, bmax, words)
+        got = nb._crossing(bits, VOCAB, target, total, False, cand, cand2, hist, bmax, ready, words)
         assert got == full, (kind, p, got, full)
         lo, hi = nb._sample_bracket(bits, VOCAB, total - target, hist)
         assert 0 <= lo < hi <= 1 << 31
@@ -162,6 +162,7 @@ def test_thin_margin_gives_up():
     cand, cand2, hist, words = _scratch(vocab)
     bmax = np.empty((vocab + 127) // 128, np.uint32)
     nb._block_max(bits, vocab, bmax)
+    ready = np.ones(1, np.bool_)
     for target in (1.0, 1.0 + 4000 * 2.0**-10):  # M(1.0) and M(2^-10) exactly
         full = nb._radix_crossing(bits, vocab, target, False, cand, cand2, hist)
         assert full == _oracle_crossing(e, target)
@@ -172,7 +173,8 @@ def test_thin_margin_gives_up():
             )
             assert got == nb._UNDECIDED, (target, lo_, hi_, got)
         assert (
-            nb._crossing(bits, vocab, target, total, False, cand, cand2, hist, bmax, words) == full
+            nb._crossing(bits, vocab, target, total, False, cand, cand2, hist, bmax, ready, words)
+            == full
         )
     # one ulp of the target away from the tie, the margin is still too thin: undecided
     target = np.nextafter(1.0, 2.0)
