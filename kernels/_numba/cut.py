@@ -276,15 +276,31 @@ def _sample_bracket(ebits, vocab, goal, hist):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _looks_flat(ebits, vocab, total):  # pragma: no cover - compiled
-    """Whether a strided sample of ~_PEEK elements, scaled up, carries half the row's mass:
-    true of flat rows (the bracket's case), false when a few large values hold most of it
-    (LM rows: the block bound's case). Only chooses the order of the two."""
+def _looks_flat(ebits, vocab, goal, n_blocks, hist):  # pragma: no cover - compiled
+    """Whether a strided sample of ~_PEEK elements guesses more kept elements than there
+    are blocks: then most blocks reach the cut and the block bound would fail (a flat row,
+    the bracket's case); LM rows keep tens. The cut is guessed as in _sample_bracket (the
+    tail mass below it is ``goal``). Only chooses the order of the two; ``hist`` is float64
+    scratch of >= 2 * _NFINE entries."""
     stride = vocab // _PEEK
-    acc = 0.0
-    for j in range(vocab // stride):
-        acc += np.float64(np.uint32(ebits[j * stride + stride // 2]).view(np.float32))
-    return np.float64(stride) * acc > 0.5 * total
+    n = vocab // stride
+    off = stride // 2
+    for b in range(2 * _NFINE):
+        hist[b] = 0.0
+    for j in range(n):
+        v = ebits[j * stride + off]
+        b = min(max(np.int64(v >> _FINE_SHIFT) - _FINE_BASE + 1, 0), _NFINE - 1)
+        hist[b] += np.float64(np.uint32(v).view(np.float32))
+        hist[_NFINE + b] += 1.0
+    scale = np.float64(stride)
+    cum = 0.0
+    below = 0.0  # sampled elements below the guessed cut's bin
+    for b in range(_NFINE):
+        if scale * (cum + hist[b]) > goal:
+            break
+        cum += hist[b]
+        below += hist[_NFINE + b]
+    return scale * (n - below) > n_blocks
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -515,7 +531,8 @@ def _crossing(
     use).
     """
     use_bracket = not by_count and vocab >= _MIN_VOCAB
-    if not (use_bracket and _looks_flat(ebits, vocab, total)):
+    flat = use_bracket and _looks_flat(ebits, vocab, total - target, bmax.shape[0], hist)
+    if not flat:
         if not bmax_ready[0]:
             _block_max(ebits, vocab, bmax)
             bmax_ready[0] = True
