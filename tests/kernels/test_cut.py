@@ -239,3 +239,15 @@ def test_flat_rows_match_reference(dtype, warm_numba):
                 torch.testing.assert_close(
                     getattr(out, name), getattr(ref, name), rtol=1e-5, atol=2e-6, msg=what
                 )
+
+
+def test_flat_rows_skip_the_block_bound():
+    # The 256-element peek sends flat rows (thousands kept) to the bracket first and LM-like
+    # rows (a nucleus of tens) to the block bound first; either order gives the same cut.
+    hist = np.empty(4 * 2048, np.float64)
+    blocks = (VOCAB + 127) // 128
+    for kind, flat in (("randn1", True), ("randn3", True), ("bf16", True), ("peaked", False)):
+        e = _row(kind, seed=11)
+        total = _tile_total(e)
+        got = nb._looks_flat(e.view(np.uint32), VOCAB, 0.05 * total, blocks, hist)
+        assert got == flat, kind
