@@ -8,30 +8,32 @@ order as the values). Top-p needs the *crossing value*
     w = max{v in e : M(v) > target},   M(v) = Σ_{e_j >= v} e_j,   target = top_p · total,
 
 and top-k the same with the weight 1 instead of ``e`` (``target = k - 1``). No sort of the
-vocabulary; three ways to the same ``w``, cheapest first:
+vocabulary; three ways to the same ``w``:
 
 1. **block bound** (peaked rows, top-k with ``k <= V / 128``): the maxima of 128-element
    blocks bound ``w`` from below; the radix selection runs on the few elements above the
    bound (see ``_BLOCK``);
-2. **bracket** (flat rows, top-p: e.g. ``top_p = 0.95`` of randn logits keeps ~9% of V): a
-   strided sample of ~2k elements guesses the level-0 bin (1/8 octave of ``e``) of the cut;
-   one vectorized pass sums the mass ``M(hi)`` above the bracket ``[lo, hi)`` (float64) and
-   marks the bracket's elements in 64-bit words, a second loop gathers the marked elements
-   (~1-3% of V) and the radix selection runs on them alone; a bracket that misses the cut is
-   moved and the passes redone (see ``_bracket_crossing``);
-3. **radix selection of the whole row** (everything else, and whenever 2. cannot prove its
-   answer): three levels of 11/10/10 bits, histograms of float64 masses.
+2. **bracket** (top-p of flat rows, e.g. ``top_p = 0.95`` of randn logits keeps ~9% of V):
+   a strided sample of ~2k elements guesses a bracket ``[lo, hi)`` of bits holding the cut
+   (~3% of V); one vectorized sweep sums the mass ``M(hi)`` above it (float64), a second
+   marks its elements in 64-bit words, a gather collects them and a radix selection runs on
+   them alone; a bracket that misses the cut is moved and the sweeps redone (see
+   ``_bracket_crossing``). It goes first when a 256-element sample finds the row flat
+   (``_looks_flat``), else after 1.;
+3. **radix selection of the whole row**: three levels of 11/10/10 bits, histograms of
+   float64 masses.
 
-Why 2. decides exactly as 3.: both compare float64 sums of the same float32 values with the
-same ``target``; they differ only in the order of the additions, so each computed ``M(v)``
-lies within ``E`` of the exact one (a sum of ``n`` non-negative terms in any order is within
-``(n - 1) · 2^-53`` of its value, relatively). 2. returns its candidate ``w`` only if
-``M(w) > target + E`` and ``M(w+) < target - E`` with ``w+`` the next larger value in the row
-(``_margin`` gives ``E`` for both computations together); then every float64 decision of 3.
-(at every level, on the whole row or on block-bounded candidates) falls on the exact side and
-3. returns the same ``w``. Otherwise (a cumulative mass within ~1e-10 of the target: exact
-ties built on purpose) 2. gives up and 3. decides. The counts of top-k are exact integers in
-float64: 1. and 3. agree without a margin.
+1. then 3. is the selection as it was before 2. existed, and it still decides every row 2.
+gives up on, so those keep their old cut to the bit. Why a cut 2. returns is also theirs:
+all three compare float64 sums of the same float32 values with the same ``target`` and
+differ only in the order of the additions, so each computed ``M(v)`` lies within ``E`` of
+the exact one (a sum of ``n`` non-negative terms in any order is within ``(n - 1) · 2^-53``
+of its value, relatively). 2. returns its candidate ``w`` only if ``M(w) > target + E`` and
+``M(w+) < target - E`` with ``w+`` the next larger value in the row (``_margin`` gives
+``E`` for the computations together); then every float64 decision of 1. and 3. (at every
+level, on the whole row or on block-bounded candidates) falls on the exact side and they
+return the same ``w``. Otherwise (a cumulative mass within ~1e-10 of the target: exact ties
+built on purpose) 2. gives up. Top-k counts are exact integers in float64 (1. and 3. only).
 """
 
 from __future__ import annotations
@@ -525,21 +527,26 @@ def _crossing(
 ):  # pragma: no cover - compiled
     """Bits of the crossing value (see the module docstring), or -1 if there is none.
 
-    The block bound (skipped for top-p of a row that _looks_flat: it would fail on too many
-    candidate blocks), then for top-p of a long row the bracket, then the whole row.
-    ``bmax`` holds the block maxima once ``bmax_ready[0]`` is set (computed here on first
-    use).
+    The block bound, then the whole row: the selection before the bracket existed, run as
+    is whenever the bracket gives up (near-ties, where the two may round differently, keep
+    their old answer). For top-p of a long row the bracket goes first when the row
+    _looks_flat (the block bound would fail on too many candidate blocks), else second.
+    ``bmax`` holds the block maxima once ``bmax_ready[0]`` is set (computed on first use).
     """
     use_bracket = not by_count and vocab >= _MIN_VOCAB
     flat = use_bracket and _looks_flat(ebits, vocab, total - target, bmax.shape[0], hist)
-    if not flat:
-        if not bmax_ready[0]:
-            _block_max(ebits, vocab, bmax)
-            bmax_ready[0] = True
-        w = _block_bound_crossing(ebits, vocab, target, by_count, cand, cand2, hist, bmax)
+    if flat:
+        lo, hi = _sample_bracket(ebits, vocab, total - target, hist)
+        w = _bracket_crossing(ebits, vocab, target, total, lo, hi, cand, cand2, hist, words)
         if w != _UNDECIDED:
             return w
-    if use_bracket:
+    if not bmax_ready[0]:
+        _block_max(ebits, vocab, bmax)
+        bmax_ready[0] = True
+    w = _block_bound_crossing(ebits, vocab, target, by_count, cand, cand2, hist, bmax)
+    if w != _UNDECIDED:
+        return w
+    if use_bracket and not flat:
         lo, hi = _sample_bracket(ebits, vocab, total - target, hist)
         w = _bracket_crossing(ebits, vocab, target, total, lo, hi, cand, cand2, hist, words)
         if w != _UNDECIDED:
