@@ -62,6 +62,18 @@ _UNDECIDED = np.int64(-2)
 _LEVELS = ((20, 2048), (10, 1024), (0, 1024))
 
 
+@njit(cache=True, inline="always")
+def _walk_down(hist, nbins, target):  # pragma: no cover - compiled
+    """The highest bin b whose mass, added to that of the bins above it (walked from the top
+    in float64), exceeds ``target``, and that mass above it; (-1, all the mass) if none."""
+    acc = 0.0
+    for b in range(nbins - 1, -1, -1):
+        if acc + hist[b] > target:
+            return b, acc
+        acc += hist[b]
+    return -1, acc
+
+
 @njit(cache=True)
 def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragma: no cover
     """Bits of the largest e with Σ_{e' >= e} weight(e') > target, or -1 if there is none.
@@ -93,13 +105,7 @@ def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragm
                 )
         for b in range(nbins):
             hist[b] += hist[nbins + b] + hist[2 * nbins + b] + hist[3 * nbins + b]
-        acc = 0.0
-        chosen = -1
-        for b in range(nbins - 1, -1, -1):
-            if acc + hist[b] > target:
-                chosen = b
-                break
-            acc += hist[b]
+        chosen, acc = _walk_down(hist, nbins, target)
         if chosen < 0 and level > 0:  # float64 sums in another order: take the lowest value
             for b in range(nbins):
                 if hist[b] > 0.0:
@@ -233,6 +239,23 @@ def _fine_edge(b):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _sample_hist(ebits, vocab, stride, squares, hist):  # pragma: no cover - compiled
+    """Histogram of the strided sample e[stride // 2 :: stride] on the fine bins: hist[b] the
+    mass, hist[_NFINE + b] the squares (``squares``) or the count. Returns the sample size."""
+    n = vocab // stride
+    off = stride // 2
+    for b in range(2 * _NFINE):
+        hist[b] = 0.0
+    for j in range(n):
+        v = ebits[j * stride + off]
+        b = min(max(np.int64(v >> _FINE_SHIFT) - _FINE_BASE + 1, 0), _NFINE - 1)
+        f = np.float64(np.uint32(v).view(np.float32))
+        hist[b] += f
+        hist[_NFINE + b] += f * f if squares else 1.0
+    return n
+
+
+@njit(cache=True)
 def _sample_bracket(ebits, vocab, goal, hist):  # pragma: no cover - compiled
     """Bits bracket (lo, hi) of the cut guessed from a strided sample of ~_SAMPLE elements.
 
@@ -244,16 +267,7 @@ def _sample_bracket(ebits, vocab, goal, hist):  # pragma: no cover - compiled
     ``hist`` is float64 scratch of >= 2 * _NFINE entries (masses, then squares).
     """
     stride = vocab // _SAMPLE
-    n = vocab // stride
-    off = stride // 2
-    for b in range(2 * _NFINE):
-        hist[b] = 0.0
-    for j in range(n):
-        v = ebits[j * stride + off]
-        b = min(max(np.int64(v >> _FINE_SHIFT) - _FINE_BASE + 1, 0), _NFINE - 1)
-        f = np.float64(np.uint32(v).view(np.float32))
-        hist[b] += f
-        hist[_NFINE + b] += f * f
+    _sample_hist(ebits, vocab, stride, True, hist)
     scale = np.float64(stride)
     cum = 0.0
     sq = 0.0
@@ -285,15 +299,7 @@ def _looks_flat(ebits, vocab, goal, n_blocks, hist):  # pragma: no cover - compi
     tail mass below it is ``goal``). Only chooses the order of the two; ``hist`` is float64
     scratch of >= 2 * _NFINE entries."""
     stride = vocab // _PEEK
-    n = vocab // stride
-    off = stride // 2
-    for b in range(2 * _NFINE):
-        hist[b] = 0.0
-    for j in range(n):
-        v = ebits[j * stride + off]
-        b = min(max(np.int64(v >> _FINE_SHIFT) - _FINE_BASE + 1, 0), _NFINE - 1)
-        hist[b] += np.float64(np.uint32(v).view(np.float32))
-        hist[_NFINE + b] += 1.0
+    n = _sample_hist(ebits, vocab, stride, False, hist)
     scale = np.float64(stride)
     cum = 0.0
     below = 0.0  # sampled elements below the guessed cut's bin
@@ -425,13 +431,7 @@ def _select(src, n, lo, span, need, tmp, hist):  # pragma: no cover - compiled
         for i in range(n):
             v = src[i]
             hist[(np.int64(v) - base) >> shift] += np.float64(np.uint32(v).view(np.float32))
-        acc = 0.0
-        chosen = -1
-        for b in range(nb - 1, -1, -1):
-            if acc + hist[b] > need:
-                chosen = b
-                break
-            acc += hist[b]
+        chosen, acc = _walk_down(hist, nb, need)
         if chosen < 0:
             return np.int64(-1)
         need -= acc
