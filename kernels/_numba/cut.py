@@ -213,9 +213,9 @@ def _block_bound_crossing(
 #
 # Flat rows: the cut lies among many small weights, no block bound holds, and the radix
 # selection of the whole row (a scatter of every element into float64 histograms plus a
-# compaction, ~1 ns per element) is the cost. The bracket replaces it by two cheap sweeps:
-# a vectorized one (the float64 mass above hi; the elements in [lo, hi) marked in 64-bit
-# words) and a gather of the marked elements only, on which the radix selection runs.
+# compaction, ~1 ns per element) is the cost. The bracket replaces it by two vectorized
+# sweeps (the float64 mass above hi; 64-bit words marking the elements in [lo, hi)) and a
+# gather of the marked elements only, on which the radix selection runs.
 
 _SAMPLE = 2048  # elements of the strided sample that guesses the cut
 _MIN_VOCAB = 4 * _SAMPLE  # shorter rows: the whole-row selection is as cheap
@@ -226,7 +226,7 @@ _FINE_SHIFT = np.uint32(18)
 _FINE_BASE = np.int64(87 << 5)  # bits >> 18 of 2^-40
 _NFINE = 41 * 32 + 2
 _Z = 3.0  # bracket half-width in standard deviations of the sample's tail-mass estimate
-_TRIES = 4  # bracket moves before giving up (each one costs one sweep of the row)
+_TRIES = 4  # brackets tried before giving up (each costs one or two sweeps of the row)
 _WORD = 64
 _SEL_BINS = 2048  # bins of each level of the selection inside the bracket
 _EPS52 = 2.0**-52
@@ -487,10 +487,11 @@ def _bracket_crossing(
     bit).
 
     Moves the bracket up (the mass above it already exceeds the target) or down (its mass
-    does not reach the target) up to _TRIES - 1 times, four times as wide each time. Gives up on a bracket
-    holding more than ~V / 2 elements (ties, nearly uniform rows), on a row without a
-    crossing and on a margin too thin to prove the answer. ``cand``/``cand2`` (V,) uint32 and
-    ``hist`` (4 * 2048,) float64 are scratch, ``words`` ((V + 63) // 64,) uint64.
+    does not reach the target) up to _TRIES - 1 times, four times as wide each time. Gives
+    up on a bracket holding more than ~V / 2 elements (ties, nearly uniform rows), on a row
+    without a crossing and on a margin too thin to prove the answer. ``cand``/``cand2``
+    (V,) uint32 and ``hist`` (4 * 2048,) float64 are scratch, ``words`` ((V + 63) // 64,)
+    uint64.
     """
     err = _margin(vocab, total)
     bracket = cand2[vocab // 2 :]

@@ -138,8 +138,8 @@ def test_crossing_matches_a_sorting_oracle():
 @pytest.mark.parametrize("shift", [-4000, -600, -60, -3, 0, 3, 60, 600, 4000])
 def test_bracket_that_misses_the_cut_is_moved(shift):
     # Brackets of one to a few fine bins, placed from far below to far above the cut (in
-    # 1/32 octave steps): the bracket moves (4x wider each time) until it holds the cut, or gives up;
-    # never a different answer. Near misses must still decide.
+    # 1/32 octave steps): the bracket moves (4x wider each time) until it holds the cut, or
+    # gives up; never a different answer. Near misses must still decide.
     e = _row("randn2", seed=7)
     bits = e.view(np.uint32)
     total = _tile_total(e)
