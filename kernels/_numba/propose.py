@@ -52,6 +52,7 @@ import torch
 from numba import njit, prange
 from numba.extending import overload
 
+from remask.kernels._numba.cut import _kept_threshold
 from remask.kernels._philox import (
     PHILOX_M0,
     PHILOX_M1,
@@ -660,8 +661,8 @@ def _fast_pick(seg, n, m, temperature, u2, w32, a32):  # pragma: no cover - comp
 # Filtered proposals (top-p / top-k / stats="sampled"): two more passes over the row plus a
 # selection on the surviving candidates; no sort of the vocabulary. Pass 2 stores
 # e = exp((x - m) / T_f) to a (V,) float32 buffer and sums it; the cut is selected on the bits
-# of the stored e (block-max bound, then radix selection); pass 3 re-reads x for d = x - m and
-# takes e from the buffer (a compare and masked sums, no exp).
+# of the stored e (kernels/_numba/cut.py: block-max bound, bracket, radix selection); pass 3
+# re-reads x for d = x - m and takes e from the buffer (a compare and masked sums, no exp).
 
 _ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum
 
@@ -693,170 +694,6 @@ def _tile_kept_sums(seg, n, ref, inv_t, ebits, lo, thr):  # pragma: no cover - c
         s += w
         t += w * d
     return np.float64(s), np.float64(t)
-
-
-# Radix selection of the cut on the float32 bits of e (order-preserving for e >= 0): three
-# levels of 11/10/10 bits; each level histograms mass and count of the current candidates,
-# walks the bins from the top to the one holding the cut, and keeps only that bin's elements.
-_LEVELS = ((20, 2048), (10, 1024), (0, 1024))
-
-
-@njit(cache=True)
-def _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist):  # pragma: no cover
-    """Bits of the largest e with Σ_{e' >= e} weight(e') > target, or -1 if there is none.
-
-    weight = e (top-p mass) or 1 (top-k count). ``cand``/``cand2`` are (V,) uint32 scratch,
-    ``hist`` a (4 * 2048,) float64 scratch: four interleaved histograms, because most
-    elements of a row fall in a few bins (the tiny weights) and one histogram would chain
-    every update on the previous one through memory (~15 cycles per element, measured).
-    Ties are grouped (a value is one bin at the end).
-    """
-    src = ebits
-    n = vocab
-    prefix = np.uint32(0)
-    mask_hi = np.uint32(0)  # bits already fixed by the previous levels
-    for level in range(3):
-        shift = _LEVELS[level][0]
-        nbins = _LEVELS[level][1]
-        for b in range(4 * nbins):
-            hist[b] = 0.0
-        mask = np.uint32(nbins - 1)
-        if by_count:
-            for i in range(n):
-                hist[(i & 3) * nbins + ((src[i] >> shift) & mask)] += 1.0
-        else:
-            for i in range(n):
-                v = src[i]
-                hist[(i & 3) * nbins + ((v >> shift) & mask)] += np.float64(
-                    np.uint32(v).view(np.float32)
-                )
-        for b in range(nbins):
-            hist[b] += hist[nbins + b] + hist[2 * nbins + b] + hist[3 * nbins + b]
-        acc = 0.0
-        chosen = -1
-        for b in range(nbins - 1, -1, -1):
-            if acc + hist[b] > target:
-                chosen = b
-                break
-            acc += hist[b]
-        if chosen < 0 and level > 0:  # float64 sums in another order: take the lowest value
-            for b in range(nbins):
-                if hist[b] > 0.0:
-                    chosen = b
-                    break
-        if chosen < 0:
-            return np.int64(-1)  # the whole mass does not exceed the target (p ~ 1): keep all
-        target -= acc
-        prefix = np.uint32(prefix | np.uint32(chosen << shift))
-        if level == 2:
-            break
-        mask_hi = np.uint32(mask_hi | np.uint32((nbins - 1) << shift))
-        # Keep the chosen bin's elements (branch-free compaction).
-        out = cand if level == 0 else cand2
-        c = 0
-        for i in range(n):
-            v = src[i]
-            out[c] = v
-            c += 1 if (v & mask_hi) == prefix else 0
-        src = out
-        n = c
-    return np.int64(prefix)
-
-
-# Candidate bound of the selection: the row is cut into blocks of _BLOCK elements whose maxima
-# (one vectorized pass over the stored e) bound the cut from below. If the block maxima alone
-# carry weight > target above some value g, the cut is >= g (every block maximum is an element),
-# so only the elements >= g -- found in the few blocks whose maximum reaches g -- need the radix
-# selection. g is lowered to a level-0 bin boundary, so the candidates hold whole level-0 bins
-# and the selection walks the same bins with the same float64 sums as on the full row: the cut
-# is bit-identical. A peaked row (LM logits: a nucleus of tens of tokens) or any top-k with
-# k <= V / _BLOCK is then decided on a few hundred elements; a flat row (the block maxima do not
-# reach the target, e.g. top-p = 0.95 of randn logits) or too many candidate blocks fall back to
-# the selection on the whole row.
-_BLOCK = 128  # 64 measured 5x slower: LLVM vectorizes the 128-wide max reduction better
-_LEVEL0_SHIFT = np.uint32(20)  # bits below the level-0 bin (_LEVELS[0][0])
-
-
-@njit(cache=True)
-def _block_max(ebits, vocab, bmax):  # pragma: no cover - compiled
-    """bmax[b] = max bits of ebits[b*_BLOCK : (b+1)*_BLOCK]: e >= 0, so its bits order as its
-    values and fit an int32 (LLVM vectorizes the signed int max, not the unsigned one)."""
-    keys = ebits.view(np.int32)
-    n_full = vocab // _BLOCK
-    for b in range(n_full):
-        seg = keys[b * _BLOCK : (b + 1) * _BLOCK]  # indexed by the range variable
-        top = np.int32(0)
-        for k in range(_BLOCK):
-            top = max(top, seg[k])
-        bmax[b] = top
-    if n_full < bmax.shape[0]:
-        top = np.int32(0)
-        for k in range(n_full * _BLOCK, vocab):
-            top = max(top, keys[k])
-        bmax[n_full] = top
-
-
-@njit(cache=True, fastmath=_FAST)
-def _mass(bits, n):  # pragma: no cover - compiled
-    """Σ of the float32 values with these bits, in float64 (vectorized)."""
-    acc = 0.0
-    for k in range(n):
-        acc += np.float64(np.uint32(bits[k]).view(np.float32))
-    return acc
-
-
-@njit(cache=True)
-def _crossing(ebits, vocab, target, by_count, cand, cand2, hist, bmax):  # pragma: no cover
-    """_radix_crossing of the whole row, computed on the block-bounded candidates when the
-    bound holds (same result, see _BLOCK)."""
-    n_blocks = bmax.shape[0]
-    reach = 0.0  # weight of all block maxima: no g exists unless it exceeds the target
-    if by_count:
-        reach = np.float64(n_blocks)
-    else:
-        reach = _mass(bmax, n_blocks)
-    g = np.int64(-1)
-    if reach > target:
-        g = _radix_crossing(bmax, n_blocks, target, by_count, cand, cand2, hist)
-    if g >= 0:
-        g_al = np.uint32((np.uint32(g) >> _LEVEL0_SHIFT) << _LEVEL0_SHIFT)
-        hits = 0
-        for b in range(n_blocks):
-            hits += 1 if bmax[b] >= g_al else 0
-        if hits * 4 <= n_blocks:  # else the gather would cost as much as the full selection
-            c = 0
-            for b in range(n_blocks):
-                if bmax[b] >= g_al:
-                    for i in range(b * _BLOCK, min(vocab, (b + 1) * _BLOCK)):
-                        v = ebits[i]
-                        cand[c] = v
-                        c += 1 if v >= g_al else 0
-            # in place: the level-0 compaction writes cand[c'] with c' <= i
-            w = _radix_crossing(cand, c, target, by_count, cand, cand2, hist)
-            if w >= 0:
-                return w
-            # float64 rounding put the crossing below g (the bound was within 1e-16 of the
-            # target): decide on the whole row.
-    return _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist)
-
-
-@njit(cache=True)
-def _kept_threshold(
-    ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist
-):  # pragma: no cover
-    """Bits threshold thr of the kept set K = {bits(e) >= thr} (see remask.kernels.propose)."""
-    ebits = ebuf.view(np.uint32)
-    bmax = np.empty((vocab + _BLOCK - 1) // _BLOCK, dtype=np.uint32)
-    _block_max(ebits, vocab, bmax)
-    thr = np.int64(0)
-    if top_p < 1.0:
-        w = _crossing(ebits, vocab, top_p * total, False, cand, cand2, hist, bmax)
-        if w >= 0:
-            thr = w + 1 if strict else w  # strict: only strictly above the crossing value
-    if top_k > 0:
-        w = _crossing(ebits, vocab, np.float64(top_k - 1), True, cand, cand2, hist, bmax)
-        thr = max(thr, w)
-    return np.uint32(min(thr, np.int64(_ONE_BITS)))  # the top-1 (e = 1) is always kept
 
 
 @njit(cache=True)
