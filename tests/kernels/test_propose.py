@@ -385,3 +385,29 @@ def test_serial_and_parallel_builds_do_not_share_a_cache_entry():
     assert parallel != serial
     assert nb._propose_kernel.targetoptions.get("parallel")
     assert not nb._propose_kernel_serial.targetoptions.get("parallel")
+
+
+def test_stale_kernel_caches_are_dropped_when_a_source_changes(tmp_path):
+    """The package keys its Numba caches by a digest of every source compiled into them: a
+    change to any one source deletes them all; unchanged sources keep them."""
+    from remask.kernels._numba import _drop_stale_caches
+
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("y = 2\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    entries = [cache / "a.f-1.py311.nbi", cache / "a.f-1.py311.1.nbc", cache / "b.g-3.py311.nbi"]
+    for path in entries:
+        path.write_bytes(b"compiled")
+    keep = cache / "a.cpython-311.pyc"
+    keep.write_bytes(b"bytecode")
+    assert _drop_stale_caches(cache, (a, b))  # no stamp yet: the caches may be stale
+    assert not any(p.exists() for p in entries) and keep.exists()
+    for path in entries:
+        path.write_bytes(b"compiled")
+    assert not _drop_stale_caches(cache, (a, b))  # same sources: kept
+    assert all(p.exists() for p in entries)
+    b.write_text("y = 3\n")  # the callee's file alone changes
+    assert _drop_stale_caches(cache, (a, b))
+    assert not any(p.exists() for p in entries)
