@@ -121,3 +121,70 @@ def test_lm_like_rows_have_a_small_nucleus():
 
     assert int(nucleus(flat).min()) > 1000
     assert int(nucleus(hot).max()) <= 64
+
+
+def test_fresh_floor_reads_each_stub_output_once_right_after_its_wait():
+    """The fresh floor is what it claims: every timed read is one ``amax`` over V of the
+    tensor the stub call just returned, after that call's wait, with no other call between."""
+    import time
+
+    import torch
+
+    events = []
+
+    class Logged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            out = super().__torch_function__(func, types, args, kwargs or {})
+            if func is torch.Tensor.amax:
+                events.append(
+                    ("read", id(args[0]), args[1:], tuple(out.shape), time.perf_counter())
+                )
+            return out
+
+    class Recording(bench_samplers.StubDenoiser):
+        def __call__(self, tokens, attention_mask=None, **kwargs):
+            start = time.perf_counter()
+            out = super().__call__(tokens, attention_mask).as_subclass(Logged)
+            events.append(("call", id(out), tuple(out.shape), start))
+            self.last = out  # keeps the id unique until the next call
+            return out
+
+    model = Recording(64, 8, 0.002)
+    model.seconds = 1.5
+    ms = bench_samplers.fresh_logits_read_ms(model, torch.ones(2, 5, dtype=torch.int64), repeats=3)
+    assert math.isfinite(ms) and ms > 0
+    assert model.seconds == 1.5  # the floor's calls are not charged to the run
+    assert [e[0] for e in events] == ["call", "read"] * 5  # two warm-ups, three timed
+    for call, read in zip(events[::2], events[1::2]):
+        assert read[1] == call[1]  # the tensor that call returned
+        assert call[2] == (2, 5, 64) and read[2] == (-1,) and read[3] == (2, 5)
+        assert read[4] - call[3] >= 0.002  # read after the stub's wait
+
+
+def test_stub_table_shows_both_floors(tmp_path):
+    """The stub table puts each cell in hot and fresh reads and prints both floor rows."""
+    from remask.bench.common import Result, environment, write_csv
+
+    config = dict(B=4, G=128, P=0, V=8192, dtype="float32", steps=64, cost_ms=10.0, load="0.5")
+    rows = [
+        Result(
+            name="sampler_overhead_stub",
+            variant="threshold",
+            backend="numba",
+            config=json.dumps(dict(config, floor_ms=0.2, fresh_floor_ms=0.5)),
+            repeats=3,
+            median=0.12,
+            p20=0.11,
+            p80=0.13,
+            unit="overhead/forward",
+            derived=1.5,
+            derived_unit="ms per step",
+            **environment("cpu"),
+        )
+    ]
+    path = tmp_path / "stub.csv"
+    write_csv(rows, path)
+    table = report.stub_overhead_table(str(path))
+    assert "| threshold | 12.0% (1.50 ms/step, 7.5 hot / 3.0 fresh reads) |" in table
+    assert "the floor* | 0.20 ms |" in table and "the fresh floor* | 0.50 ms |" in table
