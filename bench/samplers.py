@@ -323,7 +323,14 @@ class StubDenoiser:
     def __call__(self, tokens, attention_mask=None, **kwargs):
         start = time.perf_counter()
         B, L = tokens.shape
-        out = self.bank[:, :L].expand(B, L, self.vocab_size).contiguous()  # (B, L, V)
+        # A fresh tensor at every call, as a model's forward returns: ``contiguous()`` would
+        # hand out the bank itself at B = 1 (a slice of a (1, L', V) tensor is contiguous),
+        # with no allocation to pay for and no write to see.
+        out = (
+            self.bank[:, :L]
+            .expand(B, L, self.vocab_size)
+            .clone(memory_format=torch.contiguous_format)
+        )  # (B, L, V)
         spent = time.perf_counter() - start
         if spent < self.cost_s:
             time.sleep(self.cost_s - spent)

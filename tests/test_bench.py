@@ -188,3 +188,17 @@ def test_stub_table_shows_both_floors(tmp_path):
     table = report.stub_overhead_table(str(path))
     assert "| threshold | 12.0% (1.50 ms/step, 7.5 hot / 3.0 fresh reads) |" in table
     assert "the floor* | 0.20 ms |" in table and "the fresh floor* | 0.50 ms |" in table
+
+
+def test_stub_materialises_fresh_logits_at_every_batch_size():
+    """The stub's logits are a new tensor at every call, also at B = 1 (where a slice of its
+    bank is already contiguous): a model's forward allocates and writes its output."""
+    import torch
+
+    stub = bench_samplers.StubDenoiser(16, 6, 0.0)
+    for B in (1, 3):
+        tokens = torch.ones(B, 5, dtype=torch.int64)
+        a, b = stub(tokens), stub(tokens)
+        assert a.shape == (B, 5, 16) and a.is_contiguous()
+        assert a.data_ptr() != b.data_ptr() and a.data_ptr() != stub.bank.data_ptr()
+        assert torch.equal(a, stub.bank[:, :5].expand(B, 5, 16))
