@@ -108,6 +108,7 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     by = defaultdict(dict)
     floors = {}  # shape -> ms of one plain read of its logits, hot (read again and again)
     fresh = {}  # shape -> ms of one read right after the stub's wait (rows measured with it)
+    free = {}  # shape -> ms of freeing one stub output (rows measured with it)
     for r in rows:
         by[r["variant"]][shape(r)] = (float(r["median"]), float(r["derived"]))
         config = json.loads(r["config"])
@@ -115,6 +116,8 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
             floors[shape(r)] = float(config["floor_ms"])
         if config.get("fresh_floor_ms"):
             fresh[shape(r)] = float(config["fresh_floor_ms"])
+        if config.get("free_ms") is not None:
+            free[shape(r)] = float(config["free_ms"])
 
     def cell(c: str, fraction: float, per_step: float) -> str:
         if c in floors and c in fresh:
@@ -141,6 +144,12 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
         lines.append(
             "| *one plain read of the logits right after the stub's wait, the fresh floor* | "
             + " | ".join(f"{fresh[c]:.2f} ms" if c in fresh else "-" for c in shapes)
+            + " |"
+        )
+    if free:
+        lines.append(
+            "| *freeing one stub output (the logits a step lets go)* | "
+            + " | ".join(f"{free[c]:.2f} ms" if c in free else "-" for c in shapes)
             + " |"
         )
     loads = sorted(

@@ -20,7 +20,8 @@
    are pinned (torch and Numba: 2) and the load average is recorded; rows carry the
    overhead per step in ms as well, so any other forward cost can be plugged in, and two
    floors of the same run: one plain read of the logits hot (read again and again) and
-   fresh (right after the stub's wait, what a step's first look at its logits costs).
+   fresh (right after the stub's wait, what a step's first look at its logits costs), and
+   the time to free one stub output (a step lets its logits go).
 
 Every row lands in one CSV with the shared schema of :mod:`remask.bench.common`; for quality
 rows ``unit`` names the statistic that ``median`` holds (``p20``/``p80`` carry the per-row NFE
@@ -360,11 +361,12 @@ def overhead_stub(
         model = StubDenoiser(V, P + G + 8, cost, dtype)
         prompt = [[1 + i % 7 for i in range(P)] or [1]] * B
         floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
-        fresh_ms = fresh_logits_read_ms(model, torch.ones(B, P + G, dtype=torch.int64))
+        fresh_ms, free_ms = fresh_logits_floors(model, torch.ones(B, P + G, dtype=torch.int64))
         log(
             f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')}: "
             f"one plain read of the logits {floor_ms:.2f} ms hot (read again and again), "
-            f"{fresh_ms:.2f} ms fresh (right after the stub's wait) (load {load_averages()})"
+            f"{fresh_ms:.2f} ms fresh (right after the stub's wait); freeing them "
+            f"{free_ms:.2f} ms (load {load_averages()})"
         )
         for name in samplers or available():
             sampler = _greedy_sampler(name, G)
@@ -406,6 +408,7 @@ def overhead_stub(
                 load=load_averages(),
                 floor_ms=floor_ms,
                 fresh_floor_ms=fresh_ms,
+                free_ms=free_ms,
             )
             out.append(row)
             log(
@@ -431,16 +434,21 @@ def logits_read_ms(logits: torch.Tensor, repeats: int = 21) -> float:
     return statistics.median(times)
 
 
-def fresh_logits_read_ms(model: StubDenoiser, tokens: torch.Tensor, repeats: int = 21) -> float:
+def fresh_logits_floors(
+    model: StubDenoiser, tokens: torch.Tensor, repeats: int = 21
+) -> tuple[float, float]:
     """Median ms of one plain read (``amax`` over V) of the logits ``model`` has just returned,
-    timed right after its call: the floor a sampler step really pays for its first look at
-    the logits.
+    timed right after its call, and of dropping them after that read: the floors a sampler
+    step really pays for its first look at its logits and for letting them go.
 
     :func:`logits_read_ms` reads one tensor again and again (hot caches, a busy core). A step
     reads logits the stub has just materialised and then waited ``cost_s`` beside: after that
     gap the same read costs several times more on a shared VM (cold caches, an idle core
     clocked down or a second vCPU to wake). This floor pays that gap on every read: each
     repeat makes one call of the same stub (same shape, same wait) and reads its output once.
+    The drop is the step's too: the last reference to the logits goes in the step (or with
+    the state that kept them), and glibc hands a block above its mmap threshold (32 MB at
+    most) back to the system there, page by page.
 
     Parameters
     ----------
@@ -449,17 +457,24 @@ def fresh_logits_read_ms(model: StubDenoiser, tokens: torch.Tensor, repeats: int
     tokens : (B, L) int64
         The canvas shape to call it with.
     repeats : int
-        Timed reads (after two warm-up calls).
+        Timed calls (after two warm-up calls).
+
+    Returns
+    -------
+    read_ms, free_ms : float
     """
-    seconds, times = model.seconds, []
+    seconds, reads, frees = model.seconds, [], []
     for i in range(repeats + 2):
         logits = model(tokens)  # (B, L, V), materialised, then the stub's wait
         start = time.perf_counter()
         logits.amax(-1)  # (B, L)
+        read = time.perf_counter()
+        del logits  # the last reference: the tensor is freed here
         if i >= 2:  # two warm-up calls
-            times.append((time.perf_counter() - start) * 1e3)
+            reads.append((read - start) * 1e3)
+            frees.append((time.perf_counter() - read) * 1e3)
     model.seconds = seconds
-    return statistics.median(times)
+    return statistics.median(reads), statistics.median(frees)
 
 
 def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
@@ -629,6 +644,7 @@ def _results(
                         "load",
                         "floor_ms",
                         "fresh_floor_ms",
+                        "free_ms",
                     )
                     if k in o
                 },
