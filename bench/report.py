@@ -134,24 +134,17 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
             + " | ".join(cell(c, *cells[c]) if c in cells else "-" for c in shapes)
             + " |"
         )
-    if floors:
-        lines.append(
-            "| *one plain read of the logits (amax over V), hot: the floor* | "
-            + " | ".join(f"{floors[c]:.2f} ms" if c in floors else "-" for c in shapes)
-            + " |"
-        )
-    if fresh:
-        lines.append(
-            "| *one plain read of the logits right after the stub's wait, the fresh floor* | "
-            + " | ".join(f"{fresh[c]:.2f} ms" if c in fresh else "-" for c in shapes)
-            + " |"
-        )
-    if free:
-        lines.append(
-            "| *freeing one stub output (the logits a step lets go)* | "
-            + " | ".join(f"{free[c]:.2f} ms" if c in free else "-" for c in shapes)
-            + " |"
-        )
+    for label, values in (
+        ("one plain read of the logits (amax over V), hot: the floor", floors),
+        ("one plain read of the logits right after the stub's wait, the fresh floor", fresh),
+        ("freeing one stub output (the logits a step lets go)", free),
+    ):
+        if values:
+            lines.append(
+                f"| *{label}* | "
+                + " | ".join(f"{values[c]:.2f} ms" if c in values else "-" for c in shapes)
+                + " |"
+            )
     loads = sorted(
         {json.loads(r["config"]).get("load", "") for r in rows} - {""},
         key=lambda v: float(v.split()[0]),
