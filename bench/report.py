@@ -90,7 +90,9 @@ def kernels_table(file: str = "kernels_cpu.csv") -> str:
 
 
 def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
-    """Overhead outside a stub forward of known cost, per sampler and shape."""
+    """Overhead outside a stub forward of known cost, per sampler and shape; each cell also in
+    units of one plain read of the logits, hot (the same tensor read again and again) and,
+    for rows that measured it, fresh (read right after the stub's wait)."""
     rows = [r for r in _read(file) if r["name"] == "sampler_overhead_stub"]
     if not rows:
         return f"(no {file})"
@@ -104,15 +106,26 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     shapes = list(dict.fromkeys(shape(r) for r in rows))
     lines = ["| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
     by = defaultdict(dict)
-    floors = {}  # shape -> ms of one plain read of its logits (rows measured with it)
+    floors = {}  # shape -> ms of one plain read of its logits, hot (read again and again)
+    fresh = {}  # shape -> ms of one read right after the stub's wait (rows measured with it)
+    free = {}  # shape -> ms of freeing one stub output (rows measured with it)
     for r in rows:
         by[r["variant"]][shape(r)] = (float(r["median"]), float(r["derived"]))
-        floor = json.loads(r["config"]).get("floor_ms")
-        if floor:
-            floors[shape(r)] = float(floor)
+        config = json.loads(r["config"])
+        if config.get("floor_ms"):
+            floors[shape(r)] = float(config["floor_ms"])
+        if config.get("fresh_floor_ms"):
+            fresh[shape(r)] = float(config["fresh_floor_ms"])
+        if config.get("free_ms") is not None:
+            free[shape(r)] = float(config["free_ms"])
 
     def cell(c: str, fraction: float, per_step: float) -> str:
-        reads = f", {per_step / floors[c]:.1f} reads" if c in floors else ""
+        if c in floors and c in fresh:
+            reads = f", {per_step / floors[c]:.1f} hot / {per_step / fresh[c]:.1f} fresh reads"
+        elif c in floors:
+            reads = f", {per_step / floors[c]:.1f} reads"
+        else:
+            reads = ""
         return f"{fraction:.1%} ({per_step:.2f} ms/step{reads})"
 
     for sampler, cells in by.items():
@@ -121,12 +134,17 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
             + " | ".join(cell(c, *cells[c]) if c in cells else "-" for c in shapes)
             + " |"
         )
-    if floors:
-        lines.append(
-            "| *one plain read of the logits (amax over V), the floor* | "
-            + " | ".join(f"{floors[c]:.2f} ms" if c in floors else "-" for c in shapes)
-            + " |"
-        )
+    for label, values in (
+        ("one plain read of the logits (amax over V), hot: the floor", floors),
+        ("one plain read of the logits right after the stub's wait, the fresh floor", fresh),
+        ("freeing one stub output (the logits a step lets go)", free),
+    ):
+        if values:
+            lines.append(
+                f"| *{label}* | "
+                + " | ".join(f"{values[c]:.2f} ms" if c in values else "-" for c in shapes)
+                + " |"
+            )
     loads = sorted(
         {json.loads(r["config"]).get("load", "") for r in rows} - {""},
         key=lambda v: float(v.split()[0]),

@@ -18,7 +18,10 @@
    8192) float32 (128 generated tokens, 10 ms per forward) and at LLaDA's vocabulary
    (1, 512, 126464) bfloat16 (480 prompt + 32 generated tokens, 50 ms per forward). Threads
    are pinned (torch and Numba: 2) and the load average is recorded; rows carry the
-   overhead per step in ms as well, so any other forward cost can be plugged in.
+   overhead per step in ms as well, so any other forward cost can be plugged in, and two
+   floors of the same run: one plain read of the logits hot (read again and again) and
+   fresh (right after the stub's wait, what a step's first look at its logits costs), and
+   the time to free one stub output (a step lets its logits go).
 
 Every row lands in one CSV with the shared schema of :mod:`remask.bench.common`; for quality
 rows ``unit`` names the statistic that ``median`` holds (``p20``/``p80`` carry the per-row NFE
@@ -321,7 +324,14 @@ class StubDenoiser:
     def __call__(self, tokens, attention_mask=None, **kwargs):
         start = time.perf_counter()
         B, L = tokens.shape
-        out = self.bank[:, :L].expand(B, L, self.vocab_size).contiguous()  # (B, L, V)
+        # A fresh tensor at every call, as a model's forward returns: ``contiguous()`` would
+        # hand out the bank itself at B = 1 (a slice of a (1, L', V) tensor is contiguous),
+        # with no allocation to pay for and no write to see.
+        out = (
+            self.bank[:, :L]
+            .expand(B, L, self.vocab_size)
+            .clone(memory_format=torch.contiguous_format)
+        )  # (B, L, V)
         spent = time.perf_counter() - start
         if spent < self.cost_s:
             time.sleep(self.cost_s - spent)
@@ -351,9 +361,12 @@ def overhead_stub(
         model = StubDenoiser(V, P + G + 8, cost, dtype)
         prompt = [[1 + i % 7 for i in range(P)] or [1]] * B
         floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
+        fresh_ms, free_ms = fresh_logits_floors(model, torch.ones(B, P + G, dtype=torch.int64))
         log(
             f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')}: "
-            f"one plain read of the logits {floor_ms:.2f} ms (load {load_averages()})"
+            f"one plain read of the logits {floor_ms:.2f} ms hot (read again and again), "
+            f"{fresh_ms:.2f} ms fresh (right after the stub's wait); freeing them "
+            f"{free_ms:.2f} ms (load {load_averages()})"
         )
         for name in samplers or available():
             sampler = _greedy_sampler(name, G)
@@ -394,13 +407,16 @@ def overhead_stub(
                 repeats=len(totals),
                 load=load_averages(),
                 floor_ms=floor_ms,
+                fresh_floor_ms=fresh_ms,
+                free_ms=free_ms,
             )
             out.append(row)
             log(
                 f"  overhead_stub {name:<15} B={B} L={P + G} V={V} {row['dtype']}: "
                 f"{row['overhead_fraction']:6.1%} of a {cost * 1e3:.0f} ms forward, "
                 f"{row['overhead_ms_per_step']:.2f} ms/step = "
-                f"{row['overhead_ms_per_step'] / floor_ms:.1f} logits reads "
+                f"{row['overhead_ms_per_step'] / floor_ms:.1f} hot / "
+                f"{row['overhead_ms_per_step'] / fresh_ms:.1f} fresh logits reads "
                 f"({steps} steps, load {row['load']})"
             )
     return out
@@ -416,6 +432,49 @@ def logits_read_ms(logits: torch.Tensor, repeats: int = 21) -> float:
         if i >= 2:  # two warm-up reads
             times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def fresh_logits_floors(
+    model: StubDenoiser, tokens: torch.Tensor, repeats: int = 21
+) -> tuple[float, float]:
+    """Median ms of one plain read (``amax`` over V) of the logits ``model`` has just returned,
+    timed right after its call, and of dropping them after that read: the floors a sampler
+    step really pays for its first look at its logits and for letting them go.
+
+    :func:`logits_read_ms` reads one tensor again and again (hot caches, a busy core). A step
+    reads logits the stub has just materialised and then waited ``cost_s`` beside: after that
+    gap the same read costs several times more on a shared VM (cold caches, an idle core
+    clocked down or a second vCPU to wake). This floor pays that gap on every read: each
+    repeat makes one call of the same stub (same shape, same wait) and reads its output once.
+    The drop is the step's too: the last reference to the logits goes in the step (or with
+    the state that kept them), and glibc hands a block above its mmap threshold (32 MB at
+    most) back to the system there, page by page.
+
+    Parameters
+    ----------
+    model : StubDenoiser
+        The stub of the run (its ``seconds`` counter is left as it was).
+    tokens : (B, L) int64
+        The canvas shape to call it with.
+    repeats : int
+        Timed calls (after two warm-up calls).
+
+    Returns
+    -------
+    read_ms, free_ms : float
+    """
+    seconds, reads, frees = model.seconds, [], []
+    for i in range(repeats + 2):
+        logits = model(tokens)  # (B, L, V), materialised, then the stub's wait
+        start = time.perf_counter()
+        logits.amax(-1)  # (B, L)
+        read = time.perf_counter()
+        del logits  # the last reference: the tensor is freed here
+        if i >= 2:  # two warm-up calls
+            reads.append((read - start) * 1e3)
+            frees.append((time.perf_counter() - read) * 1e3)
+    model.seconds = seconds
+    return statistics.median(reads), statistics.median(frees)
 
 
 def pareto_plot(rows: list[QualityRow], oracle: str, path: Path) -> Path | None:
@@ -574,7 +633,19 @@ def _results(
             config = json.dumps(
                 {
                     k: o[k]
-                    for k in ("B", "G", "P", "V", "dtype", "steps", "cost_ms", "load", "floor_ms")
+                    for k in (
+                        "B",
+                        "G",
+                        "P",
+                        "V",
+                        "dtype",
+                        "steps",
+                        "cost_ms",
+                        "load",
+                        "floor_ms",
+                        "fresh_floor_ms",
+                        "free_ms",
+                    )
                     if k in o
                 },
                 sort_keys=True,

@@ -157,18 +157,25 @@ class Credit(Sampler):
 
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         V = logits.shape[-1]
-        logits_w = logits.gather(1, column.unsqueeze(-1).expand(B, W, V)).float()  # (B, W, V)
+        # Whole rows by index_select on the flattened (B * L, V) view: one copy per row, where
+        # gather with an expanded (B, W, V) index reads an index per element (2x slower).
+        flat = (column + torch.arange(B, device=column.device).unsqueeze(-1) * L).reshape(-1)
+        logits_w = logits.reshape(B * L, V).index_select(0, flat).view(B, W, V).float()
 
         # 1. Credit: decay (zero for a row that entered a new block), then boost the top-1.
         fresh = canvas.window != state.credit_block  # (B,)
         decay = torch.where(fresh, 0.0, self.decay_beta).to(torch.float32)  # (B,)
-        credit = state.credit * decay.view(B, 1, 1)  # (B, W, V)
+        credit = state.credit * decay.view(B, 1, 1)  # (B, W, V), a fresh tensor
         top = kernels.propose(logits_w, temperature=0.0, rows=masked_w)  # untempered top-1
         boost = torch.where(masked_w, top.prob.pow(self.boost_gamma), 0.0)  # (B, W)
-        credit = credit.scatter_add(2, top.tokens.clamp_min(0).unsqueeze(-1), boost.unsqueeze(-1))
+        # In place on the fresh tensor (state.credit is never written): one (B, W, V) pass
+        # and allocation fewer than the out-of-place scatter_add.
+        credit.scatter_add_(2, top.tokens.clamp_min(0).unsqueeze(-1), boost.unsqueeze(-1))
 
-        # 2. Fusion and 3. the threshold rule on the fused logits.
-        fused = logits_w + self.credit_alpha * torch.log1p(credit)  # (B, W, V)
+        # 2. Fusion and 3. the threshold rule on the fused logits: logits_w + alpha *
+        # log1p(credit), in place on the log1p's fresh tensor (the same float32 roundings:
+        # the product, then the sum), not three (B, W, V) allocations.
+        fused = torch.log1p(credit).mul_(self.credit_alpha).add_(logits_w)  # (B, W, V)
         keys = proposal_keys(key, canvas, self.temperature)  # (B, L) or None at T = 0
         proposal = kernels.propose(
             fused,

@@ -402,7 +402,10 @@ class FreeDave(WrapsBase, Sampler):
             pick = accepted[
                 torch.arange(rows, device=device) % B
             ]  # (rows,) draft of each output row
-            stale = out.view(n, rows, *out.shape[1:])[pick, torch.arange(rows, device=device)]
+            # Whole (L', V) blocks by index_select on the flat (n * rows, L' * V) view: one copy
+            # per row, where advanced indexing computes an offset per element.
+            flat = pick * rows + torch.arange(rows, device=device)  # (rows,) rows of ``out``
+            stale = out.reshape(n * rows, -1).index_select(0, flat).view(rows, *out.shape[1:])
         windows = torch.stack([c.canvas.window for c in chain])  # (n, B)
         stale_window = windows[accepted, torch.arange(B, device=device)]  # (B,)
 

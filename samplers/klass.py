@@ -255,13 +255,13 @@ class Klass(Sampler):
         # position never becomes eligible again, so its KL could decide nothing: its row of
         # logits is not read (as the block fills, the KL reads fewer rows).
         kl = torch.full((B, L), float("inf"), dtype=torch.float64, device=logits.device)  # (B, L)
+        current = None  # (B, W, V) this step's logits at the old window, once gathered
         if state.previous is not None:
             # Only the eligible rows are read (the window may hold padding or, without
             # blocks, the prompt).
             window_rows = eligible.gather(1, state.index)  # (B, W)
-            window_kl = kernels.kl(
-                self._gather(logits, state.index), state.previous, window_rows
-            ).double()  # (B, W)
+            current = self._gather(logits, state.index)  # (B, W, V)
+            window_kl = kernels.kl(current, state.previous, window_rows).double()  # (B, W)
             # The window may be padded with other positions: report the eligible ones only.
             kl = torch.where(eligible, kl.scatter(-1, state.index, window_kl), float("inf"))
         stable = kl < self.kl_threshold  # (B, L)
@@ -289,6 +289,12 @@ class Klass(Sampler):
 
         new_canvas = commit(canvas, committed, proposal.tokens, mask_id, evaluations)
         index = _window_index(new_canvas, state.index.shape[1])  # (B, W)
+        # Within a block the window does not move: the rows gathered for the KL are the next
+        # step's ``previous`` (on the CPU, where comparing two (B, W) indices costs nothing;
+        # an accelerator would stall on the comparison, so there the gather runs again).
+        same_window = (
+            current is not None and index.device.type == "cpu" and torch.equal(index, state.index)
+        )
         new_state = KlassState(
             canvas=new_canvas,
             schedule=state.schedule.advance(canvas, new_canvas, mask_id, self.steps),
@@ -296,7 +302,7 @@ class Klass(Sampler):
             # scratch at its first step (the reference's s >= H - 1 gate).
             streak=streak,
             index=index,
-            previous=self._gather(logits, index),
+            previous=current if same_window else self._gather(logits, index),
         )
         info = KlassInfo(
             committed=committed,

@@ -340,7 +340,10 @@ class Prophet(WrapsBase, Sampler):
         column.scatter_(1, slot, torch.arange(L, device=rank.device).expand(B, L))
         column = column[:, :A]  # (B, A) canvas column of each span slot; L = empty
         valid = column < L  # (B, A)
-        span = logits.gather(1, column.clamp_max(L - 1).unsqueeze(-1).expand(B, A, V)).float()
+        # Whole rows by index_select on the flattened (B * L, V) view: one copy per row, where
+        # gather with an expanded (B, A, V) index reads an index per element.
+        flat = column.clamp_max(L - 1) + torch.arange(B, device=rank.device).unsqueeze(-1) * L
+        span = logits.reshape(B * L, V).index_select(0, flat.reshape(-1)).view(B, A, V).float()
         if V >= 2:
             top = span.topk(2, dim=-1).values  # (B, A, 2)
             gap = top[..., 0] - top[..., 1]  # (B, A)

@@ -136,10 +136,29 @@ class PuntInfo(NamedTuple):
 def _levels(count: torch.Tensor) -> torch.Tensor:
     """(B,) int64 ``ceil(log2 count)`` (0 for count <= 1): bits of the largest rank."""
     ranks = (count - 1).clamp_min(0)  # (B,) largest rank
-    levels = torch.zeros_like(ranks)
-    for bit in range(63):  # bit length of the largest rank, no float rounding
-        levels = levels + ((ranks >> bit) > 0).long()
-    return levels
+    bits = torch.arange(63, device=ranks.device)  # (63,)
+    # Bit length of the largest rank in one (B, 63) op, no float rounding (a Python loop
+    # over the bits was ~190 small ops per step).
+    return ((ranks.unsqueeze(-1) >> bits) > 0).sum(-1)  # (B,)
+
+
+def _row_select(rows: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, ...) row i of ``a`` where ``rows[i]``, else of ``b`` (same values as a
+    ``torch.where``).
+
+    On the CPU, when every row picks the same side (a batch whose rows run their rounds in
+    step, the common case), that tensor itself is returned: reading two (B,) flags costs
+    nothing there, while the ``torch.where`` is a full pass over two (B, L, V) tensors and a
+    fresh (B, L, V) allocation per step. On an accelerator the flag read would stall the
+    stream, so there the ``torch.where`` always runs. Neither tensor is ever written in
+    place, so sharing one is safe.
+    """
+    if rows.device.type == "cpu":
+        if bool(rows.all()):
+            return a
+        if not bool(rows.any()):
+            return b
+    return torch.where(rows.view(-1, *([1] * (a.dim() - 1))), a, b)
 
 
 @register("punt")
@@ -293,9 +312,7 @@ class Punt(Sampler):
         starting = predicting & (new_levels > 0)  # (B,) rows whose round goes on to its tests
         phase = torch.where(starting, 1, torch.where(testing & ~finishing, state.phase + 1, 0))
         stored = (
-            logits
-            if state.logits is None
-            else torch.where(predicting.view(B, 1, 1), logits, state.logits)
+            logits if state.logits is None else _row_select(predicting, logits, state.logits)
         )  # (B, L, V) the round's predictive
         new_state = PuntState(
             canvas=new_canvas,

@@ -121,3 +121,89 @@ def test_lm_like_rows_have_a_small_nucleus():
 
     assert int(nucleus(flat).min()) > 1000
     assert int(nucleus(hot).max()) <= 64
+
+
+def test_fresh_floors_read_each_stub_output_once_right_after_its_wait_then_free_it():
+    """The fresh floors are what they claim: every timed read is one ``amax`` over V of the
+    tensor the stub call just returned, after that call's wait, with no other call between;
+    and that tensor is released right after its read, before the next call."""
+    import time
+    import weakref
+
+    import torch
+
+    events = []
+
+    class Logged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            out = super().__torch_function__(func, types, args, kwargs or {})
+            if func is torch.Tensor.amax:
+                events.append(
+                    ("read", id(args[0]), args[1:], tuple(out.shape), time.perf_counter())
+                )
+            return out
+
+    class Recording(bench_samplers.StubDenoiser):
+        def __call__(self, tokens, attention_mask=None, **kwargs):
+            start = time.perf_counter()
+            out = super().__call__(tokens, attention_mask).as_subclass(Logged)
+            events.append(("call", id(out), tuple(out.shape), start))
+            weakref.finalize(out, events.append, ("freed", id(out)))
+            return out
+
+    model = Recording(64, 8, 0.002)
+    model.seconds = 1.5
+    read_ms, free_ms = bench_samplers.fresh_logits_floors(
+        model, torch.ones(2, 5, dtype=torch.int64), repeats=3
+    )
+    assert math.isfinite(read_ms) and read_ms > 0 and math.isfinite(free_ms) and free_ms >= 0
+    assert model.seconds == 1.5  # the floor's calls are not charged to the run
+    assert [e[0] for e in events] == ["call", "read", "freed"] * 5  # two warm-ups, three timed
+    for call, read, freed in zip(events[::3], events[1::3], events[2::3]):
+        assert read[1] == call[1] == freed[1]  # the tensor that call returned
+        assert call[2] == (2, 5, 64) and read[2] == (-1,) and read[3] == (2, 5)
+        assert read[4] - call[3] >= 0.002  # read after the stub's wait
+
+
+def test_stub_table_shows_both_floors(tmp_path):
+    """The stub table puts each cell in hot and fresh reads and prints the floor rows."""
+    from remask.bench.common import Result, environment, write_csv
+
+    config = dict(B=4, G=128, P=0, V=8192, dtype="float32", steps=64, cost_ms=10.0, load="0.5")
+    rows = [
+        Result(
+            name="sampler_overhead_stub",
+            variant="threshold",
+            backend="numba",
+            config=json.dumps(dict(config, floor_ms=0.2, fresh_floor_ms=0.5, free_ms=0.03)),
+            repeats=3,
+            median=0.12,
+            p20=0.11,
+            p80=0.13,
+            unit="overhead/forward",
+            derived=1.5,
+            derived_unit="ms per step",
+            **environment("cpu"),
+        )
+    ]
+    path = tmp_path / "stub.csv"
+    write_csv(rows, path)
+    table = report.stub_overhead_table(str(path))
+    assert "| threshold | 12.0% (1.50 ms/step, 7.5 hot / 3.0 fresh reads) |" in table
+    assert "the floor* | 0.20 ms |" in table and "the fresh floor* | 0.50 ms |" in table
+    assert "lets go)* | 0.03 ms |" in table
+
+
+def test_stub_materialises_fresh_logits_at_every_batch_size():
+    """The stub's logits are a new tensor at every call, also at B = 1 (where a slice of its
+    bank is already contiguous): a model's forward allocates and writes its output."""
+    import torch
+
+    stub = bench_samplers.StubDenoiser(16, 6, 0.0)
+    for B in (1, 3):
+        tokens = torch.ones(B, 5, dtype=torch.int64)
+        a, b = stub(tokens), stub(tokens)
+        assert a.shape == (B, 5, 16) and a.is_contiguous()
+        assert a.data_ptr() != b.data_ptr() and a.data_ptr() != stub.bank.data_ptr()
+        assert torch.equal(a, stub.bank[:, :5].expand(B, 5, 16))

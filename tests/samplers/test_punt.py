@@ -224,3 +224,19 @@ def test_config_validates():
     with pytest.raises(ValueError, match="score"):
         build("punt", score="nope")
     assert build("punt", score="random").stochastic and not build("punt").stochastic
+
+
+def test_row_select_equals_torch_where_and_skips_the_pass_when_rows_agree():
+    from remask.samplers.punt import _levels, _row_select
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 5, generator=gen), torch.randn(3, 4, 5, generator=gen)
+    for rows in ([True, False, True], [True] * 3, [False] * 3):
+        rows = torch.tensor(rows)
+        assert torch.equal(_row_select(rows, a, b), torch.where(rows.view(3, 1, 1), a, b))
+    assert _row_select(torch.ones(3, dtype=torch.bool), a, b) is a  # no (B, L, V) copy
+    assert _row_select(torch.zeros(3, dtype=torch.bool), a, b) is b
+    # The levels are the bit length of the largest rank, count - 1, as the rounds need them.
+    count = torch.tensor([0, 1, 2, 3, 4, 5, 8, 9, 129, 2**40 + 1])
+    want = [0, 0, 1, 2, 2, 3, 3, 4, 8, 41]  # ceil(log2 count)
+    assert _levels(count).tolist() == want
