@@ -14,7 +14,8 @@ relative to the max so far from L1, with no key work in the exp loop (the exp bo
 row, not the read). The argmax index and the runner-up are searched (vectorized) only in
 tiles that raise the max. Sampling re-reads one tile (see
 :mod:`remask.kernels.propose` for the two-level rule). Filtered rows (top-p/top-k/min-p,
-``stats="sampled"``) take two more passes and a radix selection (see below); with
+``stats="sampled"``) take two more passes and a selection of the cut (see below and
+:mod:`remask.kernels._numba.cut`); with
 ``stats="sampled"`` every statistic comes from those passes, so the first pass only reads the
 max, its index, the runner-up and the row status (no exp).
 
