@@ -46,8 +46,9 @@ from numba.extending import intrinsic
 
 __all__: list[str] = []
 
-# Fast-math without `ninf` (see kernels/_numba/propose.py): only for the vectorized float64
-# mass sum, whose order does not matter (the margin covers any order).
+# Fast-math without `ninf`: -inf logits must compare and propagate correctly (the flags of
+# every streaming loop of the Numba kernels; here only the vectorized float64 mass sum uses
+# them, whose order does not matter: the margin covers any order).
 _FAST = {"nnan", "nsz", "arcp", "contract", "reassoc"}
 
 _ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum

@@ -53,7 +53,7 @@ import torch
 from numba import njit, prange
 from numba.extending import overload
 
-from remask.kernels._numba.cut import _kept_threshold
+from remask.kernels._numba.cut import _FAST, _ONE_BITS, _kept_threshold
 from remask.kernels._philox import (
     PHILOX_M0,
     PHILOX_M1,
@@ -79,9 +79,6 @@ __all__ = [
 #: loaded machine, where the OpenMP barrier waits for a descheduled worker). This is the
 #: per-step fixed cost of small batches (one row of 32 masks at V = 2048 is 65k logits).
 SERIAL_ELEMENTS = 1 << 18
-
-# Fast-math without `ninf`: -inf logits must compare and propagate correctly.
-_FAST = {"nnan", "nsz", "arcp", "contract", "reassoc"}
 
 _KIND_F32, _KIND_BF16, _KIND_F16 = 0, 1, 2
 
@@ -279,10 +276,15 @@ def _narrow_overload(seg):
 
 
 @njit(cache=True, inline="always")
+def _key16(i):  # pragma: no cover - compiled
+    """Order-preserving int16 key of int16 bf16 bits (_key in 16 bits; an involution)."""
+    return np.int16(i ^ np.int16(np.int16(i >> np.int16(15)) & np.int16(0x7FFF)))
+
+
+@njit(cache=True, inline="always")
 def _key16_to_key(k16):  # pragma: no cover - compiled
     """The int32 key of the float32 whose top half has the int16 key ``k16`` (bf16 bits)."""
-    b16 = np.int16(k16 ^ np.int16(np.int16(k16 >> np.int16(15)) & np.int16(0x7FFF)))
-    return _key(np.uint32(np.uint32(np.uint16(b16)) << np.uint32(16)))
+    return _key(np.uint32(np.uint32(np.uint16(_key16(k16))) << np.uint32(16)))
 
 
 @njit(cache=True)
@@ -294,8 +296,7 @@ def _seg_max(seg, n):  # pragma: no cover - compiled
         k16max = np.int16(-32768)
         k16min = np.int16(32767)
         for k in range(n):
-            i = np.int16(seg[k])
-            key16 = np.int16(i ^ np.int16(np.int16(i >> np.int16(15)) & np.int16(0x7FFF)))
+            key16 = _key16(np.int16(seg[k]))
             k16max = max(k16max, key16)
             k16min = min(k16min, key16)
         return _key16_to_key(k16max), _key16_to_key(k16min)
@@ -664,8 +665,6 @@ def _fast_pick(seg, n, m, temperature, u2, w32, a32):  # pragma: no cover - comp
 # e = exp((x - m) / T_f) to a (V,) float32 buffer and sums it; the cut is selected on the bits
 # of the stored e (kernels/_numba/cut.py: block-max bound, bracket, radix selection); pass 3
 # re-reads x for d = x - m and takes e from the buffer (a compare and masked sums, no exp).
-
-_ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum
 
 
 @njit(cache=True, fastmath=_FAST)
