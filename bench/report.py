@@ -92,22 +92,25 @@ def kernels_table(file: str = "kernels_cpu.csv") -> str:
 def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     """Overhead outside a stub forward of known cost, per sampler and shape; each cell also in
     units of one plain read of the logits, hot (the same tensor read again and again) and,
-    for rows that measured it, fresh (read right after the stub's wait)."""
+    for rows that measured it, fresh (read right after a call of the stub). Rows written
+    before the stub had a ``wait`` setting were measured with a sleeping stub."""
     rows = [r for r in _read(file) if r["name"] == "sampler_overhead_stub"]
     if not rows:
         return f"(no {file})"
 
     def shape(r: dict) -> str:
         d = json.loads(r["config"])
+        wait = d.get("wait", "sleep")
         return (
-            f"B={d['B']} L={d['P'] + d['G']} V={d['V']} {d['dtype']}, {d['cost_ms']:.0f} ms forward"
+            f"B={d['B']} L={d['P'] + d['G']} V={d['V']} {d['dtype']}, "
+            f"{d['cost_ms']:.0f} ms {wait} forward"
         )
 
     shapes = list(dict.fromkeys(shape(r) for r in rows))
     lines = ["| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
     by = defaultdict(dict)
     floors = {}  # shape -> ms of one plain read of its logits, hot (read again and again)
-    fresh = {}  # shape -> ms of one read right after the stub's wait (rows measured with it)
+    fresh = {}  # shape -> ms of one read right after a stub call (rows measured with it)
     free = {}  # shape -> ms of freeing one stub output (rows measured with it)
     for r in rows:
         by[r["variant"]][shape(r)] = (float(r["median"]), float(r["derived"]))
@@ -136,7 +139,7 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
         )
     for label, values in (
         ("one plain read of the logits (amax over V), hot: the floor", floors),
-        ("one plain read of the logits right after the stub's wait, the fresh floor", fresh),
+        ("one plain read of the logits right after a stub call, the fresh floor", fresh),
         ("freeing one stub output (the logits a step lets go)", free),
     ):
         if values:

@@ -14,13 +14,15 @@
    several (B, L, V).
 3. **Overhead with a stub forward** (``--part overhead_stub``) — the same measure against a
    stub denoiser of known cost (:class:`StubDenoiser`: fixed random logits, materialised
-   contiguously, then padded by a sleep to a fixed time per call), at (B, L, V) = (4, 128,
+   contiguously in a call of fixed duration, spent by default computing on every thread
+   with the logits written last, as a forward on this CPU, or with ``--stub-wait sleep``
+   idle after the write), at (B, L, V) = (4, 128,
    8192) float32 (128 generated tokens, 10 ms per forward) and at LLaDA's vocabulary
    (1, 512, 126464) bfloat16 (480 prompt + 32 generated tokens, 50 ms per forward). Threads
    are pinned (torch and Numba: 2) and the load average is recorded; rows carry the
    overhead per step in ms as well, so any other forward cost can be plugged in, and two
    floors of the same run: one plain read of the logits hot (read again and again) and
-   fresh (right after the stub's wait, what a step's first look at its logits costs), and
+   fresh (right after the stub's call, what a step's first look at its logits costs), and
    the time to free one stub output (a step lets its logits go).
 
 Every row lands in one CSV with the shared schema of :mod:`remask.bench.common`; for quality
@@ -291,9 +293,13 @@ def one_knob_groups(rows: list[QualityRow]) -> list[list[QualityRow]]:
     return groups
 
 
+#: How the stub spends its forward time (see :class:`StubDenoiser`).
+STUB_WAITS = ("busy", "sleep")
+
+
 class StubDenoiser:
     """A denoiser of known cost: fixed random logits (the mask column at -inf), materialised
-    contiguously for each call, then a sleep pads the call to ``cost_s`` seconds.
+    contiguously for each call, which lasts ``cost_s`` seconds.
 
     Parameters
     ----------
@@ -304,6 +310,13 @@ class StubDenoiser:
         Wall time of one call (longer only if materialising the logits takes longer).
     dtype : torch.dtype
         Logits dtype (bfloat16 for LLaDA-sized runs).
+    wait : {"busy", "sleep"}
+        How the call spends its time. ``"busy"`` (default) is a forward on this CPU: small
+        matrix products on every torch thread until only the logits' write is left, then the
+        write, so the logits are the last thing the call touches (a model's output layer runs
+        last) and the cores never idle. ``"sleep"`` writes the logits first and then sleeps:
+        the cores idle (clocked down, a vCPU descheduled) and the caches cool, as after a
+        forward that blocks on another device.
     """
 
     def __init__(
@@ -313,17 +326,31 @@ class StubDenoiser:
         cost_s: float,
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
+        wait: str = "busy",
     ):
+        if wait not in STUB_WAITS:
+            raise ValueError(f"wait must be one of {STUB_WAITS}, got {wait!r}")
         self.vocab_size, self.mask_id, self.cost_s = vocab_size, vocab_size - 1, cost_s
+        self.wait = wait
         gen = torch.Generator().manual_seed(seed)
         bank = torch.randn(1, max_len, vocab_size, generator=gen) * 3  # (1, L, V)
         bank[..., self.mask_id] = float("-inf")  # models never propose the mask token
         self.bank = bank.to(dtype)
+        # The busy forward's operands: 64 KB each, a product of ~50 us on two threads, so
+        # the call ends within that of its cost.
+        self._work = torch.randn(128, 128, generator=gen) / 128  # (128, 128)
+        self._product = torch.empty(128, 128)
+        self._write_s = 0.0  # the last call's write of the logits
         self.seconds = 0.0
 
     def __call__(self, tokens, attention_mask=None, **kwargs):
         start = time.perf_counter()
         B, L = tokens.shape
+        if self.wait == "busy":
+            until = start + self.cost_s - self._write_s
+            while time.perf_counter() < until:
+                torch.mm(self._work, self._work, out=self._product)
+        write = time.perf_counter()
         # A fresh tensor at every call, as a model's forward returns: ``contiguous()`` would
         # hand out the bank itself at B = 1 (a slice of a (1, L', V) tensor is contiguous),
         # with no allocation to pay for and no write to see.
@@ -332,9 +359,14 @@ class StubDenoiser:
             .expand(B, L, self.vocab_size)
             .clone(memory_format=torch.contiguous_format)
         )  # (B, L, V)
-        spent = time.perf_counter() - start
-        if spent < self.cost_s:
-            time.sleep(self.cost_s - spent)
+        self._write_s = time.perf_counter() - write
+        if self.wait == "busy":  # a write faster than the last one leaves microseconds
+            while time.perf_counter() < start + self.cost_s:
+                torch.mm(self._work, self._work, out=self._product)
+        if self.wait == "sleep":
+            spent = time.perf_counter() - start
+            if spent < self.cost_s:
+                time.sleep(self.cost_s - spent)
         self.seconds += time.perf_counter() - start
         return out
 
@@ -344,7 +376,12 @@ STUB_SHAPES = [(4, 0, 128, 8192, torch.float32, 0.010), (1, 480, 32, 126464, tor
 
 
 def overhead_stub(
-    *, quick: bool = False, samplers: list[str] | None = None, threads: int = 2, log=print
+    *,
+    quick: bool = False,
+    samplers: list[str] | None = None,
+    threads: int = 2,
+    wait: str = "busy",
+    log=print,
 ) -> list[dict]:
     """Per-step time outside a stub forward of known cost, per sampler and shape.
 
@@ -358,14 +395,15 @@ def overhead_stub(
     pin_numba(threads)
     out = []
     for B, P, G, V, dtype, cost in STUB_SHAPES[:1] if quick else STUB_SHAPES:
-        model = StubDenoiser(V, P + G + 8, cost, dtype)
+        model = StubDenoiser(V, P + G + 8, cost, dtype, wait=wait)
         prompt = [[1 + i % 7 for i in range(P)] or [1]] * B
         floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
         fresh_ms, free_ms = fresh_logits_floors(model, torch.ones(B, P + G, dtype=torch.int64))
         log(
-            f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')}: "
+            f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')} "
+            f"({wait} forward): "
             f"one plain read of the logits {floor_ms:.2f} ms hot (read again and again), "
-            f"{fresh_ms:.2f} ms fresh (right after the stub's wait); freeing them "
+            f"{fresh_ms:.2f} ms fresh (right after a stub call); freeing them "
             f"{free_ms:.2f} ms (load {load_averages()})"
         )
         for name in samplers or available():
@@ -398,6 +436,7 @@ def overhead_stub(
                 dtype=str(dtype).replace("torch.", ""),
                 steps=steps,
                 cost_ms=cost * 1e3,
+                wait=wait,
                 total_s=statistics.median(totals),
                 forward_s=statistics.median(forwards),
                 overhead_fraction=statistics.median(fractions),
@@ -442,10 +481,11 @@ def fresh_logits_floors(
     step really pays for its first look at its logits and for letting them go.
 
     :func:`logits_read_ms` reads one tensor again and again (hot caches, a busy core). A step
-    reads logits the stub has just materialised and then waited ``cost_s`` beside: after that
-    gap the same read costs several times more on a shared VM (cold caches, an idle core
-    clocked down or a second vCPU to wake). This floor pays that gap on every read: each
-    repeat makes one call of the same stub (same shape, same wait) and reads its output once.
+    reads logits right after a call that spent ``cost_s`` on other work (``wait="busy"``:
+    other data through the caches) or idle (``"sleep"``: cold caches, an idle core clocked
+    down or a second vCPU to wake, several times the hot read on a shared VM). This floor
+    pays that on every read: each repeat makes one call of the same stub (same shape, same
+    wait) and reads its output once.
     The drop is the step's too: the last reference to the logits goes in the step (or with
     the state that kept them), and glibc hands a block above its mmap threshold (32 MB at
     most) back to the system there, page by page.
@@ -465,7 +505,7 @@ def fresh_logits_floors(
     """
     seconds, reads, frees = model.seconds, [], []
     for i in range(repeats + 2):
-        logits = model(tokens)  # (B, L, V), materialised, then the stub's wait
+        logits = model(tokens)  # (B, L, V), a whole call of the stub
         start = time.perf_counter()
         logits.amax(-1)  # (B, L)
         read = time.perf_counter()
@@ -641,6 +681,7 @@ def _results(
                         "dtype",
                         "steps",
                         "cost_ms",
+                        "wait",
                         "load",
                         "floor_ms",
                         "fresh_floor_ms",
@@ -697,11 +738,13 @@ def main(
     oracles: list[str] | None = None,
     n_samples: int | None = None,
     threads: int = 2,
+    wait: str = "busy",
     log=print,
 ) -> Path:
     """Run the benchmark parts, write the CSV (rewritten after each part, so a finished part is
     never lost) and, for a full quality run, the Pareto plots; returns the CSV path.
-    ``threads``: torch and Numba threads of the stub-forward part."""
+    ``threads``, ``wait``: torch and Numba threads of the stub-forward part, and how its
+    stub spends its forward time (:class:`StubDenoiser`)."""
     from remask import kernels
 
     unknown = sorted(set(parts) - {"quality", "overhead", "overhead_stub"})
@@ -735,7 +778,9 @@ def main(
         write_csv(_results(rows, over, backend), path)
     if "overhead_stub" in parts:
         log("overhead outside a stub forward of known cost:")
-        over = over + overhead_stub(quick=quick, samplers=samplers, threads=threads, log=log)
+        over = over + overhead_stub(
+            quick=quick, samplers=samplers, threads=threads, wait=wait, log=log
+        )
         write_csv(_results(rows, over, backend), path)
     log(f"wrote {path}")
     return path
@@ -768,6 +813,14 @@ if __name__ == "__main__":  # pragma: no cover
         help="torch and Numba threads of the overhead_stub part (default 2; 1 on a machine "
         "whose load exceeds its cores, where a second thread waits for a busy core)",
     )
+    parser.add_argument(
+        "--stub-wait",
+        choices=STUB_WAITS,
+        default="busy",
+        help="how the overhead_stub part's stub spends its forward time: busy (default; "
+        "matrix products on every thread, the logits written last, as a forward on this "
+        "CPU) or sleep (logits first, then idle cores)",
+    )
     args = parser.parse_args()
     if args.replot:
         for oracle in ORACLES:
@@ -783,4 +836,5 @@ if __name__ == "__main__":  # pragma: no cover
             parts=tuple(args.part or ("quality", "overhead")),
             samplers=args.sampler,
             threads=args.threads,
+            wait=args.stub_wait,
         )

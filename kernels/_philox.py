@@ -400,6 +400,25 @@ def position_keys(key: torch.Tensor, attention_mask: torch.Tensor, purpose: int)
         False on padding.
     purpose : Purpose
     """
+    module = sys.modules.get("remask.kernels._numba.propose")  # loaded: see _compiled
+    if (
+        module is not None
+        and key.device.type == "cpu"
+        and attention_mask.device.type == "cpu"
+        and key.dtype == torch.int64
+        and attention_mask.dtype == torch.bool
+        and key.dim() == 1
+        and attention_mask.shape[:1] == key.shape
+        and attention_mask.dim() == 2
+    ):
+        # One compiled loop instead of two folds and a cumsum (~80 -> ~10 us at (4, 128)):
+        # every T > 0 step of every sampler derives its keys here.
+        keys = module.position_keys(
+            key.contiguous().numpy().view(np.uint64),
+            attention_mask.contiguous().numpy(),
+            int(purpose),
+        )
+        return torch.from_numpy(keys.view(np.int64))
     rank = attention_mask.long().cumsum(-1) - 1  # (B, L): l - left_padding on real tokens
     return fold(fold(key, int(purpose)).unsqueeze(-1), rank.clamp_min(0))  # (B, L)
 

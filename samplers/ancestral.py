@@ -90,7 +90,9 @@ class AncestralInfo(NamedTuple):
     Attributes
     ----------
     committed, proposal, score
-        As in :class:`StepInfo`; ``score`` is minus the unmask grid index (higher = sooner).
+        As in :class:`StepInfo`; ``proposal`` is drawn only at the positions the step writes
+        (-1 elsewhere: the other draws would be discarded), ``score`` is minus the unmask grid
+        index (higher = sooner).
     grid : (B,) int64
         Grid index reached by the step (``block_steps`` after a noise removal).
     noise_removal : (B,) bool
@@ -189,17 +191,24 @@ class Ancestral(Sampler):
         event = when.amin(-1)  # (B,) the next grid index at which the canvas changes
         removal = event > state.block_steps  # (B,) nothing unmasks on the rest of the grid
 
-        # One forward pass on the (unchanged) canvas: p_θ(x0) of the reference's cache.
-        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        sampled = eligible & ~removal.unsqueeze(-1)  # (B, L) rows drawing from p_θ
-        draw = kernels.propose(
-            logits, temperature=1.0, rows=sampled, key=proposal_keys(key, canvas, 1.0)
-        )
-        greedy = kernels.propose(logits, temperature=0.0, rows=eligible & removal.unsqueeze(-1))
-        proposal = torch.where(removal.unsqueeze(-1), greedy.tokens, draw.tokens)  # (B, L)
-
+        # Which positions move is decided before the model is read (the schedule is
+        # model-free): those unmasking at the event, or every mask left at a noise removal.
         committed = eligible & ((when == event.unsqueeze(-1)) | removal.unsqueeze(-1))  # (B, L)
         committed &= ~canvas.done.unsqueeze(-1)
+        removing = removal.unsqueeze(-1)  # (B, 1)
+
+        # One forward pass on the (unchanged) canvas: p_θ(x0) of the reference's cache. Tokens
+        # are drawn only where they are written: a position's draw depends on its own key
+        # alone, so skipping the draws the reference discards changes no committed token.
+        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
+        draw = kernels.propose(
+            logits,
+            temperature=1.0,
+            rows=committed & ~removing,
+            key=proposal_keys(key, canvas, 1.0),
+        )
+        greedy = kernels.propose(logits, temperature=0.0, rows=committed & removing)
+        proposal = torch.where(removing, greedy.tokens, draw.tokens)  # (B, L), -1 off committed
         new_canvas = commit(canvas, committed, proposal, mask_id, evaluations)
         grid = torch.where(removal, state.block_steps, event)  # (B,)
 
@@ -216,7 +225,7 @@ class Ancestral(Sampler):
         )  # (B, L)
         info = AncestralInfo(
             committed=committed,
-            proposal=torch.where(eligible, proposal, -1),
+            proposal=proposal,
             score=score,
             grid=grid,
             noise_removal=removal & ~canvas.done,

@@ -119,9 +119,11 @@ class ReMDMInfo(NamedTuple):
     committed : (B, L) bool
         Positions written this step (unmasked or remasked).
     proposal : (B, L) int64
-        Proposed token at the masked positions of the active block (-1 elsewhere).
+        Token drawn at the masks unmasked this step (-1 elsewhere: the draws at the masks
+        that stay would be discarded, so they are not made).
     score : (B, L) float32
-        Probability of the proposal (-inf where not masked).
+        Probability that a masked position of the active block unmasks this step (-inf
+        where not masked).
     unmasked, remasked : (B, L) bool
         Masked positions that received a token; decoded tokens set back to the mask.
     sigma : (B, L) float64
@@ -267,20 +269,8 @@ class ReMDM(Sampler):
         masked = in_block & (canvas.tokens == mask_id)  # (B, L)
         decoded = in_block & ~masked  # (B, L)
 
-        # predict: the model's (nucleus-filtered) proposal at the block's masks.
-        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
-        # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
-        # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
-        proposal = kernels.propose(
-            logits,
-            temperature=self.temperature,
-            key=proposal_keys(key, canvas, self.temperature),
-            rows=masked,
-            top_p=self.top_p,
-            nucleus="strict",
-            stats="sampled",
-        )
-        # score: each position's move probability (unmask a mask, remask a decoded token).
+        # score: each position's move probability (unmask a mask, remask a decoded token);
+        # model-free, so the moves are decided before the model is read.
         p_unmask, sigma = self._move_probabilities(state, decoded)  # (B,), (B, L)
         # select: every position moves independently.
         u = kernels.uniform(
@@ -289,6 +279,22 @@ class ReMDM(Sampler):
         )  # (B, L)
         unmasked = masked & (u < p_unmask.unsqueeze(-1))  # (B, L)
         remasked = decoded & (u < sigma)  # (B, L)
+
+        # predict: the model's (nucleus-filtered) proposal where a mask is unmasked. A
+        # position's draw depends on its own key alone, so skipping the draws the reference
+        # makes and discards at the masks that stay changes no written token.
+        logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
+        # ReMDM's nucleus (_nucleus_sample): keep the tokens whose cumulative probability is
+        # <= top_p, plus the top-1 ("strict"); psi is the probability under that distribution.
+        proposal = kernels.propose(
+            logits,
+            temperature=self.temperature,
+            key=proposal_keys(key, canvas, self.temperature),
+            rows=unmasked,
+            top_p=self.top_p,
+            nucleus="strict",
+            stats="sampled",
+        )
 
         # commit
         written = torch.where(remasked, mask_id, proposal.tokens)  # (B, L)
@@ -317,7 +323,7 @@ class ReMDM(Sampler):
         info = ReMDMInfo(
             committed=committed,
             proposal=proposal.tokens,
-            score=torch.where(masked, proposal.prob, float("-inf")),
+            score=torch.where(masked, p_unmask.unsqueeze(-1).float(), float("-inf")),
             unmasked=unmasked,
             remasked=remasked,
             sigma=torch.where(decoded, sigma, 0.0),

@@ -207,3 +207,27 @@ def test_stub_materialises_fresh_logits_at_every_batch_size():
         assert a.shape == (B, 5, 16) and a.is_contiguous()
         assert a.data_ptr() != b.data_ptr() and a.data_ptr() != stub.bank.data_ptr()
         assert torch.equal(a, stub.bank[:, :5].expand(B, 5, 16))
+
+
+def test_busy_stub_computes_then_writes_its_logits_and_lasts_its_cost():
+    """wait="busy": the call lasts its cost, spent computing (thread CPU time close to wall
+    time, unlike the sleeping stub), and still returns a fresh copy of its bank."""
+    import time
+
+    import pytest
+    import torch
+
+    tokens = torch.ones(2, 5, dtype=torch.int64)
+    cpu = {}
+    for wait in bench_samplers.STUB_WAITS:
+        stub = bench_samplers.StubDenoiser(16, 6, 0.02, wait=wait)
+        stub(tokens)  # first call: no write time known yet
+        wall, thread = time.perf_counter(), time.thread_time()
+        out = stub(tokens)
+        wall, thread = time.perf_counter() - wall, time.thread_time() - thread
+        assert wall >= 0.02 and stub.seconds >= 0.04
+        assert torch.equal(out, stub.bank[:, :5].expand(2, 5, 16))
+        cpu[wait] = thread / wall
+    assert cpu["busy"] > 0.5 > cpu["sleep"], cpu
+    with pytest.raises(ValueError, match="wait must be one of"):
+        bench_samplers.StubDenoiser(16, 6, 0.0, wait="spin")

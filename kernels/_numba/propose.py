@@ -60,6 +60,7 @@ from remask.kernels._philox import (
     PHILOX_ROUNDS,
     PHILOX_W0,
     PHILOX_W1,
+    STREAM_FOLD,
     STREAM_PROPOSE,
 )
 from remask.kernels.propose import SAMPLE_TILE
@@ -69,6 +70,7 @@ __all__ = [
     "min_p_bits",
     "philox4x32",
     "philox4x32_keyed",
+    "position_keys",
     "propose_rows",
     "serial_below",
     "unavailable_reason",
@@ -97,6 +99,8 @@ _M1 = np.uint64(PHILOX_M1)
 _W0 = np.uint64(PHILOX_W0)
 _W1 = np.uint64(PHILOX_W1)
 _SH32 = np.uint64(32)
+_ZERO64 = np.uint64(0)
+_STREAM_FOLD = np.uint64(STREAM_FOLD)
 _SH21 = np.uint64(21)
 _SH11 = np.uint64(11)
 _TWO_M53 = 1.0 / 9007199254740992.0
@@ -166,6 +170,35 @@ def philox4x32_keyed(c0, c1, c2, c3, k0, k1) -> np.ndarray:
     counter and the key words); returns (4, n) uint64, the four output words."""
     out = np.empty((4, c0.shape[0]), dtype=np.uint64)
     _philox_keyed_array(c0, c1, c2, c3, k0, k1, out)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _fold(key, data):  # pragma: no cover - compiled
+    """_philox.fold of one uint64 key and one uint64 datum."""
+    w0, w1, _, _ = _philox(
+        data & _U32, data >> _SH32, _ZERO64, _STREAM_FOLD, key & _U32, key >> _SH32
+    )
+    return (w1 << _SH32) | w0
+
+
+@njit(cache=True)
+def _position_keys(key, real, purpose, out):  # pragma: no cover - compiled
+    """out[b, l] = fold(fold(key[b], purpose), max(rank, 0)), rank = l's count of real
+    positions up to l, minus 1 (the cumulative sum of _philox.position_keys)."""
+    for b in range(real.shape[0]):
+        kp = _fold(key[b], purpose)
+        rank = -1
+        for pos in range(real.shape[1]):
+            rank += 1 if real[b, pos] else 0
+            out[b, pos] = _fold(kp, np.uint64(max(rank, 0)))
+
+
+def position_keys(key: np.ndarray, real: np.ndarray, purpose: int) -> np.ndarray:
+    """:func:`remask.kernels.position_keys` in one compiled loop (same bits): ``key`` (B,)
+    uint64, ``real`` (B, L) bool; returns (B, L) uint64."""
+    out = np.empty(real.shape, dtype=np.uint64)
+    _position_keys(key, real, np.uint64(purpose), out)
     return out
 
 

@@ -160,3 +160,20 @@ def test_position_keys_ignore_padding_and_batch_index():
     assert torch.equal(swapped.flip(0)[:, 2:], keys[:, 2:])
     assert not torch.equal(keys, K.position_keys(key, real, K.Purpose.SCORE))
     assert len(set(keys[1].tolist())) == 5
+
+
+@pytest.mark.parametrize("shape", [(3, 17), (1, 1), (2, 0), (0, 4)])
+def test_compiled_position_keys_equal_the_two_folds(shape):
+    """The compiled loop of position_keys gives fold(fold(key, purpose), rank) bit for bit,
+    left padding and padding inside a row included."""
+    pytest.importorskip("remask.kernels._numba.propose")  # loaded: the compiled loop is taken
+    gen = torch.Generator().manual_seed(shape[1])
+    key = torch.randint(-(2**63), 2**63 - 1, shape[:1], generator=gen)  # (B,)
+    real = torch.rand(shape, generator=gen) < 0.7  # (B, L)
+    if shape[0] and shape[1] > 3:
+        real[0, :3] = False  # left padding: rank 0 until the first real token
+    rank = (real.long().cumsum(-1) - 1).clamp_min(0)  # (B, L)
+    for purpose in (K.Purpose.PROPOSE, K.Purpose.POSITIONS):
+        want = K.fold(K.fold(key, int(purpose)).unsqueeze(-1), rank)  # (B, L)
+        got = K.position_keys(key, real, purpose)
+        assert got.shape == want.shape and torch.equal(got, want)
