@@ -1,10 +1,13 @@
 """Numba (CPU) backend of :mod:`remask.kernels.stats` (``token_prob``, ``kl``).
 
-``prange`` over rows; each row is streamed once in ``SAMPLE_TILE``-wide tiles widened to
-float32 (bf16/fp16 read as 16-bit integers, as in :mod:`remask.kernels._numba.propose`),
-with an online max: per tile, the tile maximum, a float64 rescale of the running sums when
-it grows, then one fast-math float32 exp sweep whose sum is accumulated in float64. The same
-range-reduced polynomial ``exp`` as ``propose`` (relative error ~2e-7).
+``prange`` over rows; each row is streamed in ``SAMPLE_TILE``-wide tiles read in place
+(float32 bits, or bf16 as 16-bit integers widened by a shift, as in
+:mod:`remask.kernels._numba.propose`; fp16 is widened through a table into a tile buffer).
+``token_prob`` reads each row once with an online max: per tile, the tile maximum (on 16-bit
+keys for bf16), a float64 rescale of the running sum when it grows, then one fast-math
+float32 exp sweep of the tile, now in L1, whose sum is accumulated in float64. ``kl`` reads
+both rows twice: their maxima first, then the sums. The same range-reduced polynomial
+``exp`` as ``propose`` (relative error < 4e-7).
 """
 
 from __future__ import annotations
@@ -19,57 +22,72 @@ from remask.kernels._numba.propose import (
     _D_MIN,
     _F16_BITS,
     _FAST,
+    _KEY_NINF,
+    _KEY_PINF,
     _KIND_BF16,
     _KIND_F16,
     _KIND_F32,
     _exp_neg,
     _key_to_float,
     _load_tile,
+    _seg_max,
+    _widen_row,
     serial_below,
 )
+from remask.kernels._numba.propose import _bits as _float_bits
 from remask.kernels.propose import SAMPLE_TILE
 
 __all__ = ["kl_rows", "token_prob_rows"]
 
 
 @njit(cache=True, fastmath=_FAST)
-def _tile_sum(fbuf, n, ref):  # pragma: no cover - compiled
-    """Σ exp(x - ref) over the tile (float32 lanes, float64 result)."""
+def _tile_sum(seg, n, ref):  # pragma: no cover - compiled
+    """Σ exp(x - ref) over the tile (float32 lanes, float64 result); ``seg`` holds float32
+    bits, or bf16 bits read in place."""
     s = np.float32(0.0)
     for k in range(n):
-        s += _exp_neg(max(_D_MIN, fbuf[k] - ref))
+        s += _exp_neg(max(_D_MIN, _float_bits(seg[k]).view(np.float32) - ref))
     return np.float64(s)
 
 
 @njit(cache=True, fastmath=_FAST)
-def _tile_kl_sums(fx, fy, n, mx, my):  # pragma: no cover - compiled
+def _tile_kl_sums(segx, segy, n, mx, my):  # pragma: no cover - compiled
     """Σ e_x, Σ e_y and Σ e_x ((x - mx) - (y - my)) over the tile; ``hole`` counts the
-    tokens with a finite x but y = -inf (p > 0 = q: the KL is +inf)."""
+    tokens with a finite x but y = -inf (p > 0 = q: the KL is +inf). ``segx``/``segy`` hold
+    float32 bits, or bf16 bits read in place (widened by a shift, as in ``propose``)."""
     sx = np.float32(0.0)
     sy = np.float32(0.0)
     a = np.float32(0.0)
     hole = 0
     for k in range(n):
-        dx = max(_D_MIN, fx[k] - mx)
-        dy = fy[k] - my
+        x = _float_bits(segx[k]).view(np.float32)
+        y = _float_bits(segy[k]).view(np.float32)
+        dx = max(_D_MIN, x - mx)
+        dy = y - my
         ex = _exp_neg(dx)
         sy += _exp_neg(max(_D_MIN, dy))
         sx += ex
         # Clamping dy keeps the sum finite where y = -inf (such rows report +inf anyway).
-        hole += 1 if (fx[k] > -np.inf and fy[k] == -np.inf) else 0
+        hole += 1 if (x > -np.inf and y == -np.inf) else 0
         a += ex * (dx - max(dy, np.float32(-1e30)))
     return np.float64(sx), np.float64(sy), np.float64(a), hole
 
 
 @njit(cache=True)
 def _row_max(src, r, kind, table_bits, ubuf):  # pragma: no cover - compiled
-    """(max as float64, has_nan) of row r, reading it once."""
+    """(max as float64, has_nan) of row r, reading it once: float32 and bf16 bits in place
+    (bf16 on 16-bit keys, as ``propose``'s first pass), fp16 widened through the table."""
     vocab = src.shape[1]
+    row = src[r]
     m = -np.inf
     nan = False
     for lo in range(0, vocab, SAMPLE_TILE):
         n = min(SAMPLE_TILE, vocab - lo)
-        has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        if kind == _KIND_F16:
+            has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+        else:
+            kmax, kmin = _seg_max(row[lo : lo + n], n)
+            has_nan = kmax > _KEY_PINF or kmin < _KEY_NINF
         nan |= has_nan
         m = max(m, _key_to_float(kmax))
     return m, nan
@@ -98,12 +116,19 @@ def _token_prob_kernel(
             continue
         ubuf = np.empty(SAMPLE_TILE, dtype=np.uint32)
         fbuf = ubuf.view(np.float32)
+        row = src[r]
         m = -np.inf
         s = 0.0
         nan = False
         for lo in range(0, vocab, SAMPLE_TILE):
             n = min(SAMPLE_TILE, vocab - lo)
-            has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+            # Two sweeps of the tile (the max, then the sum from L1), float32 and bf16 bits
+            # read in place; fp16 widened through the table first.
+            if kind == _KIND_F16:
+                has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+            else:
+                kmax, kmin = _seg_max(row[lo : lo + n], n)
+                has_nan = kmax > _KEY_PINF or kmin < _KEY_NINF
             nan |= has_nan
             m_new = max(m, _key_to_float(kmax))
             if nan or m_new == -np.inf or m_new == np.inf:
@@ -112,7 +137,10 @@ def _token_prob_kernel(
             if m_new > m and s > 0.0:
                 s *= math.exp(m - m_new)  # online rescale in float64
             m = m_new
-            s += _tile_sum(fbuf, n, np.float32(m))
+            if kind == _KIND_F16:
+                s += _tile_sum(ubuf, n, np.float32(m))
+            else:
+                s += _tile_sum(row[lo : lo + n], n, np.float32(m))
         st = _status(m, nan)
         status[r] = st
         if st != 0:
@@ -132,8 +160,6 @@ def _kl_kernel(sx_, kx, sy_, ky, table_bits, rows, has_rows, out, status):  # pr
             continue
         ux = np.empty(SAMPLE_TILE, dtype=np.uint32)
         uy = np.empty(SAMPLE_TILE, dtype=np.uint32)
-        fx = ux.view(np.float32)
-        fy = uy.view(np.float32)
         # The KL needs both maxima before the sums: one pass for them (the rows are then in
         # cache for the second), because rescaling A = Σ e_x (dx - dy) online would need the
         # running y-maximum inside each term.
@@ -149,11 +175,26 @@ def _kl_kernel(sx_, kx, sy_, ky, table_bits, rows, has_rows, out, status):  # pr
         sy = 0.0
         a = 0.0
         holes = 0
+        rx = sx_[r]
+        ry = sy_[r]
+        fmx = np.float32(mx)
+        fmy = np.float32(my)
         for lo in range(0, vocab, SAMPLE_TILE):
             n = min(SAMPLE_TILE, vocab - lo)
-            _load_tile(sx_, r, lo, n, kx, table_bits, ux)
-            _load_tile(sy_, r, lo, n, ky, table_bits, uy)
-            tx, ty, ta, th = _tile_kl_sums(fx, fy, n, np.float32(mx), np.float32(my))
+            # The second read is of bits only (the maxima and NaN are known): float32 and
+            # bf16 in place, fp16 widened through the table into the tile buffer.
+            if kx == _KIND_F16:
+                _widen_row(rx, lo, n, kx, table_bits, ux)
+            if ky == _KIND_F16:
+                _widen_row(ry, lo, n, ky, table_bits, uy)
+            if kx == _KIND_F16 and ky == _KIND_F16:
+                tx, ty, ta, th = _tile_kl_sums(ux, uy, n, fmx, fmy)
+            elif kx == _KIND_F16:
+                tx, ty, ta, th = _tile_kl_sums(ux, ry[lo : lo + n], n, fmx, fmy)
+            elif ky == _KIND_F16:
+                tx, ty, ta, th = _tile_kl_sums(rx[lo : lo + n], uy, n, fmx, fmy)
+            else:
+                tx, ty, ta, th = _tile_kl_sums(rx[lo : lo + n], ry[lo : lo + n], n, fmx, fmy)
             sx += tx
             sy += ty
             a += ta

@@ -62,6 +62,21 @@ def test_backend_matches_reference(backend, dtype, vocab, warm_numba):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "dx,dy",
+    [(a, b) for a in DTYPES for b in DTYPES if a != b],
+    ids=lambda d: str(d).replace("torch.", ""),
+)
+def test_kl_of_two_dtypes_matches_reference(backend, dx, dy, warm_numba):
+    """p and q in different dtypes (a bf16 model against float32 kept logits): each row is
+    read in its own format (the fast backend has one tile path per pair of formats)."""
+    x, y, _, rows = _case(11, 4097 + 5000)
+    got = K.kl(x.to(dx), y.to(dy), rows, backend=backend)
+    ref = K.kl(x.to(dx), y.to(dy), rows, backend="torch")
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_kl_edge_rows(backend, warm_numba):
     x = torch.tensor([[0.0, 1.0, -math.inf], [0.0, 1.0, 2.0], [5.0, 5.0, 5.0]])
     y = torch.tensor([[3.0, -2.0, 7.0], [0.0, -math.inf, 2.0], [1.0, 1.0, 1.0]])
