@@ -5,7 +5,7 @@
 :mod:`remask.kernels._numba.propose`; fp16 is widened through a table into a tile buffer).
 ``token_prob`` reads each row once with an online max: per tile, the tile maximum (on 16-bit
 keys for bf16), a float64 rescale of the running sum when it grows, then one fast-math
-float32 exp sweep of the tile, now in L1, whose sum is accumulated in float64. ``kl`` reads
+float32 exp sweep of the tile (then in L1), whose sum is accumulated in float64. ``kl`` reads
 both rows twice: their maxima first, then the sums. The same range-reduced polynomial
 ``exp`` as ``propose`` (relative error < 4e-7).
 """
@@ -74,20 +74,25 @@ def _tile_kl_sums(segx, segy, n, mx, my):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _tile_max(src, r, lo, n, kind, table_bits, ubuf):  # pragma: no cover - compiled
+    """(has_nan, max key) of src[r, lo:lo+n]: float32 and bf16 bits read in place (bf16 on
+    16-bit keys, as ``propose``'s first pass), fp16 widened through the table into ``ubuf``
+    (which then holds the tile's float32 bits)."""
+    if kind == _KIND_F16:
+        return _load_tile(src, r, lo, n, kind, table_bits, ubuf)
+    kmax, kmin = _seg_max(src[r][lo : lo + n], n)
+    return kmax > _KEY_PINF or kmin < _KEY_NINF, kmax
+
+
+@njit(cache=True)
 def _row_max(src, r, kind, table_bits, ubuf):  # pragma: no cover - compiled
-    """(max as float64, has_nan) of row r, reading it once: float32 and bf16 bits in place
-    (bf16 on 16-bit keys, as ``propose``'s first pass), fp16 widened through the table."""
+    """(max as float64, has_nan) of row r, reading it once (see _tile_max)."""
     vocab = src.shape[1]
-    row = src[r]
     m = -np.inf
     nan = False
     for lo in range(0, vocab, SAMPLE_TILE):
         n = min(SAMPLE_TILE, vocab - lo)
-        if kind == _KIND_F16:
-            has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
-        else:
-            kmax, kmin = _seg_max(row[lo : lo + n], n)
-            has_nan = kmax > _KEY_PINF or kmin < _KEY_NINF
+        has_nan, kmax = _tile_max(src, r, lo, n, kind, table_bits, ubuf)
         nan |= has_nan
         m = max(m, _key_to_float(kmax))
     return m, nan
@@ -122,13 +127,8 @@ def _token_prob_kernel(
         nan = False
         for lo in range(0, vocab, SAMPLE_TILE):
             n = min(SAMPLE_TILE, vocab - lo)
-            # Two sweeps of the tile (the max, then the sum from L1), float32 and bf16 bits
-            # read in place; fp16 widened through the table first.
-            if kind == _KIND_F16:
-                has_nan, kmax = _load_tile(src, r, lo, n, kind, table_bits, ubuf)
-            else:
-                kmax, kmin = _seg_max(row[lo : lo + n], n)
-                has_nan = kmax > _KEY_PINF or kmin < _KEY_NINF
+            # Two sweeps of the tile: the max, then the sum (the tile is then in L1).
+            has_nan, kmax = _tile_max(src, r, lo, n, kind, table_bits, ubuf)
             nan |= has_nan
             m_new = max(m, _key_to_float(kmax))
             if nan or m_new == -np.inf or m_new == np.inf:
