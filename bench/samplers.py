@@ -336,8 +336,8 @@ class StubDenoiser:
         bank = torch.randn(1, max_len, vocab_size, generator=gen) * 3  # (1, L, V)
         bank[..., self.mask_id] = float("-inf")  # models never propose the mask token
         self.bank = bank.to(dtype)
-        # The busy forward's operands: 64 KB each, a product of ~50 us on two threads, so
-        # the call ends within that of its cost.
+        # The busy forward's operands: 64 KB each, one product ~25 us on two threads (both
+        # busy) and ~45 us on one, so the call ends within that of its cost.
         self._work = torch.randn(128, 128, generator=gen) / 128  # (128, 128)
         self._product = torch.empty(128, 128)
         self._write_s = 0.0  # the last call's write of the logits
