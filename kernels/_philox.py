@@ -232,14 +232,18 @@ def _philox_torch(x0, x1, x2, x3, k0, k1, rounds: int = PHILOX_ROUNDS):
     return x0, x1, x2, x3
 
 
+def _numba_module():
+    """The Numba backend's module once it is loaded (by the dispatcher, for the first op that
+    runs on it); None before that and without Numba, so that key derivation alone never
+    imports Numba."""
+    return sys.modules.get("remask.kernels._numba.propose")
+
+
 def _compiled():
-    """Numba's Philox over arrays, once the Numba backend is loaded (by the dispatcher, for the
-    first op that runs on it); None before that and without Numba, so that key derivation
-    alone never imports Numba. On CPU it replaces ~150 small torch ops per call (a fixed cost
-    of hundreds of microseconds at any size) by one compiled loop; the bits are the same
-    (tested)."""
-    module = sys.modules.get("remask.kernels._numba.propose")
-    return getattr(module, "philox4x32_keyed", None)
+    """Numba's Philox over arrays (see :func:`_numba_module`). On CPU it replaces ~150 small
+    torch ops per call (a fixed cost of hundreds of microseconds at any size) by one compiled
+    loop; the bits are the same (tested)."""
+    return getattr(_numba_module(), "philox4x32_keyed", None)
 
 
 def _philox_compiled(fast, x0, x1, x2, x3, k0, k1):
@@ -400,7 +404,7 @@ def position_keys(key: torch.Tensor, attention_mask: torch.Tensor, purpose: int)
         False on padding.
     purpose : Purpose
     """
-    module = sys.modules.get("remask.kernels._numba.propose")  # loaded: see _compiled
+    module = _numba_module()
     if (
         module is not None
         and key.device.type == "cpu"
