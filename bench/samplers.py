@@ -347,9 +347,7 @@ class StubDenoiser:
         start = time.perf_counter()
         B, L = tokens.shape
         if self.wait == "busy":
-            until = start + self.cost_s - self._write_s
-            while time.perf_counter() < until:
-                torch.mm(self._work, self._work, out=self._product)
+            self._compute_until(start + self.cost_s - self._write_s)
         write = time.perf_counter()
         # A fresh tensor at every call, as a model's forward returns: ``contiguous()`` would
         # hand out the bank itself at B = 1 (a slice of a (1, L', V) tensor is contiguous),
@@ -361,14 +359,19 @@ class StubDenoiser:
         )  # (B, L, V)
         self._write_s = time.perf_counter() - write
         if self.wait == "busy":  # a write faster than the last one leaves microseconds
-            while time.perf_counter() < start + self.cost_s:
-                torch.mm(self._work, self._work, out=self._product)
+            self._compute_until(start + self.cost_s)
         if self.wait == "sleep":
             spent = time.perf_counter() - start
             if spent < self.cost_s:
                 time.sleep(self.cost_s - spent)
         self.seconds += time.perf_counter() - start
         return out
+
+    def _compute_until(self, deadline: float) -> None:
+        """The busy forward's arithmetic: matrix products on every torch thread until
+        ``deadline`` (a ``time.perf_counter`` value)."""
+        while time.perf_counter() < deadline:
+            torch.mm(self._work, self._work, out=self._product)
 
 
 #: (B, prompt length, generated length, V, logits dtype, stub cost in s) of the stub runs.

@@ -193,9 +193,9 @@ class Ancestral(Sampler):
 
         # Which positions move is decided before the model is read (the schedule is
         # model-free): those unmasking at the event, or every mask left at a noise removal.
-        committed = eligible & ((when == event.unsqueeze(-1)) | removal.unsqueeze(-1))  # (B, L)
-        committed &= ~canvas.done.unsqueeze(-1)
         removing = removal.unsqueeze(-1)  # (B, 1)
+        committed = eligible & ((when == event.unsqueeze(-1)) | removing)  # (B, L)
+        committed &= ~canvas.done.unsqueeze(-1)
 
         # One forward pass on the (unchanged) canvas: p_θ(x0) of the reference's cache. Tokens
         # are drawn only where they are written: a position's draw depends on its own key
