@@ -16,10 +16,10 @@ vocabulary; three ways to the same ``w``:
 2. **bracket** (top-p of flat rows, e.g. ``top_p = 0.95`` of randn logits keeps ~9% of V):
    a strided sample of ~2k elements guesses a bracket ``[lo, hi)`` of bits holding the cut
    (~3% of V); one vectorized sweep sums the mass ``M(hi)`` above it (float64), a second
-   marks its elements in 64-bit words, a gather collects them and a radix selection runs on
-   them alone; a bracket that misses the cut is moved and the sweeps redone (see
-   ``_bracket_crossing``). It goes first when a 256-element sample finds the row flat
-   (``_looks_flat``), else after 1.;
+   collects its elements (vector compares and compresses, ``_gather_range``) and a radix
+   selection runs on them alone; a bracket that misses the cut is moved and the sweeps
+   redone (see ``_bracket_crossing``). It goes first when a 256-element sample finds the
+   row flat (``_looks_flat``), else after 1.;
 3. **radix selection of the whole row**: three levels of 11/10/10 bits, histograms of
    float64 masses.
 
@@ -38,10 +38,12 @@ built on purpose) 2. gives up. Top-k counts are exact integers in float64 (1. an
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
-from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__: list[str] = []
@@ -56,6 +58,8 @@ _ONE_BITS = np.uint32(0x3F800000)  # float32 bits of 1.0 = e of the row maximum
 # "No answer here": the caller tries the next method. Distinct from -1 (no crossing: the whole
 # mass does not exceed the target, everything is kept).
 _UNDECIDED = np.int64(-2)
+# The gathered top-p's bracket (a floor > 0): the cut lies below the floor.
+_BELOW_FLOOR = np.int64(-3)
 
 # Radix selection of the cut on the float32 bits of e (order-preserving for e >= 0): three
 # levels of 11/10/10 bits; each level histograms mass and count of the current candidates,
@@ -215,8 +219,8 @@ def _block_bound_crossing(
 # Flat rows: the cut lies among many small weights, no block bound holds, and the radix
 # selection of the whole row (a scatter of every element into float64 histograms plus a
 # compaction, ~1 ns per element) is the cost. The bracket replaces it by two vectorized
-# sweeps (the float64 mass above hi; 64-bit words marking the elements in [lo, hi)) and a
-# gather of the marked elements only, on which the radix selection runs.
+# sweeps (the float64 mass above hi; a compress of the elements in [lo, hi)), on whose
+# output alone the radix selection runs.
 
 _SAMPLE = 2048  # elements of the strided sample that guesses the cut
 _MIN_VOCAB = 4 * _SAMPLE  # shorter rows: the whole-row selection is as cheap
@@ -228,7 +232,6 @@ _FINE_BASE = np.int64(87 << 5)  # bits >> 18 of 2^-40
 _NFINE = 41 * 32 + 2
 _Z = 3.0  # bracket half-width in standard deviations of the sample's tail-mass estimate
 _TRIES = 4  # brackets tried before giving up (each costs one or two sweeps of the row)
-_WORD = 64
 _SEL_BINS = 2048  # bins of each level of the selection inside the bracket
 _EPS52 = 2.0**-52
 
@@ -269,7 +272,13 @@ def _sample_bracket(ebits, vocab, goal, hist):  # pragma: no cover - compiled
     """
     stride = vocab // _SAMPLE
     _sample_hist(ebits, vocab, stride, True, hist)
-    scale = np.float64(stride)
+    return _bracket_from_hist(hist, np.float64(stride), goal)
+
+
+@njit(cache=True)
+def _bracket_from_hist(hist, scale, goal):  # pragma: no cover - compiled
+    """_sample_bracket's bracket from the sample's histogram (``_sample_hist`` with squares),
+    each sampled element standing for ``scale`` elements of the row."""
     cum = 0.0
     sq = 0.0
     for b in range(_NFINE):
@@ -323,95 +332,11 @@ def _mass_at_least(ebits, vocab, hi):  # pragma: no cover - compiled
     return acc
 
 
-@intrinsic
-def _inside16(typingctx, arr, start, lo, span):
-    """uint32 whose bit k is ``uint32(arr[start + k] - lo) < span`` for k < 16 (``arr`` a
-    C-contiguous uint32 array, ``start + 16 <= len(arr)`` unchecked): one 16-lane vector
-    compare turned into a bit mask, which LLVM lowers to a mask move on any target. Numba
-    has no vector types, and the scalar shift-and-or loop it vectorizes measured 1.6x
-    slower."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.uint32 and arr.layout == "C"):
-        return None
-    sig = types.uint32(arr, start, lo, span)
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        vec = ir.VectorType(i32, 16)
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        start = context.cast(builder, args[1], signature.args[1], types.intp)
-        ptr = builder.bitcast(builder.gep(ary.data, [start]), vec.as_pointer())
-        values = builder.load(ptr, align=4)
-        undef = ir.Constant(vec, ir.Undefined)
-        zeros = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
-
-        def splat(value, ty):
-            scalar = context.cast(builder, value, ty, types.uint32)
-            first = builder.insert_element(undef, scalar, ir.Constant(i32, 0))
-            return builder.shuffle_vector(first, undef, zeros)
-
-        below = builder.icmp_unsigned(
-            "<",
-            builder.sub(values, splat(args[2], signature.args[2])),
-            splat(args[3], signature.args[3]),
-        )
-        return builder.zext(builder.bitcast(below, ir.IntType(16)), i32)
-
-    return sig, codegen
-
-
-@njit(cache=True)
-def _mark_bracket(ebits, vocab, lo, span, words):  # pragma: no cover - compiled
-    """words[w] bit k = (lo <= bits(e[64 w + k]) < lo + span): one unsigned compare per
-    element (v - lo wraps below lo), 16 lanes at a time (_inside16). ``ebits`` must be
-    C-contiguous."""
-    n_full = vocab // _WORD
-    for w in range(n_full):
-        b = w * _WORD
-        words[w] = (
-            np.uint64(_inside16(ebits, b, lo, span))
-            | (np.uint64(_inside16(ebits, b + 16, lo, span)) << np.uint64(16))
-            | (np.uint64(_inside16(ebits, b + 32, lo, span)) << np.uint64(32))
-            | (np.uint64(_inside16(ebits, b + 48, lo, span)) << np.uint64(48))
-        )
-    if n_full < words.shape[0]:
-        m = np.uint64(0)
-        for k in range(n_full * _WORD, vocab):
-            if np.uint32(ebits[k] - lo) < span:
-                m |= np.uint64(1) << np.uint64(k - n_full * _WORD)
-        words[n_full] = m
-
-
-@njit(cache=True)
-def _gather_marked(ebits, words, out):  # pragma: no cover - compiled
-    """out[:n] = the marked elements of ebits, in index order; returns n, or -1 (and stops)
-    when they might not fit ``out``. A word's first three marks are taken branch-free, the
-    rest by a loop: with ~3% of V marked a word holds 0 to 3 marks, in no predictable order
-    (1 to 6 branch-free takes measured on a new row each time: 3 is fastest, 1 up to 2x
-    slower; on one row timed again and again the predictor learns it and 1 looks best)."""
-    c = 0
-    one = np.uint64(1)
-    room = out.shape[0] - _WORD - 1  # a word adds <= 64 marks plus one slack write
-    for w in range(words.shape[0]):
-        if c > room:
-            return -1
-        m = words[w]
-        base = w * _WORD
-        for _ in range(3):
-            k = trailing_zeros(m)  # 64 when m == 0: then nothing is counted
-            out[c] = ebits[base + (k & 63)]
-            c += 1 if m != 0 else 0
-            m &= m - one
-        while m != 0:
-            out[c] = ebits[base + trailing_zeros(m)]
-            c += 1
-            m &= m - one
-    return c
-
-
 @njit(cache=True)
 def _select(src, n, lo, span, need, tmp, hist):  # pragma: no cover - compiled
-    """Bits of the largest value v among src[:n] (all in [lo, lo + span)) with
-    Σ_{src >= v} e > need, or -1 if the whole mass does not exceed ``need``.
+    """Bits of the largest value v among src[:n] (those in [lo, lo + span); elements below
+    ``lo`` are passed over) with Σ_{src >= v} e > need, or -1 if the mass in the span does
+    not exceed ``need``.
 
     Radix levels over the bracket's span, each of about as many bins as candidates (16 to
     _SEL_BINS: a few candidates left need no walk over thousands of empty bins); a single
@@ -429,12 +354,14 @@ def _select(src, n, lo, span, need, tmp, hist):  # pragma: no cover - compiled
         while ((span - 1) >> shift) >= bins:
             shift += 1
         nb = ((span - 1) >> shift) + 1
-        for b in range(nb):
+        for b in range(nb + 1):
             hist[b] = 0.0
         for i in range(n):
             v = src[i]
-            hist[(np.int64(v) - base) >> shift] += np.float64(np.uint32(v).view(np.float32))
-        chosen, acc = _walk_down(hist, nb, need)
+            # hist[0] takes the elements below the span (the gathered top-p passes them).
+            b = max((np.int64(v) - base) >> shift, np.int64(-1)) + 1
+            hist[b] += np.float64(np.uint32(v).view(np.float32))
+        chosen, acc = _walk_down(hist[1:], nb, need)
         if chosen < 0:
             return np.int64(-1)
         need -= acc
@@ -481,7 +408,7 @@ def _margin(vocab, total):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _bracket_crossing(
-    ebits, vocab, target, total, lo, hi, cand, cand2, hist, words
+    ebits, vocab, target, total, lo, hi, cand, cand2, hist, row_vocab=0, floor=0
 ):  # pragma: no cover - compiled
     """The crossing value of a top-p cut through the bits bracket [lo, hi), or _UNDECIDED
     (see the module docstring for why a returned value is the radix selection's, bit for
@@ -491,10 +418,12 @@ def _bracket_crossing(
     does not reach the target) up to _TRIES - 1 times, four times as wide each time. Gives
     up on a bracket holding more than ~V / 2 elements (ties, nearly uniform rows), on a row
     without a crossing and on a margin too thin to prove the answer. ``cand``/``cand2``
-    (V,) uint32 and ``hist`` (4 * 2048,) float64 are scratch, ``words`` ((V + 63) // 64,)
-    uint64.
+    (V,) uint32 and ``hist`` (4 * 2048,) float64 are scratch. The gathered top-p passes its
+    gathered e as ``ebits`` (every e >= ``floor`` of a row of ``row_vocab`` logits, and
+    some below): the bracket then never moves below ``floor`` (_BELOW_FLOOR when the cut
+    lies below it) and the margin is the whole row's.
     """
-    err = _margin(vocab, total)
+    err = _margin(max(vocab, row_vocab), total)
     bracket = cand2[vocab // 2 :]
     top = np.int64(1) << np.int64(31)  # above the bits of any e <= 1
     lo = np.int64(lo)
@@ -507,15 +436,14 @@ def _bracket_crossing(
                 return _UNDECIDED
             lo, hi = hi, min(top, hi + 4 * width)
             continue
-        _mark_bracket(ebits, vocab, np.uint32(lo), np.uint32(hi - lo), words)
-        n = _gather_marked(ebits, words, bracket)
+        n = _gather_range(ebits, vocab, np.uint32(lo), np.uint32(hi - lo), bracket)
         if n < 0:  # ties or a nearly uniform row: the whole-row selection
             return _UNDECIDED
         w = _select(bracket, n, lo, hi - lo, target - above, cand, hist)
         if w < 0:  # the cut is below the bracket
-            if lo <= 0:
-                return _UNDECIDED  # no crossing at all (top_p ~ 1): the whole row decides
-            lo, hi = max(np.int64(0), lo - 4 * width), lo
+            if lo <= floor:  # no crossing above the floor (top_p ~ 1 when it is 0)
+                return _BELOW_FLOOR if floor > 0 else _UNDECIDED
+            lo, hi = max(np.int64(floor), lo - 4 * width), lo
             continue
         # Proof: M(w) > target + E and M(w+) < target - E (module docstring).
         at, over = _masses_at_and_over(bracket, n, np.uint32(w))
@@ -527,7 +455,7 @@ def _bracket_crossing(
 
 @njit(cache=True)
 def _crossing(
-    ebits, vocab, target, total, by_count, cand, cand2, hist, bmax, bmax_ready, words
+    ebits, vocab, target, total, by_count, cand, cand2, hist, bmax, bmax_ready
 ):  # pragma: no cover - compiled
     """Bits of the crossing value (see the module docstring), or -1 if there is none.
 
@@ -541,7 +469,7 @@ def _crossing(
     flat = use_bracket and _looks_flat(ebits, vocab, total - target, bmax.shape[0], hist)
     if flat:
         lo, hi = _sample_bracket(ebits, vocab, total - target, hist)
-        w = _bracket_crossing(ebits, vocab, target, total, lo, hi, cand, cand2, hist, words)
+        w = _bracket_crossing(ebits, vocab, target, total, lo, hi, cand, cand2, hist)
         if w != _UNDECIDED:
             return w
     if not bmax_ready[0]:
@@ -552,7 +480,7 @@ def _crossing(
         return w
     if use_bracket and not flat:
         lo, hi = _sample_bracket(ebits, vocab, total - target, hist)
-        w = _bracket_crossing(ebits, vocab, target, total, lo, hi, cand, cand2, hist, words)
+        w = _bracket_crossing(ebits, vocab, target, total, lo, hi, cand, cand2, hist)
         if w != _UNDECIDED:
             return w
     return _radix_crossing(ebits, vocab, target, by_count, cand, cand2, hist)
@@ -570,15 +498,228 @@ def _kept_threshold(
     ebits = ebuf.view(np.uint32)
     bmax = np.empty((vocab + _BLOCK - 1) // _BLOCK, dtype=np.uint32)
     ready = np.zeros(1, dtype=np.bool_)  # bmax is computed on first use
-    words = np.empty((vocab + _WORD - 1) // _WORD, dtype=np.uint64)
     thr = np.int64(0)
     if top_p < 1.0:
         target = top_p * total
-        w = _crossing(ebits, vocab, target, total, False, cand, cand2, hist, bmax, ready, words)
+        w = _crossing(ebits, vocab, target, total, False, cand, cand2, hist, bmax, ready)
         if w >= 0:
             thr = w + 1 if strict else w  # strict: only strictly above the crossing value
     if top_k > 0:
         target = np.float64(top_k - 1)
-        w = _crossing(ebits, vocab, target, total, True, cand, cand2, hist, bmax, ready, words)
+        w = _crossing(ebits, vocab, target, total, True, cand, cand2, hist, bmax, ready)
         thr = max(thr, w)
     return np.uint32(min(thr, np.int64(_ONE_BITS)))  # the top-1 (e = 1) is always kept
+
+
+# --------------------------------------------------------------------- the gathered top-p
+#
+# Top-p and/or min-p (no top-k) on long float32/bf16 rows, without the (V,) buffer of e
+# (propose's _gathered_row): the first pass of the propose kernel also sums the filter's e
+# (that sum is then the filter's total on every path of the row); a strided sample of e
+# guesses a bracket [lo, hi) of the cut; one sweep of vector compares and compresses
+# (_gather_at_least) collects the logits ``x >= x_lo``, a bound a little below the logit of
+# ``lo``, so that every e >= lo is among them (~12% of V for top_p = 0.95 of randn * 3 rows,
+# tens for LM rows), and only those are exponentiated. The bracket's selection runs on them
+# and is proven as on a stored row, with the whole row's margin (M(w) and M(w+) farther
+# than E from the target), and never moves below ``lo``: the answer is then the stored
+# passes', bit for bit. A cut below ``lo`` (the sample held one of a peaked row's few large
+# e) gets one more guess from the sampled values below ``lo``; min-p alone needs no guess
+# (its cut is known). Anything else goes to the stored passes.
+
+_LANES = 16  # elements per compress: one AVX-512 vector of 32-bit lanes
+
+
+def _avx512_target() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512F (the host's, unless NUMBA_CPU_NAME /
+    NUMBA_CPU_FEATURES name another target)."""
+    if numba.config.CPU_NAME is not None or numba.config.CPU_FEATURES is not None:
+        return "+avx512f" in (numba.config.CPU_FEATURES or "")
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+def _make_compress(x86: bool):
+    """The two compress intrinsics, ``(_compress_at_least, _compress_range)``, lowered by
+    AVX-512's register-form compress and one whole-vector store (``x86``) or by LLVM's
+    generic compress-store (any target). Zen 4 runs the memory form that LLVM emits for the
+    generic one at ~1/8 of the register form's speed (measured: 194 vs 25 us per
+    126,464-logit row), hence two lowerings of the same result (tests build both)."""
+
+    def append(context, builder, values, keep, out, c):
+        """Stores the lanes of ``values`` where ``keep`` at out[c:], in lane order; returns
+        their count (int64)."""
+        vec = values.type
+        i16 = ir.IntType(16)
+        dst = builder.gep(out.data, [c])
+        word = builder.bitcast(keep, i16)
+        if x86:
+            fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(vec, [vec, vec, i16]),
+                "llvm.x86.avx512.mask.compress.d.512",
+            )
+            packed = builder.call(fn, [values, ir.Constant(vec, [0] * _LANES), word])
+            builder.store(packed, builder.bitcast(dst, vec.as_pointer()), align=4)
+        else:
+            i32p = ir.IntType(32).as_pointer()
+            fn = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [vec, i32p, keep.type]),
+                "llvm.masked.compressstore.v16i32",
+            )
+            builder.call(fn, [values, builder.bitcast(dst, i32p), keep])
+        pop = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i16, [i16]), "llvm.ctpop.i16"
+        )
+        return builder.zext(builder.call(pop, [word]), ir.IntType(64))
+
+    def splat(builder, vec, scalar):
+        undef = ir.Constant(vec, ir.Undefined)
+        first = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES)
+        return builder.shuffle_vector(first, undef, zeros)
+
+    @intrinsic
+    def _compress_at_least(typingctx, row, start, x_lo, xbits, c):
+        """Appends to ``xbits[c:]`` the float32 bits of the logits ``row[start + k] >= x_lo``
+        (k < 16; float compare; ``row`` float32 bits as uint32 or bf16 bits as uint16,
+        widened by the shift; ``x_lo`` float32), in index order; returns how many.
+        ``xbits`` (uint32) needs room for 16 more; bounds unchecked."""
+        if not (
+            isinstance(row, types.Array)
+            and row.dtype in (types.uint32, types.uint16)
+            and row.layout == "C"
+            and xbits.dtype == types.uint32
+        ):
+            return None
+        narrow = row.dtype.bitwidth == 16
+        sig = types.int64(row, start, types.float32, xbits, c)
+
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+            vec = ir.VectorType(i32, _LANES)
+            rows = context.make_array(signature.args[0])(context, builder, args[0])
+            out_x = context.make_array(signature.args[3])(context, builder, args[3])
+            start = context.cast(builder, args[1], signature.args[1], types.intp)
+            c = context.cast(builder, args[4], signature.args[4], types.intp)
+            if narrow:
+                half_t = ir.VectorType(ir.IntType(16), _LANES)
+                ptr = builder.bitcast(builder.gep(rows.data, [start]), half_t.as_pointer())
+                half = builder.load(ptr, align=2)
+                bits = builder.shl(
+                    builder.zext(half, vec), splat(builder, vec, ir.Constant(i32, 16))
+                )
+            else:
+                ptr = builder.bitcast(builder.gep(rows.data, [start]), vec.as_pointer())
+                bits = builder.load(ptr, align=4)
+            floats = builder.bitcast(bits, ir.VectorType(ir.FloatType(), _LANES))
+            lo = splat(builder, ir.VectorType(ir.FloatType(), _LANES), args[2])
+            keep = builder.fcmp_ordered(">=", floats, lo)
+            return append(context, builder, bits, keep, out_x, c)
+
+        return sig, codegen
+
+    @intrinsic
+    def _compress_range(typingctx, bits, start, lo, span, out, c):
+        """Appends to ``out[c:]`` the values ``bits[start + k]`` (k < 16, uint32) with
+        ``uint32(v - lo) < span`` (one unsigned compare: v - lo wraps below lo), in index
+        order; returns how many. ``out`` (uint32) needs room for 16 more; bounds
+        unchecked."""
+        if not (
+            isinstance(bits, types.Array)
+            and bits.dtype == types.uint32
+            and bits.layout == "C"
+            and out.dtype == types.uint32
+        ):
+            return None
+        sig = types.int64(bits, start, types.uint32, types.uint32, out, c)
+
+        def codegen(context, builder, signature, args):
+            i32 = ir.IntType(32)
+            vec = ir.VectorType(i32, _LANES)
+            src = context.make_array(signature.args[0])(context, builder, args[0])
+            dst = context.make_array(signature.args[4])(context, builder, args[4])
+            start = context.cast(builder, args[1], signature.args[1], types.intp)
+            c = context.cast(builder, args[5], signature.args[5], types.intp)
+            ptr = builder.bitcast(builder.gep(src.data, [start]), vec.as_pointer())
+            values = builder.load(ptr, align=4)
+            keep = builder.icmp_unsigned(
+                "<",
+                builder.sub(values, splat(builder, vec, args[2])),
+                splat(builder, vec, args[3]),
+            )
+            return append(context, builder, values, keep, dst, c)
+
+        return sig, codegen
+
+    return _compress_at_least, _compress_range
+
+
+def _make_gathers(x86: bool):
+    """``(_gather_at_least, _gather_range)`` built on one lowering of the compresses."""
+    compress_at_least, compress_range = _make_compress(x86)
+
+    def _gather_at_least(row, vocab, x_lo, tile, xbits, bounds):  # pragma: no cover
+        """xbits[:n] = the float32 bits of the logits of ``row`` (float32 or bf16 bits) that
+        are >= ``x_lo`` (float32), in index order, and ``bounds[j]`` the count before tile
+        j (``tile`` logits each; ``bounds[-1] = n``); returns n, or -1 (and stops) when they
+        might not fit ``xbits``: 16 logits per vector compare and compress."""
+        room = xbits.shape[0] - 2 * _LANES
+        c = 0
+        n_tiles = (vocab + tile - 1) // tile
+        for j in range(n_tiles):
+            bounds[j] = c
+            lo = j * tile
+            hi = min(lo + tile, vocab)
+            full = lo + (hi - lo) // _LANES * _LANES
+            for start in range(lo, full, _LANES):
+                if c > room:
+                    return -1
+                c += compress_at_least(row, start, x_lo, xbits, c)
+            for k in range(full, hi):
+                b = np.uint32(row[k])
+                if row.itemsize == 2:
+                    b = np.uint32(b << np.uint32(16))
+                xbits[c] = b
+                c += 1 if np.uint32(b).view(np.float32) >= x_lo else 0
+        bounds[n_tiles] = c
+        return c
+
+    def _gather_range(ebits, n, lo, span, out):  # pragma: no cover - compiled
+        """out[:m] = the values of ebits[:n] in [lo, lo + span) (unsigned), in index order;
+        returns m, or -1 (and stops) when they might not fit ``out``."""
+        room = out.shape[0] - 2 * _LANES
+        c = 0
+        n_full = n // _LANES * _LANES
+        for start in range(0, n_full, _LANES):
+            if c > room:
+                return -1
+            c += compress_range(ebits, start, lo, span, out, c)
+        for k in range(n_full, n):
+            out[c] = ebits[k]
+            c += 1 if np.uint32(ebits[k] - lo) < span else 0
+        return c
+
+    return njit(cache=True)(_gather_at_least), njit(cache=True)(_gather_range)
+
+
+_gather_at_least, _gather_range = _make_gathers(_avx512_target())
+
+
+@njit(cache=True)
+def _sample_floor(sample, n, scale, goal, hist):  # pragma: no cover - compiled
+    """Bits (lo, hi) of a bracket of the row's crossing value guessed from a strided sample
+    of its e (``sample[:n]``, float32 bits, each standing for ``scale`` elements): the
+    bracket of _sample_bracket, or, when its lower edge lies above the largest sampled
+    value, [that value, 2^31) (a peaked row's head is not in the sample: the cut lies among
+    values the sample does not see, so only the sampled bulk can place ``lo``). A guess:
+    the caller checks it."""
+    _sample_hist(sample, n, 1, True, hist)
+    lo, hi = _bracket_from_hist(hist, scale, goal)
+    top = np.int64(0)
+    for j in range(n):
+        top = max(top, np.int64(sample[j]))
+    # A bracket edge of 0 (the spread of the sampled tail exceeds the goal: a peaked row
+    # with a large goal) says nothing: the largest sampled value is tried instead.
+    if lo == 0 or top < lo:
+        return top, np.int64(1) << np.int64(31)
+    return lo, hi

@@ -14,10 +14,13 @@ relative to the max so far from L1, with no key work in the exp loop (the exp bo
 row, not the read). The argmax index and the runner-up are searched (vectorized) only in
 tiles that raise the max. Sampling re-reads one tile (see
 :mod:`remask.kernels.propose` for the two-level rule). Filtered rows (top-p/top-k/min-p,
-``stats="sampled"``) take two more passes and a selection of the cut (see below and
-:mod:`remask.kernels._numba.cut`); with
-``stats="sampled"`` every statistic comes from those passes, so the first pass only reads the
-max, its index, the runner-up and the row status (no exp).
+``stats="sampled"``) take more work after the first pass (see below and
+:mod:`remask.kernels._numba.cut`): top-p and/or min-p without top-k on float32/bf16 rows of
+>= 8192 logits the *gathered* way (the first pass also sums the filter's e; only the logits
+that can be kept are gathered and exponentiated again), everything else two more passes
+over a stored row of e. Where the stored passes give every statistic (``stats="sampled"``)
+the first pass only reads the max, its index, the runner-up and the row status (no exp).
+``stats="sampled"`` without a filter at T = 0 or 1 is the untempered statistics: one pass.
 
 Numerics that differ from the torch reference (within the tested tolerances):
 
@@ -53,7 +56,18 @@ import torch
 from numba import njit, prange
 from numba.extending import overload
 
-from remask.kernels._numba.cut import _FAST, _ONE_BITS, _kept_threshold
+from remask.kernels._numba.cut import (
+    _BELOW_FLOOR,
+    _FAST,
+    _MIN_VOCAB,
+    _ONE_BITS,
+    _SAMPLE,
+    _UNDECIDED,
+    _bracket_crossing,
+    _gather_at_least,
+    _kept_threshold,
+    _sample_floor,
+)
 from remask.kernels._philox import (
     PHILOX_M0,
     PHILOX_M1,
@@ -693,11 +707,12 @@ def _fast_pick(seg, n, m, temperature, u2, w32, a32):  # pragma: no cover - comp
 
 
 # ---------------------------------------------------------------------------------------------
-# Filtered proposals (top-p / top-k / stats="sampled"): two more passes over the row plus a
-# selection on the surviving candidates; no sort of the vocabulary. Pass 2 stores
-# e = exp((x - m) / T_f) to a (V,) float32 buffer and sums it; the cut is selected on the bits
-# of the stored e (kernels/_numba/cut.py: block-max bound, bracket, radix selection); pass 3
-# re-reads x for d = x - m and takes e from the buffer (a compare and masked sums, no exp).
+# Filtered proposals (top-p / top-k / stats="sampled"): no sort of the vocabulary. The stored
+# passes: pass 2 stores e = exp((x - m) / T_f) to a (V,) float32 buffer and sums it; the cut
+# is selected on the bits of the stored e (kernels/_numba/cut.py: block-max bound, bracket,
+# radix selection); pass 3 re-reads x for d = x - m and takes e from the buffer (a compare
+# and masked sums, no exp). The gathered top-p / min-p (_gathered_row) replaces both passes
+# where it can decide (the README's Kernels section has the measurements).
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -748,11 +763,21 @@ def _filtered_row(
     cand2,
     hist,
     masses,
+    total_in,
 ):  # pragma: no cover - compiled
-    """Second and third passes of a filtered row. Returns (S_K, T_K, thr); fills masses."""
+    """Second and third passes of a filtered row. Returns (S_K, T_K, thr, stored) and fills
+    masses; ``stored``: ebuf holds the row's e (else the gathered top-p decided the row and
+    ebuf holds scratch). ``total_in`` > 0: the first pass's Σ e, the total of the filter
+    (the gathered top-p; also when it falls back to the stored passes), else 0."""
     vocab = src.shape[1]
     n_tiles = masses.shape[0]
     ref = np.float32(m)
+    if total_in > 0.0:
+        sk, tk, thr = _gathered_row(
+            src[r], ref, inv_t, total_in, top_p, min_bits, strict, ebuf, cand, cand2, hist, masses
+        )
+        if thr >= 0:
+            return sk, tk, np.uint32(thr), False
     total = 0.0
     for j in range(n_tiles):
         lo = j * SAMPLE_TILE
@@ -762,6 +787,8 @@ def _filtered_row(
             total += _tile_exp_store(ubuf, n, ref, inv_t, ebuf, lo)
         else:
             total += _tile_exp_store(src[r][lo : lo + n], n, ref, inv_t, ebuf, lo)
+    if total_in > 0.0:
+        total = total_in
     thr = np.uint32(0)
     if top_p < 1.0 or top_k > 0:
         thr = _kept_threshold(ebuf, vocab, total, top_p, top_k, strict, cand, cand2, hist)
@@ -781,6 +808,136 @@ def _filtered_row(
         sk += ts
         tk += tt
         masses[j] = ts
+    return sk, tk, thr, True
+
+
+_GATHER_SHARE = 2  # the gathered top-p gives up beyond V / 2 gathered logits
+# How far below the logit of e = lo the gather bound lies, relative to 1 + |d_lo|: far more
+# than the fast exp's error (< 4e-7 relative) and the rounding of d = (x - m) / T.
+_MARK_SLACK = 1e-3
+
+
+@njit(cache=True)
+def _floor_f32(x):  # pragma: no cover - compiled
+    """The largest float32 <= x (float64): the logits >= it are those >= x."""
+    f = np.float32(x)
+    if np.float64(f) > x:  # rounded up: one step down (away from 0 below 0)
+        b = np.int64(np.uint32(f.view(np.uint32)))
+        b = b - 1 if f > 0 else (b + 1 if f < 0 else np.int64(0x80000001))
+        f = np.uint32(b).view(np.float32)
+    return f
+
+
+@njit(cache=True)
+def _gathered_row(
+    row, ref, inv_t, total, top_p, min_bits, strict, ebuf, cand, cand2, hist, masses
+):  # pragma: no cover - compiled
+    """Top-p and/or min-p (no top-k) of one float32/bf16 row without storing e (see the
+    gathered top-p in remask.kernels._numba.cut). Returns (S_K, T_K, thr) and fills masses
+    as the stored passes do, or thr = -1 when it cannot decide (the stored passes then run).
+
+    ``total`` is Σ e from the first pass. A strided sample of e guesses a bracket [lo, hi)
+    of the cut (min-p alone: the cut itself); one sweep of vector compares and compresses
+    gathers the logits >= ``x_lo`` (every e >= lo among them) and only those are
+    exponentiated; the bracket's selection and proof run on them (never below ``lo``);
+    S_K, T_K and the tile masses are summed over the kept ones. Against the stored passes:
+    no pass that exponentiates the whole row, no (V,) store of e and no sweep of it.
+    """
+    vocab = row.shape[0]
+    ebits = ebuf.view(np.uint32)
+    xg = cand[: vocab // _GATHER_SHARE]  # the gathered logits' bits
+    bounds = np.empty(masses.shape[0] + 1, dtype=np.int64)  # where each tile's start
+    if top_p >= 1.0:  # min-p alone: the cut e >= min_p is known, nothing to select
+        thr = min(min_bits, np.int64(_ONE_BITS))
+        n = _gather_above(row, ref, inv_t, thr, xg, bounds)
+        if n < 0:
+            return 0.0, 0.0, np.int64(-1)
+        _tile_exp_store(xg, n, ref, inv_t, ebuf, 0)
+        return _kept_sums(xg, ebits, bounds, ref, inv_t, thr, masses)
+    target = top_p * total
+    # The strided sample of e (positions as cut._sample_bracket's).
+    stride = vocab // _SAMPLE
+    ns = vocab // stride
+    off = stride // 2
+    xs = cand2[:ns]
+    for j in range(ns):
+        xs[j] = _bits(row[j * stride + off])
+    sample = np.empty(ns, dtype=np.uint32)
+    _tile_exp_store(xs, ns, ref, inv_t, sample.view(np.float32), 0)
+    goal = total - target
+    lo_bits, hi_bits = _sample_floor(sample, ns, np.float64(stride), goal, hist)
+    n = 0
+    w = _UNDECIDED
+    for _attempt in range(2):
+        n = _gather_above(row, ref, inv_t, lo_bits, xg, bounds)
+        if n < 0:
+            return 0.0, 0.0, np.int64(-1)
+        _tile_exp_store(xg, n, ref, inv_t, ebuf, 0)
+        # The bracket's selection on the gathered e alone (scratch: cand2, ebuf beyond them).
+        w = _bracket_crossing(
+            ebits[:n],
+            n,
+            target,
+            total,
+            lo_bits,
+            hi_bits,
+            cand2[: vocab // 2],
+            ebits[n:],
+            hist,
+            vocab,
+            lo_bits,
+        )
+        if w != _BELOW_FLOOR:
+            break
+        # The cut lies below lo: the sample held one of a peaked row's few large e, which
+        # made the tail look heavy. Those above lo are all gathered now; guess again from
+        # the sampled values below it alone.
+        for j in range(ns):
+            sample[j] = 0 if sample[j] >= lo_bits else sample[j]
+        lower, hi_bits = _sample_floor(sample, ns, np.float64(stride), goal, hist)
+        if lower >= lo_bits:
+            return 0.0, 0.0, np.int64(-1)
+        lo_bits = lower
+    if w < 0:
+        return 0.0, 0.0, np.int64(-1)
+    thr = min(w + 1 if strict else w, np.int64(_ONE_BITS))
+    if min_bits > 0:
+        thr = max(thr, min(min_bits, np.int64(_ONE_BITS)))
+    return _kept_sums(xg, ebits, bounds, ref, inv_t, thr, masses)
+
+
+@njit(cache=True)
+def _gather_above(row, ref, inv_t, lo_bits, xbits, bounds):  # pragma: no cover - compiled
+    """Gathers into ``xbits`` (with tile ``bounds``, see cut._gather_at_least) the logits of
+    ``row`` whose e = exp((x - ref) / T) may be >= the float32 value of ``lo_bits``: those
+    >= x_lo, a bound a little below the logit of that e (far more than the fast exp's error
+    and the rounding of d), so that every such logit is among them. Returns their count, or
+    -1 (nothing or nearly the whole row known below the cut, or too many for ``xbits``)."""
+    if lo_bits <= 0:
+        return -1
+    d_lo = math.log(np.float64(np.uint32(lo_bits).view(np.float32)))
+    if d_lo < _D_MIN + 1.0:  # the gather would take nearly the whole row
+        return -1
+    x_lo = np.float64(ref) + (d_lo - _MARK_SLACK * (1.0 + abs(d_lo))) / np.float64(inv_t)
+    return _gather_at_least(row, row.shape[0], _floor_f32(x_lo), SAMPLE_TILE, xbits, bounds)
+
+
+@njit(cache=True)
+def _kept_sums(xg, ebits, bounds, ref, inv_t, thr, masses):  # pragma: no cover - compiled
+    """(S_K, T_K, thr) over the gathered logits (bits ``xg``, e in ``ebits``, tile j's at
+    ``bounds[j]:bounds[j + 1]``) with bits(e) >= thr, and each tile's kept mass in
+    ``masses``."""
+    sk = 0.0
+    tk = 0.0
+    for j in range(masses.shape[0]):
+        a = bounds[j]
+        b = bounds[j + 1]
+        ts, tt = 0.0, 0.0
+        if b > a:
+            ts, tt = _tile_kept_sums(xg[a:b], b - a, ref, inv_t, ebits, a, np.uint32(thr))
+        masses[j] = ts
+        sk += ts
+        tk += tt
     return sk, tk, thr
 
 
@@ -861,12 +1018,27 @@ def _propose_kernel(
     n_tiles = (vocab + SAMPLE_TILE - 1) // SAMPLE_TILE
     sampling = temperature > 0.0
     filtering = top_p < 1.0 or top_k > 0 or min_bits > 0
+    if sampled and not filtering and (not sampling or temperature == 1.0):
+        # Unfiltered and untempered (T_f = 1): the sampled statistics are the first pass's
+        # own (Dream's greedy default), so the two filtered passes would only repeat them.
+        sampled = False
     # The filter changes the sample (T > 0) and the sampled statistics; at T = 0 with
     # untempered statistics it changes nothing (the argmax is always kept).
     second_pass = sampled or (filtering and sampling)
     inv_tf = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
     inv_t = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
     unit_t = temperature == 1.0
+    # Top-p and/or min-p (no top-k) on long float32/bf16 rows go the gathered way
+    # (_gathered_row), whose
+    # total of the filter's e (tempered) is the first pass's: that pass then always sums.
+    gathered = (
+        second_pass
+        and kind != _KIND_F16
+        and (top_p < 1.0 or min_bits > 0)
+        and top_k == 0
+        and vocab >= _MIN_VOCAB
+    )
+    max_only = sampled and not gathered
     for r in prange(n_rows):
         if has_rows and not rows[r]:
             out_tok[r] = -1
@@ -888,13 +1060,13 @@ def _propose_kernel(
         has_nan = False
         has_inf = False
         row = src[r]
-        tempered = sampling and not unit_t and not second_pass
+        tempered = sampling and not unit_t and (gathered or not second_pass)
         inv_t_pass = inv_t if tempered else np.float32(1.0)
         for j in range(n_tiles):
             lo = j * SAMPLE_TILE
             n = min(SAMPLE_TILE, vocab - lo)
             ref = np.float32(x1)
-            if sampled:  # every statistic comes from the filtered passes: max and status only
+            if max_only:  # every statistic comes from the filtered passes: max and status only
                 ref_t, ts, tt, tw = 0.0, 0.0, 0.0, 0.0
                 if kind == _KIND_F16:
                     _widen_row(row, lo, n, kind, table_bits, ubuf)
@@ -923,7 +1095,7 @@ def _propose_kernel(
                 i1 = lo + first
             else:
                 x2 = max(x2, mt)
-            if sampled:
+            if max_only:
                 continue  # no sums in this pass (see _tile_max_step)
             # Merge the tile's sums (relative to ref_t) into the row's (relative to m), in
             # float64 so that huge |m - ref_t| cannot overflow.
@@ -974,7 +1146,14 @@ def _propose_kernel(
             cand = np.empty(vocab, dtype=np.uint32)
             cand2 = np.empty(vocab, dtype=np.uint32)
             hist = np.empty(4 * 2048, dtype=np.float64)
-            sk, tk, thr = _filtered_row(
+            total = 0.0  # the filter's Σ e from the first pass (gathered rows only)
+            if gathered and sampling and not unit_t:
+                for j in range(n_tiles):
+                    if masses[j] > 0.0:
+                        total += masses[j] * math.exp((refs[j] - m) / temperature)
+            elif gathered:
+                total = s
+            sk, tk, thr, stored = _filtered_row(
                 src,
                 r,
                 kind,
@@ -992,6 +1171,7 @@ def _propose_kernel(
                 cand2,
                 hist,
                 masses,
+                total,
             )
             if sampled:
                 out_ent[r] = math.log(sk) - tk / sk
@@ -1011,7 +1191,12 @@ def _propose_kernel(
                 xk = np.float64(fbuf[k]) - m
             else:
                 seg = row[lo : lo + n]
-                k = _sample_in_kept_tile(seg, n, m, temperature, u2, wbuf, cbuf, ebits, lo, thr)
+                elo = lo
+                if not stored:  # the tile's e, as the filter computed them
+                    _tile_exp_store(seg, n, np.float32(m), inv_tf, fbuf, 0)
+                    ebits = ubuf
+                    elo = 0
+                k = _sample_in_kept_tile(seg, n, m, temperature, u2, wbuf, cbuf, ebits, elo, thr)
                 xk = np.float64(_bits(seg[k]).view(np.float32)) - m
             out_tok[r] = lo + k
             out_prob[r] = (math.exp(xk / temperature) / sk) if sampled else math.exp(xk) / s
