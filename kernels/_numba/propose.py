@@ -763,16 +763,18 @@ def _filtered_row(
     cand2,
     hist,
     masses,
+    gather,
     total_in,
 ):  # pragma: no cover - compiled
     """Second and third passes of a filtered row. Returns (S_K, T_K, thr, stored) and fills
-    masses; ``stored``: ebuf holds the row's e (else the gathered top-p decided the row and
-    ebuf holds scratch). ``total_in`` > 0: the first pass's Σ e, the total of the filter
-    (the gathered top-p; also when it falls back to the stored passes), else 0."""
+    masses; ``stored``: ebuf holds the row's e (else the gathered top-p / min-p decided the
+    row, ``gather`` set, and ebuf holds scratch). ``total_in`` > 0: the first pass's Σ e,
+    the total of the filter (the gathered top-p; also when it falls back to the stored
+    passes), else 0."""
     vocab = src.shape[1]
     n_tiles = masses.shape[0]
     ref = np.float32(m)
-    if total_in > 0.0:
+    if gather:
         sk, tk, thr = _gathered_row(
             src[r], ref, inv_t, total_in, top_p, min_bits, strict, ebuf, cand, cand2, hist, masses
         )
@@ -1029,8 +1031,7 @@ def _propose_kernel(
     inv_t = np.float32(1.0 / temperature) if sampling else np.float32(1.0)
     unit_t = temperature == 1.0
     # Top-p and/or min-p (no top-k) on long float32/bf16 rows go the gathered way
-    # (_gathered_row), whose
-    # total of the filter's e (tempered) is the first pass's: that pass then always sums.
+    # (_gathered_row); top-p's total of the filter's e (tempered) is the first pass's.
     gathered = (
         second_pass
         and kind != _KIND_F16
@@ -1038,7 +1039,9 @@ def _propose_kernel(
         and top_k == 0
         and vocab >= _MIN_VOCAB
     )
-    max_only = sampled and not gathered
+    # Top-p needs the total before its gather; min-p alone (a cut known in advance) does not.
+    need_total = gathered and top_p < 1.0
+    max_only = sampled and not need_total
     for r in prange(n_rows):
         if has_rows and not rows[r]:
             out_tok[r] = -1
@@ -1060,7 +1063,7 @@ def _propose_kernel(
         has_nan = False
         has_inf = False
         row = src[r]
-        tempered = sampling and not unit_t and (gathered or not second_pass)
+        tempered = sampling and not unit_t and (need_total or not second_pass)
         inv_t_pass = inv_t if tempered else np.float32(1.0)
         for j in range(n_tiles):
             lo = j * SAMPLE_TILE
@@ -1146,12 +1149,12 @@ def _propose_kernel(
             cand = np.empty(vocab, dtype=np.uint32)
             cand2 = np.empty(vocab, dtype=np.uint32)
             hist = np.empty(4 * 2048, dtype=np.float64)
-            total = 0.0  # the filter's Σ e from the first pass (gathered rows only)
-            if gathered and sampling and not unit_t:
+            total = 0.0  # the filter's Σ e from the first pass (gathered top-p only)
+            if need_total and sampling and not unit_t:
                 for j in range(n_tiles):
                     if masses[j] > 0.0:
                         total += masses[j] * math.exp((refs[j] - m) / temperature)
-            elif gathered:
+            elif need_total:
                 total = s
             sk, tk, thr, stored = _filtered_row(
                 src,
@@ -1171,6 +1174,7 @@ def _propose_kernel(
                 cand2,
                 hist,
                 masses,
+                gathered,
                 total,
             )
             if sampled:
