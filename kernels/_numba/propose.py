@@ -1022,7 +1022,7 @@ def _propose_kernel(
     filtering = top_p < 1.0 or top_k > 0 or min_bits > 0
     if sampled and not filtering and (not sampling or temperature == 1.0):
         # Unfiltered and untempered (T_f = 1): the sampled statistics are the first pass's
-        # own (Dream's greedy default), so the two filtered passes would only repeat them.
+        # own (every Dream step at T = 0 without a filter): the stored passes would repeat them.
         sampled = False
     # The filter changes the sample (T > 0) and the sampled statistics; at T = 0 with
     # untempered statistics it changes nothing (the argmax is always kept).
