@@ -572,6 +572,16 @@ def _make_compress(x86: bool):
         )
         return builder.zext(builder.call(pop, [word]), ir.IntType(64))
 
+    def operands(context, builder, signature, args, dst_at):
+        """(source array, destination array, start, count so far) of a compress call: the
+        source is argument 0, ``start`` argument 1, the destination argument ``dst_at``, the
+        count the last."""
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        dst = context.make_array(signature.args[dst_at])(context, builder, args[dst_at])
+        start = context.cast(builder, args[1], signature.args[1], types.intp)
+        c = context.cast(builder, args[-1], signature.args[-1], types.intp)
+        return src, dst, start, c
+
     def splat(builder, vec, scalar):
         undef = ir.Constant(vec, ir.Undefined)
         first = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
@@ -597,10 +607,7 @@ def _make_compress(x86: bool):
         def codegen(context, builder, signature, args):
             i32 = ir.IntType(32)
             vec = ir.VectorType(i32, _LANES)
-            rows = context.make_array(signature.args[0])(context, builder, args[0])
-            out_x = context.make_array(signature.args[3])(context, builder, args[3])
-            start = context.cast(builder, args[1], signature.args[1], types.intp)
-            c = context.cast(builder, args[4], signature.args[4], types.intp)
+            rows, out_x, start, c = operands(context, builder, signature, args, 3)
             if narrow:
                 half_t = ir.VectorType(ir.IntType(16), _LANES)
                 ptr = builder.bitcast(builder.gep(rows.data, [start]), half_t.as_pointer())
@@ -634,12 +641,8 @@ def _make_compress(x86: bool):
         sig = types.int64(bits, start, types.uint32, types.uint32, out, c)
 
         def codegen(context, builder, signature, args):
-            i32 = ir.IntType(32)
-            vec = ir.VectorType(i32, _LANES)
-            src = context.make_array(signature.args[0])(context, builder, args[0])
-            dst = context.make_array(signature.args[4])(context, builder, args[4])
-            start = context.cast(builder, args[1], signature.args[1], types.intp)
-            c = context.cast(builder, args[5], signature.args[5], types.intp)
+            vec = ir.VectorType(ir.IntType(32), _LANES)
+            src, dst, start, c = operands(context, builder, signature, args, 4)
             ptr = builder.bitcast(builder.gep(src.data, [start]), vec.as_pointer())
             values = builder.load(ptr, align=4)
             keep = builder.icmp_unsigned(
