@@ -816,7 +816,7 @@ def _filtered_row(
 _GATHER_SHARE = 2  # the gathered top-p gives up beyond V / 2 gathered logits
 # How far below the logit of e = lo the gather bound lies, relative to 1 + |d_lo|: far more
 # than the fast exp's error (< 4e-7 relative) and the rounding of d = (x - m) / T.
-_MARK_SLACK = 1e-3
+_GATHER_SLACK = 1e-3
 
 
 @njit(cache=True)
@@ -848,7 +848,7 @@ def _gathered_row(
     vocab = row.shape[0]
     ebits = ebuf.view(np.uint32)
     xg = cand[: vocab // _GATHER_SHARE]  # the gathered logits' bits
-    bounds = np.empty(masses.shape[0] + 1, dtype=np.int64)  # where each tile's start
+    bounds = np.empty(masses.shape[0] + 1, dtype=np.int64)  # where each tile's logits start
     if top_p >= 1.0:  # min-p alone: the cut e >= min_p is known, nothing to select
         thr = min(min_bits, np.int64(_ONE_BITS))
         n = _gather_above(row, ref, inv_t, thr, xg, bounds)
@@ -920,7 +920,7 @@ def _gather_above(row, ref, inv_t, lo_bits, xbits, bounds):  # pragma: no cover 
     d_lo = math.log(np.float64(np.uint32(lo_bits).view(np.float32)))
     if d_lo < _D_MIN + 1.0:  # the gather would take nearly the whole row
         return -1
-    x_lo = np.float64(ref) + (d_lo - _MARK_SLACK * (1.0 + abs(d_lo))) / np.float64(inv_t)
+    x_lo = np.float64(ref) + (d_lo - _GATHER_SLACK * (1.0 + abs(d_lo))) / np.float64(inv_t)
     return _gather_at_least(row, row.shape[0], _floor_f32(x_lo), SAMPLE_TILE, xbits, bounds)
 
 
