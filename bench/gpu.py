@@ -345,10 +345,18 @@ def run_kernel_tests(
         "no:cacheprovider",
         f"--junitxml={junit}",
     ]
+    child_env = dict(os.environ)
+    if torch.cuda.is_available():
+        # The compiled Triton suite collected here too (one CSV row per case, not one row for
+        # test_triton.py's subprocess that runs it).
+        command.insert(4, str(folder / "_triton_suite.py"))
+        child_env["REMASK_TEST_DEVICE"] = "cuda"
     if select:
         command += ["-k", select]
     log("kernel tests: " + " ".join(command[2:]))
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        command, cwd=REPO, env=child_env, capture_output=True, text=True, check=False
+    )
     log(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:])
     rows = []
     if junit.exists():
@@ -429,16 +437,29 @@ def _time_propose(
                     "torch",
                     lambda target=target, logits=logits: target.copy_(logits),
                     2 * nbytes,
+                    None,
                 ),
-                ("propose_t0", backend, lambda logits=logits: K.propose(logits), nbytes),
+                ("propose_t0", backend, lambda logits=logits: K.propose(logits), nbytes, None),
                 (
                     "propose_t1",
                     backend,
                     lambda logits=logits, key=key: K.propose(logits, temperature=1.0, key=key),
                     nbytes,
+                    None,
+                ),
+                (
+                    "propose_t1_top_p",
+                    backend,
+                    lambda logits=logits, key=key: K.propose(
+                        logits, temperature=1.0, key=key, top_p=0.95
+                    ),
+                    nbytes,
+                    None,
                 ),
             ]
-            for name, used, fn, moved in cases:
+            if backend == "triton":
+                cases += _kernel_cases(logits, key, first_shape=shape == shapes[0])
+            for name, used, fn, moved, launch in cases:
                 stats = (
                     timer(fn)
                     if device.type == "cuda"
@@ -458,6 +479,7 @@ def _time_propose(
                                 "dtype": variant,
                                 "bytes_counted": moved,
                                 "load_1m": _load(),
+                                **({} if launch is None else {"launch": launch}),
                             }
                         ),
                         repeats=int(stats["repeats"]),
@@ -474,11 +496,51 @@ def _time_propose(
                     )
                 )
                 log(
-                    f"{name:11s} {variant:9s} {str(shape):22s} {stats['median']:9.4f} ms "
-                    f"{results[-1].derived:9.1f} GB/s"
+                    f"{name:17s} {variant:9s} {str(shape):22s} {stats['median']:9.4f} ms "
+                    f"{results[-1].derived:9.1f} GB/s {'' if launch is None else launch}"
                 )
             del logits, target
         del base
+
+
+#: Pass-1 launches (block, warps, splits) timed at the first shape besides the default.
+SWEEP = (
+    (512, 4, 1),
+    (1024, 4, 1),
+    (2048, 4, 1),
+    (1024, 8, 1),
+    (2048, 8, 1),
+    (4096, 8, 1),
+    (1024, 4, 2),
+    (1024, 4, 4),
+)
+
+
+def _kernel_cases(logits: torch.Tensor, key: torch.Tensor, first_shape: bool) -> list[tuple]:
+    """The Triton kernels alone (no validation, no status check: no host sync), T = 0 and 1.
+
+    The default launch at every shape; at the first shape also every launch of :data:`SWEEP`.
+    """
+    from remask.kernels._triton import propose as TP
+
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    keys = key.reshape(-1)  # (N,)
+    nbytes = flat.numel() * flat.element_size()
+    default = TP.launch_config(flat.shape[0], flat.shape[1], flat.device)
+    launches = [default] + ([c for c in SWEEP if c != default] if first_shape else [])
+    cases = []
+    for launch in launches:
+        for name, temperature in (("propose_t0_kernel", 0.0), ("propose_t1_kernel", 1.0)):
+            cases.append(
+                (
+                    name,
+                    "triton",
+                    lambda t=temperature, c=launch: TP.propose_rows(flat, None, t, keys, config=c),
+                    nbytes,
+                    list(launch) + (["default"] if launch == default else []),
+                )
+            )
+    return cases
 
 
 def _shape_key(row: Result) -> tuple[int, int, int]:

@@ -145,7 +145,7 @@ def test_quick_run_writes_every_part(tmp_path):
     assert tests and all(r["outcome"] == "passed" for r in tests), tests
     with open(written["propose"], newline="") as f:
         propose = list(csv.DictReader(f))
-    assert {r["name"] for r in propose} == {"copy", "propose_t0", "propose_t1"}
+    assert {r["name"] for r in propose} == {"copy", "propose_t0", "propose_t1", "propose_t1_top_p"}
     assert {r["variant"] for r in propose} == {"bfloat16", "float32"}
     for r in propose:
         assert float(r["derived"]) > 0 and json.loads(r["config"])["V"] == 1000

@@ -1,27 +1,32 @@
 """Triton (GPU) backend of :func:`remask.kernels.propose`.
 
-One program per logits row; the row is streamed in ``BLOCK``-wide tiles (``BLOCK =
-SAMPLE_TILE`` when V exceeds it, so tiles coincide with the sampling tiles), each widened to
-float32 right after the load. The online-softmax state (max, Σe, Σe·d, top-1 index, top-2) is
-merged across tiles in float32/float64 scalars; tile sums are accumulated in float64. Rows
-outside ``rows`` run zero iterations and store the documented defaults, so the launch needs
-no host-side gather (no sync). Sampling keeps the tempered tile masses in a register vector,
-draws two Philox uniforms and re-reads the chosen tile in float64, like the reference.
+Two launches. **Pass 1** (``_stream_kernel``, programs rows x splits) reads each row once: a
+row of ``V`` logits is cut into sampling tiles (``SAMPLE_TILE``, or the whole row when it is
+shorter) and each program takes a run of tiles, so that a few rows still fill the GPU. A
+program keeps the online-softmax state per lane (max, its index, runner-up, Σe, Σe·d) and
+merges the lanes once at the end, so its loop has no cross-thread reduction and keeps the
+next two blocks' loads in flight; one exp per logit. Sampling adds each tile's tempered mass
+(float32 exps, float64 sums). **Pass 2** (``_finish_kernel``, one program per row) merges the
+programs' states in float64, writes the statistics and draws: two Philox uniforms pick a tile
+by its mass and an element inside it, re-reading that one tile in float64 like the reference.
+Rows outside ``rows`` run zero iterations and store the documented defaults, so the launch
+needs no host-side gather, and nothing is copied to the GPU per call (the temperature and
+top-p travel as their float64 bits in integer arguments): no host sync.
 
-Filtered proposals (``top_p``/``top_k``/``min_p``/``stats="sampled"``, constexpr ``FILTER``) add,
-after
-the streaming pass: one pass for ``S = Σ e`` (``e = exp((x - m) / T_f)`` in float32), a
-bisection on the float32 bits of the cut (31 passes over the row, the two cuts searched
-together; the row is re-read from L2; min-p needs no search, its cut is the float32 bits of
-``min_p`` rounded up), and one pass for the kept sums and tile masses.
+Filtered proposals (``top_p``/``top_k``/``min_p``/``stats="sampled"``, constexpr ``FILTER``)
+add, in pass 2: one pass for ``S = Σ e`` (``e = exp((x - m) / T_f)`` in float32), a bisection
+on the float32 bits of the cut (31 passes over the row, the two cuts searched together; min-p
+needs no search, its cut is the float32 bits of ``min_p`` rounded up), and one pass for the
+kept sums and tile masses.
 
-Tested on CPU through ``TRITON_INTERPRET=1`` (which must be set before triton is imported)
-and compiled on a GPU when one exists.
+Tested on CPU through ``TRITON_INTERPRET=1`` (which must be set before triton is imported),
+compiled ahead of time for sm_90 without a GPU, and compiled on a GPU when one exists.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 
 import torch
 import triton
@@ -104,18 +109,171 @@ def _filter_e(xv, m, inv_tf):
     return e, e.to(tl.int32, bitcast=True)
 
 
+@triton.jit
+def _lane_merge(x1, i1, x2, s, t):
+    """Merge online-softmax states held per lane (vectors) into one row state (scalars).
+
+    Each lane holds its max ``x1`` (the reference of its sums), the lowest index ``i1`` of
+    that max, the runner-up ``x2`` (duplicates count), ``s = Σ exp(x - x1)`` and
+    ``t = Σ exp(x - x1)(x - x1)``. Returns the same five for the union of the lanes, the
+    sums in float64 relative to the union's max. Empty lanes have ``x1 = -inf, s = t = 0``.
+    """
+    neg_inf = float("-inf")
+    m = tl.max(x1, 0)
+    live = x1 > neg_inf
+    shift = tl.where(live, x1.to(tl.float64) - m.to(tl.float64), 0.0)  # <= 0, finite
+    scale = tl.where(live, tl.exp(shift), 0.0)
+    s64 = s.to(tl.float64)
+    s_all = tl.sum(s64 * scale, 0)
+    t_all = tl.sum(tl.where(live, (t.to(tl.float64) + s64 * shift) * scale, 0.0), 0)
+    i_all = tl.min(tl.where(x1 == m, i1, 2147483647), 0)  # lowest index of the max
+    # Runner-up: every lane's own runner-up, and the max of every lane but the winner's.
+    x2_all = tl.max(tl.maximum(x2, tl.where(i1 == i_all, neg_inf, x1)), 0)
+    return m, i_all, x2_all, s_all, t_all
+
+
+@triton.jit
+def _f64(bits):
+    """The float64 whose bits an integer argument carries (see ``_bits``).
+
+    Triton passes an int that fits in 32 bits (0.0's bits, say) as int32: widen first.
+    """
+    return bits.to(tl.int64).to(tl.float64, bitcast=True)
+
+
+@triton.jit
+def _block_at(it, limit, first, span, offs, BLOCK: tl.constexpr, SUB: tl.constexpr):
+    """Logit indices (int64) of a program's block ``it`` and which of them to load.
+
+    Block ``it`` is part ``it % SUB`` of tile ``first + it // SUB``; a tile is ``span`` logits;
+    the program reads below ``limit``.
+    """
+    within = (it % SUB) * BLOCK + offs
+    idx = (first + it // SUB).to(tl.int64) * span + within
+    return idx, (within < span) & (idx < limit)
+
+
 # Triton turns an integer argument equal to 1 into a compile-time constant (a Python int with
-# no `.to`): top_k can be 1, so it is never specialised. The row keys are read from memory.
-@triton.jit(do_not_specialize=["top_k", "min_bits"])
-def _propose_kernel(
+# no `.to`): these can be 1, so they are never specialised. The row keys are read from memory.
+@triton.jit(do_not_specialize=["span", "tiles_per_split", "temp_bits"])
+def _stream_kernel(
+    x_ptr,
+    stride_row,
+    V,
+    span,
+    tiles_per_split,
+    rows_ptr,
+    temp_bits,
+    part_ptr,
+    mass_ptr,
+    HAS_ROWS: tl.constexpr,
+    SAMPLING: tl.constexpr,
+    BLOCK: tl.constexpr,
+    SUB: tl.constexpr,
+    NT: tl.constexpr,
+):
+    """Pass 1: program (r, c) reads tiles ``[c·tps, (c+1)·tps)`` of row r once.
+
+    A tile is ``span`` logits (the sampling tile, or the whole row when it is shorter), read as
+    ``SUB`` blocks of ``BLOCK``. The statistics are kept per lane, so the loop has no
+    cross-thread reduction (nothing stalls the stream); one exp per logit: a lane's new max
+    rescales its sums by ``exp(-|d|)``, anything else adds ``exp(-|d|)``. The next two blocks
+    are loaded before the current one is used, so each thread keeps loads in flight. Sampling
+    adds, per block, the block max and the tempered mass relative to the program's running max
+    (two reductions, one more exp). Writes the program's merged state to ``part`` (6, n, S)
+    float64 and, sampling, its tiles' masses (relative to the program's max) to ``mass``.
+    """
+    r = tl.program_id(0)
+    c = tl.program_id(1)
+    n_split = tl.num_programs(1)
+    n_rows = tl.num_programs(0)
+    row_ptr = x_ptr + r.to(tl.int64) * stride_row
+    computed = tl.full([], 1, tl.int32) != 0
+    if HAS_ROWS:
+        computed = tl.load(rows_ptr + r).to(tl.int32) != 0
+    n_tiles = tl.cdiv(V, span)
+    first = c * tiles_per_split
+    stop = tl.minimum(first + tiles_per_split, n_tiles)
+    n_iter = tl.where(computed, tl.maximum(stop - first, 0) * SUB, 0)
+    limit = tl.where(computed, tl.minimum(stop.to(tl.int64) * span, V), 0)  # end of its logits
+    offs = tl.arange(0, BLOCK)
+    neg_inf = float("-inf")
+
+    x1 = tl.full([BLOCK], neg_inf, tl.float32)  # per lane: max, its index, runner-up, sums
+    i1 = tl.zeros([BLOCK], tl.int32)
+    x2 = tl.full([BLOCK], neg_inf, tl.float32)
+    s = tl.zeros([BLOCK], tl.float32)
+    t = tl.zeros([BLOCK], tl.float32)
+    n_nan = tl.zeros([BLOCK], tl.int32)
+    tiles = tl.arange(0, NT)
+    masses = tl.zeros([NT], tl.float64)
+    ref = tl.full([], neg_inf, tl.float32)  # sampling: the program's running max
+    inv_t = tl.full([], 1.0, tl.float32)
+    if SAMPLING:
+        inv_t = (1.0 / _f64(temp_bits)).to(tl.float32)
+
+    idx, ok = _block_at(0, limit, first, span, offs, BLOCK, SUB)
+    xa = tl.load(row_ptr + idx, mask=ok, other=neg_inf)
+    idx, ok = _block_at(1, limit, first, span, offs, BLOCK, SUB)
+    xb = tl.load(row_ptr + idx, mask=ok, other=neg_inf)
+    for it in range(n_iter):
+        xv = xa.to(tl.float32)  # masked lanes (past the tile or the row) are -inf
+        idx, _ = _block_at(it, limit, first, span, offs, BLOCK, SUB)
+        nxt, ok = _block_at(it + 2, limit, first, span, offs, BLOCK, SUB)
+        xa = xb
+        xb = tl.load(row_ptr + nxt, mask=ok, other=neg_inf)  # in flight while xv is used
+
+        is_nan = xv != xv  # noqa: PLR0124  (the NaN test)
+        n_nan += is_nan.to(tl.int32)
+        xv = tl.where(is_nan, neg_inf, xv)  # NaN rows are rejected; keep the state finite
+        d = tl.where(xv == neg_inf, neg_inf, xv - x1)  # -inf - (-inf) would be NaN
+        up = d > 0
+        ed = tl.exp(-tl.abs(d))  # 0 for an infinite d
+        gap = tl.where(ed > 0, d, 0.0)  # finite wherever it is multiplied
+        t = tl.where(up, ed * (t - s * gap), t + ed * gap)
+        s = tl.where(up, s * ed + 1.0, s + ed)
+        x2 = tl.where(up, x1, tl.maximum(x2, xv))
+        i1 = tl.where(up, idx.to(tl.int32), i1)
+        x1 = tl.where(up, xv, x1)
+        if SAMPLING:
+            ref_new = tl.maximum(ref, tl.max(xv, 0))
+            alpha = tl.where(
+                ref == neg_inf, 0.0, tl.exp((ref - ref_new).to(tl.float64) * inv_t.to(tl.float64))
+            )
+            zero = tl.where(ref_new == neg_inf, 0.0, ref_new)  # all -inf so far: w = 0 anyway
+            w = tl.exp((xv - zero) * inv_t)
+            j = first + it // SUB
+            masses = masses * alpha + tl.where(tiles == j, tl.sum(w, 0).to(tl.float64), 0.0)
+            ref = ref_new
+
+    m, i_max, x_2, s_all, t_all = _lane_merge(x1, i1, x2, s, t)
+    plane = n_rows * n_split
+    slot = part_ptr + r * n_split + c
+    tl.store(slot, m.to(tl.float64))
+    tl.store(slot + plane, i_max.to(tl.float64))
+    tl.store(slot + 2 * plane, x_2.to(tl.float64))
+    tl.store(slot + 3 * plane, s_all)
+    tl.store(slot + 4 * plane, t_all)
+    tl.store(slot + 5 * plane, tl.sum(n_nan, 0).to(tl.float64))
+    if SAMPLING:
+        mine = (tiles >= first) & (tiles < stop)
+        tl.store(mass_ptr + r * NT + tiles, masses, mask=mine)
+
+
+@triton.jit(do_not_specialize=["temp_bits", "top_p_bits", "top_k", "min_bits", "tiles_per_split"])
+def _finish_kernel(
     x_ptr,
     stride_row,
     V,
     rows_ptr,
-    temp_ptr,
+    temp_bits,
+    top_p_bits,
     key_ptr,
     top_k,
     min_bits,
+    tiles_per_split,
+    part_ptr,
+    mass_ptr,
     tok_ptr,
     prob_ptr,
     margin_ptr,
@@ -125,69 +283,45 @@ def _propose_kernel(
     SAMPLING: tl.constexpr,
     BLOCK: tl.constexpr,
     NT: tl.constexpr,
+    NS: tl.constexpr,
     FILTER: tl.constexpr,
     STRICT: tl.constexpr,
     SAMPLED: tl.constexpr,
 ):
+    """Pass 2, one program per row: merge the pass-1 states, filter, draw, write outputs.
+
+    ``BLOCK`` is the sampling tile (or the row, when shorter): the filter's passes and the
+    draw's re-read walk the row tile by tile.
+    """
     r = tl.program_id(0)
+    n_rows = tl.num_programs(0)
     row_ptr = x_ptr + r.to(tl.int64) * stride_row
     computed = tl.full([], 1, tl.int32) != 0
     if HAS_ROWS:
         computed = tl.load(rows_ptr + r).to(tl.int32) != 0
     n_tiles = tl.cdiv(V, BLOCK)
-    n_loop = tl.where(computed, n_tiles, 0)
     offs = tl.arange(0, BLOCK)
     tiles = tl.arange(0, NT)
     neg_inf = float("-inf")
-    temperature = tl.load(temp_ptr)  # float64 (a float kernel argument would be float32)
+    temperature = _f64(temp_bits)  # a float argument would arrive as float32
 
-    m = tl.full([], neg_inf, tl.float32)
-    s = tl.zeros([], tl.float64)
-    t = tl.zeros([], tl.float64)
-    x1 = tl.full([], neg_inf, tl.float32)
-    i1 = tl.zeros([], tl.int32)
-    x2 = tl.full([], neg_inf, tl.float32)
-    n_nan = tl.zeros([], tl.int32)
-    masses = tl.zeros([NT], tl.float64)
-    for j in range(n_loop):
-        idx = j * BLOCK + offs
-        inside = idx < V
-        xv = tl.load(row_ptr + idx, mask=inside, other=neg_inf).to(tl.float32)
-        is_nan = xv != xv  # noqa: PLR0124  (the NaN test)
-        n_nan += tl.sum(is_nan.to(tl.int32))
-        xv = tl.where(is_nan, neg_inf, xv)  # NaN rows are rejected; keep the state finite
-        mt = tl.max(xv, 0)
-        k_arg = tl.min(tl.where(xv == mt, idx, 2147483647), 0)  # lowest index of the max
-        second = tl.max(tl.where(idx == k_arg, neg_inf, xv), 0)
-        better = mt > x1
-        x2 = tl.where(better, tl.maximum(x1, second), tl.maximum(x2, mt))
-        i1 = tl.where(better, k_arg, i1)
-        x1 = tl.where(better, mt, x1)
-        m_new = tl.maximum(m, mt)
-        # Rescale the running sums to the new max in float64 (|m - m_new| may be huge).
-        # shift = m - m_new <= 0; 0 when unchanged or when nothing finite was seen (s = 0).
-        started = m != neg_inf
-        shift = tl.where(started, m, 0.0).to(tl.float64) - tl.where(started, m_new, 0.0).to(
-            tl.float64
-        )
-        alpha = tl.where(m == neg_inf, 0.0, tl.exp(shift))
-        t = alpha * (t + s * shift)
-        s = alpha * s
-        ref = tl.where(m_new == neg_inf, 0.0, m_new)  # all -inf so far: every e is 0 anyway
-        d = xv - ref
-        e = tl.exp(d)
-        s += tl.sum(e.to(tl.float64), 0)
-        # -inf logits: e = 0 and d = -inf; clamping d keeps 0 * d = 0 instead of NaN.
-        t += tl.sum((e * tl.maximum(d, -3.0e38)).to(tl.float64), 0)
-        if SAMPLING:
-            w = tl.exp(d.to(tl.float64) / temperature)
-            alpha_t = tl.where(m == neg_inf, 0.0, tl.exp(shift / temperature))
-            masses = masses * alpha_t + tl.where(tiles == j, tl.sum(w, 0), 0.0)
-        m = m_new
+    n_split = tl.cdiv(n_tiles, tiles_per_split)
+    splits = tl.arange(0, NS)
+    used = splits < n_split
+    plane = n_rows * n_split
+    slot = part_ptr + r * n_split + splits
+    part_m = tl.load(slot, mask=used, other=neg_inf).to(tl.float32)
+    part_i = tl.load(slot + plane, mask=used, other=0.0).to(tl.int32)
+    part_x2 = tl.load(slot + 2 * plane, mask=used, other=neg_inf).to(tl.float32)
+    part_s = tl.load(slot + 3 * plane, mask=used, other=0.0)
+    part_t = tl.load(slot + 4 * plane, mask=used, other=0.0)
+    n_nan = tl.sum(tl.load(slot + 5 * plane, mask=used, other=0.0), 0)
+    m, i1, x2, s, t = _lane_merge(part_m, part_i, part_x2, part_s, part_t)
 
     status = tl.where(n_nan > 0, 1, tl.where(m == float("inf"), 2, tl.where(m == neg_inf, 3, 0)))
     status = tl.where(computed, status, 0)
     good = computed & (status == 0)
+    n_good = tl.where(good, n_tiles, 0)
     s_safe = tl.where(good, s, 1.0)
     m64 = tl.where(good, m.to(tl.float64), 0.0)
     entropy = tl.log(s_safe) - t / s_safe
@@ -196,12 +330,18 @@ def _propose_kernel(
     prob = 1.0 / s_safe
     thr = tl.zeros([], tl.int32)
     s_k = s_safe
+    inv_tf = tl.full([], 1.0, tl.float32)
+    masses = tl.zeros([NT], tl.float64)
+    if SAMPLING:
+        inv_tf = (1.0 / temperature).to(tl.float32)
+    if SAMPLING and not FILTER:
+        # Pass 1 left each tile's tempered mass relative to its program's max.
+        owner_m = tl.load(part_ptr + r * n_split + tiles // tiles_per_split, mask=tiles < n_tiles)
+        rescale = tl.where(owner_m > neg_inf, tl.exp((owner_m - m64) / temperature), 0.0)
+        masses = tl.load(mass_ptr + r * NT + tiles, mask=tiles < n_good, other=0.0)
+        masses = tl.where(masses > 0, masses * rescale, 0.0)
     if FILTER:
-        n_good = tl.where(good, n_tiles, 0)
         m_f = tl.where(good, m, 0.0)
-        inv_tf = tl.full([], 1.0, tl.float32)
-        if SAMPLING:
-            inv_tf = (1.0 / temperature).to(tl.float32)
         total = tl.zeros([], tl.float64)
         for j in range(n_good):
             idx = j * BLOCK + offs
@@ -210,7 +350,7 @@ def _propose_kernel(
             total += tl.sum(e, 0).to(tl.float64)
         # Bisection on the bits b of the cut: the largest b with Σ_{bits(e) >= b} e > p·S
         # (top-p crossing value) and with #{bits(e) >= b} >= k (k-th largest).
-        top_p = tl.load(temp_ptr + 1)  # float64, like the temperature
+        top_p = _f64(top_p_bits)  # float64, like the temperature
         target = top_p * total
         use_p = top_p < 1.0
         use_k = top_k > 0
@@ -305,6 +445,24 @@ def _propose_kernel(
     tl.store(status_ptr + r, status.to(tl.int32))
 
 
+#: Pass-1 launch: logits per block and warps per program, and how many programs to aim for
+#: per multiprocessor when a row is split over several (rows x splits programs in all).
+BLOCK = 1024
+WARPS = 4
+PROGRAMS_PER_SM = 4
+
+
+def launch_config(n_rows: int, vocab: int, device: torch.device) -> tuple[int, int, int]:
+    """(block, warps, splits) of pass 1 for ``n_rows`` rows of ``vocab`` logits."""
+    n_tiles = triton.cdiv(vocab, SAMPLE_TILE)
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+    else:  # the interpreter: split anyway, so that CPU tests merge several programs
+        sms = 2
+    splits = max(1, min(n_tiles, triton.cdiv(PROGRAMS_PER_SM * sms, max(n_rows, 1))))
+    return BLOCK, WARPS, splits
+
+
 def propose_rows(
     x: torch.Tensor,
     rows: torch.Tensor | None,
@@ -315,34 +473,68 @@ def propose_rows(
     strict: bool = False,
     sampled: bool = False,
     min_p: float = 0.0,
+    config: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Triton implementation of :func:`remask.kernels.propose.propose_rows`."""
+    """Triton implementation of :func:`remask.kernels.propose.propose_rows`.
+
+    ``config`` overrides :func:`launch_config`'s (block, warps, splits) of pass 1 (the
+    benchmark's sweep; every choice gives the same results up to float rounding).
+    """
     n_rows, vocab = x.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
-    block = SAMPLE_TILE if vocab > SAMPLE_TILE else triton.next_power_of_2(vocab)
-    n_tiles = triton.cdiv(vocab, block)
     device = x.device
+    span = SAMPLE_TILE if vocab > SAMPLE_TILE else vocab  # logits per tile
+    n_tiles = triton.cdiv(vocab, span)
+    block, warps, splits = config or launch_config(n_rows, vocab, device)
+    block = min(block, triton.next_power_of_2(span))
+    splits = max(1, min(splits, n_tiles))
+    tiles_per_split = triton.cdiv(n_tiles, splits)
+    splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty program
+    nt = triton.next_power_of_2(n_tiles)
     tokens = torch.empty(n_rows, dtype=torch.int64, device=device)
     prob = torch.empty(n_rows, dtype=torch.float32, device=device)
     margin = torch.empty(n_rows, dtype=torch.float32, device=device)
     entropy = torch.empty(n_rows, dtype=torch.float32, device=device)
     status = torch.empty(n_rows, dtype=torch.int32, device=device)
-    temp = torch.tensor([temperature, top_p], dtype=torch.float64, device=device)
+    part = torch.empty((6, n_rows, splits), dtype=torch.float64, device=device)
+    sampling = temperature > 0
+    mass = torch.empty((n_rows, nt), dtype=torch.float64, device=device) if sampling else part
     rows_arg = rows if rows is not None else status  # unused placeholder when HAS_ROWS=False
     key_arg = key if key is not None else tokens  # unused placeholder when SAMPLING=False
-    sampling = temperature > 0
     # At T = 0 with untempered statistics the filter changes nothing (the argmax is kept).
     filtering = sampled or ((top_p < 1.0 or top_k > 0 or min_p > 0.0) and sampling)
-    _propose_kernel[(n_rows,)](
+    _stream_kernel[(n_rows, splits)](
+        x,
+        x.stride(0),
+        vocab,
+        span,
+        tiles_per_split,
+        rows_arg,
+        _bits(temperature),
+        part,
+        mass,
+        HAS_ROWS=rows is not None,
+        SAMPLING=sampling and not filtering,  # the filter recomputes the kept masses
+        BLOCK=block,
+        SUB=triton.cdiv(span, block),
+        NT=nt,
+        num_warps=warps,
+    )
+    tile = SAMPLE_TILE if vocab > SAMPLE_TILE else triton.next_power_of_2(vocab)
+    _finish_kernel[(n_rows,)](
         x,
         x.stride(0),
         vocab,
         rows_arg,
-        temp,
+        _bits(temperature),
+        _bits(top_p),
         key_arg,
         int(top_k),
         _min_p_bits(min_p),
+        tiles_per_split,
+        part,
+        mass,
         tokens,
         prob,
         margin,
@@ -350,14 +542,24 @@ def propose_rows(
         status,
         HAS_ROWS=rows is not None,
         SAMPLING=sampling,
-        BLOCK=block,
+        BLOCK=tile,
+        NT=nt,
+        NS=triton.next_power_of_2(splits),
         FILTER=filtering,
         STRICT=bool(strict),
         SAMPLED=bool(sampled),
-        NT=triton.next_power_of_2(n_tiles),
-        num_warps=8 if block >= 2048 else 4,
+        num_warps=8 if tile >= 2048 else 4,
     )
     return tokens, prob, margin, entropy, status
+
+
+def _bits(value: float) -> int:
+    """The float64 bits of ``value`` as an int64 kernel argument.
+
+    A Python float reaches a Triton kernel as float32; a (1,) float64 tensor would cost a
+    host-to-device copy, which torch waits for, on every call.
+    """
+    return struct.unpack("<q", struct.pack("<d", value))[0]
 
 
 def _min_p_bits(min_p: float) -> int:

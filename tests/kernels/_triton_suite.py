@@ -79,6 +79,25 @@ def test_triton_key_words_of_one(value):
     assert torch.equal(out.tokens, ref.tokens)
 
 
+@pytest.mark.parametrize("config", [(1024, 4, 1), (256, 2, 2), (512, 4, 3)])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_triton_split_rows_match_reference(config, temperature):
+    # Pass 1 reads a row as several programs (splits) of per-lane states; any (block, warps,
+    # splits) must give the reference's tokens and statistics. 9,000 logits = 3 sampling tiles,
+    # the last one partial; block 256 reads each tile in 16 blocks.
+    x, rows = _case(9000, torch.bfloat16, seed=9)
+    x[1, 2, 100] = x[1, 2].max() + 5  # a peak after the row's early max: lanes must rescale
+    key = K.split(99, rows.shape).to(DEVICE)
+    out = TP.propose_rows(
+        x.reshape(6, -1), rows.reshape(-1), temperature, key.reshape(-1), config=config
+    )
+    ref = K.propose(x, temperature=temperature, key=key, rows=rows, backend="torch")
+    assert torch.equal(out[0], ref.tokens.reshape(-1)), (out[0], ref.tokens)
+    for got, want in zip(out[1:4], ref[1:], strict=True):
+        torch.testing.assert_close(got, want.reshape(-1), rtol=1e-5, atol=2e-6)
+    assert not out[4].any()
+
+
 def test_triton_edge_cases():
     x = torch.full((3, 4200), -math.inf)
     x[0, 4100] = 1e30

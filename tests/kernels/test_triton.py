@@ -48,7 +48,9 @@ def test_triton_compiled_on_gpu():
     _run_suite("cuda", interpret=False)
 
 
-def _hopper_compile(kernel, signature: dict, constexprs: dict, tmp_path, monkeypatch) -> None:
+def _hopper_compile(
+    kernel, signature: dict, constexprs: dict, tmp_path, monkeypatch, num_warps: int = 8
+) -> None:
     """Compile ``kernel`` ahead of time for sm_90 (Hopper) to a cubin; no GPU needed."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -58,34 +60,71 @@ def _hopper_compile(kernel, signature: dict, constexprs: dict, tmp_path, monkeyp
     monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's current default, said explicitly
     signature = {**signature, **{name: "constexpr" for name in constexprs}}
     src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    compiled = triton.compile(
+        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps}
+    )
     assert compiled.asm["cubin"]
+
+
+@needs_triton
+@pytest.mark.parametrize("sampling", [False, True])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_triton_propose_stream_compiles_for_hopper_without_a_gpu(
+    sampling, dtype, monkeypatch, tmp_path
+):
+    # The interpreter accepts code that the compiler rejects (a non-constexpr global, a
+    # `.to` on an argument specialised to the constant 1): both reached an H200 unnoticed.
+    from remask.kernels._triton import propose as TP
+
+    kernel = TP._stream_kernel
+    assert _unspecialised(kernel) >= {"span", "tiles_per_split", "temp_bits"}
+    signature = {
+        "x_ptr": f"*{dtype}",
+        "stride_row": "i64",
+        "V": "i32",
+        "span": "i32",
+        "tiles_per_split": "i32",
+        "rows_ptr": "*i1",
+        "temp_bits": "i64" if sampling else "i32",  # 0.0's bits arrive as int32
+        "part_ptr": "*fp64",
+        "mass_ptr": "*fp64",
+    }
+    constexprs = {"HAS_ROWS": True, "SAMPLING": sampling, "BLOCK": 1024, "SUB": 4, "NT": 32}
+    _hopper_compile(kernel, signature, constexprs, tmp_path, monkeypatch, num_warps=4)
 
 
 @needs_triton
 @pytest.mark.parametrize("mode", ["greedy", "sample", "top_p", "top_p_strict", "top_k_sampled"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-def test_triton_propose_compiles_for_hopper_without_a_gpu(mode, dtype, monkeypatch, tmp_path):
-    # The interpreter accepts code that the compiler rejects (a non-constexpr global, a
-    # `.to` on an argument specialised to the constant 1): both reached an H200 unnoticed.
+def test_triton_propose_finish_compiles_for_hopper_without_a_gpu(
+    mode, dtype, monkeypatch, tmp_path
+):
     from remask.kernels._triton import propose as TP
 
-    kernel = TP._propose_kernel
-    names = kernel.arg_names
+    kernel = TP._finish_kernel
     # Arguments that can equal 1 at run time must never be specialised into constants
-    # (the per-row keys are read from memory, so only top_k and min-p's cut bits are such
-    # arguments).
-    unspecialised = {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
-    assert unspecialised >= {"top_k", "min_bits"}
+    # (the per-row keys are read from memory; the temperature's and top-p's float64 bits,
+    # top_k, min-p's cut bits and the tiles per split are such arguments).
+    assert _unspecialised(kernel) >= {
+        "temp_bits",
+        "top_p_bits",
+        "top_k",
+        "min_bits",
+        "tiles_per_split",
+    }
     signature = {
         "x_ptr": f"*{dtype}",
         "stride_row": "i64",
         "V": "i32",
         "rows_ptr": "*i1",
-        "temp_ptr": "*fp64",
+        "temp_bits": "i32" if mode == "greedy" else "i64",  # 0.0's bits arrive as int32
+        "top_p_bits": "i64",
         "key_ptr": "*i64",
         "top_k": "i64",
         "min_bits": "i32",
+        "tiles_per_split": "i32",
+        "part_ptr": "*fp64",
+        "mass_ptr": "*fp64",
         "tok_ptr": "*i64",
         "prob_ptr": "*fp32",
         "margin_ptr": "*fp32",
@@ -95,13 +134,19 @@ def test_triton_propose_compiles_for_hopper_without_a_gpu(mode, dtype, monkeypat
     constexprs = {
         "HAS_ROWS": True,
         "SAMPLING": mode != "greedy",
-        "BLOCK": 2048,
-        "NT": 64,
+        "BLOCK": 4096,
+        "NT": 32,
+        "NS": 4,
         "FILTER": mode.startswith("top"),
         "STRICT": mode == "top_p_strict",
         "SAMPLED": mode == "top_k_sampled",
     }
     _hopper_compile(kernel, signature, constexprs, tmp_path, monkeypatch)
+
+
+def _unspecialised(kernel) -> set[str]:
+    names = kernel.arg_names
+    return {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
 
 
 @needs_triton
