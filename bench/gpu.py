@@ -348,8 +348,9 @@ def run_kernel_tests(
     child_env = dict(os.environ)
     if torch.cuda.is_available():
         # The compiled Triton suite collected here too (one CSV row per case, not one row for
-        # test_triton.py's subprocess that runs it).
-        command.insert(4, str(folder / "_triton_suite.py"))
+        # test_triton.py's subprocess that runs it). Named as a file next to its folder,
+        # pytest would drop it as a duplicate: widen the collected file names instead.
+        command += ["-o", "python_files=test_*.py _triton_suite.py"]
         child_env["REMASK_TEST_DEVICE"] = "cuda"
     if select:
         command += ["-k", select]

@@ -142,25 +142,24 @@ def _f64(bits):
 
 
 @triton.jit
-def _block_at(it, limit, first, span, offs, BLOCK: tl.constexpr, SUB: tl.constexpr):
-    """Logit indices (int64) of a program's block ``it`` and which of them to load.
+def _load_block(row_ptr, start, b, last, V, offs, BLOCK: tl.constexpr):
+    """Block ``min(b, last)`` of a program's logits (``BLOCK`` from ``start + b·BLOCK``).
 
-    Block ``it`` is part ``it % SUB`` of tile ``first + it // SUB``; a tile is ``span`` logits;
-    the program reads below ``limit``.
+    Clamping to the program's last block (rather than masking past it) keeps the mask a
+    compare with the row's end only, which Triton proves constant over 16 lanes when V is a
+    multiple of 16: one vector load per thread instead of one load per logit.
     """
-    within = (it % SUB) * BLOCK + offs
-    idx = (first + it // SUB).to(tl.int64) * span + within
-    return idx, (within < span) & (idx < limit)
+    at = start + tl.minimum(b, last) * BLOCK  # int32: offsets within a row
+    return tl.load(row_ptr + at + offs, mask=offs < V - at, other=float("-inf"))
 
 
 # Triton turns an integer argument equal to 1 into a compile-time constant (a Python int with
 # no `.to`): these can be 1, so they are never specialised. The row keys are read from memory.
-@triton.jit(do_not_specialize=["span", "tiles_per_split", "temp_bits"])
+@triton.jit(do_not_specialize=["tiles_per_split", "temp_bits"])
 def _stream_kernel(
     x_ptr,
     stride_row,
     V,
-    span,
     tiles_per_split,
     rows_ptr,
     temp_bits,
@@ -168,21 +167,24 @@ def _stream_kernel(
     mass_ptr,
     HAS_ROWS: tl.constexpr,
     SAMPLING: tl.constexpr,
+    UNIT_T: tl.constexpr,
     BLOCK: tl.constexpr,
-    SUB: tl.constexpr,
+    SPAN: tl.constexpr,
     NT: tl.constexpr,
 ):
     """Pass 1: program (r, c) reads tiles ``[c·tps, (c+1)·tps)`` of row r once.
 
-    A tile is ``span`` logits (the sampling tile, or the whole row when it is shorter), read as
-    ``SUB`` blocks of ``BLOCK``. The statistics are kept per lane, so the loop has no
-    cross-thread reduction (nothing stalls the stream); one exp per logit: a lane's new max
-    rescales its sums by ``exp(-|d|)``, anything else adds ``exp(-|d|)``. The next two blocks
-    are loaded before the current one is used, so each thread keeps loads in flight. Sampling
-    adds, per block, the block max and the tempered mass relative to the program's running max
-    (two reductions, one more exp). Writes the program's merged state to ``part`` (6, n, S)
-    float64 and, sampling, its tiles' masses (relative to the program's max) to ``mass``.
+    A tile is ``SPAN`` logits (the sampling tile; a power of two covering the row when it is
+    shorter), read as blocks of ``BLOCK``. The statistics are kept per lane, so the loop has no
+    cross-thread reduction; one exp per logit: a lane's new max rescales its sums by
+    ``exp(-|d|)``, anything else adds ``exp(-|d|)``. The next two blocks are loaded before the
+    current one is used, so each thread keeps loads in flight. Sampling keeps each lane's
+    tempered mass of the current tile as well (relative to the lane's max; one more exp unless
+    T = 1) and, at each tile's end, sums the lanes relative to the program's running max (two
+    reductions per tile). Writes the program's merged state to ``part`` (6, n, S) float64 and,
+    sampling, each tile's mass and the max it is relative to to ``mass`` (2, n, NT) float64.
     """
+    SUB: tl.constexpr = SPAN // BLOCK
     r = tl.program_id(0)
     c = tl.program_id(1)
     n_split = tl.num_programs(1)
@@ -191,62 +193,63 @@ def _stream_kernel(
     computed = tl.full([], 1, tl.int32) != 0
     if HAS_ROWS:
         computed = tl.load(rows_ptr + r).to(tl.int32) != 0
-    n_tiles = tl.cdiv(V, span)
+    n_tiles = tl.cdiv(V, SPAN)
     first = c * tiles_per_split
     stop = tl.minimum(first + tiles_per_split, n_tiles)
     n_iter = tl.where(computed, tl.maximum(stop - first, 0) * SUB, 0)
-    limit = tl.where(computed, tl.minimum(stop.to(tl.int64) * span, V), 0)  # end of its logits
+    start = first * SPAN  # the program's logits are [start, min(stop·SPAN, V)), contiguous
+    last = tl.maximum(n_iter - 1, 0)
     offs = tl.arange(0, BLOCK)
     neg_inf = float("-inf")
 
-    x1 = tl.full([BLOCK], neg_inf, tl.float32)  # per lane: max, its index, runner-up, sums
+    x1 = tl.full([BLOCK], neg_inf, tl.float32)  # per lane: max, its block, runner-up, sums
     i1 = tl.zeros([BLOCK], tl.int32)
     x2 = tl.full([BLOCK], neg_inf, tl.float32)
     s = tl.zeros([BLOCK], tl.float32)
     t = tl.zeros([BLOCK], tl.float32)
     n_nan = tl.zeros([BLOCK], tl.int32)
-    tiles = tl.arange(0, NT)
-    masses = tl.zeros([NT], tl.float64)
-    ref = tl.full([], neg_inf, tl.float32)  # sampling: the program's running max
+    w = tl.zeros([BLOCK], tl.float32)  # sampling: the lane's tempered mass in this tile
     inv_t = tl.full([], 1.0, tl.float32)
     if SAMPLING:
         inv_t = (1.0 / _f64(temp_bits)).to(tl.float32)
 
-    idx, ok = _block_at(0, limit, first, span, offs, BLOCK, SUB)
-    xa = tl.load(row_ptr + idx, mask=ok, other=neg_inf)
-    idx, ok = _block_at(1, limit, first, span, offs, BLOCK, SUB)
-    xb = tl.load(row_ptr + idx, mask=ok, other=neg_inf)
-    for it in range(n_iter):
-        xv = xa.to(tl.float32)  # masked lanes (past the tile or the row) are -inf
-        idx, _ = _block_at(it, limit, first, span, offs, BLOCK, SUB)
-        nxt, ok = _block_at(it + 2, limit, first, span, offs, BLOCK, SUB)
+    xa = _load_block(row_ptr, start, 0, last, V, offs, BLOCK)
+    xb = _load_block(row_ptr, start, 1, last, V, offs, BLOCK)
+    for b in range(n_iter):
+        xv = xa.to(tl.float32)  # lanes past the row are -inf
         xa = xb
-        xb = tl.load(row_ptr + nxt, mask=ok, other=neg_inf)  # in flight while xv is used
+        xb = _load_block(row_ptr, start, b + 2, last, V, offs, BLOCK)  # in flight meanwhile
 
-        is_nan = xv != xv  # noqa: PLR0124  (the NaN test)
-        n_nan += is_nan.to(tl.int32)
-        xv = tl.where(is_nan, neg_inf, xv)  # NaN rows are rejected; keep the state finite
-        d = tl.where(xv == neg_inf, neg_inf, xv - x1)  # -inf - (-inf) would be NaN
+        n_nan += (xv != xv).to(tl.int32)  # noqa: PLR0124  (the NaN test)
+        d = xv - x1
         up = d > 0
-        ed = tl.exp(-tl.abs(d))  # 0 for an infinite d
+        # -|d|, with NaN (a NaN logit, or -inf - -inf: nothing finite yet) sent to -inf: such
+        # a logit adds exp(-inf) = 0 (NaN rows are rejected by their count).
+        nd = tl.maximum(-tl.abs(d), neg_inf)
+        ed = tl.exp(nd)
         gap = tl.where(ed > 0, d, 0.0)  # finite wherever it is multiplied
         t = tl.where(up, ed * (t - s * gap), t + ed * gap)
         s = tl.where(up, s * ed + 1.0, s + ed)
         x2 = tl.where(up, x1, tl.maximum(x2, xv))
-        i1 = tl.where(up, idx.to(tl.int32), i1)
+        i1 = tl.where(up, b, i1)
         x1 = tl.where(up, xv, x1)
         if SAMPLING:
-            ref_new = tl.maximum(ref, tl.max(xv, 0))
-            alpha = tl.where(
-                ref == neg_inf, 0.0, tl.exp((ref - ref_new).to(tl.float64) * inv_t.to(tl.float64))
-            )
-            zero = tl.where(ref_new == neg_inf, 0.0, ref_new)  # all -inf so far: w = 0 anyway
-            w = tl.exp((xv - zero) * inv_t)
-            j = first + it // SUB
-            masses = masses * alpha + tl.where(tiles == j, tl.sum(w, 0).to(tl.float64), 0.0)
-            ref = ref_new
+            we = ed
+            if not UNIT_T:
+                we = tl.exp(nd * inv_t)
+            w = tl.where(up, w * we + 1.0, w + we)
+            if (b % SUB == SUB - 1) | (b == n_iter - 1):  # the tile's last block
+                ref = tl.max(x1, 0)  # the program's max so far
+                live = x1 > neg_inf
+                scale = tl.where(live, tl.exp((x1 - tl.where(live, ref, 0.0)) * inv_t), 0.0)
+                j = first + b // SUB
+                slot = mass_ptr + r * NT + j
+                tl.store(slot, tl.sum(w.to(tl.float64) * scale.to(tl.float64), 0))
+                tl.store(slot + n_rows * NT, ref.to(tl.float64))
+                w = tl.zeros([BLOCK], tl.float32)
 
-    m, i_max, x_2, s_all, t_all = _lane_merge(x1, i1, x2, s, t)
+    index = start + i1 * BLOCK + offs  # each lane's max, as a logit index
+    m, i_max, x_2, s_all, t_all = _lane_merge(x1, index, x2, s, t)
     plane = n_rows * n_split
     slot = part_ptr + r * n_split + c
     tl.store(slot, m.to(tl.float64))
@@ -255,9 +258,6 @@ def _stream_kernel(
     tl.store(slot + 3 * plane, s_all)
     tl.store(slot + 4 * plane, t_all)
     tl.store(slot + 5 * plane, tl.sum(n_nan, 0).to(tl.float64))
-    if SAMPLING:
-        mine = (tiles >= first) & (tiles < stop)
-        tl.store(mass_ptr + r * NT + tiles, masses, mask=mine)
 
 
 @triton.jit(do_not_specialize=["temp_bits", "top_p_bits", "top_k", "min_bits", "tiles_per_split"])
@@ -335,11 +335,10 @@ def _finish_kernel(
     if SAMPLING:
         inv_tf = (1.0 / temperature).to(tl.float32)
     if SAMPLING and not FILTER:
-        # Pass 1 left each tile's tempered mass relative to its program's max.
-        owner_m = tl.load(part_ptr + r * n_split + tiles // tiles_per_split, mask=tiles < n_tiles)
-        rescale = tl.where(owner_m > neg_inf, tl.exp((owner_m - m64) / temperature), 0.0)
+        # Pass 1 left each tile's tempered mass relative to a max of its own.
         masses = tl.load(mass_ptr + r * NT + tiles, mask=tiles < n_good, other=0.0)
-        masses = tl.where(masses > 0, masses * rescale, 0.0)
+        ref = tl.load(mass_ptr + (n_rows + r) * NT + tiles, mask=tiles < n_good, other=0.0)
+        masses = tl.where(masses > 0, masses * tl.exp((ref - m64) / temperature), 0.0)
     if FILTER:
         m_f = tl.where(good, m, 0.0)
         total = tl.zeros([], tl.float64)
@@ -484,10 +483,10 @@ def propose_rows(
     if x.stride(-1) != 1:
         x = x.contiguous()
     device = x.device
-    span = SAMPLE_TILE if vocab > SAMPLE_TILE else vocab  # logits per tile
+    span = SAMPLE_TILE if vocab > SAMPLE_TILE else triton.next_power_of_2(vocab)  # per tile
     n_tiles = triton.cdiv(vocab, span)
     block, warps, splits = config or launch_config(n_rows, vocab, device)
-    block = min(block, triton.next_power_of_2(span))
+    block = min(block, span)
     splits = max(1, min(splits, n_tiles))
     tiles_per_split = triton.cdiv(n_tiles, splits)
     splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty program
@@ -499,7 +498,7 @@ def propose_rows(
     status = torch.empty(n_rows, dtype=torch.int32, device=device)
     part = torch.empty((6, n_rows, splits), dtype=torch.float64, device=device)
     sampling = temperature > 0
-    mass = torch.empty((n_rows, nt), dtype=torch.float64, device=device) if sampling else part
+    mass = torch.empty((2, n_rows, nt), dtype=torch.float64, device=device) if sampling else part
     rows_arg = rows if rows is not None else status  # unused placeholder when HAS_ROWS=False
     key_arg = key if key is not None else tokens  # unused placeholder when SAMPLING=False
     # At T = 0 with untempered statistics the filter changes nothing (the argmax is kept).
@@ -508,7 +507,6 @@ def propose_rows(
         x,
         x.stride(0),
         vocab,
-        span,
         tiles_per_split,
         rows_arg,
         _bits(temperature),
@@ -516,12 +514,12 @@ def propose_rows(
         mass,
         HAS_ROWS=rows is not None,
         SAMPLING=sampling and not filtering,  # the filter recomputes the kept masses
+        UNIT_T=temperature == 1.0,
         BLOCK=block,
-        SUB=triton.cdiv(span, block),
+        SPAN=span,
         NT=nt,
         num_warps=warps,
     )
-    tile = SAMPLE_TILE if vocab > SAMPLE_TILE else triton.next_power_of_2(vocab)
     _finish_kernel[(n_rows,)](
         x,
         x.stride(0),
@@ -542,13 +540,13 @@ def propose_rows(
         status,
         HAS_ROWS=rows is not None,
         SAMPLING=sampling,
-        BLOCK=tile,
+        BLOCK=span,
         NT=nt,
         NS=triton.next_power_of_2(splits),
         FILTER=filtering,
         STRICT=bool(strict),
         SAMPLED=bool(sampled),
-        num_warps=8 if tile >= 2048 else 4,
+        num_warps=8 if span >= 2048 else 4,
     )
     return tokens, prob, margin, entropy, status
 

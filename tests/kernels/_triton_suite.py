@@ -80,7 +80,7 @@ def test_triton_key_words_of_one(value):
 
 
 @pytest.mark.parametrize("config", [(1024, 4, 1), (256, 2, 2), (512, 4, 3)])
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
+@pytest.mark.parametrize("temperature", [0.0, 0.8, 1.0])
 def test_triton_split_rows_match_reference(config, temperature):
     # Pass 1 reads a row as several programs (splits) of per-lane states; any (block, warps,
     # splits) must give the reference's tokens and statistics. 9,000 logits = 3 sampling tiles,

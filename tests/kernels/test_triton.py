@@ -67,29 +67,35 @@ def _hopper_compile(
 
 
 @needs_triton
-@pytest.mark.parametrize("sampling", [False, True])
+@pytest.mark.parametrize("mode", ["greedy", "sample", "sample_t1"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
 def test_triton_propose_stream_compiles_for_hopper_without_a_gpu(
-    sampling, dtype, monkeypatch, tmp_path
+    mode, dtype, monkeypatch, tmp_path
 ):
     # The interpreter accepts code that the compiler rejects (a non-constexpr global, a
     # `.to` on an argument specialised to the constant 1): both reached an H200 unnoticed.
     from remask.kernels._triton import propose as TP
 
     kernel = TP._stream_kernel
-    assert _unspecialised(kernel) >= {"span", "tiles_per_split", "temp_bits"}
+    assert _unspecialised(kernel) >= {"tiles_per_split", "temp_bits"}
     signature = {
         "x_ptr": f"*{dtype}",
         "stride_row": "i64",
         "V": "i32",
-        "span": "i32",
         "tiles_per_split": "i32",
         "rows_ptr": "*i1",
-        "temp_bits": "i64" if sampling else "i32",  # 0.0's bits arrive as int32
+        "temp_bits": "i32" if mode == "greedy" else "i64",  # 0.0's bits arrive as int32
         "part_ptr": "*fp64",
         "mass_ptr": "*fp64",
     }
-    constexprs = {"HAS_ROWS": True, "SAMPLING": sampling, "BLOCK": 1024, "SUB": 4, "NT": 32}
+    constexprs = {
+        "HAS_ROWS": True,
+        "SAMPLING": mode != "greedy",
+        "UNIT_T": mode == "sample_t1",
+        "BLOCK": 1024,
+        "SPAN": 4096,
+        "NT": 32,
+    }
     _hopper_compile(kernel, signature, constexprs, tmp_path, monkeypatch, num_warps=4)
 
 
