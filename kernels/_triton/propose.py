@@ -141,16 +141,37 @@ def _f64(bits):
     return bits.to(tl.int64).to(tl.float64, bitcast=True)
 
 
+_LOG2E = tl.constexpr(1.4426950408889634)
+_LN2 = tl.constexpr(0.6931471805599453)
+_FLT_MAX = tl.constexpr(3.4028234663852886e38)
+
+
 @triton.jit
-def _load_block(row_ptr, start, b, last, V, offs, BLOCK: tl.constexpr):
-    """Block ``min(b, last)`` of a program's logits (``BLOCK`` from ``start + b·BLOCK``).
+def _load_block(row_ptr, start, b, last, V, offs):
+    """Block ``min(b, last)`` of a program's logits: ``offs`` (R, G) from ``start + b·BLOCK``.
 
     Clamping to the program's last block (rather than masking past it) keeps the mask a
-    compare with the row's end only, which Triton proves constant over 16 lanes when V is a
-    multiple of 16: one vector load per thread instead of one load per logit.
+    compare with the row's end only, which Triton proves constant over a thread's G lanes
+    when V is a multiple of 16: one 16-byte load per thread and block.
     """
-    at = start + tl.minimum(b, last) * BLOCK  # int32: offsets within a row
+    at = start + tl.minimum(b, last) * offs.numel  # int32: offsets within a row
     return tl.load(row_ptr + at + offs, mask=offs < V - at, other=float("-inf"))
+
+
+@triton.jit
+def _top2(h1, l1, h2, l2):
+    """Combine of the (largest, second largest) reduction; duplicates count. The largest
+    propagates NaN (a group holding one has a NaN max: the row's NaN test), the second
+    largest need not (a NaN row is rejected)."""
+    h = tl.maximum(h1, h2, propagate_nan=tl.PropagateNan.ALL)
+    return h, tl.maximum(tl.minimum(h1, h2), tl.maximum(l1, l2))
+
+
+@triton.jit
+def _shift2(x, ref):
+    """(x - ref)·log2(e), NaN (-inf - -inf) and -inf sent to -FLT_MAX: exp2 of it is 0, and
+    0 times it is 0. (One fma, x·log2(e) - ref·log2(e), would overflow for |x| > 2.3e38.)"""
+    return tl.maximum((x - ref) * _LOG2E, -_FLT_MAX)
 
 
 # Triton turns an integer argument equal to 1 into a compile-time constant (a Python int with
@@ -169,21 +190,25 @@ def _stream_kernel(
     SAMPLING: tl.constexpr,
     UNIT_T: tl.constexpr,
     BLOCK: tl.constexpr,
+    G: tl.constexpr,
     SPAN: tl.constexpr,
     NT: tl.constexpr,
 ):
     """Pass 1: program (r, c) reads tiles ``[c·tps, (c+1)·tps)`` of row r once.
 
     A tile is ``SPAN`` logits (the sampling tile; a power of two covering the row when it is
-    shorter), read as blocks of ``BLOCK``. The statistics are kept per lane, so the loop has no
-    cross-thread reduction; one exp per logit: a lane's new max rescales its sums by
-    ``exp(-|d|)``, anything else adds ``exp(-|d|)``. The next two blocks are loaded before the
-    current one is used, so each thread keeps loads in flight. Sampling keeps each lane's
-    tempered mass of the current tile as well (relative to the lane's max; one more exp unless
-    T = 1) and, at each tile's end, sums the lanes relative to the program's running max (two
-    reductions per tile). Writes the program's merged state to ``part`` (6, n, S) float64 and,
-    sampling, each tile's mass and the max it is relative to to ``mass`` (2, n, NT) float64.
+    shorter), read as blocks of ``BLOCK`` = R groups of G (the G logits one thread loads in 16
+    bytes). Per logit the loop does only what a sum needs: one exp2 relative to its group's
+    max, two adds, the group's top two and a NaN check, all inside one thread's registers.
+    Each group then updates its lane's online-softmax state (max, the block it was met in,
+    runner-up, Σe, Σe·d): a per-lane state, so the loop has no cross-thread reduction, and the
+    next two blocks' loads are in flight meanwhile. Sampling also sums each group's tempered
+    weights into the lane's mass of the current tile and, at each tile's end, sums the lanes
+    relative to the program's running max (two reductions per tile). Writes the program's
+    merged state to ``part`` (6, n, S) float64 and, sampling, each tile's mass and the max it
+    is relative to to ``mass`` (2, n, NT) float64.
     """
+    R: tl.constexpr = BLOCK // G
     SUB: tl.constexpr = SPAN // BLOCK
     r = tl.program_id(0)
     c = tl.program_id(1)
@@ -199,57 +224,77 @@ def _stream_kernel(
     n_iter = tl.where(computed, tl.maximum(stop - first, 0) * SUB, 0)
     start = first * SPAN  # the program's logits are [start, min(stop·SPAN, V)), contiguous
     last = tl.maximum(n_iter - 1, 0)
-    offs = tl.arange(0, BLOCK)
+    lane = tl.arange(0, R)
+    col = tl.arange(0, G)
+    offs = lane[:, None] * G + col[None, :]  # (R, G)
     neg_inf = float("-inf")
 
-    x1 = tl.full([BLOCK], neg_inf, tl.float32)  # per lane: max, its block, runner-up, sums
-    i1 = tl.zeros([BLOCK], tl.int32)
-    x2 = tl.full([BLOCK], neg_inf, tl.float32)
-    s = tl.zeros([BLOCK], tl.float32)
-    t = tl.zeros([BLOCK], tl.float32)
-    n_nan = tl.zeros([BLOCK], tl.int32)
-    w = tl.zeros([BLOCK], tl.float32)  # sampling: the lane's tempered mass in this tile
+    x1 = tl.full([R], neg_inf, tl.float32)  # per lane: max, its block, runner-up, sums
+    b1 = tl.zeros([R], tl.int32)
+    x2 = tl.full([R], neg_inf, tl.float32)
+    s = tl.zeros([R], tl.float32)  # Σ exp(x - x1)
+    t = tl.zeros([R], tl.float32)  # Σ exp(x - x1)·(x - x1)·log2(e)
+    w = tl.zeros([R], tl.float32)  # sampling: Σ exp((x - x1) / T) over the current tile
+    nan = tl.full([R], neg_inf, tl.float32)  # NaN-propagating max: NaN iff a NaN was read
     inv_t = tl.full([], 1.0, tl.float32)
     if SAMPLING:
         inv_t = (1.0 / _f64(temp_bits)).to(tl.float32)
 
-    xa = _load_block(row_ptr, start, 0, last, V, offs, BLOCK)
-    xb = _load_block(row_ptr, start, 1, last, V, offs, BLOCK)
+    xa = _load_block(row_ptr, start, 0, last, V, offs)
+    xb = _load_block(row_ptr, start, 1, last, V, offs)
     for b in range(n_iter):
-        xv = xa.to(tl.float32)  # lanes past the row are -inf
+        xv = xa.to(tl.float32)  # (R, G); lanes past the row are -inf
         xa = xb
-        xb = _load_block(row_ptr, start, b + 2, last, V, offs, BLOCK)  # in flight meanwhile
+        xb = _load_block(row_ptr, start, b + 2, last, V, offs)  # in flight meanwhile
 
-        n_nan += (xv != xv).to(tl.int32)  # noqa: PLR0124  (the NaN test)
-        d = xv - x1
-        up = d > 0
-        # -|d|, with NaN (a NaN logit, or -inf - -inf: nothing finite yet) sent to -inf: such
-        # a logit adds exp(-inf) = 0 (NaN rows are rejected by their count).
-        nd = tl.maximum(-tl.abs(d), neg_inf)
-        ed = tl.exp(nd)
-        gap = tl.where(ed > 0, d, 0.0)  # finite wherever it is multiplied
-        t = tl.where(up, ed * (t - s * gap), t + ed * gap)
-        s = tl.where(up, s * ed + 1.0, s + ed)
-        x2 = tl.where(up, x1, tl.maximum(x2, xv))
-        i1 = tl.where(up, b, i1)
-        x1 = tl.where(up, xv, x1)
+        gh, gl = tl.reduce((xv, tl.full([R, G], neg_inf, tl.float32)), 1, _top2)  # (R,) each
+        nan = tl.maximum(nan, gh, propagate_nan=tl.PropagateNan.ALL)
+        gref = tl.where(gh == neg_inf, 0.0, gh)  # a group of -inf: every exp is 0 anyway
+        d2 = _shift2(xv, gref[:, None])  # (R, G)
+        e = tl.exp2(d2)
+        gs = tl.sum(e, 1)
+        gt = tl.sum(e * d2, 1)
+
+        # Fold the group into its lane: both sums move to the new max M.
+        m_new = tl.maximum(x1, gh)
+        x2 = tl.maximum(tl.minimum(x1, gh), tl.maximum(x2, gl))
+        b1 = tl.where(gh > x1, b, b1)
+        sl = _shift2(x1, m_new)
+        sg = _shift2(gh, m_new)
+        al = tl.exp2(sl)
+        ag = tl.exp2(sg)
+        t = al * (t + s * sl) + ag * (gt + gs * sg)
+        s = al * s + ag * gs
         if SAMPLING:
-            we = ed
+            gw = gs
+            wl = al
+            wg = ag
             if not UNIT_T:
-                we = tl.exp(nd * inv_t)
-            w = tl.where(up, w * we + 1.0, w + we)
+                gw = tl.sum(tl.exp2(d2 * inv_t), 1)
+                wl = tl.exp2(sl * inv_t)
+                wg = tl.exp2(sg * inv_t)
+            w = wl * w + wg * gw
+        x1 = m_new
+        if SAMPLING:
             if (b % SUB == SUB - 1) | (b == n_iter - 1):  # the tile's last block
                 ref = tl.max(x1, 0)  # the program's max so far
-                live = x1 > neg_inf
-                scale = tl.where(live, tl.exp((x1 - tl.where(live, ref, 0.0)) * inv_t), 0.0)
+                scale = tl.exp2(_shift2(x1, tl.where(ref == neg_inf, 0.0, ref)) * inv_t)
                 j = first + b // SUB
                 slot = mass_ptr + r * NT + j
                 tl.store(slot, tl.sum(w.to(tl.float64) * scale.to(tl.float64), 0))
                 tl.store(slot + n_rows * NT, ref.to(tl.float64))
-                w = tl.zeros([BLOCK], tl.float32)
+                w = tl.zeros([R], tl.float32)
 
-    index = start + i1 * BLOCK + offs  # each lane's max, as a logit index
-    m, i_max, x_2, s_all, t_all = _lane_merge(x1, index, x2, s, t)
+    # The row's first maximal logit: lanes whose max is the program's max met it in block b1,
+    # somewhere in their group; the lowest group holds the first, re-read to find it.
+    m = tl.max(x1, 0)
+    base = start + b1 * BLOCK + lane * G  # (R,) where each lane's max group starts
+    at = tl.min(tl.where(x1 == m, base, 2147483647), 0)
+    at = tl.where(m == neg_inf, 0, at)  # nothing finite: any index (the row is rejected)
+    xg = tl.load(row_ptr + at + col, mask=col < V - at, other=neg_inf).to(tl.float32)  # (G,)
+    first_max = at + tl.min(tl.where(xg == m, col, G), 0)
+    index = tl.where(base == at, first_max, base)  # other lanes' maxima lie past their base
+    m, i_max, x_2, s_all, t_all = _lane_merge(x1, index, x2, s, t * _LN2)
     plane = n_rows * n_split
     slot = part_ptr + r * n_split + c
     tl.store(slot, m.to(tl.float64))
@@ -257,7 +302,8 @@ def _stream_kernel(
     tl.store(slot + 2 * plane, x_2.to(tl.float64))
     tl.store(slot + 3 * plane, s_all)
     tl.store(slot + 4 * plane, t_all)
-    tl.store(slot + 5 * plane, tl.sum(n_nan, 0).to(tl.float64))
+    n_nan = tl.sum((nan != nan).to(tl.int32), 0)  # noqa: PLR0124  (the NaN test)
+    tl.store(slot + 5 * plane, n_nan.to(tl.float64))
 
 
 @triton.jit(do_not_specialize=["temp_bits", "top_p_bits", "top_k", "min_bits", "tiles_per_split"])
@@ -483,10 +529,12 @@ def propose_rows(
     if x.stride(-1) != 1:
         x = x.contiguous()
     device = x.device
-    span = SAMPLE_TILE if vocab > SAMPLE_TILE else triton.next_power_of_2(vocab)  # per tile
+    group = max(1, 16 // x.element_size())  # logits per 16-byte load
+    # Logits per tile: the sampling tile, or a power of two covering a shorter row.
+    span = SAMPLE_TILE if vocab > SAMPLE_TILE else max(triton.next_power_of_2(vocab), group)
     n_tiles = triton.cdiv(vocab, span)
     block, warps, splits = config or launch_config(n_rows, vocab, device)
-    block = min(block, span)
+    block = max(min(block, span), group)
     splits = max(1, min(splits, n_tiles))
     tiles_per_split = triton.cdiv(n_tiles, splits)
     splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty program
@@ -516,6 +564,7 @@ def propose_rows(
         SAMPLING=sampling and not filtering,  # the filter recomputes the kept masses
         UNIT_T=temperature == 1.0,
         BLOCK=block,
+        G=group,
         SPAN=span,
         NT=nt,
         num_warps=warps,
