@@ -159,12 +159,9 @@ def _load_block(row_ptr, start, b, last, V, offs):
 
 
 @triton.jit
-def _top2(h1, l1, h2, l2):
-    """Combine of the (largest, second largest) reduction; duplicates count. The largest
-    propagates NaN (a group holding one has a NaN max: the row's NaN test), the second
-    largest need not (a NaN row is rejected)."""
-    h = tl.maximum(h1, h2, propagate_nan=tl.PropagateNan.ALL)
-    return h, tl.maximum(tl.minimum(h1, h2), tl.maximum(l1, l2))
+def _max_nan(a, b):
+    """Combine of a max that propagates NaN (a group holding one has a NaN max: the NaN test)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -198,15 +195,16 @@ def _stream_kernel(
 
     A tile is ``SPAN`` logits (the sampling tile; a power of two covering the row when it is
     shorter), read as blocks of ``BLOCK`` = R groups of G (the G logits one thread loads in 16
-    bytes). Per logit the loop does only what a sum needs: one exp2 relative to its group's
-    max, two adds, the group's top two and a NaN check, all inside one thread's registers.
-    Each group then updates its lane's online-softmax state (max, the block it was met in,
-    runner-up, Σe, Σe·d): a per-lane state, so the loop has no cross-thread reduction, and the
-    next two blocks' loads are in flight meanwhile. Sampling also sums each group's tempered
-    weights into the lane's mass of the current tile and, at each tile's end, sums the lanes
-    relative to the program's running max (two reductions per tile). Writes the program's
-    merged state to ``part`` (6, n, S) float64 and, sampling, each tile's mass and the max it
-    is relative to to ``mass`` (2, n, NT) float64.
+    bytes). Per logit the loop does only what the sums need: one exp2 relative to its group's
+    max, two adds, and the group's max (NaN-propagating: the NaN test), all inside one
+    thread's registers. Each group then updates its lane's online-softmax state (max, the
+    block it was met in, the second largest group max, Σe, Σe·d): a per-lane state, so the
+    loop has no cross-thread reduction, and the next two blocks' loads are in flight
+    meanwhile. Sampling also sums each group's tempered weights into the lane's mass of the
+    current tile and, at each tile's end, sums the lanes relative to the program's running
+    max (two reductions per tile). Writes the program's merged state to ``part`` (6, n, S)
+    float64 and, sampling, each tile's mass and the max it is relative to to ``mass``
+    (2, n, NT) float64.
     """
     R: tl.constexpr = BLOCK // G
     SUB: tl.constexpr = SPAN // BLOCK
@@ -229,7 +227,7 @@ def _stream_kernel(
     offs = lane[:, None] * G + col[None, :]  # (R, G)
     neg_inf = float("-inf")
 
-    x1 = tl.full([R], neg_inf, tl.float32)  # per lane: max, its block, runner-up, sums
+    x1 = tl.full([R], neg_inf, tl.float32)  # per lane: max, its block, runner-up group, sums
     b1 = tl.zeros([R], tl.int32)
     x2 = tl.full([R], neg_inf, tl.float32)
     s = tl.zeros([R], tl.float32)  # Σ exp(x - x1)
@@ -247,7 +245,7 @@ def _stream_kernel(
         xa = xb
         xb = _load_block(row_ptr, start, b + 2, last, V, offs)  # in flight meanwhile
 
-        gh, gl = tl.reduce((xv, tl.full([R, G], neg_inf, tl.float32)), 1, _top2)  # (R,) each
+        gh = tl.reduce(xv, 1, _max_nan)  # (R,)
         nan = tl.maximum(nan, gh, propagate_nan=tl.PropagateNan.ALL)
         gref = tl.where(gh == neg_inf, 0.0, gh)  # a group of -inf: every exp is 0 anyway
         d2 = _shift2(xv, gref[:, None])  # (R, G)
@@ -257,7 +255,7 @@ def _stream_kernel(
 
         # Fold the group into its lane: both sums move to the new max M.
         m_new = tl.maximum(x1, gh)
-        x2 = tl.maximum(tl.minimum(x1, gh), tl.maximum(x2, gl))
+        x2 = tl.maximum(x2, tl.minimum(x1, gh))  # second largest group max (duplicates count)
         b1 = tl.where(gh > x1, b, b1)
         sl = _shift2(x1, m_new)
         sg = _shift2(gh, m_new)
@@ -285,15 +283,20 @@ def _stream_kernel(
                 tl.store(slot + n_rows * NT, ref.to(tl.float64))
                 w = tl.zeros([R], tl.float32)
 
-    # The row's first maximal logit: lanes whose max is the program's max met it in block b1,
-    # somewhere in their group; the lowest group holds the first, re-read to find it.
+    # The program's first maximal logit: lanes whose max is the program's max met it in block
+    # b1, somewhere in their group; the lowest such group holds the first one. Re-read, it
+    # also gives the runner-up inside that group, the one element the lanes' group maxima
+    # (x1 of the other lanes, x2 of every lane) do not stand for.
     m = tl.max(x1, 0)
     base = start + b1 * BLOCK + lane * G  # (R,) where each lane's max group starts
     at = tl.min(tl.where(x1 == m, base, 2147483647), 0)
     at = tl.where(m == neg_inf, 0, at)  # nothing finite: any index (the row is rejected)
     xg = tl.load(row_ptr + at + col, mask=col < V - at, other=neg_inf).to(tl.float32)  # (G,)
-    first_max = at + tl.min(tl.where(xg == m, col, G), 0)
-    index = tl.where(base == at, first_max, base)  # other lanes' maxima lie past their base
+    k = tl.min(tl.where(xg == m, col, G), 0)
+    inside = tl.max(tl.where(col == k, neg_inf, xg), 0)  # duplicates of the max count
+    winner = base == at
+    index = tl.where(winner, at + k, base)  # other lanes' maxima lie past their base
+    x2 = tl.where(winner, tl.maximum(x2, inside), x2)
     m, i_max, x_2, s_all, t_all = _lane_merge(x1, index, x2, s, t * _LN2)
     plane = n_rows * n_split
     slot = part_ptr + r * n_split + c
@@ -494,7 +497,7 @@ def _finish_kernel(
 #: per multiprocessor when a row is split over several (rows x splits programs in all).
 BLOCK = 1024
 WARPS = 4
-PROGRAMS_PER_SM = 4
+PROGRAMS_PER_SM = 32
 
 
 def launch_config(n_rows: int, vocab: int, device: torch.device) -> tuple[int, int, int]:
