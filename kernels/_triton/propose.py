@@ -497,7 +497,7 @@ def _finish_kernel(
 #: per multiprocessor when a row is split over several (rows x splits programs in all).
 BLOCK = 1024
 WARPS = 4
-PROGRAMS_PER_SM = 32
+PROGRAMS_PER_SM = 8
 
 
 def launch_config(n_rows: int, vocab: int, device: torch.device) -> tuple[int, int, int]:
@@ -507,7 +507,9 @@ def launch_config(n_rows: int, vocab: int, device: torch.device) -> tuple[int, i
         sms = torch.cuda.get_device_properties(device).multi_processor_count
     else:  # the interpreter: split anyway, so that CPU tests merge several programs
         sms = 2
-    splits = max(1, min(n_tiles, triton.cdiv(PROGRAMS_PER_SM * sms, max(n_rows, 1))))
+    # Rows split only while all programs still fit in one wave: on an H200, 5 splits of 1,024
+    # rows (2.4 waves) ran 1.5x slower than 4 or 1 (bench/results/gpu_propose_cuda.csv).
+    splits = max(1, min(n_tiles, (PROGRAMS_PER_SM * sms) // max(n_rows, 1)))
     return BLOCK, WARPS, splits
 
 
