@@ -5,15 +5,18 @@ Run ``python -m remask.bench.gpu`` on a CUDA machine (about 5 minutes on one H10
 written as CSV rows with device, versions, git sha, date and machine load:
 
 1. **Kernel tests** (``gpu_kernel_tests_<device>.csv``): the kernel test suite
-   (``tests/kernels``; on CUDA it includes the compiled Triton suite: every op, fp32/bf16/fp16,
-   the Philox known answers and the χ² frequency tests) run through pytest; one row per test
-   with its outcome.
+   (``tests/kernels``; on CUDA it also collects the compiled Triton suite case by case: every
+   op, fp32/bf16/fp16, the Philox known answers and the χ² frequency tests) run through pytest,
+   ``-k`` selecting; one row per test with its outcome.
 2. **propose vs copy** (``gpu_propose_<device>.csv``, the shared schema of
-   :mod:`remask.bench.common`): ``remask.kernels.propose`` at T = 0 and T = 1 on (1, 1024,
-   126464) and (8, 1024, 126464) logits, bfloat16 and float32, against a device-to-device copy
-   of the same logits (``triton.testing.do_bench`` medians). ``derived`` is GB/s: the logits'
-   bytes once for ``propose`` (one read), read + write for the copy. Target: propose >= 80% of
-   the copy's bandwidth.
+   :mod:`remask.bench.common`): ``remask.kernels.propose`` at T = 0, T = 1 and T = 1 with
+   ``top_p=0.95`` on (1, 1024, 126464) and (8, 1024, 126464) logits, bfloat16 and float32,
+   against a device-to-device copy of the same logits (``triton.testing.do_bench`` medians).
+   With the Triton backend also the kernels alone (``propose_t0_kernel``/``_t1_kernel``: no
+   validation, no status check, so no host sync) at the default launch and, at the first
+   shape, at every launch of :data:`SWEEP`. ``derived`` is GB/s: the logits' bytes once for
+   ``propose`` (one read), read + write for the copy. Target: propose >= 80% of the copy's
+   bandwidth.
 3. **End-to-end decoding** (``gpu_e2e_<device>.csv``): an LLaDA-8B-shaped and a Dream-7B-shaped
    model (remask's own classes built from configs with the published dimensions, random
    weights, bfloat16, nothing downloaded) decode a 128-token prompt + 256 new tokens in blocks of

@@ -269,7 +269,7 @@ def gpu_tables(
             counts[r["outcome"]] += 1
         failed = [r["test"] for r in test_rows if r["outcome"] in ("failed", "error")]
         out += [
-            "Kernel tests (`tests/kernels`, compiled Triton suite included): "
+            "Kernel tests on the GPU (the compiled Triton suite and the kernel tests selected): "
             + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
             + (f"; failing: {', '.join(failed)}" if failed else "")
             + ".",
@@ -284,15 +284,23 @@ def gpu_tables(
 
         copy = {shape(r): float(r["derived"]) for r in rows if r["name"] == "copy"}
         out += [
-            "| op | dtype | (B, L, V) | median ms | GB/s | share of copy bandwidth |",
-            "|---|---|---|---|---|---|",
+            "| op | dtype | (B, L, V) | launch (block, warps, splits) | median ms | GB/s "
+            "| share of copy bandwidth |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             c = json.loads(r["config"])
             share = float(r["derived"]) / copy[shape(r)]
+            launch = c.get("launch")
+            launch = (
+                "-"
+                if launch is None
+                else f"({', '.join(str(v) for v in launch[:3])})"
+                + (" default" if "default" in launch else "")
+            )
             out.append(
                 f"| `{r['name']}` ({r['backend']}) | {r['variant']} | ({c['B']}, {c['L']}, {c['V']}) | "
-                f"{float(r['median']):.3f} | {float(r['derived']):.0f} | "
+                f"{launch} | {float(r['median']):.3f} | {float(r['derived']):.0f} | "
                 + ("-" if r["name"] == "copy" else f"{share:.0%}")
                 + " |"
             )

@@ -114,9 +114,12 @@ def _lane_merge(x1, i1, x2, s, t):
     """Merge online-softmax states held per lane (vectors) into one row state (scalars).
 
     Each lane holds its max ``x1`` (the reference of its sums), the lowest index ``i1`` of
-    that max, the runner-up ``x2`` (duplicates count), ``s = Σ exp(x - x1)`` and
+    that max (indices of different lanes differ), ``x2``, ``s = Σ exp(x - x1)`` and
     ``t = Σ exp(x - x1)(x - x1)``. Returns the same five for the union of the lanes, the
-    sums in float64 relative to the union's max. Empty lanes have ``x1 = -inf, s = t = 0``.
+    sums in float64 relative to the union's max. ``x2`` must be the runner-up (duplicates
+    count) in the lane that holds the union's first max; elsewhere any value <= ``x1`` will
+    do, since every other lane's max is a candidate itself. Empty lanes have
+    ``x1 = -inf, s = t = 0``.
     """
     neg_inf = float("-inf")
     m = tl.max(x1, 0)
