@@ -150,6 +150,15 @@ _FLT_MAX = tl.constexpr(3.4028234663852886e38)
 
 
 @triton.jit
+def _row(x_ptr, stride_row, rows_ptr, r, HAS_ROWS: tl.constexpr):
+    """Row r's first logit and whether ``rows`` asks for it (always, without ``rows``)."""
+    computed = tl.full([], 1, tl.int32) != 0
+    if HAS_ROWS:
+        computed = tl.load(rows_ptr + r).to(tl.int32) != 0
+    return x_ptr + r.to(tl.int64) * stride_row, computed
+
+
+@triton.jit
 def _load_block(row_ptr, start, b, last, V, offs):
     """Block ``min(b, last)`` of a program's logits: ``offs`` (R, G) from ``start + b·BLOCK``.
 
@@ -215,10 +224,7 @@ def _stream_kernel(
     c = tl.program_id(1)
     n_split = tl.num_programs(1)
     n_rows = tl.num_programs(0)
-    row_ptr = x_ptr + r.to(tl.int64) * stride_row
-    computed = tl.full([], 1, tl.int32) != 0
-    if HAS_ROWS:
-        computed = tl.load(rows_ptr + r).to(tl.int32) != 0
+    row_ptr, computed = _row(x_ptr, stride_row, rows_ptr, r, HAS_ROWS)
     n_tiles = tl.cdiv(V, SPAN)
     first = c * tiles_per_split
     stop = tl.minimum(first + tiles_per_split, n_tiles)
@@ -347,10 +353,7 @@ def _finish_kernel(
     """
     r = tl.program_id(0)
     n_rows = tl.num_programs(0)
-    row_ptr = x_ptr + r.to(tl.int64) * stride_row
-    computed = tl.full([], 1, tl.int32) != 0
-    if HAS_ROWS:
-        computed = tl.load(rows_ptr + r).to(tl.int32) != 0
+    row_ptr, computed = _row(x_ptr, stride_row, rows_ptr, r, HAS_ROWS)
     n_tiles = tl.cdiv(V, BLOCK)
     offs = tl.arange(0, BLOCK)
     tiles = tl.arange(0, NT)
