@@ -2,11 +2,14 @@
 
 Two launches. **Pass 1** (``_stream_kernel``, programs rows x splits) reads each row once: a
 row of ``V`` logits is cut into sampling tiles (``SAMPLE_TILE``, or the whole row when it is
-shorter) and each program takes a run of tiles, so that a few rows still fill the GPU. A
-program keeps the online-softmax state per lane (max, its index, runner-up, Σe, Σe·d) and
-merges the lanes once at the end, so its loop has no cross-thread reduction and keeps the
-next two blocks' loads in flight; one exp per logit. Sampling adds each tile's tempered mass
-(float32 exps, float64 sums). **Pass 2** (``_finish_kernel``, one program per row) merges the
+shorter) and each program takes a run of tiles, so that a few rows still fill the GPU (as
+long as they fit in one wave). A thread loads 16 bytes of logits at a time (a group); per
+logit the loop computes only an exp2 relative to the group's max and two sums, then the group
+folds into the thread's lane of online-softmax state (max, the block it was met in, second
+largest group max, Σe, Σe·d). The lanes merge once at the end (the winning group re-read for
+the first maximal index and the runner-up inside it), so the loop has no cross-thread
+reduction and keeps the next two blocks' loads in flight. Sampling adds each tile's tempered
+mass (float32 exps, float64 sums). **Pass 2** (``_finish_kernel``, one program per row) merges the
 programs' states in float64, writes the statistics and draws: two Philox uniforms pick a tile
 by its mass and an element inside it, re-reading that one tile in float64 like the reference.
 Rows outside ``rows`` run zero iterations and store the documented defaults, so the launch
@@ -514,7 +517,7 @@ def launch_config(n_rows: int, vocab: int, device: torch.device) -> tuple[int, i
     else:  # the interpreter: split anyway, so that CPU tests merge several programs
         sms = 2
     # Rows split only while all programs still fit in one wave: on an H200, 5 splits of 1,024
-    # rows (2.4 waves) ran 1.5x slower than 4 or 1 (bench/results/gpu_propose_cuda.csv).
+    # rows (2.4 waves) ran 1.5x slower than 4 or 1 (bench/results/gpu_logs, the run at a149b8c).
     splits = max(1, min(n_tiles, (PROGRAMS_PER_SM * sms) // max(n_rows, 1)))
     return BLOCK, WARPS, splits
 
