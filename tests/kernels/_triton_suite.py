@@ -91,6 +91,10 @@ def test_triton_split_rows_match_reference(config, temperature):
     # the last one partial; block 256 reads each tile in 16 blocks.
     x, rows = _case(9000, torch.bfloat16, seed=9)
     x[1, 2, 100] = x[1, 2].max() + 5  # a peak after the row's early max: lanes must rescale
+    # The max and the runner-up in the same lane (offset 3 of block 0, offset 2 of tile 1):
+    # the margin needs the lane's second largest group max.
+    top = x[0, 0].max()
+    x[0, 0, 3], x[0, 0, 4096 + 2] = top + 6, top + 5
     key = K.split(99, rows.shape).to(DEVICE)
     out = TP.propose_rows(
         x.reshape(6, -1), rows.reshape(-1), temperature, key.reshape(-1), config=config
