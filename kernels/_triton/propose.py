@@ -560,11 +560,12 @@ def propose_rows(
     status = torch.empty(n_rows, dtype=torch.int32, device=device)
     part = torch.empty((6, n_rows, splits), dtype=torch.float64, device=device)
     sampling = temperature > 0
-    mass = torch.empty((2, n_rows, nt), dtype=torch.float64, device=device) if sampling else part
     rows_arg = rows if rows is not None else status  # unused placeholder when HAS_ROWS=False
     key_arg = key if key is not None else tokens  # unused placeholder when SAMPLING=False
     # At T = 0 with untempered statistics the filter changes nothing (the argmax is kept).
     filtering = sampled or ((top_p < 1.0 or top_k > 0 or min_p > 0.0) and sampling)
+    tile_masses = sampling and not filtering  # pass 1's; the filter recomputes the kept ones
+    mass = torch.empty((2, n_rows, nt), dtype=torch.float64, device=device) if tile_masses else part
     _stream_kernel[(n_rows, splits)](
         x,
         x.stride(0),
@@ -575,7 +576,7 @@ def propose_rows(
         part,
         mass,
         HAS_ROWS=rows is not None,
-        SAMPLING=sampling and not filtering,  # the filter recomputes the kept masses
+        SAMPLING=tile_masses,
         UNIT_T=temperature == 1.0,
         BLOCK=block,
         G=group,
