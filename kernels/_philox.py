@@ -249,7 +249,7 @@ def _compiled():
 def _philox_compiled(fast, x0, x1, x2, x3, k0, k1):
     """:func:`philox4x32` through Numba on CPU int64 tensors (words in [0, 2**32))."""
     k0, k1 = (torch.as_tensor(k, dtype=torch.int64) for k in (k0, k1))
-    shape = torch.broadcast_shapes(x0.shape, k0.shape, k1.shape)
+    shape = _shape(x0.shape, k0.shape, k1.shape)
     flat = [
         t.expand(shape).reshape(-1).contiguous().numpy().view("uint64")
         for t in (x0, x1, x2, x3, k0, k1)
@@ -277,13 +277,16 @@ def _words_numpy(fast, shape: tuple[int, ...], c0, c1, c2, c3, k0, k1) -> tuple[
     return tuple(fast(*words))  # (4, n) -> four (n,) rows
 
 
-def _shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    """The broadcast shape of two shapes (the common cases without torch's Python helper)."""
-    if a == b or len(b) == 0:
-        return tuple(a)
-    if len(a) == 0:
-        return tuple(b)
-    return tuple(torch.broadcast_shapes(a, b))
+def _shape(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast shape of ``shapes``, by numpy: ``torch.broadcast_shapes`` imports sympy on
+    its first call in a process (~0.4 s, paid by the second ``generate`` of a session, when
+    the compiled Philox first folds a block of step keys)."""
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ValueError(
+            f"key and data shapes {[tuple(s) for s in shapes]} do not broadcast together"
+        ) from None
 
 
 def _on_cpu(value) -> bool:
@@ -358,6 +361,7 @@ def fold(key: int | torch.Tensor, data: int | torch.Tensor) -> torch.Tensor:
             return _fold_numpy(fast, _numpy_words(key), _numpy_words(data))
     k = _key_tensor(key, device)
     d = _key_tensor(data, device)
+    _shape(k.shape, d.shape)  # a ValueError naming both, before torch's own message
     k0, k1 = key_words(k)
     w0, w1, _, _ = philox4x32(
         d & _MASK32,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -136,6 +139,39 @@ def test_fold_is_philox_of_the_data_under_the_key():
         K.fold(2**64, 0)
     with pytest.raises(TypeError, match="int64"):
         K.fold(torch.zeros(2, dtype=torch.int32), 0)
+
+
+def test_fold_rejects_shapes_that_do_not_broadcast(monkeypatch):
+    """A ValueError naming both shapes, on the compiled path and on the torch ops alike."""
+    pytest.importorskip("numba")
+    import remask.kernels._numba.propose  # noqa: F401  (loads the compiled path)
+
+    assert _compiled() is not None
+    a, b = torch.zeros(3, dtype=torch.int64), torch.zeros(2, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"shapes \[\(3,\), \(2,\)\] do not broadcast"):
+        K.fold(a, b)
+    monkeypatch.setattr("remask.kernels._philox._compiled", lambda: None)
+    with pytest.raises(ValueError, match=r"shapes \[\(3,\), \(2,\)\] do not broadcast"):
+        K.fold(a, b)
+
+
+def test_folding_a_block_of_keys_does_not_import_sympy():
+    """``torch.broadcast_shapes`` imports sympy on its first call in a process (~0.4 s, which
+    the second ``generate`` of a session paid when the compiled Philox first folded a block
+    of step keys); fold broadcasts with numpy. In a fresh interpreter, since this one may
+    have sympy already."""
+    pytest.importorskip("numba")
+    code = (
+        "import sys, torch\n"
+        "import remask.kernels as K\n"
+        "import remask.kernels._numba.propose\n"
+        "assert K._philox._compiled() is not None\n"
+        "K.fold(torch.zeros(1, 4, dtype=torch.int64), torch.arange(3).unsqueeze(-1))\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_split_and_row_uniforms_follow_the_spec():
