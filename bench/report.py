@@ -98,14 +98,7 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     if not rows:
         return f"(no {file})"
 
-    def shape(r: dict) -> str:
-        d = json.loads(r["config"])
-        wait = d.get("wait", "sleep")
-        return (
-            f"B={d['B']} L={d['P'] + d['G']} V={d['V']} {d['dtype']}, "
-            f"{d['cost_ms']:.0f} ms {wait} forward"
-        )
-
+    shape = _stub_shape
     shapes = list(dict.fromkeys(shape(r) for r in rows))
     lines = ["| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
     by = defaultdict(dict)
@@ -159,6 +152,59 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
         else ""
     )
     return "\n".join(lines + ["", note, "", _provenance(rows)])
+
+
+def stub_breakdown_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
+    """Where each sampler's time outside the stub forward goes, per step, at each shape of a
+    stub run whose rows carry the breakdown (:class:`remask.bench.samplers.StepBreakdown`,
+    from the run of median overhead, whose total the first column gives):
+    the kernel ops that read logits (with the logits they read and their time per logit
+    against the exp floor of the same run), the model call around the forward, and the
+    rest (selection, commit, schedules, keys, the driver)."""
+    rows = [
+        r
+        for r in _read(file)
+        if r["name"] == "sampler_overhead_stub"
+        and "ops_ms_per_step" in json.loads(r["config"])
+    ]
+    if not rows:
+        return f"(no breakdown in {file})"
+    out = []
+    for shape in dict.fromkeys(_stub_shape(r) for r in rows):
+        mine = [r for r in rows if _stub_shape(r) == shape]
+        exp_ns = json.loads(mine[0]["config"]).get("exp_floor_ns")
+        out += [
+            f"**{shape}**" + (f" (exp floor {exp_ns:.3f} ns per logit)" if exp_ns else ""),
+            "",
+            "| sampler | outside the forward, ms/step | logit ops, ms/step (M logits; ns per "
+            "logit, x the exp floor) | model call | the rest |",
+            "|---|---|---|---|---|",
+        ]
+        for r in mine:
+            c = json.loads(r["config"])
+            total, ops = c.get("run_ms_per_step", float(r["derived"])), c["ops_ms_per_step"]
+            per_logit = ops * 1e6 / c["logits_per_step"] if c["logits_per_step"] else None
+            rate = (
+                f"; {per_logit:.2f} ns, {per_logit / exp_ns:.1f}x"
+                if per_logit and exp_ns
+                else ""
+            )
+            out.append(
+                f"| {r['variant']} | {total:.2f} | {ops:.2f} "
+                f"({c['logits_per_step'] / 1e6:.2f} M{rate}) | {c['call_ms_per_step']:.2f} | "
+                f"{c['rest_ms_per_step']:.2f} |"
+            )
+        out.append("")
+    return "\n".join(out + [_provenance(rows)])
+
+
+def _stub_shape(r: dict) -> str:
+    """The column name of a stub-overhead row: its shape, dtype and forward."""
+    d = json.loads(r["config"])
+    return (
+        f"B={d['B']} L={d['P'] + d['G']} V={d['V']} {d['dtype']}, "
+        f"{d['cost_ms']:.0f} ms {d.get('wait', 'sleep')} forward"
+    )
 
 
 def samplers_tables(*files: str) -> str:
@@ -336,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         "kernels": kernels_table,
         "samplers": samplers_tables,
         "overhead_stub": stub_overhead_table,
+        "overhead_breakdown": stub_breakdown_table,
         "cache": cache_table,
         "gpu": gpu_tables,
     }

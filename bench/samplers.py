@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from remask.bench.common import Result, environment, load_averages, pin_numba, write_csv
@@ -374,6 +375,74 @@ class StubDenoiser:
             torch.mm(self._work, self._work, out=self._product)
 
 
+#: Ops of :mod:`remask.kernels` that read rows of logits: the part of a step's work that
+#: grows with V, timed apart by :class:`StepBreakdown`.
+LOGIT_OPS = ("propose", "token_prob", "kl")
+
+
+class StepBreakdown:
+    """Where a run's time outside the forward goes, while active (a context manager): in the
+    kernel ops that read logits (:data:`LOGIT_OPS`, with the logits they read), in the model
+    call around the forward (``remask.models.protocol.call``: the mask column's fill, the
+    checks, and the forward itself, which the caller subtracts), and by difference in the
+    rest (selection, commit, schedules, keys, the driver).
+
+    It wraps those functions in their modules (samplers call them as module attributes) and
+    restores them on exit; a call made inside another timed call is not counted twice. The
+    logits an op reads are counted on numpy (a microsecond outside the timed span).
+    """
+
+    def __init__(self):
+        self.ops_s = 0.0  # wall time inside LOGIT_OPS
+        self.call_s = 0.0  # wall time inside protocol.call (the forward included)
+        self.logits = 0  # logit elements the LOGIT_OPS computed
+        self._depth = 0
+        self._saved: list = []
+
+    def __enter__(self) -> StepBreakdown:
+        from remask import kernels
+        from remask.models import protocol
+
+        self._saved = [(kernels, name, getattr(kernels, name)) for name in LOGIT_OPS]
+        self._saved.append((protocol, "call", protocol.call))
+        for module, name, fn in self._saved:
+            setattr(module, name, self._timed(fn, name == "call"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, name, fn in self._saved:
+            setattr(module, name, fn)
+        self._saved = []
+
+    def _timed(self, fn, is_call: bool):
+        def timed(*args, **kwargs):
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - start
+                self._depth -= 1
+                if is_call:
+                    self.call_s += spent
+                else:
+                    self.ops_s += spent
+                    self.logits += _logits_read(fn.__name__, args, kwargs)
+
+        return timed
+
+
+def _logits_read(op: str, args, kwargs) -> int:
+    """Logit elements a LOGIT_OPS call reads: its rows (all, or those of ``rows``) x V, twice
+    for ``kl`` (p and q)."""
+    logits = args[0] if args else kwargs.get("logits", kwargs.get("p_logits"))
+    rows = kwargs.get("rows", args[2] if len(args) > 2 else None)  # (B, L) bool or None
+    n = logits.shape[:-1].numel() if rows is None else int(np.count_nonzero(rows.cpu().numpy()))
+    return n * logits.shape[-1] * (2 if op == "kl" else 1)
+
+
 #: (B, prompt length, generated length, V, logits dtype, stub cost in s) of the stub runs.
 STUB_SHAPES = [(4, 0, 128, 8192, torch.float32, 0.010), (1, 480, 32, 126464, torch.bfloat16, 0.050)]
 
@@ -402,12 +471,14 @@ def overhead_stub(
         prompt = [[1 + i % 7 for i in range(P)] or [1]] * B
         floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
         fresh_ms, free_ms = fresh_logits_floors(model, torch.ones(B, P + G, dtype=torch.int64))
+        exp_ns = exp_floor_ns(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
         log(
             f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')} "
             f"({wait} forward): "
             f"one plain read of the logits {floor_ms:.2f} ms hot (read again and again), "
             f"{fresh_ms:.2f} ms fresh (right after a stub call); freeing them "
-            f"{free_ms:.2f} ms (load {load_averages()})"
+            f"{free_ms:.2f} ms; the exp floor {exp_ns or float('nan'):.3f} ns per logit "
+            f"(load {load_averages()})"
         )
         for name in samplers or available():
             sampler = _greedy_sampler(name, G)
@@ -418,18 +489,27 @@ def overhead_stub(
             except (TypeError, ValueError) as error:
                 log(f"  overhead_stub {name}: skipped ({error})")
                 continue
-            totals, forwards, steps = [], [], 0
+            totals, forwards, parts, steps = [], [], [], 0
             for _ in range(2 if quick else 3):
                 model.seconds = 0.0
-                start = time.perf_counter()
-                result = generate(model, prompt, sampler, gen_length=G, seed=0)
-                totals.append(time.perf_counter() - start)
+                with StepBreakdown() as part:
+                    start = time.perf_counter()
+                    result = generate(model, prompt, sampler, gen_length=G, seed=0)
+                    totals.append(time.perf_counter() - start)
                 forwards.append(model.seconds)
+                parts.append(part)
                 steps = result.steps
             fractions = sorted((t - f) / f for t, f in zip(totals, forwards, strict=True))
             per_step = statistics.median(
                 (t - f) / max(steps, 1) for t, f in zip(totals, forwards, strict=True)
             )
+            # The breakdown per step, from the run of median overhead (its parts add up).
+            run = sorted(range(len(totals)), key=lambda i: totals[i] - forwards[i])[
+                len(totals) // 2
+            ]
+            part, per = parts[run], 1e3 / max(steps, 1)
+            ops_ms = part.ops_s * per
+            call_ms = max(part.call_s - forwards[run], 0.0) * per
             row = dict(
                 sampler=name,
                 B=B,
@@ -451,6 +531,12 @@ def overhead_stub(
                 floor_ms=floor_ms,
                 fresh_floor_ms=fresh_ms,
                 free_ms=free_ms,
+                exp_floor_ns=exp_ns,
+                ops_ms_per_step=ops_ms,
+                call_ms_per_step=call_ms,
+                run_ms_per_step=(totals[run] - forwards[run]) * per,  # the parts' run
+                rest_ms_per_step=(totals[run] - forwards[run]) * per - ops_ms - call_ms,
+                logits_per_step=part.logits / max(steps, 1),
             )
             out.append(row)
             log(
@@ -458,7 +544,9 @@ def overhead_stub(
                 f"{row['overhead_fraction']:6.1%} of a {cost * 1e3:.0f} ms forward, "
                 f"{row['overhead_ms_per_step']:.2f} ms/step = "
                 f"{row['overhead_ms_per_step'] / floor_ms:.1f} hot / "
-                f"{row['overhead_ms_per_step'] / fresh_ms:.1f} fresh logits reads "
+                f"{row['overhead_ms_per_step'] / fresh_ms:.1f} fresh logits reads; "
+                f"logit ops {ops_ms:.2f} ({row['logits_per_step'] / 1e6:.2f} M logits), "
+                f"model call {call_ms:.2f}, rest {row['rest_ms_per_step']:.2f} ms/step "
                 f"({steps} steps, load {row['load']})"
             )
     return out
@@ -474,6 +562,25 @@ def logits_read_ms(logits: torch.Tensor, repeats: int = 21) -> float:
         if i >= 2:  # two warm-up reads
             times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def exp_floor_ns(logits: torch.Tensor, repeats: int = 21) -> float | None:
+    """Median ns per logit of the exp floor on ``logits`` (hot; :mod:`remask.bench.kernels`:
+    one read plus one vectorized ``exp`` per logit and a row sum, the arithmetic any exact
+    softmax statistic needs), on the threads in force; None where that kernel does not run
+    (no Numba, fp16)."""
+    from remask.bench.kernels import _exp_floor
+
+    run = _exp_floor(logits)
+    if run is None:
+        return None
+    times = []
+    for i in range(repeats + 2):
+        start = time.perf_counter()
+        run()
+        if i >= 2:  # the first call compiles
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) / logits.numel() * 1e9
 
 
 def fresh_logits_floors(
@@ -689,6 +796,12 @@ def _results(
                         "floor_ms",
                         "fresh_floor_ms",
                         "free_ms",
+                        "exp_floor_ns",
+                        "ops_ms_per_step",
+                        "run_ms_per_step",
+                        "call_ms_per_step",
+                        "rest_ms_per_step",
+                        "logits_per_step",
                     )
                     if k in o
                 },

@@ -231,3 +231,45 @@ def test_busy_stub_computes_then_writes_its_logits_and_lasts_its_cost():
     assert cpu["busy"] > 0.5 > cpu["sleep"], cpu
     with pytest.raises(ValueError, match="wait must be one of"):
         bench_samplers.StubDenoiser(16, 6, 0.0, wait="spin")
+
+
+def test_step_breakdown_times_the_logit_ops_and_counts_what_they_read(tmp_path):
+    """StepBreakdown charges propose to the logit ops with the rows it computed, the model call
+    around the stub to the call, and restores the wrapped functions; the report renders it.
+
+    LLaDA's one-token-per-step rule on 8 masks (B = 2, V = 16) proposes at the masked rows
+    only: 8 + 7 + ... + 1 = 36 rows per sequence, so 2 * 36 * 16 logits in all.
+    """
+    import torch
+
+    from remask import kernels
+    from remask.bench.common import Result, environment, write_csv
+    from remask.models import protocol
+    from remask.samplers import LowConfidence, generate
+
+    propose, call = kernels.propose, protocol.call
+    stub = bench_samplers.StubDenoiser(16, 9, 0.001, wait="sleep")  # prompt 1 + 8
+    with bench_samplers.StepBreakdown() as part:
+        assert kernels.propose is not propose and protocol.call is not call
+        result = generate(stub, [[1]] * 2, LowConfidence(steps=8), gen_length=8, seed=0)
+    assert kernels.propose is propose and protocol.call is call
+    assert result.steps == 8 and part.logits == 2 * 36 * 16
+    assert part.ops_s > 0 and part.call_s >= stub.seconds >= 8 * 0.001
+
+    config = dict(B=2, G=8, P=0, V=16, dtype="float32", steps=8, cost_ms=1.0, wait="sleep")
+    config.update(
+        exp_floor_ns=0.1,
+        ops_ms_per_step=0.5,
+        run_ms_per_step=1.2,
+        call_ms_per_step=0.1,
+        rest_ms_per_step=0.4,
+        logits_per_step=1e6,
+    )
+    path = tmp_path / "stub.csv"
+    row = dict(name="sampler_overhead_stub", variant="low_confidence", backend="numba")
+    row.update(repeats=3, median=0.5, p20=0.4, p80=0.6, unit="overhead/forward")
+    row.update(derived=1.0, derived_unit="ms per step", config=json.dumps(config))
+    write_csv([Result(**row, **environment("cpu"))], path)
+    table = report.stub_breakdown_table(str(path))
+    assert "**B=2 L=8 V=16 float32, 1 ms sleep forward** (exp floor 0.100 ns per logit)" in table
+    assert "| low_confidence | 1.20 | 0.50 (1.00 M; 0.50 ns, 5.0x) | 0.10 | 0.40 |" in table
