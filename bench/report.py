@@ -164,8 +164,7 @@ def stub_breakdown_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     rows = [
         r
         for r in _read(file)
-        if r["name"] == "sampler_overhead_stub"
-        and "ops_ms_per_step" in json.loads(r["config"])
+        if r["name"] == "sampler_overhead_stub" and "ops_ms_per_step" in json.loads(r["config"])
     ]
     if not rows:
         return f"(no breakdown in {file})"
@@ -185,9 +184,7 @@ def stub_breakdown_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
             total, ops = c.get("run_ms_per_step", float(r["derived"])), c["ops_ms_per_step"]
             per_logit = ops * 1e6 / c["logits_per_step"] if c["logits_per_step"] else None
             rate = (
-                f"; {per_logit:.2f} ns, {per_logit / exp_ns:.1f}x"
-                if per_logit and exp_ns
-                else ""
+                f"; {per_logit:.2f} ns, {per_logit / exp_ns:.1f}x" if per_logit and exp_ns else ""
             )
             out.append(
                 f"| {r['variant']} | {total:.2f} | {ops:.2f} "

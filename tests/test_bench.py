@@ -240,7 +240,6 @@ def test_step_breakdown_times_the_logit_ops_and_counts_what_they_read(tmp_path):
     LLaDA's one-token-per-step rule on 8 masks (B = 2, V = 16) proposes at the masked rows
     only: 8 + 7 + ... + 1 = 36 rows per sequence, so 2 * 36 * 16 logits in all.
     """
-    import torch
 
     from remask import kernels
     from remask.bench.common import Result, environment, write_csv

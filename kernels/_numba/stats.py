@@ -27,6 +27,7 @@ from remask.kernels._numba.propose import (
     _KIND_BF16,
     _KIND_F16,
     _KIND_F32,
+    _computed_rows,
     _exp_neg,
     _key_to_float,
     _load_tile,
@@ -114,11 +115,11 @@ def _token_prob_kernel(
     src, kind, table_bits, tokens, rows, has_rows, out, status
 ):  # pragma: no cover
     n_rows, vocab = src.shape
-    for r in prange(n_rows):
-        out[r] = 0.0
-        status[r] = 0
-        if has_rows and not rows[r]:
-            continue
+    out[:] = 0.0
+    status[:] = 0
+    work = _computed_rows(rows, has_rows, n_rows)  # shared out evenly (see there)
+    for i in prange(work.shape[0]):
+        r = work[i]
         ubuf = np.empty(SAMPLE_TILE, dtype=np.uint32)
         fbuf = ubuf.view(np.float32)
         row = src[r]
@@ -153,11 +154,11 @@ def _token_prob_kernel(
 @njit(cache=True, parallel=True)
 def _kl_kernel(sx_, kx, sy_, ky, table_bits, rows, has_rows, out, status):  # pragma: no cover
     n_rows, vocab = sx_.shape
-    for r in prange(n_rows):
-        out[r] = 0.0
-        status[r] = 0
-        if has_rows and not rows[r]:
-            continue
+    out[:] = 0.0
+    status[:] = 0
+    work = _computed_rows(rows, has_rows, n_rows)  # shared out evenly (see there)
+    for i in prange(work.shape[0]):
+        r = work[i]
         ux = np.empty(SAMPLE_TILE, dtype=np.uint32)
         uy = np.empty(SAMPLE_TILE, dtype=np.uint32)
         # The KL needs both maxima before the sums: one pass for them (the rows are then in
