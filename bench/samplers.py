@@ -23,7 +23,10 @@
    overhead per step in ms as well, so any other forward cost can be plugged in, and two
    floors of the same run: one plain read of the logits hot (read again and again) and
    fresh (right after the stub's call, what a step's first look at its logits costs), and
-   the time to free one stub output (a step lets its logits go).
+   the time to free one stub output (a step lets its logits go). Each row also splits its
+   time outside the forward (:class:`StepBreakdown`): the kernel ops that read logits (and
+   how many they read, against the exp floor of the stub's logits), the model call around
+   the forward, and the rest.
 
 Every row lands in one CSV with the shared schema of :mod:`remask.bench.common`; for quality
 rows ``unit`` names the statistic that ``median`` holds (``p20``/``p80`` carry the per-row NFE
@@ -47,7 +50,9 @@ from remask.bench.common import Result, environment, load_averages, pin_numba, w
 
 __all__ = [
     "ORACLES",
+    "LOGIT_OPS",
     "STUB_SHAPES",
+    "StepBreakdown",
     "StubDenoiser",
     "settings",
     "quality",
