@@ -171,9 +171,17 @@ def stub_breakdown_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     out = []
     for shape in dict.fromkeys(_stub_shape(r) for r in rows):
         mine = [r for r in rows if _stub_shape(r) == shape]
-        exp_ns = json.loads(mine[0]["config"]).get("exp_floor_ns")
+        c0 = json.loads(mine[0]["config"])
+        exp_ns = c0.get("exp_floor_ns")
+        notes = [f"exp floor {exp_ns:.3f} ns per logit"] if exp_ns else []
+        if c0.get("small_call_cold_ms") is not None:
+            notes.append(
+                f"a propose of {c0['B'] * (c0['P'] + c0['G']) * 16} logits: "
+                f"{c0['small_call_cold_ms']:.3f} ms right after a stub call, "
+                f"{c0['small_call_hot_ms']:.3f} ms in a loop"
+            )
         out += [
-            f"**{shape}**" + (f" (exp floor {exp_ns:.3f} ns per logit)" if exp_ns else ""),
+            f"**{shape}**" + (f" ({'; '.join(notes)})" if notes else ""),
             "",
             "| sampler | outside the forward, ms/step | logit ops, ms/step (M logits; ns per "
             "logit, x the exp floor) | model call | the rest |",

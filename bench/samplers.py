@@ -477,13 +477,15 @@ def overhead_stub(
         floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
         fresh_ms, free_ms = fresh_logits_floors(model, torch.ones(B, P + G, dtype=torch.int64))
         exp_ns = exp_floor_ns(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
+        cold_ms, hot_ms = small_call_floors(model, torch.ones(B, P + G, dtype=torch.int64))
         log(
             f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')} "
             f"({wait} forward): "
             f"one plain read of the logits {floor_ms:.2f} ms hot (read again and again), "
             f"{fresh_ms:.2f} ms fresh (right after a stub call); freeing them "
-            f"{free_ms:.2f} ms; the exp floor {exp_ns or float('nan'):.3f} ns per logit "
-            f"(load {load_averages()})"
+            f"{free_ms:.2f} ms; the exp floor {exp_ns or float('nan'):.3f} ns per logit; a "
+            f"propose of {B * (P + G) * 16} logits {cold_ms:.3f} ms right after a stub call, "
+            f"{hot_ms:.3f} ms in a loop (load {load_averages()})"
         )
         for name in samplers or available():
             sampler = _greedy_sampler(name, G)
@@ -535,6 +537,8 @@ def overhead_stub(
                 load=load_averages(),
                 floor_ms=floor_ms,
                 fresh_floor_ms=fresh_ms,
+                small_call_cold_ms=cold_ms,
+                small_call_hot_ms=hot_ms,
                 free_ms=free_ms,
                 exp_floor_ns=exp_ns,
                 ops_ms_per_step=ops_ms,
@@ -586,6 +590,37 @@ def exp_floor_ns(logits: torch.Tensor, repeats: int = 21) -> float | None:
         if i >= 2:  # the first call compiles
             times.append(time.perf_counter() - start)
     return statistics.median(times) / logits.numel() * 1e9
+
+
+def small_call_floors(
+    model: StubDenoiser, tokens: torch.Tensor, repeats: int = 21
+) -> tuple[float, float]:
+    """Median ms of one ``propose`` on tiny logits, (B, L, 16) float32 (a fixed cost: the
+    validation, the dispatch, the kernel launch, nearly no arithmetic), timed right after a
+    call of ``model`` and again and again in a loop: what any small op of a step pays for
+    the state the forward left (caches, predictors, TLB swept; on a shared host, by the
+    neighbours too) against the same call warm.
+
+    Returns
+    -------
+    cold_ms, hot_ms : float
+    """
+    from remask import kernels
+
+    small = torch.randn(*tokens.shape, 16)  # (B, L, 16)
+    seconds, cold, hot = model.seconds, [], []
+    for i in range(repeats + 2):
+        model(tokens)  # (B, L, V), dropped
+        start = time.perf_counter()
+        kernels.propose(small)
+        if i >= 2:  # two warm-up calls
+            cold.append((time.perf_counter() - start) * 1e3)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernels.propose(small)
+        hot.append((time.perf_counter() - start) * 1e3)
+    model.seconds = seconds
+    return statistics.median(cold), statistics.median(hot)
 
 
 def fresh_logits_floors(
@@ -800,6 +835,8 @@ def _results(
                         "load",
                         "floor_ms",
                         "fresh_floor_ms",
+                        "small_call_cold_ms",
+                        "small_call_hot_ms",
                         "free_ms",
                         "exp_floor_ns",
                         "ops_ms_per_step",

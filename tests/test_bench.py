@@ -166,6 +166,36 @@ def test_fresh_floors_read_each_stub_output_once_right_after_its_wait_then_free_
         assert read[4] - call[3] >= 0.002  # read after the stub's wait
 
 
+def test_small_call_floors_time_a_tiny_propose_right_after_each_stub_call(monkeypatch):
+    """The cold small-call floor times one propose of (B, L, 16) logits right after each stub
+    call (nothing between), the hot one the same call again and again; neither is charged
+    to the run."""
+    import torch
+
+    from remask import kernels
+
+    events = []
+    propose = kernels.propose
+
+    def logged(logits, **kwargs):
+        events.append(("propose", tuple(logits.shape)))
+        return propose(logits, **kwargs)
+
+    class Recording(bench_samplers.StubDenoiser):
+        def __call__(self, tokens, attention_mask=None, **kwargs):
+            events.append(("call", tuple(tokens.shape)))
+            return super().__call__(tokens, attention_mask)
+
+    monkeypatch.setattr(kernels, "propose", logged)
+    model = Recording(64, 8, 0.001)
+    model.seconds = 1.5
+    cold, hot = bench_samplers.small_call_floors(model, torch.ones(2, 5, dtype=torch.int64), 3)
+    assert math.isfinite(cold) and cold > 0 and math.isfinite(hot) and hot > 0
+    assert model.seconds == 1.5
+    after = [("call", (2, 5)), ("propose", (2, 5, 16))] * 5  # two warm-ups, three timed
+    assert events == after + [("propose", (2, 5, 16))] * 3
+
+
 def test_stub_table_shows_both_floors(tmp_path):
     """The stub table puts each cell in hot and fresh reads and prints the floor rows."""
     from remask.bench.common import Result, environment, write_csv
@@ -258,6 +288,8 @@ def test_step_breakdown_times_the_logit_ops_and_counts_what_they_read(tmp_path):
     config = dict(B=2, G=8, P=0, V=16, dtype="float32", steps=8, cost_ms=1.0, wait="sleep")
     config.update(
         exp_floor_ns=0.1,
+        small_call_cold_ms=0.4,
+        small_call_hot_ms=0.1,
         ops_ms_per_step=0.5,
         run_ms_per_step=1.2,
         call_ms_per_step=0.1,
@@ -270,5 +302,8 @@ def test_step_breakdown_times_the_logit_ops_and_counts_what_they_read(tmp_path):
     row.update(derived=1.0, derived_unit="ms per step", config=json.dumps(config))
     write_csv([Result(**row, **environment("cpu"))], path)
     table = report.stub_breakdown_table(str(path))
-    assert "**B=2 L=8 V=16 float32, 1 ms sleep forward** (exp floor 0.100 ns per logit)" in table
+    assert (
+        "**B=2 L=8 V=16 float32, 1 ms sleep forward** (exp floor 0.100 ns per logit; a propose "
+        "of 256 logits: 0.400 ms right after a stub call, 0.100 ms in a loop)" in table
+    )
     assert "| low_confidence | 1.20 | 0.50 (1.00 M; 0.50 ns, 5.0x) | 0.10 | 0.40 |" in table
