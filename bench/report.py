@@ -154,7 +154,7 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     return "\n".join(lines + ["", note, "", _provenance(rows)])
 
 
-def stub_breakdown_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
+def stub_breakdown_table(file: str = "samplers_overhead_stub_breakdown_cpu.csv") -> str:
     """Where each sampler's time outside the stub forward goes, per step, at each shape of a
     stub run whose rows carry the breakdown (:class:`remask.bench.samplers.StepBreakdown`,
     from the run of median overhead, whose total the first column gives):
