@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 # Tests use tiny tensors: one thread is as fast and avoids thread-pool thrashing when the
 # machine is shared (numba reads this at its first import, which happens after conftest).
@@ -38,6 +40,21 @@ class CountingDenoiser:
 @pytest.fixture
 def counting():
     return CountingDenoiser
+
+
+@pytest.fixture
+def fresh_python():
+    """``run(code)``: run ``code`` in a fresh interpreter (this one may have imported anything
+    already), check that it exits 0, and return its stripped standard output."""
+
+    def run(code: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -258,15 +256,13 @@ def test_threads_option_sets_the_libraries(monkeypatch):
     assert _invoke("--threads", 0, "list").exit_code == 2
 
 
-def test_help_imports_neither_torch_nor_numba():
+def test_help_imports_neither_torch_nor_numba(fresh_python):
     code = (
         "import sys\nfrom click.testing import CliRunner\nfrom remask.cli import main\n"
         "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
         "print(sorted(m for m in ('torch', 'numba', 'transformers') if m in sys.modules))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 def _hub_cache(root: pathlib.Path, repo: str, source: pathlib.Path) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -155,7 +152,7 @@ def test_fold_rejects_shapes_that_do_not_broadcast(monkeypatch):
         K.fold(a, b)
 
 
-def test_folding_a_block_of_keys_does_not_import_sympy():
+def test_folding_a_block_of_keys_does_not_import_sympy(fresh_python):
     """``torch.broadcast_shapes`` imports sympy on its first call in a process (~0.4 s, which
     the second ``generate`` of a session paid when the compiled Philox first folded a block
     of step keys); fold broadcasts with numpy. In a fresh interpreter, since this one may
@@ -169,9 +166,7 @@ def test_folding_a_block_of_keys_does_not_import_sympy():
         "K.fold(torch.zeros(1, 4, dtype=torch.int64), torch.arange(3).unsqueeze(-1))\n"
         "print('sympy' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert fresh_python(code) == "False"
 
 
 def test_split_and_row_uniforms_follow_the_spec():
