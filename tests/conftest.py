@@ -44,12 +44,17 @@ def counting():
 
 @pytest.fixture
 def fresh_python():
-    """``run(code)``: run ``code`` in a fresh interpreter (this one may have imported anything
-    already), check that it exits 0, and return its stripped standard output."""
+    """``run(code, env=None)``: run ``code`` in a fresh interpreter (this one may have imported
+    anything already, and pins Numba to one thread), with ``env`` added to the environment;
+    check that it exits 0, and return its stripped standard output."""
 
-    def run(code: str) -> str:
+    def run(code: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=None if env is None else {**os.environ, **env},
         )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
