@@ -98,22 +98,21 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     if not rows:
         return f"(no {file})"
 
-    shape = _stub_shape
-    shapes = list(dict.fromkeys(shape(r) for r in rows))
+    shapes = list(dict.fromkeys(_stub_shape(r) for r in rows))
     lines = ["| sampler | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
     by = defaultdict(dict)
     floors = {}  # shape -> ms of one plain read of its logits, hot (read again and again)
     fresh = {}  # shape -> ms of one read right after a stub call (rows measured with it)
     free = {}  # shape -> ms of freeing one stub output (rows measured with it)
     for r in rows:
-        by[r["variant"]][shape(r)] = (float(r["median"]), float(r["derived"]))
+        by[r["variant"]][_stub_shape(r)] = (float(r["median"]), float(r["derived"]))
         config = json.loads(r["config"])
         if config.get("floor_ms"):
-            floors[shape(r)] = float(config["floor_ms"])
+            floors[_stub_shape(r)] = float(config["floor_ms"])
         if config.get("fresh_floor_ms"):
-            fresh[shape(r)] = float(config["fresh_floor_ms"])
+            fresh[_stub_shape(r)] = float(config["fresh_floor_ms"])
         if config.get("free_ms") is not None:
-            free[shape(r)] = float(config["free_ms"])
+            free[_stub_shape(r)] = float(config["free_ms"])
 
     def cell(c: str, fraction: float, per_step: float) -> str:
         if c in floors and c in fresh:

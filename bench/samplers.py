@@ -474,9 +474,10 @@ def overhead_stub(
     for B, P, G, V, dtype, cost in STUB_SHAPES[:1] if quick else STUB_SHAPES:
         model = StubDenoiser(V, P + G + 8, cost, dtype, wait=wait)
         prompt = [[1 + i % 7 for i in range(P)] or [1]] * B
-        floor_ms = logits_read_ms(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
+        hot = model.bank[:, : P + G].expand(B, P + G, V).contiguous()  # (B, L, V), read hot
+        floor_ms, exp_ns = logits_read_ms(hot), exp_floor_ns(hot)
+        del hot
         fresh_ms, free_ms = fresh_logits_floors(model, torch.ones(B, P + G, dtype=torch.int64))
-        exp_ns = exp_floor_ns(model.bank[:, : P + G].expand(B, P + G, V).contiguous())
         cold_ms, hot_ms = small_call_floors(model, torch.ones(B, P + G, dtype=torch.int64))
         log(
             f"  overhead_stub floor B={B} L={P + G} V={V} {str(dtype).replace('torch.', '')} "
