@@ -305,7 +305,8 @@ STUB_WAITS = ("busy", "sleep")
 
 class StubDenoiser:
     """A denoiser of known cost: fixed random logits (the mask column at -inf), materialised
-    contiguously for each call, which lasts ``cost_s`` seconds.
+    contiguously for each call, which lasts ``cost_s`` seconds. ``mask_id`` is V - 1 and
+    ``eos_id`` V - 2.
 
     Parameters
     ----------
@@ -337,6 +338,9 @@ class StubDenoiser:
         if wait not in STUB_WAITS:
             raise ValueError(f"wait must be one of {STUB_WAITS}, got {wait!r}")
         self.vocab_size, self.mask_id, self.cost_s = vocab_size, vocab_size - 1, cost_s
+        # An EOS id, as every checkpoint declares (DAEDAL's length check reads it at every
+        # step); its logits are as random as the others', so it is seldom the argmax.
+        self.eos_id = vocab_size - 2
         self.wait = wait
         gen = torch.Generator().manual_seed(seed)
         bank = torch.randn(1, max_len, vocab_size, generator=gen) * 3  # (1, L, V)

@@ -22,8 +22,15 @@ with ``credit_alpha = 0`` the sampler is exactly ``threshold``. Defaults: dInfer
 (``credit_alpha=0.7, boost_gamma=0.2, decay_beta=0.8``), threshold 0.9 and blocks of 32 as
 in its benchmarks.
 
-Memory: the credit of the active block is a (B, W, V) float32 tensor, W = ``block_length``
-(or the longest editable span when ``block_length`` is None), as in the reference.
+Memory: the credit is sparse. A slot gains credit only at its top-1 token of a step, one token
+per step, and a block takes at most W steps (W = ``block_length``, or the longest editable
+span when ``block_length`` is None: every step commits at least one of the block's masks), so
+a slot holds at most S = min(W, V) credited tokens; every other entry of the credit vector is
+zero, where ``log(1 + C)`` adds nothing. The state keeps those entries, (B, W, S) token ids
+and values, not the reference's dense (B, W, V) tensor, and a step decays, boosts and takes
+``log1p`` of them only, then adds ``alpha * log1p`` to the window's logits at their tokens:
+the same float32 operations on the same values (the dense tensor's other entries are zeros
+that stay zero), with no pass over (B, W, V) beyond the window's copy and the two proposals.
 
 Departures from the reference code (all deliberate):
 
@@ -58,16 +65,27 @@ class CreditState(NamedTuple):
     Attributes
     ----------
     canvas : Canvas
-    credit : (B, W, V) float32
-        Trace credit of the active block's positions, in the block's order (slot k is the
-        block's k-th generated position).
+    credit_tokens : (B, W, S) int64
+        The credited tokens of the active block's positions, in the block's order (slot k is
+        the block's k-th generated position), in the order they were first credited; -1 for
+        an unused entry. Slot k's credit vector is zero but at these tokens.
+    credit_values : (B, W, S) float32
+        Their credit (0 at unused entries).
     credit_block : (B,) int64
-        The block ``credit`` belongs to; a row whose window has moved starts from zero.
+        The block the credit belongs to; a row whose window has moved starts from zero.
     """
 
     canvas: Canvas
-    credit: torch.Tensor
+    credit_tokens: torch.Tensor
+    credit_values: torch.Tensor
     credit_block: torch.Tensor
+
+    def dense_credit(self, vocab_size: int) -> torch.Tensor:
+        """(B, W, V) float32: the credit vectors as the paper writes them (for inspection)."""
+        B, W, _ = self.credit_values.shape
+        dense = torch.zeros(B, W, vocab_size + 1, device=self.credit_values.device)
+        index = torch.where(self.credit_tokens < 0, vocab_size, self.credit_tokens)  # (B, W, S)
+        return dense.scatter_(2, index, self.credit_values)[..., :vocab_size]
 
 
 @register("credit")
@@ -132,17 +150,20 @@ class Credit(Sampler):
 
     def init(self, canvas: Canvas, denoiser) -> CreditState:
         width = self._width(canvas)
-        B = canvas.tokens.shape[0]
-        credit = torch.zeros(
-            B, width, denoiser.vocab_size, dtype=torch.float32, device=canvas.tokens.device
+        B, device = canvas.tokens.shape[0], canvas.tokens.device
+        entries = min(width, denoiser.vocab_size)  # S: credited tokens a slot can hold
+        return CreditState(
+            canvas=canvas,
+            credit_tokens=torch.full((B, width, entries), -1, dtype=torch.int64, device=device),
+            credit_values=torch.zeros(B, width, entries, dtype=torch.float32, device=device),
+            credit_block=canvas.window.clone(),
         )
-        return CreditState(canvas=canvas, credit=credit, credit_block=canvas.window.clone())
 
     def step(self, state: CreditState, denoiser, key: torch.Tensor):
         canvas = state.canvas
         mask_id = denoiser.mask_id
         B, L = canvas.tokens.shape
-        W = state.credit.shape[1]
+        W, S = state.credit_values.shape[1:]
         rows = eligible(canvas, mask_id)  # (B, L) masked positions of the active block
 
         # Slot k of the window is the k-th position of the row's active block.
@@ -158,24 +179,36 @@ class Credit(Sampler):
         logits, evaluations = denoise(denoiser, canvas)  # (B, L, V)
         V = logits.shape[-1]
         # Whole rows by index_select on the flattened (B * L, V) view: one copy per row, where
-        # gather with an expanded (B, W, V) index reads an index per element (2x slower).
+        # gather with an expanded (B, W, V) index reads an index per element (2x slower). The
+        # copy is this step's own: the fusion below writes into it.
         flat = (column + torch.arange(B, device=column.device).unsqueeze(-1) * L).reshape(-1)
         logits_w = logits.reshape(B * L, V).index_select(0, flat).view(B, W, V).float()
 
         # 1. Credit: decay (zero for a row that entered a new block), then boost the top-1.
-        fresh = canvas.window != state.credit_block  # (B,)
-        decay = torch.where(fresh, 0.0, self.decay_beta).to(torch.float32)  # (B,)
-        credit = state.credit * decay.view(B, 1, 1)  # (B, W, V), a fresh tensor
+        fresh = (canvas.window != state.credit_block).view(B, 1, 1)  # (B, 1, 1)
+        tokens_c = state.credit_tokens.masked_fill(fresh, -1)  # (B, W, S)
+        values = state.credit_values * torch.where(fresh, 0.0, self.decay_beta)  # (B, W, S)
         top = kernels.propose(logits_w, temperature=0.0, rows=masked_w)  # untempered top-1
         boost = torch.where(masked_w, top.prob.pow(self.boost_gamma), 0.0)  # (B, W)
-        # In place on the fresh tensor (state.credit is never written): one (B, W, V) pass
-        # and allocation fewer than the out-of-place scatter_add.
-        credit.scatter_add_(2, top.tokens.clamp_min(0).unsqueeze(-1), boost.unsqueeze(-1))
+        # The top-1's entry: the one holding it, else the first unused (entries fill in
+        # order). A slot has at most S tokens while its block lasts (S = min(W, V), above);
+        # the clamp only matters to a row whose results are dropped (an early-stopped row
+        # stepped with its frozen tokens) or to a run that fails (the mask token proposed).
+        # Outside masked_w (top.tokens -1) whatever entry is picked keeps its token and gains 0.
+        match = tokens_c == top.tokens.unsqueeze(-1)  # (B, W, S)
+        used = (tokens_c >= 0).sum(-1)  # (B, W)
+        entry = torch.where(match.any(-1), match.long().argmax(-1), used).clamp_max(S - 1)
+        entry = entry.unsqueeze(-1)  # (B, W, 1)
+        new_token = torch.where(masked_w, top.tokens, tokens_c.gather(2, entry).squeeze(-1))
+        tokens_c = tokens_c.scatter(2, entry, new_token.unsqueeze(-1))  # (B, W, S)
+        values = values.scatter_add_(2, entry, boost.unsqueeze(-1))  # in place on the decayed
 
-        # 2. Fusion and 3. the threshold rule on the fused logits: logits_w + alpha *
-        # log1p(credit), in place on the log1p's fresh tensor (the same float32 roundings:
-        # the product, then the sum), not three (B, W, V) allocations.
-        fused = torch.log1p(credit).mul_(self.credit_alpha).add_(logits_w)  # (B, W, V)
+        # 2. Fusion: z' = z + alpha * log1p(C), written at the credited tokens only (C is zero
+        # elsewhere, so log1p adds nothing there). Unused entries add an exact 0.0 to token 0.
+        fusion = torch.log1p(values).mul_(self.credit_alpha)  # (B, W, S)
+        fused = logits_w.scatter_add_(2, tokens_c.clamp_min(0), fusion)  # (B, W, V) in place
+
+        # 3. The threshold rule on the fused logits.
         keys = proposal_keys(key, canvas, self.temperature)  # (B, L) or None at T = 0
         proposal = kernels.propose(
             fused,
@@ -191,7 +224,12 @@ class Credit(Sampler):
         tokens = _to_canvas(proposal.tokens, target, L, -1)  # (B, L)
         score = _to_canvas(proposal.prob, target, L, float("-inf"))  # (B, L)
         new_canvas = commit(canvas, committed, tokens, mask_id, evaluations)
-        new_state = CreditState(canvas=new_canvas, credit=credit, credit_block=canvas.window)
+        new_state = CreditState(
+            canvas=new_canvas,
+            credit_tokens=tokens_c,
+            credit_values=values,
+            credit_block=canvas.window,
+        )
         info = StepInfo(
             committed=committed,
             proposal=torch.where(rows, tokens, -1),

@@ -168,13 +168,15 @@ def eos_confidence(
     B = logits.shape[0]
     if eos_id is None:
         return torch.zeros(B, dtype=torch.float32, device=logits.device)
-    is_eos = answer & (logits.argmax(-1) == eos_id)  # (B, L)
+    # The argmax of every answer column and its probability, from one fused read of the
+    # answer rows: where the argmax is EOS its probability is p(EOS). torch's argmax read the
+    # whole canvas, some 20x slower per logit on a CPU (`remask bench kernels`: llada_t0
+    # against propose_t0 in bf16), at every step of a model that declares an EOS id.
+    top = kernels.propose(logits, rows=answer)  # (B, L) each: -1 and 0 outside answer
+    is_eos = top.tokens == eos_id  # (B, L), False outside answer
     from_end = is_eos.flip(-1).long().cumsum(-1).flip(-1)  # (B, L): EOS argmaxes at or after
     counted = is_eos & (from_end <= count)  # (B, L)
-    # The fused softmax probability of EOS, on the counted columns only: one read of those
-    # rows and O(B·L) memory (a logsumexp over the canvas read every row twice).
-    eos = torch.full_like(answer, eos_id, dtype=torch.int64)  # (B, L)
-    p_eos = kernels.token_prob(logits, eos, counted)  # (B, L) float32, 0 outside counted
+    p_eos = torch.where(counted, top.prob, 0.0)  # (B, L) float32
     return p_eos.sum(-1) / count
 
 

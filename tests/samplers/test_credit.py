@@ -129,6 +129,66 @@ def test_credit_accumulates_decays_and_resets_per_block():
     assert seen[2][1][2] == pytest.approx(expected[0], abs=1e-5)
 
 
+class _Switching:
+    """Call t: every position's top token is ``(t + j) % 3`` (j its column) with logit
+    ``1 + 0.25 t`` over zeros elsewhere; ``mask_id = vocab_size`` (no column). Each slot's
+    top-1 moves through three tokens and comes back, so credited tokens accumulate and merge."""
+
+    vocab_size, mask_id = 6, 6
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, tokens, attention_mask=None):
+        B, L = tokens.shape
+        t = len(self.calls)
+        logits = torch.zeros(B, L, self.vocab_size)
+        top = (t + torch.arange(L)) % 3  # (L,)
+        logits[:, torch.arange(L), top] = 1.0 + 0.25 * t
+        self.calls.append(logits)
+        return logits
+
+
+@pytest.mark.parametrize("block_length", [None, 2])
+def test_sparse_credit_is_the_dense_recurrence(block_length):
+    """The state keeps the credited tokens only; rebuilt dense, it is the paper's
+    C <- beta C; C[argmax z] += p_max ** gamma at every masked position of the block, zero
+    when a block starts (computed here in float64 from the logits of each call)."""
+    alpha, gamma, beta = 0.7, 0.5, 0.8
+    model, states = _Switching(), []
+    sampler = build(
+        "credit",
+        block_length=block_length,
+        threshold=1.0,
+        credit_alpha=alpha,
+        boost_gamma=gamma,
+        decay_beta=beta,
+    )
+    remask.generate(
+        model, [[1]], sampler, gen_length=4, seed=0, callbacks=[lambda s, i: states.append(s)]
+    )
+    assert len(states) == len(model.calls) == 4  # threshold 1.0: one commit per step
+    V, W = model.vocab_size, 4 if block_length is None else block_length
+    masked = torch.ones(4, dtype=torch.bool)  # the generated columns 1..4, before step 0
+    dense = torch.zeros(W, V, dtype=torch.float64)
+    most = 0
+    for t, (state, logits) in enumerate(zip(states, model.calls, strict=True)):
+        first = 0 if block_length is None else (4 - int(masked.sum())) // W * W  # block start
+        if block_length is not None and (4 - int(masked.sum())) % W == 0:
+            dense.zero_()  # a new block (or the first): credit starts from zero
+        dense *= beta
+        p = torch.softmax(logits[0, 1:].double(), -1)  # (4, V)
+        for k in range(W):
+            if masked[first + k]:
+                top = int(p[first + k].argmax())
+                dense[k, top] += float(p[first + k, top]) ** gamma
+        got = state.dense_credit(V)[0]  # (W, V)
+        assert torch.allclose(got.double(), dense, rtol=1e-6, atol=0), f"step {t}"
+        most = max(most, int((state.credit_tokens[0] >= 0).sum(-1).max()))
+        masked = state.canvas.tokens[0, 1:] == model.mask_id  # (4,) before the next step
+    assert most == min(W, 3)  # a slot held several tokens: the merging was exercised
+
+
 def test_credit_can_change_the_proposed_token():
     """A token predicted for several steps keeps its credit after the model switches: the
     fused argmax stays with the old token while the credit outweighs the new margin."""
