@@ -107,6 +107,9 @@ class DaedalState(NamedTuple):
     offset : (B,) int64 or None
         A block-diffusion model's block grid offset (the driver's rule), kept when blocks are
         recounted after an insertion; None for other models.
+    first : int
+        ``start.min()``: no row's answer holds a column before it (the EOS check reads the
+        columns from there on).
     """
 
     canvas: Canvas
@@ -115,6 +118,7 @@ class DaedalState(NamedTuple):
     capacity: torch.Tensor
     adjusting: torch.Tensor
     offset: torch.Tensor | None = None
+    first: int = 0
 
 
 class DaedalInfo(NamedTuple):
@@ -144,7 +148,7 @@ class DaedalInfo(NamedTuple):
 
 
 def eos_confidence(
-    logits: torch.Tensor, answer: torch.Tensor, eos_id: int | None, count: int
+    logits: torch.Tensor, answer: torch.Tensor, eos_id: int | None, count: int, *, first: int = 0
 ) -> torch.Tensor:
     """DAEDAL's sequence-completion signal.
 
@@ -158,6 +162,8 @@ def eos_confidence(
         None gives 0 for every row.
     count : int
         ``eos_check_tokens``: how many EOS predictions, counted from the end, are averaged.
+    first : int
+        No row's answer holds a column before ``first``: those columns are not read.
 
     Returns
     -------
@@ -165,18 +171,29 @@ def eos_confidence(
         Sum of the EOS probability over the last ``count`` answer columns whose argmax is EOS,
         divided by ``count``.
     """
-    B = logits.shape[0]
+    B, L, V = logits.shape
     if eos_id is None:
         return torch.zeros(B, dtype=torch.float32, device=logits.device)
-    # The argmax of every answer column and its probability, from one fused read of the
-    # answer rows: where the argmax is EOS its probability is p(EOS). torch's argmax read the
-    # whole canvas, some 20x slower per logit on a CPU (`remask bench kernels`: llada_t0
-    # against propose_t0 in bf16), at every step of a model that declares an EOS id.
-    top = kernels.propose(logits, rows=answer)  # (B, L) each: -1 and 0 outside answer
-    is_eos = top.tokens == eos_id  # (B, L), False outside answer
+    # "The argmax is EOS" without an argmax: the EOS logit exceeds every logit before it
+    # (ties go to the lower index) and is at least every logit after it. Two max reductions
+    # over the answers' columns read each of their logits once, vectorised; torch's argmax
+    # is several times slower per logit and a fused propose pays an exp per logit.
+    x = logits[:, first:]  # (B, L - first, V) a view
+    top = x[..., eos_id]  # (B, L - first)
+    is_top = torch.ones_like(top, dtype=torch.bool)  # (B, L - first)
+    if eos_id > 0:
+        is_top &= top > x[..., :eos_id].amax(-1)
+    if eos_id < V - 1:
+        is_top &= top >= x[..., eos_id + 1 :].amax(-1)
+    is_eos = answer.clone()  # (B, L)
+    is_eos[:, :first] = False
+    is_eos[:, first:] &= is_top
     from_end = is_eos.flip(-1).long().cumsum(-1).flip(-1)  # (B, L): EOS argmaxes at or after
     counted = is_eos & (from_end <= count)  # (B, L)
-    p_eos = torch.where(counted, top.prob, 0.0)  # (B, L) float32
+    # The fused softmax probability of EOS, on the counted columns only: one read of those
+    # rows and O(B·L) memory.
+    eos = torch.full_like(answer, eos_id, dtype=torch.int64)  # (B, L)
+    p_eos = kernels.token_prob(logits, eos, counted)  # (B, L) float32, 0 outside counted
     return p_eos.sum(-1) / count
 
 
@@ -294,7 +311,9 @@ class Daedal(Sampler):
         if getattr(denoiser, "block_size", None) is not None and block_length is not None:
             before = (canvas.attention_mask & (col < start.unsqueeze(-1))).sum(-1)  # (B,)
             offset = before % block_length
-        return DaedalState(canvas, start, length, capacity, adjusting, offset)
+        # One host read at init: the answers' columns never move (insertions follow start).
+        first = int(start.min())
+        return DaedalState(canvas, start, length, capacity, adjusting, offset, first)
 
     def step(self, state: DaedalState, denoiser, key: torch.Tensor):
         canvas = state.canvas
@@ -309,7 +328,9 @@ class Daedal(Sampler):
         eligible, logits, proposal, evaluations = predict(
             canvas, denoiser, key, temperature=self.temperature
         )
-        confidence = eos_confidence(logits, answer, eos_id, self.eos_check_tokens)  # (B,)
+        confidence = eos_confidence(
+            logits, answer, eos_id, self.eos_check_tokens, first=state.first
+        )  # (B,)
         room = state.length < state.capacity  # (B,)
 
         # Phase 1: append masks while the model does not expect the answer to end.

@@ -369,3 +369,32 @@ def test_defaults_are_the_references():
     assert (s.initial_length, s.block_length, s.threshold, s.low_threshold) == (64, 32, 0.9, 0.1)
     assert (s.eos_threshold, s.expand_eos_threshold) == (0.5, 0.9)
     assert (s.expansion_factor, s.eos_check_tokens, s.temperature) == (8, 32, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("eos_id", [0, 3, 7])
+def test_eos_confidence_is_the_argmax_rule(dtype, eos_id):
+    """The EOS check (argmax is EOS, from two max reductions) against torch's first-index
+    argmax and a float64 softmax, on logits rounded to a few values (ties at the maximum,
+    EOS among them, in about half the columns), with ``first`` skipping leading columns."""
+    from remask.samplers.daedal import eos_confidence
+
+    g = torch.Generator().manual_seed(eos_id)
+    B, L, V, count, first = 3, 12, 8, 4, 2
+    logits = torch.randint(0, 3, (B, L, V), generator=g).to(dtype)  # (B, L, V) many ties
+    logits[..., eos_id] += (torch.rand(B, L, generator=g) < 0.5).to(dtype)  # EOS often on top
+    start = torch.tensor([2, 5, 9])  # (B,)
+    answer = torch.arange(L) >= start.unsqueeze(-1)  # (B, L)
+    got = eos_confidence(logits, answer, eos_id, count, first=first)
+    expected = []
+    for b in range(B):
+        found = [
+            float(torch.softmax(logits[b, j].double(), -1)[eos_id])
+            for j in range(int(start[b]), L)
+            if int(logits[b, j].argmax()) == eos_id
+        ]
+        expected.append(sum(found[-count:]) / count)
+    top = logits == logits.amax(-1, keepdim=True)  # (B, L, V)
+    assert (top[..., eos_id] & (top.sum(-1) > 1)).any()  # EOS tied at the top somewhere
+    assert max(expected) > 0
+    assert got.tolist() == pytest.approx(expected, abs=1e-6)
