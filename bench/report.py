@@ -18,6 +18,8 @@ __all__ = [
     "kernels_table",
     "main",
     "samplers_tables",
+    "stub_breakdown_plot",
+    "stub_breakdown_table",
     "stub_overhead_table",
 ]
 
@@ -200,6 +202,88 @@ def stub_breakdown_table(file: str = "samplers_overhead_stub_breakdown_cpu.csv")
             )
         out.append("")
     return "\n".join(out + [_provenance(rows)])
+
+
+def stub_breakdown_plot(
+    file: str = "samplers_overhead_stub_breakdown_cpu.csv", path: str | Path | None = None
+) -> Path:
+    """The breakdown of :func:`stub_breakdown_table` as stacked bars, one panel per shape:
+    each sampler's ms per step outside the forward split into logit ops, model call and rest
+    (sorted by total), with the issue's budget (10% of the stub's forward) as a dashed line;
+    the axis stops at four times the budget (longer bars are labelled with their total).
+
+    Parameters
+    ----------
+    file : str
+        A CSV under ``bench/results`` (or a path) with breakdown rows.
+    path : str or PathLike, optional
+        Where the PNG goes; default: next to the CSV, same name with ``.png``.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    rows = [
+        r
+        for r in _read(file)
+        if r["name"] == "sampler_overhead_stub" and "ops_ms_per_step" in json.loads(r["config"])
+    ]
+    if not rows:
+        raise ValueError(
+            f"no breakdown rows in {file!r} (an overhead_stub CSV of issue 18's seventh pass or later)"
+        )
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the breakdown plot needs matplotlib: pip install 'remask[plot]'"
+        ) from exc
+    shapes = list(dict.fromkeys(_stub_shape(r) for r in rows))
+    fig, axes = plt.subplots(1, len(shapes), figsize=(6.5 * len(shapes), 0.28 * len(rows) + 1.5))
+    axes = [axes] if len(shapes) == 1 else list(axes)
+    parts = (
+        ("logit ops", "ops_ms_per_step", "tab:blue"),
+        ("model call", "call_ms_per_step", "tab:gray"),
+        ("rest", "rest_ms_per_step", "tab:orange"),
+    )
+    for ax, shape in zip(axes, shapes, strict=True):
+        mine = [
+            json.loads(r["config"]) | {"sampler": r["variant"]}
+            for r in rows
+            if _stub_shape(r) == shape
+        ]
+        mine.sort(key=lambda c: sum(c[key] for _, key, _ in parts))
+        names = [c["sampler"] for c in mine]
+        left = [0.0] * len(mine)
+        for label, key, color in parts:
+            width = [c[key] for c in mine]
+            ax.barh(names, width, left=left, color=color, label=label)
+            left = [a + b for a, b in zip(left, width, strict=True)]
+        budget = 0.1 * mine[0]["cost_ms"]
+        ax.axvline(budget, color="k", linestyle="--", linewidth=1)
+        ax.text(budget, len(mine) - 0.4, " 10% of the forward", fontsize=8, va="top")
+        # A linear axis (stacked segments keep their proportions) cut at 4x the budget; the
+        # bars beyond it carry their total.
+        limit = 4 * budget
+        ax.set_xlim(0, limit)
+        for k, total in enumerate(left):
+            if total > limit:
+                ax.text(
+                    limit, k, f"{total:.1f} ms ", fontsize=7, ha="right", va="center", color="w"
+                )
+        ax.set_xlabel("ms per step outside the forward")
+        ax.set_title(shape, fontsize=9)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(_provenance(rows).strip("_"), fontsize=7)
+    fig.tight_layout()
+    out = Path(path) if path is not None else (RESULTS / file).with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def _stub_shape(r: dict) -> str:
@@ -387,6 +471,9 @@ def main(argv: list[str] | None = None) -> None:
         "samplers": samplers_tables,
         "overhead_stub": stub_overhead_table,
         "overhead_breakdown": stub_breakdown_table,
+        "overhead_breakdown_plot": lambda: (
+            f"![where the time outside the forward goes]({stub_breakdown_plot()})"
+        ),
         "cache": cache_table,
         "gpu": gpu_tables,
     }

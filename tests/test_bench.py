@@ -6,6 +6,8 @@ import csv
 import json
 import math
 
+import pytest
+
 from remask.bench import report
 from remask.bench import samplers as bench_samplers
 from remask.bench.common import CSV_FIELDS
@@ -307,3 +309,27 @@ def test_step_breakdown_times_the_logit_ops_and_counts_what_they_read(tmp_path):
         "of 256 logits: 0.400 ms right after a stub call, 0.100 ms in a loop)" in table
     )
     assert "| low_confidence | 1.20 | 0.50 (1.00 M; 0.50 ns, 5.0x) | 0.10 | 0.40 |" in table
+
+
+def test_stub_breakdown_plot_writes_a_png_next_to_its_csv(tmp_path):
+    """The breakdown as stacked bars: a PNG beside the CSV (or at ``path``), a bar beyond the
+    axis's end included; a CSV without breakdown rows is a ValueError naming it."""
+    from remask.bench.common import Result, environment, write_csv
+
+    rows = []
+    for name, ops, rest in (("threshold", 0.5, 0.4), ("gibbs", 1.5, 9.0)):  # gibbs past 4 ms
+        config = dict(B=2, G=8, P=0, V=16, dtype="float32", steps=8, cost_ms=10.0, wait="busy")
+        config.update(ops_ms_per_step=ops, call_ms_per_step=0.1, rest_ms_per_step=rest)
+        row = dict(name="sampler_overhead_stub", variant=name, backend="numba")
+        row.update(repeats=3, median=0.1, p20=0.1, p80=0.1, unit="overhead/forward")
+        row.update(derived=ops + rest + 0.1, derived_unit="ms per step", config=json.dumps(config))
+        rows.append(Result(**row, **environment("cpu")))
+    path = tmp_path / "stub.csv"
+    write_csv(rows, path)
+    out = report.stub_breakdown_plot(str(path))
+    assert out == tmp_path / "stub.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other = report.stub_breakdown_plot(str(path), tmp_path / "elsewhere.png")
+    assert other.stat().st_size > 1000
+    write_csv(rows[:0], tmp_path / "empty.csv")
+    with pytest.raises(ValueError, match="empty.csv"):
+        report.stub_breakdown_plot(str(tmp_path / "empty.csv"))
