@@ -20,16 +20,15 @@ __all__ = [
 ]
 
 
-def _plt():
+def _plt(what: str = "remask.analysis.plots"):
+    """matplotlib.pyplot on the Agg backend; ``what`` names the caller in the ImportError."""
     try:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "remask.analysis.plots needs matplotlib: pip install 'remask[plot]'"
-        ) from exc
+        raise ImportError(f"{what} needs matplotlib: pip install 'remask[plot]'") from exc
     return plt
 
 

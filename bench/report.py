@@ -233,15 +233,9 @@ def stub_breakdown_plot(
         raise ValueError(
             f"no breakdown rows in {file!r} (an overhead_stub CSV of issue 18's seventh pass or later)"
         )
-    try:
-        import matplotlib
+    from remask.analysis.plots import _plt
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the breakdown plot needs matplotlib: pip install 'remask[plot]'"
-        ) from exc
+    plt = _plt("the breakdown plot")
     shapes = list(dict.fromkeys(_stub_shape(r) for r in rows))
     fig, axes = plt.subplots(1, len(shapes), figsize=(6.5 * len(shapes), 0.28 * len(rows) + 1.5))
     axes = [axes] if len(shapes) == 1 else list(axes)
