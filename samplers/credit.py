@@ -83,9 +83,10 @@ class CreditState(NamedTuple):
     def dense_credit(self, vocab_size: int) -> torch.Tensor:
         """(B, W, V) float32: the credit vectors as the paper writes them (for inspection)."""
         B, W, _ = self.credit_values.shape
-        dense = torch.zeros(B, W, vocab_size + 1, device=self.credit_values.device)
+        values = self.credit_values  # (B, W, S)
+        dense = torch.zeros(B, W, vocab_size + 1, dtype=values.dtype, device=values.device)
         index = torch.where(self.credit_tokens < 0, vocab_size, self.credit_tokens)  # (B, W, S)
-        return dense.scatter_(2, index, self.credit_values)[..., :vocab_size]
+        return dense.scatter_(2, index, values)[..., :vocab_size]
 
 
 @register("credit")
@@ -187,7 +188,8 @@ class Credit(Sampler):
         # 1. Credit: decay (zero for a row that entered a new block), then boost the top-1.
         fresh = (canvas.window != state.credit_block).view(B, 1, 1)  # (B, 1, 1)
         tokens_c = state.credit_tokens.masked_fill(fresh, -1)  # (B, W, S)
-        values = state.credit_values * torch.where(fresh, 0.0, self.decay_beta)  # (B, W, S)
+        decay = torch.where(fresh, 0.0, self.decay_beta).to(torch.float32)  # (B, 1, 1)
+        values = state.credit_values * decay  # (B, W, S), a fresh tensor
         top = kernels.propose(logits_w, temperature=0.0, rows=masked_w)  # untempered top-1
         boost = torch.where(masked_w, top.prob.pow(self.boost_gamma), 0.0)  # (B, W)
         # The top-1's entry: the one holding it, else the first unused (entries fill in
