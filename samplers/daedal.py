@@ -171,7 +171,7 @@ def eos_confidence(
         Sum of the EOS probability over the last ``count`` answer columns whose argmax is EOS,
         divided by ``count``.
     """
-    B, L, V = logits.shape
+    B, V = logits.shape[0], logits.shape[-1]
     if eos_id is None:
         return torch.zeros(B, dtype=torch.float32, device=logits.device)
     # "The argmax is EOS" without an argmax: the EOS logit exceeds every logit before it
