@@ -45,12 +45,9 @@ float64 logits are rounded to a float32 copy first.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import types
-from collections.abc import Iterator
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -86,11 +83,11 @@ __all__ = [
     "philox4x32_keyed",
     "position_keys",
     "propose_rows",
-    "serial_below",
     "unavailable_reason",
 ]
 
-#: Calls that compute fewer logits than this run on the calling thread alone: waking the
+#: Calls that compute fewer logits than this run the kernels' serial builds on the calling
+#: thread alone (``propose``, ``token_prob``, ``kl``; ``kl`` counts both rows): waking the
 #: thread pool costs more than the work (tens of microseconds idle, and milliseconds on a
 #: loaded machine, where the OpenMP barrier waits for a descheduled worker). This is the
 #: per-step fixed cost of small batches (one row of 32 masks at V = 2048 is 65k logits).
@@ -1262,20 +1259,6 @@ _propose_kernel_serial = njit(cache=True)(
 )
 
 
-@contextlib.contextmanager
-def serial_below(elements: int) -> Iterator[None]:
-    """Run the numba kernels inside on one thread when ``elements < SERIAL_ELEMENTS``."""
-    if elements >= SERIAL_ELEMENTS:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
-
-
 def min_p_bits(min_p: float) -> int:
     """float32 bits of the smallest float32 >= min_p (0 when off): ``e >= min_p`` for a
     float32 ``e >= 0`` is ``bits(e) >= min_p_bits(min_p)``."""
@@ -1336,29 +1319,34 @@ def propose_rows(
     stats = np.empty((3, *lead), dtype=np.float32)  # prob, margin, entropy
     status = np.empty(lead, dtype=np.int32)
     computed = np.count_nonzero(rows_np) if has_rows else n_rows
-    # A small call runs the serial build on the calling thread: neither the thread pool nor
-    # the thread-count switch is touched (their fixed cost exceeds the work at B = 1).
-    small = computed * vocab < SERIAL_ELEMENTS
-    flat_stats = stats.reshape(3, n_rows)
-    (_propose_kernel_serial if small else _propose_kernel)(
-        src,
-        kind,
-        _F16_BITS,
-        rows_np,
-        has_rows,
-        float(temperature),
-        keys,
-        float(top_p),
-        int(top_k),
-        min_p_bits(min_p),
-        bool(strict),
-        bool(sampled),
-        tokens.reshape(-1),
-        flat_stats[0],
-        flat_stats[1],
-        flat_stats[2],
-        status.reshape(-1),
-    )
+    if not computed:  # nothing to read (e.g. an early exit no row takes): the fill alone
+        tokens.fill(-1)
+        stats.fill(0.0)
+        status.fill(0)
+    else:
+        # A small call runs the serial build on the calling thread: neither the thread pool
+        # nor the thread-count switch is touched (their fixed cost exceeds the work at B = 1).
+        small = computed * vocab < SERIAL_ELEMENTS
+        flat_stats = stats.reshape(3, n_rows)
+        (_propose_kernel_serial if small else _propose_kernel)(
+            src,
+            kind,
+            _F16_BITS,
+            rows_np,
+            has_rows,
+            float(temperature),
+            keys,
+            float(top_p),
+            int(top_k),
+            min_p_bits(min_p),
+            bool(strict),
+            bool(sampled),
+            tokens.reshape(-1),
+            flat_stats[0],
+            flat_stats[1],
+            flat_stats[2],
+            status.reshape(-1),
+        )
     prob, margin, entropy = torch.from_numpy(stats).unbind(0)  # (...) each, contiguous views
     return torch.from_numpy(tokens), prob, margin, entropy, torch.from_numpy(status)
 

@@ -27,13 +27,14 @@ from remask.kernels._numba.propose import (
     _KIND_BF16,
     _KIND_F16,
     _KIND_F32,
+    SERIAL_ELEMENTS,
     _computed_rows,
     _exp_neg,
     _key_to_float,
     _load_tile,
+    _renamed,
     _seg_max,
     _widen_row,
-    serial_below,
 )
 from remask.kernels._numba.propose import _bits as _float_bits
 from remask.kernels.propose import SAMPLE_TILE
@@ -203,6 +204,15 @@ def _kl_kernel(sx_, kx, sy_, ky, table_bits, rows, has_rows, out, status):  # pr
         out[r] = np.inf if holes > 0 else a / sx - math.log(sx) + math.log(sy)
 
 
+# The same kernels compiled without the thread pool, for calls too small to share out (see
+# ``SERIAL_ELEMENTS``): the same results row for row, under their own names (and so their own
+# cache entries: see ``_renamed``).
+_token_prob_kernel_serial = njit(cache=True)(
+    _renamed(_token_prob_kernel.py_func, "_token_prob_kernel_serial")
+)
+_kl_kernel_serial = njit(cache=True)(_renamed(_kl_kernel.py_func, "_kl_kernel_serial"))
+
+
 def _bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
     """Zero-copy raw-bits view of a CPU float tensor (float64 rounded to a float32 copy)."""
     if x.device.type != "cpu":
@@ -216,34 +226,47 @@ def _bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
     return x.view(torch.int16).numpy().view(np.uint16), kind
 
 
-def _rows(rows: torch.Tensor | None) -> tuple[np.ndarray, bool]:
-    return (rows.numpy(), True) if rows is not None else (np.ones(1, dtype=np.bool_), False)
+def _rows(rows: torch.Tensor | None, n_rows: int) -> tuple[np.ndarray, bool, int]:
+    """(rows as numpy, whether given, how many rows are computed)."""
+    if rows is None:
+        return np.ones(1, dtype=np.bool_), False, n_rows
+    rows_np = rows.numpy()
+    return rows_np, True, int(np.count_nonzero(rows_np))
 
 
 def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | None):
-    """Numba implementation of :func:`remask.kernels.stats.token_prob_rows`."""
+    """Numba implementation of :func:`remask.kernels.stats.token_prob_rows`.
+
+    As ``propose``'s wrapper: outputs allocated by numpy (handed to torch without a copy), a
+    call that computes no row returns without a kernel, and a small call runs the serial
+    build on the calling thread (the thread pool's wake-up and the thread-count switch cost
+    more than its work).
+    """
     src, kind = _bits(x)
-    rows_np, has_rows = _rows(rows)
     n_rows = src.shape[0]
-    out = torch.empty(n_rows, dtype=torch.float32)
-    status = torch.empty(n_rows, dtype=torch.int32)
-    computed = int(rows_np.sum()) if has_rows else n_rows
-    with serial_below(computed * src.shape[1]):
-        _token_prob_kernel(
-            src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out.numpy(), status.numpy()
+    rows_np, has_rows, computed = _rows(rows, n_rows)
+    out = np.zeros(n_rows, dtype=np.float32)
+    status = np.zeros(n_rows, dtype=np.int32)
+    if computed:
+        small = computed * src.shape[1] < SERIAL_ELEMENTS
+        (_token_prob_kernel_serial if small else _token_prob_kernel)(
+            src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out, status
         )
-    return out, status
+    return torch.from_numpy(out), torch.from_numpy(status)
 
 
 def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
-    """Numba implementation of :func:`remask.kernels.stats.kl_rows`."""
+    """Numba implementation of :func:`remask.kernels.stats.kl_rows` (the wrapper as
+    :func:`token_prob_rows`'s)."""
     src_x, kx = _bits(x)
     src_y, ky = _bits(y)
-    rows_np, has_rows = _rows(rows)
     n_rows = src_x.shape[0]
-    out = torch.empty(n_rows, dtype=torch.float32)
-    status = torch.empty(n_rows, dtype=torch.int32)
-    computed = int(rows_np.sum()) if has_rows else n_rows
-    with serial_below(2 * computed * src_x.shape[1]):  # two rows read per computed row
-        _kl_kernel(src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out.numpy(), status.numpy())
-    return out, status
+    rows_np, has_rows, computed = _rows(rows, n_rows)
+    out = np.zeros(n_rows, dtype=np.float32)
+    status = np.zeros(n_rows, dtype=np.int32)
+    if computed:
+        small = 2 * computed * src_x.shape[1] < SERIAL_ELEMENTS  # two rows read per row
+        (_kl_kernel_serial if small else _kl_kernel)(
+            src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out, status
+        )
+    return torch.from_numpy(out), torch.from_numpy(status)

@@ -195,6 +195,21 @@ def test_nan_and_posinf_rows_raise(backend, bad, message, warm_numba):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_no_computed_row_reads_nothing(backend, dtype, warm_numba):
+    """Rows all False (e.g. an early exit that no row takes): tokens -1 and zero statistics,
+    however bad the logits (no row is read; the Numba wrapper returns without a kernel)."""
+    x = torch.full((2, 3, 50), math.nan, dtype=dtype)
+    rows = torch.zeros(2, 3, dtype=torch.bool)
+    key = K.split(0, (2, 3))
+    for kw in ({}, {"temperature": 1.0, "key": key, "top_p": 0.9}):
+        out = K.propose(x, rows=rows, backend=backend, **kw)
+        assert out.tokens.tolist() == [[-1] * 3] * 2
+        for stat in (out.prob, out.margin, out.entropy):
+            assert stat.dtype == torch.float32 and bool((stat == 0).all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 0.7])
 def test_bf16_tiles_across_max_jumps_and_neg_inf_tiles(backend, temperature, warm_numba):
     """bf16 rows of three sampling tiles (the numba kernel sweeps a bf16 tile twice: 16-bit
@@ -375,16 +390,22 @@ def test_numba_serial_and_parallel_builds_agree(temperature, top_p, warm_numba):
 
 def test_serial_and_parallel_builds_do_not_share_a_cache_entry():
     """Numba keys its on-disk cache by qualified name, line and signature, not by compile
-    flags: the serial build of the propose kernel must live under its own name, or the
-    parallel kernel loads whichever build compiled first (it then ran on one thread)."""
+    flags: the serial build of each kernel (propose, token_prob, kl) must live under its own
+    name, or the parallel kernel loads whichever build compiled first (it then ran on one
+    thread)."""
     pytest.importorskip("numba")
     from remask.kernels._numba import propose as nb
+    from remask.kernels._numba import stats as ns
 
-    parallel = nb._propose_kernel._cache._cache_file._index_path
-    serial = nb._propose_kernel_serial._cache._cache_file._index_path
-    assert parallel != serial
-    assert nb._propose_kernel.targetoptions.get("parallel")
-    assert not nb._propose_kernel_serial.targetoptions.get("parallel")
+    for parallel, serial in [
+        (nb._propose_kernel, nb._propose_kernel_serial),
+        (ns._token_prob_kernel, ns._token_prob_kernel_serial),
+        (ns._kl_kernel, ns._kl_kernel_serial),
+    ]:
+        index = parallel._cache._cache_file._index_path
+        assert index != serial._cache._cache_file._index_path
+        assert parallel.targetoptions.get("parallel")
+        assert not serial.targetoptions.get("parallel")
 
 
 def test_stale_kernel_caches_are_dropped_when_a_source_changes(tmp_path):

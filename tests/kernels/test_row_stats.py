@@ -137,3 +137,36 @@ def test_argument_validation(backend):
     bad = tokens.clone()
     bad[1, 1] = 99
     assert K.token_prob(x, bad, rows, backend=backend)[0, 0].item() == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_computed_row_reads_nothing(backend, warm_numba):
+    """Rows all False: zeros out, on every backend, however bad the logits (no row is read;
+    the Numba wrappers return without a kernel)."""
+    x = torch.full((2, 3, 7), math.nan)
+    tokens = torch.full((2, 3), 99)  # outside the vocabulary: allowed outside `rows`
+    rows = torch.zeros(2, 3, dtype=torch.bool)
+    for out in (K.token_prob(x, tokens, rows, backend=backend), K.kl(x, x, rows, backend=backend)):
+        assert out.dtype == torch.float32 and out.shape == (2, 3)
+        assert bool((out == 0).all())
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba is not available")
+def test_numba_serial_and_parallel_stats_builds_agree(warm_numba):
+    """A call above the serial cut runs the thread-pool builds of token_prob and kl; each of
+    its rows alone runs the serial builds: the same outputs, bit for bit."""
+    from remask.kernels._numba.propose import SERIAL_ELEMENTS
+
+    gen = torch.Generator().manual_seed(5)
+    vocab = 4099
+    n = SERIAL_ELEMENTS // vocab + 3  # (n, V) computed together is above the cut
+    x = (torch.randn(n, vocab, generator=gen) * 3).to(torch.bfloat16)
+    y = torch.randn(n, vocab, generator=gen) * 3
+    tokens = torch.randint(0, vocab, (n,), generator=gen)
+    prob = K.token_prob(x, tokens, backend="numba")
+    div = K.kl(x, y, backend="numba")
+    for i in (0, n // 2, n - 1):
+        assert torch.equal(
+            K.token_prob(x[i : i + 1], tokens[i : i + 1], backend="numba")[0], prob[i]
+        )
+        assert torch.equal(K.kl(x[i : i + 1], y[i : i + 1], backend="numba")[0], div[i])
