@@ -432,3 +432,25 @@ def test_stale_kernel_caches_are_dropped_when_a_source_changes(tmp_path):
     b.write_text("y = 3\n")  # the callee's file alone changes
     assert _drop_stale_caches(cache, (a, b))
     assert not any(p.exists() for p in entries)
+
+
+def test_stale_cache_guard_follows_numba_cache_dir(fresh_python, tmp_path):
+    """With ``NUMBA_CACHE_DIR`` set Numba caches the kernels there, not in ``__pycache__``:
+    the guard finds that folder (the one a kernel's own cache reports) and drops stale
+    entries in it."""
+    pytest.importorskip("numba")
+    code = """
+import pathlib
+from remask.kernels._numba import _cache_dir, _drop_stale_caches
+from remask.kernels._numba import propose as nb
+where = _cache_dir()
+assert where == pathlib.Path(nb._propose_kernel._cache._cache_path), where
+stale = where / "propose._propose_kernel-1.py311.nbi"
+stale.write_bytes(b"compiled")
+(where / "remask-kernel-sources.txt").write_text("a digest of other sources")
+assert _drop_stale_caches() and not stale.exists()
+assert not _drop_stale_caches()  # the stamp is current now
+print(where.parent)
+"""
+    out = fresh_python(code, env={"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert out == str(tmp_path)
