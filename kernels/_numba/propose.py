@@ -83,6 +83,7 @@ __all__ = [
     "philox4x32_keyed",
     "position_keys",
     "propose_rows",
+    "row_mask",
     "unavailable_reason",
 ]
 
@@ -1259,6 +1260,17 @@ _propose_kernel_serial = njit(cache=True)(
 )
 
 
+def row_mask(rows: torch.Tensor | None, n_rows: int) -> tuple[np.ndarray, bool, int]:
+    """The kernels' ``rows`` argument: ``(mask, given, computed)`` — the flat (N,) bool mask as
+    numpy (a dummy when ``rows`` is None), whether it was given, and how many rows the call
+    computes (the wrappers skip the kernel at 0 and take the serial build below
+    ``SERIAL_ELEMENTS``)."""
+    if rows is None:
+        return np.ones(1, dtype=np.bool_), False, n_rows
+    mask = rows.numpy().reshape(-1)
+    return mask, True, int(np.count_nonzero(mask))
+
+
 def min_p_bits(min_p: float) -> int:
     """float32 bits of the smallest float32 >= min_p (0 when off): ``e >= min_p`` for a
     float32 ``e >= 0`` is ``bits(e) >= min_p_bits(min_p)``."""
@@ -1309,8 +1321,7 @@ def propose_rows(
         src, kind = x.numpy().view(np.uint16), _KIND_F16
     src = src.reshape(-1, vocab)  # (N, V): a view of the contiguous array
     n_rows = src.shape[0]
-    has_rows = rows is not None
-    rows_np = rows.numpy().reshape(-1) if has_rows else np.ones(1, dtype=np.bool_)
+    rows_np, has_rows, computed = row_mask(rows, n_rows)
     # One uint64 key per row (the int64 bits); a dummy at temperature 0, never read.
     keys = (
         key.numpy().reshape(-1) if key is not None else np.zeros(max(n_rows, 1), dtype=np.int64)
@@ -1318,7 +1329,6 @@ def propose_rows(
     tokens = np.empty(lead, dtype=np.int64)
     stats = np.empty((3, *lead), dtype=np.float32)  # prob, margin, entropy
     status = np.empty(lead, dtype=np.int32)
-    computed = np.count_nonzero(rows_np) if has_rows else n_rows
     if not computed:  # nothing to read (e.g. an early exit no row takes): the fill alone
         tokens.fill(-1)
         stats.fill(0.0)

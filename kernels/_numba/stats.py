@@ -35,6 +35,7 @@ from remask.kernels._numba.propose import (
     _renamed,
     _seg_max,
     _widen_row,
+    row_mask,
 )
 from remask.kernels._numba.propose import _bits as _float_bits
 from remask.kernels.propose import SAMPLE_TILE
@@ -226,14 +227,6 @@ def _bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
     return x.view(torch.int16).numpy().view(np.uint16), kind
 
 
-def _rows(rows: torch.Tensor | None, n_rows: int) -> tuple[np.ndarray, bool, int]:
-    """(rows as numpy, whether given, how many rows are computed)."""
-    if rows is None:
-        return np.ones(1, dtype=np.bool_), False, n_rows
-    rows_np = rows.numpy()
-    return rows_np, True, int(np.count_nonzero(rows_np))
-
-
 def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | None):
     """Numba implementation of :func:`remask.kernels.stats.token_prob_rows`.
 
@@ -244,7 +237,7 @@ def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | 
     """
     src, kind = _bits(x)
     n_rows = src.shape[0]
-    rows_np, has_rows, computed = _rows(rows, n_rows)
+    rows_np, has_rows, computed = row_mask(rows, n_rows)
     out = np.zeros(n_rows, dtype=np.float32)
     status = np.zeros(n_rows, dtype=np.int32)
     if computed:
@@ -261,7 +254,7 @@ def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
     src_x, kx = _bits(x)
     src_y, ky = _bits(y)
     n_rows = src_x.shape[0]
-    rows_np, has_rows, computed = _rows(rows, n_rows)
+    rows_np, has_rows, computed = row_mask(rows, n_rows)
     out = np.zeros(n_rows, dtype=np.float32)
     status = np.zeros(n_rows, dtype=np.int32)
     if computed:
