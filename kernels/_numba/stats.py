@@ -238,9 +238,12 @@ def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | 
     src, kind = _bits(x)
     n_rows = src.shape[0]
     rows_np, has_rows, computed = row_mask(rows, n_rows)
-    out = np.zeros(n_rows, dtype=np.float32)
-    status = np.zeros(n_rows, dtype=np.int32)
-    if computed:
+    out = np.empty(n_rows, dtype=np.float32)
+    status = np.empty(n_rows, dtype=np.int32)
+    if not computed:  # the kernel's own fill, without the kernel
+        out.fill(0.0)
+        status.fill(0)
+    else:
         small = computed * src.shape[1] < SERIAL_ELEMENTS
         (_token_prob_kernel_serial if small else _token_prob_kernel)(
             src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out, status
@@ -255,9 +258,12 @@ def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
     src_y, ky = _bits(y)
     n_rows = src_x.shape[0]
     rows_np, has_rows, computed = row_mask(rows, n_rows)
-    out = np.zeros(n_rows, dtype=np.float32)
-    status = np.zeros(n_rows, dtype=np.int32)
-    if computed:
+    out = np.empty(n_rows, dtype=np.float32)
+    status = np.empty(n_rows, dtype=np.int32)
+    if not computed:  # the kernel's own fill, without the kernel
+        out.fill(0.0)
+        status.fill(0)
+    else:
         small = 2 * computed * src_x.shape[1] < SERIAL_ELEMENTS  # two rows read per row
         (_kl_kernel_serial if small else _kl_kernel)(
             src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out, status
