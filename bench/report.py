@@ -107,14 +107,15 @@ def stub_overhead_table(file: str = "samplers_overhead_stub_cpu.csv") -> str:
     fresh = {}  # shape -> ms of one read right after a stub call (rows measured with it)
     free = {}  # shape -> ms of freeing one stub output (rows measured with it)
     for r in rows:
-        by[r["variant"]][_stub_shape(r)] = (float(r["median"]), float(r["derived"]))
+        column = _stub_shape(r)
+        by[r["variant"]][column] = (float(r["median"]), float(r["derived"]))
         config = json.loads(r["config"])
         if config.get("floor_ms"):
-            floors[_stub_shape(r)] = float(config["floor_ms"])
+            floors[column] = float(config["floor_ms"])
         if config.get("fresh_floor_ms"):
-            fresh[_stub_shape(r)] = float(config["fresh_floor_ms"])
+            fresh[column] = float(config["fresh_floor_ms"])
         if config.get("free_ms") is not None:
-            free[_stub_shape(r)] = float(config["free_ms"])
+            free[column] = float(config["free_ms"])
 
     def cell(c: str, fraction: float, per_step: float) -> str:
         if c in floors and c in fresh:
