@@ -29,12 +29,13 @@ from remask.kernels._philox import (
     split,
     uniform,
 )
-from remask.kernels.propose import SAMPLE_TILE, Proposal, propose
+from remask.kernels.propose import MIN_TEMPERATURE, SAMPLE_TILE, Proposal, propose
 from remask.kernels.score import SCORES, demote, score_proposals
 from remask.kernels.select import entropy_budget_mask, spacing_filter, threshold_mask, topk_mask
 from remask.kernels.stats import kl, token_prob
 
 __all__ = [
+    "MIN_TEMPERATURE",
     "SAMPLE_TILE",
     "SCORES",
     "STREAM_FOLD",

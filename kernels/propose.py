@@ -49,7 +49,10 @@ the kept sets (not HF's sequence of warpers, where top-p sees the top-k-renormal
 Ties at a cut are all kept (a sorting implementation keeps an arbitrary subset of them).
 The fast backends decide membership on float32 ``e`` without sorting (threshold search by
 selection), so a token whose ``e`` lies within float32 rounding of the cut may fall on the
-other side than in this float64 reference. Tokens are then the argmax (``T = 0``; always
+other side than in this float64 reference. That includes top-k and the strict convention's
+top-1, which they too decide on ``e``: at very high temperatures (``T`` around 10⁶ for
+logits of unit spread) ``e`` rounds to 1 for whole groups of tokens, which then tie at the
+cut and are all kept. Tokens are then the argmax (``T = 0``; always
 in ``K``) or an exact sample of ``softmax(x / T)`` restricted to ``K`` by the same
 two-level rule (weights outside ``K`` are 0). ``stats="untempered"`` (default) reports the
 untempered full-vocabulary ``prob``/``margin``/``entropy`` above; ``stats="sampled"``
@@ -71,6 +74,7 @@ from remask.kernels import _dispatch
 from remask.kernels._philox import check_key, row_uniforms
 
 __all__ = [
+    "MIN_TEMPERATURE",
     "NUCLEUS",
     "SAMPLE_TILE",
     "STATS",
@@ -84,6 +88,10 @@ __all__ = [
 NUCLEUS = ("crossing", "strict")
 #: What ``prob``/``margin``/``entropy`` describe (see the module docstring).
 STATS = ("untempered", "sampled")
+
+#: Smallest positive temperature: the fast backends scale logits by ``1 / T`` in float32, which
+#: overflows below the smallest normal float32 (T -> 0 is temperature 0, the argmax).
+MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
 
 #: Tile width of the two-level sampling rule (part of the RNG spec: changing it changes tokens).
 SAMPLE_TILE = 4096
@@ -140,7 +148,8 @@ def propose(
     logits : (B, L, V) or (N, V) float32, bfloat16 or float16 (float64 is rounded to float32)
         Rows must be contiguous along V (other layouts are copied).
     temperature : float
-        0 for argmax; T > 0 samples exactly from softmax(logits / T).
+        0 for argmax; T > 0 samples exactly from softmax(logits / T). A positive T must be at
+        least :data:`MIN_TEMPERATURE` (1.2e-38, the smallest normal float32).
     key : (B, L) or (N,) int64, optional
         One Philox key per logits row (see :mod:`remask.kernels._philox`; e.g.
         ``remask.kernels.split(seed, logits.shape[:-1])``), on the device of ``logits``;
@@ -183,15 +192,16 @@ def propose(
     ------
     ValueError
         For a NaN, a +inf or no finite logit in a computed row (this check is the op's one
-        host synchronisation), a negative/non-finite temperature, ``temperature > 0`` without
-        a key, or shapes (of ``rows``, ``key``) that do not match.
+        host synchronisation), a negative or non-finite temperature, one in
+        (0, ``MIN_TEMPERATURE``), ``temperature > 0`` without a key, or shapes (of ``rows``,
+        ``key``) that do not match.
         Also for ``top_p`` outside (0, 1], ``top_k < 1``, ``min_p`` outside [0, 1] or an
         unknown ``nucleus``/``stats``;
         every argument is checked before any kernel runs.
     TypeError
         For a logits dtype that is not floating point, ``rows`` that is not bool, a ``key``
-        that is not an int64 tensor, a
-        non-real ``top_p``/``min_p`` or a non-integer ``top_k``.
+        that is not an int64 tensor, a non-real (or bool) ``temperature``/``top_p``/``min_p``
+        or a non-integer ``top_k``.
 
     Examples
     --------
@@ -208,12 +218,16 @@ def propose(
         raise ValueError(f"logits must be (B, L, V) or (N, V), got shape {tuple(logits.shape)}")
     if logits.shape[-1] < 1:
         raise ValueError(f"logits need at least one column, got shape {tuple(logits.shape)}")
-    try:
-        temperature = float(temperature)
-    except (TypeError, ValueError):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}") from None
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a real number, got {temperature!r}")
+    temperature = float(temperature)
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be 0 or at least {MIN_TEMPERATURE:.4g} (the smallest normal "
+            f"float32: the fast backends divide by it in float32), got {temperature!r}"
+        )
     if temperature > 0 and key is None:
         raise ValueError(
             "a key is required when temperature > 0 (got key=None); "

@@ -19,11 +19,13 @@ is a pure function of its inputs and a row's draws never depend on the other row
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 
+from remask.kernels.propose import MIN_TEMPERATURE
 from remask.models.wrappers import Guided
 from remask.samplers._validate import check_choice, check_float, check_int
 from remask.samplers.canvas import Canvas
@@ -110,6 +112,19 @@ class Sampler:
     def __post_init__(self) -> None:
         if self.block_length is not None:
             _check_int(self.block_length, "block_length", low=1)
+        # Every temperature field reaches kernels.propose, which refuses a positive T below
+        # the smallest normal float32: refused here too, at build time, not at the first step.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if (
+                field.name.endswith("temperature")
+                and isinstance(value, numbers.Real)
+                and not isinstance(value, bool)
+                and 0 < value < MIN_TEMPERATURE
+            ):
+                raise ValueError(
+                    f"{field.name} must be 0 or at least {MIN_TEMPERATURE:.4g}, got {value!r}"
+                )
 
     # The contract -------------------------------------------------------------------
     def init(self, canvas: Canvas, denoiser) -> State:

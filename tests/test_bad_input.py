@@ -310,6 +310,8 @@ CONFIG_CASES = [
     ("remdm", {"temperature": INF}, ValueError, "temperature must be finite"),
     ("llada2", {"temperature": INF}, ValueError, "temperature must be finite"),
     ("apd", {"temperature": INF}, ValueError, "temperature must be finite"),
+    ("low_confidence", {"temperature": 1e-40}, ValueError, "temperature must be 0 or at least"),
+    ("gibbs", {"temperature": 1e-39}, ValueError, "got 1e-39"),
     ("low_confidence", {"cfg_scale": INF}, ValueError, "cfg_scale must be finite"),
     ("klass", {"cfg_scale": NAN}, ValueError, "cfg_scale must not be NaN"),
     ("llada2", {"threshold": 1.5}, ValueError, "threshold must be in [0, 1], got 1.5"),

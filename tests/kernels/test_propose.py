@@ -322,6 +322,54 @@ def test_argument_validation():
         K.propose(x, backend="cuda")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_temperatures_below_the_smallest_normal_float32_are_refused(backend, warm_numba):
+    """The fast backends scale by 1 / T in float32, which overflows below the smallest normal
+    float32 (it used to turn the weights into NaN and draw token 0: a wrong token, silently).
+    Refused before any kernel runs, on every backend; T = MIN_TEMPERATURE itself works."""
+    x = torch.randn(3, 9000)
+    x[:, 17] = 40.0  # the argmax, far ahead: a tiny T draws it
+    key = K.split(0, (3,))
+    for temperature in (1e-40, math.nextafter(K.MIN_TEMPERATURE, 0.0)):
+        with pytest.raises(ValueError, match=f"at least 1.175e-38.*got {temperature!r}"):
+            K.propose(x, temperature=temperature, key=key, backend=backend)
+    with pytest.raises(TypeError, match="temperature must be a real number, got True"):
+        K.propose(x, temperature=True, key=key, backend=backend)
+    for kw in ({}, {"top_p": 0.9}, {"top_k": 3}, {"min_p": 0.1}, {"stats": "sampled"}):
+        for dtype in (torch.float32, torch.bfloat16):
+            out = K.propose(
+                x.to(dtype), temperature=K.MIN_TEMPERATURE, key=key, backend=backend, **kw
+            )
+            assert out.tokens.tolist() == [17, 17, 17], (kw, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_peaked_row_with_a_long_tail_stays_within_the_documented_bound(backend, dtype, warm_numba):
+    """The Numba sums run in float32 lanes: a lane holding the dominant e = 1 drops tail terms
+    under half its ulp. Its module docstring bounds the loss at ~4e-6 of s; checked here at
+    1e-5 (prob relative, entropy absolute) on rows built to hit it (tails just under 6e-8)."""
+    rows = []
+    for tail in (5.9e-8, 3e-8, 1e-7):
+        for vocab_pos in (0, 5000):  # the dominant token in the first tile or the second
+            x = torch.full((9000,), math.log(tail))
+            x[vocab_pos] = 0.0
+            rows.append(x)
+    x = torch.stack(rows).to(dtype)  # (6, 9000)
+    out = K.propose(x, backend=backend)
+    ref = K.propose(x, backend="torch")
+    assert torch.equal(out.tokens, ref.tokens)
+    torch.testing.assert_close(out.prob, ref.prob, rtol=1e-5, atol=0.0)
+    torch.testing.assert_close(out.entropy, ref.entropy, rtol=0.0, atol=1e-5)
+    tokens = torch.full((6,), 3)
+    torch.testing.assert_close(
+        K.token_prob(x, tokens, backend=backend),
+        K.token_prob(x, tokens, backend="torch"),
+        rtol=1e-5,
+        atol=0.0,
+    )
+
+
 def test_oracle_is_not_the_reference():
     """The oracle itself: hand-computed values for a 3-token row."""
     toks, prob, margin, ent = propose_oracle(np.array([[0.0, math.log(2.0), -math.inf]]))
