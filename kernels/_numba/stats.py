@@ -5,9 +5,12 @@
 :mod:`remask.kernels._numba.propose`; fp16 is widened through a table into a tile buffer).
 ``token_prob`` reads each row once with an online max: per tile, the tile maximum (on 16-bit
 keys for bf16), a float64 rescale of the running sum when it grows, then one fast-math
-float32 exp sweep of the tile (then in L1), whose sum is accumulated in float64. ``kl`` reads
-both rows twice: their maxima first, then the sums. The same range-reduced polynomial
-``exp`` as ``propose`` (relative error < 4e-7).
+float32 exp sweep of the tile (then in L1), whose sum is accumulated in float64 (so
+``token_prob`` shares ``propose``'s float32-lane bound: up to ~4e-6 relative on a peaked row
+with a long tail, see :mod:`remask.kernels._numba.propose`). ``kl`` reads both rows twice:
+their maxima first, then the sums, in blocks of ``_KL_BLOCK`` logits combined in float64
+(its value is a difference of sums of size 1, so it cannot absorb their error). The same
+range-reduced polynomial ``exp`` as ``propose`` (relative error < 4e-7).
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ from remask.kernels.propose import SAMPLE_TILE
 __all__ = ["kl_rows", "token_prob_rows"]
 
 
+# The most negative float32: the clamp of y - max y in the KL sums.
+_NEG_MAX = np.float32(-np.finfo(np.float32).max)
+# Logits per call of _tile_kl_sums. Its three sums run in float32 lanes, and a lane that holds
+# a dominant term (p's top token, e = 1) loses the terms below half its ulp: with 4,096
+# logits a call (~256 per lane) that was up to ~1.5e-5 of each sum, and the KL, a difference
+# of sums of size 1 (a / sx - log sx + log sy), inherited it whole (2.9e-5 on a KL of 2.7e-4,
+# 11%). Blocks of 256 logits hold that to ~16 terms per lane (~1e-6) for ~10% more time.
+_KL_BLOCK = 256
+
+
 @njit(cache=True, fastmath=_FAST)
 def _tile_sum(seg, n, ref):  # pragma: no cover - compiled
     """Σ exp(x - ref) over the tile (float32 lanes, float64 result); ``seg`` holds float32
@@ -70,9 +83,10 @@ def _tile_kl_sums(segx, segy, n, mx, my):  # pragma: no cover - compiled
         ex = _exp_neg(dx)
         sy += _exp_neg(max(_D_MIN, dy))
         sx += ex
-        # Clamping dy keeps the sum finite where y = -inf (such rows report +inf anyway).
+        # Clamping dy at -FLT_MAX keeps each term finite where y = -inf (such rows report
+        # +inf anyway) or where y - my overflows; any finite y keeps its own gap.
         hole += 1 if (x > -np.inf and y == -np.inf) else 0
-        a += ex * (dx - max(dy, np.float32(-1e30)))
+        a += ex * (dx - max(dy, _NEG_MAX))
     return np.float64(sx), np.float64(sy), np.float64(a), hole
 
 
@@ -182,8 +196,8 @@ def _kl_kernel(sx_, kx, sy_, ky, table_bits, rows, has_rows, out, status):  # pr
         ry = sy_[r]
         fmx = np.float32(mx)
         fmy = np.float32(my)
-        for lo in range(0, vocab, SAMPLE_TILE):
-            n = min(SAMPLE_TILE, vocab - lo)
+        for lo in range(0, vocab, _KL_BLOCK):
+            n = min(_KL_BLOCK, vocab - lo)
             # The second read is of bits only (the maxima and NaN are known): float32 and
             # bf16 in place, fp16 widened through the table into the tile buffer.
             if kx == _KIND_F16:

@@ -117,8 +117,9 @@ def _kl_kernel(
         sx += tl.sum(ex, 0).to(tl.float64)
         sy += tl.sum(tl.exp(dy), 0).to(tl.float64)
         holes += tl.sum(((xv > float("-inf")) & (yv == float("-inf"))).to(tl.int32), 0)
-        # ex = 0 on -inf lanes of x; clamping keeps 0 * (finite) instead of NaN.
-        a += tl.sum(ex * (tl.maximum(dx, -3.0e38) - tl.maximum(dy, -1.0e30)), 0).to(tl.float64)
+        # ex = 0 on -inf lanes of x; clamping keeps 0 * (finite) instead of NaN. dy's clamp
+        # is near -FLT_MAX, so that a huge finite gap of q (a finfo.min-style mask) counts.
+        a += tl.sum(ex * (tl.maximum(dx, -3.0e38) - tl.maximum(dy, -3.4e38)), 0).to(tl.float64)
     sx_safe = tl.where(good, sx, 1.0)
     sy_safe = tl.where(good, sy, 1.0)
     value = a / sx_safe - tl.log(sx_safe) + tl.log(sy_safe)

@@ -211,6 +211,10 @@ def test_triton_row_stats_match_reference(vocab, dtype):
     bad[1, 3] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         K.kl(torch.zeros(2, 9).to(DEVICE), bad.to(DEVICE), backend="triton")
+    # a huge finite gap of q (a finfo.min-style mask) counts in full (it was clamped at 1e30)
+    q = torch.tensor([[0.0, 0.0, -3e30, -3e30]]).to(DEVICE)
+    got = K.kl(torch.zeros(1, 4).to(DEVICE), q, backend="triton").item()
+    assert got == pytest.approx(1.5e30, rel=1e-5)
 
 
 @pytest.mark.parametrize(
