@@ -22,10 +22,13 @@ cost on the machine:
   again in a loop: what any op of a step pays for the state the forward left.
 
 The two decodes alternate run by run (``--repeats`` each), torch, Numba and OpenMP pinned to
-``--threads``. CSV rows (schema of :mod:`remask.bench.common`): ``median``/``p20``/``p80`` ms
-per step outside the forward over the runs (ms per op for the small op), ``derived`` that
-time as a fraction of the stub's forward; ``config`` holds the shape, the stub's cost, the
-steps and the load average before and after.
+``--threads``; every step is timed (the sampler's through the driver's callbacks), and the
+first step of each run, which also holds the run's start, is left out. CSV rows (schema of
+:mod:`remask.bench.common`): ``median``/``p20``/``p80`` ms outside the forward over every
+timed step of every run (``repeats`` counts them; ms per op for the small op), ``derived``
+the median as a fraction of the stub's forward; ``config`` holds the shape, the stub's cost,
+the steps per run, each run's mean (``run_means_ms``: what :mod:`remask.bench.samplers`
+reports, stalls included) and the load average before and after.
 """
 
 from __future__ import annotations
@@ -86,11 +89,10 @@ def compiled_low_confidence(
     -------
     tokens : (B, L) int64
         The decoded canvas (to compare with ``remask.generate``).
-    steps : int
-    outside_s : float
-        Wall seconds of the decode outside the stub's calls.
-    kernel_s : float
-        Of which in the ``propose`` kernel.
+    outside_s : list of float
+        Each step's wall seconds outside the stub's call.
+    kernel_s : list of float
+        Each step's seconds in the ``propose`` kernel.
     """
     from remask.kernels._numba import propose as numba_propose
 
@@ -101,9 +103,9 @@ def compiled_low_confidence(
     tokens, masked = canvas.numpy(), canvas.numpy() == model.mask_id  # (B, L) views / copy
     n_rows, vocab = tokens.size, model.vocab_size
     keys = np.zeros(n_rows, dtype=np.uint64)  # temperature 0: never read
-    seconds, steps, kernel_s = model.seconds, 0, 0.0
-    start = time.perf_counter()
+    outside_s, kernel_s = [], []
     while masked.any():
+        start, forward = time.perf_counter(), model.seconds
         logits = model(canvas)  # (B, L, V)
         logits[..., model.mask_id] = float("-inf")  # the protocol's mask-column fill
         if logits.dtype == torch.bfloat16:
@@ -116,7 +118,7 @@ def compiled_low_confidence(
         status = np.empty(n_rows, dtype=np.int32)
         small = int(np.count_nonzero(rows)) * vocab < numba_propose.SERIAL_ELEMENTS
         kernel = numba_propose._propose_kernel_serial if small else numba_propose._propose_kernel
-        k0 = time.perf_counter()
+        kernel_start = time.perf_counter()
         kernel(
             src.reshape(n_rows, vocab),
             kind,
@@ -136,15 +138,34 @@ def compiled_low_confidence(
             stats[2],
             status,
         )
-        kernel_s += time.perf_counter() - k0
+        kernel_s.append(time.perf_counter() - kernel_start)
         if status.any():
             raise ValueError("the stub returned unusable logits (NaN, +inf or no finite logit)")
         select_commit(tokens, stats[0].reshape(masked.shape), out_tok.reshape(masked.shape), masked)
-        steps += 1
         del logits  # the step lets its logits go, as a sampler's does
-    total = time.perf_counter() - start
-    forward = model.seconds - seconds
-    return canvas, steps, total - forward, kernel_s
+        outside_s.append(time.perf_counter() - start - (model.seconds - forward))
+    return canvas, outside_s, kernel_s
+
+
+def sampler_steps(model: StubDenoiser, prompt: list, sampler, gen_length: int):
+    """``remask.generate`` with each step's wall seconds outside the stub's call, from the
+    driver's callbacks (the first step also holds the run's start: it is left out).
+
+    Returns
+    -------
+    tokens : (B, L) int64
+    outside_s : list of float
+    """
+    from remask.samplers import generate
+
+    marks = []  # (time, stub seconds) after each step
+
+    def mark(state, info) -> None:
+        marks.append((time.perf_counter(), model.seconds))
+
+    result = generate(model, prompt, sampler, gen_length=gen_length, seed=0, callbacks=[mark])
+    outside = [(t1 - t0) - (f1 - f0) for (t0, f0), (t1, f1) in zip(marks, marks[1:])]
+    return result.tokens, outside
 
 
 def small_op_ms(model: StubDenoiser, tokens: torch.Tensor, repeats: int = 21) -> tuple[list, list]:
@@ -198,21 +219,26 @@ def main(
         load_before = load_averages()
         expected = generate(model, prompt, sampler, gen_length=G, seed=0).tokens  # warm-up
         compiled_low_confidence(model, P, G, B)  # warm-up (compiles)
-        runs = {"sampler": [], "compiled step": [], "kernel alone": []}
-        steps = 0
+        # Every step of every run, pooled: a step's time, not a run's mean, so that the rare
+        # multi-millisecond stall of this shared VM (it hits either decode) moves the median
+        # of neither; the runs' means are in the config.
+        steps = {"sampler": [], "compiled step": [], "kernel alone": []}
+        means = {name: [] for name in steps}
         for _ in range(repeats):
-            model.seconds = 0.0
-            start = time.perf_counter()
-            result = generate(model, prompt, sampler, gen_length=G, seed=0)
-            runs["sampler"].append((time.perf_counter() - start - model.seconds) / result.steps)
-            decoded, steps, outside_s, kernel_s = compiled_low_confidence(model, P, G, B)
-            if not torch.equal(decoded, result.tokens) or not torch.equal(decoded, expected):
+            tokens, outside = sampler_steps(model, prompt, sampler, G)
+            decoded, floor_s, kernel_s = compiled_low_confidence(model, P, G, B)
+            if not torch.equal(decoded, tokens) or not torch.equal(decoded, expected):
                 raise RuntimeError(
                     "the compiled decode's tokens differ from low_confidence's: the floor "
                     "would not be the same work"
                 )
-            runs["compiled step"].append(outside_s / steps)
-            runs["kernel alone"].append(kernel_s / steps)
+            for name, times in (
+                ("sampler", outside),
+                ("compiled step", floor_s[1:]),  # as the sampler's: the first step left out
+                ("kernel alone", kernel_s[1:]),
+            ):
+                steps[name] += [t * 1e3 for t in times]
+                means[name].append(round(statistics.fmean(times) * 1e3, 4))
         cold, hot = small_op_ms(model, torch.ones(B, P + G + (P == 0), dtype=torch.int64))
         config = dict(
             B=B,
@@ -221,20 +247,20 @@ def main(
             V=V,
             dtype=str(dtype).replace("torch.", ""),
             cost_ms=cost * 1e3,
-            steps=steps,
+            steps=len(kernel_s),
+            repeats=repeats,
             threads=threads,
             load_before=load_before,
             load_after=load_averages(),
         )
-        for variant, seconds in runs.items():
-            ms = [s * 1e3 for s in seconds]
+        for variant, ms in steps.items():
             results.append(
                 sample_row(
                     "step_floor",
                     variant,
                     ms,
                     "ms per step",
-                    config=config,
+                    config={**config, "run_means_ms": means[variant]},
                     env=env,
                     backend=backend,
                     derived=statistics.median(ms) / (cost * 1e3),
@@ -243,10 +269,9 @@ def main(
             )
             log(
                 f"  B={B} L={P + G} V={V} {config['dtype']} ({cost * 1e3:.0f} ms forward) "
-                f"{variant}: {statistics.median(ms):.3f} ms per step "
-                f"({statistics.median(ms) / (cost * 1e3):.1%} of the forward; runs "
-                + " / ".join(f"{m:.3f}" for m in ms)
-                + ")"
+                f"{variant}: {statistics.median(ms):.3f} ms per step, median of "
+                f"{len(ms)} steps ({statistics.median(ms) / (cost * 1e3):.1%} of the forward; "
+                "the runs' means " + " / ".join(f"{m:.3f}" for m in means[variant]) + ")"
             )
         for variant, ms in (("small torch op, cold", cold), ("small torch op, hot", hot)):
             results.append(
