@@ -88,3 +88,8 @@ def test_main_writes_one_row_per_variant(tmp_path, monkeypatch):
 def test_main_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         step_floor.main(**kwargs, log=lambda *a: None)
+
+
+def test_compiled_decode_refuses_other_dtypes():
+    with pytest.raises(ValueError, match="float32 or bfloat16, got torch.float16"):
+        step_floor.compiled_low_confidence(StubDenoiser(16, 8, 0.0, torch.float16), 0, 4, 1)
