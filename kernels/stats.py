@@ -249,7 +249,11 @@ def kl_rows(
         log_p = torch.where(ok[:, None], xc, 0.0).double().log_softmax(-1)  # (n, V)
         log_q = torch.where(ok[:, None], yc, 0.0).double().log_softmax(-1)  # (n, V)
         terms = log_p.exp() * (log_p - log_q)  # (n, V); 0 * (-inf - ...) = NaN where p = 0
-        values.append(torch.where(log_p == -math.inf, 0.0, terms).sum(-1))
+        terms = torch.where(log_p == -math.inf, 0.0, terms)
+        # q = 0 where p > 0 is +inf, also where p underflows float64 (x - max x < -745: its
+        # exp is 0 and 0 * inf would be NaN), as the fast backends count such a hole.
+        hole = (log_q == -math.inf) & (log_p > -math.inf)  # (n, V)
+        values.append(torch.where(hole, math.inf, terms).sum(-1))
         statuses.append(status)
     value, status = torch.cat(values).float(), torch.cat(statuses)
     if rows is not None:

@@ -107,6 +107,15 @@ def test_kl_of_a_dominant_token_and_a_long_tail(backend, vocab, warm_numba):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_kl_is_inf_where_q_misses_a_token_whose_p_underflows(backend, warm_numba):
+    """p > 0 at every finite logit, even where exp underflows float64 (x - max x = -800): q = 0
+    there is +inf (the reference's 0 * inf gave NaN)."""
+    q = torch.tensor([[0.0, -math.inf]])
+    for x in (-100.0, -800.0):
+        assert K.kl(torch.tensor([[0.0, x]]), q, backend=backend).item() == math.inf
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_kl_keeps_huge_finite_gaps(backend, warm_numba):
     """q masks tokens with a huge finite logit gap, as ``finfo.min``-style masking does: the KL
     is that gap times p's mass there (the Numba sums clamped the gap at 1e30)."""
