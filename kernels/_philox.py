@@ -100,6 +100,9 @@ _U64_ZERO = np.uint64(0)
 # 2**-53 and 2**-24: the spacing of the float64 / float32 uniform grids.
 _TWO_M53 = 1.0 / 9007199254740992.0
 _TWO_M24 = 1.0 / 16777216.0
+# From 1/2 on a uniform has no room for k + 0.5 (see _to_unit32).
+_HALF53 = float(2**52)
+_HALF24 = float(2**23)
 
 
 class Purpose(enum.IntEnum):
@@ -387,6 +390,11 @@ def split(
     if any(s < 0 for s in size):
         raise ValueError(f"shape must have non-negative sizes, got {tuple(size)}")
     if isinstance(key, torch.Tensor):
+        if key.dim() != 0:  # one key split many ways (fold keys elementwise instead)
+            raise ValueError(
+                f"split needs one key (an int or a 0-d tensor), got shape "
+                f"{tuple(key.shape)}; fold(keys, data) folds many"
+            )
         device = key.device
     index = torch.arange(size.numel(), dtype=torch.int64, device=device)
     return fold(key, index).reshape(size)
@@ -408,17 +416,27 @@ def position_keys(key: torch.Tensor, attention_mask: torch.Tensor, purpose: int)
         False on padding.
     purpose : Purpose
     """
-    module = _numba_module()
+    if not isinstance(key, torch.Tensor) or key.dtype != torch.int64 or key.dim() != 1:
+        raise TypeError(
+            "position_keys: key must be a (B,) int64 tensor, got "
+            f"{getattr(key, 'dtype', type(key).__name__)} of shape "
+            f"{tuple(getattr(key, 'shape', ()))}"
+        )
     if (
-        module is not None
-        and key.device.type == "cpu"
-        and attention_mask.device.type == "cpu"
-        and key.dtype == torch.int64
-        and attention_mask.dtype == torch.bool
-        and key.dim() == 1
-        and attention_mask.shape[:1] == key.shape
-        and attention_mask.dim() == 2
+        not isinstance(attention_mask, torch.Tensor)
+        or attention_mask.dtype != torch.bool
+        or attention_mask.dim() != 2
+        or attention_mask.shape[0] != key.shape[0]
     ):
+        raise ValueError(
+            f"position_keys: attention_mask must be a ({key.shape[0]}, L) bool tensor, got "
+            f"{getattr(attention_mask, 'dtype', type(attention_mask).__name__)} of shape "
+            f"{tuple(getattr(attention_mask, 'shape', ()))}"
+        )
+    if isinstance(purpose, bool) or not isinstance(purpose, int) or purpose < 0:
+        raise ValueError(f"position_keys: purpose must be an int >= 0, got {purpose!r}")
+    module = _numba_module()
+    if module is not None and key.device.type == "cpu" and attention_mask.device.type == "cpu":
         # One compiled loop instead of two folds and a cumsum (~80 -> ~20 us at (4, 128)):
         # every T > 0 step of every sampler derives its keys here.
         keys = module.position_keys(
@@ -438,8 +456,19 @@ def _to_unit64(lo_word: torch.Tensor, hi_word: torch.Tensor) -> torch.Tensor:
 
 
 def _to_unit32(word: torch.Tensor) -> torch.Tensor:
-    """float32 uniform in (0, 1) from the top 24 bits of one word (exact in float32)."""
-    return ((word >> 8).to(torch.float32) + 0.5) * _TWO_M24
+    """float32 uniform in (0, 1) from the top 24 bits ``k`` of one word, exact in float32:
+    ``(k + 0.5)·2**-24`` below 1/2, ``k·2**-24`` from 1/2 on (where float32 has no room
+    for the half: ``k + 0.5`` rounded to even reached 1.0 at k = 2**24 - 1)."""
+    k = (word >> 8).to(torch.float32)  # < 2**24: exact
+    return torch.where(k < _HALF24, k + 0.5, k) * _TWO_M24
+
+
+def _open_unit64(lo_word: torch.Tensor, hi_word: torch.Tensor) -> torch.Tensor:
+    """:func:`uniform`'s float64 values in (0, 1): :func:`_to_unit64`'s, but ``k·2**-53`` from
+    1/2 on (``k + 0.5`` rounded to even reached 1.0 at k = 2**53 - 1). ``propose``'s own draws
+    keep :func:`_to_unit64` (its picks clamp a 1.0; changing it would change their tokens)."""
+    k = ((hi_word << 21) | (lo_word >> 11)).to(torch.float64)  # < 2**53: exact
+    return torch.where(k < _HALF53, k + 0.5, k) * _TWO_M53
 
 
 def _draw(key: torch.Tensor, stream: int) -> tuple[torch.Tensor, ...]:
@@ -479,7 +508,8 @@ def uniform(key: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.T
     key : int64 tensor, any shape
         One key per output element (e.g. :func:`position_keys` or :func:`split`).
     dtype : torch.float32 or torch.float64
-        float32 uses 24 random bits per value, float64 53 bits.
+        float32 uses 24 random bits ``k`` per value, float64 53 bits: ``(k + 0.5)·2**-b``
+        below 1/2 and ``k·2**-b`` from 1/2 on, both exact (each value equally likely).
 
     Returns
     -------
@@ -507,13 +537,12 @@ def uniform(key: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.T
         if fast is not None:
             return _uniform_numpy(fast, key, dtype)
     w0, w1, _, _ = _draw(key, STREAM_UNIFORM)
-    return _to_unit64(w0, w1) if dtype == torch.float64 else _to_unit32(w1)
+    return _open_unit64(w0, w1) if dtype == torch.float64 else _to_unit32(w1)
 
 
 def _uniform_numpy(fast, key: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """:func:`uniform` on a CPU key tensor through the compiled Philox, in numpy (same bits,
-    same rounding: every step is exact but the float32 ``+ 0.5``, rounded to nearest-even in
-    float32 by numpy as by torch)."""
+    same values: every step is exact)."""
     shape = tuple(key.shape)
     kn = key.numpy().view(np.uint64)
     w0, w1, _, _ = _words_numpy(
@@ -527,8 +556,9 @@ def _uniform_numpy(fast, key: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         kn >> _U32_SHIFT,
     )
     if dtype == torch.float64:
-        bits = (w1 << np.uint64(21)) | (w0 >> np.uint64(11))  # 53 random bits
-        u = (bits.astype(np.float64) + 0.5) * _TWO_M53
+        k = ((w1 << np.uint64(21)) | (w0 >> np.uint64(11))).astype(np.float64)  # 53 bits
+        u = np.where(k < _HALF53, k + 0.5, k) * _TWO_M53
     else:
-        u = ((w1 >> np.uint64(8)).astype(np.float32) + np.float32(0.5)) * np.float32(_TWO_M24)
+        k = (w1 >> np.uint64(8)).astype(np.float32)  # 24 bits
+        u = np.where(k < np.float32(_HALF24), k + np.float32(0.5), k) * np.float32(_TWO_M24)
     return torch.from_numpy(u.reshape(shape))

@@ -72,4 +72,8 @@ def demote(
     right), without making them ineligible: LLaDA's "EOS confidence set to 0" (App. B.4)."""
     ids = torch.tensor(token_ids, device=score.device)
     hit = torch.isin(proposal_tokens, ids)  # (B, L)
-    return torch.where(hit, torch.finfo(score.dtype).min, score)
+    # Just above the lowest finite value, where the selection ops put NaN and -inf scores:
+    # a demoted proposal still outranks those.
+    lowest = torch.tensor(torch.finfo(score.dtype).min, dtype=score.dtype)
+    above = torch.nextafter(lowest, torch.zeros_like(lowest)).item()
+    return torch.where(hit, above, score)

@@ -7,7 +7,9 @@ O(B·L log L), negligible next to reading (B, L, V) logits.
 
 Ordering convention shared by the three ops: eligible positions are ranked by ``score``
 descending, ties broken towards the lower position index; a NaN or ``-inf`` score ranks
-below every other eligible score (but above ineligible positions).
+below every other eligible score (but above ineligible positions): it sorts as the lowest
+finite value, which no score reaches — :func:`remask.kernels.score.demote` writes the one
+just above it.
 """
 
 from __future__ import annotations
@@ -40,9 +42,15 @@ def _check(score: torch.Tensor, eligible: torch.Tensor, name: str) -> None:
 
 
 def _per_row(
-    value: float | torch.Tensor, score: torch.Tensor, name: str, what: str
+    value: float | torch.Tensor,
+    score: torch.Tensor,
+    name: str,
+    what: str,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """A scalar, (B,) or (B, 1) tensor as a (B, 1) tensor on score's device."""
+    """A scalar, (B,) or (B, 1) tensor as a (B, 1) tensor on score's device. A number becomes
+    a ``dtype`` tensor (int64 for an int when None), saturating to ±inf beyond the dtype's
+    range, as torch compares a tensor with a Python number (no overflow error)."""
     if isinstance(value, torch.Tensor):
         rows = score.shape[0]
         if value.dim() == 2 and value.shape[1] == 1 and value.shape[0] in (1, rows):
@@ -63,7 +71,10 @@ def _per_row(
         raise TypeError(f"{name}: {what} must be a number or a tensor, got {value!r}")
     if math.isnan(value):
         raise ValueError(f"{name}: {what} must not be NaN")
-    return torch.full((1, 1), value, device=score.device)
+    if dtype is not None and dtype.is_floating_point:
+        big = torch.finfo(dtype).max
+        value = math.inf if value > big else -math.inf if value < -big else float(value)
+    return torch.full((1, 1), value, dtype=dtype, device=score.device)
 
 
 def _order(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
@@ -119,6 +130,13 @@ def topk_mask(score: torch.Tensor, k: torch.Tensor | int, eligible: torch.Tensor
         Ties are broken towards the lower position index (deterministic).
     """
     _check(score, eligible, "topk_mask")
+    if isinstance(k, torch.Tensor):
+        if k.dtype == torch.bool or k.is_floating_point() or k.is_complex():
+            raise TypeError(f"topk_mask: k must be an integer tensor, got dtype {k.dtype}")
+    elif isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"topk_mask: k must be an int or an integer tensor, got {k!r}")
+    else:
+        k = max(0, min(k, score.shape[-1]))  # k <= 0 selects nothing, k >= L everything
     if type(k) is int and k == 1:  # the common single pick: an argmax, no sort
         return _best(score, eligible)
     k = _per_row(k, score, "topk_mask", "k")  # (B, 1)
@@ -154,7 +172,9 @@ def threshold_mask(
         (ties → lower index) is always selected. NaN scores never clear the threshold.
     """
     _check(score, eligible, "threshold_mask")
-    tau = _per_row(threshold, score, "threshold_mask", "threshold")  # (B, 1)
+    # A number is compared in the score's dtype, as ``score >= threshold`` in torch compares
+    # (the references' rule: a float32 confidence against float32(0.9)).
+    tau = _per_row(threshold, score, "threshold_mask", "threshold", score.dtype)  # (B, 1)
     return eligible & ((score >= tau) | _best(score, eligible))
 
 
@@ -193,7 +213,8 @@ def entropy_budget_mask(
         )
     if not isinstance(gamma, torch.Tensor) and isinstance(gamma, (int, float)) and gamma < 0:
         raise ValueError(f"entropy_budget_mask: gamma must be >= 0, got {gamma!r}")
-    budget = _per_row(gamma, score, "entropy_budget_mask", "gamma")  # (B, 1)
+    # float64, as the entropy sums it is compared with (a float32 gamma rounded 0.1 up)
+    budget = _per_row(gamma, score, "entropy_budget_mask", "gamma", torch.float64)  # (B, 1)
     rank = _rank(score, eligible)  # (B, L)
     order = rank.argsort(dim=-1)  # (B, L) position at each rank
     ent = torch.where(eligible, entropy, 0.0).to(torch.float64)  # (B, L)
@@ -235,13 +256,35 @@ def spacing_filter(
     (B, L) bool
         A subset of ``selected``.
     """
+    if not isinstance(selected, torch.Tensor) or selected.dtype != torch.bool:
+        raise TypeError(
+            f"spacing_filter: selected must be a bool tensor, got "
+            f"{getattr(selected, 'dtype', type(selected).__name__)}"
+        )
+    if not isinstance(score, torch.Tensor) or not score.is_floating_point():
+        raise TypeError(
+            "spacing_filter: score must be a floating-point tensor, got "
+            f"{getattr(score, 'dtype', type(score).__name__)}"
+        )
+    if selected.dim() != 2 or score.shape != selected.shape:
+        raise ValueError(
+            f"spacing_filter: selected (B, L) and score of the same shape, got "
+            f"{tuple(selected.shape)} and {tuple(score.shape)}"
+        )
+    if isinstance(min_spacing, bool) or not isinstance(min_spacing, int):
+        raise TypeError(f"spacing_filter: min_spacing must be an int, got {min_spacing!r}")
+    if max_candidates is not None and (
+        isinstance(max_candidates, bool) or not isinstance(max_candidates, int)
+    ):
+        raise TypeError(
+            f"spacing_filter: max_candidates must be an int or None, got {max_candidates!r}"
+        )
+    if max_candidates is not None and max_candidates < 1:
+        raise ValueError(f"spacing_filter: max_candidates must be >= 1, got {max_candidates}")
     if min_spacing <= 1:
         return selected
     B, L = selected.shape
-    lowest = torch.finfo(score.dtype).min
-    key = torch.where(
-        selected, score.nan_to_num(nan=lowest, neginf=lowest), float("-inf")
-    )  # (B, L)
+    key = _key(score, selected)  # (B, L): the selection ops' order, unselected last
     order = key.sort(dim=-1, descending=True, stable=True).indices  # (B, L): positions, best first
     count = selected.sum(-1)  # (B,)
     position = torch.arange(L, device=selected.device)  # (L,)

@@ -208,3 +208,38 @@ def test_compiled_position_keys_equal_the_two_folds(shape):
         want = K.fold(K.fold(key, int(purpose)).unsqueeze(-1), rank)  # (B, L)
         got = K.position_keys(key, real, purpose)
         assert got.shape == want.shape and torch.equal(got, want)
+
+
+def test_uniform_never_reaches_one():
+    """The top 24 bits k = 2**24 - 1 gave (k + 0.5)·2**-24, rounded to even in float32: 1.0
+    (about once in 2**24 draws; fold(0, 31460755) is such a key). From 1/2 on the value is
+    k·2**-24, exact; below, (k + 0.5)·2**-24, exact. The same in float64 at 2**53 - 1."""
+    from remask.kernels import _philox
+
+    key = K.fold(0, 31460755).reshape(1)
+    for u in (K.uniform(key), _philox._to_unit32(_philox._draw(key, K.STREAM_UNIFORM)[1])):
+        assert u.item() == 1.0 - 2**-24
+    words = torch.tensor([0xFFFFFF00, 0x7FFFFF00, 0x80000000, 0x00000000], dtype=torch.int64)
+    k = (words >> 8).double()
+    want = torch.where(k < 2**23, k + 0.5, k) * 2**-24
+    assert torch.equal(_philox._to_unit32(words).double(), want)  # every value exact
+    ones = torch.tensor([0xFFFFFFFF], dtype=torch.int64)
+    assert _philox._open_unit64(ones, ones).item() == 1.0 - 2**-53
+    # the compiled path and the torch path agree value for value, both dtypes
+    keys = K.split(11, 5000)
+    w0, w1, _, _ = _philox._draw(keys, K.STREAM_UNIFORM)
+    assert torch.equal(K.uniform(keys), _philox._to_unit32(w1))
+    assert torch.equal(K.uniform(keys, dtype=torch.float64), _philox._open_unit64(w0, w1))
+
+
+def test_position_keys_and_split_validate_their_arguments():
+    real = torch.ones(3, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"attention_mask must be a \(1, L\) bool"):
+        K.position_keys(K.split(0, 1), real, K.Purpose.PROPOSE)  # one key for three rows
+    with pytest.raises(TypeError, match=r"key must be a \(B,\) int64 tensor"):
+        K.position_keys(K.split(0, (3, 1)), real, K.Purpose.PROPOSE)
+    with pytest.raises(ValueError, match="purpose must be an int >= 0, got -1"):
+        K.position_keys(K.split(0, 3), real, -1)
+    with pytest.raises(ValueError, match=r"split needs one key.*got shape \(3,\)"):
+        K.split(K.split(0, 3), 3)
+    assert torch.equal(K.split(torch.tensor(5), 3), K.split(5, 3))

@@ -140,3 +140,54 @@ def test_validation():
         K.entropy_budget_mask(s, s, -1.0, e)
     with pytest.raises(TypeError, match="score"):
         K.topk_mask(torch.ones(2, 3, dtype=torch.long), 1, e)
+
+
+def test_numbers_compare_in_the_scores_dtype_and_saturate():
+    """threshold: compared in the score's dtype, as torch's ``score >= number`` (float64
+    scores against 0.1 itself, not float32(0.1)); gamma: in float64, with the entropy sums;
+    numbers beyond the dtype's range saturate instead of raising."""
+    both = torch.ones(1, 2, dtype=torch.bool)
+    assert K.threshold_mask(torch.tensor([[0.9, 0.1]], dtype=torch.float64), 0.1, both).all()
+    f32 = torch.tensor([[0.5, 0.9]])  # float32(0.9) clears 0.9, as in the references
+    assert K.threshold_mask(f32, 0.9, both).tolist() == [[False, True]]
+    assert K.threshold_mask(f32, 1e300, both).tolist() == [[False, True]]  # the fallback alone
+    assert K.threshold_mask(f32, -1e300, both).all()
+    ent = torch.tensor([[1.0, 0.1000000001]], dtype=torch.float64)
+    order = torch.tensor([[0.9, 0.8]])
+    assert K.entropy_budget_mask(order, ent, 0.1, both).tolist() == [[True, False]]
+    assert K.entropy_budget_mask(order, ent, 1e39, both).all()
+    assert K.topk_mask(f32, 2**70, both).all() and not K.topk_mask(f32, -(2**70), both).any()
+
+
+@pytest.mark.parametrize("k", [2.5, True, torch.tensor([1.5]), torch.tensor([True])])
+def test_topk_mask_wants_an_integer_k(k):
+    with pytest.raises(TypeError, match="k must be an int"):
+        K.topk_mask(torch.rand(1, 4), k, torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_demoted_proposals_still_outrank_nan_and_minus_inf():
+    """demote() ranks a proposal after every real score; NaN and -inf go after that (they
+    tied with the demoted value, finfo.min, and the lower position won)."""
+    from remask.kernels.score import demote
+
+    score = torch.tensor([[math.nan, 0.7, -math.inf, 0.2]])
+    demoted = demote(score, torch.tensor([[5, 9, 5, 5]]), (9,))  # position 1 proposes EOS 9
+    everything = torch.ones(1, 4, dtype=torch.bool)
+    assert K.topk_mask(demoted, 2, everything).tolist() == [[False, True, False, True]]
+    assert K.topk_mask(demoted, torch.tensor([2]), everything).tolist() == [
+        [False, True, False, True]
+    ]
+
+
+def test_spacing_filter_orders_as_the_selection_ops_and_validates():
+    selected = torch.ones(1, 3, dtype=torch.bool)
+    score = torch.tensor([[torch.finfo(torch.float32).max, 0.0, math.inf]])
+    assert K.spacing_filter(selected, score, 3).tolist() == [[False, False, True]]  # +inf first
+    with pytest.raises(TypeError, match="selected must be a bool tensor"):
+        K.spacing_filter(selected.float(), score, 3)
+    with pytest.raises(ValueError, match=r"same shape, got \(1, 3\) and \(1, 2\)"):
+        K.spacing_filter(selected, score[:, :2], 3)
+    with pytest.raises(TypeError, match="min_spacing must be an int"):
+        K.spacing_filter(selected, score, 2.5)
+    with pytest.raises(ValueError, match="max_candidates must be >= 1, got 0"):
+        K.spacing_filter(selected, score, 3, max_candidates=0)

@@ -168,6 +168,6 @@ def test_numpy_philox_paths_give_the_torch_bits():
         zero = torch.zeros_like(keys)
         stream = torch.full_like(keys, philox.STREAM_UNIFORM)
         w0, w1, _, _ = philox._philox_torch(zero, zero, zero, stream, k0, k1)
-        expected = philox._to_unit64(w0, w1) if dtype == torch.float64 else philox._to_unit32(w1)
+        expected = philox._open_unit64(w0, w1) if dtype == torch.float64 else philox._to_unit32(w1)
         got = K.uniform(keys, dtype=dtype)
         assert got.dtype == dtype and torch.equal(got, expected)
