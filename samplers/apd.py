@@ -51,7 +51,8 @@ Departures from the reference code (deliberate):
   effective temperature of T^2: it divides the logits by T and also raises its exponential
   noise to the power T), and the target's token at the first
   disagreement is committed too (the reference re-drafts it), which makes the output law the
-  exact chain of the mixture.
+  exact chain of the mixture. ``top_p`` filters the target as it filters the draft (the
+  reference's argmax target is unfiltered), so the chain is that of the filtered mixture.
 - The first drafted position is not accepted unconditionally from the draft; it gets the
   target's token like every other (with an exact verifier and R = 0 this is what makes
   sampling exact).
@@ -211,7 +212,8 @@ class APD(Sampler):
     temperature : float
         Sampling temperature of draft and target (reference 0.2; 0 = argmax).
     top_p : float, optional
-        Nucleus filter applied to draft and target (reference 0.95); None or 1 disables.
+        Nucleus filter applied to draft and target (reference 0.95: there it filters the
+        draft only, its target being an unfiltered argmax); None or 1 disables.
     verifier : str, optional
         Model spec of the verifier (see the module docstring); None = ``denoiser.verifier``.
     block_length : int, optional

@@ -26,7 +26,10 @@ One check, in one forward pass:
    ``threshold`` are re-sampled from the re-prediction (at ``temperature``), the least
    plausible first, as many as the budget allows. With ``threshold = inf`` every candidate
    is re-sampled: a systematic-scan checkerboard Gibbs sweep, which leaves the model's joint
-   invariant (tested exactly on the Markov oracle).
+   invariant (tested exactly on the Markov oracle) — provided the set of checked positions
+   does not depend on the tokens: once ``max_revisions`` runs out the least plausible are
+   chosen first, and a base sampler whose commit order depends on the values chooses the
+   candidates, so the invariance is exact only for a fixed candidate set.
 
 Schedule: during the base's run a check is made every ``every`` steps on the canvas the
 base step starts from (it corrects earlier commits), its rows appended to the base's forward

@@ -56,9 +56,10 @@ Departures from the reference code (deliberate):
   every query.
 - Any ``gen_length``/``block_length`` (the reference asserts divisibility); blocks are cut
   ``block_length`` at a time over the editable positions.
-- ``temperature`` > 0 samples the draft from softmax(logits / T) with Gumbel noise, as the
-  reference does (its ``add_gumbel_noise``), but from remask's counter-based random streams,
-  so the sampled tokens are not the reference's draws; ``temperature=0`` takes the argmax
+- ``temperature`` > 0 samples the draft exactly from softmax(logits / T) — the law of the
+  reference's Gumbel-max draw (its ``add_gumbel_noise``), by ``remask.kernels.propose``'s
+  inverse-CDF rule from remask's counter-based random streams, so the sampled tokens are
+  not the reference's draws; ``temperature=0`` takes the argmax
   like the reference's default. Confidences are probabilities of the proposed token in
   float32 from one pass over the logits (the reference uses float64 softmax), ties to the
   lower position.
