@@ -109,6 +109,8 @@ def _key(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
 def _best(score: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
     """(B, L) bool: the best eligible position of each row (ties to the lower index; nothing
     in a row without an eligible position) — rank 0 without a sort."""
+    if score.shape[-1] == 0:  # no position at all (argmax has nothing to reduce)
+        return eligible.clone()
     best = _key(score, eligible).argmax(-1, keepdim=True)  # (B, 1): first maximum
     return eligible & (torch.arange(score.shape[-1], device=score.device) == best)
 

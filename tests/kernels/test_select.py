@@ -191,3 +191,15 @@ def test_spacing_filter_orders_as_the_selection_ops_and_validates():
         K.spacing_filter(selected, score, 2.5)
     with pytest.raises(ValueError, match="max_candidates must be >= 1, got 0"):
         K.spacing_filter(selected, score, 3, max_candidates=0)
+
+
+def test_selection_ops_on_rows_without_positions():
+    """L = 0: every op returns an empty (B, 0) mask (the single-pick path raised IndexError)."""
+    score, none = torch.zeros(2, 0), torch.zeros(2, 0, dtype=torch.bool)
+    for mask in (
+        K.topk_mask(score, 1, none),
+        K.topk_mask(score, 2, none),
+        K.threshold_mask(score, 0.5, none),
+        K.entropy_budget_mask(score, score, 0.1, none),
+    ):
+        assert mask.shape == (2, 0) and mask.dtype == torch.bool
