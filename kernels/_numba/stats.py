@@ -241,6 +241,13 @@ def _bits(x: torch.Tensor) -> tuple[np.ndarray, int]:
     return x.view(torch.int16).numpy().view(np.uint16), kind
 
 
+def _outputs(n_rows: int, computed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (N,) float32 values and (N,) int32 status of a call: left for the kernel to fill
+    every row, or already its fill (zeros) when the call computes no row and runs none."""
+    make = np.empty if computed else np.zeros
+    return make(n_rows, dtype=np.float32), make(n_rows, dtype=np.int32)
+
+
 def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | None):
     """Numba implementation of :func:`remask.kernels.stats.token_prob_rows`.
 
@@ -252,12 +259,8 @@ def token_prob_rows(x: torch.Tensor, tokens: torch.Tensor, rows: torch.Tensor | 
     src, kind = _bits(x)
     n_rows = src.shape[0]
     rows_np, has_rows, computed = row_mask(rows, n_rows)
-    out = np.empty(n_rows, dtype=np.float32)
-    status = np.empty(n_rows, dtype=np.int32)
-    if not computed:  # the kernel's own fill, without the kernel
-        out.fill(0.0)
-        status.fill(0)
-    else:
+    out, status = _outputs(n_rows, computed)
+    if computed:
         small = computed * src.shape[1] < SERIAL_ELEMENTS
         (_token_prob_kernel_serial if small else _token_prob_kernel)(
             src, kind, _F16_BITS, tokens.numpy(), rows_np, has_rows, out, status
@@ -272,12 +275,8 @@ def kl_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None):
     src_y, ky = _bits(y)
     n_rows = src_x.shape[0]
     rows_np, has_rows, computed = row_mask(rows, n_rows)
-    out = np.empty(n_rows, dtype=np.float32)
-    status = np.empty(n_rows, dtype=np.int32)
-    if not computed:  # the kernel's own fill, without the kernel
-        out.fill(0.0)
-        status.fill(0)
-    else:
+    out, status = _outputs(n_rows, computed)
+    if computed:
         small = 2 * computed * src_x.shape[1] < SERIAL_ELEMENTS  # two rows read per row
         (_kl_kernel_serial if small else _kl_kernel)(
             src_x, kx, src_y, ky, _F16_BITS, rows_np, has_rows, out, status
