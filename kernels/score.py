@@ -8,6 +8,8 @@ map onto it: LLaDA's "low_confidence" remasking is ``prob`` and its "random" rem
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from remask.kernels._philox import Purpose, position_keys, uniform
@@ -72,8 +74,12 @@ def demote(
     right), without making them ineligible: LLaDA's "EOS confidence set to 0" (App. B.4)."""
     ids = torch.tensor(token_ids, device=score.device)
     hit = torch.isin(proposal_tokens, ids)  # (B, L)
-    # Just above the lowest finite value, where the selection ops put NaN and -inf scores:
-    # a demoted proposal still outranks those.
-    lowest = torch.tensor(torch.finfo(score.dtype).min, dtype=score.dtype)
-    above = torch.nextafter(lowest, torch.zeros_like(lowest)).item()
-    return torch.where(hit, above, score)
+    return torch.where(hit, _above_lowest(score.dtype), score)
+
+
+@functools.cache
+def _above_lowest(dtype: torch.dtype) -> float:
+    """The value just above ``finfo(dtype).min``, where the selection ops put NaN and -inf
+    scores: a demoted proposal still outranks those (computed once per dtype)."""
+    lowest = torch.tensor(torch.finfo(dtype).min, dtype=dtype)
+    return torch.nextafter(lowest, torch.zeros_like(lowest)).item()
