@@ -58,6 +58,7 @@ __all__ = [
     "quality",
     "overhead",
     "overhead_stub",
+    "cold_and_hot_ms",
     "pareto_plot",
     "main",
 ]
@@ -613,19 +614,29 @@ def small_call_floors(
     from remask import kernels
 
     small = torch.randn(*tokens.shape, 16)  # (B, L, 16)
+    cold, hot = cold_and_hot_ms(model, tokens, lambda: kernels.propose(small), repeats)
+    return statistics.median(cold), statistics.median(hot)
+
+
+def cold_and_hot_ms(
+    model: StubDenoiser, tokens: torch.Tensor, op, repeats: int = 21
+) -> tuple[list[float], list[float]]:
+    """ms of ``op()`` right after each call of ``model`` on ``tokens`` (cold; two warm-up
+    calls first) and again and again in a loop (hot); the calls are not charged to the run
+    (``model.seconds`` is left as it was)."""
     seconds, cold, hot = model.seconds, [], []
     for i in range(repeats + 2):
         model(tokens)  # (B, L, V), dropped
         start = time.perf_counter()
-        kernels.propose(small)
+        op()
         if i >= 2:  # two warm-up calls
             cold.append((time.perf_counter() - start) * 1e3)
     for _ in range(repeats):
         start = time.perf_counter()
-        kernels.propose(small)
+        op()
         hot.append((time.perf_counter() - start) * 1e3)
     model.seconds = seconds
-    return statistics.median(cold), statistics.median(hot)
+    return cold, hot
 
 
 def fresh_logits_floors(

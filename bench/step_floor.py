@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from remask.bench.common import environment, load_averages, pin_numba, sample_row, write_csv
-from remask.bench.samplers import STUB_SHAPES, StubDenoiser, _greedy_sampler
+from remask.bench.samplers import STUB_SHAPES, StubDenoiser, _greedy_sampler, cold_and_hot_ms
 
 __all__ = ["compiled_low_confidence", "main", "small_op_ms"]
 
@@ -174,19 +174,7 @@ def sampler_steps(model: StubDenoiser, prompt: list, sampler, gen_length: int):
 def small_op_ms(model: StubDenoiser, tokens: torch.Tensor, repeats: int = 21) -> tuple[list, list]:
     """ms of one ``torch.empty`` of the canvas's shape right after each call of ``model``
     (cold) and again and again in a loop (hot); the calls are not charged to the run."""
-    seconds, cold, hot = model.seconds, [], []
-    for i in range(repeats + 2):
-        model(tokens)  # (B, L, V), dropped
-        start = time.perf_counter()
-        torch.empty(tokens.shape)
-        if i >= 2:  # two warm-up calls
-            cold.append((time.perf_counter() - start) * 1e3)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.empty(tokens.shape)
-        hot.append((time.perf_counter() - start) * 1e3)
-    model.seconds = seconds
-    return cold, hot
+    return cold_and_hot_ms(model, tokens, lambda: torch.empty(tokens.shape), repeats)
 
 
 def main(
